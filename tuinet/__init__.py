@@ -1,0 +1,3 @@
+"""tuinet: train neural networks in the terminal."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""Process-wide runtime setup done before Numba compiles anything.
+
+Numba's cache goes to ``$NUMBA_CACHE_DIR`` or, when the package directory is not writable, to a user cache
+folder. Numba uses a thread-safe threading layer (OpenMP or TBB) so the training thread can launch parallel
+kernels while the UI thread runs, and BLAS is limited so BLAS and Numba threads do not fight over the cores.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_CONFIGURED = False
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".tuinet-write-probe"
+        probe.write_text("")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def configure_numba_cache() -> None:
+    """Point ``NUMBA_CACHE_DIR`` at a writable folder unless the user already chose one."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    package_dir = Path(__file__).resolve().parent
+    if _writable(package_dir / "__pycache__"):
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    for candidate in (Path(base) / "tuinet" / "numba", Path(tempfile.gettempdir()) / "tuinet-numba"):
+        if _writable(candidate):
+            os.environ["NUMBA_CACHE_DIR"] = str(candidate)
+            return
+
+
+def configure() -> None:
+    """Configure the Numba cache and threading layer; safe to call many times."""
+    global _CONFIGURED
+    if _CONFIGURED:
+        return
+    _CONFIGURED = True
+    configure_numba_cache()
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "threadsafe")
+    import numba
+
+    numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
+
+
+_blas_limiter = None
+
+
+def limit_blas_threads(n: int | None = None) -> None:
+    """Limit BLAS (OpenBLAS/MKL) to ``n`` threads (default: all cores), kept for the life of the process."""
+    global _blas_limiter
+    from threadpoolctl import threadpool_limits
+
+    if n is None:
+        n = os.cpu_count() or 1
+    _blas_limiter = threadpool_limits(limits=n, user_api="blas")

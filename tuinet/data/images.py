@@ -1,0 +1,77 @@
+"""Image folders: one subfolder per class holding PNG/JPEG files, decoded with Pillow."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tuinet.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+COLORS = {"gray": ("L", 1), "grey": ("L", 1), "rgb": ("RGB", 3)}
+
+
+def read_image_folder(folder: Path, image_size: tuple[int, int] | None, color: str,
+                      log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode ``folder/<class>/<image>`` into uint8 (N, H, W, C), int64 labels and the class names.
+
+    Unreadable files are skipped with a warning naming each one. ``image_size`` is (height, width);
+    when None, the most common size among the images is used.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if color not in COLORS:
+        raise DataError(f"unknown color mode {color!r}; choose gray or rgb")
+    mode, channels = COLORS[color]
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files: list[tuple[Path, str]] = []
+    for sub in subdirs:
+        found = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            log(f"{folder.name}: class folder {sub.name!r} has no images: ignored")
+        files.extend((p, sub.name) for p in found)
+    if not files:
+        loose = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        hint = " (images must sit in one subfolder per class, not directly in the folder)" if loose else ""
+        raise DataError(f"{folder}: no images found (expected one subfolder per class with .png/.jpg files){hint}")
+
+    decoded: list[tuple[Image.Image, str]] = []
+    skipped = []
+    for path, label in files:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                decoded.append((im.convert(mode), label))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            skipped.append(path)
+            log(f"warning: skipped unreadable image {path.relative_to(folder)} ({type(e).__name__}: {str(e)[:80]})")
+    if not decoded:
+        raise DataError(f"{folder}: none of the {len(files)} image files could be read")
+    if skipped:
+        log(f"{folder.name}: skipped {len(skipped)} unreadable file(s) of {len(files)}")
+
+    if image_size is None:
+        sizes = Counter(im.size for im, _ in decoded)
+        (w, h), _ = sizes.most_common(1)[0]
+        if len(sizes) > 1:
+            log(f"{folder.name}: images have {len(sizes)} different sizes; resizing all to {h}x{w} "
+                "(choose with --image-size)")
+    else:
+        h, w = image_size
+        if h <= 0 or w <= 0:
+            raise DataError(f"invalid image size {h}x{w}")
+    x = np.empty((len(decoded), h, w, channels), dtype=np.uint8)
+    for i, (im, _) in enumerate(decoded):
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)
+        x[i] = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
+    class_names = sorted({label for _, label in decoded})
+    lookup = {name: i for i, name in enumerate(class_names)}
+    y = np.array([lookup[label] for _, label in decoded], dtype=np.int64)
+    if len(class_names) < 2:
+        raise DataError(f"{folder}: a single class ({class_names[0]!r}); classification needs at least 2 "
+                        "class subfolders with images")
+    return x, y, class_names

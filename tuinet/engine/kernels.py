@@ -1,0 +1,343 @@
+"""Numba kernels for the dense engine: activations, bias, losses, penalties and dropout.
+
+Every kernel works on float32 arrays that are C-contiguous and writable; element-wise kernels take flat 1-D
+views (``a.reshape(-1)``) so each one compiles exactly one specialization. Constants are written as
+``np.float32(...)`` so Numba never promotes the arithmetic to float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from tuinet import _runtime
+
+_runtime.configure()
+
+# The guide's fastmath subset: no 'nnan'/'ninf', so NaN checks survive for the divergence guard.
+FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+CHUNK = 8192  # elements per parallel chunk: small arrays run as one chunk
+
+F0 = np.float32(0.0)
+F1 = np.float32(1.0)
+FHALF = np.float32(0.5)
+INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
+INV_SQRT_2PI = np.float32(1.0 / math.sqrt(2.0 * math.pi))
+
+
+def jit(parallel: bool = False):
+    """The decorator every tuinet kernel uses."""
+    return njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy")
+
+
+# --- activations (flat arrays) -------------------------------------------------------------------------------
+# Each element-wise kernel is a serial loop over whole (sliced) arrays, which LLVM vectorizes, and a parallel
+# wrapper that runs it over chunk slices with prange (a loop written directly inside prange, or one over
+# range(start, stop), does not vectorize: Numba cannot prove the index is non-negative).
+
+
+@jit()
+def _relu_fwd(x, out):
+    for i in range(x.size):
+        v = x[i]
+        out[i] = v if v > F0 else F0
+
+
+@jit(parallel=True)
+def relu_forward(x, out):
+    n = x.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _relu_fwd(x, out)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _relu_fwd(x[s:e], out[s:e])
+
+
+@jit()
+def _relu_bwd(dy, y, dx):
+    for i in range(dy.size):
+        dx[i] = dy[i] if y[i] > F0 else F0
+
+
+@jit(parallel=True)
+def relu_backward(dy, y, dx):
+    n = dy.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _relu_bwd(dy, y, dx)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _relu_bwd(dy[s:e], y[s:e], dx[s:e])
+
+
+@jit()
+def _leaky_fwd(x, out, slope):
+    for i in range(x.size):
+        v = x[i]
+        out[i] = v if v > F0 else v * slope
+
+
+@jit(parallel=True)
+def leaky_relu_forward(x, out, slope):
+    n = x.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _leaky_fwd(x, out, slope)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _leaky_fwd(x[s:e], out[s:e], slope)
+
+
+@jit()
+def _leaky_bwd(dy, x, dx, slope):
+    for i in range(dy.size):
+        dx[i] = dy[i] if x[i] > F0 else dy[i] * slope
+
+
+@jit(parallel=True)
+def leaky_relu_backward(dy, x, dx, slope):
+    n = dy.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _leaky_bwd(dy, x, dx, slope)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _leaky_bwd(dy[s:e], x[s:e], dx[s:e], slope)
+
+
+@jit()
+def sigmoid_forward(x, out):
+    """Logistic function without overflow for large |x|."""
+    for i in range(x.size):
+        v = x[i]
+        if v >= F0:
+            out[i] = F1 / (F1 + np.exp(-v))
+        else:
+            e = np.exp(v)
+            out[i] = e / (F1 + e)
+
+
+@jit()
+def sigmoid_backward(dy, y, dx):
+    for i in range(dy.size):
+        dx[i] = dy[i] * y[i] * (F1 - y[i])
+
+
+@jit()
+def tanh_forward(x, out):
+    for i in range(x.size):
+        out[i] = np.tanh(x[i])
+
+
+@jit()
+def tanh_backward(dy, y, dx):
+    for i in range(dy.size):
+        dx[i] = dy[i] * (F1 - y[i] * y[i])
+
+
+@jit()
+def gelu_forward(x, out):
+    """Exact GELU, x * Phi(x), as torch.nn.GELU() computes it."""
+    for i in range(x.size):
+        v = x[i]
+        out[i] = FHALF * v * (F1 + math.erf(v * INV_SQRT2))
+
+
+@jit()
+def gelu_backward(dy, x, dx):
+    for i in range(dy.size):
+        v = x[i]
+        cdf = FHALF * (F1 + math.erf(v * INV_SQRT2))
+        pdf = INV_SQRT_2PI * np.exp(-FHALF * v * v)
+        dx[i] = dy[i] * (cdf + v * pdf)
+
+
+# --- dense helpers (2-D arrays) ------------------------------------------------------------------------------
+
+
+@jit()
+def add_bias(z, b):
+    """z[i, :] += b for every row, in place."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            z[i, j] += b[j]
+
+
+@jit()
+def column_sum(dz, out):
+    """out[j] = sum_i dz[i, j] (the bias gradient)."""
+    n, m = dz.shape
+    for j in range(m):
+        out[j] = F0
+    for i in range(n):
+        for j in range(m):
+            out[j] += dz[i, j]
+
+
+# --- dropout (flat arrays) -----------------------------------------------------------------------------------
+
+
+@jit()
+def dropout_forward(x, u, keep, out, mask):
+    """Inverted dropout: keep a unit when u < keep and scale it by 1/keep; mask stores that scale (or 0)."""
+    scale = F1 / keep
+    for i in range(x.size):
+        m = scale if u[i] < keep else F0
+        mask[i] = m
+        out[i] = x[i] * m
+
+
+@jit()
+def multiply(a, b, out):
+    """out = a * b element-wise."""
+    for i in range(a.size):
+        out[i] = a[i] * b[i]
+
+
+# --- losses (2-D logits) -------------------------------------------------------------------------------------
+
+
+@jit()
+def softmax_cross_entropy(logits, labels, dlogits, row_loss):
+    """Mean softmax cross-entropy; writes d(mean loss)/d(logits) into dlogits and each row's loss into row_loss.
+
+    Stable: subtracts each row's max before exponentiating and takes log-sum-exp, never log(softmax).
+    Returns (mean loss as float64, number of rows whose argmax equals the label).
+    """
+    n, k = logits.shape
+    inv_n = F1 / np.float32(n)
+    correct = 0
+    total = 0.0
+    for i in range(n):
+        mx = logits[i, 0]
+        arg = 0
+        for j in range(1, k):
+            if logits[i, j] > mx:
+                mx = logits[i, j]
+                arg = j
+        s = F0
+        for j in range(k):
+            e = np.exp(logits[i, j] - mx)
+            dlogits[i, j] = e
+            s += e
+        inv_s = F1 / s
+        lab = labels[i]
+        li = np.log(s) - (logits[i, lab] - mx)
+        row_loss[i] = li
+        total += li
+        for j in range(k):
+            dlogits[i, j] = dlogits[i, j] * inv_s * inv_n
+        dlogits[i, lab] -= inv_n
+        if arg == lab:
+            correct += 1
+    return total / n, correct
+
+
+@jit()
+def softmax_rows(logits, out):
+    """Row-wise stable softmax."""
+    n, k = logits.shape
+    for i in range(n):
+        mx = logits[i, 0]
+        for j in range(1, k):
+            mx = max(mx, logits[i, j])
+        s = F0
+        for j in range(k):
+            e = np.exp(logits[i, j] - mx)
+            out[i, j] = e
+            s += e
+        for j in range(k):
+            out[i, j] /= s
+
+
+@jit()
+def mean_squared_error(pred, target, dpred):
+    """Mean over all elements of (pred - target)^2, as torch.nn.MSELoss(); writes the gradient into dpred."""
+    n = pred.size
+    scale = np.float32(2.0) / np.float32(n)
+    total = 0.0
+    for i in range(n):
+        d = pred[i] - target[i]
+        total += d * d
+        dpred[i] = scale * d
+    return total / n
+
+
+@jit()
+def bce_with_logits(logits, target, dlogits):
+    """Mean binary cross-entropy on logits, stable form max(x,0) - x*t + log(1 + exp(-|x|))."""
+    n = logits.size
+    inv_n = F1 / np.float32(n)
+    total = 0.0
+    for i in range(n):
+        x = logits[i]
+        t = target[i]
+        total += max(x, F0) - x * t + np.log1p(np.exp(-abs(x)))
+        if x >= F0:
+            s = F1 / (F1 + np.exp(-x))
+        else:
+            e = np.exp(x)
+            s = e / (F1 + e)
+        dlogits[i] = (s - t) * inv_n
+    return total / n
+
+
+# --- weight penalties and checks (flat arrays) -------------------------------------------------------------------
+
+
+@jit()
+def _penalty_range(w, g, l1, l2):
+    two_l2 = np.float32(2.0) * l2
+    acc = 0.0
+    for i in range(w.size):
+        v = w[i]
+        sign = F1 if v > F0 else (-F1 if v < F0 else F0)
+        g[i] += l1 * sign + two_l2 * v
+        acc += l1 * abs(v) + l2 * v * v
+    return acc
+
+
+@jit(parallel=True)
+def add_penalty_grad(w, g, l1, l2):
+    """Add the gradient of l1*sum|w| + l2*sum w^2 to g in place; return the penalty value."""
+    n = w.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        return _penalty_range(w, g, l1, l2)
+    parts = np.zeros(nchunks, dtype=np.float64)
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        parts[c] = _penalty_range(w[s:e], g[s:e], l1, l2)
+    return parts.sum()
+
+
+@jit()
+def sum_squares(a):
+    """Sum of squares accumulated in float64 (for gradient and weight norms)."""
+    acc = 0.0
+    for i in range(a.size):
+        v = np.float64(a[i])
+        acc += v * v
+    return acc
+
+
+@jit()
+def all_finite(a):
+    """True when every element is finite (the divergence guard's check)."""
+    for i in range(a.size):
+        if not np.isfinite(a[i]):
+            return False
+    return True

@@ -1,0 +1,379 @@
+"""Layers with explicit ``forward``/``backward`` that cache what the backward pass needs.
+
+A layer owns its parameters (``params``) and, aligned with them, gradient buffers (``grads``) that ``backward``
+overwrites. Optimizers never live inside a layer. Every array is float32 and C-contiguous; images are NHWC.
+
+Interface every layer follows (conv layers and blocks in other modules too):
+
+* ``build(input_shape, rng) -> output_shape`` (shapes without the batch dimension)
+* ``forward(x, training) -> y``
+* ``backward(dy, need_dx=True) -> dx`` (fills ``grads``; returns None when ``need_dx`` is False)
+* ``config() -> dict`` and ``Layer.from_config(dict)``; ``buffers`` for non-trained state (running stats)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tuinet.engine import kernels as K
+from tuinet.errors import ModelError
+
+LAYER_TYPES: dict[str, type["Layer"]] = {}
+
+
+def register(cls: type["Layer"]) -> type["Layer"]:
+    """Class decorator that makes a layer type loadable from its config."""
+    LAYER_TYPES[cls.__name__] = cls
+    return cls
+
+
+class Layer:
+    """Base class for layers."""
+
+    params: list[np.ndarray]
+    grads: list[np.ndarray]
+    param_names: ClassVar[tuple[str, ...]] = ()
+    #: names of params that receive L1/L2 penalties (weights, never biases)
+    penalized: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.params = []
+        self.grads = []
+        self.buffers: dict[str, np.ndarray] = {}
+        self.input_shape: tuple[int, ...] = ()
+        self.output_shape: tuple[int, ...] = ()
+        self.name = type(self).__name__.lower()
+
+    @property
+    def kind(self) -> str:
+        """The layer's type name as shown in summaries."""
+        return type(self).__name__
+
+    def build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
+        """Allocate parameters for inputs of ``input_shape``; return the output shape."""
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(input_shape)
+        return self.output_shape
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Compute the layer's output for a batch."""
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Fill ``grads`` from the output gradient and return the input gradient."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-serialisable description that rebuilds this layer."""
+        return {"type": self.kind}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "Layer":
+        """Rebuild a layer from :meth:`config` output."""
+        kind = cfg.get("type")
+        if kind not in LAYER_TYPES:
+            raise ModelError(f"unknown layer type '{kind}'")
+        args = {k: v for k, v in cfg.items() if k != "type"}
+        try:
+            return LAYER_TYPES[kind](**args)
+        except TypeError as e:
+            raise ModelError(f"bad options for layer {kind}: {e}") from None
+
+    def num_params(self) -> int:
+        """Number of trainable scalars."""
+        return int(sum(p.size for p in self.params))
+
+    def named_params(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, parameter, gradient) triples."""
+        return list(zip(self.param_names, self.params, self.grads))
+
+    def describe(self) -> str:
+        """Short text for summaries, e.g. ``Dense(256)``."""
+        return self.kind
+
+
+def he_or_xavier(activation: str | None) -> str:
+    """The initialization a following activation calls for: He for ReLU-like units, Xavier otherwise."""
+    return "he" if activation in ("relu", "leaky_relu", "gelu") else "xavier"
+
+
+def init_weights(shape: tuple[int, ...], fan_in: int, fan_out: int, scheme: str, rng: np.random.Generator):
+    """He (normal, std sqrt(2/fan_in)) or Xavier/Glorot (uniform, limit sqrt(6/(fan_in+fan_out))) weights."""
+    if scheme == "he":
+        w = rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_in))
+    elif scheme == "xavier":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        w = rng.uniform(-limit, limit, size=shape).astype(np.float32)
+    else:
+        raise ModelError(f"unknown initialization '{scheme}' (use he or xavier)")
+    return np.ascontiguousarray(w, dtype=np.float32)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1)
+
+
+@register
+class Dense(Layer):
+    """Fully connected layer ``y = x @ W + b``.
+
+    Args:
+        units: number of outputs.
+        init: ``he`` or ``xavier``; chosen by the model from the following activation when not given.
+        use_bias: add a bias vector (True).
+    """
+
+    param_names = ("W", "b")
+    penalized = ("W",)
+
+    def __init__(self, units: int, init: str | None = None, use_bias: bool = True):
+        super().__init__()
+        if int(units) < 1:
+            raise ModelError(f"Dense needs at least 1 unit, got {units}")
+        self.units = int(units)
+        self.init = init
+        self.use_bias = bool(use_bias)
+        self._x: np.ndarray | None = None
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 1:
+            raise ModelError(f"Dense expects flat inputs, got shape {input_shape}; add a Flatten layer first")
+        self.input_shape = tuple(input_shape)
+        fan_in = int(input_shape[0])
+        w = init_weights((fan_in, self.units), fan_in, self.units, self.init or "xavier", rng)
+        self.params = [w, np.zeros(self.units, dtype=np.float32)] if self.use_bias else [w]
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self.output_shape = (self.units,)
+        return self.output_shape
+
+    @property
+    def param_names(self):  # type: ignore[override]
+        return ("W", "b") if self.use_bias else ("W",)
+
+    def forward(self, x, training):
+        self._x = x
+        z = x @ self.params[0]
+        if self.use_bias:
+            K.add_bias(z, self.params[1])
+        return z
+
+    def backward(self, dy, need_dx=True):
+        x = self._x
+        np.dot(x.T, dy, out=self.grads[0])
+        if self.use_bias:
+            K.column_sum(dy, self.grads[1])
+        if not need_dx:
+            return None
+        return dy @ self.params[0].T
+
+    def config(self):
+        return {"type": "Dense", "units": self.units, "init": self.init, "use_bias": self.use_bias}
+
+    def describe(self):
+        return f"Dense({self.units})"
+
+
+@register
+class Flatten(Layer):
+    """Reshape each sample to a vector (a view, no copy)."""
+
+    def build(self, input_shape, rng):
+        self.input_shape = tuple(input_shape)
+        self.output_shape = (int(np.prod(input_shape)),)
+        return self.output_shape
+
+    def forward(self, x, training):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        return dy.reshape((dy.shape[0],) + self.input_shape)
+
+
+class Activation(Layer):
+    """Base class for element-wise activations."""
+
+    key: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: np.ndarray | None = None
+
+    def config(self):
+        return {"type": self.kind}
+
+
+@register
+class ReLU(Activation):
+    """max(x, 0)."""
+
+    key = "relu"
+
+    def forward(self, x, training):
+        y = np.empty_like(x)
+        K.relu_forward(_flat(x), _flat(y))
+        self._cache = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx = np.empty_like(dy)
+        K.relu_backward(_flat(dy), _flat(self._cache), _flat(dx))
+        return dx
+
+
+@register
+class LeakyReLU(Activation):
+    """x for x > 0, slope * x otherwise.
+
+    Args:
+        slope: the negative-side slope (0.01, as torch).
+    """
+
+    key = "leaky_relu"
+
+    def __init__(self, slope: float = 0.01):
+        super().__init__()
+        self.slope = float(slope)
+
+    def forward(self, x, training):
+        y = np.empty_like(x)
+        K.leaky_relu_forward(_flat(x), _flat(y), np.float32(self.slope))
+        self._cache = x
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx = np.empty_like(dy)
+        K.leaky_relu_backward(_flat(dy), _flat(self._cache), _flat(dx), np.float32(self.slope))
+        return dx
+
+    def config(self):
+        return {"type": "LeakyReLU", "slope": self.slope}
+
+
+@register
+class Sigmoid(Activation):
+    """1 / (1 + exp(-x)), computed without overflow."""
+
+    key = "sigmoid"
+
+    def forward(self, x, training):
+        y = np.empty_like(x)
+        K.sigmoid_forward(_flat(x), _flat(y))
+        self._cache = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx = np.empty_like(dy)
+        K.sigmoid_backward(_flat(dy), _flat(self._cache), _flat(dx))
+        return dx
+
+
+@register
+class Tanh(Activation):
+    """Hyperbolic tangent."""
+
+    key = "tanh"
+
+    def forward(self, x, training):
+        y = np.empty_like(x)
+        K.tanh_forward(_flat(x), _flat(y))
+        self._cache = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx = np.empty_like(dy)
+        K.tanh_backward(_flat(dy), _flat(self._cache), _flat(dx))
+        return dx
+
+
+@register
+class GELU(Activation):
+    """Exact Gaussian error linear unit, x * Phi(x) (torch.nn.GELU's default)."""
+
+    key = "gelu"
+
+    def forward(self, x, training):
+        y = np.empty_like(x)
+        K.gelu_forward(_flat(x), _flat(y))
+        self._cache = x
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx = np.empty_like(dy)
+        K.gelu_backward(_flat(dy), _flat(self._cache), _flat(dx))
+        return dx
+
+
+@register
+class Linear(Activation):
+    """The identity (no activation)."""
+
+    key = "linear"
+
+    def forward(self, x, training):
+        return x
+
+    def backward(self, dy, need_dx=True):
+        return dy
+
+
+ACTIVATIONS: dict[str, type[Activation]] = {
+    cls.key: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Linear)
+}
+
+
+def make_activation(name: str) -> Activation:
+    """An activation layer by name: relu, leaky_relu, sigmoid, tanh, gelu, linear."""
+    key = name.lower().replace("-", "_")
+    if key == "leakyrelu":
+        key = "leaky_relu"
+    if key not in ACTIVATIONS:
+        raise ModelError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[key]()
+
+
+@register
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the rest by 1/(1-rate).
+
+    The mask comes from a seeded NumPy generator owned by the model, so runs and resumes are reproducible.
+
+    Args:
+        rate: probability of dropping a unit, in [0, 1).
+    """
+
+    def __init__(self, rate: float = 0.5):
+        super().__init__()
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ModelError(f"Dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.rng: np.random.Generator = np.random.default_rng(0)
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x, training):
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        u = self.rng.random(x.shape, dtype=np.float32)
+        y = np.empty_like(x)
+        self._mask = np.empty_like(x)
+        K.dropout_forward(_flat(x), _flat(u), np.float32(1.0 - self.rate), _flat(y), _flat(self._mask))
+        return y
+
+    def backward(self, dy, need_dx=True):
+        if self._mask is None:
+            return dy
+        dx = np.empty_like(dy)
+        K.multiply(_flat(dy), _flat(self._mask), _flat(dx))
+        return dx
+
+    def config(self):
+        return {"type": "Dropout", "rate": self.rate}
+
+    def describe(self):
+        return f"Dropout({self.rate:g})"

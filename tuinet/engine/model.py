@@ -1,0 +1,209 @@
+"""The sequential model: a list of layers, a loss, L1/L2 penalties, and a printable summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tuinet.engine import kernels as K
+from tuinet.engine.layers import Activation, Dense, Dropout, Layer, he_or_xavier
+from tuinet.engine.losses import Loss, make_loss
+from tuinet.errors import ModelError
+
+
+class Sequential:
+    """Layers applied in order, trained against one loss.
+
+    Args:
+        layers: the layers, unbuilt.
+        input_shape: shape of one sample (no batch dimension), e.g. ``(28, 28, 1)`` or ``(784,)``.
+        loss: loss name (``softmax_cross_entropy``, ``mse``, ``bce_with_logits``).
+        l1: L1 penalty factor on weights (not biases): adds ``l1 * sum|w|`` to the loss.
+        l2: L2 penalty factor on weights: adds ``l2 * sum w^2`` to the loss.
+        seed: seeds weight initialization and dropout masks.
+    """
+
+    def __init__(self, layers: list[Layer], input_shape: tuple[int, ...], loss: str = "softmax_cross_entropy",
+                 l1: float = 0.0, l2: float = 0.0, seed: int = 0):
+        if not layers:
+            raise ModelError("a model needs at least one layer")
+        if l1 < 0 or l2 < 0:
+            raise ModelError(f"penalties must be >= 0 (l1={l1}, l2={l2})")
+        self.layers = layers
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.loss_name = loss
+        self.loss: Loss = make_loss(loss)
+        self.l1 = float(l1)
+        self.l2 = float(l2)
+        self.seed = int(seed)
+        self._build()
+
+    def _build(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        shape = self.input_shape
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense) and layer.init is None:
+                nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                layer.init = he_or_xavier(getattr(nxt, "key", None) if isinstance(nxt, Activation) else None)
+            shape = layer.build(shape, rng)
+            layer.name = f"{type(layer).__name__.lower()}_{i}"
+        self.output_shape = shape
+        self.dropout_rng = np.random.default_rng([self.seed, 1])
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer.rng = self.dropout_rng
+        self.params: list[np.ndarray] = [p for layer in self.layers for p in layer.params]
+        self.grads: list[np.ndarray] = [g for layer in self.layers for g in layer.grads]
+        self._penalized = [
+            (p, g) for layer in self.layers for name, p, g in layer.named_params() if name in layer.penalized
+        ]
+        self._first_trainable = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+
+    # --- computing ---------------------------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The model's outputs (logits for classification) for a batch."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dout: np.ndarray) -> None:
+        """Backpropagate the loss gradient through every layer, filling the gradient buffers."""
+        d = dout
+        stop = self._first_trainable
+        for i in range(len(self.layers) - 1, stop - 1, -1):
+            d = self.layers[i].backward(d, need_dx=i > stop)
+
+    def penalty(self, add_grad: bool) -> float:
+        """The L1/L2 penalty on weights; with ``add_grad`` also adds its gradient to the weight gradients."""
+        if self.l1 == 0.0 and self.l2 == 0.0:
+            return 0.0
+        total = 0.0
+        l1, l2 = np.float32(self.l1), np.float32(self.l2)
+        for p, g in self._penalized:
+            if add_grad:
+                total += K.add_penalty_grad(p.reshape(-1), g.reshape(-1), l1, l2)
+            else:
+                total += self.l1 * float(np.abs(p).sum(dtype=np.float64)) + self.l2 * K.sum_squares(p.reshape(-1))
+        return float(total)
+
+    def compute_gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float, int | None]:
+        """Forward and backward on one batch: returns (data loss, penalty, correct predictions)."""
+        out = self.forward(x, training=True)
+        loss, dout, correct = self.loss(out, y)
+        self.backward(dout)
+        pen = self.penalty(add_grad=True)
+        return loss, pen, correct
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, optimizer) -> tuple[float, float, int | None]:
+        """One optimizer step on one batch; returns (data loss, penalty, correct predictions)."""
+        loss, pen, correct = self.compute_gradients(x, y)
+        optimizer.step(self.grads)
+        return loss, pen, correct
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Outputs for many samples, in inference mode, batch by batch."""
+        outs = [self.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, np.float32)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities (softmax of the outputs)."""
+        logits = self.predict(x, batch_size)
+        probs = np.empty_like(logits)
+        K.softmax_rows(logits, probs)
+        return probs
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
+        """Mean loss (without penalty) and, for classification, accuracy over a whole set."""
+        total, correct, n = 0.0, 0, len(x)
+        if n == 0:
+            return {"loss": float("nan"), "accuracy": float("nan")}
+        for i in range(0, n, batch_size):
+            out = self.forward(x[i : i + batch_size], training=False)
+            loss, c = self.loss.value(out, y[i : i + batch_size])
+            total += loss * len(out)
+            correct += c or 0
+        result = {"loss": total / n}
+        if self.is_classifier:
+            result["accuracy"] = correct / n
+        return result
+
+    @property
+    def is_classifier(self) -> bool:
+        """True when the loss is softmax cross-entropy on class labels."""
+        return self.loss.name == "softmax_cross_entropy"
+
+    # --- description -------------------------------------------------------------------------------------------
+
+    def num_params(self) -> int:
+        """Number of trainable scalars."""
+        return int(sum(p.size for p in self.params))
+
+    def summary(self) -> str:
+        """A table of layers with output shapes and parameter counts."""
+        rows = [("Layer", "Output shape", "Params")]
+        rows.append(("Input", str((None,) + self.input_shape), "0"))
+        for layer in self.layers:
+            rows.append((layer.describe(), str((None,) + tuple(layer.output_shape)), f"{layer.num_params():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        line = "-" * (sum(widths) + 4)
+        out = [line]
+        for j, r in enumerate(rows):
+            out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")
+            if j == 0:
+                out.append(line)
+        out.append(line)
+        out.append(f"Total params: {self.num_params():,}   loss: {self.loss_name}"
+                   + (f"   l1: {self.l1:g}" if self.l1 else "") + (f"   l2: {self.l2:g}" if self.l2 else ""))
+        return "\n".join(out)
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this architecture (not the weights)."""
+        return {
+            "input_shape": list(self.input_shape),
+            "loss": self.loss_name,
+            "l1": self.l1,
+            "l2": self.l2,
+            "seed": self.seed,
+            "layers": [layer.config() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "Sequential":
+        """Rebuild a model from :meth:`config` output (fresh weights)."""
+        try:
+            layers = [Layer.from_config(lc) for lc in cfg["layers"]]
+            return cls(layers, tuple(cfg["input_shape"]), loss=cfg.get("loss", "softmax_cross_entropy"),
+                       l1=cfg.get("l1", 0.0), l2=cfg.get("l2", 0.0), seed=cfg.get("seed", 0))
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"invalid model description: {e}") from None
+
+    # --- weights ---------------------------------------------------------------------------------------------------
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer by a stable name (``dense_0.W``, ``batchnorm_3.running_mean`` ...)."""
+        out: dict[str, np.ndarray] = {}
+        for layer in self.layers:
+            for name, p, _ in layer.named_params():
+                out[f"{layer.name}.{name}"] = p
+            for name, b in layer.buffers.items():
+                out[f"{layer.name}.{name}"] = b
+        return out
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter and buffer."""
+        return {k: v.copy() for k, v in self.named_arrays().items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Copy weights in place (the arrays the optimizer holds stay the same objects)."""
+        own = self.named_arrays()
+        missing = sorted(set(own) - set(weights))
+        extra = sorted(set(weights) - set(own))
+        if missing or extra:
+            raise ModelError(f"weights do not fit this model (missing: {missing[:3]}, unexpected: {extra[:3]})")
+        for k, a in own.items():
+            src = weights[k]
+            if src.shape != a.shape:
+                raise ModelError(f"weight {k} has shape {src.shape}, the model expects {a.shape}")
+            a[...] = src

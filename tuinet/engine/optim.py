@@ -1,0 +1,461 @@
+"""Optimizers with the update rules and defaults of ``torch.optim``, separate from the layers.
+
+As in tinygrad, an optimizer holds a list of parameter arrays and, aligned with it, a list of state arrays; it
+updates the parameters in place from a list of gradients. The learning rate is a plain attribute that may be
+changed between any two steps, and swapping optimizers keeps the weights: the new optimizer starts with fresh
+state (``swap_optimizer`` says so in its return value).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from numba import prange
+
+from tuinet.engine.kernels import CHUNK, F0, F1, jit
+from tuinet.errors import ConfigError
+
+# --- kernels (flat float32 arrays, scalars passed as float32) ------------------------------------------------
+# Serial range kernels with no branches in the inner loop (so LLVM vectorizes them), run over chunks by a
+# parallel wrapper. Optional features (momentum, amsgrad, centered) get their own loops.
+
+
+@jit()
+def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
+    if momentum == F0:
+        for i in range(p.size):
+            p[i] -= lr * (g[i] + wd * p[i])
+        return
+    one_minus_damp = F1 - dampening
+    if first:
+        for i in range(p.size):
+            buf[i] = g[i] + wd * p[i]
+    else:
+        for i in range(p.size):
+            buf[i] = momentum * buf[i] + one_minus_damp * (g[i] + wd * p[i])
+    if nesterov:
+        for i in range(p.size):
+            p[i] -= lr * (g[i] + wd * p[i] + momentum * buf[i])
+    else:
+        for i in range(p.size):
+            p[i] -= lr * buf[i]
+
+
+@jit(parallel=True)
+def _sgd_kernel(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
+    n = p.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _sgd_range(p[s:e], g[s:e], buf[s:e], lr, momentum, dampening, wd, nesterov, first)
+
+
+@jit()
+def _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
+    step_size = lr / bc1
+    inv_bc2_sqrt = F1 / bc2_sqrt
+    one_b1 = F1 - beta1
+    one_b2 = F1 - beta2
+    if decoupled:
+        decay = F1 - lr * wd
+        for i in range(p.size):
+            p[i] *= decay
+        l2 = F0
+    else:
+        l2 = wd
+    if amsgrad:
+        for i in range(p.size):
+            d = g[i] + l2 * p[i]
+            mi = beta1 * m[i] + one_b1 * d
+            vi = beta2 * v[i] + one_b2 * d * d
+            m[i] = mi
+            v[i] = vi
+            vm = max(vmax[i], vi)
+            vmax[i] = vm
+            p[i] -= step_size * mi / (np.sqrt(vm) * inv_bc2_sqrt + eps)
+    else:
+        for i in range(p.size):
+            d = g[i] + l2 * p[i]
+            mi = beta1 * m[i] + one_b1 * d
+            vi = beta2 * v[i] + one_b2 * d * d
+            m[i] = mi
+            v[i] = vi
+            p[i] -= step_size * mi / (np.sqrt(vi) * inv_bc2_sqrt + eps)
+
+
+@jit(parallel=True)
+def _adam_kernel(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
+    n = p.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _adam_range(p[s:e], g[s:e], m[s:e], v[s:e], vmax[s:e], lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
+
+
+@jit()
+def _rmsprop_range(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered):
+    one_a = F1 - alpha
+    for i in range(p.size):
+        d = g[i] + wd * p[i]
+        sq[i] = alpha * sq[i] + one_a * d * d
+    # avg is kept in gavg's place only when centered; otherwise computed on the fly
+    if centered:
+        for i in range(p.size):
+            d = g[i] + wd * p[i]
+            gavg[i] = alpha * gavg[i] + one_a * d
+    if momentum > F0:
+        if centered:
+            for i in range(p.size):
+                d = g[i] + wd * p[i]
+                buf[i] = momentum * buf[i] + d / (np.sqrt(sq[i] - gavg[i] * gavg[i]) + eps)
+        else:
+            for i in range(p.size):
+                d = g[i] + wd * p[i]
+                buf[i] = momentum * buf[i] + d / (np.sqrt(sq[i]) + eps)
+        for i in range(p.size):
+            p[i] -= lr * buf[i]
+    elif centered:
+        for i in range(p.size):
+            d = g[i] + wd * p[i]
+            p[i] -= lr * d / (np.sqrt(sq[i] - gavg[i] * gavg[i]) + eps)
+    else:
+        for i in range(p.size):
+            d = g[i] + wd * p[i]
+            p[i] -= lr * d / (np.sqrt(sq[i]) + eps)
+
+
+@jit(parallel=True)
+def _rmsprop_kernel(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered):
+    n = p.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _rmsprop_range(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _rmsprop_range(p[s:e], g[s:e], sq[s:e], gavg[s:e], buf[s:e], lr, alpha, eps, wd, momentum, centered)
+
+
+@jit()
+def _adagrad_range(p, g, acc, clr, eps, wd):
+    for i in range(p.size):
+        d = g[i] + wd * p[i]
+        a = acc[i] + d * d
+        acc[i] = a
+        p[i] -= clr * d / (np.sqrt(a) + eps)
+
+
+@jit(parallel=True)
+def _adagrad_kernel(p, g, acc, clr, eps, wd):
+    n = p.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _adagrad_range(p, g, acc, clr, eps, wd)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _adagrad_range(p[s:e], g[s:e], acc[s:e], clr, eps, wd)
+
+
+_EMPTY = np.zeros(1, dtype=np.float32)
+
+
+# --- classes -----------------------------------------------------------------------------------------------------
+
+
+class Optimizer:
+    """Base class: parameters, aligned state arrays, a step counter and a changeable learning rate.
+
+    Args:
+        params: the parameter arrays (float32, C-contiguous), updated in place.
+        lr: learning rate.
+        **hyper: the optimizer's hyperparameters (see ``defaults`` of each subclass).
+    """
+
+    name: ClassVar[str] = "optimizer"
+    defaults: ClassVar[dict[str, Any]] = {}
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: list[np.ndarray], lr: float | None = None, **hyper: Any):
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise ConfigError(
+                f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}; "
+                f"it takes lr, {', '.join(self.defaults)}"
+            )
+        self.params = list(params)
+        self.hyper: dict[str, Any] = {**self.defaults, **hyper}
+        self.lr = float(self.default_lr if lr is None else lr)
+        self._validate()
+        self.t = 0
+        self.state: list[dict[str, np.ndarray]] = [
+            {k: np.zeros(p.size, dtype=np.float32) for k in self.state_names_for()} for p in self.params
+        ]
+
+    default_lr: ClassVar[float] = 1e-3
+
+    def state_names_for(self) -> tuple[str, ...]:
+        """Names of the per-parameter state arrays this configuration needs."""
+        return self.state_names
+
+    def _validate(self) -> None:
+        if not (self.lr >= 0.0) or not math.isfinite(self.lr):
+            raise ConfigError(f"{self.name}: learning rate must be a finite number >= 0, got {self.lr}")
+        for key, value in self.hyper.items():
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, tuple):
+                continue
+            if not (float(value) >= 0.0):
+                raise ConfigError(f"{self.name}: {key} must be >= 0, got {value}")
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        """Apply one update to every parameter from the aligned gradients."""
+        self.t += 1
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            self._update(p.reshape(-1), g.reshape(-1), self.state[i])
+
+    def _update(self, p: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def hyperparams(self) -> dict[str, Any]:
+        """The learning rate and every hyperparameter, JSON-serialisable."""
+        out: dict[str, Any] = {"lr": self.lr}
+        for k, v in self.hyper.items():
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def describe(self) -> str:
+        """A short human description, e.g. ``adam(lr=0.001, betas=(0.9, 0.999))``."""
+        parts = [f"lr={self.lr:.3g}"]
+        for k, v in self.hyper.items():
+            if v == self.defaults[k] and k not in ("momentum", "betas"):
+                continue
+            parts.append(f"{k}={v}")
+        return f"{self.name}({', '.join(parts)})"
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able description, arrays) for checkpoints."""
+        meta = {"name": self.name, "hyperparams": self.hyperparams(), "t": self.t}
+        arrays = {f"{i}.{k}": a for i, st in enumerate(self.state) for k, a in st.items()}
+        return meta, arrays
+
+    def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore the step counter and state arrays saved by :meth:`state_dict`."""
+        self.t = int(meta["t"])
+        for i, st in enumerate(self.state):
+            for k in st:
+                key = f"{i}.{k}"
+                if key not in arrays:
+                    raise KeyError(key)
+                src = arrays[key]
+                if src.shape != st[k].shape:
+                    raise ValueError(f"optimizer state {key} has shape {src.shape}, expected {st[k].shape}")
+                st[k][...] = src
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and L2 weight decay.
+
+    Args:
+        lr: learning rate (torch default 1e-3).
+        momentum: momentum factor (0).
+        dampening: dampening for momentum (0).
+        weight_decay: L2 penalty added to the gradient (0).
+        nesterov: use Nesterov momentum (False); needs momentum > 0 and dampening 0.
+    """
+
+    name = "sgd"
+    default_lr = 1e-3
+    defaults = {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False}
+    state_names = ("momentum_buffer",)
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.hyper["nesterov"] and (self.hyper["momentum"] <= 0 or self.hyper["dampening"] != 0):
+            raise ConfigError("sgd: nesterov momentum requires a momentum > 0 and zero dampening")
+
+    def state_names_for(self) -> tuple[str, ...]:
+        return self.state_names if self.hyper["momentum"] > 0 else ()
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self._first = self.t == 0
+        super().step(grads)
+
+    def _update(self, p, g, st):
+        h = self.hyper
+        _sgd_kernel(
+            p, g, st.get("momentum_buffer", _EMPTY), np.float32(self.lr), np.float32(h["momentum"]),
+            np.float32(h["dampening"]), np.float32(h["weight_decay"]), bool(h["nesterov"]), self._first,
+        )
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``weight_decay`` is added to the gradient (L2), as in torch.optim.Adam.
+
+    Args:
+        lr: learning rate (1e-3).
+        betas: coefficients for the running averages of the gradient and its square ((0.9, 0.999)).
+        eps: added to the denominator (1e-8).
+        weight_decay: L2 penalty (0).
+        amsgrad: use the maximum of past squared-gradient averages (False).
+    """
+
+    name = "adam"
+    default_lr = 1e-3
+    defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
+    decoupled = False
+
+    def __init__(self, params, lr=None, **hyper):
+        if "betas" in hyper:
+            hyper["betas"] = tuple(float(b) for b in hyper["betas"])
+            b = hyper["betas"]
+            if len(b) != 2 or not all(0.0 <= x < 1.0 for x in b):
+                raise ConfigError(f"{self.name}: betas must be two numbers in [0, 1), got {b}")
+        super().__init__(params, lr, **hyper)
+
+    def state_names_for(self):
+        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.hyper["amsgrad"] else ("exp_avg", "exp_avg_sq")
+
+    def step(self, grads):
+        b1, b2 = self.hyper["betas"]
+        t = self.t + 1
+        self._bc1 = np.float32(1.0 - b1**t)
+        self._bc2_sqrt = np.float32(math.sqrt(1.0 - b2**t))
+        super().step(grads)
+
+    def _update(self, p, g, st):
+        h = self.hyper
+        b1, b2 = h["betas"]
+        _adam_kernel(
+            p, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq", _EMPTY), np.float32(self.lr),
+            np.float32(b1), np.float32(b2), np.float32(h["eps"]), np.float32(h["weight_decay"]),
+            self.decoupled, bool(h["amsgrad"]), self._bc1, self._bc2_sqrt,
+        )
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (the parameter shrinks by lr * weight_decay each step), as torch.optim.AdamW.
+
+    Args:
+        lr: learning rate (1e-3).
+        betas: ((0.9, 0.999)).
+        eps: (1e-8).
+        weight_decay: decoupled weight decay (1e-2).
+        amsgrad: (False).
+    """
+
+    name = "adamw"
+    defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2, "amsgrad": False}
+    decoupled = True
+
+
+class RMSprop(Optimizer):
+    """RMSprop as torch.optim.RMSprop.
+
+    Args:
+        lr: learning rate (1e-2).
+        alpha: smoothing constant of the squared-gradient average (0.99).
+        eps: added to the denominator (1e-8).
+        weight_decay: L2 penalty (0).
+        momentum: momentum factor (0).
+        centered: normalize by the variance estimate of the gradient (False).
+    """
+
+    name = "rmsprop"
+    default_lr = 1e-2
+    defaults = {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "centered": False}
+
+    def state_names_for(self):
+        names = ["square_avg"]
+        if self.hyper["centered"]:
+            names.append("grad_avg")
+        if self.hyper["momentum"] > 0:
+            names.append("momentum_buffer")
+        return tuple(names)
+
+    def _update(self, p, g, st):
+        h = self.hyper
+        _rmsprop_kernel(
+            p, g, st["square_avg"], st.get("grad_avg", _EMPTY), st.get("momentum_buffer", _EMPTY),
+            np.float32(self.lr), np.float32(h["alpha"]), np.float32(h["eps"]), np.float32(h["weight_decay"]),
+            np.float32(h["momentum"]), bool(h["centered"]),
+        )
+
+
+class Adagrad(Optimizer):
+    """Adagrad as torch.optim.Adagrad.
+
+    Args:
+        lr: learning rate (1e-2).
+        lr_decay: learning-rate decay per step (0).
+        weight_decay: L2 penalty (0).
+        initial_accumulator_value: starting value of the squared-gradient sum (0).
+        eps: added to the denominator (1e-10).
+    """
+
+    name = "adagrad"
+    default_lr = 1e-2
+    defaults = {"lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10}
+    state_names = ("sum",)
+
+    def __init__(self, params, lr=None, **hyper):
+        super().__init__(params, lr, **hyper)
+        for st in self.state:
+            st["sum"][:] = np.float32(self.hyper["initial_accumulator_value"])
+
+    def step(self, grads):
+        t = self.t + 1
+        self._clr = np.float32(self.lr / (1.0 + (t - 1) * self.hyper["lr_decay"]))
+        super().step(grads)
+
+    def _update(self, p, g, st):
+        h = self.hyper
+        _adagrad_kernel(p, g, st["sum"], self._clr, np.float32(h["eps"]), np.float32(h["weight_decay"]))
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+}
+# Friendly aliases: "momentum" is SGD with momentum 0.9 unless told otherwise.
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {"momentum": ("sgd", {"momentum": 0.9})}
+OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
+
+
+def make_optimizer(name: str, params: list[np.ndarray], lr: float | None = None, **hyper: Any) -> Optimizer:
+    """Create an optimizer by name (``sgd``, ``momentum``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``).
+
+    Hyperparameters that the chosen optimizer does not take are ignored only when they are ``None``.
+    """
+    key = name.lower().strip()
+    hyper = {k: v for k, v in hyper.items() if v is not None}
+    if key in ALIASES:
+        key, extra = ALIASES[key]
+        hyper = {**extra, **hyper}
+    if key not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{name}'; choose one of {', '.join(OPTIMIZER_NAMES)}")
+    return OPTIMIZERS[key](params, lr=lr, **hyper)
+
+
+def accepted_hyperparams(name: str) -> set[str]:
+    """The hyperparameter names an optimizer takes (besides lr)."""
+    key = ALIASES.get(name.lower(), (name.lower(), {}))[0]
+    if key not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{name}'; choose one of {', '.join(OPTIMIZER_NAMES)}")
+    return set(OPTIMIZERS[key].defaults)
