@@ -1,0 +1,291 @@
+"""Conv2D, pooling, BatchNorm and ResidualBlock: outputs against naive float64 NumPy references, and gradients
+against central finite differences of those references in float64.
+
+The layers compute in float32; the references are independent float64 loops/einsums, so the float64 finite
+differences are exact to ~1e-9 and the comparison tolerance only has to absorb float32 rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tuinet.engine.conv import AvgPool2D, Conv2D, GlobalAvgPool, MaxPool2D, conv_geometry
+from tuinet.engine.norm import BatchNorm
+from tuinet.engine.residual import ResidualBlock
+from tuinet.errors import ModelError
+
+# --- float64 references ----------------------------------------------------------------------------------------
+
+
+def ref_conv(x, w, b, stride, pads):
+    """Naive NHWC convolution: pads = ((top, bottom), (left, right))."""
+    (pt, pb), (pl, pr) = pads
+    sh, sw = stride
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    kh_, kw_ = w.shape[:2]
+    oh = (xp.shape[1] - kh_) // sh + 1
+    ow = (xp.shape[2] - kw_) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, w.shape[3]))
+    for kh in range(kh_):
+        for kw in range(kw_):
+            patch = xp[:, kh:kh + sh * (oh - 1) + 1:sh, kw:kw + sw * (ow - 1) + 1:sw, :]
+            out += np.einsum("nhwc,cf->nhwf", patch, w[kh, kw])
+    return out + (b if b is not None else 0.0)
+
+
+def ref_pool(x, k, s, op):
+    n, h, w, c = x.shape
+    oh, ow = (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1
+    out = np.zeros((n, oh, ow, c))
+    for i in range(oh):
+        for j in range(ow):
+            win = x[:, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1], :]
+            out[:, i, j, :] = op(win, axis=(1, 2))
+    return out
+
+
+def ref_bn(x, gamma, beta, eps=1e-5):
+    axes = tuple(range(x.ndim - 1))
+    mu = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    return (x - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def conv_pads(layer, x_shape):
+    _, h, w, _ = x_shape
+    _, t, b = conv_geometry(h, layer.kernel_size[0], layer.stride[0], layer.padding)
+    _, l_, r = conv_geometry(w, layer.kernel_size[1], layer.stride[1], layer.padding)
+    return (t, b), (l_, r)
+
+
+def ref_conv_layer(layer, x, params):
+    w = params[0]
+    b = params[1] if layer.use_bias else None
+    return ref_conv(x, w, b, layer.stride, conv_pads(layer, x.shape))
+
+
+def ref_block(block, x, params):
+    """Reference forward of a ResidualBlock from its flat params (names as block.param_names)."""
+    p = dict(zip(block.param_names, params))
+    s = block.sublayers
+
+    def conv(key, h):
+        return ref_conv_layer(s[key], h, [p[f"{key}.W"]])
+
+    h = ref_bn(conv("conv1", x), p["bn1.gamma"], p["bn1.beta"])
+    h = np.maximum(h, 0)
+    h = ref_bn(conv("conv2", h), p["bn2.gamma"], p["bn2.beta"])
+    skip = ref_bn(conv("proj", x), p["proj_bn.gamma"], p["proj_bn.beta"]) if block.has_projection else x
+    return np.maximum(h + skip, 0)
+
+
+# --- the check -------------------------------------------------------------------------------------------------
+
+
+def fd_grad(f, arrays, which, idx, eps=1e-6):
+    """Central difference of scalar f(arrays) w.r.t. arrays[which].flat[idx], in float64."""
+    a = arrays[which]
+    old = a.flat[idx]
+    a.flat[idx] = old + eps
+    fp = f(arrays)
+    a.flat[idx] = old - eps
+    fm = f(arrays)
+    a.flat[idx] = old
+    return (fp - fm) / (2 * eps)
+
+
+def check_layer(layer, input_shape, ref_forward, seed=0, batch=3, n_checks=25, rtol=2e-3, atol=2e-4,
+                positive_gamma=False):
+    """Build ``layer``, run it in float32 and compare output, dx and every param grad with the reference."""
+    rng = np.random.default_rng(seed)
+    layer.build(input_shape, np.random.default_rng(seed + 1))
+    for p in layer.params:  # non-trivial params (BN gamma/beta start at 1/0)
+        p[...] = rng.standard_normal(p.shape).astype(np.float32) * (0.5 if p.ndim > 1 else 1.0)
+        if positive_gamma and p.ndim == 1:
+            p[...] = np.abs(p) + 0.5
+    x = rng.standard_normal((batch,) + tuple(input_shape)).astype(np.float32)
+    y = layer.forward(x, training=True)
+    assert y.dtype == np.float32 and y.flags.c_contiguous
+    r = rng.standard_normal(y.shape)  # upstream gradient: loss = sum(y * r)
+    dx = layer.backward(r.astype(np.float32), need_dx=True)
+
+    x64 = x.astype(np.float64)
+    p64 = [p.astype(np.float64) for p in layer.params]
+    y_ref = ref_forward(x64, p64)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+
+    arrays = [x64] + p64
+
+    def loss(arrs):
+        return float((ref_forward(arrs[0], arrs[1:]) * r).sum())
+
+    analytic = [dx] + list(layer.grads)
+    for which, (arr, g) in enumerate(zip(arrays, analytic)):
+        assert g.shape == arr.shape
+        idxs = rng.choice(arr.size, size=min(n_checks, arr.size), replace=False)
+        num = np.array([fd_grad(loss, arrays, which, i) for i in idxs])
+        np.testing.assert_allclose(g.reshape(-1)[idxs], num, rtol=rtol, atol=atol * max(1.0, np.abs(num).max()),
+                                   err_msg=f"gradient {which} (0 = input) of {layer.describe()}")
+    return layer
+
+
+# --- Conv2D ----------------------------------------------------------------------------------------------------
+
+CONV_CASES = [
+    # (input_shape, filters, kernel, stride, padding, bias)
+    ((7, 7, 3), 4, 3, 1, "valid", True),
+    ((7, 6, 2), 5, 3, 1, "same", True),
+    ((8, 8, 3), 4, 3, 2, "same", True),        # even size, stride 2: asymmetric same padding
+    ((9, 7, 2), 3, (3, 2), (2, 1), "valid", False),  # odd sizes, rectangular kernel and stride
+    ((5, 5, 1), 8, 5, 1, 2, True),             # integer padding
+    ((6, 6, 2), 3, 3, 3, 1, True),             # stride larger than padding, windows skip pixels
+    ((4, 5, 3), 2, 1, 2, "valid", True),       # 1x1 projection-like
+    ((3, 3, 2), 2, 5, 1, "same", True),        # kernel larger than the image
+]
+
+
+@pytest.mark.parametrize("shape,filters,k,s,pad,bias", CONV_CASES)
+def test_conv2d_gradients(shape, filters, k, s, pad, bias):
+    layer = Conv2D(filters, k, s, pad, use_bias=bias)
+    check_layer(layer, shape, lambda x, p: ref_conv_layer(layer, x, p))
+
+
+def test_conv2d_without_input_gradient_fills_weight_grads():
+    rng = np.random.default_rng(3)
+    a, b = Conv2D(4, 3, 1, "same"), Conv2D(4, 3, 1, "same")
+    for layer in (a, b):
+        layer.build((6, 6, 2), np.random.default_rng(0))
+    x = rng.standard_normal((5, 6, 6, 2)).astype(np.float32)
+    dy = rng.standard_normal((5, 6, 6, 4)).astype(np.float32)
+    a.forward(x, True)
+    b.forward(x, True)
+    assert a.backward(dy, need_dx=False) is None
+    assert b.backward(dy, need_dx=True).shape == x.shape
+    np.testing.assert_allclose(a.grads[0], b.grads[0], rtol=1e-6)
+    np.testing.assert_allclose(a.grads[1], dy.sum(axis=(0, 1, 2)), rtol=1e-5)
+
+
+def test_conv_geometry_matches_torch_and_tensorflow_rules():
+    assert conv_geometry(28, 5, 1, "valid") == (24, 0, 0)
+    assert conv_geometry(28, 3, 1, "same") == (28, 1, 1)
+    assert conv_geometry(28, 3, 2, "same") == (14, 0, 1)  # TensorFlow: extra pixel after
+    assert conv_geometry(7, 3, 2, "same") == (4, 1, 1)
+    assert conv_geometry(28, 5, 1, 2) == (28, 2, 2)
+    assert conv_geometry(10, 3, 3, 1) == (4, 1, 1)
+    with pytest.raises(ModelError):
+        conv_geometry(3, 5, 1, "valid")
+
+
+@pytest.mark.parametrize("bad", [dict(padding="full"), dict(padding=-1), dict(stride=0), dict(kernel_size=0),
+                                 dict(filters=0)])
+def test_conv2d_rejects_bad_options(bad):
+    args = dict(filters=4, kernel_size=3, stride=1, padding="valid") | bad
+    with pytest.raises(ModelError):
+        Conv2D(**args)
+
+
+def test_conv2d_rejects_flat_input():
+    with pytest.raises(ModelError, match="height, width, channels"):
+        Conv2D(4).build((784,), np.random.default_rng(0))
+
+
+# --- pooling ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape,k,s", [((6, 6, 3), 2, None), ((7, 5, 2), 2, None), ((7, 7, 3), 3, 2),
+                                       ((5, 6, 4), (2, 3), (1, 2))])
+def test_maxpool_gradients(shape, k, s):
+    layer = MaxPool2D(k, s)
+    # distinct values far apart so finite differences never cross a tie
+    kk = layer.pool_size
+    ss = layer.stride
+
+    def ref(x, p):
+        return ref_pool(x, kk, ss, np.max)
+
+    check_layer(layer, shape, ref)
+
+
+@pytest.mark.parametrize("shape,k,s", [((6, 6, 3), 2, None), ((7, 5, 2), 3, 2), ((5, 6, 4), (2, 3), (1, 2))])
+def test_avgpool_gradients(shape, k, s):
+    layer = AvgPool2D(k, s)
+    kk, ss = layer.pool_size, layer.stride
+    check_layer(layer, shape, lambda x, p: ref_pool(x, kk, ss, np.mean))
+
+
+def test_maxpool_routes_gradient_to_the_winner_only():
+    layer = MaxPool2D(2)
+    layer.build((2, 2, 1), None)
+    x = np.array([[[[1.0], [4.0]], [[3.0], [2.0]]]], np.float32)
+    assert layer.forward(x, True).reshape(-1).tolist() == [4.0]
+    dx = layer.backward(np.array([[[[5.0]]]], np.float32))
+    assert dx.reshape(-1).tolist() == [0.0, 5.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 4), (1, 1, 2)])
+def test_global_avg_pool_gradients(shape):
+    layer = GlobalAvgPool()
+    check_layer(layer, shape, lambda x, p: x.mean(axis=(1, 2)))
+
+
+# --- BatchNorm -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape,batch", [((6,), 7), ((4, 5, 3), 2), ((3, 3, 5), 4)])
+def test_batchnorm_train_gradients(shape, batch):
+    layer = BatchNorm()
+    check_layer(layer, shape, lambda x, p: ref_bn(x, p[0], p[1]), batch=batch, rtol=5e-3, atol=5e-4)
+
+
+def test_batchnorm_running_stats_follow_torch_and_drive_evaluation():
+    rng = np.random.default_rng(0)
+    layer = BatchNorm(momentum=0.1)
+    layer.build((2, 2, 3), None)
+    x = (rng.standard_normal((4, 2, 2, 3)) * 3 + 5).astype(np.float32)
+    layer.forward(x, training=True)
+    flat = x.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.1 * flat.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.9 + 0.1 * flat.var(0, ddof=1), rtol=1e-5)
+    y = layer.forward(x, training=False)
+    rm, rv = layer.buffers["running_mean"], layer.buffers["running_var"]
+    np.testing.assert_allclose(y, (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_config_and_errors():
+    layer = BatchNorm(momentum=0.05, eps=1e-3)
+    assert BatchNorm.from_config(layer.config()).config() == layer.config()
+    with pytest.raises(ModelError):
+        BatchNorm(momentum=2)
+    layer.build((3,), None)
+    with pytest.raises(ModelError, match="batch of 1"):
+        layer.forward(np.ones((1, 3), np.float32), training=True)
+
+
+# --- ResidualBlock ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape,filters,stride", [((5, 5, 4), 4, 1), ((6, 6, 3), 4, 1), ((7, 7, 2), 3, 2),
+                                                  ((6, 6, 2), 2, 2)])
+def test_residual_block_gradients(shape, filters, stride):
+    block = ResidualBlock(filters, stride)
+    check_layer(block, shape, lambda x, p: ref_block(block, x, p), batch=3, n_checks=12, rtol=5e-3, atol=5e-4,
+                positive_gamma=True)
+    assert block.has_projection == (stride != 1 or shape[2] != filters)
+
+
+def test_residual_block_exposes_sublayers_and_round_trips():
+    block = ResidualBlock(8, stride=2)
+    block.build((6, 6, 4), np.random.default_rng(0))
+    assert set(block.sublayers) == {"conv1", "bn1", "relu1", "conv2", "bn2", "proj", "proj_bn"}
+    assert len(block.params) == len(block.grads) == len(block.param_names)
+    assert block.params[0] is block.sublayers["conv1"].params[0]
+    assert set(block.penalized) == {"conv1.W", "conv2.W", "proj.W"}
+    assert block.buffers["bn1.running_mean"] is block.sublayers["bn1"].buffers["running_mean"]
+    again = ResidualBlock.from_config(block.config())
+    assert again.config() == block.config()
+    again.build((6, 6, 4), np.random.default_rng(0))
+    assert again.param_names == block.param_names
+    identity = ResidualBlock(4)
+    identity.build((6, 6, 4), np.random.default_rng(0))
+    assert not identity.has_projection

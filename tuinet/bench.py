@@ -1,0 +1,164 @@
+"""``tuinet bench``: training-step throughput of a model, interleaved with the same model in PyTorch (A B A B).
+
+Both sides train on the same random batches (shape of the chosen dataset) with the same optimizer. Each round
+times ``steps`` steps after a warm-up; the median round is reported, and the ratio is tuinet / PyTorch samples/s.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from tuinet.engine.optim import make_optimizer
+from tuinet.engine.spec import build_model
+from tuinet.engine.threads import configure_threads, cores
+
+SHAPES = {"mnist": ((28, 28, 1), 10)}
+
+
+def _shape(dataset: str) -> tuple[tuple[int, ...], int]:
+    if dataset in SHAPES:
+        return SHAPES[dataset]
+    from tuinet.data import load_dataset
+
+    d = load_dataset(dataset, log=lambda m: None)
+    return tuple(d.input_shape), d.num_outputs
+
+
+def _batches(input_shape, classes, batch_size, n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = [rng.random((batch_size,) + tuple(input_shape), dtype=np.float32) for _ in range(n)]
+    ys = [rng.integers(0, classes, batch_size).astype(np.int64) for _ in range(n)]
+    return xs, ys
+
+
+class TuinetRunner:
+    """Times our engine."""
+
+    name = "tuinet"
+
+    def __init__(self, model_spec, input_shape, classes, optimizer, batch_size):
+        self.model = build_model(model_spec, input_shape, classes)
+        self.opt = make_optimizer(optimizer, self.model.params)
+        self.mode = configure_threads(self.model)
+        self.xs, self.ys = _batches(input_shape, classes, batch_size)
+
+    def run(self, steps: int) -> float:
+        m, opt, xs, ys = self.model, self.opt, self.xs, self.ys
+        t = time.perf_counter()
+        for i in range(steps):
+            m.train_step(xs[i % len(xs)], ys[i % len(ys)], opt)
+        return time.perf_counter() - t
+
+
+class TorchRunner:
+    """Times the same architecture in PyTorch (CPU, float32, default threads = cores)."""
+
+    name = "pytorch"
+
+    def __init__(self, model, optimizer, batch_size, input_shape, classes):
+        import torch
+
+        from tuinet.bench_torch import torch_model
+
+        self.torch = torch
+        torch.set_num_threads(cores())
+        self.net = torch_model(model.config())
+        opt_cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                   "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[optimizer if optimizer != "momentum"
+                                                                                  else "sgd"]
+        kwargs = {"lr": 1e-3}
+        if optimizer == "momentum":
+            kwargs["momentum"] = 0.9
+        self.opt = opt_cls(self.net.parameters(), **kwargs)
+        self.loss = torch.nn.CrossEntropyLoss()
+        xs, ys = _batches(input_shape, classes, batch_size)
+        # PyTorch convs want NCHW: same data, transposed once outside the timed loop
+        self.xs = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x) for x in xs]
+        self.ys = [torch.from_numpy(y) for y in ys]
+
+    def run(self, steps: int) -> float:
+        net, opt, loss_fn, xs, ys = self.net, self.opt, self.loss, self.xs, self.ys
+        t = time.perf_counter()
+        for i in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(xs[i % len(xs)]), ys[i % len(ys)])
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - t
+
+
+def torch_available() -> bool:
+    """True when PyTorch can be imported."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam", batch_size: int = 64,
+              steps: int = 300, rounds: int = 5, use_torch: bool = True, json_out: bool = False) -> dict[str, Any]:
+    """Time training steps of ``model`` (and PyTorch's equivalent, interleaved); print and return the figures."""
+    input_shape, classes = _shape(dataset)
+    ours = TuinetRunner(model, input_shape, classes, optimizer, batch_size)
+    runners: list[Any] = [ours]
+    torch_note = None
+    if use_torch and torch_available():
+        runners.append(TorchRunner(ours.model, optimizer, batch_size, input_shape, classes))
+    elif use_torch:
+        torch_note = "PyTorch not installed: no side-by-side figures (pip install torch to compare)"
+    t0 = time.perf_counter()
+    for r in runners:  # warm-up: compile / load kernels, allocate
+        r.run(max(5, steps // 10))
+    warmup = time.perf_counter() - t0
+    times: dict[str, list[float]] = {r.name: [] for r in runners}
+    for _ in range(rounds):
+        for r in runners:
+            if r is ours:
+                configure_threads(ours.model)
+            times[r.name].append(r.run(steps))
+    result: dict[str, Any] = {
+        "model": model, "dataset": dataset, "optimizer": optimizer, "batch_size": batch_size, "steps": steps,
+        "rounds": rounds, "params": ours.model.num_params(), "thread_mode": ours.mode, "cores": cores(),
+        "warmup_seconds": round(warmup, 3),
+    }
+    for name, ts in times.items():
+        sps = [steps * batch_size / t for t in ts]
+        result[f"{name}_samples_per_second"] = statistics.median(sps)
+        result[f"{name}_rounds"] = [round(s) for s in sps]
+    result["samples_per_second"] = result["tuinet_samples_per_second"]
+    if "pytorch_samples_per_second" in result:
+        result["ratio_vs_pytorch"] = result["tuinet_samples_per_second"] / result["pytorch_samples_per_second"]
+        import torch
+
+        result["torch_version"] = torch.__version__
+    if any(getattr(layer, "numba_parallel", False) for layer in ours.model.layers):
+        try:
+            from tuinet.bench_conv import layer_time_table
+
+            result["conv_layers"] = layer_time_table(ours.model, batch_size, use_torch and torch_available())
+        except ImportError:
+            pass
+    if torch_note:
+        result["note"] = torch_note
+    if json_out:
+        print(json.dumps(result))
+    else:
+        print(f"{model} on {dataset} shapes, {optimizer}, batch {batch_size}: {ours.model.num_params():,} params, "
+              f"{rounds} rounds x {steps} steps, threads: {ours.mode} ({cores()} cores)")
+        for name in times:
+            print(f"  {name:8s} {result[f'{name}_samples_per_second']:>10,.0f} samples/s (median; rounds: "
+                  f"{', '.join(f'{s:,}' for s in result[f'{name}_rounds'])})")
+        if "ratio_vs_pytorch" in result:
+            print(f"  ratio    {result['ratio_vs_pytorch']:.2f}x PyTorch {result['torch_version']}")
+        for row in result.get("conv_layers", []):
+            tt = f"  pytorch {row['pytorch_ms']:.2f} ms" if row.get("pytorch_ms") is not None else ""
+            print(f"  {row['name']:<16s} forward+backward {row['tuinet_ms']:.2f} ms{tt}")
+        if torch_note:
+            print("  " + torch_note)
+    return result

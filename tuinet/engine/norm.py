@@ -1,0 +1,233 @@
+"""Batch normalization for dense (N, C) and NHWC (N, H, W, C) activations, with torch.nn.BatchNorm semantics.
+
+Training normalizes with the batch's mean and biased variance and updates running statistics
+(``running = (1 - momentum) * running + momentum * batch``, the variance unbiased); evaluation uses the running
+statistics. Both are kept in ``buffers`` so checkpoints carry them. Every kernel sees the activations as a
+2-D (rows, channels) view; row chunks run in parallel and per-chunk partial sums (float64) are added after.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from numba import prange
+
+from tuinet.engine.kernels import F1, jit
+from tuinet.engine.layers import Layer, register
+from tuinet.errors import ModelError
+
+# --- kernels: x is (M, C) float32 C-contiguous; parts are (P, C) float64 ---------------------------------------
+
+
+@jit()
+def _col_sum(x, lo, hi, acc):
+    for i in range(lo, hi):
+        r = x[i]
+        for c in range(acc.size):
+            acc[c] += r[c]
+
+
+@jit()
+def _col_sq_dev(x, lo, hi, mean, acc):
+    for i in range(lo, hi):
+        r = x[i]
+        for c in range(acc.size):
+            d = r[c] - mean[c]
+            acc[c] += d * d
+
+
+@jit()
+def _scale_shift(x, lo, hi, scale, shift, y):
+    for i in range(lo, hi):
+        r = x[i]
+        o = y[i]
+        for c in range(o.size):
+            o[c] = r[c] * scale[c] + shift[c]
+
+
+@jit(parallel=True)
+def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts):
+    """Batch statistics (two passes, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
+
+    Writes the batch mean, biased variance and 1 / sqrt(var + eps) into ``mean``, ``var``, ``invstd``.
+    """
+    m, C = x.shape
+    P = min(parts.shape[0], m)
+    for p in prange(P):
+        parts[p, :] = 0.0
+        _col_sum(x, p * m // P, (p + 1) * m // P, parts[p])
+    for c in range(C):
+        s = 0.0
+        for p in range(P):
+            s += parts[p, c]
+        mean[c] = np.float32(s / m)
+    for p in prange(P):
+        parts[p, :] = 0.0
+        _col_sq_dev(x, p * m // P, (p + 1) * m // P, mean, parts[p])
+    scale = np.empty(C, np.float32)
+    shift = np.empty(C, np.float32)
+    for c in range(C):
+        s = 0.0
+        for p in range(P):
+            s += parts[p, c]
+        v = np.float32(s / m)
+        var[c] = v
+        inv = F1 / np.sqrt(v + eps)
+        invstd[c] = inv
+        scale[c] = gamma[c] * inv
+        shift[c] = beta[c] - mean[c] * gamma[c] * inv
+    for p in prange(P):
+        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, shift, y)
+
+
+@jit(parallel=True)
+def bn_eval_forward(x, scale, shift, y, nparts):
+    """y = x * scale + shift per channel (evaluation with folded running statistics)."""
+    m = x.shape[0]
+    P = max(1, min(nparts, m))
+    for p in prange(P):
+        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, shift, y)
+
+
+@jit()
+def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx):
+    for i in range(lo, hi):
+        r = x[i]
+        g = dy[i]
+        for c in range(acc_dy.size):
+            acc_dy[c] += g[c]
+            acc_dyx[c] += g[c] * (r[c] - mean[c])
+
+
+@jit()
+def _bwd_dx(x, dy, lo, hi, mean, k, a, b, dx):
+    for i in range(lo, hi):
+        r = x[i]
+        g = dy[i]
+        o = dx[i]
+        for c in range(o.size):
+            o[c] = k[c] * (g[c] - a[c] - (r[c] - mean[c]) * b[c])
+
+
+@jit(parallel=True)
+def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx):
+    """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x."""
+    m, C = x.shape
+    P = min(parts_dy.shape[0], m)
+    for p in prange(P):
+        parts_dy[p, :] = 0.0
+        parts_dyx[p, :] = 0.0
+        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean, parts_dy[p], parts_dyx[p])
+    k = np.empty(C, np.float32)
+    a = np.empty(C, np.float32)
+    b = np.empty(C, np.float32)
+    inv_m = 1.0 / m
+    for c in range(C):
+        sdy = 0.0
+        sdyx = 0.0
+        for p in range(P):
+            sdy += parts_dy[p, c]
+            sdyx += parts_dyx[p, c]
+        dbeta[c] = np.float32(sdy)
+        dgamma[c] = np.float32(sdyx * invstd[c])
+        k[c] = gamma[c] * invstd[c]
+        a[c] = np.float32(sdy * inv_m)
+        b[c] = np.float32(sdyx * inv_m * invstd[c] * invstd[c])
+    if need_dx:
+        for p in prange(P):
+            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean, k, a, b, dx)
+
+
+# --- layer -----------------------------------------------------------------------------------------------------
+
+
+def _threads() -> int:
+    import numba
+
+    return max(1, numba.get_num_threads())
+
+
+@register
+class BatchNorm(Layer):
+    """Batch normalization over the last axis (features of (N, C), channels of NHWC images).
+
+    Args:
+        momentum: weight of the newest batch in the running statistics (0.1, as torch).
+        eps: added to the variance before the square root (1e-5, as torch).
+    """
+
+    numba_parallel: ClassVar[bool] = True
+    param_names = ("gamma", "beta")
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ModelError(f"BatchNorm momentum must be in [0, 1], got {momentum}")
+        if float(eps) <= 0:
+            raise ModelError(f"BatchNorm eps must be > 0, got {eps}")
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+
+    def build(self, input_shape, rng):
+        self.input_shape = tuple(int(s) for s in input_shape)
+        if len(self.input_shape) not in (1, 3):
+            raise ModelError(f"BatchNorm expects (features,) or (height, width, channels), got {self.input_shape}")
+        c = self.input_shape[-1]
+        self.channels = c
+        self.params = [np.ones(c, np.float32), np.zeros(c, np.float32)]
+        self.grads = [np.zeros(c, np.float32), np.zeros(c, np.float32)]
+        self.buffers = {"running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32)}
+        self._mean = np.zeros(c, np.float32)
+        self._var = np.zeros(c, np.float32)
+        self._invstd = np.zeros(c, np.float32)
+        self._parts: tuple[np.ndarray, np.ndarray] | None = None
+        self._x: np.ndarray | None = None
+        self.output_shape = self.input_shape
+        return self.output_shape
+
+    def _partials(self) -> tuple[np.ndarray, np.ndarray]:
+        p = _threads()
+        if self._parts is None or self._parts[0].shape[0] != p:
+            self._parts = (np.empty((p, self.channels)), np.empty((p, self.channels)))
+        return self._parts
+
+    def forward(self, x, training):
+        c = self.channels
+        x2 = np.ascontiguousarray(x).reshape(-1, c)
+        y = np.empty_like(x2)
+        gamma, beta = self.params
+        if training:
+            m = x2.shape[0]
+            if m < 2:
+                raise ModelError("BatchNorm needs more than one value per channel in training (batch of 1?)")
+            bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
+                             self._partials()[0])
+            self._x = x2
+            mom = np.float32(self.momentum)
+            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+            rm *= np.float32(1.0) - mom
+            rm += mom * self._mean
+            rv *= np.float32(1.0) - mom
+            rv += mom * self._var * np.float32(m / (m - 1))
+        else:
+            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+            scale = (gamma / np.sqrt(rv + np.float32(self.eps))).astype(np.float32)
+            shift = (beta - rm * scale).astype(np.float32)
+            bn_eval_forward(x2, scale, shift, y, _threads())
+        return y.reshape(x.shape)
+
+    def backward(self, dy, need_dx=True):
+        c = self.channels
+        dy2 = np.ascontiguousarray(dy).reshape(-1, c)
+        dx = np.empty_like(dy2)
+        pdy, pdyx = self._partials()
+        bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
+                    pdy, pdyx, need_dx)
+        return dx.reshape(dy.shape) if need_dx else None
+
+    def config(self):
+        return {"type": "BatchNorm", "momentum": self.momentum, "eps": self.eps}
+
+    def describe(self):
+        return "BatchNorm"

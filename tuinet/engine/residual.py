@@ -1,0 +1,160 @@
+"""The residual block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)), ResNet's basic block.
+
+The shortcut is the identity when the block keeps the shape, and a 1x1 convolution with the block's stride
+followed by batch normalization (a projection) when the stride or the channel count changes. The skip path
+gives the gradient a route around the two convolutions, which is what lets deep stacks of blocks train.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from numba import prange
+
+from tuinet.engine.conv import Conv2D
+from tuinet.engine.kernels import CHUNK, F0, jit
+from tuinet.engine.kernels import relu_backward
+from tuinet.engine.layers import Layer, ReLU, register
+from tuinet.engine.norm import BatchNorm
+from tuinet.errors import ModelError
+
+
+@jit()
+def _add_relu(a, b, out):
+    for i in range(out.size):
+        v = a[i] + b[i]
+        out[i] = v if v > F0 else F0
+
+
+@jit(parallel=True)
+def add_relu(a, b, out):
+    """out = max(a + b, 0) on flat arrays."""
+    n = out.size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        _add_relu(a, b, out)
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        _add_relu(a[s:e], b[s:e], out[s:e])
+
+
+@register
+class ResidualBlock(Layer):
+    """Two 3x3 convolutions with batch normalization and a skip connection.
+
+    Args:
+        filters: output channels of both convolutions.
+        stride: stride of the first convolution (and of the projection); 2 halves the image.
+        kernel_size: window of both convolutions (3).
+        projection: force a 1x1 projection shortcut (True), forbid it (False), or decide from the shapes (None).
+
+    Its sub-layers (``sublayers``) own the parameters; the block exposes them flat in ``params``/``grads``
+    under names like ``conv1.W`` and their running statistics in ``buffers``.
+    """
+
+    numba_parallel: ClassVar[bool] = True
+
+    def __init__(self, filters: int, stride: int = 1, kernel_size: int = 3, projection: bool | None = None):
+        super().__init__()
+        if int(filters) < 1:
+            raise ModelError(f"ResidualBlock needs at least 1 filter, got {filters}")
+        self.filters = int(filters)
+        self.stride = int(stride)
+        self.kernel_size = int(kernel_size)
+        if self.stride < 1 or self.kernel_size < 1:
+            raise ModelError(f"ResidualBlock stride and kernel_size must be >= 1 (got {stride}, {kernel_size})")
+        self.projection = projection
+        self.sublayers: dict[str, Layer] = {}
+        self._param_names: tuple[str, ...] = ()
+        self.penalized: tuple[str, ...] = ()  # type: ignore[misc]
+
+    @property
+    def param_names(self):  # type: ignore[override]
+        return self._param_names
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 3:
+            raise ModelError(f"ResidualBlock expects (height, width, channels) inputs, got {tuple(input_shape)}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        f, k, s = self.filters, self.kernel_size, self.stride
+        subs: dict[str, Layer] = {
+            "conv1": Conv2D(f, k, s, padding="same", use_bias=False),
+            "bn1": BatchNorm(),
+            "relu1": ReLU(),
+            "conv2": Conv2D(f, k, 1, padding="same", use_bias=False),
+            "bn2": BatchNorm(),
+        }
+        project = self.projection
+        if project is None:
+            project = s != 1 or self.input_shape[2] != f
+        if project:
+            subs["proj"] = Conv2D(f, 1, s, padding="valid", use_bias=False)
+            subs["proj_bn"] = BatchNorm()
+        shape = self.input_shape
+        for key in ("conv1", "bn1", "relu1", "conv2", "bn2"):
+            shape = subs[key].build(shape, rng)
+        if project:
+            pshape = subs["proj_bn"].build(subs["proj"].build(self.input_shape, rng), rng)
+            if pshape != shape:
+                raise ModelError(f"ResidualBlock projection gives {pshape}, the main path {shape}")
+        elif shape != self.input_shape:
+            raise ModelError(f"ResidualBlock without projection changes the shape {self.input_shape} -> {shape}")
+        self.has_projection = bool(project)
+        for key, layer in subs.items():
+            layer.name = key
+        self.sublayers = subs
+        self.params, self.grads, names, pen = [], [], [], []
+        self.buffers = {}
+        for key, layer in subs.items():
+            for name, p, g in layer.named_params():
+                names.append(f"{key}.{name}")
+                self.params.append(p)
+                self.grads.append(g)
+                if name in layer.penalized:
+                    pen.append(f"{key}.{name}")
+            for name, b in layer.buffers.items():
+                self.buffers[f"{key}.{name}"] = b
+        self._param_names = tuple(names)
+        self.penalized = tuple(pen)
+        self.output_shape = shape
+        return self.output_shape
+
+    def forward(self, x, training):
+        s = self.sublayers
+        h = x
+        for key in ("conv1", "bn1", "relu1", "conv2", "bn2"):
+            h = s[key].forward(h, training)
+        skip = s["proj_bn"].forward(s["proj"].forward(x, training), training) if self.has_projection else x
+        y = np.empty_like(h)
+        add_relu(h.reshape(-1), np.ascontiguousarray(skip).reshape(-1), y.reshape(-1))
+        self._y = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        s = self.sublayers
+        d = np.empty_like(self._y)
+        relu_backward(np.ascontiguousarray(dy).reshape(-1), self._y.reshape(-1), d.reshape(-1))
+        h = d
+        for key in ("bn2", "conv2", "relu1", "bn1"):
+            h = s[key].backward(h, True)
+        dx = s["conv1"].backward(h, need_dx)
+        if self.has_projection:
+            dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
+        else:
+            dskip = d
+        if not need_dx:
+            return None
+        dx += dskip
+        return dx
+
+    def config(self):
+        return {"type": "ResidualBlock", "filters": self.filters, "stride": self.stride,
+                "kernel_size": self.kernel_size, "projection": self.projection}
+
+    def describe(self):
+        extra = f", s{self.stride}" if self.stride != 1 else ""
+        proj = ", proj" if getattr(self, "has_projection", False) else ""
+        return f"ResidualBlock({self.filters}{extra}{proj})"

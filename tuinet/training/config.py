@@ -1,0 +1,211 @@
+"""The training configuration: every option of ``tuinet train``, loadable from TOML, saved with each run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tuinet.errors import ConfigError
+
+SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
+SCHEDULE_ALIASES = {"reduce_on_plateau": "plateau", "reduce-on-plateau": "plateau", "one_cycle": "onecycle",
+                    "one-cycle": "onecycle", "exp": "exponential", "none": "constant"}
+
+
+def default_runs_dir() -> str:
+    """``$TUINET_RUNS_DIR`` or ``./runs``."""
+    return os.environ.get("TUINET_RUNS_DIR", "runs")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (enough to reproduce it).
+
+    Args:
+        dataset: built-in name or path.
+        model: preset, compact spec or TOML file.
+        activation: hidden activation for dense specs.
+        optimizer: sgd, momentum, adam, adamw, rmsprop, adagrad.
+        lr: learning rate (None: the optimizer's torch default).
+        batch_size, epochs, seed: the usual.
+        val_split, test_split: fractions carved for validation/test (MNIST keeps its own test set).
+        l1, l2: weight penalties; dropout: rate after each hidden activation.
+        schedule: constant, step, exponential, cosine, onecycle, plateau.
+        patience: early-stopping patience in epochs (None: off).
+        clip_grad: clip the global gradient norm to this value (None: off).
+    """
+
+    dataset: str = "mnist"
+    model: str = "mlp"
+    activation: str | None = None
+    optimizer: str = "adam"
+    lr: float | None = None
+    momentum: float | None = None
+    dampening: float | None = None
+    nesterov: bool | None = None
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
+    weight_decay: float | None = None
+    alpha: float | None = None
+    centered: bool | None = None
+    amsgrad: bool | None = None
+    batch_size: int = 64
+    epochs: int = 10
+    seed: int = 0
+    val_split: float = 0.1
+    test_split: float = 0.1
+    normalize: str = "auto"
+    target: str | None = None
+    task: str | None = None
+    limit: int | None = None
+    l1: float = 0.0
+    l2: float = 0.0
+    dropout: float = 0.0
+    schedule: str = "constant"
+    step_size: int = 1
+    gamma: float = 0.5
+    plateau_factor: float = 0.1
+    plateau_patience: int = 2
+    patience: int | None = None
+    min_delta: float = 0.0
+    clip_grad: float | None = None
+    val_every: int | None = None
+    log_every: int = 25
+    stats_every: int = 100
+    on_divergence: str = "rollback"
+    divergence_factor: float = 0.5
+    runs_dir: str = field(default_factory=default_runs_dir)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError with one clear line for any invalid value."""
+        s = SCHEDULE_ALIASES.get(self.schedule, self.schedule)
+        if s not in SCHEDULES:
+            raise ConfigError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
+        self.schedule = s
+        if self.lr is not None and (not math.isfinite(self.lr) or self.lr <= 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        for name in ("batch_size", "epochs", "log_every", "stats_every", "step_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
+        for name in ("val_split", "test_split"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {v}")
+        if self.val_split + self.test_split >= 1.0:
+            raise ConfigError("val_split + test_split must leave some data for training")
+        for name in ("l1", "l2", "min_delta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1, got {self.patience}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError(f"clip_grad must be > 0, got {self.clip_grad}")
+        if self.on_divergence not in ("rollback", "pause"):
+            raise ConfigError(f"on_divergence must be rollback or pause, got {self.on_divergence!r}")
+        if self.betas is not None:
+            b = tuple(float(x) for x in self.betas)
+            if len(b) != 2 or not all(0.0 <= x < 1.0 for x in b):
+                raise ConfigError(f"betas must be two numbers in [0, 1), e.g. 0.9,0.999; got {self.betas}")
+            self.betas = b  # type: ignore[assignment]
+        if not 0 < self.divergence_factor < 1:
+            raise ConfigError(f"divergence_factor must be in (0, 1), got {self.divergence_factor}")
+        if not 0 < self.gamma <= 1 and self.schedule in ("step", "exponential"):
+            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+
+    def optimizer_hyperparams(self) -> dict[str, Any]:
+        """Hyperparameters given for the optimizer (None entries left out)."""
+        keys = ("momentum", "dampening", "nesterov", "betas", "eps", "weight_decay", "alpha", "centered", "amsgrad")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict."""
+        d = dataclasses.asdict(self)
+        if d["betas"] is not None:
+            d["betas"] = list(d["betas"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "configuration") -> "TrainConfig":
+        """Build from a dict, checking keys and types; errors name ``source`` and the key."""
+        known = {f.name: f for f in fields(cls)}
+        clean: dict[str, Any] = {}
+        for key, value in data.items():
+            k = key.replace("-", "_")
+            if k not in known:
+                raise ConfigError(f"{source}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+            clean[k] = _coerce(k, value, known[k].type, source)
+        try:
+            return cls(**clean)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        """Load a TOML file (top level or a [train] table); ``overrides`` win over the file."""
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read ({e})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        data = doc.get("train", doc)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [train] must be a table")
+        data = {**data, **(overrides or {})}
+        return cls.from_dict(data, source=str(path))
+
+
+def _coerce(key: str, value: Any, typ: Any, source: str) -> Any:
+    t = str(typ)
+    if value is None:
+        return None
+    bad = ConfigError(f"{source}: '{key}' must be {_type_name(t)}, got {value!r}")
+    if "tuple" in t:
+        if isinstance(value, str):
+            try:
+                value = [float(v) for v in value.split(",")]
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
+            raise bad
+        return tuple(float(v) for v in value)
+    if t.startswith("bool"):
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if t.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if t.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if t.startswith("str"):
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def _type_name(t: str) -> str:
+    for name, label in (("tuple", "two numbers"), ("bool", "true or false"), ("int", "a whole number"),
+                        ("float", "a number"), ("str", "a string")):
+        if t.startswith(name) or name in t[:6]:
+            return label
+    return t

@@ -1,0 +1,113 @@
+"""Headless output: a progress bar on a terminal, one plain line per epoch in a log file, or JSON lines."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from tuinet.training.protocol import to_json
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+class JsonPrinter:
+    """Print every event as one JSON object per line, flushed."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out or sys.stdout
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.out.write(to_json(event) + "\n")
+        self.out.flush()
+
+
+class ConsolePrinter:
+    """Human-readable progress: a live bar when ``out`` is a terminal, plain lines otherwise.
+
+    Args:
+        out: the stream (stdout).
+        tty: force bar (True) or plain lines (False); default: ``out.isatty()``.
+    """
+
+    def __init__(self, out: TextIO | None = None, tty: bool | None = None):
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty() if tty is None else tty
+        self.steps_per_epoch = 1
+        self.epochs = 1
+        self._bar_shown = False
+        self._last_draw = 0.0
+
+    def _line(self, text: str) -> None:
+        if self._bar_shown:
+            self.out.write("\r\x1b[2K")
+            self._bar_shown = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def __call__(self, e: dict[str, Any]) -> None:
+        kind = e["event"]
+        if kind == "started":
+            self.steps_per_epoch = e["steps_per_epoch"]
+            self.epochs = e["epochs"]
+            ds = e["dataset"]
+            self._line(f"run {e.get('name') or '-'}  ({e.get('run_dir') or 'not saved'})")
+            sz = ds.get("sizes", {})
+            self._line(f"data {ds.get('name')}: {sz.get('train')} train / {sz.get('val')} val / "
+                       f"{sz.get('test')} test, {ds.get('task')}, input {tuple(ds.get('input_shape', ()))}")
+            self._line(e["model"])
+            hp = ", ".join(f"{k}={v}" for k, v in e["hyperparams"].items())
+            self._line(f"optimizer {e['optimizer']}({hp}), batch {e['batch_size']}, {e['epochs']} epochs"
+                       + (f", resuming at epoch {e['epoch']} step {e['step']}" if e.get("resumed") else ""))
+        elif kind == "compiling":
+            self._line("compiling kernels (the first run takes a while; later runs load them from the cache)...")
+        elif kind == "compiled":
+            self._line(f"kernels ready in {e['seconds']:.1f} s")
+        elif kind == "step" and self.tty:
+            now = time.monotonic()
+            if now - self._last_draw < 0.1:
+                return
+            self._last_draw = now
+            frac = (e["epoch"] % 1.0) or 1.0
+            width = 30
+            fill = int(frac * width)
+            acc = f" acc {e['accuracy']:.3f}" if e.get("accuracy") is not None else ""
+            self.out.write(f"\r\x1b[2Kepoch {int(e['epoch'] - 1e-9) + 1}/{self.epochs} [{'#' * fill}{'.' * (width - fill)}]"
+                           f" loss {e['loss']:.4f}{acc} lr {e['lr']:.3g} {e['samples_per_second'] or 0:,.0f} samples/s")
+            self.out.flush()
+            self._bar_shown = True
+        elif kind == "epoch":
+            acc = f" acc {_fmt(e.get('train_accuracy'))}" if e.get("train_accuracy") is not None else ""
+            vacc = f" val_acc {_fmt(e.get('val_accuracy'))}" if e.get("val_accuracy") is not None else ""
+            sps = e.get("samples_per_second")
+            self._line(f"epoch {e['epoch']}/{self.epochs}: loss {_fmt(e['train_loss'])}{acc} "
+                       f"val_loss {_fmt(e.get('val_loss'))}{vacc} lr {e['lr']:.3g} "
+                       f"({e['seconds']:.1f} s, {sps or 0:,.0f} samples/s)")
+        elif kind in ("lr_changed",) and e.get("source") != "schedule":
+            self._line(f"lr {e['old_lr']:.3g} -> {e['lr']:.3g} ({e['source']})")
+        elif kind == "optimizer_changed":
+            self._line(f"optimizer -> {e['describe']} (fresh state)")
+        elif kind == "diverged":
+            self._line(f"diverged at step {e['step']} (loss {e.get('loss')}): {e['action']}, lr {e['lr']:.3g} -> "
+                       f"{e['new_lr']:.3g}")
+        elif kind == "early_stopped":
+            self._line(f"early stop at epoch {e['epoch']}: best epoch {e['best_epoch']} "
+                       f"(val_loss {e['best_val_loss']:.4f}), best weights restored")
+        elif kind == "log" and e.get("level") in ("warning", "error", "info"):
+            self._line(e["message"])
+        elif kind == "evaluated":
+            self._line(f"test loss {_fmt(e.get('loss'))} accuracy {_fmt(e.get('accuracy'))}")
+        elif kind == "stopped":
+            self._line(f"stopped ({e['reason']}) at epoch {e['epoch']} step {e['step']}; checkpoint "
+                       f"{e.get('checkpoint')}; continue with `tuinet resume {e.get('run_dir') or ''}`")
+        elif kind == "finished":
+            acc = e.get("test_accuracy")
+            self._line(f"finished {e['epochs']} epochs in {e['train_seconds']:.1f} s "
+                       f"({e.get('samples_per_second') or 0:,.0f} samples/s): test loss {_fmt(e.get('test_loss'))}"
+                       + (f", test accuracy {acc:.4f} ({acc * 100:.2f}%)" if acc is not None else ""))
+            if e.get("run_dir"):
+                self._line(f"run saved in {e['run_dir']}")
+        elif kind == "failed":
+            self._line(f"training failed: {e['error']}")

@@ -1,0 +1,558 @@
+"""The training loop: epochs of shuffled mini-batches, commands applied between steps, events out, runs on disk.
+
+The trainer never imports Textual. It reads commands from ``self.commands`` (a queue) between two optimizer steps
+and reports through ``self.emit(event)``; a :class:`~tuinet.training.session.Session` wires both to a UI, and
+the headless console prints the same events.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import time
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+
+from tuinet.data import Dataset, load_dataset
+from tuinet.engine import kernels as K
+from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
+from tuinet.engine.model import Sequential
+from tuinet.engine.optim import make_optimizer
+from tuinet.engine.spec import build_model
+from tuinet.engine.threads import configure_threads
+from tuinet.errors import ConfigError, TuinetError
+from tuinet.training import stats as S
+from tuinet.training.config import TrainConfig
+from tuinet.training.protocol import make_event
+from tuinet.training.rundir import RunDir
+from tuinet.training.schedules import make_schedule
+
+SNAPSHOT_EVERY = 200  # steps between in-memory "last good" weight copies for divergence rollback
+WEIGHTS_EVERY = 500  # steps between weight-picture events
+
+
+class StopTraining(Exception):
+    """Raised inside the loop when a stop command arrives."""
+
+
+class Trainer:
+    """Trains one model on one dataset as a configuration describes, reporting events and obeying commands.
+
+    Args:
+        config: the run's configuration.
+        dataset: an already loaded dataset (loaded from ``config`` when None).
+        run_dir: where the run is written (created under ``config.runs_dir`` when None; ``False`` for no disk).
+        emit: called with every event (a Session replaces it).
+    """
+
+    def __init__(self, config: TrainConfig, dataset: Dataset | None = None, run_dir: RunDir | None | bool = None,
+                 emit: Callable[[dict[str, Any]], None] | None = None):
+        self.config = config
+        self.data = dataset
+        self._run_dir_arg = run_dir
+        self.run_dir: RunDir | None = None
+        self.emit: Callable[[dict[str, Any]], None] = emit or (lambda e: None)
+        self.commands: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.model: Sequential | None = None
+        self.optimizer = None
+        self.schedule = None
+        self.status = "created"
+        self.paused = False
+        self.epoch = 0  # epochs completed
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.base_lr = 0.0
+        self.best_val_loss = math.inf
+        self.best_val_accuracy: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.train_seconds = 0.0
+        self.samples_seen = 0
+        self.test_result: dict[str, float] | None = None
+        self._epoch_rng_state: dict[str, Any] | None = None
+        self._good: dict[str, Any] | None = None
+        self._resume_ckpt = None
+        self._fixed_samples = np.zeros(0, dtype=np.int64)
+        self.started_at = time.time()
+        self.stop_reason: str | None = None
+        self.diverged_pending = False
+
+    # --- public state ----------------------------------------------------------------------------------------
+
+    @property
+    def lr(self) -> float:
+        """The learning rate used by the next step."""
+        return self.optimizer.lr if self.optimizer is not None else (self.config.lr or 0.0)
+
+    def public_state(self) -> dict[str, Any]:
+        """A JSON-able picture of the trainer's state."""
+        opt = self.optimizer
+        return {
+            "status": self.status, "paused": self.paused, "epoch": self.epoch, "epochs": self.config.epochs,
+            "step": self.global_step, "step_in_epoch": self.step_in_epoch, "lr": self.lr,
+            "optimizer": opt.name if opt else self.config.optimizer,
+            "hyperparams": opt.hyperparams() if opt else {}, "batch_size": self.config.batch_size,
+            "run_dir": str(self.run_dir.path) if self.run_dir else None,
+        }
+
+    # --- setup ---------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def resume(cls, run: RunDir, emit=None, epochs: int | None = None) -> "Trainer":
+        """A trainer that continues ``run`` exactly where its latest checkpoint left it."""
+        cfg_data = run.read_json("config.json")
+        if not cfg_data:
+            raise ConfigError(f"{run.path}: no config.json; not a tuinet run")
+        if epochs is not None:
+            cfg_data["epochs"] = epochs
+        cfg_data["runs_dir"] = str(run.path.parent)
+        cfg_data["name"] = run.name
+        config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
+        t = cls(config, run_dir=run, emit=emit)
+        t._resume_ckpt = load_checkpoint(run.latest)
+        return t
+
+    def _log(self, message: str, level: str = "info") -> None:
+        if self.run_dir:
+            self.run_dir.log(message)
+        self._emit("log", level=level, message=message)
+
+    def _emit(self, _kind: str, **fields: Any) -> dict[str, Any]:
+        event = make_event(_kind, **fields)
+        if self.run_dir:
+            self.run_dir.append_event(event)
+        self.emit(event)
+        return event
+
+    def _load_data(self) -> None:
+        c = self.config
+        if self.data is None:
+            self.data = load_dataset(c.dataset, val_split=c.val_split, test_split=c.test_split, seed=c.seed,
+                                     normalize=c.normalize, target=c.target, task=c.task, limit=c.limit,
+                                     log=lambda m: self._log(m))
+        if len(self.data.x_train) == 0:
+            raise ConfigError(f"{c.dataset}: the training split is empty")
+
+    def _build(self) -> None:
+        c, d = self.config, self.data
+        self.model = build_model(c.model, d.input_shape, d.num_outputs, task=d.task, activation=c.activation,
+                                 dropout=c.dropout, l1=c.l1, l2=c.l2, seed=c.seed)
+        self.optimizer = make_optimizer(c.optimizer, self.model.params, lr=c.lr, **c.optimizer_hyperparams())
+        self.base_lr = self.optimizer.lr
+        self.steps_per_epoch = math.ceil(len(d.x_train) / c.batch_size)
+        self.schedule = make_schedule(c.schedule, self.steps_per_epoch, c.epochs, step_size=c.step_size,
+                                      gamma=c.gamma, plateau_factor=c.plateau_factor,
+                                      plateau_patience=c.plateau_patience, min_delta=c.min_delta)
+        self.shuffle_rng = np.random.default_rng([c.seed, 2])
+        n_fixed = min(8, len(d.x_test))
+        self._fixed_samples = np.random.default_rng([c.seed, 3]).choice(len(d.x_test), n_fixed, replace=False) \
+            if n_fixed else np.zeros(0, dtype=np.int64)
+        if self._resume_ckpt is not None:
+            self._restore(self._resume_ckpt)
+
+    def _restore(self, ckpt) -> None:
+        ckpt.load_into(self.model)
+        opt = ckpt.build_optimizer(self.model)
+        if opt is not None:
+            self.optimizer = opt
+        x = ckpt.extra.get("trainer", {})
+        self.epoch = x.get("epoch", 0)
+        self.step_in_epoch = x.get("step_in_epoch", 0)
+        self.global_step = x.get("global_step", 0)
+        self.base_lr = x.get("base_lr", self.optimizer.lr)
+        self.best_val_loss = x.get("best_val_loss") if x.get("best_val_loss") is not None else math.inf
+        self.best_val_accuracy = x.get("best_val_accuracy")
+        self.best_epoch = x.get("best_epoch", 0)
+        self.bad_epochs = x.get("bad_epochs", 0)
+        self.train_seconds = x.get("train_seconds", 0.0)
+        self.samples_seen = x.get("samples_seen", 0)
+        self.schedule.load_state(x.get("schedule", {}))
+        if x.get("epoch_rng_state"):
+            self.shuffle_rng.bit_generator.state = x["epoch_rng_state"]
+        if x.get("dropout_rng_state"):
+            self.model.dropout_rng.bit_generator.state = x["dropout_rng_state"]
+
+    # --- checkpoints --------------------------------------------------------------------------------------------
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "base_lr": self.base_lr, "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+            "best_val_accuracy": self.best_val_accuracy, "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs, "train_seconds": self.train_seconds, "samples_seen": self.samples_seen,
+            "schedule": self.schedule.state(),
+            "epoch_rng_state": self._epoch_rng_state or self.shuffle_rng.bit_generator.state,
+            "dropout_rng_state": self.model.dropout_rng.bit_generator.state,
+        }
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What a checkpoint stores besides weights: training position, dataset and normalization, config."""
+        d = self.data
+        return {"trainer": self._trainer_state(), "config": self.config.to_dict(),
+                "dataset": {"name": d.name, "task": d.task, "input_shape": list(d.input_shape),
+                            "class_names": list(d.class_names), "feature_names": d.feature_names,
+                            "normalizer": d.normalizer.to_dict()}}
+
+    def save(self, kind: str = "latest") -> str | None:
+        """Write the latest (or best) checkpoint atomically; returns its path."""
+        if not self.run_dir:
+            return None
+        path = self.run_dir.best if kind == "best" else self.run_dir.latest
+        save_checkpoint(path, self.model, self.optimizer, extra=self.checkpoint_extra())
+        self._emit("checkpoint_saved", path=str(path), kind=kind, step=self.global_step, epoch=self.epoch)
+        return str(path)
+
+    # --- commands ---------------------------------------------------------------------------------------------------
+
+    def _poll_commands(self) -> None:
+        """Apply every queued command; block while paused."""
+        while True:
+            try:
+                cmd = self.commands.get(block=self.paused, timeout=0.1 if self.paused else None)
+            except queue.Empty:
+                if self.paused:
+                    continue
+                return
+            self._apply(cmd)
+            if not self.paused and self.commands.empty():
+                return
+
+    def _apply(self, cmd: dict[str, Any]) -> None:
+        kind = cmd.get("command")
+        try:
+            if kind == "pause" or (kind == "toggle_pause" and not self.paused):
+                if not self.paused:
+                    self.paused = True
+                    self.status = "paused"
+                    self._status_file()
+                    self._emit("paused", reason=cmd.get("reason", "user"), step=self.global_step)
+            elif kind == "resume" or kind == "toggle_pause":
+                if self.paused:
+                    self.paused = False
+                    self.status = "running"
+                    self.diverged_pending = False
+                    self._status_file()
+                    self._emit("resumed", step=self.global_step)
+            elif kind == "set_lr":
+                self._set_lr(float(cmd["lr"]), "user")
+            elif kind == "scale_lr":
+                self._set_lr(self.optimizer.lr * float(cmd["factor"]), "user")
+            elif kind == "set_optimizer":
+                self._set_optimizer(cmd["name"], dict(cmd.get("hyperparams") or {}), cmd.get("lr"))
+            elif kind == "save":
+                self.save("latest")
+            elif kind == "evaluate":
+                r = self.model.evaluate(self.data.x_test, self.data.y_test)
+                self._emit("evaluated", split="test", step=self.global_step, **r)
+            elif kind == "rollback":
+                self._rollback(float(cmd.get("factor", self.config.divergence_factor)), "user")
+                if self.paused:
+                    self.paused = False
+                    self.status = "running"
+                    self._emit("resumed", step=self.global_step)
+            elif kind == "stop":
+                self.stop_reason = cmd.get("reason", "user")
+                raise StopTraining()
+            elif kind == "snapshot":
+                self._emit_pictures()
+        except StopTraining:
+            raise
+        except (TuinetError, ValueError, TypeError, KeyError) as e:
+            self._emit("log", level="error", message=f"command {kind} refused: {e}")
+
+    def _set_lr(self, lr: float, source: str) -> None:
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"learning rate must be positive, got {lr}")
+        old = self.optimizer.lr
+        factor = self.schedule.factor(self.global_step)
+        self.base_lr = lr / factor if factor > 0 else lr
+        self.optimizer.lr = lr
+        self._emit("lr_changed", lr=lr, old_lr=old, source=source, step=self.global_step)
+
+    def _set_optimizer(self, name: str, hyper: dict[str, Any], lr: float | None) -> None:
+        lr = lr if lr is not None else self.optimizer.lr
+        new = make_optimizer(name, self.model.params, lr=lr, **hyper)
+        old = self.optimizer.describe()
+        self.optimizer = new
+        factor = self.schedule.factor(self.global_step)
+        self.base_lr = lr / factor if factor > 0 else lr
+        self._emit("optimizer_changed", name=new.name, requested=name, hyperparams=new.hyperparams(),
+                   describe=new.describe(), previous=old, state="fresh", step=self.global_step)
+
+    # --- divergence guard ------------------------------------------------------------------------------------------
+
+    def _remember_good(self) -> None:
+        meta, arrays = self.optimizer.state_dict()
+        self._good = {"weights": self.model.get_weights(), "opt_meta": meta,
+                      "opt_arrays": {k: v.copy() for k, v in arrays.items()}, "opt_name": self.optimizer.name,
+                      "step": self.global_step}
+
+    def _rollback(self, factor: float, source: str) -> None:
+        if self._good is None:
+            return
+        self.model.set_weights(self._good["weights"])
+        if self._good["opt_name"] == self.optimizer.name:
+            self.optimizer.load_state_dict(self._good["opt_meta"], self._good["opt_arrays"])
+        self._set_lr(self.optimizer.lr * factor, "divergence")
+        self._emit("rolled_back", step=self.global_step, to_step=self._good["step"], lr=self.optimizer.lr,
+                   source=source)
+
+    def _on_divergence(self, loss: float) -> None:
+        lr = self.optimizer.lr
+        if self.config.on_divergence == "pause":
+            self._emit("diverged", step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr,
+                       new_lr=lr * self.config.divergence_factor, action="paused")
+            self.diverged_pending = True
+            self._apply({"command": "pause", "reason": "diverged"})
+        else:
+            new_lr = lr * self.config.divergence_factor
+            self._emit("diverged", step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr,
+                       new_lr=new_lr, action="rolled_back")
+            self._rollback(self.config.divergence_factor, "guard")
+
+    def _grads_finite(self) -> bool:
+        return all(K.all_finite(g.reshape(-1)) for g in self.model.grads)
+
+    def _clip(self) -> float:
+        total = math.sqrt(sum(K.sum_squares(g.reshape(-1)) for g in self.model.grads))
+        c = self.config.clip_grad
+        if c is not None and total > c:
+            scale = np.float32(c / (total + 1e-6))
+            for g in self.model.grads:
+                g *= scale
+        return total
+
+    # --- events about the network -----------------------------------------------------------------------------------
+
+    def _emit_pictures(self) -> None:
+        if self.model is None:
+            return
+        self._emit("weights", step=self.global_step, layers=S.weight_pictures(self.model))
+        d = self.data
+        if self.model.is_classifier and len(d.x_test):
+            idx = self._fixed_samples
+            probs_fixed = self.model.predict_proba(d.x_test[idx]) if len(idx) else None
+            x_val, y_val = (d.x_val, d.y_val) if len(d.x_val) else (d.x_test, d.y_test)
+            probs = self.model.predict_proba(x_val)
+            sp = S.sample_predictions(probs, y_val, x_val, np.zeros(0, dtype=np.int64))
+            if probs_fixed is not None:
+                fixed = S.sample_predictions(probs_fixed, d.y_test[idx], d.x_test[idx], np.arange(len(idx)))
+                for item, i in zip(fixed["samples"], idx):
+                    item["index"] = int(i)
+                sp["samples"] = fixed["samples"]
+            self._emit("samples", step=self.global_step, epoch=self.epoch, class_names=list(d.class_names), **sp)
+        if d.input_shape == (2,) and len(d.x_train):
+            self._emit("boundary", step=self.global_step, epoch=self.epoch,
+                       **S.boundary_grid(self.model, d.x_train, d.y_train))
+
+    # --- the loop --------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (or until stopped); returns the final event. Never raises: failures become events."""
+        try:
+            return self._run()
+        except StopTraining:
+            return self._stopped()
+        except TuinetError as e:
+            return self._failed(str(e))
+        except Exception as e:  # noqa: BLE001 - report everything, the UI must not hang
+            return self._failed(f"{type(e).__name__}: {e}", traceback.format_exc())
+        finally:
+            if self.run_dir:
+                self.run_dir.close()
+
+    def _failed(self, message: str, tb: str | None = None) -> dict[str, Any]:
+        self.status = "failed"
+        if self.run_dir:
+            if tb:
+                self.run_dir.log(tb)
+            self._status_file(error=message)
+        return self._emit("failed", error=message)
+
+    def _stopped(self) -> dict[str, Any]:
+        self.status = "stopped"
+        path = None
+        if self.model is not None:
+            try:
+                path = self.save("latest")
+            except OSError as e:
+                self._log(f"could not save the checkpoint: {e}", "error")
+        self._status_file()
+        return self._emit("stopped", reason=self.stop_reason or "user", step=self.global_step, epoch=self.epoch,
+                          checkpoint=path, run_dir=str(self.run_dir.path) if self.run_dir else None)
+
+    def _status_file(self, **extra: Any) -> None:
+        if not self.run_dir:
+            return
+        c = self.config
+        self.run_dir.update_status(
+            name=self.run_dir.name, status=self.status, pid=os.getpid(), dataset=c.dataset, model=c.model,
+            optimizer=self.optimizer.name if self.optimizer else c.optimizer, epoch=self.epoch, epochs=c.epochs,
+            step=self.global_step, best_val_accuracy=self.best_val_accuracy,
+            best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+            test_accuracy=(self.test_result or {}).get("accuracy"), test_loss=(self.test_result or {}).get("loss"),
+            train_seconds=round(self.train_seconds, 2), started=self.started_at, **extra)
+
+    def _setup_run_dir(self) -> None:
+        if self._run_dir_arg is False:
+            self.run_dir = None
+        elif isinstance(self._run_dir_arg, RunDir):
+            self.run_dir = self._run_dir_arg
+        else:
+            c = self.config
+            self.run_dir = RunDir.create(c.runs_dir, c.name, c.dataset, c.model)
+        if self.run_dir and self._resume_ckpt is None:
+            self.run_dir.write_json("config.json", self.config.to_dict())
+
+    def _run(self) -> dict[str, Any]:
+        c = self.config
+        self.status = "loading"
+        self._setup_run_dir()
+        if self.run_dir:
+            prev = self.run_dir.read_json("status.json")
+            self.started_at = prev.get("started", self.started_at) if self._resume_ckpt else self.started_at
+        self._load_data()
+        self._build()
+        mode = configure_threads(self.model)
+        d, m = self.data, self.model
+        self.status = "running"
+        self._status_file()
+        self._emit(
+            "started", name=self.run_dir.name if self.run_dir else None,
+            run_dir=str(self.run_dir.path) if self.run_dir else None, config=c.to_dict(), dataset=d.describe(),
+            model=m.summary(), layers=[{"name": layer.name, "kind": layer.kind, "describe": layer.describe(),
+                                        "output_shape": list(layer.output_shape), "params": layer.num_params()}
+                                       for layer in m.layers],
+            num_params=m.num_params(), steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * c.epochs,
+            epochs=c.epochs, batch_size=c.batch_size, optimizer=self.optimizer.name,
+            hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, resumed=self._resume_ckpt is not None,
+            epoch=self.epoch, step=self.global_step, thread_mode=mode, pid=os.getpid())
+        self._remember_good()
+        self._emit_pictures()
+        compiled = False
+        t_compile = time.perf_counter()
+        self._emit("compiling", message="compiling kernels (first run) or loading them from the cache")
+        sum_loss = sum_pen = 0.0
+        sum_correct = sum_n = n_batches = 0
+        last_log_time = time.perf_counter()
+        last_log_samples = 0
+        while self.epoch < c.epochs:
+            # the permutation of this epoch comes from the rng state at its start (saved, for exact resume)
+            self._epoch_rng_state = self.shuffle_rng.bit_generator.state
+            perm = self.shuffle_rng.permutation(len(d.x_train))
+            epoch_t0 = time.perf_counter()
+            epoch_seconds = 0.0
+            ep_loss = ep_correct = ep_n = 0.0
+            for b in range(self.step_in_epoch, self.steps_per_epoch):
+                self._poll_commands()
+                idx = perm[b * c.batch_size:(b + 1) * c.batch_size]
+                x, y = d.x_train[idx], d.y_train[idx]
+                self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
+                t0 = time.perf_counter()
+                stats_step = (self.global_step + 1) % c.stats_every == 0
+                before = S.snapshot_params(m) if stats_step else None
+                loss, pen, correct = m.compute_gradients(x, y)
+                if not (math.isfinite(loss) and math.isfinite(pen)) or not self._grads_finite():
+                    self._on_divergence(loss)
+                    self._poll_commands()
+                    continue
+                if c.clip_grad is not None:
+                    self._clip()
+                self.optimizer.step(m.grads)
+                dt = time.perf_counter() - t0
+                if not compiled:
+                    compiled = True
+                    self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3))
+                    epoch_t0 = time.perf_counter()
+                else:
+                    self.train_seconds += dt
+                    epoch_seconds += dt
+                    self.samples_seen += len(idx)
+                self.global_step += 1
+                self.step_in_epoch = b + 1
+                sum_loss += loss * len(idx)
+                sum_pen += pen * len(idx)
+                sum_n += len(idx)
+                sum_correct += correct or 0
+                n_batches += 1
+                ep_loss += loss * len(idx)
+                ep_correct += correct or 0
+                ep_n += len(idx)
+                if stats_step:
+                    self._emit("layer_stats", step=self.global_step, epoch=self.epoch, layers=S.layer_stats(m, before))
+                if self.global_step % c.log_every == 0 or b == self.steps_per_epoch - 1:
+                    now = time.perf_counter()
+                    sps = (self.samples_seen - last_log_samples) / max(now - last_log_time, 1e-9)
+                    self._emit("step", step=self.global_step, epoch=self.epoch + (b + 1) / self.steps_per_epoch,
+                               loss=sum_loss / sum_n, penalty=sum_pen / sum_n,
+                               accuracy=(sum_correct / sum_n) if m.is_classifier else None,
+                               lr=self.optimizer.lr, samples_per_second=sps, batches=n_batches)
+                    last_log_time, last_log_samples = now, self.samples_seen
+                    sum_loss = sum_pen = 0.0
+                    sum_correct = sum_n = n_batches = 0
+                if c.val_every and self.global_step % c.val_every == 0 and len(d.x_val):
+                    r = m.evaluate(d.x_val, d.y_val)
+                    self._emit("validation", step=self.global_step, val_loss=r["loss"],
+                               val_accuracy=r.get("accuracy"))
+                if self.global_step % SNAPSHOT_EVERY == 0:
+                    self._remember_good()
+                if self.global_step % WEIGHTS_EVERY == 0:
+                    self._emit_pictures()
+            # --- end of epoch ---
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self._epoch_rng_state = None
+            if self._end_epoch(ep_loss / max(ep_n, 1), ep_correct / max(ep_n, 1), time.perf_counter() - epoch_t0,
+                               epoch_seconds, ep_n):
+                break
+        self.status = "testing"
+        self.test_result = m.evaluate(d.x_test, d.y_test) if len(d.x_test) else {"loss": float("nan")}
+        self.status = "finished"
+        self._status_file()
+        self._emit_pictures()
+        return self._emit(
+            "finished", test_accuracy=self.test_result.get("accuracy"), test_loss=self.test_result.get("loss"),
+            epochs=self.epoch, steps=self.global_step, train_seconds=round(self.train_seconds, 3),
+            samples_per_second=self.samples_seen / self.train_seconds if self.train_seconds > 0 else None,
+            best_val_accuracy=self.best_val_accuracy, best_epoch=self.best_epoch,
+            run_dir=str(self.run_dir.path) if self.run_dir else None)
+
+    def _end_epoch(self, train_loss: float, train_acc: float, wall: float, compute: float, n: float) -> bool:
+        """Validate, report, checkpoint, schedule and early-stop; True when training should stop."""
+        c, d, m = self.config, self.data, self.model
+        val = m.evaluate(d.x_val, d.y_val) if len(d.x_val) else {}
+        val_loss = val.get("loss")
+        self._emit("epoch", epoch=self.epoch, step=self.global_step, train_loss=train_loss,
+                   train_accuracy=train_acc if m.is_classifier else None, val_loss=val_loss,
+                   val_accuracy=val.get("accuracy"), lr=self.optimizer.lr, seconds=round(wall, 3),
+                   samples_per_second=n / compute if compute > 0 else None)
+        if m.is_classifier and len(d.x_val):
+            preds = m.predict(d.x_val).argmax(axis=1)
+            cm = S.confusion_matrix(d.y_val, preds, d.num_outputs)
+            self._emit("confusion", epoch=self.epoch, split="val", matrix=cm.tolist(), class_names=list(d.class_names))
+        if self.schedule.on_epoch_end(val_loss):
+            self._set_lr(self.base_lr * self.schedule.factor(self.global_step), "plateau")
+        improved = val_loss is not None and math.isfinite(val_loss) and val_loss < self.best_val_loss - c.min_delta
+        if improved:
+            self.best_val_loss = val_loss
+            self.best_val_accuracy = val.get("accuracy")
+            self.best_epoch = self.epoch
+            self.bad_epochs = 0
+            self._best_weights = m.get_weights()
+        else:
+            self.bad_epochs += 1
+        self._remember_good()
+        self._status_file()
+        self.save("latest")
+        if improved:
+            self.save("best")
+        if c.patience is not None and self.bad_epochs >= c.patience and self.epoch < c.epochs:
+            if getattr(self, "_best_weights", None) is not None:
+                m.set_weights(self._best_weights)
+            self._emit("early_stopped", epoch=self.epoch, best_epoch=self.best_epoch,
+                       best_val_loss=self.best_val_loss, restored="best")
+            return True
+        return False
