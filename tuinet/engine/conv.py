@@ -219,11 +219,12 @@ def _maxpool_fwd_sample(x, out, arg, kh_, kw_, sh, sw):
                     iw = iw0 + kw
                     xr = x[ih, iw]
                     base = (ih * W + iw) * C
-                    for c in range(C):
+                    for c in range(C):  # selects, not branches, so the loop vectorizes
                         v = xr[c]
-                        if v > o[c]:
-                            o[c] = v
-                            a[c] = base + c
+                        m = o[c]
+                        better = v > m
+                        o[c] = v if better else m
+                        a[c] = (base + c) if better else a[c]
 
 
 @jit(parallel=True)

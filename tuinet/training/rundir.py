@@ -158,7 +158,8 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
         status = rd.read_json("status.json")
         status.setdefault("name", d.name)
         status.setdefault("status", "unknown")
-        if status["status"] in ("running", "paused", "compiling") and not _pid_alive(status.get("pid")):
+        if status["status"] in ("running", "paused", "compiling", "loading", "testing") \
+                and not _pid_alive(status.get("pid")):
             status["status"] = "crashed"
         status["path"] = str(d)
         out.append(status)

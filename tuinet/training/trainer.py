@@ -525,6 +525,13 @@ class Trainer:
         c, d, m = self.config, self.data, self.model
         val = m.evaluate(d.x_val, d.y_val) if len(d.x_val) else {}
         val_loss = val.get("loss")
+        if val_loss is not None and not math.isfinite(val_loss):
+            # finite training losses but weights so large the validation overflows: the last steps diverged;
+            # never checkpoint or keep such weights
+            self._on_divergence(val_loss)
+            if not self.paused:
+                val = m.evaluate(d.x_val, d.y_val)
+                val_loss = val.get("loss")
         self._emit("epoch", epoch=self.epoch, step=self.global_step, train_loss=train_loss,
                    train_accuracy=train_acc if m.is_classifier else None, val_loss=val_loss,
                    val_accuracy=val.get("accuracy"), lr=self.optimizer.lr, seconds=round(wall, 3),
@@ -552,6 +559,7 @@ class Trainer:
         if c.patience is not None and self.bad_epochs >= c.patience and self.epoch < c.epochs:
             if getattr(self, "_best_weights", None) is not None:
                 m.set_weights(self._best_weights)
+                self.save("latest")  # the run's final weights are the restored ones (eval RUN uses latest)
             self._emit("early_stopped", epoch=self.epoch, best_epoch=self.best_epoch,
                        best_val_loss=self.best_val_loss, restored="best")
             return True
