@@ -114,20 +114,28 @@ class Sequential:
         K.softmax_rows(logits, probs)
         return probs
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
-        """Mean loss (without penalty) and, for classification, accuracy over a whole set."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
+                 return_outputs: bool = False):
+        """Mean loss (without penalty) and, for classification, accuracy over a whole set.
+
+        With ``return_outputs`` also returns the model's outputs for every sample: ``(result, outputs)``.
+        """
         total, correct, n = 0.0, 0, len(x)
+        outs = []
         if n == 0:
-            return {"loss": float("nan"), "accuracy": float("nan")}
+            result = {"loss": float("nan"), "accuracy": float("nan")}
+            return (result, np.zeros((0,) + self.output_shape, np.float32)) if return_outputs else result
         for i in range(0, n, batch_size):
             out = self.forward(x[i : i + batch_size], training=False)
             loss, c = self.loss.value(out, y[i : i + batch_size])
             total += loss * len(out)
             correct += c or 0
+            if return_outputs:
+                outs.append(out.copy())
         result = {"loss": total / n}
         if self.is_classifier:
             result["accuracy"] = correct / n
-        return result
+        return (result, np.concatenate(outs)) if return_outputs else result
 
     @property
     def is_classifier(self) -> bool:

@@ -32,6 +32,7 @@ from tuinet.training.schedules import make_schedule
 
 SNAPSHOT_EVERY = 200  # steps between in-memory "last good" weight copies for divergence rollback
 WEIGHTS_EVERY = 500  # steps between weight-picture events
+PICTURE_SAMPLES = 2000  # validation samples searched for the most confidently wrong predictions
 
 
 class StopTraining(Exception):
@@ -336,6 +337,7 @@ class Trainer:
             idx = self._fixed_samples
             probs_fixed = self.model.predict_proba(d.x_test[idx]) if len(idx) else None
             x_val, y_val = (d.x_val, d.y_val) if len(d.x_val) else (d.x_test, d.y_test)
+            x_val, y_val = x_val[:PICTURE_SAMPLES], y_val[:PICTURE_SAMPLES]  # bounded cost mid-training
             probs = self.model.predict_proba(x_val)
             sp = S.sample_predictions(probs, y_val, x_val, np.zeros(0, dtype=np.int64))
             if probs_fixed is not None:
@@ -431,7 +433,6 @@ class Trainer:
             hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, resumed=self._resume_ckpt is not None,
             epoch=self.epoch, step=self.global_step, thread_mode=mode, pid=os.getpid())
         self._remember_good()
-        self._emit_pictures()
         compiled = False
         t_compile = time.perf_counter()
         self._emit("compiling", message="compiling kernels (first run) or loading them from the cache")
@@ -466,6 +467,7 @@ class Trainer:
                 if not compiled:
                     compiled = True
                     self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3))
+                    self._emit_pictures()
                     epoch_t0 = time.perf_counter()
                 else:
                     self.train_seconds += dt
@@ -523,21 +525,21 @@ class Trainer:
     def _end_epoch(self, train_loss: float, train_acc: float, wall: float, compute: float, n: float) -> bool:
         """Validate, report, checkpoint, schedule and early-stop; True when training should stop."""
         c, d, m = self.config, self.data, self.model
-        val = m.evaluate(d.x_val, d.y_val) if len(d.x_val) else {}
+        val, val_out = m.evaluate(d.x_val, d.y_val, return_outputs=True) if len(d.x_val) else ({}, None)
         val_loss = val.get("loss")
         if val_loss is not None and not math.isfinite(val_loss):
             # finite training losses but weights so large the validation overflows: the last steps diverged;
             # never checkpoint or keep such weights
             self._on_divergence(val_loss)
             if not self.paused:
-                val = m.evaluate(d.x_val, d.y_val)
+                val, val_out = m.evaluate(d.x_val, d.y_val, return_outputs=True)
                 val_loss = val.get("loss")
         self._emit("epoch", epoch=self.epoch, step=self.global_step, train_loss=train_loss,
                    train_accuracy=train_acc if m.is_classifier else None, val_loss=val_loss,
                    val_accuracy=val.get("accuracy"), lr=self.optimizer.lr, seconds=round(wall, 3),
                    samples_per_second=n / compute if compute > 0 else None)
-        if m.is_classifier and len(d.x_val):
-            preds = m.predict(d.x_val).argmax(axis=1)
+        if m.is_classifier and val_out is not None and len(val_out):
+            preds = val_out.argmax(axis=1)
             cm = S.confusion_matrix(d.y_val, preds, d.num_outputs)
             self._emit("confusion", epoch=self.epoch, split="val", matrix=cm.tolist(), class_names=list(d.class_names))
         if self.schedule.on_epoch_end(val_loss):
