@@ -234,13 +234,20 @@ def train(headless: bool, json_lines: bool, detach: bool, **options: Any) -> Non
 @click.option("--runs-dir", help="Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]")
 @click.option("--headless", is_flag=True, help="No app: print progress.")
 @click.option("--json", "json_lines", is_flag=True, help="No app: print every event as a JSON line.")
+@click.option("--detach", is_flag=True, help="Continue in the background; attach with `tuinet attach`.")
 @friendly_errors
-def resume(run: str, epochs: int | None, runs_dir: str | None, headless: bool, json_lines: bool) -> None:
+def resume(run: str, epochs: int | None, runs_dir: str | None, headless: bool, json_lines: bool,
+           detach: bool) -> None:
     """Continue RUN exactly where it stopped (weights, optimizer state, position, random state, schedule)."""
     from tuinet.training.rundir import find_run
     from tuinet.training.trainer import Trainer
 
     rd = find_run(run, runs_dir)
+    if detach:
+        from tuinet.remote.detach import detach_resume
+
+        detach_resume(rd, epochs)
+        return
     trainer = Trainer.resume(rd, epochs=epochs)
     if not headless and not json_lines and sys.stdout.isatty() and _app_available():
         from tuinet.tui.app import run_app

@@ -161,6 +161,7 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
         if status["status"] in ("running", "paused", "compiling", "loading", "testing") \
                 and not _pid_alive(status.get("pid")):
             status["status"] = "crashed"
+            _remove_stale_socket(status.get("socket"))
         status["path"] = str(d)
         out.append(status)
     out.sort(key=lambda s: s.get("started", 0), reverse=True)
@@ -176,4 +177,20 @@ def _pid_alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process nobody reaped (PID 1 in some containers does not) is a zombie: dead
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def _remove_stale_socket(path: Any) -> None:
+    """Delete the control socket a killed detached trainer left behind (only a socket file of ours)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid():
+            os.unlink(path)
+    except (OSError, TypeError, ValueError):
+        pass

@@ -1,0 +1,81 @@
+"""The detached trainer process: ``python -m tuinet.remote.daemon RUN_DIR [--resume] [--epochs N]``.
+
+Trains the run whose ``config.json`` is in RUN_DIR (or resumes it from ``latest.npz``) in a Session, serves it
+on the run's control socket, and prints the headless console lines to stdout (the launcher points stdout at
+``RUN_DIR/daemon.log``). SIGHUP is ignored; SIGTERM and SIGINT stop training cleanly with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the detached trainer; returns the process exit code."""
+    ap = argparse.ArgumentParser(prog="python -m tuinet.remote.daemon", description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    ap.add_argument("--epochs", type=int, help="with --resume: change the planned number of epochs")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal or dropped SSH session must not end training
+
+    from tuinet.errors import TuinetError
+    from tuinet.remote.server import ControlServer
+    from tuinet.remote.sockets import socket_path_for
+    from tuinet.training.config import TrainConfig
+    from tuinet.training.console import ConsolePrinter
+    from tuinet.training.protocol import make_command
+    from tuinet.training.rundir import RunDir
+    from tuinet.training.session import Session
+    from tuinet.training.trainer import Trainer
+
+    rd = RunDir(Path(args.run_dir))
+    path = socket_path_for(rd.path)
+    rd.update_status(name=rd.name, status="loading", pid=os.getpid(), socket=str(path), detached=True)
+    try:
+        if args.resume:
+            history = list(rd.events())
+            trainer = Trainer.resume(rd, epochs=args.epochs)
+        else:
+            history = []
+            config = TrainConfig.from_dict(rd.read_json("config.json"), source=str(rd.path / "config.json"))
+            trainer = Trainer(config, run_dir=rd)
+        session = Session(trainer)
+        server = ControlServer(session, path, rd.name, history=history)
+        server.start()
+    except (TuinetError, OSError) as e:
+        print(f"tuinet: {e}", file=sys.stderr, flush=True)
+        rd.update_status(status="failed", error=str(e), socket=None)
+        return EXIT_FAILED
+
+    session.add_listener(ConsolePrinter(sys.stdout, tty=False))
+    signals: list[int] = []
+
+    def on_signal(signum, frame):
+        if not signals:  # the first one stops; more only wait for the checkpoint (SIGKILL if you must)
+            session.send(make_command("stop", reason=signal.Signals(signum).name))
+        signals.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        session.start()
+        while not session.join(0.5):
+            pass
+    finally:
+        server.close(grace=3.0)
+        rd.update_status(socket=None)
+    final = session.last.get("finished") or session.last.get("stopped") or session.last.get("failed")
+    if final is None or final["event"] == "failed":
+        return EXIT_FAILED
+    return EXIT_FINISHED if final["event"] == "finished" else EXIT_STOPPED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
