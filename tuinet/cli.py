@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from tuinet import __version__
-from tuinet.errors import TuinetError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
-
-
-def friendly_errors(fn):
-    """Turn TuinetError into click's one-line ``Error: ...`` with exit code 1 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TuinetError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
+from tuinet.cli_common import CONTEXT, friendly_errors
 
 
 def _floats(value: str | None, name: str) -> tuple[float, ...] | None:

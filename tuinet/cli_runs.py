@@ -7,7 +7,6 @@ need the trainer to be running. Every user error ends as one ``Error:`` line wit
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import math
@@ -18,9 +17,10 @@ from typing import Any
 import click
 import numpy as np
 
-from tuinet.errors import CheckpointError, ConfigError, DataError, TuinetError
+from tuinet.cli_common import CONTEXT
+from tuinet.cli_common import friendly_errors as _errors
+from tuinet.errors import CheckpointError, ConfigError, DataError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 RUNS_DIR_HELP = "Folder holding the runs.  [default: $TUINET_RUNS_DIR or ./runs]"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 LIVE = ("running", "paused", "loading", "testing", "compiling")
@@ -29,17 +29,6 @@ EXPORT_COLUMNS = ("event", "step", "epoch", "loss", "penalty", "accuracy", "lr",
                   "val_loss", "val_accuracy", "seconds", "samples_per_second", "time")
 
 
-def _errors(fn):
-    """Turn TuinetError (and unreadable files) into click's one-line ``Error: ...`` with exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TuinetError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 # --- finding runs and checkpoints ----------------------------------------------------------------------------

@@ -126,7 +126,6 @@ class Dense(Layer):
         use_bias: add a bias vector (True).
     """
 
-    param_names = ("W", "b")
     penalized = ("W",)
 
     def __init__(self, units: int, init: str | None = None, use_bias: bool = True):

@@ -12,24 +12,14 @@ from typing import Any
 
 import click
 
+from tuinet.cli_common import CONTEXT
+from tuinet.cli_common import friendly_errors as _errors
 from tuinet.errors import ConfigError, TuinetError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 RUNS_DIR_HELP = "Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]"
 LOCALHOST = ("localhost", "127.0.0.1", "::1")
 
 
-def _errors(fn):
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TuinetError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 def _choose(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -104,20 +104,9 @@ def check_socket_file(path: str | Path, own_uid: int | None = None) -> None:
 
 def pid_alive(pid: Any) -> bool:
     """True when process ``pid`` exists and is not a zombie (a killed trainer nobody reaped is dead)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
+    from tuinet.training.rundir import _pid_alive
+
+    return _pid_alive(pid) if not isinstance(pid, bool) and (not isinstance(pid, int) or pid > 0) else False
 
 
 def remove_stale_socket(path: str | Path | None) -> bool:
