@@ -336,8 +336,12 @@ def sum_squares(a):
 
 @jit()
 def all_finite(a):
-    """True when every element is finite (the divergence guard's check)."""
+    """True when every element is finite (the divergence guard's check).
+
+    x * 0 is 0 for finite x and NaN for inf/NaN, so one vectorized sum answers for the whole array (no early exit,
+    no branch in the loop; fastmath here keeps NaN semantics).
+    """
+    acc = F0
     for i in range(a.size):
-        if not np.isfinite(a[i]):
-            return False
-    return True
+        acc += a[i] * F0
+    return acc == F0
