@@ -53,3 +53,84 @@ def configure_threads(model=None, mode: str | None = None) -> str:
     else:
         raise ValueError(f"thread mode must be 'blas' or 'numba', got {mode!r}")
     return mode
+
+
+class ThreadTuner:
+    """Pick the faster of "all cores" and "one core" while training runs, and check again now and then.
+
+    Two cores shared with a UI thread, other processes or a busy machine can make a two-thread step slower than a
+    one-thread step: a parallel kernel or sgemm waits at its barrier for a thread the OS has descheduled (measured
+    in the app on a loaded machine: 464 vs 19,587 samples/s). So the trainer times blocks of steps under each
+    setting, A B A B, keeps the faster (median samples/s), and probes again every ``reprobe`` steps.
+
+    Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
+    bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
+
+    Args:
+        model: the model being trained (decides "blas" or "numba" for the multi-core setting).
+        block: steps per timed block.
+        rounds: blocks per setting in one probe.
+        reprobe: steps between probes.
+    """
+
+    def __init__(self, model, block: int = 25, rounds: int = 2, reprobe: int = 3000):
+        self.wide = "numba" if uses_numba_parallel(model) else "blas"
+        self.candidates = [self.wide] if cores() < 2 else [self.wide, "single"]
+        self.forced = os.environ.get("TUINET_THREAD_MODE")
+        if os.environ.get("TUINET_THREAD_TUNING", "1") == "0" and not self.forced:
+            self.forced = self.wide  # no probing: results stay bit-for-bit reproducible run to run
+        self.block, self.rounds, self.reprobe = block, rounds, reprobe
+        self.mode = self.forced or self.wide
+        self._plan: list[str] = []
+        self._samples: dict[str, list[float]] = {}
+        self._steps_left = 0
+        self._count = 0
+        self._n = 0
+        self._t = 0.0
+        self._since_probe = 0
+        self.last_rates: dict[str, float] = {}
+        self.apply(self.mode)
+        if not self.forced and len(self.candidates) > 1:
+            self._start_probe()
+
+    def apply(self, mode: str) -> None:
+        """Set the thread pools for ``mode`` ("blas", "numba" or "single")."""
+        if mode == "single":
+            _runtime.limit_blas_threads(1)
+            numba.set_num_threads(1)
+        else:
+            configure_threads(mode=mode)
+
+    def _start_probe(self) -> None:
+        self._plan = [c for _ in range(self.rounds) for c in self.candidates]
+        self._samples = {c: [] for c in self.candidates}
+        self._next_block()
+
+    def _next_block(self) -> None:
+        self.mode = self._plan.pop(0)
+        self.apply(self.mode)
+        self._steps_left = self.block
+        self._n = 0
+        self._t = 0.0
+
+    def record(self, seconds: float, samples: int) -> str | None:
+        """Account one step; returns the chosen mode when a probe just finished, else None."""
+        self._since_probe += 1
+        if self._steps_left <= 0:
+            if not self.forced and len(self.candidates) > 1 and self._since_probe >= self.reprobe:
+                self._since_probe = 0
+                self._start_probe()
+            return None
+        self._t += seconds
+        self._n += samples
+        self._steps_left -= 1
+        if self._steps_left > 0:
+            return None
+        self._samples[self.mode].append(self._n / max(self._t, 1e-9))
+        if self._plan:
+            self._next_block()
+            return None
+        self.last_rates = {c: sorted(v)[len(v) // 2] for c, v in self._samples.items()}
+        self.mode = max(self.last_rates, key=self.last_rates.get)
+        self.apply(self.mode)
+        return self.mode

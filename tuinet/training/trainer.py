@@ -22,7 +22,7 @@ from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
 from tuinet.engine.spec import build_model
-from tuinet.engine.threads import configure_threads
+from tuinet.engine.threads import ThreadTuner
 from tuinet.errors import ConfigError, TuinetError
 from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
@@ -418,7 +418,8 @@ class Trainer:
             self.started_at = prev.get("started", self.started_at) if self._resume_ckpt else self.started_at
         self._load_data()
         self._build()
-        mode = configure_threads(self.model)
+        self.tuner = ThreadTuner(self.model)
+        mode = self.tuner.mode
         d, m = self.data, self.model
         self.status = "running"
         self._status_file()
@@ -464,6 +465,11 @@ class Trainer:
                     self._clip()
                 self.optimizer.step(m.grads)
                 dt = time.perf_counter() - t0
+                if compiled:
+                    chosen = self.tuner.record(dt, len(idx))
+                    if chosen is not None:
+                        rates = ", ".join(f"{k} {v:,.0f}" for k, v in self.tuner.last_rates.items())
+                        self._emit("log", level="debug", message=f"threads: {chosen} (samples/s: {rates})")
                 if not compiled:
                     compiled = True
                     self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3))
