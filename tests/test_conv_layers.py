@@ -142,6 +142,10 @@ CONV_CASES = [
     ((6, 6, 2), 3, 3, 3, 1, True),             # stride larger than padding, windows skip pixels
     ((4, 5, 3), 2, 1, 2, "valid", True),       # 1x1 projection-like
     ((3, 3, 2), 2, 5, 1, "same", True),        # kernel larger than the image
+    ((6, 5, 3), 40, 3, 1, "valid", True),      # output channels in a 32-wide and an 8-wide panel
+    ((5, 6, 9), 24, 2, 1, "same", True),       # a 24-wide panel; 36 taps (dx panels 32 + 8)
+    ((7, 7, 5), 16, 3, 2, 1, False),           # a 16-wide panel, stride and padding
+    ((10, 10, 24), 32, 3, 1, "valid", True),   # the cnn preset's second conv (216 taps: dx panels 6x32 + 24)
 ]
 
 
@@ -164,6 +168,51 @@ def test_conv2d_without_input_gradient_fills_weight_grads():
     assert b.backward(dy, need_dx=True).shape == x.shape
     np.testing.assert_allclose(a.grads[0], b.grads[0], rtol=1e-6)
     np.testing.assert_allclose(a.grads[1], dy.sum(axis=(0, 1, 2)), rtol=1e-5)
+
+
+def test_conv2d_torch_init_bounds():
+    layer = Conv2D(8, 3, init="torch")
+    layer.build((6, 6, 4), np.random.default_rng(0))
+    bound = 1 / np.sqrt(3 * 3 * 4)
+    for p in layer.params:
+        assert p.dtype == np.float32 and np.abs(p).max() <= bound and np.abs(p).max() > 0.5 * bound
+    with pytest.raises(ModelError):
+        Conv2D(8, 3, init="orthogonal")
+
+
+def test_conv_microkernels_match_their_generator():
+    import inspect
+
+    from tuinet.engine import conv
+
+    for width, rows in conv._MK_ROWS.items():
+        fn = getattr(conv, f"_mk{rows}x{width}")
+        assert inspect.getsource(fn.py_func) == conv.microkernel_source(rows, width)
+
+
+def test_conv_microkernel_is_vectorized(tmp_path):
+    """The micro-kernels hold their tile in ymm registers: vector FMAs only (needs the SLP switch in conv.py)."""
+    import subprocess
+    import sys
+
+    if "avx2" not in open("/proc/cpuinfo").read():
+        pytest.skip("needs an AVX2 CPU")
+    code = (
+        "import re, numpy as np\n"
+        "from tuinet.engine import conv\n"
+        "x = np.ones(64, np.float32); u = np.zeros(3, np.int64); v = np.zeros(4, np.uint64)\n"
+        "b = np.ones((4, 32), np.float32); c = np.zeros((3, 32), np.float32)\n"
+        "with conv._slp_vectorize():\n"
+        "    conv._mk3x32(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
+        "assert c[0, 0] == 4.0, c\n"
+        "asm = conv._mk3x32.inspect_asm(conv._mk3x32.signatures[0])\n"
+        "print(len(re.findall(r'vfmadd\\w*ps\\s+.*ymm', asm)), len(re.findall(r'vfmadd\\w*ss', asm)))\n"
+    )
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
+    vector, scalar = (int(v) for v in out.split())
+    assert vector >= 12 and scalar == 0, out
 
 
 def test_conv_geometry_matches_torch_and_tensorflow_rules():

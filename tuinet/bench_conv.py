@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from typing import Any
@@ -308,10 +309,14 @@ def run_torch_recipe(data, seed: int, spec: str = "cnn", epochs: int = 1, batch_
     return {"seconds": train_s, "accuracy": acc}
 
 
-def _warm_up(data, spec: str) -> None:
-    """Compile (or load from the cache) every kernel the recipe uses, outside the timings."""
+def _warm_up(data, spec: str, with_torch: bool = False) -> None:
+    """Compile (or load from the cache) every kernel the recipe uses, outside the timings; with ``with_torch``
+    also run PyTorch's recipe on a few batches (its first run is otherwise ~30% slower than the next ones)."""
     x, y, xt, yt = data
-    run_tuinet_recipe((x[:512], y[:512], xt[:100], yt[:100]), seed=0, spec=spec)
+    small = (x[:2048], y[:2048], xt[:100], yt[:100])
+    run_tuinet_recipe(small, seed=0, spec=spec)
+    if with_torch:
+        run_torch_recipe(small, seed=0, spec=spec)
 
 
 def _print_layers(model, batch_size: int, repeats: int, with_torch: bool) -> None:
@@ -324,6 +329,13 @@ def _print_layers(model, batch_size: int, repeats: int, with_torch: bool) -> Non
         t = theirs[i]["forward_backward_ms"] if theirs else float("nan")
         ratio = r["forward_backward_ms"] / t if theirs and t > 0 else float("nan")
         print(f"{r['layer']:<24}{r['forward_backward_ms']:>10.2f}{t:>10.2f}{ratio:>8.2f}")
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not available
+        return "load average n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args.spec, data[0].shape[1:], 10)
     configure_threads(model)
     print(f"{args.spec}: {model.num_params():,} params, {cores()} cores, torch: "
-          f"{'yes' if with_torch else 'not used'}")
-    _warm_up(data, args.spec)
+          f"{'yes' if with_torch else 'not used'}; {_load()}")
+    _warm_up(data, args.spec, with_torch)
+    configure_threads(model)
     if not args.layers_only:
         ours, theirs = [], []
         for s in (int(v) for v in args.seeds.split(",")):
@@ -355,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 configure_threads(model)
                 theirs.append(t)
                 line += f"   |  torch {t['seconds']:6.2f} s  acc {t['accuracy']:.4f}   ratio {r['seconds'] / t['seconds']:.2f}"
-            print(line, flush=True)
+            print(line + f"   ({_load()})", flush=True)
         med = statistics.median
         line = f"median: tuinet {med(r['seconds'] for r in ours):.2f} s, acc {med(r['accuracy'] for r in ours):.4f}"
         if theirs:
@@ -364,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{med(r['seconds'] for r in ours) / med(t['seconds'] for t in theirs):.2f}")
         print(line)
     _print_layers(model, args.batch_size, args.repeats, with_torch)
+    print(_load())
     return 0
 
 
