@@ -1,0 +1,125 @@
+"""Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
+
+    python scripts/screenshots.py [--out screenshots] [--size 120x40]
+
+Writes ``dashboard.svg``, ``inspector.svg`` and ``predictions.svg`` from an mlp learning MNIST (10,000 training
+images, a few epochs), and ``boundary.svg`` from an mlp learning the 2-D spiral. Each run is paused before its
+screenshot, so the picture is of a consistent state; runs go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+
+from textual import events
+from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+
+from tuinet.training.config import TrainConfig
+from tuinet.training.protocol import make_command
+from tuinet.training.session import Session
+from tuinet.training.trainer import Trainer
+from tuinet.tui.app import TuinetApp
+
+
+async def press(app: TuinetApp, *keys: str) -> None:
+    """Send keys through the app's driver, as a terminal would (Pilot.press waits for an idle CPU, which a
+    training process never is)."""
+    for key in keys:
+        if len(key) == 1 and not key.isalnum():
+            key = _character_to_key(key)
+        try:
+            char = unicodedata.lookup(_get_unicode_name_from_key(REPLACED_KEYS.get(key, key)))
+        except KeyError:
+            char = key if len(key) == 1 else None
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app._driver.send_message(event)
+        await asyncio.sleep(0.3)
+
+
+async def wait_for(cond, timeout: float = 300.0, what: str = "") -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"screenshots: timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def settle(app: TuinetApp, seconds: float = 1.5) -> None:
+    """Let the app drain events and redraw (charts redraw at most once a second)."""
+    await asyncio.sleep(seconds)
+    app._last_chart = 0.0
+    app.state.dirty.update(("charts", "status", "progress"))
+    app._tick()
+    await asyncio.sleep(0.5)
+
+
+async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
+    cfg = TrainConfig(dataset="mnist", limit=10000, epochs=8, batch_size=64, runs_dir=runs, on_divergence="pause",
+                      log_every=10)
+    session = Session(Trainer(cfg))
+    app = TuinetApp(session, config=cfg, session_factory=lambda c: Session(Trainer(c)))
+    async with app.run_test(size=size):
+        await wait_for(lambda: app.state.epoch >= 1.3, what="MNIST training")
+        await press(app, "plus")  # a learning-rate change, as a user would make it
+        await wait_for(lambda: app.state.epoch >= 3.5, what="MNIST epoch 3")
+        await press(app, "space")
+        await wait_for(lambda: app.state.paused, what="pause")
+        await press(app, "e")
+        await wait_for(lambda: app.state.evaluated is not None, what="evaluation")
+        await settle(app)
+        app.save_screenshot("dashboard.svg", str(out))
+        seen = app.state.weights
+        await press(app, "2")
+        await wait_for(lambda: app.state.weights is not seen, what="weights snapshot")
+        await settle(app, 1.0)
+        app.save_screenshot("inspector.svg", str(out))
+        seen = app.state.samples
+        await press(app, "3")
+        await settle(app, 1.0)
+        app.save_screenshot("predictions.svg", str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
+async def boundary_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    cfg = TrainConfig(dataset="spiral", epochs=400, batch_size=32, runs_dir=runs, on_divergence="pause",
+                      lr=0.01, log_every=10)
+    session = Session(Trainer(cfg))
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size):
+        await wait_for(lambda: (app.state.val_accuracy or 0) >= 0.97 or app.state.epoch >= 300,
+                       what="spiral training")
+        await press(app, "space")
+        await wait_for(lambda: app.state.paused, what="pause")
+        seen = app.state.boundary
+        await press(app, "4")
+        await wait_for(lambda: app.state.boundary is not seen, what="boundary snapshot")
+        await settle(app, 1.0)
+        app.save_screenshot("boundary.svg", str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
+    p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cols, rows = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as runs:
+        asyncio.run(mnist_shots(out, (cols, rows), runs))
+        asyncio.run(boundary_shot(out, (cols, rows), runs))
+    for name in ("dashboard", "inspector", "predictions", "boundary"):
+        print(out / f"{name}.svg")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The app's pure parts: bounded series, folding events into RunState, text renderers (no Textual app needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tuinet.tui.boundary import boundary_text
+from tuinet.tui.charts import ChartData, Line, decimate, render_chart
+from tuinet.tui.dialogs import parse_lr
+from tuinet.tui.inspector import diverging_lines, histogram_text, sparkline, tile
+from tuinet.tui.predictions import caption, confusion_text
+from tuinet.tui.replay import ReplaySession
+from tuinet.tui.runstate import RunState, Series, fmt_duration, fmt_num, smooth
+
+
+def ev(kind, **fields):
+    return {"event": kind, "v": 1, "time": 1000.0 + fields.pop("t", 0.0), **fields}
+
+
+def started(**over):
+    e = ev("started", name="r", run_dir="/tmp/r", config={"model": "mlp", "dataset": "mnist"},
+           dataset={"name": "mnist", "task": "classification", "input_shape": [28, 28, 1], "class_names": list("0123")},
+           model="", layers=[{"name": "dense_1", "kind": "Dense", "output_shape": [4], "params": 20}],
+           steps_per_epoch=10, total_steps=100, epochs=10, batch_size=64, optimizer="adam",
+           hyperparams={"lr": 0.001, "betas": [0.9, 0.999]}, lr=0.001, step=0, epoch=0)
+    e.update(over)
+    return e
+
+
+def test_series_stays_bounded_and_keeps_recent_points_exact():
+    s = Series(cap=100)
+    for i in range(100_000):
+        s.append(i, float(i))
+    xs, ys = s.points()
+    assert len(xs) <= 100 and len(s.x) < 100
+    assert s.last == 99_999.0 and xs[-1] > 99_000  # the newest value is kept, the chart reaches the end
+    assert xs == sorted(xs)  # still in order
+    assert xs[0] < 1000  # and still covers the start of the run
+    gaps = np.diff(s.x)
+    assert gaps.max() == pytest.approx(gaps.min()), "every stored point covers the same number of raw points"
+    v = s.version
+    s.append(5, float("nan"))
+    s.append(5, None)
+    assert s.version == v and s.last == 99_999.0, "non-finite values are skipped"
+
+
+def test_runstate_folds_a_run():
+    st = RunState()
+    st.apply(started())
+    assert st.status == "running" and st.optimizer == "adam" and st.lr == 0.001
+    st.apply(ev("compiling"))
+    assert st.status == "compiling"
+    for i in range(1, 6):
+        st.apply(ev("step", t=i, step=i * 2, epoch=i * 0.2, loss=1.0 / i, accuracy=0.1 * i, lr=0.001,
+                    samples_per_second=500.0))
+    assert st.status == "running" and st.step == 10 and len(st.train_loss) == 5
+    assert st.train_loss.points()[1][-1] == pytest.approx(0.2)
+    assert st.steps_per_second == pytest.approx(2.0)
+    assert st.eta_seconds == pytest.approx(45.0)
+    st.apply(ev("epoch", epoch=1, step=10, train_loss=0.5, train_accuracy=0.5, val_loss=0.4, val_accuracy=0.6))
+    assert st.val_loss_s.points()[1] == [0.4] and st.best_val_accuracy == 0.6
+    st.apply(ev("paused", step=12, reason="user"))
+    assert st.paused and st.status == "paused" and st.step == 12 and st.eta_seconds is None
+    st.apply(ev("lr_changed", lr=0.002, old_lr=0.001, source="user"))
+    assert st.lr == 0.002
+    st.apply(ev("optimizer_changed", name="rmsprop", hyperparams={"lr": 0.002, "alpha": 0.99}, describe="rmsprop"))
+    assert st.optimizer == "rmsprop" and st.hyperparams["alpha"] == 0.99
+    st.apply(ev("resumed", step=12))
+    assert not st.paused and st.status == "running"
+    st.apply(ev("layer_stats", layers=[{"name": "dense_1", "grad_norm": 1e4, "flag": "exploding"}]))
+    assert list(st.grad_history["dense_1"]) == [1e4]
+    st.apply(ev("diverged", step=13, loss=None, lr=0.002, new_lr=0.001, action="paused"))
+    assert st.status == "diverged"
+    st.apply(ev("finished", test_accuracy=0.9, test_loss=0.3, steps=100))
+    assert st.done and st.status == "finished"
+    texts = [text for _, _, text in st.log]
+    for needle in ("started", "paused", "lr 0.001 -> 0.002", "optimizer", "exploding", "diverged", "finished"):
+        assert any(needle in t for t in texts), needle
+    assert st.log_count == len(st.log)
+
+
+def test_formatting_helpers():
+    assert fmt_num(None) == "-" and fmt_num(0.5) == "0.5" and fmt_num(0.0001) == "0.0001"
+    assert fmt_num(1234567.0) == "1.23e+06" and fmt_num(3) == "3"
+    assert fmt_duration(5) == "5s" and fmt_duration(125) == "2m05s" and fmt_duration(3725) == "1h02m"
+    assert fmt_duration(None) == "-"
+    assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])
+    assert parse_lr("3e-4") == 3e-4 and parse_lr("0") is None and parse_lr("x") is None and parse_lr("nan") is None
+
+
+def test_decimate_and_chart():
+    x = list(range(1000))
+    xs, ys = decimate(x, [float(v) for v in x], 100)
+    assert len(xs) == 100 and xs[-1] == 999 and ys[0] < 10
+    text = render_chart(ChartData([Line("a", x, [1.0 / (v + 1) for v in x])], log_y=True), 60, 12)
+    assert len(text.plain.splitlines()) == 12
+    assert "waiting" in render_chart(ChartData([]), 40, 8).plain
+
+
+def test_sparkline_histogram_pictures():
+    assert sparkline([1, 10, 100, 1000]) == "▁▃▆█"  # log scale: equal steps per decade
+    assert sparkline([]) == ""
+    h = histogram_text([0, 5, 10], [-1.0, 0.0, 1.0, 2.0], height=4)
+    assert len(h.plain.splitlines()) == 5 and "-1" in h.plain
+    lines = diverging_lines(np.random.default_rng(0).normal(size=(28, 28)), 3.0)
+    assert len(lines) == 14 and all(ln.cell_len == 28 for ln in lines)
+    laid = tile([lines, lines, lines], ["a", "b", "c"], width=60)
+    assert laid.plain.splitlines()[0].count("▀") == 56  # two per row at width 60, the third wraps
+
+
+def test_boundary_and_predictions_text():
+    cls = np.zeros((24, 48), dtype=int)
+    cls[:, 24:] = 1
+    event = {"classes": cls.tolist(), "confidence": np.full((24, 48), 0.9).tolist(), "xrange": [0, 1],
+             "yrange": [0, 1], "points": [[0.1, 0.5, 0], [0.9, 0.5, 1]]}
+    t = boundary_text(event, 40, 10, 2)
+    assert len(t.plain.splitlines()) == 10 and t.plain.count("●") == 2
+    mono = boundary_text(event, 40, 10, 2, color=False)
+    assert "●" in mono.plain and "○" in mono.plain, "classes differ by glyph without colour"
+    m = [[5, 1], [0, 4]]
+    ct = confusion_text({"matrix": m, "class_names": ["a", "b"], "epoch": 1})
+    assert "90.00%" in ct.plain
+    assert caption({"label": 3, "pred": 3, "confidence": 0.97}, [str(i) for i in range(10)]).plain == "3 ✓ 97%"
+    assert caption({"label": 4, "pred": 9, "confidence": 0.8}, [str(i) for i in range(10)]).plain == "9✗4 80%"
+
+
+def test_replay_session_records_commands_and_state():
+    r = ReplaySession([started(), ev("weights", layers=[]), ev("lr_changed", lr=0.01)])
+    assert [e["event"] for e in r.history] == ["started", "lr_changed"] and "weights" in r.last
+    assert r.state["lr"] == 0.01
+    got = []
+    r.add_listener(got.append)
+    r.emit(ev("step", step=1))
+    assert got and r.history[-1]["event"] == "step"
+    from tuinet.training.protocol import make_command
+
+    r.send(make_command("pause"))
+    assert r.sent[0]["command"] == "pause"
