@@ -319,6 +319,57 @@ def _warm_up(data, spec: str, with_torch: bool = False) -> None:
         run_torch_recipe(small, seed=0, spec=spec)
 
 
+def _torch_worker(conn, spec: str, epochs: int, batch_size: int) -> None:
+    """PyTorch's recipe in its own process: our threadpoolctl/Numba settings never touch it (in one process they
+    slow PyTorch 2-4x, which would flatter us)."""
+    try:
+        data = load_mnist()
+        x, y, xt, yt = data
+        run_torch_recipe((x[:2048], y[:2048], xt[:100], yt[:100]), seed=0, spec=spec)  # warm-up
+        conn.send("ready")
+        while True:
+            seed = conn.recv()
+            if seed is None:
+                break
+            conn.send(run_torch_recipe(data, seed, spec, epochs, batch_size))
+    except Exception as e:  # noqa: BLE001 - reported by the parent
+        conn.send({"error": f"{type(e).__name__}: {e}"})
+    finally:
+        conn.close()
+
+
+class TorchRecipeProcess:
+    """A persistent worker process that runs PyTorch's recipe for a seed on request."""
+
+    def __init__(self, spec: str, epochs: int, batch_size: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_torch_worker, args=(child, spec, epochs, batch_size), daemon=True)
+        self.proc.start()
+        msg = self.conn.recv()
+        if msg != "ready":
+            raise RuntimeError(f"PyTorch worker failed: {msg}")
+
+    def run(self, seed: int) -> dict[str, float]:
+        """Run the recipe with ``seed``; returns seconds and accuracy."""
+        time.sleep(0.3)  # let our spinning threads park
+        self.conn.send(seed)
+        out = self.conn.recv()
+        if "error" in out:
+            raise RuntimeError(f"PyTorch worker failed: {out['error']}")
+        return out
+
+    def close(self) -> None:
+        """Stop the worker."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(5)
+
+
 def _print_layers(model, batch_size: int, repeats: int, with_torch: bool) -> None:
     ours = conv_layer_times(model, batch_size, repeats)
     theirs = torch_conv_layer_times(model, batch_size, repeats) if with_torch else None
@@ -355,8 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads(model)
     print(f"{args.spec}: {model.num_params():,} params, {cores()} cores, torch: "
           f"{'yes' if with_torch else 'not used'}; {_load()}")
-    _warm_up(data, args.spec, with_torch)
+    _warm_up(data, args.spec, False)
     configure_threads(model)
+    worker = TorchRecipeProcess(args.spec, args.epochs, args.batch_size) if with_torch and not args.layers_only \
+        else None
     if not args.layers_only:
         ours, theirs = [], []
         for s in (int(v) for v in args.seeds.split(",")):
@@ -364,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             ours.append(r)
             line = f"seed {s}: tuinet {r['seconds']:6.2f} s  acc {r['accuracy']:.4f}"
             if with_torch:
-                t = run_torch_recipe(data, s, args.spec, args.epochs, args.batch_size)
-                configure_threads(model)
+                t = worker.run(s)
+                time.sleep(0.3)
                 theirs.append(t)
                 line += f"   |  torch {t['seconds']:6.2f} s  acc {t['accuracy']:.4f}   ratio {r['seconds'] / t['seconds']:.2f}"
             print(line + f"   ({_load()})", flush=True)
@@ -376,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{med(t['accuracy'] for t in theirs):.4f}  |  time ratio "
                      f"{med(r['seconds'] for r in ours) / med(t['seconds'] for t in theirs):.2f}")
         print(line)
+    if worker is not None:
+        worker.close()
     _print_layers(model, args.batch_size, args.repeats, with_torch)
     print(_load())
     return 0

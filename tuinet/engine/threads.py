@@ -73,7 +73,7 @@ class ThreadTuner:
         reprobe: steps between probes.
     """
 
-    def __init__(self, model, block: int = 25, rounds: int = 2, reprobe: int = 3000):
+    def __init__(self, model, block: int = 10, rounds: int = 2, reprobe: int = 3000):
         self.wide = "numba" if uses_numba_parallel(model) else "blas"
         self.candidates = [self.wide] if cores() < 2 else [self.wide, "single"]
         self.forced = os.environ.get("TUINET_THREAD_MODE")
