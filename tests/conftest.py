@@ -67,3 +67,4 @@ def pytest_configure(config):
     # no thread-mode probing in tests: exact-equality checks (resume, determinism) need fixed thread counts;
     # tests/test_threads.py turns it on where it is the subject
     os.environ.setdefault("TUINET_THREAD_TUNING", "0")
+    os.environ.setdefault("TUINET_UI_NICE", "0")  # the app would lower the priority of pytest's main thread

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import queue
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any, Callable, Iterable
@@ -197,7 +200,13 @@ class TuinetApp(App[int]):
         session.add_listener(listener)
         if self.autostart and not started:
             # start once the first frame is on screen: the app's start-up work then does not compete with training
-            self.call_after_refresh(session.start)
+            self.call_after_refresh(self._start_session, session)
+
+    def _start_session(self, session) -> None:
+        # the training thread is started from a launcher thread that keeps normal priority, then this (UI) thread
+        # lowers its own: a thread inherits the nice value of the thread that starts it
+        _LAUNCHER.call(session.start)
+        _lower_ui_priority()
 
     def _send(self, kind: str, pending: str | None = None, **fields: Any) -> None:
         """Send a command; show ``pending`` until the trainer confirms it."""
@@ -586,6 +595,54 @@ class TuinetApp(App[int]):
                 yield SystemCommand(f"Show {tab}", f"switch to the {tab} tab",
                                     lambda tab=tab: self.action_show_tab(tab))
         yield from super().get_system_commands(screen)
+
+
+class _Launcher:
+    """A thread, created at import (normal priority), that runs callables for the UI thread and waits for them."""
+
+    def __init__(self) -> None:
+        self._jobs: "queue.Queue" = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while True:
+            fn, done, box = self._jobs.get()
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                box.append(e)
+            done.set()
+
+    def call(self, fn) -> None:
+        """Run ``fn`` in the launcher thread; re-raise what it raised."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tuinet-launcher", daemon=True)
+            self._thread.start()
+        done, box = threading.Event(), []
+        self._jobs.put((fn, done, box))
+        done.wait()
+        if box:
+            raise box[0]
+
+
+_LAUNCHER = _Launcher()
+
+
+def _lower_ui_priority() -> None:
+    """Give the UI thread a lower CPU priority than the training thread (Linux: per-thread nice).
+
+    Two cores: the UI's redraws (about 10% of a core) pre-empt one of the two threads of a parallel sgemm, and the
+    whole step waits for it at the barrier; at nice 10 the scheduler lets the UI run in the gaps instead. Threads
+    started later by this thread would inherit the nice value, so sessions are started before this is called.
+    """
+    nice = int(os.environ.get("TUINET_UI_NICE", "10"))
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, nice))
+    except OSError:
+        pass
 
 
 def run_app(config, trainer=None) -> int:
