@@ -5,5 +5,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["tuinet", "tuinet.*"]) + ["tuinet._datasets"],
     package_dir={"tuinet._datasets": "datasets"},
-    package_data={"tuinet": ["**/*.tcss"], "tuinet._datasets": ["*.md", "mnist/*.gz", "tabular/*"]},
+    package_data={"tuinet.tui": ["*.tcss"], "tuinet._datasets": ["*.md", "mnist/*.gz", "tabular/*"]},
 )

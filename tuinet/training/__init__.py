@@ -1,0 +1,1 @@
+"""The training loop, its protocol, schedules, run folders, headless console and in-process session."""
