@@ -290,7 +290,8 @@ async def test_help_palette_tabs_and_log_scale(tmp_path):
             await press(pilot, key)
             await wait_for(pilot, lambda tab=tab: app.active_tab == tab, what=tab)
         await press(pilot, "l")
-        assert app.log_scale and "log" in str(app.query_one("#loss-chart").border_title)
+        await wait_for(pilot, lambda: app.log_scale, what="log scale")
+        await wait_for(pilot, lambda: "log" in str(app.query_one("#loss-chart").border_title), what="log title")
         # a command from the palette's callback does what the key does
         cmd = next(c for c in app.get_system_commands(app.screen) if c.title == "Learning rate ×2")
         lr0 = session.trainer.optimizer.lr
