@@ -146,9 +146,9 @@ async def test_lr_dialog_sets_exact_value_and_rejects_garbage(tmp_path):
         inp = app.screen.query_one("Input")
         inp.value = "banana"
         await press(pilot, "enter")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: "not a positive number" in str(app.screen.query_one("#lr-error").render()),
+                       what="error shown")
         assert isinstance(app.screen, LrDialog), "a bad value keeps the dialog open"
-        assert "not a positive number" in str(app.screen.query_one("#lr-error").render())
         inp.value = "0.0123"
         await press(pilot, "enter")
         await wait_for(pilot, lambda: session.trainer.optimizer.lr == pytest.approx(0.0123), what="exact lr")
@@ -157,8 +157,9 @@ async def test_lr_dialog_sets_exact_value_and_rejects_garbage(tmp_path):
         await press(pilot, "L")
         await dialog(pilot, LrDialog)
         await press(pilot, "escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, LrDialog), what="dialog closed")
         await pilot.pause(0.2)
-        assert not isinstance(app.screen, LrDialog) and session.trainer.optimizer.lr == pytest.approx(0.0123)
+        assert session.trainer.optimizer.lr == pytest.approx(0.0123)
         await shutdown(app, session)
 
 
@@ -215,7 +216,7 @@ async def test_restart_starts_a_new_session_with_current_settings(tmp_path):
         await press(pilot, "r")
         await dialog(pilot, ConfirmDialog)
         await press(pilot, "n")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmDialog), what="dialog closed")
         assert app.session is session and session.running, "n cancels the restart"
         await press(pilot, "r")
         await dialog(pilot, ConfirmDialog)
@@ -238,7 +239,7 @@ async def test_quit_asks_then_stops_with_checkpoint(tmp_path):
         await press(pilot, "q")
         await dialog(pilot, ConfirmDialog)
         await press(pilot, "escape")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmDialog), what="dialog closed")
         assert session.running, "escape cancels quitting"
         await press(pilot, "q")
         await dialog(pilot, ConfirmDialog)
