@@ -629,13 +629,15 @@ _LAUNCHER = _Launcher()
 
 
 def _lower_ui_priority() -> None:
-    """Give the UI thread a lower CPU priority than the training thread (Linux: per-thread nice).
+    """Optionally give the UI thread a lower CPU priority than the training thread: ``TUINET_UI_NICE=N``.
 
-    Two cores: the UI's redraws (about 10% of a core) pre-empt one of the two threads of a parallel sgemm, and the
-    whole step waits for it at the barrier; at nice 10 the scheduler lets the UI run in the gaps instead. Threads
-    started later by this thread would inherit the nice value, so sessions are started before this is called.
+    Off by default. The idea: the UI's redraws pre-empt one of the two threads of a parallel sgemm and the whole
+    step waits at the barrier; at a higher nice value the UI runs in the gaps instead. Measured A/B (nice 0 vs 10,
+    twice each): throughput ratios swung 63-116% either way (noise), while the slowest key answer grew from
+    24-295 ms to 572-948 ms, so it stays opt-in. Threads started later by this thread would inherit the nice value,
+    so sessions are started (from a launcher thread) before this is called.
     """
-    nice = int(os.environ.get("TUINET_UI_NICE", "10"))
+    nice = int(os.environ.get("TUINET_UI_NICE", "0"))
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
     try:
