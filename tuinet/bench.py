@@ -20,6 +20,7 @@ import numpy as np
 from tuinet.engine.optim import make_optimizer
 from tuinet.engine.spec import build_model
 from tuinet.engine.threads import configure_threads, cores
+from tuinet.errors import TuinetError
 
 SHAPES = {"mnist": ((28, 28, 1), 10)}
 
@@ -119,13 +120,14 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         runner.run(max(5, args["steps"] // 10))
         info = {"warmup_seconds": time.perf_counter() - t0, "params": ours.model.num_params(), "mode": ours.mode}
-        if kind == "tuinet" and any(getattr(layer, "numba_parallel", False) for layer in ours.model.layers):
-            try:
-                from tuinet.bench_conv import layer_time_table
+        if any(getattr(layer, "numba_parallel", False) for layer in ours.model.layers):
+            # per-layer forward+backward times, each side in its own process like the steps
+            from tuinet.bench_conv import conv_layer_times, torch_conv_layer_times
 
-                info["conv_layers"] = layer_time_table(ours.model, args["batch_size"], args["torch_layers"])
-            except ImportError:
-                pass
+            if kind == "tuinet":
+                info["layers"] = conv_layer_times(ours.model, args["batch_size"], 5)
+            else:
+                info["layers"] = torch_conv_layer_times(ours.model, args["batch_size"], 5)
         if kind == "pytorch":
             import torch
 
@@ -156,7 +158,7 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
     elif use_torch:
         torch_note = "PyTorch not installed: no side-by-side figures (pip install torch to compare)"
     args = {"model": model, "input_shape": input_shape, "classes": classes, "optimizer": optimizer,
-            "batch_size": batch_size, "steps": steps, "torch_layers": "pytorch" in kinds}
+            "batch_size": batch_size, "steps": steps}
     ctx = mp.get_context("spawn")
     workers, infos = {}, {}
     try:
@@ -167,7 +169,7 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
             workers[kind] = (proc, parent)
             infos[kind] = parent.recv()
             if "error" in infos[kind]:
-                raise RuntimeError(f"{kind} benchmark failed: {infos[kind]['error']}")
+                raise TuinetError(f"{kind} benchmark failed: {infos[kind]['error']}")
         times: dict[str, list[float]] = {k: [] for k in kinds}
         for _ in range(rounds):
             for kind in kinds:
@@ -206,8 +208,12 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
     if "pytorch_samples_per_second" in result:
         result["ratio_vs_pytorch"] = result["tuinet_samples_per_second"] / result["pytorch_samples_per_second"]
         result["torch_version"] = infos["pytorch"]["torch_version"]
-    if "conv_layers" in infos["tuinet"]:
-        result["conv_layers"] = infos["tuinet"]["conv_layers"]
+    if "layers" in infos["tuinet"]:
+        theirs = infos.get("pytorch", {}).get("layers")
+        result["conv_layers"] = [
+            {"name": row["layer"], "tuinet_ms": row["forward_backward_ms"],
+             "pytorch_ms": theirs[i]["forward_backward_ms"] if theirs else None}
+            for i, row in enumerate(infos["tuinet"]["layers"])]
     if torch_note:
         result["note"] = torch_note
     if json_out:

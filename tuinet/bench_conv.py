@@ -328,10 +328,14 @@ def _torch_worker(conn, spec: str, epochs: int, batch_size: int) -> None:
         run_torch_recipe((x[:2048], y[:2048], xt[:100], yt[:100]), seed=0, spec=spec)  # warm-up
         conn.send("ready")
         while True:
-            seed = conn.recv()
-            if seed is None:
+            req = conn.recv()
+            if req is None:
                 break
-            conn.send(run_torch_recipe(data, seed, spec, epochs, batch_size))
+            if isinstance(req, tuple) and req[0] == "layers":  # per-layer times, also away from our thread limits
+                model = build_model(spec, x.shape[1:], 10)
+                conn.send({"layers": torch_conv_layer_times(model, batch_size, req[1])})
+                continue
+            conn.send(run_torch_recipe(data, req, spec, epochs, batch_size))
     except Exception as e:  # noqa: BLE001 - reported by the parent
         conn.send({"error": f"{type(e).__name__}: {e}"})
     finally:
@@ -361,6 +365,15 @@ class TorchRecipeProcess:
             raise RuntimeError(f"PyTorch worker failed: {out['error']}")
         return out
 
+    def layer_times(self, repeats: int) -> list[dict[str, Any]]:
+        """PyTorch's per-layer forward+backward times, measured in the worker process."""
+        time.sleep(0.3)
+        self.conn.send(("layers", repeats))
+        out = self.conn.recv()
+        if "error" in out:
+            raise RuntimeError(f"PyTorch worker failed: {out['error']}")
+        return out["layers"]
+
     def close(self) -> None:
         """Stop the worker."""
         try:
@@ -370,10 +383,9 @@ class TorchRecipeProcess:
         self.proc.join(5)
 
 
-def _print_layers(model, batch_size: int, repeats: int, with_torch: bool) -> None:
+def _print_layers(model, batch_size: int, repeats: int, worker: "TorchRecipeProcess | None") -> None:
     ours = conv_layer_times(model, batch_size, repeats)
-    theirs = torch_conv_layer_times(model, batch_size, repeats) if with_torch else None
-    configure_threads(model)  # torch_conv_layer_times changed nothing of ours, but keep the pools as training has them
+    theirs = worker.layer_times(repeats) if worker is not None else None
     print(f"\nper-layer forward+backward, batch {batch_size} (median of {repeats}, ms)")
     print(f"{'layer':<24}{'tuinet':>10}{'torch':>10}{'ratio':>8}")
     for i, r in enumerate(ours):
@@ -408,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'yes' if with_torch else 'not used'}; {_load()}")
     _warm_up(data, args.spec, False)
     configure_threads(model)
-    worker = TorchRecipeProcess(args.spec, args.epochs, args.batch_size) if with_torch and not args.layers_only \
-        else None
+    worker = TorchRecipeProcess(args.spec, args.epochs, args.batch_size) if with_torch else None
     if not args.layers_only:
         ours, theirs = [], []
         for s in (int(v) for v in args.seeds.split(",")):
@@ -429,9 +440,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{med(t['accuracy'] for t in theirs):.4f}  |  time ratio "
                      f"{med(r['seconds'] for r in ours) / med(t['seconds'] for t in theirs):.2f}")
         print(line)
+    _print_layers(model, args.batch_size, args.repeats, worker)
     if worker is not None:
         worker.close()
-    _print_layers(model, args.batch_size, args.repeats, with_torch)
     print(_load())
     return 0
 

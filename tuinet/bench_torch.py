@@ -11,6 +11,11 @@ def torch_model(config: dict[str, Any]):
     from torch import nn
 
     shape = tuple(config["input_shape"])
+    dense_only = {"Dense", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Linear", "Dropout"}
+    if any(lc["type"] not in dense_only for lc in config["layers"]):
+        from tuinet.bench_conv import torch_cnn_model  # conv, pooling, batch norm, residual blocks
+
+        return torch_cnn_model(config["layers"], shape)
     layers = []
     features = int(torch.tensor(shape).prod()) if len(shape) == 1 else None
     for lc in config["layers"]:
@@ -40,9 +45,4 @@ def torch_model(config: dict[str, Any]):
             continue
         elif t == "Dropout":
             layers.append(nn.Dropout(lc["rate"]))
-        else:
-            from tuinet.bench_conv import torch_layer  # conv, pooling, batch norm, residual blocks
-
-            layer, features = torch_layer(lc, layers, shape)
-            layers.append(layer)
     return nn.Sequential(*layers)

@@ -1,0 +1,27 @@
+"""`tuinet bench` runs end to end and reports what it promises (numbers, not pass/fail timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tuinet.cli import main
+
+
+@pytest.mark.parametrize("model", ["mlp", "conv3x3x4,maxpool2,relu"])
+def test_bench_json_reports_samples_per_second(model):
+    r = CliRunner().invoke(main, ["bench", "--model", model, "--batch-size", "8", "--steps", "3", "--rounds", "1",
+                                  "--no-torch", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["samples_per_second"] > 0 and out["tuinet_samples_per_second"] == out["samples_per_second"]
+    assert out["batch_size"] == 8 and out["steps"] == 3 and out["params"] > 0
+    if model != "mlp":
+        assert [row["name"] for row in out["conv_layers"]][0].startswith("Conv2D")
+
+
+def test_bench_bad_model_is_one_line():
+    r = CliRunner().invoke(main, ["bench", "--model", "dense8,wobble", "--no-torch"])
+    assert r.exit_code == 1 and "cannot read 'wobble'" in r.output and "Traceback" not in r.output
