@@ -68,11 +68,11 @@ class TorchRunner:
     def __init__(self, model, optimizer, batch_size, input_shape, classes):
         import torch
 
-        from tuinet.bench_torch import torch_model
+        from tuinet.bench_conv import torch_cnn_model
 
         self.torch = torch
         torch.set_num_threads(cores())
-        self.net = torch_model(model.config())
+        self.net = torch_cnn_model(model.config()["layers"], model.input_shape)
         opt_cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                    "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[optimizer if optimizer != "momentum"
                                                                                   else "sgd"]
@@ -111,23 +111,23 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
     try:
         input_shape, classes = args["input_shape"], args["classes"]
         if kind == "tuinet":
-            ours = runner = TuinetRunner(args["model"], input_shape, classes, args["optimizer"], args["batch_size"])
+            runner = TuinetRunner(args["model"], input_shape, classes, args["optimizer"], args["batch_size"])
+            model, mode = runner.model, runner.mode
         else:
             # PyTorch's side never touches our thread settings (threadpoolctl limits slow PyTorch down 2-4x)
-            ours = TuinetRunner.__new__(TuinetRunner)
-            ours.model, ours.mode = build_model(args["model"], input_shape, classes), "pytorch"
-            runner = TorchRunner(ours.model, args["optimizer"], args["batch_size"], input_shape, classes)
+            model, mode = build_model(args["model"], input_shape, classes), "pytorch"
+            runner = TorchRunner(model, args["optimizer"], args["batch_size"], input_shape, classes)
         t0 = time.perf_counter()
         runner.run(max(5, args["steps"] // 10))
-        info = {"warmup_seconds": time.perf_counter() - t0, "params": ours.model.num_params(), "mode": ours.mode}
-        if any(getattr(layer, "numba_parallel", False) for layer in ours.model.layers):
+        info = {"warmup_seconds": time.perf_counter() - t0, "params": model.num_params(), "mode": mode}
+        if any(getattr(layer, "numba_parallel", False) for layer in model.layers):
             # per-layer forward+backward times, each side in its own process like the steps
             from tuinet.bench_conv import conv_layer_times, torch_conv_layer_times
 
             if kind == "tuinet":
-                info["layers"] = conv_layer_times(ours.model, args["batch_size"], 5)
+                info["layers"] = conv_layer_times(model, args["batch_size"], 5)
             else:
-                info["layers"] = torch_conv_layer_times(ours.model, args["batch_size"], 5)
+                info["layers"] = torch_conv_layer_times(model, args["batch_size"], 5)
         if kind == "pytorch":
             import torch
 
@@ -138,7 +138,7 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
             if steps is None:
                 break
             if kind == "tuinet":
-                configure_threads(ours.model)
+                configure_threads(model)
             conn.send(runner.run(steps))
     except Exception as e:  # noqa: BLE001 - reported by the parent
         conn.send({"error": f"{type(e).__name__}: {e}"})
@@ -184,14 +184,10 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
                 pass
             proc.join(5)
     warmup = infos["tuinet"]["warmup_seconds"]
-
-    class _Ours:  # what the report below needs
-        mode = infos["tuinet"]["mode"]
-
-    ours = _Ours()
+    mode = infos["tuinet"]["mode"]
     result: dict[str, Any] = {
         "model": model, "dataset": dataset, "optimizer": optimizer, "batch_size": batch_size, "steps": steps,
-        "rounds": rounds, "params": infos["tuinet"]["params"], "thread_mode": ours.mode, "cores": cores(),
+        "rounds": rounds, "params": infos["tuinet"]["params"], "thread_mode": mode, "cores": cores(),
         "warmup_seconds": round(warmup, 3),
     }
     try:
@@ -220,7 +216,7 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
         print(json.dumps(result))
     else:
         print(f"{model} on {dataset} shapes, {optimizer}, batch {batch_size}: {result['params']:,} params, "
-              f"{rounds} rounds x {steps} steps, threads: {ours.mode} ({cores()} cores)")
+              f"{rounds} rounds x {steps} steps, threads: {mode} ({cores()} cores)")
         for name in times:
             print(f"  {name:8s} {result[f'{name}_samples_per_second']:>10,.0f} samples/s (median; rounds: "
                   f"{', '.join(f'{s:,}' for s in result[f'{name}_rounds'])})")

@@ -9,7 +9,6 @@ learning rate only: ``cycle_momentum=False`` on the PyTorch side so both keep be
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import time
@@ -25,18 +24,12 @@ from tuinet.engine.threads import configure_threads, cores
 
 def one_cycle_lr(step: int, total_steps: int, max_lr: float, pct_start: float = 0.3, div_factor: float = 25.0,
                  final_div_factor: float = 1e4) -> float:
-    """The learning rate of ``torch.optim.lr_scheduler.OneCycleLR`` (cos annealing, two phases) at ``step``."""
-    initial = max_lr / div_factor
-    final = initial / final_div_factor
-    end_up = float(pct_start * total_steps) - 1
-    end_down = float(total_steps - 1)
+    """The learning rate of ``torch.optim.lr_scheduler.OneCycleLR`` at ``step`` (the trainer's schedule)."""
+    from tuinet.training.schedules import OneCycleSchedule
 
-    def cos(start, end, pct):
-        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
-
-    if step <= end_up:
-        return cos(initial, max_lr, step / end_up if end_up > 0 else 1.0)
-    return cos(max_lr, final, (step - end_up) / (end_down - end_up))
+    schedule = OneCycleSchedule(total_steps, 1, pct_start=pct_start, div_factor=div_factor,
+                                final_div_factor=final_div_factor)
+    return max_lr * schedule.factor(step)
 
 
 # --- per-layer timings -----------------------------------------------------------------------------------------
