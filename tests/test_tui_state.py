@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
+from rich.text import Text
 
 from tuinet.tui.boundary import boundary_text
-from tuinet.tui.charts import ChartData, Line, decimate, render_chart
+from tuinet.tui.charts import ChartData, Line, decimate, nice_ticks, render_chart, render_text
 from tuinet.tui.dialogs import parse_lr
 from tuinet.tui.inspector import diverging_lines, histogram_text, sparkline, tile
 from tuinet.tui.predictions import caption, confusion_text
@@ -93,9 +96,34 @@ def test_decimate_and_chart():
     x = list(range(1000))
     xs, ys = decimate(x, [float(v) for v in x], 100)
     assert len(xs) == 100 and xs[-1] == 999 and ys[0] < 10
-    text = render_chart(ChartData([Line("a", x, [1.0 / (v + 1) for v in x])], log_y=True), 60, 12)
-    assert len(text.plain.splitlines()) == 12
-    assert "waiting" in render_chart(ChartData([]), 40, 8).plain
+    assert ys[-2] > ys[0]  # bucket means stay in order
+    text = render_text(ChartData([Line("a", x, [1.0 / (v + 1) for v in x])], log_y=True), 60, 12).plain
+    rows = text.splitlines()
+    assert len(rows) == 12 and all(len(r) == 60 for r in rows)
+    assert "0.001" in text and "1┤" in text  # log ticks: powers of ten from 1 down to 1/1000
+    assert "waiting" in render_text(ChartData([]), 40, 8).plain
+
+
+def test_chart_draws_the_line_where_the_data_is():
+    # a rising line: dots start low on the left and end high on the right, in the given colour
+    data = ChartData([Line("up", [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], 45)])
+    strips = render_chart(data, 40, 10)
+    plot = [strip.text for strip in strips[:-2]]
+    width = len(plot[0])
+    first_dot = [min((c for c, ch in enumerate(r) if "\u2800" < ch <= "\u28ff"), default=width) for r in plot]
+    assert first_dot[-1] < first_dot[0]  # bottom row's dots are left of the top row's
+    assert all(first_dot[i] >= first_dot[i + 1] for i in range(len(plot) - 1) if first_dot[i] < width)
+    dots = [seg for strip in strips[:-2] for seg in strip if any("\u2800" < ch <= "\u28ff" for ch in seg.text)]
+    assert dots and all(seg.style.color.number == 45 for seg in dots)
+    assert strips[-2].text.strip().startswith("└") and "4" in strips[-1].text
+    assert all(strip.cell_length == 40 for strip in strips)
+
+
+def test_nice_ticks():
+    ticks, step = nice_ticks(0.03, 2.4, 4)
+    assert step == 0.5 and ticks == [0.5, 1.0, 1.5, 2.0]
+    ticks, step = nice_ticks(0.9, 0.98, 4)
+    assert step == 0.02 and ticks[0] == pytest.approx(0.9) and ticks[-1] == pytest.approx(0.98)
 
 
 def test_sparkline_histogram_pictures():
@@ -137,3 +165,36 @@ def test_replay_session_records_commands_and_state():
 
     r.send(make_command("pause"))
     assert r.sent[0]["command"] == "pause"
+
+
+def test_event_log_keeps_the_newest_lines_and_scrolls_back():
+    asyncio.run(_event_log_scenario())
+
+
+async def _event_log_scenario():
+    from textual.app import App
+
+    from tuinet.tui.eventlog import EventLog
+
+    class LogApp(App):
+        def compose(self):
+            yield EventLog(max_lines=50)
+
+    app = LogApp()
+    async with app.run_test(size=(40, 5)) as pilot:
+        log = app.query_one(EventLog)
+        for i in range(60):
+            log.write(Text(f"line {i}"))
+        await pilot.pause()
+        rows = [log.render_line(y).text.rstrip() for y in range(5)]
+        assert rows == [f"line {i}" for i in range(55, 60)]  # bottom-aligned, newest last
+        log.focus()
+        await pilot.press("up", "up")
+        assert [t.plain for t in log.visible_lines()] == [f"line {i}" for i in range(53, 58)]
+        assert "2 newer" in log.render_line(4).text
+        log.write(Text("line 60"))  # scrolled back: the view stays on the same lines
+        assert [t.plain for t in log.visible_lines()] == [f"line {i}" for i in range(53, 58)]
+        await pilot.press("home")
+        assert log.visible_lines()[0].plain == "line 11"  # the oldest kept (50 lines: 11..60)
+        await pilot.press("end")
+        assert log.visible_lines()[-1].plain == "line 60" and "newer" not in log.render_line(4).text

@@ -7,9 +7,10 @@ import time
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import RichLog, Static
+from textual.widgets import Static
 
-from tuinet.tui.charts import PALETTE, ChartData, Line, PlotextChart
+from tuinet.tui.charts import PALETTE, ChartData, Line, LineChart
+from tuinet.tui.eventlog import EventLog
 from tuinet.tui.runstate import RunState, fmt_duration, fmt_hyper, fmt_num, smooth
 
 STATUS_STYLE = {
@@ -103,16 +104,16 @@ class Dashboard(Vertical):
     def compose(self) -> ComposeResult:
         yield StatusPanel(id="status")
         with Horizontal(id="charts"):
-            yield PlotextChart(id="loss-chart")
-            yield PlotextChart(id="acc-chart")
-        yield RichLog(id="event-log", max_lines=400, wrap=False, markup=False, highlight=False)
+            yield LineChart(id="loss-chart")
+            yield LineChart(id="acc-chart")
+        yield EventLog(max_lines=400, id="event-log")
 
     def on_mount(self) -> None:
         self._log_written = 0
         self._status = self.query_one("#status", StatusPanel)
-        self._loss = self.query_one("#loss-chart", PlotextChart)
-        self._acc = self.query_one("#acc-chart", PlotextChart)
-        self._log = self.query_one("#event-log", RichLog)
+        self._loss = self.query_one("#loss-chart", LineChart)
+        self._acc = self.query_one("#acc-chart", LineChart)
+        self._log = self.query_one("#event-log", EventLog)
         self._loss.border_title = self._legend("loss")
         self._acc.border_title = self._legend("accuracy")
         self._log.border_title = "events"
