@@ -146,6 +146,11 @@ CONV_CASES = [
     ((5, 6, 9), 24, 2, 1, "same", True),       # a 24-wide panel; 36 taps (dx panels 32 + 8)
     ((7, 7, 5), 16, 3, 2, 1, False),           # a 16-wide panel, stride and padding
     ((10, 10, 24), 32, 3, 1, "valid", True),   # the cnn preset's second conv (216 taps: dx panels 6x32 + 24)
+    # input gradient restricted to the kernel rows that reach dy (per tile of dx rows):
+    ((6, 5, 24), 8, 3, 1, "valid", True),      # 3-row dx tiles that straddle image rows (W = 5)
+    ((7, 7, 24), 8, 3, 2, "same", True),       # stride 2 with same padding, 3-row tiles
+    ((9, 8, 2), 4, 2, 3, "valid", True),       # the last input row is in no window: an empty tap range
+    ((8, 9, 24), 8, (3, 2), (2, 3), 2, True),  # rectangular kernel and stride with integer padding
 ]
 
 
@@ -243,7 +248,7 @@ def test_conv2d_rejects_flat_input():
 
 
 @pytest.mark.parametrize("shape,k,s", [((6, 6, 3), 2, None), ((7, 5, 2), 2, None), ((7, 7, 3), 3, 2),
-                                       ((5, 6, 4), (2, 3), (1, 2))])
+                                       ((5, 6, 4), (2, 3), (1, 2)), ((6, 7, 9), 2, 1), ((7, 8, 24), 2, (3, 2))])
 def test_maxpool_gradients(shape, k, s):
     layer = MaxPool2D(k, s)
     # distinct values far apart so finite differences never cross a tie
@@ -270,6 +275,26 @@ def test_maxpool_routes_gradient_to_the_winner_only():
     assert layer.forward(x, True).reshape(-1).tolist() == [4.0]
     dx = layer.backward(np.array([[[[5.0]]]], np.float32))
     assert dx.reshape(-1).tolist() == [0.0, 5.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (1, 1), (1, 2)])
+def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride):
+    """The 2x2 kernel picks the same winner as the general one: the first maximum in row-major window order."""
+    from tuinet.engine import conv
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (3, 7, 6, 9)).astype(np.float32)  # many ties
+    x[0, 0, 0, :3] = np.nan
+    x[1, 1, 1, 3:6] = np.nan
+    layer = MaxPool2D(2, stride)
+    layer.build(x.shape[1:], None)
+    out = layer.forward(x, True)
+    arg = layer._arg
+    ref_out, ref_arg = np.empty_like(out), np.empty_like(arg)
+    for n in range(x.shape[0]):
+        conv._maxpool_fwd_sample.py_func(x[n], ref_out[n], ref_arg[n], 2, 2, *stride)
+    np.testing.assert_array_equal(arg, ref_arg)
+    np.testing.assert_array_equal(out, ref_out)  # NaNs in the same places
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 4), (1, 1, 2)])

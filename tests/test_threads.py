@@ -27,7 +27,7 @@ def _feed(tuner, rates: dict[str, float], steps: int):
 
 def test_tuner_keeps_the_faster_setting_and_reprobes(tuning):
     model = build_model("mlp", (784,), 10)
-    tuner = ThreadTuner(model, block=3, rounds=2, reprobe=20)
+    tuner = ThreadTuner(model, block=3, rounds=2, reprobe=20, min_block_seconds=0, reprobe_seconds=0)
     assert tuner.candidates == ["blas", "single"]
     assert _feed(tuner, {"blas": 1000.0, "single": 3000.0}, 12) == "single"
     assert tuner.mode == "single" and numba.get_num_threads() == 1
@@ -35,6 +35,31 @@ def test_tuner_keeps_the_faster_setting_and_reprobes(tuning):
     # later the machine is quiet and two threads win: the next probe switches back
     assert _feed(tuner, {"blas": 5000.0, "single": 3000.0}, 40) == "blas"
     assert tuner.mode == "blas"
+
+
+def test_tuner_is_not_fooled_by_bursts_and_reprobes_by_time(tuning):
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=10, rounds=2, reprobe=5, min_block_seconds=0.05, reprobe_seconds=1.0)
+    chosen, n = None, 0
+    # two threads take 1 ms a step but every 5th step is hit by a 20 ms redraw (mean 4.8 ms); one thread: 1.5 ms
+    while chosen is None:
+        n += 1
+        if tuner.mode == "blas":
+            seconds = 0.021 if n % 5 == 0 else 0.001
+        else:
+            seconds = 0.0015
+        chosen = tuner.record(seconds, 64)
+    assert chosen == "blas" and tuner.last_rates["blas"] == pytest.approx(64 / 0.001)
+    # every block lasted at least min_block_seconds, so the probe took at least 4 x 50 ms of steps
+    assert n >= 2 * 0.05 / 0.0015 + 2 * 10
+    # no new probe until 1 s of training has passed, although `reprobe` steps have
+    for _ in range(500):
+        assert tuner.record(0.001, 64) is None and tuner.mode == "blas"
+    probed = False
+    for _ in range(600):
+        tuner.record(0.001, 64)
+        probed = probed or tuner.probing
+    assert probed  # 1 s of training has passed: probing again
 
 
 def test_convolutional_models_probe_numba_threads(tuning):

@@ -485,6 +485,37 @@ def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
                 _mk8x8(xf, u, r0, v, b, j0, c, bias, accumulate)
 
 
+@jit()
+def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap_hi):
+    """:func:`_panel_gemm` where each tile of rows reduces over the taps [tap_lo, tap_hi) of its rows only
+    (the smallest tap_lo and the largest tap_hi of the rows in the tile; an empty range writes ``bias``).
+
+    Used for the input gradient, where the taps outside a row's range would only read the zero border of dy.
+    ``tap_lo`` and ``tap_hi`` extend to the padded length of ``u``.
+    """
+    for i in range(panels.shape[0]):
+        j0 = panels[i, 0]
+        wd = panels[i, 1]
+        th = 3 if wd >= 24 else (4 if wd == 16 else 8)
+        for r0 in range(0, rows, th):
+            t0 = tap_lo[r0]
+            t1 = tap_hi[r0]
+            for r in range(r0 + 1, r0 + th):
+                t0 = min(t0, tap_lo[r])
+                t1 = max(t1, tap_hi[r])
+            t1 = max(t0, t1)
+            vs = v[t0:t1]
+            bs = b[t0:t1]
+            if wd == 32:
+                _mk3x32(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+            elif wd == 24:
+                _mk3x24(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+            elif wd == 16:
+                _mk4x16(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+            else:
+                _mk8x8(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+
+
 @_mk_jit()
 def _colsum8(g, j0, out):
     """out[j0:j0 + 8] += the column sums of g[:, j0:j0 + 8] (eight register accumulators, SLP-vectorized)."""
@@ -575,8 +606,9 @@ def _scatter_dy(g, dyf, OW, sh, sw, top, left):
 
 
 @jit(parallel=True)
-def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, panels_w,
-                    panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts):
+def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
+                    dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
+                    parts):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -587,7 +619,9 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     zero-bordered (FH, FW, Cout) buffer and convolved like a forward pass with wf (KH*KW*Cout, Cin padded to 8)
     = W flipped in both spatial axes with the channel axes swapped; dbase_i holds the offset of each input
     pixel's window (rows padded like base_i), doff_u those of the (kh, kw, co) taps. Long reductions
-    (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter.
+    (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
+    only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would
+    multiply the zero border: 1/6 of the work at 3x3 on 12x12).
     """
     N, H, W, C = x.shape
     P, cout = dy.shape[1], dy.shape[2]
@@ -626,9 +660,11 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
                 _scatter_dy(dy[n], dyf, OW, sh, sw, KH - 1, KW - 1)
                 dxn = dx[n].reshape(H * W, C)
                 if direct_dx:
-                    _panel_gemm(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x)
+                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x,
+                                     dtap_lo, dtap_hi)
                 else:
-                    _panel_gemm(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x)
+                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x,
+                                     dtap_lo, dtap_hi)
                     _copy_cols(dxbuf, dxn)
     for p in range(1, parts):
         _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
@@ -667,11 +703,57 @@ def _maxpool_fwd_sample(x, out, arg, kh_, kw_, sh, sw):
                         a[c] = (base + c) if better else a[c]
 
 
+@jit()
+def _maxpool2x2_fwd_sample(x, out, arg, sh, sw):
+    """2x2 windows: all four candidates in one loop over the channels (the general version makes five passes
+    over each output pixel's channels, loading and storing ``o`` and ``a`` in each; this one is 4x faster)."""
+    W, C = x.shape[1], x.shape[2]
+    OH, OW = out.shape[0], out.shape[1]
+    for oh in range(OH):
+        r0 = x[oh * sh]
+        r1 = x[oh * sh + 1]
+        for ow in range(OW):
+            iw = ow * sw
+            x00 = r0[iw]
+            x01 = r0[iw + 1]
+            x10 = r1[iw]
+            x11 = r1[iw + 1]
+            b00 = (oh * sh * W + iw) * C
+            b01 = b00 + C
+            b10 = b00 + W * C
+            b11 = b10 + C
+            o = out[oh, ow]
+            a = arg[oh, ow]
+            for c in range(C):  # the same comparisons, in the same order, as _maxpool_fwd_sample
+                m = x00[c]
+                i = b00
+                v = x01[c]
+                better = v > m
+                m = v if better else m
+                i = b01 if better else i
+                v = x10[c]
+                better = v > m
+                m = v if better else m
+                i = b10 if better else i
+                v = x11[c]
+                better = v > m
+                m = v if better else m
+                i = b11 if better else i
+                o[c] = m
+                a[c] = i + c
+
+
 @jit(parallel=True)
 def maxpool_forward(x, out, arg, kh, kw, sh, sw):
-    """Max over kh x kw windows (no padding); ``arg`` (int32) gets each winner's flat index in its sample."""
+    """Max over kh x kw windows (no padding); ``arg`` (int32) gets each winner's flat index in its sample.
+
+    Ties go to the first maximum in row-major window order; a NaN wins only as the first element of a window.
+    """
     for n in prange(x.shape[0]):
-        _maxpool_fwd_sample(x[n], out[n], arg[n], kh, kw, sh, sw)
+        if kh == 2 and kw == 2:
+            _maxpool2x2_fwd_sample(x[n], out[n], arg[n], sh, sw)
+        else:
+            _maxpool_fwd_sample(x[n], out[n], arg[n], kh, kw, sh, sw)
 
 
 @jit()
@@ -896,6 +978,15 @@ class Conv2D(Layer):
         self._dbase_i = _padded_offsets(dbase, _tile_rows(h * w, self._panels_in), int(dbase[-1]))
         th, tw, tc = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(cout), indexing="ij")
         self._doff_u = ((th * self._fw + tw) * cout + tc).reshape(-1).astype(np.uint64)
+        # kernel rows whose dyf row holds a row of dy (rows KH-1 + oh*sh): the taps [lo, hi) of each pixel row
+        hrow = np.arange(h) + self._pt
+        klo = np.maximum(0, kh - 1 - hrow)
+        khi = np.minimum(kh - 1, kh - 1 + (oh - 1) * sh - hrow) + 1
+        khi = np.maximum(khi, klo)
+        lo = np.repeat(klo * kw * cout, w).astype(np.int64)
+        hi = np.repeat(khi * kw * cout, w).astype(np.int64)
+        self._dtap_lo = _padded_offsets(lo, self._dbase_i.size, int(lo[-1]))
+        self._dtap_hi = _padded_offsets(hi, self._dbase_i.size, int(hi[-1]))
         self._direct_dx = self._cin_p == c and _tile_rows(h * w, self._panels_in) == h * w
         self._bp = np.zeros(self._cp, np.float32)
         self._wk = np.zeros((k, self._cp), np.float32)
@@ -942,8 +1033,9 @@ class Conv2D(Layer):
         with _slp_vectorize():
             conv2d_backward(x, np.ascontiguousarray(dy).reshape(n, oh * ow, cout), self._wf, dw_parts, db_parts, dx,
                             self._base_i, self._base_u, self._off_i, self._off_u, self._dbase_i, self._doff_u,
-                            self._panels_out, self._panels_in, ow, self.stride[0], self.stride[1], kh, kw,
-                            self._pt, self._pb, self._pl, self._pr, self._fh, self._fw, self._direct_dx, need_dx, p)
+                            self._dtap_lo, self._dtap_hi, self._panels_out, self._panels_in, ow, self.stride[0],
+                            self.stride[1], kh, kw, self._pt, self._pb, self._pl, self._pr, self._fh, self._fw,
+                            self._direct_dx, need_dx, p)
         self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:
             self.grads[1][...] = db_parts[0, :cout]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import numba
+import numpy as np
 
 from tuinet import _runtime
 
@@ -61,29 +62,43 @@ class ThreadTuner:
     Two cores shared with a UI thread, other processes or a busy machine can make a two-thread step slower than a
     one-thread step: a parallel kernel or sgemm waits at its barrier for a thread the OS has descheduled (measured
     in the app on a loaded machine: 464 vs 19,587 samples/s). So the trainer times blocks of steps under each
-    setting, A B A B, keeps the faster (median samples/s), and probes again every ``reprobe`` steps.
+    setting, A B A B, keeps the faster, and probes again every ``reprobe`` steps.
+
+    A setting's rate is samples per step over the *median* step time of its blocks, not total samples over total
+    time: a burst of other work (the app redrawing for ~10 ms) slows a few steps a lot and would otherwise decide
+    the probe. A block lasts ``block`` steps and at least ``min_block_seconds``, so on a fast small model the blocks
+    are long enough to span several redraw intervals.
 
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
 
     Args:
         model: the model being trained (decides "blas" or "numba" for the multi-core setting).
-        block: steps per timed block.
+        block: the fewest steps per timed block.
         rounds: blocks per setting in one probe.
-        reprobe: steps between probes.
+        min_block_seconds: the shortest block.
+        reprobe: the fewest steps between probes.
+        reprobe_seconds: the shortest training time between probes (a probe spends half its steps on the slower
+            setting, so probing a fast model every ``reprobe`` steps would cost a few percent).
     """
 
-    def __init__(self, model, block: int = 10, rounds: int = 2, reprobe: int = 3000):
+    def __init__(self, model, block: int = 10, rounds: int = 2, reprobe: int = 3000,
+                 min_block_seconds: float = 0.1, reprobe_seconds: float = 30.0):
         self.wide = "numba" if uses_numba_parallel(model) else "blas"
         self.candidates = [self.wide] if cores() < 2 else [self.wide, "single"]
         self.forced = os.environ.get("TUINET_THREAD_MODE")
         if os.environ.get("TUINET_THREAD_TUNING", "1") == "0" and not self.forced:
             self.forced = self.wide  # no probing: results stay bit-for-bit reproducible run to run
         self.block, self.rounds, self.reprobe = block, rounds, reprobe
+        self.min_block_seconds = min_block_seconds
+        self.reprobe_seconds = reprobe_seconds
+        self._since_probe_seconds = 0.0
         self.mode = self.forced or self.wide
         self._plan: list[str] = []
-        self._samples: dict[str, list[float]] = {}
+        self._steps: dict[str, list[float]] = {}  # step seconds per setting in this probe
+        self._sizes: dict[str, list[int]] = {}  # samples per step
         self._steps_left = 0
+        self.probing = False
         self._count = 0
         self._n = 0
         self._t = 0.0
@@ -103,34 +118,42 @@ class ThreadTuner:
 
     def _start_probe(self) -> None:
         self._plan = [c for _ in range(self.rounds) for c in self.candidates]
-        self._samples = {c: [] for c in self.candidates}
+        self._steps = {c: [] for c in self.candidates}
+        self._sizes = {c: [] for c in self.candidates}
         self._next_block()
 
     def _next_block(self) -> None:
         self.mode = self._plan.pop(0)
         self.apply(self.mode)
         self._steps_left = self.block
+        self.probing = True
         self._n = 0
         self._t = 0.0
 
     def record(self, seconds: float, samples: int) -> str | None:
         """Account one step; returns the chosen mode when a probe just finished, else None."""
         self._since_probe += 1
-        if self._steps_left <= 0:
-            if not self.forced and len(self.candidates) > 1 and self._since_probe >= self.reprobe:
+        self._since_probe_seconds += seconds
+        if not self.probing:
+            if not self.forced and len(self.candidates) > 1 and self._since_probe >= self.reprobe \
+                    and self._since_probe_seconds >= self.reprobe_seconds:
                 self._since_probe = 0
+                self._since_probe_seconds = 0.0
                 self._start_probe()
             return None
         self._t += seconds
         self._n += samples
-        self._steps_left -= 1
-        if self._steps_left > 0:
+        self._steps[self.mode].append(seconds)
+        self._sizes[self.mode].append(samples)
+        self._steps_left = max(self._steps_left - 1, 0)
+        if self._steps_left > 0 or self._t < self.min_block_seconds:
             return None
-        self._samples[self.mode].append(self._n / max(self._t, 1e-9))
         if self._plan:
             self._next_block()
             return None
-        self.last_rates = {c: sorted(v)[len(v) // 2] for c, v in self._samples.items()}
+        self.last_rates = {c: (sum(self._sizes[c]) / len(v)) / max(float(np.median(v)), 1e-9)
+                           for c, v in self._steps.items()}
         self.mode = max(self.last_rates, key=self.last_rates.get)
+        self.probing = False
         self.apply(self.mode)
         return self.mode
