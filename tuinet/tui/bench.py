@@ -50,9 +50,11 @@ async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = 0
     t0 = time.perf_counter()
     async with app.run_test(size=(120, 40)) as pilot:
         n = 0
-        c0, w0 = time.thread_time(), time.perf_counter()  # CPU of the UI thread (the event loop runs here)
+        c0 = w0 = None  # CPU of the UI thread (the event loop runs here) once steps flow, start-up excluded
         while not app.state.done:
             await asyncio.sleep(0.5)
+            if c0 is None and app.state.step > 0 and not app.state.compiling:
+                c0, w0 = time.thread_time(), time.perf_counter()
             if keys and session.running and not app.state.compiling and app.state.step > 0:
                 key = "plus" if n % 2 == 0 else "minus"
                 n += 1
@@ -68,7 +70,7 @@ async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = 0
                 else:
                     answers.append(time.perf_counter() - k0)
         wall = time.perf_counter() - t0
-        ui_cpu = (time.thread_time() - c0) / (time.perf_counter() - w0)
+        ui_cpu = (time.thread_time() - c0) / (time.perf_counter() - w0) if c0 is not None else float("nan")
         await pilot.pause(0.1)
     fin = session.last["finished"]
     effects = [s for what, s in app.latencies if what.startswith("lr")]
