@@ -94,6 +94,32 @@ def test_model_config_round_trip_and_checkpoint_arrays():
     np.testing.assert_array_equal(again.forward(x, False), m.forward(x, False))
 
 
+@pytest.mark.parametrize("spec,shape", [("cnn", (28, 28, 1)),
+                                        ("conv3x3x12s2psame,maxpool3s2,relu,conv2x2x8,maxpool2,bn", (17, 15, 2))])
+def test_fused_conv_maxpool_pairs_change_nothing(spec, shape):
+    """The model runs Conv2D + MaxPool2D pairs fused; outputs and gradients equal those of the layers one by one."""
+    model = build_model(spec, shape, 10, seed=3)
+    pairs = [i for i, layer in enumerate(model.layers) if layer.kind == "Conv2D"]
+    assert model._fused == set(pairs) and len(pairs) == 2
+    rng = np.random.default_rng(0)
+    x = rng.random((6,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, 6)
+    results = []
+    start = model.get_weights()  # BatchNorm's running statistics move with each training forward
+    for fused in (model._fused, set()):
+        model.set_weights(start)
+        model._fused = fused
+        out = model.forward(x, training=True)
+        loss, dout, _ = model.loss(out, y)
+        model.backward(dout)
+        results.append((out.copy(), [g.copy() for g in model.grads], model.forward(x[:4], training=False)))
+    (out_f, grads_f, ev_f), (out_u, grads_u, ev_u) = results
+    np.testing.assert_array_equal(out_f, out_u)
+    np.testing.assert_array_equal(ev_f, ev_u)
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_array_equal(gf, gu)
+
+
 def test_one_cycle_matches_torch_formula():
     total, lr = 100, 0.01
     assert one_cycle_lr(0, total, lr) == pytest.approx(lr / 25)

@@ -277,6 +277,50 @@ def test_maxpool_routes_gradient_to_the_winner_only():
     assert dx.reshape(-1).tolist() == [0.0, 5.0, 0.0, 0.0]
 
 
+FUSED_CASES = [
+    # (input_shape, filters, kernel, stride, padding, pool, pool stride)
+    ((28, 28, 1), 24, 5, 1, "valid", 2, None),   # the cnn preset's first pair (no input gradient needed)
+    ((12, 12, 24), 32, 3, 1, "valid", 2, None),  # its second pair (100 output rows: not a multiple of the tiles)
+    ((9, 8, 3), 12, 3, 2, "same", 3, 2),         # Cout padded to 16, the general pooling kernel, odd sizes
+    ((7, 9, 2), 8, (2, 3), 1, 1, (2, 2), (1, 2)),  # overlapping 2x2 windows, integer padding
+]
+
+
+@pytest.mark.parametrize("shape,filters,k,s,pad,pool,pool_stride", FUSED_CASES)
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_conv_maxpool_fused_equals_the_two_layers(shape, filters, k, s, pad, pool, pool_stride, need_dx):
+    """forward_fused/backward_fused give the same arrays, bit for bit, as Conv2D then MaxPool2D (both directions);
+    the layers' own backward passes still work after a fused forward."""
+    rng = np.random.default_rng(0)
+    conv, mp = Conv2D(filters, k, s, pad), MaxPool2D(pool, pool_stride)
+    mp.build(conv.build(shape, np.random.default_rng(1)), None)
+    assert conv.can_fuse(mp) and not conv.can_fuse(AvgPool2D(pool))
+    conv.params[1][...] = rng.standard_normal(filters).astype(np.float32)
+    x = rng.standard_normal((5,) + shape).astype(np.float32)
+    y = mp.forward(conv.forward(x, True), True)
+    arg = mp._arg.copy()
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = conv.backward(mp.backward(dy), need_dx)
+    grads = [g.copy() for g in conv.grads]
+
+    yf = conv.forward_fused(x, True, mp)
+    np.testing.assert_array_equal(yf, y)
+    np.testing.assert_array_equal(mp._arg, arg)
+    dxf = conv.backward_fused(dy, mp, need_dx)
+    for g, gf in zip(grads, conv.grads):
+        np.testing.assert_array_equal(gf, g)
+    if need_dx:
+        np.testing.assert_array_equal(dxf, dx)
+    else:
+        assert dxf is None
+    conv.forward_fused(x, True, mp)
+    dx2 = conv.backward(mp.backward(dy), need_dx)
+    for g, g2 in zip(grads, conv.grads):
+        np.testing.assert_array_equal(g2, g)
+    if need_dx:
+        np.testing.assert_array_equal(dx2, dx)
+
+
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1), (1, 2)])
 def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride):
     """The 2x2 kernel picks the same winner as the general one: the first maximum in row-major window order."""

@@ -6,11 +6,16 @@ Kernel strategy (details above the Conv2D kernels, measured figures in docs/cnn.
   of 3-8 rows x 8-32 columns of the result stays in ymm registers for the whole reduction. Forward: rows are
   output positions, columns output channels, the reduction runs over the KH*KW*Cin taps. Weight gradient:
   rows are taps, the reduction runs over the output positions. Input gradient: the full convolution of dy
-  (scattered into a zero-bordered buffer) with the spatially flipped, channel-transposed kernel.
+  (scattered into a zero-bordered buffer) with the spatially flipped, channel-transposed kernel, each tile of
+  rows reducing only over the kernel rows that reach dy (not over the zero border above and below).
 * ``prange`` runs over one batch chunk per thread; each chunk sums its weight and bias gradients into its own
   partial buffer, and the partials are added afterwards (no racing ``+=`` inside ``prange``).
 * MaxPool2D keeps, per output element, the flat index of the input element that won, and its backward pass
-  scatters the gradient there.
+  scatters the gradient there; 2x2 windows have their own one-pass kernel.
+* A Conv2D followed by a MaxPool2D runs fused when the model calls :meth:`Conv2D.forward_fused` /
+  :meth:`Conv2D.backward_fused` (``Sequential`` does for every such pair): each sample's convolution output
+  (and, backward, its gradient) lives only in a per-thread buffer, so the full-size activation never goes
+  through memory. Results are bit-for-bit those of the two layers run one after the other.
 """
 
 from __future__ import annotations
@@ -564,7 +569,8 @@ def _copy_flat(src, dst):
 
 
 @jit(parallel=True)
-def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts):
+def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
+                   pool_out, pool_arg, pkh, pkw, psh, psw):
     """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
     wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
@@ -572,16 +578,22 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
     off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
     the tiles cover exactly out[n] (Cp == Cout, P a multiple of the tile heights), so they are written in
     place; otherwise into a per-thread buffer copied out afterwards.
+
+    ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
+    stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
+    (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
+    through memory, which saves writing and reading it back (14 MB per batch of 256 for the first conv).
     """
     N, H, W, C = x.shape
-    P = out.shape[1]
+    P = OH * OW
     cp = wk.shape[1]
     rows = base_i.size
     padded = pt + pb + pl + pr > 0
     no = pt < 0  # False, but not a literal: a literal would compile a second version of the helpers
     parts = min(parts, N)
     for p in prange(parts):
-        ybuf = np.empty((1, 1) if direct else (rows, cp), np.float32)
+        ybuf = np.empty((1, 1) if direct and not pooled else (rows, cp), np.float32)
+        ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
         xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
             if padded:
@@ -589,7 +601,18 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
                 xf = xpad.reshape(-1)
             else:
                 xf = x[n].reshape(-1)
-            if direct:
+            if pooled:
+                _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
+                if cp == cout:
+                    y3 = ybuf[:P].reshape((OH, OW, cout))
+                else:
+                    _copy_cols(ybuf, ycopy)
+                    y3 = ycopy.reshape((OH, OW, cout))
+                if pkh == 2 and pkw == 2:
+                    _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
+                else:
+                    _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
+            elif direct:
                 _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
             else:
                 _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
@@ -608,7 +631,7 @@ def _scatter_dy(g, dyf, OW, sh, sw, top, left):
 @jit(parallel=True)
 def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
-                    parts):
+                    parts, cout, pooled, pool_dy, pool_arg):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -622,9 +645,13 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
     only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would
     multiply the zero border: 1/6 of the work at 3x3 on 12x12).
+
+    ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
+    sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
+    pool_arg (N, M), as :func:`maxpool_backward` would write it.
     """
     N, H, W, C = x.shape
-    P, cout = dy.shape[1], dy.shape[2]
+    P = base_u.size
     cp = dw_parts.shape[2]
     cin_p = wf.shape[1]
     krows = off_u.size
@@ -641,23 +668,29 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
         dyf = np.zeros((FH, FW, cout) if need_dx else (1, 1, 1), np.float32)
         dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx else (1, 1), np.float32)
         zc = np.zeros(cin_p, np.float32)
+        pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
             if padded:
                 _pad_into(x[n], xpad, pt, pl)
                 xf = xpad.reshape(-1)
             else:
                 xf = x[n].reshape(-1)
+            if pooled:
+                _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
+                dyn = pbuf
+            else:
+                dyn = dy[n]
             if cp != cout:
                 for q in range(P):
-                    _copy_flat(dy[n][q], dybuf[q][:cout])
+                    _copy_flat(dyn[q], dybuf[q][:cout])
                 g = dybuf
             else:
-                g = dy[n]
+                g = dyn
             for j0 in range(0, cp, 8):
                 _colsum8(g, j0, dbp)
             _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
             if need_dx:
-                _scatter_dy(dy[n], dyf, OW, sh, sw, KH - 1, KW - 1)
+                _scatter_dy(dyn, dyf, OW, sh, sw, KH - 1, KW - 1)
                 dxn = dx[n].reshape(H * W, C)
                 if direct_dx:
                     _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x,
@@ -1007,16 +1040,51 @@ class Conv2D(Layer):
         n = x.shape[0]
         oh, ow, cout = self.output_shape
         out = np.empty((n, oh * ow, cout), np.float32)
+        self._run_forward(x, out, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1))
+        return out.reshape((n,) + self.output_shape)
+
+    def can_fuse(self, nxt) -> bool:
+        """True when ``nxt`` is a MaxPool2D that :meth:`forward_fused` can compute along with this layer."""
+        return type(nxt) is MaxPool2D and tuple(nxt.input_shape) == tuple(self.output_shape)
+
+    def forward_fused(self, x, training, pool: "MaxPool2D"):
+        """This convolution and the MaxPool2D ``pool`` after it in one pass (the model calls it for such pairs).
+
+        Returns the pooled output; both layers keep what their backward passes need, so either
+        :meth:`backward_fused` or the two layers' own ``backward`` can follow. Same results as
+        ``pool.forward(self.forward(x))`` bit for bit, without the convolution's output ever being stored.
+        """
+        self._x = x
+        n = x.shape[0]
+        out = np.empty((n,) + pool.output_shape, np.float32)
+        arg = np.empty((n,) + pool.output_shape, np.int32)
+        self._run_forward(x, _NO_OUT, True, out, arg, pool.pool_size, pool.stride)
+        pool._arg = arg
+        return out
+
+    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride):
+        oh, ow, cout = self.output_shape
         if self.use_bias:
             self._bp[:cout] = self.params[1]
         with _slp_vectorize():
             conv2d_forward(x, self._packed_weights(), self._bp, out, self._base_i, self._off_u, self._panels_out,
-                           self._pt, self._pb, self._pl, self._pr, self._direct, _threads())
-        return out.reshape((n,) + self.output_shape)
+                           self._pt, self._pb, self._pl, self._pr, self._direct, _threads(), oh, ow, cout, pooled,
+                           pool_out, pool_arg, pool_size[0], pool_size[1], pool_stride[0], pool_stride[1])
 
     def backward(self, dy, need_dx=True):
+        n = dy.shape[0]
+        oh, ow, cout = self.output_shape
+        return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
+                                  need_dx)
+
+    def backward_fused(self, dy, pool: "MaxPool2D", need_dx=True):
+        """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output."""
+        n = dy.shape[0]
+        return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool._arg.reshape(n, -1),
+                                  need_dx)
+
+    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx):
         x = self._x
-        n = x.shape[0]
         oh, ow, cout = self.output_shape
         p = _threads()
         if self._parts is None or self._parts[0].shape[0] != p:
@@ -1031,11 +1099,11 @@ class Conv2D(Layer):
         else:
             dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
         with _slp_vectorize():
-            conv2d_backward(x, np.ascontiguousarray(dy).reshape(n, oh * ow, cout), self._wf, dw_parts, db_parts, dx,
-                            self._base_i, self._base_u, self._off_i, self._off_u, self._dbase_i, self._doff_u,
-                            self._dtap_lo, self._dtap_hi, self._panels_out, self._panels_in, ow, self.stride[0],
-                            self.stride[1], kh, kw, self._pt, self._pb, self._pl, self._pr, self._fh, self._fw,
-                            self._direct_dx, need_dx, p)
+            conv2d_backward(x, dy, self._wf, dw_parts, db_parts, dx, self._base_i, self._base_u, self._off_i,
+                            self._off_u, self._dbase_i, self._doff_u, self._dtap_lo, self._dtap_hi, self._panels_out,
+                            self._panels_in, ow, self.stride[0], self.stride[1], kh, kw, self._pt, self._pb,
+                            self._pl, self._pr, self._fh, self._fw, self._direct_dx, need_dx, p, cout, pooled,
+                            pool_dy, pool_arg)
         self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:
             self.grads[1][...] = db_parts[0, :cout]
@@ -1053,7 +1121,13 @@ class Conv2D(Layer):
         return f"Conv2D({self.filters}, {kh}x{kw}{extra})"
 
 
+# placeholders of the right array types for the arguments a kernel call does not use (no second specialization)
 _NO_DX = np.zeros((1, 1, 1, 1), np.float32)
+_NO_OUT = np.zeros((1, 1, 1), np.float32)
+_NO_DY = np.zeros((1, 1), np.float32)
+_NO_POOL = _NO_DX
+_NO_ARG = np.zeros((1, 1, 1, 1), np.int32)
+_NO_ARG2 = np.zeros((1, 1), np.int32)
 
 
 class _Pool(Layer):

@@ -59,21 +59,37 @@ class Sequential:
             (p, g) for layer in self.layers for name, p, g in layer.named_params() if name in layer.penalized
         ]
         self._first_trainable = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+        # layers computed together with the next one (Conv2D + MaxPool2D): index of the first of each pair
+        self._fused = {i for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))
+                       if hasattr(layer, "can_fuse") and layer.can_fuse(nxt)}
 
     # --- computing ---------------------------------------------------------------------------------------------
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """The model's outputs (logits for classification) for a batch."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        layers = self.layers
+        i = 0
+        while i < len(layers):
+            if i in self._fused:
+                x = layers[i].forward_fused(x, training, layers[i + 1])
+                i += 2
+            else:
+                x = layers[i].forward(x, training)
+                i += 1
         return x
 
     def backward(self, dout: np.ndarray) -> None:
         """Backpropagate the loss gradient through every layer, filling the gradient buffers."""
         d = dout
         stop = self._first_trainable
-        for i in range(len(self.layers) - 1, stop - 1, -1):
-            d = self.layers[i].backward(d, need_dx=i > stop)
+        i = len(self.layers) - 1
+        while i >= stop:
+            if i - 1 in self._fused and i - 1 >= stop:
+                d = self.layers[i - 1].backward_fused(d, self.layers[i], need_dx=i - 1 > stop)
+                i -= 2
+            else:
+                d = self.layers[i].backward(d, need_dx=i > stop)
+                i -= 1
 
     def penalty(self, add_grad: bool) -> float:
         """The L1/L2 penalty on weights; with ``add_grad`` also adds its gradient to the weight gradients."""
