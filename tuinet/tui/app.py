@@ -158,7 +158,7 @@ class TuinetApp(App[int]):
         self._footer = self.query_one(Footer)
         self._adapt_layout(self.size.width, self.size.height)
         self._attach(self._initial_session)
-        self.set_interval(1.0 / self.tick_hz, self._tick, name="drain")
+        self.drain_timer = self.set_interval(1.0 / self.tick_hz, self._tick, name="drain")
         self._tick()
 
     def on_resize(self, event) -> None:

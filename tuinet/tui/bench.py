@@ -64,7 +64,7 @@ async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = 0
                 k0 = time.perf_counter()
                 app._driver.send_message(ev)
                 while "lr_changed" not in app.pending and len(app.latencies) == before:
-                    await asyncio.sleep(0.0005)
+                    await asyncio.sleep(0.002)
                     if time.perf_counter() - k0 > 5:  # the run ended before the key was handled
                         break
                 else:
@@ -76,6 +76,65 @@ async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = 0
     effects = [s for what, s in app.latencies if what.startswith("lr")]
     return {"samples_per_second": fin["samples_per_second"], "train_seconds": fin["train_seconds"], "wall": wall,
             "answers": answers, "effects": effects, "redraws": app.redraws, "ui_cpu": ui_cpu}
+
+
+async def _run_ab(args, tmp: str, phase_seconds: float, phases: int) -> dict:
+    """One long app run whose redraw timer is paused and resumed every ``phase_seconds`` (off, on, off, on …).
+
+    The trainer's own counters (samples and seconds inside steps) are read at each phase boundary, so each phase
+    gives a throughput with the app drawing and without. Alternating every few seconds inside one run cancels the
+    slow swings of a shared machine that make separate runs hard to compare.
+    """
+    from tuinet.tui.app import TuinetApp
+
+    session = Session(Trainer(_config(args, tmp)))
+    trainer = session.trainer
+    app = TuinetApp(session, config=trainer.config, switch_interval=args.switch_interval or None)
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    async with app.run_test(size=(120, 40)) as pilot:
+        while not (trainer.samples_seen > 0 and not app.state.compiling) and not app.state.done:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # past the thread probe at the start
+        for i in range(phases):
+            if app.state.done:
+                break
+            mode = "off" if i % 2 == 0 else "on"
+            (app.drain_timer.pause if mode == "off" else app.drain_timer.resume)()
+            n0, s0, c0, w0 = trainer.samples_seen, trainer.train_seconds, time.thread_time(), time.perf_counter()
+            await asyncio.sleep(phase_seconds)
+            n1, s1 = trainer.samples_seen, trainer.train_seconds
+            if s1 > s0 and not app.state.done:
+                rates[mode].append((n1 - n0) / (s1 - s0))
+                cpu[mode].append((time.thread_time() - c0) / (time.perf_counter() - w0))
+        app.drain_timer.resume()
+        session.send({"v": 1, "command": "stop", "reason": "user"})
+        await asyncio.to_thread(session.join, 60)
+        await pilot.pause(0.1)
+    return {"rates": rates, "ui_cpu": cpu, "redraws": app.redraws}
+
+
+def main_ab(args) -> None:
+    """Print the within-run comparison (``--ab``)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_headless(argparse.Namespace(**{**vars(args), "epochs": 1}), tmp)  # warm-up: data and kernel caches
+        r = asyncio.run(_run_ab(args, tmp, args.phase_seconds, args.phases))
+    off, on = r["rates"]["off"], r["rates"]["on"]
+    pairs = [b / a for a, b in zip(off, on)]
+    out = {"off_samples_per_second": [round(x) for x in off], "on_samples_per_second": [round(x) for x in on],
+           "ratio_of_medians": statistics.median(on) / statistics.median(off),
+           "median_pair_ratio": statistics.median(pairs),
+           "ui_cpu_on": statistics.median(r["ui_cpu"]["on"]), "ui_cpu_off": statistics.median(r["ui_cpu"]["off"])}
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"drawing paused  samples/s {out['off_samples_per_second']}")
+    print(f"drawing         samples/s {out['on_samples_per_second']}")
+    print(f"drawing / paused: {out['ratio_of_medians']:.1%} (ratio of medians), "
+          f"{out['median_pair_ratio']:.1%} (median of adjacent pairs)")
+    print(f"UI thread CPU (fraction of one core): drawing {out['ui_cpu_on']:.3f}, paused {out['ui_cpu_off']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,8 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-keys", action="store_true", help="do not press keys during the app runs")
     p.add_argument("--switch-interval", type=float, default=0.001,
                    help="GIL switch interval the app sets (0: leave Python's default)")
+    p.add_argument("--ab", action="store_true",
+                   help="one long app run, its redraw paused and resumed every --phase-seconds (see _run_ab)")
+    p.add_argument("--phases", type=int, default=20)
+    p.add_argument("--phase-seconds", type=float, default=2.0)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.ab:
+        if args.epochs == 1:
+            args.epochs = 100  # long enough for the phases; the run is stopped after them
+        main_ab(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         run_headless(args, tmp)  # warm-up: data cache, kernel cache
         rows = {"headless": [], "app": []}
