@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tuinet.remote.sockets import RemoteError, connect, pid_alive
+from tuinet.training.history import EventHistory
 from tuinet.training.protocol import PROTOCOL_VERSION, from_json, to_json, validate_command
 from tuinet.training.rundir import NOT_LOGGED
 
@@ -43,7 +44,7 @@ class RemoteSession:
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._listeners: list[Listener] = []
-        self._history: list[dict[str, Any]] = []
+        self._history = EventHistory()  # bounded: a week-long run must not grow the viewer's memory
         self._read_mark: int | None = None
         self.last: dict[str, dict[str, Any]] = {}
         self._ended = threading.Event()
@@ -86,9 +87,10 @@ class RemoteSession:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """Every non-picture event so far (a copy). A listener added next catches up from this point."""
+        """The non-picture events so far (a copy; bounded, see EventHistory). A listener added next catches up
+        from this point."""
         with self._lock:
-            self._read_mark = len(self._history)
+            self._read_mark = self._history.total
             return list(self._history)
 
     @property
@@ -110,7 +112,7 @@ class RemoteSession:
         """
         with self._lock:
             if self._read_mark is not None:
-                for e in self._history[self._read_mark:]:
+                for e in self._history.since(self._read_mark):
                     self._call(fn, e)
                 self._read_mark = None
             self._listeners.append(fn)

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 from tuinet.errors import TuinetError
 from tuinet.remote.sockets import check_peer, peer_credentials, remove_stale_socket
+from tuinet.training.history import EventHistory
 from tuinet.training.protocol import PROTOCOL_VERSION, to_json, validate_command
 from tuinet.training.rundir import NOT_LOGGED
 
@@ -82,7 +83,9 @@ class ControlServer:
         self.session = session
         self.path = Path(path)
         self.run_name = run_name
-        self._history: list[dict[str, Any]] = list(history)
+        self._history = EventHistory()  # bounded: a week-long run must not grow the trainer's memory
+        for e in history:
+            self._history.append(e)
         self._pictures: dict[str, dict[str, Any]] = {}
         self._viewers: list[_Viewer] = []
         self._lock = threading.Lock()

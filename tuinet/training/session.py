@@ -11,6 +11,7 @@ import queue
 import threading
 from typing import Any, Callable
 
+from tuinet.training.history import EventHistory
 from tuinet.training.protocol import validate_command
 
 Listener = Callable[[dict[str, Any]], None]
@@ -29,7 +30,7 @@ class Session:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
-        self.history: list[dict[str, Any]] = []
+        self.history = EventHistory()  # what a late viewer replays (bounded)
         self.last: dict[str, dict[str, Any]] = {}
         trainer.emit = self._emit
         trainer.commands = self.commands
