@@ -184,7 +184,9 @@ class TuinetApp(App[int]):
 
         def listener(event: dict[str, Any]) -> None:  # training thread: cheap and never blocks
             self._queue.append((gen, event))
-            if event.get("event") in URGENT:
+            kind = event.get("event")
+            # the per-epoch checkpoints are routine (the next tick shows them); only a requested save is urgent
+            if kind in URGENT and (kind != "checkpoint_saved" or kind in self.pending):
                 self.post_message(EventsArrived())
 
         self._listener = listener
