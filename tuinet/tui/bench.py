@@ -39,7 +39,7 @@ def run_headless(args, tmp: str) -> dict:
     return {"samples_per_second": fin["samples_per_second"], "train_seconds": fin["train_seconds"], "wall": wall}
 
 
-async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = 0.001) -> dict:
+async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = None) -> dict:
     from textual import events
 
     from tuinet.tui.app import TuinetApp
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="mlp")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-keys", action="store_true", help="do not press keys during the app runs")
-    p.add_argument("--switch-interval", type=float, default=0.001,
-                   help="GIL switch interval the app sets (0: leave Python's default)")
+    p.add_argument("--switch-interval", type=float, default=0.0,
+                   help="GIL switch interval the app sets (0, the default: leave Python's)")
     p.add_argument("--ab", action="store_true",
                    help="one long app run, its redraw paused and resumed every --phase-seconds (see _run_ab)")
     p.add_argument("--phases", type=int, default=20)
