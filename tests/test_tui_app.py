@@ -114,7 +114,8 @@ async def test_pause_stops_steps_and_resume_continues(tmp_path):
         assert app.check_action("resume", ()) is True and app.check_action("pause", ()) is False
         await press(pilot, "space")
         await wait_for(pilot, lambda: session.trainer.global_step > step + 5, what="resume")
-        assert not app.paused and "running" in screen_text(app)
+        # the trainer runs ahead of the screen by up to a tick: wait for the app to show it
+        await wait_for(pilot, lambda: not app.paused and "running" in screen_text(app), what="running shown")
         await shutdown(app, session)
 
 
