@@ -96,11 +96,9 @@ class ThreadTuner:
         self.mode = self.forced or self.wide
         self._plan: list[str] = []
         self._steps: dict[str, list[float]] = {}  # step seconds per setting in this probe
-        self._sizes: dict[str, list[int]] = {}  # samples per step
+        self._samples: dict[str, int] = {}  # samples in those steps
         self._steps_left = 0
         self.probing = False
-        self._count = 0
-        self._n = 0
         self._t = 0.0
         self._since_probe = 0
         self.last_rates: dict[str, float] = {}
@@ -119,7 +117,7 @@ class ThreadTuner:
     def _start_probe(self) -> None:
         self._plan = [c for _ in range(self.rounds) for c in self.candidates]
         self._steps = {c: [] for c in self.candidates}
-        self._sizes = {c: [] for c in self.candidates}
+        self._samples = {c: 0 for c in self.candidates}
         self._next_block()
 
     def _next_block(self) -> None:
@@ -127,7 +125,6 @@ class ThreadTuner:
         self.apply(self.mode)
         self._steps_left = self.block
         self.probing = True
-        self._n = 0
         self._t = 0.0
 
     def record(self, seconds: float, samples: int) -> str | None:
@@ -142,16 +139,15 @@ class ThreadTuner:
                 self._start_probe()
             return None
         self._t += seconds
-        self._n += samples
         self._steps[self.mode].append(seconds)
-        self._sizes[self.mode].append(samples)
+        self._samples[self.mode] += samples
         self._steps_left = max(self._steps_left - 1, 0)
         if self._steps_left > 0 or self._t < self.min_block_seconds:
             return None
         if self._plan:
             self._next_block()
             return None
-        self.last_rates = {c: (sum(self._sizes[c]) / len(v)) / max(float(np.median(v)), 1e-9)
+        self.last_rates = {c: (self._samples[c] / len(v)) / max(float(np.median(v)), 1e-9)
                            for c, v in self._steps.items()}
         self.mode = max(self.last_rates, key=self.last_rates.get)
         self.probing = False
