@@ -39,7 +39,7 @@ from tuinet.tui.dialogs import ConfirmDialog, DivergedDialog, LrDialog, Optimize
 from tuinet.tui.help import HelpScreen
 from tuinet.tui.inspector import Inspector
 from tuinet.tui.predictions import Predictions
-from tuinet.tui.runstate import URGENT, RunState, fmt_duration, fmt_num
+from tuinet.tui.runstate import ALERTS, RunState, fmt_duration, fmt_num
 
 TABS = ("dashboard", "inspector", "predictions", "boundary")
 #: command -> the event that confirms it was applied (used for the "pending" line and latency figures)
@@ -187,8 +187,7 @@ class TuinetApp(App[int]):
         def listener(event: dict[str, Any]) -> None:  # training thread: cheap and never blocks
             self._queue.append((gen, event))
             kind = event.get("event")
-            # the per-epoch checkpoints are routine (the next tick shows them); only a requested save is urgent
-            if kind in URGENT and (kind != "checkpoint_saved" or kind in self.pending):
+            if kind in ALERTS or kind in self.pending:
                 self.post_message(EventsArrived())
 
         self._listener = listener

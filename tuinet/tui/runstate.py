@@ -15,9 +15,10 @@ from typing import Any
 #: parts of the screen an event can change
 SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "confusion", "boundary", "log", "info")
 
-#: events the app wants on screen at once (not at the next 5 Hz tick): answers to commands and alarms
-URGENT = frozenset({"started", "compiled", "paused", "resumed", "lr_changed", "optimizer_changed", "checkpoint_saved",
-                    "evaluated", "early_stopped", "diverged", "rolled_back", "stopped", "finished", "failed"})
+#: events the app shows at once (not at the next 5 Hz tick) whether asked for or not: the run's lifecycle and
+#: alarms. The answer to a command the app is waiting for (see ``TuinetApp.pending``) is shown at once too; the
+#: same kind of event when nobody asked (a routine per-epoch checkpoint) waits for the tick.
+ALERTS = frozenset({"started", "compiled", "early_stopped", "diverged", "stopped", "finished", "failed"})
 
 
 class Series:
