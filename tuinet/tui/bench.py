@@ -19,6 +19,7 @@ import statistics
 import time
 
 from tuinet.training.config import TrainConfig
+from tuinet.training.protocol import make_command
 from tuinet.training.session import Session
 from tuinet.training.trainer import Trainer
 
@@ -108,7 +109,7 @@ async def _run_ab(args, tmp: str, phase_seconds: float, phases: int) -> dict:
                 rates[mode].append((n1 - n0) / (s1 - s0))
                 cpu[mode].append((time.thread_time() - c0) / (time.perf_counter() - w0))
         app.drain_timer.resume()
-        session.send({"v": 1, "command": "stop", "reason": "user"})
+        session.send(make_command("stop", reason="user"))
         await asyncio.to_thread(session.join, 60)
         await pilot.pause(0.1)
     return {"rates": rates, "ui_cpu": cpu, "redraws": app.redraws}

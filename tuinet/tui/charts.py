@@ -121,18 +121,6 @@ def decimate(x, y, n: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def nice_limits(values) -> tuple[float, float] | None:
-    """A y range covering ``values`` with a little margin (None when empty or not finite)."""
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return None
-    lo, hi = min(vals), max(vals)
-    if hi - lo < 1e-12:
-        return lo - 0.5, hi + 0.5
-    pad = (hi - lo) * 0.05
-    return lo - pad, hi + pad
-
-
 def _segments_to_pixels(px: np.ndarray, py: np.ndarray, connect: bool) -> tuple[np.ndarray, np.ndarray]:
     """Every dot of the polyline through (px, py) (integer pixel coordinates), or the points alone."""
     if not connect or len(px) < 2:
