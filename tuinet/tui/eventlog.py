@@ -93,12 +93,16 @@ class EventLog(Widget, can_focus=True):
 
     # --- drawing ----------------------------------------------------------------------------------------------------
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cache_style = None  # looked up once per style change, not per line (a walk up the DOM)
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
-        if base != self._cache_style:
+        base = self._cache_style
+        if base is None:  # first paint, or the style changed (notify_style_update): rebuild the cached strips
             self._cache.clear()
-            self._cache_style = base
+            base = self._cache_style = self.rich_style
         h = self.size.height
         n = len(self.log_lines)
         end = n - self.scrolled_back
