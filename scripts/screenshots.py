@@ -20,10 +20,10 @@ from textual import events
 from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
 
 from tuinet.training.config import TrainConfig
-from tuinet.training.protocol import make_command
+from tuinet.protocol import make_command
 from tuinet.training.session import Session
 from tuinet.training.trainer import Trainer
-from tuinet.tui.app import TuinetApp
+from tuinet.app.app import TuinetApp
 
 
 async def press(app: TuinetApp, *keys: str) -> None:

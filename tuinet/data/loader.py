@@ -17,7 +17,7 @@ from tuinet.data.splits import split_indices, subset_indices
 from tuinet.data.synthetic import SYNTHETIC, make_synthetic
 from tuinet.data.tables import encode_classes, infer_task, read_csv
 from tuinet.errors import DataError
-from tuinet.paths import datasets_dir
+from tuinet.data.paths import datasets_dir
 
 TABLES = {
     "iris": ("iris.csv", 150, (4,), 3, "Fisher's iris flowers: 4 measurements, 3 species (UCI)"),

@@ -12,9 +12,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from tuinet import _runtime
+from tuinet.engine import runtime
 
-_runtime.configure()
+runtime.configure()
 
 # The guide's fastmath subset: no 'nnan'/'ninf', so NaN checks survive for the divergence guard.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}

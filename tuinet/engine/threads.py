@@ -15,7 +15,7 @@ import os
 import numba
 import numpy as np
 
-from tuinet import _runtime
+from tuinet.engine import runtime
 
 
 def cores() -> int:
@@ -46,10 +46,10 @@ def configure_threads(model=None, mode: str | None = None) -> str:
         mode = "numba" if model is not None and uses_numba_parallel(model) else "blas"
     n = cores()
     if mode == "numba":
-        _runtime.limit_blas_threads(1)
+        runtime.limit_blas_threads(1)
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     elif mode == "blas":
-        _runtime.limit_blas_threads(n)
+        runtime.limit_blas_threads(n)
         numba.set_num_threads(1)
     else:
         raise ValueError(f"thread mode must be 'blas' or 'numba', got {mode!r}")
@@ -109,7 +109,7 @@ class ThreadTuner:
     def apply(self, mode: str) -> None:
         """Set the thread pools for ``mode`` ("blas", "numba" or "single")."""
         if mode == "single":
-            _runtime.limit_blas_threads(1)
+            runtime.limit_blas_threads(1)
             numba.set_num_threads(1)
         else:
             configure_threads(mode=mode)

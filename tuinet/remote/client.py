@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from tuinet.remote.sockets import RemoteError, connect, pid_alive
 from tuinet.training.history import EventHistory
-from tuinet.training.protocol import PROTOCOL_VERSION, from_json, to_json, validate_command
+from tuinet.protocol import PROTOCOL_VERSION, from_json, to_json, validate_command
 from tuinet.training.rundir import NOT_LOGGED
 
 Listener = Callable[[dict[str, Any]], None]

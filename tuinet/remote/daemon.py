@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from tuinet.remote.sockets import socket_path_for
     from tuinet.training.config import TrainConfig
     from tuinet.training.console import ConsolePrinter
-    from tuinet.training.protocol import make_command
+    from tuinet.protocol import make_command
     from tuinet.training.rundir import RunDir
     from tuinet.training.session import Session
     from tuinet.training.trainer import Trainer

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from tuinet.errors import TuinetError
 from tuinet.remote.sockets import check_peer, peer_credentials, remove_stale_socket
 from tuinet.training.history import EventHistory
-from tuinet.training.protocol import PROTOCOL_VERSION, to_json, validate_command
+from tuinet.protocol import PROTOCOL_VERSION, to_json, validate_command
 from tuinet.training.rundir import NOT_LOGGED
 
 #: live events a viewer may fall behind by before it is dropped

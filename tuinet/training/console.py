@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from tuinet.training.protocol import to_json
+from tuinet.protocol import to_json
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:

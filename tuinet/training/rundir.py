@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from tuinet.engine.checkpoint import atomic_write_bytes
 from tuinet.errors import ConfigError
-from tuinet.training.protocol import to_json
+from tuinet.protocol import to_json
 
 NOT_LOGGED = {"weights", "samples", "boundary"}
 

@@ -12,7 +12,7 @@ import threading
 from typing import Any, Callable
 
 from tuinet.training.history import EventHistory
-from tuinet.training.protocol import validate_command
+from tuinet.protocol import validate_command
 
 Listener = Callable[[dict[str, Any]], None]
 

@@ -26,7 +26,7 @@ from tuinet.engine.threads import ThreadTuner
 from tuinet.errors import ConfigError, TuinetError
 from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
-from tuinet.training.protocol import make_event
+from tuinet.protocol import make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
 

@@ -1,0 +1,29 @@
+"""The app benchmark's code paths run (its figures are printed by ``python -m benchmarks.app_cost``, never asserted)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from benchmarks import app_cost as bench
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(dataset="spiral", model="mlp", epochs=2, limit=None, batch_size=32, switch_interval=0.001)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_headless_and_app_runs_report_throughput_and_key_latency(tmp_path):
+    h = bench.run_headless(_args(), str(tmp_path))
+    assert h["samples_per_second"] > 0 and h["train_seconds"] > 0
+    a = asyncio.run(bench._run_app(_args(epochs=60), str(tmp_path), keys=True))
+    assert a["samples_per_second"] > 0 and a["redraws"] > 0
+    assert a["answers"] and len(a["effects"]) >= 1  # keys were pressed, answered and confirmed by the trainer
+
+
+def test_ab_run_alternates_paused_and_drawing_phases(tmp_path):
+    r = asyncio.run(bench._run_ab(_args(epochs=10_000), str(tmp_path), phase_seconds=0.5, phases=4))
+    assert len(r["rates"]["off"]) == 2 and len(r["rates"]["on"]) == 2
+    assert all(x > 0 for x in r["rates"]["off"] + r["rates"]["on"])
+    assert r["redraws"] > 0

@@ -1,0 +1,198 @@
+"""CNN model specs (compact tokens, presets, TOML), config round-trips, checkpoints arrays, a real MNIST training
+run, the one-signature-per-kernel rule, and equivalence with the PyTorch twin used by the benchmark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.cnn_recipe import one_cycle_lr
+from tuinet.engine import build_model, make_optimizer
+from tuinet.engine import conv as conv_mod
+from tuinet.engine import norm as norm_mod
+from tuinet.engine import residual as res_mod
+from tuinet.engine.model import Sequential
+from tuinet.engine.threads import configure_threads, uses_numba_parallel
+from tuinet.errors import ModelError
+
+
+def kinds(model):
+    return [layer.kind for layer in model.layers]
+
+
+def test_compact_tokens():
+    m = build_model("conv5x5x24,maxpool2,relu,conv32k3s2psame,bn,relu,avgpool2s1,res32,res48s2,gap", (28, 28, 1), 10)
+    assert kinds(m) == ["Conv2D", "MaxPool2D", "ReLU", "Conv2D", "BatchNorm", "ReLU", "AvgPool2D", "ResidualBlock",
+                        "ResidualBlock", "GlobalAvgPool", "Dense"]
+    c1, c2 = m.layers[0], m.layers[3]
+    assert (c1.filters, c1.kernel_size, c1.stride, c1.padding) == (24, (5, 5), (1, 1), "valid")
+    assert (c2.filters, c2.kernel_size, c2.stride, c2.padding) == (32, (3, 3), (2, 2), "same")
+    assert m.layers[6].stride == (1, 1)
+    assert m.layers[8].stride == 2 and m.layers[8].has_projection
+    assert m.output_shape == (10,)
+
+
+def test_conv_token_options():
+    m = build_model("conv3x2x8p1nb,flatten", (6, 6, 2), 3)
+    c = m.layers[0]
+    assert c.kernel_size == (3, 2) and c.padding == 1 and not c.use_bias and c.output_shape == (6, 7, 8)
+    with pytest.raises(ModelError, match="cannot read"):
+        build_model("conv5x5,relu", (28, 28, 1), 10)
+
+
+def test_presets_shapes_and_sizes():
+    cnn = build_model("cnn", (28, 28, 1), 10)
+    assert kinds(cnn) == ["Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dense", "ReLU",
+                          "Dense"]
+    assert [layer.output_shape for layer in cnn.layers[:6]] == [(24, 24, 24), (12, 12, 24), (12, 12, 24),
+                                                               (10, 10, 32), (5, 5, 32), (5, 5, 32)]
+    assert cnn.num_params() == 215_194
+    lenet = build_model("lenet", (28, 28, 1), 10)
+    assert lenet.layers[5].output_shape == (5, 5, 16) and lenet.num_params() == 61_706
+    resnet = build_model("resnet", (28, 28, 1), 10)
+    assert resnet.layers[-2].kind == "GlobalAvgPool" and resnet.layers[-3].output_shape == (7, 7, 64)
+    assert uses_numba_parallel(cnn) and uses_numba_parallel(resnet)
+
+
+def test_toml_layer_list(tmp_path):
+    f = tmp_path / "net.toml"
+    f.write_text("""
+[[layers]]
+type = "conv2d"
+filters = 8
+kernel_size = 3
+padding = "same"
+[[layers]]
+type = "batchnorm"
+[[layers]]
+type = "relu"
+[[layers]]
+type = "ResidualBlock"
+filters = 16
+stride = 2
+[[layers]]
+type = "maxpool2d"
+pool_size = 2
+[[layers]]
+type = "globalavgpool"
+""")
+    m = build_model(str(f), (12, 12, 1), 4)
+    assert kinds(m) == ["Conv2D", "BatchNorm", "ReLU", "ResidualBlock", "MaxPool2D", "GlobalAvgPool", "Dense"]
+    assert m.layers[3].output_shape == (6, 6, 16)
+
+
+def test_model_config_round_trip_and_checkpoint_arrays():
+    m = build_model("conv3x3x4psame,bn,relu,res8s2,gap,dense6,bn", (8, 8, 2), 3, seed=4)
+    again = Sequential.from_config(m.config())
+    assert again.config() == m.config()
+    names = m.named_arrays()
+    assert "batchnorm_1.running_var" in names and "residualblock_3.proj_bn.running_mean" in names
+    assert "residualblock_3.conv1.W" in names and "batchnorm_6.gamma" in names
+    x = np.random.default_rng(0).random((5, 8, 8, 2), dtype=np.float32)
+    m.forward(x, training=True)  # moves the running statistics
+    again.set_weights(m.get_weights())
+    np.testing.assert_array_equal(again.forward(x, False), m.forward(x, False))
+
+
+@pytest.mark.parametrize("spec,shape", [("cnn", (28, 28, 1)),
+                                        ("conv3x3x12s2psame,maxpool3s2,relu,conv2x2x8,maxpool2,bn", (17, 15, 2))])
+def test_fused_conv_maxpool_pairs_change_nothing(spec, shape):
+    """The model runs Conv2D + MaxPool2D pairs fused; outputs and gradients equal those of the layers one by one."""
+    model = build_model(spec, shape, 10, seed=3)
+    pairs = [i for i, layer in enumerate(model.layers) if layer.kind == "Conv2D"]
+    assert model._fused == set(pairs) and len(pairs) == 2
+    rng = np.random.default_rng(0)
+    x = rng.random((6,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, 6)
+    results = []
+    start = model.get_weights()  # BatchNorm's running statistics move with each training forward
+    for fused in (model._fused, set()):
+        model.set_weights(start)
+        model._fused = fused
+        out = model.forward(x, training=True)
+        loss, dout, _ = model.loss(out, y)
+        model.backward(dout)
+        results.append((out.copy(), [g.copy() for g in model.grads], model.forward(x[:4], training=False)))
+    (out_f, grads_f, ev_f), (out_u, grads_u, ev_u) = results
+    np.testing.assert_array_equal(out_f, out_u)
+    np.testing.assert_array_equal(ev_f, ev_u)
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_array_equal(gf, gu)
+
+
+def test_one_cycle_matches_torch_formula():
+    total, lr = 100, 0.01
+    assert one_cycle_lr(0, total, lr) == pytest.approx(lr / 25)
+    assert one_cycle_lr(29, total, lr) == pytest.approx(lr)
+    assert one_cycle_lr(99, total, lr) == pytest.approx(lr / 25 / 1e4)
+    torch = pytest.importorskip("torch")
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, cycle_momentum=False)
+    for step in range(total):
+        assert opt.param_groups[0]["lr"] == pytest.approx(one_cycle_lr(step, total, lr), rel=1e-6)
+        opt.step()
+        sched.step()
+
+
+@pytest.fixture(scope="module")
+def mnist_small():
+    from tuinet.data import load_dataset
+
+    return load_dataset("mnist", limit=3000, seed=0, log=lambda s: None)
+
+
+def _jitted(module):
+    return {name: obj for name, obj in vars(module).items() if hasattr(obj, "signatures") and hasattr(obj, "py_func")}
+
+
+def test_training_reaches_accuracy_and_compiles_each_kernel_once(mnist_small):
+    d = mnist_small
+    # the cnn recipe on a subset, then a model that uses every other kernel (BN dense + NHWC, residual, pools)
+    cnn = build_model("cnn", (28, 28, 1), 10, seed=0)
+    configure_threads(cnn)
+    opt = make_optimizer("adam", cnn.params, lr=0.01, betas=(0.7, 0.9))
+    n, bs, epochs = len(d.x_train), 128, 2
+    steps = epochs * (-(-n // bs))
+    rng = np.random.default_rng(0)
+    step = 0
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            opt.lr = one_cycle_lr(step, steps, 0.01)
+            cnn.train_step(d.x_train[idx], d.y_train[idx], opt)
+            step += 1
+    acc = cnn.evaluate(d.x_test, d.y_test)["accuracy"]
+    assert acc > 0.9, acc
+
+    other = build_model("conv3x3x8s2psame,bn,relu,res8,res16s2,avgpool2s1,gap,dense16,bn,relu", (28, 28, 1), 10)
+    configure_threads(other)
+    opt2 = make_optimizer("adam", other.params, lr=0.01)
+    for i in range(0, 512, 128):
+        other.train_step(d.x_train[i:i + 128], d.y_train[i:i + 128], opt2)
+    other.evaluate(d.x_val[:300], d.y_val[:300])
+
+    counts = {f"{mod.__name__}.{name}": len(fn.signatures)
+              for mod in (conv_mod, norm_mod, res_mod) for name, fn in _jitted(mod).items()}
+    # helpers called only from other kernels have no signature of their own when their caller came from the cache
+    public = {k: c for k, c in counts.items() if not k.rsplit(".", 1)[1].startswith("_")}
+    assert len(public) >= 12 and all(c == 1 for c in public.values()), public
+    assert all(c <= 1 for c in counts.values()), counts
+
+
+def test_pytorch_twin_computes_the_same_function():
+    torch = pytest.importorskip("torch")
+    from tuinet.bench.torch_models import copy_weights_to_torch, torch_cnn_model
+
+    rng = np.random.default_rng(0)
+    for spec, shape in [("cnn", (28, 28, 1)), ("conv3x3x4s2psame,bn,relu,res8s2,res8,gap", (9, 9, 2))]:
+        m = build_model(spec, shape, 10, seed=1)
+        x = rng.random((6,) + shape, dtype=np.float32)
+        m.forward(x, training=True)  # non-trivial BN running statistics
+        t = torch_cnn_model(m.config()["layers"], shape)
+        copy_weights_to_torch(m, t)
+        t.eval()
+        with torch.no_grad():
+            out = t(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+        np.testing.assert_allclose(m.forward(x, training=False), out, rtol=1e-4, atol=1e-4)

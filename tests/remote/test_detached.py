@@ -1,0 +1,220 @@
+"""Detached trainers for real: a background process, viewers that crash and come back, two viewers, SIGHUP, SIGKILL.
+
+Each test starts its own trainer process (MNIST, 2000 samples) and its finalizer kills it, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tuinet.cli import main
+from tuinet.errors import ConfigError
+from tuinet.remote.client import RemoteSession
+from tuinet.remote.detach import launch_daemon, wait_until_started
+from tuinet.remote.runs import probe
+from tuinet.remote.sockets import pid_alive, socket_path_for
+from tuinet.training.config import TrainConfig
+from tuinet.protocol import make_command
+from tuinet.training.rundir import RunDir, list_runs
+
+LOG_EVERY = 4
+
+
+def _kill(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def start_trainer(tmp_path, request):
+    """Start a detached trainer on a small MNIST run; returns (RunDir, Popen). Killed at the end of the test."""
+
+    def start(name: str = "run", epochs: int = 200):
+        config = TrainConfig(dataset="mnist", limit=2000, epochs=epochs, log_every=LOG_EVERY, name=name,
+                             runs_dir=str(tmp_path / "runs"))
+        rd = RunDir.create(config.runs_dir, name, config.dataset, config.model)
+        rd.write_json("config.json", config.to_dict())
+        proc = launch_daemon(rd.path)
+
+        def finalize():
+            _kill(proc.pid)
+            proc.wait(10)
+
+        request.addfinalizer(finalize)
+        wait_until_started(rd.path, proc)
+        return rd, proc
+
+    return start
+
+
+class Collector:
+    """A listener that records events and lets a test wait for one."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, e):
+        with self.cond:
+            self.events.append(e)
+            self.cond.notify_all()
+
+    def wait_for(self, pred, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for e in self.events:
+                    if pred(e):
+                        return e
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out; last events: {[x.get('event') for x in self.events[-8:]]}"
+                self.cond.wait(left)
+
+
+def _attach(rd: RunDir) -> tuple[RemoteSession, list[dict], Collector]:
+    """Attach the way the app does: read the history, then add a listener (which catches up)."""
+    session = RemoteSession(socket_path_for(rd.path))
+    history = session.history
+    live = Collector()
+    session.add_listener(live)
+    return session, history, live
+
+
+def _assert_continuous(events: list[dict]) -> list[int]:
+    """Each step event averages the `batches` steps since the previous one: no gap, no duplicate."""
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps, "no step events"
+    prev = 0
+    for e in steps:
+        assert e["step"] - e["batches"] == prev, f"gap or duplicate before step {e['step']} (previous {prev})"
+        prev = e["step"]
+    return [e["step"] for e in steps]
+
+
+def test_viewer_crash_reattach_is_continuous_and_trainer_survives_sighup(start_trainer):
+    rd, proc = start_trainer("cont")
+    # a real viewer process, killed without warning
+    viewer = subprocess.Popen([sys.executable, "-m", "tuinet.cli", "attach", "--json", str(rd.path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        hello = json.loads(viewer.stdout.readline())
+        assert hello["event"] == "hello" and hello["run"] == "cont" and hello["pid"] == proc.pid
+        for line in viewer.stdout:
+            if json.loads(line).get("event") == "step":
+                break
+    finally:
+        viewer.kill()
+        viewer.wait(10)
+    os.kill(proc.pid, signal.SIGHUP)  # the terminal closes: the trainer must not care
+
+    session, history, live = _attach(rd)
+    try:
+        assert proc.poll() is None
+        first = max([e["step"] for e in history if e["event"] == "step"] or [0])
+        live.wait_for(lambda e: e["event"] == "step" and e["step"] >= first + 3 * LOG_EVERY)
+        assert pid_alive(proc.pid) and proc.poll() is None  # survived the viewer crash and SIGHUP
+        steps = _assert_continuous(history + live.events)
+        assert steps[-1] > first
+        assert history[0]["event"] == "started"
+        assert not any(e["event"] in ("stopped", "failed") for e in history + live.events)
+        # what the viewer saw is exactly what the run logged
+        logged = [e["step"] for e in rd.events() if e["event"] == "step"]
+        assert logged[:len(steps)] == steps
+    finally:
+        session.close()
+    assert proc.poll() is None  # a viewer detaching leaves training running
+
+
+def test_two_viewers_share_commands(start_trainer):
+    rd, proc = start_trainer("two")
+    a, _, ev_a = _attach(rd)
+    b, _, ev_b = _attach(rd)
+    try:
+        assert b.hello["viewers"] == 2
+        a.send(make_command("pause"))
+        for ev in (ev_a, ev_b):
+            ev.wait_for(lambda e: e["event"] == "paused")
+        assert a.state["paused"] and b.state["paused"]
+        b.send(make_command("set_lr", lr=0.0005))
+        for ev in (ev_a, ev_b):
+            ev.wait_for(lambda e: e["event"] == "lr_changed" and e["lr"] == 0.0005)
+        assert a.state["lr"] == b.state["lr"] == 0.0005
+        b.send(make_command("set_optimizer", name="sgd", hyperparams={"momentum": 0.9}))
+        for ev in (ev_a, ev_b):
+            ev.wait_for(lambda e: e["event"] == "optimizer_changed")
+        assert a.state["optimizer"] == b.state["optimizer"] == "sgd"
+        with pytest.raises(ConfigError):  # validated by the viewer: never reaches the trainer
+            a.send({"command": "set_lr", "lr": -1})
+        a.close()  # one viewer leaves; the other goes on steering
+        b.send(make_command("resume"))
+        ev_b.wait_for(lambda e: e["event"] == "resumed")
+        assert not b.state["paused"] and b.running
+    finally:
+        a.close()
+        b.close()
+
+
+def test_killed_trainer_is_reported_and_its_socket_cleaned_up(start_trainer):
+    rd, proc = start_trainer("killed")
+    session, _, live = _attach(rd)
+    sock = socket_path_for(rd.path)
+    proc.kill()
+    proc.wait(10)
+    e = live.wait_for(lambda e: e["event"] == "failed")
+    assert e["synthetic"] and "died" in e["error"] and str(proc.pid) in e["error"]
+    assert session.join(5) and not session.running
+    assert live.events[-1]["event"] == "disconnected" and live.events[-1]["trainer_alive"] is False
+    assert sock.exists()  # left behind by SIGKILL
+    [status] = [s for s in list_runs(rd.path.parent) if s["name"] == "killed"]
+    assert status["status"] == "crashed"
+    assert not sock.exists()  # `tuinet runs` cleaned it up
+    r = CliRunner().invoke(main, ["attach", "killed", "--runs-dir", str(rd.path.parent)])
+    assert r.exit_code == 1 and "crashed" in r.output
+
+
+def test_stale_socket_is_detected_by_attach(start_trainer):
+    rd, proc = start_trainer("stale")
+    sock = socket_path_for(rd.path)
+    proc.kill()
+    proc.wait(10)
+    assert sock.exists()
+    assert probe(rd.read_json("status.json")) == "stale"
+    assert not sock.exists()
+
+
+def test_cli_detach_then_stop(tmp_path, request):
+    runs = tmp_path / "runs"
+    r = subprocess.run([sys.executable, "-m", "tuinet.cli", "train", "--detach", "-d", "mnist", "--limit", "2000",
+                        "--epochs", "200", "--name", "bg", "--runs-dir", str(runs)],
+                       capture_output=True, text=True, timeout=120)
+    status = json.loads((runs / "bg" / "status.json").read_text())
+    request.addfinalizer(lambda: _kill(status["pid"]))
+    assert r.returncode == 0, r.stderr
+    assert "run bg started in the background" in r.stdout and "tuinet attach bg" in r.stdout
+    assert status["detached"] and Path(status["socket"]).exists()
+    runs_out = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs)])
+    assert "*" in runs_out.output
+    r = CliRunner().invoke(main, ["stop", "bg", "--runs-dir", str(runs)])
+    assert r.exit_code == 0, r.output
+    assert "stopped bg" in r.output
+    assert (runs / "bg" / "latest.npz").exists()
+    deadline = time.monotonic() + 20
+    while pid_alive(status["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(status["pid"])
+    final = json.loads((runs / "bg" / "status.json").read_text())
+    assert final["status"] == "stopped" and final["socket"] is None
+    assert not Path(status["socket"]).exists()

@@ -1,0 +1,121 @@
+"""The app on a detached trainer: ``d`` detaches, and quitting asks whether to stop training or leave it running.
+
+:class:`RemoteApp` is the normal :class:`~tuinet.app.app.TuinetApp` driven by a
+:class:`~tuinet.remote.client.RemoteSession`, with what only a remote run needs: a detach key, a three-way quit
+question, no restart, and a lost terminal that detaches instead of stopping training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from textual import on
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Static
+
+import tuinet.app.app as app_module
+from tuinet.app.app import TuinetApp
+
+
+class QuitRemoteDialog(ModalScreen["str | None"]):
+    """Stop the training, leave it running, or cancel; dismisses with "stop", "detach" or None."""
+
+    BINDINGS = [Binding("s", "choose('stop')", "Stop training"), Binding("d", "choose('detach')", "Leave running"),
+                Binding("escape,n", "choose(None)", "Cancel")]
+
+    def __init__(self, run: str | None):
+        super().__init__(classes="dialog-screen")
+        self.run = run or "this run"
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as v:
+            v.border_title = "Quit"
+            yield Static(f"Training of {self.run} is still running in the background. Stop it (a checkpoint is "
+                         "saved) or leave it running and close this viewer?", classes="dialog-message")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Stop training [s]", id="stop", variant="error")
+                yield Button("Leave running [d]", id="detach", variant="primary")
+                yield Button("Cancel [esc]", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#detach", Button).focus()
+
+    def action_choose(self, choice: str | None) -> None:
+        self.dismiss(choice)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "cancel" else event.button.id)
+
+
+class RemoteApp(TuinetApp):
+    """TuinetApp on a trainer in another process.
+
+    Args:
+        session: a connected :class:`~tuinet.remote.client.RemoteSession`.
+        config: the run's TrainConfig (for the divergence dialog's factor; optional).
+    """
+
+    CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # the subclass lives elsewhere: absolute path
+    BINDINGS = [Binding("d", "detach", "Detach", tooltip="Close this viewer and leave training running")]
+
+    def __init__(self, session, config=None, **kwargs: Any):
+        super().__init__(session, config=config, session_factory=None, autostart=False, **kwargs)
+        self.outcome: str | None = None  # "detached", "stopped" or None (the run ended while we watched)
+
+    def _trainer_running(self) -> bool:
+        return self.session is not None and bool(getattr(self.session, "running", False)) and not self.state.done
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``d`` only applies while the trainer runs."""
+        if action == "detach":
+            return True if self._trainer_running() else None
+        return super().check_action(action, parameters)
+
+    def action_detach(self) -> None:
+        """Close this viewer; training goes on (reattach with `tuinet attach`)."""
+        self.outcome = "detached"
+        self.exit(0)
+
+    def action_quit_app(self) -> None:
+        """Quit: while training runs, ask whether to stop it (checkpoint saved) or leave it running."""
+        if not self._trainer_running():
+            self.exit(self._exit_code())
+            return
+
+        def done(choice: str | None) -> None:
+            if choice == "stop":
+                self.outcome = "stopped"
+                self._quit()
+            elif choice == "detach":
+                self.action_detach()
+        self.push_screen(QuitRemoteDialog(self.state.name or getattr(self.session, "run", None)), done)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The detach entry, then the app's own."""
+        if self._trainer_running():
+            yield SystemCommand("Detach (leave training running)", "d: close this viewer; training goes on",
+                                self.action_detach)
+        yield from super().get_system_commands(screen)
+
+
+def run_remote_app(session, config=None) -> tuple[int, str | None]:
+    """Run the app on ``session`` until the user detaches or quits; returns (exit code, outcome).
+
+    However the app ends (``d``, quit, ctrl+q, a lost terminal), the trainer keeps running unless the user chose
+    to stop it; the connection is closed on the way out.
+    """
+    app = RemoteApp(session, config=config)
+    code = None
+    try:
+        code = app.run()
+    finally:
+        if session.running:
+            session.close()
+    if not isinstance(code, int):
+        code = 1 if app.state.status == "failed" else 0
+    return code, app.outcome

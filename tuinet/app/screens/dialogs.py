@@ -1,0 +1,192 @@
+"""Modal dialogs: confirm, exact learning rate, optimizer choice, and what to do after a divergence."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from tuinet.app.state import fmt_num
+
+#: (name sent to the trainer, label, what it is) in the order the dialog lists them
+OPTIMIZERS: list[tuple[str, str, str]] = [
+    ("sgd", "SGD", "plain gradient descent"),
+    ("momentum", "SGD + momentum", "SGD with momentum 0.9"),
+    ("adam", "Adam", "adaptive moments, betas 0.9/0.999"),
+    ("adamw", "AdamW", "Adam with decoupled weight decay 0.01"),
+    ("rmsprop", "RMSprop", "running average of squared gradients, alpha 0.99"),
+    ("adagrad", "Adagrad", "per-weight rates from summed squared gradients"),
+]
+
+
+def parse_lr(text: str) -> float | None:
+    """A positive finite learning rate from user text ('3e-4', '0.01'), or None."""
+    try:
+        v = float(text.strip())
+    except ValueError:
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Ask a yes/no question; dismisses with True (y / enter on Yes) or False (n / escape)."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, title: str, message: str, yes: str = "Yes", no: str = "Cancel"):
+        super().__init__(classes="dialog-screen")
+        self._title, self._message, self._yes, self._no = title, message, yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as v:
+            v.border_title = self._title
+            yield Static(Text(self._message), classes="dialog-message")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self._yes} (y)", id="yes", variant="primary")
+                yield Button(f"{self._no} (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#yes", Button).focus()
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class LrDialog(ModalScreen["float | None"]):
+    """Type an exact learning rate; dismisses with the number, or None on escape."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: float | None):
+        super().__init__(classes="dialog-screen")
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as v:
+            v.border_title = "Learning rate"
+            yield Static(f"Current: {fmt_num(self.current)}. Type a positive number (e.g. 3e-4) and press enter; "
+                         "it applies at the next step.", classes="dialog-message")
+            yield Input(value=fmt_num(self.current) if self.current else "", placeholder="0.001", id="lr-input")
+            yield Label("", id="lr-error", classes="dialog-error")
+
+    def on_mount(self) -> None:
+        inp = self.query_one(Input)
+        inp.focus()
+        inp.action_select_all()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        v = parse_lr(event.value)
+        if v is None:
+            self.query_one("#lr-error", Label).update(f"not a positive number: {event.value!r}")
+            return
+        self.dismiss(v)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
+    """Choose an optimizer (and its learning rate); dismisses with {"name", "lr"} or None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: str, lr: float | None):
+        super().__init__(classes="dialog-screen")
+        self.current = current
+        self.lr = lr
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog dialog-wide") as v:
+            v.border_title = "Optimizer"
+            yield Static("Weights are kept; the new optimizer starts with fresh state.", classes="dialog-message")
+            options = []
+            for name, label, what in OPTIMIZERS:
+                mark = "●" if name == self.current else " "
+                options.append(Option(f"{mark} {label:<15} [dim]{what}[/dim]", id=name))
+            yield OptionList(*options, id="opt-list")
+            with Horizontal(classes="dialog-row"):
+                yield Label("lr ", classes="dialog-label")
+                yield Input(value=fmt_num(self.lr) if self.lr else "", id="opt-lr", placeholder="keep current")
+            yield Label("enter: apply   tab: edit lr   escape: cancel", classes="dialog-hint")
+            yield Label("", id="opt-error", classes="dialog-error")
+
+    def on_mount(self) -> None:
+        ol = self.query_one(OptionList)
+        names = [n for n, _, _ in OPTIMIZERS]
+        ol.highlighted = names.index(self.current) if self.current in names else 0
+        ol.focus()
+
+    def _result(self) -> dict[str, Any] | None:
+        ol = self.query_one(OptionList)
+        if ol.highlighted is None:
+            return None
+        name = OPTIMIZERS[ol.highlighted][0]
+        text = self.query_one("#opt-lr", Input).value.strip()
+        if not text:
+            return {"name": name, "lr": None}
+        lr = parse_lr(text)
+        if lr is None:
+            self.query_one("#opt-error", Label).update(f"lr must be a positive number, got {text!r}")
+            return None
+        return {"name": name, "lr": lr}
+
+    @on(OptionList.OptionSelected)
+    @on(Input.Submitted)
+    def _apply(self, event) -> None:
+        event.stop()
+        result = self._result()
+        if result is not None:
+            self.dismiss(result)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class DivergedDialog(ModalScreen["str | None"]):
+    """After a divergence (training paused): roll back with a lower lr, continue as is, or stay paused."""
+
+    BINDINGS = [Binding("r", "choose('rollback')", "Roll back"), Binding("c", "choose('resume')", "Continue"),
+                Binding("escape", "choose(None)", "Stay paused")]
+
+    def __init__(self, event: dict[str, Any], factor: float = 0.5):
+        super().__init__(classes="dialog-screen")
+        self.event = event
+        self.factor = factor
+
+    def compose(self) -> ComposeResult:
+        e = self.event
+        lr = e.get("lr")
+        new_lr = e.get("new_lr") or (lr * self.factor if lr else None)
+        loss = "not a number" if e.get("loss") is None else fmt_num(e.get("loss"))
+        with Vertical(classes="dialog dialog-alarm") as v:
+            v.border_title = "Training diverged"
+            yield Static(f"At step {e.get('step')} the loss became {loss} (lr {fmt_num(lr)}). Training is paused.\n\n"
+                         f"Roll back to the last good weights and lower the learning rate to {fmt_num(new_lr)}, or "
+                         "continue as is?", classes="dialog-message")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Roll back, lower lr (r)", id="rollback", variant="warning")
+                yield Button("Continue (c)", id="resume")
+                yield Button("Stay paused (esc)", id="stay")
+
+    def on_mount(self) -> None:
+        self.query_one("#rollback", Button).focus()
+
+    def action_choose(self, choice: str | None) -> None:
+        self.dismiss(choice)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "stay" else event.button.id)

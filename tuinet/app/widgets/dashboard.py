@@ -1,0 +1,169 @@
+"""The dashboard tab: status and progress, loss and accuracy charts, and the event log."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+from tuinet.app.widgets.charts import PALETTE, ChartData, Line, LineChart
+from tuinet.app.widgets.eventlog import EventLog
+from tuinet.app.state import RunState, fmt_duration, fmt_hyper, fmt_num, smooth
+
+STATUS_STYLE = {
+    "loading": ("◌", "yellow"), "compiling": ("◌", "yellow"), "running": ("●", "green"), "paused": ("❚❚", "yellow"),
+    "diverged": ("✗", "bold red"), "finished": ("✓", "bold green"), "stopped": ("■", "cyan"),
+    "failed": ("✗", "bold red"), "stopping": ("◌", "yellow"), "restarting": ("◌", "yellow"),
+}
+LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
+
+
+def bar(fraction: float, width: int) -> Text:
+    """A one-line progress bar of ``width`` cells (eighth blocks for the partial cell)."""
+    width = max(width, 1)
+    cells = fraction * width
+    full = int(cells)
+    part = " ▏▎▍▌▋▊▉"[int((cells - full) * 8)] if full < width else ""
+    t = Text("█" * full, style="green")
+    t.append(part, style="green")
+    t.append(" " * (width - full - len(part)), style="on grey23")
+    return t
+
+
+def status_text(st: RunState, shown_status: str, pending: str | None, width: int) -> Text:
+    """The status panel: state, optimizer and lr, metrics, progress bar, ETA."""
+    sym, style = STATUS_STYLE.get(shown_status, ("?", ""))
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f"{sym} {shown_status}", style=style)
+    if st.compiling and shown_status not in ("compiling",):
+        t.append("  (compiling kernels)", style="yellow")
+    if pending:
+        t.append(f"  → {pending}", style="italic yellow")
+    elif st.error:
+        t.append(f"  {st.error}", style="red")
+    else:
+        t.append(f"   {st.config.get('model', '?')} on {st.dataset.get('name', '?')}", style="bold")
+        t.append(f"  {st.num_params:,} params", style="dim")
+    t.append("\n")
+    t.append("optimizer ", style="dim")
+    t.append(st.optimizer, style="bold cyan")
+    t.append("  lr ", style="dim")
+    t.append(fmt_num(st.lr), style="bold cyan")
+    t.append(f"  batch {st.batch_size}", style="")
+    hyper = fmt_hyper(st.hyperparams)
+    if hyper:
+        t.append(f"  {hyper}", style="dim")
+    t.append("\n")
+    t.append("loss ", style="dim")
+    t.append(fmt_num(st.loss), style=f"color({PALETTE[0]})")
+    if st.is_classifier:
+        t.append("  acc ", style="dim")
+        t.append("-" if st.accuracy is None else f"{st.accuracy:.1%}", style=f"color({PALETTE[0]})")
+    t.append("   val loss ", style="dim")
+    t.append(fmt_num(st.val_loss), style=f"color({PALETTE[1]})")
+    if st.is_classifier:
+        t.append("  val acc ", style="dim")
+        t.append("-" if st.val_accuracy is None else f"{st.val_accuracy:.1%}", style=f"color({PALETTE[1]})")
+    if st.evaluated:
+        ev = st.evaluated
+        t.append("   test ", style="dim")
+        t.append(f"{ev['accuracy']:.1%}" if ev.get("accuracy") is not None else fmt_num(ev.get("loss")))
+    if st.final and st.final.get("test_accuracy") is not None:
+        t.append("   test ", style="dim")
+        t.append(f"{st.final['test_accuracy']:.2%}", style="bold green")
+    t.append("\n")
+    right = (f" step {st.step:,}/{st.total_steps:,}  epoch {st.epoch:.2f}/{st.epochs}  ETA "
+             f"{fmt_duration(st.eta_seconds)}  "
+             f"{'-' if not st.samples_per_second else f'{st.samples_per_second:,.0f}'} samples/s")
+    t.append_text(bar(st.progress, max(8, width - len(right) - 1)))
+    t.append(right)
+    return t
+
+
+class StatusPanel(Static):
+    """The status panel; its text is built at paint time so the progress bar always fits the width."""
+
+    def show(self, st: RunState, shown_status: str, pending: str | None) -> None:
+        """Repaint with this state (a repaint only: the panel has a fixed height)."""
+        self._args = (st, shown_status, pending)
+        self.refresh()
+
+    def render(self) -> Text:
+        args = getattr(self, "_args", None)
+        if args is None:
+            return Text("starting…", style="dim")
+        return status_text(*args, max(20, self.content_size.width))
+
+
+class Dashboard(Vertical):
+    """Status, charts side by side, event log."""
+
+    def compose(self) -> ComposeResult:
+        yield StatusPanel(id="status")
+        with Horizontal(id="charts"):
+            yield LineChart(id="loss-chart")
+            yield LineChart(id="acc-chart")
+        yield EventLog(max_lines=400, id="event-log")
+
+    def on_mount(self) -> None:
+        self._log_written = 0
+        self._status = self.query_one("#status", StatusPanel)
+        self._loss = self.query_one("#loss-chart", LineChart)
+        self._acc = self.query_one("#acc-chart", LineChart)
+        self._log = self.query_one("#event-log", EventLog)
+        self._loss.border_title = self._legend("loss")
+        self._acc.border_title = self._legend("accuracy")
+        self._log.border_title = "events"
+        self._status.border_title = "status"
+
+    @staticmethod
+    def _legend(what: str, log: bool = False) -> Text:
+        t = Text(f"{what}{' (log)' if log else ''} ")
+        t.append("━ train", style=f"color({PALETTE[0]})")
+        t.append(" ")
+        t.append("━ val", style=f"color({PALETTE[1]})")
+        return t
+
+    def update_status(self, st: RunState, shown_status: str, pending: str | None) -> None:
+        """Redraw the status panel."""
+        self._status.show(st, shown_status, pending)
+
+    def update_charts(self, st: RunState) -> float:
+        """Rebuild the charts whose data changed; returns the seconds spent."""
+        t0 = time.perf_counter()
+        loss_chart, acc_chart = self._loss, self._acc
+        loss_chart.set_data(self._chart_data(st.train_loss, st.val_loss_s))
+        if st.is_classifier:
+            acc_chart.set_data(self._chart_data(st.train_acc, st.val_acc_s))
+        else:
+            acc_chart.display = False
+        return time.perf_counter() - t0
+
+    @staticmethod
+    def _chart_data(train, val) -> ChartData:
+        tx, ty = train.points()
+        vx, vy = val.points()
+        return ChartData([Line("train", tx, smooth(ty), PALETTE[0]), Line("val", vx, vy, PALETTE[1])],
+                         key=(id(train), train.version, id(val), val.version))
+
+    def set_log_scale(self, on: bool) -> None:
+        """Switch the loss chart between log and linear y."""
+        chart = self._loss
+        chart.log_y = on
+        chart.border_title = self._legend("loss", on)
+
+    def update_log(self, st: RunState) -> None:
+        """Append the log lines not written yet."""
+        log = self._log
+        new = st.log_count - self._log_written
+        if new <= 0:
+            return
+        entries = list(st.log)[-min(new, len(st.log)):]
+        for t, level, text in entries:
+            line = Text(time.strftime("%H:%M:%S ", time.localtime(t)), style="dim")
+            line.append(text, style=LEVEL_STYLE.get(level, ""))
+            log.write(line)
+        self._log_written = st.log_count

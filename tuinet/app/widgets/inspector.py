@@ -1,0 +1,302 @@
+"""The inspector tab: a table of layers with weight and gradient statistics; the selected layer's weight histogram
+and its weights drawn as pictures (first dense layer units as input-shaped maps, conv filters as tiles)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+from rich.color import Color
+from rich.style import Style
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from tuinet.app.state import RunState, fmt_num
+
+SPARK = "▁▂▃▄▅▆▇█"
+COLUMNS = [("layer", "layer"), ("type", "type"), ("output", "output"), ("params", "params"), ("mean", "w mean"),
+           ("std", "w std"), ("grad", "grad norm"), ("hist", "grad history"), ("ratio", "upd/w"),
+           ("dead", "dead"), ("flag", "")]
+#: on narrow terminals type and output shape move to the detail panel, so the table fits 80 columns
+COMPACT = {"type", "output", "flag"}
+NEG = (70, 140, 255)  # negative weights: blue
+POS = (255, 140, 40)  # positive weights: orange
+ZERO = (24, 24, 24)
+
+
+def sparkline(values: list[float], width: int = 16, log: bool = True) -> str:
+    """The last ``width`` values as block characters (log scale by default: gradient norms span decades)."""
+    vals = [v for v in values[-width:] if v is not None and math.isfinite(v)]
+    if not vals:
+        return ""
+    if log:
+        vals = [math.log10(max(v, 1e-30)) for v in vals]
+    lo, hi = min(vals), max(vals)
+    if hi - lo < 1e-12:
+        return SPARK[3] * len(vals)
+    return "".join(SPARK[min(7, int((v - lo) / (hi - lo) * 7.999))] for v in vals)
+
+
+def histogram_text(counts: list[int], edges: list[float], height: int = 6, col_width: int = 2) -> Text:
+    """Vertical bars (eighth blocks) for a histogram, with the range underneath."""
+    t = Text(no_wrap=True)
+    if not counts:
+        return t
+    top = max(counts) or 1
+    levels = [c / top * height * 8 for c in counts]
+    for row in range(height, 0, -1):
+        for lv in levels:
+            filled = lv - (row - 1) * 8
+            ch = "█" if filled >= 8 else (" ▁▂▃▄▅▆▇"[int(filled)] if filled > 0 else " ")
+            t.append(ch * col_width, style="color(45)")
+        t.append("\n")
+    width = len(counts) * col_width
+    lo, hi = fmt_num(float(edges[0]), 3), fmt_num(float(edges[-1]), 3)
+    t.append(lo + " " * max(1, width - len(lo) - len(hi)) + hi, style="dim")
+    return t
+
+
+def _mix(a: tuple[int, int, int], b: tuple[int, int, int], f: float) -> tuple[int, int, int]:
+    return (int(a[0] + (b[0] - a[0]) * f), int(a[1] + (b[1] - a[1]) * f), int(a[2] + (b[2] - a[2]) * f))
+
+
+def diverging_lines(img: Any, scale: float) -> list[Text]:
+    """A 2-D weight map as lines of ``▀`` cells: blue negative, orange positive, dark zero (scaled by ``scale``)."""
+    a = np.asarray(img, dtype=np.float64)
+    if a.ndim != 2:
+        a = a.reshape(a.shape[0], -1)
+    if a.shape[0] % 2:
+        a = np.vstack([a, np.zeros((1, a.shape[1]))])
+    s = scale if scale > 0 else 1.0
+    q = np.clip(np.round(a / s * 8), -8, 8).astype(int)  # 17 levels: few distinct styles, cheap to render
+    cache: dict[tuple[int, int], Style] = {}
+
+    def color(level: int) -> tuple[int, int, int]:
+        return _mix(ZERO, NEG if level < 0 else POS, abs(level) / 8)
+
+    lines = []
+    for r in range(0, q.shape[0], 2):
+        line = Text(no_wrap=True)
+        for top, bottom in zip(q[r], q[r + 1]):
+            key = (int(top), int(bottom))
+            st = cache.get(key)
+            if st is None:
+                st = cache[key] = Style(color=Color.from_rgb(*color(key[0])), bgcolor=Color.from_rgb(*color(key[1])))
+            line.append("▀", st)
+        lines.append(line)
+    return lines
+
+
+def halve(img: np.ndarray) -> np.ndarray:
+    """Average 2x2 pixel blocks (a 28x28 picture becomes 14x14: 14 columns x 7 rows of half blocks)."""
+    a = np.asarray(img, dtype=np.float64)
+    h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+    a = a[:h, :w]
+    return (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) / 4
+
+
+def fit_size(pic_width: int, width: int, gap: int = 2, want: int = 3) -> bool:
+    """True when pictures of ``pic_width`` columns should be halved so that ``want`` fit side by side."""
+    return (width + gap) // (pic_width + gap) < want and pic_width >= 16
+
+
+def tile(blocks: list[list[Text]], captions: list[str | Text], width: int, gap: int = 2) -> Text:
+    """Lay out picture blocks (lists of equal-width lines) left to right, wrapping at ``width`` columns."""
+    out = Text(no_wrap=True)
+    if not blocks:
+        return out
+    bw = max(max((ln.cell_len for ln in b), default=0) for b in blocks)
+    caps_t = [c if isinstance(c, Text) else Text(c, style="dim") for c in captions]
+    bw = max(bw, max(c.cell_len for c in caps_t) if caps_t else 0)
+    per_row = max(1, (width + gap) // (bw + gap))
+    for start in range(0, len(blocks), per_row):
+        group = blocks[start:start + per_row]
+        caps = caps_t[start:start + per_row]
+        height = max(len(b) for b in group)
+        for r in range(height):
+            for j, b in enumerate(group):
+                ln = b[r] if r < len(b) else Text("")
+                out.append_text(ln)
+                out.append(" " * (bw - ln.cell_len + (gap if j < len(group) - 1 else 0)))
+            out.append("\n")
+        for j, c in enumerate(caps):
+            out.append_text(c)
+            out.append(" " * (bw - c.cell_len + (gap if j < len(caps) - 1 else 0)))
+        out.append("\n\n")
+    return out
+
+
+class WidthText(Widget):
+    """Text laid out for the widget's own width (tiles of pictures): built when painted, rebuilt on resize."""
+
+    DEFAULT_CSS = "WidthText { height: auto; }"
+
+    def __init__(self, *, id: str | None = None):
+        super().__init__(id=id)
+        self._build: Callable[[int], Text] | None = None
+        self._cache: tuple[int, Text] | None = None
+
+    def show(self, build: Callable[[int], Text] | Text | str) -> None:
+        """Show ``build(width)`` (or fixed text)."""
+        if not callable(build):
+            fixed = build if isinstance(build, Text) else Text(build)
+            build = lambda width: fixed  # noqa: E731
+        self._build = build
+        self._cache = None
+        self.refresh(layout=True)
+
+    def text_for(self, width: int) -> Text:
+        """The text at ``width`` columns (cached for the last width)."""
+        if self._build is None:
+            return Text("")
+        if self._cache is None or self._cache[0] != width:
+            self._cache = (width, self._build(max(width, 10)))
+        return self._cache[1]
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.text_for(width).plain.split("\n"))
+
+    def render(self) -> Text:
+        return self.text_for(self.content_size.width)
+
+
+class Inspector(Vertical):
+    """Layer table above; histogram and weight pictures of the highlighted layer below."""
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="layer-table", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="layer-detail"):
+            yield Static(id="layer-hist")
+            with VerticalScroll(id="layer-pictures-scroll"):
+                yield WidthText(id="layer-pictures")
+
+    def on_mount(self) -> None:
+        self._table = table = self.query_one(DataTable)
+        self._hist = self.query_one("#layer-hist", Static)
+        self._pics = self.query_one("#layer-pictures", WidthText)
+        self.compact = False
+        self._add_columns()
+        table.border_title = "layers"
+        self.query_one("#layer-hist").border_title = "weights"
+        self.query_one("#layer-pictures-scroll").border_title = "weight pictures"
+        self.selected: str | None = None
+        self._state: RunState | None = None
+        self._drawn_weights: tuple | None = None
+
+    def _columns(self) -> list[tuple[str, str]]:
+        return [(k, label) for k, label in COLUMNS if not (self.compact and k in COMPACT)]
+
+    def _add_columns(self) -> None:
+        for key, label in self._columns():
+            self._table.add_column(label, key=key)
+
+    def set_compact(self, compact: bool) -> None:
+        """Drop (or bring back) the type and output-shape columns."""
+        if compact == self.compact:
+            return
+        self.compact = compact
+        self._table.clear(columns=True)
+        self._add_columns()
+        if self._state is not None:
+            self.update_table(self._state)
+
+    def _rows(self, st: RunState) -> list[dict[str, Any]]:
+        base = [dict(layer) for layer in st.layers if layer.get("params")]
+        for row in base:
+            row.update(st.layer_rows.get(row["name"], {}))
+        return base
+
+    def clear(self) -> None:
+        """Forget the rows (a new run)."""
+        self._table.clear()
+        self.selected = None
+        self._drawn_weights = None
+
+    def update_table(self, st: RunState) -> None:
+        """Insert or update one row per layer with parameters."""
+        self._state = st
+        table = self._table
+        for row in self._rows(st):
+            name = row["name"]
+            flag = row.get("flag") or ""
+            dead = row.get("dead_fraction")
+            cells = {
+                "layer": Text(f"⚠ {name}", style="bold red") if flag and self.compact else name, "type": row.get("kind", ""), "output": "x".join(str(d) for d in row.get("output_shape", [])),
+                "params": f"{row.get('params', 0):,}", "mean": fmt_num(row.get("weight_mean"), 4),
+                "std": fmt_num(row.get("weight_std"), 4), "grad": fmt_num(row.get("grad_norm"), 4),
+                "hist": Text(sparkline(list(st.grad_history.get(name, []))), style="color(45)"),
+                "ratio": fmt_num(row.get("update_ratio"), 5),
+                "dead": "-" if dead is None else Text(f"{dead:.0%}", style="yellow" if dead > 0.5 else ""),
+                "flag": Text(f"⚠ {flag}", style="bold red") if flag else "",
+            }
+            cols = self._columns()
+            if name not in table.rows:
+                table.add_row(*[cells[k] for k, _ in cols], key=name)
+            else:
+                for k, _ in cols:
+                    table.update_cell(name, k, cells[k])
+        if self.selected is None and table.row_count:
+            self.selected = str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.selected = str(event.row_key.value)
+        if self._state is not None:
+            self.update_detail(self._state, force=True)
+
+    def update_detail(self, st: RunState, force: bool = False) -> None:
+        """Draw the selected layer's histogram and weight pictures from the latest weights event."""
+        self._state = st
+        w = st.weights
+        key = (id(w), self.selected)
+        if not force and key == self._drawn_weights:
+            return
+        self._drawn_weights = key
+        hist, pics = self._hist, self._pics
+        entry = None
+        if w:
+            for layer in w.get("layers", []):
+                if layer.get("name") == self.selected:
+                    entry = layer
+        row = st.layer_rows.get(self.selected or "", {})
+        if entry is None:
+            hist.update(Text("waiting for a weights snapshot…" if self.selected else "no layer selected", style="dim"))
+            pics.show("")
+            return
+        h = entry.get("histogram") or {}
+        shape = next(("x".join(str(d) for d in layer.get("output_shape", [])) for layer in st.layers
+                      if layer.get("name") == self.selected), "?")
+        t = Text(f"{self.selected} ({entry.get('kind')} → {shape})  step {w.get('step')}\n", style="bold")
+        col = 2 if hist.content_size.width >= 2 * len(h.get("counts", [])) else 1
+        t.append_text(histogram_text(h.get("counts", []), h.get("edges", [0, 0]), col_width=col))
+        t.append("\n")
+        for label, k in (("mean", "weight_mean"), ("std", "weight_std"), ("min", "weight_min"), ("max", "weight_max"),
+                         ("|w|", "weight_norm"), ("|grad|", "grad_norm"), ("upd/w", "update_ratio")):
+            if row.get(k) is not None:
+                t.append(f"\n{label:>7} ", style="dim")
+                t.append(fmt_num(row[k], 5))
+        if row.get("flag"):
+            t.append(f"\n⚠ {row['flag']} gradients", style="bold red")
+        hist.update(t)
+        pictures = entry.get("pictures")
+        if not pictures:
+            pics.show(Text("no pictures for this layer (only the first dense layer on image inputs and conv "
+                             "filters are drawn)", style="dim"))
+            return
+        full = [np.asarray(p, dtype=np.float64) for p in pictures]
+        kind = "unit" if entry.get("kind") == "Dense" else "filter"
+
+        def build(width: int) -> Text:
+            arr = [halve(a) for a in full] if full and fit_size(full[0].shape[1], width) else full
+            scale = float(max(np.abs(a).max() for a in arr)) or 1.0
+            blocks = [diverging_lines(a, scale) for a in arr]
+            legend = Text("blue negative · orange positive · scale ±" + fmt_num(scale, 3) + "\n", style="dim")
+            legend.append_text(tile(blocks, [f"{kind} {i}" for i in range(len(blocks))], width))
+            return legend
+
+        pics.show(build)

@@ -1,0 +1,1 @@
+"""What `tuinet bench` measures: training throughput side by side with PyTorch, and per-layer timings."""

@@ -1,0 +1,27 @@
+"""`tuinet bench`: training throughput, side by side with PyTorch when it is installed."""
+
+from __future__ import annotations
+
+import click
+
+from tuinet.cli.common import CONTEXT, friendly_errors
+
+
+@click.command("bench", context_settings=CONTEXT)
+@click.option("--model", "-m", default="mlp", show_default=True, help="Preset or spec to time.")
+@click.option("--dataset", "-d", default="mnist", show_default=True, help="Dataset giving the input shape.")
+@click.option("--optimizer", "-o", default="adam", show_default=True, help="Optimizer.")
+@click.option("--batch-size", "-b", default=64, show_default=True, help="Batch size.")
+@click.option("--steps", "-n", default=300, show_default=True, help="Timed training steps per round.")
+@click.option("--rounds", default=5, show_default=True, help="Interleaved rounds (tuinet, PyTorch, tuinet, ...).")
+@click.option("--torch/--no-torch", "use_torch", default=True, show_default=True,
+              help="Also time PyTorch when it is installed.")
+@click.option("--json", "json_out", is_flag=True, help="Print one JSON object.")
+@friendly_errors
+def bench(model: str, dataset: str, optimizer: str, batch_size: int, steps: int, rounds: int, use_torch: bool,
+          json_out: bool) -> None:
+    """Time training steps (samples/s), side by side with PyTorch when installed."""
+    from tuinet.bench.throughput import run_bench
+
+    run_bench(model=model, dataset=dataset, optimizer=optimizer, batch_size=batch_size, steps=steps,
+              rounds=rounds, use_torch=use_torch, json_out=json_out)

@@ -1,0 +1,226 @@
+"""``tuinet attach``, ``tuinet stop`` and ``tuinet serve``: commands for detached trainers."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from tuinet.cli.common import CONTEXT
+from tuinet.cli.common import friendly_errors as _errors
+from tuinet.errors import ConfigError, TuinetError
+
+RUNS_DIR_HELP = "Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]"
+LOCALHOST = ("localhost", "127.0.0.1", "::1")
+
+
+
+
+def _choose(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ask which of several live runs to attach to (on a terminal)."""
+    if not sys.stdin.isatty():
+        names = ", ".join(s["name"] for s in runs)
+        raise ConfigError(f"{len(runs)} live runs ({names}); say which: `tuinet attach NAME`")
+    click.echo("live runs:")
+    for i, s in enumerate(runs, 1):
+        click.echo(f"  {i}. {s['name']}  ({s.get('status')}, epoch {s.get('epoch', '-')}/{s.get('epochs', '-')}, "
+                   f"{s.get('dataset', '-')}, {s.get('model', '-')})")
+    i = click.prompt("attach to", type=click.IntRange(1, len(runs)), default=1)
+    return runs[i - 1]
+
+
+def _config(rd):
+    from tuinet.training.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(rd.read_json("config.json"))
+    except TuinetError:
+        return None
+
+
+def _final_code(session) -> int:
+    final = next((session.last[k] for k in ("finished", "stopped", "failed") if k in session.last), None)
+    if final is None:
+        return 0 if session.running else 1
+    return {"finished": 0, "stopped": 3}.get(final["event"], 1)
+
+
+@click.command("attach", context_settings=CONTEXT)
+@click.argument("run", required=False)
+@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@click.option("--headless", is_flag=True, help="No app: print the progress so far, then live (Ctrl-C detaches).")
+@click.option("--json", "json_lines", is_flag=True, help="No app: print the hello, the history and the live "
+                                                         "events as JSON lines (Ctrl-C detaches).")
+@click.option("--app", "force_app", is_flag=True, hidden=True, help="Open the app even when stdout is not a "
+                                                                    "terminal (tuinet serve).")
+@_errors
+def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines: bool, force_app: bool) -> None:
+    """Watch and steer a detached run.
+
+    Opens the app on RUN (by default the only live run; with several, asks which). Several viewers can attach to
+    one run; a change made in one shows in all. In the app, d detaches (training goes on) and q asks whether to
+    stop training or leave it running."""
+    from tuinet.remote.client import RemoteSession
+    from tuinet.remote.runs import resolve
+
+    rd, status = resolve(run, runs_dir, choose=_choose)
+    use_app = not headless and not json_lines and (force_app or sys.stdout.isatty())
+    if use_app:
+        try:
+            from tuinet.app.remote import run_remote_app
+        except ImportError as e:
+            click.echo(f"tuinet: the app is not available ({e}); printing progress instead", err=True)
+            use_app = False
+    session = RemoteSession(status["socket"])
+    if session.warning:
+        click.echo(f"tuinet: {session.warning}", err=True)
+    if use_app:
+        code, outcome = run_remote_app(session, _config(rd))
+        if outcome == "detached":
+            click.echo(f"detached from {rd.name}; training goes on (`tuinet attach {rd.name}` to come back)")
+        sys.exit(code)
+    sys.exit(_print_events(session, rd.name, json_lines))
+
+
+def _print_events(session, name: str, json_lines: bool) -> int:
+    """Print the history and the live events until the run ends or Ctrl-C (which detaches)."""
+    from tuinet.training.console import ConsolePrinter, JsonPrinter
+    from tuinet.protocol import to_json
+
+    lock = threading.Lock()
+    printer = JsonPrinter() if json_lines else ConsolePrinter()
+
+    def show(e: dict[str, Any]) -> None:
+        with lock:
+            try:
+                printer(e)  # the console ignores the socket's own events (hello, disconnected)
+            except (KeyError, TypeError, ValueError):
+                pass
+
+    if json_lines:
+        click.echo(to_json(session.hello))
+    for e in session.history:
+        show(e)
+    session.add_listener(show)
+    try:
+        while not session.join(0.5):
+            pass
+    except KeyboardInterrupt:
+        session.close()
+        click.echo(f"\ndetached from {name}; training goes on (`tuinet attach {name}` to come back)", err=True)
+        return 0
+    return _final_code(session)
+
+
+@click.command("stop", context_settings=CONTEXT)
+@click.argument("run")
+@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for the checkpoint to be written.")
+@_errors
+def stop_cmd(run: str, runs_dir: str | None, timeout: float) -> None:
+    """Stop a detached run cleanly: it saves a checkpoint, and `tuinet resume RUN` continues it later."""
+    from tuinet.remote.client import RemoteSession
+    from tuinet.remote.runs import probe
+    from tuinet.remote.sockets import RemoteError, pid_alive
+    from tuinet.protocol import make_command
+    from tuinet.training.rundir import find_run
+
+    rd = find_run(run, runs_dir)
+    status = rd.read_json("status.json")
+    state = probe(status)
+    pid = status.get("pid")
+    if state == "stale":
+        raise ConfigError(f"run {rd.name} already crashed (pid {pid} is gone; its stale socket was removed)")
+    if state == "ended":
+        raise ConfigError(f"run {rd.name} is not running (status: {status.get('status', 'unknown')})")
+    if state == "live":
+        try:
+            session = RemoteSession(status["socket"])
+        except RemoteError as e:
+            click.echo(f"tuinet: {e}; sending SIGTERM to pid {pid} instead", err=True)
+            session = None
+    else:
+        session = None
+    if session is not None:
+        final: list[dict[str, Any]] = []
+        done = threading.Event()
+
+        def on_event(e: dict[str, Any]) -> None:
+            if e.get("event") in ("stopped", "finished", "failed") and not e.get("synthetic") and not final:
+                final.append(e)
+                done.set()
+
+        session.add_listener(on_event)
+        session.send(make_command("stop", reason="tuinet stop"))
+        click.echo(f"stopping {rd.name}: waiting for the checkpoint…", err=True)
+        if not done.wait(timeout) and not session.join(0.1):
+            session.close()
+            raise ConfigError(f"run {rd.name} did not stop within {timeout:.0f} s (is it compiling?); try again, "
+                              f"or `kill {pid}`")
+        session.close()
+        if not final:
+            raise ConfigError(f"lost run {rd.name} before it confirmed the stop; see `tuinet runs`")
+        e = final[0]
+        if e["event"] == "stopped":
+            click.echo(f"stopped {rd.name} at epoch {e.get('epoch')} step {e.get('step')}; checkpoint "
+                       f"{e.get('checkpoint') or '-'}; `tuinet resume {rd.name}` continues it")
+        else:
+            click.echo(f"{rd.name} had already {e['event']}")
+        return
+    # no socket (a foreground headless run, or a socket that refused us): SIGTERM means "stop with a checkpoint"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid_alive(pid):
+        raise ConfigError(f"run {rd.name} (pid {pid}) is still running {timeout:.0f} s after SIGTERM")
+    click.echo(f"stopped {rd.name} (status: {rd.read_json('status.json').get('status', 'unknown')})")
+
+
+@click.command("serve", context_settings=CONTEXT)
+@click.argument("run", required=False)
+@click.option("--port", type=int, default=8000, show_default=True, help="Port on localhost.")
+@click.option("--host", default="localhost", show_default=True,
+              help="Interface: localhost, 127.0.0.1 or ::1 only (reach it from elsewhere with `ssh -L`).")
+@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@_errors
+def serve_cmd(run: str | None, port: int, host: str, runs_dir: str | None) -> None:
+    """Offer the app in a browser (textual-serve), on localhost only.
+
+    Each browser tab runs `tuinet attach RUN`. From a laptop: `ssh -L 8000:localhost:8000 HOST`, then open
+    http://localhost:8000."""
+    if host not in LOCALHOST:
+        raise ConfigError(f"--host {host}: tuinet serve only binds to localhost (it gives full control of your "
+                          "training to whoever connects); use `ssh -L 8000:localhost:8000 HOST` to reach it")
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise ConfigError("tuinet serve needs textual-serve, which is not installed: "
+                          "pip install textual-serve") from None
+    from tuinet.remote.runs import resolve
+
+    if run is not None:
+        rd, _ = resolve(run, runs_dir)  # fail now, not in the browser
+        run = str(rd.path)
+    args = [sys.executable, "-m", "tuinet.cli", "attach", "--app"]
+    if run:
+        args.append(run)
+    if runs_dir:
+        args += ["--runs-dir", runs_dir]
+    click.echo(f"serving `tuinet attach{' ' + run if run else ''}` on http://{host}:{port} (localhost only); "
+               f"from another machine: ssh -L {port}:localhost:{port} THIS_HOST, then open "
+               f"http://localhost:{port}", err=True)
+    Server(shlex.join(args), host=host, port=port, title="tuinet").serve()
+
+
+def register(main: click.Group) -> None:
+    """Add attach, stop and serve to the ``tuinet`` group."""
+    for cmd in (attach_cmd, stop_cmd, serve_cmd):
+        main.add_command(cmd)

@@ -1,0 +1,211 @@
+"""`tuinet train` and `tuinet resume`, the training options they share, and the headless runner."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+
+from tuinet.cli.common import CONTEXT, friendly_errors
+
+
+def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 0.9,0.999, got {value!r}",
+                                 param_hint=name) from None
+
+
+#: (option, click kwargs) for every training option; shared by ``train`` and the bare ``tuinet``
+TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--dataset", "-d"), dict(help="Built-in dataset name (see `tuinet datasets`) or a path to CSV, NPZ, IDX or an "
+                                    "image folder.  [default: mnist]")),
+    (("--model", "-m"), dict(help="Preset (mlp, lenet, cnn, resnet), a spec like 784-256-128-10, 256,128 or "
+                                  "dense256,relu,dense10, or a .toml layer list.  [default: mlp]")),
+    (("--activation",), dict(help="Hidden activation for dense specs: relu, leaky_relu, sigmoid, tanh, gelu, "
+                                  "linear.  [default: relu]")),
+    (("--optimizer", "-o"), dict(help="sgd, momentum, adam, adamw, rmsprop or adagrad.  [default: adam]")),
+    (("--lr",), dict(type=float, help="Learning rate.  [default: the optimizer's torch default, e.g. 0.001 for "
+                                      "adam, 0.01 for rmsprop]")),
+    (("--batch-size", "-b"), dict(type=int, help="Mini-batch size.  [default: 64]")),
+    (("--epochs", "-e"), dict(type=int, help="Number of epochs.  [default: 10]")),
+    (("--seed",), dict(type=int, help="Seed for splits, initialization, shuffling and dropout.  [default: 0]")),
+    (("--val-split",), dict(type=float, help="Fraction held out for validation.  [default: 0.1]")),
+    (("--test-split",), dict(type=float, help="Fraction held out for testing (datasets without their own test "
+                                              "set).  [default: 0.1]")),
+    (("--normalize",), dict(type=click.Choice(["auto", "minmax", "standard", "none"]),
+                            help="Input normalization, fitted on the training split.  [default: auto]")),
+    (("--target",), dict(help="CSV label column.  [default: the last column]")),
+    (("--task",), dict(type=click.Choice(["classification", "regression"]),
+                       help="Force the task.  [default: inferred from the target]")),
+    (("--limit",), dict(type=int, help="Use at most this many training samples (quick runs).  [default: all]")),
+    (("--l1",), dict(type=float, help="L1 penalty l1*sum|w| on weights.  [default: 0]")),
+    (("--l2",), dict(type=float, help="L2 penalty l2*sum w^2 on weights.  [default: 0]")),
+    (("--dropout",), dict(type=float, help="Dropout rate after each hidden activation (dense specs).  "
+                                           "[default: 0]")),
+    (("--schedule",), dict(help="Learning-rate schedule: constant, step, exponential, cosine, onecycle, plateau.  "
+                                "[default: constant]")),
+    (("--step-size",), dict(type=int, help="Epochs between decays for --schedule step.  [default: 1]")),
+    (("--gamma",), dict(type=float, help="Decay factor for step/exponential schedules.  [default: 0.5]")),
+    (("--patience",), dict(type=int, help="Early stopping: epochs without validation-loss improvement before "
+                                          "stopping (best weights restored).  [default: off]")),
+    (("--clip-grad",), dict(type=float, help="Clip the global gradient norm to this value.  [default: off]")),
+    (("--momentum",), dict(type=float, help="SGD/RMSprop momentum.  [default: 0; 0.9 for `momentum`]")),
+    (("--nesterov/--no-nesterov",), dict(default=None, help="SGD Nesterov momentum.  [default: off]")),
+    (("--dampening",), dict(type=float, help="SGD dampening.  [default: 0]")),
+    (("--betas",), dict(help="Adam/AdamW betas as two numbers, e.g. 0.7,0.9.  [default: 0.9,0.999]")),
+    (("--eps",), dict(type=float, help="Optimizer epsilon.  [default: 1e-8; 1e-10 for adagrad]")),
+    (("--weight-decay",), dict(type=float, help="Weight decay (L2 in the gradient; decoupled for adamw).  "
+                                                "[default: 0; 0.01 for adamw]")),
+    (("--alpha",), dict(type=float, help="RMSprop smoothing constant.  [default: 0.99]")),
+    (("--centered/--no-centered",), dict(default=None, help="Centered RMSprop.  [default: off]")),
+    (("--amsgrad/--no-amsgrad",), dict(default=None, help="AMSGrad variant of Adam/AdamW.  [default: off]")),
+    (("--val-every",), dict(type=int, help="Also validate every N steps.  [default: once per epoch]")),
+    (("--log-every",), dict(type=int, help="Steps per reported training metric.  [default: 25]")),
+    (("--on-divergence",), dict(type=click.Choice(["rollback", "pause"]),
+                                help="On a non-finite loss: roll back and lower lr, or pause.  "
+                                     "[default: rollback headless, pause in the app]")),
+    (("--runs-dir",), dict(help="Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]")),
+    (("--name",), dict(help="Run name.  [default: <model>-<dataset>-<time>]")),
+    (("--config", "-c", "config_file"), dict(type=click.Path(dir_okay=False),
+                                              help="TOML file with any of these options (command-line options "
+                                                   "override it).")),
+]
+
+
+def train_options(fn):
+    """Attach every training option to a click command."""
+    for decls, kwargs in reversed(TRAIN_OPTIONS):
+        fn = click.option(*decls, **kwargs)(fn)
+    return fn
+
+
+def build_config(options: dict[str, Any]):
+    """TrainConfig from click options (None = not given) layered over an optional TOML file."""
+    from tuinet.training.config import TrainConfig
+
+    opts = {k: v for k, v in options.items() if v is not None}
+    config_file = opts.pop("config_file", None)
+    if "betas" in opts:
+        opts["betas"] = _floats(opts["betas"], "--betas")
+    if config_file:
+        return TrainConfig.from_toml(config_file, overrides=opts)
+    return TrainConfig.from_dict(opts, source="options")
+
+
+TRAIN_KEYS = {(decls[-1] if decls[-1] == "config_file" else decls[0].split("/")[0].lstrip("-").replace("-", "_"))
+              for decls, _ in TRAIN_OPTIONS}
+
+
+def run_headless(trainer, json_lines: bool) -> int:
+    """Run a trainer in a session, printing its events; Ctrl-C/SIGTERM/SIGHUP stop it cleanly (checkpoint saved).
+
+    Returns the exit code: 0 finished, 1 failed, 128+signal (130 for Ctrl-C) when stopped by a signal.
+    """
+    from tuinet.training.console import ConsolePrinter, JsonPrinter
+    from tuinet.protocol import make_command
+    from tuinet.training.session import Session
+
+    session = Session(trainer)
+    session.add_listener(JsonPrinter() if json_lines else ConsolePrinter())
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        if received:  # a second Ctrl-C: the user means it
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+        received.append(signum)
+        name = signal.Signals(signum).name
+        session.send(make_command("stop", reason=name))
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[sig] = signal.signal(sig, on_signal)
+        except (ValueError, OSError):  # not the main thread
+            pass
+    try:
+        session.start()
+        while not session.join(0.2):
+            pass
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    final = session.last.get("finished") or session.last.get("stopped") or session.last.get("failed")
+    if final is None:
+        return 1
+    if final["event"] == "finished":
+        return 0
+    if final["event"] == "stopped":
+        return 128 + received[0] if received else 3
+    return 1
+
+
+def start_training(options: dict[str, Any], headless: bool, json_lines: bool, explicit: bool = True) -> None:
+    """Build the config and run it in the app (terminal) or headless."""
+    from tuinet.training.trainer import Trainer
+
+    config = build_config(options)
+    use_app = not headless and not json_lines
+    if use_app and not sys.stdout.isatty():
+        click.echo("tuinet: stdout is not a terminal; training headless (use --headless to silence this)",
+                   err=True)
+        use_app = False
+    if use_app:
+        if options.get("on_divergence") is None:
+            config.on_divergence = "pause"
+        from tuinet.app.app import run_app
+
+        sys.exit(run_app(config))
+    code = run_headless(Trainer(config), json_lines)
+    sys.exit(code)
+
+
+@click.command("train", context_settings=CONTEXT)
+@train_options
+@click.option("--headless", is_flag=True, help="No app: a progress bar on a terminal, one line per epoch otherwise.")
+@click.option("--json", "json_lines", is_flag=True, help="No app: print every event as one JSON object per line.")
+@click.option("--detach", is_flag=True, help="Run in the background, surviving the terminal; attach with "
+                                             "`tuinet attach`.")
+@friendly_errors
+def train(headless: bool, json_lines: bool, detach: bool, **options: Any) -> None:
+    """Train a model: opens the live app on a terminal, or runs headless."""
+    if detach:
+        from tuinet.remote.detach import detach_training
+
+        detach_training(build_config(options))
+        return
+    start_training(options, headless, json_lines)
+
+
+@click.command("resume", context_settings=CONTEXT)
+@click.argument("run")
+@click.option("--epochs", type=int, help="Change the planned number of epochs.  [default: as configured]")
+@click.option("--runs-dir", help="Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]")
+@click.option("--headless", is_flag=True, help="No app: print progress.")
+@click.option("--json", "json_lines", is_flag=True, help="No app: print every event as a JSON line.")
+@click.option("--detach", is_flag=True, help="Continue in the background; attach with `tuinet attach`.")
+@friendly_errors
+def resume(run: str, epochs: int | None, runs_dir: str | None, headless: bool, json_lines: bool,
+           detach: bool) -> None:
+    """Continue RUN exactly where it stopped (weights, optimizer state, position, random state, schedule)."""
+    from tuinet.training.rundir import find_run
+    from tuinet.training.trainer import Trainer
+
+    rd = find_run(run, runs_dir)
+    if detach:
+        from tuinet.remote.detach import detach_resume
+
+        detach_resume(rd, epochs)
+        return
+    trainer = Trainer.resume(rd, epochs=epochs)
+    if not headless and not json_lines and sys.stdout.isatty():
+        from tuinet.app.app import run_app
+
+        sys.exit(run_app(trainer.config, trainer=trainer))
+    sys.exit(run_headless(trainer, json_lines))

@@ -1,0 +1,209 @@
+"""The one protocol between a trainer and whoever watches it: events out, commands in.
+
+Both are plain dicts that serialize to one JSON object per line. The same stream feeds the Textual app (through an
+in-process :class:`~tuinet.training.session.Session`), ``tuinet train --headless --json``, ``metrics.jsonl`` in the
+run directory, and viewers in another process (over a Unix socket, one JSON object per line).
+
+The module also says which events carry pictures, which statuses mean a trainer is live, which event ends a run
+and the exit code it means, which event confirms each command, and what any session offers a viewer
+(:class:`Session`). Every side imports it; it imports nothing of tuinet but its errors.
+
+Every event has ``"event"`` (its type), ``"v"`` (protocol version) and ``"time"`` (Unix seconds). Every command has
+``"command"`` and may carry ``"v"``. The full field list of each type is in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+from tuinet.errors import ConfigError
+
+PROTOCOL_VERSION = 1
+
+#: event type -> one-line description (docs/protocol.md has every field)
+EVENTS: dict[str, str] = {
+    "started": "a run began: name, run_dir, config, dataset, model summary/layers, steps_per_epoch, total_steps",
+    "compiling": "kernels are compiling (first run) or loading from the cache",
+    "compiled": "kernels are ready: seconds",
+    "step": "training metrics averaged over the last log_every steps: step, epoch, loss, penalty, accuracy, lr",
+    "epoch": "end of an epoch: train/val loss and accuracy, lr, seconds, samples_per_second",
+    "validation": "mid-epoch validation (every val_every steps): step, val_loss, val_accuracy",
+    "layer_stats": "per-layer weight mean/std/min/max, gradient norm, update/weight ratio, dead ReLU fraction",
+    "weights": "per-layer weight histograms and small weight pictures (first dense rows, conv filters)",
+    "samples": "sample test predictions with confidence, and the most confidently wrong ones",
+    "confusion": "confusion matrix on the validation set",
+    "boundary": "decision-boundary grid for 2-D datasets",
+    "paused": "training paused (reason)",
+    "resumed": "training resumed",
+    "lr_changed": "learning rate changed: lr, old_lr, source (user, schedule, plateau, divergence)",
+    "optimizer_changed": "optimizer swapped: name, hyperparams, state (fresh)",
+    "checkpoint_saved": "a checkpoint was written: path, kind (latest, best, manual)",
+    "evaluated": "on-demand evaluation: split, loss, accuracy",
+    "early_stopped": "validation loss stopped improving: epoch, best_epoch, best_val_loss",
+    "diverged": "non-finite loss or gradient: step, action (rolled_back or paused), lr, new_lr",
+    "rolled_back": "weights restored to the last good state: step, lr",
+    "stopped": "stopped on request or signal, checkpoint saved: reason, step, epoch",
+    "finished": "training complete: test_accuracy, test_loss, epochs, train_seconds, samples_per_second, run_dir",
+    "failed": "training failed: error",
+    "log": "a message for the event log: level, message",
+}
+
+#: command type -> description and required fields
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "pause": ("pause before the next step", ()),
+    "resume": ("resume training", ()),
+    "toggle_pause": ("pause or resume", ()),
+    "set_lr": ("set the learning rate (applied at the next step)", ("lr",)),
+    "scale_lr": ("multiply the learning rate by factor", ("factor",)),
+    "set_optimizer": ("swap the optimizer, keeping the weights: name, optional hyperparams dict", ("name",)),
+    "save": ("save a checkpoint now", ()),
+    "evaluate": ("evaluate on the test set now", ()),
+    "rollback": ("after a divergence: restore the last good weights, multiply lr by factor (default 0.5)", ()),
+    "stop": ("save a checkpoint and stop", ()),
+    "snapshot": ("send weights/samples events now (a viewer opened a panel)", ()),
+}
+
+
+#: events that carry pictures (weights, sample predictions, the decision boundary): only the newest one matters, so
+#: they are not written to ``metrics.jsonl`` nor kept in a viewer's history; the last of each kind is replayed
+PICTURE_EVENTS = frozenset({"weights", "samples", "boundary"})
+
+#: ``status.json`` statuses of a trainer that is (or should be) alive
+LIVE_STATUSES = ("loading", "compiling", "running", "paused", "testing")
+
+#: events that end a run
+FINAL_EVENTS = ("finished", "stopped", "failed")
+
+#: command -> the event that confirms the trainer applied it
+ACKNOWLEDGED_BY = {"pause": "paused", "resume": "resumed", "scale_lr": "lr_changed", "set_lr": "lr_changed",
+                   "set_optimizer": "optimizer_changed", "save": "checkpoint_saved", "evaluate": "evaluated",
+                   "rollback": "rolled_back"}
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+@runtime_checkable
+class Session(Protocol):
+    """What a viewer (the app, a headless printer) may use of a run: an in-process thread, a detached trainer behind
+    its socket, or a replay of recorded events."""
+
+    #: the events so far, for a viewer that arrives late (bounded; pictures excluded)
+    history: Sequence[dict[str, Any]]
+    #: the newest event of each kind
+    last: dict[str, dict[str, Any]]
+
+    @property
+    def started(self) -> bool:
+        """True once training was started (always, for a detached run or a replay)."""
+
+    @property
+    def running(self) -> bool:
+        """True while the trainer is alive."""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The trainer's live state (status, paused, lr, optimizer, epoch, step ...), a copy."""
+
+    def start(self) -> None:
+        """Start training (in-process sessions; nothing to do where the trainer runs elsewhere)."""
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(event)`` for every event from now on (possibly from another thread)."""
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Stop calling ``fn``."""
+
+    def send(self, command: dict[str, Any]) -> Any:
+        """Queue a command for the trainer (validated; raises ConfigError when malformed)."""
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for training to end; True when it has."""
+
+
+def final_event(last: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The event that ended the run, from a session's newest-event-per-kind map (None while it runs)."""
+    return next((last[k] for k in FINAL_EVENTS if k in last), None)
+
+
+def exit_code(final: dict[str, Any] | None, signum: int | None = None) -> int:
+    """The process exit code a run's end means: 0 finished, 128+signal when a signal stopped it, 3 stopped on
+    request, 1 failed or ended without a final event."""
+    if final is None:
+        return 1
+    if final["event"] == "finished":
+        return 0
+    if final["event"] == "stopped":
+        return 128 + signum if signum else 3
+    return 1
+
+
+def make_event(_kind: str, **fields: Any) -> dict[str, Any]:
+    """Build an event dict of type ``_kind``."""
+    if _kind not in EVENTS:
+        raise ValueError(f"unknown event type {_kind!r}")
+    return {"event": _kind, "v": PROTOCOL_VERSION, "time": round(time.time(), 3), **fields}
+
+
+def make_command(kind: str, **fields: Any) -> dict[str, Any]:
+    """Build a command dict of type ``kind``, checking its required fields."""
+    cmd = {"command": kind, "v": PROTOCOL_VERSION, **fields}
+    validate_command(cmd)
+    return cmd
+
+
+def validate_command(cmd: Any) -> dict[str, Any]:
+    """Check a command from any source (UI, socket); raise ConfigError with one clear line when it is wrong."""
+    if not isinstance(cmd, dict) or "command" not in cmd:
+        raise ConfigError(f"a command must be an object with a 'command' field, got {cmd!r}")
+    kind = cmd["command"]
+    if kind not in COMMANDS:
+        raise ConfigError(f"unknown command {kind!r}; known: {', '.join(COMMANDS)}")
+    for field in COMMANDS[kind][1]:
+        if field not in cmd:
+            raise ConfigError(f"command {kind!r} needs field {field!r}")
+    if kind == "set_lr":
+        lr = cmd["lr"]
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
+    if kind == "scale_lr":
+        f = cmd["factor"]
+        if not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
+            raise ConfigError(f"lr factor must be a positive number, got {f!r}")
+    return cmd
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN/inf floats by None so the line is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_json(message: dict[str, Any]) -> str:
+    """One line of strict JSON (non-finite numbers become null)."""
+    return json.dumps(_clean(message), separators=(",", ":"), default=_default)
+
+
+def _default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def from_json(line: str) -> dict[str, Any]:
+    """Parse one line of the protocol."""
+    msg = json.loads(line)
+    if not isinstance(msg, dict):
+        raise ValueError("protocol messages are JSON objects")
+    return msg
