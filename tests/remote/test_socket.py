@@ -15,6 +15,7 @@ from tuinet.remote.client import RemoteSession
 from tuinet.remote.server import ControlServer
 from tuinet.remote.sockets import (MAX_SOCKET_PATH, RemoteError, check_peer, check_socket_file, runtime_dir,
                                    socket_path_for)
+from tuinet import protocol
 from tuinet.protocol import make_command, make_event
 
 
@@ -64,6 +65,8 @@ def test_socket_is_private_and_history_then_live(served):
     assert path.stat().st_mode & 0o777 == 0o600
     session.emit(make_event("step", step=1, batches=1, loss=1.0))
     viewer = RemoteSession(path)
+    assert isinstance(viewer, protocol.Session) and viewer.started
+    viewer.start()  # nothing to do: the trainer runs elsewhere
     seen = []
     history = viewer.history
     viewer.add_listener(seen.append)

@@ -15,6 +15,7 @@ import pytest
 from tuinet.data import Dataset, Normalizer
 from tuinet.engine.checkpoint import load_checkpoint
 from tuinet.training.config import TrainConfig
+from tuinet import protocol
 from tuinet.protocol import make_command, to_json
 from tuinet.training.rundir import RunDir
 from tuinet.training.session import Session
@@ -138,7 +139,9 @@ def test_commands_pause_set_lr_set_optimizer_save_evaluate_stop(tmp_path):
             got[e["event"]].set()
 
     session.add_listener(listen)
+    assert isinstance(session, protocol.Session) and not session.started
     session.start()
+    assert session.started
     try:
         assert got["paused"].wait(60)
         step = trainer.global_step

@@ -26,8 +26,8 @@ FINAL = ("stopped", "finished", "failed")
 class RemoteSession:
     """A session-like view of a trainer in another process.
 
-    Same interface as :class:`~tuinet.training.session.Session` for the app: ``add_listener``, ``remove_listener``,
-    ``send``, ``state``, ``history``, ``last``, ``running``, ``join``; plus ``close`` (detach) and ``hello``.
+    Satisfies :class:`tuinet.protocol.Session`, as the in-process :class:`~tuinet.training.session.Session` does;
+    adds ``close`` (detach) and ``hello``.
 
     Listeners are called from the reader thread, in order, one event at a time: keep them short.
 
@@ -100,9 +100,17 @@ class RemoteSession:
             return dict(self._state)
 
     @property
+    def started(self) -> bool:
+        """Always True: the trainer runs in its own process."""
+        return True
+
+    @property
     def running(self) -> bool:
         """True while connected to a trainer that has not ended."""
         return not self._ended.is_set()
+
+    def start(self) -> None:
+        """Nothing to do: the trainer was started by its own process."""
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(event)`` for every event from now on.

@@ -77,6 +77,11 @@ class Session:
         return not self.thread.is_alive()
 
     @property
+    def started(self) -> bool:
+        """True once :meth:`start` started the training thread."""
+        return self.thread is not None
+
+    @property
     def running(self) -> bool:
         """True while the training thread is alive."""
         return self.thread is not None and self.thread.is_alive()
