@@ -154,24 +154,99 @@ def make_command(kind: str, **fields: Any) -> dict[str, Any]:
     return cmd
 
 
+#: the float32 range a learning rate or hyperparameter must fit (the engine computes in float32)
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
+MAX_TEXT = 200  # characters of a free-text field (a reason)
+MAX_NAME = 32  # characters of a name (an optimizer, a hyperparameter)
+
+#: hyperparameters a set_optimizer command may carry, and their kind
+HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", "betas": "betas", "eps": "number",
+               "weight_decay": "number", "alpha": "number", "centered": "bool", "amsgrad": "bool"}
+
+#: fields any command may carry besides its own: the protocol version, and the viewer's pid (set by the socket)
+_COMMON_FIELDS = {"command", "v", "client_pid"}
+#: command -> its optional fields
+_OPTIONAL_FIELDS = {"pause": ("reason",), "stop": ("reason",), "set_optimizer": ("hyperparams", "lr"),
+                    "rollback": ("factor",)}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_learning_rate(lr: Any, what: str = "learning rate") -> float:
+    """A learning rate as a float that stays positive and finite in float32; ConfigError otherwise."""
+    if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"{what} must be a positive number, got {lr!r}")
+    if lr > FLOAT32_MAX:
+        raise ConfigError(f"{what} {lr!r} is too large: it becomes infinite in float32 (at most {FLOAT32_MAX:.4g})")
+    if lr < FLOAT32_MIN_NORMAL:
+        raise ConfigError(f"{what} {lr!r} is too small for float32 (at least {FLOAT32_MIN_NORMAL:.4g})")
+    return float(lr)
+
+
+def _check_hyperparam(name: Any, value: Any) -> None:
+    if not isinstance(name, str) or name not in HYPERPARAMS:
+        shown = name if isinstance(name, str) and len(name) <= MAX_NAME else type(name).__name__
+        raise ConfigError(f"unknown hyperparameter {shown!r}; known: {', '.join(HYPERPARAMS)}")
+    kind = HYPERPARAMS[name]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"hyperparameter {name} must be true or false, got {value!r:.40}")
+    elif kind == "betas":
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+                _is_number(b) and math.isfinite(b) and 0 <= b < 1 for b in value):
+            raise ConfigError(f"hyperparameter betas must be two numbers in [0, 1), got {value!r:.60}")
+    elif not _is_number(value) or not math.isfinite(value) or not 0 <= value <= FLOAT32_MAX:
+        raise ConfigError(f"hyperparameter {name} must be a finite number >= 0, got {value!r:.40}")
+
+
 def validate_command(cmd: Any) -> dict[str, Any]:
-    """Check a command from any source (UI, socket); raise ConfigError with one clear line when it is wrong."""
+    """Check a command from any source (the app, a socket client) field by field: types, ranges and lengths.
+
+    Returns the command; raises ConfigError with one clear line when anything is wrong, so nothing malformed ever
+    reaches the trainer.
+    """
     if not isinstance(cmd, dict) or "command" not in cmd:
-        raise ConfigError(f"a command must be an object with a 'command' field, got {cmd!r}")
+        raise ConfigError(f"a command must be an object with a 'command' field, got {str(cmd)[:80]!r}")
     kind = cmd["command"]
-    if kind not in COMMANDS:
-        raise ConfigError(f"unknown command {kind!r}; known: {', '.join(COMMANDS)}")
-    for field in COMMANDS[kind][1]:
+    if not isinstance(kind, str) or kind not in COMMANDS:
+        shown = kind if isinstance(kind, str) and len(kind) <= MAX_NAME else type(kind).__name__
+        raise ConfigError(f"unknown command {shown!r}; known: {', '.join(COMMANDS)}")
+    required = COMMANDS[kind][1]
+    allowed = _COMMON_FIELDS | set(required) | set(_OPTIONAL_FIELDS.get(kind, ()))
+    for field in cmd:
+        if field not in allowed:
+            shown = field if isinstance(field, str) and len(field) <= MAX_NAME else "…"
+            raise ConfigError(f"command {kind!r} takes no field {shown!r}")
+    for field in required:
         if field not in cmd:
             raise ConfigError(f"command {kind!r} needs field {field!r}")
-    if kind == "set_lr":
-        lr = cmd["lr"]
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
-            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
-    if kind == "scale_lr":
+    if "v" in cmd and (not isinstance(cmd["v"], int) or isinstance(cmd["v"], bool)):
+        raise ConfigError(f"field 'v' must be the protocol version (an integer), got {cmd['v']!r:.40}")
+    if "client_pid" in cmd and (not isinstance(cmd["client_pid"], int) or isinstance(cmd["client_pid"], bool)):
+        raise ConfigError("field 'client_pid' must be an integer")
+    if "reason" in cmd and (not isinstance(cmd["reason"], str) or len(cmd["reason"]) > MAX_TEXT):
+        raise ConfigError(f"field 'reason' must be a text of at most {MAX_TEXT} characters")
+    if "lr" in cmd:
+        check_learning_rate(cmd["lr"])
+    if "factor" in cmd:
         f = cmd["factor"]
-        if not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
-            raise ConfigError(f"lr factor must be a positive number, got {f!r}")
+        if not _is_number(f) or not math.isfinite(f) or not 0 < f <= FLOAT32_MAX:
+            raise ConfigError(f"lr factor must be a positive number, got {f!r:.40}")
+    if kind == "set_optimizer":
+        name = cmd["name"]
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            raise ConfigError(f"optimizer name must be a text of 1 to {MAX_NAME} characters, got "
+                              f"{type(name).__name__ if not isinstance(name, str) else repr(name[:40])}")
+        hyper = cmd.get("hyperparams")
+        if hyper is not None:
+            if not isinstance(hyper, dict) or len(hyper) > len(HYPERPARAMS):
+                raise ConfigError("hyperparams must be an object of at most "
+                                  f"{len(HYPERPARAMS)} named values, got {type(hyper).__name__}")
+            for k, v in hyper.items():
+                _check_hyperparam(k, v)
     return cmd
 
 
@@ -201,9 +276,12 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
-def from_json(line: str) -> dict[str, Any]:
-    """Parse one line of the protocol."""
-    msg = json.loads(line)
+def from_json(line: str | bytes) -> dict[str, Any]:
+    """Parse one line of the protocol; ValueError for anything that is not one JSON object (too deep included)."""
+    try:
+        msg = json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(msg, dict):
         raise ValueError("protocol messages are JSON objects")
     return msg
