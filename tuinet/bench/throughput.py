@@ -3,7 +3,7 @@
 Both sides train on the same random batches (shape of the chosen dataset) with the same optimizer. Each side runs in
 its own worker process, and the rounds alternate (tuinet, PyTorch, tuinet, ...) with a short pause between them:
 in one process, OpenBLAS, Numba's and PyTorch's OpenMP threads keep spinning after their own work and halve the
-other side's speed (measured: PyTorch 7,300 samples/s in the same process vs 15,600-20,600 alone at batch 64).
+other side's speed (the README's Speed section has the figures).
 Each round times ``steps`` steps after a warm-up; the median round is reported, and the ratio is tuinet / PyTorch.
 """
 
