@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from tuinet.errors import TuinetError
+from tuinet.formatting import table
 
 
 def _parse_size(value: str | None) -> tuple[int, int] | None:
@@ -45,14 +46,8 @@ def datasets(ctx: click.Context) -> None:
     rows = [(d["name"], d["task"], f"{d['samples']:,}", "x".join(map(str, d["input_shape"])),
              str(d["classes"]) if d["classes"] else "-", d["description"]) for d in builtin_datasets()]
     head = ("name", "task", "samples", "shape", "classes", "description")
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    right = {2, 4}
-    fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    click.echo(fmt(head))
-    click.echo("  ".join("-" * w for w in widths))
-    for r in rows:
-        click.echo(fmt(r))
+    rule = ["-" * max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]  # as wide as each column
+    click.echo(table([head, rule, *rows], right={2, 4}))
     click.echo("\nAlso accepted by path: .csv[.gz] (header row), .npz (x, y), a folder of class subfolders of "
                "images, IDX files.\nShow one with: tuinet datasets show NAME|PATH")
 
@@ -122,7 +117,4 @@ def _samples(ds, n: int) -> str:
     cols = names[:10] + (["…"] if len(names) > 10 else []) + [tname]
     cells = [[f"{v:.4g}" for v in row[:10]] + (["…"] if len(names) > 10 else []) + [_label(ds, ds.y_train[i])]
              for i, row in enumerate(raw)]
-    widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
+    return table([cols, *cells], right=range(len(cols)))
