@@ -22,7 +22,8 @@ from tuinet.errors import ConfigError
 from tuinet.remote.client import RemoteSession
 from tuinet.remote.detach import launch_daemon, wait_until_started
 from tuinet.remote.runs import probe
-from tuinet.remote.sockets import pid_alive, socket_path_for
+from tuinet.remote.sockets import socket_path_for
+from tuinet.training.procs import pid_alive
 from tuinet.training.config import TrainConfig
 from tuinet.protocol import make_command
 from tuinet.training.rundir import RunDir, list_runs

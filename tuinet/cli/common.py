@@ -1,4 +1,4 @@
-"""Pieces every click command module shares (kept apart from cli.py so command modules never import it)."""
+"""Pieces every click command module shares: context settings, the ``--runs-dir`` option, one-line errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import click
 from tuinet.errors import TuinetError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+#: ``--runs-dir``, the same on every command that reads or writes runs
+runs_dir_option = click.option("--runs-dir", help="Folder holding the runs.  [default: $TUINET_RUNS_DIR or ./runs]")
 
 
 def friendly_errors(fn):

@@ -22,7 +22,7 @@ def main(ctx: click.Context, headless: bool, json_lines: bool) -> None:
     terminal (or --headless), prints progress instead.
     """
     if ctx.invoked_subcommand is None:
-        train.start_training({}, headless, json_lines, explicit=False)
+        train.start_training({}, headless, json_lines)
 
 
 main.add_command(train.train)

@@ -12,15 +12,11 @@ from typing import Any
 
 import click
 
-from tuinet.cli.common import CONTEXT
-from tuinet.cli.common import friendly_errors as _errors
+from tuinet.cli.common import CONTEXT, friendly_errors, runs_dir_option
 from tuinet.errors import ConfigError, TuinetError
+from tuinet.protocol import FINAL_EVENTS, exit_code, final_event
 
-RUNS_DIR_HELP = "Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]"
 LOCALHOST = ("localhost", "127.0.0.1", "::1")
-
-
-
 
 def _choose(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Ask which of several live runs to attach to (on a terminal)."""
@@ -45,21 +41,23 @@ def _config(rd):
 
 
 def _final_code(session) -> int:
-    final = next((session.last[k] for k in ("finished", "stopped", "failed") if k in session.last), None)
-    if final is None:
-        return 0 if session.running else 1
-    return {"finished": 0, "stopped": 3}.get(final["event"], 1)
+    """The exit code of a viewer whose connection ended: the run's (:func:`tuinet.protocol.exit_code`), or 0 when
+    there is no final event but the run is still going (this viewer detached)."""
+    final = final_event(session.last)
+    if final is None and session.running:
+        return 0
+    return exit_code(final)
 
 
 @click.command("attach", context_settings=CONTEXT)
 @click.argument("run", required=False)
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@runs_dir_option
 @click.option("--headless", is_flag=True, help="No app: print the progress so far, then live (Ctrl-C detaches).")
 @click.option("--json", "json_lines", is_flag=True, help="No app: print the hello, the history and the live "
                                                          "events as JSON lines (Ctrl-C detaches).")
 @click.option("--app", "force_app", is_flag=True, hidden=True, help="Open the app even when stdout is not a "
                                                                     "terminal (tuinet serve).")
-@_errors
+@friendly_errors
 def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines: bool, force_app: bool) -> None:
     """Watch and steer a detached run.
 
@@ -71,16 +69,12 @@ def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines
 
     rd, status = resolve(run, runs_dir, choose=_choose)
     use_app = not headless and not json_lines and (force_app or sys.stdout.isatty())
-    if use_app:
-        try:
-            from tuinet.app.remote import run_remote_app
-        except ImportError as e:
-            click.echo(f"tuinet: the app is not available ({e}); printing progress instead", err=True)
-            use_app = False
     session = RemoteSession(status["socket"])
     if session.warning:
         click.echo(f"tuinet: {session.warning}", err=True)
     if use_app:
+        from tuinet.app.remote import run_remote_app
+
         code, outcome = run_remote_app(session, _config(rd))
         if outcome == "detached":
             click.echo(f"detached from {rd.name}; training goes on (`tuinet attach {rd.name}` to come back)")
@@ -90,8 +84,8 @@ def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines
 
 def _print_events(session, name: str, json_lines: bool) -> int:
     """Print the history and the live events until the run ends or Ctrl-C (which detaches)."""
-    from tuinet.training.console import ConsolePrinter, JsonPrinter
     from tuinet.protocol import to_json
+    from tuinet.training.console import ConsolePrinter, JsonPrinter
 
     lock = threading.Lock()
     printer = JsonPrinter() if json_lines else ConsolePrinter()
@@ -120,16 +114,17 @@ def _print_events(session, name: str, json_lines: bool) -> int:
 
 @click.command("stop", context_settings=CONTEXT)
 @click.argument("run")
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@runs_dir_option
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds to wait for the checkpoint to be written.")
-@_errors
+@friendly_errors
 def stop_cmd(run: str, runs_dir: str | None, timeout: float) -> None:
     """Stop a detached run cleanly: it saves a checkpoint, and `tuinet resume RUN` continues it later."""
+    from tuinet.protocol import make_command
     from tuinet.remote.client import RemoteSession
     from tuinet.remote.runs import probe
-    from tuinet.remote.sockets import RemoteError, pid_alive
-    from tuinet.protocol import make_command
+    from tuinet.remote.sockets import RemoteError
+    from tuinet.training.procs import pid_alive
     from tuinet.training.rundir import find_run
 
     rd = find_run(run, runs_dir)
@@ -153,7 +148,7 @@ def stop_cmd(run: str, runs_dir: str | None, timeout: float) -> None:
         done = threading.Event()
 
         def on_event(e: dict[str, Any]) -> None:
-            if e.get("event") in ("stopped", "finished", "failed") and not e.get("synthetic") and not final:
+            if e.get("event") in FINAL_EVENTS and not e.get("synthetic") and not final:
                 final.append(e)
                 done.set()
 
@@ -189,8 +184,8 @@ def stop_cmd(run: str, runs_dir: str | None, timeout: float) -> None:
 @click.option("--port", type=int, default=8000, show_default=True, help="Port on localhost.")
 @click.option("--host", default="localhost", show_default=True,
               help="Interface: localhost, 127.0.0.1 or ::1 only (reach it from elsewhere with `ssh -L`).")
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
-@_errors
+@runs_dir_option
+@friendly_errors
 def serve_cmd(run: str | None, port: int, host: str, runs_dir: str | None) -> None:
     """Offer the app in a browser (textual-serve), on localhost only.
 

@@ -1,7 +1,9 @@
 """Run-management commands: ``tuinet runs``, ``eval``, ``predict``, ``plot`` and ``export``.
 
 They read what a trainer left on disk (``status.json``, ``metrics.jsonl``, ``latest.npz``/``best.npz``) and never
-need the trainer to be running. Every user error ends as one ``Error:`` line with a non-zero exit.
+need the trainer to be running: :mod:`tuinet.training.rundir` and :mod:`tuinet.training.evaluation` do the reading
+and evaluating, this module the options and the text. Every user error ends as one ``Error:`` line with a non-zero
+exit.
 """
 
 from __future__ import annotations
@@ -17,124 +19,29 @@ from typing import Any
 import click
 import numpy as np
 
-from tuinet.cli.common import CONTEXT
-from tuinet.cli.common import friendly_errors as _errors
-from tuinet.errors import CheckpointError, ConfigError, DataError
+from tuinet.cli.common import CONTEXT, friendly_errors, runs_dir_option
+from tuinet.errors import ConfigError
 from tuinet.formatting import fmt_duration, fmt_pct, table
 
-RUNS_DIR_HELP = "Folder holding the runs.  [default: $TUINET_RUNS_DIR or ./runs]"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-LIVE = ("running", "paused", "loading", "testing", "compiling")
 #: columns of ``tuinet export``
 EXPORT_COLUMNS = ("event", "step", "epoch", "loss", "penalty", "accuracy", "lr", "train_loss", "train_accuracy",
                   "val_loss", "val_accuracy", "seconds", "samples_per_second", "time")
 
 
-
-
-# --- finding runs and checkpoints ----------------------------------------------------------------------------
-
-
-def _run(ref: str, runs_dir: str | None):
-    from tuinet.training.rundir import find_run
-
-    return find_run(ref, runs_dir)
-
-
-def resolve_checkpoint(ref: str, runs_dir: str | None = None, best: bool = False):
-    """Load the checkpoint named by ``ref``: a checkpoint file, a run folder or a run name (latest, or best)."""
-    from tuinet.engine.checkpoint import load_checkpoint
-
-    p = Path(ref).expanduser()
-    if p.is_file():
-        if best:
-            raise ConfigError(f"{ref}: --best applies to a run, not to a checkpoint file")
-        return load_checkpoint(p)
-    try:
-        rd = _run(ref, runs_dir)
-    except ConfigError:
-        if p.is_dir():
-            return load_checkpoint(p / "best.npz") if best else load_checkpoint(p)
-        raise ConfigError(f"{ref}: no such checkpoint file or run (see `tuinet runs`)") from None
-    path = rd.best if best else rd.latest
-    if not path.is_file():
-        kind = "best" if best else "latest"
-        raise CheckpointError(f"run '{rd.name}' has no {kind} checkpoint yet ({path} is missing)")
-    return load_checkpoint(path)
-
-
-def _saved_dataset_info(ckpt) -> dict[str, Any]:
-    info = ckpt.extra.get("dataset")
-    if not isinstance(info, dict) or "normalizer" not in info:
-        raise CheckpointError(f"{ckpt.path}: the checkpoint holds no dataset record (normalizer, classes); "
-                              "it was not written by `tuinet train`")
-    return info
-
-
-def _normalizer(ckpt):
-    from tuinet.data import Normalizer
-
-    return Normalizer.from_dict(_saved_dataset_info(ckpt)["normalizer"])
-
-
-def rebuild_test_split(ckpt, dataset: str | None = None):
-    """The test split the checkpoint's run used (same source, splits, seed, limit), normalized with the
-    normalizer saved in the checkpoint; returns ``(x_test, y_test, dataset)``."""
-    from tuinet.data import load_dataset
-
-    cfg = ckpt.extra.get("config")
-    info = _saved_dataset_info(ckpt)
-    if not isinstance(cfg, dict) or "dataset" not in cfg:
-        raise CheckpointError(f"{ckpt.path}: the checkpoint holds no training configuration; "
-                              "cannot rebuild its dataset")
-    data = load_dataset(dataset or cfg["dataset"], val_split=cfg.get("val_split", 0.1),
-                        test_split=cfg.get("test_split", 0.1), seed=cfg.get("seed", 0), normalize="none",
-                        target=cfg.get("target"), task=cfg.get("task") or info.get("task"),
-                        limit=cfg.get("limit"), log=lambda m: None)
-    x = _normalizer(ckpt).transform(data.x_test)
-    return x, data.y_test, data
-
-
-def _model(ckpt):
-    from tuinet.engine.threads import configure_threads
-
-    model = ckpt.build_model()
-    configure_threads(model)
-    return model
-
-
-# --- formatting ------------------------------------------------------------------------------------------------
-
-
 # --- tuinet runs -------------------------------------------------------------------------------------------------
 
 
-def run_summaries(runs_dir: str | None) -> list[dict[str, Any]]:
-    """Every run in ``runs_dir``, newest first, with a ``live`` flag (a trainer process is running it)."""
-    from tuinet.training.rundir import RunDir, _pid_alive, list_runs
-
-    out = []
-    for s in list_runs(runs_dir):
-        if not s.get("dataset") or not s.get("model"):
-            cfg = RunDir(s["path"]).read_json("config.json")
-            s.setdefault("epochs", cfg.get("epochs"))
-            s["dataset"] = s.get("dataset") or cfg.get("dataset")
-            s["model"] = s.get("model") or cfg.get("model")
-        s["live"] = s.get("status") in LIVE and _pid_alive(s.get("pid"))
-        out.append(s)
-    return out
-
-
 @click.command("runs", context_settings=CONTEXT)
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON list instead of a table.  [default: table]")
-@_errors
+@friendly_errors
 def runs_cmd(runs_dir: str | None, json_out: bool) -> None:
     """List runs, newest first.
 
     Shows name, status, dataset, model, epochs, best validation accuracy, test accuracy and training time.
     Runs whose trainer is alive right now are marked with *."""
     from tuinet.training.config import default_runs_dir
+    from tuinet.training.rundir import run_summaries
 
     items = run_summaries(runs_dir)
     if json_out:
@@ -155,44 +62,6 @@ def runs_cmd(runs_dir: str | None, json_out: bool) -> None:
 
 
 # --- tuinet eval ------------------------------------------------------------------------------------------------
-
-
-def evaluate_checkpoint(ckpt, dataset: str | None = None) -> dict[str, Any]:
-    """Test loss and accuracy, per-class accuracy and the confusion matrix of a checkpoint on its test split."""
-    from tuinet.training.stats import confusion_matrix
-
-    x, y, data = rebuild_test_split(ckpt, dataset)
-    model = _model(ckpt)
-    if tuple(model.input_shape) != tuple(x.shape[1:]):
-        raise CheckpointError(f"{ckpt.path}: the model takes input {tuple(model.input_shape)} but the dataset "
-                              f"{data.name} has {tuple(x.shape[1:])}")
-    if len(x) == 0:
-        raise DataError(f"{data.name}: the test split is empty (test_split was 0); nothing to evaluate")
-    trainer = ckpt.extra.get("trainer", {})
-    result: dict[str, Any] = {"checkpoint": str(ckpt.path), "dataset": data.name, "task": data.task,
-                              "samples": int(len(x)), "epoch": trainer.get("epoch"),
-                              "step": trainer.get("global_step")}
-    r = model.evaluate(x, y)
-    result["test_loss"] = r["loss"]
-    if model.is_classifier:
-        names = list(_saved_dataset_info(ckpt).get("class_names") or data.class_names)
-        k = model.output_shape[-1]
-        names = names if len(names) == k else [str(i) for i in range(k)]
-        if y.max(initial=0) >= k:
-            raise CheckpointError(f"{ckpt.path}: the data has more classes than the model's {k} outputs")
-        preds = model.predict(x).argmax(axis=1)
-        cm = confusion_matrix(y, preds, k)
-        support = cm.sum(axis=1)
-        result["test_accuracy"] = r["accuracy"]
-        result["class_names"] = names
-        result["per_class"] = [{"class": names[i], "samples": int(support[i]), "correct": int(cm[i, i]),
-                                "accuracy": float(cm[i, i] / support[i]) if support[i] else None}
-                               for i in range(k)]
-        result["confusion_matrix"] = cm.tolist()
-    else:
-        pred = model.predict(x)
-        result["test_mae"] = float(np.mean(np.abs(pred.reshape(len(pred), -1) - y.reshape(len(y), -1))))
-    return result
 
 
 def format_eval(r: dict[str, Any]) -> str:
@@ -226,113 +95,22 @@ def format_eval(r: dict[str, Any]) -> str:
                                             "[default: the latest checkpoint]")
 @click.option("--dataset", "-d", help="Evaluate on another dataset with the same input shape (its test split).  "
                                       "[default: the dataset saved with the checkpoint]")
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object.  [default: text report]")
-@_errors
+@friendly_errors
 def eval_cmd(ref: str, best: bool, dataset: str | None, runs_dir: str | None, json_out: bool) -> None:
     """Test loss, accuracy, per-class accuracy, confusion matrix.
 
     Evaluates a run (its latest or best checkpoint) or a checkpoint file on the test split. The dataset is
     rebuilt from the saved configuration and normalized with the saved normalizer."""
+    from tuinet.training.evaluation import evaluate_checkpoint, resolve_checkpoint
+
     ckpt = resolve_checkpoint(ref, runs_dir, best)
     result = evaluate_checkpoint(ckpt, dataset)
     click.echo(json.dumps(result) if json_out else format_eval(result))
 
 
 # --- tuinet predict ----------------------------------------------------------------------------------------------
-
-
-def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if len(input_shape) != 3:
-        raise DataError(f"{path}: the model takes {input_shape[0] if input_shape else 0} features, not images "
-                        "(give CSV rows)")
-    h, w, c = input_shape
-    if c not in (1, 3):
-        raise DataError(f"{path}: the model takes {c}-channel images; only gray (1) or RGB (3) can be read")
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if c == 1 else "RGB")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float32).reshape(h, w, c)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
-    return 255.0 - a if invert else a
-
-
-def _read_csv_rows(path: Path, input_shape: tuple[int, ...], feature_names: list[str] | None
-                   ) -> tuple[np.ndarray, list[str]]:
-    """Rows of a CSV as model inputs, and a label per row (``file:line``)."""
-    n = int(np.prod(input_shape))
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-    first = text.splitlines()[0] if text.strip() else ""
-    delimiter = max(",;\t", key=first.count) if any(ch in first for ch in ",;\t") else ","
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter))
-            if r and any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(f"{path}: no rows")
-
-    def numeric(r: list[str]) -> bool:
-        try:
-            [float(c) for c in r]
-        except ValueError:
-            return False
-        return True
-
-    header = None
-    if not numeric(rows[0][1]):
-        header = [h.strip() for h in rows[0][1]]
-        rows = rows[1:]
-        if not rows:
-            raise DataError(f"{path}: a header row but no data rows")
-    if header is not None and feature_names and len(feature_names) == n:
-        missing = [f for f in feature_names if f not in header]
-        if missing:
-            raise DataError(f"{path}: no column {missing[0]!r}; the model needs the columns "
-                            f"{', '.join(feature_names)}")
-        cols = [header.index(f) for f in feature_names]
-    else:
-        width = len(rows[0][1])
-        if width != n:
-            hint = f" ({', '.join(feature_names)})" if feature_names else ""
-            raise DataError(f"{path}: rows have {width} values but the model takes {n} features{hint}"
-                            + ("; add a header row naming the columns" if feature_names and header is None else ""))
-        cols = list(range(n))
-    x = np.empty((len(rows), n), dtype=np.float32)
-    labels = []
-    for j, (line, r) in enumerate(rows):
-        try:
-            x[j] = [float(r[c]) for c in cols]
-        except (ValueError, IndexError):
-            raise DataError(f"{path}: line {line}: expected {n} numeric values in the feature columns, "
-                            f"got {r!r}") from None
-        labels.append(f"{path.name}:{line}")
-    return x.reshape((len(rows),) + tuple(input_shape)), labels
-
-
-def load_inputs(files: tuple[str, ...], input_shape: tuple[int, ...], feature_names: list[str] | None,
-                invert: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Raw (not yet normalized) model inputs from image files and CSV files, with a label for each."""
-    xs, labels = [], []
-    for f in files:
-        p = Path(f).expanduser()
-        if not p.is_file():
-            raise DataError(f"{f}: no such file")
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            xs.append(_read_image(p, input_shape, invert)[None])
-            labels.append(p.name)
-        elif p.suffix.lower() in (".csv", ".tsv", ".txt"):
-            x, lab = _read_csv_rows(p, input_shape, feature_names)
-            xs.append(x)
-            labels += lab
-        else:
-            raise DataError(f"{f}: unknown file type (images: {', '.join(sorted(IMAGE_SUFFIXES))}; rows: .csv)")
-    return np.ascontiguousarray(np.concatenate(xs), dtype=np.float32), labels
 
 
 @click.command("predict", context_settings=CONTEXT)
@@ -343,9 +121,9 @@ def load_inputs(files: tuple[str, ...], input_shape: tuple[int, ...], feature_na
 @click.option("--best", is_flag=True, help="With a run: use its best checkpoint.  [default: latest]")
 @click.option("--invert", is_flag=True, help="Invert image colors first (dark ink on white paper -> MNIST "
                                               "style).  [default: off]")
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
+@runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object per input.  [default: text]")
-@_errors
+@friendly_errors
 def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert: bool, runs_dir: str | None,
                 json_out: bool) -> None:
     """Predict classes of images or CSV rows.
@@ -353,12 +131,15 @@ def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert
     Prints the predicted class and its probability for each image (PNG/JPEG, resized to the model's input,
     gray or RGB as the model takes) or CSV row (feature columns picked by name when the file has a header),
     with the saved normalization applied. CHECKPOINT is a .npz file, a run folder or a run name."""
+    from tuinet.data.inputs import load_inputs
+    from tuinet.training.evaluation import checkpoint_model, resolve_checkpoint, saved_dataset_info, saved_normalizer
+
     ckpt = resolve_checkpoint(ref, runs_dir, best)
-    info = _saved_dataset_info(ckpt)
-    model = _model(ckpt)
+    info = saved_dataset_info(ckpt)
+    model = checkpoint_model(ckpt)
     shape = tuple(model.input_shape)
     x, labels = load_inputs(files, shape, info.get("feature_names"), invert)
-    x = _normalizer(ckpt).transform(x)
+    x = saved_normalizer(ckpt).transform(x)
     width = max(len(lab) for lab in labels)
     if not model.is_classifier:
         out = model.predict(x)
@@ -384,26 +165,6 @@ def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert
 
 
 # --- metrics: plot and export -----------------------------------------------------------------------------------
-
-
-def metric_events(run) -> list[dict[str, Any]]:
-    """The run's step, validation and epoch events in order; when a resumed run repeats a step or epoch (after a
-    crash, events past the last checkpoint are written again), the later one wins."""
-    kept: dict[tuple[str, Any], dict[str, Any]] = {}
-    for e in run.events():
-        kind = e.get("event")
-        if kind in ("step", "validation"):
-            key = (kind, e.get("step"))
-        elif kind == "epoch":
-            key = (kind, e.get("epoch"))
-        else:
-            continue
-        kept.pop(key, None)
-        kept[key] = e
-    events = list(kept.values())
-    order = {"step": 0, "validation": 1, "epoch": 2}
-    events.sort(key=lambda e: (e.get("step") or 0, order[e["event"]]))
-    return events
 
 
 def _series(events, kind: str, x_key: str, y_key: str) -> tuple[list[float], list[float]]:
@@ -467,15 +228,17 @@ def plot_text(events: list[dict[str, Any]], width: int, height: int, color: bool
 @click.option("--height", type=click.IntRange(min=8), default=18, show_default=True,
               help="Height of each chart in rows.")
 @click.option("--color/--no-color", default=None, help="Colored lines.  [default: when stdout is a terminal]")
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
-@_errors
+@runs_dir_option
+@friendly_errors
 def plot_cmd(ref: str, width: int | None, height: int, color: bool | None, runs_dir: str | None) -> None:
     """Draw loss and accuracy curves in the terminal.
 
     Training metrics per logged step, validation per epoch, read from RUN's metrics.jsonl."""
     import shutil
 
-    rd = _run(ref, runs_dir)
+    from tuinet.training.rundir import find_run, metric_events
+
+    rd = find_run(ref, runs_dir)
     events = metric_events(rd)
     if not any(e["event"] in ("step", "epoch") for e in events):
         raise ConfigError(f"run '{rd.name}' has no metrics yet ({rd.path / 'metrics.jsonl'})")
@@ -490,14 +253,16 @@ def plot_cmd(ref: str, width: int | None, height: int, color: bool | None, runs_
 @click.argument("ref", metavar="RUN")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
               help="CSV file to write.  [default: standard output]")
-@click.option("--runs-dir", help=RUNS_DIR_HELP)
-@_errors
+@runs_dir_option
+@friendly_errors
 def export_cmd(ref: str, output: str | None, runs_dir: str | None) -> None:
     """Write a run's metrics as CSV.
 
     One row per step, validation and epoch event of RUN, with the columns event, step, epoch, loss, penalty,
     accuracy, lr, train_loss, train_accuracy, val_loss, val_accuracy, seconds, samples_per_second, time."""
-    rd = _run(ref, runs_dir)
+    from tuinet.training.rundir import find_run, metric_events
+
+    rd = find_run(ref, runs_dir)
     events = metric_events(rd)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -519,6 +284,3 @@ def register(main: click.Group) -> None:
     for cmd in (runs_cmd, eval_cmd, predict_cmd, plot_cmd, export_cmd):
         main.add_command(cmd)
 
-
-__all__ = ["register", "resolve_checkpoint", "evaluate_checkpoint", "rebuild_test_split", "load_inputs",
-           "metric_events", "plot_text", "run_summaries"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tuinet.cli.common import CONTEXT, friendly_errors
+from tuinet.cli.common import CONTEXT, friendly_errors, runs_dir_option
 
 
 def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
@@ -21,7 +21,7 @@ def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
                                  param_hint=name) from None
 
 
-#: (option, click kwargs) for every training option; shared by ``train`` and the bare ``tuinet``
+#: (option, click kwargs) for every option of ``tuinet train`` that sets a TrainConfig field
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--dataset", "-d"), dict(help="Built-in dataset name (see `tuinet datasets`) or a path to CSV, NPZ, IDX or an "
                                     "image folder.  [default: mnist]")),
@@ -70,7 +70,6 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--on-divergence",), dict(type=click.Choice(["rollback", "pause"]),
                                 help="On a non-finite loss: roll back and lower lr, or pause.  "
                                      "[default: rollback headless, pause in the app]")),
-    (("--runs-dir",), dict(help="Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]")),
     (("--name",), dict(help="Run name.  [default: <model>-<dataset>-<time>]")),
     (("--config", "-c", "config_file"), dict(type=click.Path(dir_okay=False),
                                               help="TOML file with any of these options (command-line options "
@@ -79,9 +78,11 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 
 
 def train_options(fn):
-    """Attach every training option to a click command."""
+    """Attach every training option to a click command (``--runs-dir`` just before ``--name``)."""
     for decls, kwargs in reversed(TRAIN_OPTIONS):
         fn = click.option(*decls, **kwargs)(fn)
+        if decls[0] == "--name":
+            fn = runs_dir_option(fn)
     return fn
 
 
@@ -98,17 +99,14 @@ def build_config(options: dict[str, Any]):
     return TrainConfig.from_dict(opts, source="options")
 
 
-TRAIN_KEYS = {(decls[-1] if decls[-1] == "config_file" else decls[0].split("/")[0].lstrip("-").replace("-", "_"))
-              for decls, _ in TRAIN_OPTIONS}
-
-
 def run_headless(trainer, json_lines: bool) -> int:
     """Run a trainer in a session, printing its events; Ctrl-C/SIGTERM/SIGHUP stop it cleanly (checkpoint saved).
 
-    Returns the exit code: 0 finished, 1 failed, 128+signal (130 for Ctrl-C) when stopped by a signal.
+    Returns :func:`tuinet.protocol.exit_code` of the final event: 0 finished, 1 failed, 128+signal (130 for Ctrl-C)
+    when stopped by a signal, 3 when stopped by a command.
     """
+    from tuinet.protocol import exit_code, final_event, make_command
     from tuinet.training.console import ConsolePrinter, JsonPrinter
-    from tuinet.protocol import make_command
     from tuinet.training.session import Session
 
     session = Session(trainer)
@@ -136,17 +134,10 @@ def run_headless(trainer, json_lines: bool) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    final = session.last.get("finished") or session.last.get("stopped") or session.last.get("failed")
-    if final is None:
-        return 1
-    if final["event"] == "finished":
-        return 0
-    if final["event"] == "stopped":
-        return 128 + received[0] if received else 3
-    return 1
+    return exit_code(final_event(session.last), received[0] if received else None)
 
 
-def start_training(options: dict[str, Any], headless: bool, json_lines: bool, explicit: bool = True) -> None:
+def start_training(options: dict[str, Any], headless: bool, json_lines: bool) -> None:
     """Build the config and run it in the app (terminal) or headless."""
     from tuinet.training.trainer import Trainer
 
@@ -162,8 +153,7 @@ def start_training(options: dict[str, Any], headless: bool, json_lines: bool, ex
         from tuinet.app.app import run_app
 
         sys.exit(run_app(config))
-    code = run_headless(Trainer(config), json_lines)
-    sys.exit(code)
+    sys.exit(run_headless(Trainer(config), json_lines))
 
 
 @click.command("train", context_settings=CONTEXT)
@@ -186,7 +176,7 @@ def train(headless: bool, json_lines: bool, detach: bool, **options: Any) -> Non
 @click.command("resume", context_settings=CONTEXT)
 @click.argument("run")
 @click.option("--epochs", type=int, help="Change the planned number of epochs.  [default: as configured]")
-@click.option("--runs-dir", help="Folder for runs.  [default: $TUINET_RUNS_DIR or ./runs]")
+@runs_dir_option
 @click.option("--headless", is_flag=True, help="No app: print progress.")
 @click.option("--json", "json_lines", is_flag=True, help="No app: print every event as a JSON line.")
 @click.option("--detach", is_flag=True, help="Continue in the background; attach with `tuinet attach`.")

@@ -12,15 +12,13 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from tuinet.remote.sockets import RemoteError, connect, pid_alive
+from tuinet.protocol import FINAL_EVENTS, PICTURE_EVENTS, PROTOCOL_VERSION, Listener, from_json, to_json, \
+    validate_command
+from tuinet.remote.sockets import RemoteError, connect
 from tuinet.training.history import EventHistory
-from tuinet.protocol import PROTOCOL_VERSION, from_json, to_json, validate_command
-from tuinet.training.rundir import NOT_LOGGED
-
-Listener = Callable[[dict[str, Any]], None]
-FINAL = ("stopped", "finished", "failed")
+from tuinet.training.procs import pid_alive
 
 
 class RemoteSession:
@@ -194,7 +192,7 @@ class RemoteSession:
         kind = e.get("event")
         with self._lock:
             self.last[kind] = e
-            if kind not in NOT_LOGGED:
+            if kind not in PICTURE_EVENTS:
                 self._history.append(e)
             _fold_state(self._state, e)
 
@@ -216,7 +214,7 @@ class RemoteSession:
         if self._closing:
             self.end_reason = "detached"
         else:
-            final = next((self.last[k] for k in FINAL if k in self.last), None)
+            final = next((self.last[k] for k in ("stopped", "finished", "failed") if k in self.last), None)
             if final is not None and final.get("time", 0) >= self.last.get("started", {}).get("time", 0):
                 self.end_reason = f"trainer {final['event']}"
                 self._deliver(_synthetic("disconnected", reason=self.end_reason, trainer_alive=False))
@@ -270,7 +268,7 @@ def _fold_state(state: dict[str, Any], e: dict[str, Any]) -> None:
         state.update(step=e.get("step"), lr=e.get("lr"))
     elif kind == "epoch":
         state.update(epoch=e.get("epoch"), step=e.get("step"), lr=e.get("lr"))
-    elif kind in FINAL:
+    elif kind in FINAL_EVENTS:
         state.update(status=kind, paused=False)
         if kind == "stopped":
             state.update(step=e.get("step", state.get("step")), epoch=e.get("epoch", state.get("epoch")))

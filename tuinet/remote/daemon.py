@@ -13,8 +13,6 @@ import signal
 import sys
 from pathlib import Path
 
-EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the detached trainer; returns the process exit code."""
@@ -26,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal or dropped SSH session must not end training
 
     from tuinet.errors import TuinetError
+    from tuinet.protocol import exit_code, final_event, make_command
     from tuinet.remote.server import ControlServer
     from tuinet.remote.sockets import socket_path_for
     from tuinet.training.config import TrainConfig
     from tuinet.training.console import ConsolePrinter
-    from tuinet.protocol import make_command
     from tuinet.training.rundir import RunDir
     from tuinet.training.session import Session
     from tuinet.training.trainer import Trainer
@@ -52,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TuinetError, OSError) as e:
         print(f"tuinet: {e}", file=sys.stderr, flush=True)
         rd.update_status(status="failed", error=str(e), socket=None)
-        return EXIT_FAILED
+        return 1
 
     session.add_listener(ConsolePrinter(sys.stdout, tty=False))
     signals: list[int] = []
@@ -71,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close(grace=3.0)
         rd.update_status(socket=None)
-    final = session.last.get("finished") or session.last.get("stopped") or session.last.get("failed")
-    if final is None or final["event"] == "failed":
-        return EXIT_FAILED
-    return EXIT_FINISHED if final["event"] == "finished" else EXIT_STOPPED
+    return exit_code(final_event(session.last))  # a signal's stop is 3 here, like any stop on request
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from tuinet.errors import ConfigError
-from tuinet.remote.sockets import RemoteError, pid_alive, socket_path_for
+from tuinet.protocol import FINAL_EVENTS, LIVE_STATUSES
+from tuinet.remote.sockets import RemoteError, socket_path_for
+from tuinet.training.procs import pid_alive
 from tuinet.training.rundir import RunDir
 
 LOG_NAME = "daemon.log"
@@ -67,7 +69,7 @@ def wait_until_started(run_dir: str | Path, proc: subprocess.Popen | None = None
     result: dict[str, Any] = {}
 
     def on_event(e: dict[str, Any]) -> None:
-        if e.get("event") in ("started", "failed", "finished", "stopped") and not result:
+        if (e.get("event") == "started" or e.get("event") in FINAL_EVENTS) and not result:
             result.update(e)
             got.set()
 
@@ -120,8 +122,7 @@ def detach_resume(run: RunDir, epochs: int | None = None, wait: float = 60.0, ou
     """``tuinet resume RUN --detach``: continue a stopped run in the background."""
     out = out or sys.stdout
     status = run.read_json("status.json")
-    if status.get("status") in ("running", "paused", "loading", "compiling", "testing") \
-            and pid_alive(status.get("pid")):
+    if status.get("status") in LIVE_STATUSES and pid_alive(status.get("pid")):
         raise ConfigError(f"run {run.name} is already running (pid {status.get('pid')}); "
                           f"`tuinet attach {run.name}` to watch it")
     if not run.latest.exists():

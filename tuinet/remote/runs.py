@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from tuinet.errors import ConfigError
-from tuinet.remote.sockets import pid_alive, remove_stale_socket
+from tuinet.protocol import LIVE_STATUSES
+from tuinet.training.procs import pid_alive, remove_stale_socket
 from tuinet.training.rundir import RunDir, find_run, list_runs
-
-LIVE_STATUSES = ("loading", "compiling", "running", "paused", "testing")
 
 
 def probe(status: dict[str, Any]) -> str:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tuinet.errors import TuinetError
-from tuinet.remote.sockets import check_peer, peer_credentials, remove_stale_socket
+from tuinet.protocol import PICTURE_EVENTS, PROTOCOL_VERSION, to_json, validate_command
+from tuinet.remote.sockets import check_peer, peer_credentials
 from tuinet.training.history import EventHistory
-from tuinet.protocol import PROTOCOL_VERSION, to_json, validate_command
-from tuinet.training.rundir import NOT_LOGGED
+from tuinet.training.procs import remove_stale_socket
 
 #: live events a viewer may fall behind by before it is dropped
 MAX_QUEUE = 4000
@@ -153,7 +153,7 @@ class ControlServer:
     def _on_event(self, event: dict[str, Any]) -> None:
         """Session listener (training thread): remember the event, queue it for each viewer; never blocks."""
         with self._lock:
-            if event.get("event") in NOT_LOGGED:
+            if event.get("event") in PICTURE_EVENTS:
                 self._pictures[event["event"]] = event
             else:
                 self._history.append(event)

@@ -16,7 +16,6 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from tuinet.errors import TuinetError
 
@@ -100,27 +99,6 @@ def check_socket_file(path: str | Path, own_uid: int | None = None) -> None:
     if st.st_mode & 0o077:
         raise RemoteError(f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} let other users in (must be 0600); "
                           "refusing to connect")
-
-
-def pid_alive(pid: Any) -> bool:
-    """True when process ``pid`` exists and is not a zombie (a killed trainer nobody reaped is dead)."""
-    from tuinet.training.rundir import _pid_alive
-
-    return _pid_alive(pid) if not isinstance(pid, bool) and (not isinstance(pid, int) or pid > 0) else False
-
-
-def remove_stale_socket(path: str | Path | None) -> bool:
-    """Delete a socket file left behind by a dead trainer; True when one was removed. Never touches non-sockets."""
-    if not path:
-        return False
-    try:
-        st = os.lstat(path)
-        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid():
-            os.unlink(path)
-            return True
-    except OSError:
-        pass
-    return False
 
 
 def connect(path: str | Path, timeout: float = 5.0) -> socket.socket:

@@ -8,7 +8,6 @@ what ``tuinet runs`` lists.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from datetime import datetime
@@ -17,9 +16,8 @@ from typing import Any, Iterator
 
 from tuinet.engine.checkpoint import atomic_write_bytes
 from tuinet.errors import ConfigError
-from tuinet.protocol import to_json
-
-NOT_LOGGED = {"weights", "samples", "boundary"}
+from tuinet.protocol import LIVE_STATUSES, PICTURE_EVENTS, to_json
+from tuinet.training.procs import pid_alive, remove_stale_socket
 
 
 def _slug(text: str) -> str:
@@ -87,7 +85,7 @@ class RunDir:
 
     def append_event(self, event: dict[str, Any]) -> None:
         """Append an event to metrics.jsonl (flushed) unless it is a bulky picture event."""
-        if event.get("event") in NOT_LOGGED:
+        if event.get("event") in PICTURE_EVENTS:
             return
         if self._metrics is None:
             self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
@@ -158,39 +156,46 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
         status = rd.read_json("status.json")
         status.setdefault("name", d.name)
         status.setdefault("status", "unknown")
-        if status["status"] in ("running", "paused", "compiling", "loading", "testing") \
-                and not _pid_alive(status.get("pid")):
+        if status["status"] in LIVE_STATUSES and not pid_alive(status.get("pid")):
             status["status"] = "crashed"
-            _remove_stale_socket(status.get("socket"))
+            remove_stale_socket(status.get("socket"))
         status["path"] = str(d)
         out.append(status)
     out.sort(key=lambda s: s.get("started", 0), reverse=True)
     return out
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process nobody reaped (PID 1 in some containers does not) is a zombie: dead
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
+
+def run_summaries(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """:func:`list_runs` with each run's dataset, model and epochs filled in from its configuration, and a ``live``
+    flag (a trainer process is running it now)."""
+    out = []
+    for s in list_runs(runs_dir):
+        if not s.get("dataset") or not s.get("model"):
+            cfg = RunDir(s["path"]).read_json("config.json")
+            s.setdefault("epochs", cfg.get("epochs"))
+            s["dataset"] = s.get("dataset") or cfg.get("dataset")
+            s["model"] = s.get("model") or cfg.get("model")
+        s["live"] = s.get("status") in LIVE_STATUSES and pid_alive(s.get("pid"))
+        out.append(s)
+    return out
 
 
-def _remove_stale_socket(path: Any) -> None:
-    """Delete the control socket a killed detached trainer left behind (only a socket file of ours)."""
-    import stat
-
-    try:
-        st = os.lstat(path)
-        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid():
-            os.unlink(path)
-    except (OSError, TypeError, ValueError):
-        pass
+def metric_events(run: RunDir) -> list[dict[str, Any]]:
+    """The run's step, validation and epoch events in order; when a resumed run repeats a step or epoch (after a
+    crash, events past the last checkpoint are written again), the later one wins."""
+    kept: dict[tuple[str, Any], dict[str, Any]] = {}
+    for e in run.events():
+        kind = e.get("event")
+        if kind in ("step", "validation"):
+            key = (kind, e.get("step"))
+        elif kind == "epoch":
+            key = (kind, e.get("epoch"))
+        else:
+            continue
+        kept.pop(key, None)
+        kept[key] = e
+    events = list(kept.values())
+    order = {"step": 0, "validation": 1, "epoch": 2}
+    events.sort(key=lambda e: (e.get("step") or 0, order[e["event"]]))
+    return events

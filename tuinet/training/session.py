@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable
+from typing import Any
 
+from tuinet.protocol import PICTURE_EVENTS, Listener, validate_command
 from tuinet.training.history import EventHistory
-from tuinet.protocol import validate_command
-
-Listener = Callable[[dict[str, Any]], None]
 
 
 class Session:
@@ -49,7 +47,7 @@ class Session:
     def _emit(self, event: dict[str, Any]) -> None:
         with self._lock:
             self.last[event["event"]] = event
-            if event["event"] not in ("weights", "samples", "boundary"):
+            if event["event"] not in PICTURE_EVENTS:
                 self.history.append(event)
             listeners = list(self._listeners)
         for fn in listeners:

@@ -1,0 +1,106 @@
+"""Inputs for prediction: image files and CSV rows read as raw (not yet normalized) model inputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from tuinet.data.images import IMAGE_SUFFIXES
+from tuinet.errors import DataError
+
+
+def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool) -> np.ndarray:
+    """An image file as one (H, W, C) float32 input of 0..255, resized to the model's input, gray or RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(input_shape) != 3:
+        raise DataError(f"{path}: the model takes {input_shape[0] if input_shape else 0} features, not images "
+                        "(give CSV rows)")
+    h, w, c = input_shape
+    if c not in (1, 3):
+        raise DataError(f"{path}: the model takes {c}-channel images; only gray (1) or RGB (3) can be read")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.float32).reshape(h, w, c)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
+    return 255.0 - a if invert else a
+
+
+def _read_csv_rows(path: Path, input_shape: tuple[int, ...], feature_names: list[str] | None
+                   ) -> tuple[np.ndarray, list[str]]:
+    """Rows of a CSV as model inputs, and a label per row (``file:line``)."""
+    n = int(np.prod(input_shape))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    first = text.splitlines()[0] if text.strip() else ""
+    delimiter = max(",;\t", key=first.count) if any(ch in first for ch in ",;\t") else ","
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter))
+            if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path}: no rows")
+
+    def numeric(r: list[str]) -> bool:
+        try:
+            [float(c) for c in r]
+        except ValueError:
+            return False
+        return True
+
+    header = None
+    if not numeric(rows[0][1]):
+        header = [h.strip() for h in rows[0][1]]
+        rows = rows[1:]
+        if not rows:
+            raise DataError(f"{path}: a header row but no data rows")
+    if header is not None and feature_names and len(feature_names) == n:
+        missing = [f for f in feature_names if f not in header]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r}; the model needs the columns "
+                            f"{', '.join(feature_names)}")
+        cols = [header.index(f) for f in feature_names]
+    else:
+        width = len(rows[0][1])
+        if width != n:
+            hint = f" ({', '.join(feature_names)})" if feature_names else ""
+            raise DataError(f"{path}: rows have {width} values but the model takes {n} features{hint}"
+                            + ("; add a header row naming the columns" if feature_names and header is None else ""))
+        cols = list(range(n))
+    x = np.empty((len(rows), n), dtype=np.float32)
+    labels = []
+    for j, (line, r) in enumerate(rows):
+        try:
+            x[j] = [float(r[c]) for c in cols]
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: line {line}: expected {n} numeric values in the feature columns, "
+                            f"got {r!r}") from None
+        labels.append(f"{path.name}:{line}")
+    return x.reshape((len(rows),) + tuple(input_shape)), labels
+
+
+def load_inputs(files: tuple[str, ...], input_shape: tuple[int, ...], feature_names: list[str] | None,
+                invert: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Raw (not yet normalized) model inputs from image files and CSV files, with a label for each."""
+    xs, labels = [], []
+    for f in files:
+        p = Path(f).expanduser()
+        if not p.is_file():
+            raise DataError(f"{f}: no such file")
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            xs.append(_read_image(p, input_shape, invert)[None])
+            labels.append(p.name)
+        elif p.suffix.lower() in (".csv", ".tsv", ".txt"):
+            x, lab = _read_csv_rows(p, input_shape, feature_names)
+            xs.append(x)
+            labels += lab
+        else:
+            raise DataError(f"{f}: unknown file type (images: {', '.join(sorted(IMAGE_SUFFIXES))}; rows: .csv)")
+    return np.ascontiguousarray(np.concatenate(xs), dtype=np.float32), labels
