@@ -10,8 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
+from tests.cli.conftest import assert_clean_error, invoke
 from tuinet.cli import main
 from tuinet.data import load_dataset
 from tuinet.engine.checkpoint import load_checkpoint
@@ -31,20 +30,6 @@ def runs(tmp_path_factory):
         final = Trainer(TrainConfig(runs_dir=str(root), seed=1, **kw)).run()
         assert final["event"] == "finished", final
     return root
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_clean_error(result, *words):
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    assert isinstance(result.exception, SystemExit), result.exception  # a handled error, not a crash
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 # --- runs ----------------------------------------------------------------------------------------------------------

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 
+from tests.cli.conftest import assert_clean_error, invoke
 from tuinet.engine.checkpoint import load_checkpoint
+from tuinet.protocol import PICTURE_EVENTS
 from tuinet.training.rundir import RunDir
 
 IRIS = ["--dataset", "iris", "--model", "16", "--batch-size", "16", "--lr", "0.02"]
 FINISHED_KEYS = {"test_accuracy", "test_loss", "epochs", "train_seconds", "samples_per_second", "run_dir"}
-
-
-def invoke(*args, env=None):
-    from tuinet.cli import main
-
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
 def test_json_lines_one_event_per_line_last_is_finished(tmp_path):
@@ -39,7 +33,7 @@ def test_json_lines_one_event_per_line_last_is_finished(tmp_path):
     assert last["epochs"] == 3 and 0 <= last["test_accuracy"] <= 1 and last["run_dir"].endswith("j")
     # metrics.jsonl holds the same stream, minus the bulky picture events
     logged = [e["event"] for e in RunDir(tmp_path / "j").events()]
-    assert logged == [k for k in kinds if k not in ("weights", "samples", "boundary")]
+    assert logged == [k for k in kinds if k not in PICTURE_EVENTS]
 
 
 def test_plain_output_one_line_per_epoch_no_carriage_returns(tmp_path):
@@ -73,12 +67,7 @@ def test_bad_config_file_one_line_error(tmp_path, text, words):
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     r = invoke("train", "--config", bad, "--headless", "--runs-dir", tmp_path / "runs")
-    assert r.exit_code != 0 and isinstance(r.exception, SystemExit)
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
-    assert "Traceback" not in r.output
-    for w in words:
-        assert w in lines[0]
+    assert_clean_error(r, *words)
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
@@ -92,32 +81,20 @@ def test_bad_config_file_subprocess_no_traceback(tmp_path):
     assert "Traceback" not in p.stderr + p.stdout
 
 
-def _start(tmp_path, name, epochs=300):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "tuinet.cli", "train", "--dataset", "mnist", "--limit", "2000", "--model", "64",
-           "--epochs", str(epochs), "--log-every", "1", "--headless", "--json", "--runs-dir", str(tmp_path),
-           "--name", name]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_signal_stops_with_checkpoint_and_resume_continues(tmp_path, sig):
-    proc = _start(tmp_path, "sig")
-    try:
-        deadline = time.time() + 60
-        steps = 0
-        for line in proc.stdout:
-            if json.loads(line)["event"] == "step":
-                steps += 1
-                if steps == 3:
-                    break
-            assert time.time() < deadline
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def test_signal_stops_with_checkpoint_and_resume_continues(tmp_path, sig, headless_trainer):
+    proc = headless_trainer("sig")
+    deadline = time.time() + 60
+    steps = 0
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "step":
+            steps += 1
+            if steps == 3:
+                break
+        assert time.time() < deadline
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err
     last = json.loads(out.splitlines()[-1])
@@ -142,3 +119,4 @@ def test_signal_stops_with_checkpoint_and_resume_continues(tmp_path, sig):
 def test_resume_unknown_run_is_one_line(tmp_path):
     r = invoke("resume", "ghost", "--runs-dir", tmp_path)
     assert r.exit_code != 0 and r.output.strip().startswith("Error:") and "ghost" in r.output
+    assert_clean_error(r, "ghost")

@@ -10,89 +10,21 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.remote.conftest import LOG_EVERY, attach, attach_alone, kill, wait_until
 from tuinet.cli import main
 from tuinet.errors import ConfigError
-from tuinet.remote.client import RemoteSession
-from tuinet.remote.detach import launch_daemon, wait_until_started
+from tuinet.protocol import make_command
 from tuinet.remote.runs import probe
 from tuinet.remote.sockets import socket_path_for
 from tuinet.training.procs import pid_alive
-from tuinet.training.config import TrainConfig
-from tuinet.protocol import make_command
-from tuinet.training.rundir import RunDir, list_runs
+from tuinet.training.rundir import list_runs
 
-LOG_EVERY = 4
-
-
-def _kill(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-@pytest.fixture
-def start_trainer(tmp_path, request):
-    """Start a detached trainer on a small MNIST run; returns (RunDir, Popen). Killed at the end of the test."""
-
-    def start(name: str = "run", epochs: int = 200):
-        config = TrainConfig(dataset="mnist", limit=2000, epochs=epochs, log_every=LOG_EVERY, name=name,
-                             runs_dir=str(tmp_path / "runs"))
-        rd = RunDir.create(config.runs_dir, name, config.dataset, config.model)
-        rd.write_json("config.json", config.to_dict())
-        proc = launch_daemon(rd.path)
-
-        def finalize():
-            _kill(proc.pid)
-            proc.wait(10)
-
-        request.addfinalizer(finalize)
-        wait_until_started(rd.path, proc)
-        return rd, proc
-
-    return start
-
-
-class Collector:
-    """A listener that records events and lets a test wait for one."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, e):
-        with self.cond:
-            self.events.append(e)
-            self.cond.notify_all()
-
-    def wait_for(self, pred, timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for e in self.events:
-                    if pred(e):
-                        return e
-                left = deadline - time.monotonic()
-                assert left > 0, f"timed out; last events: {[x.get('event') for x in self.events[-8:]]}"
-                self.cond.wait(left)
-
-
-def _attach(rd: RunDir) -> tuple[RemoteSession, list[dict], Collector]:
-    """Attach the way the app does: read the history, then add a listener (which catches up)."""
-    session = RemoteSession(socket_path_for(rd.path))
-    history = session.history
-    live = Collector()
-    session.add_listener(live)
-    return session, history, live
-
+pytestmark = pytest.mark.slow  # every test here runs a trainer process
 
 def _assert_continuous(events: list[dict]) -> list[int]:
     """Each step event averages the `batches` steps since the previous one: no gap, no duplicate."""
@@ -121,7 +53,7 @@ def test_viewer_crash_reattach_is_continuous_and_trainer_survives_sighup(start_t
         viewer.wait(10)
     os.kill(proc.pid, signal.SIGHUP)  # the terminal closes: the trainer must not care
 
-    session, history, live = _attach(rd)
+    session, history, live = attach(rd)
     try:
         assert proc.poll() is None
         first = max([e["step"] for e in history if e["event"] == "step"] or [0])
@@ -137,12 +69,17 @@ def test_viewer_crash_reattach_is_continuous_and_trainer_survives_sighup(start_t
     finally:
         session.close()
     assert proc.poll() is None  # a viewer detaching leaves training running
+    again, _, more = attach(rd)  # ... and it goes on: a new viewer sees steps beyond the last one seen
+    try:
+        more.wait_for(lambda e: e["event"] == "step" and e["step"] > steps[-1])
+    finally:
+        again.close()
 
 
 def test_two_viewers_share_commands(start_trainer):
     rd, proc = start_trainer("two")
-    a, _, ev_a = _attach(rd)
-    b, _, ev_b = _attach(rd)
+    a, _, ev_a = attach_alone(rd)
+    b, _, ev_b = attach(rd)
     try:
         assert b.hello["viewers"] == 2
         a.send(make_command("pause"))
@@ -170,7 +107,7 @@ def test_two_viewers_share_commands(start_trainer):
 
 def test_killed_trainer_is_reported_and_its_socket_cleaned_up(start_trainer):
     rd, proc = start_trainer("killed")
-    session, _, live = _attach(rd)
+    session, _, live = attach(rd)
     sock = socket_path_for(rd.path)
     proc.kill()
     proc.wait(10)
@@ -202,7 +139,7 @@ def test_cli_detach_then_stop(tmp_path, request):
                         "--epochs", "200", "--name", "bg", "--runs-dir", str(runs)],
                        capture_output=True, text=True, timeout=120)
     status = json.loads((runs / "bg" / "status.json").read_text())
-    request.addfinalizer(lambda: _kill(status["pid"]))
+    request.addfinalizer(lambda: kill(status["pid"]))
     assert r.returncode == 0, r.stderr
     assert "run bg started in the background" in r.stdout and "tuinet attach bg" in r.stdout
     assert status["detached"] and Path(status["socket"]).exists()
@@ -212,9 +149,7 @@ def test_cli_detach_then_stop(tmp_path, request):
     assert r.exit_code == 0, r.output
     assert "stopped bg" in r.output
     assert (runs / "bg" / "latest.npz").exists()
-    deadline = time.monotonic() + 20
-    while pid_alive(status["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not pid_alive(status["pid"]), timeout=20)
     assert not pid_alive(status["pid"])
     final = json.loads((runs / "bg" / "status.json").read_text())
     assert final["status"] == "stopped" and final["socket"] is None

@@ -10,13 +10,14 @@ import time
 
 import pytest
 
+from tests.remote.conftest import wait_until
+from tuinet import protocol
+from tuinet.protocol import make_command, make_event
 from tuinet.remote import server as server_mod
 from tuinet.remote.client import RemoteSession
 from tuinet.remote.server import ControlServer
 from tuinet.remote.sockets import (MAX_SOCKET_PATH, RemoteError, check_peer, check_socket_file, runtime_dir,
                                    socket_path_for)
-from tuinet import protocol
-from tuinet.protocol import make_command, make_event
 
 
 class FakeSession:
@@ -53,13 +54,6 @@ def served(tmp_path, request):
     return session, srv, path
 
 
-def _wait(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_socket_is_private_and_history_then_live(served):
     session, srv, path = served
     assert path.stat().st_mode & 0o777 == 0o600
@@ -71,10 +65,10 @@ def test_socket_is_private_and_history_then_live(served):
     history = viewer.history
     viewer.add_listener(seen.append)
     session.emit(make_event("step", step=2, batches=1, loss=0.9))
-    _wait(lambda: seen)
+    wait_until(lambda: seen)
     assert [e["step"] for e in history] == [1] and seen[0]["step"] == 2
     viewer.send(make_command("pause"))
-    _wait(lambda: session.commands)
+    wait_until(lambda: session.commands)
     assert session.commands[0]["command"] == "pause"
     viewer.close()
 
@@ -85,7 +79,7 @@ def test_malformed_command_gets_an_error_line_only_to_its_sender(served):
     errors = []
     viewer.add_listener(lambda e: errors.append(e) if e["event"] == "log" else None)
     viewer._sock.sendall(b'{"command": "explode"}\nnot json\n')
-    _wait(lambda: len(errors) == 2)
+    wait_until(lambda: len(errors) == 2)
     assert "unknown command 'explode'" in errors[0]["message"] and "not a JSON command" in errors[1]["message"]
     assert session.commands == []
     viewer.close()
@@ -132,7 +126,7 @@ def test_slow_viewer_is_dropped_without_blocking_training(served, monkeypatch):
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # connects and never reads
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(str(path))
-    _wait(lambda: srv.viewers == 1)
+    wait_until(lambda: srv.viewers == 1)
     big = "x" * 20000
     done = threading.Event()
 
@@ -151,9 +145,9 @@ def test_viewer_that_vanishes_is_forgotten(served):
     session, srv, path = served
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(path))
-    _wait(lambda: srv.viewers == 1)
+    wait_until(lambda: srv.viewers == 1)
     s.close()
-    _wait(lambda: srv.viewers == 0)
+    wait_until(lambda: srv.viewers == 0)
     session.emit(make_event("step", step=1, batches=1, loss=1.0))  # nobody to send to: fine
 
 
@@ -195,6 +189,7 @@ def _spiral_behind_socket(tmp_path):
     return session, srv, path, cfg
 
 
+@pytest.mark.slow
 def test_app_detach_leaves_training_running_and_quit_can_stop_it(tmp_path):
     pytest.importorskip("tuinet.app.app")
     from tuinet.app.remote import QuitRemoteDialog, RemoteApp

@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from tuinet.engine.checkpoint import load_checkpoint
 
@@ -71,6 +72,7 @@ def check(path, expect_at_least=1):
     return i
 
 
+@pytest.mark.slow  # five writer processes, each killed at a random moment
 def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "latest.npz"
     rng = random.Random(1234)
