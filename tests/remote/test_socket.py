@@ -85,6 +85,25 @@ def test_malformed_command_gets_an_error_line_only_to_its_sender(served):
     viewer.close()
 
 
+@pytest.mark.parametrize("before, after", [("stopped", "finished"), ("finished", "stopped")])
+def test_a_resumed_run_ends_with_its_own_final_event(served, before, after):
+    """The history of a resumed run holds the final event of its first process: the end is the newest one."""
+    session, srv, path = served
+    session.emit({**make_event("started"), "time": 1000.0})
+    session.emit({**make_event(before), "time": 1001.0})
+    session.emit({**make_event("started", resumed=True), "time": 1002.0})
+    viewer = RemoteSession(path)
+    seen = []
+    viewer.add_listener(seen.append)
+    session.emit({**make_event(after), "time": 1003.0})
+    wait_until(lambda: seen)
+    srv.close(grace=0.5)
+    assert viewer.join(10)
+    assert viewer.end_reason == f"trainer {after}"
+    assert [e["event"] for e in seen] == [after, "disconnected"]
+    assert seen[-1]["trainer_alive"] is False
+
+
 def test_wrong_permissions_or_owner_are_refused(tmp_path):
     path = tmp_path / "open.sock"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -214,7 +214,9 @@ class RemoteSession:
         if self._closing:
             self.end_reason = "detached"
         else:
-            final = next((self.last[k] for k in ("stopped", "finished", "failed") if k in self.last), None)
+            # the newest: a resumed run's history holds the final event of its earlier process too
+            final = max((self.last[k] for k in FINAL_EVENTS if k in self.last), key=lambda e: e.get("time", 0),
+                        default=None)
             if final is not None and final.get("time", 0) >= self.last.get("started", {}).get("time", 0):
                 self.end_reason = f"trainer {final['event']}"
                 self._deliver(_synthetic("disconnected", reason=self.end_reason, trainer_alive=False))
