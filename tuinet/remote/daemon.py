@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the detached trainer; returns the process exit code."""
+    """Run the detached trainer; returns the process exit code (0 finished, 3 stopped, 1 failed)."""
     ap = argparse.ArgumentParser(prog="python -m tuinet.remote.daemon", description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")

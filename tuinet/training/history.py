@@ -1,7 +1,7 @@
 """The events a late viewer replays, bounded so that a week-long run does not grow memory.
 
 A :class:`~tuinet.training.session.Session` (in the app, or the detached trainer serving viewers) keeps every
-event a new viewer needs to rebuild its charts and state. Left alone that list grows by ~20 events an epoch,
+event a new viewer needs to rebuild its charts and state. Left alone that list grows with every logged step,
 forever. :class:`EventHistory` keeps at most ``cap`` events: when full, it halves the density of the most
 numerous kind (per-step progress, usually), again until it is back under 3/4 of the cap, keeping order, the
 run's first events (configuration, dataset, model) and the newest ones intact. Each kind is thinned on a fixed grid of
