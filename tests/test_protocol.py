@@ -98,6 +98,8 @@ def test_exit_code_follows_the_final_event():
     assert final_event(last)["event"] == "finished" and exit_code(final_event(last)) == 0
     assert exit_code({"event": "stopped"}) == 3 and exit_code({"event": "stopped"}, 15) == 143
     assert exit_code({"event": "failed"}) == 1
+    resumed = {"finished": {"event": "finished", "time": 10.0}, "stopped": {"event": "stopped", "time": 20.0}}
+    assert final_event(resumed)["event"] == "stopped"  # resumed after finishing, then stopped: the newest end
 
 
 def test_the_sessions_satisfy_the_session_protocol():

@@ -124,8 +124,11 @@ class Session(Protocol):
 
 
 def final_event(last: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The event that ended the run, from a session's newest-event-per-kind map (None while it runs)."""
-    return next((last[k] for k in FINAL_EVENTS if k in last), None)
+    """The event that ended the run, from a session's newest-event-per-kind map (None while it runs).
+
+    A resumed run's history also holds the earlier process's end (a ``stopped`` before a later ``finished``), so the
+    newest final event wins."""
+    return max((last[k] for k in FINAL_EVENTS if k in last), key=lambda e: e.get("time") or 0, default=None)
 
 
 def exit_code(final: dict[str, Any] | None, signum: int | None = None) -> int:
