@@ -268,7 +268,10 @@ def test_divergence_guard_rolls_back_and_training_finishes(tmp_path):
     t, events = run(cfg)
     diverged, rolled = of(events, "diverged"), of(events, "rolled_back")
     assert diverged and rolled
-    assert all(e["action"] == "rolled_back" and e["new_lr"] == pytest.approx(e["lr"] * 0.5) for e in diverged)
+    assert all(e["action"] == "rolled_back" and e["new_lr"] == pytest.approx(e["lr"] * e["factor"]) for e in diverged)
+    # the first rollback halves the lr; one that follows a recent rollback cuts it tenfold
+    assert diverged[0]["factor"] == 0.5 and not diverged[0]["repeated"]
+    assert all(e["factor"] == (0.1 if e["repeated"] else 0.5) for e in diverged)
     assert t.optimizer.lr < 1e4
     assert of(events, "finished")
     for w in t.model.get_weights().values():

@@ -26,11 +26,13 @@ from tuinet.engine.threads import ThreadTuner
 from tuinet.errors import ConfigError, TuinetError
 from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
-from tuinet.protocol import make_event
+from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
 
 SNAPSHOT_EVERY = 200  # steps between in-memory "last good" weight copies for divergence rollback
+BLOWUP_FACTOR = 1e3  # a finite loss this many times the reference counts as divergence
+REPEAT_FACTOR = 0.1  # lr factor of a rollback when the previous one was less than SNAPSHOT_EVERY steps ago
 WEIGHTS_EVERY = 500  # steps between weight-picture events
 PICTURE_SAMPLES = 2000  # validation samples searched for the most confidently wrong predictions
 
@@ -75,6 +77,10 @@ class Trainer:
         self.test_result: dict[str, float] | None = None
         self._epoch_rng_state: dict[str, Any] | None = None
         self._good: dict[str, Any] | None = None
+        self._last_divergence: int | None = None  # step of the last divergence (a repeat within SNAPSHOT_EVERY cuts harder)
+        self._loss_count = 0  # good steps seen by the blow-up rule
+        self._loss_ref = 0.0  # the loss of the first good step (the initialization's natural scale)
+        self._loss_avg = 0.0  # recent average loss of good steps (exponential)
         self._resume_ckpt = None
         self._fixed_samples = np.zeros(0, dtype=np.int64)
         self.started_at = time.time()
@@ -202,6 +208,9 @@ class Trainer:
         if not self.run_dir:
             return None
         path = self.run_dir.best if kind == "best" else self.run_dir.latest
+        if not self._weights_finite():  # the guard restores good weights first; this is the last line of defence
+            self._emit("log", level="error", message=f"checkpoint {kind} not written: the weights are not finite")
+            return None
         save_checkpoint(path, self.model, self.optimizer, extra=self.checkpoint_extra())
         self._emit("checkpoint_saved", path=str(path), kind=kind, step=self.global_step, epoch=self.epoch)
         return str(path)
@@ -265,8 +274,7 @@ class Trainer:
             self._emit("log", level="error", message=f"command {kind} refused: {e}")
 
     def _set_lr(self, lr: float, source: str) -> None:
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"learning rate must be positive, got {lr}")
+        lr = check_learning_rate(lr)  # positive and finite in float32, whatever product it came from
         old = self.optimizer.lr
         factor = self.schedule.factor(self.global_step)
         self.base_lr = lr / factor if factor > 0 else lr
@@ -285,37 +293,72 @@ class Trainer:
 
     # --- divergence guard ------------------------------------------------------------------------------------------
 
+    def _weights_finite(self) -> bool:
+        return all(K.all_finite(p.reshape(-1)) for p in self.model.params)
+
+    def _loss_blew_up(self, total: float) -> bool:
+        """A finite loss far above the run's reference: the larger of the first good step's loss and the recent
+        average (so a loss near zero late in training does not make an ordinary batch look like a blow-up, and a
+        loss that rises slowly moves the bar with it); never below BLOWUP_FACTOR itself, so a problem whose losses
+        are all tiny does not turn an ordinary spike into a divergence."""
+        return self._loss_count > 0 and total > BLOWUP_FACTOR * max(self._loss_ref, self._loss_avg, 1.0)
+
+    def _track_loss(self, total: float) -> None:
+        self._loss_count += 1
+        if self._loss_count == 1:
+            self._loss_ref = self._loss_avg = total
+        else:
+            self._loss_avg += 0.05 * (total - self._loss_avg)
+
     def _remember_good(self) -> None:
+        """Keep the weights and optimizer state to roll back to, only when they are finite and the loss is sane."""
+        if not self._weights_finite() or (self._loss_count and not math.isfinite(self._loss_avg)):
+            return
         meta, arrays = self.optimizer.state_dict()
         self._good = {"weights": self.model.get_weights(), "opt_meta": meta,
                       "opt_arrays": {k: v.copy() for k, v in arrays.items()}, "opt_name": self.optimizer.name,
                       "step": self.global_step}
 
-    def _rollback(self, factor: float, source: str) -> None:
+    def _restore_good(self) -> bool:
+        """Put the last good weights and optimizer state back (the lr is left alone); False when there are none."""
         if self._good is None:
-            return
+            return False
         self.model.set_weights(self._good["weights"])
         if self._good["opt_name"] == self.optimizer.name:
             self.optimizer.load_state_dict(self._good["opt_meta"], self._good["opt_arrays"])
-        self._set_lr(self.optimizer.lr * factor, "divergence")
+        return True
+
+    def _rollback(self, factor: float, source: str) -> None:
+        if not self._restore_good():
+            return
+        try:
+            self._set_lr(self.optimizer.lr * factor, "divergence")
+        except ConfigError:
+            self._emit("log", level="error", message=f"cannot lower the learning rate below {self.optimizer.lr:.3g}")
         self._emit("rolled_back", step=self.global_step, to_step=self._good["step"], lr=self.optimizer.lr,
                    source=source)
 
-    def _on_divergence(self, loss: float) -> None:
+    def _on_divergence(self, loss: float, reason: str = "non-finite") -> None:
+        """The loss, the gradients or the updated weights went non-finite, or the loss blew up: roll back to the
+        last good weights with a lower lr (cut harder when the last rollback was recent), or pause and ask."""
         lr = self.optimizer.lr
+        factor = self.config.divergence_factor
+        repeated = self._last_divergence is not None and self.global_step - self._last_divergence < SNAPSHOT_EVERY
+        if repeated:
+            factor = min(factor, REPEAT_FACTOR)
+        self._last_divergence = self.global_step
+        fields = dict(step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr, new_lr=lr * factor,
+                      reason=reason, repeated=repeated, factor=factor)
         if self.config.on_divergence == "pause":
-            self._emit("diverged", step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr,
-                       new_lr=lr * self.config.divergence_factor, action="paused")
+            # the model never keeps non-finite or blown-up weights, even while the user decides (a save, a stop
+            # or a snapshot would carry them): the last good ones go back at once, at the same lr
+            self._restore_good()
+            self._emit("diverged", action="paused", **fields)
             self.diverged_pending = True
             self._apply({"command": "pause", "reason": "diverged"})
         else:
-            new_lr = lr * self.config.divergence_factor
-            self._emit("diverged", step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr,
-                       new_lr=new_lr, action="rolled_back")
-            self._rollback(self.config.divergence_factor, "guard")
-
-    def _grads_finite(self) -> bool:
-        return all(K.all_finite(g.reshape(-1)) for g in self.model.grads)
+            self._emit("diverged", action="rolled_back", **fields)
+            self._rollback(factor, "guard")
 
     def _clip(self) -> float:
         total = math.sqrt(sum(K.sum_squares(g.reshape(-1)) for g in self.model.grads))
@@ -457,13 +500,24 @@ class Trainer:
                 stats_step = (self.global_step + 1) % c.stats_every == 0
                 before = S.snapshot_params(m) if stats_step else None
                 loss, pen, correct = m.compute_gradients(x, y)
-                if not (math.isfinite(loss) and math.isfinite(pen)) or not self._grads_finite():
+                if not (math.isfinite(loss) and math.isfinite(pen)):
                     self._on_divergence(loss)
+                    self._poll_commands()
+                    continue
+                if self._loss_blew_up(loss + pen):
+                    self._on_divergence(loss + pen, "blow-up")
                     self._poll_commands()
                     continue
                 if c.clip_grad is not None:
                     self._clip()
                 self.optimizer.step(m.grads)
+                # every updated weight is checked (non-finite gradients or a huge lr show here too): a NaN weight
+                # can hide behind a ReLU and never reach the loss
+                if not self._weights_finite():
+                    self._on_divergence(loss, "non-finite weights")
+                    self._poll_commands()
+                    continue
+                self._track_loss(loss + pen)
                 dt = time.perf_counter() - t0
                 if compiled:
                     chosen = self.tuner.record(dt, len(idx))
