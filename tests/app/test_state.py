@@ -14,7 +14,8 @@ from tuinet.app.screens.dialogs import parse_lr
 from tuinet.app.widgets.inspector import diverging_lines, histogram_text, sparkline, tile
 from tuinet.app.widgets.predictions import caption, confusion_text
 from tuinet.app.replay import ReplaySession
-from tuinet.app.state import RunState, Series, fmt_duration, fmt_num, smooth
+from tuinet.app.state import RunState, Series, smooth
+from tuinet.formatting import fmt_duration, fmt_num
 
 
 def ev(kind, **fields):
@@ -165,6 +166,23 @@ def test_replay_session_records_commands_and_state():
 
     r.send(make_command("pause"))
     assert r.sent[0]["command"] == "pause"
+
+
+def test_every_session_the_app_is_given_has_the_session_interface():
+    import types
+
+    from tests.app.fakes import FakeSession
+    from tuinet.protocol import Session
+    from tuinet.remote.client import RemoteSession
+    from tuinet.training.session import Session as InProcessSession
+
+    replay = ReplaySession([started()])
+    assert isinstance(replay, Session) and replay.started and not replay.running and replay.join(0)
+    assert isinstance(FakeSession(), Session)
+    assert isinstance(InProcessSession(types.SimpleNamespace(public_state=dict)), Session)
+    # a RemoteSession needs a live trainer to connect to: its class has every member but ``last`` (set on connect)
+    members = ("started", "running", "state", "history", "start", "add_listener", "remove_listener", "send", "join")
+    assert all(hasattr(RemoteSession, m) for m in members)
 
 
 def test_event_log_keeps_the_newest_lines_and_scrolls_back():

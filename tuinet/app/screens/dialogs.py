@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tuinet.app.state import fmt_num
+from tuinet.formatting import fmt_num
 
 #: (name sent to the trainer, label, what it is) in the order the dialog lists them
 OPTIMIZERS: list[tuple[str, str, str]] = [

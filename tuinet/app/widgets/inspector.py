@@ -16,7 +16,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from tuinet.app.state import RunState, fmt_num
+from tuinet.app.state import RunState
+from tuinet.formatting import fmt_num
 
 SPARK = "▁▂▃▄▅▆▇█"
 COLUMNS = [("layer", "layer"), ("type", "type"), ("output", "output"), ("params", "params"), ("mean", "w mean"),
