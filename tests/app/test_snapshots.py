@@ -238,6 +238,7 @@ def test_inspector_80x24(snap_compare):
 def test_no_color_boundary_tells_classes_apart_by_glyph(monkeypatch):
     import asyncio
 
+    from tuinet.app.testing import wait_until
     from tuinet.app.widgets.boundary import BoundaryMap
 
     monkeypatch.setenv("NO_COLOR", "1")
@@ -246,7 +247,8 @@ def test_no_color_boundary_tells_classes_apart_by_glyph(monkeypatch):
     async def run():
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press("4")
-            await pilot.pause(0.2)
+            await wait_until(pilot, lambda: app.active_tab == "boundary" and "boundary" not in app.state.dirty,
+                             what="the map drawn")
             return app.query_one(BoundaryMap).render().plain
 
     plain = asyncio.run(run())

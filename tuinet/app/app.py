@@ -1,9 +1,9 @@
 """The tuinet app: watch a run live and steer it (pause, learning rate, optimizer, save, evaluate, restart, quit).
 
-The app talks to a *session-like* object and nothing else: ``add_listener(fn)``, ``remove_listener(fn)``,
-``send(command)``, ``state``, ``history``, ``last`` (and ``start``/``join``/``running`` when it owns the run). An
-in-process :class:`~tuinet.training.session.Session` is one; a remote session behind a socket or a replay of a
-recorded event stream are others.
+The app talks to a :class:`tuinet.protocol.Session` and nothing else: an in-process
+:class:`~tuinet.training.session.Session`, a :class:`~tuinet.remote.client.RemoteSession` behind a socket, or a
+:class:`~tuinet.app.replay.ReplaySession` of recorded events. Its keys, palette entries and help lines come from the
+table in :mod:`tuinet.app.actions`.
 
 Threading: the session calls our listener from the training thread. The listener only appends to a deque (and,
 for the few events that answer a command or raise an alarm, posts one message so they show at once); a 5 Hz timer
@@ -15,50 +15,45 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import queue
+import functools
 import sys
-import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from tuinet.protocol import make_command
-from tuinet.app.widgets.boundary import BoundaryMap, legend_text
-from tuinet.app.widgets.dashboard import STATUS_STYLE, Dashboard
+from tuinet.app import actions
+from tuinet.app.actions import When
+from tuinet.app.launcher import start_session
+from tuinet.app.messages import EventsArrived
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
 from tuinet.app.screens.help import HelpScreen
+from tuinet.app.state import ALERTS, RunState
+from tuinet.app.widgets.boundary import BoundaryMap, legend_text
+from tuinet.app.widgets.dashboard import Dashboard, topbar_text
 from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
-from tuinet.app.state import ALERTS, RunState, fmt_duration, fmt_num
+from tuinet.formatting import fmt_num
+from tuinet.protocol import ACKNOWLEDGED_BY, PICTURE_EVENTS, Listener, Session, make_command
+
+if TYPE_CHECKING:
+    from tuinet.training.config import TrainConfig
+    from tuinet.training.trainer import Trainer
 
 TABS = ("dashboard", "inspector", "predictions", "boundary")
-#: command -> the event that confirms it was applied (used for the "pending" line and latency figures)
-ACK = {"pause": "paused", "resume": "resumed", "scale_lr": "lr_changed", "set_lr": "lr_changed",
-       "set_optimizer": "optimizer_changed", "save": "checkpoint_saved", "evaluate": "evaluated",
-       "rollback": "rolled_back"}
-#: the live actions that need a running trainer
-LIVE_ACTIONS = {"pause", "resume", "lr_up", "lr_down", "set_lr", "optimizer", "save", "evaluate"}
-
-
-class EventsArrived(Message):
-    """Posted (thread-safely) by the listener when an urgent event is queued: drain now, not at the next tick."""
 
 
 class TuinetApp(App[int]):
     """Live training dashboard.
 
     Args:
-        session: the session-like object to watch and steer.
+        session: the session to watch and steer.
         config: the run's TrainConfig (needed to restart; None disables restart).
         session_factory: ``config -> new session`` for restart (None disables restart).
         autostart: start the session if it has not started (in-process sessions).
@@ -66,34 +61,17 @@ class TuinetApp(App[int]):
         chart_hz: the most chart rebuilds per second.
         progress_hz: the most progress-line (step, ETA, samples/s) repaints per second.
         switch_interval: the interpreter's GIL switch interval while the app runs (None, the default: leave
-            Python's 5 ms). A shorter one looks attractive (the trainer, back from a GIL-free kernel while the UI
-            thread redraws, waits up to this long for the GIL) but costs more than it saves: every forced switch
-            is a handshake between the two threads. Measured on the mlp preset, app open vs headless, 5 rounds
-            alternated: 71% with 1 ms, 102% with the default.
+            Python's; docs/tui.md says why).
     """
 
     CSS_PATH = "app.tcss"
     TITLE = "tuinet"
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS = [
-        Binding("space", "pause", "Pause", tooltip="Pause training before the next step"),
-        Binding("space", "resume", "Resume", tooltip="Resume training"),
-        Binding("plus,equals_sign", "lr_up", "lr×2", key_display="+"),
-        Binding("minus,underscore", "lr_down", "lr÷2", key_display="-"),
-        Binding("L", "set_lr", "lr…", key_display="L", tooltip="Type an exact learning rate"),
-        Binding("o", "optimizer", "Optim", tooltip="Choose the optimizer"),
-        Binding("s", "save", "Save"),
-        Binding("e", "evaluate", "Eval"),
-        Binding("r", "restart", "Restart"),
-        Binding("l", "toggle_log", "Log y", show=False),
-        Binding("q", "quit_app", "Quit"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("1", "show_tab('dashboard')", "Dashboard", show=False),
-        Binding("2", "show_tab('inspector')", "Inspector", show=False),
-        Binding("3", "show_tab('predictions')", "Predictions", show=False),
-        Binding("4", "show_tab('boundary')", "Boundary", show=False),
-    ]
+    #: every action of this app (its palette entries and check_action read them), and its help screen's lines
+    ACTIONS: tuple[actions.Action, ...] = actions.ACTIONS
+    HELP_ROWS: tuple[actions.HelpRow, ...] = actions.HELP_ROWS
+    BINDINGS = actions.bindings(actions.ACTIONS)
 
     status: reactive[str] = reactive("loading")
     paused: reactive[bool] = reactive(False)
@@ -101,12 +79,13 @@ class TuinetApp(App[int]):
     optimizer: reactive[str] = reactive("-")
     log_scale: reactive[bool] = reactive(False)
 
-    def __init__(self, session, *, config=None, session_factory: Callable[[Any], Any] | None = None,
-                 autostart: bool = True, tick_hz: float = 5.0, chart_hz: float = 1.0, progress_hz: float = 2.0,
+    def __init__(self, session: Session, *, config: TrainConfig | None = None,
+                 session_factory: Callable[[TrainConfig], Session] | None = None, autostart: bool = True,
+                 tick_hz: float = 5.0, chart_hz: float = 1.0, progress_hz: float = 2.0,
                  switch_interval: float | None = None):
         super().__init__()
         self.animation_level = "none"  # no tab-underline/scroll animations: fewer frames over SSH, less GIL time
-        self.session = None
+        self.session: Session | None = None
         self._initial_session = session
         self.config = config
         self.session_factory = session_factory
@@ -117,7 +96,7 @@ class TuinetApp(App[int]):
         self.state = RunState()
         self._queue: deque[tuple[int, dict[str, Any]]] = deque()
         self._gen = 0
-        self._listener: Callable[[dict[str, Any]], None] | None = None
+        self._listener: Listener | None = None
         self._lifecycle: str | None = None  # "stopping" / "restarting" while we wait for the trainer
         self.pending: dict[str, tuple[str, float]] = {}  # ack event -> (what we are waiting for, when asked)
         self.latencies: deque[tuple[str, float]] = deque(maxlen=200)  # (command, seconds from key to ack shown)
@@ -128,6 +107,21 @@ class TuinetApp(App[int]):
         self._snapshot_asked = 0.0
         self.redraws = 0
         self.switch_interval = switch_interval
+        self._old_switch_interval: float | None = None
+        self.drain_timer: Timer | None = None  # the timer that drains events and redraws (set on mount)
+        self._by_call = actions.by_call(self.ACTIONS)
+        # the widgets, looked up once on mount: a modal dialog on top must not hide them from the redraw
+        self._tabs: TabbedContent | None = None
+        self._dash: Dashboard | None = None
+        self._insp: Inspector | None = None
+        self._preds: Predictions | None = None
+        self._blegend: Static | None = None
+        self._bmap: BoundaryMap | None = None
+        self._topbar: Static | None = None
+        self._footer: Footer | None = None
+        self._topbar_plain: str | None = None
+        self._boundary_shown: bool | None = None
+        self._preds_shown = True
 
     # --- layout ----------------------------------------------------------------------------------------------------
 
@@ -149,7 +143,6 @@ class TuinetApp(App[int]):
         if self.switch_interval is not None:
             self._old_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_interval)
-        # widgets are looked up once: a modal dialog on top must not hide them from the redraw
         self._tabs = self.query_one(TabbedContent)
         self._dash = self.query_one(Dashboard)
         self._insp = self.query_one(Inspector)
@@ -170,13 +163,13 @@ class TuinetApp(App[int]):
         """Compact layout on small terminals (80x24 over SSH): thinner panels, shorter log."""
         self.set_class(height < 32, "-short")
         self.set_class(width < 100, "-narrow")
-        if hasattr(self, "_footer"):
+        if self._footer is not None and self._insp is not None:
             self._footer.show_command_palette = width >= 100
             self._insp.set_compact(width < 100)
 
     # --- the session ------------------------------------------------------------------------------------------------
 
-    def _attach(self, session) -> None:
+    def _attach(self, session: Session) -> None:
         """Watch ``session`` (replaying what it already reported when it is under way)."""
         if self.session is not None and self._listener is not None:
             self.session.remove_listener(self._listener)
@@ -191,32 +184,25 @@ class TuinetApp(App[int]):
                 self.post_message(EventsArrived())
 
         self._listener = listener
-        started = getattr(session, "thread", None) is not None or bool(getattr(session, "running", False)) \
-            or not hasattr(session, "start")
+        started = session.started
         if started:
-            for e in list(getattr(session, "history", []) or []):
+            for e in list(session.history):
                 self._queue.append((gen, e))
-            last = getattr(session, "last", {}) or {}
-            for kind in ("weights", "samples", "boundary"):
+            last = session.last
+            for kind in sorted(PICTURE_EVENTS):
                 if kind in last:
                     self._queue.append((gen, last[kind]))
         session.add_listener(listener)
         if self.autostart and not started:
             # start once the first frame is on screen: the app's start-up work then does not compete with training
-            self.call_after_refresh(self._start_session, session)
-
-    def _start_session(self, session) -> None:
-        # the training thread is started from a launcher thread that keeps normal priority, then this (UI) thread
-        # lowers its own: a thread inherits the nice value of the thread that starts it
-        _LAUNCHER.call(session.start)
-        _lower_ui_priority()
+            self.call_after_refresh(start_session, session)
 
     def _send(self, kind: str, pending: str | None = None, **fields: Any) -> None:
         """Send a command; show ``pending`` until the trainer confirms it."""
         if self.session is None:
             return
         self.session.send(make_command(kind, **fields))
-        ack = ACK.get(kind)
+        ack = ACKNOWLEDGED_BY.get(kind)
         if ack:
             self.pending[ack] = (pending or kind, time.perf_counter())
         self._redraw_status()
@@ -232,7 +218,7 @@ class TuinetApp(App[int]):
 
     def _tick(self) -> None:
         """Fold queued events into the state, then redraw what changed."""
-        if not hasattr(self, "_tabs") or self._closing or self._closed:
+        if self._tabs is None or not self.is_running:
             return
         st = self.state
         now = time.perf_counter()
@@ -265,10 +251,10 @@ class TuinetApp(App[int]):
         if st.dataset:
             tabs = self._tabs
             want_boundary = st.is_2d
-            if want_boundary != getattr(self, "_boundary_shown", None):
+            if want_boundary != self._boundary_shown:
                 (tabs.show_tab if want_boundary else tabs.hide_tab)("boundary")
                 self._boundary_shown = want_boundary
-            if not st.is_classifier and getattr(self, "_preds_shown", True):
+            if not st.is_classifier and self._preds_shown:
                 tabs.hide_tab("predictions")
                 self._preds_shown = False
 
@@ -281,7 +267,7 @@ class TuinetApp(App[int]):
         self.refresh_bindings()
 
     def watch_log_scale(self, on: bool) -> None:
-        if hasattr(self, "_dash"):
+        if self._dash is not None:
             self._dash.set_log_scale(on)
 
     @property
@@ -346,16 +332,8 @@ class TuinetApp(App[int]):
         st = self.state
         shown = self._lifecycle or ("pausing" if "paused" in self.pending and not st.paused else st.status)
         self._dash.update_status(st, shown, self._pending_text())
-        sym, style = STATUS_STYLE.get(shown, ("◌", "yellow"))
-        t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(" tuinet ", style="bold reverse")
-        t.append(f" {sym} {shown} ", style=style)
-        t.append(f" step {st.step:,}/{st.total_steps:,}  epoch {st.epoch:.2f}/{st.epochs}  ", style="")
-        t.append(f"{st.optimizer} lr {fmt_num(st.lr)}", style="cyan")
-        t.append(f"  ETA {fmt_duration(st.eta_seconds)}", style="dim")
-        if st.name:
-            t.append(f"  {st.name}", style="dim")
-        if t.plain != getattr(self, "_topbar_plain", None):
+        t = topbar_text(st, shown)
+        if t.plain != self._topbar_plain:
             self._topbar_plain = t.plain
             self._topbar.update(t, layout=False)
 
@@ -381,24 +359,34 @@ class TuinetApp(App[int]):
 
     # --- bindings ---------------------------------------------------------------------------------------------------
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Grey out keys that do not apply now; show pause or resume, not both."""
-        live = self._session_live()
-        if action == "pause":
-            return (not self.paused) if live else None
-        if action == "resume":
-            return bool(self.paused) if live else False
-        if action in LIVE_ACTIONS:
-            return True if live else None
-        if action == "restart":
-            return True if self.session_factory is not None and self.config is not None and \
-                self._lifecycle is None else None
-        if action == "show_tab" and parameters:
-            if parameters[0] == "boundary" and not self.state.is_2d:
-                return None
-            if parameters[0] == "predictions" and self.state.dataset and not self.state.is_classifier:
-                return None
+    def applies(self, when: When) -> bool:
+        """Whether actions that apply ``when`` apply now."""
+        st = self.state
+        match when:
+            case When.LIVE:
+                return self._session_live()
+            case When.RESTART:
+                return self.session_factory is not None and self.config is not None and self._lifecycle is None
+            case When.TWO_D:
+                return st.is_2d
+            case When.CLASSIFIER:
+                return st.is_classifier
+            case When.TRAINER_RUNNING:
+                return self.session is not None and self.session.running and not st.done
         return True
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Grey out the keys that do not apply now (the actions table says when each applies); of the two actions on
+        the space key, show the one that fits (pause while running, resume while paused)."""
+        entry = self._by_call.get((action, tuple(parameters)))
+        if entry is None:  # Textual's own
+            return True
+        applies = self.applies(entry.when)
+        if entry.paused is None:
+            return True if applies else None
+        if not applies:
+            return False if entry.paused else None
+        return entry.paused == self.paused
 
     def action_pause(self) -> None:
         """Pause before the next step."""
@@ -407,13 +395,6 @@ class TuinetApp(App[int]):
     def action_resume(self) -> None:
         """Resume training."""
         self._send("resume", "resuming")
-
-    def action_toggle_pause(self) -> None:
-        """Pause or resume (command palette)."""
-        if self.paused:
-            self.action_resume()
-        else:
-            self.action_pause()
 
     def action_lr_up(self) -> None:
         """Double the learning rate."""
@@ -463,7 +444,7 @@ class TuinetApp(App[int]):
 
     def action_help(self) -> None:
         """Show the keys."""
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(actions.help_lines(self.HELP_ROWS, actions.by_id(self.ACTIONS))))
 
     def action_show_tab(self, tab: str) -> None:
         """Switch to a tab."""
@@ -482,7 +463,7 @@ class TuinetApp(App[int]):
 
     def action_quit_app(self) -> None:
         """Quit; while training runs, ask first, then stop it (saving a checkpoint)."""
-        if not self._session_live() or not getattr(self.session, "running", True):
+        if not self._session_live() or not self.session.running:
             self.exit(self._exit_code())
             return
 
@@ -498,7 +479,7 @@ class TuinetApp(App[int]):
         if self._diverged_open:
             return
         self._diverged_open = True
-        factor = getattr(self.config, "divergence_factor", 0.5) if self.config is not None else 0.5
+        factor = self.config.divergence_factor if self.config is not None else 0.5
 
         def done(choice: str | None) -> None:
             self._diverged_open = False
@@ -510,7 +491,7 @@ class TuinetApp(App[int]):
 
     # --- restart and quit --------------------------------------------------------------------------------------------
 
-    def current_config(self):
+    def current_config(self) -> TrainConfig:
         """The run's config with the optimizer, its hyperparameters and lr as they are now (for restart)."""
         st = self.state
         hyper_keys = ("momentum", "dampening", "nesterov", "betas", "eps", "weight_decay", "alpha", "centered",
@@ -531,14 +512,12 @@ class TuinetApp(App[int]):
         return f"{self.config.model if self.config else '?'} on {self.config.dataset if self.config else '?'}, " \
                f"{st.optimizer} lr {fmt_num(st.lr)}, batch {st.batch_size}, {st.epochs} epochs"
 
-    async def _stop_session(self, session) -> None:
+    async def _stop_session(self, session: Session | None) -> None:
         if session is None:
             return
-        if getattr(session, "running", False):
+        if session.running:
             session.send(make_command("stop", reason="user"))
-        join = getattr(session, "join", None)
-        if join is not None:
-            await asyncio.to_thread(join, 120)
+        await asyncio.to_thread(session.join, 120)
         self._tick()
 
     @work(exclusive=True, group="lifecycle")
@@ -551,7 +530,8 @@ class TuinetApp(App[int]):
         self.config = config
         self.state.reset()
         self.state.add_log(f"restarted: {self._settings_text()}")
-        self._insp.clear()
+        if self._insp is not None:
+            self._insp.clear()
         self._lifecycle = None
         self._attach(new)
         self._tick()
@@ -565,7 +545,7 @@ class TuinetApp(App[int]):
         self.exit(self._exit_code())
 
     def on_unmount(self) -> None:
-        if getattr(self, "_old_switch_interval", None) is not None:
+        if self._old_switch_interval is not None:
             sys.setswitchinterval(self._old_switch_interval)
         if self.session is not None and self._listener is not None:
             self.session.remove_listener(self._listener)
@@ -573,103 +553,34 @@ class TuinetApp(App[int]):
     # --- command palette -----------------------------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every hotkey as a palette entry (only those that apply now), then Textual's own."""
-        entries = [
-            ("toggle_pause", "Pause / resume training", "space: pause before the next step, or resume"),
-            ("lr_up", "Learning rate ×2", "+: double the learning rate"),
-            ("lr_down", "Learning rate ÷2", "-: halve the learning rate"),
-            ("set_lr", "Set learning rate…", "L: type an exact learning rate"),
-            ("optimizer", "Choose optimizer…", "o: SGD, momentum, Adam, AdamW, RMSprop, Adagrad"),
-            ("save", "Save checkpoint", "s: write latest.npz in the run directory"),
-            ("evaluate", "Evaluate on test set", "e: loss and accuracy on the test split now"),
-            ("restart", "Restart run…", "r: a new run with the current settings"),
-            ("toggle_log", "Loss chart: log / linear", "l: switch the loss chart's y scale"),
-            ("help", "Keys and tabs", "?: the help screen"),
-            ("quit_app", "Quit (save checkpoint)", "q: stop training, save a checkpoint, quit"),
-        ]
-        for action, title, help_ in entries:
-            check = "pause" if action == "toggle_pause" else action
-            if check == "pause" and self.paused:
-                check = "resume"
-            if self.check_action(check, ()):
-                yield SystemCommand(title, help_, getattr(self, f"action_{action}"))
-        for tab in TABS:
-            if self.check_action("show_tab", (tab,)):
-                yield SystemCommand(f"Show {tab}", f"switch to the {tab} tab",
-                                    lambda tab=tab: self.action_show_tab(tab))
+        """Every action of the table that has a palette title and applies now, then Textual's own."""
+        for entry in self.ACTIONS:
+            if entry.title is not None and self.check_action(entry.name, entry.params):
+                run = functools.partial(getattr(self, f"action_{entry.name}"), *entry.params)
+                yield SystemCommand(entry.title, entry.palette_help, run)
         yield from super().get_system_commands(screen)
 
 
-class _Launcher:
-    """A thread, created at import (normal priority), that runs callables for the UI thread and waits for them."""
-
-    def __init__(self) -> None:
-        self._jobs: "queue.Queue" = queue.Queue()
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while True:
-            fn, done, box = self._jobs.get()
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-                box.append(e)
-            done.set()
-
-    def call(self, fn) -> None:
-        """Run ``fn`` in the launcher thread; re-raise what it raised."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="tuinet-launcher", daemon=True)
-            self._thread.start()
-        done, box = threading.Event(), []
-        self._jobs.put((fn, done, box))
-        done.wait()
-        if box:
-            raise box[0]
-
-
-_LAUNCHER = _Launcher()
-
-
-def _lower_ui_priority() -> None:
-    """Optionally give the UI thread a lower CPU priority than the training thread: ``TUINET_UI_NICE=N``.
-
-    Off by default. The idea: the UI's redraws pre-empt one of the two threads of a parallel sgemm and the whole
-    step waits at the barrier; at a higher nice value the UI runs in the gaps instead. Measured A/B (nice 0 vs 10,
-    twice each): throughput ratios swung 63-116% either way (noise), while the slowest key answer grew from
-    24-295 ms to 572-948 ms, so it stays opt-in. Threads started later by this thread would inherit the nice value,
-    so sessions are started (from a launcher thread) before this is called.
-    """
-    nice = int(os.environ.get("TUINET_UI_NICE", "0"))
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, nice))
-    except OSError:
-        pass
-
-
-def run_app(config, trainer=None) -> int:
+def run_app(config: TrainConfig, trainer: Trainer | None = None) -> int:
     """Train ``config`` (or run ``trainer``, e.g. a resumed one) in the app; returns the exit code.
 
     When the app closes while training still runs (ctrl+q, a lost terminal), training is stopped and a checkpoint
     saved before returning.
     """
-    from tuinet.training.session import Session
+    from tuinet.training.session import Session as InProcessSession
     from tuinet.training.trainer import Trainer
 
-    def factory(cfg):
-        return Session(Trainer(cfg))
+    def factory(cfg: TrainConfig) -> Session:
+        return InProcessSession(Trainer(cfg))
 
-    session = Session(trainer if trainer is not None else Trainer(config))
+    session = InProcessSession(trainer if trainer is not None else Trainer(config))
     app = TuinetApp(session, config=config, session_factory=factory)
     code = None
     try:
         code = app.run()
     finally:
         live = app.session or session
-        if getattr(live, "running", False):
+        if live.running:
             live.send(make_command("stop", reason="app closed"))
             live.join(120)
     if isinstance(code, int):

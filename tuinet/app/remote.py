@@ -8,17 +8,22 @@ question, no restart, and a lost terminal that detaches instead of stopping trai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from textual import on
-from textual.app import ComposeResult, SystemCommand
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 import tuinet.app.app as app_module
+from tuinet.app import actions
 from tuinet.app.app import TuinetApp
+
+if TYPE_CHECKING:
+    from tuinet.remote.client import RemoteSession
+    from tuinet.training.config import TrainConfig
 
 
 class QuitRemoteDialog(ModalScreen["str | None"]):
@@ -61,20 +66,17 @@ class RemoteApp(TuinetApp):
     """
 
     CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # the subclass lives elsewhere: absolute path
-    BINDINGS = [Binding("d", "detach", "Detach", tooltip="Close this viewer and leave training running")]
+    ACTIONS = (*actions.REMOTE_ACTIONS, *actions.ACTIONS)
+    HELP_ROWS = actions.REMOTE_HELP_ROWS
+    BINDINGS = actions.bindings(actions.REMOTE_ACTIONS)  # Textual adds them to TuinetApp's
 
-    def __init__(self, session, config=None, **kwargs: Any):
+    def __init__(self, session: RemoteSession, config: TrainConfig | None = None, **kwargs: Any):
         super().__init__(session, config=config, session_factory=None, autostart=False, **kwargs)
+        self.run_name: str | None = session.run  # the run's name before its events arrive
         self.outcome: str | None = None  # "detached", "stopped" or None (the run ended while we watched)
 
     def _trainer_running(self) -> bool:
-        return self.session is not None and bool(getattr(self.session, "running", False)) and not self.state.done
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """``d`` only applies while the trainer runs."""
-        if action == "detach":
-            return True if self._trainer_running() else None
-        return super().check_action(action, parameters)
+        return self.applies(actions.When.TRAINER_RUNNING)
 
     def action_detach(self) -> None:
         """Close this viewer; training goes on (reattach with `tuinet attach`)."""
@@ -93,17 +95,10 @@ class RemoteApp(TuinetApp):
                 self._quit()
             elif choice == "detach":
                 self.action_detach()
-        self.push_screen(QuitRemoteDialog(self.state.name or getattr(self.session, "run", None)), done)
-
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The detach entry, then the app's own."""
-        if self._trainer_running():
-            yield SystemCommand("Detach (leave training running)", "d: close this viewer; training goes on",
-                                self.action_detach)
-        yield from super().get_system_commands(screen)
+        self.push_screen(QuitRemoteDialog(self.state.name or self.run_name), done)
 
 
-def run_remote_app(session, config=None) -> tuple[int, str | None]:
+def run_remote_app(session: RemoteSession, config: TrainConfig | None = None) -> tuple[int, str | None]:
     """Run the app on ``session`` until the user detaches or quits; returns (exit code, outcome).
 
     However the app ends (``d``, quit, ctrl+q, a lost terminal), the trainer keeps running unless the user chose

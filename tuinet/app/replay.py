@@ -1,31 +1,28 @@
-"""A session-like object over recorded events: view a finished run's ``metrics.jsonl``, or drive tests with a
-deterministic stream. Commands are validated and recorded, not applied."""
+"""A session over recorded events: view a finished run's ``metrics.jsonl``, or show the app a deterministic stream
+(the snapshot tests). Commands are validated and recorded, not applied."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from tuinet.protocol import from_json, validate_command
-
-#: events a Session keeps only as "latest", not in its history
-LATEST_ONLY = ("weights", "samples", "boundary")
+from tuinet.protocol import PICTURE_EVENTS, Listener, from_json, validate_command
 
 
 class ReplaySession:
     """Replays ``events`` to a viewer that attaches; ``emit`` feeds more events live (as a trainer would).
 
+    Satisfies :class:`tuinet.protocol.Session`: it counts as started, and no trainer runs behind it.
+
     Args:
         events: recorded protocol events, oldest first.
     """
-
-    running = False
 
     def __init__(self, events: Iterable[dict[str, Any]] = ()):
         self.history: list[dict[str, Any]] = []
         self.last: dict[str, dict[str, Any]] = {}
         self.sent: list[dict[str, Any]] = []
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._listeners: list[Listener] = []
         for e in events:
             self._record(e)
 
@@ -37,7 +34,7 @@ class ReplaySession:
 
     def _record(self, e: dict[str, Any]) -> None:
         self.last[e["event"]] = e
-        if e["event"] not in LATEST_ONLY:
+        if e["event"] not in PICTURE_EVENTS:
             self.history.append(e)
 
     def emit(self, e: dict[str, Any]) -> None:
@@ -46,11 +43,28 @@ class ReplaySession:
         for fn in list(self._listeners):
             fn(e)
 
-    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+    @property
+    def started(self) -> bool:
+        """Always True: the recorded run has happened."""
+        return True
+
+    @property
+    def running(self) -> bool:
+        """Always False: no trainer runs behind a replay."""
+        return False
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Nothing to wait for: True at once."""
+        return True
+
+    def add_listener(self, fn: Listener) -> None:
         """Call ``fn`` for every event emitted from now on."""
         self._listeners.append(fn)
 
-    def remove_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+    def remove_listener(self, fn: Listener) -> None:
         """Stop calling ``fn``."""
         if fn in self._listeners:
             self._listeners.remove(fn)

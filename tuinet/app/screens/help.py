@@ -1,6 +1,8 @@
-"""The ``?`` help screen: every hotkey and what each tab shows."""
+"""The ``?`` help screen: every key (its lines come from the app's actions table) and what each tab shows."""
 
 from __future__ import annotations
+
+from typing import Iterable
 
 from rich.table import Table
 from rich.text import Text
@@ -9,22 +11,6 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
-
-#: (keys, what they do), shown in this order; the app binds the same keys
-HOTKEYS: list[tuple[str, str]] = [
-    ("space", "pause / resume training"),
-    ("+  -", "learning rate x2 / ÷2 (next step)"),
-    ("L", "type an exact learning rate"),
-    ("o", "choose the optimizer (weights kept, fresh state)"),
-    ("s", "save a checkpoint now"),
-    ("e", "evaluate on the test set now"),
-    ("r", "restart with the current settings (asks first)"),
-    ("l", "loss chart: log / linear scale"),
-    ("1 2 3 4", "dashboard, inspector, predictions, boundary"),
-    ("ctrl+p", "command palette (every action by name)"),
-    ("?", "this help"),
-    ("q", "quit: stops training and saves a checkpoint (asks first)"),
-]
 
 TABS: list[tuple[str, str]] = [
     ("Dashboard", "loss and accuracy (train smoothed per step, validation per epoch), progress, ETA, samples/s, "
@@ -37,12 +23,12 @@ TABS: list[tuple[str, str]] = [
 ]
 
 
-def help_text() -> Table:
-    """The keys and tabs as a Rich table."""
+def help_text(keys: Iterable[tuple[str, str]]) -> Table:
+    """The (keys, what they do) lines, then the tabs, as a Rich table."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
-    for k, what in HOTKEYS:
+    for k, what in keys:
         t.add_row(k, what)
     t.add_row("", "")
     for name, what in TABS:
@@ -51,15 +37,23 @@ def help_text() -> Table:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Hotkeys and tabs; any of escape, ?, q or enter closes it."""
+    """The keys and the tabs; any of escape, ?, q or enter closes it.
+
+    Args:
+        keys: (keys, what they do) lines, top to bottom (:func:`tuinet.app.actions.help_lines`).
+    """
 
     BINDINGS = [Binding("escape,question_mark,q,enter", "close", "Close")]
+
+    def __init__(self, keys: Iterable[tuple[str, str]]):
+        super().__init__()
+        self.key_lines = list(keys)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog dialog-wide", id="help") as v:
             v.border_title = "tuinet — keys"
             v.border_subtitle = "escape to close"
-            yield Static(help_text())
+            yield Static(help_text(self.key_lines))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -11,7 +11,8 @@ from textual.widgets import Static
 
 from tuinet.app.widgets.charts import PALETTE, ChartData, Line, LineChart
 from tuinet.app.widgets.eventlog import EventLog
-from tuinet.app.state import RunState, fmt_duration, fmt_hyper, fmt_num, smooth
+from tuinet.app.state import RunState, fmt_hyper, smooth
+from tuinet.formatting import fmt_duration, fmt_num
 
 STATUS_STYLE = {
     "loading": ("◌", "yellow"), "compiling": ("◌", "yellow"), "running": ("●", "green"), "paused": ("❚❚", "yellow"),
@@ -80,6 +81,20 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
              f"{'-' if not st.samples_per_second else f'{st.samples_per_second:,.0f}'} samples/s")
     t.append_text(bar(st.progress, max(8, width - len(right) - 1)))
     t.append(right)
+    return t
+
+
+def topbar_text(st: RunState, shown_status: str) -> Text:
+    """The one-line bar above the tabs: status, step, epoch, optimizer and lr, ETA, run name."""
+    sym, style = STATUS_STYLE.get(shown_status, ("◌", "yellow"))
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(" tuinet ", style="bold reverse")
+    t.append(f" {sym} {shown_status} ", style=style)
+    t.append(f" step {st.step:,}/{st.total_steps:,}  epoch {st.epoch:.2f}/{st.epochs}  ", style="")
+    t.append(f"{st.optimizer} lr {fmt_num(st.lr)}", style="cyan")
+    t.append(f"  ETA {fmt_duration(st.eta_seconds)}", style="dim")
+    if st.name:
+        t.append(f"  {st.name}", style="dim")
     return t
 
 

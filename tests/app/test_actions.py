@@ -1,0 +1,104 @@
+"""The actions table is the one description of the keys: the app's bindings, its command palette and the help screen
+all come from it and agree with it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.binding import Binding
+
+from tests.app.fakes import FakeSession, opening
+from tuinet.app import actions
+from tuinet.app.app import TuinetApp
+from tuinet.app.remote import RemoteApp
+from tuinet.app.screens.help import HelpScreen
+from tuinet.app.testing import press, wait_until
+from tuinet.protocol import ACKNOWLEDGED_BY, COMMANDS
+from tuinet.training.config import TrainConfig
+
+
+def _key(b: Binding) -> tuple:
+    return (b.key, b.action, b.description, b.show, b.key_display, b.tooltip)
+
+
+def test_every_binding_comes_from_the_table():
+    assert [_key(b) for b in TuinetApp.BINDINGS] == [_key(a.binding()) for a in actions.ACTIONS]
+    assert [_key(b) for b in RemoteApp.BINDINGS] == [_key(a.binding()) for a in actions.REMOTE_ACTIONS]
+    ids = [a.id for a in (*actions.ACTIONS, *actions.REMOTE_ACTIONS)]
+    assert len(ids) == len(set(ids)), "an action is in the table once"
+
+
+def test_every_action_runs_a_method_and_sends_a_known_command():
+    for app_class in (TuinetApp, RemoteApp):
+        for a in app_class.ACTIONS:
+            assert callable(getattr(app_class, f"action_{a.name}", None)), a.id
+            assert a.description and a.label and a.title, a.id
+            if a.command is not None:
+                assert a.command in COMMANDS and a.command in ACKNOWLEDGED_BY, a.id
+                assert a.when is actions.When.LIVE, f"{a.id} sends a command: it needs a live trainer"
+
+
+def test_a_key_is_bound_to_one_action_except_the_pause_resume_pair():
+    seen: dict[str, str] = {}
+    for a in (*actions.ACTIONS, *actions.REMOTE_ACTIONS):
+        for key in a.keys.split(","):
+            assert key not in seen or {seen[key], a.id} == {"pause", "resume"}, key
+            seen[key] = a.id
+    assert [a.paused for a in actions.ACTIONS if a.keys == "space"] == [False, True]
+
+
+def test_every_table_entry_is_in_the_help():
+    for app_class in (TuinetApp, RemoteApp):
+        table = actions.by_id(app_class.ACTIONS)
+        covered = [i for row in app_class.HELP_ROWS for i in row.ids]
+        assert sorted(covered) == sorted(table), app_class.__name__
+        lines = actions.help_lines(app_class.HELP_ROWS, table)
+        keys = " ".join(k for k, _ in lines)
+        for a in table.values():
+            assert a.key in keys, a.id
+    # what the help screen shows today, generated from the table
+    assert actions.help_lines(actions.HELP_ROWS, actions.by_id(actions.ACTIONS)) == [
+        ("space", "pause / resume training"),
+        ("+  -", "learning rate x2 / ÷2 (next step)"),
+        ("L", "type an exact learning rate"),
+        ("o", "choose the optimizer (weights kept, fresh state)"),
+        ("s", "save a checkpoint now"),
+        ("e", "evaluate on the test set now"),
+        ("r", "restart with the current settings (asks first)"),
+        ("l", "loss chart: log / linear scale"),
+        ("1 2 3 4", "dashboard, inspector, predictions, boundary"),
+        ("ctrl+p", "command palette (every action by name)"),
+        ("?", "this help"),
+        ("q", "quit: stops training and saves a checkpoint (asks first)"),
+    ]
+    remote = actions.help_lines(actions.REMOTE_HELP_ROWS, actions.by_id(RemoteApp.ACTIONS))
+    assert ("d", "close this viewer; training goes on") in remote
+
+
+def test_the_palette_the_help_screen_and_the_footer_of_a_running_app_agree_with_the_table():
+    async def scenario(app_class):
+        fake = FakeSession(opening(), started=True)
+        fake.run = "mlp-spiral"
+        if app_class is RemoteApp:
+            app = RemoteApp(fake)
+        else:
+            app = TuinetApp(fake, config=TrainConfig(dataset="spiral"), session_factory=lambda c: fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: app.state.step == 15, what="the history replayed")
+            palette = {c.title: c.help for c in app.get_system_commands(app.screen)}
+            footer = {b.action: b.description for _, b, _, _ in app.screen.active_bindings.values() if b.show}
+            # the palette holds every entry that applies now, as the table words it; the footer every shown key
+            # that is not hidden (resume: the run is not paused; restart in the remote viewer)
+            applying = [a for a in app_class.ACTIONS if app.check_action(a.name, a.params)]
+            assert len(applying) >= len(app_class.ACTIONS) - 2
+            for a in app_class.ACTIONS:
+                assert palette.get(a.title) == (a.palette_help if a in applying else None), a.id
+                if a.show and app.check_action(a.name, a.params) is not False:
+                    assert footer[a.id] == a.label, a.id
+            await press(pilot, "question_mark")
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+            assert app.screen.key_lines == actions.help_lines(app_class.HELP_ROWS, actions.by_id(app_class.ACTIONS))
+
+    for app_class in (TuinetApp, RemoteApp):
+        asyncio.run(scenario(app_class))
+

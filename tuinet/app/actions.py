@@ -1,0 +1,182 @@
+"""Every action of the app in one table: its keys, its footer label, what it does, the command it sends the trainer
+and when it applies.
+
+The app's ``BINDINGS``, its command palette and the ``?`` help screen are all built from this table, and
+``check_action`` reads when an action applies from it, so a key is described once. :data:`HELP_ROWS` only says in
+what order, and grouped how, the help screen lists the actions.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from textual.actions import parse
+from textual.binding import Binding
+
+
+class When(enum.Enum):
+    """When an action applies. Outside that its key is greyed out in the footer and it leaves the palette."""
+
+    ALWAYS = "always"
+    LIVE = "a live trainer: attached, the run not over, no stop or restart under way"
+    RESTART = "the app can start a new run (it has the run's config and a way to make a session), nothing under way"
+    TWO_D = "a 2-D dataset"
+    CLASSIFIER = "a classifier, or a dataset not known yet"
+    TRAINER_RUNNING = "a trainer still running (a detached one goes on when the viewer leaves)"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing the user can do, and all the footer, the palette and the help screen show of it.
+
+    Attributes:
+        id: the Textual action string (``pause``, ``show_tab('inspector')``); the app's ``action_<name>`` runs it.
+        keys: the keys bound to it, as comma-separated Textual key names.
+        label: the footer's short label.
+        description: what it does, in one line: the help screen, the palette and the footer tooltip say this.
+        title: its name in the command palette (None: not in the palette).
+        key_display: how its key is written (None: the first key's name).
+        show: whether the footer shows it.
+        command: the protocol command it sends the trainer (None: it sends none itself).
+        when: when it applies.
+        paused: for the two actions that share the space key: True applies only while paused, False only while
+            running. While the run is not live the False one is shown greyed out and the True one hidden, so the
+            footer always holds one of the two.
+    """
+
+    id: str
+    keys: str
+    label: str
+    description: str
+    title: str | None = None
+    key_display: str | None = None
+    show: bool = True
+    command: str | None = None
+    when: When = When.ALWAYS
+    paused: bool | None = None
+
+    @property
+    def name(self) -> str:
+        """The action's name, without its arguments (``show_tab``)."""
+        return parse(self.id)[1]
+
+    @property
+    def params(self) -> tuple[object, ...]:
+        """The action's arguments (``("inspector",)``)."""
+        return parse(self.id)[2]
+
+    @property
+    def key(self) -> str:
+        """Its key as the help screen and the palette write it."""
+        return self.key_display or self.keys.split(",")[0]
+
+    @property
+    def palette_help(self) -> str:
+        """The palette's line under the title: the key, then what it does."""
+        return f"{self.key}: {self.description}"
+
+    def binding(self) -> Binding:
+        """The Textual binding for this action."""
+        tooltip = self.description[:1].upper() + self.description[1:]
+        return Binding(self.keys, self.id, self.label, show=self.show, key_display=self.key_display, tooltip=tooltip)
+
+
+@dataclass(frozen=True)
+class HelpRow:
+    """One line of the help screen: one action, or several described together (space, ``+ -``, the tab keys).
+
+    Attributes:
+        ids: the actions it stands for (empty for a key of Textual's own).
+        text: what the line says (None: the one action's description).
+        keys: the key column (None: the actions' keys, each once, separated by a space).
+    """
+
+    ids: tuple[str, ...]
+    text: str | None = None
+    keys: str | None = None
+
+
+#: the app's actions, in the order of the footer
+ACTIONS: tuple[Action, ...] = (
+    Action("pause", "space", "Pause", "pause training before the next step", "Pause training", command="pause",
+           when=When.LIVE, paused=False),
+    Action("resume", "space", "Resume", "resume training", "Resume training", command="resume", when=When.LIVE,
+           paused=True),
+    Action("lr_up", "plus,equals_sign", "lr×2", "double the learning rate (next step)", "Learning rate ×2",
+           key_display="+", command="scale_lr", when=When.LIVE),
+    Action("lr_down", "minus,underscore", "lr÷2", "halve the learning rate (next step)", "Learning rate ÷2",
+           key_display="-", command="scale_lr", when=When.LIVE),
+    Action("set_lr", "L", "lr…", "type an exact learning rate", "Set learning rate…", key_display="L",
+           command="set_lr", when=When.LIVE),
+    Action("optimizer", "o", "Optim", "choose the optimizer (weights kept, fresh state)", "Choose optimizer…",
+           command="set_optimizer", when=When.LIVE),
+    Action("save", "s", "Save", "save a checkpoint now", "Save checkpoint", command="save", when=When.LIVE),
+    Action("evaluate", "e", "Eval", "evaluate on the test set now", "Evaluate on test set", command="evaluate",
+           when=When.LIVE),
+    Action("restart", "r", "Restart", "restart with the current settings (asks first)", "Restart run…",
+           when=When.RESTART),
+    Action("toggle_log", "l", "Log y", "loss chart: log / linear scale", "Loss chart: log / linear", show=False),
+    Action("quit_app", "q", "Quit", "quit: stops training and saves a checkpoint (asks first)",
+           "Quit (save checkpoint)"),
+    Action("help", "question_mark", "Help", "this help", "Keys and tabs", key_display="?"),
+    Action("show_tab('dashboard')", "1", "Dashboard", "switch to the dashboard tab", "Show dashboard", show=False),
+    Action("show_tab('inspector')", "2", "Inspector", "switch to the inspector tab", "Show inspector", show=False),
+    Action("show_tab('predictions')", "3", "Predictions", "switch to the predictions tab", "Show predictions",
+           show=False, when=When.CLASSIFIER),
+    Action("show_tab('boundary')", "4", "Boundary", "switch to the boundary tab", "Show boundary", show=False,
+           when=When.TWO_D),
+)
+
+#: what the viewer of a detached run adds
+REMOTE_ACTIONS: tuple[Action, ...] = (
+    Action("detach", "d", "Detach", "close this viewer; training goes on", "Detach (leave training running)",
+           when=When.TRAINER_RUNNING),
+)
+
+#: the help screen's key list, top to bottom
+HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow(("pause", "resume"), "pause / resume training"),
+    HelpRow(("lr_up", "lr_down"), "learning rate x2 / ÷2 (next step)", keys="+  -"),
+    HelpRow(("set_lr",)),
+    HelpRow(("optimizer",)),
+    HelpRow(("save",)),
+    HelpRow(("evaluate",)),
+    HelpRow(("restart",)),
+    HelpRow(("toggle_log",)),
+    HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')"),
+            "dashboard, inspector, predictions, boundary"),
+    HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
+    HelpRow(("help",)),
+    HelpRow(("quit_app",)),
+)
+
+#: the detached run's viewer lists its detach key just above quit
+REMOTE_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS[:-1], HelpRow(("detach",)), HELP_ROWS[-1])
+
+
+def bindings(actions: Iterable[Action]) -> list[Binding]:
+    """The Textual bindings of ``actions``, in order."""
+    return [a.binding() for a in actions]
+
+
+def by_id(actions: Iterable[Action]) -> dict[str, Action]:
+    """``actions`` by their id."""
+    return {a.id: a for a in actions}
+
+
+def by_call(actions: Iterable[Action]) -> dict[tuple[str, tuple[object, ...]], Action]:
+    """``actions`` by (name, arguments), as ``check_action`` receives them."""
+    return {(a.name, a.params): a for a in actions}
+
+
+def help_lines(rows: Iterable[HelpRow], actions: Mapping[str, Action]) -> list[tuple[str, str]]:
+    """The help screen's (keys, what they do) lines."""
+    lines = []
+    for row in rows:
+        members = [actions[i] for i in row.ids]
+        keys = row.keys if row.keys is not None else " ".join(dict.fromkeys(a.key for a in members))
+        text = row.text if row.text is not None else members[0].description
+        lines.append((keys, text))
+    return lines
