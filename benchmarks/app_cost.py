@@ -5,9 +5,10 @@ Run: ``python -m benchmarks.app_cost [--rounds 3] [--epochs 1] [--limit N]``. Ro
 120x40, so it lays out and renders every frame as on a terminal, without writing to one.
 
 Throughput is the trainer's own ``samples_per_second`` (samples / time inside training steps) and also the wall
-time of the epoch loop. Key latency is measured from a key event entering the app's driver to (a) the action having
-run and the screen updated ("answer"), and (b) the trainer having applied the command and the app showing its
-confirmation ("effect"); keys are + and - alternately, twice a second while training runs.
+time of the epoch loop. Key latency is measured from a key event handed to the app (as its driver hands it,
+:func:`tuinet.app.testing.send_key`) to (a) the action having run and the screen updated ("answer"), and (b) the
+trainer having applied the command and the app showing its confirmation ("effect"); keys are + and - alternately,
+twice a second while training runs.
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ def run_headless(args, tmp: str) -> dict:
 
 
 async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = None) -> dict:
-    from textual import events
-
     from tuinet.app.app import TuinetApp
+    from tuinet.app.testing import send_key
 
     session = Session(Trainer(_config(args, tmp)))
     app = TuinetApp(session, config=session.trainer.config, switch_interval=switch_interval)
@@ -60,10 +60,8 @@ async def _run_app(args, tmp: str, keys: bool, switch_interval: float | None = N
                 key = "plus" if n % 2 == 0 else "minus"
                 n += 1
                 before = len(app.latencies)
-                ev = events.Key(key, "+" if key == "plus" else "-")
-                ev.set_sender(app)
                 k0 = time.perf_counter()
-                app._driver.send_message(ev)
+                send_key(app, key)
                 while "lr_changed" not in app.pending and len(app.latencies) == before:
                     await asyncio.sleep(0.002)
                     if time.perf_counter() - k0 > 5:  # the run ended before the key was handled

@@ -12,42 +12,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
-import unicodedata
 from pathlib import Path
 
-from textual import events
-from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+from textual.pilot import Pilot
 
-from tuinet.training.config import TrainConfig
+from tuinet.app.app import TuinetApp
+from tuinet.app.testing import press, wait_until
 from tuinet.protocol import make_command
+from tuinet.training.config import TrainConfig
 from tuinet.training.session import Session
 from tuinet.training.trainer import Trainer
-from tuinet.app.app import TuinetApp
 
 
-async def press(app: TuinetApp, *keys: str) -> None:
-    """Send keys through the app's driver, as a terminal would (Pilot.press waits for an idle CPU, which a
-    training process never is)."""
-    for key in keys:
-        if len(key) == 1 and not key.isalnum():
-            key = _character_to_key(key)
-        try:
-            char = unicodedata.lookup(_get_unicode_name_from_key(REPLACED_KEYS.get(key, key)))
-        except KeyError:
-            char = key if len(key) == 1 else None
-        event = events.Key(key, char)
-        event.set_sender(app)
-        app._driver.send_message(event)
-        await asyncio.sleep(0.3)
-
-
-async def wait_for(cond, timeout: float = 300.0, what: str = "") -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise SystemExit(f"screenshots: timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+async def wait_for(pilot: Pilot, cond, what: str, timeout: float = 300.0) -> None:
+    """Wait until ``cond()``; a clear exit when it never comes."""
+    try:
+        await wait_until(pilot, cond, timeout, what, poll=0.1)
+    except TimeoutError as e:
+        raise SystemExit(f"screenshots: {e}") from None
 
 
 async def settle(app: TuinetApp, seconds: float = 1.5) -> None:
@@ -64,23 +46,22 @@ async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
                       log_every=10)
     session = Session(Trainer(cfg))
     app = TuinetApp(session, config=cfg, session_factory=lambda c: Session(Trainer(c)))
-    async with app.run_test(size=size):
-        await wait_for(lambda: app.state.epoch >= 1.3, what="MNIST training")
-        await press(app, "plus")  # a learning-rate change, as a user would make it
-        await wait_for(lambda: app.state.epoch >= 3.5, what="MNIST epoch 3")
-        await press(app, "space")
-        await wait_for(lambda: app.state.paused, what="pause")
-        await press(app, "e")
-        await wait_for(lambda: app.state.evaluated is not None, what="evaluation")
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.state.epoch >= 1.3, what="MNIST training")
+        await press(pilot, "plus")  # a learning-rate change, as a user would make it
+        await wait_for(pilot, lambda: app.state.epoch >= 3.5, what="MNIST epoch 3")
+        await press(pilot, "space")
+        await wait_for(pilot, lambda: app.state.paused, what="pause")
+        await press(pilot, "e")
+        await wait_for(pilot, lambda: app.state.evaluated is not None, what="evaluation")
         await settle(app)
         app.save_screenshot("dashboard.svg", str(out))
         seen = app.state.weights
-        await press(app, "2")
-        await wait_for(lambda: app.state.weights is not seen, what="weights snapshot")
+        await press(pilot, "2")
+        await wait_for(pilot, lambda: app.state.weights is not seen, what="weights snapshot")
         await settle(app, 1.0)
         app.save_screenshot("inspector.svg", str(out))
-        seen = app.state.samples
-        await press(app, "3")
+        await press(pilot, "3")
         await settle(app, 1.0)
         app.save_screenshot("predictions.svg", str(out))
         session.send(make_command("stop"))
@@ -92,14 +73,14 @@ async def boundary_shot(out: Path, size: tuple[int, int], runs: str) -> None:
                       lr=0.01, log_every=10)
     session = Session(Trainer(cfg))
     app = TuinetApp(session, config=cfg)
-    async with app.run_test(size=size):
-        await wait_for(lambda: (app.state.val_accuracy or 0) >= 0.97 or app.state.epoch >= 300,
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: (app.state.val_accuracy or 0) >= 0.97 or app.state.epoch >= 300,
                        what="spiral training")
-        await press(app, "space")
-        await wait_for(lambda: app.state.paused, what="pause")
+        await press(pilot, "space")
+        await wait_for(pilot, lambda: app.state.paused, what="pause")
         seen = app.state.boundary
-        await press(app, "4")
-        await wait_for(lambda: app.state.boundary is not seen, what="boundary snapshot")
+        await press(pilot, "4")
+        await wait_for(pilot, lambda: app.state.boundary is not seen, what="boundary snapshot")
         await settle(app, 1.0)
         app.save_screenshot("boundary.svg", str(out))
         session.send(make_command("stop"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+import pytest
+
 from benchmarks import app_cost as bench
 
 
@@ -14,6 +16,7 @@ def _args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**base)
 
 
+@pytest.mark.slow  # a headless run, then 60 epochs with the app open and keys pressed
 def test_headless_and_app_runs_report_throughput_and_key_latency(tmp_path):
     h = bench.run_headless(_args(), str(tmp_path))
     assert h["samples_per_second"] > 0 and h["train_seconds"] > 0
@@ -22,6 +25,7 @@ def test_headless_and_app_runs_report_throughput_and_key_latency(tmp_path):
     assert a["answers"] and len(a["effects"]) >= 1  # keys were pressed, answered and confirmed by the trainer
 
 
+@pytest.mark.slow  # four timed phases of an app run
 def test_ab_run_alternates_paused_and_drawing_phases(tmp_path):
     r = asyncio.run(bench._run_ab(_args(epochs=10_000), str(tmp_path), phase_seconds=0.5, phases=4))
     assert len(r["rates"]["off"]) == 2 and len(r["rates"]["on"]) == 2
