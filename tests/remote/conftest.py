@@ -43,9 +43,9 @@ def start_trainer(tmp_path, request):
     def start(name: str = "run", epochs: int = 200):
         config = TrainConfig(dataset="mnist", limit=2000, epochs=epochs, log_every=LOG_EVERY, name=name,
                              runs_dir=str(tmp_path / "runs"))
-        rd = RunDir.create(config.runs_dir, name, config.dataset, config.model)
-        rd.write_json("config.json", config.to_dict())
-        proc = launch_daemon(rd.path)
+        rd = RunDir.create(config.runs_dir, name, config.dataset, config.model)  # created and locked
+        rd.write_config(config.to_dict())
+        proc = launch_daemon(rd.path, lock=rd)  # the trainer process takes the lock over
 
         def finalize():
             kill(proc.pid)

@@ -104,3 +104,31 @@ def test_death_in_the_middle_of_a_write_keeps_the_previous_checkpoint(tmp_path):
     assert check(path) == 1  # the first save, intact
     torn = list(tmp_path.glob(".latest.npz.*.tmp"))
     assert len(torn) == 1 and 0 < torn[0].stat().st_size  # the half-written file is there, and was never renamed
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(tmp_path):
+    from tuinet.engine.checkpoint import atomic_write_bytes
+
+    def failing(f):
+        f.write(b"half of it")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_bytes(tmp_path / "latest.npz", failing)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_next_trainer_on_the_folder_removes_a_torn_temporary_file(tmp_path):
+    from tuinet.training.rundir import RunDir
+
+    path = tmp_path / "latest.npz"
+    p = subprocess.run([sys.executable, "-c", HALF_WRITER, str(path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert list(tmp_path.glob(".latest.npz.*.tmp"))
+    rd = RunDir(tmp_path)
+    assert rd.lock()  # what a trainer does first on a run folder
+    try:
+        assert not list(tmp_path.glob(".*.tmp"))
+        assert check(path) == 1  # the checkpoint itself is untouched
+    finally:
+        rd.unlock()

@@ -1,7 +1,8 @@
 """``tuinet train --detach``: start the trainer as a background process that outlives the terminal.
 
-The run folder is created here (so its name is known at once), then ``python -m tuinet.remote.daemon RUN_DIR``
-starts in a new session (no controlling terminal: a closed terminal sends it no SIGHUP, and it ignores SIGHUP
+The run folder is created (and locked) here, so its name is known at once and no other trainer can take it; then
+``python -m tuinet.remote.daemon RUN_DIR`` starts, inheriting the run's lock (one trainer per run folder), in a new
+session (no controlling terminal: a closed terminal sends it no SIGHUP, and it ignores SIGHUP
 anyway) with stdin from /dev/null and stdout/stderr appended to ``RUN_DIR/daemon.log``. We wait until its
 control socket answers and the run has started (or failed: then the error is reported here).
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuinet.errors import ConfigError
-from tuinet.protocol import FINAL_EVENTS, LIVE_STATUSES
+from tuinet.protocol import FINAL_EVENTS
 from tuinet.remote.sockets import RemoteError, socket_path_for
 from tuinet.training.procs import pid_alive
 from tuinet.training.rundir import RunDir
@@ -25,18 +26,38 @@ from tuinet.training.rundir import RunDir
 LOG_NAME = "daemon.log"
 
 
-def launch_daemon(run_dir: str | Path, resume: bool = False, epochs: int | None = None) -> subprocess.Popen:
-    """Start the detached trainer for ``run_dir``; returns its Popen (the caller may simply forget it)."""
+def launch_daemon(run_dir: str | Path, resume: bool = False, epochs: int | None = None,
+                  lock: RunDir | None = None) -> subprocess.Popen:
+    """Start the detached trainer for ``run_dir``; returns its Popen (the caller may simply forget it).
+
+    Args:
+        lock: the run, locked by the caller: its lock passes to the trainer process, and the caller's hold on it
+            ends here (``lock.unlock()``), so the lock is never free between the two. Without it the trainer
+            takes the lock itself (and exits 1 when another trainer has it).
+    """
     run_dir = Path(run_dir).absolute()
     args = [sys.executable, "-m", "tuinet.remote.daemon", str(run_dir)]
     if resume:
         args.append("--resume")
     if epochs is not None:
         args += ["--epochs", str(epochs)]
+    pass_fds: tuple[int, ...] = ()
+    if lock is not None:
+        if lock.lock_fd is None:
+            raise ValueError(f"run {lock.name} is not locked by this process")
+        pass_fds = (lock.lock_fd,)
+        args += ["--lock-fd", str(lock.lock_fd)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / LOG_NAME, "ab") as log:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=env)
+    fd = os.open(run_dir / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, pass_fds=pass_fds, env=env)
+    finally:
+        os.close(fd)
+    if lock is not None:
+        lock.set_lock_pid(proc.pid)  # the trainer's pid, for whoever is refused meanwhile
+        lock.unlock()  # closes our descriptor only: the trainer process holds the lock now
+    return proc
 
 
 def wait_until_started(run_dir: str | Path, proc: subprocess.Popen | None = None, pid: int | None = None,
@@ -102,9 +123,12 @@ def _runs_dir_option(runs_dir: str) -> str:
 def detach_training(config, wait: float = 60.0, out=None) -> dict[str, Any]:
     """Start ``config`` as a detached trainer and print its name and how to attach; returns {name, pid, ...}."""
     out = out or sys.stdout
-    rd = RunDir.create(config.runs_dir, config.name, config.dataset, config.model)
-    rd.write_json("config.json", config.to_dict())
-    proc = launch_daemon(rd.path)
+    rd = RunDir.create(config.runs_dir, config.name, config.dataset, config.model)  # created and locked
+    try:
+        rd.write_config(config.to_dict())
+        proc = launch_daemon(rd.path, lock=rd)
+    finally:
+        rd.unlock()
     started = wait_until_started(rd.path, proc, timeout=wait)
     extra = _runs_dir_option(config.runs_dir)
     info = {"name": rd.name, "pid": proc.pid, "run_dir": str(rd.path), "socket": str(socket_path_for(rd.path)),
@@ -121,13 +145,13 @@ def detach_training(config, wait: float = 60.0, out=None) -> dict[str, Any]:
 def detach_resume(run: RunDir, epochs: int | None = None, wait: float = 60.0, out=None) -> dict[str, Any]:
     """``tuinet resume RUN --detach``: continue a stopped run in the background."""
     out = out or sys.stdout
-    status = run.read_json("status.json")
-    if status.get("status") in LIVE_STATUSES and pid_alive(status.get("pid")):
-        raise ConfigError(f"run {run.name} is already running (pid {status.get('pid')}); "
-                          f"`tuinet attach {run.name}` to watch it")
-    if not run.latest.exists():
-        raise ConfigError(f"{run.latest}: no checkpoint to resume from")
-    proc = launch_daemon(run.path, resume=True, epochs=epochs)
+    run.lock()  # RunLockedError (the holder named, nothing changed) when another trainer has the run
+    try:
+        if not run.latest.exists():
+            raise ConfigError(f"{run.latest}: no checkpoint to resume from")
+        proc = launch_daemon(run.path, resume=True, epochs=epochs, lock=run)
+    finally:
+        run.unlock()
     wait_until_started(run.path, proc, timeout=wait)
     extra = _runs_dir_option(str(run.path.parent))
     print(f"run {run.name} resumed in the background (pid {proc.pid})", file=out)

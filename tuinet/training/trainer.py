@@ -109,17 +109,29 @@ class Trainer:
 
     @classmethod
     def resume(cls, run: RunDir, emit=None, epochs: int | None = None) -> "Trainer":
-        """A trainer that continues ``run`` exactly where its latest checkpoint left it."""
-        cfg_data = run.read_json("config.json")
-        if not cfg_data:
-            raise ConfigError(f"{run.path}: no config.json; not a tuinet run")
-        if epochs is not None:
-            cfg_data["epochs"] = epochs
-        cfg_data["runs_dir"] = str(run.path.parent)
-        cfg_data["name"] = run.name
-        config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
-        t = cls(config, run_dir=run, emit=emit)
-        t._resume_ckpt = load_checkpoint(run.latest)
+        """A trainer that continues ``run`` exactly where its latest checkpoint left it.
+
+        Takes the run's lock first (RunLockedError, with nothing changed, when another trainer has it) and holds
+        status.json and metrics.jsonl back until the run has started: a resume that fails leaves the run as it was.
+        """
+        took = run.lock()
+        try:
+            cfg_data = run.read_json("config.json")
+            if not cfg_data:
+                raise ConfigError(f"{run.path}: no config.json; not a tuinet run")
+            if epochs is not None:
+                cfg_data["epochs"] = epochs
+            cfg_data["runs_dir"] = str(run.path.parent)
+            cfg_data["name"] = run.name
+            config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
+            t = cls(config, run_dir=run, emit=emit)
+            t._resume_ckpt = load_checkpoint(run.latest)
+        except BaseException:
+            if took:
+                run.unlock()
+            raise
+        t._owns_lock = took
+        run.hold_until_started()
         return t
 
     def _log(self, message: str, level: str = "info") -> None:
@@ -408,6 +420,8 @@ class Trainer:
         finally:
             if self.run_dir:
                 self.run_dir.close()
+                if getattr(self, "_owns_lock", False):  # the lock is held for exactly the trainer's lifetime
+                    self.run_dir.unlock()
 
     def _failed(self, message: str, tb: str | None = None) -> dict[str, Any]:
         self.status = "failed"
@@ -445,12 +459,15 @@ class Trainer:
         if self._run_dir_arg is False:
             self.run_dir = None
         elif isinstance(self._run_dir_arg, RunDir):
+            # one trainer per run folder: refused here, before self.run_dir is set, so nothing is written
+            self._owns_lock = self._run_dir_arg.lock() or getattr(self, "_owns_lock", False)
             self.run_dir = self._run_dir_arg
         else:
             c = self.config
-            self.run_dir = RunDir.create(c.runs_dir, c.name, c.dataset, c.model)
+            self.run_dir = RunDir.create(c.runs_dir, c.name, c.dataset, c.model)  # created and locked
+            self._owns_lock = True
         if self.run_dir and self._resume_ckpt is None:
-            self.run_dir.write_json("config.json", self.config.to_dict())
+            self.run_dir.write_config(self.config.to_dict())
 
     def _run(self) -> dict[str, Any]:
         c = self.config
@@ -614,10 +631,10 @@ class Trainer:
         else:
             self.bad_epochs += 1
         self._remember_good()
-        self._status_file()
         self.save("latest")
         if improved:
             self.save("best")
+        self._status_file()  # after the checkpoint it describes: status.json never runs ahead of latest.npz
         if c.patience is not None and self.bad_epochs >= c.patience and self.epoch < c.epochs:
             if getattr(self, "_best_weights", None) is not None:
                 m.set_weights(self._best_weights)
