@@ -5,11 +5,15 @@ id. A viewer receives one JSON object per line: a ``hello`` (run name, pid, the 
 far (the run's history), a ``history_end`` marker, the latest picture events, then the live stream. Lines a viewer
 sends are commands; they join the trainer's queue, and their effects (``paused``, ``lr_changed`` ...) reach every
 viewer. A slow or dead viewer never blocks training: each has a bounded queue and is dropped when it overflows.
+
+Everything is bounded: at most :data:`MAX_VIEWERS` viewers (two threads each; the next connection gets a
+``refused`` line and is closed before it gets a thread), :data:`MAX_QUEUE` queued events each, command lines of
+:data:`MAX_LINE` bytes. No line a viewer sends can end its reader or the trainer: whatever is wrong with it
+(not UTF-8, not JSON, nested too deeply, not a valid command) is answered with a ``log`` error to that viewer.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import socket
@@ -19,15 +23,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tuinet.errors import TuinetError
-from tuinet.protocol import PICTURE_EVENTS, PROTOCOL_VERSION, to_json, validate_command
+from tuinet.protocol import PICTURE_EVENTS, PROTOCOL_VERSION, from_json, to_json, validate_command
 from tuinet.remote.sockets import check_peer, peer_credentials
 from tuinet.training.history import EventHistory
-from tuinet.training.procs import remove_stale_socket
+from tuinet.training.procs import remove_stale_socket, socket_listening
 
 #: live events a viewer may fall behind by before it is dropped
 MAX_QUEUE = 4000
 #: longest command line accepted (a command is tiny; this only stops a runaway client)
 MAX_LINE = 64 * 1024
+#: viewers connected at once; the next one is refused (each viewer costs two threads and a queue)
+MAX_VIEWERS = 32
+#: seconds a viewer closed for a bad line has to receive the error before its connection is cut
+CLOSE_GRACE = 2.0
 
 
 def _line(message: dict[str, Any]) -> bytes:
@@ -100,7 +108,9 @@ class ControlServer:
     def start(self) -> None:
         """Create the socket (0600) and start accepting viewers in a daemon thread."""
         if self.path.exists() or self.path.is_symlink():
-            if not remove_stale_socket(self.path):
+            if not remove_stale_socket(self.path):  # only a socket of ours on which nobody listens goes
+                if self.path.is_socket() and socket_listening(self.path):
+                    raise TuinetError(f"{self.path}: another trainer is listening on this socket; not replacing it")
                 raise TuinetError(f"{self.path}: exists and is not a stale socket of yours; not replacing it")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the file is born 0600: no window in which another user could connect
@@ -181,16 +191,23 @@ class ControlServer:
             except Exception:  # noqa: BLE001 - one bad viewer must not stop the accept loop
                 conn.close()
 
+    @staticmethod
+    def _refuse(conn: socket.socket, reason: str) -> None:
+        """One ``refused`` line, then the connection closes (a fresh socket's buffer takes a line at once)."""
+        conn.settimeout(1.0)
+        try:
+            conn.sendall(_line(_remote_event("refused", error=reason)))
+        except OSError:
+            pass
+        conn.close()
+
     def _welcome(self, conn: socket.socket) -> None:
         pid, uid = peer_credentials(conn)
         refusal = check_peer(uid)
+        if refusal is None and self.viewers >= MAX_VIEWERS:
+            refusal = f"too many viewers: {MAX_VIEWERS} are connected to this trainer; close one and try again"
         if refusal:
-            conn.settimeout(1.0)
-            try:
-                conn.sendall(_line(_remote_event("refused", error=refusal)))
-            except OSError:
-                pass
-            conn.close()
+            self._refuse(conn, refusal)
             return
         conn.settimeout(None)
         try:
@@ -202,11 +219,17 @@ class ControlServer:
         # the history snapshot and the registration happen under the lock that _on_event takes: every event is
         # either in the snapshot or in the queue, never both, never neither
         with self._lock:
-            history = list(self._history)
-            pictures = list(self._pictures.values())
-            v = _Viewer(conn, pid, uid, [hello, *history, _remote_event("history_end", events=len(history)),
-                                         *pictures])
-            self._viewers.append(v)
+            if len(self._viewers) >= MAX_VIEWERS:  # only this thread adds viewers: a last check, to be exact
+                v = None
+            else:
+                history = list(self._history)
+                pictures = list(self._pictures.values())
+                v = _Viewer(conn, pid, uid, [hello, *history, _remote_event("history_end", events=len(history)),
+                                             *pictures])
+                self._viewers.append(v)
+        if v is None:
+            self._refuse(conn, f"too many viewers: {MAX_VIEWERS} are connected to this trainer")
+            return
         v.writer = threading.Thread(target=self._write_loop, args=(v,), name="tuinet-viewer-out", daemon=True)
         v.reader = threading.Thread(target=self._read_loop, args=(v,), name="tuinet-viewer-in", daemon=True)
         v.reader.start()  # first: the writer joins the reader when it ends
@@ -247,28 +270,42 @@ class ControlServer:
                     break
                 if not raw.endswith(b"\n") and len(raw) >= MAX_LINE:
                     self._reply(v, f"command line longer than {MAX_LINE} bytes; closing")
+                    self._close_after_queue(v, "command line too long")
                     break
                 if raw.strip():
                     self._command(v, raw)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - a broken connection (or anything else) ends this viewer, nothing more
             pass
         finally:
             f.close()
             self._forget(v, v.reason or "viewer left")
 
-    def _command(self, v: _Viewer, raw: bytes) -> None:
+    def _close_after_queue(self, v: _Viewer, reason: str) -> None:
+        """End ``v`` once its writer has sent what is queued (its own error line last), waiting at most
+        CLOSE_GRACE seconds: a viewer that does not read is cut off anyway."""
+        with self._lock:
+            if v in self._viewers:
+                self._viewers.remove(v)
+        v.reason = reason
         try:
-            cmd = json.loads(raw)
-            validate_command(cmd)
-        except ValueError as e:
-            self._reply(v, f"not a JSON command: {e}")
-            return
+            v.queue.put_nowait(None)  # the writer stops after the lines before it
+        except queue.Full:
+            v.hang_up(reason)
+        v.gone.wait(CLOSE_GRACE)
+
+    def _command(self, v: _Viewer, raw: bytes) -> None:
+        """Parse, validate and queue one command line; anything wrong is answered to ``v`` alone."""
+        try:
+            cmd = validate_command(from_json(raw))  # not UTF-8, not JSON, too deep: all ValueError
+            if v.pid is not None:
+                cmd["client_pid"] = v.pid  # who sent it is what the kernel says, not what the line claims
+            self.session.send(cmd)
         except TuinetError as e:
             self._reply(v, f"command refused: {e}")
-            return
-        if v.pid is not None:
-            cmd.setdefault("client_pid", v.pid)
-        self.session.send(cmd)
+        except ValueError as e:
+            self._reply(v, f"not a JSON command: {str(e)[:200]}")
+        except Exception as e:  # noqa: BLE001 - no line may end the reader; the trainer never saw this one
+            self._reply(v, f"command refused: {type(e).__name__}")
 
     def _reply(self, v: _Viewer, message: str) -> None:
         """A log event for one viewer only (its own malformed command)."""

@@ -1,8 +1,10 @@
-"""Trainer processes seen from outside: is a recorded pid alive, and removing the socket a dead trainer left."""
+"""Trainer processes seen from outside: is a recorded pid alive, is a control socket served, removing a dead one."""
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -28,16 +30,39 @@ def pid_alive(pid: Any) -> bool:
         return True
 
 
+def socket_listening(path: str | Path, timeout: float = 1.0) -> bool:
+    """True unless connecting to the Unix socket at ``path`` proves nobody listens on it (refused, or gone).
+
+    Anything else (accepted, a full backlog, a timeout, no permission) counts as listening: a live socket must
+    never be taken for a stale one.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.fspath(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as e:
+        return e.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK)
+    finally:
+        sock.close()
+    return True
+
+
 def remove_stale_socket(path: str | Path | None) -> bool:
     """Delete the control socket a dead trainer left behind; True when one was removed.
 
-    Only a socket file owned by this user is removed; anything else (a regular file, a missing path, None) is left.
+    Only a socket file owned by this user on which nobody listens (a connection attempt is refused) is removed;
+    anything else (a live trainer's socket, a regular file, a missing path, None) is left.
     """
     if not path:
         return False
     try:
         st = os.lstat(path)
-        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid():
+        if not (stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid()) or socket_listening(path):
+            return False
+        again = os.lstat(path)  # the same file we found dead, not one a new trainer bound meanwhile
+        if (again.st_ino, again.st_dev) == (st.st_ino, st.st_dev):
             os.unlink(path)
             return True
     except (OSError, TypeError, ValueError):
