@@ -22,8 +22,8 @@ def _key(b: Binding) -> tuple:
 
 
 def test_every_binding_comes_from_the_table():
-    assert [_key(b) for b in TuinetApp.BINDINGS] == [_key(a.binding()) for a in actions.ACTIONS]
-    assert [_key(b) for b in RemoteApp.BINDINGS] == [_key(a.binding()) for a in actions.REMOTE_ACTIONS]
+    assert [_key(b) for b in TuinetApp.BINDINGS] == [_key(b) for a in actions.ACTIONS for b in a.bindings()]
+    assert [_key(b) for b in RemoteApp.BINDINGS] == [_key(b) for a in actions.REMOTE_ACTIONS for b in a.bindings()]
     ids = [a.id for a in (*actions.ACTIONS, *actions.REMOTE_ACTIONS)]
     assert len(ids) == len(set(ids)), "an action is in the table once"
 
@@ -70,6 +70,7 @@ def test_every_table_entry_is_in_the_help():
         ("ctrl+p", "command palette (every action by name)"),
         ("?", "this help"),
         ("q", "quit: stops training and saves a checkpoint (asks first)"),
+        ("ctrl+c", "stop training now, save a checkpoint and quit (no question)"),
     ]
     remote = actions.help_lines(actions.REMOTE_HELP_ROWS, actions.by_id(RemoteApp.ACTIONS))
     assert ("d", "close this viewer; training goes on") in remote

@@ -44,6 +44,8 @@ class Action:
         paused: for the two actions that share the space key: True applies only while paused, False only while
             running. While the run is not live the False one is shown greyed out and the True one hidden, so the
             footer always holds one of the two.
+        hidden_keys: more keys bound to it that the footer does not show; they take priority over Textual's own
+            bindings of the same keys (ctrl+q, ctrl+c).
     """
 
     id: str
@@ -56,6 +58,7 @@ class Action:
     command: str | None = None
     when: When = When.ALWAYS
     paused: bool | None = None
+    hidden_keys: str | None = None
 
     @property
     def name(self) -> str:
@@ -77,10 +80,14 @@ class Action:
         """The palette's line under the title: the key, then what it does."""
         return f"{self.key}: {self.description}"
 
-    def binding(self) -> Binding:
-        """The Textual binding for this action."""
+    def bindings(self) -> list[Binding]:
+        """The Textual bindings for this action: its keys, then its hidden keys."""
         tooltip = self.description[:1].upper() + self.description[1:]
-        return Binding(self.keys, self.id, self.label, show=self.show, key_display=self.key_display, tooltip=tooltip)
+        out = [Binding(self.keys, self.id, self.label, show=self.show, key_display=self.key_display,
+                       tooltip=tooltip)]
+        if self.hidden_keys:
+            out.append(Binding(self.hidden_keys, self.id, self.label, show=False, priority=True, tooltip=tooltip))
+        return out
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,9 @@ ACTIONS: tuple[Action, ...] = (
            when=When.RESTART),
     Action("toggle_log", "l", "Log y", "loss chart: log / linear scale", "Loss chart: log / linear", show=False),
     Action("quit_app", "q", "Quit", "quit: stops training and saves a checkpoint (asks first)",
-           "Quit (save checkpoint)"),
+           "Quit (save checkpoint)", hidden_keys="ctrl+q"),
+    Action("interrupt", "ctrl+c", "Stop", "stop training now, save a checkpoint and quit (no question)",
+           "Stop training and quit now", show=False),
     Action("help", "question_mark", "Help", "this help", "Keys and tabs", key_display="?"),
     Action("show_tab('dashboard')", "1", "Dashboard", "switch to the dashboard tab", "Show dashboard", show=False),
     Action("show_tab('inspector')", "2", "Inspector", "switch to the inspector tab", "Show inspector", show=False),
@@ -150,15 +159,16 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
     HelpRow(("help",)),
     HelpRow(("quit_app",)),
+    HelpRow(("interrupt",)),
 )
 
 #: the detached run's viewer lists its detach key just above quit
-REMOTE_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS[:-1], HelpRow(("detach",)), HELP_ROWS[-1])
+REMOTE_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS[:-2], HelpRow(("detach",)), *HELP_ROWS[-2:])
 
 
 def bindings(actions: Iterable[Action]) -> list[Binding]:
     """The Textual bindings of ``actions``, in order."""
-    return [a.binding() for a in actions]
+    return [b for a in actions for b in a.bindings()]
 
 
 def by_id(actions: Iterable[Action]) -> dict[str, Action]:

@@ -14,8 +14,10 @@ rebuilt at most twice a second and within a time budget, so the UI takes little 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
+import signal
 import sys
 import time
 from collections import deque
@@ -122,6 +124,8 @@ class TuinetApp(App[int]):
         self._topbar_plain: str | None = None
         self._boundary_shown: bool | None = None
         self._preds_shown = True
+        self.signal_received: int | None = None  # SIGHUP/SIGTERM/SIGINT (or ctrl+c) that ended the app
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- layout ----------------------------------------------------------------------------------------------------
 
@@ -140,6 +144,10 @@ class TuinetApp(App[int]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.signal_received is not None:  # a signal came while the app was starting
+            self._on_signal(self.signal_received)
+            return
         if self.switch_interval is not None:
             self._old_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_interval)
@@ -472,7 +480,34 @@ class TuinetApp(App[int]):
                 self._quit()
         self.push_screen(ConfirmDialog("Quit", "Stop training, save a checkpoint and quit?", yes="Quit"), done)
 
+    def action_interrupt(self) -> None:
+        """ctrl+c: what it does in a terminal without the app: stop training at once (checkpoint saved), then quit
+        with the exit code of an interrupt (130)."""
+        self.signal_received = signal.SIGINT
+        if not self._session_live() or not self.session.running:
+            self.exit(128 + signal.SIGINT)
+            return
+        self._quit()
+
+    def deliver_signal(self, signum: int) -> None:
+        """Called by a signal handler (in the main thread, at any point of the event loop): hand the signal to the
+        loop, which stops the run and exits. Safe from a handler: it only sets a field and wakes the loop."""
+        self.signal_received = signum
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGHUP (the terminal is gone), SIGTERM or SIGINT: ask the trainer to stop (it finishes the step, saves a
+        checkpoint and marks the run stopped) and leave at once, restoring the terminal if there is one; the
+        caller waits for the trainer. The exit code is 128 + the signal, as headless."""
+        if self.session is not None and self.session.running and self._lifecycle != "stopping":
+            self.session.send(make_command("stop", reason=signal.Signals(signum).name))
+            self._lifecycle = "stopping"
+        self.exit(128 + signum)
+
     def _exit_code(self) -> int:
+        if self.signal_received is not None:
+            return 128 + self.signal_received
         return 1 if self.state.status == "failed" else 0
 
     def _show_diverged(self, event: dict[str, Any]) -> None:
@@ -516,7 +551,8 @@ class TuinetApp(App[int]):
         if session is None:
             return
         if session.running:
-            session.send(make_command("stop", reason="user"))
+            reason = signal.Signals(self.signal_received).name if self.signal_received else "user"
+            session.send(make_command("stop", reason=reason))
         await asyncio.to_thread(session.join, 120)
         self._tick()
 
@@ -577,12 +613,43 @@ def run_app(config: TrainConfig, trainer: Trainer | None = None) -> int:
     app = TuinetApp(session, config=config, session_factory=factory)
     code = None
     try:
-        code = app.run()
+        with forward_signals(app):
+            code = app.run()
     finally:
         live = app.session or session
         if live.running:
-            live.send(make_command("stop", reason="app closed"))
-            live.join(120)
+            reason = signal.Signals(app.signal_received).name if app.signal_received else "app closed"
+            live.send(make_command("stop", reason=reason))
+            with forward_signals(None):  # while waiting: a second Ctrl-C must not cut the checkpoint short
+                live.join(120)
+    if app.signal_received is not None:
+        return 128 + app.signal_received
     if isinstance(code, int):
         return code
     return 1 if app.state.status == "failed" else 0
+
+
+#: the signals that end the app gracefully: a closed terminal or SSH connection, kill, and Ctrl-C from outside
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def forward_signals(app: TuinetApp | None):
+    """While the block runs, SIGHUP, SIGTERM and SIGINT go to ``app.deliver_signal`` (or are only recorded, with
+    ``app`` None) instead of killing the process; the old handlers come back afterwards. Main thread only (a
+    no-op elsewhere)."""
+    def handler(signum, frame):
+        if app is not None:
+            app.deliver_signal(signum)
+
+    old = {}
+    for sig in STOP_SIGNALS:
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            break
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -83,6 +83,15 @@ class RemoteApp(TuinetApp):
         self.outcome = "detached"
         self.exit(0)
 
+    def action_interrupt(self) -> None:
+        """ctrl+c in a viewer detaches, as in `tuinet attach --headless`: the trainer goes on."""
+        self.action_detach()
+
+    def _on_signal(self, signum: int) -> None:
+        """A lost terminal (SIGHUP), SIGTERM or SIGINT ends this viewer only: the detached trainer goes on."""
+        self.outcome = "detached"
+        self.exit(128 + signum)
+
     def action_quit_app(self) -> None:
         """Quit: while training runs, ask whether to stop it (checkpoint saved) or leave it running."""
         if not self._trainer_running():
@@ -107,7 +116,8 @@ def run_remote_app(session: RemoteSession, config: TrainConfig | None = None) ->
     app = RemoteApp(session, config=config)
     code = None
     try:
-        code = app.run()
+        with app_module.forward_signals(app):
+            code = app.run()
     finally:
         if session.running:
             session.close()

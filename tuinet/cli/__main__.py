@@ -1,5 +1,5 @@
 """``python -m tuinet.cli``: the command line."""
 
-from tuinet.cli.main import main
+from tuinet.cli.entry import run
 
-main()
+run()

@@ -588,7 +588,9 @@ class Trainer:
                                epoch_seconds, ep_n):
                 break
         self.status = "testing"
+        self._poll_commands()
         self.test_result = m.evaluate(d.x_test, d.y_test) if len(d.x_test) else {"loss": float("nan")}
+        self._poll_commands()  # a stop (a signal) during the test evaluation ends the run stopped, not finished
         self.status = "finished"
         self._status_file()
         self._emit_pictures()
