@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def torch_available() -> bool:
     """True when PyTorch can be imported."""
