@@ -26,7 +26,7 @@ def conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed: int 
     """
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size,) + model.input_shape, dtype=np.float32)
-    first = model._first_trainable
+    first = model.first_trainable
     rows = []
     for i, layer in enumerate(model.layers):
         y = layer.forward(x, True)
@@ -59,7 +59,7 @@ def torch_conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed
     torch.manual_seed(seed)
     shape = model.input_shape
     x = torch.rand((batch_size,) + (tuple(shape[2:]) + tuple(shape[:2]) if len(shape) == 3 else tuple(shape)))
-    first = model._first_trainable
+    first = model.first_trainable
     rows = []
     for i, layer in enumerate(model.layers):
         mod = torch_cnn_model([layer.config()], shape)

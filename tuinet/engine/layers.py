@@ -212,6 +212,11 @@ class ReLU(Activation):
 
     key = "relu"
 
+    @property
+    def output(self) -> np.ndarray | None:
+        """The output of the last forward pass (None before the first); read it, do not write to it."""
+        return self._cache
+
     def forward(self, x, training):
         y = np.empty_like(x)
         K.relu_forward(_flat(x), _flat(y))

@@ -59,9 +59,34 @@ class Sequential:
             (p, g) for layer in self.layers for name, p, g in layer.named_params() if name in layer.penalized
         ]
         self._first_trainable = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
-        # layers computed together with the next one (Conv2D + MaxPool2D): index of the first of each pair
-        self._fused = {i for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))
-                       if hasattr(layer, "can_fuse") and layer.can_fuse(nxt)}
+        # layers that can run together with the next one (Conv2D + MaxPool2D): index of the first of each pair
+        self._fusable = frozenset(i for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))
+                                  if hasattr(layer, "can_fuse") and layer.can_fuse(nxt))
+        self._fusion = True
+        self._fused = self._fusable
+
+    @property
+    def first_trainable(self) -> int:
+        """Index of the first layer with parameters (``len(layers)`` when none has any).
+
+        The backward pass stops there, and that layer computes no input gradient.
+        """
+        return self._first_trainable
+
+    @property
+    def fused_pairs(self) -> frozenset[int]:
+        """Indices of the layers that run fused with the next one (a Conv2D followed by its MaxPool2D)."""
+        return self._fused
+
+    @property
+    def fusion(self) -> bool:
+        """Whether layer pairs that can run fused do (True, the default); results are the same either way."""
+        return self._fusion
+
+    @fusion.setter
+    def fusion(self, on: bool) -> None:
+        self._fusion = bool(on)
+        self._fused = self._fusable if self._fusion else frozenset()
 
     # --- computing ---------------------------------------------------------------------------------------------
 

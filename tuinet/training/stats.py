@@ -53,8 +53,8 @@ def layer_stats(model, before: dict[str, list[np.ndarray]] | None = None) -> lis
         # a ReLU after this layer (directly, or after the layer itself) tells how many units are dead
         relu = layer if isinstance(layer, ReLU) else (
             layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], ReLU) else None)
-        if relu is not None and getattr(relu, "_cache", None) is not None:
-            y = relu._cache
+        if relu is not None and relu.output is not None:
+            y = relu.output
             act = y.reshape(y.shape[0], -1) if y.ndim == 2 else y.reshape(-1, y.shape[-1])
             row["dead_fraction"] = float(np.mean(~(act > 0).any(axis=0)))
         if isinstance(layer, ReLU):
