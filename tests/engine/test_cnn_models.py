@@ -8,7 +8,8 @@ import pytest
 
 from benchmarks.cnn_recipe import one_cycle_lr
 from tuinet.engine import build_model, make_optimizer
-from tuinet.engine import conv as conv_mod
+from tuinet.engine.conv import kernels as conv_kernels
+from tuinet.engine.conv import microkernels as conv_microkernels
 from tuinet.engine import norm as norm_mod
 from tuinet.engine import residual as res_mod
 from tuinet.engine.model import Sequential
@@ -100,15 +101,15 @@ def test_fused_conv_maxpool_pairs_change_nothing(spec, shape):
     """The model runs Conv2D + MaxPool2D pairs fused; outputs and gradients equal those of the layers one by one."""
     model = build_model(spec, shape, 10, seed=3)
     pairs = [i for i, layer in enumerate(model.layers) if layer.kind == "Conv2D"]
-    assert model._fused == set(pairs) and len(pairs) == 2
+    assert model.fused_pairs == set(pairs) and len(pairs) == 2
     rng = np.random.default_rng(0)
     x = rng.random((6,) + shape, dtype=np.float32)
     y = rng.integers(0, 10, 6)
     results = []
     start = model.get_weights()  # BatchNorm's running statistics move with each training forward
-    for fused in (model._fused, set()):
+    for fusion in (True, False):
         model.set_weights(start)
-        model._fused = fused
+        model.fusion = fusion
         out = model.forward(x, training=True)
         loss, dout, _ = model.loss(out, y)
         model.backward(dout)
@@ -166,7 +167,9 @@ def test_training_reaches_accuracy_and_compiles_each_kernel_once(mnist_small):
     acc = cnn.evaluate(d.x_test, d.y_test)["accuracy"]
     assert acc > 0.9, acc
 
-    other = build_model("conv3x3x8s2psame,bn,relu,res8,res16s2,avgpool2s1,gap,dense16,bn,relu", (28, 28, 1), 10)
+    # (a MaxPool2D that is not fused with a Conv2D, so that the test alone calls every public kernel)
+    other = build_model("conv3x3x8s2psame,bn,relu,maxpool2s1,res8,res16s2,avgpool2s1,gap,dense16,bn,relu", (28, 28, 1),
+                        10)
     configure_threads(other)
     opt2 = make_optimizer("adam", other.params, lr=0.01)
     for i in range(0, 512, 128):
@@ -174,7 +177,7 @@ def test_training_reaches_accuracy_and_compiles_each_kernel_once(mnist_small):
     other.evaluate(d.x_val[:300], d.y_val[:300])
 
     counts = {f"{mod.__name__}.{name}": len(fn.signatures)
-              for mod in (conv_mod, norm_mod, res_mod) for name, fn in _jitted(mod).items()}
+              for mod in (conv_kernels, conv_microkernels, norm_mod, res_mod) for name, fn in _jitted(mod).items()}
     # helpers called only from other kernels have no signature of their own when their caller came from the cache
     public = {k: c for k, c in counts.items() if not k.rsplit(".", 1)[1].startswith("_")}
     assert len(public) >= 12 and all(c == 1 for c in public.values()), public

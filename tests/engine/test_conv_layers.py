@@ -188,11 +188,11 @@ def test_conv2d_torch_init_bounds():
 def test_conv_microkernels_match_their_generator():
     import inspect
 
-    from tuinet.engine import conv
+    from tuinet.engine.conv import codegen, microkernels
 
-    for width, rows in conv._MK_ROWS.items():
-        fn = getattr(conv, f"_mk{rows}x{width}")
-        assert inspect.getsource(fn.py_func) == conv.microkernel_source(rows, width)
+    for width, rows in codegen._MK_ROWS.items():
+        fn = getattr(microkernels, f"_mk{rows}x{width}")
+        assert inspect.getsource(fn.py_func) == codegen.microkernel_source(rows, width)
 
 
 def test_conv_microkernel_is_vectorized(tmp_path):
@@ -209,13 +209,12 @@ def test_conv_microkernel_is_vectorized(tmp_path):
         pytest.skip("needs an x86 CPU with FMA")
     code = (
         "import re, numpy as np\n"
-        "from tuinet.engine import conv\n"
+        "from tuinet.engine.conv import microkernels as mk\n"
         "x = np.ones(64, np.float32); u = np.zeros(3, np.int64); v = np.zeros(4, np.uint64)\n"
         "b = np.ones((4, 32), np.float32); c = np.zeros((3, 32), np.float32)\n"
-        "with conv._slp_vectorize():\n"
-        "    conv._mk3x32(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
+        "mk._mk3x32(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
         "assert c[0, 0] == 4.0, c\n"
-        "asm = conv._mk3x32.inspect_asm(conv._mk3x32.signatures[0])\n"
+        "asm = mk._mk3x32.inspect_asm(mk._mk3x32.signatures[0])\n"
         "lanes = {'xmm': 4, 'ymm': 8, 'zmm': 16}\n"
         "packed = re.findall(r'vfmadd\\w*ps\\s+[^\\n]*?([xyz]mm)', asm)\n"
         "print(sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)))\n"
@@ -305,14 +304,14 @@ def test_conv_maxpool_fused_equals_the_two_layers(shape, filters, k, s, pad, poo
     conv.params[1][...] = rng.standard_normal(filters).astype(np.float32)
     x = rng.standard_normal((5,) + shape).astype(np.float32)
     y = mp.forward(conv.forward(x, True), True)
-    arg = mp._arg.copy()
+    arg = mp.argmax.copy()
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = conv.backward(mp.backward(dy), need_dx)
     grads = [g.copy() for g in conv.grads]
 
     yf = conv.forward_fused(x, True, mp)
     np.testing.assert_array_equal(yf, y)
-    np.testing.assert_array_equal(mp._arg, arg)
+    np.testing.assert_array_equal(mp.argmax, arg)
     dxf = conv.backward_fused(dy, mp, need_dx)
     for g, gf in zip(grads, conv.grads):
         np.testing.assert_array_equal(gf, g)
@@ -331,7 +330,7 @@ def test_conv_maxpool_fused_equals_the_two_layers(shape, filters, k, s, pad, poo
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1), (1, 2)])
 def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride):
     """The 2x2 kernel picks the same winner as the general one: the first maximum in row-major window order."""
-    from tuinet.engine import conv
+    from tuinet.engine.conv import kernels
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, (3, 7, 6, 9)).astype(np.float32)  # many ties
@@ -340,10 +339,10 @@ def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride):
     layer = MaxPool2D(2, stride)
     layer.build(x.shape[1:], None)
     out = layer.forward(x, True)
-    arg = layer._arg
+    arg = layer.argmax
     ref_out, ref_arg = np.empty_like(out), np.empty_like(arg)
     for n in range(x.shape[0]):
-        conv._maxpool_fwd_sample.py_func(x[n], ref_out[n], ref_arg[n], 2, 2, *stride)
+        kernels._maxpool_fwd_sample.py_func(x[n], ref_out[n], ref_arg[n], 2, 2, *stride)
     np.testing.assert_array_equal(arg, ref_arg)
     np.testing.assert_array_equal(out, ref_out)  # NaNs in the same places
 

@@ -1,0 +1,435 @@
+"""Numba kernels of the convolution and pooling layers (NHWC float32 images).
+
+Every convolution product here is a GEMM whose A operand is read straight from the image ("implicit GEMM",
+no im2col buffer): A[r, t] = xf[u[r] + v[t]], with u/v tables of flat offsets (output positions and window
+taps; :class:`~tuinet.engine.conv.plan.ConvPlan` builds them). :func:`_panel_gemm` runs it on the
+register-blocked micro-kernels of :mod:`tuinet.engine.conv.microkernels`, one column panel at a time.
+
+The Conv2D kernels and their helpers are compiled by ``conv_jit`` (LLVM's SLP vectorizer on, see
+:mod:`tuinet.engine.conv.codegen`); the pooling kernels by the engine's usual ``jit``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from tuinet.engine.conv.codegen import conv_jit
+from tuinet.engine.conv.microkernels import _colsum8, _mk3x24, _mk3x32, _mk4x16, _mk8x8
+from tuinet.engine.kernels import F0, jit
+
+# --- Conv2D kernels --------------------------------------------------------------------------------------------
+
+
+@conv_jit()
+def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
+    """For each column panel (j0, width) of ``panels``: c[:rows, panel] += A @ b[:, panel] (accumulate) or
+    = A @ b[:, panel] + bias[panel], where A[r, t] = xf[u[r] + v[t]].
+
+    ``u`` and the rows of ``c`` must extend to ``rows`` rounded up to the panel's tile height (padding rows
+    point at any valid offset and are discarded by the caller).
+    """
+    for i in range(panels.shape[0]):
+        j0 = panels[i, 0]
+        wd = panels[i, 1]
+        if wd == 32:
+            for r0 in range(0, rows, 3):
+                _mk3x32(xf, u, r0, v, b, j0, c, bias, accumulate)
+        elif wd == 24:
+            for r0 in range(0, rows, 3):
+                _mk3x24(xf, u, r0, v, b, j0, c, bias, accumulate)
+        elif wd == 16:
+            for r0 in range(0, rows, 4):
+                _mk4x16(xf, u, r0, v, b, j0, c, bias, accumulate)
+        else:
+            for r0 in range(0, rows, 8):
+                _mk8x8(xf, u, r0, v, b, j0, c, bias, accumulate)
+
+
+@conv_jit()
+def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap_hi):
+    """:func:`_panel_gemm` where each tile of rows reduces over the taps [tap_lo, tap_hi) of its rows only
+    (the smallest tap_lo and the largest tap_hi of the rows in the tile; an empty range writes ``bias``).
+
+    Used for the input gradient, where the taps outside a row's range would only read the zero border of dy.
+    ``tap_lo`` and ``tap_hi`` extend to the padded length of ``u``.
+    """
+    for i in range(panels.shape[0]):
+        j0 = panels[i, 0]
+        wd = panels[i, 1]
+        th = 3 if wd >= 24 else (4 if wd == 16 else 8)
+        for r0 in range(0, rows, th):
+            t0 = tap_lo[r0]
+            t1 = tap_hi[r0]
+            for r in range(r0 + 1, r0 + th):
+                t0 = min(t0, tap_lo[r])
+                t1 = max(t1, tap_hi[r])
+            t1 = max(t0, t1)
+            vs = v[t0:t1]
+            bs = b[t0:t1]
+            if wd == 32:
+                _mk3x32(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+            elif wd == 24:
+                _mk3x24(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+            elif wd == 16:
+                _mk4x16(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+            else:
+                _mk8x8(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+
+
+
+@conv_jit()
+def _copy_cols(src, dst):
+    """dst[i, :] = src[i, :dst.shape[1]] for the rows of dst."""
+    if src.shape[1] == dst.shape[1]:
+        _copy_flat(src.reshape(-1), dst.reshape(-1))
+        return
+    for i in range(dst.shape[0]):
+        _copy_flat(src[i], dst[i])
+
+
+@conv_jit()
+def _zero(a):
+    for i in range(a.size):
+        a[i] = F0
+
+
+@conv_jit()
+def _add_into(dst, src):
+    for i in range(dst.size):
+        dst[i] += src[i]
+
+
+@conv_jit()
+def _pad_into(x, xp, pt, pl):
+    """Copy a (H, W, C) sample into the interior of the zero-bordered xp."""
+    H, W = x.shape[0], x.shape[1]
+    for i in range(H):
+        _copy_flat(x[i].reshape(-1), xp[pt + i][pl:pl + W].reshape(-1))
+
+
+@conv_jit()
+def _copy_flat(src, dst):
+    for i in range(dst.size):
+        dst[i] = src[i]
+
+
+@conv_jit(parallel=True)
+def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
+                   pool_out, pool_arg, pkh, pkw, psh, psw):
+    """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
+
+    wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
+    flat offset of each output position's window in the (padded) sample, padding rows repeating the last;
+    off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
+    the tiles cover exactly out[n] (Cp == Cout, P a multiple of the tile heights), so they are written in
+    place; otherwise into a per-thread buffer copied out afterwards.
+
+    ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
+    stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
+    (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
+    through memory (it is neither written nor read back).
+    """
+    N, H, W, C = x.shape
+    P = OH * OW
+    cp = wk.shape[1]
+    rows = base_i.size
+    padded = pt + pb + pl + pr > 0
+    no = pt < 0  # False, but not a literal: a literal would compile a second version of the helpers
+    parts = min(parts, N)
+    for p in prange(parts):
+        ybuf = np.empty((1, 1) if direct and not pooled else (rows, cp), np.float32)
+        ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
+        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
+        for n in range(p * N // parts, (p + 1) * N // parts):
+            if padded:
+                _pad_into(x[n], xpad, pt, pl)
+                xf = xpad.reshape(-1)
+            else:
+                xf = x[n].reshape(-1)
+            if pooled:
+                _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
+                if cp == cout:
+                    y3 = ybuf[:P].reshape((OH, OW, cout))
+                else:
+                    _copy_cols(ybuf, ycopy)
+                    y3 = ycopy.reshape((OH, OW, cout))
+                if pkh == 2 and pkw == 2:
+                    _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
+                else:
+                    _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
+            elif direct:
+                _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
+            else:
+                _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
+                _copy_cols(ybuf, out[n])
+
+
+@conv_jit()
+def _scatter_dy(g, dyf, OW, sh, sw, top, left):
+    """dyf[top + oh*sh, left + ow*sw, :] = g[oh*OW + ow] (dyf: zero-bordered (FH, FW, Cout))."""
+    for q in range(g.shape[0]):
+        oh = q // OW
+        ow = q - oh * OW
+        _copy_flat(g[q], dyf[top + oh * sh, left + ow * sw])
+
+
+@conv_jit(parallel=True)
+def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
+                    dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
+                    parts, cout, pooled, pool_dy, pool_arg):
+    """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
+
+    dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
+    height) and whose reduction runs over the P output positions (base_u). dw_parts (parts, Kpad, Cp) and
+    db_parts (parts, Cp) get one partial sum per batch chunk; the totals end up in dw_parts[0], db_parts[0].
+
+    dX is the "full" convolution of dy with the flipped kernel: dy is scattered (dilated by the stride) into a
+    zero-bordered (FH, FW, Cout) buffer and convolved like a forward pass with wf (KH*KW*Cout, Cin padded to 8)
+    = W flipped in both spatial axes with the channel axes swapped; dbase_i holds the offset of each input
+    pixel's window (rows padded like base_i), doff_u those of the (kh, kw, co) taps. Long reductions
+    (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
+    only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would only
+    multiply the zero border).
+
+    ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
+    sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
+    pool_arg (N, M), as :func:`maxpool_backward` would write it.
+    """
+    N, H, W, C = x.shape
+    P = base_u.size
+    cp = dw_parts.shape[2]
+    cin_p = wf.shape[1]
+    krows = off_u.size
+    padded = pt + pb + pl + pr > 0
+    yes = pt >= 0  # True, but not a literal (see conv2d_forward)
+    parts = min(parts, N)
+    for p in prange(parts):
+        dwp = dw_parts[p]
+        dbp = db_parts[p]
+        _zero(dwp.reshape(-1))
+        _zero(dbp)
+        dybuf = np.zeros((P, cp) if cp != cout else (1, 1), np.float32)
+        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
+        dyf = np.zeros((FH, FW, cout) if need_dx else (1, 1, 1), np.float32)
+        dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx else (1, 1), np.float32)
+        zc = np.zeros(cin_p, np.float32)
+        pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
+        for n in range(p * N // parts, (p + 1) * N // parts):
+            if padded:
+                _pad_into(x[n], xpad, pt, pl)
+                xf = xpad.reshape(-1)
+            else:
+                xf = x[n].reshape(-1)
+            if pooled:
+                _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
+                dyn = pbuf
+            else:
+                dyn = dy[n]
+            if cp != cout:
+                for q in range(P):
+                    _copy_flat(dyn[q], dybuf[q][:cout])
+                g = dybuf
+            else:
+                g = dyn
+            for j0 in range(0, cp, 8):
+                _colsum8(g, j0, dbp)
+            _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
+            if need_dx:
+                _scatter_dy(dyn, dyf, OW, sh, sw, KH - 1, KW - 1)
+                dxn = dx[n].reshape(H * W, C)
+                if direct_dx:
+                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x,
+                                     dtap_lo, dtap_hi)
+                else:
+                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x,
+                                     dtap_lo, dtap_hi)
+                    _copy_cols(dxbuf, dxn)
+    for p in range(1, parts):
+        _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
+        _add_into(db_parts[0], db_parts[p])
+
+
+
+# --- pooling kernels -------------------------------------------------------------------------------------------
+
+
+@jit()
+def _maxpool_fwd_sample(x, out, arg, kh_, kw_, sh, sw):
+    H, W, C = x.shape
+    OH, OW = out.shape[0], out.shape[1]
+    for oh in range(OH):
+        for ow in range(OW):
+            o = out[oh, ow]
+            a = arg[oh, ow]
+            ih0 = oh * sh
+            iw0 = ow * sw
+            first = x[ih0, iw0]
+            base = (ih0 * W + iw0) * C
+            for c in range(C):
+                o[c] = first[c]
+                a[c] = base + c
+            for kh in range(kh_):
+                for kw in range(kw_):
+                    ih = ih0 + kh
+                    iw = iw0 + kw
+                    xr = x[ih, iw]
+                    base = (ih * W + iw) * C
+                    for c in range(C):  # selects, not branches, so the loop vectorizes
+                        v = xr[c]
+                        m = o[c]
+                        better = v > m
+                        o[c] = v if better else m
+                        a[c] = (base + c) if better else a[c]
+
+
+@jit()
+def _maxpool2x2_fwd_sample(x, out, arg, sh, sw):
+    """2x2 windows: all four candidates in one loop over the channels (the general version makes five passes
+    over each output pixel's channels, loading and storing ``o`` and ``a`` in each; this one makes one)."""
+    W, C = x.shape[1], x.shape[2]
+    OH, OW = out.shape[0], out.shape[1]
+    for oh in range(OH):
+        r0 = x[oh * sh]
+        r1 = x[oh * sh + 1]
+        for ow in range(OW):
+            iw = ow * sw
+            x00 = r0[iw]
+            x01 = r0[iw + 1]
+            x10 = r1[iw]
+            x11 = r1[iw + 1]
+            b00 = (oh * sh * W + iw) * C
+            b01 = b00 + C
+            b10 = b00 + W * C
+            b11 = b10 + C
+            o = out[oh, ow]
+            a = arg[oh, ow]
+            for c in range(C):  # the same comparisons, in the same order, as _maxpool_fwd_sample
+                m = x00[c]
+                i = b00
+                v = x01[c]
+                better = v > m
+                m = v if better else m
+                i = b01 if better else i
+                v = x10[c]
+                better = v > m
+                m = v if better else m
+                i = b10 if better else i
+                v = x11[c]
+                better = v > m
+                m = v if better else m
+                i = b11 if better else i
+                o[c] = m
+                a[c] = i + c
+
+
+@jit(parallel=True)
+def maxpool_forward(x, out, arg, kh, kw, sh, sw):
+    """Max over kh x kw windows (no padding); ``arg`` (int32) gets each winner's flat index in its sample.
+
+    Ties go to the first maximum in row-major window order; a NaN wins only as the first element of a window.
+    """
+    for n in prange(x.shape[0]):
+        if kh == 2 and kw == 2:
+            _maxpool2x2_fwd_sample(x[n], out[n], arg[n], sh, sw)
+        else:
+            _maxpool_fwd_sample(x[n], out[n], arg[n], kh, kw, sh, sw)
+
+
+@jit()
+def _maxpool_bwd_sample(dy, arg, dx):
+    for i in range(dx.size):
+        dx[i] = F0
+    for i in range(dy.size):
+        dx[arg[i]] += dy[i]
+
+
+@jit(parallel=True)
+def maxpool_backward(dy, arg, dx):
+    """Scatter each output gradient to the input element that won the max (dy, arg: (N, M); dx: (N, K))."""
+    for n in prange(dy.shape[0]):
+        _maxpool_bwd_sample(dy[n], arg[n], dx[n])
+
+
+@jit()
+def _avgpool_fwd_sample(x, out, kh_, kw_, sh, sw, scale):
+    OH, OW = out.shape[0], out.shape[1]
+    for oh in range(OH):
+        for ow in range(OW):
+            o = out[oh, ow]
+            for c in range(o.size):
+                o[c] = F0
+            for kh in range(kh_):
+                for kw in range(kw_):
+                    xr = x[oh * sh + kh, ow * sw + kw]
+                    for c in range(o.size):
+                        o[c] += xr[c]
+            for c in range(o.size):
+                o[c] *= scale
+
+
+@jit(parallel=True)
+def avgpool_forward(x, out, kh, kw, sh, sw, scale):
+    """Mean over kh x kw windows (no padding); ``scale`` = 1 / (kh * kw)."""
+    for n in prange(x.shape[0]):
+        _avgpool_fwd_sample(x[n], out[n], kh, kw, sh, sw, scale)
+
+
+@jit()
+def _avgpool_bwd_sample(dy, dx, kh_, kw_, sh, sw, scale):
+    for i in range(dx.shape[0]):
+        for j in range(dx.shape[1]):
+            r = dx[i, j]
+            for c in range(r.size):
+                r[c] = F0
+    OH, OW = dy.shape[0], dy.shape[1]
+    for oh in range(OH):
+        for ow in range(OW):
+            g = dy[oh, ow]
+            for kh in range(kh_):
+                for kw in range(kw_):
+                    r = dx[oh * sh + kh, ow * sw + kw]
+                    for c in range(r.size):
+                        r[c] += g[c] * scale
+
+
+@jit(parallel=True)
+def avgpool_backward(dy, dx, kh, kw, sh, sw, scale):
+    """Spread each output gradient evenly over its window."""
+    for n in prange(dy.shape[0]):
+        _avgpool_bwd_sample(dy[n], dx[n], kh, kw, sh, sw, scale)
+
+
+@jit()
+def _gap_fwd_sample(x, out, scale):
+    for c in range(out.size):
+        out[c] = F0
+    for i in range(x.shape[0]):
+        r = x[i]
+        for c in range(out.size):
+            out[c] += r[c]
+    for c in range(out.size):
+        out[c] *= scale
+
+
+@jit(parallel=True)
+def gap_forward(x, out, scale):
+    """Mean over all positions: x (N, H*W, C) -> out (N, C)."""
+    for n in prange(x.shape[0]):
+        _gap_fwd_sample(x[n], out[n], scale)
+
+
+@jit()
+def _gap_bwd_sample(dy, dx, scale):
+    for i in range(dx.shape[0]):
+        r = dx[i]
+        for c in range(r.size):
+            r[c] = dy[c] * scale
+
+
+@jit(parallel=True)
+def gap_backward(dy, dx, scale):
+    """dx[n, i, c] = dy[n, c] * scale."""
+    for n in prange(dy.shape[0]):
+        _gap_bwd_sample(dy[n], dx[n], scale)
+

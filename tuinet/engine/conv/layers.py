@@ -1,0 +1,371 @@
+"""The convolution and pooling layers on NHWC float32 images, and their shape helpers.
+
+A Conv2D followed by a MaxPool2D runs fused when the model calls :meth:`Conv2D.forward_fused` /
+:meth:`Conv2D.backward_fused` (``Sequential`` does for every such pair): each sample's convolution output
+(and, backward, its gradient) lives only in a per-thread buffer, so the full-size activation never goes
+through memory. Results are bit-for-bit those of the two layers run one after the other.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numba
+import numpy as np
+
+from tuinet.engine.conv.kernels import (
+    avgpool_backward, avgpool_forward, conv2d_backward, conv2d_forward, gap_backward, gap_forward, maxpool_backward,
+    maxpool_forward,
+)
+from tuinet.engine.conv.plan import ConvPlan
+from tuinet.engine.layers import Layer, init_weights, register
+from tuinet.errors import ModelError
+
+# --- shape helpers ---------------------------------------------------------------------------------------------
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ModelError(f"{what} needs one or two integers, got {v}")
+        a, b = int(v[0]), int(v[1])
+    else:
+        a = b = int(v)
+    if a < 1 or b < 1:
+        raise ModelError(f"{what} must be at least 1, got {v}")
+    return a, b
+
+
+def conv_geometry(size: int, k: int, stride: int, padding) -> tuple[int, int, int]:
+    """Output size and (before, after) padding of one spatial axis.
+
+    ``padding`` is ``"valid"`` (none), ``"same"`` (output = ceil(size / stride); the extra pixel of an odd
+    total padding goes after, as in TensorFlow) or an integer applied on both sides (as in PyTorch).
+    """
+    if padding == "valid":
+        before = after = 0
+    elif padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + k - size, 0)
+        before, after = total // 2, total - total // 2
+    else:
+        before = after = int(padding)
+    out = (size + before + after - k) // stride + 1
+    if out < 1:
+        raise ModelError(f"a {k}-wide window with stride {stride} and padding {padding!r} does not fit an input "
+                         f"of size {size}")
+    return out, before, after
+
+
+def _check_padding(padding):
+    if isinstance(padding, str):
+        p = padding.lower()
+        if p not in ("same", "valid"):
+            raise ModelError(f"padding must be 'same', 'valid' or an integer, got '{padding}'")
+        return p
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ModelError(f"padding must be 'same', 'valid' or an integer >= 0, got {padding!r}")
+    return int(padding)
+
+
+
+def torch_uniform_init(shape, fan_in: int, rng: np.random.Generator) -> np.ndarray:
+    """PyTorch's default Conv2d/Linear initialization: kaiming_uniform_(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return np.ascontiguousarray(rng.uniform(-bound, bound, size=shape), dtype=np.float32)
+
+
+# --- layers ----------------------------------------------------------------------------------------------------
+
+
+def _threads() -> int:
+    return max(1, numba.get_num_threads())
+
+
+@register
+class Conv2D(Layer):
+    """2-D convolution on NHWC images, weights (KH, KW, Cin, Cout).
+
+    Args:
+        filters: number of output channels.
+        kernel_size: window size, an int or (height, width).
+        stride: step between windows, an int or (height, width).
+        padding: ``"valid"`` (default, as PyTorch's 0), ``"same"`` or an integer on every side.
+        use_bias: add one bias per filter (True).
+        init: ``he`` (default: He-normal weights, zero bias), ``xavier``, or ``torch`` (PyTorch's default:
+            weights and bias uniform in +-1/sqrt(fan_in)).
+    """
+
+    numba_parallel: ClassVar[bool] = True
+    penalized = ("W",)
+
+    def __init__(self, filters: int, kernel_size=3, stride=1, padding="valid", use_bias: bool = True,
+                 init: str | None = None):
+        super().__init__()
+        if int(filters) < 1:
+            raise ModelError(f"Conv2D needs at least 1 filter, got {filters}")
+        if init not in (None, "he", "xavier", "torch"):
+            raise ModelError(f"unknown initialization '{init}' (use he, xavier or torch)")
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "Conv2D kernel_size")
+        self.stride = _pair(stride, "Conv2D stride")
+        self.padding = _check_padding(padding)
+        self.use_bias = bool(use_bias)
+        self.init = init
+        self._x: np.ndarray | None = None
+
+    @property
+    def param_names(self):  # type: ignore[override]
+        return ("W", "b") if self.use_bias else ("W",)
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 3:
+            raise ModelError(f"Conv2D expects (height, width, channels) inputs, got shape {tuple(input_shape)}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        h, w, c = self.input_shape
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        oh, pt, pb = conv_geometry(h, kh, sh, self.padding)
+        ow, pl, pr = conv_geometry(w, kw, sw, self.padding)
+        fan_in, fan_out = kh * kw * c, kh * kw * self.filters
+        if self.init == "torch":
+            wgt = torch_uniform_init((kh, kw, c, self.filters), fan_in, rng)
+            bias = torch_uniform_init((self.filters,), fan_in, rng)
+        else:
+            wgt = init_weights((kh, kw, c, self.filters), fan_in, fan_out, self.init or "he", rng)
+            bias = np.zeros(self.filters, np.float32)
+        self.params = [wgt] + ([bias] if self.use_bias else [])
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self.output_shape = (oh, ow, self.filters)
+        plan = self._plan = ConvPlan.build(self.input_shape, self.output_shape, self.kernel_size, self.stride,
+                                           (pt, pb, pl, pr))
+        # work buffers: the padded bias, the weights as a (KH*KW*Cin, Cout padded) matrix and flipped for dX
+        self._bp = np.zeros(plan.cp, np.float32)
+        self._wk = np.zeros((fan_in, plan.cp), np.float32)
+        self._wf = np.zeros((fan_out, plan.cin_p), np.float32)
+        self._parts: tuple[np.ndarray, np.ndarray] | None = None
+        return self.output_shape
+
+    def _packed_weights(self) -> np.ndarray:
+        k = self._wk.shape[0]
+        wm = self.params[0].reshape(k, self.filters)
+        if self._plan.cp == self.filters:
+            return wm
+        self._wk[:, :self.filters] = wm
+        return self._wk
+
+    def forward(self, x, training):
+        self._x = x
+        n = x.shape[0]
+        oh, ow, cout = self.output_shape
+        out = np.empty((n, oh * ow, cout), np.float32)
+        self._run_forward(x, out, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1))
+        return out.reshape((n,) + self.output_shape)
+
+    def can_fuse(self, nxt) -> bool:
+        """True when ``nxt`` is a MaxPool2D that :meth:`forward_fused` can compute along with this layer."""
+        return type(nxt) is MaxPool2D and tuple(nxt.input_shape) == tuple(self.output_shape)
+
+    def forward_fused(self, x, training, pool: "MaxPool2D"):
+        """This convolution and the MaxPool2D ``pool`` after it in one pass (the model calls it for such pairs).
+
+        Returns the pooled output; both layers keep what their backward passes need, so either
+        :meth:`backward_fused` or the two layers' own ``backward`` can follow. Same results as
+        ``pool.forward(self.forward(x))`` bit for bit, without the convolution's output ever being stored.
+        """
+        self._x = x
+        n = x.shape[0]
+        out = np.empty((n,) + pool.output_shape, np.float32)
+        arg = np.empty((n,) + pool.output_shape, np.int32)
+        self._run_forward(x, _NO_OUT, True, out, arg, pool.pool_size, pool.stride)
+        pool._arg = arg
+        return out
+
+    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride):
+        oh, ow, cout = self.output_shape
+        if self.use_bias:
+            self._bp[:cout] = self.params[1]
+        plan = self._plan
+        conv2d_forward(x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
+                       plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
+                       pool_size[0], pool_size[1], pool_stride[0], pool_stride[1])
+
+    def backward(self, dy, need_dx=True):
+        n = dy.shape[0]
+        oh, ow, cout = self.output_shape
+        return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
+                                  need_dx)
+
+    def backward_fused(self, dy, pool: "MaxPool2D", need_dx=True):
+        """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output."""
+        n = dy.shape[0]
+        return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool.argmax.reshape(n, -1),
+                                  need_dx)
+
+    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx):
+        x = self._x
+        oh, ow, cout = self.output_shape
+        plan = self._plan
+        p = _threads()
+        if self._parts is None or self._parts[0].shape[0] != p:
+            self._parts = (np.empty((p, plan.off_i.size, plan.cp), np.float32), np.empty((p, plan.cp), np.float32))
+        dw_parts, db_parts = self._parts
+        k = self._wk.shape[0]
+        kh, kw = self.kernel_size
+        if need_dx:  # W flipped in both spatial axes, channel axes swapped: (KH*KW*Cout, Cin)
+            wflip = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * cout, -1)
+            self._wf[:, :self.input_shape[2]] = wflip
+            dx = np.empty_like(x)
+        else:
+            dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
+        conv2d_backward(x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i, plan.off_u,
+                        plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out, plan.panels_in, ow,
+                        self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
+                        plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg)
+        self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
+        if self.use_bias:
+            self.grads[1][...] = db_parts[0, :cout]
+        return dx if need_dx else None
+
+    def config(self):
+        pad = self.padding
+        return {"type": "Conv2D", "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride), "padding": pad, "use_bias": self.use_bias, "init": self.init}
+
+    def describe(self):
+        kh, kw = self.kernel_size
+        extra = f", s{self.stride[0]}" if self.stride != (1, 1) else ""
+        extra += f", {self.padding}" if self.padding != "valid" else ""
+        return f"Conv2D({self.filters}, {kh}x{kw}{extra})"
+
+
+# placeholders of the right array types for the arguments a kernel call does not use (no second specialization)
+_NO_DX = np.zeros((1, 1, 1, 1), np.float32)
+_NO_OUT = np.zeros((1, 1, 1), np.float32)
+_NO_DY = np.zeros((1, 1), np.float32)
+_NO_POOL = _NO_DX
+_NO_ARG = np.zeros((1, 1, 1, 1), np.int32)
+_NO_ARG2 = np.zeros((1, 1), np.int32)
+
+
+class _Pool(Layer):
+    """Shared set-up of the windowed pooling layers (no padding)."""
+
+    def __init__(self, pool_size=2, stride=None):
+        super().__init__()
+        self.pool_size = _pair(pool_size, f"{type(self).__name__} pool_size")
+        self.stride = _pair(stride, f"{type(self).__name__} stride") if stride is not None else self.pool_size
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 3:
+            raise ModelError(f"{self.kind} expects (height, width, channels) inputs, got {tuple(input_shape)}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        h, w, c = self.input_shape
+        oh, _, _ = conv_geometry(h, self.pool_size[0], self.stride[0], "valid")
+        ow, _, _ = conv_geometry(w, self.pool_size[1], self.stride[1], "valid")
+        self.output_shape = (oh, ow, c)
+        return self.output_shape
+
+    def config(self):
+        return {"type": self.kind, "pool_size": list(self.pool_size), "stride": list(self.stride)}
+
+    def describe(self):
+        s = f", s{self.stride[0]}" if self.stride != self.pool_size else ""
+        return f"{self.kind}({self.pool_size[0]}x{self.pool_size[1]}{s})"
+
+
+@register
+class MaxPool2D(_Pool):
+    """Maximum over pool windows; remembers the winner of each window for the backward pass.
+
+    Args:
+        pool_size: window size, an int or (height, width).
+        stride: step between windows (default: the window size).
+    """
+
+    numba_parallel: ClassVar[bool] = True
+
+    @property
+    def argmax(self) -> np.ndarray:
+        """For each output element of the last forward pass, the flat index (int32) of the input element that
+        won within its sample; read it, do not write to it."""
+        return self._arg
+
+    def forward(self, x, training):
+        n = x.shape[0]
+        out = np.empty((n,) + self.output_shape, np.float32)
+        arg = np.empty((n,) + self.output_shape, np.int32)
+        maxpool_forward(x, out, arg, self.pool_size[0], self.pool_size[1], self.stride[0], self.stride[1])
+        self._arg = arg
+        return out
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        n = dy.shape[0]
+        dx = np.empty((n,) + self.input_shape, np.float32)
+        maxpool_backward(dy.reshape(n, -1), self._arg.reshape(n, -1), dx.reshape(n, -1))
+        return dx
+
+
+@register
+class AvgPool2D(_Pool):
+    """Mean over pool windows.
+
+    Args:
+        pool_size: window size, an int or (height, width).
+        stride: step between windows (default: the window size).
+    """
+
+    numba_parallel: ClassVar[bool] = True
+
+    def _scale(self):
+        return np.float32(1.0 / (self.pool_size[0] * self.pool_size[1]))
+
+    def forward(self, x, training):
+        out = np.empty((x.shape[0],) + self.output_shape, np.float32)
+        avgpool_forward(x, out, self.pool_size[0], self.pool_size[1], self.stride[0], self.stride[1],
+                        self._scale())
+        return out
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        dx = np.empty((dy.shape[0],) + self.input_shape, np.float32)
+        avgpool_backward(dy, dx, self.pool_size[0], self.pool_size[1], self.stride[0], self.stride[1],
+                         self._scale())
+        return dx
+
+
+@register
+class GlobalAvgPool(Layer):
+    """Mean over all positions of each channel: (H, W, C) -> (C,)."""
+
+    numba_parallel: ClassVar[bool] = True
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 3:
+            raise ModelError(f"GlobalAvgPool expects (height, width, channels) inputs, got {tuple(input_shape)}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.output_shape = (self.input_shape[2],)
+        return self.output_shape
+
+    def _scale(self):
+        return np.float32(1.0 / (self.input_shape[0] * self.input_shape[1]))
+
+    def forward(self, x, training):
+        n, h, w, c = x.shape
+        out = np.empty((n, c), np.float32)
+        gap_forward(x.reshape(n, h * w, c), out, self._scale())
+        return out
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        n = dy.shape[0]
+        h, w, c = self.input_shape
+        dx = np.empty((n, h * w, c), np.float32)
+        gap_backward(dy, dx, self._scale())
+        return dx.reshape((n,) + self.input_shape)
+

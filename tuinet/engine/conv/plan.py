@@ -1,0 +1,112 @@
+"""The offset tables and panel layout of one Conv2D's implicit GEMMs (they depend on the shapes only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tuinet.engine.conv.codegen import _MK_ROWS
+
+
+def _panels(width: int) -> np.ndarray:
+    """Column panels (start, width) covering ``width`` (a multiple of 8): 32-wide panels, then one of 24/16/8."""
+    out, j = [], 0
+    while width - j >= 32:
+        out.append((j, 32))
+        j += 32
+    if width > j:
+        out.append((j, width - j))
+    return np.array(out, np.int64).reshape(-1, 2)
+
+
+def _tile_rows(rows: int, panels: np.ndarray) -> int:
+    """``rows`` rounded up so that every panel's row tiles fit."""
+    return max(-(-rows // _MK_ROWS[int(w)]) * _MK_ROWS[int(w)] for w in panels[:, 1])
+
+
+def _padded_offsets(values: np.ndarray, length: int, fill: int) -> np.ndarray:
+    out = np.full(length, fill, np.int64)
+    out[:values.size] = values
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ConvPlan:
+    """How a Conv2D of given shapes runs its three GEMMs (see :mod:`tuinet.engine.conv.kernels`).
+
+    Forward: rows are the output positions (``base_i``: the flat offset of each one's window in the padded
+    sample, padded to the tile height by repeating the last), the reduction runs over the window taps
+    (``off_u``). Weight gradient: rows are the taps (``off_i``, padded with 0), the reduction runs over the
+    output positions (``base_u``). Input gradient: a forward pass over dy scattered into a zero-bordered
+    (fh, fw, Cout) buffer, rows ``dbase_i`` (input pixels), taps ``doff_u`` (kh, kw, co), each pixel row
+    reducing only over the taps [dtap_lo, dtap_hi) of the kernel rows that reach a row of dy.
+    """
+
+    pt: int  #: padding above, below, left and right of the input
+    pb: int
+    pl: int
+    pr: int
+    cp: int  #: output channels rounded up to 8 (the width of the forward and weight-gradient GEMMs)
+    cin_p: int  #: input channels rounded up to 8 (the width of the input-gradient GEMM)
+    panels_out: np.ndarray  #: column panels (start, width) of the cp columns
+    panels_in: np.ndarray  #: column panels of the cin_p columns
+    base_i: np.ndarray
+    base_u: np.ndarray
+    off_i: np.ndarray
+    off_u: np.ndarray
+    fh: int  #: height and width of the zero-bordered dy buffer
+    fw: int
+    dbase_i: np.ndarray
+    doff_u: np.ndarray
+    dtap_lo: np.ndarray
+    dtap_hi: np.ndarray
+    direct: bool  #: the forward tiles cover exactly one sample's output (written in place)
+    direct_dx: bool  #: the input-gradient tiles cover exactly one sample's dx (written in place)
+
+    @classmethod
+    def build(cls, input_shape, output_shape, kernel_size, stride, padding) -> "ConvPlan":
+        """The plan for (H, W, Cin) inputs, (OH, OW, Cout) outputs and ``padding`` (top, bottom, left, right)."""
+        h, w, c = input_shape
+        oh, ow, cout = output_shape
+        kh, kw = kernel_size
+        sh, sw = stride
+        pt, pb, pl, pr = padding
+        wp = w + pl + pr
+        k = kh * kw * c
+        p = oh * ow
+        cp = -(-cout // 8) * 8
+        cin_p = -(-c // 8) * 8
+        panels_out = _panels(cp)
+        panels_in = _panels(cin_p)
+        ih, iw = np.meshgrid(np.arange(oh) * sh, np.arange(ow) * sw, indexing="ij")
+        base = ((ih * wp + iw) * c).reshape(-1).astype(np.int64)
+        th, tw, tc = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(c), indexing="ij")
+        off = ((th * wp + tw) * c + tc).reshape(-1).astype(np.int64)
+        # the input gradient as a full convolution of dy, scattered into a (FH, FW, Cout) zero-bordered buffer
+        hp = h + pt + pb
+        fh, fw = hp + kh - 1, wp + kw - 1
+        dh, dw_ = np.meshgrid(np.arange(h) + pt, np.arange(w) + pl, indexing="ij")
+        dbase = ((dh * fw + dw_) * cout).reshape(-1).astype(np.int64)
+        dbase_i = _padded_offsets(dbase, _tile_rows(h * w, panels_in), int(dbase[-1]))
+        th, tw, tc = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(cout), indexing="ij")
+        # kernel rows whose dyf row holds a row of dy (rows KH-1 + oh*sh): the taps [lo, hi) of each pixel row
+        hrow = np.arange(h) + pt
+        klo = np.maximum(0, kh - 1 - hrow)
+        khi = np.minimum(kh - 1, kh - 1 + (oh - 1) * sh - hrow) + 1
+        khi = np.maximum(khi, klo)
+        lo = np.repeat(klo * kw * cout, w).astype(np.int64)
+        hi = np.repeat(khi * kw * cout, w).astype(np.int64)
+        return cls(
+            pt=pt, pb=pb, pl=pl, pr=pr, cp=cp, cin_p=cin_p, panels_out=panels_out, panels_in=panels_in,
+            base_i=_padded_offsets(base, _tile_rows(p, panels_out), int(base[-1])),
+            base_u=base.astype(np.uint64),
+            off_i=_padded_offsets(off, _tile_rows(k, panels_out), 0),
+            off_u=off.astype(np.uint64),
+            fh=fh, fw=fw, dbase_i=dbase_i,
+            doff_u=((th * fw + tw) * cout + tc).reshape(-1).astype(np.uint64),
+            dtap_lo=_padded_offsets(lo, dbase_i.size, int(lo[-1])),
+            dtap_hi=_padded_offsets(hi, dbase_i.size, int(hi[-1])),
+            direct=cp == cout and _tile_rows(p, panels_out) == p,
+            direct_dx=cin_p == c and _tile_rows(h * w, panels_in) == h * w,
+        )
