@@ -12,8 +12,9 @@ from tuinet.app import actions
 from tuinet.app.app import TuinetApp
 from tuinet.app.remote import RemoteApp
 from tuinet.app.screens.help import HelpScreen
+from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog
 from tuinet.app.testing import press, wait_until
-from tuinet.protocol import ACKNOWLEDGED_BY, COMMANDS
+from tuinet.protocol import ACKNOWLEDGED_BY, COMMANDS, make_event
 from tuinet.training.config import TrainConfig
 
 
@@ -103,3 +104,37 @@ def test_the_palette_the_help_screen_and_the_footer_of_a_running_app_agree_with_
     for app_class in (TuinetApp, RemoteApp):
         asyncio.run(scenario(app_class))
 
+
+
+def test_ctrl_q_asks_like_q_and_ctrl_c_stops_at_once():
+    async def scenario():
+        fake = FakeSession(opening(), started=True)
+        app = TuinetApp(fake, config=TrainConfig(dataset="spiral"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: app.state.step == 15, what="the history replayed")
+            await press(pilot, "ctrl+q")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the quit question")
+            assert not [c for c in fake.sent if c["command"] == "stop"]
+            await press(pilot, "escape")
+            await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmDialog), what="the question closed")
+            await press(pilot, "ctrl+c")
+            await wait_until(pilot, lambda: app.return_value is not None, what="the app to exit")
+        assert [c["reason"] for c in fake.sent if c["command"] == "stop"] == ["SIGINT"]
+        assert app.return_value == 130
+
+    asyncio.run(scenario())
+
+
+def test_the_divergence_dialog_rolls_back_by_the_factor_the_trainer_proposes():
+    async def scenario():
+        diverged = make_event("diverged", step=20, loss=3e29, lr=1.0, new_lr=0.1, factor=0.1, repeated=True,
+                              reason="blow-up", action="paused")
+        fake = FakeSession([*opening(), diverged, make_event("paused", reason="diverged", step=20)], started=True)
+        app = TuinetApp(fake, config=TrainConfig(dataset="spiral"))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, DivergedDialog), what="the divergence dialog")
+            await press(pilot, "r")
+            await wait_until(pilot, lambda: any(c["command"] == "rollback" for c in fake.sent), what="rollback")
+        assert [c["factor"] for c in fake.sent if c["command"] == "rollback"] == [0.1]
+
+    asyncio.run(scenario())

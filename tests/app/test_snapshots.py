@@ -231,6 +231,15 @@ def test_diverged_dialog(snap_compare):
     assert snap_compare(replay_app(events), terminal_size=(100, 30))
 
 
+def test_diverged_dialog_80x24(snap_compare):
+    """At 80 columns every button of the divergence dialog is whole; a repeated blow-up says so and offers ÷10."""
+    events = mnist_events()[:40] + [{"event": "diverged", "v": 1, "time": T0 + 20, "step": 60, "loss": 3.2e29,
+                                     "lr": 1.0, "new_lr": 0.1, "factor": 0.1, "repeated": True, "reason": "blow-up",
+                                     "action": "paused"},
+                                    {"event": "paused", "v": 1, "time": T0 + 20, "reason": "diverged", "step": 60}]
+    assert snap_compare(replay_app(events), terminal_size=(80, 24))
+
+
 def test_inspector_80x24(snap_compare):
     assert snap_compare(replay_app(mnist_events()), terminal_size=(80, 24), press=["2"])
 

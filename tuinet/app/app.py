@@ -514,7 +514,8 @@ class TuinetApp(App[int]):
         if self._diverged_open:
             return
         self._diverged_open = True
-        factor = self.config.divergence_factor if self.config is not None else 0.5
+        # the trainer says how far to cut (tenfold after a repeated divergence); older trainers did not
+        factor = event.get("factor") or (self.config.divergence_factor if self.config is not None else 0.5)
 
         def done(choice: str | None) -> None:
             self._diverged_open = False

@@ -171,13 +171,18 @@ class DivergedDialog(ModalScreen["str | None"]):
         lr = e.get("lr")
         new_lr = e.get("new_lr") or (lr * self.factor if lr else None)
         loss = "not a number" if e.get("loss") is None else fmt_num(e.get("loss"))
+        what = {"blow-up": f"the loss jumped to {loss}, a thousand times its usual size",
+                "non-finite weights": "the update made weights infinite or not a number"}.get(
+            e.get("reason"), f"the loss became {loss}")
+        again = " It diverged again soon after the last rollback, so the lr is cut tenfold." if e.get("repeated") \
+            else ""
         with Vertical(classes="dialog dialog-alarm") as v:
             v.border_title = "Training diverged"
-            yield Static(f"At step {e.get('step')} the loss became {loss} (lr {fmt_num(lr)}). Training is paused.\n\n"
-                         f"Roll back to the last good weights and lower the learning rate to {fmt_num(new_lr)}, or "
-                         "continue as is?", classes="dialog-message")
+            yield Static(f"At step {e.get('step')} {what} (lr {fmt_num(lr)}). Training is paused.{again}\n\n"
+                         f"Roll back to the last good weights with lr {fmt_num(new_lr)}, or continue as is?",
+                         classes="dialog-message")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Roll back, lower lr (r)", id="rollback", variant="warning")
+                yield Button("Roll back (r)", id="rollback", variant="warning")
                 yield Button("Continue (c)", id="resume")
                 yield Button("Stay paused (esc)", id="stay")
 
