@@ -8,9 +8,11 @@ views (``a.reshape(-1)``) so each one compiles exactly one specialization. Const
 from __future__ import annotations
 
 import math
+import types as pytypes
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from tuinet.engine import runtime
 
@@ -27,15 +29,82 @@ INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 INV_SQRT_2PI = np.float32(1.0 / math.sqrt(2.0 * math.pi))
 
 
-def jit(parallel: bool = False):
-    """The decorator every tuinet kernel uses."""
+def jit(parallel: bool | dict = False):
+    """The decorator every tuinet kernel uses (``parallel`` as Numba takes it: a bool or a dict of options)."""
     return njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy")
 
 
-# --- activations (flat arrays) -------------------------------------------------------------------------------
-# Each element-wise kernel is a serial loop over whole (sliced) arrays, which LLVM vectorizes, and a parallel
-# wrapper that runs it over chunk slices with prange (a loop written directly inside prange, or one over
+# --- chunked parallel kernels (flat arrays) -------------------------------------------------------------------
+# An element-wise kernel is a serial loop over whole (sliced) arrays, which LLVM vectorizes, run over chunk
+# slices by a parallel wrapper that chunked() builds (a loop written directly inside prange, or one over
 # range(start, stop), does not vectorize: Numba cannot prove the index is non-negative).
+
+
+def _chunk_of(args, s, e):
+    """``args`` with every array replaced by its slice [s:e] and the scalars unchanged (inside kernels only)."""
+    raise TypeError("_chunk_of is only callable from Numba-compiled code")
+
+
+@overload(_chunk_of)
+def _chunk_of_overload(args, s, e):
+    if len(args) == 0:
+        return lambda args, s, e: ()
+    if isinstance(args[0], types.Array):
+        return lambda args, s, e: (args[0][s:e],) + _chunk_of(args[1:], s, e)
+    return lambda args, s, e: (args[0],) + _chunk_of(args[1:], s, e)
+
+
+def _run_chunks(*args):
+    n = args[0].size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        serial(*args)  # noqa: F821 (bound by chunked())
+        return
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        serial(*_chunk_of(args, s, e))  # noqa: F821
+
+
+def _sum_chunks(*args):
+    n = args[0].size
+    nchunks = (n + CHUNK - 1) // CHUNK
+    if nchunks <= 1:
+        return serial(*args)  # noqa: F821 (bound by chunked())
+    parts = np.zeros(nchunks, dtype=np.float64)
+    for c in prange(nchunks):
+        s = c * CHUNK
+        e = min(n, s + CHUNK)
+        parts[c] = serial(*_chunk_of(args, s, e))  # noqa: F821
+    return parts.sum()
+
+
+def chunked(serial, name: str, doc: str | None = None, *, sums: bool = False):
+    """The parallel kernel ``name`` that runs the serial kernel ``serial`` over chunks of its arrays.
+
+    The result takes the arguments of ``serial``; the first must be an array (its size is the element count),
+    every array argument is cut into the same CHUNK-element slices and the other arguments are passed as they
+    are. Small arrays (one chunk) run in one call. With ``sums``, ``serial`` returns a float and the kernel
+    returns the float64 sum over the chunks.
+
+    The kernel is a copy of one template function that finds ``serial`` among its globals, not in a closure:
+    Numba's cache keys a closure by its pickled cell contents, and a pickled dispatcher carries a per-process id,
+    so a closure would never be found in the cache by the next process (and would add an entry per run). Its
+    code is given ``serial``'s file and first line, so it is cached next to ``serial`` (one cache entry per
+    kernel) and recompiled when that file changes; tracebacks and ``inspect`` point at ``serial`` too.
+    """
+    template = _sum_chunks if sums else _run_chunks
+    where = serial.py_func.__code__
+    code = template.__code__.replace(co_name=name, co_qualname=name, co_filename=where.co_filename,
+                                     co_firstlineno=where.co_firstlineno)
+    fn = pytypes.FunctionType(code, dict(template.__globals__, serial=serial), name)
+    fn.__module__ = serial.py_func.__module__
+    fn.__doc__ = doc
+    # no loop fusion: fused into the chunk loop, the final sum would add the chunks' results in another order
+    return jit(parallel={"fusion": False})(fn)
+
+
+# --- activations (flat arrays) -------------------------------------------------------------------------------
 
 
 @jit()
@@ -45,17 +114,7 @@ def _relu_fwd(x, out):
         out[i] = v if v > F0 else F0
 
 
-@jit(parallel=True)
-def relu_forward(x, out):
-    n = x.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _relu_fwd(x, out)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _relu_fwd(x[s:e], out[s:e])
+relu_forward = chunked(_relu_fwd, "relu_forward", "out = max(x, 0).")
 
 
 @jit()
@@ -64,17 +123,7 @@ def _relu_bwd(dy, y, dx):
         dx[i] = dy[i] if y[i] > F0 else F0
 
 
-@jit(parallel=True)
-def relu_backward(dy, y, dx):
-    n = dy.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _relu_bwd(dy, y, dx)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _relu_bwd(dy[s:e], y[s:e], dx[s:e])
+relu_backward = chunked(_relu_bwd, "relu_backward", "dx = dy where the ReLU output y > 0, else 0.")
 
 
 @jit()
@@ -84,17 +133,7 @@ def _leaky_fwd(x, out, slope):
         out[i] = v if v > F0 else v * slope
 
 
-@jit(parallel=True)
-def leaky_relu_forward(x, out, slope):
-    n = x.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _leaky_fwd(x, out, slope)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _leaky_fwd(x[s:e], out[s:e], slope)
+leaky_relu_forward = chunked(_leaky_fwd, "leaky_relu_forward", "out = x where x > 0, else slope * x.")
 
 
 @jit()
@@ -103,17 +142,7 @@ def _leaky_bwd(dy, x, dx, slope):
         dx[i] = dy[i] if x[i] > F0 else dy[i] * slope
 
 
-@jit(parallel=True)
-def leaky_relu_backward(dy, x, dx, slope):
-    n = dy.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _leaky_bwd(dy, x, dx, slope)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _leaky_bwd(dy[s:e], x[s:e], dx[s:e], slope)
+leaky_relu_backward = chunked(_leaky_bwd, "leaky_relu_backward", "dx = dy where x > 0, else slope * dy.")
 
 
 @jit()
@@ -309,19 +338,10 @@ def _penalty_range(w, g, l1, l2):
     return acc
 
 
-@jit(parallel=True)
-def add_penalty_grad(w, g, l1, l2):
-    """Add the gradient of l1*sum|w| + l2*sum w^2 to g in place; return the penalty value."""
-    n = w.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        return _penalty_range(w, g, l1, l2)
-    parts = np.zeros(nchunks, dtype=np.float64)
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        parts[c] = _penalty_range(w[s:e], g[s:e], l1, l2)
-    return parts.sum()
+add_penalty_grad = chunked(
+    _penalty_range, "add_penalty_grad",
+    "add_penalty_grad(w, g, l1, l2): add the gradient of l1*sum|w| + l2*sum w^2 to g in place; return the penalty.",
+    sums=True)
 
 
 @jit()

@@ -12,14 +12,12 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
-from numba import prange
-
-from tuinet.engine.kernels import CHUNK, F0, F1, jit
+from tuinet.engine.kernels import F0, F1, chunked, jit
 from tuinet.errors import ConfigError
 
 # --- kernels (flat float32 arrays, scalars passed as float32) ------------------------------------------------
 # Serial range kernels with no branches in the inner loop (so LLVM vectorizes them), run over chunks by a
-# parallel wrapper. Optional features (momentum, amsgrad, centered) get their own loops.
+# parallel wrapper (kernels.chunked). Optional features (momentum, amsgrad, centered) get their own loops.
 
 
 @jit()
@@ -43,18 +41,7 @@ def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
             p[i] -= lr * buf[i]
 
 
-@jit(parallel=True)
-def _sgd_kernel(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
-    n = p.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _sgd_range(p[s:e], g[s:e], buf[s:e], lr, momentum, dampening, wd, nesterov, first)
-
+_sgd_kernel = chunked(_sgd_range, "_sgd_kernel", "SGD update of p in place (see SGD).")
 
 @jit()
 def _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
@@ -89,18 +76,7 @@ def _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad,
             p[i] -= step_size * mi / (np.sqrt(vi) * inv_bc2_sqrt + eps)
 
 
-@jit(parallel=True)
-def _adam_kernel(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
-    n = p.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _adam_range(p[s:e], g[s:e], m[s:e], v[s:e], vmax[s:e], lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
-
+_adam_kernel = chunked(_adam_range, "_adam_kernel", "Adam/AdamW update of p in place (see Adam).")
 
 @jit()
 def _rmsprop_range(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered):
@@ -134,18 +110,7 @@ def _rmsprop_range(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered):
             p[i] -= lr * d / (np.sqrt(sq[i]) + eps)
 
 
-@jit(parallel=True)
-def _rmsprop_kernel(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered):
-    n = p.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _rmsprop_range(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _rmsprop_range(p[s:e], g[s:e], sq[s:e], gavg[s:e], buf[s:e], lr, alpha, eps, wd, momentum, centered)
-
+_rmsprop_kernel = chunked(_rmsprop_range, "_rmsprop_kernel", "RMSprop update of p in place (see RMSprop).")
 
 @jit()
 def _adagrad_range(p, g, acc, clr, eps, wd):
@@ -156,18 +121,7 @@ def _adagrad_range(p, g, acc, clr, eps, wd):
         p[i] -= clr * d / (np.sqrt(a) + eps)
 
 
-@jit(parallel=True)
-def _adagrad_kernel(p, g, acc, clr, eps, wd):
-    n = p.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _adagrad_range(p, g, acc, clr, eps, wd)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _adagrad_range(p[s:e], g[s:e], acc[s:e], clr, eps, wd)
-
+_adagrad_kernel = chunked(_adagrad_range, "_adagrad_kernel", "Adagrad update of p in place (see Adagrad).")
 
 _EMPTY = np.zeros(1, dtype=np.float32)
 

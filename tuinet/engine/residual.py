@@ -10,11 +10,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from numba import prange
-
 from tuinet.engine.conv import Conv2D
-from tuinet.engine.kernels import CHUNK, F0, jit
-from tuinet.engine.kernels import relu_backward
+from tuinet.engine.kernels import F0, chunked, jit, relu_backward
 from tuinet.engine.layers import Layer, ReLU, register
 from tuinet.engine.norm import BatchNorm
 from tuinet.errors import ModelError
@@ -27,18 +24,7 @@ def _add_relu(a, b, out):
         out[i] = v if v > F0 else F0
 
 
-@jit(parallel=True)
-def add_relu(a, b, out):
-    """out = max(a + b, 0) on flat arrays."""
-    n = out.size
-    nchunks = (n + CHUNK - 1) // CHUNK
-    if nchunks <= 1:
-        _add_relu(a, b, out)
-        return
-    for c in prange(nchunks):
-        s = c * CHUNK
-        e = min(n, s + CHUNK)
-        _add_relu(a[s:e], b[s:e], out[s:e])
+add_relu = chunked(_add_relu, "add_relu", "out = max(a + b, 0) on flat arrays of one size.")
 
 
 @register
