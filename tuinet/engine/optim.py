@@ -405,11 +405,3 @@ def make_optimizer(name: str, params: list[np.ndarray], lr: float | None = None,
     if key not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{name}'; choose one of {', '.join(OPTIMIZER_NAMES)}")
     return OPTIMIZERS[key](params, lr=lr, **hyper)
-
-
-def accepted_hyperparams(name: str) -> set[str]:
-    """The hyperparameter names an optimizer takes (besides lr)."""
-    key = ALIASES.get(name.lower(), (name.lower(), {}))[0]
-    if key not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{name}'; choose one of {', '.join(OPTIMIZER_NAMES)}")
-    return set(OPTIMIZERS[key].defaults)

@@ -1,8 +1,8 @@
 """Who gets the cores: BLAS threads or Numba threads, chosen per model.
 
 On two cores, OpenBLAS worker threads and Numba's OpenMP threads both spin while they wait for work; when both
-pools have two threads, each steals the other's core and a training step becomes 20-50x slower (measured:
-1,200 vs 63,000 samples/s for the mlp preset at batch 64). So only one pool is ever wider than one thread:
+pools have two threads, each steals the other's core and a training step becomes many times slower (figures in
+docs/cnn.md). So only one pool is ever wider than one thread:
 
 * dense-only models spend their time in sgemm: BLAS gets every core, Numba kernels run on one thread;
 * models with convolutions spend it in Numba's direct conv kernels: Numba gets every core, BLAS one thread.
@@ -60,14 +60,14 @@ class ThreadTuner:
     """Pick the faster of "all cores" and "one core" while training runs, and check again now and then.
 
     Two cores shared with a UI thread, other processes or a busy machine can make a two-thread step slower than a
-    one-thread step: a parallel kernel or sgemm waits at its barrier for a thread the OS has descheduled (measured
-    in the app on a loaded machine: 464 vs 19,587 samples/s). So the trainer times blocks of steps under each
-    setting, A B A B, keeps the faster, and probes again every ``reprobe`` steps.
+    one-thread step: a parallel kernel or sgemm waits at its barrier for a thread the OS has descheduled (figures
+    in docs/cnn.md). So the trainer times blocks of steps under each setting, A B A B, keeps the faster, and
+    probes again every ``reprobe`` steps.
 
     A setting's rate is samples per step over the *median* step time of its blocks, not total samples over total
-    time: a burst of other work (the app redrawing for ~10 ms) slows a few steps a lot and would otherwise decide
-    the probe. A block lasts ``block`` steps and at least ``min_block_seconds``, so on a fast small model the blocks
-    are long enough to span several redraw intervals.
+    time: a burst of other work (the app redrawing) slows a few steps a lot and would otherwise decide the probe.
+    A block lasts ``block`` steps and at least ``min_block_seconds``, so on a fast small model the blocks are long
+    enough to span several redraw intervals.
 
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
