@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import stat
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from tests.remote.conftest import attach, wait_until
 from tests.remote.test_socket import FakeSession
-from tuinet.cli import main
+from tuinet.cli.main import main
 from tuinet.errors import TuinetError
 from tuinet.remote.server import ControlServer
 from tuinet.remote.sockets import socket_path_for
@@ -30,6 +31,7 @@ def _error_lines(output: str) -> list[str]:
 
 def test_a_second_trainer_on_a_live_detached_run_is_refused_and_changes_nothing(start_trainer):
     rd, proc = start_trainer("busy")
+    wait_until(lambda: rd.latest.exists(), timeout=60)  # a checkpointed run, as in the reported case
     sock = socket_path_for(rd.path)
     runs = str(rd.path.parent)
     status = rd.read_json("status.json")
@@ -53,6 +55,8 @@ def test_a_second_trainer_on_a_live_detached_run_is_refused_and_changes_nothing(
     with pytest.raises(TuinetError, match="another trainer is listening"):
         ControlServer(FakeSession(), sock, "intruder").start()
     assert sock.exists()
+    assert stat.S_IMODE(rd.path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((rd.path / "daemon.log").stat().st_mode) == 0o600
     session, history, live = attach(rd)
     try:
         assert session.hello["pid"] == proc.pid
@@ -111,3 +115,25 @@ def test_resume_while_the_run_trains_in_the_foreground_is_refused(tmp_path):
                         "--epochs", str(status["epoch"] + 1)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert rd.read_json("status.json")["status"] == "finished"
+
+
+def test_a_detached_resume_that_cannot_start_leaves_the_run_as_it_was(tmp_path):
+    from tests.training.test_rundir import _csv
+    from tuinet.training.config import TrainConfig
+    from tuinet.training.trainer import Trainer
+
+    table = _csv(tmp_path / "data" / "table.csv")
+    cfg = TrainConfig(dataset=str(table), epochs=1, batch_size=16, name="gone", runs_dir=str(tmp_path / "runs"))
+    assert Trainer(cfg).run()["event"] == "finished"
+    rd = RunDir(tmp_path / "runs" / "gone")
+    table.unlink()
+    status = rd.read_json("status.json")
+    metrics = (rd.path / "metrics.jsonl").read_bytes()
+    r = CliRunner().invoke(main, ["resume", "gone", "--runs-dir", str(rd.path.parent), "--detach", "--epochs", "3"])
+    assert r.exit_code == 1
+    [line] = _error_lines(r.output)
+    assert line.startswith("Error: ") and f"{table}: no such file or folder" in line
+    assert rd.read_json("status.json") == status  # finished at epoch 1, no socket: as it was
+    assert (rd.path / "metrics.jsonl").read_bytes() == metrics
+    assert not socket_path_for(rd.path).exists()
+    wait_until(lambda: RunDir(rd.path).lock(), timeout=20)  # the background process let go of the run
