@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.remote.conftest import LOG_EVERY, attach, attach_alone, kill, wait_until
-from tuinet.cli.main import main
+from tuinet.cli import main
 from tuinet.errors import ConfigError
 from tuinet.protocol import make_command
 from tuinet.remote.runs import probe

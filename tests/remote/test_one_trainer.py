@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from tests.remote.conftest import attach, wait_until
 from tests.remote.test_socket import FakeSession
-from tuinet.cli.main import main
+from tuinet.cli import main
 from tuinet.errors import TuinetError
 from tuinet.remote.server import ControlServer
 from tuinet.remote.sockets import socket_path_for

@@ -264,7 +264,7 @@ def test_cli_serve_is_localhost_only_and_explains_a_missing_textual_serve(monkey
 
     from click.testing import CliRunner
 
-    from tuinet.cli.main import main
+    from tuinet.cli import main
 
     r = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0"])
     assert r.exit_code == 1 and "only binds to localhost" in r.output
@@ -277,7 +277,7 @@ def test_cli_serve_is_localhost_only_and_explains_a_missing_textual_serve(monkey
 def test_cli_attach_without_live_runs_says_how_to_start_one():
     from click.testing import CliRunner
 
-    from tuinet.cli.main import main
+    from tuinet.cli import main
 
     r = CliRunner().invoke(main, ["attach"])
     assert r.exit_code == 1 and "tuinet train --detach" in r.output

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tuinet.cli.main import main
+from tuinet.cli import main
 from tuinet.engine.checkpoint import load_checkpoint
 from tuinet.training.config import TrainConfig
 from tuinet.training.rundir import LOCK_NAME, RunDir, RunLockedError, absolute_dataset

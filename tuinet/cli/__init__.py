@@ -10,7 +10,7 @@ __all__ = ["main"]
 
 def __getattr__(name: str) -> Any:
     if name == "main":
-        from tuinet.cli.main import main
+        from tuinet.cli.group import main
 
         return main
     raise AttributeError(f"module 'tuinet.cli' has no attribute {name!r}")

@@ -20,7 +20,7 @@ def run() -> None:
     """Run the command line."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _quiet_exit)
-    from tuinet.cli.main import main
+    from tuinet.cli.group import main
 
     main()
 
