@@ -5,16 +5,35 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tuinet.errors import ConfigError
+from tuinet.protocol import FLOAT32_MAX, check_learning_rate
 
 SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
 SCHEDULE_ALIASES = {"reduce_on_plateau": "plateau", "reduce-on-plateau": "plateau", "one_cycle": "onecycle",
                     "one-cycle": "onecycle", "exp": "exponential", "none": "constant"}
+
+
+MAX_SEED = 2**63 - 1
+MAX_CONFIG_BYTES = 1024 * 1024  # a configuration file larger than this is not one
+
+
+class FieldError(ConfigError):
+    """An invalid value of one configuration field: ``field`` and what is wrong (``rest``, read after the name)."""
+
+    def __init__(self, field: str, rest: str, message: str | None = None):
+        super().__init__(message or f"{field} {rest}")
+        self.field, self.rest, self.message = field, rest, message
+
+    def as_option(self) -> str:
+        """The message naming the command-line option (``option --l2 must be ...``)."""
+        opt = f"option --{self.field.replace('_', '-')}"
+        return f"{opt}: {self.message}" if self.message else f"{opt} {self.rest}"
 
 
 def default_runs_dir() -> str:
@@ -86,43 +105,61 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ConfigError with one clear line for any invalid value."""
+        """Raise ConfigError with one clear line for any invalid value (naming the field)."""
         s = SCHEDULE_ALIASES.get(self.schedule, self.schedule)
         if s not in SCHEDULES:
-            raise ConfigError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
+            raise FieldError("schedule", "", f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
         self.schedule = s
-        if self.lr is not None and (not math.isfinite(self.lr) or self.lr <= 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        # every number first: NaN and infinities pass most comparisons below unnoticed, and the engine computes in
+        # float32, where 1e39 is already infinite
+        if self.lr is not None:
+            try:
+                check_learning_rate(self.lr, "lr")  # positive, and neither inf nor 0 once cast to float32
+            except ConfigError as e:
+                raise FieldError("lr", str(e).removeprefix("lr ")) from None
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
+                raise FieldError(f.name, f"must be a finite number (within float32's range), got {v}")
         for name in ("batch_size", "epochs", "log_every", "stats_every", "step_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
+            _check_int(name, getattr(self, name), 1)
+        _check_int("seed", self.seed, 0, MAX_SEED)
+        for name in ("limit", "patience", "val_every"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        _check_int("plateau_patience", self.plateau_patience, 0)
         for name in ("val_split", "test_split"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {v}")
+                raise FieldError(name, f"must be in [0, 1), got {v}")
         if self.val_split + self.test_split >= 1.0:
-            raise ConfigError("val_split + test_split must leave some data for training")
+            raise FieldError("val_split", "+ test_split must leave some data for training")
         for name in ("l1", "l2", "min_delta"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience must be >= 1, got {self.patience}")
+            raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.clip_grad is not None and self.clip_grad <= 0:
-            raise ConfigError(f"clip_grad must be > 0, got {self.clip_grad}")
+            raise FieldError("clip_grad", f"must be > 0, got {self.clip_grad}")
         if self.on_divergence not in ("rollback", "pause"):
-            raise ConfigError(f"on_divergence must be rollback or pause, got {self.on_divergence!r}")
+            raise FieldError("on_divergence", f"must be rollback or pause, got {self.on_divergence!r}")
         if self.betas is not None:
             b = tuple(float(x) for x in self.betas)
             if len(b) != 2 or not all(0.0 <= x < 1.0 for x in b):
-                raise ConfigError(f"betas must be two numbers in [0, 1), e.g. 0.9,0.999; got {self.betas}")
+                raise FieldError("betas", f"must be two numbers in [0, 1), e.g. 0.9,0.999; got {self.betas}")
             self.betas = b  # type: ignore[assignment]
+        for name in ("momentum", "dampening", "weight_decay", "alpha"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise FieldError(name, f"must be >= 0, got {v}")
+        if self.eps is not None and self.eps <= 0:
+            raise FieldError("eps", f"must be > 0, got {self.eps}")
         if not 0 < self.divergence_factor < 1:
-            raise ConfigError(f"divergence_factor must be in (0, 1), got {self.divergence_factor}")
+            raise FieldError("divergence_factor", f"must be in (0, 1), got {self.divergence_factor}")
         if not 0 < self.gamma <= 1 and self.schedule in ("step", "exponential"):
-            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+            raise FieldError("gamma", f"must be in (0, 1], got {self.gamma}")
+        if not 0 < self.plateau_factor < 1:
+            raise FieldError("plateau_factor", f"must be in (0, 1), got {self.plateau_factor}")
 
     def optimizer_hyperparams(self) -> dict[str, Any]:
         """Hyperparameters given for the optimizer (None entries left out)."""
@@ -137,44 +174,73 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "configuration") -> "TrainConfig":
-        """Build from a dict, checking keys and types; errors name ``source`` and the key."""
+    def from_dict(cls, data: dict[str, Any], source: str = "configuration",
+                  options: frozenset[str] | set[str] = frozenset()) -> "TrainConfig":
+        """Build from a dict, checking keys, types and ranges; errors name ``source`` and the key.
+
+        Keys in ``options`` came from the command line: their errors name the option (``--l2``) instead.
+        """
         known = {f.name: f for f in fields(cls)}
         clean: dict[str, Any] = {}
         for key, value in data.items():
-            k = key.replace("-", "_")
+            k = key.replace("-", "_") if isinstance(key, str) else key
             if k not in known:
                 raise ConfigError(f"{source}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-            clean[k] = _coerce(k, value, known[k].type, source)
+            where = f"option --{k.replace('_', '-')}" if k in options else f"{source}: '{k}'"
+            clean[k] = _coerce(k, value, known[k].type, where)
         try:
             return cls(**clean)
+        except FieldError as e:
+            if e.field in options:
+                raise ConfigError(e.as_option()) from None
+            raise ConfigError(f"{source}: {e}") from None
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
-        """Load a TOML file (top level or a [train] table); ``overrides`` win over the file."""
+        """Load a TOML file (top level or a [train] table); ``overrides`` (command-line options) win over it."""
         path = Path(path)
         try:
-            doc = tomllib.loads(path.read_text())
+            st = path.stat()
         except FileNotFoundError:
             raise ConfigError(f"{path}: configuration file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read ({e})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+        if not stat.S_ISREG(st.st_mode):
+            # /dev/zero would be read forever, a FIFO would block until someone writes to it
+            raise ConfigError(f"{path}: not a regular file; give a .toml configuration file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {st.st_size:,} bytes is too large for a configuration file "
+                              f"(at most {MAX_CONFIG_BYTES:,})")
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
         data = doc.get("train", doc)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: [train] must be a table")
         data = {**data, **(overrides or {})}
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), options=set(overrides or ()))
 
 
-def _coerce(key: str, value: Any, typ: Any, source: str) -> Any:
+def _check_int(name: str, v: Any, lo: int, hi: int | None = None) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+        span = f">= {lo}" if hi is None else f"from {lo} to {hi:,}"
+        raise FieldError(name, f"must be a whole number {span}, got {v!r}")
+
+
+def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
     t = str(typ)
     if value is None:
         return None
-    bad = ConfigError(f"{source}: '{key}' must be {_type_name(t)}, got {value!r}")
+    bad = ConfigError(f"{where} must be {_type_name(t)}, got {value!r:.60}")
     if "tuple" in t:
         if isinstance(value, str):
             try:
