@@ -6,17 +6,23 @@ model, the training configuration and the dataset record: normalizer, class and 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from tuinet.data import Normalizer, load_dataset
+from tuinet.engine import runtime
 from tuinet.engine.checkpoint import load_checkpoint
 from tuinet.engine.threads import configure_threads
 from tuinet.errors import CheckpointError, ConfigError, DataError
+from tuinet.training.config import TrainConfig
 from tuinet.training.rundir import find_run
 from tuinet.training.stats import confusion_matrix
+
+MAX_NAMES = 1 << 20  # class, feature or target names in a saved dataset record
 
 
 def resolve_checkpoint(ref: str, runs_dir: str | None = None, best: bool = False):
@@ -39,24 +45,56 @@ def resolve_checkpoint(ref: str, runs_dir: str | None = None, best: bool = False
     return load_checkpoint(path)
 
 
+def _names(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and len(value) <= MAX_NAMES
+                             and all(isinstance(v, str) and len(v) <= 1000 for v in value))
+
+
 def saved_dataset_info(ckpt) -> dict[str, Any]:
-    """The dataset record a trainer saved in the checkpoint (normalizer, task, class and feature names)."""
+    """The dataset record a trainer saved in the checkpoint (normalizer, task, class and feature names), its
+    fields checked (a crafted checkpoint fails here with one line naming it)."""
     info = ckpt.extra.get("dataset")
     if not isinstance(info, dict) or "normalizer" not in info:
         raise CheckpointError(f"{ckpt.path}: the checkpoint holds no dataset record (normalizer, classes); "
                               "it was not written by `tuinet train`")
+    for key in ("class_names", "feature_names", "target_names"):
+        if not _names(info.get(key)):
+            raise CheckpointError(f"{ckpt.path}: invalid dataset record: {key} must be a list of names")
+    if info.get("task") not in (None, "classification", "regression"):
+        raise CheckpointError(f"{ckpt.path}: invalid dataset record: unknown task {info.get('task')!r:.40}")
     return info
 
 
 def saved_normalizer(ckpt):
     """The :class:`~tuinet.data.Normalizer` fitted on the run's training split, as saved in the checkpoint."""
-    return Normalizer.from_dict(saved_dataset_info(ckpt)["normalizer"])
+    try:
+        norm = Normalizer.from_dict(saved_dataset_info(ckpt)["normalizer"])
+    except DataError as e:
+        raise CheckpointError(f"{ckpt.path}: {e}") from None
+    width = ckpt.meta["model"]["input_shape"][-1]
+    if norm.shift is not None and norm.shift.size not in (1, width):
+        raise CheckpointError(f"{ckpt.path}: invalid normalizer record: {norm.shift.size} channels for a model whose "
+                              f"inputs have {width}")
+    return norm
+
+
+def apply_thread_mode(model) -> str:
+    """Set the kernels' thread counts for ``model`` as training does, honouring ``TUINET_THREAD_MODE`` (``blas``,
+    ``numba`` or ``single``, the last meaning one thread for both); returns the mode."""
+    mode = os.environ.get("TUINET_THREAD_MODE") or None
+    if mode not in (None, "blas", "numba", "single"):
+        raise ConfigError(f"TUINET_THREAD_MODE={mode!r}: choose blas, numba or single")
+    if mode == "single":
+        runtime.limit_blas_threads(1)
+        numba.set_num_threads(1)
+        return mode
+    return configure_threads(model, mode=mode)
 
 
 def checkpoint_model(ckpt):
     """The checkpoint's model with its weights, its kernels' thread counts set for this machine."""
     model = ckpt.build_model()
-    configure_threads(model)
+    apply_thread_mode(model)
     return model
 
 
@@ -68,10 +106,15 @@ def rebuild_test_split(ckpt, dataset: str | None = None):
     if not isinstance(cfg, dict) or "dataset" not in cfg:
         raise CheckpointError(f"{ckpt.path}: the checkpoint holds no training configuration; "
                               "cannot rebuild its dataset")
-    data = load_dataset(dataset or cfg["dataset"], val_split=cfg.get("val_split", 0.1),
-                        test_split=cfg.get("test_split", 0.1), seed=cfg.get("seed", 0), normalize="none",
-                        target=cfg.get("target"), task=cfg.get("task") or info.get("task"),
-                        limit=cfg.get("limit"), log=lambda m: None)
+    keys = ("dataset", "val_split", "test_split", "seed", "target", "task", "limit")
+    try:
+        saved = TrainConfig.from_dict({k: cfg[k] for k in keys if k in cfg}, source="configuration")
+    except ConfigError as e:
+        raise CheckpointError(f"{ckpt.path}: invalid saved training configuration "
+                              f"({str(e).removeprefix('configuration: ')})") from None
+    data = load_dataset(dataset or saved.dataset, val_split=saved.val_split, test_split=saved.test_split,
+                        seed=saved.seed, normalize="none", target=saved.target, task=saved.task or info.get("task"),
+                        limit=saved.limit, log=lambda m: None)
     x = saved_normalizer(ckpt).transform(data.x_test)
     return x, data.y_test, data
 
@@ -111,3 +154,35 @@ def evaluate_checkpoint(ckpt, dataset: str | None = None) -> dict[str, Any]:
         pred = model.predict(x)
         result["test_mae"] = float(np.mean(np.abs(pred.reshape(len(pred), -1) - y.reshape(len(y), -1))))
     return result
+
+
+#: the most classes a confusion event carries (a terminal shows fewer; 1,000 classes would be 8 MB per epoch)
+CONFUSION_MAX_CLASSES = 30
+
+
+def confusion_event_fields(labels: np.ndarray, preds: np.ndarray, class_names: list[str],
+                           max_classes: int = CONFUSION_MAX_CLASSES) -> dict[str, Any]:
+    """The fields of a ``confusion`` event: the matrix (rows true, columns predicted) and its class names.
+
+    With more than ``max_classes`` classes, only the ``max_classes`` with the most samples (ties: the lower index)
+    are kept, as a square sub-matrix; ``class_indices`` says which, ``num_classes`` how many there are in all, and
+    ``samples``/``correct`` count every sample, so the event stays small whatever the class count.
+    """
+    k = len(class_names)
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = np.asarray(preds, dtype=np.int64)
+    out: dict[str, Any] = {"num_classes": k, "samples": int(len(labels)), "correct": int((labels == preds).sum())}
+    if k <= max_classes:
+        keep = np.arange(k)
+    else:
+        support = np.bincount(labels, minlength=k)
+        keep = np.sort(np.argsort(-support, kind="stable")[:max_classes])
+    pos = np.full(k, -1, np.int64)
+    pos[keep] = np.arange(len(keep))
+    rows, cols = pos[labels], pos[np.clip(preds, 0, k - 1)]
+    inside = (rows >= 0) & (cols >= 0)
+    m = np.zeros((len(keep), len(keep)), np.int64)
+    np.add.at(m, (rows[inside], cols[inside]), 1)
+    out.update(matrix=m.tolist(), class_names=[class_names[i] for i in keep], class_indices=keep.tolist(),
+               truncated=bool(len(keep) < k))
+    return out
