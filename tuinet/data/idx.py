@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuinet.data.limits import max_data_bytes, require_regular_file, too_big
 from tuinet.errors import DataError
 
 # IDX type code -> big-endian dtype
@@ -36,15 +37,24 @@ def cache_dir() -> Path | None:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it is gzip data; at most ``max_data_bytes()`` of them either way."""
+    st = require_regular_file(path, "IDX file")
+    limit = max_data_bytes()
+    if st.st_size > limit:
+        raise too_big(path, st.st_size)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     if raw[:2] == b"\x1f\x8b":
         try:
-            return zlib.decompress(raw, wbits=31)
+            d = zlib.decompressobj(wbits=31)
+            out = d.decompress(raw, limit + 1)  # a gzip bomb stops here, after limit + 1 bytes
+            if len(out) > limit:
+                raise too_big(path, None, "expands to")
+            if not d.eof:
+                raise zlib.error("incomplete or truncated stream")
+            return out
         except zlib.error as e:
             msg = "truncated gzip data" if "incomplete" in str(e) or "truncated" in str(e) else f"corrupt gzip data ({e})"
             raise DataError(f"{path}: {msg}") from None
@@ -81,10 +91,7 @@ def parse_idx(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
 def read_idx(path: str | Path, *, use_cache: bool = True) -> np.ndarray:
     """Read an IDX file (``.gz`` or plain); gzip files are cached as ``.npy`` keyed by path, size and mtime."""
     path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+    st = require_regular_file(path, "IDX file")
     cached = None
     if use_cache and path.suffix == ".gz":
         folder = cache_dir()
@@ -137,8 +144,8 @@ def labels_path_for(images: Path) -> Path:
     i = base.rfind("images")
     label_base = (base[:i] + "labels" + base[i + 6:]).replace("idx3", "idx1").replace("idx4", "idx1")
     for candidate in (label_base, label_base + ".gz"):
-        if (images.parent / candidate).exists():
-            return images.parent / candidate
+        if (images.parent / candidate).exists() or (images.parent / candidate).is_symlink():
+            return images.parent / candidate  # read_idx refuses it when it is not a regular file
     raise DataError(f"{images}: labels file not found (looked for {label_base}[.gz] in {images.parent})")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from tuinet.data.limits import check_class_count, require_regular_file
 from tuinet.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -18,10 +20,10 @@ def read_image_folder(folder: Path, image_size: tuple[int, int] | None, color: s
                       log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode ``folder/<class>/<image>`` into uint8 (N, H, W, C), int64 labels and the class names.
 
-    Unreadable files are skipped with a warning naming each one. ``image_size`` is (height, width);
+    Unreadable files and decompression bombs are skipped with a warning naming each one. ``image_size`` is (height, width);
     when None, the most common size among the images is used.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if color not in COLORS:
         raise DataError(f"unknown color mode {color!r}; choose gray or rgb")
@@ -42,12 +44,10 @@ def read_image_folder(folder: Path, image_size: tuple[int, int] | None, color: s
     skipped = []
     for path, label in files:
         try:
-            with Image.open(path) as im:
-                im.load()
-                decoded.append((im.convert(mode), label))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            decoded.append((open_image(path, mode), label))
+        except DataError as e:
             skipped.append(path)
-            log(f"warning: skipped unreadable image {path.relative_to(folder)} ({type(e).__name__}: {str(e)[:80]})")
+            log(f"warning: skipped unreadable image {path.relative_to(folder)}: {str(e).removeprefix(f'{path}: ')}")
     if not decoded:
         raise DataError(f"{folder}: none of the {len(files)} image files could be read")
     if skipped:
@@ -74,4 +74,28 @@ def read_image_folder(folder: Path, image_size: tuple[int, int] | None, color: s
     if len(class_names) < 2:
         raise DataError(f"{folder}: a single class ({class_names[0]!r}); classification needs at least 2 "
                         "class subfolders with images")
+    check_class_count(len(class_names), len(y), str(folder))
     return x, y, class_names
+
+
+def open_image(path: Path, mode: str) -> "Image.Image":
+    """Decode one image file into ``mode`` ("L" or "RGB"); DataError for an unreadable file or a decompression bomb.
+
+    Pillow refuses images of more than twice ``Image.MAX_IMAGE_PIXELS`` pixels (DecompressionBombError) and only
+    warns between once and twice that; both are refused here, before the pixels are decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        require_regular_file(path, "image")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return im.convert(mode)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{path}: image too large, a possible decompression bomb ({str(e)[:120]})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {str(e)[:80]})") from None
+    except MemoryError:
+        raise DataError(f"{path}: image too large to decode in memory") from None

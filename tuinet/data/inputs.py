@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tuinet.data.images import IMAGE_SUFFIXES
+from tuinet.data.finite import bad_value_mask
+from tuinet.data.images import IMAGE_SUFFIXES, open_image
+from tuinet.data.limits import max_data_bytes, require_regular_file, too_big
 from tuinet.errors import DataError
 
 
 def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool) -> np.ndarray:
     """An image file as one (H, W, C) float32 input of 0..255, resized to the model's input, gray or RGB."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if len(input_shape) != 3:
         raise DataError(f"{path}: the model takes {input_shape[0] if input_shape else 0} features, not images "
@@ -22,14 +24,10 @@ def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool) -> np.nd
     h, w, c = input_shape
     if c not in (1, 3):
         raise DataError(f"{path}: the model takes {c}-channel images; only gray (1) or RGB (3) can be read")
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if c == 1 else "RGB")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float32).reshape(h, w, c)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
+    im = open_image(path, "L" if c == 1 else "RGB")  # refuses unreadable files and decompression bombs
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.BILINEAR)
+    a = np.asarray(im, dtype=np.float32).reshape(h, w, c)
     return 255.0 - a if invert else a
 
 
@@ -37,14 +35,21 @@ def _read_csv_rows(path: Path, input_shape: tuple[int, ...], feature_names: list
                    ) -> tuple[np.ndarray, list[str]]:
     """Rows of a CSV as model inputs, and a label per row (``file:line``)."""
     n = int(np.prod(input_shape))
+    if path.stat().st_size > max_data_bytes():
+        raise too_big(path, path.stat().st_size)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     first = text.splitlines()[0] if text.strip() else ""
     delimiter = max(",;\t", key=first.count) if any(ch in first for ch in ",;\t") else ","
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter))
-            if r and any(c.strip() for c in r)]
+    try:
+        rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter))
+                if r and any(c.strip() for c in r)]
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
     if not rows:
         raise DataError(f"{path}: no rows")
 
@@ -78,10 +83,17 @@ def _read_csv_rows(path: Path, input_shape: tuple[int, ...], feature_names: list
     labels = []
     for j, (line, r) in enumerate(rows):
         try:
-            x[j] = [float(r[c]) for c in cols]
+            values = [float(r[c]) for c in cols]
         except (ValueError, IndexError):
             raise DataError(f"{path}: line {line}: expected {n} numeric values in the feature columns, "
-                            f"got {r!r}") from None
+                            f"got {r!r:.200}") from None
+        # the finite-value policy; a prediction input is refused rather than dropped (each row is one answer)
+        bad = np.flatnonzero(bad_value_mask(np.array(values)))
+        if len(bad):
+            col = header[cols[bad[0]]] if header is not None else f"value {bad[0] + 1}"
+            raise DataError(f"{path}: line {line}: {col} is {r[cols[bad[0]]].strip()!r}, not a finite number "
+                            "within float32's range")
+        x[j] = values
         labels.append(f"{path.name}:{line}")
     return x.reshape((len(rows),) + tuple(input_shape)), labels
 
@@ -92,8 +104,7 @@ def load_inputs(files: tuple[str, ...], input_shape: tuple[int, ...], feature_na
     xs, labels = [], []
     for f in files:
         p = Path(f).expanduser()
-        if not p.is_file():
-            raise DataError(f"{f}: no such file")
+        require_regular_file(p, "image or CSV")  # a FIFO or a device would block or never end
         if p.suffix.lower() in IMAGE_SUFFIXES:
             xs.append(_read_image(p, input_shape, invert)[None])
             labels.append(p.name)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -10,7 +13,9 @@ from typing import Callable
 import numpy as np
 
 from tuinet.data.dataset import Dataset
+from tuinet.data.finite import drop_nonfinite, first_bad_column
 from tuinet.data.idx import find_idx_pairs, read_idx_pair
+from tuinet.data.limits import check_class_count, max_data_bytes, require_regular_file, too_big
 from tuinet.data.images import read_image_folder
 from tuinet.data.normalize import Normalizer
 from tuinet.data.splits import split_indices, subset_indices
@@ -25,6 +30,7 @@ TABLES = {
     "digits": ("digits8x8.csv.gz", 1797, (8, 8, 1), 10, "8x8 handwritten digits, pixels 0-16 (UCI)"),
 }
 NORMALIZE = ("auto", "minmax", "standard", "none")
+MAX_SYNTHETIC = 10_000_000  # samples of a synthetic set
 
 
 @dataclass
@@ -73,9 +79,13 @@ def _read_mnist(folder: Path) -> _Raw:
     return _idx_raw(train, test, str(folder))
 
 
-def _idx_raw(train: Path, test: Path | None, source: str) -> _Raw:
+def _idx_raw(train: Path, test: Path | None, source: str, log=_stderr) -> _Raw:
     x, y = read_idx_pair(train)
+    # the finite-value policy: float IDX files (types 0x0D, 0x0E) can hold NaN, inf or values beyond float32
+    x, y = drop_nonfinite(x, y, train.name, log, what="images")
     xt, yt = read_idx_pair(test) if test is not None else (None, None)
+    if xt is not None:
+        xt, yt = drop_nonfinite(xt, yt, test.name, log, what="images")
     if xt is not None and xt.shape[1:] != x.shape[1:]:
         raise DataError(f"{test}: images are {xt.shape[1:]} but {train.name} has {x.shape[1:]}")
     labels = y if yt is None else np.concatenate([y, yt])
@@ -83,6 +93,7 @@ def _idx_raw(train: Path, test: Path | None, source: str) -> _Raw:
     if len(values) < 2:
         raise DataError(f"{source}: a single class ({values[0] if len(values) else 'none'}) in the labels; "
                         "classification needs at least 2")
+    check_class_count(len(values), len(labels), source)
     names = [str(v) for v in values.tolist()]
     if not np.array_equal(values, np.arange(len(values))):
         y = np.searchsorted(values, y)
@@ -103,24 +114,64 @@ def _table_raw(path: Path, target: str | None, task: str | None, log, name: str 
     return _Raw(table.x, y, task, [], table.feature_names, table.target_names)
 
 
+NPZ_KEYS = ("x", "y", "x_test", "y_test")
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each ``.npy`` member of an NPZ, read from the headers without loading any data."""
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = reader(f)
+            out[info.filename[:-4]] = (tuple(int(d) for d in shape), dtype)
+    return out
+
+
 def _npz_raw(path: Path, task: str | None, log) -> _Raw:
     try:
+        headers = _npz_headers(path)
+        for key in ("x", "y"):
+            if key not in headers:
+                raise DataError(f"{path}: no array {key!r} (arrays found: {', '.join(headers) or 'none'}); "
+                                "expected 'x' (samples) and 'y' (labels or targets)")
+        for key in NPZ_KEYS:
+            if key in headers and headers[key][1].hasobject:
+                raise DataError(f"{path}: array {key!r} holds Python objects (dtype {headers[key][1]}); "
+                                "save numbers (or, for 'y', strings)")
+        size = sum(int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                   for k, (shape, dtype) in headers.items() if k in NPZ_KEYS)
+        if size > max_data_bytes():
+            raise too_big(path, size)
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({str(e).splitlines()[0][:100]})") from None
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise DataError(f"{path}: no array {key!r} (arrays found: {', '.join(arrays) or 'none'}); "
-                            "expected 'x' (samples) and 'y' (labels or targets)")
+            arrays = {k: z[k] for k in NPZ_KEYS if k in headers}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+        msg = (str(e).splitlines() or [type(e).__name__])[0][:100]
+        raise DataError(f"{path}: not a readable .npz file ({msg})") from None
     x, y = arrays["x"], arrays["y"]
     xt, yt = arrays.get("x_test"), arrays.get("y_test")
+    if (xt is None) != (yt is None):
+        have, lack = ("x_test", "y_test") if yt is None else ("y_test", "x_test")
+        raise DataError(f"{path}: has {have!r} but no {lack!r}; a test set needs both")
 
     def check(x, y, kx, ky):
         if x.dtype.kind not in "biuf":
             raise DataError(f"{path}: array {kx!r} has dtype {x.dtype}; expected numbers")
-        if x.ndim == 0 or len(x) == 0:
-            raise DataError(f"{path}: array {kx!r} is empty")
+        if x.ndim == 0:
+            raise DataError(f"{path}: array {kx!r} is a single value; expected samples of shape (N, F) or images")
+        if len(x) == 0:
+            raise DataError(f"{path}: array {kx!r} is empty (0 samples)")
+        if y.ndim == 0:
+            raise DataError(f"{path}: array {ky!r} is a single value; expected one label or target per sample")
+        if y.dtype.kind not in "biufUS":
+            raise DataError(f"{path}: array {ky!r} has dtype {y.dtype}; expected numbers or strings")
         if len(x) != len(y):
             raise DataError(f"{path}: {kx!r} has {len(x):,} samples but {ky!r} has {len(y):,}")
         if x.ndim == 1:
@@ -129,23 +180,20 @@ def _npz_raw(path: Path, task: str | None, log) -> _Raw:
             x = x[..., None]
         elif x.ndim > 4:
             raise DataError(f"{path}: array {kx!r} has shape {x.shape}; expected (N, F), (N, H, W) or (N, H, W, C)")
-        if x.dtype.kind == "f":
-            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-            if y.dtype.kind == "f":
-                bad |= ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
-            if bad.any():
-                log(f"{path.name}: dropped {int(bad.sum())} of {len(x)} samples in {kx!r} with missing (NaN) "
-                    "or infinite values")
-                x, y = x[~bad], y[~bad]
-        return x, y
+        if x[0].size == 0:
+            raise DataError(f"{path}: array {kx!r} has shape {x.shape}: its samples hold no values")
+        if y.dtype.kind == "S":  # bytes labels: class names as text
+            y = np.char.decode(y, "utf-8", errors="replace")
+        # the finite-value policy (float features; float targets); labels are checked when encoded
+        return drop_nonfinite(x, y, f"{path.name} ({kx!r})", log, what="samples")
 
     x, y = check(x, y, "x", "y")
-    if xt is not None and yt is not None:
+    if xt is not None:
         xt, yt = check(xt, yt, "x_test", "y_test")
         if xt.shape[1:] != x.shape[1:]:
             raise DataError(f"{path}: 'x_test' samples are {xt.shape[1:]} but 'x' samples are {x.shape[1:]}")
-    else:
-        xt = yt = None
+        if (yt.ndim, yt.shape[1:]) != (y.ndim, y.shape[1:]):
+            raise DataError(f"{path}: 'y_test' has shape {yt.shape} but 'y' has {y.shape}")
     numeric = y.dtype.kind in "biuf"
     task = infer_task(y if yt is None else np.concatenate([y, yt]), numeric, "y", task, log)
     if task == "classification":
@@ -162,14 +210,12 @@ def _path_raw(path: Path, target, task, image_size, color, log) -> _Raw:
     if path.is_dir():
         train, test = find_idx_pairs(path)
         if train is not None:
-            return _idx_raw(train, test, str(path))
+            return _idx_raw(train, test, str(path), log)
         if test is not None:
             raise DataError(f"{path}: found a test IDX file ({test.name}) but no train-images file")
         raw = read_image_folder(path, image_size, color, log)
         return _Raw(raw[0], raw[1], "classification", raw[2])
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
+    if require_regular_file(path, "data file").st_size == 0:
         raise DataError(f"{path}: empty file")
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
@@ -177,7 +223,7 @@ def _path_raw(path: Path, target, task, image_size, color, log) -> _Raw:
     if name.endswith(".npz"):
         return _npz_raw(path, task, log)
     if "idx" in name or "ubyte" in name:
-        return _idx_raw(path, None, str(path))
+        return _idx_raw(path, None, str(path), log)
     raise DataError(f"{path}: unknown data format (expected .csv[.gz], .npz, an IDX file, or a folder)")
 
 
@@ -214,6 +260,8 @@ def load_dataset(source: str, *, val_split: float = 0.1, test_split: float = 0.1
         raise DataError(f"invalid splits: val {val_split}, test {test_split} (each in [0, 1), sum below 1)")
     if limit is not None and limit <= 0:
         raise DataError(f"limit must be positive, got {limit}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise DataError(f"seed must be a whole number >= 0, got {seed!r}")
 
     key = source.strip().lower()
     image_like = False
@@ -232,7 +280,12 @@ def load_dataset(source: str, *, val_split: float = 0.1, test_split: float = 0.1
         n = n_samples if n_samples is not None else default_n
         if n < 10:
             raise DataError(f"{key}: n_samples must be at least 10, got {n}")
+        if n > MAX_SYNTHETIC:
+            raise DataError(f"{key}: n_samples must be at most {MAX_SYNTHETIC:,}, got {n:,}")
+        if noise is not None and not (math.isfinite(noise) and noise >= 0):
+            raise DataError(f"{key}: noise must be a finite number >= 0, got {noise}")
         x, y = make_synthetic(key, n, default_noise if noise is None else noise, seed)
+        x, y = drop_nonfinite(x, y, key, log, what="samples")  # a huge noise overflows float32
         if kind == "classification":
             raw = _Raw(x, y, kind, ["0", "1"], feature_names=["x1", "x2"])
         else:
@@ -291,9 +344,19 @@ def _prepare(name: str, raw: _Raw, image_like: bool, val_split: float, test_spli
             normalizer.apply_inplace(part)
     else:
         x_train_raw = pools[0][0][pools[0][2]]
-        normalizer = Normalizer(kind).fit(x_train_raw)
-        xs = [normalizer.transform(x_train_raw)] + [normalizer.transform(x[idx]) for x, _, idx in pools[1:]]
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below, by column
+            normalizer = Normalizer(kind).fit(x_train_raw)
+            xs = [normalizer.transform(x_train_raw)] + [normalizer.transform(x[idx]) for x, _, idx in pools[1:]]
         del x_train_raw
+        # every value is within float32's range (the finite-value policy), but a column spanning nearly all of
+        # it (-3e38 .. 3e38) still overflows once shifted and scaled: say which, rather than train on NaN
+        for part, split in zip(xs, ("training", "validation", "test")):
+            col = first_bad_column(part)
+            if col is not None:
+                names = raw.feature_names if raw.feature_names and len(raw.feature_names) == part.shape[-1] else None
+                what = f"column {names[col]!r}" if names else f"feature/channel {col}"
+                raise DataError(f"{name}: {what} cannot be normalized in float32 (its values span more than "
+                                f"float32 can hold, found in the {split} split); rescale it")
     ys = []
     for x, y, idx in pools:
         if raw.task == "classification":

@@ -7,6 +7,7 @@ import numpy as np
 from tuinet.errors import DataError
 
 KINDS = ("minmax", "standard", "none")
+MAX_CHANNELS = 1 << 24  # entries of a saved shift/scale
 _CHUNK = 8192  # rows per chunk when accumulating statistics, to avoid a float64 copy of the data
 
 
@@ -121,11 +122,33 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
-        """Rebuild a normalizer saved with ``to_dict``."""
-        try:
-            return cls(d["kind"], d.get("shift"), d.get("scale"))
-        except (KeyError, TypeError) as e:
-            raise DataError(f"invalid normalizer record: {e}") from None
+        """Rebuild a normalizer saved with ``to_dict``, checking every field (it may come from a crafted file)."""
+        if not isinstance(d, dict):
+            raise DataError(f"invalid normalizer record: expected an object, got {type(d).__name__}")
+        kind = d.get("kind")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise DataError(f"invalid normalizer record: kind must be one of {', '.join(KINDS)}, got {kind!r:.40}")
+        stats = []
+        for key in ("shift", "scale"):
+            v = d.get(key)
+            if v is None:
+                stats.append(None)
+                continue
+            if not isinstance(v, list) or not v or len(v) > MAX_CHANNELS or not all(
+                    isinstance(e, (int, float)) and not isinstance(e, bool) for e in v):
+                raise DataError(f"invalid normalizer record: {key} must be a list of 1 to {MAX_CHANNELS:,} numbers")
+            a = np.asarray(v, dtype=np.float64)
+            if not (np.abs(a) <= np.finfo(np.float32).max).all():
+                raise DataError(f"invalid normalizer record: {key} holds NaN, infinite or out-of-float32-range values")
+            stats.append(a)
+        shift, scale = stats
+        if kind != "none" and (shift is None or scale is None):
+            raise DataError(f"invalid normalizer record: a {kind} normalizer needs shift and scale")
+        if (shift is None) != (scale is None) or (shift is not None and len(shift) != len(scale)):
+            raise DataError("invalid normalizer record: shift and scale differ in length")
+        if scale is not None and not (scale.astype(np.float32) > 0).all():
+            raise DataError("invalid normalizer record: every scale must be > 0")
+        return cls(kind, shift, scale)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Normalizer) and self.to_dict() == other.to_dict()
