@@ -7,8 +7,8 @@ views (``a.reshape(-1)``) so each one compiles exactly one specialization. Const
 
 from __future__ import annotations
 
+import inspect
 import math
-import types as pytypes
 
 import numpy as np
 from numba import njit, prange, types
@@ -40,65 +40,71 @@ def jit(parallel: bool | dict = False):
 # range(start, stop), does not vectorize: Numba cannot prove the index is non-negative).
 
 
-def _chunk_of(args, s, e):
-    """``args`` with every array replaced by its slice [s:e] and the scalars unchanged (inside kernels only)."""
-    raise TypeError("_chunk_of is only callable from Numba-compiled code")
+def _cut(a, s, e):
+    """``a[s:e]`` for an array, ``a`` itself for a scalar (callable inside kernels only)."""
+    raise TypeError("_cut is only callable from Numba-compiled code")
 
 
-@overload(_chunk_of)
-def _chunk_of_overload(args, s, e):
-    if len(args) == 0:
-        return lambda args, s, e: ()
-    if isinstance(args[0], types.Array):
-        return lambda args, s, e: (args[0][s:e],) + _chunk_of(args[1:], s, e)
-    return lambda args, s, e: (args[0],) + _chunk_of(args[1:], s, e)
+@overload(_cut)
+def _cut_overload(a, s, e):
+    if isinstance(a, types.Array):
+        return lambda a, s, e: a[s:e]
+    return lambda a, s, e: a
 
 
-def _run_chunks(*args):
-    n = args[0].size
+_CHUNKED_SOURCE = """
+def {name}({args}):
+    n = {first}.size
     nchunks = (n + CHUNK - 1) // CHUNK
     if nchunks <= 1:
-        serial(*args)  # noqa: F821 (bound by chunked())
+        serial({args})
         return
     for c in prange(nchunks):
         s = c * CHUNK
         e = min(n, s + CHUNK)
-        serial(*_chunk_of(args, s, e))  # noqa: F821
+        serial({chunk_args})
+"""
 
-
-def _sum_chunks(*args):
-    n = args[0].size
+_CHUNKED_SUM_SOURCE = """
+def {name}({args}):
+    n = {first}.size
     nchunks = (n + CHUNK - 1) // CHUNK
     if nchunks <= 1:
-        return serial(*args)  # noqa: F821 (bound by chunked())
+        return serial({args})
     parts = np.zeros(nchunks, dtype=np.float64)
     for c in prange(nchunks):
         s = c * CHUNK
         e = min(n, s + CHUNK)
-        parts[c] = serial(*_chunk_of(args, s, e))  # noqa: F821
+        parts[c] = serial({chunk_args})
     return parts.sum()
+"""
 
 
 def chunked(serial, name: str, doc: str | None = None, *, sums: bool = False):
     """The parallel kernel ``name`` that runs the serial kernel ``serial`` over chunks of its arrays.
 
-    The result takes the arguments of ``serial``; the first must be an array (its size is the element count),
-    every array argument is cut into the same CHUNK-element slices and the other arguments are passed as they
-    are. Small arrays (one chunk) run in one call. With ``sums``, ``serial`` returns a float and the kernel
-    returns the float64 sum over the chunks.
+    The result takes the parameters of ``serial``; the first must be an array (its size is the element count),
+    every array argument is cut into the same CHUNK-element slices and the others are passed as they are. Small
+    arrays (one chunk) run in one call. With ``sums``, ``serial`` returns a float and the kernel returns the
+    float64 sum over the chunks.
 
-    The kernel is a copy of one template function that finds ``serial`` among its globals, not in a closure:
-    Numba's cache keys a closure by its pickled cell contents, and a pickled dispatcher carries a per-process id,
-    so a closure would never be found in the cache by the next process (and would add an entry per run). Its
-    code is given ``serial``'s file and first line, so it is cached next to ``serial`` (one cache entry per
-    kernel) and recompiled when that file changes; tracebacks and ``inspect`` point at ``serial`` too.
+    The kernel's source is one of the two templates above with ``serial``'s parameter names filled in (explicit
+    parameters: a ``*args`` function costs every call an extra argument repacking in Numba's dispatcher); it
+    finds ``serial`` among its globals, not in a closure: Numba's cache keys a closure by its pickled cell
+    contents, and a pickled dispatcher carries a per-process id, so a closure would never be found in the cache
+    by the next process (and would add an entry per run). It is compiled as if written in ``serial``'s file at
+    ``serial``'s line, so it is cached next to ``serial`` (one cache entry per kernel) and recompiled when that
+    file changes; tracebacks and ``inspect`` point at ``serial``.
     """
-    template = _sum_chunks if sums else _run_chunks
-    where = serial.py_func.__code__
-    code = template.__code__.replace(co_name=name, co_qualname=name, co_filename=where.co_filename,
-                                     co_firstlineno=where.co_firstlineno)
-    fn = pytypes.FunctionType(code, dict(template.__globals__, serial=serial), name)
-    fn.__module__ = serial.py_func.__module__
+    code = serial.py_func.__code__
+    params = list(inspect.signature(serial.py_func).parameters)
+    template = _CHUNKED_SUM_SOURCE if sums else _CHUNKED_SOURCE
+    source = template.format(name=name, args=", ".join(params), first=params[0],
+                             chunk_args=", ".join(f"_cut({p}, s, e)" for p in params))
+    namespace = {"__name__": serial.py_func.__module__, "CHUNK": CHUNK, "np": np, "prange": prange, "_cut": _cut,
+                 "serial": serial}
+    exec(compile("\n" * (code.co_firstlineno - 2) + source, code.co_filename, "exec"), namespace)
+    fn = namespace[name]
     fn.__doc__ = doc
     # no loop fusion: fused into the chunk loop, the final sum would add the chunks' results in another order
     return jit(parallel={"fusion": False})(fn)
