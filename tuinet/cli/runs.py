@@ -19,7 +19,7 @@ from typing import Any
 import click
 import numpy as np
 
-from tuinet.cli.common import CONTEXT, friendly_errors, runs_dir_option
+from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, runs_dir_option
 from tuinet.errors import ConfigError
 from tuinet.formatting import fmt_duration, fmt_pct, table
 
@@ -105,6 +105,7 @@ def eval_cmd(ref: str, best: bool, dataset: str | None, runs_dir: str | None, js
     rebuilt from the saved configuration and normalized with the saved normalizer."""
     from tuinet.training.evaluation import evaluate_checkpoint, resolve_checkpoint
 
+    check_thread_env()
     ckpt = resolve_checkpoint(ref, runs_dir, best)
     result = evaluate_checkpoint(ckpt, dataset)
     click.echo(json.dumps(result) if json_out else format_eval(result))
@@ -134,6 +135,7 @@ def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert
     from tuinet.data.inputs import load_inputs
     from tuinet.training.evaluation import checkpoint_model, resolve_checkpoint, saved_dataset_info, saved_normalizer
 
+    check_thread_env()
     ckpt = resolve_checkpoint(ref, runs_dir, best)
     info = saved_dataset_info(ckpt)
     model = checkpoint_model(ckpt)

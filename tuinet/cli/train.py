@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tuinet.cli.common import CONTEXT, friendly_errors, runs_dir_option
+from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, runs_dir_option
 
 
 def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
@@ -96,7 +96,7 @@ def build_config(options: dict[str, Any]):
         opts["betas"] = _floats(opts["betas"], "--betas")
     if config_file:
         return TrainConfig.from_toml(config_file, overrides=opts)
-    return TrainConfig.from_dict(opts, source="options")
+    return TrainConfig.from_dict(opts, source="options", options=set(opts))
 
 
 def run_headless(trainer, json_lines: bool) -> int:
@@ -142,18 +142,24 @@ def start_training(options: dict[str, Any], headless: bool, json_lines: bool) ->
     from tuinet.training.trainer import Trainer
 
     config = build_config(options)
+    check_thread_env()
     use_app = not headless and not json_lines
     if use_app and not sys.stdout.isatty():
         click.echo("tuinet: stdout is not a terminal; training headless (use --headless to silence this)",
                    err=True)
         use_app = False
+    if use_app and options.get("on_divergence") is None:
+        config.on_divergence = "pause"
+    trainer = Trainer(config)
+    # the data and the model first, then the run folder: what fails here is one `Error:` line, and a bad data file
+    # or model leaves no run folder behind
+    trainer.prepare()
+    trainer.create_run_dir()
     if use_app:
-        if options.get("on_divergence") is None:
-            config.on_divergence = "pause"
         from tuinet.app.app import run_app
 
-        sys.exit(run_app(config))
-    sys.exit(run_headless(Trainer(config), json_lines))
+        sys.exit(run_app(config, trainer=trainer))
+    sys.exit(run_headless(trainer, json_lines))
 
 
 @click.command("train", context_settings=CONTEXT)
@@ -167,8 +173,14 @@ def train(headless: bool, json_lines: bool, detach: bool, **options: Any) -> Non
     """Train a model: opens the live app on a terminal, or runs headless."""
     if detach:
         from tuinet.remote.detach import detach_training
+        from tuinet.training.trainer import Trainer
 
-        detach_training(build_config(options))
+        config = build_config(options)
+        check_thread_env()
+        # load the data and build the model here too, so their errors are one line before the run folder exists
+        # (the background trainer does it again; a checked failure there would only show in its log)
+        Trainer(config).prepare()
+        detach_training(config)
         return
     start_training(options, headless, json_lines)
 
@@ -187,13 +199,21 @@ def resume(run: str, epochs: int | None, runs_dir: str | None, headless: bool, j
     from tuinet.training.rundir import find_run
     from tuinet.training.trainer import Trainer
 
+    check_thread_env()
     rd = find_run(run, runs_dir)
     if detach:
+        from tuinet.engine.checkpoint import load_checkpoint
         from tuinet.remote.detach import detach_resume
 
+        load_checkpoint(rd.latest)  # a damaged or non-finite checkpoint: one line here, not in the background
         detach_resume(rd, epochs)
         return
     trainer = Trainer.resume(rd, epochs=epochs)
+    try:
+        trainer.prepare()  # data, model, weights and optimizer state restored: their errors are one line
+    except BaseException:
+        rd.unlock()
+        raise
     if not headless and not json_lines and sys.stdout.isatty():
         from tuinet.app.app import run_app
 

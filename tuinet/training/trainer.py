@@ -23,9 +23,10 @@ from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
 from tuinet.engine.spec import build_model
 from tuinet.engine.threads import ThreadTuner
-from tuinet.errors import ConfigError, TuinetError
+from tuinet.errors import ConfigError, DataError, ModelError, TuinetError
 from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
+from tuinet.training.evaluation import confusion_event_fields
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -146,12 +147,51 @@ class Trainer:
         self.emit(event)
         return event
 
+    def prepare(self) -> None:
+        """Load the data and build the model (once), before any run folder is created or written.
+
+        What fails here is the user's to fix (a bad data file, a model that does not fit the data or the memory):
+        it raises a TuinetError with one line. The command line calls this first and prints ``Error: ...``;
+        :meth:`run` calls it before it creates the run folder, so such a failure leaves no folder behind. Notes
+        from loading (rows dropped) are kept and logged once the run has started.
+        """
+        if self.model is not None:
+            return
+        if getattr(self, "_notes", None) is None:
+            self._notes: list[str] | None = []
+        c = self.config
+        try:
+            self._load_data()
+        except MemoryError:
+            raise DataError(f"{c.dataset}: the dataset does not fit in memory") from None
+        try:
+            self._build()
+        except MemoryError:
+            raise ModelError(f"model {c.model!r}: too large to fit in memory for inputs of shape "
+                             f"{tuple(self.data.input_shape)}") from None
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ModelError(f"model {c.model!r}: cannot be built ({e})") from None
+
+    def create_run_dir(self) -> None:
+        """Create (and lock) the run folder now, after :meth:`prepare`, instead of in :meth:`run`: a taken
+        ``--name`` is then one error line from the command line before training starts."""
+        if self.run_dir is None and self._run_dir_arg is None:
+            self._setup_run_dir()
+            self._run_dir_arg = self.run_dir
+
+    def _note(self, message: str) -> None:
+        """A note from loading: kept until the run has started (see :meth:`prepare`), else logged at once."""
+        if getattr(self, "_notes", None) is not None:
+            self._notes.append(message)
+        else:
+            self._log(message)
+
     def _load_data(self) -> None:
         c = self.config
         if self.data is None:
             self.data = load_dataset(c.dataset, val_split=c.val_split, test_split=c.test_split, seed=c.seed,
                                      normalize=c.normalize, target=c.target, task=c.task, limit=c.limit,
-                                     log=lambda m: self._log(m))
+                                     log=self._note)
         if len(self.data.x_train) == 0:
             raise ConfigError(f"{c.dataset}: the training split is empty")
 
@@ -472,12 +512,16 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         c = self.config
         self.status = "loading"
+        if not isinstance(self._run_dir_arg, RunDir):
+            self.prepare()  # data and model first: when they fail, no run folder has been created
         self._setup_run_dir()
         if self.run_dir:
             prev = self.run_dir.read_json("status.json")
             self.started_at = prev.get("started", self.started_at) if self._resume_ckpt else self.started_at
-        self._load_data()
-        self._build()
+        self.prepare()  # an existing run folder (resume, detached): after its lock, so a second trainer loads nothing
+        notes, self._notes = getattr(self, "_notes", None) or [], None
+        for message in notes:
+            self._log(message)
         self.tuner = ThreadTuner(self.model)
         mode = self.tuner.mode
         d, m = self.data, self.model
@@ -619,8 +663,9 @@ class Trainer:
                    samples_per_second=n / compute if compute > 0 else None)
         if m.is_classifier and val_out is not None and len(val_out):
             preds = val_out.argmax(axis=1)
-            cm = S.confusion_matrix(d.y_val, preds, d.num_outputs)
-            self._emit("confusion", epoch=self.epoch, split="val", matrix=cm.tolist(), class_names=list(d.class_names))
+            # bounded: at most CONFUSION_MAX_CLASSES classes, whatever the dataset's class count
+            self._emit("confusion", epoch=self.epoch, split="val",
+                       **confusion_event_fields(d.y_val, preds, list(d.class_names)))
         if self.schedule.on_epoch_end(val_loss):
             self._set_lr(self.base_lr * self.schedule.factor(self.global_step), "plateau")
         improved = val_loss is not None and math.isfinite(val_loss) and val_loss < self.best_val_loss - c.min_delta
