@@ -304,3 +304,11 @@ def test_bad_thread_count_is_one_line(base_run, tmp_path):
     r = invoke("train", *IRIS, "--headless", "--runs-dir", tmp_path / "runs", env=env)
     assert_clean_error(r, "TUINET_THREADS")
     assert _run_folders(tmp_path / "runs") == []
+
+
+@pytest.mark.parametrize("args, option", [(["--rounds", "0"], "--rounds"), (["--steps", "-5"], "--steps"),
+                                          (["--batch-size", "0"], "--batch-size")])
+def test_bench_counts_range_checked(args, option):
+    r = invoke("bench", "--no-torch", *args)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"Error: Invalid value for '{option}'" in r.output

@@ -14,9 +14,11 @@ from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors
 @click.option("--model", "-m", default="mlp", show_default=True, help="Preset or spec to time.")
 @click.option("--dataset", "-d", default="mnist", show_default=True, help="Dataset giving the input shape.")
 @click.option("--optimizer", "-o", default="adam", show_default=True, help="Optimizer.")
-@click.option("--batch-size", "-b", default=64, show_default=True, help="Batch size.")
-@click.option("--steps", "-n", default=300, show_default=True, help="Timed training steps per round.")
-@click.option("--rounds", default=5, show_default=True, help="Interleaved rounds (tuinet, PyTorch, tuinet, ...).")
+@click.option("--batch-size", "-b", type=click.IntRange(1, 65536), default=64, show_default=True, help="Batch size.")
+@click.option("--steps", "-n", type=click.IntRange(1, 1_000_000), default=300, show_default=True,
+              help="Timed training steps per round.")
+@click.option("--rounds", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Interleaved rounds (tuinet, PyTorch, tuinet, ...).")
 @click.option("--torch/--no-torch", "use_torch", default=True, show_default=True,
               help="Also time PyTorch when it is installed.")
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object.")
