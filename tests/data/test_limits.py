@@ -104,7 +104,7 @@ def test_fifo_labels_file_is_refused(tmp_path):
 
 
 def test_device_and_broken_link_are_refused(tmp_path):
-    assert "not a regular file (a device)" in _fails("/dev/zero")
+    assert "/dev/zero: not a regular file but a device" in _fails("/dev/zero")
     (tmp_path / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
     assert "gone.csv" in _fails(tmp_path / "gone.csv")
 

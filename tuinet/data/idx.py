@@ -38,7 +38,7 @@ def cache_dir() -> Path | None:
 
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped when it is gzip data; at most ``max_data_bytes()`` of them either way."""
-    st = require_regular_file(path, "IDX file")
+    st = require_regular_file(path, "an IDX file")
     limit = max_data_bytes()
     if st.st_size > limit:
         raise too_big(path, st.st_size)
@@ -91,7 +91,7 @@ def parse_idx(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
 def read_idx(path: str | Path, *, use_cache: bool = True) -> np.ndarray:
     """Read an IDX file (``.gz`` or plain); gzip files are cached as ``.npy`` keyed by path, size and mtime."""
     path = Path(path)
-    st = require_regular_file(path, "IDX file")
+    st = require_regular_file(path, "an IDX file")
     cached = None
     if use_cache and path.suffix == ".gz":
         folder = cache_dir()

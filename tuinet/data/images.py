@@ -87,7 +87,7 @@ def open_image(path: Path, mode: str) -> "Image.Image":
     from PIL import Image, UnidentifiedImageError
 
     try:
-        require_regular_file(path, "image")
+        require_regular_file(path, "an image file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:

@@ -104,7 +104,7 @@ def load_inputs(files: tuple[str, ...], input_shape: tuple[int, ...], feature_na
     xs, labels = [], []
     for f in files:
         p = Path(f).expanduser()
-        require_regular_file(p, "image or CSV")  # a FIFO or a device would block or never end
+        require_regular_file(p, "an image or a CSV file")  # a FIFO or a device would block or never end
         if p.suffix.lower() in IMAGE_SUFFIXES:
             xs.append(_read_image(p, input_shape, invert)[None])
             labels.append(p.name)

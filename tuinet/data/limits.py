@@ -56,7 +56,7 @@ def too_big(path: Path | str, size: int | None, what: str = "holds") -> DataErro
     return DataError(f"{path}: {what} {amount} (raise it with {MAX_DATA_ENV}=SIZE, e.g. 8G)")
 
 
-def require_regular_file(path: Path | str, what: str = "file") -> os.stat_result:
+def require_regular_file(path: Path | str, what: str = "a file") -> os.stat_result:
     """Stat ``path`` (following links) and refuse anything but a regular file: a FIFO, a device such as
     ``/dev/zero``, a socket or a folder would block or never end. Returns the stat result."""
     p = Path(path)
@@ -71,8 +71,8 @@ def require_regular_file(path: Path | str, what: str = "file") -> os.stat_result
     if not stat.S_ISREG(st.st_mode):
         kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
                 else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        raise DataError(f"{path}: not a regular file ({kind}); give a {what} path")
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "something else")
+        raise DataError(f"{path}: not a regular file but {kind}; expected {what}")
     return st
 
 

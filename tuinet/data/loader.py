@@ -185,7 +185,7 @@ def _npz_raw(path: Path, task: str | None, log) -> _Raw:
         if y.dtype.kind == "S":  # bytes labels: class names as text
             y = np.char.decode(y, "utf-8", errors="replace")
         # the finite-value policy (float features; float targets); labels are checked when encoded
-        return drop_nonfinite(x, y, f"{path.name} ({kx!r})", log, what="samples")
+        return drop_nonfinite(x, y, path.name if kx == "x" else f"{path.name} (test set)", log, what="samples")
 
     x, y = check(x, y, "x", "y")
     if xt is not None:
@@ -215,7 +215,7 @@ def _path_raw(path: Path, target, task, image_size, color, log) -> _Raw:
             raise DataError(f"{path}: found a test IDX file ({test.name}) but no train-images file")
         raw = read_image_folder(path, image_size, color, log)
         return _Raw(raw[0], raw[1], "classification", raw[2])
-    if require_regular_file(path, "data file").st_size == 0:
+    if require_regular_file(path, "a data file").st_size == 0:
         raise DataError(f"{path}: empty file")
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):

@@ -65,7 +65,7 @@ class _Capped(io.RawIOBase):
 
 def _open_text(path: Path) -> io.TextIOWrapper:
     """Open a (possibly gzipped) UTF-8 table as a text stream, refusing non-regular files and oversized data."""
-    st = require_regular_file(path, "table")
+    st = require_regular_file(path, "a table (CSV)")
     limit = max_data_bytes()
     gz = path.name.endswith(".gz")
     if not gz and st.st_size > limit:

@@ -108,7 +108,8 @@ class TrainConfig:
         """Raise ConfigError with one clear line for any invalid value (naming the field)."""
         s = SCHEDULE_ALIASES.get(self.schedule, self.schedule)
         if s not in SCHEDULES:
-            raise FieldError("schedule", "", f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
+            raise FieldError("schedule", "",
+                             f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
         self.schedule = s
         # every number first: NaN and infinities pass most comparisons below unnoticed, and the engine computes in
         # float32, where 1e39 is already infinite
