@@ -1,4 +1,5 @@
-"""Numba kernels for the dense engine: activations, bias, losses, penalties and dropout.
+"""Numba kernels for the dense engine: activations, bias, losses, penalties and dropout, and the decorators
+(``jit``, ``chunked``) the other kernel modules use.
 
 Every kernel works on float32 arrays that are C-contiguous and writable; element-wise kernels take flat 1-D
 views (``a.reshape(-1)``) so each one compiles exactly one specialization. Constants are written as
