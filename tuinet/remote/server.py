@@ -142,8 +142,8 @@ class ControlServer:
                 v.hang_up("closing")
         deadline = time.monotonic() + grace
         for v in viewers:
-            if v.writer is not None:
-                v.writer.join(max(0.0, deadline - time.monotonic()))
+            if v.writer is not None and v.writer.ident is not None:  # a viewer accepted this instant may not
+                v.writer.join(max(0.0, deadline - time.monotonic()))  # have its threads started yet
             v.hang_up("closing")
         try:
             if self.path.is_socket():
