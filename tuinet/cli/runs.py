@@ -34,8 +34,10 @@ EXPORT_COLUMNS = ("event", "step", "epoch", "loss", "penalty", "accuracy", "lr",
 @click.command("runs", context_settings=CONTEXT)
 @runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON list instead of a table.  [default: table]")
+@click.option("--compare", is_flag=True, help="Compare the most recent runs instead, as `tuinet compare --headless` "
+                                              "does: table, settings that differ, overlaid curves.")
 @friendly_errors
-def runs_cmd(runs_dir: str | None, json_out: bool) -> None:
+def runs_cmd(runs_dir: str | None, json_out: bool, compare: bool) -> None:
     """List runs, newest first.
 
     Shows name, status, dataset, model, epochs, best validation accuracy, test accuracy and training time.
@@ -43,6 +45,11 @@ def runs_cmd(runs_dir: str | None, json_out: bool) -> None:
     from tuinet.training.config import default_runs_dir
     from tuinet.training.rundir import run_summaries
 
+    if compare:
+        from tuinet.cli.compare import pick_runs, print_headless
+
+        print_headless(pick_runs((), runs_dir, None, None, None), runs_dir, json_out)
+        return
     items = run_summaries(runs_dir)
     if json_out:
         click.echo(json.dumps(items, indent=2, default=str))

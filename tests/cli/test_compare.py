@@ -1,0 +1,114 @@
+"""`tuinet compare` and `tuinet runs --compare` on real small runs, through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from tests.cli.conftest import assert_clean_error, invoke
+from tuinet.training.config import TrainConfig
+from tuinet.training.trainer import Trainer
+
+ANSI = re.compile(r"\x1b\[")
+RUNS = (("base", {"lr": 0.01}), ("slow", {"lr": 0.001}), ("drop", {"lr": 0.01, "dropout": 0.3}))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three finished runs on digits that differ in learning rate and dropout, trained in this order."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, kw in RUNS:
+        final = Trainer(TrainConfig(runs_dir=str(root), name=name, dataset="digits", model="32", epochs=2,
+                                    log_every=5, seed=1, **kw)).run()
+        assert final["event"] == "finished", final
+    return root
+
+
+def test_headless_prints_table_diff_and_curves(runs):
+    r = invoke("compare", "--runs-dir", runs, "--headless", "--width", "120")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert not ANSI.search(out)  # not a terminal: no colour
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["RUN", "STATUS", "DATASET", "MODEL"]
+    # newest first, each with its marker
+    assert [ln.split()[:3] for ln in lines[1:4]] == [["•", "drop", "finished"], ["x", "slow", "finished"],
+                                                     ["+", "base", "finished"]]
+    assert "settings that differ" in out
+    diff = {ln.split()[0]: ln.split()[1:] for ln in out[out.index("SETTING"):].splitlines()[1:3]}
+    assert diff == {"lr": ["0.01", "0.001", "0.01"], "dropout": ["0.3", "0", "0"]}
+    for title in ("train loss", "validation loss", "train accuracy", "validation accuracy"):
+        assert title in out
+    assert "curves against epoch:   • drop   x slow   + base" in out
+    assert "comparing the 3 most recent runs in" in r.stderr and "drop, slow, base" in r.stderr
+
+
+def test_named_runs_keep_their_order_and_the_x_axis_changes(runs):
+    r = invoke("compare", "base", "slow", "--runs-dir", runs, "--headless", "--x", "samples", "--width", "80")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert [ln.split()[1] for ln in lines[1:3]] == ["base", "slow"]
+    assert "curves against samples seen" in r.stdout
+    assert "settings that differ" in r.stdout and r.stderr == ""  # named runs: nothing to announce
+
+
+def test_json_output(runs):
+    r = invoke("compare", "--runs-dir", runs, "--json", "--sort", "-best_val_accuracy")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    accs = [x["best_val_accuracy"] for x in d["runs"]]
+    assert len(accs) == 3 and accs == sorted(accs, reverse=True)
+    assert {x["setting"] for x in d["diff"]} == {"lr", "dropout"}
+    run = d["runs"][0]
+    assert set(run["columns"]) >= {"name", "status", "params", "best_val_loss", "test_accuracy"}
+    assert run["status"] == "finished" and run["params"] > 0 and run["notes"] == []
+    curve = run["curves"]["train_loss"]
+    assert set(curve) == {"epoch", "step", "samples", "time", "y"}
+    assert 2 <= len(curve["y"]) <= 200 and len(curve["step"]) == len(curve["y"])
+    assert len(run["curves"]["val_accuracy"]["y"]) == 2
+
+
+def test_filter_and_limit(runs):
+    r = invoke("compare", "--runs-dir", runs, "--json", "--filter", "lr>=0.01", "--limit", "1")
+    assert r.exit_code == 0, r.output
+    assert [x["name"] for x in json.loads(r.stdout)["runs"]] == ["drop"]
+    assert "first" not in r.stderr and "1 most recent of 2 runs matching the filter" in r.stderr
+
+
+def test_runs_compare(runs):
+    r = invoke("runs", "--runs-dir", runs, "--compare")
+    assert r.exit_code == 0, r.output
+    assert "settings that differ" in r.stdout and "validation loss" in r.stdout
+    j = invoke("runs", "--runs-dir", runs, "--compare", "--json")
+    assert [x["name"] for x in json.loads(j.stdout)["runs"]] == ["drop", "slow", "base"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--filter", "lr<<1"), ["Error:", "not an operator"]),
+    (("--filter", "lrr<1"), ["unknown filter key 'lrr'"]),
+    (("--sort", "speed"), ["unknown sort key 'speed'"]),
+    (("nope",), ["no run 'nope'"]),
+    (("--filter", "dataset=mnist"), ["no run in", "matches the filter"]),
+])
+def test_errors_are_one_line(runs, args, words):
+    assert_clean_error(invoke("compare", "--runs-dir", runs, "--headless", *args), *words)
+
+
+def test_nothing_to_compare(tmp_path):
+    assert_clean_error(invoke("compare", "--runs-dir", tmp_path / "none", "--headless"), "no runs to compare")
+
+
+def test_damaged_run_is_shown_with_a_note(runs, tmp_path):
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs / "base", root / "base")
+    shutil.copytree(runs / "slow", root / "slow")
+    with open(root / "slow" / "metrics.jsonl", "a") as f:
+        f.write('{"event":"step","v":1,"time":1.0,"st\n{"event":"step", broken\n')
+    (root / "slow" / "status.json").unlink()
+    r = invoke("compare", "--runs-dir", root, "--headless")
+    assert r.exit_code == 0, r.output
+    assert "notes" in r.stdout and "status.json is missing" in r.stdout
+    assert "2 damaged lines skipped in metrics.jsonl" in r.stdout
