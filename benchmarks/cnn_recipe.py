@@ -18,7 +18,7 @@ import numpy as np
 
 from tuinet.engine import build_model, make_optimizer
 from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
-from tuinet.bench.torch_models import copy_weights_to_torch, torch_available, torch_cnn_model
+from tuinet.bench.torch_models import torch_available, torch_cnn_model
 from tuinet.engine.threads import configure_threads, cores
 
 # --- the schedule ----------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from tuinet.bench.torch_models import torch_cnn_model
+from tuinet.engine.threads import cores
+
 
 def _median_ms(fn, repeats: int) -> float:
     times = []

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import click
 
-from tuinet.errors import ConfigError, TuinetError
+from tuinet.errors import TuinetError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -16,13 +15,10 @@ runs_dir_option = click.option("--runs-dir", help="Folder holding the runs.  [de
 
 
 def check_thread_env() -> None:
-    """One line for a bad ``TUINET_THREADS`` or ``TUINET_THREAD_MODE`` (the engine would raise a ValueError)."""
-    threads = os.environ.get("TUINET_THREADS")
-    if threads and not threads.strip().isdigit():
-        raise ConfigError(f"TUINET_THREADS={threads!r}: expected a whole number of threads")
-    mode = os.environ.get("TUINET_THREAD_MODE")
-    if mode and mode not in ("blas", "numba", "single"):
-        raise ConfigError(f"TUINET_THREAD_MODE={mode!r}: choose blas, numba or single")
+    """One line for a bad ``TUINET_THREADS`` or ``TUINET_THREAD_MODE``, before a command starts its work."""
+    from tuinet.engine.threads import check_thread_settings
+
+    check_thread_settings()
 
 
 def friendly_errors(fn):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from tuinet.data.limits import check_class_count, require_regular_file
 from tuinet.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 COLORS = {"gray": ("L", 1), "grey": ("L", 1), "rgb": ("RGB", 3)}

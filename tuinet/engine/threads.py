@@ -16,17 +16,31 @@ import numba
 import numpy as np
 
 from tuinet.engine import runtime
+from tuinet.errors import ConfigError
+
+#: the thread modes: the cores to BLAS, the cores to Numba, or one thread for both
+MODES = ("blas", "numba", "single")
 
 
 def cores() -> int:
     """Cores available to this process (``TUINET_THREADS`` overrides)."""
     env = os.environ.get("TUINET_THREADS")
     if env:
+        if not env.strip().isdigit():
+            raise ConfigError(f"TUINET_THREADS={env!r}: expected a whole number of threads")
         return max(1, int(env))
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+def check_thread_settings() -> None:
+    """Raise ConfigError (one line) for a bad ``TUINET_THREADS`` or ``TUINET_THREAD_MODE``, before any work."""
+    cores()
+    mode = os.environ.get("TUINET_THREAD_MODE")
+    if mode and mode not in MODES:
+        raise ConfigError(f"TUINET_THREAD_MODE={mode!r}: choose blas, numba or single")
 
 
 def uses_numba_parallel(model) -> bool:
@@ -39,9 +53,14 @@ def configure_threads(model=None, mode: str | None = None) -> str:
 
     Args:
         model: the model to train; convolutional models give the cores to Numba.
-        mode: force ``"blas"`` or ``"numba"`` (``TUINET_THREAD_MODE`` also forces it).
+        mode: force ``"blas"``, ``"numba"`` or ``"single"`` (one thread for both); ``TUINET_THREAD_MODE`` also
+            forces it.
     """
-    mode = mode or os.environ.get("TUINET_THREAD_MODE")
+    if mode is None:
+        check_thread_settings()
+        mode = os.environ.get("TUINET_THREAD_MODE") or None
+    elif mode not in MODES:
+        raise ValueError(f"thread mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode is None:
         mode = "numba" if model is not None and uses_numba_parallel(model) else "blas"
     n = cores()
@@ -52,7 +71,8 @@ def configure_threads(model=None, mode: str | None = None) -> str:
         runtime.limit_blas_threads(n)
         numba.set_num_threads(1)
     else:
-        raise ValueError(f"thread mode must be 'blas' or 'numba', got {mode!r}")
+        runtime.limit_blas_threads(1)
+        numba.set_num_threads(1)
     return mode
 
 
@@ -108,11 +128,7 @@ class ThreadTuner:
 
     def apply(self, mode: str) -> None:
         """Set the thread pools for ``mode`` ("blas", "numba" or "single")."""
-        if mode == "single":
-            runtime.limit_blas_threads(1)
-            numba.set_num_threads(1)
-        else:
-            configure_threads(mode=mode)
+        configure_threads(mode=mode)
 
     def _start_probe(self) -> None:
         self._plan = [c for _ in range(self.rounds) for c in self.candidates]

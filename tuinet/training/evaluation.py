@@ -6,15 +6,12 @@ model, the training configuration and the dataset record: normalizer, class and 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 
 from tuinet.data import Normalizer, load_dataset
-from tuinet.engine import runtime
 from tuinet.engine.checkpoint import load_checkpoint
 from tuinet.engine.threads import configure_threads
 from tuinet.errors import CheckpointError, ConfigError, DataError
@@ -80,15 +77,8 @@ def saved_normalizer(ckpt):
 
 def apply_thread_mode(model) -> str:
     """Set the kernels' thread counts for ``model`` as training does, honouring ``TUINET_THREAD_MODE`` (``blas``,
-    ``numba`` or ``single``, the last meaning one thread for both); returns the mode."""
-    mode = os.environ.get("TUINET_THREAD_MODE") or None
-    if mode not in (None, "blas", "numba", "single"):
-        raise ConfigError(f"TUINET_THREAD_MODE={mode!r}: choose blas, numba or single")
-    if mode == "single":
-        runtime.limit_blas_threads(1)
-        numba.set_num_threads(1)
-        return mode
-    return configure_threads(model, mode=mode)
+    ``numba`` or ``single``); returns the mode."""
+    return configure_threads(model)
 
 
 def checkpoint_model(ckpt):
