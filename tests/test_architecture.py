@@ -68,3 +68,13 @@ def test_wheel_builds_without_warnings_and_carries_the_datasets(tmp_path):
     assert "tuinet/_datasets/tabular/iris.csv" in names
     assert "tuinet/app/app.tcss" in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+
+
+def test_no_undefined_names_no_unused_imports():
+    """pyflakes' checks through ruff: an undefined name is a crash waiting in a path no other test takes."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "tuinet", "tests", "benchmarks",
+                        "scripts"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
