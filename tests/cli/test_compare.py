@@ -95,6 +95,37 @@ def test_errors_are_one_line(runs, args, words):
     assert_clean_error(invoke("compare", "--runs-dir", runs, "--headless", *args), *words)
 
 
+def test_help_states_every_default():
+    from tuinet.cli import main
+
+    r = invoke("compare", "--help")
+    assert r.exit_code == 0 and "Compare runs side by side" in r.output
+    for p in main.commands["compare"].params:
+        if p.param_type_name == "option" and p.name != "help":
+            assert p.help and ("default" in p.help.lower() or p.show_default), p.name
+
+
+def test_a_terminal_opens_the_compare_screen(runs, monkeypatch):
+    import sys
+    import types
+
+    import tuinet.cli.compare as cli_compare
+
+    calls = []
+    fake = types.ModuleType("tuinet.app.compare")
+    fake.run_compare_app = lambda records, runs_dir: calls.append(([r.name for r in records], runs_dir)) or 0
+    monkeypatch.setitem(sys.modules, "tuinet.app.compare", fake)
+    monkeypatch.setattr(cli_compare, "stdout_is_terminal", lambda: True)
+    r = invoke("compare", "--runs-dir", runs, "base", "drop")
+    assert r.exit_code == 0, r.output
+    assert calls == [(["base", "drop"], str(runs))] and r.stdout == ""
+    r = invoke("compare", "--runs-dir", runs, "base", "--headless")
+    assert "settings: one run" in r.stdout and len(calls) == 1
+    assert ANSI.search(r.stdout)  # a terminal: colours
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not ANSI.search(invoke("compare", "--runs-dir", runs, "base", "--headless").stdout)
+
+
 def test_nothing_to_compare(tmp_path):
     assert_clean_error(invoke("compare", "--runs-dir", tmp_path / "none", "--headless"), "no runs to compare")
 

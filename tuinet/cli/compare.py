@@ -219,7 +219,7 @@ def print_headless(records: Sequence, runs_dir: str | None, json_out: bool, x_ax
     if json_out:
         click.echo(json.dumps(compare_json(records, runs_dir)))
         return
-    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    color = stdout_is_terminal() and not os.environ.get("NO_COLOR")
     click.echo(headless_text(records, x_axis=x_axis, width=width, color=color), color=color)
 
 
@@ -231,7 +231,7 @@ def print_headless(records: Sequence, runs_dir: str | None, json_out: bool, x_ax
 @runs_dir_option
 @click.option("--filter", "filter_expr", metavar="EXPR",
               help="Keep runs matching KEY OP VALUE terms joined by commas or 'and'; OP is = != < <= > >= or ~ "
-                   "(contains), KEY a column or a setting: 'dataset=mnist, lr<0.01, model~cnn'.")
+                   "(contains), KEY a column or a setting: 'dataset=mnist, lr<0.01, model~cnn'.  [default: every run]")
 @click.option("--sort", metavar="KEY", help="Sort by a column or setting; -KEY sorts descending, missing values go "
                                             "last.  [default: newest first, or the order named]")
 @click.option("--limit", type=click.IntRange(min=1), help=f"Compare at most N runs.  [default: {DEFAULT_LIMIT} when "
@@ -242,7 +242,7 @@ def print_headless(records: Sequence, runs_dir: str | None, json_out: bool, x_ax
                                                            "width, at most 140]")
 @click.option("--headless", is_flag=True, help="Print instead of opening the app.  [default: when stdout is not a "
                                                "terminal]")
-@click.option("--json", "json_out", is_flag=True, help="Print one JSON object: runs, columns, diff, curves.")
+@click.option("--json", "json_out", is_flag=True, help="Print one JSON object: runs, columns, diff, curves.  [default: text]")
 @friendly_errors
 def compare_cmd(names: tuple[str, ...], runs_dir: str | None, filter_expr: str | None, sort: str | None,
                 limit: int | None, x_axis: str, width: int | None, headless: bool, json_out: bool) -> None:
@@ -252,15 +252,16 @@ def compare_cmd(names: tuple[str, ...], runs_dir: str | None, filter_expr: str |
     Opens the app's Compare screen on a terminal; prints with --headless, --json, or when stdout is not a
     terminal. Columns, filter syntax and sort keys: docs/compare.md."""
     records = pick_runs(names, runs_dir, filter_expr, sort, limit)
-    if json_out or headless or not sys.stdout.isatty():
+    if json_out or headless or not stdout_is_terminal():
         print_headless(records, runs_dir, json_out, x_axis, width)
         return
-    try:
-        from tuinet.app.compare import run_compare_app
-    except ImportError as e:  # the Compare screen is not in this build yet
-        if e.name not in (None, "tuinet.app.compare"):
-            raise
-        click.echo("the Compare screen is not available in this build: printing instead", err=True)
-        print_headless(records, runs_dir, False, x_axis, width)
-        return
-    run_compare_app(records, runs_dir)
+    from tuinet.app.compare import run_compare_app
+
+    code = run_compare_app(records, runs_dir)
+    if code:
+        raise SystemExit(code)
+
+
+def stdout_is_terminal() -> bool:
+    """True when stdout is a terminal (the app can open)."""
+    return sys.stdout.isatty()

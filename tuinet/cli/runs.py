@@ -35,7 +35,7 @@ EXPORT_COLUMNS = ("event", "step", "epoch", "loss", "penalty", "accuracy", "lr",
 @runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON list instead of a table.  [default: table]")
 @click.option("--compare", is_flag=True, help="Compare the most recent runs instead, as `tuinet compare --headless` "
-                                              "does: table, settings that differ, overlaid curves.")
+                                              "does: table, settings that differ, overlaid curves.  [default: off]")
 @friendly_errors
 def runs_cmd(runs_dir: str | None, json_out: bool, compare: bool) -> None:
     """List runs, newest first.
