@@ -67,6 +67,8 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--amsgrad/--no-amsgrad",), dict(default=None, help="AMSGrad variant of Adam/AdamW.  [default: off]")),
     (("--val-every",), dict(type=int, help="Also validate every N steps.  [default: once per epoch]")),
     (("--log-every",), dict(type=int, help="Steps per reported training metric.  [default: 25]")),
+    (("--keep-epochs",), dict(type=int, help="Keep the checkpoints of the last K epochs (epoch-NNNN.npz) to branch "
+                                             "from with --from RUN@EPOCH; 0 keeps none.  [default: 5]")),
     (("--on-divergence",), dict(type=click.Choice(["rollback", "pause"]),
                                 help="On a non-finite loss: roll back and lower lr, or pause.  "
                                      "[default: rollback headless, pause in the app]")),
@@ -87,13 +89,19 @@ def train_options(fn):
 
 
 def build_config(options: dict[str, Any]):
-    """TrainConfig from click options (None = not given) layered over an optional TOML file."""
+    """TrainConfig from click options (None = not given) layered over an optional TOML file, and over the parent
+    run's settings for ``--from RUN[@EPOCH]`` (see :mod:`tuinet.training.branch`)."""
     from tuinet.training.config import TrainConfig
 
     opts = {k: v for k, v in options.items() if v is not None}
     config_file = opts.pop("config_file", None)
+    from_ref = opts.pop("from_run", None)
     if "betas" in opts:
         opts["betas"] = _floats(opts["betas"], "--betas")
+    if from_ref:
+        from tuinet.training.branch import branch_config
+
+        return branch_config(from_ref, opts, config_file)
     if config_file:
         return TrainConfig.from_toml(config_file, overrides=opts)
     return TrainConfig.from_dict(opts, source="options", options=set(opts))
@@ -163,6 +171,9 @@ def start_training(options: dict[str, Any], headless: bool, json_lines: bool) ->
 
 
 @click.command("train", context_settings=CONTEXT)
+@click.option("--from", "from_run", metavar="RUN[@EPOCH]",
+              help="Branch: start from RUN's checkpoint at the end of EPOCH (@best: its best; none: its latest) with "
+                   "RUN's settings, changed by the options given; epochs continue from there.")
 @train_options
 @click.option("--headless", is_flag=True, help="No app: a progress bar on a terminal, one line per epoch otherwise.")
 @click.option("--json", "json_lines", is_flag=True, help="No app: print every event as one JSON object per line.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,9 @@ SCHEDULE_ALIASES = {"reduce_on_plateau": "plateau", "reduce-on-plateau": "platea
 
 MAX_SEED = 2**63 - 1
 MAX_CONFIG_BYTES = 1024 * 1024  # a configuration file larger than this is not one
+MAX_KEEP_EPOCHS = 100_000
+#: the checkpoint files a branched run's ``parent`` may name (a file name in the parent's folder, never a path)
+PARENT_CHECKPOINT = re.compile(r"(latest|best|epoch-\d{4,9})\.npz")
 
 
 class FieldError(ConfigError):
@@ -57,6 +61,10 @@ class TrainConfig:
         schedule: constant, step, exponential, cosine, onecycle, plateau.
         patience: early-stopping patience in epochs (None: off).
         clip_grad: clip the global gradient norm to this value (None: off).
+        keep_epochs: how many per-epoch checkpoints (``epoch-NNNN.npz``) the run folder keeps, the most recent
+            ones (0: none); ``tuinet train --from RUN@EPOCH`` branches from them.
+        parent: set on a branched run: where it started, ``{"run", "epoch", "step", "checkpoint", "path"}``
+            (see :mod:`tuinet.training.branch`); None for a run trained from scratch.
     """
 
     dataset: str = "mnist"
@@ -96,10 +104,12 @@ class TrainConfig:
     val_every: int | None = None
     log_every: int = 25
     stats_every: int = 100
+    keep_epochs: int = 5
     on_divergence: str = "rollback"
     divergence_factor: float = 0.5
     runs_dir: str = field(default_factory=default_runs_dir)
     name: str | None = None
+    parent: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -129,6 +139,9 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
         _check_int("plateau_patience", self.plateau_patience, 0)
+        _check_int("keep_epochs", self.keep_epochs, 0, MAX_KEEP_EPOCHS)
+        if self.parent is not None:
+            _check_parent(self.parent)
         for name in ("val_split", "test_split"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -201,34 +214,58 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
         """Load a TOML file (top level or a [train] table); ``overrides`` (command-line options) win over it."""
-        path = Path(path)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: configuration file not found") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
-        if not stat.S_ISREG(st.st_mode):
-            # /dev/zero would be read forever, a FIFO would block until someone writes to it
-            raise ConfigError(f"{path}: not a regular file; give a .toml configuration file")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {st.st_size:,} bytes is too large for a configuration file "
-                              f"(at most {MAX_CONFIG_BYTES:,})")
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML ({e})") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
-        data = doc.get("train", doc)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: [train] must be a table")
-        data = {**data, **(overrides or {})}
+        data = {**read_toml(path), **(overrides or {})}
         return cls.from_dict(data, source=str(path), options=set(overrides or ()))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The options of a TOML configuration file (its top level or its [train] table), not yet checked; a
+    ConfigError with one line when the file cannot be read or is not TOML."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        # /dev/zero would be read forever, a FIFO would block until someone writes to it
+        raise ConfigError(f"{path}: not a regular file; give a .toml configuration file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {st.st_size:,} bytes is too large for a configuration file "
+                          f"(at most {MAX_CONFIG_BYTES:,})")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
+    data = doc.get("train", doc)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: [train] must be a table")
+    return data
+
+
+def _check_parent(parent: Any) -> None:
+    """A branched run's ``parent`` record: the run's name, the epoch and step it branched at, the checkpoint file
+    (a name in the parent's folder), and optionally the parent folder's absolute path."""
+    if not isinstance(parent, dict):
+        raise FieldError("parent", f"must be a table with run, epoch, step and checkpoint, got {parent!r:.60}")
+    run, path, ckpt = parent.get("run"), parent.get("path"), parent.get("checkpoint")
+    if not isinstance(run, str) or not run or len(run) > 255 or "/" in run:
+        raise FieldError("parent", f"run must be a run's name, got {run!r:.60}")
+    if path is not None and not (isinstance(path, str) and os.path.isabs(path)):
+        raise FieldError("parent", f"path must be an absolute folder, got {path!r:.60}")
+    if not isinstance(ckpt, str) or not PARENT_CHECKPOINT.fullmatch(ckpt):
+        raise FieldError("parent", f"checkpoint must be latest.npz, best.npz or epoch-NNNN.npz, got {ckpt!r:.60}")
+    for key in ("epoch", "step"):
+        v = parent.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise FieldError("parent", f"{key} must be a whole number >= 0, got {v!r:.40}")
 
 
 def _check_int(name: str, v: Any, lo: int, hi: int | None = None) -> None:

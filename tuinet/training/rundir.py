@@ -1,4 +1,5 @@
-"""A run on disk: ``runs/<name>/`` with config.json, metrics.jsonl, status.json, latest/best checkpoints, a log.
+"""A run on disk: ``runs/<name>/`` with config.json, metrics.jsonl, status.json, latest/best checkpoints (and the
+last few epochs' ``epoch-NNNN.npz``), a log.
 
 ``metrics.jsonl`` gets every event except the bulky picture events (weights, samples, boundary), one JSON line
 each, flushed as it goes. ``status.json`` is rewritten atomically on every lifecycle change and each epoch, and is
@@ -18,6 +19,8 @@ import fcntl
 import json
 import os
 import re
+import secrets
+import shutil
 import stat
 import time
 from datetime import datetime
@@ -33,6 +36,15 @@ from tuinet.training.procs import pid_alive, remove_stale_socket
 LOCK_NAME = "trainer.lock"
 #: events kept in memory while a resumed run waits to start (only log notes arrive before ``started``)
 MAX_HELD_EVENTS = 1000
+
+
+#: the per-epoch checkpoints a run folder keeps (``--keep-epochs``): ``epoch-0005.npz``
+EPOCH_CHECKPOINT = re.compile(r"epoch-(\d{4,9})\.npz")
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The file name of the checkpoint kept for the end of ``epoch``."""
+    return f"epoch-{epoch:04d}.npz"
 
 
 class RunLockedError(ConfigError):
@@ -123,6 +135,53 @@ class RunDir:
     def best(self) -> Path:
         """Path of the best (lowest validation loss) checkpoint."""
         return self.path / "best.npz"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """Path of the checkpoint kept for the end of ``epoch`` (``epoch-0005.npz``)."""
+        return self.path / epoch_checkpoint_name(epoch)
+
+    def epoch_checkpoints(self) -> dict[int, Path]:
+        """The per-epoch checkpoints the folder holds now, by epoch, in order."""
+        found = {}
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError:
+            return {}
+        for entry in entries:
+            m = EPOCH_CHECKPOINT.fullmatch(entry.name)
+            if m and entry.is_file(follow_symlinks=False):
+                found[int(m.group(1))] = Path(entry.path)
+        return dict(sorted(found.items()))
+
+    def keep_epoch_checkpoint(self, epoch: int, keep: int) -> Path | None:
+        """Keep ``latest.npz``, just written at the end of ``epoch``, as ``epoch-NNNN.npz`` too, and delete the
+        epoch checkpoints older than the last ``keep`` epochs; returns the new file (None when ``keep`` is 0).
+
+        The copy is a hard link made under a temporary name and renamed into place (atomic, like every checkpoint
+        write, and free: ``latest.npz`` is later replaced by a new file, so the link keeps this epoch's content);
+        where links are not possible, the bytes are copied through the same temporary-file-then-rename write.
+        """
+        path = None
+        if keep > 0:
+            path = self.epoch_checkpoint(epoch)
+            tmp = self.path / f".{path.name}.{secrets.token_hex(6)}.tmp"
+            try:
+                os.link(self.latest, tmp)
+                os.replace(tmp, path)
+            except OSError:
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+                with open(self.latest, "rb") as src:
+                    atomic_write_bytes(path, lambda f: shutil.copyfileobj(src, f, 1 << 20))
+        for n, old in self.epoch_checkpoints().items():
+            if n <= epoch - keep:
+                try:
+                    old.unlink()
+                except FileNotFoundError:
+                    pass
+        return path
 
     # --- one trainer per run folder -------------------------------------------------------------------------------
 
@@ -323,6 +382,18 @@ class RunDir:
         self._metrics = self._log = None
         if self._held is not None:
             self._held = {"status": {}, "events": []}
+
+
+def free_run_name(runs_dir: str | Path, base: str) -> str:
+    """``base`` made a valid run name, with ``-2``, ``-3`` ... added until no run folder has it (the folder is
+    only created later: :meth:`RunDir.create` still refuses a name taken meanwhile)."""
+    runs = Path(runs_dir)
+    base = _slug(base)
+    candidate, i = base, 1
+    while (runs / candidate).exists():
+        i += 1
+        candidate = f"{base[:40 - len(str(i)) - 1]}-{i}"
+    return candidate
 
 
 def find_run(ref: str, runs_dir: str | Path | None = None) -> RunDir:

@@ -83,6 +83,7 @@ class Trainer:
         self._loss_ref = 0.0  # the loss of the first good step (the initialization's natural scale)
         self._loss_avg = 0.0  # recent average loss of good steps (exponential)
         self._resume_ckpt = None
+        self.branch_info: dict[str, Any] | None = None  # a branched run's parent record (see training/branch.py)
         self._fixed_samples = np.zeros(0, dtype=np.int64)
         self.started_at = time.time()
         self.stop_reason: str | None = None
@@ -211,6 +212,10 @@ class Trainer:
             if n_fixed else np.zeros(0, dtype=np.int64)
         if self._resume_ckpt is not None:
             self._restore(self._resume_ckpt)
+        elif c.parent:  # a branch: weights, position and random state from the parent's checkpoint
+            from tuinet.training.branch import start_branch
+
+            self.branch_info = start_branch(self)
 
     def _restore(self, ckpt) -> None:
         ckpt.load_into(self.model)
@@ -536,7 +541,8 @@ class Trainer:
             num_params=m.num_params(), steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * c.epochs,
             epochs=c.epochs, batch_size=c.batch_size, optimizer=self.optimizer.name,
             hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, resumed=self._resume_ckpt is not None,
-            epoch=self.epoch, step=self.global_step, thread_mode=mode, pid=os.getpid())
+            epoch=self.epoch, step=self.global_step, thread_mode=mode, pid=os.getpid(),
+            parent=self.branch_info or c.parent)
         self._remember_good()
         compiled = False
         t_compile = time.perf_counter()
@@ -678,7 +684,11 @@ class Trainer:
         else:
             self.bad_epochs += 1
         self._remember_good()
-        self.save("latest")
+        if self.save("latest") and c.keep_epochs:
+            try:  # the last keep_epochs epochs' checkpoints, for `tuinet train --from RUN@EPOCH`
+                self.run_dir.keep_epoch_checkpoint(self.epoch, c.keep_epochs)
+            except OSError as e:
+                self._log(f"could not keep the checkpoint of epoch {self.epoch}: {e}", "warning")
         if improved:
             self.save("best")
         self._status_file()  # after the checkpoint it describes: status.json never runs ahead of latest.npz
