@@ -6,6 +6,10 @@ shares the two cores with training. This renderer rasterises the series with Num
 2x4-dots-per-cell braille grid, OR-ed into one code per cell), lays out "nice" ticks itself and hands Textual
 ready-made :class:`~textual.strip.Strip` lines, so a rebuild costs well under a millisecond and a repaint
 nothing beyond copying cached strips. Charts rebuild only when their data, scale or size changed.
+
+Colour is never the only thing that tells two series apart (``NO_COLOR``, 16-colour terminals): a line can be
+dotted, and can carry a marker glyph (``•``, ``●``, ``▲`` ...) drawn over it at its points or at regular columns,
+and :func:`line_key` writes the same style into a legend.
 """
 
 from __future__ import annotations
@@ -36,13 +40,29 @@ _BRAILLE[0] = " "
 
 @dataclass
 class Line:
-    """One series of a chart."""
+    """One series of a chart.
+
+    Attributes:
+        label: what the series is (legends).
+        x, y: its points.
+        color: a 256-colour index.
+        points_only: braille dots at the points, not joined.
+        dotted: the joining line drawn with every other dot (tells it apart from a solid one without colour).
+        marker: a glyph drawn over the line (None: none), in the cells of its points, or every ``marker_every``
+            columns when it has more points than fit at that spacing.
+        marker_every: columns between markers on a dense line (0: a marker on every point that gets its own cell).
+        marker_offset: the first marked column of a dense line (staggers the markers of overlaid lines).
+    """
 
     label: str
     x: list[float]
     y: list[float]
     color: int = PALETTE[0]
     points_only: bool = False
+    dotted: bool = False
+    marker: str | None = None
+    marker_every: int = 0
+    marker_offset: int = 0
 
 
 @dataclass
@@ -53,6 +73,7 @@ class ChartData:
     key: object = None
     log_y: bool = False
     ylim: tuple[float, float] | None = None
+    empty: str = "waiting for data…"  # what an empty chart says
 
 
 def nice_step(span: float, target: int) -> float:
@@ -135,9 +156,25 @@ def _segments_to_pixels(px: np.ndarray, py: np.ndarray, connect: bool) -> tuple[
     return xs, ys
 
 
+def _marker_cells(px: np.ndarray, py: np.ndarray, ln: Line, pw: int, ph: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, column) cells where ``ln``'s marker goes, from its points in pixel coordinates."""
+    cols, rows = px >> 1, py >> 2
+    every = ln.marker_every
+    if every > 0 and len(np.unique(cols)) > max(1, pw // every):
+        # a dense line: one marker every ``every`` columns, at the line's height there
+        order = np.argsort(px, kind="stable")
+        sx, sy = px[order].astype(np.float64), py[order].astype(np.float64)
+        first, last = int(cols.min()), int(cols.max())
+        start = first + (ln.marker_offset - first) % every
+        cols = np.arange(start, last + 1, every, dtype=np.int64)
+        rows = np.rint(np.interp(cols * 2 + 0.5, sx, sy)).astype(np.int64) >> 2
+    keep = (rows >= 0) & (rows < ph) & (cols >= 0) & (cols < pw)
+    return rows[keep], cols[keep]
+
+
 def render_chart(data: ChartData, width: int, height: int, base: Style | None = None) -> list[Strip]:
     """``data`` drawn in ``width`` x ``height`` cells: a y axis with labelled ticks, an x axis with labelled
-    ticks below, and each line as braille dots (later lines drawn over earlier ones)."""
+    ticks below, and each line as braille dots (later lines drawn over earlier ones), then the lines' markers."""
     base = base or Style()
     blank = Strip([Segment(" " * max(width, 0), base)], max(width, 0))
     if width < 12 or height < 4:
@@ -153,7 +190,7 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
     if log_y and not all((y > 0).all() for _, _, y in series):
         log_y = False
     if not series:
-        msg = "waiting for data…"
+        msg = data.empty
         pad = max(0, (height - 1) // 2)
         rows = [blank] * height
         rows[pad] = Strip([Segment(msg.center(width)[:width], base + Style(dim=True))], width)
@@ -193,17 +230,30 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
     # --- rasterise
     codes = np.zeros(ph * pw, np.uint8)
     owner = np.full(ph * pw, -1, np.int16)
+    marks: list[tuple[int, np.ndarray]] = []  # (line, cells) of each line's markers
     for i, (ln, x, y) in enumerate(series):
         x, y = decimate(x, y, 2 * PW)
         yv = np.log10(y) if log_y else y
         px = np.rint((x - x0) * sx).astype(np.int64)
         py = np.rint((hi - yv) * sy).astype(np.int64)
         xs, ys = _segments_to_pixels(px, py, not ln.points_only)
+        if ln.dotted and not ln.points_only and len(xs) > 1:
+            # every other dot along the line (segments share their end dots: those are counted once)
+            new = np.r_[True, (np.diff(xs) != 0) | (np.diff(ys) != 0)]
+            xs, ys = xs[new], ys[new]
+            xs, ys = xs[::2], ys[::2]
         keep = (ys >= 0) & (ys < PH) & (xs >= 0) & (xs < PW)
         xs, ys = xs[keep], ys[keep]
         cell = (ys >> 2) * pw + (xs >> 1)
         np.bitwise_or.at(codes, cell, _BITS[ys & 3, xs & 1])
         owner[cell] = i
+        if ln.marker:
+            mr, mc = _marker_cells(px, py, ln, pw, ph)
+            marks.append((i, mr * pw + mc))
+    glyph: dict[int, int] = {}  # cell -> the line whose marker is drawn there (later lines win)
+    for i, cells in marks:
+        for c in cells.tolist():
+            glyph[c] = i
     styles = [base + Style(color=Color.from_ansi(ln.color)) for ln, _, _ in series]
     # --- y tick rows
     tick_row: dict[int, str] = {}
@@ -212,19 +262,22 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
         if 0 <= r < ph and r not in tick_row:
             tick_row[r] = label
     rows: list[Strip] = []
-    codes2 = codes.reshape(ph, pw).tolist()
-    owner2 = owner.reshape(ph, pw).tolist()
+    chars = [_BRAILLE[c] for c in codes.tolist()]
+    own = owner.tolist()
+    for c, i in glyph.items():
+        chars[c] = series[i][0].marker
+        own[c] = i
     for r in range(ph):
         label = tick_row.get(r)
         segs = [Segment((label or "").rjust(lw) + ("┤" if label is not None else "│"), axis_style)]
-        crow, orow = codes2[r], owner2[r]
-        run_owner, run = orow[0], [_BRAILLE[crow[0]]]
+        crow, orow = chars[r * pw:(r + 1) * pw], own[r * pw:(r + 1) * pw]
+        run_owner, run = orow[0], [crow[0]]
         for c in range(1, pw):
             o = orow[c]
             if o != run_owner:
                 segs.append(Segment("".join(run), styles[run_owner] if run_owner >= 0 else base))
                 run_owner, run = o, []
-            run.append(_BRAILLE[crow[c]])
+            run.append(crow[c])
         segs.append(Segment("".join(run), styles[run_owner] if run_owner >= 0 else base))
         rows.append(Strip(segs, width))
     # --- x axis and labels
@@ -246,6 +299,12 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
     rows.append(Strip([Segment(" " * lw + "└" + "".join(axis), axis_style)], width))
     rows.append(Strip([Segment("".join(labels), axis_style)], width))
     return rows
+
+
+def line_key(ln: Line) -> Text:
+    """How ``ln`` looks, for a legend: ``━━`` solid, ``┅┅`` dotted, with its marker in the middle (``┅•┅``)."""
+    stroke = "·" if ln.points_only else ("┅" if ln.dotted else "━")
+    return Text(stroke + (ln.marker or stroke) + stroke, style=f"color({ln.color})")
 
 
 def render_text(data: ChartData, width: int, height: int) -> Text:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from tuinet.app.widgets.charts import PALETTE, ChartData, Line, LineChart
+from tuinet.app.widgets.charts import PALETTE, ChartData, Line, LineChart, line_key
 from tuinet.app.widgets.eventlog import EventLog
 from tuinet.app.state import RunState, fmt_hyper, smooth
 from tuinet.formatting import fmt_duration, fmt_num
@@ -98,6 +98,23 @@ def topbar_text(st: RunState, shown_status: str) -> Text:
     return t
 
 
+def train_val_lines(tx, ty, vx, vy) -> list[Line]:
+    """Train as a solid line, validation dotted with a ``•`` on its points (every few columns when dense): the two
+    stay apart without colour."""
+    return [Line("train", tx, ty, PALETTE[0]),
+            Line("val", vx, vy, PALETTE[1], dotted=True, marker="•", marker_every=6, marker_offset=3)]
+
+
+def train_val_legend(what: str) -> Text:
+    """A chart title followed by how the train and validation lines look (``━━━ train ┅•┅ val``)."""
+    t = Text(f"{what} ")
+    for ln in train_val_lines([], [], [], []):
+        t.append_text(line_key(ln))
+        t.append(f" {ln.label} ", style=f"color({ln.color})")
+    t.rstrip()
+    return t
+
+
 class StatusPanel(Static):
     """The status panel; its text is built at paint time so the progress bar always fits the width."""
 
@@ -136,11 +153,7 @@ class Dashboard(Vertical):
 
     @staticmethod
     def _legend(what: str, log: bool = False) -> Text:
-        t = Text(f"{what}{' (log)' if log else ''} ")
-        t.append("━ train", style=f"color({PALETTE[0]})")
-        t.append(" ")
-        t.append("━ val", style=f"color({PALETTE[1]})")
-        return t
+        return train_val_legend(f"{what}{' (log)' if log else ''}")
 
     def update_status(self, st: RunState, shown_status: str, pending: str | None) -> None:
         """Redraw the status panel."""
@@ -161,8 +174,7 @@ class Dashboard(Vertical):
     def _chart_data(train, val) -> ChartData:
         tx, ty = train.points()
         vx, vy = val.points()
-        return ChartData([Line("train", tx, smooth(ty), PALETTE[0]), Line("val", vx, vy, PALETTE[1])],
-                         key=(id(train), train.version, id(val), val.version))
+        return ChartData(train_val_lines(tx, smooth(ty), vx, vy), key=(id(train), train.version, id(val), val.version))
 
     def set_log_scale(self, on: bool) -> None:
         """Switch the loss chart between log and linear y."""
