@@ -28,6 +28,17 @@ COMPACT = {"type", "output", "flag"}
 NEG = (70, 140, 255)  # negative weights: blue
 POS = (255, 140, 40)  # positive weights: orange
 ZERO = (24, 24, 24)
+#: 16-colour terminals (TERM=xterm, screen): the gradient above maps to near-black there, so three levels a side
+#: are standard colours themselves (rich matches these exactly): black near zero (below 1/8 of the scale), then
+#: blue / bright blue (from 5/8) and yellow / bright yellow
+ANSI16_NEG = ((0, 0, 0), (0, 0, 170), (85, 85, 255))
+ANSI16_POS = ((0, 0, 0), (170, 85, 0), (255, 255, 85))
+_ANSI16_LEVEL = (0, 0, 1, 1, 1, 2, 2, 2, 2)  # |level| 0..8 -> index into the two tuples above
+#: NO_COLOR: sign and size as glyphs, weakest to strongest (a blank is near zero)
+NEG_GLYPHS = "-=≡▒"
+POS_GLYPHS = "+*#█"
+#: how weight pictures are drawn: a colour gradient, the 16 standard colours, or glyphs (no colour at all)
+PICTURE_MODES = ("color", "ansi16", "glyph")
 
 
 def sparkline(values: list[float], width: int = 16, log: bool = True) -> str:
@@ -66,18 +77,47 @@ def _mix(a: tuple[int, int, int], b: tuple[int, int, int], f: float) -> tuple[in
     return (int(a[0] + (b[0] - a[0]) * f), int(a[1] + (b[1] - a[1]) * f), int(a[2] + (b[2] - a[2]) * f))
 
 
-def diverging_lines(img: Any, scale: float) -> list[Text]:
-    """A 2-D weight map as lines of ``▀`` cells: blue negative, orange positive, dark zero (scaled by ``scale``)."""
+def picture_mode(no_color: bool, color_system: str | None) -> str:
+    """Which of :data:`PICTURE_MODES` suits a terminal: glyphs with ``NO_COLOR``, the standard colours on a
+    16-colour terminal (rich's ``standard`` / ``windows`` colour systems), the gradient otherwise."""
+    if no_color or color_system is None:
+        return "glyph"
+    return "ansi16" if color_system in ("standard", "windows") else "color"
+
+
+def picture_legend(mode: str) -> str:
+    """What the colours (or glyphs) of a weight picture mean, in ``mode``."""
+    if mode == "glyph":
+        return f"{' '.join(NEG_GLYPHS)} negative · {' '.join(POS_GLYPHS)} positive (weakest to strongest)"
+    return "blue negative · yellow positive" if mode == "ansi16" else "blue negative · orange positive"
+
+
+def glyph_lines(a: np.ndarray, scale: float) -> list[Text]:
+    """A 2-D weight map without colour: each cell is the mean of two pixel rows, drawn with :data:`NEG_GLYPHS` or
+    :data:`POS_GLYPHS` by its sign and size (the same footprint as the ``▀`` pictures)."""
+    pairs = (a[0::2] + a[1::2]) / 2
+    q = np.clip(np.round(pairs / scale * 4), -4, 4).astype(int)
+    table = " " + POS_GLYPHS + NEG_GLYPHS[::-1]  # index with q: 1..4 positive, -1..-4 from the end
+    return [Text("".join(table[v] for v in row.tolist()), no_wrap=True) for row in q]
+
+
+def diverging_lines(img: Any, scale: float, mode: str = "color") -> list[Text]:
+    """A 2-D weight map as lines of ``▀`` cells (scaled by ``scale``): blue negative, orange positive, dark zero;
+    in ``ansi16`` mode the standard colours; in ``glyph`` mode (``NO_COLOR``) glyphs (:func:`glyph_lines`)."""
     a = np.asarray(img, dtype=np.float64)
     if a.ndim != 2:
         a = a.reshape(a.shape[0], -1)
     if a.shape[0] % 2:
         a = np.vstack([a, np.zeros((1, a.shape[1]))])
     s = scale if scale > 0 else 1.0
+    if mode == "glyph":
+        return glyph_lines(a, s)
     q = np.clip(np.round(a / s * 8), -8, 8).astype(int)  # 17 levels: few distinct styles, cheap to render
     cache: dict[tuple[int, int], Style] = {}
 
     def color(level: int) -> tuple[int, int, int]:
+        if mode == "ansi16":
+            return (ANSI16_NEG if level < 0 else ANSI16_POS)[_ANSI16_LEVEL[abs(level)]]
         return _mix(ZERO, NEG if level < 0 else POS, abs(level) / 8)
 
     lines = []
@@ -292,11 +332,13 @@ class Inspector(Vertical):
         full = [np.asarray(p, dtype=np.float64) for p in pictures]
         kind = "unit" if entry.get("kind") == "Dense" else "filter"
 
+        mode = picture_mode(self.app.no_color, self.app.console.color_system)
+
         def build(width: int) -> Text:
             arr = [halve(a) for a in full] if full and fit_size(full[0].shape[1], width) else full
             scale = float(max(np.abs(a).max() for a in arr)) or 1.0
-            blocks = [diverging_lines(a, scale) for a in arr]
-            legend = Text("blue negative · orange positive · scale ±" + fmt_num(scale, 3) + "\n", style="dim")
+            blocks = [diverging_lines(a, scale, mode) for a in arr]
+            legend = Text(picture_legend(mode) + " · scale ±" + fmt_num(scale, 3) + "\n", style="dim")
             legend.append_text(tile(blocks, [f"{kind} {i}" for i in range(len(blocks))], width))
             return legend
 
