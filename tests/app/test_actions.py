@@ -10,7 +10,9 @@ from textual.binding import Binding
 from tests.app.fakes import FakeSession, opening
 from tuinet.app import actions
 from tuinet.app.app import TuinetApp
+from tuinet.app.compare import CompareApp
 from tuinet.app.remote import RemoteApp
+from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog
 from tuinet.app.testing import press, wait_until
@@ -25,8 +27,29 @@ def _key(b: Binding) -> tuple:
 def test_every_binding_comes_from_the_table():
     assert [_key(b) for b in TuinetApp.BINDINGS] == [_key(b) for a in actions.ACTIONS for b in a.bindings()]
     assert [_key(b) for b in RemoteApp.BINDINGS] == [_key(b) for a in actions.REMOTE_ACTIONS for b in a.bindings()]
-    ids = [a.id for a in (*actions.ACTIONS, *actions.REMOTE_ACTIONS)]
+    assert [_key(b) for b in CompareView.BINDINGS] == [_key(b) for a in actions.COMPARE_ACTIONS
+                                                       for b in a.bindings()]
+    assert [_key(b) for b in CompareApp.BINDINGS] == [_key(b) for a in actions.COMPARE_APP_ACTIONS
+                                                      for b in a.bindings()]
+    ids = [a.id for a in (*actions.ACTIONS, *actions.REMOTE_ACTIONS, *actions.COMPARE_ACTIONS)]
     assert len(ids) == len(set(ids)), "an action is in the table once"
+
+
+def test_every_compare_action_runs_a_method_of_the_view_or_the_compare_app():
+    for a in actions.COMPARE_ACTIONS:
+        assert callable(getattr(CompareView, f"action_{a.name}", None)), a.id
+        assert a.description and a.label and a.title and a.command is None, a.id
+    for a in actions.COMPARE_APP_ACTIONS:
+        assert callable(getattr(CompareApp, f"action_{a.name}", None)), a.id
+
+
+def test_compare_keys_leave_the_training_keys_alone_except_log_and_space():
+    """On the compare tab the view's keys come first: only l (the same meaning: log scale of the loss) and space
+    (the highlighted run in / out of the chart; pause stays in the palette and on the other tabs) are shared."""
+    app_keys = {k for a in (*actions.ACTIONS, *actions.REMOTE_ACTIONS) for k in a.keys.split(",")}
+    compare_keys = [k for a in actions.COMPARE_ACTIONS for k in a.keys.split(",")]
+    assert len(compare_keys) == len(set(compare_keys))
+    assert app_keys & set(compare_keys) == {"l", "space"}
 
 
 def test_every_action_runs_a_method_and_sends_a_known_command():
@@ -50,15 +73,18 @@ def test_a_key_is_bound_to_one_action_except_the_pause_resume_pair():
 
 def test_every_table_entry_is_in_the_help():
     for app_class in (TuinetApp, RemoteApp):
-        table = actions.by_id(app_class.ACTIONS)
+        table = actions.by_id(app_class.HELP_ACTIONS)
+        assert set(table) == {a.id for a in (*app_class.ACTIONS, *actions.COMPARE_ACTIONS)}
         covered = [i for row in app_class.HELP_ROWS for i in row.ids]
         assert sorted(covered) == sorted(table), app_class.__name__
         lines = actions.help_lines(app_class.HELP_ROWS, table)
         keys = " ".join(k for k, _ in lines)
         for a in table.values():
             assert a.key in keys, a.id
+    compare_table = actions.by_id((*actions.COMPARE_ACTIONS, *actions.COMPARE_APP_ACTIONS))
+    assert sorted(i for row in actions.COMPARE_APP_HELP_ROWS for i in row.ids) == sorted(compare_table)
     # what the help screen shows today, generated from the table
-    assert actions.help_lines(actions.HELP_ROWS, actions.by_id(actions.ACTIONS)) == [
+    assert actions.help_lines(actions.APP_HELP_ROWS, actions.by_id(TuinetApp.HELP_ACTIONS)) == [
         ("space", "pause / resume training"),
         ("+  -", "learning rate x2 / ÷2 (next step)"),
         ("L", "type an exact learning rate"),
@@ -67,13 +93,26 @@ def test_every_table_entry_is_in_the_help():
         ("e", "evaluate on the test set now"),
         ("r", "restart with the current settings (asks first)"),
         ("l", "loss chart: log / linear scale"),
-        ("1 2 3 4", "dashboard, inspector, predictions, boundary"),
+        ("1 2 3 4 5", "dashboard, inspector, predictions, boundary, compare (or c)"),
         ("ctrl+p", "command palette (every action by name)"),
         ("?", "this help"),
         ("q", "quit: stops training and saves a checkpoint (asks first)"),
         ("ctrl+c", "stop training now, save a checkpoint and quit (no question)"),
+        ("", ""),
+        ("", "on the compare tab:"),
+        ("space", "put the highlighted run in / out of the chart"),
+        ("a", "every shown run in / out of the chart (at most 8)"),
+        ("enter", "open the highlighted run: a finished one's summary (curves, confusion), or how to attach to a "
+                  "live one"),
+        ("x", "x axis: epoch → step → samples seen → wall time"),
+        ("v", "curves: validation → train → both"),
+        ("m", "smooth the curves on / off"),
+        ("l", "loss chart: log / linear scale"),
+        ("S R", "sort by the next column / reverse (or click a heading)"),
+        ("/", "filter the runs (e.g. dataset=mnist, lr<0.01, model~cnn; empty: all)"),
+        ("D", "the settings diff of the charted runs: show / hide"),
     ]
-    remote = actions.help_lines(actions.REMOTE_HELP_ROWS, actions.by_id(RemoteApp.ACTIONS))
+    remote = actions.help_lines(actions.REMOTE_APP_HELP_ROWS, actions.by_id(RemoteApp.HELP_ACTIONS))
     assert ("d", "close this viewer; training goes on") in remote
 
 
@@ -99,7 +138,8 @@ def test_the_palette_the_help_screen_and_the_footer_of_a_running_app_agree_with_
                     assert footer[a.id] == a.label, a.id
             await press(pilot, "question_mark")
             await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
-            assert app.screen.key_lines == actions.help_lines(app_class.HELP_ROWS, actions.by_id(app_class.ACTIONS))
+            assert app.screen.key_lines == actions.help_lines(app_class.HELP_ROWS,
+                                                              actions.by_id(app_class.HELP_ACTIONS))
 
     for app_class in (TuinetApp, RemoteApp):
         asyncio.run(scenario(app_class))

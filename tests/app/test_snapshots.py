@@ -13,8 +13,11 @@ import time
 import numpy as np
 import pytest
 
+from tests.app.runs_fixture import make_runs
 from tuinet.app.app import TuinetApp
+from tuinet.app.compare import CompareApp
 from tuinet.app.replay import ReplaySession
+from tuinet.training.compare import load_runs
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 
@@ -188,6 +191,13 @@ def utc(monkeypatch):
     time.tzset()
 
 
+@pytest.fixture(autouse=True)
+def truecolor(monkeypatch):
+    """A truecolor terminal, whatever TERM the tests run under: the weight pictures pick their palette from it."""
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
 def replay_app(events) -> TuinetApp:
     return TuinetApp(ReplaySession(events))
 
@@ -263,3 +273,26 @@ def test_no_color_boundary_tells_classes_apart_by_glyph(monkeypatch):
     plain = asyncio.run(run())
     assert app.no_color
     assert "●" in plain and "○" in plain and "▀" not in plain
+
+
+def compare_app(tmp_path) -> CompareApp:
+    """The Compare screen over the deterministic runs folder of tests/app/runs_fixture.py (no live polling)."""
+    runs = make_runs(tmp_path / "runs")
+    return CompareApp(load_runs(runs), "runs", charted=["live-run", "sgd-lr0.1", "adam-lr0.01-dropout"], poll=False)
+
+
+def test_compare(snap_compare, tmp_path):
+    assert snap_compare(compare_app(tmp_path), terminal_size=(120, 40))
+
+
+def test_compare_80x24(snap_compare, tmp_path):
+    assert snap_compare(compare_app(tmp_path), terminal_size=(80, 24))
+
+
+def test_compare_both_curves_by_step_80x24(snap_compare, tmp_path):
+    """Train and validation curves of three runs against the step, the diff in the table's place."""
+    assert snap_compare(compare_app(tmp_path), terminal_size=(80, 24), press=["x", "v", "v", "D"])
+
+
+def test_compare_run_summary(snap_compare, tmp_path):
+    assert snap_compare(compare_app(tmp_path), terminal_size=(120, 40), press=["down", "down", "enter"])

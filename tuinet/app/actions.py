@@ -25,6 +25,7 @@ class When(enum.Enum):
     TWO_D = "a 2-D dataset"
     CLASSIFIER = "a classifier, or a dataset not known yet"
     TRAINER_RUNNING = "a trainer still running (a detached one goes on when the viewer leaves)"
+    ROW = "a run highlighted in the Compare screen's runs table"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,38 @@ ACTIONS: tuple[Action, ...] = (
            show=False, when=When.CLASSIFIER),
     Action("show_tab('boundary')", "4", "Boundary", "switch to the boundary tab", "Show boundary", show=False,
            when=When.TWO_D),
+    Action("show_tab('compare')", "5,c", "Compare", "switch to the compare tab: this run against earlier runs",
+           "Show compare", key_display="5", show=False),
+)
+
+#: the Compare screen's keys (the screen of `tuinet compare` and the app's compare tab): bound on the Compare view,
+#: so they apply while it has the focus; ``l`` means what it means on the dashboard (log scale of the loss), and
+#: space there toggles the highlighted run instead of pausing (pause stays in the palette and on the other tabs)
+COMPARE_ACTIONS: tuple[Action, ...] = (
+    Action("toggle_run", "space", "Chart±", "put the highlighted run in / out of the chart", "Compare: run in / out of "
+           "the chart", when=When.ROW),
+    Action("open_run", "enter", "Open", "open the highlighted run: a finished one's summary (curves, confusion), "
+           "or how to attach to a live one", "Compare: open run", when=When.ROW),
+    Action("cycle_x", "x", "X axis", "x axis: epoch → step → samples seen → wall time", "Compare: next x axis"),
+    Action("cycle_split", "v", "Curves", "curves: validation → train → both", "Compare: validation / train / both"),
+    Action("toggle_smooth", "m", "Smooth", "smooth the curves on / off", "Compare: smoothing on / off"),
+    Action("compare_log", "l", "Log y", "loss chart: log / linear scale", "Compare: loss log / linear"),
+    Action("next_sort", "S", "Sort", "sort by the next column (or click a heading; again reverses)",
+           "Compare: sort by the next column", key_display="S"),
+    Action("reverse_sort", "R", "Reverse", "reverse the order of the table", "Compare: reverse the order",
+           key_display="R"),
+    Action("filter_runs", "slash", "Filter", "filter the runs (e.g. dataset=mnist, lr<0.01, model~cnn; empty: all)",
+           "Compare: filter runs…", key_display="/"),
+    Action("toggle_all", "a", "All±", "every shown run in / out of the chart (at most 8)", "Compare: all runs in / "
+           "out of the chart", show=False),
+    Action("toggle_diff", "D", "Diff", "the settings diff of the charted runs: show / hide", "Compare: settings "
+           "diff", key_display="D"),
+)
+
+#: what the standalone Compare app (`tuinet compare`) adds to the Compare keys
+COMPARE_APP_ACTIONS: tuple[Action, ...] = (
+    Action("help", "question_mark", "Help", "this help", "Keys", key_display="?"),
+    Action("quit", "q", "Quit", "quit (the runs are only read; live ones go on)", "Quit", hidden_keys="ctrl+q"),
 )
 
 #: what the viewer of a detached run adds
@@ -154,16 +187,44 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("evaluate",)),
     HelpRow(("restart",)),
     HelpRow(("toggle_log",)),
-    HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')"),
-            "dashboard, inspector, predictions, boundary"),
+    HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')",
+             "show_tab('compare')"), "dashboard, inspector, predictions, boundary, compare (or c)",
+            keys="1 2 3 4 5"),
     HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
     HelpRow(("help",)),
     HelpRow(("quit_app",)),
     HelpRow(("interrupt",)),
 )
 
+#: the Compare keys' help lines, top to bottom
+COMPARE_HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow(("toggle_run",)),
+    HelpRow(("toggle_all",)),
+    HelpRow(("open_run",)),
+    HelpRow(("cycle_x",)),
+    HelpRow(("cycle_split",)),
+    HelpRow(("toggle_smooth",)),
+    HelpRow(("compare_log",)),
+    HelpRow(("next_sort", "reverse_sort"), "sort by the next column / reverse (or click a heading)"),
+    HelpRow(("filter_runs",)),
+    HelpRow(("toggle_diff",)),
+)
+
+#: the app's help: its own keys, then the compare tab's
+APP_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS, HelpRow((), "", keys=""),
+                                      HelpRow((), "on the compare tab:", keys=""), *COMPARE_HELP_ROWS)
+
+#: the standalone Compare app's help
+COMPARE_APP_HELP_ROWS: tuple[HelpRow, ...] = (
+    *COMPARE_HELP_ROWS,
+    HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
+    HelpRow(("help",)),
+    HelpRow(("quit",)),
+)
+
 #: the detached run's viewer lists its detach key just above quit
 REMOTE_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS[:-2], HelpRow(("detach",)), *HELP_ROWS[-2:])
+REMOTE_APP_HELP_ROWS: tuple[HelpRow, ...] = (*REMOTE_HELP_ROWS, *APP_HELP_ROWS[len(HELP_ROWS):])
 
 
 def bindings(actions: Iterable[Action]) -> list[Binding]:

@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from textual import on, work
@@ -32,8 +33,10 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from tuinet.app import actions
 from tuinet.app.actions import When
+from tuinet.app.compare_state import MAX_CHARTED, CompareState
 from tuinet.app.launcher import start_session
 from tuinet.app.messages import EventsArrived
+from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.state import ALERTS, RunState
@@ -48,7 +51,9 @@ if TYPE_CHECKING:
     from tuinet.training.config import TrainConfig
     from tuinet.training.trainer import Trainer
 
-TABS = ("dashboard", "inspector", "predictions", "boundary")
+TABS = ("dashboard", "inspector", "predictions", "boundary", "compare")
+#: earlier runs put in the compare tab's chart next to this run at first (most recent of the same dataset)
+COMPARE_FIRST = 3
 
 
 class TuinetApp(App[int]):
@@ -72,7 +77,9 @@ class TuinetApp(App[int]):
 
     #: every action of this app (its palette entries and check_action read them), and its help screen's lines
     ACTIONS: tuple[actions.Action, ...] = actions.ACTIONS
-    HELP_ROWS: tuple[actions.HelpRow, ...] = actions.HELP_ROWS
+    HELP_ROWS: tuple[actions.HelpRow, ...] = actions.APP_HELP_ROWS
+    #: what the help screen describes: the app's actions and the compare tab's (bound on its view)
+    HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS)
     BINDINGS = actions.bindings(actions.ACTIONS)
 
     status: reactive[str] = reactive("loading")
@@ -119,6 +126,8 @@ class TuinetApp(App[int]):
         self._preds: Predictions | None = None
         self._blegend: Static | None = None
         self._bmap: BoundaryMap | None = None
+        self._compare: CompareView | None = None
+        self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
         self._footer: Footer | None = None
         self._topbar_plain: str | None = None
@@ -141,6 +150,8 @@ class TuinetApp(App[int]):
             with TabPane("Boundary", id="boundary"):
                 yield Static(id="boundary-legend")
                 yield BoundaryMap(id="boundary-map")
+            with TabPane("Compare", id="compare"):
+                yield CompareView(id="compare-view")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -157,6 +168,8 @@ class TuinetApp(App[int]):
         self._preds = self.query_one(Predictions)
         self._blegend = self.query_one("#boundary-legend", Static)
         self._bmap = self.query_one(BoundaryMap)
+        self._compare = self.query_one(CompareView)
+        self._compare.active = False
         self._topbar = self.query_one("#topbar", Static)
         self._footer = self.query_one(Footer)
         self._adapt_layout(self.size.width, self.size.height)
@@ -174,6 +187,8 @@ class TuinetApp(App[int]):
         if self._footer is not None and self._insp is not None:
             self._footer.show_command_palette = width >= 100
             self._insp.set_compact(width < 100)
+        if self._compare is not None:
+            self._compare.adapt(width, height)
 
     # --- the session ------------------------------------------------------------------------------------------------
 
@@ -358,6 +373,13 @@ class TuinetApp(App[int]):
         elif tab == "dashboard":
             st.dirty.add("charts")
             self._last_chart = 0.0
+        if self._compare is not None:
+            # from the tab shown now, not the event's: a late event of an earlier switch must not wake the view
+            self._compare.active = self.active_tab == "compare"
+            if self._compare.active:
+                self._show_compare()
+            elif self.focused is not None and self._compare in self.focused.ancestors_with_self:
+                self.screen.set_focus(None)  # focus left in the hidden tab would bring it back
         # a panel that shows pictures was opened: ask for fresh ones (at most every 3 s)
         if tab in ("inspector", "predictions", "boundary") and self._session_live() and not st.compiling:
             if time.perf_counter() - self._snapshot_asked > 3.0:
@@ -452,7 +474,7 @@ class TuinetApp(App[int]):
 
     def action_help(self) -> None:
         """Show the keys."""
-        self.push_screen(HelpScreen(actions.help_lines(self.HELP_ROWS, actions.by_id(self.ACTIONS))))
+        self.push_screen(HelpScreen(actions.help_lines(self.HELP_ROWS, actions.by_id(self.HELP_ACTIONS))))
 
     def action_show_tab(self, tab: str) -> None:
         """Switch to a tab."""
@@ -525,6 +547,62 @@ class TuinetApp(App[int]):
                 self._send("resume", "resuming")
         self.push_screen(DivergedDialog(event, factor), done)
 
+    # --- the compare tab ---------------------------------------------------------------------------------------------
+
+    def runs_dir(self) -> Path | None:
+        """The runs folder this run is in (None: the default one)."""
+        if self.state.run_dir:
+            return Path(self.state.run_dir).parent
+        if self.config is not None and getattr(self.config, "runs_dir", None):
+            return Path(self.config.runs_dir)
+        return None
+
+    def _show_compare(self) -> None:
+        """Load the runs folder the first time the tab is shown (and again after a restart), then focus the table."""
+        view = self._compare
+        if self._compare_for != (self.state.name or ""):
+            self._compare_for = self.state.name or ""
+            view.loading = True
+            self._load_compare(self.runs_dir(), self.state.name, self.state.dataset.get("name"))
+        else:
+            view.poll()
+        view.focus_main()
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
+    def _load_compare(self, runs_dir: Path | None, this_run: str | None, dataset: str | None) -> None:
+        """Read the runs folder in a thread (hundreds of runs take a moment) and hand the view its state."""
+        from tuinet.training.compare import load_runs
+
+        try:
+            records = load_runs(runs_dir)
+            error = None
+        except Exception as e:  # noqa: BLE001 - an unreadable runs folder: say so, keep the app
+            records, error = [], str(e)
+        same = [r.name for r in records if r.name != this_run and (dataset is None or r.dataset == dataset)]
+        charted = ([this_run] if any(r.name == this_run for r in records) else []) + same[:COMPARE_FIRST]
+        state = CompareState(records, this_run=this_run, charted=charted[:MAX_CHARTED])
+        self.call_from_thread(self._compare_loaded, state, error)
+
+    def _compare_loaded(self, state: CompareState, error: str | None) -> None:
+        view = self._compare
+        view.loading = False
+        view.set_state(state)
+        if error:
+            self.notify(f"cannot read the runs folder: {error}", severity="error", timeout=8)
+        if self.active_tab == "compare":
+            view.focus_main()
+
+    @on(CompareView.OpenLive)
+    def _open_live(self, event: CompareView.OpenLive) -> None:
+        """Enter on a live run: this run → the dashboard; another → how to attach to it (not from here yet)."""
+
+        if event.name == self.state.name:
+            self.action_show_tab("dashboard")
+            return
+        from tuinet.app.compare import attach_hint
+
+        self.notify(attach_hint(event.name), title="live run", timeout=10)
+
     # --- restart and quit --------------------------------------------------------------------------------------------
 
     def current_config(self) -> TrainConfig:
@@ -590,11 +668,18 @@ class TuinetApp(App[int]):
     # --- command palette -----------------------------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every action of the table that has a palette title and applies now, then Textual's own."""
+        """Every action of the table that has a palette title and applies now (on the compare tab, its keys too),
+        then Textual's own."""
         for entry in self.ACTIONS:
             if entry.title is not None and self.check_action(entry.name, entry.params):
                 run = functools.partial(getattr(self, f"action_{entry.name}"), *entry.params)
                 yield SystemCommand(entry.title, entry.palette_help, run)
+        view = self._compare
+        if view is not None and self._tabs is not None and self.active_tab == "compare":
+            for entry in actions.COMPARE_ACTIONS:
+                if view.check_action(entry.name, entry.params):
+                    run = functools.partial(getattr(view, f"action_{entry.name}"), *entry.params)
+                    yield SystemCommand(entry.title, entry.palette_help, run)
         yield from super().get_system_commands(screen)
 
 

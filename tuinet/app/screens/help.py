@@ -20,17 +20,26 @@ TABS: list[tuple[str, str]] = [
     ("Predictions", "test samples with predicted and true labels and confidence, the most confidently wrong, "
                     "the validation confusion matrix (every epoch)"),
     ("Boundary", "2-D datasets: the decision regions over the data points (shade = confidence)"),
+    ("Compare", "this run against earlier runs of its runs folder: overlaid curves (each run its own glyph), the "
+                "runs table (sort, filter, space puts a run in the chart), the settings that differ"),
 ]
+#: the standalone Compare screen (`tuinet compare`) in a sentence
+COMPARE_ABOUT = ("Compare: overlaid curves of the runs in the chart, each with its own glyph (filled on validation "
+                 "curves, hollow on train curves); the runs table; the settings that differ between the charted runs. "
+                 "Live runs update every second.")
 
 
-def help_text(keys: Iterable[tuple[str, str]]) -> Table:
-    """The (keys, what they do) lines, then the tabs, as a Rich table."""
+def help_text(keys: Iterable[tuple[str, str]], tabs: bool = True) -> Table:
+    """The (keys, what they do) lines, then the tabs (or what the Compare screen shows), as a Rich table."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
     for k, what in keys:
         t.add_row(k, what)
     t.add_row("", "")
+    if not tabs:
+        t.add_row("", COMPARE_ABOUT)
+        return t
     for name, what in TABS:
         t.add_row(Text(name, style="bold"), what)
     return t
@@ -41,19 +50,21 @@ class HelpScreen(ModalScreen[None]):
 
     Args:
         keys: (keys, what they do) lines, top to bottom (:func:`tuinet.app.actions.help_lines`).
+        tabs: list the training app's tabs under the keys (False: say what the Compare screen shows).
     """
 
     BINDINGS = [Binding("escape,question_mark,q,enter", "close", "Close")]
 
-    def __init__(self, keys: Iterable[tuple[str, str]]):
+    def __init__(self, keys: Iterable[tuple[str, str]], tabs: bool = True):
         super().__init__()
         self.key_lines = list(keys)
+        self.tabs = tabs
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog dialog-wide", id="help") as v:
-            v.border_title = "tuinet — keys"
+            v.border_title = "tuinet — keys" if self.tabs else "tuinet compare — keys"
             v.border_subtitle = "escape to close"
-            yield Static(help_text(self.key_lines))
+            yield Static(help_text(self.key_lines, self.tabs))
 
     def action_close(self) -> None:
         self.dismiss(None)
