@@ -1,10 +1,11 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|compare]
 
 Writes ``dashboard.svg``, ``inspector.svg`` and ``predictions.svg`` from an mlp learning MNIST (10,000 training
-images, a few epochs), and ``boundary.svg`` from an mlp learning the 2-D spiral. Each run is paused before its
-screenshot, so the picture is of a consistent state; runs go to a temporary folder.
+images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
+screen over four small digits runs (three learning rates and one with dropout) and a fifth still training. Each
+run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from tuinet.app.app import TuinetApp
+from tuinet.app.compare import CompareApp
 from tuinet.app.testing import press, wait_until
 from tuinet.protocol import make_command
 from tuinet.training.config import TrainConfig
@@ -87,19 +89,52 @@ async def boundary_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         await asyncio.to_thread(session.join, 60)
 
 
+async def compare_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """Four finished digits runs and one live (paused) one, on the Compare screen."""
+    from tuinet.training.compare import load_runs
+
+    base = dict(dataset="digits", epochs=15, batch_size=64, runs_dir=runs, log_every=5)
+    for name, extra in (("adam-lr0.01", {"lr": 0.01}), ("adam-lr0.001", {"lr": 0.001}),
+                        ("adam-lr0.03", {"lr": 0.03}), ("adam-lr0.01-dropout0.3", {"lr": 0.01, "dropout": 0.3})):
+        await asyncio.to_thread(Trainer(TrainConfig(**base, **extra, name=name)).run)
+    cfg = TrainConfig(**{**base, "epochs": 60}, lr=0.003, optimizer="sgd", momentum=0.9, name="sgd-lr0.003")
+    live = Session(Trainer(cfg))
+    live.start()
+    try:
+        while (live.last.get("epoch") or {}).get("epoch", 0) < 10:
+            await asyncio.sleep(0.1)
+        live.send(make_command("pause"))
+        while "paused" not in live.last:
+            await asyncio.sleep(0.05)
+        records = load_runs(runs)
+        app = CompareApp(records, "runs", charted=["sgd-lr0.003", "adam-lr0.01", "adam-lr0.001", "adam-lr0.03"],
+                         poll=False)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(1.0)
+            app.save_screenshot("compare.svg", str(out))
+    finally:
+        live.send(make_command("stop"))
+        await asyncio.to_thread(live.join, 60)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
+    p.add_argument("--only", choices=("mnist", "boundary", "compare"), help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
-    with tempfile.TemporaryDirectory() as runs:
-        asyncio.run(mnist_shots(out, (cols, rows), runs))
-        asyncio.run(boundary_shot(out, (cols, rows), runs))
-    for name in ("dashboard", "inspector", "predictions", "boundary"):
-        print(out / f"{name}.svg")
+    groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions")),
+              "boundary": (boundary_shot, ("boundary",)), "compare": (compare_shot, ("compare",))}
+    for group, (shots, names) in groups.items():
+        if args.only not in (None, group):
+            continue
+        with tempfile.TemporaryDirectory() as runs:
+            asyncio.run(shots(out, (cols, rows), runs))
+        for name in names:
+            print(out / f"{name}.svg")
 
 
 if __name__ == "__main__":
