@@ -6,7 +6,7 @@ It writes a runs folder of synthetic but realistic run folders (config.json, sta
 ``checkpoint_saved`` events, and a final event), then measures:
 
 * ``load_runs``: every run's record (status.json, config.json, the head and tail of metrics.jsonl);
-* the first poll of a :class:`~tuinet.training.compare.CurveReader` on every run (the whole file, downsampled);
+* the first poll of a :class:`~tuinet.training.curves.CurveReader` on every run (the whole file, downsampled);
 * a second poll with nothing new, then one after a few lines were appended to a tenth of the runs;
 * memory: peak RSS growth (``resource``), the resident size the readers keep, and tracemalloc's peak and retained
   Python allocations in a separate pass (tracemalloc slows the code it watches, so it is not timed).
@@ -132,7 +132,8 @@ def _maxrss() -> int:
 
 def read_all(root: Path, max_points: int):
     """load_runs, then a CurveReader per run with its first poll; returns (records, readers, seconds each)."""
-    from tuinet.training.compare import CurveReader, load_runs
+    from tuinet.training.compare import load_runs
+    from tuinet.training.curves import CurveReader
 
     t0 = time.perf_counter()
     records = load_runs(root)

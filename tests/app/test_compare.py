@@ -423,14 +423,12 @@ async def test_the_compare_tab_at_80x24_keeps_its_keys_with_the_diff_shown(runs)
         await press(pilot, "c")
         view = app.query_one(CompareView)
         await wait_until(pilot, lambda: view.state is not None and view.table.row_count == 5, what="runs loaded")
-        assert view.compact and isinstance(app.focused, RunsTable)
+        await wait_until(pilot, lambda: view.compact and isinstance(app.focused, RunsTable), what="table focused")
         await press(pilot, "D")
-        assert view.has_class("-diff") and app.focused is view.diff
+        await wait_until(pilot, lambda: view.has_class("-diff") and app.focused is view.diff, what="the diff shown")
         await press(pilot, "m")
-        assert view.state.smooth
+        await wait_until(pilot, lambda: view.state.smooth, what="smoothing on")
         await press(pilot, "1")
-        await wait_until(pilot, lambda: app.active_tab == "dashboard", what="the dashboard")
-        await pilot.pause(0.3)
-        assert app.active_tab == "dashboard" and not view.active
+        await wait_until(pilot, lambda: app.active_tab == "dashboard" and not view.active, what="the dashboard")
         await press(pilot, "space")  # space is pause again on the dashboard
         await wait_until(pilot, lambda: "pause" in fake.kinds(), what="pause sent")

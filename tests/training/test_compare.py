@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 from tuinet.errors import ConfigError
 from tuinet.protocol import PROTOCOL_VERSION, to_json
-from tuinet.training.compare import (
-    COLUMNS, SERIES, SETTINGS, STATUSES, X_AXES, CurveReader, RunRecord, load_run, load_runs, parse_filter,
-    settings_diff, sort_runs,
-)
+from tuinet.training.compare import COLUMNS, SETTINGS, STATUSES, RunRecord, load_run, load_runs, parse_filter, settings_diff, sort_runs
+from tuinet.training.curves import SERIES, X_AXES, CurveReader
 
 T0 = 1_700_000_000.0
 

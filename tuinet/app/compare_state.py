@@ -2,7 +2,7 @@
 axis, smoothing, log scale, which curves, sorting, the filter, and the curve readers that keep live runs current.
 
 The records and curves come from :mod:`tuinet.training.compare`; this module only decides what is shown. Reading is
-bounded: a :class:`~tuinet.training.compare.CurveReader` exists only for runs in the chart and live runs, and each
+bounded: a :class:`~tuinet.training.curves.CurveReader` exists only for runs in the chart and live runs, and each
 keeps a fixed number of points.
 """
 
@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from tuinet.training.compare import (COLUMNS, X_AXES, CurveReader, RunRecord, load_runs, parse_filter,
-                                     settings_diff, sort_runs)
+from tuinet.training.compare import COLUMNS, RunRecord, load_runs, parse_filter, settings_diff, sort_runs
+from tuinet.training.curves import X_AXES, CurveReader
 
 #: the most runs drawn at once (more curves than this are unreadable, and each has its own glyph)
 MAX_CHARTED = 8

@@ -124,7 +124,7 @@ def diff_table(records: Sequence, diff: list[tuple[str, list[Any]]]) -> str:
 
 def read_curves(records: Sequence, max_points: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
     """Every record's curves (one read of its metrics.jsonl) and the reader's notes."""
-    from tuinet.training.compare import CurveReader
+    from tuinet.training.curves import CurveReader
 
     curves, notes = [], []
     for r in records:

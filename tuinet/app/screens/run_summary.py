@@ -18,7 +18,8 @@ from tuinet.app.widgets.dashboard import train_val_legend, train_val_lines
 from tuinet.app.widgets.predictions import confusion_text
 from tuinet.app.widgets.runs_table import STATUS_LOOK
 from tuinet.formatting import fmt_duration, fmt_num
-from tuinet.training.compare import CurveReader, RunRecord
+from tuinet.training.compare import RunRecord
+from tuinet.training.curves import CurveReader
 
 
 def _pct(v: Any) -> str:
