@@ -432,3 +432,31 @@ async def test_the_compare_tab_at_80x24_keeps_its_keys_with_the_diff_shown(runs)
         await wait_until(pilot, lambda: app.active_tab == "dashboard" and not view.active, what="the dashboard")
         await press(pilot, "space")  # space is pause again on the dashboard
         await wait_until(pilot, lambda: "pause" in fake.kinds(), what="pause sent")
+
+
+@async_test
+async def test_enter_on_a_live_detached_run_leaves_to_attach_to_it(runs):
+    """A live run with a control socket (a detached one): Enter ends the Compare app with that run to attach to
+    (run_compare_app then opens the viewer and comes back); the charted runs are kept for the return."""
+    import json
+    import socket
+
+    sock_path = runs / "live-run" / "control.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    status_path = runs / "live-run" / "status.json"
+    status = json.loads(status_path.read_text())
+    status_path.write_text(json.dumps({**status, "socket": str(sock_path)}))
+    try:
+        app = CompareApp(records(runs), "runs", poll=False)
+        async with app.run_test(size=SIZE) as pilot:
+            view = view_of(app)
+            await wait_until(pilot, lambda: view.table.row_count == 5, what="the table")
+            assert view.table.highlighted == "live-run"
+            charted = [r.name for r in app.state.charted()]
+            await press(pilot, "enter")
+            await wait_until(pilot, lambda: app.return_value is not None, what="the app to leave for the viewer")
+        assert app.attach_to is not None and app.attach_to.name == "live-run"
+        assert app.charted_names == charted
+    finally:
+        listener.close()

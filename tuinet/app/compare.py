@@ -7,6 +7,7 @@ the command line calls.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,14 +19,16 @@ from tuinet.app import actions
 from tuinet.app.compare_state import CompareState
 from tuinet.app.screens.compare import CompareScreen, CompareView
 from tuinet.app.screens.help import HelpScreen
+from tuinet.errors import TuinetError
 from tuinet.training.compare import RunRecord
 
 _APP_CSS = str(Path(__file__).with_name("app.tcss"))
 
 
 def attach_hint(name: str) -> str:
-    """What Enter on a live run says (attaching from inside the Compare screen is not there yet)."""
-    return f"{name} is training: attach to it with  tuinet attach {name}  (attaching from here will come later)"
+    """What Enter on a live run says where the app cannot attach to it itself (the training app's compare tab, or
+    a run trained in the foreground of another terminal, which has no control socket)."""
+    return f"{name} is training: attach to it with  tuinet attach {name}"
 
 
 class CompareApp(App[int]):
@@ -52,6 +55,8 @@ class CompareApp(App[int]):
         self.state = CompareState(records, charted=charted)
         self.runs_dir = runs_dir
         self.poll = poll
+        self.attach_to: RunRecord | None = None  # a live detached run the user opened: attached once this app exits
+        self.charted_names: list[str] = []  # the runs in the chart when the app exited (kept after an attach)
 
     def title_line(self) -> str:
         """Where the runs come from."""
@@ -69,6 +74,12 @@ class CompareApp(App[int]):
 
     @on(CompareView.OpenLive)
     def _open_live(self, event: CompareView.OpenLive) -> None:
+        record = self.state.record(event.name)
+        if record is not None and detached_socket(record) is not None:
+            self.attach_to = record  # run_compare_app attaches, then comes back here
+            self.charted_names = [r.name for r in self.state.charted()]
+            self.exit(0)
+            return
         self.notify(attach_hint(event.name), title="live run", timeout=10)
 
     def action_help(self) -> None:
@@ -92,8 +103,47 @@ class CompareApp(App[int]):
         yield from super().get_system_commands(screen)
 
 
+def detached_socket(record: RunRecord) -> str | None:
+    """The control socket of a live detached run (None for a finished run or one trained in the foreground)."""
+    if not record.live:
+        return None
+    try:
+        status = json.loads((Path(record.path) / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    sock = status.get("socket") if isinstance(status, dict) else None
+    return sock if isinstance(sock, str) and Path(sock).exists() else None
+
+
 def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None) -> int:
-    """Show ``records`` on the Compare screen until the user quits; returns the exit code (0)."""
-    app = CompareApp(records, runs_dir)
-    code = app.run()
-    return code if isinstance(code, int) else 0
+    """Show ``records`` on the Compare screen until the user quits; returns the exit code (0).
+
+    Enter on a live detached run leaves the Compare screen for the app on that run (as `tuinet attach`: ``d``
+    detaches, ``q`` asks whether to stop it); when that viewer closes, the Compare screen comes back with the runs
+    read again."""
+    from tuinet.app.remote import run_remote_app
+    from tuinet.remote.client import RemoteSession
+    from tuinet.training.compare import load_run
+    from tuinet.training.config import TrainConfig
+
+    charted: list[str] | None = None
+    while True:
+        app = CompareApp(records, runs_dir, charted=charted)
+        code = app.run()
+        target = app.attach_to
+        if target is None:
+            return code if isinstance(code, int) else 0
+        sock = detached_socket(target)
+        if sock is not None:
+            try:
+                session = RemoteSession(sock)
+            except TuinetError:
+                session = None  # it ended in between: the Compare screen comes back and shows how it ended
+            if session is not None:
+                try:
+                    config = TrainConfig.from_dict(target.config) if target.config else None
+                except TuinetError:
+                    config = None
+                run_remote_app(session, config)
+        records = [load_run(r.path) for r in records]
+        charted = app.charted_names

@@ -6,8 +6,8 @@
 
 Live runs stay current: once a second the view polls the curve readers of the charted and live runs (each reads
 only what was appended since the last poll) and rewrites the rows that changed. Enter on a finished run opens its
-summary; on a live one the view posts :class:`CompareView.OpenLive` and the app says how to attach (attaching from
-inside the app is not there yet).
+summary; on a live one the view posts :class:`CompareView.OpenLive`: ``tuinet compare`` attaches to a detached run
+(:func:`tuinet.app.compare.run_compare_app`), otherwise the app says how to attach.
 """
 
 from __future__ import annotations
