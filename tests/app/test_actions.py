@@ -104,6 +104,7 @@ def test_every_table_entry_is_in_the_help():
         ("a", "every shown run in / out of the chart (at most 8)"),
         ("enter", "open the highlighted run: a finished one's summary (curves, confusion), or how to attach to a "
                   "live one"),
+        ("b", "branch the highlighted run: a new detached run from its checkpoint, with the options you change"),
         ("x", "x axis: epoch → step → samples seen → wall time"),
         ("v", "curves: validation → train → both"),
         ("m", "smooth the curves on / off"),

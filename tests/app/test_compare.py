@@ -460,3 +460,41 @@ async def test_enter_on_a_live_detached_run_leaves_to_attach_to_it(runs):
         assert app.charted_names == charted
     finally:
         listener.close()
+
+
+@pytest.mark.slow
+def test_b_branches_the_highlighted_run_into_a_new_detached_run(tmp_path):
+    """b asks for the branch's options (suggesting the run, a name, more epochs and its lr), starts it with
+    `tuinet train --detach --from`, and the new run joins the table and the chart with its parent recorded."""
+    import json
+    import subprocess
+    import sys
+
+    from tuinet.app.screens.dialogs import BranchDialog
+    from tuinet.training.config import TrainConfig
+    from tuinet.training.trainer import Trainer
+
+    runs_dir = tmp_path / "branchruns"
+    Trainer(TrainConfig(dataset="digits", model="16", epochs=2, runs_dir=str(runs_dir), name="base")).run()
+    app = CompareApp(load_runs(runs_dir), str(runs_dir), poll=False)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            view = view_of(app)
+            await wait_until(pilot, lambda: view.table.row_count == 1, what="the table")
+            await press(pilot, "b")
+            await wait_until(pilot, lambda: isinstance(app.screen, BranchDialog), what="the branch dialog")
+            suggestion = app.screen.query_one("#branch-input").value
+            assert suggestion.startswith("--from base --name base-branch --epochs 4")
+            await press(pilot, "enter")
+            await wait_until(pilot, lambda: app.state.record("base-branch") is not None, what="the branch",
+                             timeout=180)
+            assert "base-branch" in [r.name for r in app.state.charted()]
+
+    try:
+        asyncio.run(scenario())
+        config = json.loads((runs_dir / "base-branch" / "config.json").read_text())
+        assert config["parent"]["run"] == "base" and config["parent"]["epoch"] == 2
+    finally:
+        subprocess.run([sys.executable, "-m", "tuinet.cli", "stop", "base-branch", "--runs-dir", str(runs_dir)],
+                       capture_output=True, timeout=120)

@@ -149,6 +149,8 @@ COMPARE_ACTIONS: tuple[Action, ...] = (
            "the chart", when=When.ROW),
     Action("open_run", "enter", "Open", "open the highlighted run: a finished one's summary (curves, confusion), "
            "or how to attach to a live one", "Compare: open run", when=When.ROW),
+    Action("branch_run", "b", "Branch", "branch the highlighted run: a new detached run from its checkpoint, with "
+           "the options you change", "Compare: branch run…", show=False, when=When.ROW),
     Action("cycle_x", "x", "X axis", "x axis: epoch → step → samples seen → wall time", "Compare: next x axis"),
     Action("cycle_split", "v", "Curves", "curves: validation → train → both", "Compare: validation / train / both"),
     Action("toggle_smooth", "m", "Smooth", "smooth the curves on / off", "Compare: smoothing on / off"),
@@ -201,6 +203,7 @@ COMPARE_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("toggle_run",)),
     HelpRow(("toggle_all",)),
     HelpRow(("open_run",)),
+    HelpRow(("branch_run",)),
     HelpRow(("cycle_x",)),
     HelpRow(("cycle_split",)),
     HelpRow(("toggle_smooth",)),

@@ -121,6 +121,14 @@ class CompareState:
         used = set(self.slots.values())
         return next(i for i in range(MAX_CHARTED + 1) if i not in used)
 
+    def add(self, record: RunRecord) -> None:
+        """A run that appeared while the screen is open (a branch started from it): a row, and in the chart if a
+        slot is free."""
+        self.records.insert(0, record)
+        self.rows_version += 1
+        if len(self.slots) < MAX_CHARTED:
+            self.toggle(record.name)
+
     def toggle(self, name: str) -> str | None:
         """Put run ``name`` in the chart or take it out; returns why not when it cannot go in."""
         if name in self.slots:

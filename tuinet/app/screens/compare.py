@@ -12,8 +12,10 @@ summary; on a live one the view posts :class:`CompareView.OpenLive`: ``tuinet co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -225,6 +227,59 @@ class CompareView(Vertical):
         from tuinet.app.screens.run_summary import RunSummaryScreen
 
         self.app.push_screen(RunSummaryScreen(rec, self.state.reader(name)))
+
+    def action_branch_run(self) -> None:
+        """Branch the highlighted run: ask for the options, then start the branch as a detached run and add it."""
+        name = self.table.highlighted
+        rec = self.state.record(name) if name else None
+        if rec is None:
+            return
+        from tuinet.app.screens.dialogs import BranchDialog
+
+        lr = rec.config.get("lr")
+        done_, planned = rec.epochs_done or 0, rec.epochs_planned or 0
+        epochs = planned if done_ < planned else max(2 * done_, done_ + 1)  # a finished run needs more epochs
+        suggestion = f"--from {rec.name} --name {rec.name}-branch --epochs {epochs}" + (f" --lr {lr}" if lr else "")
+
+        def done(options: str | None) -> None:
+            if options:
+                self._start_branch(rec, options)
+        self.app.push_screen(BranchDialog(rec.name, suggestion), done)
+
+    @work(thread=True, exclusive=True, group="branch", exit_on_error=False)
+    def _start_branch(self, rec, options: str) -> None:
+        """Run `tuinet train --detach` with ``options`` in the parent's runs folder (a worker thread: it loads data)."""
+        import shlex
+        import subprocess
+        import sys
+
+        from tuinet.training.compare import load_run
+
+        runs_dir = Path(rec.path).parent
+        try:
+            args = shlex.split(options)
+        except ValueError as e:
+            self.app.call_from_thread(self._say, f"branch not started: {e}", "error")
+            return
+        r = subprocess.run([sys.executable, "-m", "tuinet.cli", "train", "--detach", "--runs-dir", str(runs_dir),
+                            *args], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            lines = [line for line in r.stderr.splitlines() if line.strip()] or ["it exited with code "
+                                                                                 f"{r.returncode}"]
+            self.app.call_from_thread(self._say, f"branch not started: {lines[-1]}", "error")
+            return
+        first = r.stdout.split()
+        new = first[1] if len(first) > 1 and first[0] == "run" else None
+        if new is None or not (runs_dir / new).is_dir():
+            self.app.call_from_thread(self._say, "branch started, but its run folder was not found", "warning")
+            return
+        record = load_run(runs_dir / new)
+
+        def show() -> None:
+            self.state.add(record)
+            self.redraw()
+            self._say(f"branch {new} started in the background (tuinet attach {new})")
+        self.app.call_from_thread(show)
 
     def action_cycle_x(self) -> None:
         """Next x axis."""

@@ -195,3 +195,42 @@ class DivergedDialog(ModalScreen["str | None"]):
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
         self.dismiss(None if event.button.id == "stay" else event.button.id)
+
+
+class BranchDialog(ModalScreen["str | None"]):
+    """The options of a branch of run ``name`` (as `tuinet train --from` takes them); dismisses with them, or None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, name: str, suggestion: str):
+        super().__init__(classes="dialog-screen")
+        self.run_name = name
+        self.suggestion = suggestion
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as v:
+            v.border_title = f"Branch {self.run_name}"
+            yield Static("A new run starts in the background from this run's checkpoint (NAME@EPOCH for a kept epoch, "
+                         "NAME@best, or NAME: its latest), with its settings and the options you change, as "
+                         "`tuinet train --from` takes them. Enter starts it; escape cancels.", classes="dialog-message")
+            yield Input(value=self.suggestion, id="branch-input")
+            yield Label("", id="branch-error", classes="dialog-error")
+
+    def on_mount(self) -> None:
+        inp = self.query_one(Input)
+        inp.focus()
+        inp.action_end()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if "--from" not in event.value.split():
+            self.query_one("#branch-error", Label).update("the options need --from RUN[@EPOCH]")
+            return
+        self.dismiss(event.value)
+
+    def show_error(self, text: str) -> None:
+        """Say why the branch did not start (the dialog stays open to correct the options)."""
+        self.query_one("#branch-error", Label).update(text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
