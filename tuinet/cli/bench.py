@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 
 import click
 
@@ -28,29 +26,6 @@ def bench(model: str, dataset: str, optimizer: str, batch_size: int, steps: int,
     """Time training steps (samples/s), side by side with PyTorch when installed."""
     from tuinet.bench.throughput import run_bench
 
-    with _thread_mode_env():
-        run_bench(model=model, dataset=dataset, optimizer=optimizer, batch_size=batch_size, steps=steps,
-                  rounds=rounds, use_torch=use_torch, json_out=json_out)
-
-
-@contextlib.contextmanager
-def _thread_mode_env():
-    """Honour ``TUINET_THREAD_MODE`` as documented (blas, numba or single) in the benchmark's processes.
-
-    The benchmark sets its threads with ``configure_threads``, which knows "blas" and "numba" only; "single" (one
-    thread for BLAS and for Numba) is "blas" on one core, so it runs as that, and the variables are restored after.
-    """
     check_thread_env()
-    if os.environ.get("TUINET_THREAD_MODE") != "single":
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in ("TUINET_THREAD_MODE", "TUINET_THREADS")}
-    os.environ.update(TUINET_THREAD_MODE="blas", TUINET_THREADS="1")
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    run_bench(model=model, dataset=dataset, optimizer=optimizer, batch_size=batch_size, steps=steps,
+              rounds=rounds, use_torch=use_torch, json_out=json_out)

@@ -38,7 +38,7 @@ def _use_color() -> bool:
 @click.group(invoke_without_command=True)
 @click.pass_context
 def datasets(ctx: click.Context) -> None:
-    """List the built-in datasets, or show one (``datasets show NAME|PATH``)."""
+    """List the built-in datasets, or show one (`tuinet datasets show NAME|PATH`)."""
     if ctx.invoked_subcommand is not None:
         return
     from tuinet.data import builtin_datasets
