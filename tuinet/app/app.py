@@ -14,7 +14,6 @@ rebuilt at most twice a second and within a time budget, so the UI takes little 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import signal
@@ -45,7 +44,8 @@ from tuinet.app.widgets.dashboard import Dashboard, topbar_text
 from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
 from tuinet.formatting import fmt_num
-from tuinet.protocol import ACKNOWLEDGED_BY, PICTURE_EVENTS, Listener, Session, make_command
+from tuinet.protocol import ACKNOWLEDGED_BY, HYPERPARAMS, PICTURE_EVENTS, Listener, Session, make_command
+from tuinet.training.signals import handle_stop_signals
 
 if TYPE_CHECKING:
     from tuinet.training.config import TrainConfig
@@ -608,11 +608,9 @@ class TuinetApp(App[int]):
     def current_config(self) -> TrainConfig:
         """The run's config with the optimizer, its hyperparameters and lr as they are now (for restart)."""
         st = self.state
-        hyper_keys = ("momentum", "dampening", "nesterov", "betas", "eps", "weight_decay", "alpha", "centered",
-                      "amsgrad")
-        changes: dict[str, Any] = {k: None for k in hyper_keys}
+        changes: dict[str, Any] = {k: None for k in HYPERPARAMS}
         for k, v in (st.hyperparams or {}).items():
-            if k in hyper_keys:
+            if k in HYPERPARAMS:
                 changes[k] = tuple(v) if isinstance(v, list) else v
         if st.optimizer and st.optimizer != "-":
             changes["optimizer"] = st.optimizer
@@ -699,43 +697,17 @@ def run_app(config: TrainConfig, trainer: Trainer | None = None) -> int:
     app = TuinetApp(session, config=config, session_factory=factory)
     code = None
     try:
-        with forward_signals(app):
+        with handle_stop_signals(app.deliver_signal):
             code = app.run()
     finally:
         live = app.session or session
         if live.running:
             reason = signal.Signals(app.signal_received).name if app.signal_received else "app closed"
             live.send(make_command("stop", reason=reason))
-            with forward_signals(None):  # while waiting: a second Ctrl-C must not cut the checkpoint short
+            with handle_stop_signals(None):  # while waiting: a second Ctrl-C must not cut the checkpoint short
                 live.join(120)
     if app.signal_received is not None:
         return 128 + app.signal_received
     if isinstance(code, int):
         return code
     return 1 if app.state.status == "failed" else 0
-
-
-#: the signals that end the app gracefully: a closed terminal or SSH connection, kill, and Ctrl-C from outside
-STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
-
-
-@contextlib.contextmanager
-def forward_signals(app: TuinetApp | None):
-    """While the block runs, SIGHUP, SIGTERM and SIGINT go to ``app.deliver_signal`` (or are only recorded, with
-    ``app`` None) instead of killing the process; the old handlers come back afterwards. Main thread only (a
-    no-op elsewhere)."""
-    def handler(signum, frame):
-        if app is not None:
-            app.deliver_signal(signum)
-
-    old = {}
-    for sig in STOP_SIGNALS:
-        try:
-            old[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            break
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)

@@ -20,6 +20,7 @@ from textual.widgets import Button, Static
 import tuinet.app.app as app_module
 from tuinet.app import actions
 from tuinet.app.app import TuinetApp
+from tuinet.training.signals import handle_stop_signals
 
 if TYPE_CHECKING:
     from tuinet.remote.client import RemoteSession
@@ -117,7 +118,7 @@ def run_remote_app(session: RemoteSession, config: TrainConfig | None = None) ->
     app = RemoteApp(session, config=config)
     code = None
     try:
-        with app_module.forward_signals(app):
+        with handle_stop_signals(app.deliver_signal):
             code = app.run()
     finally:
         if session.running:

@@ -116,32 +116,23 @@ def run_headless(trainer, json_lines: bool) -> int:
     from tuinet.protocol import exit_code, final_event, make_command
     from tuinet.training.console import ConsolePrinter, JsonPrinter
     from tuinet.training.session import Session
+    from tuinet.training.signals import handle_stop_signals
 
     session = Session(trainer)
     session.add_listener(JsonPrinter() if json_lines else ConsolePrinter())
     received: list[int] = []
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int) -> None:
         if received:  # a second Ctrl-C: the user means it
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
         received.append(signum)
-        name = signal.Signals(signum).name
-        session.send(make_command("stop", reason=name))
+        session.send(make_command("stop", reason=signal.Signals(signum).name))
 
-    old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        try:
-            old[sig] = signal.signal(sig, on_signal)
-        except (ValueError, OSError):  # not the main thread
-            pass
-    try:
+    with handle_stop_signals(on_signal):
         session.start()
         while not session.join(0.2):
             pass
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
     return exit_code(final_event(session.last), received[0] if received else None)
 
 

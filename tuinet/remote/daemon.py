@@ -55,6 +55,7 @@ def _serve(rd, args) -> int:
     from tuinet.training.config import TrainConfig
     from tuinet.training.console import ConsolePrinter
     from tuinet.training.session import Session
+    from tuinet.training.signals import handle_stop_signals
     from tuinet.training.trainer import Trainer
 
     path = socket_path_for(rd.path)
@@ -81,17 +82,16 @@ def _serve(rd, args) -> int:
     session.add_listener(ConsolePrinter(sys.stdout, tty=False))
     signals: list[int] = []
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int) -> None:
         if not signals:  # the first one stops; more only wait for the checkpoint (SIGKILL if you must)
             session.send(make_command("stop", reason=signal.Signals(signum).name))
         signals.append(signum)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        session.start()
-        while not session.join(0.5):
-            pass
+        with handle_stop_signals(on_signal, (signal.SIGTERM, signal.SIGINT)):  # SIGHUP stays ignored (above)
+            session.start()
+            while not session.join(0.5):
+                pass
     finally:
         server.close(grace=3.0)
         rd.update_status(socket=None)
