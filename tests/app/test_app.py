@@ -9,7 +9,6 @@ second. The scripted ones assert which command each key sends and what the scree
 from __future__ import annotations
 
 import asyncio
-import functools
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,12 @@ from tuinet.app.remote import RemoteApp
 from tuinet.app.screens.help import HelpScreen
 from tuinet.protocol import make_event
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
-from tuinet.app.testing import press, wait_until
+from tuinet.app.testing import async_test, press, wait_until
 from tuinet.training.config import TrainConfig
 from tuinet.training.session import Session
 from tuinet.training.trainer import Trainer
 
 SIZE = (120, 40)
-
-
-def async_test(fn):
-    """Run an async test function with asyncio (no pytest-asyncio needed)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-    return wrapper
 
 
 def make_app(tmp_path: Path, **overrides) -> tuple[TuinetApp, Session]:

@@ -7,7 +7,6 @@ Runs come from :mod:`tests.app.runs_fixture` (run folders written by hand, fixed
 from __future__ import annotations
 
 import asyncio
-import functools
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from tuinet.app.compare_state import GLYPHS, MAX_CHARTED, CompareState, short_na
 from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.run_summary import RunSummaryScreen, per_class_text
-from tuinet.app.testing import press, wait_until
+from tuinet.app.testing import async_test, press, wait_until
 from tuinet.app.widgets.charts import render_text
 from tuinet.app.widgets.overlay_chart import legend_text, overlay_data, overlay_lines
 from tuinet.app.widgets.runs_table import RunsTable
@@ -29,14 +28,6 @@ from tuinet.protocol import make_event
 from tuinet.training.compare import load_runs
 
 SIZE = (120, 40)
-
-
-def async_test(fn):
-    """Run an async test function with asyncio (no pytest-asyncio needed)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-    return wrapper
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ seconds); :func:`press` waits until the screen has handled the key instead.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import unicodedata
 from typing import Callable
@@ -53,3 +54,11 @@ async def wait_until(pilot: Pilot, cond: Callable[[], object], timeout: float = 
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         await pilot.pause(poll)
+
+
+def async_test(fn):
+    """Run an async test function with asyncio (no pytest-asyncio needed)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+    return wrapper

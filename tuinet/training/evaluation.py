@@ -75,16 +75,10 @@ def saved_normalizer(ckpt):
     return norm
 
 
-def apply_thread_mode(model) -> str:
-    """Set the kernels' thread counts for ``model`` as training does, honouring ``TUINET_THREAD_MODE`` (``blas``,
-    ``numba`` or ``single``); returns the mode."""
-    return configure_threads(model)
-
-
 def checkpoint_model(ckpt):
     """The checkpoint's model with its weights, its kernels' thread counts set for this machine."""
     model = ckpt.build_model()
-    apply_thread_mode(model)
+    configure_threads(model)  # as training does, honouring TUINET_THREAD_MODE
     return model
 
 
