@@ -48,6 +48,8 @@ EVENTS: dict[str, str] = {
     "stopped": "stopped on request or signal, checkpoint saved: reason, step, epoch",
     "finished": "training complete: test_accuracy, test_loss, epochs, train_seconds, samples_per_second, run_dir",
     "failed": "training failed: error",
+    "lr_find": "learning-rate range test on copies of the weights and optimizer state: phase (started, progress, "
+               "done, failed); done carries the curve (lr, loss, smoothed), suggestions and suggested_lr",
     "log": "a message for the event log: level, message",
 }
 
@@ -64,6 +66,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rollback": ("after a divergence: restore the last good weights, multiply lr by factor (default 0.5)", ()),
     "stop": ("save a checkpoint and stop", ()),
     "snapshot": ("send weights/samples events now (a viewer opened a panel)", ()),
+    "lr_find": ("run a learning-rate range test on copies of the weights and optimizer state (pausing first when "
+                "running): optional start_lr, end_lr, steps", ()),
 }
 
 
@@ -80,7 +84,7 @@ FINAL_EVENTS = ("finished", "stopped", "failed")
 #: command -> the event that confirms the trainer applied it
 ACKNOWLEDGED_BY = {"pause": "paused", "resume": "resumed", "scale_lr": "lr_changed", "set_lr": "lr_changed",
                    "set_optimizer": "optimizer_changed", "save": "checkpoint_saved", "evaluate": "evaluated",
-                   "rollback": "rolled_back"}
+                   "rollback": "rolled_back", "lr_find": "lr_find"}
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -162,6 +166,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
 MAX_TEXT = 200  # characters of a free-text field (a reason)
 MAX_NAME = 32  # characters of a name (an optimizer, a hyperparameter)
+LR_FIND_STEPS = (10, 1000)  # the fewest and most steps of a learning-rate range test
 
 #: hyperparameters a set_optimizer command may carry, and their kind
 HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", "betas": "betas", "eps": "number",
@@ -171,7 +176,7 @@ HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", 
 _COMMON_FIELDS = {"command", "v", "client_pid"}
 #: command -> its optional fields
 _OPTIONAL_FIELDS = {"pause": ("reason",), "stop": ("reason",), "set_optimizer": ("hyperparams", "lr"),
-                    "rollback": ("factor",)}
+                    "rollback": ("factor",), "lr_find": ("start_lr", "end_lr", "steps")}
 
 
 def _is_number(v: Any) -> bool:
@@ -234,6 +239,14 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         raise ConfigError(f"field 'reason' must be a text of at most {MAX_TEXT} characters")
     if "lr" in cmd:
         check_learning_rate(cmd["lr"])
+    for field in ("start_lr", "end_lr"):
+        if field in cmd:
+            check_learning_rate(cmd[field], field.replace("_", " "))
+    if "steps" in cmd:
+        n = cmd["steps"]
+        if not isinstance(n, int) or isinstance(n, bool) or not LR_FIND_STEPS[0] <= n <= LR_FIND_STEPS[1]:
+            raise ConfigError(f"steps must be a whole number from {LR_FIND_STEPS[0]} to {LR_FIND_STEPS[1]}, "
+                              f"got {n!r:.40}")
     if "factor" in cmd:
         f = cmd["factor"]
         if not _is_number(f) or not math.isfinite(f) or not 0 < f <= FLOAT32_MAX:

@@ -27,6 +27,7 @@ from tuinet.errors import ConfigError, DataError, ModelError, TuinetError
 from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
 from tuinet.training.evaluation import confusion_event_fields
+from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -325,6 +326,8 @@ class Trainer:
                 raise StopTraining()
             elif kind == "snapshot":
                 self._emit_pictures()
+            elif kind == "lr_find":
+                run_range_test(self, cmd)
         except StopTraining:
             raise
         except (TuinetError, ValueError, TypeError, KeyError) as e:
@@ -418,13 +421,7 @@ class Trainer:
             self._rollback(factor, "guard")
 
     def _clip(self) -> float:
-        total = math.sqrt(sum(K.sum_squares(g.reshape(-1)) for g in self.model.grads))
-        c = self.config.clip_grad
-        if c is not None and total > c:
-            scale = np.float32(c / (total + 1e-6))
-            for g in self.model.grads:
-                g *= scale
-        return total
+        return clip_gradients(self.model.grads, self.config.clip_grad)
 
     # --- events about the network -----------------------------------------------------------------------------------
 
