@@ -18,6 +18,7 @@ GOOD = [
      "hyperparams": {"betas": [0.7, 0.9], "eps": 1e-8, "amsgrad": True, "weight_decay": 0}},
     {"command": "save"}, {"command": "evaluate"}, {"command": "rollback"}, {"command": "rollback", "factor": 0.1},
     {"command": "stop", "reason": "SIGTERM", "client_pid": 1234}, {"command": "snapshot"},
+    {"command": "lr_find"}, {"command": "lr_find", "steps": 50, "start_lr": 1e-6, "end_lr": 1.0},
 ]
 
 BAD = [
@@ -46,6 +47,11 @@ BAD = [
     ({"command": "rollback", "factor": "half"}, "factor"),
     ({"command": "pause", "reason": 7}, "reason"),
     ({"command": "pause", "reason": "x" * 10_000}, "reason"),
+    ({"command": "lr_find", "steps": 5}, "steps must be a whole number from 10 to 1000"),
+    ({"command": "lr_find", "steps": 100.0}, "steps"),
+    ({"command": "lr_find", "steps": True}, "steps"),
+    ({"command": "lr_find", "start_lr": -1}, "start lr"),
+    ({"command": "lr_find", "end_lr": 1e39}, "end lr"),
     ({"command": "save", "path": "/etc/passwd"}, "takes no field 'path'"),
     ({"command": "save", "v": "1"}, "protocol version"),
     ({"command": "stop", "client_pid": "me"}, "client_pid"),

@@ -8,9 +8,9 @@ exactly as if it had never run.
 
 Three rules read the smoothed curve (the usual ones of fastai and Lightning):
 
-* ``valley``: the longest stretch over which the loss keeps falling; the point two thirds of the way down it
-  (fastai's default since 2.5; it is the one ``suggested_lr`` takes, since it sits well inside the part of the curve
-  where the loss falls and is the least thrown by noise or by a short flat start);
+* ``valley``: the longest stretch over which the loss keeps falling, and the point about halfway down it (fastai's
+  default since 2.5; it is the one ``suggested_lr`` takes, since it sits well inside the part of the curve where
+  the loss falls and is the least thrown by noise or by a short flat start);
 * ``steepest``: where the loss falls fastest against log lr;
 * ``minimum``: a tenth of the lr at the lowest loss.
 
@@ -124,7 +124,8 @@ def _window(n: int) -> tuple[int, int]:
 
 
 def valley_index(smoothed: np.ndarray) -> int:
-    """fastai's valley: the longest decreasing subsequence of the curve, and the point two thirds down it."""
+    """fastai's valley: the longest decreasing subsequence of the curve, and the point about halfway down it (its
+    start, one before the first point as fastai counts it, plus a third and a sixth of its length)."""
     n = len(smoothed)
     lds = [1] * n
     max_start = max_end = 0

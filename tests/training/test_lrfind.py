@@ -1,0 +1,133 @@
+"""The learning-rate range test: the live run is left bit for bit as it was, the rules read the curve as published,
+and the suggestion lands where a learning rate that trains well lies."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+from tuinet.protocol import make_command
+from tuinet.training.config import TrainConfig
+from tuinet.training.lrfind import (
+    EXPLODE_FACTOR, RULES, lr_schedule, range_test, smooth, steepest_index, suggest, valley_index,
+)
+from tuinet.training.trainer import Trainer
+
+SMALL = dict(dataset="moons", model="16,16", optimizer="adam", dropout=0.2, batch_size=32, epochs=2, seed=5)
+
+
+def _live_state(t: Trainer) -> dict:
+    """Everything of a trainer a range test could disturb, copied."""
+    meta, arrays = t.optimizer.state_dict()
+    return {"weights": t.model.get_weights(), "opt_meta": copy.deepcopy(meta),
+            "opt_arrays": {k: v.copy() for k, v in arrays.items()}, "lr": t.optimizer.lr, "base_lr": t.base_lr,
+            "dropout_rng": copy.deepcopy(t.model.dropout_rng.bit_generator.state),
+            "shuffle_rng": copy.deepcopy(t.shuffle_rng.bit_generator.state), "step": t.global_step}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    for part in ("weights", "opt_arrays"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert a[part][k].dtype == b[part][k].dtype and a[part][k].tobytes() == b[part][k].tobytes(), (part, k)
+    for part in ("opt_meta", "lr", "base_lr", "dropout_rng", "shuffle_rng", "step"):
+        assert a[part] == b[part], part
+
+
+def _train(find_at_step: int | None) -> tuple[Trainer, list[dict], list[dict]]:
+    """Two epochs of SMALL; with ``find_at_step``, a range test is asked for after that step (the trainer pauses
+    for it) and training is resumed once it is done. Returns the trainer, its events and the live state captured
+    when the test started and when it was done."""
+    events: list[dict] = []
+    captured: list[dict] = []
+    t: Trainer
+
+    def emit(e: dict) -> None:  # called in the training thread, between two steps
+        events.append(e)
+        if e["event"] == "step" and e["step"] == find_at_step:
+            t.commands.put(make_command("lr_find", steps=30))
+        elif e["event"] == "lr_find" and e["phase"] in ("started", "done"):
+            captured.append(_live_state(t))
+            if e["phase"] == "done":
+                t.commands.put(make_command("resume"))
+
+    t = Trainer(TrainConfig(**SMALL, log_every=5), run_dir=False, emit=emit)
+    final = t.run()
+    assert final["event"] == "finished", final
+    return t, events, captured
+
+
+def test_range_test_mid_run_leaves_weights_optimizer_and_random_state_bit_for_bit():
+    """Adam's moments and step count, the weights, the dropout and shuffle generators and the lr are exactly as
+    before the test, and training then goes on exactly as a run without the test."""
+    with_test, events, captured = _train(find_at_step=10)
+    plain, _, _ = _train(find_at_step=None)
+    assert len(captured) == 2
+    before, after = captured
+    assert before["opt_meta"]["t"] == 10 and any(a.any() for a in before["opt_arrays"].values())  # warm Adam
+    _assert_same(before, after)
+    done = next(e for e in events if e["event"] == "lr_find" and e["phase"] == "done")
+    assert done["paused_for_test"] and done["step"] == 10 and done["current_lr"] == before["lr"]
+    assert len(done["lr"]) == len(done["loss"]) == len(done["smoothed"]) and 3 <= len(done["lr"]) <= 30
+    assert done["suggested_lr"] is not None and set(done["suggestions"]) == set(RULES)
+    paused = [e for e in events if e["event"] == "paused"]
+    assert [e["reason"] for e in paused] == ["lr_find"] and any(e["event"] == "resumed" for e in events)
+    _assert_same(_live_state(with_test), _live_state(plain))
+
+
+def test_range_test_before_training_starts_and_a_stop_cancels_it():
+    """Queued before the first step, the test runs on the fresh model; a stop queued behind it ends the test and
+    the run (stopped, not failed)."""
+    events: list[dict] = []
+    t = Trainer(TrainConfig(**SMALL), run_dir=False, emit=events.append)
+    t.commands.put(make_command("lr_find", steps=20))
+    t.commands.put(make_command("stop"))
+    final = t.run()
+    assert final["event"] == "stopped" and final["step"] == 0
+    phases = [e["phase"] for e in events if e["event"] == "lr_find"]
+    assert phases == ["started", "failed"]
+
+
+def test_smoothing_and_rules_on_a_known_curve():
+    lrs = lr_schedule(1e-6, 1.0, 61)
+    assert lrs[0] == pytest.approx(1e-6) and lrs[-1] == pytest.approx(1.0) and lrs[30] == pytest.approx(1e-3)
+    assert smooth([2.0, 2.0, 2.0]).tolist() == pytest.approx([2.0, 2.0, 2.0])  # bias-corrected: no ramp from 0
+    # flat until 1e-4, falls fastest around 1e-3, bottoms out at 1e-2, then climbs
+    x = np.log10(lrs)
+    loss = 2.0 - 1.5 / (1 + np.exp(-(x + 3) * 3)) + np.where(x > -2, (x + 2) ** 2 * 3, 0)
+    sug, idx = suggest(lrs.tolist(), loss.tolist())
+    assert sug["steepest"] == pytest.approx(1e-3, rel=0.3)
+    assert sug["minimum"] == pytest.approx(lrs[int(np.argmin(loss))] / 10)
+    assert 1e-4 < sug["valley"] < 1e-2 and idx["valley"] < int(np.argmin(loss))
+    assert steepest_index(lrs, loss) == int(np.argmin(np.diff(loss)))
+    # fastai's arithmetic: a descent of 31 points from index 0 -> index -1 + 10 + 5 (about halfway down it)
+    assert valley_index(np.r_[np.linspace(3.0, 1.0, 31), 2.0, 3.0]) == 14
+    assert valley_index(np.r_[5.0, 4.0, 6.0, np.linspace(3.0, 1.0, 31), 2.0]) == 3 + 14 - 1  # the longest one
+    assert suggest([1e-3, 1e-2], [1.0, 0.5]) == ({r: None for r in RULES}, {r: None for r in RULES})
+
+
+def _range_test(cfg: TrainConfig):
+    t = Trainer(cfg, run_dir=False)
+    t.prepare()
+    return range_test(t.model, t.optimizer, t.data.x_train, t.data.y_train, batch_size=cfg.batch_size,
+                      seed=cfg.seed)
+
+
+def test_suggestion_for_sgd_on_a_synthetic_set_and_the_explosion_stop():
+    """SGD on a small net on spirals trains well from about 0.01 to 0.5; the sweep to lr 10 blows the loss up."""
+    r = _range_test(TrainConfig(dataset="spiral", model="32,32", optimizer="sgd", batch_size=32, seed=0))
+    assert 0.01 <= r.suggested_lr <= 0.5, r.suggestions
+    assert r.stop_reason in (None, "exploded", "non-finite") and len(r.lr) == len(r.loss) <= 100
+    if r.stop_reason == "exploded":
+        assert r.smoothed[-1] > EXPLODE_FACTOR * min(s for s in r.smoothed[:-1])
+
+
+@pytest.mark.slow
+def test_suggestion_for_the_mlp_preset_on_mnist():
+    """The mlp preset with Adam on a subset of MNIST: the well-known good range of Adam there is 1e-4 to 1e-2."""
+    r = _range_test(TrainConfig(dataset="mnist", model="mlp", optimizer="adam", limit=4000, seed=0))
+    assert 3e-4 <= r.suggested_lr <= 1e-2, r.suggestions
+    assert r.stop_reason == "exploded" and math.isfinite(r.loss[0])
