@@ -39,8 +39,8 @@ def test_runs_table_and_json(runs):
     r = invoke("runs", "--runs-dir", runs)
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0].split() == ["NAME", "STATUS", "DATASET", "MODEL", "EPOCHS", "BEST", "VAL", "ACC", "TEST", "ACC",
-                                "TRAIN", "TIME"]
+    assert lines[0].split() == ["NAME", "STATUS", "DATASET", "MODEL", "EPOCHS", "BEST", "VAL", "ACC", "BEST", "VAL",
+                                "LOSS", "TEST@BEST", "TEST@LAST", "TRAIN", "TIME"]
     # newest first: flowers was trained after digits
     assert lines[1].split()[:5] == ["flowers", "finished", "iris", "16", "30/30"]
     assert lines[2].split()[:5] == ["digits", "finished", "mnist", "32", "2/2"]

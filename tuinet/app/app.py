@@ -38,6 +38,7 @@ from tuinet.app.messages import EventsArrived
 from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
 from tuinet.app.screens.help import HelpScreen
+from tuinet.app.screens.lrfind import LrChoice, LrFindScreen
 from tuinet.app.state import ALERTS, RunState
 from tuinet.app.widgets.boundary import BoundaryMap, legend_text
 from tuinet.app.widgets.dashboard import Dashboard, topbar_text
@@ -113,6 +114,8 @@ class TuinetApp(App[int]):
         self.progress_interval = 1.0 / max(progress_hz, 0.1)
         self._last_progress = 0.0
         self._diverged_open = False
+        self._lr_find: LrFindScreen | None = None  # the finder screen while it is open
+        self._lr_find_orphan = False  # the finder was closed before its test ended: resume the run when it does
         self._snapshot_asked = 0.0
         self.redraws = 0
         self.switch_interval = switch_interval
@@ -256,6 +259,8 @@ class TuinetApp(App[int]):
                 self.latencies.append((what, now - t0))
             if kind == "diverged" and e.get("action") == "paused":
                 self._show_diverged(e)
+            elif kind == "lr_find":
+                self._on_lr_find(e)
         for k, (_, t0) in list(self.pending.items()):
             if now - t0 > 10:
                 del self.pending[k]
@@ -444,6 +449,34 @@ class TuinetApp(App[int]):
             if value is not None:
                 self._send("set_lr", f"lr → {fmt_num(value)}", lr=value)
         self.push_screen(LrDialog(self.state.lr), done)
+
+    def action_lr_find(self) -> None:
+        """Ask the trainer for a range test and open the finder; enter there sets the chosen lr, and a run the
+        trainer paused for the test is resumed once the finder closes."""
+        screen = LrFindScreen(self.state.lr)
+
+        def done(choice: LrChoice | None) -> None:
+            self._lr_find = None
+            if choice is not None and choice.lr is not None:
+                self._send("set_lr", f"lr → {fmt_num(choice.lr)}", lr=choice.lr)
+            if screen.result is None and screen.error is None:
+                self._lr_find_orphan = True  # closed while the test runs: its end decides
+            elif choice is not None and choice.resume:
+                self._send("resume", "resuming")
+        self._lr_find = screen
+        self._lr_find_orphan = False
+        self._send("lr_find", "range test")
+        self.push_screen(screen, done)
+
+    def _on_lr_find(self, event: dict[str, Any]) -> None:
+        """An ``lr_find`` event: to the finder while it is open; after a finder closed early, resume the run the
+        trainer paused for the test once the test ends."""
+        if self._lr_find is not None:
+            self._lr_find.update(event)
+        elif self._lr_find_orphan and event.get("phase") in ("done", "failed"):
+            self._lr_find_orphan = False
+            if event.get("paused_for_test") and self._session_live():
+                self._send("resume", "resuming")
 
     def action_optimizer(self) -> None:
         """Open the optimizer chooser."""
@@ -681,6 +714,21 @@ class TuinetApp(App[int]):
         yield from super().get_system_commands(screen)
 
 
+def print_summary(session: Session) -> None:
+    """After the app has closed: the run's summary on the terminal (how it went, its folder, the next commands),
+    so it stays in the scrollback once the app's screen is gone."""
+    from tuinet.protocol import final_event
+    from tuinet.training.summary import summary_lines
+
+    final = final_event(session.last)
+    if final is None:
+        return
+    try:
+        print("\n".join(summary_lines(final)), flush=True)
+    except OSError:  # the terminal is gone (SIGHUP): nobody to tell
+        pass
+
+
 def run_app(config: TrainConfig, trainer: Trainer | None = None) -> int:
     """Train ``config`` (or run ``trainer``, e.g. a resumed one) in the app; returns the exit code.
 
@@ -706,6 +754,7 @@ def run_app(config: TrainConfig, trainer: Trainer | None = None) -> int:
             live.send(make_command("stop", reason=reason))
             with handle_stop_signals(None):  # while waiting: a second Ctrl-C must not cut the checkpoint short
                 live.join(120)
+        print_summary(app.session or session)
     if app.signal_received is not None:
         return 128 + app.signal_received
     if isinstance(code, int):

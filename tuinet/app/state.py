@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from tuinet.formatting import fmt_duration, fmt_num
+from tuinet.training.summary import summary_lines
 
 #: parts of the screen an event can change
 SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "confusion", "boundary", "log", "info")
@@ -390,6 +391,7 @@ class RunState:
         self.dirty.update(("status", "progress"))
         self.add_log(f"stopped ({e.get('reason')}) at step {e.get('step')}; checkpoint {e.get('checkpoint') or '-'}",
                      t=e.get("time"))
+        self._add_summary(e)
 
     def _on_finished(self, e):
         self.status = "finished"
@@ -400,6 +402,12 @@ class RunState:
         acc = f", test accuracy {e['test_accuracy']:.2%}" if e.get("test_accuracy") is not None else ""
         self.add_log(f"finished: test loss {fmt_num(e.get('test_loss'))}{acc}, "
                      f"{fmt_num(e.get('samples_per_second'), 0)} samples/s", t=e.get("time"))
+        self._add_summary(e)
+
+    def _add_summary(self, e):
+        """The run's summary (training/summary.py: both test figures, best epoch, folder, next commands)."""
+        for line in summary_lines(e)[1:]:
+            self.add_log(line.strip() if not line.startswith("    ") else line[2:], t=e.get("time"))
 
     def _on_failed(self, e):
         self.status = "failed"

@@ -21,7 +21,7 @@ import numpy as np
 
 from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, runs_dir_option
 from tuinet.errors import ConfigError
-from tuinet.formatting import fmt_duration, fmt_pct, table
+from tuinet.formatting import fmt_duration, fmt_num, fmt_pct, table
 
 #: columns of ``tuinet export``
 EXPORT_COLUMNS = ("event", "step", "epoch", "loss", "penalty", "accuracy", "lr", "train_loss", "train_accuracy",
@@ -57,15 +57,31 @@ def runs_cmd(runs_dir: str | None, json_out: bool, compare: bool) -> None:
     if not items:
         click.echo(f"no runs in {runs_dir or default_runs_dir()}")
         return
-    rows = [["", "NAME", "STATUS", "DATASET", "MODEL", "EPOCHS", "BEST VAL ACC", "TEST ACC", "TRAIN TIME"]]
+    rows = [["", "NAME", "STATUS", "DATASET", "MODEL", "EPOCHS", "BEST VAL ACC", "BEST VAL LOSS", "TEST@BEST",
+             "TEST@LAST", "TRAIN TIME"]]
     for s in items:
         epochs = f"{s.get('epoch', '-')}/{s.get('epochs', '-')}" if s.get("epochs") is not None else "-"
+        best, last = _test_figure(s, "best"), _test_figure(s, "last")
         rows.append(["*" if s["live"] else "", str(s.get("name")), str(s.get("status")), str(s.get("dataset") or "-"),
                      str(s.get("model") or "-"), epochs, fmt_pct(s.get("best_val_accuracy")),
-                     fmt_pct(s.get("test_accuracy")), fmt_duration(s.get("train_seconds"), tenths=True)])
-    click.echo(table(rows, right={5, 6, 7, 8}))
+                     fmt_num(s.get("best_val_loss")), best, last,
+                     fmt_duration(s.get("train_seconds"), tenths=True)])
+    click.echo(table(rows, right={5, 6, 7, 8, 9, 10}))
+    click.echo("BEST VAL ACC: the highest validation accuracy; BEST VAL LOSS: the lowest (best.npz holds its epoch)\n"
+               "TEST@BEST / TEST@LAST: test accuracy of best.npz's weights / of the last weights")
     if any(s["live"] for s in items):
         click.echo("* live: a trainer process is running this run (`tuinet attach` to watch it)")
+
+
+def _test_figure(status: dict[str, Any], which: str) -> str:
+    """The test accuracy of the best (or last) weights from a run's status.json; a run from before both were kept
+    has only ``test_accuracy``, of its last weights."""
+    fig = status.get(f"test_{which}")
+    if isinstance(fig, dict):
+        return fmt_pct(fig.get("accuracy"))
+    if which == "last" and "final" not in status:
+        return fmt_pct(status.get("test_accuracy"))
+    return "-"
 
 
 # --- tuinet eval ------------------------------------------------------------------------------------------------
@@ -73,12 +89,23 @@ def runs_cmd(runs_dir: str | None, json_out: bool, compare: bool) -> None:
 
 def format_eval(r: dict[str, Any]) -> str:
     """The text report of ``tuinet eval``."""
+    from tuinet.training.evaluation import WEIGHTS_LABEL
+
     pos = f" (epoch {r['epoch']}, step {r['step']})" if r.get("epoch") is not None else ""
-    lines = [f"checkpoint {r['checkpoint']}{pos}", f"dataset {r['dataset']}: {r['samples']} test samples"]
+    which = f": {WEIGHTS_LABEL[r['weights']]}" if r.get("weights") in WEIGHTS_LABEL else ""
+    lines = [f"checkpoint {r['checkpoint']}{pos}{which}", f"dataset {r['dataset']}: {r['samples']} test samples"]
+    o = r.get("other")
     if "test_accuracy" not in r:
         lines.append(f"test loss {r['test_loss']:.4f}   mean absolute error {r['test_mae']:.4f}")
+        if o:
+            lines.append(f"{WEIGHTS_LABEL[o['weights']]} ({Path(o['checkpoint']).name}, epoch {o['epoch']}): "
+                         f"test loss {o['test_loss']:.4f}   mean absolute error {o['test_mae']:.4f}")
         return "\n".join(lines)
     lines.append(f"test loss {r['test_loss']:.4f}   accuracy {r['test_accuracy']:.4f} ({fmt_pct(r['test_accuracy'])})")
+    if o:
+        lines.append(f"{WEIGHTS_LABEL[o['weights']]} ({Path(o['checkpoint']).name}, epoch {o['epoch']}): "
+                     f"test loss {o['test_loss']:.4f}   accuracy {o['test_accuracy']:.4f} "
+                     f"({fmt_pct(o['test_accuracy'])})")
     lines += ["", "per-class accuracy"]
     rows = [["  #", "class", "samples", "correct", "accuracy"]]
     for i, c in enumerate(r["per_class"]):
@@ -98,23 +125,25 @@ def format_eval(r: dict[str, Any]) -> str:
 
 @click.command("eval", context_settings=CONTEXT)
 @click.argument("ref", metavar="RUN|CHECKPOINT")
-@click.option("--best", is_flag=True, help="Use the run's best checkpoint (lowest validation loss).  "
-                                            "[default: the latest checkpoint]")
+@click.option("--best", "which", flag_value="best", help="Report the run's best checkpoint (best.npz: the epoch of "
+                                                         "the lowest validation loss).  [default: the weights the run "
+                                                         "reports, --final of train]")
+@click.option("--last", "which", flag_value="last", help="Report the run's last weights (latest.npz).  [default: as --best says]")
 @click.option("--dataset", "-d", help="Evaluate on another dataset with the same input shape (its test split).  "
                                       "[default: the dataset saved with the checkpoint]")
 @runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object.  [default: text report]")
 @friendly_errors
-def eval_cmd(ref: str, best: bool, dataset: str | None, runs_dir: str | None, json_out: bool) -> None:
+def eval_cmd(ref: str, which: str | None, dataset: str | None, runs_dir: str | None, json_out: bool) -> None:
     """Test loss, accuracy, per-class accuracy, confusion matrix.
 
-    Evaluates a run (its latest or best checkpoint) or a checkpoint file on the test split. The dataset is
-    rebuilt from the saved configuration and normalized with the saved normalizer."""
-    from tuinet.training.evaluation import evaluate_checkpoint, resolve_checkpoint
+    Evaluates a checkpoint file, or a run: the weights it reports (its best validation epoch's unless it was
+    trained with --final last) in full, and its other checkpoint's test loss and accuracy on one line. The
+    dataset is rebuilt from the saved configuration and normalized with the saved normalizer."""
+    from tuinet.training.evaluation import evaluate_run_or_checkpoint
 
     check_thread_env()
-    ckpt = resolve_checkpoint(ref, runs_dir, best)
-    result = evaluate_checkpoint(ckpt, dataset)
+    result = evaluate_run_or_checkpoint(ref, runs_dir, which, dataset)
     click.echo(json.dumps(result) if json_out else format_eval(result))
 
 

@@ -72,6 +72,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--on-divergence",), dict(type=click.Choice(["rollback", "pause"]),
                                 help="On a non-finite loss: roll back and lower lr, or pause.  "
                                      "[default: rollback headless, pause in the app]")),
+    (("--final",), dict(type=click.Choice(["best", "last"]),
+                        help="Which weights the run's test figures are of when it ends: the best validation epoch's "
+                             "(best.npz) or the last; both are evaluated and shown.  [default: best]")),
     (("--name",), dict(help="Run name.  [default: <model>-<dataset>-<time>]")),
     (("--config", "-c", "config_file"), dict(type=click.Path(dir_okay=False),
                                               help="TOML file with any of these options (command-line options "

@@ -34,7 +34,7 @@ COLUMNS = {
     "params": ("params", "trainable parameters"),
     "epochs": ("epochs", "epochs done / planned"),
     "best_val_loss": ("best val loss", "lowest validation loss"),
-    "best_val_accuracy": ("best val acc", "validation accuracy at the epoch of the lowest validation loss"),
+    "best_val_accuracy": ("best val acc", "highest validation accuracy"),
     "test_accuracy": ("test acc", "test accuracy at the end"),
     "train_seconds": ("train time", "seconds inside training steps"),
     "samples_per_second": ("samples/s", "training throughput"),
@@ -287,7 +287,8 @@ def load_run(path: str | Path) -> RunRecord:
         epochs_planned=_first_int(status.get("epochs"), config.get("epochs"), started_ev.get("epochs")),
         best_val_loss=_opt_float(status.get("best_val_loss")) if status else _opt_float((best or {}).get("val_loss")),
         best_val_accuracy=(_opt_float(status.get("best_val_accuracy")) if status
-                           else _opt_float((best or {}).get("val_accuracy"))),
+                           else max((v for v in (_opt_float(e.get("val_accuracy")) for e in epochs) if v is not None),
+                                    default=None)),
         test_accuracy=_first_float(status.get("test_accuracy"), fin.get("test_accuracy")),
         train_seconds=_first_float(status.get("train_seconds"), fin.get("train_seconds")),
         samples_per_second=sps, started=started, config=config,

@@ -61,6 +61,8 @@ class TrainConfig:
         schedule: constant, step, exponential, cosine, onecycle, plateau.
         patience: early-stopping patience in epochs (None: off).
         clip_grad: clip the global gradient norm to this value (None: off).
+        final: which weights the run's test figures are of when it ends: ``best`` (the best validation epoch's,
+            ``best.npz``) or ``last``; both are evaluated and reported.
         keep_epochs: how many per-epoch checkpoints (``epoch-NNNN.npz``) the run folder keeps, the most recent
             ones (0: none); ``tuinet train --from RUN@EPOCH`` branches from them.
         parent: set on a branched run: where it started, ``{"run", "epoch", "step", "checkpoint", "path"}``
@@ -106,6 +108,7 @@ class TrainConfig:
     stats_every: int = 100
     keep_epochs: int = 5
     on_divergence: str = "rollback"
+    final: str = "best"
     divergence_factor: float = 0.5
     runs_dir: str = field(default_factory=default_runs_dir)
     name: str | None = None
@@ -155,6 +158,8 @@ class TrainConfig:
             raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise FieldError("clip_grad", f"must be > 0, got {self.clip_grad}")
+        if self.final not in ("best", "last"):
+            raise FieldError("final", f"must be best or last, got {self.final!r}")
         if self.on_divergence not in ("rollback", "pause"):
             raise FieldError("on_divergence", f"must be rollback or pause, got {self.on_divergence!r}")
         if self.betas is not None:

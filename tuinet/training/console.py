@@ -7,6 +7,7 @@ import time
 from typing import Any, TextIO
 
 from tuinet.protocol import to_json
+from tuinet.training.summary import summary_lines
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -101,13 +102,19 @@ class ConsolePrinter:
             self._line(f"test loss {_fmt(e.get('loss'))} accuracy {_fmt(e.get('accuracy'))}")
         elif kind == "stopped":
             self._line(f"stopped ({e['reason']}) at epoch {e['epoch']} step {e['step']}; checkpoint "
-                       f"{e.get('checkpoint')}; continue with `tuinet resume {e.get('run_dir') or ''}`")
+                       f"{e.get('checkpoint')}")
+            self._summary(e)
         elif kind == "finished":
-            acc = e.get("test_accuracy")
-            self._line(f"finished {e['epochs']} epochs in {e['train_seconds']:.1f} s "
-                       f"({e.get('samples_per_second') or 0:,.0f} samples/s): test loss {_fmt(e.get('test_loss'))}"
-                       + (f", test accuracy {acc:.4f} ({acc * 100:.2f}%)" if acc is not None else ""))
-            if e.get("run_dir"):
-                self._line(f"run saved in {e['run_dir']}")
+            self._line(f"finished {e['epochs']} epochs in {e['train_seconds']:.1f} s of training "
+                       f"({e.get('samples_per_second') or 0:,.0f} samples/s)")
+            self._summary(e)
         elif kind == "failed":
             self._line(f"training failed: {e['error']}")
+            if e.get("run_dir"):
+                self._line(f"details: {e['run_dir']}/log.txt")
+
+    def _summary(self, final: dict[str, Any]) -> None:
+        """The run's summary (training/summary.py) after a blank line."""
+        self._line("")
+        for line in summary_lines(final):
+            self._line(line)

@@ -140,6 +140,42 @@ def evaluate_checkpoint(ckpt, dataset: str | None = None) -> dict[str, Any]:
     return result
 
 
+WEIGHTS_LABEL = {"best": "the best validation epoch's weights", "last": "the last weights"}
+
+
+def evaluate_run_or_checkpoint(ref: str, runs_dir: str | None = None, which: str | None = None,
+                               dataset: str | None = None) -> dict[str, Any]:
+    """What ``tuinet eval`` reports: :func:`evaluate_checkpoint` of a checkpoint file, or of a run's weights.
+
+    For a run, ``which`` picks ``best`` (``best.npz``) or ``last`` (``latest.npz``); None means the weights the run
+    itself reports (its ``final`` setting; ``last`` for runs from before it existed). The result says which
+    (``weights``) and, under ``other``, gives the test loss and accuracy of the run's other checkpoint, so both
+    figures a run ends with are shown side by side.
+    """
+    p = Path(ref).expanduser()
+    rd = None
+    if not p.is_file():
+        try:
+            rd = find_run(ref, runs_dir)
+        except ConfigError:
+            rd = None
+    if rd is None:
+        return evaluate_checkpoint(resolve_checkpoint(ref, runs_dir, which == "best"), dataset)
+    if which is None:
+        final = rd.read_json("config.json").get("final", "last")
+        which = "best" if final == "best" and rd.best.is_file() else "last"
+    result = evaluate_checkpoint(resolve_checkpoint(ref, runs_dir, which == "best"), dataset)
+    result["weights"] = which
+    other = "last" if which == "best" else "best"
+    path = rd.latest if other == "last" else rd.best
+    if path.is_file():
+        r = evaluate_checkpoint(load_checkpoint(path), dataset)
+        result["other"] = {"weights": other, "checkpoint": r["checkpoint"], "epoch": r["epoch"],
+                           "test_loss": r["test_loss"], "test_accuracy": r.get("test_accuracy"),
+                           "test_mae": r.get("test_mae")}
+    return result
+
+
 #: the most classes a confusion event carries (a terminal shows fewer; 1,000 classes would be 8 MB per epoch)
 CONFUSION_MAX_CLASSES = 30
 

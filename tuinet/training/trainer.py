@@ -28,6 +28,7 @@ from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
 from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
+from tuinet.training.final_test import final_tests
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -77,6 +78,8 @@ class Trainer:
         self.train_seconds = 0.0
         self.samples_seen = 0
         self.test_result: dict[str, float] | None = None
+        #: which weights the run reports and the test figures of both (set by training/final_test.py at the end)
+        self._final_figures: dict[str, Any] = {"final": None, "test_best": None, "test_last": None}
         self._epoch_rng_state: dict[str, Any] | None = None
         self._good: dict[str, Any] | None = None
         self._last_divergence: int | None = None  # step of the last divergence (a repeat within SNAPSHOT_EVERY cuts harder)
@@ -471,7 +474,9 @@ class Trainer:
             if tb:
                 self.run_dir.log(tb)
             self._status_file(error=message)
-        return self._emit("failed", error=message)
+        return self._emit("failed", error=message, run_dir=str(self.run_dir.path) if self.run_dir else None,
+                          name=self.run_dir.name if self.run_dir else None,
+                          elapsed_seconds=round(time.time() - self.started_at, 1))
 
     def _stopped(self) -> dict[str, Any]:
         self.status = "stopped"
@@ -481,9 +486,19 @@ class Trainer:
                 path = self.save("latest")
             except OSError as e:
                 self._log(f"could not save the checkpoint: {e}", "error")
+        tests: dict[str, Any] = {}
+        # a stop the user asked for reports the test figures too; a closed terminal or SIGTERM leaves at once
+        if self.model is not None and self.epoch >= 1 and self.stop_reason not in ("SIGHUP", "SIGTERM"):
+            try:
+                tests = final_tests(self)
+            except Exception as e:  # noqa: BLE001 - the checkpoint is saved; a failed test must not hide that
+                self._log(f"no final test: {e}", "warning")
         self._status_file()
         return self._emit("stopped", reason=self.stop_reason or "user", step=self.global_step, epoch=self.epoch,
-                          checkpoint=path, run_dir=str(self.run_dir.path) if self.run_dir else None)
+                          checkpoint=path, run_dir=str(self.run_dir.path) if self.run_dir else None,
+                          name=self.run_dir.name if self.run_dir else None, best_epoch=self.best_epoch,
+                          best_val_accuracy=self.best_val_accuracy, train_seconds=round(self.train_seconds, 3),
+                          elapsed_seconds=round(time.time() - self.started_at, 1), **tests)
 
     def _status_file(self, **extra: Any) -> None:
         if not self.run_dir:
@@ -495,6 +510,7 @@ class Trainer:
             step=self.global_step, best_val_accuracy=self.best_val_accuracy,
             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             test_accuracy=(self.test_result or {}).get("accuracy"), test_loss=(self.test_result or {}).get("loss"),
+            best_epoch=self.best_epoch or None, **self._final_figures,
             train_seconds=round(self.train_seconds, 2), started=self.started_at, **extra)
 
     def _setup_run_dir(self) -> None:
@@ -636,17 +652,19 @@ class Trainer:
                 break
         self.status = "testing"
         self._poll_commands()
-        self.test_result = m.evaluate(d.x_test, d.y_test) if len(d.x_test) else {"loss": float("nan")}
+        tests = final_tests(self)  # the last weights and the best validation epoch's (see training/final_test.py)
         self._poll_commands()  # a stop (a signal) during the test evaluation ends the run stopped, not finished
         self.status = "finished"
         self._status_file()
         self._emit_pictures()
         return self._emit(
-            "finished", test_accuracy=self.test_result.get("accuracy"), test_loss=self.test_result.get("loss"),
-            epochs=self.epoch, steps=self.global_step, train_seconds=round(self.train_seconds, 3),
+            "finished", **tests, epochs=self.epoch, steps=self.global_step,
+            train_seconds=round(self.train_seconds, 3),
             samples_per_second=self.samples_seen / self.train_seconds if self.train_seconds > 0 else None,
             best_val_accuracy=self.best_val_accuracy, best_epoch=self.best_epoch,
-            run_dir=str(self.run_dir.path) if self.run_dir else None)
+            best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+            elapsed_seconds=round(time.time() - self.started_at, 1),
+            run_dir=str(self.run_dir.path) if self.run_dir else None, name=self.run_dir.name if self.run_dir else None)
 
     def _end_epoch(self, train_loss: float, train_acc: float, wall: float, compute: float, n: float) -> bool:
         """Validate, report, checkpoint, schedule and early-stop; True when training should stop."""
@@ -672,9 +690,11 @@ class Trainer:
         if self.schedule.on_epoch_end(val_loss):
             self._set_lr(self.base_lr * self.schedule.factor(self.global_step), "plateau")
         improved = val_loss is not None and math.isfinite(val_loss) and val_loss < self.best_val_loss - c.min_delta
+        acc = val.get("accuracy")
+        if acc is not None and math.isfinite(acc) and (self.best_val_accuracy is None or acc > self.best_val_accuracy):
+            self.best_val_accuracy = acc  # the highest validation accuracy (its epoch may differ from the best loss's)
         if improved:
             self.best_val_loss = val_loss
-            self.best_val_accuracy = val.get("accuracy")
             self.best_epoch = self.epoch
             self.bad_epochs = 0
             self._best_weights = m.get_weights()
@@ -692,6 +712,7 @@ class Trainer:
         if c.patience is not None and self.bad_epochs >= c.patience and self.epoch < c.epochs:
             if getattr(self, "_best_weights", None) is not None:
                 m.set_weights(self._best_weights)
+                self._restored_best = True
                 self.save("latest")  # the run's final weights are the restored ones (eval RUN uses latest)
             self._emit("early_stopped", epoch=self.epoch, best_epoch=self.best_epoch,
                        best_val_loss=self.best_val_loss, restored="best")

@@ -72,7 +72,13 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
         ev = st.evaluated
         t.append("   test ", style="dim")
         t.append(f"{ev['accuracy']:.1%}" if ev.get("accuracy") is not None else fmt_num(ev.get("loss")))
-    if st.final and st.final.get("test_accuracy") is not None:
+    if st.final and (st.final.get("test_best") or st.final.get("test_last")):
+        for which in ("best", "last"):  # both test figures, labelled; the one the run reports in bold
+            fig = st.final.get(f"test_{which}")
+            if fig and fig.get("accuracy") is not None:
+                t.append(f"   test@{which} (ep {fig.get('epoch')}) ", style="dim")
+                t.append(f"{fig['accuracy']:.2%}", style="bold green" if st.final.get("final") == which else "")
+    elif st.final and st.final.get("test_accuracy") is not None:
         t.append("   test ", style="dim")
         t.append(f"{st.final['test_accuracy']:.2%}", style="bold green")
     t.append("\n")
