@@ -71,7 +71,7 @@ def test_range_test_mid_run_leaves_weights_optimizer_and_random_state_bit_for_bi
     _assert_same(before, after)
     done = next(e for e in events if e["event"] == "lr_find" and e["phase"] == "done")
     assert done["paused_for_test"] and done["step"] == 10 and done["current_lr"] == before["lr"]
-    assert len(done["lr"]) == len(done["loss"]) == len(done["smoothed"]) and 3 <= len(done["lr"]) <= 30
+    assert len(done["lrs"]) == len(done["losses"]) == len(done["smoothed"]) and 3 <= len(done["lrs"]) <= 30
     assert done["suggested_lr"] is not None and set(done["suggestions"]) == set(RULES)
     paused = [e for e in events if e["event"] == "paused"]
     assert [e["reason"] for e in paused] == ["lr_find"] and any(e["event"] == "resumed" for e in events)
@@ -120,7 +120,7 @@ def test_suggestion_for_sgd_on_a_synthetic_set_and_the_explosion_stop():
     """SGD on a small net on spirals trains well from about 0.01 to 0.5; the sweep to lr 10 blows the loss up."""
     r = _range_test(TrainConfig(dataset="spiral", model="32,32", optimizer="sgd", batch_size=32, seed=0))
     assert 0.01 <= r.suggested_lr <= 0.5, r.suggestions
-    assert r.stop_reason in (None, "exploded", "non-finite") and len(r.lr) == len(r.loss) <= 100
+    assert r.stop_reason in (None, "exploded", "non-finite") and len(r.lrs) == len(r.losses) <= 100
     if r.stop_reason == "exploded":
         assert r.smoothed[-1] > EXPLODE_FACTOR * min(s for s in r.smoothed[:-1])
 
@@ -130,4 +130,4 @@ def test_suggestion_for_the_mlp_preset_on_mnist():
     """The mlp preset with Adam on a subset of MNIST: the well-known good range of Adam there is 1e-4 to 1e-2."""
     r = _range_test(TrainConfig(dataset="mnist", model="mlp", optimizer="adam", limit=4000, seed=0))
     assert 3e-4 <= r.suggested_lr <= 1e-2, r.suggestions
-    assert r.stop_reason == "exploded" and math.isfinite(r.loss[0])
+    assert r.stop_reason == "exploded" and math.isfinite(r.losses[0])

@@ -53,9 +53,9 @@ class RangeTest:
     """The outcome of a range test.
 
     Attributes:
-        lr: the learning rate of each step taken.
-        loss: the loss (data loss plus penalty) of each step, as computed before its update (None: not finite).
-        smoothed: the bias-corrected exponential average of ``loss``.
+        lrs: the learning rate of each step taken.
+        losses: the loss (data loss plus penalty) of each step, as computed before its update (None: not finite).
+        smoothed: the bias-corrected exponential average of ``losses``.
         suggestions: rule -> suggested lr (None when the curve is too short for that rule).
         indices: rule -> the index of the curve point the rule chose (the minimum rule: the lowest point).
         stop_reason: ``exploded`` (smoothed loss above EXPLODE_FACTOR times its minimum), ``non-finite``, or
@@ -65,8 +65,8 @@ class RangeTest:
         seconds: how long the test took.
     """
 
-    lr: list[float] = field(default_factory=list)
-    loss: list[float | None] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float | None] = field(default_factory=list)
     smoothed: list[float] = field(default_factory=list)
     suggestions: dict[str, float | None] = field(default_factory=dict)
     indices: dict[str, int | None] = field(default_factory=dict)
@@ -218,13 +218,13 @@ def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: in
         pos += batch_size
         loss, pen, _ = twin.compute_gradients(x[idx], y[idx])
         total = float(loss) + float(pen)
-        result.lr.append(float(lr))
+        result.lrs.append(float(lr))
         if not math.isfinite(total):
-            result.loss.append(None)
+            result.losses.append(None)
             result.smoothed.append(math.inf)
             result.stop_reason = "non-finite"
             break
-        result.loss.append(total)
+        result.losses.append(total)
         avg = beta * avg + (1 - beta) * total
         sm = avg / (1 - beta ** (i + 1))
         result.smoothed.append(sm)
@@ -241,7 +241,7 @@ def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: in
     # the last point of a stopped test is where it blew up: drawn, but not read by the rules
     usable = len(result.smoothed) - (1 if result.stop_reason in ("exploded", "non-finite") else 0)
     result.smoothed = [s if math.isfinite(s) else None for s in result.smoothed]
-    result.suggestions, result.indices = suggest(result.lr[:usable], result.smoothed[:usable])
+    result.suggestions, result.indices = suggest(result.lrs[:usable], result.smoothed[:usable])
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -292,7 +292,7 @@ def run_in_trainer(trainer, cmd: dict[str, Any]) -> None:
         result = None
     if result is not None and not stop:
         trainer._emit("lr_find", phase="done", **base, **result.to_dict())
-        trainer._log(f"lr range test: {len(result.lr)} steps, suggested lr {_fmt(result.suggested_lr)} "
+        trainer._log(f"lr range test: {len(result.lrs)} steps, suggested lr {_fmt(result.suggested_lr)} "
                      f"({', '.join(f'{r} {_fmt(result.suggestions[r])}' for r in RULES)})")
     for c in deferred:
         trainer._apply(c)

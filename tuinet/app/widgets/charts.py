@@ -73,6 +73,7 @@ class ChartData:
     key: object = None
     log_y: bool = False
     ylim: tuple[float, float] | None = None
+    log_x: bool = False  # x drawn on a log10 scale (positive x only), ticks at powers of ten
     empty: str = "waiting for data…"  # what an empty chart says
 
 
@@ -185,6 +186,9 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
         x = np.asarray(ln.x, np.float64)
         y = np.asarray(ln.y, np.float64)
         ok = np.isfinite(x) & np.isfinite(y)
+        if data.log_x:
+            ok &= x > 0
+            x = np.log10(np.where(ok, x, 1.0))
         if ok.any():
             series.append((ln, x[ok], y[ok]))
     if log_y and not all((y > 0).all() for _, _, y in series):
@@ -282,16 +286,19 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
         rows.append(Strip(segs, width))
     # --- x axis and labels
     target_x = max(2, pw // 10)
-    xt, xstep = nice_ticks(x0, x1, target_x)
+    if data.log_x:
+        xticks = _log_ticks(x0, x1, target_x)
+    else:
+        xt, xstep = nice_ticks(x0, x1, target_x)
+        xticks = [(t, fmt_tick(t, xstep)) for t in xt]
     axis = ["─"] * pw
     labels = [" "] * (pw + lw + 1)
     free_from = 0
-    for t in xt:
+    for t, s in xticks:
         c = int(round((t - x0) * sx)) >> 1
         if not 0 <= c < pw:
             continue
         axis[c] = "┬"
-        s = fmt_tick(t, xstep)
         start = max(lw + 1 + c - len(s) // 2, 0)
         if start >= free_from and start + len(s) <= len(labels):
             labels[start:start + len(s)] = list(s)
