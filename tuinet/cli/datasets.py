@@ -48,8 +48,23 @@ def datasets(ctx: click.Context) -> None:
     head = ("name", "task", "samples", "shape", "classes", "description")
     rule = ["-" * max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]  # as wide as each column
     click.echo(table([head, rule, *rows], right={2, 4}))
+    click.echo("\nTraining defaults of each (any option you set wins; datasets by path use the global defaults):")
+    click.echo(defaults_table())
     click.echo("\nAlso accepted by path: .csv[.gz] (header row), .npz (x, y), a folder of class subfolders of "
                "images, IDX files.\nShow one with: tuinet datasets show NAME|PATH")
+
+
+def defaults_table() -> str:
+    """The per-dataset training defaults (training/defaults.py) as a table."""
+    from tuinet.training.defaults import DATASET_DEFAULTS
+
+    head = ("name", "model", "optimizer", "lr", "batch", "epochs", "schedule", "also")
+    main = {"model", "optimizer", "lr", "batch_size", "epochs", "schedule"}
+    rows = [(name, str(d["model"]), str(d["optimizer"]), f"{d['lr']:g}", str(d["batch_size"]), str(d["epochs"]),
+             str(d["schedule"]), ", ".join(f"{k.replace('_', '-')} {v}" for k, v in d.items() if k not in main) or "-")
+            for name, d in DATASET_DEFAULTS.items()]
+    rule = ["-" * max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return table([head, rule, *rows], right={3, 4, 5})
 
 
 @datasets.command("show")

@@ -26,14 +26,14 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--dataset", "-d"), dict(help="Built-in dataset name (see `tuinet datasets`) or a path to CSV, NPZ, IDX or an "
                                     "image folder.  [default: mnist]")),
     (("--model", "-m"), dict(help="Preset (mlp, lenet, cnn, resnet), a spec like 784-256-128-10, 256,128 or "
-                                  "dense256,relu,dense10, or a .toml layer list.  [default: mlp]")),
+                                  "dense256,relu,dense10, or a .toml layer list.  [default: the built-in dataset's (`tuinet datasets`), else mlp]")),
     (("--activation",), dict(help="Hidden activation for dense specs: relu, leaky_relu, sigmoid, tanh, gelu, "
-                                  "linear.  [default: relu]")),
-    (("--optimizer", "-o"), dict(help="sgd, momentum, adam, adamw, rmsprop or adagrad.  [default: adam]")),
-    (("--lr",), dict(type=float, help="Learning rate.  [default: the optimizer's torch default, e.g. 0.001 for "
-                                      "adam, 0.01 for rmsprop]")),
-    (("--batch-size", "-b"), dict(type=int, help="Mini-batch size.  [default: 64]")),
-    (("--epochs", "-e"), dict(type=int, help="Number of epochs.  [default: 10]")),
+                                  "linear.  [default: the built-in dataset's (`tuinet datasets`), else relu]")),
+    (("--optimizer", "-o"), dict(help="sgd, momentum, adam, adamw, rmsprop or adagrad.  [default: the built-in dataset's (`tuinet datasets`), else adam]")),
+    (("--lr",), dict(type=float, help="Learning rate.  [default: the built-in dataset's (`tuinet datasets`), else the optimizer's torch default, e.g. "
+                                      "0.001 for adam, 0.01 for rmsprop]")),
+    (("--batch-size", "-b"), dict(type=int, help="Mini-batch size.  [default: the built-in dataset's (`tuinet datasets`), else 64]")),
+    (("--epochs", "-e"), dict(type=int, help="Number of epochs.  [default: the built-in dataset's (`tuinet datasets`), else 10]")),
     (("--seed",), dict(type=int, help="Seed for splits, initialization, shuffling and dropout.  [default: 0]")),
     (("--val-split",), dict(type=float, help="Fraction held out for validation.  [default: 0.1]")),
     (("--test-split",), dict(type=float, help="Fraction held out for testing (datasets without their own test "
@@ -47,9 +47,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--l1",), dict(type=float, help="L1 penalty l1*sum|w| on weights.  [default: 0]")),
     (("--l2",), dict(type=float, help="L2 penalty l2*sum w^2 on weights.  [default: 0]")),
     (("--dropout",), dict(type=float, help="Dropout rate after each hidden activation (dense specs).  "
-                                           "[default: 0]")),
+                                           "[default: the built-in dataset's (`tuinet datasets`), else 0]")),
     (("--schedule",), dict(help="Learning-rate schedule: constant, step, exponential, cosine, onecycle, plateau.  "
-                                "[default: constant]")),
+                                "[default: the built-in dataset's (`tuinet datasets`), else constant]")),
     (("--step-size",), dict(type=int, help="Epochs between decays for --schedule step.  [default: 1]")),
     (("--gamma",), dict(type=float, help="Decay factor for step/exponential schedules.  [default: 0.5]")),
     (("--patience",), dict(type=int, help="Early stopping: epochs without validation-loss improvement before "
@@ -61,7 +61,7 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--betas",), dict(help="Adam/AdamW betas as two numbers, e.g. 0.7,0.9.  [default: 0.9,0.999]")),
     (("--eps",), dict(type=float, help="Optimizer epsilon.  [default: 1e-8; 1e-10 for adagrad]")),
     (("--weight-decay",), dict(type=float, help="Weight decay (L2 in the gradient; decoupled for adamw).  "
-                                                "[default: 0; 0.01 for adamw]")),
+                                                "[default: the built-in dataset's (`tuinet datasets`), else 0; 0.01 for adamw]")),
     (("--alpha",), dict(type=float, help="RMSprop smoothing constant.  [default: 0.99]")),
     (("--centered/--no-centered",), dict(default=None, help="Centered RMSprop.  [default: off]")),
     (("--amsgrad/--no-amsgrad",), dict(default=None, help="AMSGrad variant of Adam/AdamW.  [default: off]")),
@@ -93,7 +93,8 @@ def train_options(fn):
 
 def build_config(options: dict[str, Any]):
     """TrainConfig from click options (None = not given) layered over an optional TOML file, and over the parent
-    run's settings for ``--from RUN[@EPOCH]`` (see :mod:`tuinet.training.branch`)."""
+    run's settings for ``--from RUN[@EPOCH]`` (see :mod:`tuinet.training.branch`); a new run on a built-in dataset
+    takes what neither sets from the dataset's defaults (:mod:`tuinet.training.defaults`)."""
     from tuinet.training.config import TrainConfig
 
     opts = {k: v for k, v in options.items() if v is not None}
@@ -106,8 +107,10 @@ def build_config(options: dict[str, Any]):
 
         return branch_config(from_ref, opts, config_file)
     if config_file:
-        return TrainConfig.from_toml(config_file, overrides=opts)
-    return TrainConfig.from_dict(opts, source="options", options=set(opts))
+        return TrainConfig.from_toml(config_file, overrides=opts, dataset_defaults=True)
+    from tuinet.training.defaults import with_dataset_defaults
+
+    return TrainConfig.from_dict(with_dataset_defaults(opts), source="options", options=set(opts))
 
 
 def run_headless(trainer, json_lines: bool) -> int:
@@ -175,7 +178,10 @@ def start_training(options: dict[str, Any], headless: bool, json_lines: bool) ->
                                              "`tuinet attach`.")
 @friendly_errors
 def train(headless: bool, json_lines: bool, detach: bool, **options: Any) -> None:
-    """Train a model: opens the live app on a terminal, or runs headless."""
+    """Train a model: opens the live app on a terminal, or runs headless.
+
+    A built-in dataset brings its own defaults (model, epochs, lr, batch size, schedule: `tuinet datasets` lists
+    them); every option you set, here or in --config, wins over them."""
     if detach:
         from tuinet.remote.detach import detach_training
         from tuinet.training.trainer import Trainer

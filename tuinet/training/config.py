@@ -63,6 +63,8 @@ class TrainConfig:
         clip_grad: clip the global gradient norm to this value (None: off).
         final: which weights the run's test figures are of when it ends: ``best`` (the best validation epoch's,
             ``best.npz``) or ``last``; both are evaluated and reported.
+        dataset_defaults: the fields filled in from the dataset's row of
+            :data:`tuinet.training.defaults.DATASET_DEFAULTS` (None: none were).
         keep_epochs: how many per-epoch checkpoints (``epoch-NNNN.npz``) the run folder keeps, the most recent
             ones (0: none); ``tuinet train --from RUN@EPOCH`` branches from them.
         parent: set on a branched run: where it started, ``{"run", "epoch", "step", "checkpoint", "path"}``
@@ -109,6 +111,7 @@ class TrainConfig:
     keep_epochs: int = 5
     on_divergence: str = "rollback"
     final: str = "best"
+    dataset_defaults: list[str] | None = None
     divergence_factor: float = 0.5
     runs_dir: str = field(default_factory=default_runs_dir)
     name: str | None = None
@@ -158,6 +161,11 @@ class TrainConfig:
             raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise FieldError("clip_grad", f"must be > 0, got {self.clip_grad}")
+        if self.dataset_defaults is not None:
+            names = {f.name for f in fields(self)}
+            if not isinstance(self.dataset_defaults, list) or not all(
+                    isinstance(n, str) and n in names for n in self.dataset_defaults):
+                raise FieldError("dataset_defaults", f"must be a list of option names, got {self.dataset_defaults!r:.60}")
         if self.final not in ("best", "last"):
             raise FieldError("final", f"must be best or last, got {self.final!r}")
         if self.on_divergence not in ("rollback", "pause"):
@@ -217,9 +225,15 @@ class TrainConfig:
             raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
-        """Load a TOML file (top level or a [train] table); ``overrides`` (command-line options) win over it."""
+    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None,
+                  dataset_defaults: bool = False) -> "TrainConfig":
+        """Load a TOML file (top level or a [train] table); ``overrides`` (command-line options) win over it; with
+        ``dataset_defaults``, what neither sets comes from the dataset's defaults (training/defaults.py)."""
         data = {**read_toml(path), **(overrides or {})}
+        if dataset_defaults:
+            from tuinet.training.defaults import with_dataset_defaults
+
+            data = with_dataset_defaults(data)
         return cls.from_dict(data, source=str(path), options=set(overrides or ()))
 
 

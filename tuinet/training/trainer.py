@@ -28,6 +28,7 @@ from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
 from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
+from tuinet.training.defaults import describe_defaults
 from tuinet.training.final_test import final_tests
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
@@ -556,6 +557,9 @@ class Trainer:
             hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, resumed=self._resume_ckpt is not None,
             epoch=self.epoch, step=self.global_step, thread_mode=mode, pid=os.getpid(),
             parent=self.branch_info or c.parent)
+        defaults = describe_defaults(c)
+        if defaults:
+            self._log(defaults)
         self._remember_good()
         compiled = False
         t_compile = time.perf_counter()
