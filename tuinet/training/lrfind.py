@@ -246,6 +246,17 @@ def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: in
     return result
 
 
+def trainer_range_test(trainer, *, start_lr: float = DEFAULT_START_LR, end_lr: float = DEFAULT_END_LR,
+                       steps: int = DEFAULT_STEPS, progress=None, cancelled=None) -> RangeTest:
+    """:func:`range_test` on a prepared trainer's model, optimizer and training split, with its batch size and
+    gradient clipping; the batches are seeded by the run's seed and its step (the same test twice, the same curve).
+    """
+    d, c = trainer.data, trainer.config
+    return range_test(trainer.model, trainer.optimizer, d.x_train, d.y_train, batch_size=c.batch_size,
+                      seed=c.seed + trainer.global_step, start_lr=start_lr, end_lr=end_lr, steps=steps,
+                      clip_grad=c.clip_grad, progress=progress, cancelled=cancelled)
+
+
 def run_in_trainer(trainer, cmd: dict[str, Any]) -> None:
     """The ``lr_find`` command, applied by ``trainer`` between two steps: pause first when running (the event says
     so, and the viewer resumes after its choice), run the range test on copies, and report it as ``lr_find`` events
@@ -280,10 +291,8 @@ def run_in_trainer(trainer, cmd: dict[str, Any]) -> None:
     try:
         check_range(start_lr, end_lr, steps)
         trainer._emit("lr_find", phase="started", steps=steps, start_lr=start_lr, end_lr=end_lr, **base)
-        d, c = trainer.data, trainer.config
-        result = range_test(trainer.model, trainer.optimizer, d.x_train, d.y_train, batch_size=c.batch_size,
-                            seed=c.seed + step, start_lr=start_lr, end_lr=end_lr, steps=steps,
-                            clip_grad=c.clip_grad, progress=progress, cancelled=cancelled)
+        result = trainer_range_test(trainer, start_lr=start_lr, end_lr=end_lr, steps=steps, progress=progress,
+                                    cancelled=cancelled)
     except StopTraining:
         raise
     except Exception as e:  # noqa: BLE001 - the viewer waits for an answer: every failure is one
