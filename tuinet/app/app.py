@@ -46,6 +46,7 @@ from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
 from tuinet.formatting import fmt_num
 from tuinet.protocol import ACKNOWLEDGED_BY, HYPERPARAMS, PICTURE_EVENTS, Listener, Session, make_command
+from tuinet.training.alerts import ALERT_EVENTS, Throttle, make_alert, terminal_codes
 from tuinet.training.signals import handle_stop_signals
 
 if TYPE_CHECKING:
@@ -137,6 +138,9 @@ class TuinetApp(App[int]):
         self._boundary_shown: bool | None = None
         self._preds_shown = True
         self.signal_received: int | None = None  # SIGHUP/SIGTERM/SIGINT (or ctrl+c) that ended the app
+        self._live_since = 0.0
+        self._alert_throttle = Throttle()
+        self.alerts_sent: list[dict[str, Any]] = []  # the alerts rung (bell and desktop notification), in order
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- layout ----------------------------------------------------------------------------------------------------
@@ -202,6 +206,7 @@ class TuinetApp(App[int]):
         self._gen += 1
         gen = self._gen
         self.session = session
+        self._live_since = time.time() - 1.0  # events older than this are history replayed: they ring no bell
 
         def listener(event: dict[str, Any]) -> None:  # training thread: cheap and never blocks
             self._queue.append((gen, event))
@@ -259,6 +264,8 @@ class TuinetApp(App[int]):
                 self.latencies.append((what, now - t0))
             if kind == "diverged" and e.get("action") == "paused":
                 self._show_diverged(e)
+            if kind in ALERT_EVENTS and (e.get("time") or 0) >= self._live_since:
+                self._alert(e)
             elif kind == "lr_find":
                 self._on_lr_find(e)
         for k, (_, t0) in list(self.pending.items()):
@@ -564,6 +571,18 @@ class TuinetApp(App[int]):
         if self.signal_received is not None:
             return 128 + self.signal_received
         return 1 if self.state.status == "failed" else 0
+
+    def _alert(self, event: dict[str, Any]) -> None:
+        """The run finished, diverged, stopped early, failed or tripped a watch rule: ring the bell and send a
+        desktop notification through the terminal's escape codes (training/alerts.py), and say it in a toast."""
+        alert = make_alert(event, self.state.name)
+        if alert is None or not self._alert_throttle.allow(alert["alert"]):
+            return
+        self.alerts_sent.append(alert)
+        if not self.is_headless and self._driver is not None:  # as App.bell does: the terminal is the driver's
+            self._driver.write(terminal_codes(alert))
+        self.notify(alert["message"], title=alert["title"], timeout=10,
+                    severity="information" if alert["alert"] == "finished" else "warning")
 
     def _show_diverged(self, event: dict[str, Any]) -> None:
         if self._diverged_open:

@@ -75,6 +75,12 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--final",), dict(type=click.Choice(["best", "last"]),
                         help="Which weights the run's test figures are of when it ends: the best validation epoch's "
                              "(best.npz) or the last; both are evaluated and shown.  [default: best]")),
+    (("--notify",), dict(metavar="CMD", help="Run CMD (through the shell) when the run finishes, diverges, stops "
+                                             "early, fails or trips a watch rule, the alert as JSON on its standard "
+                                             "input.  [default: none]")),
+    (("--notify-url",), dict(metavar="URL", help="Post the same alerts to a webhook or chat service (an apprise URL "
+                                                 "such as json://HOST/PATH or ntfy://TOPIC; needs "
+                                                 "pip install 'tuinet[notify]').  [default: none]")),
     (("--name",), dict(help="Run name.  [default: <model>-<dataset>-<time>]")),
     (("--config", "-c", "config_file"), dict(type=click.Path(dir_okay=False),
                                               help="TOML file with any of these options (command-line options "

@@ -63,6 +63,9 @@ class TrainConfig:
         clip_grad: clip the global gradient norm to this value (None: off).
         final: which weights the run's test figures are of when it ends: ``best`` (the best validation epoch's,
             ``best.npz``) or ``last``; both are evaluated and reported.
+        notify: a shell command run with each alert (finished, diverged, early stop, failed, a watch rule) as JSON
+            on its standard input (None: none); see :mod:`tuinet.training.alerts`.
+        notify_url: an apprise URL each alert is posted to (needs the ``notify`` extra; None: none).
         dataset_defaults: the fields filled in from the dataset's row of
             :data:`tuinet.training.defaults.DATASET_DEFAULTS` (None: none were).
         keep_epochs: how many per-epoch checkpoints (``epoch-NNNN.npz``) the run folder keeps, the most recent
@@ -111,6 +114,8 @@ class TrainConfig:
     keep_epochs: int = 5
     on_divergence: str = "rollback"
     final: str = "best"
+    notify: str | None = None
+    notify_url: str | None = None
     dataset_defaults: list[str] | None = None
     divergence_factor: float = 0.5
     runs_dir: str = field(default_factory=default_runs_dir)
@@ -166,6 +171,10 @@ class TrainConfig:
             if not isinstance(self.dataset_defaults, list) or not all(
                     isinstance(n, str) and n in names for n in self.dataset_defaults):
                 raise FieldError("dataset_defaults", f"must be a list of option names, got {self.dataset_defaults!r:.60}")
+        for name in ("notify", "notify_url"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip() or len(v) > 4096):
+                raise FieldError(name, f"must be a non-empty command or URL, got {v!r:.60}")
         if self.final not in ("best", "last"):
             raise FieldError("final", f"must be best or last, got {self.final!r}")
         if self.on_divergence not in ("rollback", "pause"):

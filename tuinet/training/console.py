@@ -7,6 +7,7 @@ import time
 from typing import Any, TextIO
 
 from tuinet.protocol import to_json
+from tuinet.training.alerts import TerminalAlerts
 from tuinet.training.summary import summary_lines
 
 
@@ -19,10 +20,12 @@ class JsonPrinter:
 
     def __init__(self, out: TextIO | None = None):
         self.out = out or sys.stdout
+        self.alerts = TerminalAlerts(sys.stderr)  # the codes never go into the JSON stream
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.out.write(to_json(event) + "\n")
         self.out.flush()
+        self.alerts(event)
 
 
 class ConsolePrinter:
@@ -40,6 +43,7 @@ class ConsolePrinter:
         self.epochs = 1
         self._bar_shown = False
         self._last_draw = 0.0
+        self.alerts = TerminalAlerts(self.out)  # bell and desktop notification, only on a terminal
 
     def _line(self, text: str) -> None:
         if self._bar_shown:
@@ -49,6 +53,10 @@ class ConsolePrinter:
         self.out.flush()
 
     def __call__(self, e: dict[str, Any]) -> None:
+        self._print(e)
+        self.alerts(e)
+
+    def _print(self, e: dict[str, Any]) -> None:
         kind = e["event"]
         if kind == "started":
             self.steps_per_epoch = e["steps_per_epoch"]

@@ -28,6 +28,7 @@ from tuinet.training import stats as S
 from tuinet.training.config import TrainConfig
 from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
+from tuinet.training.alerts import Alerts
 from tuinet.training.defaults import describe_defaults
 from tuinet.training.final_test import final_tests
 from tuinet.protocol import check_learning_rate, make_event
@@ -93,6 +94,7 @@ class Trainer:
         self.started_at = time.time()
         self.stop_reason: str | None = None
         self.diverged_pending = False
+        self.alerts: Alerts | None = None  # --notify / --notify-url (built in prepare: a bad URL is one Error line)
 
     # --- public state ----------------------------------------------------------------------------------------
 
@@ -151,6 +153,8 @@ class Trainer:
         if self.run_dir:
             self.run_dir.append_event(event)
         self.emit(event)
+        if self.alerts is not None:
+            self.alerts(event)
         return event
 
     def prepare(self) -> None:
@@ -163,9 +167,11 @@ class Trainer:
         """
         if self.model is not None:
             return
+        c = self.config
+        if (c.notify or c.notify_url) and self.alerts is None:
+            self.alerts = Alerts(c.notify, c.notify_url)
         if getattr(self, "_notes", None) is None:
             self._notes: list[str] | None = []
-        c = self.config
         try:
             self._load_data()
         except MemoryError:
@@ -464,6 +470,11 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - report everything, the UI must not hang
             return self._failed(f"{type(e).__name__}: {e}", traceback.format_exc())
         finally:
+            if self.alerts is not None:  # the last alert's command or webhook finishes before the process ends
+                self.alerts.wait()
+                for message in self.alerts.errors:
+                    if self.run_dir:
+                        self.run_dir.log(message)
             if self.run_dir:
                 self.run_dir.close()
                 if getattr(self, "_owns_lock", False):  # the lock is held for exactly the trainer's lifetime
@@ -534,6 +545,8 @@ class Trainer:
         if not isinstance(self._run_dir_arg, RunDir):
             self.prepare()  # data and model first: when they fail, no run folder has been created
         self._setup_run_dir()
+        if self.run_dir and self.alerts is not None:
+            self.alerts.run = self.run_dir.name
         if self.run_dir:
             prev = self.run_dir.read_json("status.json")
             self.started_at = prev.get("started", self.started_at) if self._resume_ckpt else self.started_at
