@@ -1,11 +1,12 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|compare]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|compare|lrfind]
 
 Writes ``dashboard.svg``, ``inspector.svg`` and ``predictions.svg`` from an mlp learning MNIST (10,000 training
 images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
 screen over four small digits runs (three learning rates and one with dropout) and a fifth still training. Each
 run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
+``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
 """
 
 from __future__ import annotations
@@ -117,17 +118,38 @@ async def compare_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         await asyncio.to_thread(live.join, 60)
 
 
+async def lrfind_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """The learning-rate finder, opened before the first step of an mlp on MNIST, its cursor moved a little."""
+    from tuinet.app.screens.lrfind import LrFindScreen
+
+    cfg = TrainConfig(dataset="mnist", limit=10000, epochs=3, runs_dir=runs, on_divergence="pause")
+    session = Session(Trainer(cfg))
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size) as pilot:
+        await press(pilot, "f")
+        await wait_for(pilot, lambda: isinstance(app.screen, LrFindScreen) and app.screen.result is not None,
+                       what="the range test")
+        await press(pilot, "right", "right")
+        await asyncio.sleep(1.0)
+        app.save_screenshot("lrfind.svg", str(out))
+        await press(pilot, "escape")
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "boundary", "compare"), help="make one group of screenshots")
+    p.add_argument("--only", choices=("mnist", "boundary", "compare", "lrfind"),
+                   help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions")),
-              "boundary": (boundary_shot, ("boundary",)), "compare": (compare_shot, ("compare",))}
+              "boundary": (boundary_shot, ("boundary",)), "compare": (compare_shot, ("compare",)),
+              "lrfind": (lrfind_shot, ("lrfind",))}
     for group, (shots, names) in groups.items():
         if args.only not in (None, group):
             continue

@@ -88,7 +88,7 @@ def test_every_table_entry_is_in_the_help():
         ("space", "pause / resume training"),
         ("+  -", "learning rate x2 / ÷2 (next step)"),
         ("L", "type an exact learning rate"),
-        ("f", "learning-rate finder: a range test on a copy, then choose an lr on its curve"),
+        ("f", "lr finder: a range test on a copy; pick an lr on its curve"),
         ("o", "choose the optimizer (weights kept, fresh state)"),
         ("s", "save a checkpoint now"),
         ("e", "evaluate on the test set now"),

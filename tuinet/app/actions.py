@@ -118,7 +118,7 @@ ACTIONS: tuple[Action, ...] = (
            key_display="-", command="scale_lr", when=When.LIVE),
     Action("set_lr", "L", "lr…", "type an exact learning rate", "Set learning rate…", key_display="L",
            command="set_lr", when=When.LIVE),
-    Action("lr_find", "f", "LR find", "learning-rate finder: a range test on a copy, then choose an lr on its curve",
+    Action("lr_find", "f", "LR find", "lr finder: a range test on a copy; pick an lr on its curve",
            "Find a learning rate…", show=False, command="lr_find", when=When.LIVE),
     Action("optimizer", "o", "Optim", "choose the optimizer (weights kept, fresh state)", "Choose optimizer…",
            command="set_optimizer", when=When.LIVE),

@@ -161,6 +161,7 @@ class LrFindScreen(ModalScreen[LrChoice]):
         """Take one ``lr_find`` event (the app hands them over as they arrive)."""
         phase = event.get("phase")
         self.paused_for_test = bool(event.get("paused_for_test", self.paused_for_test))
+        self.current_lr = event.get("current_lr") or self.current_lr  # the app may not have known it yet
         if phase == "started":
             self.progress = {"done": 0, "steps": event.get("steps")}
         elif phase == "progress":
