@@ -75,6 +75,14 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--final",), dict(type=click.Choice(["best", "last"]),
                         help="Which weights the run's test figures are of when it ends: the best validation epoch's "
                              "(best.npz) or the last; both are evaluated and shown.  [default: best]")),
+    (("--pause-if",), dict(multiple=True, metavar="RULE",
+                           help="Pause when a watch rule holds after an epoch (repeatable): 'METRIC rises|falls|stalls "
+                                "N' or 'METRIC above|below X', METRIC one of val_loss, val_accuracy, train_loss, "
+                                "train_accuracy; e.g. 'val_loss rises 3'. Headless, nobody can resume: the run "
+                                "stops instead (`tuinet resume` continues it).  [default: none]")),
+    (("--stop-if",), dict(multiple=True, metavar="RULE",
+                          help="Stop (checkpoint saved, resumable) when a watch rule holds, e.g. "
+                               "'val_accuracy above 99%'.  [default: none]")),
     (("--notify",), dict(metavar="CMD", help="Run CMD (through the shell) when the run finishes, diverges, stops "
                                              "early, fails or trips a watch rule, the alert as JSON on its standard "
                                              "input.  [default: none]")),
@@ -103,7 +111,7 @@ def build_config(options: dict[str, Any]):
     takes what neither sets from the dataset's defaults (:mod:`tuinet.training.defaults`)."""
     from tuinet.training.config import TrainConfig
 
-    opts = {k: v for k, v in options.items() if v is not None}
+    opts = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items() if v is not None and v != ()}
     config_file = opts.pop("config_file", None)
     from_ref = opts.pop("from_run", None)
     if "betas" in opts:
@@ -133,6 +141,12 @@ def run_headless(trainer, json_lines: bool) -> int:
     session = Session(trainer)
     session.add_listener(JsonPrinter() if json_lines else ConsolePrinter())
     received: list[int] = []
+
+    def pause_means_stop(event: dict[str, Any]) -> None:  # a watch rule paused the run: nobody here can resume
+        if event.get("event") == "paused" and str(event.get("reason", "")).startswith("watch rule"):
+            session.send(make_command("stop", reason=f"{event['reason']}; headless, so stopped instead"))
+
+    session.add_listener(pause_means_stop)
 
     def on_signal(signum: int) -> None:
         if received:  # a second Ctrl-C: the user means it

@@ -63,6 +63,8 @@ class TrainConfig:
         clip_grad: clip the global gradient norm to this value (None: off).
         final: which weights the run's test figures are of when it ends: ``best`` (the best validation epoch's,
             ``best.npz``) or ``last``; both are evaluated and reported.
+        pause_if, stop_if: watch rules checked after each epoch (``"val_loss rises 3"``; see
+            :mod:`tuinet.training.watch`) that pause or stop the run; a string or a list of them.
         notify: a shell command run with each alert (finished, diverged, early stop, failed, a watch rule) as JSON
             on its standard input (None: none); see :mod:`tuinet.training.alerts`.
         notify_url: an apprise URL each alert is posted to (needs the ``notify`` extra; None: none).
@@ -114,6 +116,8 @@ class TrainConfig:
     keep_epochs: int = 5
     on_divergence: str = "rollback"
     final: str = "best"
+    pause_if: list[str] | None = None
+    stop_if: list[str] | None = None
     notify: str | None = None
     notify_url: str | None = None
     dataset_defaults: list[str] | None = None
@@ -171,6 +175,18 @@ class TrainConfig:
             if not isinstance(self.dataset_defaults, list) or not all(
                     isinstance(n, str) and n in names for n in self.dataset_defaults):
                 raise FieldError("dataset_defaults", f"must be a list of option names, got {self.dataset_defaults!r:.60}")
+        for name in ("pause_if", "stop_if"):
+            v = getattr(self, name)
+            if isinstance(v, (str, tuple)):
+                v = [v] if isinstance(v, str) else list(v)
+                setattr(self, name, v)
+            if v is not None:
+                from tuinet.training.watch import parse_rules
+
+                try:
+                    parse_rules(v)
+                except ConfigError as e:
+                    raise FieldError(name, "", str(e)) from None
         for name in ("notify", "notify_url"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip() or len(v) > 4096):

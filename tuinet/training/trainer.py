@@ -34,6 +34,7 @@ from tuinet.training.final_test import final_tests
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
+from tuinet.training.watch import Watch
 
 SNAPSHOT_EVERY = 200  # steps between in-memory "last good" weight copies for divergence rollback
 BLOWUP_FACTOR = 1e3  # a finite loss this many times the reference counts as divergence
@@ -95,6 +96,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.diverged_pending = False
         self.alerts: Alerts | None = None  # --notify / --notify-url (built in prepare: a bad URL is one Error line)
+        self.watch = Watch(config.pause_if, config.stop_if)  # --pause-if / --stop-if, checked after each epoch
 
     # --- public state ----------------------------------------------------------------------------------------
 
@@ -695,7 +697,7 @@ class Trainer:
             if not self.paused:
                 val, val_out = m.evaluate(d.x_val, d.y_val, return_outputs=True)
                 val_loss = val.get("loss")
-        self._emit("epoch", epoch=self.epoch, step=self.global_step, train_loss=train_loss,
+        epoch_event = self._emit("epoch", epoch=self.epoch, step=self.global_step, train_loss=train_loss,
                    train_accuracy=train_acc if m.is_classifier else None, val_loss=val_loss,
                    val_accuracy=val.get("accuracy"), lr=self.optimizer.lr, seconds=round(wall, 3),
                    samples_per_second=n / compute if compute > 0 else None)
@@ -734,4 +736,21 @@ class Trainer:
             self._emit("early_stopped", epoch=self.epoch, best_epoch=self.best_epoch,
                        best_val_loss=self.best_val_loss, restored="best")
             return True
+        self._check_watch(epoch_event)
         return False
+
+    def _check_watch(self, epoch_event: dict[str, Any]) -> None:
+        """Feed the epoch's metrics to the watch rules; one that holds pauses the run (the loop then waits at the
+        next step) or stops it, its checkpoint already written."""
+        fired = self.watch.update(epoch_event) if self.watch else None
+        if fired is None:
+            return
+        action, rule = fired
+        reason = f"watch rule: {action} if {rule.describe()}"
+        self._log(f"epoch {self.epoch}: {rule.describe()} holds; {'pausing' if action == 'pause' else 'stopping'}",
+                  "warning")
+        if action == "stop" and self.epoch < self.config.epochs:
+            self.stop_reason = reason
+            raise StopTraining()
+        if action == "pause" and self.epoch < self.config.epochs:
+            self._apply({"command": "pause", "reason": reason})
