@@ -1,0 +1,58 @@
+"""The end of a run in the app: both test figures labelled, the summary in the log and on the terminal after the
+app closes, and the alert (bell, desktop notification) rung once for a live end, never for a replayed one."""
+
+from __future__ import annotations
+
+from tests.app.fakes import FakeSession, opening
+from tuinet.app.app import TuinetApp, print_summary
+from tuinet.app.testing import async_test, wait_until
+from tuinet.protocol import make_event
+from tuinet.training.config import TrainConfig
+
+
+def finished(runs_dir: str = "runs") -> dict:
+    return make_event("finished", final="best", test_accuracy=0.9812, test_loss=0.061,
+                      test_best={"epoch": 4, "loss": 0.061, "accuracy": 0.9812},
+                      test_last={"epoch": 5, "loss": 0.07, "accuracy": 0.9790}, epochs=5, steps=500,
+                      train_seconds=12.5, best_epoch=4, best_val_accuracy=0.982, elapsed_seconds=20.0,
+                      run_dir=f"{runs_dir}/mlp-spiral", name="mlp-spiral")
+
+
+@async_test
+async def test_a_live_end_shows_both_figures_and_the_summary_and_rings_once(tmp_path):
+    fake = FakeSession(opening())
+    app = TuinetApp(fake, config=TrainConfig(dataset="spiral", runs_dir=str(tmp_path)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        assert app.alerts_sent == []
+        fake.emit(finished(str(tmp_path)))
+        await wait_until(pilot, lambda: app.state.status == "finished", what="the end")
+        status = str(app.query_one("#status").render())
+        assert "test@best (ep 4) 98.12%" in status and "test@last (ep 5) 97.90%" in status
+        log = "\n".join(text for _, _, text in app.state.log)
+        assert "on the best validation epoch's weights (epoch 4)" in log and "tuinet eval mlp-spiral" in log
+        assert [a["alert"] for a in app.alerts_sent] == ["finished"]
+        assert "98.12%" in app.alerts_sent[0]["message"]
+
+
+@async_test
+async def test_a_replayed_end_rings_no_bell():
+    old = finished()
+    old["time"] -= 3600  # an attached viewer replays a run that ended an hour ago
+    fake = FakeSession([*opening(), old], started=True)
+    app = TuinetApp(fake, config=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.status == "finished", what="the history")
+        assert app.alerts_sent == []
+
+
+def test_the_summary_is_printed_after_the_app(capsys, tmp_path):
+    fake = FakeSession([*opening(), finished(str(tmp_path))], started=True)
+    print_summary(fake)
+    out = capsys.readouterr().out
+    assert out.startswith("mlp-spiral finished 5 epochs")
+    assert "test accuracy 98.12%, loss 0.061 on the best validation epoch's weights (epoch 4)  <- the run's result" \
+        in out
+    assert "test accuracy 97.90%" in out and f"run folder: {tmp_path}/mlp-spiral" in out
+    for cmd in ("tuinet eval mlp-spiral", "tuinet plot mlp-spiral", "tuinet compare", "tuinet resume mlp-spiral"):
+        assert cmd in out
