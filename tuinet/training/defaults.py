@@ -79,13 +79,17 @@ def with_dataset_defaults(given: dict[str, Any]) -> dict[str, Any]:
     return {**filled, **given, "dataset_defaults": list(filled)}
 
 
+#: shorter names in the line a run starts with (it must fit an 80-column event log)
+SHORT = {"optimizer": "optim", "batch_size": "batch", "weight_decay": "wd", "activation": "act", "schedule": "sched"}
+
+
 def describe_defaults(config: Any) -> str | None:
     """The line a run starts with when it took settings from its dataset's row (None when it took none)."""
     names = getattr(config, "dataset_defaults", None)
     if not names:
         return None
-    shown = ", ".join(f"{n.replace('_', '-')} {_value(getattr(config, n))}" for n in names)
-    return f"defaults for {config.dataset}: {shown} (any option you set wins; see `tuinet datasets`)"
+    shown = ", ".join(f"{SHORT.get(n, n.replace('_', '-'))} {_value(getattr(config, n))}" for n in names)
+    return f"defaults for {config.dataset}: {shown}"
 
 
 def _value(v: Any) -> str:
