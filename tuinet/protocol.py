@@ -46,7 +46,8 @@ EVENTS: dict[str, str] = {
     "diverged": "non-finite loss or gradient: step, action (rolled_back or paused), lr, new_lr",
     "rolled_back": "weights restored to the last good state: step, lr",
     "stopped": "stopped on request or signal, checkpoint saved: reason, step, epoch",
-    "finished": "training complete: test_accuracy, test_loss, epochs, train_seconds, samples_per_second, run_dir",
+    "finished": "training complete: final, test_accuracy, test_loss, test_best, test_last, epochs, train_seconds, "
+                "samples_per_second, best_epoch, run_dir",
     "failed": "training failed: error",
     "lr_find": "learning-rate range test on copies of the weights and optimizer state: phase (started, progress, "
                "done, failed); done carries the curve (lr, loss, smoothed), suggestions and suggested_lr",

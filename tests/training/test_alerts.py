@@ -68,7 +68,10 @@ def test_codes_carry_no_control_characters_and_pass_through_tmux():
 def test_which_events_raise_an_alert():
     assert A.make_alert({"event": "diverged", "step": 5, "reason": "non-finite", "action": "paused"}, "r")["alert"] \
         == "diverged"
-    assert A.make_alert({"event": "early_stopped", "epoch": 4, "best_epoch": 2}, "r")["alert"] == "early_stopped"
+    assert A.make_alert({"event": "early_stopped", "epoch": 4, "best_epoch": 2}, "r") is None  # the finished after
+    early = A.make_alert({"event": "finished", "epochs": 4, "best_epoch": 2, "stopped_early": True,
+                          "test_accuracy": 0.9}, "r")
+    assert early["alert"] == "early_stopped" and early["message"].startswith("stopped early at epoch 4 (best epoch 2)")
     assert A.make_alert({"event": "paused", "reason": "watch rule: val_loss rises 2"}, "r")["alert"] == "watch_rule"
     assert A.make_alert({"event": "paused", "reason": "user"}, "r") is None
     assert A.make_alert({"event": "stopped", "reason": "SIGINT"}, "r") is None

@@ -28,7 +28,8 @@ from typing import Any, Callable, TextIO
 from tuinet.errors import ConfigError
 from tuinet.formatting import fmt_num, fmt_pct
 
-#: events that raise an alert (a ``paused`` or ``stopped`` one only when a watch rule caused it)
+#: events that may raise an alert (a ``paused`` or ``stopped`` one only when a watch rule caused it; an early stop
+#: through the ``finished`` event that follows it)
 ALERT_EVENTS = frozenset({"finished", "diverged", "early_stopped", "failed", "paused", "stopped"})
 COMMAND_TIMEOUT = 30.0  # seconds a --notify command may take
 REPEAT_SECONDS = 60.0  # the same kind of alert (a divergence repeating) at most this often
@@ -50,10 +51,13 @@ def make_alert(event: dict[str, Any], run: str | None) -> dict[str, Any] | None:
         acc = event.get("test_accuracy")
         what = f"test accuracy {fmt_pct(acc)}" if acc is not None else f"test loss {fmt_num(event.get('test_loss'))}"
         message = f"finished {event.get('epochs')} epochs: {what}"
+        if event.get("stopped_early"):  # one alert for the run's end, named for why it ended
+            kind = "early_stopped"
+            message = f"stopped early at epoch {event.get('epochs')} (best epoch {event.get('best_epoch')}): {what}"
     elif kind == "diverged":
         message = f"diverged at step {event.get('step')} ({event.get('reason')}): {event.get('action')}"
     elif kind == "early_stopped":
-        message = f"stopped early at epoch {event.get('epoch')}: best epoch {event.get('best_epoch')}"
+        return None  # the `finished` that follows raises it, with the test figures
     elif kind == "failed":
         message = f"failed: {event.get('error')}"
     elif _rule_reason(event):

@@ -682,7 +682,7 @@ class Trainer:
             samples_per_second=self.samples_seen / self.train_seconds if self.train_seconds > 0 else None,
             best_val_accuracy=self.best_val_accuracy, best_epoch=self.best_epoch,
             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
-            elapsed_seconds=round(time.time() - self.started_at, 1),
+            elapsed_seconds=round(time.time() - self.started_at, 1), stopped_early=self.epoch < c.epochs,
             run_dir=str(self.run_dir.path) if self.run_dir else None, name=self.run_dir.name if self.run_dir else None)
 
     def _end_epoch(self, train_loss: float, train_acc: float, wall: float, compute: float, n: float) -> bool:
