@@ -37,7 +37,7 @@ def test_the_plain_output_draws_the_curve_with_the_suggestions_marked():
     (["--steps", "3"], ["steps", "10 to 1000"]),
     (["--start-lr", "1", "--end-lr", "0.1"], ["end lr", "above the start lr"]),
     (["--end-lr", "-2"], ["end lr", "positive"]),
-    (["--model", "nonsense"], ["nonsense"]),
+    (["--dataset", "moons", "--model", "nonsense"], ["nonsense"]),
     (["--dataset", "no-such-set"], ["no-such-set"]),
 ])
 def test_bad_options_are_one_error_line(args, words):
