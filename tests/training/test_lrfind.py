@@ -12,7 +12,7 @@ import pytest
 from tuinet.protocol import make_command
 from tuinet.training.config import TrainConfig
 from tuinet.training.lrfind import (
-    EXPLODE_FACTOR, RULES, lr_schedule, range_test, smooth, steepest_index, suggest, valley_index,
+    EXPLODE_FACTOR, RULES, exploded, lr_schedule, range_test, smooth, steepest_index, suggest, valley_index,
 )
 from tuinet.training.trainer import Trainer
 
@@ -107,6 +107,15 @@ def test_smoothing_and_rules_on_a_known_curve():
     assert valley_index(np.r_[np.linspace(3.0, 1.0, 31), 2.0, 3.0]) == 14
     assert valley_index(np.r_[5.0, 4.0, 6.0, np.linspace(3.0, 1.0, 31), 2.0]) == 3 + 14 - 1  # the longest one
     assert suggest([1e-3, 1e-2], [1.0, 0.5]) == ({r: None for r in RULES}, {r: None for r in RULES})
+
+
+def test_one_hard_batch_does_not_end_the_test_a_blow_up_does():
+    best = 2e-4  # a network far into training: tiny losses, so one hard batch is many times the best
+    assert not exploded([2e-4, 2e-4, 2e-2], smoothed=1.2e-3, best=best)
+    assert not exploded([2e-2, 2e-4, 2e-2], smoothed=1.5e-3, best=best)
+    assert exploded([2e-3, 5e-3, 2e-2], smoothed=1.5e-3, best=best)
+    assert not exploded([2e-3, 5e-3, 2e-2], smoothed=7e-4, best=best)  # the smoothed loss has not caught up yet
+    assert not exploded([None, 5e-3, 2e-2][1:], smoothed=1.0, best=best)  # fewer than three steps
 
 
 def _range_test(cfg: TrainConfig):

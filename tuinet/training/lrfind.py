@@ -39,8 +39,10 @@ DEFAULT_START_LR = 1e-7
 DEFAULT_END_LR = 10.0
 #: exponential smoothing of the recorded loss (bias-corrected, as fastai and Lightning do)
 SMOOTHING = 0.98
-#: the test stops once the smoothed loss exceeds this many times its lowest value
+#: the test stops once the smoothed loss exceeds this many times its lowest value, and so did the raw losses of the
+#: last EXPLODE_STEPS steps (one outlier batch on a nearly trained network must not end the test)
 EXPLODE_FACTOR = 4.0
+EXPLODE_STEPS = 3
 #: the rules in the order they are shown; the first one is ``suggested_lr``
 RULES = ("valley", "steepest", "minimum")
 SUGGESTED_RULE = RULES[0]
@@ -58,7 +60,7 @@ class RangeTest:
         smoothed: the bias-corrected exponential average of ``losses``.
         suggestions: rule -> suggested lr (None when the curve is too short for that rule).
         indices: rule -> the index of the curve point the rule chose (the minimum rule: the lowest point).
-        stop_reason: ``exploded`` (smoothed loss above EXPLODE_FACTOR times its minimum), ``non-finite``, or
+        stop_reason: ``exploded`` (see :func:`exploded`), ``non-finite``, ``cancelled``, or
             ``None`` when every planned step ran.
         steps: the planned number of steps.
         start_lr, end_lr: the planned range.
@@ -98,6 +100,16 @@ def check_range(start_lr: float, end_lr: float, steps: int) -> tuple[float, floa
     if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= MAX_STEPS:
         raise ConfigError(f"range test steps must be a whole number from {MIN_STEPS} to {MAX_STEPS}, got {steps!r}")
     return start_lr, end_lr, steps
+
+
+def exploded(losses: list[float | None], smoothed: float, best: float) -> bool:
+    """Whether the loss has blown up: the smoothed loss above EXPLODE_FACTOR times its lowest value so far
+    (``best``), and each of the last EXPLODE_STEPS raw losses too. fastai and Lightning stop on the first
+    condition alone; on a run far into training (losses near zero) a single hard batch then ends the test after a
+    few steps."""
+    bar = EXPLODE_FACTOR * best
+    recent = losses[-EXPLODE_STEPS:]
+    return smoothed > bar and len(recent) == EXPLODE_STEPS and all(v is not None and v > bar for v in recent)
 
 
 def lr_schedule(start_lr: float, end_lr: float, steps: int) -> np.ndarray:
@@ -228,7 +240,7 @@ def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: in
         avg = beta * avg + (1 - beta) * total
         sm = avg / (1 - beta ** (i + 1))
         result.smoothed.append(sm)
-        if sm > EXPLODE_FACTOR * best:
+        if exploded(result.losses, sm, best):
             result.stop_reason = "exploded"
             break
         best = min(best, sm)
