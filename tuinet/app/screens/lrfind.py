@@ -162,8 +162,10 @@ class LrFindScreen(ModalScreen[LrChoice]):
         phase = event.get("phase")
         self.paused_for_test = bool(event.get("paused_for_test", self.paused_for_test))
         self.current_lr = event.get("current_lr") or self.current_lr  # the app may not have known it yet
-        if phase == "started":
+        if phase == "started":  # a new test (the previous one's curve, if any, is replaced)
             self.progress = {"done": 0, "steps": event.get("steps")}
+            self.result = self.error = self.cursor = self.chosen = None
+            self._partial = {"lrs": [], "smoothed": [], "losses": []}
         elif phase == "progress":
             self.progress = event
             if event.get("lr") is not None and event.get("loss") is not None:
