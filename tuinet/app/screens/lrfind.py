@@ -47,15 +47,18 @@ def nearest_index(lrs: list[float], lr: float) -> int:
 
 
 def _y_range(smoothed: list[float]) -> tuple[float, float] | None:
-    """From a little under the curve's lowest point to a little over its highest point before that lowest point:
-    the explosion at the end runs off the top instead of flattening the part that matters."""
+    """From a little under the curve's lowest point to a little over its highest point before that lowest point
+    (at least up to 1.5 times the lowest, where the curve goes that high): the explosion at the end runs off the top
+    instead of flattening the part that matters."""
     vals = [v for v in smoothed if v is not None and math.isfinite(v)]
     if not vals:
         return None
-    low_at = smoothed.index(min(vals))
-    lo = min(vals)
+    lo, top = min(vals), max(vals)
+    low_at = smoothed.index(lo)
     hi = max(v for v in smoothed[:low_at + 1] if v is not None)
-    hi = max(hi, lo * 1.5 if lo > 0 else lo + 1.0)
+    hi = max(hi, min(top, lo * 1.5 if lo > 0 else lo + 1.0))
+    if hi - lo <= 1e-9 * max(abs(lo), 1.0):  # a flat curve: a band around it
+        hi = lo + max(abs(lo) * 0.1, 1e-6)
     pad = (hi - lo) * 0.08
     return lo - pad, hi + pad
 
@@ -190,14 +193,15 @@ class LrFindScreen(ModalScreen[LrChoice]):
         chart = self.query_one("#lrf-chart", LineChart)
         legend_w = self.query_one("#lrf-legend", Static)
         cursor_w = self.query_one("#lrf-cursor", Static)
-        now = f"current lr {fmt_num(self.current_lr)}" if self.current_lr else "current lr -"
+        now = f"current lr {fmt_num(self.current_lr)}" if self.current_lr else ""
         if self.error:
             status.update(Text(f"range test failed: {self.error}   (escape closes)", style="bold red"))
             return
         if self.result is None:
             p = self.progress
             if p is None:
-                status.update(f"waiting for the trainer (it runs the test before its next step)…   {now}")
+                status.update("waiting for the trainer: the test runs before its next step (a run that is "
+                              "starting loads its data and compiles first)…")
             else:
                 last = f", lr {fmt_num(p['lr'])}, loss {p['loss']:.4g}" if p.get("loss") is not None else ""
                 status.update(f"range test on a copy of the weights: step {p.get('done', 0)}/{p.get('steps')}"
@@ -215,7 +219,8 @@ class LrFindScreen(ModalScreen[LrChoice]):
             t.append(f"lr {fmt_num(self.chosen)}", style="bold")
             t.append(f"   loss {loss:.4g}" if loss is not None else "   loss not finite")
             t.append(f"   point {self.cursor + 1}/{len(r['lrs'])}", style="dim")
-            t.append(f"   ({now})", style="dim")
+            if now:
+                t.append(f"   ({now})", style="dim")
             cursor_w.update(t)
         else:
             cursor_w.update("the test took no step: nothing to choose")
