@@ -30,7 +30,7 @@ import numpy as np
 
 from tuinet.engine import kernels as K
 from tuinet.engine.optim import make_optimizer
-from tuinet.errors import ConfigError
+from tuinet.errors import ConfigError, TuinetError
 from tuinet.protocol import LR_FIND_STEPS, check_learning_rate
 
 DEFAULT_STEPS = 100
@@ -275,8 +275,6 @@ def run_in_trainer(trainer, cmd: dict[str, Any]) -> None:
     (``started``, ``progress``, then ``done`` or ``failed``). A ``stop`` arriving meanwhile cancels the test and stops
     the run; other commands wait until the test has ended, then apply in order.
     """
-    from tuinet.training.trainer import StopTraining
-
     paused_for_test = not trainer.paused
     if paused_for_test:
         trainer._apply({"command": "pause", "reason": "lr_find"})
@@ -305,11 +303,9 @@ def run_in_trainer(trainer, cmd: dict[str, Any]) -> None:
         trainer._emit("lr_find", phase="started", steps=steps, start_lr=start_lr, end_lr=end_lr, **base)
         result = trainer_range_test(trainer, start_lr=start_lr, end_lr=end_lr, steps=steps, progress=progress,
                                     cancelled=cancelled)
-    except StopTraining:
-        raise
     except Exception as e:  # noqa: BLE001 - the viewer waits for an answer: every failure is one
-        trainer._emit("lr_find", phase="failed", error=f"{type(e).__name__}: {e}" if not isinstance(e, ConfigError)
-                      else str(e), **base)
+        trainer._emit("lr_find", phase="failed", error=str(e) if isinstance(e, TuinetError)
+                      else f"{type(e).__name__}: {e}", **base)
         result = None
     if result is not None and not stop:
         trainer._emit("lr_find", phase="done", **base, **result.to_dict())
