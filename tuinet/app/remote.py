@@ -19,7 +19,7 @@ from textual.widgets import Button, Static
 
 import tuinet.app.app as app_module
 from tuinet.app import actions
-from tuinet.app.app import TuinetApp
+from tuinet.app.app import TuinetApp, print_summary
 from tuinet.training.signals import handle_stop_signals
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ def run_remote_app(session: RemoteSession, config: TrainConfig | None = None) ->
     finally:
         if session.running:
             session.close()
+    print_summary(session)  # a run that ended while watched: its summary stays on the terminal
     if not isinstance(code, int):
         code = 1 if app.state.status == "failed" else 0
     return code, app.outcome

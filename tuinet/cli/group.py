@@ -18,7 +18,8 @@ from tuinet.cli.common import CONTEXT, friendly_errors
 def main(ctx: click.Context, headless: bool, json_lines: bool) -> None:
     """Train neural networks in the terminal and watch them learn.
 
-    Without a command, trains the default model (the mlp preset) on MNIST in the live app; with stdout not a
+    Without a command, trains the default model (the mlp preset) on MNIST with MNIST's defaults (AdamW, cosine
+    decay, light dropout, 5 epochs: `tuinet datasets` lists every dataset's) in the live app; with stdout not a
     terminal (or --headless), prints progress instead.
     """
     if ctx.invoked_subcommand is None:
