@@ -38,8 +38,8 @@ def _assert_same(a: dict, b: dict) -> None:
 
 
 def _train(find_at_step: int | None) -> tuple[Trainer, list[dict], list[dict]]:
-    """Two epochs of SMALL; with ``find_at_step``, a range test is asked for after that step (the trainer pauses
-    for it) and training is resumed once it is done. Returns the trainer, its events and the live state captured
+    """Two epochs of SMALL; with ``find_at_step``, a range test is asked for after that step (0: queued before the
+    run starts; the trainer pauses for it) and training is resumed once it is done. Returns the trainer, its events and the live state captured
     when the test started and when it was done."""
     events: list[dict] = []
     captured: list[dict] = []
@@ -55,32 +55,40 @@ def _train(find_at_step: int | None) -> tuple[Trainer, list[dict], list[dict]]:
                 t.commands.put(make_command("resume"))
 
     t = Trainer(TrainConfig(**SMALL, log_every=5), run_dir=False, emit=emit)
+    if find_at_step == 0:
+        t.commands.put(make_command("lr_find", steps=30))
     final = t.run()
     assert final["event"] == "finished", final
     return t, events, captured
 
 
-def test_range_test_mid_run_leaves_weights_optimizer_and_random_state_bit_for_bit():
+@pytest.fixture(scope="module")
+def plain_run() -> Trainer:
+    return _train(find_at_step=None)[0]
+
+
+@pytest.mark.parametrize("at", [10, 0], ids=["mid-run", "before-the-first-step"])
+def test_range_test_leaves_weights_optimizer_and_random_state_bit_for_bit(at, plain_run):
     """Adam's moments and step count, the weights, the dropout and shuffle generators and the lr are exactly as
     before the test, and training then goes on exactly as a run without the test."""
-    with_test, events, captured = _train(find_at_step=10)
-    plain, _, _ = _train(find_at_step=None)
+    with_test, events, captured = _train(find_at_step=at)
     assert len(captured) == 2
     before, after = captured
-    assert before["opt_meta"]["t"] == 10 and any(a.any() for a in before["opt_arrays"].values())  # warm Adam
+    assert before["opt_meta"]["t"] == at
+    if at:
+        assert any(a.any() for a in before["opt_arrays"].values())  # warm Adam
     _assert_same(before, after)
     done = next(e for e in events if e["event"] == "lr_find" and e["phase"] == "done")
-    assert done["paused_for_test"] and done["step"] == 10 and done["current_lr"] == before["lr"]
+    assert done["paused_for_test"] and done["step"] == at and done["current_lr"] == before["lr"]
     assert len(done["lrs"]) == len(done["losses"]) == len(done["smoothed"]) and 3 <= len(done["lrs"]) <= 30
     assert done["suggested_lr"] is not None and set(done["suggestions"]) == set(RULES)
     paused = [e for e in events if e["event"] == "paused"]
     assert [e["reason"] for e in paused] == ["lr_find"] and any(e["event"] == "resumed" for e in events)
-    _assert_same(_live_state(with_test), _live_state(plain))
+    _assert_same(_live_state(with_test), _live_state(plain_run))
 
 
-def test_range_test_before_training_starts_and_a_stop_cancels_it():
-    """Queued before the first step, the test runs on the fresh model; a stop queued behind it ends the test and
-    the run (stopped, not failed)."""
+def test_a_stop_cancels_the_range_test_and_ends_the_run():
+    """A stop queued behind the test ends the test and the run (stopped, not failed)."""
     events: list[dict] = []
     t = Trainer(TrainConfig(**SMALL), run_dir=False, emit=events.append)
     t.commands.put(make_command("lr_find", steps=20))
