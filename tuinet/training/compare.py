@@ -35,7 +35,7 @@ COLUMNS = {
     "epochs": ("epochs", "epochs done / planned"),
     "best_val_loss": ("best val loss", "lowest validation loss"),
     "best_val_accuracy": ("best val acc", "highest validation accuracy"),
-    "test_accuracy": ("test acc", "test accuracy at the end"),
+    "test_accuracy": ("test acc", "test accuracy at the end (of the best validation epoch's weights by default)"),
     "train_seconds": ("train time", "seconds inside training steps"),
     "samples_per_second": ("samples/s", "training throughput"),
 }
