@@ -13,7 +13,8 @@ instead of finding out in the morning:
 
 METRIC is one of ``val_loss``, ``val_accuracy``, ``train_loss``, ``train_accuracy`` (also ``loss``, ``accuracy``,
 ``acc``, ``val_acc``). A rule that fires pauses the run (``--pause-if``; a headless run, which nobody can resume,
-stops instead, resumable) or stops it (``--stop-if``), with the rule as the reason.
+stops instead, resumable) or stops it (``--stop-if``), with the rule as the reason. The counts start afresh when a
+run is resumed, so a resumed run gets a full window before the same rule can fire again.
 """
 
 from __future__ import annotations
