@@ -192,14 +192,15 @@ class Trainer:
         if self.data is None:
             self.data = load_dataset(c.dataset, val_split=c.val_split, test_split=c.test_split, seed=c.seed,
                                      normalize=c.normalize, target=c.target, task=c.task, limit=c.limit,
-                                     log=self._note)
+                                     n_samples=c.n_samples, noise=c.noise, log=self._note)
         if len(self.data.x_train) == 0:
             raise ConfigError(f"{c.dataset}: the training split is empty")
 
     def _build(self) -> None:
         c, d = self.config, self.data
         self.model = build_model(c.model, d.input_shape, d.num_outputs, task=d.task, activation=c.activation,
-                                 dropout=c.dropout, l1=c.l1, l2=c.l2, seed=c.seed)
+                                 dropout=c.dropout, l1=c.l1, l2=c.l2, seed=c.seed,
+                                 features=c.features.split(",") if c.features else None)
         self.optimizer = make_optimizer(c.optimizer, self.model.params, lr=c.lr, **c.optimizer_hyperparams())
         self.base_lr = self.optimizer.lr
         self.steps_per_epoch = math.ceil(len(d.x_train) / c.batch_size)
@@ -450,6 +451,20 @@ class Trainer:
             self._emit("boundary", step=self.global_step, epoch=self.epoch,
                        **S.boundary_grid(self.model, d.x_train, d.y_train))
 
+    def _pace_wait(self, pace: float) -> None:
+        """``--pace``: wait until 1/pace s after the previous step ended, applying commands as they come (a pause
+        holds here), so the boundary and the neuron maps can be watched forming."""
+        deadline = getattr(self, "_pace_next", 0.0)
+        while (left := deadline - time.perf_counter()) > 0:
+            try:
+                cmd = self.commands.get(timeout=left)
+            except queue.Empty:
+                break
+            self._apply(cmd)
+            if self.paused:
+                self._poll_commands()
+        self._pace_next = time.perf_counter() + 1.0 / pace
+
     # --- the loop --------------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -630,6 +645,8 @@ class Trainer:
                     self._remember_good()
                 if self.global_step % WEIGHTS_EVERY == 0:
                     self._emit_pictures()
+                if c.pace:
+                    self._pace_wait(c.pace)
             # --- end of epoch ---
             self.epoch += 1
             self.step_in_epoch = 0
