@@ -25,6 +25,8 @@ from tuinet.engine.spec import build_model
 from tuinet.engine.threads import ThreadTuner
 from tuinet.errors import ConfigError, DataError, ModelError, TuinetError
 from tuinet.training import stats as S
+from tuinet.training import stepview
+from tuinet.training.health import HealthMonitor
 from tuinet.training.config import TrainConfig
 from tuinet.training.evaluation import confusion_event_fields
 from tuinet.protocol import check_learning_rate, make_event
@@ -88,6 +90,8 @@ class Trainer:
         self.started_at = time.time()
         self.stop_reason: str | None = None
         self.diverged_pending = False
+        self._steps_left = 0  # steps a `step` command still asks for (they run while paused)
+        self.health = HealthMonitor()
 
     # --- public state ----------------------------------------------------------------------------------------
 
@@ -276,16 +280,17 @@ class Trainer:
     # --- commands ---------------------------------------------------------------------------------------------------
 
     def _poll_commands(self) -> None:
-        """Apply every queued command; block while paused."""
+        """Apply every queued command; block while paused (unless a `step` command asked for steps)."""
         while True:
+            hold = self.paused and not self._steps_left
             try:
-                cmd = self.commands.get(block=self.paused, timeout=0.1 if self.paused else None)
+                cmd = self.commands.get(block=hold, timeout=0.1 if hold else None)
             except queue.Empty:
-                if self.paused:
+                if hold:
                     continue
                 return
             self._apply(cmd)
-            if not self.paused and self.commands.empty():
+            if not (self.paused and not self._steps_left) and self.commands.empty():
                 return
 
     def _apply(self, cmd: dict[str, Any]) -> None:
@@ -298,6 +303,7 @@ class Trainer:
                     self._status_file()
                     self._emit("paused", reason=cmd.get("reason", "user"), step=self.global_step)
             elif kind == "resume" or kind == "toggle_pause":
+                self._steps_left = 0
                 if self.paused:
                     self.paused = False
                     self.status = "running"
@@ -326,6 +332,10 @@ class Trainer:
                 raise StopTraining()
             elif kind == "snapshot":
                 self._emit_pictures()
+            elif kind == "step":
+                if not self.paused:
+                    raise ConfigError("steps one at a time only while paused")
+                self._steps_left += int(cmd.get("count", 1))
         except StopTraining:
             raise
         except (TuinetError, ValueError, TypeError, KeyError) as e:
@@ -405,6 +415,7 @@ class Trainer:
         if repeated:
             factor = min(factor, REPEAT_FACTOR)
         self._last_divergence = self.global_step
+        self._steps_left = 0  # a divergence ends stepping: the event says what happened
         fields = dict(step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr, new_lr=lr * factor,
                       reason=reason, repeated=repeated, factor=factor)
         if self.config.on_divergence == "pause":
@@ -581,7 +592,11 @@ class Trainer:
                 t0 = time.perf_counter()
                 stats_step = (self.global_step + 1) % c.stats_every == 0
                 before = S.snapshot_params(m) if stats_step else None
-                loss, pen, correct = m.compute_gradients(x, y)
+                traced = self._steps_left == 1 and self.paused  # the last step of a `step` command: shown in detail
+                if traced:
+                    loss, pen, correct, trace = stepview.traced_gradients(m, x, y)
+                else:
+                    loss, pen, correct = m.compute_gradients(x, y)
                 if not (math.isfinite(loss) and math.isfinite(pen)):
                     self._on_divergence(loss)
                     self._poll_commands()
@@ -601,7 +616,7 @@ class Trainer:
                     continue
                 self._track_loss(loss + pen)
                 dt = time.perf_counter() - t0
-                if compiled:
+                if compiled and not self._steps_left:  # steps taken one by one are timed with the user's pauses
                     chosen = self.tuner.record(dt, len(idx))
                     if chosen is not None:
                         rates = ", ".join(f"{k} {v:,.0f}" for k, v in self.tuner.last_rates.items())
@@ -626,7 +641,17 @@ class Trainer:
                 ep_correct += correct or 0
                 ep_n += len(idx)
                 if stats_step:
-                    self._emit("layer_stats", step=self.global_step, epoch=self.epoch, layers=S.layer_stats(m, before))
+                    rows = S.layer_stats(m, before)
+                    verdict, change = self.health.check(rows)
+                    self._emit("layer_stats", step=self.global_step, epoch=self.epoch, layers=rows, health=verdict)
+                    if change is not None:
+                        self._emit("gradient_health", step=self.global_step, epoch=self.epoch, **change)
+                if self._steps_left:
+                    self._steps_left -= 1
+                    if traced:
+                        self._emit("step_detail", step=self.global_step, epoch=self.epoch,
+                                   **stepview.step_detail(m, self.optimizer, trace, x, y, idx, loss, pen, correct,
+                                                          list(d.class_names)))
                 if self.global_step % c.log_every == 0 or b == self.steps_per_epoch - 1:
                     now = time.perf_counter()
                     sps = (self.samples_seen - last_log_samples) / max(now - last_log_time, 1e-9)
