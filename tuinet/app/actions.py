@@ -167,6 +167,16 @@ COMPARE_ACTIONS: tuple[Action, ...] = (
            "diff", key_display="D"),
 )
 
+#: the neuron maps' keys on the Boundary tab: bound on the neuron panel, so they apply while it has the focus (a
+#: click on a picture focuses it)
+NEURON_ACTIONS: tuple[Action, ...] = (
+    Action("neuron_prev", "up", "Unit↑", "neuron maps: select the unit above (shown large)", show=False),
+    Action("neuron_next", "down", "Unit↓", "neuron maps: select the unit below (shown large)", show=False),
+    Action("neuron_left", "left", "Layer←", "neuron maps: select the layer to the left", show=False),
+    Action("neuron_right", "right", "Layer→", "neuron maps: select the layer to the right", show=False),
+    Action("neuron_clear", "escape", "Boundary", "neuron maps: back to the decision boundary", show=False),
+)
+
 #: what the standalone Compare app (`tuinet compare`) adds to the Compare keys
 COMPARE_APP_ACTIONS: tuple[Action, ...] = (
     Action("help", "question_mark", "Help", "this help", "Keys", key_display="?"),
@@ -213,8 +223,17 @@ COMPARE_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("toggle_diff",)),
 )
 
-#: the app's help: its own keys, then the compare tab's
+#: the neuron maps' help lines (the Boundary tab of a 2-D dataset)
+NEURON_HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow(("neuron_prev", "neuron_next", "neuron_left", "neuron_right"),
+            "select a unit (or click its picture): it is drawn large", keys="↑ ↓ ← →"),
+    HelpRow(("neuron_clear",), "back to the decision boundary", keys="esc"),
+)
+
+#: the app's help: its own keys, then the boundary tab's and the compare tab's
 APP_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS, HelpRow((), "", keys=""),
+                                      HelpRow((), "on the boundary tab's neuron maps:", keys=""), *NEURON_HELP_ROWS,
+                                      HelpRow((), "", keys=""),
                                       HelpRow((), "on the compare tab:", keys=""), *COMPARE_HELP_ROWS)
 
 #: the standalone Compare app's help

@@ -39,7 +39,7 @@ from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.state import ALERTS, RunState
-from tuinet.app.widgets.boundary import BoundaryMap, legend_text
+from tuinet.app.widgets.plane import PlaneView
 from tuinet.app.widgets.dashboard import Dashboard, topbar_text
 from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from tuinet.training.trainer import Trainer
 
 TABS = ("dashboard", "inspector", "predictions", "boundary", "compare")
+PLANE_EVERY = 0.5  # seconds between fresh boundary and neuron maps while the Boundary tab is shown
 #: earlier runs put in the compare tab's chart next to this run at first (most recent of the same dataset)
 COMPARE_FIRST = 3
 
@@ -79,7 +80,7 @@ class TuinetApp(App[int]):
     ACTIONS: tuple[actions.Action, ...] = actions.ACTIONS
     HELP_ROWS: tuple[actions.HelpRow, ...] = actions.APP_HELP_ROWS
     #: what the help screen describes: the app's actions and the compare tab's (bound on its view)
-    HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS)
+    HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS)
     BINDINGS = actions.bindings(actions.ACTIONS)
 
     status: reactive[str] = reactive("loading")
@@ -124,8 +125,8 @@ class TuinetApp(App[int]):
         self._dash: Dashboard | None = None
         self._insp: Inspector | None = None
         self._preds: Predictions | None = None
-        self._blegend: Static | None = None
-        self._bmap: BoundaryMap | None = None
+        self._plane: PlaneView | None = None
+        self._plane_asked = 0.0  # when the Boundary tab last asked for fresh maps
         self._compare: CompareView | None = None
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
@@ -148,8 +149,7 @@ class TuinetApp(App[int]):
             with TabPane("Predictions", id="predictions"):
                 yield Predictions(id="preds")
             with TabPane("Boundary", id="boundary"):
-                yield Static(id="boundary-legend")
-                yield BoundaryMap(id="boundary-map")
+                yield PlaneView(id="plane")
             with TabPane("Compare", id="compare"):
                 yield CompareView(id="compare-view")
         yield Footer(compact=True)
@@ -166,8 +166,7 @@ class TuinetApp(App[int]):
         self._dash = self.query_one(Dashboard)
         self._insp = self.query_one(Inspector)
         self._preds = self.query_one(Predictions)
-        self._blegend = self.query_one("#boundary-legend", Static)
-        self._bmap = self.query_one(BoundaryMap)
+        self._plane = self.query_one(PlaneView)
         self._compare = self.query_one(CompareView)
         self._compare.active = False
         self._topbar = self.query_one("#topbar", Static)
@@ -338,9 +337,13 @@ class TuinetApp(App[int]):
                 d.discard("confusion")
         if tab == "boundary" and "boundary" in d:
             names = [str(n) for n in st.dataset.get("class_names") or []]
-            self._blegend.update(legend_text(names, st.boundary))
-            self._bmap.set_event(st.boundary, len(names) if st.is_classifier else 1)
+            self._plane.show(st.boundary, names, len(names) if st.is_classifier else 1)
             d.discard("boundary")
+        if tab == "boundary" and self._session_live() and not st.paused and not st.compiling \
+                and now - self._plane_asked >= PLANE_EVERY:
+            # the boundary and the neuron maps form while one watches: fresh ones while this tab is shown
+            self._plane_asked = now
+            self.session.send(make_command("snapshot"))
 
     def _pending_text(self) -> str | None:
         if self._lifecycle == "stopping":

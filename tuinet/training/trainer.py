@@ -29,6 +29,7 @@ from tuinet.training import stepview
 from tuinet.training.health import HealthMonitor
 from tuinet.training.config import TrainConfig
 from tuinet.training.evaluation import confusion_event_fields
+from tuinet.training.neurons import neuron_maps
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -459,8 +460,9 @@ class Trainer:
                 sp["samples"] = fixed["samples"]
             self._emit("samples", step=self.global_step, epoch=self.epoch, class_names=list(d.class_names), **sp)
         if d.input_shape == (2,) and len(d.x_train):
-            self._emit("boundary", step=self.global_step, epoch=self.epoch,
-                       **S.boundary_grid(self.model, d.x_train, d.y_train))
+            plane = S.boundary_grid(self.model, d.x_train, d.y_train)
+            plane["neurons"] = neuron_maps(self.model, plane["xrange"], plane["yrange"])
+            self._emit("boundary", step=self.global_step, epoch=self.epoch, **plane)
 
     def _pace_wait(self, pace: float) -> None:
         """``--pace``: wait until 1/pace s after the previous step ended, applying commands as they come (a pause
