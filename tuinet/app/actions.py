@@ -170,11 +170,16 @@ COMPARE_ACTIONS: tuple[Action, ...] = (
 #: the neuron maps' keys on the Boundary tab: bound on the neuron panel, so they apply while it has the focus (a
 #: click on a picture focuses it)
 NEURON_ACTIONS: tuple[Action, ...] = (
-    Action("neuron_prev", "up", "Unit↑", "neuron maps: select the unit above (shown large)", show=False),
-    Action("neuron_next", "down", "Unit↓", "neuron maps: select the unit below (shown large)", show=False),
-    Action("neuron_left", "left", "Layer←", "neuron maps: select the layer to the left", show=False),
-    Action("neuron_right", "right", "Layer→", "neuron maps: select the layer to the right", show=False),
-    Action("neuron_clear", "escape", "Boundary", "neuron maps: back to the decision boundary", show=False),
+    Action("neuron_prev", "up", "Unit↑", "neuron maps: select the unit above (shown large)", key_display="↑",
+           show=False),
+    Action("neuron_next", "down", "Unit↓", "neuron maps: select the unit below (shown large)", key_display="↓",
+           show=False),
+    Action("neuron_left", "left", "Layer←", "neuron maps: select the layer to the left", key_display="←",
+           show=False),
+    Action("neuron_right", "right", "Layer→", "neuron maps: select the layer to the right", key_display="→",
+           show=False),
+    Action("neuron_clear", "escape", "Boundary", "neuron maps: back to the decision boundary", key_display="esc",
+           show=False),
 )
 
 #: what the standalone Compare app (`tuinet compare`) adds to the Compare keys
@@ -226,8 +231,8 @@ COMPARE_HELP_ROWS: tuple[HelpRow, ...] = (
 #: the neuron maps' help lines (the Boundary tab of a 2-D dataset)
 NEURON_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("neuron_prev", "neuron_next", "neuron_left", "neuron_right"),
-            "select a unit (or click its picture): it is drawn large", keys="↑ ↓ ← →"),
-    HelpRow(("neuron_clear",), "back to the decision boundary", keys="esc"),
+            "select a unit (or click its picture): it is drawn large"),
+    HelpRow(("neuron_clear",), "back to the decision boundary"),
 )
 
 #: the app's help: its own keys, then the boundary tab's and the compare tab's
