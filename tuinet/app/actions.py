@@ -123,6 +123,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("save", "s", "Save", "save a checkpoint now", "Save checkpoint", command="save", when=When.LIVE),
     Action("evaluate", "e", "Eval", "evaluate on the test set now", "Evaluate on test set", command="evaluate",
            when=When.LIVE),
+    Action("step", "n", "Step", "take one training step and show it stage by stage (pauses first; a count typed "
+           "before it, 10n, takes that many)", "Step: one training step, stage by stage", command="step",
+           when=When.LIVE),
     Action("restart", "r", "Restart", "restart with the current settings (asks first)", "Restart run…",
            when=When.RESTART),
     Action("toggle_log", "l", "Log y", "loss chart: log / linear scale", "Loss chart: log / linear", show=False),
@@ -182,6 +185,13 @@ NEURON_ACTIONS: tuple[Action, ...] = (
            show=False),
 )
 
+#: the Step view's own keys (``n`` is the app's, so it steps again from the view too)
+STEP_ACTIONS: tuple[Action, ...] = (
+    Action("train", "space", "Train", "back to normal training (resume) and close the step view",
+           "Step view: back to training", command="resume"),
+    Action("close_step_view", "escape", "Back", "close the step view; training stays paused", "Step view: close"),
+)
+
 #: what the standalone Compare app (`tuinet compare`) adds to the Compare keys
 COMPARE_APP_ACTIONS: tuple[Action, ...] = (
     Action("help", "question_mark", "Help", "this help", "Keys", key_display="?"),
@@ -202,6 +212,7 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("optimizer",)),
     HelpRow(("save",)),
     HelpRow(("evaluate",)),
+    HelpRow(("step",)),
     HelpRow(("restart",)),
     HelpRow(("toggle_log",)),
     HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')",

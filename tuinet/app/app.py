@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -38,6 +38,7 @@ from tuinet.app.messages import EventsArrived
 from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
 from tuinet.app.screens.help import HelpScreen
+from tuinet.app.screens.step import CountPrefix, StepScreen
 from tuinet.app.state import ALERTS, RunState
 from tuinet.app.widgets.plane import PlaneView
 from tuinet.app.widgets.dashboard import Dashboard, topbar_text
@@ -136,6 +137,8 @@ class TuinetApp(App[int]):
         self._preds_shown = True
         self.signal_received: int | None = None  # SIGHUP/SIGTERM/SIGINT (or ctrl+c) that ended the app
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._count = CountPrefix()  # digits typed before `n` (10n: ten steps)
+        self._step_screen: StepScreen | None = None  # the Step view, while it is open
 
     # --- layout ----------------------------------------------------------------------------------------------------
 
@@ -309,6 +312,9 @@ class TuinetApp(App[int]):
             self._redraw_status()
             self._last_progress = now
             d -= {"status", "progress", "info"}
+        if self._step_screen is not None and self.screen is self._step_screen and "stepview" in d:
+            self._step_screen.show(st, self._count.pending, "step_detail" in self.pending)
+            d.discard("stepview")
         dash = self._dash
         if "log" in d:
             dash.update_log(st)
@@ -470,6 +476,27 @@ class TuinetApp(App[int]):
     def action_evaluate(self) -> None:
         """Evaluate on the test set now."""
         self._send("evaluate", "evaluating on test")
+
+    def action_step(self) -> None:
+        """Take one step (or the count typed before ``n``) and show the last one stage by stage in the Step view;
+        a running trainer is paused first (the trainer takes steps one at a time only while paused)."""
+        count = self._count.take()
+        if not self.state.paused and "paused" not in self.pending:
+            self._send("pause", "pausing")
+        self._send("step", f"{count:,} step{'s' if count > 1 else ''}", **({"count": count} if count > 1 else {}))
+        if self.screen is not self._step_screen:
+            self._step_screen = StepScreen()
+            self.push_screen(self._step_screen, lambda _: setattr(self, "_step_screen", None))
+        else:
+            self._step_screen.show(self.state, None, True)
+
+    async def on_event(self, event: events.Event) -> None:
+        """Note digits typed before a key that takes a count (``10n``); every key then goes on as usual."""
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            self._count.feed(event.character, event.key)
+            if self._step_screen is not None and self.screen is self._step_screen:
+                self.state.dirty.add("stepview")
+        await super().on_event(event)
 
     def action_toggle_log(self) -> None:
         """Loss chart: log / linear scale."""

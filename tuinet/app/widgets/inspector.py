@@ -21,8 +21,12 @@ from tuinet.formatting import fmt_num
 
 SPARK = "▁▂▃▄▅▆▇█"
 COLUMNS = [("layer", "layer"), ("type", "type"), ("output", "output"), ("params", "params"), ("mean", "w mean"),
-           ("std", "w std"), ("grad", "grad norm"), ("hist", "grad history"), ("ratio", "upd/w"),
-           ("dead", "dead"), ("flag", "")]
+           ("std", "w std"), ("grad", "grad norm"), ("flow", "over depth"), ("hist", "grad history"),
+           ("ratio", "upd/w"), ("dead", "dead"), ("flag", "")]
+#: cells of the gradient-over-depth bar (log scale across the layers, input at the top, output at the bottom)
+FLOW_WIDTH = 10
+#: ... on narrow terminals, with the history sparkline cut to the same width
+FLOW_WIDTH_COMPACT = 6
 #: on narrow terminals type and output shape move to the detail panel, so the table fits 80 columns
 COMPACT = {"type", "output", "flag"}
 NEG = (70, 140, 255)  # negative weights: blue
@@ -52,6 +56,38 @@ def sparkline(values: list[float], width: int = 16, log: bool = True) -> str:
     if hi - lo < 1e-12:
         return SPARK[3] * len(vals)
     return "".join(SPARK[min(7, int((v - lo) / (hi - lo) * 7.999))] for v in vals)
+
+
+def flow_bar(value: float | None, lo: float, hi: float, width: int) -> str:
+    """One layer's gradient norm as a bar on a log scale from ``lo`` (a sliver) to ``hi`` (full): the rows of the
+    layer table, input to output, then draw the gradient's profile over depth."""
+    if value is None or not math.isfinite(value) or value <= 0:
+        return "·".ljust(width) if value == 0 else "?".ljust(width)
+    f = 1.0 if hi <= lo else 0.08 + 0.92 * (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    cells = f * width
+    full = int(cells)
+    part = " ▏▎▍▌▋▊▉"[int((cells - full) * 8)] if full < width else ""
+    return ("█" * full + part.strip()).ljust(width)
+
+
+def health_text(health: dict[str, Any] | None) -> Text:
+    """The one-line verdict on the gradient over depth, with what usually helps when it is not healthy."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append("gradient over depth (input → output): ", style="dim")
+    if not health:
+        t.append("waiting for the first layer statistics", style="dim")
+        return t
+    status, ratio = health.get("status", "ok"), health.get("ratio")
+    first_last = f"first/last layer {fmt_num(ratio, 3)}" if ratio is not None else ""
+    if status == "ok":
+        t.append("healthy", style="green")
+        t.append(f" · {first_last}" if first_last else "", style="dim")
+        return t
+    t.append(f"⚠ {status.replace('_', ' ')}", style="bold red")
+    t.append(f" · {health.get('message') or first_last}")
+    if health.get("hint"):
+        t.append(f" · {health['hint']}", style="dim")
+    return t
 
 
 def histogram_text(counts: list[int], edges: list[float], height: int = 6, col_width: int = 2) -> Text:
@@ -210,6 +246,7 @@ class Inspector(Vertical):
     """Layer table above; histogram and weight pictures of the highlighted layer below."""
 
     def compose(self) -> ComposeResult:
+        yield Static(id="grad-health")
         yield DataTable(id="layer-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="layer-detail"):
             yield Static(id="layer-hist")
@@ -262,7 +299,13 @@ class Inspector(Vertical):
         """Insert or update one row per layer with parameters."""
         self._state = st
         table = self._table
-        for row in self._rows(st):
+        self.query_one("#grad-health", Static).update(health_text(st.health))
+        rows = self._rows(st)
+        norms = [r["grad_norm"] for r in rows if r.get("grad_norm") is not None and math.isfinite(r["grad_norm"])
+                 and r["grad_norm"] > 0]
+        lo, hi = (min(norms), max(norms)) if norms else (1.0, 1.0)
+        fw = FLOW_WIDTH_COMPACT if self.compact else FLOW_WIDTH
+        for row in rows:
             name = row["name"]
             flag = row.get("flag") or ""
             dead = row.get("dead_fraction")
@@ -270,7 +313,9 @@ class Inspector(Vertical):
                 "layer": Text(f"⚠ {name}", style="bold red") if flag and self.compact else name, "type": row.get("kind", ""), "output": "x".join(str(d) for d in row.get("output_shape", [])),
                 "params": f"{row.get('params', 0):,}", "mean": fmt_num(row.get("weight_mean"), 4),
                 "std": fmt_num(row.get("weight_std"), 4), "grad": fmt_num(row.get("grad_norm"), 4),
-                "hist": Text(sparkline(list(st.grad_history.get(name, []))), style="color(45)"),
+                "flow": Text(flow_bar(row.get("grad_norm"), lo, hi, fw), style="color(45)"),
+                "hist": Text(sparkline(list(st.grad_history.get(name, [])), width=fw if self.compact else 16),
+                             style="color(45)"),
                 "ratio": fmt_num(row.get("update_ratio"), 5),
                 "dead": "-" if dead is None else Text(f"{dead:.0%}", style="yellow" if dead > 0.5 else ""),
                 "flag": Text(f"⚠ {flag}", style="bold red") if flag else "",
