@@ -19,6 +19,7 @@ from tuinet.app import actions
 from tuinet.app.compare_state import CompareState
 from tuinet.app.screens.compare import CompareScreen, CompareView
 from tuinet.app.screens.help import HelpScreen
+from tuinet.app.screens.lesson import LessonResultScreen
 from tuinet.errors import TuinetError
 from tuinet.training.compare import RunRecord
 
@@ -82,7 +83,7 @@ class CompareApp(App[int]):
         if text is not None:
             self._lesson_timer.stop()
             self.lesson_result = text
-            self.notify(text, title="what happened", timeout=3600)
+            self.push_screen(LessonResultScreen(f"{self.lesson[0]}: what happened", text))
 
     @property
     def view(self) -> CompareView:

@@ -145,11 +145,13 @@ def result_text(lesson: Lesson, runs: list[RunSummary]) -> str:
     """What happened in these runs, from their measurements: a line per run, the best run, the lesson's own points."""
     lines = [f"What happened in these runs ({lesson.name}):"]
     width = max(len(r.label) for r in runs)
+    same_length = len({len(r.epochs) for r in runs}) == 1
     for r in runs:
         f = r.final
-        lines.append(f"  {r.label:<{width}}  {len(r.epochs)} epochs  train loss {_num(f.get('train_loss'))}  "
-                     f"val loss {_num(f.get('val_loss'))}  best val acc {_pct(r.best_val_accuracy)}  "
-                     f"test acc {_pct(r.test_accuracy)}" + ("" if r.status == "finished" else f"  ({r.status})"))
+        lines.append(f"  {r.label:<{width}}  best val acc {_pct(r.best_val_accuracy)}  test acc "
+                     f"{_pct(r.test_accuracy)}  loss train {_num(f.get('train_loss'))} / val {_num(f.get('val_loss'))}"
+                     + ("" if same_length else f"  {len(r.epochs)} epochs")
+                     + ("" if r.status == "finished" else f"  ({r.status})"))
     scored = [r for r in runs if r.best_val_accuracy is not None]
     if len(scored) > 1:
         best = max(scored, key=lambda r: r.best_val_accuracy)
