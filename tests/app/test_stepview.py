@@ -6,6 +6,8 @@ shows; one real run on the digits set checks that ``n`` in the app is one optimi
 
 from __future__ import annotations
 
+import pytest
+
 from tests.app.fakes import FakeSession, opening
 from tests.app.step_fixture import step_detail
 from tuinet.app.app import TuinetApp
@@ -124,6 +126,7 @@ async def test_inspector_shows_the_profile_and_the_warning():
         assert any("vanishing gradients" in text and level == "warning" for _, level, text in app.state.log)
 
 
+@pytest.mark.slow
 @async_test
 async def test_n_in_the_app_is_one_optimizer_step_of_the_trainer(tmp_path):
     cfg = TrainConfig(dataset="digits", model="32", epochs=50, batch_size=32, runs_dir=str(tmp_path), log_every=5)

@@ -188,8 +188,9 @@ NEURON_ACTIONS: tuple[Action, ...] = (
 #: the Step view's own keys (``n`` is the app's, so it steps again from the view too)
 STEP_ACTIONS: tuple[Action, ...] = (
     Action("train", "space", "Train", "back to normal training (resume) and close the step view",
-           "Step view: back to training", command="resume"),
-    Action("close_step_view", "escape", "Back", "close the step view; training stays paused", "Step view: close"),
+           "Step view: back to training", command="resume", when=When.LIVE),
+    Action("close_step_view", "escape", "Back", "close the step view; training stays paused", "Step view: close",
+           key_display="esc"),
 )
 
 #: what the standalone Compare app (`tuinet compare`) adds to the Compare keys
@@ -246,8 +247,16 @@ NEURON_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("neuron_clear",), "back to the decision boundary"),
 )
 
-#: the app's help: its own keys, then the boundary tab's and the compare tab's
+#: the Step view's help lines
+STEP_HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow(("train",)),
+    HelpRow(("close_step_view",)),
+)
+
+#: the app's help: its own keys, then the step view's, the boundary tab's and the compare tab's
 APP_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS, HelpRow((), "", keys=""),
+                                      HelpRow((), "in the step view (n):", keys=""), *STEP_HELP_ROWS,
+                                      HelpRow((), "", keys=""),
                                       HelpRow((), "on the boundary tab's neuron maps:", keys=""), *NEURON_HELP_ROWS,
                                       HelpRow((), "", keys=""),
                                       HelpRow((), "on the compare tab:", keys=""), *COMPARE_HELP_ROWS)

@@ -81,7 +81,8 @@ class TuinetApp(App[int]):
     ACTIONS: tuple[actions.Action, ...] = actions.ACTIONS
     HELP_ROWS: tuple[actions.HelpRow, ...] = actions.APP_HELP_ROWS
     #: what the help screen describes: the app's actions and the compare tab's (bound on its view)
-    HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS)
+    HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS,
+                                                 *actions.STEP_ACTIONS)
     BINDINGS = actions.bindings(actions.ACTIONS)
 
     status: reactive[str] = reactive("loading")
@@ -313,8 +314,8 @@ class TuinetApp(App[int]):
             self._last_progress = now
             d -= {"status", "progress", "info"}
         if self._step_screen is not None and self.screen is self._step_screen and "stepview" in d:
-            self._step_screen.show(st, self._count.pending, "step_detail" in self.pending)
-            d.discard("stepview")
+            if self._step_screen.show(st, self._count.pending, "step_detail" in self.pending):
+                d.discard("stepview")
         dash = self._dash
         if "log" in d:
             dash.update_log(st)

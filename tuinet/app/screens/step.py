@@ -109,22 +109,24 @@ class StepScreen(Screen):
             self.query_one(f"#stage-{stage}").border_title = TITLES[stage]
         self.show(self.app.state, None, "step_detail" in getattr(self.app, "pending", {}))
 
-    def show(self, st: RunState, count: int | None, waiting: bool) -> None:
-        """Draw the newest step of ``st`` (``count``: a count being typed; ``waiting``: a step was asked for)."""
+    def show(self, st: RunState, count: int | None, waiting: bool) -> bool:
+        """Draw the newest step of ``st`` (``count``: a count being typed; ``waiting``: a step was asked for);
+        False when the screen is not mounted yet (it draws itself then)."""
         if not self._ready:
-            return  # on_mount draws
+            return False
         self.query_one("#step-head", Static).update(head_text(st, count, waiting))
         e = st.step_detail
         if e is None:
             for stage in STAGES:
                 self.query_one(f"#text-{stage}", WidthText).show(Text("no step yet", style="dim"))
-            return
+            return True
         mode = picture_mode(self.app.no_color, self.app.console.color_system)
         health = st.health
         builders = {"forward": lambda w: forward_text(e, w, mode), "loss": lambda w: loss_text(e, w),
                     "backward": lambda w: backward_text(e, w, health), "update": lambda w: update_text(e, w)}
         for stage, build in builders.items():
             self.query_one(f"#text-{stage}", WidthText).show(build)
+        return True
 
     def action_close_step_view(self) -> None:
         """Back to the tabs; training stays paused."""
