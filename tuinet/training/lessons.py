@@ -143,20 +143,21 @@ def _num(v: float | None) -> str:
 
 def result_text(lesson: Lesson, runs: list[RunSummary]) -> str:
     """What happened in these runs, from their measurements: a line per run, the best run, the lesson's own points."""
-    lines = [f"What happened in these runs ({lesson.name}):"]
+    lines = [f"What happened in these runs ({lesson.name}): best validation accuracy, test accuracy, final "
+             "training / validation loss"]
     width = max(len(r.label) for r in runs)
     same_length = len({len(r.epochs) for r in runs}) == 1
     for r in runs:
         f = r.final
-        lines.append(f"  {r.label:<{width}}  best val acc {_pct(r.best_val_accuracy)}  test acc "
-                     f"{_pct(r.test_accuracy)}  loss train {_num(f.get('train_loss'))} / val {_num(f.get('val_loss'))}"
+        lines.append(f"  {r.label:<{width}}  val {_pct(r.best_val_accuracy)}  test {_pct(r.test_accuracy)}  "
+                     f"loss {_num(f.get('train_loss'))} / {_num(f.get('val_loss'))}"
                      + ("" if same_length else f"  {len(r.epochs)} epochs")
                      + ("" if r.status == "finished" else f"  ({r.status})"))
     scored = [r for r in runs if r.best_val_accuracy is not None]
     if len(scored) > 1:
         best = max(scored, key=lambda r: r.best_val_accuracy)
         worst = min(scored, key=lambda r: r.best_val_accuracy)
-        lines.append(f"  Best: {best.label} ({_pct(best.best_val_accuracy)} validation accuracy), "
+        lines.append(f"  Best: {best.label} at {_pct(best.best_val_accuracy)}, "
                      f"{100 * (best.best_val_accuracy - worst.best_val_accuracy):.1f} points above {worst.label}.")
     lines += [f"  {s}" for s in lesson.verdict(runs)]
     return "\n".join(lines)
@@ -192,10 +193,10 @@ def _gap_verdict(runs: list[RunSummary]) -> list[str]:
             gap = 100 * (f["train_accuracy"] - f["val_accuracy"])
             losses = [e["val_loss"] for e in r.epochs if e.get("val_loss") is not None]
             rise = losses[-1] - min(losses) if losses else 0.0
-            out.append(f"{r.label}: train {_pct(f['train_accuracy'])} vs validation {_pct(f['val_accuracy'])} "
-                       f"(gap {gap:.1f} points); validation loss {rise:.3g} above its lowest"
-                       + (f"; stopped early at epoch {r.early_stopped_at}, best weights restored"
-                          if r.early_stopped_at else ""))
+            out.append(f"{r.label}: train {_pct(f['train_accuracy'])}, validation {_pct(f['val_accuracy'])} "
+                       f"(gap {gap:.1f} points), validation loss {rise:.3g} above its lowest")
+            if r.early_stopped_at:
+                out.append(f"{r.label}: stopped at epoch {r.early_stopped_at}, the best epoch's weights restored")
     return out
 
 
@@ -204,8 +205,8 @@ def _gradient_verdict(runs: list[RunSummary]) -> list[str]:
     for r in runs:
         g = r.grad_norms
         if len(g) > 1 and g[-1] > 0:
-            out.append(f"{r.label}: gradient norm {g[0]:.2g} at the first layer, {g[-1]:.2g} at the output "
-                       f"(first/last {g[0] / g[-1]:.2g})")
+            out.append(f"{r.label}: gradient norm {g[0]:.2g} at layer 1, {g[-1]:.2g} at the output "
+                       f"(ratio {g[0] / g[-1]:.2g})")
     return out
 
 
