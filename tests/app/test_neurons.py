@@ -88,12 +88,13 @@ async def test_click_and_keys_select_a_unit_and_escape_goes_back():
         assert "layer 1 (Dense(6) Tanh), unit 3" in legend
         assert styles(large.render()) != styles(boundary)  # the unit's map (its colours), with the points on top
         await press(pilot, "down", "right")
-        assert maps.selected == (2, 3)
+        await wait_until(pilot, lambda: maps.selected == (2, 3), what="down, right")
         await press(pilot, "left", "left")
-        assert maps.selected == (0, 3)
+        await wait_until(pilot, lambda: maps.selected == (0, 3), what="left, left")
         assert "input y²" in str(app.query_one("#boundary-legend").render())
         await press(pilot, "escape")
-        assert maps.selected is None and large.selected is None
+        await wait_until(pilot, lambda: maps.selected is None, what="escape")
+        assert large.selected is None
         assert styles(large.render()) == styles(boundary)
         assert "step 1000" in str(app.query_one("#boundary-legend").render())
 
