@@ -14,15 +14,20 @@ from tuinet.app.app import TuinetApp
 from tuinet.app.screens.step import CountPrefix, StepScreen
 from tuinet.app.testing import async_test, press, wait_until
 from tuinet.app.widgets.inspector import flow_bar, health_text
-from tuinet.app.widgets.stepview import CAPTIONS, backward_text, forward_text, loss_text, update_text
+from tuinet.app.widgets.stepview import CAPTIONS, SHORT_CAPTIONS, backward_text, forward_text, loss_text, update_text
 from tuinet.protocol import make_event
 from tuinet.training.config import TrainConfig
 from tuinet.training.session import Session
 from tuinet.training.trainer import Trainer
 
 
-def stage_text(app: TuinetApp, stage: str) -> str:
-    return app.screen.query_one(f"#text-{stage}").text_for(60).plain
+def flat(text: str) -> str:
+    """Text with its line wrapping undone (words wrap to the panel's width)."""
+    return " ".join(text.split())
+
+
+def stage_text(app: TuinetApp, stage: str, width: int = 60) -> str:
+    return flat(app.screen.query_one(f"#text-{stage}").text_for(width).plain)
 
 
 @async_test
@@ -36,8 +41,9 @@ async def test_n_pauses_steps_and_opens_the_step_view_then_space_resumes():
         await wait_until(pilot, lambda: isinstance(app.screen, StepScreen) and app.state.step_detail is not None
                          and "stepview" not in app.state.dirty, what="the step view drawn")
         assert app.state.step_detail["step"] == 16  # the scripted run was at step 15
-        for stage in ("forward", "loss", "backward", "update"):
-            assert CAPTIONS[stage] in stage_text(app, stage)
+        for stage in ("forward", "loss", "backward", "update"):  # a one-line caption each (short when narrow)
+            assert SHORT_CAPTIONS[stage] in stage_text(app, stage, 50)
+            assert CAPTIONS[stage] in stage_text(app, stage, 120)
         assert "step 16" in str(app.screen.query_one("#step-head").render())
 
         await press(pilot, "1", "0", "n")  # a count: ten steps (on this screen the digits switch nothing)
@@ -78,21 +84,27 @@ def test_count_prefix_takes_digits_just_before_n_and_forgets_them_otherwise():
     assert c.pending is None and c.take() == 1
 
 
+def layer_lines(text: str) -> list[str]:
+    """The lines of a stage that start with a layer's name (``dense_3 ...``)."""
+    return [ln for ln in text.splitlines() if ln.split() and ln.split()[0].rpartition("_")[2].isdigit()]
+
+
 def test_stages_draw_the_event_numbers():
     e = step_detail()
-    fw = forward_text(e, 60).plain
+    fw = flat(forward_text(e, 60).plain)
     assert "true label 7" in fw and "◀" in fw and "★" in fw and "81.0%" in fw
     assert "dense_1 → 256" in fw and "58 of 256" in fw  # as many units as fit the width
-    lo = loss_text(e, 60).plain
-    assert "0.455 → 0.431" in lo and "-5.3%" in lo and "#40211 true 4 → said 9 ✗" in lo
-    bw = backward_text(e, 60).plain.splitlines()
-    names = [ln.split()[0] for ln in bw[2:8]]
+    lo = flat(loss_text(e, 60).plain)
+    assert "0.455 → 0.431 (-5.3%)" in lo and "#40211 true 4 → said 9 ✗" in lo
+    names = [ln.split()[0] for ln in layer_lines(backward_text(e, 60).plain)]
     assert names == ["dense_5", "relu_4", "dense_3", "relu_2", "dense_1", "flatten_0"]  # output to input
-    up = update_text(e, 60).plain
-    assert "adam lr 0.001" in up and "×7.9" in up
+    up = flat(update_text(e, 60).plain)
+    assert "adam lr 0.001" in up and "×7.9" in up and "upd/w" in up
     vanishing = backward_text(step_detail(grad_scale=0.01), 60,
                               {"status": "vanishing", "message": "vanishing gradients: dense_1 gets 1e-08 times"})
     assert "⚠ vanishing gradients" in vanishing.plain and "decades" in vanishing.plain
+    bars = {ln.split()[0]: ln.split()[1] for ln in layer_lines(vanishing.plain)}
+    assert len(bars["dense_5"]) > len(bars["dense_3"]) > len(bars["dense_1"])  # shrinking toward the input
 
 
 def test_gradient_profile_bars_and_health_line():

@@ -125,7 +125,7 @@ ACTIONS: tuple[Action, ...] = (
            when=When.LIVE),
     Action("step", "n", "Step", "take one training step and show it stage by stage (pauses first; a count typed "
            "before it, 10n, takes that many)", "Step: one training step, stage by stage", command="step",
-           when=When.LIVE),
+           when=When.LIVE, show=False),
     Action("restart", "r", "Restart", "restart with the current settings (asks first)", "Restart run…",
            when=When.RESTART),
     Action("toggle_log", "l", "Log y", "loss chart: log / linear scale", "Loss chart: log / linear", show=False),

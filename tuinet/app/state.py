@@ -319,7 +319,8 @@ class RunState:
 
     def _on_step_detail(self, e):
         self.step_detail = e
-        self.dirty.add("stepview")
+        self.step = max(self.step, e.get("step") or 0)
+        self.dirty.update(("stepview", "progress"))
         lo = e.get("loss") or {}
         self.add_log(f"step {e.get('step')}: loss {fmt_num(lo.get('before'))} → {fmt_num(lo.get('after'))} on its "
                      f"batch", t=e.get("time"))

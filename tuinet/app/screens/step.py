@@ -20,7 +20,6 @@ from textual.widgets import Footer, Static
 from tuinet.app import actions
 from tuinet.app.widgets.inspector import WidthText, picture_mode
 from tuinet.app.widgets.stepview import TITLES, backward_text, forward_text, loss_text, update_text
-from tuinet.formatting import fmt_num
 
 if TYPE_CHECKING:
     from tuinet.app.state import RunState
@@ -73,11 +72,10 @@ def head_text(st: RunState, count: int | None, waiting: bool) -> Text:
     if e is None:
         t.append("  waiting for the first step…" if waiting else "  press n to take one step")
     else:
-        t.append(f"  step {e.get('step'):,} · epoch {int(e.get('epoch', 0)) + 1} · batch of {e.get('batch_size')}"
-                 f" · lr {fmt_num((e.get('update') or {}).get('lr'))}")
+        t.append(f"  step {e.get('step'):,} · epoch {int(e.get('epoch', 0)) + 1} · batch {e.get('batch_size')}")
         if waiting:
             t.append("  · stepping…", style="bold yellow")
-    t.append(f"   n: step{f' ×{count}' if count else ''} · 10n: ten · space: train · esc: back", style="dim")
+    t.append(f"   n step{f' ×{count}' if count else ''} · 10n ten · space train · esc back", style="dim")
     return t
 
 

@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Static
 
 from tuinet.app.state import RunState
 from tuinet.formatting import fmt_num
+from tuinet.training.health import assess
 
 SPARK = "▁▂▃▄▅▆▇█"
 COLUMNS = [("layer", "layer"), ("type", "type"), ("output", "output"), ("params", "params"), ("mean", "w mean"),
@@ -27,6 +28,11 @@ COLUMNS = [("layer", "layer"), ("type", "type"), ("output", "output"), ("params"
 FLOW_WIDTH = 10
 #: ... on narrow terminals, with the history sparkline cut to the same width
 FLOW_WIDTH_COMPACT = 6
+#: shorter headings on narrow terminals, so the table keeps fitting 80 columns with the depth bars
+COMPACT_LABELS = {"flow": "depth", "hist": "history"}
+#: the bars span at least this many decades below the largest norm, so norms within a factor of two look alike
+#: and a vanishing gradient (many decades) still stands out
+FLOW_DECADES = 3
 #: on narrow terminals type and output shape move to the detail panel, so the table fits 80 columns
 COMPACT = {"type", "output", "flag"}
 NEG = (70, 140, 255)  # negative weights: blue
@@ -72,7 +78,7 @@ def flow_bar(value: float | None, lo: float, hi: float, width: int) -> str:
 
 def health_text(health: dict[str, Any] | None) -> Text:
     """The one-line verdict on the gradient over depth, with what usually helps when it is not healthy."""
-    t = Text(no_wrap=True, overflow="ellipsis")
+    t = Text()
     t.append("gradient over depth (input → output): ", style="dim")
     if not health:
         t.append("waiting for the first layer statistics", style="dim")
@@ -267,7 +273,8 @@ class Inspector(Vertical):
         self._drawn_weights: tuple | None = None
 
     def _columns(self) -> list[tuple[str, str]]:
-        return [(k, label) for k, label in COLUMNS if not (self.compact and k in COMPACT)]
+        return [(k, COMPACT_LABELS.get(k, label) if self.compact else label) for k, label in COLUMNS
+                if not (self.compact and k in COMPACT)]
 
     def _add_columns(self) -> None:
         for key, label in self._columns():
@@ -299,11 +306,14 @@ class Inspector(Vertical):
         """Insert or update one row per layer with parameters."""
         self._state = st
         table = self._table
-        self.query_one("#grad-health", Static).update(health_text(st.health))
         rows = self._rows(st)
+        # the trainer's verdict; for a recording made before verdicts were sent, the same rule on its rows
+        health = st.health or (assess(rows) if any(r.get("grad_norm") is not None for r in rows) else None)
+        self.query_one("#grad-health", Static).update(health_text(health))
         norms = [r["grad_norm"] for r in rows if r.get("grad_norm") is not None and math.isfinite(r["grad_norm"])
                  and r["grad_norm"] > 0]
         lo, hi = (min(norms), max(norms)) if norms else (1.0, 1.0)
+        lo = min(lo, hi * 10.0 ** -FLOW_DECADES)
         fw = FLOW_WIDTH_COMPACT if self.compact else FLOW_WIDTH
         for row in rows:
             name = row["name"]

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 from rich.text import Text
 
-from tuinet.app.widgets.inspector import diverging_lines, fit_size, halve, tile
+import textwrap
+
+from tuinet.app.widgets.inspector import FLOW_DECADES, diverging_lines, fit_size, halve, tile
 from tuinet.formatting import fmt_num
 
 #: the one-line caption of each stage, in plain words
@@ -23,6 +25,13 @@ CAPTIONS = {
     "backward": "Backpropagation: the loss's gradient flows back from the output to the input; its size at each layer.",
     "update": "Update: the optimizer moves each layer's weights against the gradient; how far, and what its state "
               "added.",
+}
+#: the same in fewer words, for narrow panels
+SHORT_CAPTIONS = {
+    "forward": "Forward: each layer's output for one sample.",
+    "loss": "Loss: how wrong, sample by sample; did it drop?",
+    "backward": "Backprop: the gradient's size, output → input.",
+    "update": "Update: how far each layer's weights moved.",
 }
 TITLES = {"forward": "1 forward pass", "loss": "2 loss", "backward": "3 backpropagation", "update": "4 update"}
 EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -45,8 +54,17 @@ def log_fraction(v: float | None, lo: float, hi: float) -> float:
     return 0.04 + 0.96 * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
 
 
-def _caption(stage: str) -> Text:
-    return Text(CAPTIONS[stage] + "\n", style="italic dim")
+def _para(text: str, width: int, style: str = "dim") -> Text:
+    """Plain words wrapped to ``width`` columns (the panels do not wrap: pictures must keep their lines)."""
+    return Text(textwrap.fill(text, max(width, 20)) + "\n", style=style)
+
+
+def _caption(stage: str, width: int) -> Text:
+    """The stage's caption on one line: the long one when it fits, else the short one (cut to the width)."""
+    text = CAPTIONS[stage] if len(CAPTIONS[stage]) <= width else SHORT_CAPTIONS[stage]
+    if len(text) > width:
+        text = text[:max(width - 1, 1)] + "…"
+    return Text(text + "\n", style="italic dim")
 
 
 def _strip(values: list[float], scale: float, width: int, mode: str) -> Text:
@@ -66,14 +84,14 @@ def _maps(maps: list[Any], width: int, mode: str) -> Text:
 def forward_text(e: dict[str, Any], width: int, mode: str = "color") -> Text:
     """Stage 1: the chosen sample, each layer's output for it and the batch's activation statistics, then the
     output probabilities against the true label."""
-    t = _caption("forward")
+    t = _caption("forward", width)
     s = e.get("sample") or {}
     where = f"sample {s.get('position', 0) + 1} of {e.get('batch_size', '?')} in the batch (#{s.get('index', '?')} " \
             f"in the training set)"
     names = s.get("class_names") or []
     if "label" in s:
         where += f", true label {names[s['label']] if s['label'] < len(names) else s['label']}"
-    t.append(where + "\n", style="bold")
+    t.append_text(_para(where, width, "bold"))
     if s.get("image") is not None:
         img = np.asarray(s["image"], dtype=np.float64)
         if img.shape[0] > 16:  # a 28x28 digit in 14 columns x 7 rows: the layers below matter more
@@ -132,7 +150,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 def loss_text(e: dict[str, Any], width: int) -> Text:
     """Stage 2: the batch loss, before and after the update on the same batch, and the samples that hurt most."""
-    t = _caption("loss")
+    t = _caption("loss", width)
     lo = e.get("loss") or {}
     t.append("batch loss ", style="dim")
     t.append(fmt_num(lo.get("loss")), style="bold")
@@ -140,14 +158,13 @@ def loss_text(e: dict[str, Any], width: int) -> Text:
         t.append(f" + penalty {fmt_num(lo['penalty'])}", style="dim")
     if lo.get("accuracy") is not None:
         t.append(f" · {lo['accuracy']:.0%} right", style="dim")
-    t.append("\nsame batch, before → after the update: ", style="dim")
+    t.append("\nsame batch, before → after:\n  ", style="dim")
     before, after = lo.get("before"), lo.get("after")
     t.append(f"{fmt_num(before)} → {fmt_num(after)}")
     if before and after is not None:
         change = (after - before) / before
         t.append(f" ({change:+.1%})", style="green" if change < 0 else "red")
-        t.append(" lower: the step helped" if change < 0 else " higher: the step overshot on this batch",
-                 style="dim")
+        t.append("\n  lower: the step helped" if change < 0 else "\n  higher: the step overshot", style="dim")
     counts = (lo.get("histogram") or {}).get("counts") or []
     edges = (lo.get("histogram") or {}).get("edges") or [0, 0]
     if counts:
@@ -170,48 +187,52 @@ def loss_text(e: dict[str, Any], width: int) -> Text:
 
 def backward_text(e: dict[str, Any], width: int, health: dict[str, Any] | None = None) -> Text:
     """Stage 3: the gradient's norm arriving at every layer, output first, as bars on one log scale."""
-    t = _caption("backward")
+    t = _caption("backward", width)
     rows = [r for r in e.get("backward") or []]
     vals = [v for v in (r.get("grad_out") for r in rows) if v is not None and math.isfinite(v) and v > 0]
     lo, hi = (min(vals), max(vals)) if vals else (1.0, 1.0)
+    span_lo = min(lo, hi * 10.0 ** -FLOW_DECADES)  # a factor of two looks like one; decades stand out
     nw = max((len(r.get("name", "")) for r in rows), default=4)
-    bw = max(6, min(30, width - nw - 26))
-    t.append(f"{'':{nw}} |∂loss/∂output| (log scale)  |∂loss/∂weights|\n", style="dim")
+    show_w = width >= nw + 40  # the weights' gradient column, when it fits
+    bw = max(6, min(30, width - nw - (23 if show_w else 12)))
+    t.append(f"{'':{nw}} {'at its output, log scale':<{bw + 10}}" + ("  weights" if show_w else "") + "\n",
+             style="dim")
     for r in rows:
         g = r.get("grad_out")
         t.append(f"{r.get('name', ''):{nw}} ")
         if g is None:
             t.append("not needed (no weights below)\n", style="dim")
             continue
-        t.append(bar(log_fraction(g, lo, hi), bw), style="color(45)")
-        t.append(f" {fmt_num(g, 3):>8}")
-        if r.get("grad_norm") is not None:
+        t.append(bar(log_fraction(g, span_lo, hi), bw), style="color(45)")
+        t.append(f" {fmt_num(g, 3):>9}")
+        if show_w and r.get("grad_norm") is not None:
             t.append(f"  {fmt_num(r['grad_norm'], 3)}", style="bold")
         t.append("\n")
     if vals:
-        t.append(f"smallest {fmt_num(lo, 3)}, largest {fmt_num(hi, 3)}: {math.log10(hi / lo):.1f} decades\n",
-                 style="dim")
+        t.append_text(_para(f"gradient norms from {fmt_num(lo, 3)} to {fmt_num(hi, 3)}: "
+                            f"{math.log10(hi / lo):.1f} decades over the depth", width))
     if health and health.get("status") not in (None, "ok"):
-        t.append(f"⚠ {health.get('message', health['status'])}\n", style="bold red")
+        t.append_text(_para(f"⚠ {health.get('message', health['status'])}", width, "bold red"))
     return t
 
 
 def update_text(e: dict[str, Any], width: int) -> Text:
     """Stage 4: the learning rate and, per layer, the step against the weights and against plain SGD's step."""
-    t = _caption("update")
+    t = _caption("update", width)
     u = e.get("update") or {}
     t.append(f"{u.get('optimizer', '?')} lr {fmt_num(u.get('lr'))} · its step {u.get('t', '?')}\n", style="bold")
     rows = u.get("layers") or []
     nw = max((len(r.get("name", "")) for r in rows), default=5)
-    t.append(f"{'layer':{nw}}  step/weights  vs lr·grad  along -grad\n", style="dim")
+    t.append(f"{'layer':{nw}} {'upd/w':>9} {'×SGD':>7} {'cos':>5}\n", style="dim")
     for r in rows:
         ratio, scale, cos = r.get("update_ratio"), r.get("scale"), r.get("cosine")
-        t.append(f"{r.get('name', ''):{nw}}  {fmt_num(ratio, 3):>12}  ")
-        t.append(f"{'×' + fmt_num(scale, 2) if scale is not None else '-':>10}  {fmt_num(cos, 2):>11}\n")
+        t.append(f"{r.get('name', ''):{nw}} {fmt_num(ratio, 3):>9} ")
+        t.append(f"{'×' + fmt_num(scale, 2) if scale is not None else '-':>7} {fmt_num(cos, 2):>5}\n")
     opt = u.get("optimizer")
     if rows and opt not in ("sgd", None) or any((r.get("scale") or 1) != 1 for r in rows if r.get("scale")):
-        t.append("×: the step's size against plain SGD's (lr × gradient) — what the optimizer's state made of it; "
-                 "along -grad: 1 is straight downhill on this batch\n", style="dim")
+        t.append_text(_para("upd/w: the step against the weights' size; ×SGD: against lr × gradient, what the "
+                            "optimizer's state made of it; cos: 1 is straight downhill on this batch", width))
     else:
-        t.append("plain SGD: each step is lr × gradient, straight downhill on this batch\n", style="dim")
+        t.append_text(_para("upd/w: the step against the weights' size; plain SGD: each step is lr × gradient, "
+                            "straight downhill on this batch (×1, cos 1)", width))
     return t
