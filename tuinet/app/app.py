@@ -128,7 +128,8 @@ class TuinetApp(App[int]):
         self._insp: Inspector | None = None
         self._preds: Predictions | None = None
         self._plane: PlaneView | None = None
-        self._plane_asked = 0.0  # when the Boundary tab last asked for fresh maps
+        self._plane_asked = 0.0  # when fresh boundary maps were last asked for
+        self._plane_asked_for: Any = None  # the boundary event shown then: ask again once a newer one came
         self._compare: CompareView | None = None
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
@@ -347,10 +348,10 @@ class TuinetApp(App[int]):
             self._plane.show(st.boundary, names, len(names) if st.is_classifier else 1)
             d.discard("boundary")
         if tab == "boundary" and self._session_live() and not st.paused and not st.compiling \
-                and now - self._plane_asked >= PLANE_EVERY:
-            # the boundary and the neuron maps form while one watches: fresh ones while this tab is shown
-            self._plane_asked = now
-            self.session.send(make_command("snapshot"))
+                and st.boundary is not self._plane_asked_for and now - self._plane_asked >= PLANE_EVERY:
+            # the boundary and the neuron maps form while one watches: fresh ones while this tab is shown, each
+            # asked once the last answer came (a slow or remote trainer never gets a queue of requests)
+            self._ask_snapshot()
 
     def _pending_text(self) -> str | None:
         if self._lifecycle == "stopping":
@@ -394,8 +395,14 @@ class TuinetApp(App[int]):
         if tab in ("inspector", "predictions", "boundary") and self._session_live() and not st.compiling:
             if time.perf_counter() - self._snapshot_asked > 3.0:
                 self._snapshot_asked = time.perf_counter()
-                self.session.send(make_command("snapshot"))
+                self._ask_snapshot()
         self.call_after_refresh(self._redraw)
+
+    def _ask_snapshot(self) -> None:
+        """Ask the trainer for fresh pictures (weights, samples, the boundary and its neuron maps)."""
+        self._plane_asked = time.perf_counter()
+        self._plane_asked_for = self.state.boundary
+        self.session.send(make_command("snapshot"))
 
     # --- bindings ---------------------------------------------------------------------------------------------------
 
