@@ -2,8 +2,8 @@
 
     python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson]
 
-Writes ``dashboard.svg``, ``inspector.svg`` and ``predictions.svg`` from an mlp learning MNIST (10,000 training
-images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
+Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg`` and ``stepview.svg`` (one step after ``n``, stage
+by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
 screen over four small digits runs (three learning rates and one with dropout) and a fifth still training,
 ``neurons.svg``: the spiral learnt from Playground's input features with one hidden unit's map drawn large beside
 the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compare screen with its measured result.
@@ -68,6 +68,10 @@ async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
         await press(pilot, "3")
         await settle(app, 1.0)
         app.save_screenshot("predictions.svg", str(out))
+        await press(pilot, "n")  # one step of the paused run, stage by stage
+        await wait_for(pilot, lambda: app.state.step_detail is not None and not app.pending, what="the step view")
+        await settle(app, 1.0)
+        app.save_screenshot("stepview.svg", str(out))
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
 
