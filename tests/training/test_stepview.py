@@ -211,9 +211,11 @@ def test_adam_step_detail_shows_what_its_state_added():
 
 def test_vanishing_warning_fires_on_a_deep_sigmoid_net_and_not_on_the_mlp_preset():
     deep: list[dict] = []
-    Trainer(TrainConfig(**DIGITS, model=",".join(["32"] * 10), activation="sigmoid", optimizer="sgd", lr=0.01,
-                        stats_every=5), run_dir=False, emit=deep.append).run()
+    # the default stats_every (100) with 23 steps: the early look at step 10 gives even a short run its verdict
+    Trainer(TrainConfig(**DIGITS, model=",".join(["32"] * 10), activation="sigmoid", optimizer="sgd", lr=0.01),
+            run_dir=False, emit=deep.append).run()
     warn = [e for e in deep if e["event"] == "gradient_health"]
+    assert warn and warn[0]["step"] == 10
     assert warn and warn[0]["status"] == "vanishing" and warn[0]["ratio"] < health.VANISHING_RATIO
     assert "ReLU" in warn[0]["hint"] and "skip connections" in warn[0]["hint"]
     stats = [e for e in deep if e["event"] == "layer_stats"]

@@ -39,6 +39,7 @@ BLOWUP_FACTOR = 1e3  # a finite loss this many times the reference counts as div
 REPEAT_FACTOR = 0.1  # lr factor of a rollback when the previous one was less than SNAPSHOT_EVERY steps ago
 WEIGHTS_EVERY = 500  # steps between weight-picture events
 PICTURE_SAMPLES = 2000  # validation samples searched for the most confidently wrong predictions
+EARLY_STATS = 10  # the step of the first layer statistics, whatever stats_every says
 
 
 class StopTraining(Exception):
@@ -592,7 +593,8 @@ class Trainer:
                 x, y = d.x_train[idx], d.y_train[idx]
                 self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
                 t0 = time.perf_counter()
-                stats_step = (self.global_step + 1) % c.stats_every == 0
+                # every stats_every steps, and once early (step 10) so a short run gets its gradient-health verdict
+                stats_step = (self.global_step + 1) % c.stats_every == 0 or self.global_step + 1 == EARLY_STATS
                 before = S.snapshot_params(m) if stats_step else None
                 traced = self._steps_left == 1 and self.paused  # the last step of a `step` command: shown in detail
                 if traced:
