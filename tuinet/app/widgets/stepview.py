@@ -227,7 +227,7 @@ def update_text(e: dict[str, Any], width: int) -> Text:
     for r in rows:
         ratio, scale, cos = r.get("update_ratio"), r.get("scale"), r.get("cosine")
         t.append(f"{r.get('name', ''):{nw}} {fmt_num(ratio, 3):>9} ")
-        t.append(f"{'×' + fmt_num(scale, 2) if scale is not None else '-':>7} {fmt_num(cos, 2):>5}\n")
+        t.append(f"{f'×{scale:.3g}' if scale is not None else '-':>7} {fmt_num(cos, 2):>5}\n")
     opt = u.get("optimizer")
     if rows and opt not in ("sgd", None) or any((r.get("scale") or 1) != 1 for r in rows if r.get("scale")):
         t.append_text(_para("upd/w: the step against the weights' size; ×SGD: against lr × gradient, what the "
