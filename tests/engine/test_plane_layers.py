@@ -1,28 +1,16 @@
 """The two layers behind the 2-D lessons: Playground's input features and the skip-connected dense layer, checked
-against direct computation and central finite differences."""
+against direct computation and central finite differences (in float32, as the engine runs them, so with a coarse step)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from tests.engine.gradcheck import numeric_grad
 from tuinet.engine.features import PlaneFeatures, parse_features
 from tuinet.engine.residual import DenseResidual
 from tuinet.engine.spec import build_model
 from tuinet.errors import ModelError
-
-
-def _numeric_grad(f, a: np.ndarray, eps: float = 1e-2) -> np.ndarray:
-    g = np.zeros_like(a, dtype=np.float64)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        hi = f()
-        a[i] = old - eps
-        lo = f()
-        a[i] = old
-        g[i] = (hi - lo) / (2 * eps)
-    return g
 
 
 def test_features_parse_in_playground_order_and_compute_exactly():
@@ -39,7 +27,7 @@ def test_features_parse_in_playground_order_and_compute_exactly():
     dy = np.random.default_rng(1).normal(size=want.shape).astype(np.float32)
     dx = layer.backward(dy)
     x64 = x.astype(np.float64)
-    num = _numeric_grad(lambda: float((layer.forward(x64.astype(np.float32), False) * dy).sum()), x64, 1e-3)
+    num = numeric_grad(lambda: float((layer.forward(x64.astype(np.float32), False) * dy).sum()), x64, 1e-3)
     np.testing.assert_allclose(dx, num, rtol=2e-2, atol=2e-3)
 
 
@@ -69,10 +57,10 @@ def test_dense_residual_adds_its_input_and_backpropagates_through_both_paths():
     def loss():
         return float((layer.forward(x, True).astype(np.float64) * dy).sum())
 
-    np.testing.assert_allclose(dx, _numeric_grad(loss, x), rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose(dx, numeric_grad(loss, x, 1e-2), rtol=2e-2, atol=2e-3)
     layer.forward(x, True)
     layer.backward(dy)
-    np.testing.assert_allclose(layer.grads[0], _numeric_grad(loss, w), rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose(layer.grads[0], numeric_grad(loss, w, 1e-2), rtol=2e-2, atol=2e-3)
     m = build_model("dense8,skip8sigmoid,skip8sigmoid", (5,), 2)
     assert [layer.kind for layer in m.layers] == ["Dense", "DenseResidual", "DenseResidual", "Dense"]
     with pytest.raises(ModelError, match="needs inputs of that width"):
