@@ -69,9 +69,11 @@ def current_batch(t: Trainer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t.data.x_train[idx], t.data.y_train[idx], idx
 
 
-def test_step_runs_exactly_n_steps_and_the_run_continues_as_it_would_have():
+def test_step_runs_exactly_n_steps_and_the_run_continues_as_it_would_have(monkeypatch):
     """`n` is one optimizer step (step counter, optimizer counter, weights); `4n` four; then resuming trains to the
-    same weights, bit for bit, as a run never paused (dropout draws included)."""
+    same weights, bit for bit, as a run never paused (dropout draws included). Thread tuning is timing-driven, so it
+    is fixed, as for any bit-identical rerun."""
+    monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
     ref = Trainer(TrainConfig(**DIGITS, model="32", dropout=0.2), run_dir=False)
     assert ref.run()["event"] == "finished"
 
@@ -94,6 +96,27 @@ def test_step_runs_exactly_n_steps_and_the_run_continues_as_it_would_have():
     assert final["steps"] == ref.global_step
     for k, v in ref.model.get_weights().items():
         assert np.array_equal(v, t.model.get_weights()[k]), k
+
+
+@pytest.mark.slow  # the convolution kernels (compiled once per machine, then cached)
+def test_stepping_a_conv_net_shows_every_layer_and_continues_bit_for_bit(monkeypatch):
+    """A traced step runs conv and pool unfused (every layer's output exists to be shown): same numbers as the fused
+    pair. Thread tuning is timing-driven, so it is fixed, as for any bit-identical rerun."""
+    monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
+    model = "conv3x3x4,maxpool2,relu,bn,dense16"
+    ref = Trainer(TrainConfig(**DIGITS, model=model), run_dir=False)
+    assert ref.run()["event"] == "finished"
+    d = Driven(model=model)
+    d.start_paused()
+    d.send("step", count=2)
+    e = d.wait("step_detail")
+    fw = {f["name"]: f for f in e["forward"]}
+    assert fw["conv2d_0"]["channels"] == 4 and len(fw["conv2d_0"]["maps"]) == 4
+    assert len(fw["conv2d_0"]["maps"][0]) == 6 and len(fw["maxpool2d_1"]["maps"][0]) == 3  # 8x8 → 6x6 → 3x3
+    assert all(b["grad_out"] is not None for b in e["backward"] if b["name"] != "conv2d_0")
+    d.finish()
+    for k, v in ref.model.get_weights().items():
+        assert np.array_equal(v, d.trainer.model.get_weights()[k]), k
 
 
 def test_step_is_refused_while_running():
