@@ -60,6 +60,10 @@ def test_layout_fits_without_overlap():
         assert {li for li, _ in lay.cells} == set(range(len(units)))
     roomy = layout([2, 8, 8], 60, 36)
     assert len(roomy.cells) == 18 and roomy.pic_h >= 3
+    # the mlp preset (256, 128) at 80x24: readable pictures of some units rather than dots of all
+    wide = layout([2, 256, 128], 38, 17)
+    shown = [sum(1 for li, _ in wide.cells if li == i) for i in range(3)]
+    assert wide.pic_h >= 2 and shown[0] == 2 and min(shown[1:]) >= 8
 
 
 def test_hidden_units_share_their_layers_scale_inputs_their_own():

@@ -123,27 +123,52 @@ class Layout:
     cells: dict[tuple[int, int], tuple[int, int]]  # (layer, unit) -> (x, y)
 
 
+#: a layer may show fewer units than it has (the panel's subtitle says so) when that keeps pictures at least this
+#: tall: tiny pictures of every unit of a wide layer say less than readable ones of a few
+MIN_SHOWN = 8
+
+
+def _share(need: list[int], total: int) -> list[int]:
+    """Split ``total`` picture columns among layers that need ``need`` each: every layer gets what it needs if all
+    fit, else layers that need little get it and the rest share what remains equally (at least one each)."""
+    give = [0] * len(need)
+    left, open_ = total, sorted(range(len(need)), key=lambda i: need[i])
+    while open_:
+        fair = max(1, left // len(open_))
+        i = open_[0]
+        if need[i] <= fair:
+            give[i] = need[i]
+            left -= need[i]
+            open_.pop(0)
+            continue
+        for j in open_:
+            give[j] = fair
+        break
+    return give
+
+
 def layout(units: list[int], width: int, height: int) -> Layout:
     """Fit one column per layer into ``width`` x ``height`` cells (a header row, then the unit pictures in a grid,
-    one column gap between pictures, two between layers): the largest square pictures that fit; at the smallest
-    size, units that still do not fit are left out (the header says how many are shown)."""
+    one column gap between pictures, two between layers): the largest square pictures that show every unit, or at
+    least :data:`MIN_SHOWN` of each layer (the rest left out); the smallest size otherwise."""
+    n_layers = len(units)
     for ph in (4, 3, 2, 1):
         pw = 2 * ph  # a cell is about twice as tall as wide and holds two pixel rows: square pixels, square maps
         gap_r = 1 if ph > 1 else 0
         per_col = max(1, (height - 1 + gap_r) // (ph + gap_r))
-        widths = [max(1, math.ceil(n / per_col)) * (pw + 1) - 1 for n in units]
-        if sum(widths) + 2 * (len(units) - 1) <= width or ph == 1:
+        need = [max(1, math.ceil(n / per_col)) for n in units]
+        # k picture columns take k*(pw+1)-1 cells; layers are two apart
+        total = max(n_layers, (width - 2 * (n_layers - 1) + n_layers) // (pw + 1))
+        give = _share(need, total)
+        shown = [min(n, g * per_col) for n, g in zip(units, give)]
+        if all(s >= min(n, MIN_SHOWN) for s, n in zip(shown, units)) or ph == 1:
             break
-    budget = max(pw, (width - 2 * (len(units) - 1)) // max(1, len(units)))
     cells: dict[tuple[int, int], tuple[int, int]] = {}
     columns = []
     x = 0
-    for li, n in enumerate(units):
-        n_cols = max(1, math.ceil(n / per_col))
-        if ph == 1 and sum(widths) + 2 * (len(units) - 1) > width:
-            n_cols = max(1, min(n_cols, (budget + 1) // (pw + 1)))
-        col_w = n_cols * (pw + 1) - 1
-        for u in range(min(n, n_cols * per_col)):
+    for li, (n, g) in enumerate(zip(units, give)):
+        col_w = g * (pw + 1) - 1
+        for u in range(min(n, g * per_col)):
             cx, cy = x + (u // per_col) * (pw + 1), 1 + (u % per_col) * (ph + gap_r)
             if cx + pw <= width and cy + ph <= height:
                 cells[(li, u)] = (cx, cy)
@@ -220,13 +245,15 @@ class NeuronMaps(Widget, can_focus=True):
                         if 0 <= x + j < w:
                             grid[y + i][x + j] = span_char
 
+        partial: list[str] = []
         for li, (x, col_w) in enumerate(lay.columns):
             layer = layers[li]
             shown = sum(1 for (lj, _) in lay.cells if lj == li)
             head = "in" if layer["label"] == "inputs" else layer["label"].split(":")[0]
-            if shown < layer["units"]:
-                head += f" {shown}/{layer['units']}"
             put(x, 0, Text(head[:max(col_w, 2)], style="bold"))
+            if shown < layer["units"]:
+                partial.append(f"{head} {shown} of {layer['units']}")
+        self.border_subtitle = ("shown: " + ", ".join(partial)) if partial else ""
         for (li, u), (x, y) in lay.cells.items():
             put(x, y, map_text(unit_levels(layers[li], u), lay.pic_w, lay.pic_h, color))
         if self.selected in lay.cells:  # frame the selected picture's corners
