@@ -252,8 +252,8 @@ class NeuronMaps(Widget, can_focus=True):
             head = "in" if layer["label"] == "inputs" else layer["label"].split(":")[0]
             put(x, 0, Text(head[:max(col_w, 2)], style="bold"))
             if shown < layer["units"]:
-                partial.append(f"{head} {shown} of {layer['units']}")
-        self.border_subtitle = ("shown: " + ", ".join(partial)) if partial else ""
+                partial.append(f"layer {head}: {shown} of {layer['units']}")
+        self.border_subtitle = ", ".join(partial)
         for (li, u), (x, y) in lay.cells.items():
             put(x, y, map_text(unit_levels(layers[li], u), lay.pic_w, lay.pic_h, color))
         if self.selected in lay.cells:  # frame the selected picture's corners
