@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from tuinet.training.trainer import Trainer
 
 TABS = ("dashboard", "inspector", "predictions", "boundary", "compare")
-PLANE_EVERY = 0.5  # seconds between fresh boundary and neuron maps while the Boundary tab is shown
+PLANE_EVERY = 0.5  # seconds between fresh boundary and neuron maps while the Boundary tab is shown, at least
+PLANE_SHARE = 0.05  # at most about this share of the trainer's time goes into them (a big net is asked less often)
 #: earlier runs put in the compare tab's chart next to this run at first (most recent of the same dataset)
 COMPARE_FIRST = 3
 
@@ -128,8 +129,10 @@ class TuinetApp(App[int]):
         self._insp: Inspector | None = None
         self._preds: Predictions | None = None
         self._plane: PlaneView | None = None
-        self._plane_asked = 0.0  # when fresh boundary maps were last asked for
+        self._plane_asked = 0.0  # when fresh boundary maps were last asked for (perf_counter)
+        self._plane_asked_wall = 0.0  # the same moment in wall-clock time, against the answer's timestamp
         self._plane_asked_for: Any = None  # the boundary event shown then: ask again once a newer one came
+        self._plane_every = PLANE_EVERY
         self._compare: CompareView | None = None
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
@@ -348,7 +351,7 @@ class TuinetApp(App[int]):
             self._plane.show(st.boundary, names, len(names) if st.is_classifier else 1)
             d.discard("boundary")
         if tab == "boundary" and self._session_live() and not st.paused and not st.compiling \
-                and st.boundary is not self._plane_asked_for and now - self._plane_asked >= PLANE_EVERY:
+                and st.boundary is not self._plane_asked_for and now - self._plane_asked >= self._plane_every:
             # the boundary and the neuron maps form while one watches: fresh ones while this tab is shown, each
             # asked once the last answer came (a slow or remote trainer never gets a queue of requests)
             self._ask_snapshot()
@@ -400,8 +403,15 @@ class TuinetApp(App[int]):
 
     def _ask_snapshot(self) -> None:
         """Ask the trainer for fresh pictures (weights, samples, the boundary and its neuron maps)."""
+        answer = self.state.boundary
+        if answer is not None and answer is not self._plane_asked_for and self._plane_asked_wall:
+            # the trainer stamped its answer after computing it: from asking to that is what a snapshot costs it
+            took = float(answer.get("time") or 0) - self._plane_asked_wall
+            if 0 < took < 60:
+                self._plane_every = min(5.0, max(PLANE_EVERY, took / PLANE_SHARE))
         self._plane_asked = time.perf_counter()
-        self._plane_asked_for = self.state.boundary
+        self._plane_asked_wall = time.time()
+        self._plane_asked_for = answer
         self.session.send(make_command("snapshot"))
 
     # --- bindings ---------------------------------------------------------------------------------------------------
