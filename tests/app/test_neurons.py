@@ -115,3 +115,25 @@ def test_neuron_selected_80x24(snap_compare):
     """A unit drawn large: tab focuses the neuron panel, down selects the first hidden unit."""
     assert snap_compare(replay_app(plane_events()), terminal_size=(80, 24), press=["4", "tab", "down"])
 
+
+
+@async_test
+async def test_the_boundary_tab_asks_for_fresh_maps_once_each_answer_came():
+    from tests.app.test_app import fake_app
+    from tuinet.protocol import make_event
+
+    app, fake = fake_app()
+    boundary = next(e for e in plane_events() if e["event"] == "boundary")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await press(pilot, "4")
+        await wait_until(pilot, lambda: fake.kinds().count("snapshot") == 1, what="the first ask")
+        for n in (2, 3):  # each answer (a boundary event) lets the tab ask again, at most twice a second
+            fake.emit(make_event("boundary", **{k: v for k, v in boundary.items() if k not in ("event", "v", "time")}))
+            await wait_until(pilot, lambda n=n: fake.kinds().count("snapshot") == n, what=f"ask {n}")
+            assert app._plane_asked_for is app.state.boundary  # and now it waits for the next answer
+        await press(pilot, "1")
+        fake.emit(make_event("boundary", **{k: v for k, v in boundary.items() if k not in ("event", "v", "time")}))
+        await wait_until(pilot, lambda: app.state.boundary is not app._plane_asked_for, what="the answer folded in")
+        app._tick()
+        assert fake.kinds().count("snapshot") == 3, "another tab shown: no more asks"

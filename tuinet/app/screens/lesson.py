@@ -13,7 +13,6 @@ class LessonResultScreen(ModalScreen[None]):
     """The measured result text of a lesson; escape, enter or q closes it (the Compare screen stays)."""
 
     BINDINGS = [Binding("escape,enter,q", "close", "Close")]
-    DEFAULT_CSS = "#lesson-result { width: 100; max-width: 95%; }"
 
     def __init__(self, title: str, text: str):
         super().__init__(classes="dialog-screen")
