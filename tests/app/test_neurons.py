@@ -74,6 +74,16 @@ def test_hidden_units_share_their_layers_scale_inputs_their_own():
     assert unit_levels(inputs, 1) == [[-1.0]]
 
 
+def test_without_colour_the_sign_is_a_glyph_family():
+    from tuinet.app.widgets.neurons import map_text
+
+    row = [[-1.0, -0.5, 0.0, 0.5, 1.0]]
+    assert map_text(row, 5, 1, color=False).plain == "█▒ :#"
+    assert map_text(row, 5, 1, color=False, points={(0, 2): 1}).plain == "█▒○:#"
+    colored = map_text(row, 5, 1)
+    assert colored.plain == "▀▀▀▀▀" and len({str(s.style) for s in colored.spans}) == 5
+
+
 @async_test
 async def test_click_and_keys_select_a_unit_and_escape_goes_back():
     app = replay_app(plane_events())
