@@ -245,7 +245,8 @@ def test_vanishing_warning_fires_on_a_deep_sigmoid_net_and_not_on_the_mlp_preset
     assert all(e["health"]["status"] == "vanishing" for e in stats)
 
     mlp: list[dict] = []
-    Trainer(TrainConfig(**DIGITS, model="mlp", stats_every=5), run_dir=False, emit=mlp.append).run()
+    Trainer(TrainConfig(**{**DIGITS, "dataset": "mnist"}, model="mlp", limit=3000, stats_every=5), run_dir=False,
+            emit=mlp.append).run()
     stats = [e for e in mlp if e["event"] == "layer_stats"]
     assert stats and all(e["health"]["status"] == "ok" for e in stats)
     assert not [e for e in mlp if e["event"] == "gradient_health"]
