@@ -4,6 +4,7 @@ about, and its result text reports what the runs measured."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,33 @@ def test_learn_lists_lessons_and_names_a_wrong_one():
     assert bad.exit_code == 1 and bad.output.startswith("Error: no lesson called 'nope'")
     clash = runner.invoke(main, ["learn", "batch-size", "--batch-size", "8", "--headless"])
     assert clash.exit_code == 1 and "--batch-size cannot be set" in clash.output
+
+
+@pytest.mark.slow
+def test_in_the_app_the_runs_train_side_by_side_in_the_background(tmp_path, monkeypatch, capsys):
+    """`tuinet learn NAME` on a terminal: every run started detached in one lesson folder, the Compare screen given
+    the lesson (its title, caption and result function), the result printed when it closes."""
+    import time
+
+    import tuinet.app.compare as compare_app
+    from tuinet.cli.learn import run_lesson_app
+
+    seen = {}
+
+    def fake_compare(records, runs_dir, lesson=None):
+        seen.update(names=sorted(r.name for r in records), folder=Path(runs_dir), lesson=lesson)
+        deadline = time.monotonic() + 120
+        while lesson[2]() is None:  # the runs train in their own processes
+            assert time.monotonic() < deadline, "the lesson's runs did not finish"
+            time.sleep(0.2)
+        return 0
+
+    monkeypatch.setattr(compare_app, "run_compare_app", fake_compare)
+    assert run_lesson_app(get_lesson("normalization"), dict(BUDGET), str(tmp_path / "runs")) == 0
+    assert seen["names"] == ["off", "standardized"] and seen["folder"].parent == tmp_path / "runs"
+    title, caption, _ = seen["lesson"]
+    assert title.startswith("lesson normalization") and caption == get_lesson("normalization").caption
+    for name in seen["names"]:
+        status = json.loads((seen["folder"] / name / "status.json").read_text())
+        assert status["status"] == "finished" and status["pid"] != os.getpid()  # trained by its own process
+    assert "What happened in these runs (normalization)" in capsys.readouterr().out
