@@ -44,7 +44,7 @@ async def test_n_pauses_steps_and_opens_the_step_view_then_space_resumes():
         for stage in ("forward", "loss", "backward", "update"):  # a one-line caption each (short when narrow)
             assert SHORT_CAPTIONS[stage] in stage_text(app, stage, 50)
             assert CAPTIONS[stage] in stage_text(app, stage, 120)
-        assert "step 16" in str(app.screen.query_one("#step-head").render())
+        assert " step 16 " in str(app.screen.query_one("#step-head").render())
 
         await press(pilot, "1", "0", "n")  # a count: ten steps (on this screen the digits switch nothing)
         assert session.sent[-1] == {**session.sent[-1], "command": "step", "count": 10}
@@ -134,7 +134,7 @@ async def test_inspector_shows_the_profile_and_the_warning():
         await wait_until(pilot, lambda: "layers" not in app.state.dirty and app.active_tab == "inspector",
                          what="the inspector drawn")
         line = str(app.query_one("#grad-health").render())
-        assert "⚠ vanishing" in line and "dense_1 gets 2.5e-06" in line
+        assert "⚠ vanishing" in line and "first layer's gradient is 2.5e-06 times the last" in line and "ReLU" in line
         assert any("vanishing gradients" in text and level == "warning" for _, level, text in app.state.log)
 
 

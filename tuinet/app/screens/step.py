@@ -68,14 +68,15 @@ class CountPrefix:
 def head_text(st: RunState, count: int | None, waiting: bool) -> Text:
     """The view's top line: which step is shown, and the keys."""
     e = st.step_detail
-    t = Text(" step view ", style="bold reverse")
     if e is None:
+        t = Text(" step view ", style="bold reverse")
         t.append("  waiting for the first step…" if waiting else "  press n to take one step")
     else:
-        t.append(f"  step {e.get('step'):,} · epoch {int(e.get('epoch', 0)) + 1} · batch {e.get('batch_size')}")
+        t = Text(f" step {e.get('step'):,} ", style="bold reverse")
+        t.append(f" epoch {int(e.get('epoch', 0)) + 1} · batch {e.get('batch_size')}")
         if waiting:
-            t.append("  · stepping…", style="bold yellow")
-    t.append(f"   n step{f' ×{count}' if count else ''} · 10n ten · space train · esc back", style="dim")
+            t.append(" · stepping…", style="bold yellow")
+    t.append(f"   n{f' ×{count}' if count else ''} 10n step · space train · esc back", style="dim")
     return t
 
 

@@ -90,7 +90,10 @@ def health_text(health: dict[str, Any] | None) -> Text:
         t.append(f" · {first_last}" if first_last else "", style="dim")
         return t
     t.append(f"⚠ {status.replace('_', ' ')}", style="bold red")
-    t.append(f" · {health.get('message') or first_last}")
+    if status in ("vanishing", "exploding") and ratio is not None:  # the newest ratio, not the warning's
+        t.append(f" · the first layer's gradient is {fmt_num(ratio, 3)} times the last layer's")
+    else:
+        t.append(f" · {health.get('message') or first_last}")
     if health.get("hint"):
         t.append(f" · {health['hint']}", style="dim")
     return t

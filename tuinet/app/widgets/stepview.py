@@ -35,6 +35,8 @@ SHORT_CAPTIONS = {
 }
 TITLES = {"forward": "1 forward pass", "loss": "2 loss", "backward": "3 backpropagation", "update": "4 update"}
 EIGHTHS = " ▏▎▍▌▋▊▉"
+#: float32's relative precision: a step smaller than this against its weights mostly rounds away
+FLOAT32_EPS = 6e-8
 
 
 def bar(fraction: float, width: int) -> str:
@@ -228,6 +230,9 @@ def update_text(e: dict[str, Any], width: int) -> Text:
         ratio, scale, cos = r.get("update_ratio"), r.get("scale"), r.get("cosine")
         t.append(f"{r.get('name', ''):{nw}} {fmt_num(ratio, 3):>9} ")
         t.append(f"{f'×{scale:.3g}' if scale is not None else '-':>7} {fmt_num(cos, 2):>5}\n")
+    if any(r.get("update_ratio") is not None and r["update_ratio"] < FLOAT32_EPS for r in rows):
+        t.append_text(_para("⚠ some steps are below float32's precision against their weights: most of them is "
+                            "lost to rounding (×SGD under 1)", width, "yellow"))
     opt = u.get("optimizer")
     if rows and opt not in ("sgd", None) or any((r.get("scale") or 1) != 1 for r in rows if r.get("scale")):
         t.append_text(_para("upd/w: the step against the weights' size; ×SGD: against lr × gradient, what the "
