@@ -114,7 +114,7 @@ def forward_text(e: dict[str, Any], width: int, mode: str = "color") -> Text:
             t.append(f" · {st['saturated']:.0%} saturated", style="yellow" if st["saturated"] > 0.5 else "dim")
         t.append("\n")
         if row.get("kind") == "Flatten":
-            t.append("  (the input as one vector)\n", style="dim")
+            t.append("  (the layer before, as one vector)\n", style="dim")
         elif row.get("maps"):
             t.append_text(_maps(row["maps"], width, mode))
         elif row.get("units"):
