@@ -22,6 +22,7 @@ import statistics
 import time
 
 from tuinet.training import stats as S
+from tuinet.training import trainer as trainer_module
 from tuinet.training.config import TrainConfig
 from tuinet.training.health import HealthMonitor
 from tuinet.training.trainer import Trainer
@@ -32,9 +33,15 @@ OFF = 10**9  # a stats_every no run reaches
 def run(args, stats_every: int) -> dict:
     """One headless run without a run folder; samples per second of its epoch loops and the layer_stats count."""
     events: list[dict] = []
+    early = trainer_module.EARLY_STATS
+    if stats_every == OFF:
+        trainer_module.EARLY_STATS = 0  # no early look either: A has no layer statistics at all
     cfg = TrainConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, limit=args.limit,
                       batch_size=args.batch_size, stats_every=stats_every, seed=args.seed)
-    final = Trainer(cfg, run_dir=False, emit=events.append).run()
+    try:
+        final = Trainer(cfg, run_dir=False, emit=events.append).run()
+    finally:
+        trainer_module.EARLY_STATS = early
     if final["event"] != "finished":
         raise SystemExit(f"run failed: {final}")
     epochs = [e for e in events if e["event"] == "epoch"]
