@@ -231,10 +231,11 @@ def update_text(e: dict[str, Any], width: int) -> Text:
         t.append(f"{r.get('name', ''):{nw}} {fmt_num(ratio, 3):>9} ")
         t.append(f"{f'×{scale:.3g}' if scale is not None else '-':>7} {fmt_num(cos, 2):>5}\n")
     if any(r.get("update_ratio") is not None and r["update_ratio"] < FLOAT32_EPS for r in rows):
-        t.append_text(_para("⚠ some steps are below float32's precision against their weights: most of them is "
-                            "lost to rounding (×SGD under 1)", width, "yellow"))
-    opt = u.get("optimizer")
-    if rows and opt not in ("sgd", None) or any((r.get("scale") or 1) != 1 for r in rows if r.get("scale")):
+        t.append_text(_para("⚠ some steps are below float32's precision against their weights: much of such a step "
+                            "is lost to rounding (×SGD under 1)", width, "yellow"))
+    hyper = u.get("hyperparams") or {}
+    plain_sgd = u.get("optimizer") == "sgd" and not hyper.get("momentum") and not hyper.get("weight_decay")
+    if not plain_sgd:
         t.append_text(_para("upd/w: the step against the weights' size; ×SGD: against lr × gradient, what the "
                             "optimizer's state made of it; cos: 1 is straight downhill on this batch", width))
     else:
