@@ -120,7 +120,7 @@ def test_stepping_a_conv_net_shows_every_layer_and_continues_bit_for_bit(monkeyp
 
 
 def test_step_is_refused_while_running():
-    d = Driven(model="16", epochs=3)
+    d = Driven(model="16", epochs=10_000)  # still running when the command comes (stopped below)
     d.thread.start()
     d.wait("compiled")
     d.send("step")
