@@ -1,11 +1,13 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|compare|lrfind]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson|lrfind]
 
-Writes ``dashboard.svg``, ``inspector.svg`` and ``predictions.svg`` from an mlp learning MNIST (10,000 training
-images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
-screen over four small digits runs (three learning rates and one with dropout) and a fifth still training. Each
-run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
+Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg`` and ``stepview.svg`` (one step after ``n``, stage
+by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
+screen over four small digits runs (three learning rates and one with dropout) and a fifth still training,
+``neurons.svg``: the spiral learnt from Playground's input features with one hidden unit's map drawn large beside
+the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compare screen with its measured result.
+Each run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
 ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
 """
 
@@ -67,6 +69,10 @@ async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
         await press(pilot, "3")
         await settle(app, 1.0)
         app.save_screenshot("predictions.svg", str(out))
+        await press(pilot, "n")  # one step of the paused run, stage by stage
+        await wait_for(pilot, lambda: app.state.step_detail is not None and not app.pending, what="the step view")
+        await settle(app, 1.0)
+        app.save_screenshot("stepview.svg", str(out))
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
 
@@ -88,6 +94,47 @@ async def boundary_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         app.save_screenshot("boundary.svg", str(out))
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
+
+
+async def neurons_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """The spiral from x, y, x², y², sin x, sin y through two tanh layers of 8; a second-layer unit drawn large."""
+    cfg = TrainConfig(dataset="spiral", model="8,8", activation="tanh", features="x,y,x^2,y^2,sinx,siny",
+                      epochs=400, batch_size=16, lr=0.03, runs_dir=runs, on_divergence="pause", log_every=10)
+    session = Session(Trainer(cfg))
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: (app.state.val_accuracy or 0) >= 0.97 or app.state.epoch >= 300,
+                       what="spiral training")
+        await press(pilot, "space")
+        await wait_for(pilot, lambda: app.state.paused, what="pause")
+        seen = app.state.boundary
+        await press(pilot, "4")
+        await wait_for(pilot, lambda: app.state.boundary is not seen, what="boundary snapshot")
+        await settle(app, 1.0)
+        await press(pilot, "tab", "down", "right", "down", "down")  # the third unit of the second hidden layer
+        await settle(app, 0.5)
+        app.save_screenshot("neurons.svg", str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
+async def lesson_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """`tuinet learn vanishing`, its four runs trained first, then its Compare screen with the measured result."""
+    from tuinet.app.screens.lesson import LessonResultScreen
+    from tuinet.training.compare import load_runs
+    from tuinet.training.lessons import get_lesson, lesson_folder, result_text, summarize
+
+    lesson = get_lesson("vanishing")
+    folder = lesson_folder(runs, lesson.name)
+    for label, opts in lesson.configs():
+        await asyncio.to_thread(Trainer(TrainConfig(**opts, runs_dir=str(folder), name=label)).run)
+    text = result_text(lesson, [summarize(label, folder / label) for label, _ in lesson.runs])
+    app = CompareApp(load_runs(folder), folder, poll=False,
+                     lesson=(f"lesson {lesson.name}: {lesson.title}", lesson.caption, lambda: text))
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, LessonResultScreen), what="the lesson's result")
+        await pilot.pause(0.5)
+        app.save_screenshot("lesson.svg", str(out))
 
 
 async def compare_shot(out: Path, size: tuple[int, int], runs: str) -> None:
@@ -141,14 +188,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "boundary", "compare", "lrfind"),
+    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind"),
                    help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions")),
-              "boundary": (boundary_shot, ("boundary",)), "compare": (compare_shot, ("compare",)),
+              "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
+              "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
               "lrfind": (lrfind_shot, ("lrfind",))}
     for group, (shots, names) in groups.items():
         if args.only not in (None, group):

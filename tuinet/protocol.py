@@ -52,6 +52,10 @@ EVENTS: dict[str, str] = {
     "lr_find": "learning-rate range test on copies of the weights and optimizer state: phase (started, progress, "
                "done, failed); done carries the curve (lr, loss, smoothed), suggestions and suggested_lr",
     "log": "a message for the event log: level, message",
+    "step_detail": "one step stage by stage (after a step command): forward outputs of one sample and activation "
+                   "stats, loss before/after and per sample, gradient norm per layer, the update per layer",
+    "gradient_health": "the gradient-over-depth verdict changed: status (ok, vanishing, exploding, stalled, "
+                       "huge_updates), ratio, layers, message, hint",
 }
 
 #: command type -> description and required fields
@@ -69,12 +73,13 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "snapshot": ("send weights/samples events now (a viewer opened a panel)", ()),
     "lr_find": ("run a learning-rate range test on copies of the weights and optimizer state (pausing first when "
                 "running): optional start_lr, end_lr, steps", ()),
+    "step": ("while paused: run count (default 1) steps, then send step_detail for the last one", ()),
 }
 
 
 #: events that carry pictures (weights, sample predictions, the decision boundary): only the newest one matters, so
 #: they are not written to ``metrics.jsonl`` nor kept in a viewer's history; the last of each kind is replayed
-PICTURE_EVENTS = frozenset({"weights", "samples", "boundary"})
+PICTURE_EVENTS = frozenset({"weights", "samples", "boundary", "step_detail"})
 
 #: ``status.json`` statuses of a trainer that is (or should be) alive
 LIVE_STATUSES = ("loading", "compiling", "running", "paused", "testing")
@@ -85,7 +90,8 @@ FINAL_EVENTS = ("finished", "stopped", "failed")
 #: command -> the event that confirms the trainer applied it
 ACKNOWLEDGED_BY = {"pause": "paused", "resume": "resumed", "scale_lr": "lr_changed", "set_lr": "lr_changed",
                    "set_optimizer": "optimizer_changed", "save": "checkpoint_saved", "evaluate": "evaluated",
-                   "rollback": "rolled_back", "lr_find": "lr_find"}
+                   "rollback": "rolled_back", "lr_find": "lr_find",
+                   "step": "step_detail"}
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -168,6 +174,7 @@ FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
 MAX_TEXT = 200  # characters of a free-text field (a reason)
 MAX_NAME = 32  # characters of a name (an optimizer, a hyperparameter)
 LR_FIND_STEPS = (10, 1000)  # the fewest and most steps of a learning-rate range test
+MAX_STEPS = 100_000  # steps one `step` command may ask for
 
 #: hyperparameters a set_optimizer command may carry, and their kind
 HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", "betas": "betas", "eps": "number",
@@ -177,7 +184,8 @@ HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", 
 _COMMON_FIELDS = {"command", "v", "client_pid"}
 #: command -> its optional fields
 _OPTIONAL_FIELDS = {"pause": ("reason",), "stop": ("reason",), "set_optimizer": ("hyperparams", "lr"),
-                    "rollback": ("factor",), "lr_find": ("start_lr", "end_lr", "steps")}
+                    "rollback": ("factor",), "lr_find": ("start_lr", "end_lr", "steps"),
+                    "step": ("count",)}
 
 
 def _is_number(v: Any) -> bool:
@@ -252,6 +260,10 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         f = cmd["factor"]
         if not _is_number(f) or not math.isfinite(f) or not 0 < f <= FLOAT32_MAX:
             raise ConfigError(f"lr factor must be a positive number, got {f!r:.40}")
+    if "count" in cmd:
+        n = cmd["count"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEPS:
+            raise ConfigError(f"step count must be a whole number from 1 to {MAX_STEPS:,}, got {n!r:.40}")
     if kind == "set_optimizer":
         name = cmd["name"]
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:

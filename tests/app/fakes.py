@@ -155,6 +155,14 @@ class FakeSession:
                 self._paused = False
                 answers.append(make_event("resumed", step=step))
             return answers
+        if kind == "step":
+            from tests.app.step_fixture import step_detail
+
+            if not self._paused:
+                return [make_event("log", level="error", message="command step refused: steps one at a time only "
+                                                                  "while paused")]
+            self._step = step + cmd.get("count", 1)
+            return [{**step_detail(self._step), "time": make_event("log")["time"]}]
         if kind == "stop":
             return [make_event("stopped", reason=cmd.get("reason", "user"), step=step, epoch=0,
                                checkpoint="runs/fake/latest.npz")]

@@ -74,7 +74,8 @@ def test_a_key_is_bound_to_one_action_except_the_pause_resume_pair():
 def test_every_table_entry_is_in_the_help():
     for app_class in (TuinetApp, RemoteApp):
         table = actions.by_id(app_class.HELP_ACTIONS)
-        assert set(table) == {a.id for a in (*app_class.ACTIONS, *actions.COMPARE_ACTIONS)}
+        assert set(table) == {a.id for a in (*app_class.ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS,
+                                             *actions.STEP_ACTIONS)}
         covered = [i for row in app_class.HELP_ROWS for i in row.ids]
         assert sorted(covered) == sorted(table), app_class.__name__
         lines = actions.help_lines(app_class.HELP_ROWS, table)
@@ -92,6 +93,8 @@ def test_every_table_entry_is_in_the_help():
         ("o", "choose the optimizer (weights kept, fresh state)"),
         ("s", "save a checkpoint now"),
         ("e", "evaluate on the test set now"),
+        ("n", "take one training step and show it stage by stage (pauses first; a count typed before it, 10n, "
+              "takes that many)"),
         ("r", "restart with the current settings (asks first)"),
         ("l", "loss chart: log / linear scale"),
         ("1 2 3 4 5", "dashboard, inspector, predictions, boundary, compare (or c)"),
@@ -99,6 +102,14 @@ def test_every_table_entry_is_in_the_help():
         ("?", "this help"),
         ("q", "quit: stops training and saves a checkpoint (asks first)"),
         ("ctrl+c", "stop training now, save a checkpoint and quit (no question)"),
+        ("", ""),
+        ("", "in the step view (n):"),
+        ("space", "back to normal training (resume) and close the step view"),
+        ("esc", "close the step view; training stays paused"),
+        ("", ""),
+        ("", "on the boundary tab's neuron maps:"),
+        ("↑ ↓ ← →", "select a unit (or click its picture): it is drawn large"),
+        ("esc", "back to the decision boundary"),
         ("", ""),
         ("", "on the compare tab:"),
         ("space", "put the highlighted run in / out of the chart"),

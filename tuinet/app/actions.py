@@ -125,6 +125,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("save", "s", "Save", "save a checkpoint now", "Save checkpoint", command="save", when=When.LIVE),
     Action("evaluate", "e", "Eval", "evaluate on the test set now", "Evaluate on test set", command="evaluate",
            when=When.LIVE),
+    Action("step", "n", "Step", "take one training step and show it stage by stage (pauses first; a count typed "
+           "before it, 10n, takes that many)", "Step: one training step, stage by stage", command="step",
+           when=When.LIVE, show=False),
     Action("restart", "r", "Restart", "restart with the current settings (asks first)", "Restart run…",
            when=When.RESTART),
     Action("toggle_log", "l", "Log y", "loss chart: log / linear scale", "Loss chart: log / linear", show=False),
@@ -169,6 +172,29 @@ COMPARE_ACTIONS: tuple[Action, ...] = (
            "diff", key_display="D"),
 )
 
+#: the neuron maps' keys on the Boundary tab: bound on the neuron panel, so they apply while it has the focus (a
+#: click on a picture focuses it)
+NEURON_ACTIONS: tuple[Action, ...] = (
+    Action("neuron_prev", "up", "Unit↑", "neuron maps: select the unit above (shown large)", key_display="↑",
+           show=False),
+    Action("neuron_next", "down", "Unit↓", "neuron maps: select the unit below (shown large)", key_display="↓",
+           show=False),
+    Action("neuron_left", "left", "Layer←", "neuron maps: select the layer to the left", key_display="←",
+           show=False),
+    Action("neuron_right", "right", "Layer→", "neuron maps: select the layer to the right", key_display="→",
+           show=False),
+    Action("neuron_clear", "escape", "Boundary", "neuron maps: back to the decision boundary", key_display="esc",
+           show=False),
+)
+
+#: the Step view's own keys (``n`` is the app's, so it steps again from the view too)
+STEP_ACTIONS: tuple[Action, ...] = (
+    Action("train", "space", "Train", "back to normal training (resume) and close the step view",
+           "Step view: back to training", command="resume", when=When.LIVE),
+    Action("close_step_view", "escape", "Back", "close the step view; training stays paused", "Step view: close",
+           key_display="esc"),
+)
+
 #: what the standalone Compare app (`tuinet compare`) adds to the Compare keys
 COMPARE_APP_ACTIONS: tuple[Action, ...] = (
     Action("help", "question_mark", "Help", "this help", "Keys", key_display="?"),
@@ -190,6 +216,7 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("optimizer",)),
     HelpRow(("save",)),
     HelpRow(("evaluate",)),
+    HelpRow(("step",)),
     HelpRow(("restart",)),
     HelpRow(("toggle_log",)),
     HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')",
@@ -216,8 +243,25 @@ COMPARE_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("toggle_diff",)),
 )
 
-#: the app's help: its own keys, then the compare tab's
+#: the neuron maps' help lines (the Boundary tab of a 2-D dataset)
+NEURON_HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow(("neuron_prev", "neuron_next", "neuron_left", "neuron_right"),
+            "select a unit (or click its picture): it is drawn large"),
+    HelpRow(("neuron_clear",), "back to the decision boundary"),
+)
+
+#: the Step view's help lines
+STEP_HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow(("train",)),
+    HelpRow(("close_step_view",)),
+)
+
+#: the app's help: its own keys, then the step view's, the boundary tab's and the compare tab's
 APP_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS, HelpRow((), "", keys=""),
+                                      HelpRow((), "in the step view (n):", keys=""), *STEP_HELP_ROWS,
+                                      HelpRow((), "", keys=""),
+                                      HelpRow((), "on the boundary tab's neuron maps:", keys=""), *NEURON_HELP_ROWS,
+                                      HelpRow((), "", keys=""),
                                       HelpRow((), "on the compare tab:", keys=""), *COMPARE_HELP_ROWS)
 
 #: the standalone Compare app's help

@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -39,8 +39,9 @@ from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.lrfind import LrChoice, LrFindScreen
+from tuinet.app.screens.step import CountPrefix, StepScreen
 from tuinet.app.state import ALERTS, RunState
-from tuinet.app.widgets.boundary import BoundaryMap, legend_text
+from tuinet.app.widgets.plane import PlaneView
 from tuinet.app.widgets.dashboard import Dashboard, topbar_text
 from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
     from tuinet.training.trainer import Trainer
 
 TABS = ("dashboard", "inspector", "predictions", "boundary", "compare")
+PLANE_EVERY = 0.5  # seconds between fresh boundary and neuron maps while the Boundary tab is shown, at least
+PLANE_SHARE = 0.05  # at most about this share of the trainer's time goes into them (a big net is asked less often)
 #: earlier runs put in the compare tab's chart next to this run at first (most recent of the same dataset)
 COMPARE_FIRST = 3
 
@@ -81,7 +84,8 @@ class TuinetApp(App[int]):
     ACTIONS: tuple[actions.Action, ...] = actions.ACTIONS
     HELP_ROWS: tuple[actions.HelpRow, ...] = actions.APP_HELP_ROWS
     #: what the help screen describes: the app's actions and the compare tab's (bound on its view)
-    HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS)
+    HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS,
+                                                 *actions.STEP_ACTIONS)
     BINDINGS = actions.bindings(actions.ACTIONS)
 
     status: reactive[str] = reactive("loading")
@@ -128,8 +132,11 @@ class TuinetApp(App[int]):
         self._dash: Dashboard | None = None
         self._insp: Inspector | None = None
         self._preds: Predictions | None = None
-        self._blegend: Static | None = None
-        self._bmap: BoundaryMap | None = None
+        self._plane: PlaneView | None = None
+        self._plane_asked = 0.0  # when fresh boundary maps were last asked for (perf_counter)
+        self._plane_asked_wall = 0.0  # the same moment in wall-clock time, against the answer's timestamp
+        self._plane_asked_for: Any = None  # the boundary event shown then: ask again once a newer one came
+        self._plane_every = PLANE_EVERY
         self._compare: CompareView | None = None
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
@@ -142,6 +149,8 @@ class TuinetApp(App[int]):
         self._alert_throttle = Throttle()
         self.alerts_sent: list[dict[str, Any]] = []  # the alerts rung (bell and desktop notification), in order
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._count = CountPrefix()  # digits typed before `n` (10n: ten steps)
+        self._step_screen: StepScreen | None = None  # the Step view, while it is open
 
     # --- layout ----------------------------------------------------------------------------------------------------
 
@@ -155,8 +164,7 @@ class TuinetApp(App[int]):
             with TabPane("Predictions", id="predictions"):
                 yield Predictions(id="preds")
             with TabPane("Boundary", id="boundary"):
-                yield Static(id="boundary-legend")
-                yield BoundaryMap(id="boundary-map")
+                yield PlaneView(id="plane")
             with TabPane("Compare", id="compare"):
                 yield CompareView(id="compare-view")
         yield Footer(compact=True)
@@ -173,8 +181,7 @@ class TuinetApp(App[int]):
         self._dash = self.query_one(Dashboard)
         self._insp = self.query_one(Inspector)
         self._preds = self.query_one(Predictions)
-        self._blegend = self.query_one("#boundary-legend", Static)
-        self._bmap = self.query_one(BoundaryMap)
+        self._plane = self.query_one(PlaneView)
         self._compare = self.query_one(CompareView)
         self._compare.active = False
         self._topbar = self.query_one("#topbar", Static)
@@ -322,6 +329,9 @@ class TuinetApp(App[int]):
             self._redraw_status()
             self._last_progress = now
             d -= {"status", "progress", "info"}
+        if self._step_screen is not None and self.screen is self._step_screen and "stepview" in d:
+            if self._step_screen.show(st, self._count.pending, "step_detail" in self.pending):
+                d.discard("stepview")
         dash = self._dash
         if "log" in d:
             dash.update_log(st)
@@ -350,9 +360,13 @@ class TuinetApp(App[int]):
                 d.discard("confusion")
         if tab == "boundary" and "boundary" in d:
             names = [str(n) for n in st.dataset.get("class_names") or []]
-            self._blegend.update(legend_text(names, st.boundary))
-            self._bmap.set_event(st.boundary, len(names) if st.is_classifier else 1)
+            self._plane.show(st.boundary, names, len(names) if st.is_classifier else 1)
             d.discard("boundary")
+        if tab == "boundary" and self._session_live() and not st.paused and not st.compiling \
+                and st.boundary is not self._plane_asked_for and now - self._plane_asked >= self._plane_every:
+            # the boundary and the neuron maps form while one watches: fresh ones while this tab is shown, each
+            # asked once the last answer came (a slow or remote trainer never gets a queue of requests)
+            self._ask_snapshot()
 
     def _pending_text(self) -> str | None:
         if self._lifecycle == "stopping":
@@ -396,8 +410,21 @@ class TuinetApp(App[int]):
         if tab in ("inspector", "predictions", "boundary") and self._session_live() and not st.compiling:
             if time.perf_counter() - self._snapshot_asked > 3.0:
                 self._snapshot_asked = time.perf_counter()
-                self.session.send(make_command("snapshot"))
+                self._ask_snapshot()
         self.call_after_refresh(self._redraw)
+
+    def _ask_snapshot(self) -> None:
+        """Ask the trainer for fresh pictures (weights, samples, the boundary and its neuron maps)."""
+        answer = self.state.boundary
+        if answer is not None and answer is not self._plane_asked_for and self._plane_asked_wall:
+            # the trainer stamped its answer after computing it: from asking to that is what a snapshot costs it
+            took = float(answer.get("time") or 0) - self._plane_asked_wall
+            if 0 < took < 60:
+                self._plane_every = min(5.0, max(PLANE_EVERY, took / PLANE_SHARE))
+        self._plane_asked = time.perf_counter()
+        self._plane_asked_wall = time.time()
+        self._plane_asked_for = answer
+        self.session.send(make_command("snapshot"))
 
     # --- bindings ---------------------------------------------------------------------------------------------------
 
@@ -507,6 +534,27 @@ class TuinetApp(App[int]):
     def action_evaluate(self) -> None:
         """Evaluate on the test set now."""
         self._send("evaluate", "evaluating on test")
+
+    def action_step(self) -> None:
+        """Take one step (or the count typed before ``n``) and show the last one stage by stage in the Step view;
+        a running trainer is paused first (the trainer takes steps one at a time only while paused)."""
+        count = self._count.take()
+        if not self.state.paused and "paused" not in self.pending:
+            self._send("pause", "pausing")
+        self._send("step", f"{count:,} step{'s' if count > 1 else ''}", **({"count": count} if count > 1 else {}))
+        if self.screen is not self._step_screen:
+            self._step_screen = StepScreen()
+            self.push_screen(self._step_screen, lambda _: setattr(self, "_step_screen", None))
+        else:
+            self._step_screen.show(self.state, None, True)
+
+    async def on_event(self, event: events.Event) -> None:
+        """Note digits typed before a key that takes a count (``10n``); every key then goes on as usual."""
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            self._count.feed(event.character, event.key)
+            if self._step_screen is not None and self.screen is self._step_screen:
+                self.state.dirty.add("stepview")
+        await super().on_event(event)
 
     def action_toggle_log(self) -> None:
         """Loss chart: log / linear scale."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from textual import on
 from textual.app import App, SystemCommand
@@ -19,6 +19,7 @@ from tuinet.app import actions
 from tuinet.app.compare_state import CompareState
 from tuinet.app.screens.compare import CompareScreen, CompareView
 from tuinet.app.screens.help import HelpScreen
+from tuinet.app.screens.lesson import LessonResultScreen
 from tuinet.errors import TuinetError
 from tuinet.training.compare import RunRecord
 
@@ -39,6 +40,8 @@ class CompareApp(App[int]):
         runs_dir: where they were found (said in the title line).
         charted: the runs to draw at first (default: the first few).
         poll: read live runs once a second (tests of still pictures turn it off).
+        lesson: for ``tuinet learn``: (title, caption, result) -- the title line, what to look for (shown at the
+            start), and a function that returns what the runs measured once they are done (None before), shown then.
     """
 
     CSS_PATH = _APP_CSS
@@ -49,8 +52,11 @@ class CompareApp(App[int]):
     BINDINGS = actions.bindings(actions.COMPARE_APP_ACTIONS)
 
     def __init__(self, records: Sequence[RunRecord], runs_dir: str | Path | None = None, *,
-                 charted: Iterable[str] | None = None, poll: bool = True):
+                 charted: Iterable[str] | None = None, poll: bool = True,
+                 lesson: tuple[str, str, Callable[[], str | None]] | None = None):
         super().__init__()
+        self.lesson = lesson
+        self.lesson_result: str | None = None  # the measured result, once the lesson's runs are done
         self.animation_level = "none"
         self.state = CompareState(records, charted=charted)
         self.runs_dir = runs_dir
@@ -60,11 +66,24 @@ class CompareApp(App[int]):
 
     def title_line(self) -> str:
         """Where the runs come from."""
+        if self.lesson is not None:
+            return self.lesson[0]
         where = f" in {self.runs_dir}" if self.runs_dir else ""
         return f"{len(self.state.records)} runs{where}"
 
     def on_mount(self) -> None:
         self.push_screen(CompareScreen(self.state, self.title_line(), poll=self.poll))
+        if self.lesson is not None:
+            self.notify(self.lesson[1], title="what to look for", timeout=60)
+            self._lesson_timer = self.set_interval(1.0, self._check_lesson)
+
+    def _check_lesson(self) -> None:
+        """Once every run of the lesson is done: what they measured, until the user closes it."""
+        text = self.lesson[2]()
+        if text is not None:
+            self._lesson_timer.stop()
+            self.lesson_result = text
+            self.push_screen(LessonResultScreen(f"{self.lesson[0]}: what happened", text))
 
     @property
     def view(self) -> CompareView:
@@ -115,7 +134,8 @@ def detached_socket(record: RunRecord) -> str | None:
     return sock if isinstance(sock, str) and Path(sock).exists() else None
 
 
-def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None) -> int:
+def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None,
+                    lesson: tuple[str, str, Callable[[], str | None]] | None = None) -> int:
     """Show ``records`` on the Compare screen until the user quits; returns the exit code (0).
 
     Enter on a live detached run leaves the Compare screen for the app on that run (as `tuinet attach`: ``d``
@@ -128,7 +148,7 @@ def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = 
 
     charted: list[str] | None = None
     while True:
-        app = CompareApp(records, runs_dir, charted=charted)
+        app = CompareApp(records, runs_dir, charted=charted, lesson=lesson)
         code = app.run()
         target = app.attach_to
         if target is None:

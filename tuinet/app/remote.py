@@ -69,7 +69,7 @@ class RemoteApp(TuinetApp):
     CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # the subclass lives elsewhere: absolute path
     ACTIONS = (*actions.REMOTE_ACTIONS, *actions.ACTIONS)
     HELP_ROWS = actions.REMOTE_APP_HELP_ROWS
-    HELP_ACTIONS = (*ACTIONS, *actions.COMPARE_ACTIONS)
+    HELP_ACTIONS = (*ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS, *actions.STEP_ACTIONS)
     BINDINGS = actions.bindings(actions.REMOTE_ACTIONS)  # Textual adds them to TuinetApp's
 
     def __init__(self, session: RemoteSession, config: TrainConfig | None = None, **kwargs: Any):

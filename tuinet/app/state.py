@@ -16,7 +16,8 @@ from tuinet.formatting import fmt_duration, fmt_num
 from tuinet.training.summary import summary_lines
 
 #: parts of the screen an event can change
-SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "confusion", "boundary", "log", "info")
+SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "confusion", "boundary", "log", "info",
+            "stepview")
 
 #: events the app shows at once (not at the next 5 Hz tick) whether asked for or not: the run's lifecycle and
 #: alarms. The answer to a command the app is waiting for (see ``TuinetApp.pending``) is shown at once too; the
@@ -153,6 +154,8 @@ class RunState:
         self.samples: dict[str, Any] | None = None
         self.confusion: dict[str, Any] | None = None
         self.boundary: dict[str, Any] | None = None
+        self.step_detail: dict[str, Any] | None = None  # the newest step shown stage by stage (after `n`)
+        self.health: dict[str, Any] | None = None  # the newest gradient-health verdict (layer_stats, gradient_health)
         self._rate_t: float | None = None
         self._rate_step = 0
         self.steps_per_second: float | None = None
@@ -302,7 +305,26 @@ class RunState:
             if row.get("flag") and self._flags.get(name) != row["flag"]:
                 self.add_log(f"{name}: {row['flag']} gradients (norm {fmt_num(g)})", "warning", e.get("time"))
             self._flags[name] = row.get("flag")
+        h = e.get("health")
+        if h is not None:  # the verdict of these rows; the words of the last gradient_health while it holds
+            same = self.health is not None and self.health.get("status") == h.get("status")
+            self.health = {**self.health, **h} if same else dict(h)
         self.dirty.add("layers")
+
+    def _on_gradient_health(self, e):
+        self.health = e
+        self.dirty.update(("layers", "stepview"))
+        ok = e.get("status") == "ok"
+        self.add_log(f"{e.get('message')}" + ("" if ok or not e.get("hint") else f" — {e['hint']}"),
+                     "info" if ok else "warning", e.get("time"))
+
+    def _on_step_detail(self, e):
+        self.step_detail = e
+        self.step = max(self.step, e.get("step") or 0)
+        self.dirty.update(("stepview", "progress"))
+        lo = e.get("loss") or {}
+        self.add_log(f"step {e.get('step')}: loss {fmt_num(lo.get('before'))} → {fmt_num(lo.get('after'))} on its "
+                     f"batch", t=e.get("time"))
 
     def _on_weights(self, e):
         self.weights = e

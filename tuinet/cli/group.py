@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tuinet import __version__
-from tuinet.cli import bench, compare, datasets, lrfind, remote, runs, train
+from tuinet.cli import bench, compare, datasets, learn, lrfind, remote, runs, train
 from tuinet.cli.common import CONTEXT, friendly_errors
 
 
@@ -32,6 +32,7 @@ main.add_command(bench.bench)
 main.add_command(datasets.datasets)
 main.add_command(compare.compare_cmd)
 main.add_command(lrfind.lr_find)
+main.add_command(learn.learn)
 runs.register(main)
 remote.register(main)
 

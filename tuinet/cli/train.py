@@ -44,6 +44,14 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--task",), dict(type=click.Choice(["classification", "regression"]),
                        help="Force the task.  [default: inferred from the target]")),
     (("--limit",), dict(type=int, help="Use at most this many training samples (quick runs).  [default: all]")),
+    (("--n-samples",), dict(type=int, help="Size of a synthetic dataset (spiral, circles, xor, gaussian, moons, "
+                                           "sine, regression).  [default: 1000]")),
+    (("--noise",), dict(type=float, help="Noise level of a synthetic dataset (standard deviation added to each "
+                                         "point).  [default: the dataset's, e.g. 0.1 for spiral]")),
+    (("--features",), dict(help="Input features for 2-D datasets, as in TensorFlow Playground: a list of x, y, x^2, "
+                                "y^2, xy, sinx, siny, or all.  [default: x,y]")),
+    (("--pace",), dict(type=float, help="At most this many steps per second, to watch the boundary and the neuron "
+                                        "maps form.  [default: full speed]")),
     (("--l1",), dict(type=float, help="L1 penalty l1*sum|w| on weights.  [default: 0]")),
     (("--l2",), dict(type=float, help="L2 penalty l2*sum w^2 on weights.  [default: 0]")),
     (("--dropout",), dict(type=float, help="Dropout rate after each hidden activation (dense specs).  "

@@ -265,6 +265,9 @@ def load_dataset(source: str, *, val_split: float = 0.1, test_split: float = 0.1
 
     key = source.strip().lower()
     image_like = False
+    if key not in SYNTHETIC and (n_samples is not None or noise is not None):
+        raise DataError(f"{source}: a size and a noise level apply only to the synthetic datasets "
+                        f"({', '.join(SYNTHETIC)})")
     if key == "mnist":
         raw = _read_mnist(datasets_dir() / "mnist")
         image_like = True

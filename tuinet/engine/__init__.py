@@ -7,7 +7,7 @@ from tuinet.engine.losses import BinaryCrossEntropyWithLogits, MeanSquaredError,
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, make_optimizer
 from tuinet.engine.spec import PRESETS, build_model
-from tuinet.engine import cnn_specs, conv, norm, residual  # noqa: E402,F401  (registers CNN layers, tokens, presets)
+from tuinet.engine import cnn_specs, conv, features, norm, residual  # noqa: E402,F401  (registers layers, tokens, presets)
 
 __all__ = [
     "GELU", "Dense", "Dropout", "Flatten", "Layer", "LeakyReLU", "Linear", "ReLU", "Sigmoid", "Tanh",

@@ -14,6 +14,7 @@ from tuinet.engine.conv import Conv2D
 from tuinet.engine.kernels import F0, chunked, jit, relu_backward
 from tuinet.engine.layers import Layer, ReLU, register
 from tuinet.engine.norm import BatchNorm
+from tuinet.engine.spec import token
 from tuinet.errors import ModelError
 
 
@@ -144,3 +145,60 @@ class ResidualBlock(Layer):
         extra = f", s{self.stride}" if self.stride != 1 else ""
         proj = ", proj" if getattr(self, "has_projection", False) else ""
         return f"ResidualBlock({self.filters}{extra}{proj})"
+
+
+@register
+class DenseResidual(Layer):
+    """A dense layer with a skip connection: ``y = x + act(x @ W + b)``, the input's width kept.
+
+    The identity path carries the gradient past the layer unchanged, so a deep stack of them trains where the same
+    stack without skips (say of sigmoids) loses its gradient before the first layers (``tuinet learn vanishing``).
+
+    Args:
+        units: the width (must equal the input's).
+        activation: the activation inside the block (``relu``, ``sigmoid``, ``tanh``, ...).
+    """
+
+    def __init__(self, units: int, activation: str = "relu"):
+        super().__init__()
+        from tuinet.engine.layers import Dense, he_or_xavier, make_activation
+
+        self.units = int(units)
+        self.activation = str(activation)
+        self.act = make_activation(self.activation)
+        self.dense = Dense(self.units, init=he_or_xavier(self.act.key))
+
+    @property
+    def param_names(self):  # type: ignore[override]
+        return self.dense.param_names
+
+    @property
+    def penalized(self):  # type: ignore[override]
+        return self.dense.penalized
+
+    def build(self, input_shape, rng):
+        if tuple(input_shape) != (self.units,):
+            raise ModelError(f"a skip-connected dense layer of {self.units} units needs inputs of that width, got "
+                             f"{tuple(input_shape)}; put a dense{self.units} layer before it")
+        self.input_shape = self.output_shape = (self.units,)
+        self.act.build(self.dense.build(input_shape, rng), rng)
+        self.params, self.grads = self.dense.params, self.dense.grads
+        return self.output_shape
+
+    def forward(self, x, training):
+        return x + self.act.forward(self.dense.forward(x, training), training)
+
+    def backward(self, dy, need_dx=True):
+        dx = self.dense.backward(self.act.backward(dy, True), need_dx)
+        return None if dx is None else dx + dy
+
+    def config(self):
+        return {"type": "DenseResidual", "units": self.units, "activation": self.activation}
+
+    def describe(self):
+        return f"Skip(Dense({self.units}) {self.act.kind})"
+
+
+@token(r"skip[:]?(\d+)(relu|leaky_?relu|sigmoid|tanh|gelu|linear)?")
+def _skip_token(m):
+    return [{"type": "DenseResidual", "units": int(m.group(1)), "activation": (m.group(2) or "relu").lower()}]

@@ -136,8 +136,11 @@ def _canonical_type(name: str, path: Path, index: int) -> str:
 
 def build_model(spec: str, input_shape: tuple[int, ...], num_outputs: int, *, task: str = "classification",
                 activation: str | None = None, dropout: float = 0.0, l1: float = 0.0, l2: float = 0.0,
-                seed: int = 0) -> Sequential:
+                seed: int = 0, features: list[str] | None = None) -> Sequential:
     """Turn a preset, compact spec or TOML file into a built model for the given data shape.
+
+    ``features`` (2-D points only) puts a :class:`~tuinet.engine.features.PlaneFeatures` layer first, so the model
+    sees Playground's derived inputs (x², xy, sin x, ...) and still takes raw ``(x, y)`` points.
 
     A final ``Dense(num_outputs)`` is appended unless the spec already ends in a layer of that many units, and a
     ``Flatten`` is inserted before the first Dense layer when samples are not vectors.
@@ -152,6 +155,8 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_outputs: int, *, ta
     input_size = 1
     for s in input_shape:
         input_size *= int(s)
+    if features:
+        input_size = len(features)  # the first Dense sees the features, not the raw point
     explicit_output = False
     if spec.lower() in PRESETS:
         layers = PRESETS[spec.lower()](act, dropout)
@@ -185,6 +190,8 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_outputs: int, *, ta
         first_dense = next((i for i, lc in enumerate(layers) if lc["type"] == "Dense"), None)
         if first_dense is not None and not any(lc["type"] in ("Flatten", "GlobalAvgPool") for lc in layers[:first_dense]):
             layers.insert(first_dense, {"type": "Flatten"})
+    if features:
+        layers = [{"type": "PlaneFeatures", "features": list(features)}] + layers
     from tuinet.engine.layers import Layer
 
     return Sequential([Layer.from_config(lc) for lc in layers], input_shape, loss=loss, l1=l1, l2=l2, seed=seed)

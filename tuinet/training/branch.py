@@ -34,7 +34,8 @@ from tuinet.training.config import SCHEDULE_ALIASES, TrainConfig, default_runs_d
 from tuinet.training.rundir import RunDir, absolute_dataset, find_run, free_run_name
 
 #: settings that define the data: a branch keeps its parent's (the seed draws the splits too)
-DATA_KEYS = ("dataset", "val_split", "test_split", "normalize", "target", "task", "limit", "seed")
+DATA_KEYS = ("dataset", "val_split", "test_split", "normalize", "target", "task", "limit", "seed", "n_samples",
+             "noise")
 #: the optimizer's name and hyperparameters as configuration keys
 HYPER_KEYS = ("momentum", "dampening", "nesterov", "betas", "eps", "weight_decay", "alpha", "centered", "amsgrad")
 OPTIMIZER_KEYS = ("optimizer", *HYPER_KEYS)

@@ -70,6 +70,10 @@ class TrainConfig:
         notify_url: an apprise URL each alert is posted to (needs the ``notify`` extra; None: none).
         dataset_defaults: the fields filled in from the dataset's row of
             :data:`tuinet.training.defaults.DATASET_DEFAULTS` (None: none were).
+        n_samples, noise: size and noise level of a synthetic dataset (None: the dataset's defaults).
+        features: Playground's input features for 2-D datasets, e.g. ``"x,y,x^2,y^2,xy,sinx,siny"`` or ``"all"``
+            (None: the raw x and y); a first model layer computes them (see :mod:`tuinet.engine.features`).
+        pace: at most this many optimizer steps per second, to watch a boundary form (None: full speed).
         keep_epochs: how many per-epoch checkpoints (``epoch-NNNN.npz``) the run folder keeps, the most recent
             ones (0: none); ``tuinet train --from RUN@EPOCH`` branches from them.
         parent: set on a branched run: where it started, ``{"run", "epoch", "step", "checkpoint", "path"}``
@@ -99,6 +103,10 @@ class TrainConfig:
     target: str | None = None
     task: str | None = None
     limit: int | None = None
+    n_samples: int | None = None
+    noise: float | None = None
+    features: str | None = None
+    pace: float | None = None
     l1: float = 0.0
     l2: float = 0.0
     dropout: float = 0.0
@@ -150,7 +158,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "log_every", "stats_every", "step_size"):
             _check_int(name, getattr(self, name), 1)
         _check_int("seed", self.seed, 0, MAX_SEED)
-        for name in ("limit", "patience", "val_every"):
+        for name in ("limit", "patience", "val_every", "n_samples"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
         _check_int("plateau_patience", self.plateau_patience, 0)
@@ -163,11 +171,23 @@ class TrainConfig:
                 raise FieldError(name, f"must be in [0, 1), got {v}")
         if self.val_split + self.test_split >= 1.0:
             raise FieldError("val_split", "+ test_split must leave some data for training")
-        for name in ("l1", "l2", "min_delta"):
+        for name in ("l1", "l2", "min_delta", "noise"):
+            if getattr(self, name) is None:
+                continue
             if getattr(self, name) < 0:
                 raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.pace is not None and self.pace <= 0:
+            raise FieldError("pace", f"must be > 0 steps per second, got {self.pace}")
+        if self.features is not None:
+            from tuinet.engine.features import parse_features  # a leaf module: the names and their spellings
+            from tuinet.errors import ModelError
+
+            try:
+                self.features = ",".join(parse_features(self.features))
+            except ModelError as e:
+                raise FieldError("features", "", str(e)) from None
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise FieldError("clip_grad", f"must be > 0, got {self.clip_grad}")
         if self.dataset_defaults is not None:

@@ -104,6 +104,10 @@ class ConsolePrinter:
         elif kind == "early_stopped":
             self._line(f"early stop at epoch {e['epoch']}: best epoch {e['best_epoch']} "
                        f"(val_loss {e['best_val_loss']:.4f}), best weights restored")
+        elif kind == "gradient_health":
+            hint = f" ({e['hint']})" if e.get("hint") else ""
+            self._line(f"{'gradient health' if e['status'] == 'ok' else 'warning'} at step {e['step']}: "
+                       f"{e['message']}{hint}")
         elif kind == "log" and e.get("level") in ("warning", "error", "info"):
             self._line(e["message"])
         elif kind == "evaluated":

@@ -90,7 +90,7 @@ def rebuild_test_split(ckpt, dataset: str | None = None):
     if not isinstance(cfg, dict) or "dataset" not in cfg:
         raise CheckpointError(f"{ckpt.path}: the checkpoint holds no training configuration; "
                               "cannot rebuild its dataset")
-    keys = ("dataset", "val_split", "test_split", "seed", "target", "task", "limit")
+    keys = ("dataset", "val_split", "test_split", "seed", "target", "task", "limit", "n_samples", "noise")
     try:
         saved = TrainConfig.from_dict({k: cfg[k] for k in keys if k in cfg}, source="configuration")
     except ConfigError as e:
@@ -98,7 +98,7 @@ def rebuild_test_split(ckpt, dataset: str | None = None):
                               f"({str(e).removeprefix('configuration: ')})") from None
     data = load_dataset(dataset or saved.dataset, val_split=saved.val_split, test_split=saved.test_split,
                         seed=saved.seed, normalize="none", target=saved.target, task=saved.task or info.get("task"),
-                        limit=saved.limit, log=lambda m: None)
+                        limit=saved.limit, n_samples=saved.n_samples, noise=saved.noise, log=lambda m: None)
     x = saved_normalizer(ckpt).transform(data.x_test)
     return x, data.y_test, data
 

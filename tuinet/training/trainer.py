@@ -25,12 +25,15 @@ from tuinet.engine.spec import build_model
 from tuinet.engine.threads import ThreadTuner
 from tuinet.errors import ConfigError, DataError, ModelError, TuinetError
 from tuinet.training import stats as S
+from tuinet.training import stepview
+from tuinet.training.health import HealthMonitor
 from tuinet.training.config import TrainConfig
 from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
 from tuinet.training.alerts import Alerts
 from tuinet.training.defaults import describe_defaults
 from tuinet.training.final_test import final_tests
+from tuinet.training.neurons import neuron_maps
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -41,6 +44,7 @@ BLOWUP_FACTOR = 1e3  # a finite loss this many times the reference counts as div
 REPEAT_FACTOR = 0.1  # lr factor of a rollback when the previous one was less than SNAPSHOT_EVERY steps ago
 WEIGHTS_EVERY = 500  # steps between weight-picture events
 PICTURE_SAMPLES = 2000  # validation samples searched for the most confidently wrong predictions
+EARLY_STATS = 10  # the step of the first layer statistics, whatever stats_every says
 
 
 class StopTraining(Exception):
@@ -97,6 +101,8 @@ class Trainer:
         self.diverged_pending = False
         self.alerts: Alerts | None = None  # --notify / --notify-url (built in prepare: a bad URL is one Error line)
         self.watch = Watch(config.pause_if, config.stop_if)  # --pause-if / --stop-if, checked after each epoch
+        self._steps_left = 0  # steps a `step` command still asks for (they run while paused)
+        self.health = HealthMonitor()
 
     # --- public state ----------------------------------------------------------------------------------------
 
@@ -205,14 +211,15 @@ class Trainer:
         if self.data is None:
             self.data = load_dataset(c.dataset, val_split=c.val_split, test_split=c.test_split, seed=c.seed,
                                      normalize=c.normalize, target=c.target, task=c.task, limit=c.limit,
-                                     log=self._note)
+                                     n_samples=c.n_samples, noise=c.noise, log=self._note)
         if len(self.data.x_train) == 0:
             raise ConfigError(f"{c.dataset}: the training split is empty")
 
     def _build(self) -> None:
         c, d = self.config, self.data
         self.model = build_model(c.model, d.input_shape, d.num_outputs, task=d.task, activation=c.activation,
-                                 dropout=c.dropout, l1=c.l1, l2=c.l2, seed=c.seed)
+                                 dropout=c.dropout, l1=c.l1, l2=c.l2, seed=c.seed,
+                                 features=c.features.split(",") if c.features else None)
         self.optimizer = make_optimizer(c.optimizer, self.model.params, lr=c.lr, **c.optimizer_hyperparams())
         self.base_lr = self.optimizer.lr
         self.steps_per_epoch = math.ceil(len(d.x_train) / c.batch_size)
@@ -288,16 +295,17 @@ class Trainer:
     # --- commands ---------------------------------------------------------------------------------------------------
 
     def _poll_commands(self) -> None:
-        """Apply every queued command; block while paused."""
+        """Apply every queued command; block while paused (unless a `step` command asked for steps)."""
         while True:
+            hold = self.paused and not self._steps_left
             try:
-                cmd = self.commands.get(block=self.paused, timeout=0.1 if self.paused else None)
+                cmd = self.commands.get(block=hold, timeout=0.1 if hold else None)
             except queue.Empty:
-                if self.paused:
+                if hold:
                     continue
                 return
             self._apply(cmd)
-            if not self.paused and self.commands.empty():
+            if not (self.paused and not self._steps_left) and self.commands.empty():
                 return
 
     def _apply(self, cmd: dict[str, Any]) -> None:
@@ -310,6 +318,7 @@ class Trainer:
                     self._status_file()
                     self._emit("paused", reason=cmd.get("reason", "user"), step=self.global_step)
             elif kind == "resume" or kind == "toggle_pause":
+                self._steps_left = 0
                 if self.paused:
                     self.paused = False
                     self.status = "running"
@@ -340,6 +349,10 @@ class Trainer:
                 self._emit_pictures()
             elif kind == "lr_find":
                 run_range_test(self, cmd)
+            elif kind == "step":
+                if not self.paused:
+                    raise ConfigError("steps one at a time only while paused")
+                self._steps_left += int(cmd.get("count", 1))
         except StopTraining:
             raise
         except (TuinetError, ValueError, TypeError, KeyError) as e:
@@ -419,6 +432,7 @@ class Trainer:
         if repeated:
             factor = min(factor, REPEAT_FACTOR)
         self._last_divergence = self.global_step
+        self._steps_left = 0  # a divergence ends stepping: the event says what happened
         fields = dict(step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr, new_lr=lr * factor,
                       reason=reason, repeated=repeated, factor=factor)
         if self.config.on_divergence == "pause":
@@ -456,8 +470,23 @@ class Trainer:
                 sp["samples"] = fixed["samples"]
             self._emit("samples", step=self.global_step, epoch=self.epoch, class_names=list(d.class_names), **sp)
         if d.input_shape == (2,) and len(d.x_train):
-            self._emit("boundary", step=self.global_step, epoch=self.epoch,
-                       **S.boundary_grid(self.model, d.x_train, d.y_train))
+            plane = S.boundary_grid(self.model, d.x_train, d.y_train)
+            plane["neurons"] = neuron_maps(self.model, plane["xrange"], plane["yrange"])
+            self._emit("boundary", step=self.global_step, epoch=self.epoch, **plane)
+
+    def _pace_wait(self, pace: float) -> None:
+        """``--pace``: wait until 1/pace s after the previous step ended, applying commands as they come (a pause
+        holds here), so the boundary and the neuron maps can be watched forming."""
+        deadline = getattr(self, "_pace_next", 0.0)
+        while (left := deadline - time.perf_counter()) > 0:
+            try:
+                cmd = self.commands.get(timeout=left)
+            except queue.Empty:
+                break
+            self._apply(cmd)
+            if self.paused:
+                self._poll_commands()
+        self._pace_next = time.perf_counter() + 1.0 / pace
 
     # --- the loop --------------------------------------------------------------------------------------------------
 
@@ -596,9 +625,14 @@ class Trainer:
                 x, y = d.x_train[idx], d.y_train[idx]
                 self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
                 t0 = time.perf_counter()
-                stats_step = (self.global_step + 1) % c.stats_every == 0
+                # every stats_every steps, and once early (step 10) so a short run gets its gradient-health verdict
+                stats_step = (self.global_step + 1) % c.stats_every == 0 or self.global_step + 1 == EARLY_STATS
                 before = S.snapshot_params(m) if stats_step else None
-                loss, pen, correct = m.compute_gradients(x, y)
+                traced = self._steps_left == 1 and self.paused  # the last step of a `step` command: shown in detail
+                if traced:
+                    loss, pen, correct, trace = stepview.traced_gradients(m, x, y)
+                else:
+                    loss, pen, correct = m.compute_gradients(x, y)
                 if not (math.isfinite(loss) and math.isfinite(pen)):
                     self._on_divergence(loss)
                     self._poll_commands()
@@ -618,7 +652,7 @@ class Trainer:
                     continue
                 self._track_loss(loss + pen)
                 dt = time.perf_counter() - t0
-                if compiled:
+                if compiled and not self._steps_left:  # steps taken one by one are timed with the user's pauses
                     chosen = self.tuner.record(dt, len(idx))
                     if chosen is not None:
                         rates = ", ".join(f"{k} {v:,.0f}" for k, v in self.tuner.last_rates.items())
@@ -643,7 +677,17 @@ class Trainer:
                 ep_correct += correct or 0
                 ep_n += len(idx)
                 if stats_step:
-                    self._emit("layer_stats", step=self.global_step, epoch=self.epoch, layers=S.layer_stats(m, before))
+                    rows = S.layer_stats(m, before)
+                    verdict, change = self.health.check(rows)
+                    self._emit("layer_stats", step=self.global_step, epoch=self.epoch, layers=rows, health=verdict)
+                    if change is not None:
+                        self._emit("gradient_health", step=self.global_step, epoch=self.epoch, **change)
+                if self._steps_left:
+                    self._steps_left -= 1
+                    if traced:
+                        self._emit("step_detail", step=self.global_step, epoch=self.epoch,
+                                   **stepview.step_detail(m, self.optimizer, trace, x, y, idx, loss, pen, correct,
+                                                          list(d.class_names)))
                 if self.global_step % c.log_every == 0 or b == self.steps_per_epoch - 1:
                     now = time.perf_counter()
                     sps = (self.samples_seen - last_log_samples) / max(now - last_log_time, 1e-9)
@@ -662,6 +706,8 @@ class Trainer:
                     self._remember_good()
                 if self.global_step % WEIGHTS_EVERY == 0:
                     self._emit_pictures()
+                if c.pace:
+                    self._pace_wait(c.pace)
             # --- end of epoch ---
             self.epoch += 1
             self.step_in_epoch = 0

@@ -15,8 +15,11 @@ from textual.widgets import Static
 TABS: list[tuple[str, str]] = [
     ("Dashboard", "loss and accuracy (train smoothed per step, validation per epoch), progress, ETA, samples/s, "
                   "optimizer and learning rate, the event log"),
-    ("Inspector", "per-layer weights, gradient norm with its history, update/weight ratio, dead units, "
-                  "vanishing/exploding warnings; select a layer for its weight histogram and pictures"),
+    ("Inspector", "per-layer weights, gradient norm with its history and as a profile over depth (with its "
+                  "health verdict), update/weight ratio, dead units; select a layer for its weight histogram and "
+                  "pictures"),
+    ("Step view (n)", "one training step in four stages: forward pass of one sample, loss before and after, the "
+                      "gradient at every layer, each layer's update"),
     ("Predictions", "test samples with predicted and true labels and confidence, the most confidently wrong, "
                     "the validation confusion matrix (every epoch)"),
     ("Boundary", "2-D datasets: the decision regions over the data points (shade = confidence)"),

@@ -30,6 +30,18 @@ def _class_rgb(k: int) -> tuple[int, int, int]:
     return CLASS_RGB[k % len(CLASS_RGB)]
 
 
+def point_cells(event: dict[str, Any], width: int, height: int) -> dict[tuple[int, int], int]:
+    """The event's data points by the (row, column) cell they fall in at ``width`` x ``height`` cells: their class."""
+    (x0, x1), (y0, y1) = event.get("xrange", [0, 1]), event.get("yrange", [0, 1])
+    pts: dict[tuple[int, int], int] = {}
+    for x, y, lab in event.get("points") or []:
+        c = int((x - x0) / ((x1 - x0) or 1) * width)
+        r = int((y1 - y) / ((y1 - y0) or 1) * 2 * height) // 2
+        if 0 <= c < width and 0 <= r < height:
+            pts[(r, c)] = int(lab)
+    return pts
+
+
 def boundary_text(event: dict[str, Any], width: int, height: int, num_classes: int | None = None,
                   color: bool = True) -> Text:
     """Render a ``boundary`` event at ``width`` x ``height`` cells (regions by class, shade by confidence)."""
@@ -50,14 +62,7 @@ def boundary_text(event: dict[str, Any], width: int, height: int, num_classes: i
     g_cls = cls[np.ix_(ri, ci)]
     g_lvl = np.round(level[np.ix_(ri, ci)] * 4).astype(int)  # 5 shades per class keeps the style cache small
 
-    # points -> cells
-    (x0, x1), (y0, y1) = event.get("xrange", [0, 1]), event.get("yrange", [0, 1])
-    pts: dict[tuple[int, int], int] = {}
-    for x, y, lab in event.get("points") or []:
-        c = int((x - x0) / ((x1 - x0) or 1) * width)
-        r = int((y1 - y) / ((y1 - y0) or 1) * 2 * height) // 2
-        if 0 <= c < width and 0 <= r < height:
-            pts[(r, c)] = int(lab)
+    pts = point_cells(event, width, height)
 
     def region_rgb(c: int, lv: int) -> tuple[int, int, int]:
         if regression:
@@ -145,7 +150,7 @@ class BoundaryMap(Widget):
                 mw = max(4, int(round(aspect * 2 * mh)))
             else:
                 mh = max(2, int(round(mw / (aspect * 2))))
-            text = boundary_text(self.event, mw, mh, self.num_classes, color=not self.app.no_color)
+            text = self.draw(mw, mh)
             pad = " " * ((w - mw) // 2)
             lines = text.split("\n")
             self._text = Text("\n" * ((h - mh) // 2), no_wrap=True)
@@ -155,6 +160,16 @@ class BoundaryMap(Widget):
                 if i < len(lines) - 1:
                     self._text.append("\n")
         self.refresh()
+
+    def draw(self, width: int, height: int) -> Text:
+        """The picture at ``width`` x ``height`` cells: the decision boundary (a subclass may draw another map of
+        the same plane)."""
+        return boundary_text(self.event, width, height, self.num_classes, color=not self.app.no_color)
+
+    def redraw(self) -> None:
+        """Draw again now (what :meth:`draw` shows changed, not the event)."""
+        self._built_for = None
+        self._rebuild()
 
     def on_resize(self) -> None:
         self._rebuild()

@@ -18,11 +18,21 @@ from textual.widgets import DataTable, Static
 
 from tuinet.app.state import RunState
 from tuinet.formatting import fmt_num
+from tuinet.training.health import assess
 
 SPARK = "▁▂▃▄▅▆▇█"
 COLUMNS = [("layer", "layer"), ("type", "type"), ("output", "output"), ("params", "params"), ("mean", "w mean"),
-           ("std", "w std"), ("grad", "grad norm"), ("hist", "grad history"), ("ratio", "upd/w"),
-           ("dead", "dead"), ("flag", "")]
+           ("std", "w std"), ("grad", "grad norm"), ("flow", "over depth"), ("hist", "grad history"),
+           ("ratio", "upd/w"), ("dead", "dead"), ("flag", "")]
+#: cells of the gradient-over-depth bar (log scale across the layers, input at the top, output at the bottom)
+FLOW_WIDTH = 10
+#: ... on narrow terminals, with the history sparkline cut to the same width
+FLOW_WIDTH_COMPACT = 6
+#: shorter headings on narrow terminals, so the table keeps fitting 80 columns with the depth bars
+COMPACT_LABELS = {"flow": "depth", "hist": "history"}
+#: the bars span at least this many decades below the largest norm, so norms within a factor of two look alike
+#: and a vanishing gradient (many decades) still stands out
+FLOW_DECADES = 3
 #: on narrow terminals type and output shape move to the detail panel, so the table fits 80 columns
 COMPACT = {"type", "output", "flag"}
 NEG = (70, 140, 255)  # negative weights: blue
@@ -52,6 +62,41 @@ def sparkline(values: list[float], width: int = 16, log: bool = True) -> str:
     if hi - lo < 1e-12:
         return SPARK[3] * len(vals)
     return "".join(SPARK[min(7, int((v - lo) / (hi - lo) * 7.999))] for v in vals)
+
+
+def flow_bar(value: float | None, lo: float, hi: float, width: int) -> str:
+    """One layer's gradient norm as a bar on a log scale from ``lo`` (a sliver) to ``hi`` (full): the rows of the
+    layer table, input to output, then draw the gradient's profile over depth."""
+    if value is None or not math.isfinite(value) or value <= 0:
+        return "·".ljust(width) if value == 0 else "?".ljust(width)
+    f = 1.0 if hi <= lo else 0.08 + 0.92 * (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    cells = f * width
+    full = int(cells)
+    part = " ▏▎▍▌▋▊▉"[int((cells - full) * 8)] if full < width else ""
+    return ("█" * full + part.strip()).ljust(width)
+
+
+def health_text(health: dict[str, Any] | None) -> Text:
+    """The one-line verdict on the gradient over depth, with what usually helps when it is not healthy."""
+    t = Text()
+    t.append("gradient over depth (input → output): ", style="dim")
+    if not health:
+        t.append("waiting for the first layer statistics", style="dim")
+        return t
+    status, ratio = health.get("status", "ok"), health.get("ratio")
+    first_last = f"first/last layer {fmt_num(ratio, 3)}" if ratio is not None else ""
+    if status == "ok":
+        t.append("healthy", style="green")
+        t.append(f" · {first_last}" if first_last else "", style="dim")
+        return t
+    t.append(f"⚠ {status.replace('_', ' ')}", style="bold red")
+    if status in ("vanishing", "exploding") and ratio is not None:  # the newest ratio, not the warning's
+        t.append(f" · the first layer's gradient is {fmt_num(ratio, 3)} times the last layer's")
+    else:
+        t.append(f" · {health.get('message') or first_last}")
+    if health.get("hint"):
+        t.append(f" · {health['hint']}", style="dim")
+    return t
 
 
 def histogram_text(counts: list[int], edges: list[float], height: int = 6, col_width: int = 2) -> Text:
@@ -210,6 +255,7 @@ class Inspector(Vertical):
     """Layer table above; histogram and weight pictures of the highlighted layer below."""
 
     def compose(self) -> ComposeResult:
+        yield Static(id="grad-health")
         yield DataTable(id="layer-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="layer-detail"):
             yield Static(id="layer-hist")
@@ -230,7 +276,8 @@ class Inspector(Vertical):
         self._drawn_weights: tuple | None = None
 
     def _columns(self) -> list[tuple[str, str]]:
-        return [(k, label) for k, label in COLUMNS if not (self.compact and k in COMPACT)]
+        return [(k, COMPACT_LABELS.get(k, label) if self.compact else label) for k, label in COLUMNS
+                if not (self.compact and k in COMPACT)]
 
     def _add_columns(self) -> None:
         for key, label in self._columns():
@@ -262,7 +309,16 @@ class Inspector(Vertical):
         """Insert or update one row per layer with parameters."""
         self._state = st
         table = self._table
-        for row in self._rows(st):
+        rows = self._rows(st)
+        # the trainer's verdict; for a recording made before verdicts were sent, the same rule on its rows
+        health = st.health or (assess(rows) if any(r.get("grad_norm") is not None for r in rows) else None)
+        self.query_one("#grad-health", Static).update(health_text(health))
+        norms = [r["grad_norm"] for r in rows if r.get("grad_norm") is not None and math.isfinite(r["grad_norm"])
+                 and r["grad_norm"] > 0]
+        lo, hi = (min(norms), max(norms)) if norms else (1.0, 1.0)
+        lo = min(lo, hi * 10.0 ** -FLOW_DECADES)
+        fw = FLOW_WIDTH_COMPACT if self.compact else FLOW_WIDTH
+        for row in rows:
             name = row["name"]
             flag = row.get("flag") or ""
             dead = row.get("dead_fraction")
@@ -270,7 +326,9 @@ class Inspector(Vertical):
                 "layer": Text(f"⚠ {name}", style="bold red") if flag and self.compact else name, "type": row.get("kind", ""), "output": "x".join(str(d) for d in row.get("output_shape", [])),
                 "params": f"{row.get('params', 0):,}", "mean": fmt_num(row.get("weight_mean"), 4),
                 "std": fmt_num(row.get("weight_std"), 4), "grad": fmt_num(row.get("grad_norm"), 4),
-                "hist": Text(sparkline(list(st.grad_history.get(name, []))), style="color(45)"),
+                "flow": Text(flow_bar(row.get("grad_norm"), lo, hi, fw), style="color(45)"),
+                "hist": Text(sparkline(list(st.grad_history.get(name, [])), width=fw if self.compact else 16),
+                             style="color(45)"),
                 "ratio": fmt_num(row.get("update_ratio"), 5),
                 "dead": "-" if dead is None else Text(f"{dead:.0%}", style="yellow" if dead > 0.5 else ""),
                 "flag": Text(f"⚠ {flag}", style="bold red") if flag else "",
