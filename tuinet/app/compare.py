@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from textual import on
 from textual.app import App, SystemCommand
@@ -39,6 +39,7 @@ class CompareApp(App[int]):
         runs_dir: where they were found (said in the title line).
         charted: the runs to draw at first (default: the first few).
         poll: read live runs once a second (tests of still pictures turn it off).
+        note: a line shown above the runs (why this page is shown; None: no line).
     """
 
     CSS_PATH = _APP_CSS
@@ -49,8 +50,9 @@ class CompareApp(App[int]):
     BINDINGS = actions.bindings(actions.COMPARE_APP_ACTIONS)
 
     def __init__(self, records: Sequence[RunRecord], runs_dir: str | Path | None = None, *,
-                 charted: Iterable[str] | None = None, poll: bool = True):
+                 charted: Iterable[str] | None = None, poll: bool = True, note: str | None = None):
         super().__init__()
+        self.note = note
         self.animation_level = "none"
         self.state = CompareState(records, charted=charted)
         self.runs_dir = runs_dir
@@ -64,7 +66,7 @@ class CompareApp(App[int]):
         return f"{len(self.state.records)} runs{where}"
 
     def on_mount(self) -> None:
-        self.push_screen(CompareScreen(self.state, self.title_line(), poll=self.poll))
+        self.push_screen(CompareScreen(self.state, self.title_line(), poll=self.poll, note=self.note))
 
     @property
     def view(self) -> CompareView:
@@ -115,12 +117,14 @@ def detached_socket(record: RunRecord) -> str | None:
     return sock if isinstance(sock, str) and Path(sock).exists() else None
 
 
-def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None) -> int:
+def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None, *, note: str | None = None,
+                    until: Callable[[], bool] | None = None) -> int:
     """Show ``records`` on the Compare screen until the user quits; returns the exit code (0).
 
     Enter on a live detached run leaves the Compare screen for the app on that run (as `tuinet attach`: ``d``
     detaches, ``q`` asks whether to stop it); when that viewer closes, the Compare screen comes back with the runs
-    read again."""
+    read again, unless ``until()`` says to stop (a browser page that is gone). ``note`` is a line shown above the
+    runs."""
     from tuinet.app.remote import run_remote_app
     from tuinet.remote.client import RemoteSession
     from tuinet.training.compare import load_run
@@ -128,10 +132,10 @@ def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = 
 
     charted: list[str] | None = None
     while True:
-        app = CompareApp(records, runs_dir, charted=charted)
+        app = CompareApp(records, runs_dir, charted=charted, note=note)
         code = app.run()
         target = app.attach_to
-        if target is None:
+        if target is None or (until is not None and until()):
             return code if isinstance(code, int) else 0
         sock = detached_socket(target)
         if sock is not None:
@@ -145,5 +149,7 @@ def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = 
                 except TuinetError:
                     config = None
                 run_remote_app(session, config)
+        if until is not None and until():
+            return 0
         records = [load_run(r.path) for r in records]
         charted = app.charted_names
