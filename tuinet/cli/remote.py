@@ -84,6 +84,9 @@ def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines
         code, outcome = run_remote_app(session, _config(rd))
         if outcome == "detached":
             click.echo(f"detached from {rd.name}; training goes on (`tuinet attach {rd.name}` to come back)")
+        elif outcome == "detached-paused":
+            click.echo(f"detached from {rd.name}; it stays paused (`tuinet attach {rd.name}`, then space, resumes "
+                       "it)")
         sys.exit(code)
     sys.exit(_print_events(session, rd.name, json_lines))
 
