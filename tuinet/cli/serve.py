@@ -213,7 +213,7 @@ def serve_cmd(run: str | None, port: int, host: str, runs_dir: str | None) -> No
         server_class = _make_classes()
     except ImportError:
         raise ConfigError("tuinet serve needs textual-serve, which is not installed: "
-                          "pip install 'tuinet[serve]'") from None
+                          "pip install textual-serve (or the serve extra: pip install 'tuinet[serve]')") from None
     from tuinet.training.rundir import find_run
 
     if run is not None:
