@@ -96,8 +96,8 @@ def test_every_table_entry_is_in_the_help():
         ("r", "restart with the current settings (asks first)"),
         ("l", "loss chart: log / linear scale"),
         ("1 2 3 4 5", "dashboard, inspector, predictions, boundary, compare (or c)"),
-        ("tab", "move the focus to the next panel or table (shift+tab: back); ↑ ↓ PgUp PgDn Home End then scroll "
-                "it, ← → switch tabs while the tab bar has the focus"),
+        ("tab", "focus the next panel (shift+tab: back), then ↑ ↓ PgUp PgDn scroll it; ← → on the tab bar switch "
+                "tabs"),
         ("ctrl+p", "command palette (every action by name)"),
         ("?", "this help"),
         ("d", "close this viewer; training goes on (in a viewer of a detached run)"),

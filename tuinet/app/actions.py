@@ -198,8 +198,8 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')",
              "show_tab('compare')"), "dashboard, inspector, predictions, boundary, compare (or c)",
             keys="1 2 3 4 5"),
-    HelpRow((), "move the focus to the next panel or table (shift+tab: back); ↑ ↓ PgUp PgDn Home End then "
-                "scroll it, ← → switch tabs while the tab bar has the focus", keys="tab"),
+    HelpRow((), "focus the next panel (shift+tab: back), then ↑ ↓ PgUp PgDn scroll it; ← → on the tab bar "
+                "switch tabs", keys="tab"),
     HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
     HelpRow(("help",)),
     HelpRow(("detach",)),
