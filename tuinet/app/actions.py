@@ -235,6 +235,34 @@ COMPARE_APP_HELP_ROWS: tuple[HelpRow, ...] = (
 
 
 
+def why_not(when: When, state, *, detachable: bool, under_way: str | None) -> str:
+    """Why actions that apply ``when`` do not apply now, in a sentence for a toast.
+
+    Args:
+        when: the condition that does not hold.
+        state: the app's RunState (status, dataset).
+        detachable: whether the app is a viewer of a detached run.
+        under_way: "stopping" / "restarting" while the app waits for the trainer, else None.
+    """
+    if when is When.DETACHED and not detachable:
+        return ("d detaches a viewer of a detached run (`tuinet train --detach`, then `tuinet attach`); this run "
+                "trains inside this app: q stops it")
+    if when in (When.LIVE, When.TRAINER_RUNNING, When.DETACHED, When.RESTART) and under_way:
+        return f"wait: {under_way}…"
+    match when:
+        case When.RESTART:
+            return ("restart works in the app that trains the run (`tuinet train`); in a viewer, stop the run "
+                    "(q, then s) and `tuinet resume` or `tuinet train` it")
+        case When.TWO_D:
+            name = state.dataset.get("name") or "this dataset"
+            return f"{name} is not a 2-D dataset: the boundary map needs 2 input features (e.g. -d spiral)"
+        case When.CLASSIFIER:
+            return "a regression run has no class predictions"
+    if state.done:
+        return f"the run is over ({state.status}): q quits"
+    return "the trainer is not ready yet"
+
+
 def bindings(actions: Iterable[Action]) -> list[Binding]:
     """The Textual bindings of ``actions``, in order."""
     return [b for a in actions for b in a.bindings()]

@@ -411,24 +411,7 @@ class TuinetApp(App[int]):
 
     def why_not(self, when: When) -> str:
         """Why actions that apply ``when`` do not apply now (the toast of a greyed key)."""
-        st = self.state
-        if when is When.DETACHED and not self.detachable:
-            return ("d detaches a viewer of a detached run (`tuinet train --detach`, then `tuinet attach`); this run "
-                    "trains inside this app: q stops it")
-        if when in (When.LIVE, When.TRAINER_RUNNING, When.DETACHED, When.RESTART) and self._lifecycle:
-            return f"wait: {self._lifecycle}…"
-        match when:
-            case When.RESTART:
-                return ("restart works in the app that trains the run (`tuinet train`); in a viewer, stop the run "
-                        "(q, then s) and `tuinet resume` or `tuinet train` it")
-            case When.TWO_D:
-                name = st.dataset.get("name") or "this dataset"
-                return f"{name} is not a 2-D dataset: the boundary map needs 2 input features (e.g. -d spiral)"
-            case When.CLASSIFIER:
-                return "a regression run has no class predictions"
-        if st.done:
-            return f"the run is over ({st.status}): q quits"
-        return "the trainer is not ready yet"
+        return actions.why_not(when, self.state, detachable=self.detachable, under_way=self._lifecycle)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out the keys that do not apply now (the actions table says when each applies); of the two actions on
