@@ -3,7 +3,7 @@
     python scripts/screenshots.py --only serve
 
 Starts a detached digits run and `tuinet serve` on a free localhost port, opens the page in headless Chromium, waits
-until the dashboard has drawn, and saves ``serve.png``. On the way it checks what the issue asked of the page: every
+until the dashboard has drawn, and saves ``serve.png``. On the way it checks what the page promises: every
 request it makes stays on the server (no web font from elsewhere), the keyboard focus is in the terminal without a
 click, and the page has a favicon; it prints what it found. Needs ``chromium`` (Debian: ``apt-get install chromium``).
 """
