@@ -24,23 +24,27 @@ pytest.importorskip("textual_serve")
 
 pytestmark = pytest.mark.slow  # each test starts a server and a viewer (a few seconds of start-up)
 
-#: the page: connects, prints PAGE and the screen's words once they hold argv[2], then waits (until killed)
+#: the page: connects to port argv[1]; argv[2:] is WANT [KEYS WANT ...]: waits until the screen's words hold WANT,
+#: prints PAGE and them, types KEYS and waits for the next WANT; after the last one it waits (until killed)
 PAGE = r"""
 import asyncio, re, sys, aiohttp
 ANSI = re.compile(r"\x1b\[[0-9;?<>=$]*[a-zA-Z~]|\x1b[\]P][^\x07\x1b]*(\x07|\x1b\\)|\x1b.")
-async def main(port, want):
+async def main(port, steps):
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(f"http://127.0.0.1:{port}/ws?width=120&height=30") as ws:
             text = ""
             async for m in ws:
                 if m.type == aiohttp.WSMsgType.BINARY:
-                    text += ANSI.sub("", m.data.decode("utf-8", "replace"))
+                    text = (text + ANSI.sub("", m.data.decode("utf-8", "replace")))[-30000:]
                     words = " ".join(text.split())  # a wrapped line is padded with spaces before the next
-                    if want in words:
+                    if steps[0] in words:
                         print("PAGE", words, flush=True)
-                        await asyncio.sleep(3600)
+                        if len(steps) == 1:
+                            await asyncio.sleep(3600)
+                        await ws.send_json(["stdin", steps[1]])
+                        steps, text = steps[2:], ""
             print("CLOSED", flush=True)
-asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+asyncio.run(main(int(sys.argv[1]), sys.argv[2:]))
 """
 
 
@@ -91,11 +95,16 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
 @pytest.fixture
 def serve(tmp_path):
     """A running `tuinet serve` on a free port over a runs folder with no live detached run: (process, port)."""
-    runs = make_runs(tmp_path / "runs")
+    yield from serving(make_runs(tmp_path / "runs"), tmp_path / "serve.log")
+
+
+def serving(runs: Path, log_path: Path, *args: str):
+    """Run `tuinet serve ARGS` over ``runs`` until the generator is closed; yields (process, port)."""
     port = free_port()
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tuinet.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--runs-dir", str(runs)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tuinet.cli", "serve", *args, "--host", "127.0.0.1", "--port",
+                             str(port), "--runs-dir", str(runs)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
     def listening() -> bool:
         with socket.socket() as s:
@@ -112,16 +121,20 @@ def serve(tmp_path):
         log.close()
 
 
-def open_page(port: int, want: str) -> tuple[subprocess.Popen, str]:
-    page = subprocess.Popen([sys.executable, "-c", PAGE, str(port), want], stdout=subprocess.PIPE)
-    line = read_line(page, 60)
-    assert line.startswith("PAGE"), line
-    return page, line
+def open_page(port: int, *steps: str) -> tuple[subprocess.Popen, list[str]]:
+    """A page that waits for each WANT of ``steps`` (WANT [KEYS WANT ...]) in turn; the screens' words of each."""
+    page = subprocess.Popen([sys.executable, "-c", PAGE, str(port), *steps], stdout=subprocess.PIPE)
+    screens = []
+    for _ in steps[::2]:
+        line = read_line(page, 60)
+        assert line.startswith("PAGE"), line
+        screens.append(line)
+    return page, screens
 
 
 def test_a_page_with_no_live_run_says_why_and_dropping_it_leaves_no_viewer(serve):
     proc, port = serve
-    page, text = open_page(port, "Pick a run below")
+    page, (text,) = open_page(port, "Pick a run below")
     assert "no live runs to attach to" in text
     assert "adam-lr0.001" in text and "sgd-lr0.1" in text  # the runs of the folder, to pick from
     viewers = children(proc.pid)
@@ -169,3 +182,27 @@ def test_a_viewer_exits_when_its_input_ends_or_on_sigterm(tmp_path):
             if viewer.poll() is None:
                 viewer.kill()
                 viewer.wait()
+
+
+def test_a_live_run_picked_on_the_runs_page_opens_in_the_same_tab(tmp_path):
+    """serve DONE (a finished run): the page says it is not running; Enter on the live detached run above it opens
+    the app on that run in the same tab, and d (detach) comes back to the runs page."""
+    from tests.cli.conftest import invoke
+
+    runs = tmp_path / "runs"
+    iris = ("-d", "iris", "-m", "4-8-3", "--runs-dir", runs)
+    assert invoke("train", *iris, "-e", "1", "--headless", "--name", "done").exit_code == 0
+    assert invoke("train", *iris, "-e", "100000", "--detach", "--name", "live").exit_code == 0  # the newest: row 1
+    server = serving(runs, tmp_path / "serve.log", "done")
+    try:
+        proc, port = next(server)
+        page, screens = open_page(port, "Pick a run below", "\r", "samples/s", "d", "Pick a run below")
+        page.kill()
+        page.wait()
+        assert "run done is not running (status: finished)" in screens[0] and "live" in screens[0]
+        assert "● running" in screens[1] and "4-8-3 on iris" in screens[1]
+        assert "run done is not running" in screens[2]
+        assert proc.poll() is None and len(children(proc.pid)) == 1, "one viewer did all three"
+    finally:
+        server.close()
+        invoke("stop", "live", "--runs-dir", runs)
