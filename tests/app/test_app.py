@@ -198,7 +198,10 @@ async def test_restart_starts_a_new_session_with_current_settings(tmp_path):
         await wait_until(pilot, lambda: new.trainer.global_step > 3 and app.state.step > 0, what="new run trains")
         assert new.trainer.optimizer.lr == pytest.approx(0.002), "restart keeps the current lr"
         assert new.trainer.run_dir.path != session.trainer.run_dir.path
-        assert any("restarted" in text for _, _, text in app.state.log)
+        restarted = [text for _, _, text in app.state.log if text.startswith("restarted: ")]
+        # the settings of the run being restarted, read before the state was reset (not "- lr -, batch 0")
+        assert restarted and "on spiral" in restarted[0] and "lr 0.002" in restarted[0], restarted
+        assert "batch 32" in restarted[0] and "500 epochs" in restarted[0], restarted
         await shutdown(app, new)
 
 
