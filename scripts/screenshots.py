@@ -1,6 +1,6 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson|lrfind]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson|lrfind|serve]
 
 Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg`` and ``stepview.svg`` (one step after ``n``, stage
 by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
@@ -9,6 +9,8 @@ screen over four small digits runs (three learning rates and one with dropout) a
 the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compare screen with its measured result.
 Each run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
 ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
+``serve.png`` is `tuinet serve` in headless Chromium on a live detached digits run (scripts/browser_shot.py; needs
+chromium).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
+from browser_shot import serve_shot  # noqa: E402 - scripts/ is on sys.path when run as a script
 from tuinet.app.app import TuinetApp
 from tuinet.app.compare import CompareApp
 from tuinet.app.testing import press, wait_until
@@ -188,7 +191,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind"),
+    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind", "serve"),
                    help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
@@ -197,14 +200,15 @@ def main() -> None:
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions")),
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
-              "lrfind": (lrfind_shot, ("lrfind",))}
+              "lrfind": (lrfind_shot, ("lrfind",)),
+              "serve": (serve_shot, ("serve",))}  # a PNG from headless Chromium (scripts/browser_shot.py)
     for group, (shots, names) in groups.items():
         if args.only not in (None, group):
             continue
         with tempfile.TemporaryDirectory() as runs:
             asyncio.run(shots(out, (cols, rows), runs))
         for name in names:
-            print(out / f"{name}.svg")
+            print(out / f"{name}.{'png' if name == 'serve' else 'svg'}")
 
 
 if __name__ == "__main__":

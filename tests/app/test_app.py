@@ -198,7 +198,10 @@ async def test_restart_starts_a_new_session_with_current_settings(tmp_path):
         await wait_until(pilot, lambda: new.trainer.global_step > 3 and app.state.step > 0, what="new run trains")
         assert new.trainer.optimizer.lr == pytest.approx(0.002), "restart keeps the current lr"
         assert new.trainer.run_dir.path != session.trainer.run_dir.path
-        assert any("restarted" in text for _, _, text in app.state.log)
+        restarted = [text for _, _, text in app.state.log if text.startswith("restarted: ")]
+        # the settings of the run being restarted, read before the state was reset (not "- lr -, batch 0")
+        assert restarted and "on spiral" in restarted[0] and "lr 0.002" in restarted[0], restarted
+        assert "batch 32" in restarted[0] and "500 epochs" in restarted[0], restarted
         await shutdown(app, new)
 
 
@@ -327,9 +330,10 @@ async def test_keys_grey_out_when_the_run_ended():
     app, fake = fake_app([*opening(), finished])
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.state.status == "finished", what="finish")
-        for action in ("pause", "lr_up", "lr_down", "set_lr", "optimizer", "save", "evaluate"):
+        for action in ("lr_up", "lr_down", "set_lr", "optimizer", "save", "evaluate"):
             assert app.check_action(action, ()) is None, action
-        assert app.check_action("resume", ()) is False
+        # pause and resume leave the footer: nothing brings them back
+        assert app.check_action("pause", ()) is False and app.check_action("resume", ()) is False
         assert app.check_action("restart", ()) is True
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "Pause training" not in titles and "Save checkpoint" not in titles and "Restart run…" in titles

@@ -1,5 +1,6 @@
-"""The app in a real pseudo-terminal loses nothing to a hang-up, SIGTERM, SIGINT or Ctrl-C: the trainer finishes
-its step, saves a checkpoint and marks the run stopped, and the process exits with 128 + the signal."""
+"""The app in a real pseudo-terminal loses nothing to a hang-up, SIGTERM or SIGINT: the trainer finishes its step,
+saves a checkpoint and marks the run stopped, and the process exits with 128 + the signal. Ctrl-C, a key there,
+asks first as q does."""
 
 from __future__ import annotations
 
@@ -93,22 +94,20 @@ class AppInPty:
         return [e for e in events if e["event"] == "stopped"][-1]
 
 
-@pytest.mark.parametrize("how", ["SIGHUP", "SIGTERM", "SIGINT", "ctrl+c", "hang-up"])
+@pytest.mark.parametrize("how", ["SIGHUP", "SIGTERM", "SIGINT", "hang-up"])  # ctrl+c is a key: it asks first
 def test_the_app_stops_cleanly(tmp_path, how):
     runs = Path(os.environ["TUINET_RUNS_DIR"])
     app = AppInPty(runs, "sig")
     try:
         app.wait_training()
-        if how == "ctrl+c":
-            os.write(app.fd, b"\x03")
-        elif how == "hang-up":
+        if how == "hang-up":
             os.close(app.fd)  # the terminal goes away (an SSH connection drops): the kernel sends SIGHUP
         else:
             os.kill(app.pid, getattr(signal, how))
         code = app.wait_exit()
     finally:
         app.close()
-    signum = {"ctrl+c": signal.SIGINT, "hang-up": signal.SIGHUP}.get(how) or getattr(signal, how)
+    signum = signal.SIGHUP if how == "hang-up" else getattr(signal, how)
     assert code == 128 + signum, bytes(app.output[-3000:])
     status = app.status()
     assert status["status"] == "stopped"
@@ -119,3 +118,23 @@ def test_the_app_stops_cleanly(tmp_path, how):
     if how != "hang-up":  # the terminal was restored: the app left the alternate screen and showed the cursor
         text = bytes(app.output)
         assert text.rfind(b"\x1b[?1049l") > text.rfind(b"\x1b[?1049h") >= 0
+
+
+def test_ctrl_c_in_the_app_asks_like_q(tmp_path):
+    """In the app Ctrl-C is a key (the terminal is raw): it opens the quit question; yes stops with a checkpoint."""
+    runs = Path(os.environ["TUINET_RUNS_DIR"])
+    app = AppInPty(runs, "ctrlc")
+    try:
+        app.wait_training()
+        os.write(app.fd, b"\x03")
+        deadline = time.monotonic() + 60
+        while b"save a checkpoint and quit?" not in bytes(app.output):
+            assert time.monotonic() < deadline and app.poll() is None, bytes(app.output[-2000:])
+            time.sleep(0.1)
+        os.write(app.fd, b"y")
+        code = app.wait_exit()
+    finally:
+        app.close()
+    assert code == 0
+    assert app.status()["status"] == "stopped"
+    assert (runs / "ctrlc" / "latest.npz").is_file()

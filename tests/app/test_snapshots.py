@@ -222,6 +222,11 @@ def test_predictions(snap_compare):
     assert snap_compare(replay_app(mnist_events()), terminal_size=(120, 40), press=["3"])
 
 
+def test_predictions_80x24(snap_compare):
+    """80x24: the samples beside the confusion matrix, one readable picture per row (stacked they got two rows)."""
+    assert snap_compare(replay_app(mnist_events()), terminal_size=(80, 24), press=["3"])
+
+
 def test_boundary(snap_compare):
     assert snap_compare(replay_app(spiral_events()), terminal_size=(120, 40), press=["4"])
 

@@ -150,6 +150,11 @@ def test_checkpoint_errors_are_clear(tmp_path):
         load_checkpoint(plain)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.npz")
+    pickled = tmp_path / "objects.npz"  # NumPy's message would suggest loading it "unsafely"
+    np.savez(pickled, **{"tuinet.json": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(CheckpointError, match="holds pickled Python objects") as e:
+        load_checkpoint(pickled)
+    assert "allow_pickle" not in str(e.value) and "unsafe" not in str(e.value)
     # a checkpoint whose weight arrays were tampered with (wrong shape)
     tampered = tmp_path / "tampered.npz"
     with np.load(good, allow_pickle=False) as npz:

@@ -231,7 +231,7 @@ def test_app_detach_leaves_training_running_and_quit_can_stop_it(tmp_path):
             remote.send(cmd("pause"))  # an idle CPU lets Pilot.press return at once
             await until(pilot, lambda: app.state.paused)
             await pilot.press("d")
-            await until(pilot, lambda: app.outcome == "detached")
+            await until(pilot, lambda: app.outcome == "detached-paused")  # paused: it stays paused
         remote.close()
         assert local.running and local.state["paused"]
         # 2. q asks; "leave running" would detach, "s" stops the trainer (checkpoint saved)

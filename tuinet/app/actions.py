@@ -25,6 +25,7 @@ class When(enum.Enum):
     TWO_D = "a 2-D dataset"
     CLASSIFIER = "a classifier, or a dataset not known yet"
     TRAINER_RUNNING = "a trainer still running (a detached one goes on when the viewer leaves)"
+    DETACHED = "a viewer of a detached run whose trainer still runs"
     ROW = "a run highlighted in the Compare screen's runs table"
 
 
@@ -75,6 +76,11 @@ class Action:
     def key(self) -> str:
         """Its key as the help screen and the palette write it."""
         return self.key_display or self.keys.split(",")[0]
+
+    @property
+    def all_keys(self) -> tuple[str, ...]:
+        """Every key bound to it, hidden ones too, as Textual names them."""
+        return tuple(k.strip() for k in f"{self.keys},{self.hidden_keys or ''}".split(",") if k.strip())
 
     @property
     def palette_help(self) -> str:
@@ -132,9 +138,9 @@ ACTIONS: tuple[Action, ...] = (
            when=When.RESTART),
     Action("toggle_log", "l", "Log y", "loss chart: log / linear scale", "Loss chart: log / linear", show=False),
     Action("quit_app", "q", "Quit", "quit: stops training and saves a checkpoint (asks first)",
-           "Quit (save checkpoint)", hidden_keys="ctrl+q"),
-    Action("interrupt", "ctrl+c", "Stop", "stop training now, save a checkpoint and quit (no question)",
-           "Stop training and quit now", show=False),
+           "Quit (save checkpoint)", hidden_keys="ctrl+q,ctrl+c"),
+    Action("detach", "d", "Detach", "close this viewer; training goes on (in a viewer of a detached run)",
+           "Detach (leave training running)", show=False, when=When.DETACHED),
     Action("help", "question_mark", "Help", "this help", "Keys and tabs", key_display="?"),
     Action("show_tab('dashboard')", "1", "Dashboard", "switch to the dashboard tab", "Show dashboard", show=False),
     Action("show_tab('inspector')", "2", "Inspector", "switch to the inspector tab", "Show inspector", show=False),
@@ -201,10 +207,10 @@ COMPARE_APP_ACTIONS: tuple[Action, ...] = (
     Action("quit", "q", "Quit", "quit (the runs are only read; live ones go on)", "Quit", hidden_keys="ctrl+q"),
 )
 
-#: what the viewer of a detached run adds
+#: what the viewer of a detached run shows differently: its detach key, in the footer
 REMOTE_ACTIONS: tuple[Action, ...] = (
     Action("detach", "d", "Detach", "close this viewer; training goes on", "Detach (leave training running)",
-           when=When.TRAINER_RUNNING),
+           when=When.DETACHED),
 )
 
 #: the help screen's key list, top to bottom
@@ -222,10 +228,12 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')",
              "show_tab('compare')"), "dashboard, inspector, predictions, boundary, compare (or c)",
             keys="1 2 3 4 5"),
+    HelpRow((), "focus the next panel (shift+tab: back), then ↑ ↓ PgUp PgDn scroll it; ← → on the tab bar "
+                "switch tabs", keys="tab"),
     HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
     HelpRow(("help",)),
-    HelpRow(("quit_app",)),
-    HelpRow(("interrupt",)),
+    HelpRow(("detach",)),
+    HelpRow(("quit_app",), keys="q ctrl+q ctrl+c"),
 )
 
 #: the Compare keys' help lines, top to bottom
@@ -272,9 +280,34 @@ COMPARE_APP_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("quit",)),
 )
 
-#: the detached run's viewer lists its detach key just above quit
-REMOTE_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS[:-2], HelpRow(("detach",)), *HELP_ROWS[-2:])
-REMOTE_APP_HELP_ROWS: tuple[HelpRow, ...] = (*REMOTE_HELP_ROWS, *APP_HELP_ROWS[len(HELP_ROWS):])
+
+
+def why_not(when: When, state, *, detachable: bool, under_way: str | None) -> str:
+    """Why actions that apply ``when`` do not apply now, in a sentence for a toast.
+
+    Args:
+        when: the condition that does not hold.
+        state: the app's RunState (status, dataset).
+        detachable: whether the app is a viewer of a detached run.
+        under_way: "stopping" / "restarting" while the app waits for the trainer, else None.
+    """
+    if when is When.DETACHED and not detachable:
+        return ("d detaches a viewer of a detached run (`tuinet train --detach`, then `tuinet attach`); this run "
+                "trains inside this app: q stops it")
+    if when in (When.LIVE, When.TRAINER_RUNNING, When.DETACHED, When.RESTART) and under_way:
+        return f"wait: {under_way}…"
+    match when:
+        case When.RESTART:
+            return ("restart works in the app that trains the run (`tuinet train`); in a viewer, stop the run "
+                    "(q, then s) and `tuinet resume` or `tuinet train` it")
+        case When.TWO_D:
+            name = state.dataset.get("name") or "this dataset"
+            return f"{name} is not a 2-D dataset: the boundary map needs 2 input features (e.g. -d spiral)"
+        case When.CLASSIFIER:
+            return "a regression run has no class predictions"
+    if state.done:
+        return f"the run is over ({state.status}): q quits"
+    return "the trainer is not ready yet"
 
 
 def bindings(actions: Iterable[Action]) -> list[Binding]:

@@ -93,6 +93,8 @@ class TuinetApp(App[int]):
     lr: reactive[float | None] = reactive(None)
     optimizer: reactive[str] = reactive("-")
     log_scale: reactive[bool] = reactive(False)
+    #: whether this app is a viewer of a detached run (d detaches it)
+    detachable = False
 
     def __init__(self, session: Session, *, config: TrainConfig | None = None,
                  session_factory: Callable[[TrainConfig], Session] | None = None, autostart: bool = True,
@@ -442,20 +444,45 @@ class TuinetApp(App[int]):
                 return st.is_classifier
             case When.TRAINER_RUNNING:
                 return self.session is not None and self.session.running and not st.done
+            case When.DETACHED:
+                return self.detachable and self.applies(When.TRAINER_RUNNING)
         return True
+
+    def why_not(self, when: When) -> str:
+        """Why actions that apply ``when`` do not apply now (the toast of a greyed key)."""
+        return actions.why_not(when, self.state, detachable=self.detachable, under_way=self._lifecycle)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out the keys that do not apply now (the actions table says when each applies); of the two actions on
-        the space key, show the one that fits (pause while running, resume while paused)."""
+        the space key, show the one that fits (pause while running, resume while paused). Once the run is over,
+        pause, resume and detach leave the footer: nothing can bring them back."""
         entry = self._by_call.get((action, tuple(parameters)))
         if entry is None:  # Textual's own
             return True
         applies = self.applies(entry.when)
+        if not applies and self.state.done and (entry.paused is not None or entry.when is When.DETACHED):
+            return False
         if entry.paused is None:
             return True if applies else None
         if not applies:
             return False if entry.paused else None
         return entry.paused == self.paused
+
+    def on_key(self, event: events.Key) -> None:
+        """A key of the table that cannot apply now says why in a toast (the footer shows it greyed or not at
+        all); Textual has already run the key's action when it applied."""
+        if len(self.screen_stack) > 1:  # a dialog or the help screen has the keys
+            return
+        active = self.screen.active_bindings.get(event.key)
+        if active is not None and (active.node is not self or active.enabled):
+            return
+        for entry in self.ACTIONS:
+            if event.key in entry.all_keys and not self.check_action(entry.name, entry.params):
+                if entry.paused is not None and self.applies(entry.when):
+                    continue  # the other action on the key applies
+                self.notify(f"{entry.label}: {self.why_not(entry.when)}", title="not now", timeout=4)
+                return
+
 
     def action_pause(self) -> None:
         """Pause before the next step."""
@@ -590,14 +617,9 @@ class TuinetApp(App[int]):
                 self._quit()
         self.push_screen(ConfirmDialog("Quit", "Stop training, save a checkpoint and quit?", yes="Quit"), done)
 
-    def action_interrupt(self) -> None:
-        """ctrl+c: what it does in a terminal without the app: stop training at once (checkpoint saved), then quit
-        with the exit code of an interrupt (130)."""
-        self.signal_received = signal.SIGINT
-        if not self._session_live() or not self.session.running:
-            self.exit(128 + signal.SIGINT)
-            return
-        self._quit()
+    def action_detach(self) -> None:
+        """Detach: only a viewer of a detached run can (:class:`~tuinet.app.remote.RemoteApp`); here, say why not."""
+        self.notify(self.why_not(When.DETACHED), title="not now", timeout=4)
 
     def deliver_signal(self, signum: int) -> None:
         """Called by a signal handler (in the main thread, at any point of the event loop): hand the signal to the
@@ -738,11 +760,12 @@ class TuinetApp(App[int]):
         self._lifecycle = "restarting"
         self._tick()
         config = self.current_config()
+        settings = self._settings_text()  # now: the state is reset below
         await self._stop_session(self.session)
         new = self.session_factory(config)
         self.config = config
         self.state.reset()
-        self.state.add_log(f"restarted: {self._settings_text()}")
+        self.state.add_log(f"restarted: {settings}")
         if self._insp is not None:
             self._insp.clear()
         self._lifecycle = None

@@ -42,6 +42,7 @@ class CompareApp(App[int]):
         poll: read live runs once a second (tests of still pictures turn it off).
         lesson: for ``tuinet learn``: (title, caption, result) -- the title line, what to look for (shown at the
             start), and a function that returns what the runs measured once they are done (None before), shown then.
+        note: a line shown above the runs (why this page is shown; None: no line).
     """
 
     CSS_PATH = _APP_CSS
@@ -52,9 +53,10 @@ class CompareApp(App[int]):
     BINDINGS = actions.bindings(actions.COMPARE_APP_ACTIONS)
 
     def __init__(self, records: Sequence[RunRecord], runs_dir: str | Path | None = None, *,
-                 charted: Iterable[str] | None = None, poll: bool = True,
+                 charted: Iterable[str] | None = None, poll: bool = True, note: str | None = None,
                  lesson: tuple[str, str, Callable[[], str | None]] | None = None):
         super().__init__()
+        self.note = note
         self.lesson = lesson
         self.lesson_result: str | None = None  # the measured result, once the lesson's runs are done
         self.animation_level = "none"
@@ -72,7 +74,7 @@ class CompareApp(App[int]):
         return f"{len(self.state.records)} runs{where}"
 
     def on_mount(self) -> None:
-        self.push_screen(CompareScreen(self.state, self.title_line(), poll=self.poll))
+        self.push_screen(CompareScreen(self.state, self.title_line(), poll=self.poll, note=self.note))
         if self.lesson is not None:
             self.notify(self.lesson[1], title="what to look for", timeout=60)
             self._lesson_timer = self.set_interval(1.0, self._check_lesson)
@@ -134,13 +136,15 @@ def detached_socket(record: RunRecord) -> str | None:
     return sock if isinstance(sock, str) and Path(sock).exists() else None
 
 
-def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None,
+def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None, *, note: str | None = None,
+                    until: Callable[[], bool] | None = None,
                     lesson: tuple[str, str, Callable[[], str | None]] | None = None) -> int:
     """Show ``records`` on the Compare screen until the user quits; returns the exit code (0).
 
     Enter on a live detached run leaves the Compare screen for the app on that run (as `tuinet attach`: ``d``
     detaches, ``q`` asks whether to stop it); when that viewer closes, the Compare screen comes back with the runs
-    read again."""
+    read again, unless ``until()`` says to stop (a browser page that is gone). ``note`` is a line shown above the
+    runs."""
     from tuinet.app.remote import run_remote_app
     from tuinet.remote.client import RemoteSession
     from tuinet.training.compare import load_run
@@ -148,10 +152,10 @@ def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = 
 
     charted: list[str] | None = None
     while True:
-        app = CompareApp(records, runs_dir, charted=charted, lesson=lesson)
+        app = CompareApp(records, runs_dir, charted=charted, note=note, lesson=lesson)
         code = app.run()
         target = app.attach_to
-        if target is None:
+        if target is None or (until is not None and until()):
             return code if isinstance(code, int) else 0
         sock = detached_socket(target)
         if sock is not None:
@@ -165,5 +169,7 @@ def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = 
                 except TuinetError:
                     config = None
                 run_remote_app(session, config)
+        if until is not None and until():
+            return 0
         records = [load_run(r.path) for r in records]
         charted = app.charted_names

@@ -33,15 +33,18 @@ class QuitRemoteDialog(ModalScreen["str | None"]):
     BINDINGS = [Binding("s", "choose('stop')", "Stop training"), Binding("d", "choose('detach')", "Leave running"),
                 Binding("escape,n", "choose(None)", "Cancel")]
 
-    def __init__(self, run: str | None):
+    def __init__(self, run: str | None, paused: bool = False):
         super().__init__(classes="dialog-screen")
         self.run = run or "this run"
+        self.paused = paused
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as v:
             v.border_title = "Quit"
-            yield Static(f"Training of {self.run} is still running in the background. Stop it (a checkpoint is "
-                         "saved) or leave it running and close this viewer?", classes="dialog-message")
+            how = "is paused" if self.paused else "is still running"
+            yield Static(f"Training of {self.run} {how} in the background. Stop it (a checkpoint is saved) or leave "
+                         f"it {'paused' if self.paused else 'running'} and close this viewer?",
+                         classes="dialog-message")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Stop training [s]", id="stop", variant="error")
                 yield Button("Leave running [d]", id="detach", variant="primary")
@@ -67,27 +70,23 @@ class RemoteApp(TuinetApp):
     """
 
     CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # the subclass lives elsewhere: absolute path
-    ACTIONS = (*actions.REMOTE_ACTIONS, *actions.ACTIONS)
-    HELP_ROWS = actions.REMOTE_APP_HELP_ROWS
+    ACTIONS = (*actions.REMOTE_ACTIONS, *(a for a in actions.ACTIONS if a.id != "detach"))
     HELP_ACTIONS = (*ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS, *actions.STEP_ACTIONS)
-    BINDINGS = actions.bindings(actions.REMOTE_ACTIONS)  # Textual adds them to TuinetApp's
+    BINDINGS = actions.bindings(actions.REMOTE_ACTIONS)  # Textual adds them to TuinetApp's (d: shown here)
+    detachable = True
 
     def __init__(self, session: RemoteSession, config: TrainConfig | None = None, **kwargs: Any):
         super().__init__(session, config=config, session_factory=None, autostart=False, **kwargs)
         self.run_name: str | None = session.run  # the run's name before its events arrive
-        self.outcome: str | None = None  # "detached", "stopped" or None (the run ended while we watched)
+        self.outcome: str | None = None  # "detached", "detached-paused", "stopped" or None (the run ended)
 
     def _trainer_running(self) -> bool:
         return self.applies(actions.When.TRAINER_RUNNING)
 
     def action_detach(self) -> None:
-        """Close this viewer; training goes on (reattach with `tuinet attach`)."""
-        self.outcome = "detached"
+        """Close this viewer; training goes on, or stays paused (reattach with `tuinet attach`)."""
+        self.outcome = "detached-paused" if self.paused else "detached"
         self.exit(0)
-
-    def action_interrupt(self) -> None:
-        """ctrl+c in a viewer detaches, as in `tuinet attach --headless`: the trainer goes on."""
-        self.action_detach()
 
     def _on_signal(self, signum: int) -> None:
         """A lost terminal (SIGHUP), SIGTERM or SIGINT ends this viewer only: the detached trainer goes on."""
@@ -104,9 +103,9 @@ class RemoteApp(TuinetApp):
             if choice == "stop":
                 self.outcome = "stopped"
                 self._quit()
-            elif choice == "detach":
+            elif choice == "detach":  # "leave running" (or paused)
                 self.action_detach()
-        self.push_screen(QuitRemoteDialog(self.state.name or self.run_name), done)
+        self.push_screen(QuitRemoteDialog(self.state.name or self.run_name, self.paused), done)
 
 
 def run_remote_app(session: RemoteSession, config: TrainConfig | None = None) -> tuple[int, str | None]:

@@ -1,9 +1,9 @@
-"""``tuinet attach``, ``tuinet stop`` and ``tuinet serve``: commands for detached trainers."""
+"""``tuinet attach`` and ``tuinet stop`` (and, from :mod:`tuinet.cli.serve`, ``tuinet serve``): commands for detached
+trainers."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -16,7 +16,6 @@ from tuinet.cli.common import CONTEXT, friendly_errors, runs_dir_option
 from tuinet.errors import ConfigError, TuinetError
 from tuinet.protocol import FINAL_EVENTS, exit_code, final_event
 
-LOCALHOST = ("localhost", "127.0.0.1", "::1")
 
 def _choose(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Ask which of several live runs to attach to (on a terminal)."""
@@ -56,9 +55,12 @@ def _final_code(session) -> int:
 @click.option("--json", "json_lines", is_flag=True, help="No app: print the hello, the history and the live "
                                                          "events as JSON lines (Ctrl-C detaches).")
 @click.option("--app", "force_app", is_flag=True, hidden=True, help="Open the app even when stdout is not a "
-                                                                    "terminal (tuinet serve).")
+                                                                    "terminal.")
+@click.option("--page", is_flag=True, hidden=True, help="A browser tab of tuinet serve: the app on the run, or the "
+                                                        "runs page saying why there is no live run to show.")
 @friendly_errors
-def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines: bool, force_app: bool) -> None:
+def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines: bool, force_app: bool,
+               page: bool) -> None:
     """Watch and steer a detached run.
 
     Opens the app on RUN (by default the only live run; with several, asks which). Several viewers can attach to
@@ -67,6 +69,10 @@ def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines
     from tuinet.remote.client import RemoteSession
     from tuinet.remote.runs import resolve
 
+    if page:
+        from tuinet.app.served import run_page
+
+        sys.exit(run_page(run, runs_dir))
     rd, status = resolve(run, runs_dir, choose=_choose)
     use_app = not headless and not json_lines and (force_app or sys.stdout.isatty())
     session = RemoteSession(status["socket"])
@@ -78,6 +84,9 @@ def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines
         code, outcome = run_remote_app(session, _config(rd))
         if outcome == "detached":
             click.echo(f"detached from {rd.name}; training goes on (`tuinet attach {rd.name}` to come back)")
+        elif outcome == "detached-paused":
+            click.echo(f"detached from {rd.name}; it stays paused (`tuinet attach {rd.name}`, then space, resumes "
+                       "it)")
         sys.exit(code)
     sys.exit(_print_events(session, rd.name, json_lines))
 
@@ -179,43 +188,9 @@ def stop_cmd(run: str, runs_dir: str | None, timeout: float) -> None:
     click.echo(f"stopped {rd.name} (status: {rd.read_json('status.json').get('status', 'unknown')})")
 
 
-@click.command("serve", context_settings=CONTEXT)
-@click.argument("run", required=False)
-@click.option("--port", type=int, default=8000, show_default=True, help="Port on localhost.")
-@click.option("--host", default="localhost", show_default=True,
-              help="Interface: localhost, 127.0.0.1 or ::1 only (reach it from elsewhere with `ssh -L`).")
-@runs_dir_option
-@friendly_errors
-def serve_cmd(run: str | None, port: int, host: str, runs_dir: str | None) -> None:
-    """Offer the app in a browser (textual-serve), on localhost only.
-
-    Each browser tab runs `tuinet attach RUN`. From a laptop: `ssh -L 8000:localhost:8000 HOST`, then open
-    http://localhost:8000."""
-    if host not in LOCALHOST:
-        raise ConfigError(f"--host {host}: tuinet serve only binds to localhost (it gives full control of your "
-                          "training to whoever connects); use `ssh -L 8000:localhost:8000 HOST` to reach it")
-    try:
-        from textual_serve.server import Server
-    except ImportError:
-        raise ConfigError("tuinet serve needs textual-serve, which is not installed: "
-                          "pip install textual-serve") from None
-    from tuinet.remote.runs import resolve
-
-    if run is not None:
-        rd, _ = resolve(run, runs_dir)  # fail now, not in the browser
-        run = str(rd.path)
-    args = [sys.executable, "-m", "tuinet.cli", "attach", "--app"]
-    if run:
-        args.append(run)
-    if runs_dir:
-        args += ["--runs-dir", runs_dir]
-    click.echo(f"serving `tuinet attach{' ' + run if run else ''}` on http://{host}:{port} (localhost only); "
-               f"from another machine: ssh -L {port}:localhost:{port} THIS_HOST, then open "
-               f"http://localhost:{port}", err=True)
-    Server(shlex.join(args), host=host, port=port, title="tuinet").serve()
-
-
 def register(main: click.Group) -> None:
     """Add attach, stop and serve to the ``tuinet`` group."""
+    from tuinet.cli.serve import serve_cmd
+
     for cmd in (attach_cmd, stop_cmd, serve_cmd):
         main.add_command(cmd)

@@ -318,7 +318,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             arrays = {k: npz[k] for k in npz.files if k != META_KEY}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeDecodeError, KeyError, TypeError,
+    except ValueError as e:
+        if "pickle" in str(e):  # NumPy's own words suggest loading it "unsafely": a checkpoint never needs that
+            raise CheckpointError(f"{path}: not a tuinet checkpoint (it holds pickled Python objects, which tuinet "
+                                  "never loads)") from None
+        raise CheckpointError(f"{path}: not a tuinet checkpoint or damaged ({type(e).__name__}: "
+                              f"{str(e)[:120]})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, KeyError, TypeError,
             RecursionError, zlib.error) as e:
         raise CheckpointError(f"{path}: not a tuinet checkpoint or damaged ({type(e).__name__}: "
                               f"{str(e)[:120]})") from None

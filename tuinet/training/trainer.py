@@ -28,6 +28,7 @@ from tuinet.training import stats as S
 from tuinet.training import stepview
 from tuinet.training.health import HealthMonitor
 from tuinet.training.config import TrainConfig
+from tuinet.training.console import ConsolePrinter
 from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
 from tuinet.training.alerts import Alerts
@@ -49,6 +50,25 @@ EARLY_STATS = 10  # the step of the first layer statistics, whatever stats_every
 
 class StopTraining(Exception):
     """Raised inside the loop when a stop command arrives."""
+
+
+class RunLogLines:
+    """A text stream for :class:`~tuinet.training.console.ConsolePrinter` that appends each line it is given to the
+    run's log.txt, timestamped: the human-readable log every run folder holds."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.run_dir.log(line)
+
+    def flush(self) -> None:
+        """Nothing to do: RunDir.log flushes each line."""
+
+    def isatty(self) -> bool:
+        return False
 
 
 class Trainer:
@@ -83,6 +103,7 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self.train_seconds = 0.0
+        self.paused_seconds = 0.0  # time spent paused in this process (kept out of the epochs' times)
         self.samples_seen = 0
         self.test_result: dict[str, float] | None = None
         #: which weights the run reports and the test figures of both (set by training/final_test.py at the end)
@@ -152,14 +173,18 @@ class Trainer:
         return t
 
     def _log(self, message: str, level: str = "info") -> None:
-        if self.run_dir:
-            self.run_dir.log(message)
-        self._emit("log", level=level, message=message)
+        self._emit("log", level=level, message=message)  # log.txt gets it through _emit
 
     def _emit(self, _kind: str, **fields: Any) -> dict[str, Any]:
         event = make_event(_kind, **fields)
         if self.run_dir:
             self.run_dir.append_event(event)
+            if getattr(self, "_text_log", None) is None or self._text_log.out.run_dir is not self.run_dir:
+                self._text_log = ConsolePrinter(RunLogLines(self.run_dir), tty=False)
+            try:  # log.txt: the headless lines (start, epochs, changes, the end), timestamped
+                self._text_log(event)
+            except (KeyError, TypeError, ValueError, OSError):
+                pass  # an event the printer cannot word, or a full disk: the run goes on, metrics.jsonl has it
         self.emit(event)
         if self.alerts is not None:
             self.alerts(event)
@@ -295,18 +320,26 @@ class Trainer:
     # --- commands ---------------------------------------------------------------------------------------------------
 
     def _poll_commands(self) -> None:
-        """Apply every queued command; block while paused (unless a `step` command asked for steps)."""
-        while True:
-            hold = self.paused and not self._steps_left
-            try:
-                cmd = self.commands.get(block=hold, timeout=0.1 if hold else None)
-            except queue.Empty:
-                if hold:
-                    continue
-                return
-            self._apply(cmd)
-            if not (self.paused and not self._steps_left) and self.commands.empty():
-                return
+        """Apply every queued command; block while paused unless a `step` command asked for steps (the time held is
+        added to ``paused_seconds``, so an epoch's reported time leaves it out)."""
+        t0 = time.perf_counter()
+        held = False
+        try:
+            while True:
+                hold = self.paused and not self._steps_left
+                held = held or hold
+                try:
+                    cmd = self.commands.get(block=hold, timeout=0.1 if hold else None)
+                except queue.Empty:
+                    if hold:
+                        continue
+                    return
+                self._apply(cmd)
+                if not (self.paused and not self._steps_left) and self.commands.empty():
+                    return
+        finally:
+            if held:
+                self.paused_seconds += time.perf_counter() - t0
 
     def _apply(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("command")
@@ -616,7 +649,7 @@ class Trainer:
             # the permutation of this epoch comes from the rng state at its start (saved, for exact resume)
             self._epoch_rng_state = self.shuffle_rng.bit_generator.state
             perm = self.shuffle_rng.permutation(len(d.x_train))
-            epoch_t0 = time.perf_counter()
+            epoch_t0, paused_t0 = time.perf_counter(), self.paused_seconds
             epoch_seconds = 0.0
             ep_loss = ep_correct = ep_n = 0.0
             for b in range(self.step_in_epoch, self.steps_per_epoch):
@@ -661,7 +694,7 @@ class Trainer:
                     compiled = True
                     self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3))
                     self._emit_pictures()
-                    epoch_t0 = time.perf_counter()
+                    epoch_t0, paused_t0 = time.perf_counter(), self.paused_seconds
                 else:
                     self.train_seconds += dt
                     epoch_seconds += dt
@@ -712,8 +745,8 @@ class Trainer:
             self.epoch += 1
             self.step_in_epoch = 0
             self._epoch_rng_state = None
-            if self._end_epoch(ep_loss / max(ep_n, 1), ep_correct / max(ep_n, 1), time.perf_counter() - epoch_t0,
-                               epoch_seconds, ep_n):
+            wall = time.perf_counter() - epoch_t0 - (self.paused_seconds - paused_t0)
+            if self._end_epoch(ep_loss / max(ep_n, 1), ep_correct / max(ep_n, 1), wall, epoch_seconds, ep_n):
                 break
         self.status = "testing"
         self._poll_commands()

@@ -372,16 +372,20 @@ class CompareView(Vertical):
 
 
 class CompareScreen(Screen):
-    """The Compare view alone, under a title line and above the footer (the screen of ``tuinet compare``)."""
+    """The Compare view alone, under a title line (and an optional note) and above the footer (the screen of
+    ``tuinet compare``, and of a browser page with no live run to show)."""
 
-    def __init__(self, state: CompareState, title: str, poll: bool = True):
+    def __init__(self, state: CompareState, title: str, poll: bool = True, note: str | None = None):
         super().__init__()
         self.state = state
         self.title_text = title
         self.poll = poll
+        self.note = note
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble((" tuinet compare ", "bold reverse"), "  ", self.title_text), id="topbar")
+        if self.note:
+            yield Static(self.note, id="page-note", markup=False)
         yield CompareView(self.state, poll=self.poll, id="compare-view")
         yield Footer(compact=True)
 

@@ -59,7 +59,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q,enter", "close", "Close")]
 
     def __init__(self, keys: Iterable[tuple[str, str]], tabs: bool = True):
-        super().__init__()
+        super().__init__(classes="dialog-screen")  # centred, clear of the top bar and the footer
         self.key_lines = list(keys)
         self.tabs = tabs
 

@@ -99,12 +99,17 @@ def nice_ticks(lo: float, hi: float, target: int) -> tuple[list[float], float]:
 
 
 def fmt_tick(v: float, step: float) -> str:
-    """A tick label with just enough decimals for ``step``."""
+    """A tick label with just enough digits for ``step`` (1.1e30 and 1.2e30 stay apart: never two ticks with one
+    label)."""
     if v == 0:
         return "0"
     a = abs(v)
     if a >= 1e5 or a < 1e-4:
-        return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")
+        digits = 0
+        if step > 0:  # the mantissa's decimals down to the step's magnitude
+            digits = math.floor(math.log10(a) + 1e-9) - math.floor(math.log10(step) + 1e-9)
+        mantissa, exponent = f"{v:.{min(max(digits, 0), 6)}e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 2
     return f"{v:.{min(decimals, 6)}f}"
 

@@ -82,12 +82,16 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
         t.append("   test ", style="dim")
         t.append(f"{st.final['test_accuracy']:.2%}", style="bold green")
     t.append("\n")
-    right = (f" step {st.step:,}/{st.total_steps:,}  epoch {st.epoch:.2f}/{st.epochs}  ETA "
-             f"{fmt_duration(st.eta_seconds)}  "
+    right = (f" step {st.step:,}/{st.total_steps:,}  epoch {st.epoch:.2f}/{st.epochs}  {eta_text(st)}"
              f"{'-' if not st.samples_per_second else f'{st.samples_per_second:,.0f}'} samples/s")
     t.append_text(bar(st.progress, max(8, width - len(right) - 1)))
     t.append(right)
     return t
+
+
+def eta_text(st: RunState) -> str:
+    """"ETA 3m20s  " while the run goes on; nothing once it is over (a stopped run has no end to wait for)."""
+    return "" if st.done else f"ETA {fmt_duration(st.eta_seconds)}  "
 
 
 def topbar_text(st: RunState, shown_status: str) -> Text:
@@ -98,7 +102,8 @@ def topbar_text(st: RunState, shown_status: str) -> Text:
     t.append(f" {sym} {shown_status} ", style=style)
     t.append(f" step {st.step:,}/{st.total_steps:,}  epoch {st.epoch:.2f}/{st.epochs}  ", style="")
     t.append(f"{st.optimizer} lr {fmt_num(st.lr)}", style="cyan")
-    t.append(f"  ETA {fmt_duration(st.eta_seconds)}", style="dim")
+    if not st.done:
+        t.append(f"  {eta_text(st).rstrip()}", style="dim")
     if st.name:
         t.append(f"  {st.name}", style="dim")
     return t
