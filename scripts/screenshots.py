@@ -197,7 +197,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
-    groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions")),
+    groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions", "stepview")),
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
               "lrfind": (lrfind_shot, ("lrfind",)),
