@@ -589,8 +589,7 @@ class Trainer:
                 if compiled:
                     chosen = self.tuner.record(dt, len(idx))
                     if chosen is not None:
-                        rates = ", ".join(f"{k} {v:,.0f}" for k, v in self.tuner.last_rates.items())
-                        self._emit("log", level="debug", message=f"threads: {chosen} (samples/s: {rates})")
+                        self._emit("log", level="debug", message=f"threads: {chosen} ({self.tuner.last_reason})")
                 if not compiled:
                     compiled = True
                     self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3))
