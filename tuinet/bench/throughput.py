@@ -267,12 +267,12 @@ def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | No
         print(f"  ratio    {result['ratio_vs_pytorch']:.2f}x PyTorch {result['torch_version']}")
     if result.get("conv_layers"):
         print(f"  {'layer (forward+backward)':<26s} {'tuinet ms':>9s} {'GFLOP/s':>8s} {'PyTorch ms':>10s} "
-              f"{'GFLOP/s':>8s} {'ratio':>6s}")
+              f"{'GFLOP/s':>8s} {'speedup':>7s}")
     for row in result.get("conv_layers", []):
         tg = f"{row['tuinet_gflops']:8.1f}" if row.get("tuinet_gflops") else f"{'-':>8s}"
         if row.get("pytorch_ms") is not None:
             pg = f"{row['pytorch_gflops']:8.1f}" if row.get("pytorch_gflops") else f"{'-':>8s}"
-            theirs = f"{row['pytorch_ms']:10.2f} {pg} {row['pytorch_ms'] / max(row['tuinet_ms'], 1e-9):5.2f}x"
+            theirs = f"{row['pytorch_ms']:10.2f} {pg} {row['pytorch_ms'] / max(row['tuinet_ms'], 1e-9):6.2f}x"
         else:
             theirs = ""
         print(f"  {row['name']:<26s} {row['tuinet_ms']:9.2f} {tg} {theirs}")
