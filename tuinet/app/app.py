@@ -256,6 +256,8 @@ class TuinetApp(App[int]):
                 self.latencies.append((what, now - t0))
             if kind == "diverged" and e.get("action") == "paused":
                 self._show_diverged(e)
+        if st.compiling:
+            st.dirty.add("status")  # the compile time counts up live
         for k, (_, t0) in list(self.pending.items()):
             if now - t0 > 10:
                 del self.pending[k]

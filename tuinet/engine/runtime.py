@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 _CONFIGURED = False
@@ -63,3 +65,32 @@ def limit_blas_threads(n: int | None = None) -> None:
     if n is None:
         n = os.cpu_count() or 1
     _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+
+
+@contextmanager
+def watch_compiles(callback):
+    """Call ``callback(kernel_name, kernels_done)`` each time Numba starts compiling a kernel in this thread.
+
+    Loads from Numba's cache are not compiles and are not reported. Kernels that others call compile inside
+    their caller's compilation, so the name is the innermost kernel being compiled; ``kernels_done`` counts the
+    compilations finished so far. Used by the trainer to say, live, what its first step is compiling.
+    """
+    from numba.core import event
+
+    thread = threading.get_ident()
+
+    class _Watch(event.Listener):
+        done = 0
+
+        def on_start(self, ev):
+            if threading.get_ident() == thread:
+                d = ev.data.get("dispatcher")
+                py = getattr(d, "py_func", None)
+                callback(getattr(py, "__qualname__", None) or str(d), self.done)
+
+        def on_end(self, ev):
+            if threading.get_ident() == thread:
+                self.done += 1
+
+    with event.install_listener("numba:compile", _Watch()):
+        yield
