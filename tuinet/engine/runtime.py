@@ -68,28 +68,34 @@ def limit_blas_threads(n: int | None = None) -> None:
 
 
 @contextmanager
-def watch_compiles(callback):
+def watch_compiles(callback, prefix: str = "tuinet"):
     """Call ``callback(kernel_name, kernels_done)`` each time Numba starts compiling a kernel in this thread.
 
-    Loads from Numba's cache are not compiles and are not reported. Kernels that others call compile inside
+    Only kernels whose module starts with ``prefix`` are reported (Numba's own overloads compile inside them);
+    loads from Numba's cache are not compiles and are not reported. Kernels that others call compile inside
     their caller's compilation, so the name is the innermost kernel being compiled; ``kernels_done`` counts the
-    compilations finished so far. Used by the trainer to say, live, what its first step is compiling.
+    reported compilations finished so far. Used by the trainer to say, live, what its first step is compiling.
     """
     from numba.core import event
 
     thread = threading.get_ident()
 
+    def ours(ev) -> object | None:
+        py = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if threading.get_ident() == thread and (getattr(py, "__module__", None) or "").startswith(prefix):
+            return py
+        return None
+
     class _Watch(event.Listener):
         done = 0
 
         def on_start(self, ev):
-            if threading.get_ident() == thread:
-                d = ev.data.get("dispatcher")
-                py = getattr(d, "py_func", None)
-                callback(getattr(py, "__qualname__", None) or str(d), self.done)
+            py = ours(ev)
+            if py is not None:
+                callback(py.__qualname__, self.done)
 
         def on_end(self, ev):
-            if threading.get_ident() == thread:
+            if ours(ev) is not None:
                 self.done += 1
 
     with event.install_listener("numba:compile", _Watch()):
