@@ -78,10 +78,13 @@ def test_disabled_or_forced_tuning_never_switches(monkeypatch):
     assert _feed(tuner, {"blas": 1e6, "single": 1.0}, 30) is None and tuner.mode == "single"
 
 
-def _steps(tuner, per_sample: dict[str, float], seconds: float, samples: int = 64):
-    """Feed steps for ``seconds`` of training time; each mode has its own seconds per sample. Returns the switches."""
+def _steps(tuner, per_sample: dict[str, float], seconds: float, samples: int = 64, seen: list | None = None):
+    """Feed steps for ``seconds`` of training time; each mode has its own seconds per sample. Returns the switches
+    (and appends the mode of every step to ``seen``)."""
     switches, t = [], 0.0
     while t < seconds:
+        if seen is not None:
+            seen.append(tuner.mode)
         dt = per_sample[tuner.mode] * samples
         t += dt
         out = tuner.record(dt, samples)
@@ -103,9 +106,12 @@ def test_collapse_falls_back_to_one_thread_within_a_few_steps(tuning):
     assert switches[0] == (pytest.approx(3 * 0.128), "single") and tuner.collapses == 1  # at the third slow step
     assert tuner.mode == "single" and numba.get_num_threads() == 1
     assert "collapsed" in tuner.last_reason
-    # the re-check after 1 s finds the cores still busy: one thread stays and the next wait doubles
-    switches = _steps(tuner, loaded, 2.5)
+    # the re-check after 1 s finds the cores still busy: one thread stays and the next wait doubles; the check
+    # stops at its first all-core step, which is far slower than the one-thread steps before it
+    modes = []
+    switches = _steps(tuner, loaded, 2.5, seen=modes)
     assert [m for _, m in switches] == ["single"] and tuner._recheck_wait == 2.0
+    assert modes.count("numba") == 1
     # the other process ends: the next re-check (2 s later) goes back to two threads
     switches = _steps(tuner, quiet, 2.5)
     assert [m for _, m in switches] == ["numba"] and tuner.mode == "numba"

@@ -141,6 +141,7 @@ class ThreadTuner:
         self._t = 0.0
         self._since_probe = 0
         self._recent: deque[float] = deque(maxlen=window)  # seconds per sample of recent multi-core steps
+        self._recent_single: deque[float] = deque(maxlen=window)  # ... and of recent one-thread steps
         self._slow: list[float] = []  # the current stretch of slow steps: seconds per sample
         self._slow_seconds = 0.0
         self._recheck_wait = recheck_seconds
@@ -165,6 +166,7 @@ class ThreadTuner:
         self._plan = [c for _ in range(rounds) for c in self.candidates]
         self._steps = {c: [] for c in self.candidates}
         self._samples = {c: 0 for c in self.candidates}
+        self._short = rounds == 1
         self._block = self.block if rounds > 1 else max(self.collapse_steps, self.block // 2)
         self._next_block()
 
@@ -185,6 +187,7 @@ class ThreadTuner:
             return None
         if self.mode != self.wide:
             self._single_seconds += seconds
+            self._recent_single.append(seconds / max(samples, 1))
             if self._single_seconds >= self._recheck_wait:
                 self._recheck_wait = min(self._recheck_wait * 2, self.reprobe_seconds)  # if one thread wins again
                 self._start_probe(1)  # short: one block on all cores, one on one core
@@ -224,15 +227,22 @@ class ThreadTuner:
         self._steps[self.mode].append(seconds)
         self._samples[self.mode] += samples
         self._steps_left = max(self._steps_left - 1, 0)
+        self.last_rates = {c: (self._samples[c] / len(v)) / max(float(np.median(v)), 1e-9)
+                           for c, v in self._steps.items() if v}
+        if self._short and self.mode == self.wide and self.collapse_factor and self._recent_single \
+                and seconds / max(samples, 1) > self.collapse_factor * float(np.median(self._recent_single)):
+            return self._finish_probe("single")  # the cores are still busy: no need to finish a slow block
         if self._steps_left > 0 or self._t < self.min_block_seconds:
             return None
         if self._plan:
             self._next_block()
             return None
-        self.last_rates = {c: (self._samples[c] / len(v)) / max(float(np.median(v)), 1e-9)
-                           for c, v in self._steps.items()}
-        self.mode = max(self.last_rates, key=self.last_rates.get)
+        return self._finish_probe(max(self.last_rates, key=self.last_rates.get))
+
+    def _finish_probe(self, mode: str) -> str:
+        self.mode = mode
         self.probing = False
+        self._plan = []
         self._since_probe, self._since_probe_seconds = 0, 0.0
         rates = ", ".join(f"{k} {v:,.0f}" for k, v in self.last_rates.items())
         if self.mode != self.wide:
