@@ -6,7 +6,8 @@ step, each step timed and handed to the thread tuner). After ``--quiet`` seconds
 busy loop, one core) starts and runs to the end. Three settings are alternated run by run (A B C A B C):
 
 * ``tuned``: the thread tuner as the trainer uses it (probes, and falls back to one thread on a collapse);
-* ``no-collapse``: the tuner without collapse detection (it waits for its next probe, 30 s of training);
+* ``previous``: the tuner as it was before collapse detection (no collapse watch, and after choosing one thread
+  it probes again only after 30 s of training);
 * ``single``: one thread for BLAS and Numba, never switched.
 
 Printed per setting (medians over rounds): samples/s before the competitor, after it, the worst one-second window
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 
-SETTINGS = ("tuned", "no-collapse", "single")
+SETTINGS = ("tuned", "previous", "single")
 
 
 def _train(conn, setting: str, model_spec: str, batch_size: int, seconds: float) -> None:
@@ -42,7 +43,8 @@ def _train(conn, setting: str, model_spec: str, batch_size: int, seconds: float)
     xs, ys = _batches(model.input_shape, 10, batch_size)
     for i in range(3):  # compile (or load from the cache) before the clock starts
         model.train_step(xs[i], ys[i], opt)
-    tuner = ThreadTuner(model, collapse_factor=None if setting == "no-collapse" else 3.0)
+    previous = dict(collapse_factor=None, recheck_seconds=30.0) if setting == "previous" else {}
+    tuner = ThreadTuner(model, **previous)
     conn.send("ready")
     conn.recv()  # go
     steps, switches = [], []
