@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from tuinet.engine import build_model, make_optimizer
+from tuinet.bench.flops import model_training_flops, training_flops
 from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
+from tuinet.bench.peak import describe_machine, measure_machine
 from tuinet.bench.torch_models import torch_available, torch_cnn_model
 from tuinet.engine.threads import configure_threads, cores
 
@@ -188,15 +190,22 @@ class TorchRecipeProcess:
         self.proc.join(5)
 
 
-def _print_layers(model, batch_size: int, repeats: int, worker: "TorchRecipeProcess | None") -> None:
+def _print_layers(model, batch_size: int, repeats: int, worker: "TorchRecipeProcess | None",
+                  machine: dict | None) -> None:
     ours = conv_layer_times(model, batch_size, repeats)
     theirs = worker.layer_times(repeats) if worker is not None else None
-    print(f"\nper-layer forward+backward, batch {batch_size} (median of {repeats}, ms)")
-    print(f"{'layer':<24}{'tuinet':>10}{'torch':>10}{'ratio':>8}")
+    print(f"\nper-layer forward+backward, batch {batch_size} (median of {repeats}, ms; GFLOP/s of conv and dense "
+          f"layers; ratio = tuinet time / torch time)")
+    print(f"{'layer':<28}{'tuinet':>9}{'GFLOP/s':>9}{'of peak':>8}{'torch':>9}{'GFLOP/s':>9}{'ratio':>7}")
     for i, r in enumerate(ours):
+        mflop = training_flops(model.layers[i], i == model.first_trainable) * batch_size / 1e6
         t = theirs[i]["forward_backward_ms"] if theirs else float("nan")
         ratio = r["forward_backward_ms"] / t if theirs and t > 0 else float("nan")
-        print(f"{r['layer']:<24}{r['forward_backward_ms']:>10.2f}{t:>10.2f}{ratio:>8.2f}")
+        ours_g = mflop / r["forward_backward_ms"] if mflop else float("nan")
+        share = ours_g / machine["peak_gflops"] if machine else float("nan")
+        cells = f"{ours_g:>9.1f}{share:>8.0%}" if mflop else f"{'-':>9}{'-':>8}"
+        theirs_g = f"{mflop / t:>9.1f}" if mflop and theirs else f"{'-':>9}"
+        print(f"{r['layer']:<28}{r['forward_backward_ms']:>9.2f}{cells}{t:>9.2f}{theirs_g}{ratio:>7.2f}")
 
 
 def _load() -> str:
@@ -216,13 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     ap.add_argument("--layers-only", action="store_true", help="only the per-layer table")
     ap.add_argument("--repeats", type=int, default=10, help="repeats per layer timing")
+    ap.add_argument("--no-peak", action="store_true", help="skip measuring the machine's peak first")
     args = ap.parse_args(argv)
+    machine = None if args.no_peak else measure_machine()
+    if machine:
+        print("\n".join(describe_machine(machine)))
     with_torch = torch_available() and not args.no_torch
     data = load_mnist()
     model = build_model(args.spec, data[0].shape[1:], 10)
     configure_threads(model)
-    print(f"{args.spec}: {model.num_params():,} params, {cores()} cores, torch: "
-          f"{'yes' if with_torch else 'not used'}; {_load()}")
+    flops = model_training_flops(model) * len(data[0]) * args.epochs  # one recipe run
+    print(f"{args.spec}: {model.num_params():,} params, {flops / len(data[0]) / args.epochs / 1e6:.2f} MFLOP per "
+          f"training sample, {cores()} cores, torch: {'yes' if with_torch else 'not used'}; {_load()}")
     _warm_up(data, args.spec, False)
     configure_threads(model)
     worker = TorchRecipeProcess(args.spec, args.epochs, args.batch_size) if with_torch else None
@@ -244,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
             line += (f"  |  torch {med(t['seconds'] for t in theirs):.2f} s, acc "
                      f"{med(t['accuracy'] for t in theirs):.4f}  |  time ratio "
                      f"{med(r['seconds'] for r in ours) / med(t['seconds'] for t in theirs):.2f}")
+        g = flops / med(r["seconds"] for r in ours) / 1e9
+        line += f"\ntuinet {g:.1f} GFLOP/s"
+        if machine:
+            line += (f" = {g / machine['peak_gflops']:.0%} of the {machine['peak_gflops']:.0f} GFLOP/s FMA peak "
+                     f"({g / machine['fma_gflops']:.0%} of the Numba-compiled FMA loop's {machine['fma_gflops']:.0f})")
+        if theirs:
+            line += f"; torch {flops / med(t['seconds'] for t in theirs) / 1e9:.1f} GFLOP/s"
         print(line)
-    _print_layers(model, args.batch_size, args.repeats, worker)
+    _print_layers(model, args.batch_size, args.repeats, worker, machine)
     if worker is not None:
         worker.close()
     print(_load())

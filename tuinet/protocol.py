@@ -26,7 +26,7 @@ PROTOCOL_VERSION = 1
 #: event type -> one-line description (docs/protocol.md has every field)
 EVENTS: dict[str, str] = {
     "started": "a run began: name, run_dir, config, dataset, model summary/layers, steps_per_epoch, total_steps",
-    "compiling": "kernels are compiling (first run) or loading from the cache",
+    "compiling": "kernels compile (first run) or load from the cache; again per kernel: kernel, kernels_done, elapsed",
     "compiled": "kernels are ready: seconds",
     "step": "training metrics averaged over the last log_every steps: step, epoch, loss, penalty, accuracy, lr",
     "epoch": "end of an epoch: train/val loss and accuracy, lr, seconds, samples_per_second",

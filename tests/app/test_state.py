@@ -216,3 +216,28 @@ async def _event_log_scenario():
         assert log.visible_lines()[0].plain == "line 11"  # the oldest kept (50 lines: 11..60)
         await pilot.press("end")
         assert log.visible_lines()[-1].plain == "line 60" and "newer" not in log.render_line(4).text
+
+
+def test_compile_screen_counts_up_and_names_the_kernel(monkeypatch):
+    import tuinet.app.state as state_mod
+
+    clock = [100.0]
+    monkeypatch.setattr(state_mod.time, "monotonic", lambda: clock[0])
+    st = RunState()
+    st.apply(started())
+    st.apply(ev("compiling", message="compiling kernels"))
+    assert st.compiling and st.compile_progress() == "0 s"
+    clock[0] += 7.4
+    st.apply(ev("compiling", message="compiling _conv_fwd", kernel="_conv_fwd", kernels_done=3, elapsed=7.3))
+    assert st.compile_progress() == "7 s · _conv_fwd · 3 kernels done"
+    assert sum("compiling kernels" in line[-1] for line in st.log) == 1  # one log line, not one per kernel
+    clock[0] += 5.0
+    assert st.compile_progress().startswith("12 s")  # counts up between events
+    st.apply(ev("compiled", seconds=12.5))
+    assert not st.compiling and st.compile_progress() == ""
+
+
+def test_a_late_viewer_gets_the_elapsed_compile_time():
+    st = RunState()
+    st.apply(ev("compiling", message="compiling _mk3x32", kernel="_mk3x32", kernels_done=9, elapsed=20.0))
+    assert st.compiling and st.compile_progress().startswith("20 s · _mk3x32")

@@ -25,3 +25,16 @@ def test_bench_json_reports_samples_per_second(model):
 def test_bench_bad_model_is_one_line():
     r = CliRunner().invoke(main, ["bench", "--model", "dense8,wobble", "--no-torch"])
     assert r.exit_code == 1 and "cannot read 'wobble'" in r.output and "Traceback" not in r.output
+
+
+def test_bench_reports_flops_and_the_measured_peak_unless_told_not_to():
+    args = ["bench", "--model", "mlp", "--batch-size", "8", "--steps", "3", "--rounds", "1", "--no-torch", "--json"]
+    out = json.loads(CliRunner().invoke(main, args).output.strip().splitlines()[-1])
+    assert out["mflop_per_sample"] == pytest.approx(1.007104)  # 784-256-128-10, see tests/bench/test_peak.py
+    assert out["tuinet_gflops"] == pytest.approx(out["samples_per_second"] * 1.007104e-3)
+    assert out["machine"]["sgemm_gflops"] > 0
+    assert out["tuinet_share_of_peak"] == pytest.approx(out["tuinet_gflops"] / out["machine"]["peak_gflops"])
+    out = json.loads(CliRunner().invoke(main, args + ["--no-peak"]).output.strip().splitlines()[-1])
+    assert "machine" not in out and "tuinet_share_of_peak" not in out and out["tuinet_gflops"] > 0
+    text = CliRunner().invoke(main, args[:-1]).output
+    assert "measured peak GFLOP/s" in text and "MFLOP per training sample" in text and "of FMA peak" in text

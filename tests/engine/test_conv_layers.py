@@ -376,6 +376,18 @@ def test_batchnorm_running_stats_follow_torch_and_drive_evaluation():
     np.testing.assert_allclose(y, (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-4, atol=1e-5)
 
 
+def test_batchnorm_statistics_survive_a_large_offset():
+    """One pass over x: the sums are shifted by a value of the batch, so a mean far from 0 costs no precision."""
+    rng = np.random.default_rng(1)
+    x = (1000.0 + 0.01 * rng.standard_normal((3000, 4))).astype(np.float32)
+    layer = BatchNorm()
+    layer.build((4,), None)
+    layer.forward(x, training=True)
+    flat = x.astype(np.float64)
+    np.testing.assert_allclose(layer._mean, flat.mean(0), rtol=1e-7)
+    np.testing.assert_allclose(layer._var, flat.var(0), rtol=1e-5)  # unshifted float64 sums: 7e-5 off
+
+
 def test_batchnorm_config_and_errors():
     layer = BatchNorm(momentum=0.05, eps=1e-3)
     assert BatchNorm.from_config(layer.config()).config() == layer.config()

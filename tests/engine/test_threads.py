@@ -27,14 +27,15 @@ def _feed(tuner, rates: dict[str, float], steps: int):
 
 def test_tuner_keeps_the_faster_setting_and_reprobes(tuning):
     model = build_model("mlp", (784,), 10)
-    tuner = ThreadTuner(model, block=3, rounds=2, reprobe=20, min_block_seconds=0, reprobe_seconds=0)
+    tuner = ThreadTuner(model, block=3, rounds=2, reprobe=20, min_block_seconds=0, reprobe_seconds=0,
+                        recheck_seconds=0.1)
     assert tuner.candidates == ["blas", "single"]
     assert _feed(tuner, {"blas": 1000.0, "single": 3000.0}, 12) == "single"
     assert tuner.mode == "single" and numba.get_num_threads() == 1
     assert tuner.last_rates == {"blas": pytest.approx(1000.0), "single": pytest.approx(3000.0)}
-    # later the machine is quiet and two threads win: the next probe switches back
+    # later the machine is quiet and two threads win: the next re-check (after 0.1 s on one thread) switches back
     assert _feed(tuner, {"blas": 5000.0, "single": 3000.0}, 40) == "blas"
-    assert tuner.mode == "blas"
+    assert tuner.last_rates == {"blas": pytest.approx(5000.0), "single": pytest.approx(3000.0)}
 
 
 def test_tuner_is_not_fooled_by_bursts_and_reprobes_by_time(tuning):
@@ -75,3 +76,65 @@ def test_disabled_or_forced_tuning_never_switches(monkeypatch):
     monkeypatch.setenv("TUINET_THREAD_MODE", "single")
     tuner = ThreadTuner(build_model("mlp", (784,), 10), block=2, rounds=1, reprobe=5)
     assert _feed(tuner, {"blas": 1e6, "single": 1.0}, 30) is None and tuner.mode == "single"
+
+
+def _steps(tuner, per_sample: dict[str, float], seconds: float, samples: int = 64, seen: list | None = None):
+    """Feed steps for ``seconds`` of training time; each mode has its own seconds per sample. Returns the switches
+    (and appends the mode of every step to ``seen``)."""
+    switches, t = [], 0.0
+    while t < seconds:
+        if seen is not None:
+            seen.append(tuner.mode)
+        dt = per_sample[tuner.mode] * samples
+        t += dt
+        out = tuner.record(dt, samples)
+        if out is not None:
+            switches.append((round(t, 3), out))
+    return switches
+
+
+def test_collapse_falls_back_to_one_thread_within_a_few_steps(tuning):
+    model = build_model("conv3x3x4,relu", (6, 6, 1), 3)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
+                        collapse_steps=3, collapse_seconds=0.05, recheck_seconds=1.0)
+    quiet = {"numba": 1e-4, "single": 1.8e-4}  # two threads win on a quiet machine: 6.4 ms vs 11.5 ms a step
+    assert _steps(tuner, quiet, 0.2)[0][1] == "numba"
+    assert _steps(tuner, quiet, 2.0) == []  # steady: no switch, no probe
+    # another process takes a core: two-thread steps become 20x slower (128 ms), one thread 1.3x
+    loaded = {"numba": 2e-3, "single": 2.4e-4}
+    switches = _steps(tuner, loaded, 0.5)
+    assert switches[0] == (pytest.approx(3 * 0.128), "single") and tuner.collapses == 1  # at the third slow step
+    assert tuner.mode == "single" and numba.get_num_threads() == 1
+    assert "collapsed" in tuner.last_reason
+    # the re-check after 1 s finds the cores still busy: one thread stays and the next wait doubles; the check
+    # stops at its first all-core step, which is far slower than the one-thread steps before it
+    modes = []
+    switches = _steps(tuner, loaded, 2.5, seen=modes)
+    assert [m for _, m in switches] == ["single"] and tuner._recheck_wait == 2.0
+    assert modes.count("numba") == 1
+    # the other process ends: the next re-check (2 s later) goes back to two threads
+    switches = _steps(tuner, quiet, 2.5)
+    assert [m for _, m in switches] == ["numba"] and tuner.mode == "numba"
+
+
+def test_short_bursts_are_not_a_collapse(tuning):
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
+                        collapse_steps=3, collapse_seconds=0.25)
+    per = {"blas": 1e-5, "single": 2e-5}  # 0.64 ms a step on all cores
+    assert _steps(tuner, per, 0.1)[0][1] == "blas"
+    # a redraw of the app: 10 steps at 20x the median (13 ms in all, under collapse_seconds), then normal again
+    for burst in range(20):
+        for _ in range(10):
+            assert tuner.record(64 * 2e-4, 64) is None
+        for _ in range(30):
+            assert tuner.record(64 * 1e-5, 64) is None
+    assert tuner.mode == "blas" and tuner.collapses == 0
+
+
+def test_collapse_detection_off_keeps_the_slow_setting(tuning):
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
+                        collapse_factor=None)
+    assert _steps(tuner, {"blas": 1e-5, "single": 2e-5}, 0.1)[0][1] == "blas"
+    assert _steps(tuner, {"blas": 1e-3, "single": 2e-5}, 5.0) == [] and tuner.mode == "blas"

@@ -277,6 +277,8 @@ class TuinetApp(App[int]):
                 self._alert(e)
             elif kind == "lr_find":
                 self._on_lr_find(e)
+        if st.compiling:
+            st.dirty.add("status")  # the compile time counts up live
         for k, (_, t0) in list(self.pending.items()):
             if now - t0 > 10:
                 del self.pending[k]

@@ -123,6 +123,9 @@ class RunState:
         self.num_params = 0
         self.status = "loading"  # loading compiling running paused diverged finished stopped failed
         self.compiling = False
+        self.compile_started: float | None = None  # monotonic time of the first ``compiling`` (live elapsed time)
+        self.compile_kernel: str | None = None  # the kernel Numba is compiling now, when the trainer said
+        self.compile_done = 0
         self.paused = False
         self.diverged: dict[str, Any] | None = None
         self.steps_per_epoch = 1
@@ -238,10 +241,24 @@ class RunState:
                      f"({self.num_params:,} parameters)", t=e.get("time"))
 
     def _on_compiling(self, e):
-        self.compiling = True
-        self.status = "compiling"
+        if not self.compiling:  # the first report (later ones, per kernel, say what is compiling now)
+            self.compiling = True
+            self.compile_started = time.monotonic() - float(e.get("elapsed") or 0.0)
+            self.compile_kernel, self.compile_done = None, 0
+            self.status = "compiling"
+            self.add_log("compiling kernels (first run) or loading them from the cache", t=e.get("time"))
+        if e.get("kernel"):
+            self.compile_kernel, self.compile_done = str(e["kernel"]), int(e.get("kernels_done") or 0)
         self.dirty.add("status")
-        self.add_log("compiling kernels (first run) or loading them from the cache", t=e.get("time"))
+
+    def compile_progress(self) -> str:
+        """What the compile screen says now: elapsed time, the kernel compiling, how many are done."""
+        if not self.compiling or self.compile_started is None:
+            return ""
+        text = f"{time.monotonic() - self.compile_started:.0f} s"
+        if self.compile_kernel:
+            text += f" · {self.compile_kernel} · {self.compile_done} kernels done"
+        return text
 
     def _on_compiled(self, e):
         self.compiling = False

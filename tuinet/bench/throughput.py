@@ -20,6 +20,7 @@ import numpy as np
 from tuinet.engine.optim import make_optimizer
 from tuinet.engine.spec import build_model
 from tuinet.engine.threads import configure_threads, cores
+from tuinet.bench.flops import model_training_flops, training_flops
 from tuinet.bench.torch_models import torch_available
 from tuinet.errors import TuinetError
 
@@ -140,10 +141,19 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
 
 
 def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam", batch_size: int = 64,
-              steps: int = 300, rounds: int = 5, use_torch: bool = True, json_out: bool = False) -> dict[str, Any]:
-    """Time training steps of ``model`` (and PyTorch's equivalent, interleaved); print and return the figures."""
+              steps: int = 300, rounds: int = 5, use_torch: bool = True, json_out: bool = False,
+              machine: dict[str, Any] | bool | None = None) -> dict[str, Any]:
+    """Time training steps of ``model`` (and PyTorch's equivalent, interleaved); print and return the figures.
+
+    ``machine``: the measured peaks (:func:`tuinet.bench.peak.measure_machine`); measured here when None, left out
+    when False. With them every rate also reads as GFLOP/s and as a share of the measured peak.
+    """
     input_shape, classes = _shape(dataset)
-    build_model(model, input_shape, classes)  # a bad spec fails here with a clear error, before any process starts
+    built = build_model(model, input_shape, classes)  # a bad spec fails here with a clear error, before any process
+    if machine is None:
+        from tuinet.bench.peak import measure_machine
+
+        machine = measure_machine()
     kinds = ["tuinet"]
     torch_note = None
     if use_torch and torch_available():
@@ -201,23 +211,70 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
         theirs = infos.get("pytorch", {}).get("layers")
         result["conv_layers"] = [
             {"name": row["layer"], "tuinet_ms": row["forward_backward_ms"],
-             "pytorch_ms": theirs[i]["forward_backward_ms"] if theirs else None}
+             "pytorch_ms": theirs[i]["forward_backward_ms"] if theirs else None,
+             "mflop": training_flops(built.layers[i], i == built.first_trainable) * batch_size / 1e6}
             for i, row in enumerate(infos["tuinet"]["layers"])]
+    _add_flop_rates(result, built, machine or None)
     if torch_note:
         result["note"] = torch_note
     if json_out:
         print(json.dumps(result))
     else:
-        print(f"{model} on {dataset} shapes, {optimizer}, batch {batch_size}: {result['params']:,} params, "
-              f"{rounds} rounds x {steps} steps, threads: {mode} ({cores()} cores)")
-        for name in times:
-            print(f"  {name:8s} {result[f'{name}_samples_per_second']:>10,.0f} samples/s (median; rounds: "
-                  f"{', '.join(f'{s:,}' for s in result[f'{name}_rounds'])})")
-        if "ratio_vs_pytorch" in result:
-            print(f"  ratio    {result['ratio_vs_pytorch']:.2f}x PyTorch {result['torch_version']}")
-        for row in result.get("conv_layers", []):
-            tt = f"  pytorch {row['pytorch_ms']:.2f} ms" if row.get("pytorch_ms") is not None else ""
-            print(f"  {row['name']:<16s} forward+backward {row['tuinet_ms']:.2f} ms{tt}")
-        if torch_note:
-            print("  " + torch_note)
+        _print_report(result, list(times), torch_note)
     return result
+
+
+def _add_flop_rates(result: dict[str, Any], model, machine: dict[str, Any] | None) -> None:
+    """GFLOP/s of each side and of each layer, and their shares of the measured peaks, into ``result``."""
+    flops = model_training_flops(model)
+    result["mflop_per_sample"] = flops / 1e6
+    if machine:
+        result["machine"] = machine
+    for name in ("tuinet", "pytorch"):
+        if f"{name}_samples_per_second" in result:
+            gflops = result[f"{name}_samples_per_second"] * flops / 1e9
+            result[f"{name}_gflops"] = gflops
+            if machine:
+                result[f"{name}_share_of_sgemm"] = gflops / machine["sgemm_gflops"]
+                result[f"{name}_share_of_peak"] = gflops / machine["peak_gflops"]
+    for row in result.get("conv_layers", []):
+        for name in ("tuinet", "pytorch"):
+            ms = row.get(f"{name}_ms")
+            row[f"{name}_gflops"] = row["mflop"] / ms if ms and row["mflop"] else None
+
+
+def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | None) -> None:
+    """The human-readable report of :func:`run_bench`."""
+    machine = result.get("machine")
+    if machine:
+        from tuinet.bench.peak import describe_machine
+
+        for line in describe_machine(machine):
+            print(line)
+    print(f"{result['model']} on {result['dataset']} shapes, {result['optimizer']}, batch {result['batch_size']}: "
+          f"{result['params']:,} params, {result['mflop_per_sample']:.2f} MFLOP per training sample, "
+          f"{result['rounds']} rounds x {result['steps']} steps, threads: {result['thread_mode']} "
+          f"({result['cores']} cores)")
+    for name in sides:
+        share = ""
+        if machine:
+            share = (f", {result[f'{name}_share_of_sgemm']:.0%} of sgemm, "
+                     f"{result[f'{name}_share_of_peak']:.0%} of FMA peak")
+        print(f"  {name:8s} {result[f'{name}_samples_per_second']:>10,.0f} samples/s, "
+              f"{result[f'{name}_gflops']:6.1f} GFLOP/s{share} (median; rounds: "
+              f"{', '.join(f'{s:,}' for s in result[f'{name}_rounds'])})")
+    if "ratio_vs_pytorch" in result:
+        print(f"  ratio    {result['ratio_vs_pytorch']:.2f}x PyTorch {result['torch_version']}")
+    if result.get("conv_layers"):
+        print(f"  {'layer (forward+backward)':<26s} {'tuinet ms':>9s} {'GFLOP/s':>8s} {'PyTorch ms':>10s} "
+              f"{'GFLOP/s':>8s} {'speedup':>7s}")
+    for row in result.get("conv_layers", []):
+        tg = f"{row['tuinet_gflops']:8.1f}" if row.get("tuinet_gflops") else f"{'-':>8s}"
+        if row.get("pytorch_ms") is not None:
+            pg = f"{row['pytorch_gflops']:8.1f}" if row.get("pytorch_gflops") else f"{'-':>8s}"
+            theirs = f"{row['pytorch_ms']:10.2f} {pg} {row['pytorch_ms'] / max(row['tuinet_ms'], 1e-9):6.2f}x"
+        else:
+            theirs = ""
+        print(f"  {row['name']:<26s} {row['tuinet_ms']:9.2f} {tg} {theirs}")
+    if torch_note:
+        print("  " + torch_note)

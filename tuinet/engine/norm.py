@@ -4,6 +4,8 @@ Training normalizes with the batch's mean and biased variance and updates runnin
 (``running = (1 - momentum) * running + momentum * batch``, the variance unbiased); evaluation uses the running
 statistics. Both are kept in ``buffers`` so checkpoints carry them. Every kernel sees the activations as a
 2-D (rows, channels) view; row chunks run in parallel and per-chunk partial sums (float64) are added after.
+Training reads x once for the statistics and once for the output (two parallel regions: on a shared machine each
+region's barrier can wait for a descheduled thread), and the backward pass likewise twice.
 """
 
 from __future__ import annotations
@@ -21,20 +23,14 @@ from tuinet.errors import ModelError
 
 
 @jit()
-def _col_sum(x, lo, hi, acc):
+def _col_sums(x, lo, hi, shift, acc, acc_sq):
+    """Per channel, the sum of (x - shift) and of its square over rows lo..hi (one pass over x)."""
     for i in range(lo, hi):
         r = x[i]
         for c in range(acc.size):
-            acc[c] += r[c]
-
-
-@jit()
-def _col_sq_dev(x, lo, hi, mean, acc):
-    for i in range(lo, hi):
-        r = x[i]
-        for c in range(acc.size):
-            d = r[c] - mean[c]
-            acc[c] += d * d
+            d = r[c] - shift[c]
+            acc[c] += d
+            acc_sq[c] += d * d
 
 
 @jit()
@@ -47,38 +43,38 @@ def _scale_shift(x, lo, hi, scale, shift, y):
 
 
 @jit(parallel=True)
-def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts):
-    """Batch statistics (two passes, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
+def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq):
+    """Batch statistics (one pass, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
 
-    Writes the batch mean, biased variance and 1 / sqrt(var + eps) into ``mean``, ``var``, ``invstd``.
+    Writes the batch mean, biased variance and 1 / sqrt(var + eps) into ``mean``, ``var``, ``invstd``. The sums
+    are of x minus the first row (a value of the batch, so the shifted sum of squares does not cancel as
+    sum(x^2) - m mean^2 would), in float64: one read of x for the statistics and one for y, two parallel regions.
     """
     m, C = x.shape
     P = min(parts.shape[0], m)
+    shift = x[0].copy()
     for p in prange(P):
         parts[p, :] = 0.0
-        _col_sum(x, p * m // P, (p + 1) * m // P, parts[p])
-    for c in range(C):
-        s = 0.0
-        for p in range(P):
-            s += parts[p, c]
-        mean[c] = np.float32(s / m)
-    for p in prange(P):
-        parts[p, :] = 0.0
-        _col_sq_dev(x, p * m // P, (p + 1) * m // P, mean, parts[p])
+        parts_sq[p, :] = 0.0
+        _col_sums(x, p * m // P, (p + 1) * m // P, shift, parts[p], parts_sq[p])
     scale = np.empty(C, np.float32)
-    shift = np.empty(C, np.float32)
+    offset = np.empty(C, np.float32)
     for c in range(C):
         s = 0.0
+        s2 = 0.0
         for p in range(P):
             s += parts[p, c]
-        v = np.float32(s / m)
+            s2 += parts_sq[p, c]
+        d = s / m
+        mean[c] = np.float32(shift[c] + d)
+        v = np.float32(max(s2 / m - d * d, 0.0))
         var[c] = v
         inv = F1 / np.sqrt(v + eps)
         invstd[c] = inv
         scale[c] = gamma[c] * inv
-        shift[c] = beta[c] - mean[c] * gamma[c] * inv
+        offset[c] = beta[c] - mean[c] * gamma[c] * inv
     for p in prange(P):
-        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, shift, y)
+        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, y)
 
 
 @jit(parallel=True)
@@ -201,8 +197,9 @@ class BatchNorm(Layer):
             m = x2.shape[0]
             if m < 2:
                 raise ModelError("BatchNorm needs more than one value per channel in training (batch of 1?)")
+            parts, parts_sq = self._partials()
             bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
-                             self._partials()[0])
+                             parts, parts_sq)
             self._x = x2
             mom = np.float32(self.momentum)
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]

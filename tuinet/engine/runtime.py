@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 _CONFIGURED = False
@@ -63,3 +65,38 @@ def limit_blas_threads(n: int | None = None) -> None:
     if n is None:
         n = os.cpu_count() or 1
     _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+
+
+@contextmanager
+def watch_compiles(callback, prefix: str = "tuinet"):
+    """Call ``callback(kernel_name, kernels_done)`` each time Numba starts compiling a kernel in this thread.
+
+    Only kernels whose module starts with ``prefix`` are reported (Numba's own overloads compile inside them);
+    loads from Numba's cache are not compiles and are not reported. Kernels that others call compile inside
+    their caller's compilation, so the name is the innermost kernel being compiled; ``kernels_done`` counts the
+    reported compilations finished so far. Used by the trainer to say, live, what its first step is compiling.
+    """
+    from numba.core import event
+
+    thread = threading.get_ident()
+
+    def ours(ev) -> object | None:
+        py = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if threading.get_ident() == thread and (getattr(py, "__module__", None) or "").startswith(prefix):
+            return py
+        return None
+
+    class _Watch(event.Listener):
+        done = 0
+
+        def on_start(self, ev):
+            py = ours(ev)
+            if py is not None:
+                callback(py.__qualname__, self.done)
+
+        def on_end(self, ev):
+            if ours(ev) is not None:
+                self.done += 1
+
+    with event.install_listener("numba:compile", _Watch()):
+        yield

@@ -11,6 +11,7 @@ docs/cnn.md). So only one pool is ever wider than one thread:
 from __future__ import annotations
 
 import os
+from collections import deque
 
 import numba
 import numpy as np
@@ -89,6 +90,14 @@ class ThreadTuner:
     A block lasts ``block`` steps and at least ``min_block_seconds``, so on a fast small model the blocks are long
     enough to span several redraw intervals.
 
+    Between probes the tuner also watches for a *collapse* of the multi-core setting: when another process starts
+    on the same cores, two-thread steps can become 10-100x slower at once and stay so for tens of seconds. A run
+    of ``collapse_steps`` consecutive steps, each over ``collapse_factor`` times the recent median step time (per
+    sample) and together lasting at least ``collapse_seconds``, switches to one thread at once (a single slow step
+    such as a redraw does not). Whenever one thread is chosen (after a collapse or a probe), a short probe (one
+    block per setting) checks after ``recheck_seconds`` of training whether the cores are free again; each check
+    that keeps one thread doubles the wait, up to ``reprobe_seconds``.
+
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
 
@@ -100,10 +109,18 @@ class ThreadTuner:
         reprobe: the fewest steps between probes.
         reprobe_seconds: the shortest training time between probes (a probe spends half its steps on the slower
             setting, so probing a fast model every ``reprobe`` steps would cost a few percent).
+        collapse_factor: how many times the recent median a multi-core step must take to count as slow
+            (``None``: no collapse detection).
+        collapse_steps: consecutive slow steps that make a collapse.
+        collapse_seconds: the shortest slow stretch that makes a collapse (longer than a redraw of the app).
+        recheck_seconds: training time on one thread before the first short re-check.
+        window: recent steps whose median is the reference.
     """
 
     def __init__(self, model, block: int = 10, rounds: int = 2, reprobe: int = 3000,
-                 min_block_seconds: float = 0.1, reprobe_seconds: float = 30.0):
+                 min_block_seconds: float = 0.1, reprobe_seconds: float = 30.0,
+                 collapse_factor: float | None = 3.0, collapse_steps: int = 3, collapse_seconds: float = 0.25,
+                 recheck_seconds: float = 2.0, window: int = 31):
         self.wide = "numba" if uses_numba_parallel(model) else "blas"
         self.candidates = [self.wide] if cores() < 2 else [self.wide, "single"]
         self.forced = os.environ.get("TUINET_THREAD_MODE")
@@ -112,6 +129,8 @@ class ThreadTuner:
         self.block, self.rounds, self.reprobe = block, rounds, reprobe
         self.min_block_seconds = min_block_seconds
         self.reprobe_seconds = reprobe_seconds
+        self.collapse_factor, self.collapse_steps = collapse_factor, collapse_steps
+        self.collapse_seconds, self.recheck_seconds = collapse_seconds, recheck_seconds
         self._since_probe_seconds = 0.0
         self.mode = self.forced or self.wide
         self._plan: list[str] = []
@@ -121,51 +140,122 @@ class ThreadTuner:
         self.probing = False
         self._t = 0.0
         self._since_probe = 0
+        self._recent: deque[float] = deque(maxlen=window)  # seconds per sample of recent multi-core steps
+        self._recent_single: deque[float] = deque(maxlen=window)  # ... and of recent one-thread steps
+        self._slow: list[float] = []  # the current stretch of slow steps: seconds per sample
+        self._slow_seconds = 0.0
+        self._recheck_wait = recheck_seconds
+        self._single_seconds = 0.0  # training time on one thread since it was chosen or last re-checked
         self.last_rates: dict[str, float] = {}
+        self.last_reason = ""
+        self.collapses = 0
         self.apply(self.mode)
-        if not self.forced and len(self.candidates) > 1:
-            self._start_probe()
+        if self.tuning:
+            self._start_probe(self.rounds)
+
+    @property
+    def tuning(self) -> bool:
+        """True when the tuner may switch settings (not forced, and more than one core)."""
+        return not self.forced and len(self.candidates) > 1
 
     def apply(self, mode: str) -> None:
         """Set the thread pools for ``mode`` ("blas", "numba" or "single")."""
         configure_threads(mode=mode)
 
-    def _start_probe(self) -> None:
-        self._plan = [c for _ in range(self.rounds) for c in self.candidates]
+    def _start_probe(self, rounds: int) -> None:
+        self._plan = [c for _ in range(rounds) for c in self.candidates]
         self._steps = {c: [] for c in self.candidates}
         self._samples = {c: 0 for c in self.candidates}
+        self._short = rounds == 1
+        self._block = self.block if rounds > 1 else max(self.collapse_steps, self.block // 2)
         self._next_block()
 
     def _next_block(self) -> None:
         self.mode = self._plan.pop(0)
         self.apply(self.mode)
-        self._steps_left = self.block
+        self._steps_left = self._block
         self.probing = True
         self._t = 0.0
 
     def record(self, seconds: float, samples: int) -> str | None:
-        """Account one step; returns the chosen mode when a probe just finished, else None."""
+        """Account one step; returns the mode when a probe just finished or a collapse switched it, else None."""
         self._since_probe += 1
         self._since_probe_seconds += seconds
-        if not self.probing:
-            if not self.forced and len(self.candidates) > 1 and self._since_probe >= self.reprobe \
-                    and self._since_probe_seconds >= self.reprobe_seconds:
-                self._since_probe = 0
-                self._since_probe_seconds = 0.0
-                self._start_probe()
+        if self.probing:
+            return self._record_probe(seconds, samples)
+        if not self.tuning:
             return None
+        if self.mode != self.wide:
+            self._single_seconds += seconds
+            self._recent_single.append(seconds / max(samples, 1))
+            if self._single_seconds >= self._recheck_wait:
+                self._recheck_wait = min(self._recheck_wait * 2, self.reprobe_seconds)  # if one thread wins again
+                self._start_probe(1)  # short: one block on all cores, one on one core
+            return None
+        if self.collapse_factor and self._collapsed(seconds / max(samples, 1), seconds):
+            return self.mode
+        if self._since_probe >= self.reprobe and self._since_probe_seconds >= self.reprobe_seconds:
+            self._start_probe(self.rounds)
+        return None
+
+    def _collapsed(self, per_sample: float, seconds: float) -> bool:
+        """Watch one multi-core step; on a collapse switch to one thread and return True."""
+        if len(self._recent) < min(8, self._recent.maxlen or 8):
+            self._recent.append(per_sample)
+            return False
+        median = float(np.median(self._recent))
+        if per_sample <= self.collapse_factor * median:
+            self._recent.append(per_sample)
+            self._slow, self._slow_seconds = [], 0.0
+            return False
+        self._slow.append(per_sample)  # slow steps stay out of the reference median
+        self._slow_seconds += seconds
+        if len(self._slow) < self.collapse_steps or self._slow_seconds < self.collapse_seconds:
+            return False
+        slow = float(np.median(self._slow))
+        self.last_reason = (f"all-core steps collapsed to {1 / slow:,.0f} samples/s from a median of "
+                            f"{1 / median:,.0f}; one thread until the cores are free")
+        self.collapses += 1
+        self._slow, self._slow_seconds = [], 0.0
+        self._single_seconds, self._recheck_wait = 0.0, self.recheck_seconds
+        self.mode = "single"
+        self.apply(self.mode)
+        return True
+
+    def _record_probe(self, seconds: float, samples: int) -> str | None:
         self._t += seconds
         self._steps[self.mode].append(seconds)
         self._samples[self.mode] += samples
         self._steps_left = max(self._steps_left - 1, 0)
+        self.last_rates = {c: (self._samples[c] / len(v)) / max(float(np.median(v)), 1e-9)
+                           for c, v in self._steps.items() if v}
+        if self._short and self.mode == self.wide and self.collapse_factor and self._recent_single \
+                and seconds / max(samples, 1) > self.collapse_factor * float(np.median(self._recent_single)):
+            return self._finish_probe("single")  # the cores are still busy: no need to finish a slow block
         if self._steps_left > 0 or self._t < self.min_block_seconds:
             return None
         if self._plan:
             self._next_block()
             return None
-        self.last_rates = {c: (self._samples[c] / len(v)) / max(float(np.median(v)), 1e-9)
-                           for c, v in self._steps.items()}
-        self.mode = max(self.last_rates, key=self.last_rates.get)
+        return self._finish_probe(max(self.last_rates, key=self.last_rates.get))
+
+    def _finish_probe(self, mode: str) -> str:
+        self.mode = mode
         self.probing = False
+        self._plan = []
+        self._since_probe, self._since_probe_seconds = 0, 0.0
+        rates = ", ".join(f"{k} {v:,.0f}" for k, v in self.last_rates.items())
+        if self.mode != self.wide:
+            self.last_reason = f"samples/s: {rates}; next check in {self._recheck_wait:g} s"
+            self._single_seconds = 0.0
+        else:
+            self._recheck_wait = self.recheck_seconds
+            self.last_reason = f"samples/s: {rates}"
+        self._recent.clear()
+        self._slow, self._slow_seconds = [], 0.0
+        wide = self._steps.get(self.wide, [])
+        if wide and self._samples[self.wide]:
+            per = self._samples[self.wide] / len(wide)
+            self._recent.extend(s / per for s in wide)  # the probe's all-core steps are the first reference
         self.apply(self.mode)
         return self.mode

@@ -70,7 +70,7 @@ class ConsolePrinter:
             hp = ", ".join(f"{k}={v}" for k, v in e["hyperparams"].items())
             self._line(f"optimizer {e['optimizer']}({hp}), batch {e['batch_size']}, {e['epochs']} epochs"
                        + (f", resuming at epoch {e['epoch']} step {e['step']}" if e.get("resumed") else ""))
-        elif kind == "compiling":
+        elif kind == "compiling" and not e.get("kernel"):  # the per-kernel reports are for the app's live screen
             self._line("compiling kernels (the first run takes a while; later runs load them from the cache)...")
         elif kind == "compiled":
             self._line(f"kernels ready in {e['seconds']:.1f} s")

@@ -7,6 +7,7 @@ the headless console prints the same events.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -21,6 +22,7 @@ from tuinet.engine import kernels as K
 from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
+from tuinet.engine.runtime import watch_compiles
 from tuinet.engine.spec import build_model
 from tuinet.engine.threads import ThreadTuner
 from tuinet.errors import ConfigError, DataError, ModelError, TuinetError
@@ -88,6 +90,7 @@ class Trainer:
         self._run_dir_arg = run_dir
         self.run_dir: RunDir | None = None
         self.emit: Callable[[dict[str, Any]], None] = emit or (lambda e: None)
+        self._compile_watch = contextlib.ExitStack()  # reports what the first step compiles (closed after it)
         self.commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self.model: Sequential | None = None
         self.optimizer = None
@@ -539,10 +542,24 @@ class Trainer:
                 for message in self.alerts.errors:
                     if self.run_dir:
                         self.run_dir.log(message)
+            self._compile_watch.close()
             if self.run_dir:
                 self.run_dir.close()
                 if getattr(self, "_owns_lock", False):  # the lock is held for exactly the trainer's lifetime
                     self.run_dir.unlock()
+
+    def _watch_compiles(self, t0: float) -> None:
+        """Until the first step is done, emit ``compiling`` with the kernel Numba is compiling (at most 5 a second)."""
+        last = [0.0]
+
+        def report(kernel: str, done: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] >= 0.2:
+                last[0] = now
+                self._emit("compiling", message=f"compiling {kernel}", kernel=kernel, kernels_done=done,
+                           elapsed=round(now - t0, 1))
+
+        self._compile_watch.enter_context(watch_compiles(report))
 
     def _failed(self, message: str, tb: str | None = None) -> dict[str, Any]:
         self.status = "failed"
@@ -641,6 +658,7 @@ class Trainer:
         compiled = False
         t_compile = time.perf_counter()
         self._emit("compiling", message="compiling kernels (first run) or loading them from the cache")
+        self._watch_compiles(t_compile)
         sum_loss = sum_pen = 0.0
         sum_correct = sum_n = n_batches = 0
         last_log_time = time.perf_counter()
@@ -688,10 +706,10 @@ class Trainer:
                 if compiled and not self._steps_left:  # steps taken one by one are timed with the user's pauses
                     chosen = self.tuner.record(dt, len(idx))
                     if chosen is not None:
-                        rates = ", ".join(f"{k} {v:,.0f}" for k, v in self.tuner.last_rates.items())
-                        self._emit("log", level="debug", message=f"threads: {chosen} (samples/s: {rates})")
+                        self._emit("log", level="debug", message=f"threads: {chosen} ({self.tuner.last_reason})")
                 if not compiled:
                     compiled = True
+                    self._compile_watch.close()
                     self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3))
                     self._emit_pictures()
                     epoch_t0, paused_t0 = time.perf_counter(), self.paused_seconds

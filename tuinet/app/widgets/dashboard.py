@@ -41,6 +41,8 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
     t.append(f"{sym} {shown_status}", style=style)
     if st.compiling and shown_status not in ("compiling",):
         t.append("  (compiling kernels)", style="yellow")
+    if st.compiling:
+        t.append(f"  {st.compile_progress()}", style="yellow")
     if pending:
         t.append(f"  → {pending}", style="italic yellow")
     elif st.error:
