@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tuinet import __version__
-from tuinet.cli import bench, compare, datasets, remote, runs, train
+from tuinet.cli import bench, compare, datasets, remote, runs, sweep, train
 from tuinet.cli.common import CONTEXT, friendly_errors
 
 
@@ -32,6 +32,7 @@ main.add_command(datasets.datasets)
 main.add_command(compare.compare_cmd)
 runs.register(main)
 remote.register(main)
+sweep.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
