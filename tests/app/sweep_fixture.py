@@ -1,0 +1,118 @@
+"""A deterministic sweep for the Sweep screen's tests: trial run folders written by hand (tests/app/runs_fixture.py,
+fixed times) and snapshots of the shape :func:`tuinet.sweep.state.read_sweep` returns, so no study, no training and
+no clock is involved, and snapshots do not move.
+
+Trials: four complete, two pruned, one failed, one running (its trainer.lock names this test process), one waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.app.runs_fixture import write_run
+from tuinet.training.compare import load_run
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """The fields of :class:`tuinet.sweep.state.TrialRow`."""
+
+    number: int
+    state: str
+    params: dict
+    value: float | None
+    epochs: int
+    budget: int
+    run_dir: Path | None
+    where: str
+
+
+@dataclass(frozen=True)
+class SweepSnapshot:
+    """The fields of :class:`tuinet.sweep.state.SweepSnapshot`."""
+
+    folder: Path
+    name: str
+    objective: str
+    direction: str
+    trials: tuple
+    best: TrialRow | None
+    importances: dict
+    epochs_run: int
+    epochs_saved: int
+    live: bool
+
+
+BUDGET = 12
+#: number -> (state, params, loss speed, epochs run, run-folder status, where)
+TRIALS = {
+    0: ("complete", {"lr": 0.0031, "dropout": 0.12, "optimizer": "adam", "model": "mlp"}, 1.5, 12, "finished",
+        "local"),
+    1: ("pruned", {"lr": 0.00012, "dropout": 0.41, "optimizer": "sgd", "model": "mlp"}, 0.3, 3, "stopped", "local"),
+    2: ("complete", {"lr": 0.021, "dropout": 0.05, "optimizer": "adam", "model": "128,64"}, 1.2, 12, "finished",
+        "local"),
+    3: ("pruned", {"lr": 0.08, "dropout": 0.33, "optimizer": "sgd", "model": "128,64"}, 0.5, 4, "stopped", "local"),
+    4: ("failed", {"lr": 0.095, "dropout": 0.2, "optimizer": "sgd", "model": "mlp"}, 0.4, 1, "failed", "local"),
+    5: ("running", {"lr": 0.0045, "dropout": 0.18, "optimizer": "adam", "model": "mlp"}, 1.4, 6, "live", "local"),
+    6: ("complete", {"lr": 0.0009, "dropout": 0.27, "optimizer": "adam", "model": "128,64"}, 1.0, 12, "finished",
+        "local"),
+    7: ("complete", {"lr": 0.011, "dropout": 0.36, "optimizer": "sgd", "model": "mlp"}, 0.9, 12, "finished", "local"),
+    8: ("waiting", {"lr": 0.0021, "dropout": 0.09, "optimizer": "adam", "model": "mlp"}, 1.0, 0, "", "local"),
+}
+IMPORTANCES = {"lr": 0.58, "optimizer": 0.23, "dropout": 0.13, "model": 0.06}
+
+
+def trial_dir(runs: Path, number: int) -> Path:
+    """Where the fixture writes trial ``number``'s run folder."""
+    return runs / f"lr-search-trial-{number:04d}"
+
+
+def make_sweep(folder: Path, numbers: list[int] | None = None) -> SweepSnapshot:
+    """Write the trials' run folders under ``folder``/runs and return the snapshot of the trials ``numbers``
+    (default: all); a trial's value is its run's best validation loss."""
+    runs = folder / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in numbers if numbers is not None else list(TRIALS):
+        state, params, speed, epochs, status, where = TRIALS[n]
+        d = trial_dir(runs, n)
+        value = None
+        if status and not d.exists():
+            changes = {k: v for k, v in params.items() if k in ("lr", "dropout", "optimizer", "model")}
+            write_run(runs, d.name, {**changes, "epochs": BUDGET, "seed": n}, speed, status, epochs, 60.0 * n)
+        if status:
+            value = load_run(d).best_val_loss if state != "failed" else None
+        rows.append(TrialRow(n, state, dict(params), value, epochs, BUDGET, d if status else None, where))
+    return snapshot_of(folder, rows)
+
+
+def snapshot_of(folder: Path, rows: list[TrialRow], *, live: bool = True) -> SweepSnapshot:
+    """The snapshot of ``rows``: the best by value, epochs run, epochs pruning saved (a pruned trial's unrun
+    budget)."""
+    scored = [t for t in rows if t.value is not None]
+    best = min(scored, key=lambda t: t.value) if scored else None
+    run = sum(t.epochs for t in rows)
+    saved = sum(t.budget - t.epochs for t in rows if t.state == "pruned")
+    return SweepSnapshot(folder, "lr-search", "val_loss", "minimize", tuple(rows), best,
+                         dict(IMPORTANCES) if len(scored) >= 2 else {}, run, saved, live)
+
+
+def with_state(snap: SweepSnapshot, number: int, **changes) -> SweepSnapshot:
+    """``snap`` with trial ``number`` changed (its state, epochs, value …) and the totals recomputed."""
+    rows = [dataclasses.replace(t, **changes) if t.number == number else t for t in snap.trials]
+    return snapshot_of(snap.folder, rows, live=snap.live)
+
+
+class Recorder:
+    """A stand-in for :mod:`tuinet.sweep.control` that records what the screen asked."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, Path, int]] = []
+
+    def stop_trial(self, folder: Path, number: int) -> None:
+        self.calls.append(("stop", folder, number))
+
+    def promote_trial(self, folder: Path, number: int) -> None:
+        self.calls.append(("promote", folder, number))
