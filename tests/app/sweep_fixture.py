@@ -1,6 +1,6 @@
 """A deterministic sweep for the Sweep screen's tests: trial run folders written by hand (tests/app/runs_fixture.py,
-fixed times) and snapshots of the shape :func:`tuinet.sweep.state.read_sweep` returns, so no study, no training and
-no clock is involved, and snapshots do not move.
+fixed times) and the snapshots :func:`tuinet.sweep.state.read_sweep` would return of them, so no study, no training
+and no clock is involved, and snapshots do not move.
 
 Trials: four complete, two pruned, one failed, one running (its trainer.lock names this test process), one waiting.
 """
@@ -8,44 +8,15 @@ Trials: four complete, two pruned, one failed, one running (its trainer.lock nam
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.app.runs_fixture import write_run
+from tuinet.sweep.state import SweepSnapshot, TrialRow, best_trial
 from tuinet.training.compare import load_run
 
 
-@dataclass(frozen=True)
-class TrialRow:
-    """The fields of :class:`tuinet.sweep.state.TrialRow`."""
-
-    number: int
-    state: str
-    params: dict
-    value: float | None
-    epochs: int
-    budget: int
-    run_dir: Path | None
-    where: str
-
-
-@dataclass(frozen=True)
-class SweepSnapshot:
-    """The fields of :class:`tuinet.sweep.state.SweepSnapshot`."""
-
-    folder: Path
-    name: str
-    objective: str
-    direction: str
-    trials: tuple
-    best: TrialRow | None
-    importances: dict
-    epochs_run: int
-    epochs_saved: int
-    live: bool
-
-
 BUDGET = 12
+PLANNED = 16
 #: number -> (state, params, loss speed, epochs run, run-folder status, where)
 TRIALS = {
     0: ("complete", {"lr": 0.0031, "dropout": 0.12, "optimizer": "adam", "model": "mlp"}, 1.5, 12, "finished",
@@ -84,7 +55,8 @@ def make_sweep(folder: Path, numbers: list[int] | None = None) -> SweepSnapshot:
             write_run(runs, d.name, {**changes, "epochs": BUDGET, "seed": n}, speed, status, epochs, 60.0 * n)
         if status:
             value = load_run(d).best_val_loss if state != "failed" else None
-        rows.append(TrialRow(n, state, dict(params), value, epochs, BUDGET, d if status else None, where))
+        rows.append(TrialRow(n, state, dict(params), value, epochs, BUDGET, d if status else None, where,
+                             run_name=d.name if status else None))
     return snapshot_of(folder, rows)
 
 
@@ -92,11 +64,11 @@ def snapshot_of(folder: Path, rows: list[TrialRow], *, live: bool = True) -> Swe
     """The snapshot of ``rows``: the best by value, epochs run, epochs pruning saved (a pruned trial's unrun
     budget)."""
     scored = [t for t in rows if t.value is not None]
-    best = min(scored, key=lambda t: t.value) if scored else None
+    best = best_trial(rows, "minimize")
     run = sum(t.epochs for t in rows)
     saved = sum(t.budget - t.epochs for t in rows if t.state == "pruned")
     return SweepSnapshot(folder, "lr-search", "val_loss", "minimize", tuple(rows), best,
-                         dict(IMPORTANCES) if len(scored) >= 2 else {}, run, saved, live)
+                         dict(IMPORTANCES) if len(scored) >= 2 else {}, run, saved, live, planned=PLANNED, workers=2)
 
 
 def with_state(snap: SweepSnapshot, number: int, **changes) -> SweepSnapshot:

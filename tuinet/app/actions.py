@@ -196,8 +196,8 @@ SWEEP_ACTIONS: tuple[Action, ...] = (
 #: what the Sweep app adds to the Sweep keys
 SWEEP_APP_ACTIONS: tuple[Action, ...] = (
     Action("help", "question_mark", "Help", "this help", "Keys", key_display="?"),
-    Action("quit", "q", "Quit", "quit this screen (a detached sweep goes on; a sweep run here asks first)", "Quit",
-           hidden_keys="ctrl+q"),
+    Action("quit", "q", "Quit", "quit this screen (a sweep started elsewhere goes on; one started here: asks "
+           "whether to stop it)", "Quit", hidden_keys="ctrl+q"),
 )
 
 #: the Sweep app's help, top to bottom

@@ -41,8 +41,8 @@ class SweepApp(App[int]):
         reader: reads a snapshot (default: :func:`tuinet.sweep.state.read_sweep`).
         control: stops and promotes trials (default: :mod:`tuinet.sweep.control`).
         poll: read the sweep once a second (tests of still pictures turn it off).
-        stop_sweep: stops the sweep this process runs (None: the sweep runs elsewhere, and quitting leaves it
-            running); given, ``q`` asks before stopping it.
+        stop_sweep: stops the sweep this command started (None: it was started elsewhere, and quitting leaves it
+            running); given, ``q`` asks whether to stop it or leave it running.
     """
 
     CSS_PATH = _APP_CSS
@@ -108,18 +108,21 @@ class SweepApp(App[int]):
                                     title="tuinet sweep — keys"))
 
     def action_quit(self) -> None:
-        """Quit; a sweep this process runs is stopped after a yes (running trials save a checkpoint)."""
+        """Quit; for a sweep this command started, ask whether to stop it (running trials save a checkpoint) or leave
+        it running in the background."""
         if self.stop_sweep is None:
             self.exit(0)
             return
         from tuinet.app.screens.dialogs import ConfirmDialog
 
-        def done(yes: bool | None) -> None:
-            if yes:
+        def done(stop: bool | None) -> None:
+            if stop:
                 self.stop_sweep()
-                self.exit(0)
-        self.push_screen(ConfirmDialog("Quit", "Stop the sweep? Running trials save a checkpoint; the same command "
-                                       "resumes the sweep later.", yes="Stop the sweep"), done)
+            self.exit(0)
+        self.push_screen(ConfirmDialog("Quit", "Stop the sweep too? Running trials save a checkpoint and the same "
+                                       "command resumes it. Left running, it goes on in the background: `tuinet "
+                                       f"attach {self.folder.name}` comes back to it.", yes="Stop the sweep",
+                                       no="Leave it running"), done)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The Sweep keys that apply now, this app's, then Textual's own."""
@@ -137,7 +140,8 @@ def run_sweep_app(folder: str | Path, *, runs_dir: str | Path | None = None,
         runs_dir: where the trials' run folders are, when not where the snapshot says (a shared path); a trial's
             run folder is looked up there by its name.
         reader, control: as :class:`SweepApp` (defaults: the sweep engine's).
-        stop_sweep: stops a sweep that this process runs (``q`` asks first); None when it runs elsewhere.
+        stop_sweep: stops a sweep that this command started (``q`` asks whether to, or to leave it running); None
+            when it was started elsewhere.
 
     Enter on a running trial with a control socket leaves the Sweep screen for the app on that trial (as `tuinet
     attach`: ``d`` detaches, ``q`` asks whether to stop it); when that viewer closes, the Sweep screen comes back.

@@ -253,7 +253,8 @@ class SweepState:
             return ""
         counts = self.counts()
         n = len(snap.trials)
-        text = f"{n} trial{'s' if n != 1 else ''}"
+        planned = getattr(snap, "planned", 0)
+        text = f"{n} of {planned} trials" if planned > n else f"{n} trial{'s' if n != 1 else ''}"
         if compact:
             parts = [f"{counts[s]}{STATE_LOOK[s][0]}" for s in STATE_ORDER if counts.get(s)]
             text += (" " + " ".join(parts) if parts else "") + f" · {snap.epochs_run} epochs"

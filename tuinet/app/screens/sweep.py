@@ -28,7 +28,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from tuinet.app import actions
-from tuinet.app.sweep_state import OBJECTIVE_CHARTS, STATE_LOOK, SweepState, objective_name
+from tuinet.app.sweep_state import OBJECTIVE_CHARTS, SweepState, objective_name
 from tuinet.app.widgets.best_trial import best_text
 from tuinet.app.widgets.charts import LineChart
 from tuinet.app.widgets.overlay_chart import chart_title, legend_text, overlay_data
@@ -267,11 +267,10 @@ class SweepView(Vertical):
         return t
 
     def legend_text(self) -> Text:
-        """Each charted trial's glyph and number, then what the table's glyphs mean."""
+        """Each charted trial's glyph and number (the table's second column shows the same glyph)."""
         t = legend_text(self.state.curves, 6)
-        if self.state.curves.charted():
-            t.append("  ")
-        t.append("   ".join(f"{sym} {word}" for word, (sym, _) in STATE_LOOK.items()), style="dim")
+        if not self.state.curves.charted():
+            t = Text("no trial in the chart yet: the best trials with a run folder go in", style="dim")
         return t
 
     # --- keys --------------------------------------------------------------------------------------------------------
@@ -390,7 +389,7 @@ class SweepScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble((" tuinet sweep ", "bold reverse"), "  ", (self.folder.name, "bold"), "  ",
-                                   (str(self.folder.parent), "dim")), id="topbar")
+                                   (str(self.folder), "dim")), id="topbar")
         yield SweepView(self.folder, id="sweep-view", **self.view_args)
         yield Footer(compact=True)
 

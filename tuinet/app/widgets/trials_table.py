@@ -48,8 +48,8 @@ def trial_cell(trial: TrialRow, key: str, state: SweepState, compact: bool = Fal
         return t
     if key == "epochs":
         text = f"{trial.epochs}/{trial.budget}"
-        if trial.epochs > trial.budget:
-            text += "+"  # promoted: past its budget
+        if getattr(trial, "promoted", False) or trial.epochs > trial.budget:
+            text += "+"  # promoted: it may run past its budget
         return Text(text, justify="right")
     if key == "where":
         return Text(short_name(trial.where or "-", 16))
