@@ -36,6 +36,19 @@ MAX_RESTARTS = 1  # a trial whose trainer died without a final event is resumed 
 Report = Callable[[dict[str, Any]], None]
 
 
+def run_curve(run_dir: Path, objective: str) -> dict[int, float]:
+    """The objective after each epoch, from a trial run's ``metrics.jsonl`` (a resumed run's repeats: the later)."""
+    from tuinet.training.rundir import RunDir, metric_events
+
+    curve = {}
+    for e in metric_events(RunDir(run_dir)) if run_dir.is_dir() else ():
+        v = e.get(objective)
+        if e.get("event") == "epoch" and isinstance(e.get("epoch"), int) and isinstance(v, (int, float)) \
+                and math.isfinite(v):
+            curve[e["epoch"]] = float(v)
+    return curve
+
+
 def save_spec(folder: Path, spec: SweepSpec, extra: dict[str, Any]) -> None:
     """Write ``sweep.json`` (the SPEC and how the sweep runs: backend, workers, storage): what a detached or resumed
     driver starts from. A sweep folder started with another [train], [search] or objective is refused (its study
@@ -123,9 +136,15 @@ class SweepDriver:
             run_dir = Path(frozen.user_attrs.get("run_dir", ""))
             status, _alive = run_status(run_dir) if frozen.user_attrs.get("run_dir") else ("unknown", False)
             n = frozen.number
-            curve = {int(k): float(v) for k, v in frozen.intermediate_values.items()}
             if frozen.user_attrs.get("promoted"):
                 self.promoted.add(n)
+            curve: dict[int, float] = {}
+            if status in ("finished", "pruned"):  # it ended while no driver watched: its own record says how
+                trial = trial_by_number(self.study, n)
+                curve = run_curve(run_dir, self.spec.objective)
+                for epoch, value in curve.items():
+                    if epoch not in frozen.intermediate_values:
+                        trial.report(value, epoch)
             if status == "finished" and curve and n not in self.promoted:
                 self._tell_complete(n, curve, frozen.params)
             elif status == "pruned":

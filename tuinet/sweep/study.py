@@ -50,15 +50,19 @@ def repair_journal(path: Path) -> bool:
         return False
 
 
-def make_sampler(spec: SweepSpec):
-    """The sampler the SPEC names, seeded (``[sweep] seed``) so a sweep's parameters can be repeated."""
+def make_sampler(spec: SweepSpec, offset: int = 0):
+    """The sampler the SPEC names, seeded (``[sweep] seed``) so a sweep's parameters can be repeated.
+
+    ``offset`` is the number of trials the study already has: a resumed sweep's sampler is seeded past them, so it
+    does not draw the first trials' parameters again (an uninterrupted sweep has offset 0 throughout)."""
     import optuna
 
+    seed = spec.seed + offset
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(spec.grid(), seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(spec.startup_trials, 1))
+        return optuna.samplers.GridSampler(spec.grid(), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(spec.startup_trials, 1))
 
 
 def make_pruner(spec: SweepSpec):
@@ -101,6 +105,9 @@ def open_study(spec: SweepSpec, folder: Path, storage: str | None = None):
             raise
         raise ConfigError(f"storage {storage or folder / JOURNAL_NAME}: cannot open the study "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        study.sampler = make_sampler(spec, existing)
     if study.direction.name.lower() != spec.direction:
         raise ConfigError(f"study {spec.name} in {storage or folder} {study.direction.name.lower()}s; this SPEC's "
                           f"objective {spec.objective} needs {spec.direction}: use another [sweep] name")
