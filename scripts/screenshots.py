@@ -1,11 +1,13 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|compare]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|compare|sweep]
 
 Writes ``dashboard.svg``, ``inspector.svg`` and ``predictions.svg`` from an mlp learning MNIST (10,000 training
 images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
-screen over four small digits runs (three learning rates and one with dropout) and a fifth still training. Each
-run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
+screen over four small digits runs (three learning rates and one with dropout) and a fifth still training, and
+``sweep.svg``: the Sweep screen of a real 12-trial sweep on digits (``tuinet sweep --detach``, two workers), taken
+once most trials are done. Each run is paused before its screenshot, so the picture is of a consistent state; runs
+go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -117,17 +119,79 @@ async def compare_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         await asyncio.to_thread(live.join, 60)
 
 
+SWEEP_SPEC = """\
+[train]
+dataset = "digits"
+epochs = 10
+[search]
+lr = {log_uniform = [1e-4, 1e-1]}
+dropout = {uniform = [0.0, 0.5]}
+optimizer = {choice = ["adam", "sgd"]}
+[sweep]
+name = "lr-search"
+objective = "val_loss"
+trials = 12
+"""
+
+
+async def sweep_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """A real sweep in the background; the Sweep screen once at least 9 of its 12 trials are done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tuinet.app.sweep import SweepApp
+    from tuinet.sweep.state import read_sweep
+
+    spec = Path(runs) / "lr-search.toml"
+    spec.write_text(SWEEP_SPEC)
+    r = subprocess.run([sys.executable, "-m", "tuinet.cli", "sweep", str(spec), "--detach", "--workers", "2",
+                        "--runs-dir", runs], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise SystemExit(f"screenshots: the sweep did not start: {r.stderr.strip()}")
+    folder = Path(runs) / "lr-search"
+    try:
+        for _ in range(3000):
+            snap = read_sweep(folder)
+            if sum(t.state in ("complete", "pruned", "failed") for t in snap.trials) >= 9 or not snap.live:
+                break
+            await asyncio.sleep(0.2)
+        here = os.getcwd()
+        os.chdir(runs)  # the title line names the sweep folder as a user in the runs folder would
+        try:
+            app = SweepApp(Path(folder.name), poll=False)
+            async with app.run_test(size=size) as pilot:
+                await wait_for(pilot, lambda: app.view.table.row_count > 0 and app.view.chart.builds > 0,
+                               what="the Sweep screen")
+                await pilot.pause(1.0)
+                app.save_screenshot("sweep.svg", str(out.resolve()))
+        finally:
+            os.chdir(here)
+    finally:
+        from tuinet.sweep.files import driver_pid
+
+        pid = driver_pid(folder)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)  # the trials save their checkpoints; the folder is thrown away
+            for _ in range(600):
+                if driver_pid(folder) is None:
+                    break
+                await asyncio.sleep(0.1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "boundary", "compare"), help="make one group of screenshots")
+    p.add_argument("--only", choices=("mnist", "boundary", "compare", "sweep"), help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions")),
-              "boundary": (boundary_shot, ("boundary",)), "compare": (compare_shot, ("compare",))}
+              "boundary": (boundary_shot, ("boundary",)), "compare": (compare_shot, ("compare",)),
+              "sweep": (sweep_shot, ("sweep",))}
     for group, (shots, names) in groups.items():
         if args.only not in (None, group):
             continue

@@ -8,6 +8,7 @@ Trials: four complete, two pruned, one failed, one running (its trainer.lock nam
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from tests.app.runs_fixture import write_run
@@ -33,6 +34,15 @@ TRIALS = {
     8: ("waiting", {"lr": 0.0021, "dropout": 0.09, "optimizer": "adam", "model": "mlp"}, 1.0, 0, "", "local"),
 }
 IMPORTANCES = {"lr": 0.58, "optimizer": 0.23, "dropout": 0.13, "model": 0.06}
+#: the searched space as the sweep folder's sweep.json records it
+SPACE = {
+    "lr": {"name": "lr", "kind": "log_uniform", "low": 1e-4, "high": 0.1, "step": None, "values": []},
+    "dropout": {"name": "dropout", "kind": "uniform", "low": 0.0, "high": 0.5, "step": None, "values": []},
+    "optimizer": {"name": "optimizer", "kind": "choice", "low": None, "high": None, "step": None,
+                  "values": ["adam", "sgd"]},
+    "model": {"name": "model", "kind": "choice", "low": None, "high": None, "step": None,
+              "values": ["mlp", "128,64"]},
+}
 
 
 def trial_dir(runs: Path, number: int) -> Path:
@@ -41,10 +51,12 @@ def trial_dir(runs: Path, number: int) -> Path:
 
 
 def make_sweep(folder: Path, numbers: list[int] | None = None) -> SweepSnapshot:
-    """Write the trials' run folders under ``folder``/runs and return the snapshot of the trials ``numbers``
-    (default: all); a trial's value is its run's best validation loss."""
+    """Write the sweep's sweep.json and its trials' run folders under ``folder``/runs and return the snapshot of the
+    trials ``numbers`` (default: all); a trial's value is its run's best validation loss."""
     runs = folder / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.json").write_text(json.dumps({"name": "lr-search", "train": {"dataset": "digits", "epochs": BUDGET},
+                                                   "search": SPACE, "objective": "val_loss", "trials": PLANNED}))
     rows = []
     for n in numbers if numbers is not None else list(TRIALS):
         state, params, speed, epochs, status, where = TRIALS[n]

@@ -20,7 +20,7 @@ from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.run_summary import RunSummaryScreen
 from tuinet.app.screens.sweep import SweepView
 from tuinet.app.sweep import SweepApp
-from tuinet.app.sweep_state import STATE_LOOK, SweepState, trial_name
+from tuinet.app.sweep_state import STATE_LOOK, SweepState, read_space, trial_name
 from tuinet.app.testing import async_test, press, wait_until
 from tuinet.app.widgets.importance_bars import bar, importance_text
 from tuinet.app.widgets.param_scatter import log_scale, params_text, scatter_text
@@ -35,8 +35,10 @@ def sweep(tmp_path) -> Path:
     return tmp_path / "lr-search"
 
 
-def state_of(snapshot) -> SweepState:
+def state_of(snapshot, space: bool = True) -> SweepState:
     st = SweepState(snapshot.folder)
+    if space:
+        st.space = read_space(snapshot.folder)
     st.update(snapshot)
     return st
 
@@ -112,16 +114,26 @@ def test_sorting_by_columns_puts_missing_values_last_and_the_best_first(sweep):
     assert keys[:3] == ["number", "state", "param:lr"] and keys[-1] == ""
 
 
-def test_scatters_use_a_log_axis_for_decades_and_glyphs_for_states(sweep, monkeypatch):
+def test_scatters_span_the_searched_space_with_glyphs_for_states(sweep, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
-    st = state_of(make_sweep(sweep))
-    assert log_scale([1e-4, 3e-3, 0.08]) and not log_scale([0.05, 0.4]) and not log_scale(["adam", 1e-3])
+    snap = make_sweep(sweep)
+    st = state_of(snap)
+    assert set(st.space) == {"lr", "dropout", "optimizer", "model"}
     lr = scatter_text("lr", st, 40).plain
-    assert lr.splitlines()[0].startswith("lr (log x")
+    assert lr.splitlines()[0].startswith("lr (log x")  # log-uniform in the space
     assert lr.count("★") == 1 and lr.count("○") == 2 and lr.count("◐") == 1 and lr.count("●") == 3
-    assert "0.00012" in lr and "0.08" in lr  # the x range, at the axis's ends
-    opt = scatter_text("optimizer", st, 40).plain
-    assert "choice" in opt.splitlines()[0] and "adam" in opt and "sgd" in opt
+    axis = lr.splitlines()[-1].split()
+    assert axis == ["0.0001", "0.1"]  # the searched range, not only the trials' (0.00012 to 0.08)
+    dropout = scatter_text("dropout", st, 40).plain
+    assert "log x" not in dropout and dropout.splitlines()[-1].split() == ["0", "0.5"]
+    model = scatter_text("model", st, 40).plain
+    assert "choice" in model.splitlines()[0] and model.splitlines()[-1].split() == ["mlp", "128,64"]  # space order
+    # without the space (a sweep.json not written yet): the trials' own range, log when it spans decades
+    bare = state_of(snap, space=False)
+    assert log_scale([1e-4, 3e-3, 0.08]) and not log_scale([0.05, 0.4]) and not log_scale(["adam", 1e-3])
+    lr = scatter_text("lr", bare, 40).plain
+    assert lr.splitlines()[0].startswith("lr (log x") and lr.splitlines()[-1].split() == ["0.00012", "0.08"]
+    assert scatter_text("model", bare, 40).plain.splitlines()[-1].split() == ["128,64", "mlp"]
     whole = params_text(st, 40).plain
     titles = [line.split(" ")[0] for line in whole.split("by parameter")[1].splitlines()
               if line[:1].isalpha()]  # the scatters, most important parameter first
@@ -295,11 +307,14 @@ async def test_quit_asks_whether_to_stop_a_sweep_started_here(sweep):
             await press(pilot, answer)
             await wait_until(pilot, lambda: app.return_value is not None, what="the exit")
         assert app.return_value == 0 and stopped == want
-    app = SweepApp(sweep, reader=Source(snap), poll=False)  # started elsewhere: q just quits
-    async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot, app, 2)
-        await press(pilot, "q")
-        await wait_until(pilot, lambda: app.return_value is not None, what="the exit")
+    over = snapshot_of(sweep, list(snap.trials), live=False)
+    for app in (SweepApp(sweep, reader=Source(snap), poll=False),  # started elsewhere: q just quits
+                SweepApp(sweep, reader=Source(over), poll=False, stop_sweep=lambda: stopped.append(True))):  # over
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, 2)
+            await press(pilot, "q")
+            await wait_until(pilot, lambda: app.return_value is not None, what="the exit")
+        assert app.return_value == 0 and stopped == [True]  # it quit at once: no question, nothing stopped
 
 
 @async_test
@@ -307,6 +322,7 @@ async def test_sort_keys_help_and_palette(sweep):
     app = SweepApp(sweep, reader=Source(make_sweep(sweep)), control=Recorder(), poll=False)
     async with app.run_test(size=SIZE) as pilot:
         view = await loaded(pilot, app, 9)
+        assert list(view.state.space) == ["lr", "dropout", "optimizer", "model"]  # read from sweep.json
         await press(pilot, "S")
         assert view.state.sort_key == "number"
         await press(pilot, "R")

@@ -110,8 +110,9 @@ class SweepApp(App[int]):
     def action_quit(self) -> None:
         """Quit; for a sweep this command started, ask whether to stop it (running trials save a checkpoint) or leave
         it running in the background."""
-        if self.stop_sweep is None:
-            self.exit(0)
+        snapshot = self.view.state.snapshot
+        if self.stop_sweep is None or (snapshot is not None and not snapshot.live):
+            self.exit(0)  # started elsewhere, or over: nothing to stop
             return
         from tuinet.app.screens.dialogs import ConfirmDialog
 

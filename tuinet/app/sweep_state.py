@@ -63,6 +63,17 @@ def fmt_value(v: float | None, objective: str) -> str:
     return f"{v:.2%}" if objective == "val_accuracy" else f"{v:.4g}"
 
 
+def read_space(folder: Path) -> dict[str, dict[str, Any]]:
+    """The searched space as the sweep folder's spec file records it: each parameter's ``kind`` (log_uniform,
+    uniform, int, choice, grid), ``low``, ``high`` and ``values`` ({} while the file is missing or damaged)."""
+    from tuinet.sweep.files import SPEC_NAME, read_json
+
+    search = read_json(Path(folder) / SPEC_NAME).get("search")
+    if not isinstance(search, dict):
+        return {}
+    return {str(k): v for k, v in search.items() if isinstance(v, dict)}
+
+
 class SweepState:
     """The Sweep screen's state.
 
@@ -78,6 +89,7 @@ class SweepState:
         self.sort_key: str | None = None  # a column of :meth:`columns`; None: trial number
         self.descending = False
         self.curves = CompareState([], charted=[], max_points=max_points)
+        self.space: dict[str, dict[str, Any]] = {}  # the searched space (:func:`read_space`), once known
         self.version = 0  # bumps whenever a new snapshot or error arrived
         self.rows_version = 0  # bumps whenever the table's rows, columns or order changed
         self._row_keys: tuple = ()
@@ -130,8 +142,8 @@ class SweepState:
         return next((t for t in self.trials if t.number == number), None)
 
     def params(self) -> list[str]:
-        """The searched parameters, in the order they first appear."""
-        return list(dict.fromkeys(k for t in self.trials for k in t.params))
+        """The searched parameters: the space's order, then any other a trial has, in the order they appear."""
+        return list(dict.fromkeys([*self.space, *(k for t in self.trials for k in t.params)]))
 
     def counts(self) -> dict[str, int]:
         """How many trials are in each state."""

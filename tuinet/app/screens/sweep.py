@@ -28,7 +28,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from tuinet.app import actions
-from tuinet.app.sweep_state import OBJECTIVE_CHARTS, SweepState, objective_name
+from tuinet.app.sweep_state import OBJECTIVE_CHARTS, SweepState, objective_name, read_space
 from tuinet.app.widgets.best_trial import best_text
 from tuinet.app.widgets.charts import LineChart
 from tuinet.app.widgets.overlay_chart import chart_title, legend_text, overlay_data
@@ -89,12 +89,14 @@ class SweepView(Vertical):
     BINDINGS = actions.bindings(actions.SWEEP_ACTIONS)
 
     class Read(Message):
-        """A snapshot read by the worker thread, or why it could not be read."""
+        """A snapshot read by the worker thread (with the searched space, once known), or why it could not be
+        read."""
 
-        def __init__(self, snapshot: SweepSnapshot | None, error: str | None):
+        def __init__(self, snapshot: SweepSnapshot | None, error: str | None, space: dict | None = None):
             super().__init__()
             self.snapshot = snapshot
             self.error = error
+            self.space = space
 
     class OpenTrial(Message):
         """Enter on a trial: the app attaches to it or opens its summary."""
@@ -156,12 +158,15 @@ class SweepView(Vertical):
         """Read the sweep now and then once a second (while polling) and post what was read."""
         worker = get_current_worker()
         folder = self.state.folder
+        space: dict = {}
         while not worker.is_cancelled and not self._stop.is_set():
             try:
                 snapshot, error = self.reader(folder), None
+                if not space:
+                    space = read_space(folder)  # written once, before the first trial
             except Exception as e:  # noqa: BLE001 - whatever stops the reading is said on the screen, not raised
                 snapshot, error = None, read_error(folder, e)
-            self.post_message(self.Read(snapshot, error))
+            self.post_message(self.Read(snapshot, error, space))
             if not self.poll_enabled or self._stop.wait(POLL_SECONDS):
                 return
 
@@ -170,14 +175,19 @@ class SweepView(Vertical):
         event.stop()
         self.reads += 1
         st = self.state
+        changed = bool(event.space) and not st.space
+        if changed:
+            st.space = event.space
+            st.version += 1
+            st.rows_version += 1
         if event.snapshot is not None:
-            changed = st.update(event.snapshot)
+            changed = st.update(event.snapshot) or changed
             try:
                 changed = st.curves.poll() or changed
             except OSError:
                 pass  # a run folder that vanished: its curve stays as it was
         else:
-            changed = st.fail(event.error or "unknown error")
+            changed = st.fail(event.error or "unknown error") or changed
         if changed:
             self.redraw()
 

@@ -53,13 +53,21 @@ def _points(name: str, trials: Sequence[TrialRow], best: int | None) -> list[tup
 
 def scatter_text(name: str, state: SweepState, width: int, rows: int = PLOT_ROWS) -> Text:
     """The objective (y) against parameter ``name`` (x) over the trials with a value, ``width`` columns wide:
-    a title line, ``rows`` plot rows, the x axis and its labels."""
+    a title line, ``rows`` plot rows, the x axis and its labels.
+
+    The x axis spans the searched range where the sweep's space is known (so the plot shows where the sampler
+    looked), on a log scale for a log-uniform parameter and one column per value for a choice; without the space,
+    the trials' own range, on a log scale when it spans decades."""
     snap = state.snapshot
     best = snap.best.number if snap is not None and snap.best is not None else None
     pts = _points(name, state.trials, best)
     xs = [p[0] for p in pts]
-    categorical = any(not is_number(x) for x in xs)
-    log = not categorical and log_scale(xs)
+    spec = state.space.get(name) or {}
+    kind = spec.get("kind")
+    choices = [v for v in spec.get("values") or ()] if kind in ("choice", "grid") else []
+    categorical = kind == "choice" or any(not is_number(x) for x in xs) or \
+        (kind == "grid" and any(not is_number(v) for v in choices))
+    log = not categorical and (kind == "log_uniform" if kind else log_scale(xs))
     ys = [p[1] for p in pts]
     log_y = bool(ys) and state.objective == "val_loss" and min(ys) > 0 and max(ys) / min(ys) >= LOG_Y_SPAN
     t = Text(no_wrap=True, overflow="ellipsis")
@@ -74,7 +82,7 @@ def scatter_text(name: str, state: SweepState, width: int, rows: int = PLOT_ROWS
     fy = math.log10 if log_y else float
     y_lo, y_hi = min(ys), max(ys)
     if categorical:
-        cats = sorted({fmt_param(x) for x in xs})
+        cats = list(dict.fromkeys([*(fmt_param(v) for v in choices), *sorted({fmt_param(x) for x in xs})]))
         slot = plot_w / len(cats)
         col_of = {c: min(plot_w - 1, int(slot * (i + 0.5))) for i, c in enumerate(cats)}
 
@@ -82,7 +90,9 @@ def scatter_text(name: str, state: SweepState, width: int, rows: int = PLOT_ROWS
             return col_of[fmt_param(x)]
     else:
         f = math.log10 if log else float
-        x_lo, x_hi = f(min(xs)), f(max(xs))
+        bounds = [v for v in (spec.get("low"), spec.get("high"), *choices) if is_number(v) and (v > 0 or not log)]
+        lo_v, hi_v = min(xs + bounds), max(xs + bounds)
+        x_lo, x_hi = f(lo_v), f(hi_v)
 
         def column(x: Any) -> int:
             return (plot_w - 1) // 2 if x_hi == x_lo else int(round((f(x) - x_lo) / (x_hi - x_lo) * (plot_w - 1)))
@@ -113,7 +123,7 @@ def scatter_text(name: str, state: SweepState, width: int, rows: int = PLOT_ROWS
             labels[start:start + len(text)] = list(text)
         t.append("".join(labels), style="dim")
     else:
-        lo, hi = fmt_param(min(xs)), fmt_param(max(xs))
+        lo, hi = fmt_param(lo_v), fmt_param(hi_v)
         t.append(lo + " " * max(1, plot_w - len(lo) - len(hi)) + hi, style="dim")
     return t
 
