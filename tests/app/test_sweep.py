@@ -283,7 +283,7 @@ async def test_enter_opens_a_finished_trial_and_attaches_to_a_running_one(sweep)
         view.table.move_cursor(row=5)  # running, but its trainer names no control socket
         await press(pilot, "enter")
         await wait_until(pilot, lambda: len(notes) == 2, what="the second note")
-        assert "#5" in notes[-1] and app.attach_to is None
+        assert "#5" in notes[-1] and "without a control socket" in notes[-1] and app.attach_to is None
         run = trial_dir(sweep / "runs", 5)
         sock = run.parent / "trial5.sock"
         sock.touch()  # a socket path that exists: the trainer can be attached to
@@ -355,3 +355,62 @@ async def test_80x24_is_compact_with_the_parameters_behind_their_key(sweep):
         assert view.state.sort_key == "number"
         await press(pilot, "i")
         assert not view.has_class("-params") and isinstance(app.focused, TrialsTable)
+
+
+@async_test
+async def test_a_trial_on_another_node_is_steered_from_here_not_attached(sweep):
+    """A Ray trial's run folder is mirrored here but its trainer is elsewhere: enter says so, s and p still apply."""
+    snap = make_sweep(sweep)
+    remote = with_state(snap, 4, state="running", where="node-127.0.0.1-2")  # its folder says failed: not live here
+    control = Recorder()
+    app = SweepApp(sweep, reader=Source(remote), control=control, poll=False)
+    notes: list[str] = []
+    app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        view = await loaded(pilot, app, 9)
+        assert "where" in view.table.columns  # shown once a trial runs elsewhere
+        assert str(view.table.get_cell("4", "where")).startswith("node-")
+        view.table.move_cursor(row=4)
+        await press(pilot, "enter")
+        await wait_until(pilot, lambda: notes, what="the note")
+        assert "on node-127.0.0.1-2" in notes[0] and not isinstance(app.screen, RunSummaryScreen)
+        await press(pilot, "p")
+        await wait_until(pilot, lambda: control.calls, what="the promotion")
+        assert control.calls == [("promote", sweep, 4)]
+
+
+def test_a_runs_dir_given_finds_the_trials_there(sweep, tmp_path):
+    """run_sweep_app(runs_dir=...): trials' run folders looked up by name in a folder the user names."""
+    from tuinet.app.sweep import _rebased_reader
+
+    snap = make_sweep(sweep)
+    shared = tmp_path / "shared"
+    read = _rebased_reader(lambda folder: snap, shared)(sweep)
+    assert [t.run_dir for t in read.trials if t.run_dir] == [shared / t.run_dir.name for t in snap.trials
+                                                             if t.run_dir]
+    assert read.best.run_dir == shared / snap.best.run_dir.name and read.best.number == snap.best.number
+
+
+def test_without_colour_the_charted_trials_keep_their_glyphs(sweep, monkeypatch):
+    """NO_COLOR: the chart tells trials apart by glyph, the legend names each glyph's trial, states are words."""
+    import asyncio
+
+    from tuinet.app.compare_state import GLYPHS
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = SweepApp(sweep, reader=Source(make_sweep(sweep)), control=Recorder(), poll=False)
+
+    async def run():
+        async with app.run_test(size=SIZE) as pilot:
+            view = await loaded(pilot, app, 9)
+            await wait_until(pilot, lambda: view.chart.builds > 0, what="the chart")
+            chart = "\n".join("".join(seg.text for seg in view.chart.render_line(y))
+                              for y in range(view.chart.content_size.height))
+            return chart, view.legend_text().plain, [str(view.table.get_cell(str(n), "state")) for n in TRIALS]
+
+    chart, legend, states = asyncio.run(run())
+    assert app.no_color
+    top = [t.number for t in state_of(make_sweep(sweep)).top()]
+    for k, number in enumerate(top):
+        assert GLYPHS[k][0] in chart and f"{GLYPHS[k][0]} #{number}" in legend
+    assert {s.split(" ", 1)[1] for s in states} == {"complete", "pruned", "failed", "running", "waiting"}

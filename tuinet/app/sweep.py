@@ -86,13 +86,14 @@ class SweepApp(App[int]):
             self.notify(f"{name} has no run folder here yet{where}", title=name, timeout=6)
             return
         record = load_run(trial.run_dir)
-        if record.live:
-            if control_socket(record.path) is not None:
+        if record.live or trial.state == "running":  # a trial on another node: its mirrored folder is not live here
+            if record.live and control_socket(record.path) is not None:
                 self.attach_to = record  # run_sweep_app attaches, then comes back here
                 self.exit(0)
                 return
-            self.notify(f"{name} ({record.name}) is training in a sweep worker that takes no viewer here; its "
-                        "curves update on this screen", title=name, timeout=8)
+            where = f"on {trial.where}" if trial.where and trial.where != "local" else "without a control socket here"
+            self.notify(f"{name} ({record.name}) is training {where}: its curves and row update on this screen, and "
+                        "s stops it, p promotes it", title=name, timeout=8)
             return
         from tuinet.app.screens.run_summary import RunSummaryScreen
         from tuinet.training.curves import CurveReader
