@@ -414,3 +414,20 @@ def test_without_colour_the_charted_trials_keep_their_glyphs(sweep, monkeypatch)
     for k, number in enumerate(top):
         assert GLYPHS[k][0] in chart and f"{GLYPHS[k][0]} #{number}" in legend
     assert {s.split(" ", 1)[1] for s in states} == {"complete", "pruned", "failed", "running", "waiting"}
+
+
+def test_the_sweep_keys_come_from_the_actions_table():
+    from tuinet.app import actions
+
+    def key(b):
+        return (b.key, b.action, b.description, b.show, b.key_display)
+
+    assert [key(b) for b in SweepView.BINDINGS] == [key(b) for a in actions.SWEEP_ACTIONS for b in a.bindings()]
+    assert [key(b) for b in SweepApp.BINDINGS] == [key(b) for a in actions.SWEEP_APP_ACTIONS for b in a.bindings()]
+    for owner, table in ((SweepView, actions.SWEEP_ACTIONS), (SweepApp, actions.SWEEP_APP_ACTIONS)):
+        for a in table:
+            assert callable(getattr(owner, f"action_{a.name}", None)) and a.title and a.description, a.id
+    ids = [a.id for a in (*actions.SWEEP_ACTIONS, *actions.SWEEP_APP_ACTIONS)]
+    assert sorted(i for row in actions.SWEEP_APP_HELP_ROWS for i in row.ids) == sorted(ids)
+    keys = [k for a in actions.SWEEP_ACTIONS for k in a.keys.split(",")]
+    assert len(keys) == len(set(keys))
