@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuinet.errors import ConfigError
-from tuinet.sweep.local import LocalTrial, available_cores, default_workers, run_status
+from tuinet.sweep.local import LocalTrial, available_cores, default_workers, trainer_holding
 
 MAX_WORKERS = 256
 
@@ -57,11 +57,11 @@ class LocalBackend:
 
     def adopt(self, number: int, run_dir: Path) -> LocalTrial | None:
         """Watch the trial's trainer when it is still alive (an earlier driver was killed); None otherwise."""
-        _status, alive = run_status(run_dir)
-        if not alive:
+        pid = trainer_holding(run_dir)
+        if pid is None:
             return None
         slot, _cpus = self._take()
-        return self._bind(LocalTrial.adopt(number, run_dir), slot)
+        return self._bind(LocalTrial.adopt(number, run_dir, pid if pid > 0 else None), slot)
 
     def discard(self, run_dir: Path) -> None:
         """Remove an interrupted trial's folder that has no checkpoint (it runs again from scratch)."""

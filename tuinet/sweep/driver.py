@@ -78,6 +78,7 @@ class Active:
     stopping: str | None = None  # the reason of a stop sent to it
     promoted: bool = False
     restarts: int = 0
+    extended: bool = False  # a promoted trial's budget was doubled once
 
 
 class SweepDriver:
@@ -170,7 +171,13 @@ class SweepDriver:
             while True:
                 self._requests()
                 for a in list(self.active.values()):
-                    self._watch(a)
+                    try:
+                        self._watch(a)
+                    except Exception as e:  # one trial's trouble (a folder gone, a refused resume) ends it alone
+                        if self.active.pop(a.number, None) is not None:
+                            a.handle.close()
+                            self.backend.release(a.handle)
+                            self._fail(a.number, f"{type(e).__name__}: {e}")
                 if self.stop_signal is None:
                     self._fill()
                 self._write_state()
@@ -273,7 +280,7 @@ class SweepDriver:
         handle.wake = self.wake
         curve = {int(k): float(v) for k, v in frozen.intermediate_values.items()}
         self.active[n] = Active(n, trial, handle, params, budget, name, curve=curve, promoted=n in self.promoted,
-                                restarts=self._restarts.get(n, 0))
+                                restarts=self._restarts.get(n, 0), extended=bool(attrs.get("extended")))
         self._dirty = True
         self._say("trial_started", trial=n, run=name, params=params, budget=budget, where=handle.where,
                   run_dir=str(handle.run_dir), resumed=how)
@@ -294,7 +301,7 @@ class SweepDriver:
         kind = final.get("event") if final else None
         epochs = max(a.curve, default=0)
         if kind == "finished":
-            if a.promoted and epochs >= a.budget and self.stop_signal is None:
+            if a.promoted and not a.extended and epochs >= a.budget and self.stop_signal is None:
                 self._extend(a)
                 return
             del self.active[a.number]
@@ -330,11 +337,11 @@ class SweepDriver:
         epoch = e.get("epoch")
         if not isinstance(epoch, int) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return
-        new = epoch not in a.curve
+        if epoch in a.curve:
+            return  # a replayed history (a resumed or adopted trial) repeats epochs already reported
         a.curve[epoch] = float(value)
         self._dirty = True
-        if new:
-            a.trial.report(float(value), epoch)
+        a.trial.report(float(value), epoch)
         best = self._best_value(a.curve)
         self._say("trial_epoch", trial=a.number, epoch=epoch, budget=a.budget, value=value, best=best,
                   where=a.handle.where)
@@ -347,7 +354,9 @@ class SweepDriver:
         a.handle.close()
         self.backend.release(a.handle)
         a.budget *= 2
+        a.extended = True
         a.trial.set_user_attr("budget", a.budget)
+        a.trial.set_user_attr("extended", True)
         a.handle = self.backend.resume(a.number, a.handle.run_dir, epochs=a.budget)
         a.handle.wake = self.wake
         self._say("trial_promoted", trial=a.number, budget=a.budget, message="runs past its budget")

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,31 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def driver_pid(folder: str | Path) -> int | None:
-    """The pid of the live driver of the sweep in ``folder`` (None when no driver runs)."""
+    """The pid of the live driver of the sweep in ``folder`` (None when no driver runs; -1 when one holds the
+    lock but its pid is not known).
+
+    The lock decides, not the pid alone (a pid outlives a driver that let go): a shared lock taken and dropped at
+    once succeeds only when no driver holds the exclusive one."""
+    path = Path(folder) / LOCK_NAME
     try:
-        pid = int((Path(folder) / LOCK_NAME).read_text().strip())
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return None
-    return pid if pid_alive(pid) else None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pass  # held: a driver runs
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        try:
+            pid = int(os.pread(fd, 32, 0).decode().strip())
+        except (OSError, ValueError):
+            return -1  # a driver holds the lock and has not written its pid yet
+    finally:
+        os.close(fd)
+    return pid if pid_alive(pid) else -1
 
 
 class DriverLock:
@@ -60,14 +80,19 @@ class DriverLock:
     def acquire(self) -> None:
         """Take the lock; ConfigError naming the holder when another driver has it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        for _ in range(20):  # a viewer's check (driver_pid) holds a shared lock for a moment
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise ConfigError(f"{self.path}: cannot lock the sweep ({e.strerror})") from None
+                time.sleep(0.02)
+        else:
             os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ConfigError(f"{self.path}: cannot lock the sweep ({e.strerror})") from None
             pid = driver_pid(self.path.parent)
-            by = f" (pid {pid})" if pid else ""
+            by = f" (pid {pid})" if pid and pid > 0 else ""
             raise ConfigError(f"sweep {self.path.parent.name} is already running{by}; attach to it with "
                               f"`tuinet attach {self.path.parent.name}`") from None
         os.ftruncate(fd, 0)
@@ -77,5 +102,9 @@ class DriverLock:
     def release(self) -> None:
         """Let go of the lock."""
         if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)  # no pid left behind for a driver that has gone
+            except OSError:
+                pass
             os.close(self._fd)
             self._fd = None

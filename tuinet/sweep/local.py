@@ -85,9 +85,11 @@ class LocalTrial:
         return cls(number, rd.path, cpus, proc)
 
     @classmethod
-    def adopt(cls, number: int, run_dir: Path) -> "LocalTrial":
+    def adopt(cls, number: int, run_dir: Path, pid: int | None) -> "LocalTrial":
         """Watch a trial whose trainer outlived an earlier driver (killed with SIGKILL): it trains on."""
-        return cls(number, run_dir, None, None)
+        trial = cls(number, run_dir, None, None)
+        trial._pid = pid
+        return trial
 
     @staticmethod
     def restart_fresh(run_dir: Path) -> None:
@@ -106,7 +108,7 @@ class LocalTrial:
         """The trainer's pid."""
         if self.proc is not None:
             return self.proc.pid
-        return RunDir(self.run_dir).read_json("status.json").get("pid")
+        return getattr(self, "_pid", None) or RunDir(self.run_dir).read_json("status.json").get("pid")
 
     def _process_alive(self) -> bool:
         if self.proc is not None:
@@ -136,10 +138,20 @@ class LocalTrial:
         if self.wake is not None:
             self.wake.set()
 
+    def _replay_record(self) -> None:
+        """The trainer ended before this driver could connect (or the connection dropped before its end): its
+        events, final one included, are read from the run's ``metrics.jsonl`` instead."""
+        self._replayed = True
+        for e in RunDir(self.run_dir).events() if self.run_dir.is_dir() else ():
+            self.events.put(e)
+
     def poll(self) -> list[dict[str, Any]]:
         """The trainer's new events (each event once; the history first, on connecting)."""
         if self.session is None and self.final is None:
             self._connect()
+        if self.final is None and not getattr(self, "_replayed", False) and self.events.empty() \
+                and not self._process_alive() and (self.session is None or not self.session.running):
+            self._replay_record()
         out = []
         while True:
             try:
@@ -149,6 +161,8 @@ class LocalTrial:
             out.append(e)
             if e.get("event") in FINAL_EVENTS and not e.get("synthetic"):
                 self.final = e
+            elif e.get("event") == "started":
+                self.final = None  # a resumed run's record: only an end after its last start counts
         return out
 
     @property
@@ -156,9 +170,9 @@ class LocalTrial:
         """The trainer has ended (with its final event, or killed without one) and every event was read."""
         if not self.events.empty():
             return False
-        if self.final is not None:
-            return not self._process_alive() or self.session is None or not self.session.running
-        return not self._process_alive()
+        # the process must be gone too: until it has exited it holds the run's lock (a promoted trial resumes at
+        # once, and a slot must not take a second trainer early); without a final event, its record is read first
+        return not self._process_alive() and (self.final is not None or getattr(self, "_replayed", False))
 
     def send(self, command: dict[str, Any]) -> None:
         """Send a command to the trainer (queued until its socket is up)."""
@@ -176,6 +190,21 @@ class LocalTrial:
                 self.proc.wait(timeout=0)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def trainer_holding(run_dir: Path) -> int | None:
+    """The pid of the trainer that holds the run's lock now (loading, training or testing), None when none does."""
+    from tuinet.training.rundir import RunLockedError
+
+    if not run_dir.is_dir():
+        return None
+    rd = RunDir(run_dir)
+    try:
+        rd.lock()
+    except RunLockedError:
+        return rd.lock_holder() or -1
+    rd.unlock()
+    return None
 
 
 def run_status(run_dir: Path) -> tuple[str, bool]:
