@@ -93,6 +93,7 @@ class SweepState:
         self.version = 0  # bumps whenever a new snapshot or error arrived
         self.rows_version = 0  # bumps whenever the table's rows, columns or order changed
         self._row_keys: tuple = ()
+        self._by_number: dict[int, TrialRow] = {}
 
     # --- reading -----------------------------------------------------------------------------------------------------
 
@@ -101,14 +102,13 @@ class SweepState:
         if snapshot == self.snapshot and self.error is None:
             return False
         self.snapshot = snapshot
+        self._by_number = {t.number: t for t in snapshot.trials}
         self.error = None
         self.version += 1
         keys = (tuple(t.number for t in snapshot.trials), tuple(self.params()))
         if keys != self._row_keys:
             self._row_keys = keys
             self.rows_version += 1
-        elif self.sort_key is not None:
-            self.rows_version += 1  # values moved: the order may have changed
         self.sync_curves()
         return True
 
@@ -139,7 +139,7 @@ class SweepState:
 
     def trial(self, number: int) -> TrialRow | None:
         """Trial ``number`` (None when unknown)."""
-        return next((t for t in self.trials if t.number == number), None)
+        return self._by_number.get(number)
 
     def params(self) -> list[str]:
         """The searched parameters: the space's order, then any other a trial has, in the order they appear."""
@@ -159,7 +159,13 @@ class SweepState:
 
     def top(self, k: int = TOP_CHARTED) -> list[TrialRow]:
         """The best ``k`` trials that have a run folder (the ones the chart draws)."""
-        return [t for t in self.ranked() if t.run_dir is not None and Path(t.run_dir).is_dir()][:k]
+        out: list[TrialRow] = []
+        for t in self.ranked():
+            if len(out) == k:
+                break
+            if t.run_dir is not None and Path(t.run_dir).is_dir():
+                out.append(t)
+        return out
 
     # --- the table ---------------------------------------------------------------------------------------------------
 

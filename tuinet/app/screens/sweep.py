@@ -224,8 +224,8 @@ class SweepView(Vertical):
         table = self.table
         rows_key = (st.rows_version, st.sort_key, st.descending, self.compact)
         table.compact = self.compact
-        if force or rows_key != self._rows_drawn:
-            table.show(st)
+        if force or rows_key != self._rows_drawn or table.order != [t.number for t in st.rows()]:
+            table.show(st)  # new trials or columns, another sort, or values that moved a trial in the sort
             self._rows_drawn = rows_key
             self.app.refresh_bindings()  # keys on a row apply once there are rows
         else:

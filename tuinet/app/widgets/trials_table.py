@@ -68,11 +68,23 @@ class TrialsTable(DataTable):
         self.compact = False
         self._order: list[int] = []
         self._columns: list[str] = []
+        self._drawn: dict[int, tuple] = {}  # trial number -> what its row was drawn from
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "select_cursor":
             return False  # enter goes on to the view's open_trial
         return super().check_action(action, parameters)
+
+    @property
+    def order(self) -> list[int]:
+        """The trial numbers of the rows, top to bottom."""
+        return list(self._order)
+
+    @staticmethod
+    def _row_key(trial: TrialRow, state: SweepState) -> tuple:
+        """What a row's cells depend on: the trial, its chart glyph, whether it is the best."""
+        best = state.snapshot.best if state.snapshot is not None else None
+        return trial, state.curves.style(trial_name(trial.number)), best is not None and best.number == trial.number
 
     @property
     def highlighted(self) -> int | None:
@@ -103,17 +115,24 @@ class TrialsTable(DataTable):
             self.add_column(self._label(k, state), key=k)
         rows = state.rows()
         self._order = [t.number for t in rows]
+        self._drawn = {}
         for t in rows:
             self.add_row(*(trial_cell(t, k, state, self.compact) for k in self._columns), key=str(t.number))
+            self._drawn[t.number] = self._row_key(t, state)
         if keep in self._order:
             self.move_cursor(row=self._order.index(keep), animate=False)
 
     def update_cells(self, state: SweepState) -> None:
-        """Rewrite every cell that changed (same rows, same order: a trial ran an epoch or changed state)."""
+        """Rewrite the rows whose trial changed (same rows, same order: a trial ran an epoch or changed state, or its
+        curve went in or out of the chart)."""
         for number in self._order:
             trial = state.trial(number)
             if trial is None:
                 continue
+            key = self._row_key(trial, state)
+            if key == self._drawn.get(number):
+                continue
+            self._drawn[number] = key
             for k in self._columns:
                 new = trial_cell(trial, k, state, self.compact)
                 if self.get_cell(str(number), k) != new:
