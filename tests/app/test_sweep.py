@@ -23,6 +23,7 @@ from tuinet.app.sweep import SweepApp
 from tuinet.app.sweep_state import STATE_LOOK, SweepState, read_space, trial_name
 from tuinet.app.testing import async_test, press, wait_until
 from tuinet.app.widgets.importance_bars import bar, importance_text
+from tuinet.app.widgets.overlay_chart import overlay_lines
 from tuinet.app.widgets.param_scatter import log_scale, params_text, scatter_text
 from tuinet.app.widgets.trials_table import TrialsTable
 from tuinet.errors import ConfigError
@@ -94,6 +95,24 @@ def test_the_best_trials_go_in_the_chart_named_after_their_number(sweep):
     st.update(with_state(snap, 1, value=0.01, state="complete", epochs=12))
     names = {r.name for r in st.curves.charted()}
     assert trial_name(1) in names and trial_name(out) not in names and len(names) == 5
+
+
+def test_a_trial_without_a_run_folder_here_is_drawn_from_the_snapshots_curve(sweep):
+    """A trial on another host (``--storage`` workers) has no run folder here: its per-epoch objective is drawn; once
+    its folder arrives (copied back), the folder is read instead."""
+    snap = make_sweep(sweep)
+    away = with_state(snap, 8, state="running", value=0.05, epochs=3, run_dir=None, where="host-b",
+                      curve=(0.5, 0.2, 0.05))
+    st = state_of(away)
+    assert trial_name(8) in st.curves.slots
+    x, y = st.curves.curve_points(trial_name(8), "val_loss")
+    assert x == [1.0, 2.0, 3.0] and y == [0.5, 0.2, 0.05]
+    assert any(ln.label.startswith("#8") and ln.y == [0.5, 0.2, 0.05] for ln in overlay_lines(st.curves, "loss"))
+    st.update(with_state(away, 8, curve=(0.5, 0.2, 0.05, 0.04), value=0.04, epochs=4))  # a new epoch arrives
+    assert st.curves.curve_points(trial_name(8), "val_loss")[1][-1] == 0.04
+    st.update(with_state(away, 8, run_dir=trial_dir(sweep / "runs", 0), curve=()))  # its folder came back
+    x, y = st.curves.curve_points(trial_name(8), "val_loss")
+    assert len(x) == 12 and y != [0.5, 0.2, 0.05, 0.04]  # read from the run folder now
 
 
 def test_sorting_by_columns_puts_missing_values_last_and_the_best_first(sweep):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuinet.app.compare_state import MAX_CHARTED, CompareState
+from tuinet.training.curves import Curve
 
 if TYPE_CHECKING:
     from tuinet.sweep.state import SweepSnapshot, TrialRow
@@ -63,6 +64,32 @@ def fmt_value(v: float | None, objective: str) -> str:
     return f"{v:.2%}" if objective == "val_accuracy" else f"{v:.4g}"
 
 
+def has_folder(trial: TrialRow) -> bool:
+    """Whether trial ``trial``'s run folder is on this machine."""
+    return trial.run_dir is not None and Path(trial.run_dir).is_dir()
+
+
+class ObjectiveCurve:
+    """Stands in for a :class:`~tuinet.training.curves.CurveReader` where a trial's run folder is not on this
+    machine: its objective after each epoch, as the snapshot carries it (the only series it has)."""
+
+    def __init__(self, objective: str, values: tuple[float, ...]):
+        self.objective = objective
+        self.values = values
+        self.events: dict[str, Any] = {}
+
+    def poll(self) -> bool:
+        """Nothing to read: a new snapshot brings a new curve."""
+        return False
+
+    def curve(self, series: str) -> Curve:
+        """The objective against the epoch (on every x axis); other series are empty."""
+        if series != self.objective:
+            return Curve()
+        epochs = [float(i + 1) for i in range(len(self.values))]
+        return Curve(epoch=epochs, step=list(epochs), samples=list(epochs), time=list(epochs), y=list(self.values))
+
+
 def read_space(folder: Path) -> dict[str, dict[str, Any]]:
     """The searched space as the sweep folder's spec file records it: each parameter's ``kind`` (log_uniform,
     uniform, int, choice, grid), ``low``, ``high`` and ``values`` ({} while the file is missing or damaged)."""
@@ -94,6 +121,7 @@ class SweepState:
         self.rows_version = 0  # bumps whenever the table's rows, columns or order changed
         self._row_keys: tuple = ()
         self._by_number: dict[int, TrialRow] = {}
+        self._standins: set[str] = set()  # charted trials drawn from the snapshot's curve (no run folder here)
 
     # --- reading -----------------------------------------------------------------------------------------------------
 
@@ -158,12 +186,13 @@ class SweepState:
         return sorted(scored, key=lambda t: (t.value if self.minimize else -t.value, t.number))
 
     def top(self, k: int = TOP_CHARTED) -> list[TrialRow]:
-        """The best ``k`` trials that have a run folder (the ones the chart draws)."""
+        """The best ``k`` trials that have a curve to draw: a run folder here, or the per-epoch objective the
+        snapshot carries (a trial on another host)."""
         out: list[TrialRow] = []
         for t in self.ranked():
             if len(out) == k:
                 break
-            if t.run_dir is not None and Path(t.run_dir).is_dir():
+            if has_folder(t) or getattr(t, "curve", ()):
                 out.append(t)
         return out
 
@@ -245,19 +274,35 @@ class SweepState:
 
     def sync_curves(self) -> None:
         """Put the top trials in the overlaid chart and take out the ones that left the top (their records stay, so
-        a trial that comes back keeps its reader's position)."""
-        from tuinet.training.compare import load_run
+        a trial that comes back keeps its reader's position). A trial without a run folder here is drawn from the
+        objective per epoch that the snapshot carries, through an :class:`ObjectiveCurve`."""
+        from tuinet.training.compare import RunRecord, load_run
 
         curves = self.curves
-        want = [trial_name(t.number) for t in self.top()]
+        top = self.top()
+        want = [trial_name(t.number) for t in top]
         for name in [n for n in curves.slots if n not in want]:
             curves.toggle(name)
-        for t in self.top():
+        for t in top:
             name = trial_name(t.number)
+            local = has_folder(t)
+            if name in self._standins and local:  # its run folder arrived: read it from now on
+                self._standins.discard(name)
+                curves.records = [r for r in curves.records if r.name != name]
+                curves.readers.pop(name, None)
             if curves.record(name) is None:
-                rec = load_run(t.run_dir)
-                rec.name = name
+                if local:
+                    rec = load_run(t.run_dir)
+                    rec.name = name
+                else:
+                    rec = RunRecord(name=name, path=self.folder / name, status="finished")
+                    self._standins.add(name)
                 curves.records.append(rec)
+            if name in self._standins:
+                stand_in = curves.readers.get(name)
+                if not isinstance(stand_in, ObjectiveCurve) or stand_in.values != tuple(t.curve):
+                    curves.readers[name] = ObjectiveCurve(self.objective, tuple(t.curve))
+                    curves.version += 1
             if name not in curves.slots:
                 curves.toggle(name)
 
