@@ -398,8 +398,9 @@ class SweepScreen(Screen):
         self.view_args = {"reader": reader, "control": control, "poll": poll}
 
     def compose(self) -> ComposeResult:
+        where = "" if str(self.folder) == self.folder.name else str(self.folder)  # the folder, unless it is the name
         yield Static(Text.assemble((" tuinet sweep ", "bold reverse"), "  ", (self.folder.name, "bold"), "  ",
-                                   (str(self.folder), "dim")), id="topbar")
+                                   (where, "dim")), id="topbar")
         yield SweepView(self.folder, id="sweep-view", **self.view_args)
         yield Footer(compact=True)
 
