@@ -93,7 +93,7 @@ def test_a_killed_sweep_resumes_and_no_trial_runs_twice(tmp_path, cleanup_traine
     for t in trials:  # each trial trained each epoch once: a resume went on from the checkpoint
         events = _events(t.user_attrs["run_dir"])
         epochs = [e["epoch"] for e in events if e["event"] == "epoch"]
-        assert sorted(set(epochs)) == list(range(1, 13)) and len([e for e in events if e["event"] == "finished"]) == 1
+        assert sorted(epochs) == list(range(1, 13)) and len([e for e in events if e["event"] == "finished"]) == 1
         assert t.value == min(e["val_loss"] for e in events if e["event"] == "epoch")
     resumed = [t for t in trials if any(e["event"] == "started" and e.get("resumed")
                                         for e in _events(t.user_attrs["run_dir"]))]

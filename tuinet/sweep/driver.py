@@ -25,7 +25,6 @@ from tuinet.protocol import make_command
 from tuinet.sweep.control import take_requests
 from tuinet.sweep.files import SPEC_NAME, STATE_NAME, DriverLock, read_json, write_json
 from tuinet.sweep.spec import SweepSpec
-from tuinet.sweep.state import best_trial
 from tuinet.sweep.study import importances, open_study, trial_by_number
 
 POLL_SECONDS = 0.2  # the driver's loop: events, requests, free slots
@@ -441,16 +440,17 @@ class SweepDriver:
             a = self.active.get(t.number)
             curve = dict(a.curve) if a else {int(k): float(v) for k, v in t.intermediate_values.items()}
             state = names.get(t.state, "waiting")
-            if state == "running" and a is None:
-                state = "waiting"
             attrs = t.user_attrs
+            if state == "running" and a is None and attrs.get("host") in (None, self.host):
+                state = "waiting"  # ours, interrupted: resumed when a slot is free (another host's runs there)
             value = t.value if t.state == S.COMPLETE else self._best_value(curve)
             out.append({"number": t.number, "state": state, "params": dict(t.params), "value": value,
                         "epochs": max(curve, default=0) if curve else int(attrs.get("epochs") or 0),
                         "budget": a.budget if a else int(attrs.get("budget") or 0),
                         "run_dir": str(a.handle.run_dir) if a else attrs.get("run_dir"),
                         "run_name": attrs.get("run_name"),
-                        "where": a.handle.where if a else attrs.get("where", "local"),
+                        "where": a.handle.where if a else (attrs.get("where", "local") if attrs.get("host") in
+                                                           (None, self.host) else str(attrs["host"])),
                         "promoted": t.number in self.promoted or bool(attrs.get("promoted")),
                         "curve": [curve[k] for k in sorted(curve)], "error": attrs.get("error")})
         return out
@@ -478,9 +478,6 @@ class SweepDriver:
 
     def summary(self) -> dict[str, Any]:
         """The sweep's figures: trials by state, the best trial, epochs run and saved by pruning."""
-        from tuinet.sweep.state import read_sweep
-
-        snap = read_sweep(self.folder) if not self.worker else None
         rows = self.rows()
         counts: dict[str, int] = {}
         for r in rows:
@@ -488,11 +485,14 @@ class SweepDriver:
         full = sum(int(r["budget"] or 0) for r in rows if r["state"] in ("complete", "pruned"))
         run = sum(int(r["epochs"] or 0) for r in rows)
         saved = sum(max(int(r["budget"] or 0) - int(r["epochs"] or 0), 0) for r in rows if r["state"] == "pruned")
-        best = snap.best if snap else best_trial([], self.spec.direction)
+        done = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
+        sign = 1 if self.spec.direction == "minimize" else -1
+        best = min(done, key=lambda r: sign * r["value"], default=None)
         return {"counts": counts, "epochs_run": run, "epochs_saved": saved, "epochs_full": full,
                 "seconds": round(time.time() - self.started_at, 1),
-                "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params,
-                                                   "run": best.run_name, "run_dir": str(best.run_dir)},
+                "best": None if best is None else {"trial": best["number"], "value": best["value"],
+                                                   "params": best["params"], "run": best["run_name"],
+                                                   "run_dir": best["run_dir"]},
                 "importances": self._importances}
 
 
