@@ -90,7 +90,8 @@ def test_flags_are_checked_too(tmp_path):
     path = write_spec(tmp_path)
     for args, message in ((("--workers", 0), "--workers must be a whole number"),
                           (("--worker",), "--worker joins a shared study"),
-                          (("--shared-dir", tmp_path), "--shared-dir is for --ray")):
+                          (("--shared-dir", tmp_path), "--shared-dir is for --ray"),
+                          (("--ray", "127.0.0.1:1"), "--ray 127.0.0.1:1")):  # nothing listens there: at once
         result = run_cli("sweep", path, "--headless", "--runs-dir", tmp_path / "runs", *args)
         assert result.exit_code == 1 and message in result.output, result.output
     with pytest.raises(ConfigError, match="not found"):

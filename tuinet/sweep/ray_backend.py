@@ -240,6 +240,21 @@ class _Mirror:
         self.run.close()
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` that nothing answers on is one line at once (Ray itself would retry for minutes)."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--ray {address}: give HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
 class RayBackend:
     """Run trials as Ray tasks on the cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``).
 
@@ -264,6 +279,7 @@ class RayBackend:
         self.runs_dir = Path(runs_dir or "runs")
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
+            _check_reachable(address)
             try:
                 ray.init(address=address, runtime_env={"env_vars": dict(PIN_ENV)}, log_to_driver=False,
                          logging_level="ERROR")
