@@ -18,6 +18,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported:
 import pytest  # noqa: E402
 
 from tests.sweep.conftest import run_cli, wait_until, write_spec  # noqa: E402
+from tuinet.sweep.control import stop_trial  # noqa: E402
 from tuinet.sweep.state import read_sweep  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -119,6 +120,8 @@ def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
                                           and t.where.startswith("ray:") and not t.where.endswith(head_id)
                                           and t.epochs >= 1), None) if (folder / "state.json").exists() else None,
                             timeout=120, what="a trial training on the worker node")
+        other = 1 - victim.number  # the trial on the head node: a stop from the sweep reaches it through the hub
+        stop_trial(folder, other)
         cluster.remove_node(worker, allow_graceful=False)
         thread.join(300)
         assert not thread.is_alive() and result == [0]
@@ -127,6 +130,9 @@ def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
         final = _trials(folder)
         assert len(final) == 2 and got[-1]["event"] == "sweep_finished"
         assert final[victim.number].state in ("complete", "failed")
+        stopped = final[other]
+        assert stopped.state == "pruned" and stopped.epochs < 60 and stopped.where.endswith(head_id)
+        assert (stopped.run_dir / "latest.npz").exists()  # its run folder came back, checkpoint and all
         if final[victim.number].state == "complete":  # retried: on the node that is left, all its epochs
             assert final[victim.number].where.endswith(head_id) and final[victim.number].epochs == 60
     finally:
