@@ -125,3 +125,28 @@ def test_stop_and_promote_reach_a_detached_sweep(tmp_path, cleanup_trainers):
     kinds = [json.loads(line)["event"] for line in attach.output.splitlines()]
     assert attach.exit_code == 0 and kinds[0] == "sweep_started" and kinds[-1] == "sweep_finished"
     assert "trial_promoted" in kinds and "trial_pruned" in kinds
+
+
+def test_two_processes_share_one_study_through_an_rdb_storage(tmp_path, cleanup_trainers):
+    """`--storage URL --worker` on one "host", the first driver on another (two runs dirs here): one study, each
+    trial run once by one of them."""
+    spec = write_spec(tmp_path, name="sh.toml", epochs=8, batch=8, trials=4)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    worker = start_sweep(spec, "--storage", url, "--worker", "--workers", 1, "--runs-dir", tmp_path / "b")
+    try:
+        wait_until(lambda: "started" in worker.stdout.readline(), what="the worker's first trial")
+        result = run_cli("sweep", spec, "--headless", "--storage", url, "--workers", 1, "--runs-dir", tmp_path / "a")
+        assert result.exit_code == 0, result.output
+        out, _ = worker.communicate(timeout=120)
+    finally:
+        kill_tree(worker.pid)
+    assert worker.returncode == 0, out
+    here = {p.name for p in (tmp_path / "a").glob("sh-t*")}
+    there = {p.name for p in (tmp_path / "b").glob("sh-t*")}
+    assert here and there and not here & there and len(here | there) == 4
+    import optuna
+
+    trials = optuna.load_study(study_name="sh", storage=url).get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3] and all(t.state.name == "COMPLETE" for t in trials)
+    snap = read_sweep(tmp_path / "a" / "sh")  # the first driver's folder shows every trial, the other host's too
+    assert len(snap.trials) == 4 and snap.backend == "local"
