@@ -52,7 +52,7 @@ def sweep_cmd(spec: str, trials: int | None, workers: int | None, runs_dir: str 
     their checkpoints."""
     from tuinet.errors import ConfigError
     from tuinet.sweep.backends import make_backend
-    from tuinet.sweep.driver import save_spec
+    from tuinet.sweep.files import save_spec
     from tuinet.sweep.spec import check_models, load_spec
 
     overrides = {"trials": trials, "objective": objective, "sampler": sampler, "pruner": pruner, "seed": seed,

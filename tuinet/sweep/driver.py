@@ -23,7 +23,7 @@ from typing import Any, Callable
 from tuinet.errors import ConfigError
 from tuinet.protocol import make_command
 from tuinet.sweep.control import take_requests
-from tuinet.sweep.files import SPEC_NAME, STATE_NAME, DriverLock, read_json, write_json
+from tuinet.sweep.files import SPEC_NAME, STATE_NAME, DriverLock, read_json, run_curve, save_spec, write_json
 from tuinet.sweep.spec import SweepSpec
 from tuinet.sweep.study import importances, open_study, trial_by_number
 
@@ -33,34 +33,6 @@ STOP_GRACE = 60.0  # seconds running trials get to save their checkpoint when th
 MAX_RESTARTS = 1  # a trial whose trainer died without a final event is resumed (or re-run) this many times
 
 Report = Callable[[dict[str, Any]], None]
-
-
-def run_curve(run_dir: Path, objective: str) -> dict[int, float]:
-    """The objective after each epoch, from a trial run's ``metrics.jsonl`` (a resumed run's repeats: the later)."""
-    from tuinet.training.rundir import RunDir, metric_events
-
-    curve = {}
-    for e in metric_events(RunDir(run_dir)) if run_dir.is_dir() else ():
-        v = e.get(objective)
-        if e.get("event") == "epoch" and isinstance(e.get("epoch"), int) and isinstance(v, (int, float)) \
-                and math.isfinite(v):
-            curve[e["epoch"]] = float(v)
-    return curve
-
-
-def save_spec(folder: Path, spec: SweepSpec, extra: dict[str, Any]) -> None:
-    """Write ``sweep.json`` (the SPEC and how the sweep runs: backend, workers, storage): what a detached or resumed
-    driver starts from. A sweep folder started with another [train], [search] or objective is refused (its study
-    holds other distributions); the number of trials, the workers and the backend may change between runs."""
-    path = folder / SPEC_NAME
-    old = read_json(path)
-    new = {**spec.to_dict(), **extra, "folder": str(folder.absolute())}
-    if old and (old.get("search") != new["search"] or old.get("train") != new["train"]
-                or old.get("objective") != new["objective"]):
-        raise ConfigError(f"sweep {spec.name} in {folder.parent} was started with another [train], [search] or "
-                          "objective; give this SPEC another [sweep] name (or --name)")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(path, new)
 
 
 @dataclass
