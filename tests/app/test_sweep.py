@@ -8,6 +8,7 @@ and no training.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -22,6 +23,7 @@ from tuinet.app.screens.sweep import SweepView
 from tuinet.app.sweep import SweepApp
 from tuinet.app.sweep_state import STATE_LOOK, SweepState, read_space, trial_name
 from tuinet.app.testing import async_test, press, wait_until
+from tuinet.app.widgets.best_trial import best_text
 from tuinet.app.widgets.importance_bars import bar, importance_text
 from tuinet.app.widgets.overlay_chart import overlay_lines
 from tuinet.app.widgets.param_scatter import log_scale, params_text, scatter_text
@@ -113,6 +115,21 @@ def test_a_trial_without_a_run_folder_here_is_drawn_from_the_snapshots_curve(swe
     st.update(with_state(away, 8, run_dir=trial_dir(sweep / "runs", 0), curve=()))  # its folder came back
     x, y = st.curves.curve_points(trial_name(8), "val_loss")
     assert len(x) == 12 and y != [0.5, 0.2, 0.05, 0.04]  # read from the run folder now
+
+
+def test_a_maximized_accuracy_ranks_and_sorts_high_first_and_charts_accuracy(sweep):
+    snap = make_sweep(sweep)
+    rows = [dataclasses.replace(t, value=None if t.value is None else 1 - t.value / 3) for t in snap.trials]
+    acc = dataclasses.replace(snapshot_of(sweep, rows), objective="val_accuracy", direction="maximize",
+                              best=max((t for t in rows if t.state == "complete"), key=lambda t: t.value))
+    st = state_of(acc)
+    assert not st.minimize and [t.value for t in st.ranked()] == sorted((t.value for t in rows if t.value),
+                                                                        reverse=True)
+    st.sort_by("value")
+    assert st.descending and st.rows()[0].number == acc.best.number
+    assert scatter_text("lr", st, 40).plain.splitlines()[1].strip().startswith(f"{st.ranked()[0].value:.2%}")
+    assert "higher: better" in params_text(st, 40).plain and "log y" not in params_text(st, 40).plain
+    assert best_text(st).plain.splitlines()[1].startswith(f"val acc {acc.best.value:.2%}")
 
 
 def test_sorting_by_columns_puts_missing_values_last_and_the_best_first(sweep):
