@@ -57,11 +57,10 @@ class LocalBackend:
 
     def adopt(self, number: int, run_dir: Path) -> LocalTrial | None:
         """Watch the trial's trainer when it is still alive (an earlier driver was killed); None otherwise."""
-        pid = trainer_holding(run_dir)
-        if pid is None:
+        if trainer_holding(run_dir) is None:
             return None
         slot, _cpus = self._take()
-        return self._bind(LocalTrial.adopt(number, run_dir, pid if pid > 0 else None), slot)
+        return self._bind(LocalTrial.adopt(number, run_dir), slot)
 
     def discard(self, run_dir: Path) -> None:
         """Remove an interrupted trial's folder that has no checkpoint (it runs again from scratch)."""

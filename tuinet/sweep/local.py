@@ -12,6 +12,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,11 @@ class LocalTrial:
 
     where = "local"
 
-    def __init__(self, number: int, run_dir: Path, cpus: set[int] | None, proc: subprocess.Popen | None):
+    def __init__(self, number: int, run_dir: Path, cpus: set[int] | None, proc: subprocess.Popen | None,
+                 since: float | None = None):
         self.number, self.run_dir, self.cpus, self.proc = number, Path(run_dir), cpus, proc
+        # a final event older than this is an earlier process's end (a resumed run's history holds it)
+        self.since = time.time() if since is None else since
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.wake: threading.Event | None = None  # set on every event, so the driver reacts at once (pruning)
         self.session = None
@@ -65,31 +69,32 @@ class LocalTrial:
     @classmethod
     def start(cls, number: int, config, cpus: set[int] | None) -> "LocalTrial":
         """A new run folder for ``config`` (created and locked here) and its trainer process."""
+        since = time.time()
         rd = RunDir.create(config.runs_dir, config.name, config.dataset, config.model)
         try:
             rd.write_config(config.to_dict())
             proc = launch_daemon(rd.path, lock=rd, env=PIN_ENV, cpus=cpus)
         finally:
             rd.unlock()
-        return cls(number, rd.path, cpus, proc)
+        return cls(number, rd.path, cpus, proc, since)
 
     @classmethod
     def resume(cls, number: int, run_dir: Path, cpus: set[int] | None, epochs: int | None = None) -> "LocalTrial":
         """Continue an interrupted (or promoted) trial from its latest checkpoint."""
+        since = time.time()
         rd = RunDir(run_dir)
         rd.lock()
         try:
             proc = launch_daemon(rd.path, resume=True, epochs=epochs, lock=rd, env=PIN_ENV, cpus=cpus)
         finally:
             rd.unlock()
-        return cls(number, rd.path, cpus, proc)
+        return cls(number, rd.path, cpus, proc, since)
 
     @classmethod
-    def adopt(cls, number: int, run_dir: Path, pid: int | None) -> "LocalTrial":
-        """Watch a trial whose trainer outlived an earlier driver (killed with SIGKILL): it trains on."""
-        trial = cls(number, run_dir, None, None)
-        trial._pid = pid
-        return trial
+    def adopt(cls, number: int, run_dir: Path) -> "LocalTrial":
+        """Watch a trial whose trainer outlived an earlier driver (killed with SIGKILL): it trains on. Its lock
+        says while it lives (its recorded pid may still be the killed driver's, when it died launching it)."""
+        return cls(number, run_dir, None, None)
 
     @staticmethod
     def restart_fresh(run_dir: Path) -> None:
@@ -108,12 +113,12 @@ class LocalTrial:
         """The trainer's pid."""
         if self.proc is not None:
             return self.proc.pid
-        return getattr(self, "_pid", None) or RunDir(self.run_dir).read_json("status.json").get("pid")
+        return trainer_holding(self.run_dir)
 
     def _process_alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return pid_alive(self.pid)
+        return trainer_holding(self.run_dir) is not None
 
     def _connect(self) -> None:
         from tuinet.remote.client import RemoteSession
@@ -159,7 +164,7 @@ class LocalTrial:
             except queue.Empty:
                 break
             out.append(e)
-            if e.get("event") in FINAL_EVENTS and not e.get("synthetic"):
+            if e.get("event") in FINAL_EVENTS and not e.get("synthetic") and (e.get("time") or 0) >= self.since - 0.01:
                 self.final = e
             elif e.get("event") == "started":
                 self.final = None  # a resumed run's record: only an end after its last start counts
