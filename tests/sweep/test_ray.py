@@ -3,7 +3,8 @@
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (set before Ray is imported) makes every Ray process bind to 127.0.0.1: the
 test checks every listening socket of the cluster's processes. One test, in order: the cluster, a sweep on it
 (trials on both nodes, results equal to the same sweep on local workers), a sweep that loses a worker node midway
-(its trial is run again on the other node; the sweep finishes), and the cluster shut down with no process left.
+(its trial is run again on the other node; the sweep finishes; the other trial, attached to through the
+driver's socket, is stopped from there), and the cluster shut down with no process left.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported:
 import pytest  # noqa: E402
 
 from tests.sweep.conftest import run_cli, wait_until, write_spec  # noqa: E402
-from tuinet.sweep.control import stop_trial  # noqa: E402
+from tuinet.protocol import make_command  # noqa: E402
+from tuinet.remote.client import RemoteSession  # noqa: E402
 from tuinet.sweep.state import read_sweep  # noqa: E402
+from tuinet.training.rundir import RunDir  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -120,8 +123,13 @@ def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
                                           and t.where.startswith("ray:") and not t.where.endswith(head_id)
                                           and t.epochs >= 1), None) if (folder / "state.json").exists() else None,
                             timeout=120, what="a trial training on the worker node")
-        other = 1 - victim.number  # the trial on the head node: a stop from the sweep reaches it through the hub
-        stop_trial(folder, other)
+        # the trial on the head node: attached to through the driver (as `tuinet attach RUN` does) and stopped
+        other = 1 - victim.number
+        status = RunDir(_trials(folder)[other].run_dir).read_json("status.json")
+        viewer = RemoteSession(status["socket"])
+        assert any(e["event"] == "started" and e["where"].endswith(head_id) for e in viewer.history)
+        viewer.send(make_command("stop", reason="user"))
+        viewer.close()
         cluster.remove_node(worker, allow_graceful=False)
         thread.join(300)
         assert not thread.is_alive() and result == [0]

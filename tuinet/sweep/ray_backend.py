@@ -139,6 +139,54 @@ def trial_task(key: str, config: dict[str, Any], hub, shared_dir: str | None, ar
             shutil.rmtree(base, ignore_errors=True)
 
 
+class _Proxy:
+    """A Ray trial's session as the driver sees it, served on the mirror's control socket, so ``tuinet attach RUN``
+    (and the Sweep screen's enter) watch and steer a trial running on another node: events as they stream back,
+    commands through the hub. Satisfies what :class:`~tuinet.remote.server.ControlServer` uses of a Session."""
+
+    def __init__(self, trial: "RayTrial"):
+        self.trial = trial
+        self._listeners: list = []
+        self._state: dict[str, Any] = {"status": "loading"}
+        self._lock = threading.Lock()
+
+    def add_listener(self, fn) -> None:
+        """Call ``fn(event)`` for every event from now on."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def remove_listener(self, fn) -> None:
+        """Stop calling ``fn``."""
+        with self._lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def feed(self, e: dict[str, Any]) -> None:
+        """An event that came back from the task."""
+        from tuinet.remote.client import _fold_state  # the viewer's own folding of events into a state
+
+        with self._lock:
+            _fold_state(self._state, e)
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(e)
+            except Exception:  # noqa: BLE001 - a broken viewer must not break the driver
+                pass
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The trial's state as of its last event."""
+        with self._lock:
+            return dict(self._state)
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Queue a viewer's command for the task (validated first)."""
+        from tuinet.protocol import validate_command
+
+        self.trial.send(validate_command(command))
+
+
 class RayTrial:
     """The driver's handle on one trial running as a Ray task."""
 
@@ -149,6 +197,24 @@ class RayTrial:
         self.wake = None
         self._ended = False
         self._mirror = None if backend.shared_dir else _Mirror(run_dir)
+        self._server = None
+        if self._mirror is not None:
+            self._serve()
+
+    def _serve(self) -> None:
+        """The mirror's control socket (see :class:`_Proxy`); without one the trial is still steered by the sweep."""
+        from tuinet.remote.server import ControlServer
+        from tuinet.remote.sockets import socket_path_for
+
+        self.proxy = _Proxy(self)
+        path = socket_path_for(self.run_dir)
+        try:
+            server = ControlServer(self.proxy, path, self.run_dir.name, history=list(self._mirror.run.events()))
+            server.start()
+        except (OSError, ConfigError):
+            return
+        self._server = server
+        self._mirror.run.update_status(socket=str(path))
 
     def poll(self) -> list[dict[str, Any]]:
         """The trial's new events (streamed through the hub); notices when the task has ended."""
@@ -160,16 +226,26 @@ class RayTrial:
                 self.where = e["where"]
             if self._mirror is not None:
                 self._mirror.add(e, self.where)
+            if self._server is not None:
+                self.proxy.feed(e)
         if not self._ended:
             ready, _ = ray.wait([self.ref], timeout=0)
             if ready:
                 self._finish()
         return events
 
+    def _close_server(self) -> None:
+        if self._server is not None:
+            self._server.close(grace=1.0)
+            self._server = None
+            if self._mirror is not None:
+                self._mirror.run.update_status(socket=None)
+
     def _finish(self) -> None:
         import ray
 
         self._ended = True
+        self._close_server()
         try:
             result = ray.get(self.ref)
         except Exception as e:  # the node or worker died, the task raised: the trial is lost
@@ -200,7 +276,8 @@ class RayTrial:
         self.backend.hub.command.remote(self.key, command)
 
     def close(self) -> None:
-        """Nothing to close: the task ends by itself."""
+        """Stop serving the mirror's socket (the task ends by itself)."""
+        self._close_server()
         if self._mirror is not None:
             self._mirror.close()
 
