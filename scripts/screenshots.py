@@ -1,6 +1,6 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson|lrfind|serve]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson|lrfind|sweep|serve]
 
 Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg`` and ``stepview.svg`` (one step after ``n``, stage
 by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
@@ -9,7 +9,8 @@ screen over four small digits runs (three learning rates and one with dropout) a
 the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compare screen with its measured result.
 Each run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
 ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
-``serve.png`` is `tuinet serve` in headless Chromium on a live detached digits run (scripts/browser_shot.py; needs
+``sweep.svg`` is the Sweep screen of a real 12-trial sweep on digits (``tuinet sweep --detach``, two workers), taken
+once most trials are done. ``serve.png`` is `tuinet serve` in headless Chromium on a live detached digits run (scripts/browser_shot.py; needs
 chromium).
 """
 
@@ -185,13 +186,72 @@ async def lrfind_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         await press(pilot, "escape")
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
+SWEEP_SPEC = """\
+[train]
+dataset = "digits"
+epochs = 10
+[search]
+lr = {log_uniform = [1e-4, 1e-1]}
+dropout = {uniform = [0.0, 0.5]}
+optimizer = {choice = ["adam", "sgd"]}
+[sweep]
+name = "lr-search"
+objective = "val_loss"
+trials = 12
+"""
+
+
+async def sweep_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """A real sweep in the background; the Sweep screen once at least 9 of its 12 trials are done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tuinet.app.sweep import SweepApp
+    from tuinet.sweep.state import read_sweep
+
+    spec = Path(runs) / "lr-search.toml"
+    spec.write_text(SWEEP_SPEC)
+    r = subprocess.run([sys.executable, "-m", "tuinet.cli", "sweep", str(spec), "--detach", "--workers", "2",
+                        "--runs-dir", runs], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise SystemExit(f"screenshots: the sweep did not start: {r.stderr.strip()}")
+    folder = Path(runs) / "lr-search"
+    try:
+        for _ in range(3000):
+            snap = read_sweep(folder)
+            if sum(t.state in ("complete", "pruned", "failed") for t in snap.trials) >= 9 or not snap.live:
+                break
+            await asyncio.sleep(0.2)
+        here = os.getcwd()
+        os.chdir(runs)  # the title line names the sweep folder as a user in the runs folder would
+        try:
+            app = SweepApp(Path(folder.name), poll=False)
+            async with app.run_test(size=size) as pilot:
+                await wait_for(pilot, lambda: app.view.table.row_count > 0 and app.view.chart.builds > 0,
+                               what="the Sweep screen")
+                await pilot.pause(1.0)
+                app.save_screenshot("sweep.svg", str(out.resolve()))
+        finally:
+            os.chdir(here)
+    finally:
+        from tuinet.sweep.files import driver_pid
+
+        pid = driver_pid(folder)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)  # the trials save their checkpoints; the folder is thrown away
+            for _ in range(600):
+                if driver_pid(folder) is None:
+                    break
+                await asyncio.sleep(0.1)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind", "serve"),
+    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep", "serve"),
                    help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
@@ -200,7 +260,7 @@ def main() -> None:
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions", "stepview")),
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
-              "lrfind": (lrfind_shot, ("lrfind",)),
+              "lrfind": (lrfind_shot, ("lrfind",)), "sweep": (sweep_shot, ("sweep",)),
               "serve": (serve_shot, ("serve",))}  # a PNG from headless Chromium (scripts/browser_shot.py)
     for group, (shots, names) in groups.items():
         if args.only not in (None, group):

@@ -22,7 +22,7 @@ def test_a_broken_contract_is_reported(tmp_path, monkeypatch):
     from importlinter.cli import lint_imports
 
     pkg = tmp_path / "fakenet"
-    for sub in ("", "engine", "app", "data", "training", "remote", "cli", "bench"):
+    for sub in ("", "engine", "app", "data", "training", "remote", "sweep", "cli", "bench"):
         (pkg / sub).mkdir(parents=True, exist_ok=True)
         (pkg / sub / "__init__.py").write_text("")
     for mod in ("protocol", "formatting", "errors"):

@@ -84,6 +84,10 @@ PICTURE_EVENTS = frozenset({"weights", "samples", "boundary", "step_detail"})
 #: ``status.json`` statuses of a trainer that is (or should be) alive
 LIVE_STATUSES = ("loading", "compiling", "running", "paused", "testing")
 
+#: ``status.json`` statuses of a run whose trainer has ended (``pruned``: a sweep's pruner stopped it, checkpoint
+#: saved, like ``stopped``)
+ENDED_STATUSES = ("finished", "stopped", "pruned", "failed")
+
 #: events that end a run
 FINAL_EVENTS = ("finished", "stopped", "failed")
 

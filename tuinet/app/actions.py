@@ -27,6 +27,8 @@ class When(enum.Enum):
     TRAINER_RUNNING = "a trainer still running (a detached one goes on when the viewer leaves)"
     DETACHED = "a viewer of a detached run whose trainer still runs"
     ROW = "a run highlighted in the Compare screen's runs table"
+    TRIAL = "a trial highlighted in the Sweep screen's trials table"
+    TRIAL_RUNNING = "a running trial highlighted in the Sweep screen's trials table"
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,44 @@ STEP_ACTIONS: tuple[Action, ...] = (
 COMPARE_APP_ACTIONS: tuple[Action, ...] = (
     Action("help", "question_mark", "Help", "this help", "Keys", key_display="?"),
     Action("quit", "q", "Quit", "quit (the runs are only read; live ones go on)", "Quit", hidden_keys="ctrl+q"),
+)
+
+#: the Sweep screen's keys (`tuinet sweep`, `tuinet attach SWEEP`): bound on the Sweep view, so they apply while it
+#: has the focus; sorting and the log scale mean what they mean on the Compare screen
+SWEEP_ACTIONS: tuple[Action, ...] = (
+    Action("open_trial", "enter", "Open", "open the highlighted trial: the app on a running one (as tuinet attach), "
+           "a finished one's summary", "Sweep: open trial", when=When.TRIAL),
+    Action("stop_trial", "s", "Stop", "stop (prune) the highlighted running trial; its checkpoint is saved (asks "
+           "first)", "Sweep: stop / prune trial…", when=When.TRIAL_RUNNING),
+    Action("promote_trial", "p", "Promote", "promote the highlighted running trial: it goes on past its epoch "
+           "budget", "Sweep: promote trial", when=When.TRIAL_RUNNING),
+    Action("sort_trials", "S", "Sort", "sort by the next column (or click a heading; again reverses)",
+           "Sweep: sort by the next column", key_display="S"),
+    Action("reverse_trials", "R", "Reverse", "reverse the order of the table", "Sweep: reverse the order",
+           key_display="R"),
+    Action("toggle_params", "i", "Params", "the parameters panel (importances, objective against each parameter): "
+           "show / hide", "Sweep: parameters panel"),
+    Action("sweep_log", "l", "Log y", "loss chart: log / linear scale", "Sweep: loss log / linear", show=False),
+)
+
+#: what the Sweep app adds to the Sweep keys
+SWEEP_APP_ACTIONS: tuple[Action, ...] = (
+    Action("help", "question_mark", "Help", "this help", "Keys", key_display="?"),
+    Action("quit", "q", "Quit", "quit this screen (a sweep started elsewhere goes on; one started here: asks "
+           "whether to stop it)", "Quit", hidden_keys="ctrl+q"),
+)
+
+#: the Sweep app's help, top to bottom
+SWEEP_APP_HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow(("open_trial",)),
+    HelpRow(("stop_trial",)),
+    HelpRow(("promote_trial",)),
+    HelpRow(("sort_trials", "reverse_trials"), "sort by the next column / reverse (or click a heading)"),
+    HelpRow(("toggle_params",)),
+    HelpRow(("sweep_log",)),
+    HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
+    HelpRow(("help",)),
+    HelpRow(("quit",)),
 )
 
 #: what the viewer of a detached run shows differently: its detach key, in the footer

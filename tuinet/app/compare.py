@@ -6,8 +6,6 @@ the command line calls.
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -20,7 +18,7 @@ from tuinet.app.compare_state import CompareState
 from tuinet.app.screens.compare import CompareScreen, CompareView
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.lesson import LessonResultScreen
-from tuinet.errors import TuinetError
+from tuinet.app.standalone import attach_detached, control_socket, palette_commands
 from tuinet.training.compare import RunRecord
 
 _APP_CSS = str(Path(__file__).with_name("app.tcss"))
@@ -114,26 +112,13 @@ class CompareApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The Compare keys that apply now, this app's, then Textual's own."""
-        view = self.view
-        for entry in actions.COMPARE_ACTIONS:
-            if view.check_action(entry.name, entry.params):
-                yield SystemCommand(entry.title, entry.palette_help,
-                                    functools.partial(getattr(view, f"action_{entry.name}"), *entry.params))
-        for entry in self.ACTIONS:
-            yield SystemCommand(entry.title, entry.palette_help, getattr(self, f"action_{entry.name}"))
+        yield from palette_commands(self, self.view, actions.COMPARE_ACTIONS, self.ACTIONS)
         yield from super().get_system_commands(screen)
 
 
 def detached_socket(record: RunRecord) -> str | None:
     """The control socket of a live detached run (None for a finished run or one trained in the foreground)."""
-    if not record.live:
-        return None
-    try:
-        status = json.loads((Path(record.path) / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
-    sock = status.get("socket") if isinstance(status, dict) else None
-    return sock if isinstance(sock, str) and Path(sock).exists() else None
+    return control_socket(record.path) if record.live else None
 
 
 def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = None, *, note: str | None = None,
@@ -145,10 +130,7 @@ def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = 
     detaches, ``q`` asks whether to stop it); when that viewer closes, the Compare screen comes back with the runs
     read again, unless ``until()`` says to stop (a browser page that is gone). ``note`` is a line shown above the
     runs."""
-    from tuinet.app.remote import run_remote_app
-    from tuinet.remote.client import RemoteSession
     from tuinet.training.compare import load_run
-    from tuinet.training.config import TrainConfig
 
     charted: list[str] | None = None
     while True:
@@ -159,16 +141,7 @@ def run_compare_app(records: Sequence[RunRecord], runs_dir: str | Path | None = 
             return code if isinstance(code, int) else 0
         sock = detached_socket(target)
         if sock is not None:
-            try:
-                session = RemoteSession(sock)
-            except TuinetError:
-                session = None  # it ended in between: the Compare screen comes back and shows how it ended
-            if session is not None:
-                try:
-                    config = TrainConfig.from_dict(target.config) if target.config else None
-                except TuinetError:
-                    config = None
-                run_remote_app(session, config)
+            attach_detached(sock, target.config)  # it may have ended in between: the Compare screen says how
         if until is not None and until():
             return 0
         records = [load_run(r.path) for r in records]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tuinet import __version__
-from tuinet.cli import bench, compare, datasets, learn, lrfind, remote, runs, train
+from tuinet.cli import bench, compare, datasets, learn, lrfind, remote, runs, sweep, train
 from tuinet.cli.common import CONTEXT, friendly_errors
 
 
@@ -35,6 +35,7 @@ main.add_command(lrfind.lr_find)
 main.add_command(learn.learn)
 runs.register(main)
 remote.register(main)
+sweep.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

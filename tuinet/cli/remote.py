@@ -61,11 +61,12 @@ def _final_code(session) -> int:
 @friendly_errors
 def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines: bool, force_app: bool,
                page: bool) -> None:
-    """Watch and steer a detached run.
+    """Watch and steer a detached run, or a sweep (RUN names a sweep: its Sweep screen).
 
     Opens the app on RUN (by default the only live run; with several, asks which). Several viewers can attach to
     one run; a change made in one shows in all. In the app, d detaches (training goes on) and q asks whether to
     stop training or leave it running."""
+    from tuinet.cli.sweep import attach_sweep, find_sweep
     from tuinet.remote.client import RemoteSession
     from tuinet.remote.runs import resolve
 
@@ -73,6 +74,10 @@ def attach_cmd(run: str | None, runs_dir: str | None, headless: bool, json_lines
         from tuinet.app.served import run_page
 
         sys.exit(run_page(run, runs_dir))
+    sweep_folder = find_sweep(run, runs_dir)
+    if sweep_folder is not None:  # a sweep: its Sweep screen (or its events, headless)
+        attach_sweep(sweep_folder, headless, json_lines, force_app)
+        return
     rd, status = resolve(run, runs_dir, choose=_choose)
     use_app = not headless and not json_lines and (force_app or sys.stdout.isatty())
     session = RemoteSession(status["socket"])

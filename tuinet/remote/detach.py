@@ -27,13 +27,16 @@ LOG_NAME = "daemon.log"
 
 
 def launch_daemon(run_dir: str | Path, resume: bool = False, epochs: int | None = None,
-                  lock: RunDir | None = None) -> subprocess.Popen:
+                  lock: RunDir | None = None, env: dict[str, str] | None = None,
+                  cpus: set[int] | None = None) -> subprocess.Popen:
     """Start the detached trainer for ``run_dir``; returns its Popen (the caller may simply forget it).
 
     Args:
         lock: the run, locked by the caller: its lock passes to the trainer process, and the caller's hold on it
             ends here (``lock.unlock()``), so the lock is never free between the two. Without it the trainer
             takes the lock itself (and exits 1 when another trainer has it).
+        env: variables added to the trainer's environment (a sweep worker pins its threads with them).
+        cpus: the cores the trainer may run on (``sched_setaffinity``); None: this process's.
     """
     run_dir = Path(run_dir).absolute()
     args = [sys.executable, "-m", "tuinet.remote.daemon", str(run_dir)]
@@ -47,11 +50,13 @@ def launch_daemon(run_dir: str | Path, resume: bool = False, epochs: int | None 
             raise ValueError(f"run {lock.name} is not locked by this process")
         pass_fds = (lock.lock_fd,)
         args += ["--lock-fd", str(lock.lock_fd)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus and hasattr(os, "sched_setaffinity") else None
     fd = os.open(run_dir / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, pass_fds=pass_fds, env=env)
+                                start_new_session=True, close_fds=True, pass_fds=pass_fds, env=env,
+                                preexec_fn=pin)
     finally:
         os.close(fd)
     if lock is not None:

@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from tuinet.errors import ConfigError
-from tuinet.protocol import LIVE_STATUSES, PROTOCOL_VERSION
+from tuinet.protocol import ENDED_STATUSES, LIVE_STATUSES, PROTOCOL_VERSION
 from tuinet.training.config import TrainConfig, default_runs_dir
 from tuinet.training.curves import METRICS_FILE, event_kind, num, read_json_object
 from tuinet.training.procs import pid_alive
 
 #: statuses a run record can show (``live``: a trainer holds the folder now; ``crashed``: status.json says it runs
 #: but no trainer does)
-STATUSES = ("live", "paused", "finished", "stopped", "early_stopped", "failed", "crashed", "unknown")
+STATUSES = ("live", "paused", "finished", "stopped", "pruned", "early_stopped", "failed", "crashed", "unknown")
 #: the table's columns: key -> (heading, what it is); every one is a valid sort key
 COLUMNS = {
     "name": ("run", "the run's name"),
-    "status": ("status", "live / finished / stopped / crashed ..."),
+    "status": ("status", "live / finished / stopped / pruned / crashed ..."),
     "dataset": ("dataset", "the dataset"),
     "model": ("model", "the model spec"),
     "params": ("params", "trainable parameters"),
@@ -243,10 +243,12 @@ def load_run(path: str | Path) -> RunRecord:
             notes.append(f"status.json says {raw} but no trainer process holds the run: it crashed or was killed")
     elif holder and (lock_mtime or 0) > (num(status.get("updated")) if status.get("updated") else 0):
         kind, alive = "live", holder  # a resume that is starting: the lock is newer than the last status
-    elif raw in ("finished", "stopped", "failed"):
+    elif raw in ENDED_STATUSES:
         kind, alive = raw, None
     elif final is not None:
         kind, alive = final["event"], None
+        if kind == "stopped" and final.get("reason") == "pruned":
+            kind = "pruned"
     elif holder:
         kind, alive = "live", holder
     elif started_ev:

@@ -572,7 +572,9 @@ class Trainer:
                           elapsed_seconds=round(time.time() - self.started_at, 1))
 
     def _stopped(self) -> dict[str, Any]:
-        self.status = "stopped"
+        # a sweep's pruner stops a trial with reason "pruned": the run's status says so (its checkpoint is saved
+        # like any stop's, and it resumes like any stopped run)
+        self.status = "pruned" if self.stop_reason == "pruned" else "stopped"
         path = None
         if self.model is not None:
             try:

@@ -32,8 +32,9 @@ COMPARE_ABOUT = ("Compare: overlaid curves of the runs in the chart, each with i
                  "Live runs update every second.")
 
 
-def help_text(keys: Iterable[tuple[str, str]], tabs: bool = True) -> Table:
-    """The (keys, what they do) lines, then the tabs (or what the Compare screen shows), as a Rich table."""
+def help_text(keys: Iterable[tuple[str, str]], tabs: bool = True, about: str = COMPARE_ABOUT) -> Table:
+    """The (keys, what they do) lines, then the tabs (or, without tabs, ``about``: what the screen shows), as a Rich
+    table."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
@@ -41,7 +42,7 @@ def help_text(keys: Iterable[tuple[str, str]], tabs: bool = True) -> Table:
         t.add_row(k, what)
     t.add_row("", "")
     if not tabs:
-        t.add_row("", COMPARE_ABOUT)
+        t.add_row("", about)
         return t
     for name, what in TABS:
         t.add_row(Text(name, style="bold"), what)
@@ -53,21 +54,26 @@ class HelpScreen(ModalScreen[None]):
 
     Args:
         keys: (keys, what they do) lines, top to bottom (:func:`tuinet.app.actions.help_lines`).
-        tabs: list the training app's tabs under the keys (False: say what the Compare screen shows).
+        tabs: list the training app's tabs under the keys (False: say what the screen shows, ``about``).
+        about: what a screen without tabs shows (default: the Compare screen).
+        title: the box's title (default: the app's or the Compare screen's).
     """
 
     BINDINGS = [Binding("escape,question_mark,q,enter", "close", "Close")]
 
-    def __init__(self, keys: Iterable[tuple[str, str]], tabs: bool = True):
+    def __init__(self, keys: Iterable[tuple[str, str]], tabs: bool = True, about: str = COMPARE_ABOUT,
+                 title: str | None = None):
         super().__init__(classes="dialog-screen")  # centred, clear of the top bar and the footer
         self.key_lines = list(keys)
         self.tabs = tabs
+        self.about = about
+        self.title_text = title or ("tuinet — keys" if tabs else "tuinet compare — keys")
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog dialog-wide", id="help") as v:
-            v.border_title = "tuinet — keys" if self.tabs else "tuinet compare — keys"
+            v.border_title = self.title_text
             v.border_subtitle = "escape to close"
-            yield Static(help_text(self.key_lines, self.tabs))
+            yield Static(help_text(self.key_lines, self.tabs, self.about))
 
     def action_close(self) -> None:
         self.dismiss(None)

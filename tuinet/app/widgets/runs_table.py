@@ -17,6 +17,7 @@ from tuinet.training.compare import COLUMNS, RunRecord
 #: status -> (symbol, style): the word is always written too
 STATUS_LOOK = {
     "live": ("●", "green"), "paused": ("❚❚", "yellow"), "finished": ("✓", "green"), "stopped": ("■", "cyan"),
+    "pruned": ("✂", "yellow"),
     "early_stopped": ("✓", "green"), "failed": ("✗", "red"), "crashed": ("✗", "red"), "unknown": ("?", "dim"),
 }
 #: columns a narrow table leaves out (80 columns): the run, its status and its results stay

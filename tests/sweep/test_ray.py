@@ -1,0 +1,152 @@
+"""The Ray backend on a real two-node Ray cluster started on this machine, bound to loopback only.
+
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (set before Ray is imported) makes every Ray process bind to 127.0.0.1: the
+test checks every listening socket of the cluster's processes. One test, in order: the cluster, a sweep on it
+(trials on both nodes, results equal to the same sweep on local workers), a sweep that loses a worker node midway
+(its trial is run again on the other node; the sweep finishes; the other trial, attached to through the
+driver's socket, is stopped from there), and the cluster shut down with no process left.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import threading
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
+
+import pytest  # noqa: E402
+
+from tests.sweep.conftest import run_cli, wait_until, write_spec  # noqa: E402
+from tuinet.protocol import make_command  # noqa: E402
+from tuinet.remote.client import RemoteSession  # noqa: E402
+from tuinet.sweep.state import read_sweep  # noqa: E402
+from tuinet.training.rundir import RunDir  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
+
+
+def _cluster_pids(cluster) -> set[int]:
+    """Every process of the cluster's nodes (raylets, GCS, workers ...), children included."""
+    import psutil
+
+    pids = set()
+    for node in [cluster.head_node, *cluster.worker_nodes]:
+        for infos in node.all_processes.values():
+            for info in infos:
+                pids.add(info.process.pid)
+    for pid in list(pids):
+        try:
+            pids.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+def _listening(pids: set[int]) -> set[str]:
+    """The addresses those processes listen on."""
+    import psutil
+
+    out = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out.update(c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN)
+    return out
+
+
+def _trials(folder):
+    return {t.number: t for t in read_sweep(folder).trials}
+
+
+def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
+    ray = pytest.importorskip("ray")
+    import psutil
+    from ray.cluster_utils import Cluster
+
+    from tuinet.sweep.backends import make_backend
+    from tuinet.sweep.driver import SweepDriver
+    from tuinet.sweep.spec import load_spec
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        pids = _cluster_pids(cluster)
+        addresses = _listening(pids)
+        beyond = {a for a in addresses if not _loopback(a)}
+        assert addresses and not beyond, f"Ray listens beyond loopback: {beyond}"
+        assert cluster.address.startswith("127.0.0.1:")
+
+        # a sweep on the cluster, then the same one on local workers: the same trials, the same results
+        spec = write_spec(tmp_path, name="rs.toml", epochs=3, batch=32, trials=4)
+        on_ray = run_cli("sweep", spec, "--json", "--ray", cluster.address, "--runs-dir", tmp_path / "ray")
+        assert on_ray.exit_code == 0, on_ray.output
+        assert not ray.is_initialized()  # the driver let go of the cluster
+        local = run_cli("sweep", spec, "--json", "--workers", 2, "--runs-dir", tmp_path / "local")
+        assert local.exit_code == 0, local.output
+        ray_trials, local_trials = _trials(tmp_path / "ray" / "rs"), _trials(tmp_path / "local" / "rs")
+        nodes = {t.where for t in ray_trials.values()}
+        assert len(nodes) == 2 and all(w.startswith("ray:127.0.0.1/") for w in nodes), nodes
+        assert len(ray_trials) == len(local_trials) == 4
+        for n, t in ray_trials.items():
+            assert t.state == local_trials[n].state == "complete"
+            assert t.params == local_trials[n].params and t.value == local_trials[n].value
+            assert t.curve == local_trials[n].curve
+            # the run folder came back to the driver's runs dir, checkpoints and all
+            assert (t.run_dir / "latest.npz").exists() and t.run_dir.parent == tmp_path / "ray"
+        events = [json.loads(line) for line in on_ray.output.splitlines()]
+        assert events[-1]["event"] == "sweep_finished" and events[-1]["counts"] == {"complete": 4}
+
+        # a worker node dies while one of its trials trains: the trial runs again on the head, the sweep ends
+        head_id = cluster.head_node.node_id[:8]
+        long = load_spec(write_spec(tmp_path, name="lost.toml", epochs=60, batch=8, trials=2),
+                         {"runs_dir": str(tmp_path / "ray")})
+        backend = make_backend("ray", None, long, ray_address=cluster.address)
+        got: list[dict] = []
+        driver = SweepDriver(long, backend, got.append)
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(driver.run()), daemon=True)
+        thread.start()
+        folder = tmp_path / "ray" / "lost"
+        victim = wait_until(lambda: next((t for t in read_sweep(folder).trials if t.state == "running"
+                                          and t.where.startswith("ray:") and not t.where.endswith(head_id)
+                                          and t.epochs >= 1), None) if (folder / "state.json").exists() else None,
+                            timeout=120, what="a trial training on the worker node")
+        # the trial on the head node: attached to through the driver (as `tuinet attach RUN` does) and stopped
+        other = 1 - victim.number
+        status = RunDir(_trials(folder)[other].run_dir).read_json("status.json")
+        viewer = RemoteSession(status["socket"])
+        assert any(e["event"] == "started" and e["where"].endswith(head_id) for e in viewer.history)
+        viewer.send(make_command("stop", reason="user"))
+        viewer.close()
+        cluster.remove_node(worker, allow_graceful=False)
+        thread.join(300)
+        assert not thread.is_alive() and result == [0]
+        kinds = [(e["event"], e.get("trial")) for e in got]
+        assert ("trial_lost", victim.number) in kinds or ("trial_failed", victim.number) in kinds
+        final = _trials(folder)
+        assert len(final) == 2 and got[-1]["event"] == "sweep_finished"
+        assert final[victim.number].state in ("complete", "failed")
+        stopped = final[other]
+        assert stopped.state == "pruned" and stopped.epochs < 60 and stopped.where.endswith(head_id)
+        assert (stopped.run_dir / "latest.npz").exists()  # its run folder came back, checkpoint and all
+        if final[victim.number].state == "complete":  # retried: on the node that is left, all its epochs
+            assert final[victim.number].where.endswith(head_id) and final[victim.number].epochs == 60
+    finally:
+        pids = _cluster_pids(cluster)
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+    wait_until(lambda: not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"],
+               timeout=60, what="the cluster's processes to end")
