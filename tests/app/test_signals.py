@@ -94,20 +94,22 @@ class AppInPty:
         return [e for e in events if e["event"] == "stopped"][-1]
 
 
-@pytest.mark.parametrize("how", ["SIGHUP", "SIGTERM", "SIGINT", "hang-up"])  # ctrl+c is a key: it asks first
+@pytest.mark.parametrize("how", ["SIGHUP", "SIGTERM", "SIGINT", "hang-up", "hang-up+SIGCONT"])  # ctrl+c asks first
 def test_the_app_stops_cleanly(tmp_path, how):
     runs = Path(os.environ["TUINET_RUNS_DIR"])
     app = AppInPty(runs, "sig")
     try:
         app.wait_training()
-        if how == "hang-up":
+        if how.startswith("hang-up"):
             os.close(app.fd)  # the terminal goes away (an SSH connection drops): the kernel sends SIGHUP
+            if how == "hang-up+SIGCONT":  # and SIGCONT to a session leader; sent again here so it always comes
+                os.kill(app.pid, signal.SIGCONT)
         else:
             os.kill(app.pid, getattr(signal, how))
         code = app.wait_exit()
     finally:
         app.close()
-    signum = signal.SIGHUP if how == "hang-up" else getattr(signal, how)
+    signum = signal.SIGHUP if how.startswith("hang-up") else getattr(signal, how)
     assert code == 128 + signum, bytes(app.output[-3000:])
     status = app.status()
     assert status["status"] == "stopped"
@@ -115,7 +117,7 @@ def test_the_app_stops_cleanly(tmp_path, how):
     assert stopped["reason"] == signal.Signals(signum).name
     assert (runs / "sig" / "latest.npz").is_file()
     assert stopped["step"] >= status.get("step", 0) > 0
-    if how != "hang-up":  # the terminal was restored: the app left the alternate screen and showed the cursor
+    if not how.startswith("hang-up"):  # the terminal was restored: the app left the alternate screen and showed the cursor
         text = bytes(app.output)
         assert text.rfind(b"\x1b[?1049l") > text.rfind(b"\x1b[?1049h") >= 0
 

@@ -119,12 +119,19 @@ def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
         thread = threading.Thread(target=lambda: result.append(driver.run()), daemon=True)
         thread.start()
         folder = tmp_path / "ray" / "lost"
-        victim = wait_until(lambda: next((t for t in read_sweep(folder).trials if t.state == "running"
-                                          and t.where.startswith("ray:") and not t.where.endswith(head_id)
-                                          and t.epochs >= 1), None) if (folder / "state.json").exists() else None,
-                            timeout=120, what="a trial training on the worker node")
+
+        def both_training():
+            """(the trial on the worker node, the one on the head node) once both train; None before."""
+            if not (folder / "state.json").exists():
+                return None
+            running = [t for t in read_sweep(folder).trials if t.state == "running" and t.where.startswith("ray:")]
+            on_worker = [t for t in running if not t.where.endswith(head_id) and t.epochs >= 1]
+            on_head = [t for t in running if t.where.endswith(head_id)]
+            return (on_worker[0], on_head[0]) if on_worker and on_head else None
+
+        victim, on_head = wait_until(both_training, timeout=120, what="a trial training on each node")
         # the trial on the head node: attached to through the driver (as `tuinet attach RUN` does) and stopped
-        other = 1 - victim.number
+        other = on_head.number
         status = RunDir(_trials(folder)[other].run_dir).read_json("status.json")
         viewer = RemoteSession(status["socket"])
         assert any(e["event"] == "started" and e["where"].endswith(head_id) for e in viewer.history)
@@ -145,6 +152,9 @@ def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
             assert final[victim.number].where.endswith(head_id) and final[victim.number].epochs == 60
     finally:
         pids = _cluster_pids(cluster)
+        if "thread" in locals() and thread.is_alive():  # a failed check above: end the sweep before the cluster
+            driver.stop()
+            thread.join(120)
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()

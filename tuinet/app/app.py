@@ -625,8 +625,15 @@ class TuinetApp(App[int]):
 
     def deliver_signal(self, signum: int) -> None:
         """Called by a signal handler (in the main thread, at any point of the event loop): hand the signal to the
-        loop, which stops the run and exits. Safe from a handler: it only sets a field and wakes the loop."""
+        loop, which stops the run and exits. Safe from a handler: it only sets fields and wakes the loop.
+
+        A hang-up comes with a SIGCONT when the app leads its terminal's session (a tmux pane's command, an SSH
+        session's): Textual's driver would answer it by restarting application mode on the dead terminal, whose
+        new output thread dies on the first write, and the app would then hang on exit. So after SIGHUP the
+        driver no longer restarts (Python runs the SIGHUP handler before the SIGCONT one)."""
         self.signal_received = signum
+        if signum == signal.SIGHUP and self._driver is not None:
+            self._driver._auto_restart = False
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_signal, signum)
 
