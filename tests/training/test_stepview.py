@@ -262,6 +262,9 @@ def test_health_verdicts_are_relative_and_settle():
     assert health.assess(rows(500.0, 1.0, 0.1))["status"] == "exploding"
     assert health.assess(rows(float("nan"), 1.0))["status"] == "exploding"
     assert health.assess(rows(0.1, 0.2, ratios=[1e-8, 1e-3]))["status"] == "stalled"
+    # the end of a cosine schedule: small steps on purpose are not stalled, unless still small against them
+    assert health.assess(rows(0.1, 0.2, ratios=[1e-8, 1e-3]), lr_factor=1e-3)["status"] == "ok"
+    assert health.assess(rows(0.1, 0.2, ratios=[1e-12, 1e-3]), lr_factor=1e-3)["status"] == "stalled"
     assert health.assess(rows(0.1, 0.2, ratios=[2.0, 1e-3]))["status"] == "huge_updates"
     m = health.HealthMonitor()
     assert m.check(rows(1e-5, 0.5))[1]["status"] == "vanishing"

@@ -43,9 +43,13 @@ def profile(rows: list[dict[str, Any]]) -> list[tuple[str, float]]:
             if r.get("grad_norm") is not None and r.get("kind") not in NOT_IN_PROFILE]
 
 
-def assess(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def assess(rows: list[dict[str, Any]], lr_factor: float = 1.0) -> dict[str, Any]:
     """The verdict on one ``layer_stats`` row list: ``status`` (ok, vanishing, exploding, stalled, huge_updates),
-    ``ratio`` (first layer's gradient norm / last layer's), and the layers concerned."""
+    ``ratio`` (first layer's gradient norm / last layer's), and the layers concerned.
+
+    ``lr_factor`` is what the lr schedule makes of the run's lr now (1: full; a cosine schedule ends near 0): an
+    update is negligible against :data:`NEGLIGIBLE_UPDATE` scaled by it, so the small steps a schedule asks for on
+    purpose at its end are not called stalled."""
     prof = profile(rows)
     out: dict[str, Any] = {"status": "ok", "ratio": None, "layers": []}
     if len(prof) >= 2:
@@ -62,7 +66,7 @@ def assess(rows: list[dict[str, Any]]) -> dict[str, Any]:
     huge = [n for n, u in ratios if not math.isfinite(u) or u > HUGE_UPDATE]
     if huge:
         return {**out, "status": "huge_updates", "layers": huge}
-    stalled = [n for n, u in ratios if u < NEGLIGIBLE_UPDATE]
+    stalled = [n for n, u in ratios if u < NEGLIGIBLE_UPDATE * max(0.0, min(1.0, lr_factor))]
     if stalled:
         return {**out, "status": "stalled", "layers": stalled}
     return out
@@ -86,9 +90,9 @@ class HealthMonitor:
         self.status = "ok"
         self._clear = 0
 
-    def check(self, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """(the verdict, the ``gradient_health`` event fields to emit or None)."""
-        v = assess(rows)
+    def check(self, rows: list[dict[str, Any]], lr_factor: float = 1.0) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(the verdict, the ``gradient_health`` event fields to emit or None); ``lr_factor`` as in :func:`assess`."""
+        v = assess(rows, lr_factor)
         if v["status"] == "ok":
             if self.status == "ok":
                 return v, None

@@ -731,7 +731,7 @@ class Trainer:
                 ep_n += len(idx)
                 if stats_step:
                     rows = S.layer_stats(m, before)
-                    verdict, change = self.health.check(rows)
+                    verdict, change = self.health.check(rows, self.schedule.factor(self.global_step))
                     self._emit("layer_stats", step=self.global_step, epoch=self.epoch, layers=rows, health=verdict)
                     if change is not None:
                         self._emit("gradient_health", step=self.global_step, epoch=self.epoch, **change)
