@@ -82,12 +82,15 @@ async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
 
 
 async def boundary_shot(out: Path, size: tuple[int, int], runs: str) -> None:
-    cfg = TrainConfig(dataset="spiral", epochs=400, batch_size=32, runs_dir=runs, on_divergence="pause",
-                      lr=0.01, log_every=10)
+    """The default spiral run (the dataset's row of defaults, as `tuinet train --dataset spiral` has it)."""
+    from tuinet.training.defaults import with_dataset_defaults
+
+    cfg = TrainConfig(**with_dataset_defaults({"dataset": "spiral", "runs_dir": runs, "on_divergence": "pause",
+                                               "log_every": 10}))
     session = Session(Trainer(cfg))
     app = TuinetApp(session, config=cfg)
     async with app.run_test(size=size) as pilot:
-        await wait_for(pilot, lambda: (app.state.val_accuracy or 0) >= 0.97 or app.state.epoch >= 300,
+        await wait_for(pilot, lambda: (app.state.val_accuracy or 0) >= 0.98 or app.state.epoch >= 80,
                        what="spiral training")
         await press(pilot, "space")
         await wait_for(pilot, lambda: app.state.paused, what="pause")
