@@ -362,6 +362,30 @@ def test_batchnorm_train_gradients(shape, batch):
     check_layer(layer, shape, lambda x, p: ref_bn(x, p[0], p[1]), batch=batch, rtol=5e-3, atol=5e-4)
 
 
+@pytest.mark.parametrize("shape,batch", [((7, 9, 5), 3), ((16,), 100)])
+def test_batchnorm_many_rows_match_float64_reference(shape, batch):
+    """More rows than one 32-row float32 block per thread, with a partial last block: forward and backward."""
+    rng = np.random.default_rng(2)
+    layer = BatchNorm()
+    layer.build(shape, None)
+    layer.params[0][:] = rng.uniform(0.5, 1.5, shape[-1])
+    layer.params[1][:] = rng.standard_normal(shape[-1])
+    x = (rng.standard_normal((batch,) + shape) * 2 + 3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = layer.forward(x, training=True)
+    dx = layer.backward(dy)
+    g, b = layer.params[0].astype(np.float64), layer.params[1].astype(np.float64)
+    x64, dy64 = x.reshape(-1, shape[-1]).astype(np.float64), dy.reshape(-1, shape[-1]).astype(np.float64)
+    mu, var = x64.mean(0), x64.var(0)
+    xhat = (x64 - mu) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(y.reshape(x64.shape), xhat * g + b, rtol=1e-4, atol=1e-5)
+    dbeta, dgamma = dy64.sum(0), (dy64 * xhat).sum(0)
+    np.testing.assert_allclose(layer.grads[1], dbeta, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.grads[0], dgamma, rtol=1e-4, atol=1e-4)
+    ref_dx = g / np.sqrt(var + 1e-5) * (dy64 - dbeta / len(x64) - xhat * dgamma / len(x64))
+    np.testing.assert_allclose(dx.reshape(x64.shape), ref_dx, rtol=1e-3, atol=1e-4)
+
+
 def test_batchnorm_running_stats_follow_torch_and_drive_evaluation():
     rng = np.random.default_rng(0)
     layer = BatchNorm(momentum=0.1)
