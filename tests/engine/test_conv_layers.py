@@ -449,3 +449,48 @@ def test_residual_block_exposes_sublayers_and_round_trips():
     identity = ResidualBlock(4)
     identity.build((6, 6, 4), np.random.default_rng(0))
     assert not identity.has_projection
+
+
+@pytest.mark.parametrize("shape,filters,stride", [((9, 9, 4), 4, 1), ((8, 8, 3), 5, 2)])
+@pytest.mark.parametrize("training", [True, False])
+def test_residual_block_fused_bn_relu_matches_the_layers_one_by_one(shape, filters, stride, training):
+    """BN+ReLU and BN+skip+ReLU run fused in the block: same outputs and gradients as the sub-layers in turn."""
+    rng = np.random.default_rng(3)
+    block = ResidualBlock(filters, stride)
+    block.build(shape, rng)
+    s = block.sublayers
+    for name in ("bn1", "bn2", "proj_bn"):
+        if name in s:
+            s[name].params[0][:] = rng.uniform(0.5, 1.5, filters)
+            s[name].params[1][:] = rng.standard_normal(filters)
+            s[name].buffers["running_mean"][:] = rng.standard_normal(filters)
+            s[name].buffers["running_var"][:] = rng.uniform(0.5, 2.0, filters)
+    x = rng.standard_normal((6,) + shape).astype(np.float32)
+    y = block.forward(x, training)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = block.backward(dy) if training else None
+    grads = [g.copy() for g in block.grads]
+    if training:  # the same again, bit for bit
+        np.testing.assert_array_equal(block.forward(x, training), y)
+        np.testing.assert_array_equal(block.backward(dy), dx)
+        for again, first in zip(block.grads, grads):
+            np.testing.assert_array_equal(again, first)
+    h = x
+    for key in ("conv1", "bn1", "relu1", "conv2", "bn2"):
+        h = s[key].forward(h, training)
+    skip = s["proj_bn"].forward(s["proj"].forward(x, training), training) if block.has_projection else x
+    ref = np.maximum(h + skip, np.float32(0))
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    if not training:
+        return
+    d = np.where(ref > 0, dy, np.float32(0))
+    g = d
+    for key in ("bn2", "conv2", "relu1", "bn1", "conv1"):
+        g = s[key].backward(g, True)
+    if block.has_projection:
+        g = g + s["proj"].backward(s["proj_bn"].backward(d, True), True)
+    else:
+        g = g + d
+    np.testing.assert_allclose(dx, g, rtol=1e-4, atol=1e-4)
+    for fused, one_by_one in zip(grads, block.grads):
+        np.testing.assert_allclose(fused, one_by_one, rtol=1e-4, atol=1e-4)
