@@ -494,3 +494,25 @@ def test_residual_block_fused_bn_relu_matches_the_layers_one_by_one(shape, filte
     np.testing.assert_allclose(dx, g, rtol=1e-4, atol=1e-4)
     for fused, one_by_one in zip(grads, block.grads):
         np.testing.assert_allclose(fused, one_by_one, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_dx):
+    rng = np.random.default_rng(4)
+    layer = BatchNorm()
+    layer.build((5, 5, 6), None)
+    x = rng.standard_normal((4, 5, 5, 6)).astype(np.float32)
+    skip = rng.standard_normal(x.shape).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = layer.forward_act(x, True, relu=True, skip=skip)
+    masked = np.where(y > 0, dy, np.float32(0))
+    dx, kept = layer.backward_act(dy, y, need_dx, keep_masked=True)
+    np.testing.assert_array_equal(kept, masked)
+    grads = [g.copy() for g in layer.grads]
+    ref_dx = layer.backward(masked, True)
+    for fused, plain in zip(grads, layer.grads):
+        np.testing.assert_allclose(fused, plain, rtol=1e-6, atol=1e-6)
+    if need_dx:
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-6, atol=1e-6)
+    else:
+        assert dx is None

@@ -123,11 +123,11 @@ def bn_eval_forward(x, scale, shift, y, nparts, skip, mode):
 
 
 @jit()
-def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode, dmask):
+def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode):
     """Per channel, the sums of g and of g * (x - mean) over rows lo..hi (blocked as in :func:`_col_sums`).
 
-    g is dy (mode 0) or dy where the fused ReLU's output ``out`` > 0, else 0 (mode 1); mode 2 also writes g into
-    ``dmask`` (a residual block's skip path needs it).
+    g is dy (mode 0) or dy where the fused ReLU's output ``out`` > 0, else 0 (modes 1 and 2). Nothing is written
+    here but the partials: a store in this loop would keep the float32 block sums out of registers.
     """
     C = acc_dy.size
     block = 32
@@ -144,24 +144,13 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode, dmask):
                 for c in range(C):
                     s[c] += g[c]
                     s2[c] += g[c] * (r[c] - mean[c])
-        elif mode == 1:
-            for i in range(i0, i1):
-                r = x[i]
-                g = dy[i]
-                o = out[i]
-                for c in range(C):
-                    v = g[c] if o[c] > F0 else F0
-                    s[c] += v
-                    s2[c] += v * (r[c] - mean[c])
         else:
             for i in range(i0, i1):
                 r = x[i]
                 g = dy[i]
                 o = out[i]
-                dm = dmask[i]
                 for c in range(C):
                     v = g[c] if o[c] > F0 else F0
-                    dm[c] = v
                     s[c] += v
                     s2[c] += v * (r[c] - mean[c])
         for c in range(C):
@@ -170,7 +159,8 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode, dmask):
 
 
 @jit()
-def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dx):
+def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dmask, need_dx, dx):
+    """dx over rows lo..hi (need_dx); mode 2 also writes the ReLU-masked dy into ``dmask``."""
     for i in range(lo, hi):
         r = x[i]
         g = dy[i]
@@ -178,11 +168,23 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dx):
         if mode == 0:
             for c in range(o.size):
                 o[c] = k[c] * (g[c] - a[c] - (r[c] - mean[c]) * b[c])
-        else:
+        elif mode == 1:
             m = out[i]
             for c in range(o.size):
                 v = g[c] if m[c] > F0 else F0
                 o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+        elif need_dx:
+            m = out[i]
+            dm = dmask[i]
+            for c in range(o.size):
+                v = g[c] if m[c] > F0 else F0
+                dm[c] = v
+                o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+        else:
+            m = out[i]
+            dm = dmask[i]
+            for c in range(o.size):
+                dm[c] = g[c] if m[c] > F0 else F0
 
 
 @jit(parallel=True)
@@ -197,7 +199,7 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
     for p in prange(P):
         parts_dy[p, :] = 0.0
         parts_dyx[p, :] = 0.0
-        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean, parts_dy[p], parts_dyx[p], out, mode, dmask)
+        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean, parts_dy[p], parts_dyx[p], out, mode)
     k = np.empty(C, np.float32)
     a = np.empty(C, np.float32)
     b = np.empty(C, np.float32)
@@ -213,9 +215,9 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
         k[c] = gamma[c] * invstd[c]
         a[c] = np.float32(sdy * inv_m)
         b[c] = np.float32(sdyx * inv_m * invstd[c] * invstd[c])
-    if need_dx:
+    if need_dx or mode == 2:
         for p in prange(P):
-            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean, k, a, b, out, mode, dx)
+            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean, k, a, b, out, mode, dmask, need_dx, dx)
 
 
 # --- layer -----------------------------------------------------------------------------------------------------
