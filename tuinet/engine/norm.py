@@ -5,7 +5,8 @@ Training normalizes with the batch's mean and biased variance and updates runnin
 statistics. Both are kept in ``buffers`` so checkpoints carry them. Every kernel sees the activations as a
 2-D (rows, channels) view; row chunks run in parallel and per-chunk partial sums (float64) are added after.
 Training reads x once for the statistics and once for the output (two parallel regions: on a shared machine each
-region's barrier can wait for a descheduled thread), and the backward pass likewise twice.
+region's barrier can wait for a descheduled thread), and the backward pass likewise twice. A ReLU, or a skip
+connection's add and a ReLU, can run fused into those passes (:meth:`BatchNorm.forward_act`), as a residual block does.
 """
 
 from __future__ import annotations
