@@ -180,7 +180,8 @@ def test_training_reaches_accuracy_and_compiles_each_kernel_once(mnist_small):
               for mod in (conv_kernels, conv_microkernels, norm_mod, res_mod) for name, fn in _jitted(mod).items()}
     # helpers called only from other kernels have no signature of their own when their caller came from the cache
     public = {k: c for k, c in counts.items() if not k.rsplit(".", 1)[1].startswith("_")}
-    assert len(public) >= 12 and all(c == 1 for c in public.values()), public
+    # (the residual block's own add+ReLU kernel is gone: BN's kernels fuse it, with one signature for every mode)
+    assert len(public) >= 11 and all(c == 1 for c in public.values()), public
     assert all(c <= 1 for c in counts.values()), counts
 
 

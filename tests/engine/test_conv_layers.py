@@ -362,6 +362,30 @@ def test_batchnorm_train_gradients(shape, batch):
     check_layer(layer, shape, lambda x, p: ref_bn(x, p[0], p[1]), batch=batch, rtol=5e-3, atol=5e-4)
 
 
+@pytest.mark.parametrize("shape,batch", [((7, 9, 5), 3), ((16,), 100)])
+def test_batchnorm_many_rows_match_float64_reference(shape, batch):
+    """More rows than one 32-row float32 block per thread, with a partial last block: forward and backward."""
+    rng = np.random.default_rng(2)
+    layer = BatchNorm()
+    layer.build(shape, None)
+    layer.params[0][:] = rng.uniform(0.5, 1.5, shape[-1])
+    layer.params[1][:] = rng.standard_normal(shape[-1])
+    x = (rng.standard_normal((batch,) + shape) * 2 + 3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = layer.forward(x, training=True)
+    dx = layer.backward(dy)
+    g, b = layer.params[0].astype(np.float64), layer.params[1].astype(np.float64)
+    x64, dy64 = x.reshape(-1, shape[-1]).astype(np.float64), dy.reshape(-1, shape[-1]).astype(np.float64)
+    mu, var = x64.mean(0), x64.var(0)
+    xhat = (x64 - mu) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(y.reshape(x64.shape), xhat * g + b, rtol=1e-4, atol=1e-5)
+    dbeta, dgamma = dy64.sum(0), (dy64 * xhat).sum(0)
+    np.testing.assert_allclose(layer.grads[1], dbeta, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.grads[0], dgamma, rtol=1e-4, atol=1e-4)
+    ref_dx = g / np.sqrt(var + 1e-5) * (dy64 - dbeta / len(x64) - xhat * dgamma / len(x64))
+    np.testing.assert_allclose(dx.reshape(x64.shape), ref_dx, rtol=1e-3, atol=1e-4)
+
+
 def test_batchnorm_running_stats_follow_torch_and_drive_evaluation():
     rng = np.random.default_rng(0)
     layer = BatchNorm(momentum=0.1)
@@ -425,3 +449,70 @@ def test_residual_block_exposes_sublayers_and_round_trips():
     identity = ResidualBlock(4)
     identity.build((6, 6, 4), np.random.default_rng(0))
     assert not identity.has_projection
+
+
+@pytest.mark.parametrize("shape,filters,stride", [((9, 9, 4), 4, 1), ((8, 8, 3), 5, 2)])
+@pytest.mark.parametrize("training", [True, False])
+def test_residual_block_fused_bn_relu_matches_the_layers_one_by_one(shape, filters, stride, training):
+    """BN+ReLU and BN+skip+ReLU run fused in the block: same outputs and gradients as the sub-layers in turn."""
+    rng = np.random.default_rng(3)
+    block = ResidualBlock(filters, stride)
+    block.build(shape, rng)
+    s = block.sublayers
+    for name in ("bn1", "bn2", "proj_bn"):
+        if name in s:
+            s[name].params[0][:] = rng.uniform(0.5, 1.5, filters)
+            s[name].params[1][:] = rng.standard_normal(filters)
+            s[name].buffers["running_mean"][:] = rng.standard_normal(filters)
+            s[name].buffers["running_var"][:] = rng.uniform(0.5, 2.0, filters)
+    x = rng.standard_normal((6,) + shape).astype(np.float32)
+    y = block.forward(x, training)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = block.backward(dy) if training else None
+    grads = [g.copy() for g in block.grads]
+    if training:  # the same again, bit for bit
+        np.testing.assert_array_equal(block.forward(x, training), y)
+        np.testing.assert_array_equal(block.backward(dy), dx)
+        for again, first in zip(block.grads, grads):
+            np.testing.assert_array_equal(again, first)
+    h = x
+    for key in ("conv1", "bn1", "relu1", "conv2", "bn2"):
+        h = s[key].forward(h, training)
+    skip = s["proj_bn"].forward(s["proj"].forward(x, training), training) if block.has_projection else x
+    ref = np.maximum(h + skip, np.float32(0))
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    if not training:
+        return
+    d = np.where(ref > 0, dy, np.float32(0))
+    g = d
+    for key in ("bn2", "conv2", "relu1", "bn1", "conv1"):
+        g = s[key].backward(g, True)
+    if block.has_projection:
+        g = g + s["proj"].backward(s["proj_bn"].backward(d, True), True)
+    else:
+        g = g + d
+    np.testing.assert_allclose(dx, g, rtol=1e-4, atol=1e-4)
+    for fused, one_by_one in zip(grads, block.grads):
+        np.testing.assert_allclose(fused, one_by_one, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_dx):
+    rng = np.random.default_rng(4)
+    layer = BatchNorm()
+    layer.build((5, 5, 6), None)
+    x = rng.standard_normal((4, 5, 5, 6)).astype(np.float32)
+    skip = rng.standard_normal(x.shape).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = layer.forward_act(x, True, relu=True, skip=skip)
+    masked = np.where(y > 0, dy, np.float32(0))
+    dx, kept = layer.backward_act(dy, y, need_dx, keep_masked=True)
+    np.testing.assert_array_equal(kept, masked)
+    grads = [g.copy() for g in layer.grads]
+    ref_dx = layer.backward(masked, True)
+    for fused, plain in zip(grads, layer.grads):
+        np.testing.assert_allclose(fused, plain, rtol=1e-6, atol=1e-6)
+    if need_dx:
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-6, atol=1e-6)
+    else:
+        assert dx is None

@@ -5,7 +5,8 @@ Training normalizes with the batch's mean and biased variance and updates runnin
 statistics. Both are kept in ``buffers`` so checkpoints carry them. Every kernel sees the activations as a
 2-D (rows, channels) view; row chunks run in parallel and per-chunk partial sums (float64) are added after.
 Training reads x once for the statistics and once for the output (two parallel regions: on a shared machine each
-region's barrier can wait for a descheduled thread), and the backward pass likewise twice.
+region's barrier can wait for a descheduled thread), and the backward pass likewise twice. A ReLU, or a skip
+connection's add and a ReLU, can run fused into those passes (:meth:`BatchNorm.forward_act`), as a residual block does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 from numba import prange
 
-from tuinet.engine.kernels import F1, jit
+from tuinet.engine.kernels import F0, F1, jit
 from tuinet.engine.layers import Layer, register
 from tuinet.errors import ModelError
 
@@ -24,27 +25,63 @@ from tuinet.errors import ModelError
 
 @jit()
 def _col_sums(x, lo, hi, shift, acc, acc_sq):
-    """Per channel, the sum of (x - shift) and of its square over rows lo..hi (one pass over x)."""
-    for i in range(lo, hi):
-        r = x[i]
-        for c in range(acc.size):
-            d = r[c] - shift[c]
-            acc[c] += d
-            acc_sq[c] += d * d
+    """Per channel, the sum of (x - shift) and of its square over rows lo..hi (one pass over x).
+
+    Blocks of 32 rows are summed in float32 locals, each block's sums added to the float64 ``acc``/``acc_sq``:
+    the channel loop vectorizes, and a thread writes its own partials once per block, not once per row (two
+    threads' partial rows can share a cache line).
+    """
+    C = acc.size
+    block = 32  # rows summed in float32 before they go into the float64 partials
+    s = np.zeros(C, np.float32)
+    s2 = np.zeros(C, np.float32)
+    for i0 in range(lo, hi, block):
+        s[:] = F0
+        s2[:] = F0
+        for i in range(i0, min(i0 + block, hi)):
+            r = x[i]
+            for c in range(C):
+                d = r[c] - shift[c]
+                s[c] += d
+                s2[c] += d * d
+        for c in range(C):
+            acc[c] += s[c]
+            acc_sq[c] += s2[c]
 
 
 @jit()
-def _scale_shift(x, lo, hi, scale, shift, y):
-    for i in range(lo, hi):
-        r = x[i]
-        o = y[i]
-        for c in range(o.size):
-            o[c] = r[c] * scale[c] + shift[c]
+def _scale_shift(x, lo, hi, scale, shift, skip, mode, y):
+    """y = x * scale + shift over rows lo..hi; mode 1 adds a ReLU, mode 2 adds ``skip`` first, then the ReLU."""
+    if mode == 0:
+        for i in range(lo, hi):
+            r = x[i]
+            o = y[i]
+            for c in range(o.size):
+                o[c] = r[c] * scale[c] + shift[c]
+    elif mode == 1:
+        for i in range(lo, hi):
+            r = x[i]
+            o = y[i]
+            for c in range(o.size):
+                v = r[c] * scale[c] + shift[c]
+                o[c] = v if v > F0 else F0
+    else:
+        for i in range(lo, hi):
+            r = x[i]
+            k = skip[i]
+            o = y[i]
+            for c in range(o.size):
+                v = r[c] * scale[c] + shift[c]
+                v = v + k[c]
+                o[c] = v if v > F0 else F0
 
 
 @jit(parallel=True)
-def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq):
+def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode):
     """Batch statistics (one pass, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
+
+    ``mode`` fuses what follows the normalization into the pass that writes y: 0 nothing, 1 a ReLU, 2 the sum
+    with ``skip`` (same shape as x; any array of x's type when unused) and a ReLU, as a residual block ends.
 
     Writes the batch mean, biased variance and 1 / sqrt(var + eps) into ``mean``, ``var``, ``invstd``. The sums
     are of x minus the first row (a value of the batch, so the shifted sum of squares does not cancel as
@@ -74,47 +111,96 @@ def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq)
         scale[c] = gamma[c] * inv
         offset[c] = beta[c] - mean[c] * gamma[c] * inv
     for p in prange(P):
-        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, y)
+        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, skip, mode, y)
 
 
 @jit(parallel=True)
-def bn_eval_forward(x, scale, shift, y, nparts):
-    """y = x * scale + shift per channel (evaluation with folded running statistics)."""
+def bn_eval_forward(x, scale, shift, y, nparts, skip, mode):
+    """y = x * scale + shift per channel (evaluation with folded running statistics); ``mode`` as in training."""
     m = x.shape[0]
     P = max(1, min(nparts, m))
     for p in prange(P):
-        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, shift, y)
+        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, shift, skip, mode, y)
 
 
 @jit()
-def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx):
-    for i in range(lo, hi):
-        r = x[i]
-        g = dy[i]
-        for c in range(acc_dy.size):
-            acc_dy[c] += g[c]
-            acc_dyx[c] += g[c] * (r[c] - mean[c])
+def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode):
+    """Per channel, the sums of g and of g * (x - mean) over rows lo..hi (blocked as in :func:`_col_sums`).
+
+    g is dy (mode 0) or dy where the fused ReLU's output ``out`` > 0, else 0 (modes 1 and 2). Nothing is written
+    here but the partials: a store in this loop would keep the float32 block sums out of registers.
+    """
+    C = acc_dy.size
+    block = 32
+    s = np.zeros(C, np.float32)
+    s2 = np.zeros(C, np.float32)
+    for i0 in range(lo, hi, block):
+        s[:] = F0
+        s2[:] = F0
+        i1 = min(i0 + block, hi)
+        if mode == 0:
+            for i in range(i0, i1):
+                r = x[i]
+                g = dy[i]
+                for c in range(C):
+                    s[c] += g[c]
+                    s2[c] += g[c] * (r[c] - mean[c])
+        else:
+            for i in range(i0, i1):
+                r = x[i]
+                g = dy[i]
+                o = out[i]
+                for c in range(C):
+                    v = g[c] if o[c] > F0 else F0
+                    s[c] += v
+                    s2[c] += v * (r[c] - mean[c])
+        for c in range(C):
+            acc_dy[c] += s[c]
+            acc_dyx[c] += s2[c]
 
 
 @jit()
-def _bwd_dx(x, dy, lo, hi, mean, k, a, b, dx):
+def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dmask, need_dx, dx):
+    """dx over rows lo..hi (need_dx); mode 2 also writes the ReLU-masked dy into ``dmask``."""
     for i in range(lo, hi):
         r = x[i]
         g = dy[i]
         o = dx[i]
-        for c in range(o.size):
-            o[c] = k[c] * (g[c] - a[c] - (r[c] - mean[c]) * b[c])
+        if mode == 0:
+            for c in range(o.size):
+                o[c] = k[c] * (g[c] - a[c] - (r[c] - mean[c]) * b[c])
+        elif mode == 1:
+            m = out[i]
+            for c in range(o.size):
+                v = g[c] if m[c] > F0 else F0
+                o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+        elif need_dx:
+            m = out[i]
+            dm = dmask[i]
+            for c in range(o.size):
+                v = g[c] if m[c] > F0 else F0
+                dm[c] = v
+                o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+        else:
+            m = out[i]
+            dm = dmask[i]
+            for c in range(o.size):
+                dm[c] = g[c] if m[c] > F0 else F0
 
 
 @jit(parallel=True)
-def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx):
-    """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x."""
+def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx, out, mode, dmask):
+    """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x.
+
+    With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output ``out``, masked here; mode 2 also
+    writes the masked gradient into ``dmask``. Unused array arguments can be any arrays of their type.
+    """
     m, C = x.shape
     P = min(parts_dy.shape[0], m)
     for p in prange(P):
         parts_dy[p, :] = 0.0
         parts_dyx[p, :] = 0.0
-        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean, parts_dy[p], parts_dyx[p])
+        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean, parts_dy[p], parts_dyx[p], out, mode)
     k = np.empty(C, np.float32)
     a = np.empty(C, np.float32)
     b = np.empty(C, np.float32)
@@ -130,9 +216,9 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
         k[c] = gamma[c] * invstd[c]
         a[c] = np.float32(sdy * inv_m)
         b[c] = np.float32(sdyx * inv_m * invstd[c] * invstd[c])
-    if need_dx:
+    if need_dx or mode == 2:
         for p in prange(P):
-            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean, k, a, b, dx)
+            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean, k, a, b, out, mode, dmask, need_dx, dx)
 
 
 # --- layer -----------------------------------------------------------------------------------------------------
@@ -189,9 +275,18 @@ class BatchNorm(Layer):
         return self._parts
 
     def forward(self, x, training):
+        return self.forward_act(x, training)
+
+    def forward_act(self, x, training, relu=False, skip=None):
+        """The normalization, then (``relu``) a ReLU, with ``skip`` (x's shape) added before it when given.
+
+        Fused into the pass that writes the output; :meth:`backward_act` with that output is the backward pass.
+        """
         c = self.channels
         x2 = np.ascontiguousarray(x).reshape(-1, c)
         y = np.empty_like(x2)
+        mode = 0 if not relu else (1 if skip is None else 2)
+        k2 = x2 if skip is None else np.ascontiguousarray(skip).reshape(-1, c)
         gamma, beta = self.params
         if training:
             m = x2.shape[0]
@@ -199,7 +294,7 @@ class BatchNorm(Layer):
                 raise ModelError("BatchNorm needs more than one value per channel in training (batch of 1?)")
             parts, parts_sq = self._partials()
             bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
-                             parts, parts_sq)
+                             parts, parts_sq, k2, mode)
             self._x = x2
             mom = np.float32(self.momentum)
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
@@ -211,17 +306,28 @@ class BatchNorm(Layer):
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             scale = (gamma / np.sqrt(rv + np.float32(self.eps))).astype(np.float32)
             shift = (beta - rm * scale).astype(np.float32)
-            bn_eval_forward(x2, scale, shift, y, _threads())
+            bn_eval_forward(x2, scale, shift, y, _threads(), k2, mode)
         return y.reshape(x.shape)
 
     def backward(self, dy, need_dx=True):
+        return self.backward_act(dy, None, need_dx)[0]
+
+    def backward_act(self, dy, out, need_dx=True, keep_masked=False):
+        """Backward through :meth:`forward_act`; ``out`` is its output when a ReLU was fused (None if not).
+
+        Returns (dx or None, the ReLU's input gradient when ``keep_masked``, else None): with a skip connection
+        that gradient is also the skip path's.
+        """
         c = self.channels
         dy2 = np.ascontiguousarray(dy).reshape(-1, c)
         dx = np.empty_like(dy2)
+        mode = 0 if out is None else (2 if keep_masked else 1)
+        o2 = dy2 if out is None else np.ascontiguousarray(out).reshape(-1, c)
+        masked = np.empty_like(dy2) if mode == 2 else dx
         pdy, pdyx = self._partials()
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
-                    pdy, pdyx, need_dx)
-        return dx.reshape(dy.shape) if need_dx else None
+                    pdy, pdyx, need_dx, o2, mode, masked)
+        return (dx.reshape(dy.shape) if need_dx else None), (masked.reshape(dy.shape) if mode == 2 else None)
 
     def config(self):
         return {"type": "BatchNorm", "momentum": self.momentum, "eps": self.eps}

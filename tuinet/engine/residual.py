@@ -9,23 +9,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 from tuinet.engine.conv import Conv2D
-from tuinet.engine.kernels import F0, chunked, jit, relu_backward
 from tuinet.engine.layers import Layer, ReLU, register
 from tuinet.engine.norm import BatchNorm
 from tuinet.engine.spec import token
 from tuinet.errors import ModelError
-
-
-@jit()
-def _add_relu(a, b, out):
-    for i in range(out.size):
-        v = a[i] + b[i]
-        out[i] = v if v > F0 else F0
-
-
-add_relu = chunked(_add_relu, "add_relu", "out = max(a + b, 0) on flat arrays of one size.")
 
 
 @register
@@ -111,22 +99,19 @@ class ResidualBlock(Layer):
 
     def forward(self, x, training):
         s = self.sublayers
-        h = x
-        for key in ("conv1", "bn1", "relu1", "conv2", "bn2"):
-            h = s[key].forward(h, training)
+        # bn1 + relu1 and bn2 + skip add + final ReLU run fused, each in the pass that writes BN's output
+        self._a1 = s["bn1"].forward_act(s["conv1"].forward(x, training), training, relu=True)
+        h = s["conv2"].forward(self._a1, training)
         skip = s["proj_bn"].forward(s["proj"].forward(x, training), training) if self.has_projection else x
-        y = np.empty_like(h)
-        add_relu(h.reshape(-1), np.ascontiguousarray(skip).reshape(-1), y.reshape(-1))
+        y = s["bn2"].forward_act(h, training, relu=True, skip=skip)
         self._y = y
         return y
 
     def backward(self, dy, need_dx=True):
         s = self.sublayers
-        d = np.empty_like(self._y)
-        relu_backward(np.ascontiguousarray(dy).reshape(-1), self._y.reshape(-1), d.reshape(-1))
-        h = d
-        for key in ("bn2", "conv2", "relu1", "bn1"):
-            h = s[key].backward(h, True)
+        h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True)
+        h = s["conv2"].backward(h, True)
+        h, _ = s["bn1"].backward_act(h, self._a1, True)
         dx = s["conv1"].backward(h, need_dx)
         if self.has_projection:
             dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
