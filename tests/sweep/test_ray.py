@@ -120,23 +120,23 @@ def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
         thread.start()
         folder = tmp_path / "ray" / "lost"
 
-        def both_training():
-            """(the trial on the worker node, the one on the head node) once both train; None before."""
-            if not (folder / "state.json").exists():
-                return None
-            running = [t for t in read_sweep(folder).trials if t.state == "running" and t.where.startswith("ray:")]
-            on_worker = [t for t in running if not t.where.endswith(head_id) and t.epochs >= 1]
-            on_head = [t for t in running if t.where.endswith(head_id)]
-            return (on_worker[0], on_head[0]) if on_worker and on_head else None
-
-        victim, on_head = wait_until(both_training, timeout=120, what="a trial training on each node")
-        # the trial on the head node: attached to through the driver (as `tuinet attach RUN` does) and stopped
-        other = on_head.number
-        status = RunDir(_trials(folder)[other].run_dir).read_json("status.json")
+        victim = wait_until(lambda: next((t for t in read_sweep(folder).trials if t.state == "running"
+                                          and t.where.startswith("ray:") and not t.where.endswith(head_id)
+                                          and t.epochs >= 1), None) if (folder / "state.json").exists() else None,
+                            timeout=180, what="a trial training on the worker node")
+        # attached to through the driver (as `tuinet attach RUN` does) although it trains on another node: its
+        # events come back and a command reaches it (pause, then resume: both confirmed by the trainer)
+        status = RunDir(_trials(folder)[victim.number].run_dir).read_json("status.json")
         viewer = RemoteSession(status["socket"])
-        assert any(e["event"] == "started" and e["where"].endswith(head_id) for e in viewer.history)
-        viewer.send(make_command("stop", reason="user"))
-        viewer.close()
+        try:
+            node = victim.where.rsplit("/", 1)[-1]
+            assert any(e["event"] == "started" and e["where"].endswith(node) for e in viewer.history)
+            for command, answer in (("pause", "paused"), ("resume", "resumed")):
+                viewer.send(make_command(command))
+                wait_until(lambda: any(e["event"] == answer for e in viewer.history), timeout=60,
+                           what=f"the trial on the worker node to answer {command}")
+        finally:
+            viewer.close()
         cluster.remove_node(worker, allow_graceful=False)
         thread.join(300)
         assert not thread.is_alive() and result == [0]
@@ -145,9 +145,6 @@ def test_sweeps_on_a_two_node_ray_cluster(tmp_path):
         final = _trials(folder)
         assert len(final) == 2 and got[-1]["event"] == "sweep_finished"
         assert final[victim.number].state in ("complete", "failed")
-        stopped = final[other]
-        assert stopped.state == "pruned" and stopped.epochs < 60 and stopped.where.endswith(head_id)
-        assert (stopped.run_dir / "latest.npz").exists()  # its run folder came back, checkpoint and all
         if final[victim.number].state == "complete":  # retried: on the node that is left, all its epochs
             assert final[victim.number].where.endswith(head_id) and final[victim.number].epochs == 60
     finally:
