@@ -81,6 +81,18 @@ async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
         await asyncio.to_thread(session.join, 60)
 
 
+async def paused_on_boundary(pilot, app: TuinetApp, accuracy: float, epochs: int) -> None:
+    """Train until ``accuracy`` (validation) or ``epochs``, pause, and show the Boundary tab with a fresh snapshot."""
+    await wait_for(pilot, lambda: (app.state.val_accuracy or 0) >= accuracy or app.state.epoch >= epochs,
+                   what="spiral training")
+    await press(pilot, "space")
+    await wait_for(pilot, lambda: app.state.paused, what="pause")
+    seen = app.state.boundary
+    await press(pilot, "4")
+    await wait_for(pilot, lambda: app.state.boundary is not seen, what="boundary snapshot")
+    await settle(app, 1.0)
+
+
 async def boundary_shot(out: Path, size: tuple[int, int], runs: str) -> None:
     """The default spiral run (the dataset's row of defaults, as `tuinet train --dataset spiral` has it)."""
     from tuinet.training.defaults import with_dataset_defaults
@@ -90,14 +102,7 @@ async def boundary_shot(out: Path, size: tuple[int, int], runs: str) -> None:
     session = Session(Trainer(cfg))
     app = TuinetApp(session, config=cfg)
     async with app.run_test(size=size) as pilot:
-        await wait_for(pilot, lambda: (app.state.val_accuracy or 0) >= 0.98 or app.state.epoch >= 80,
-                       what="spiral training")
-        await press(pilot, "space")
-        await wait_for(pilot, lambda: app.state.paused, what="pause")
-        seen = app.state.boundary
-        await press(pilot, "4")
-        await wait_for(pilot, lambda: app.state.boundary is not seen, what="boundary snapshot")
-        await settle(app, 1.0)
+        await paused_on_boundary(pilot, app, 0.98, 80)
         app.save_screenshot("boundary.svg", str(out))
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
@@ -110,14 +115,7 @@ async def neurons_shot(out: Path, size: tuple[int, int], runs: str) -> None:
     session = Session(Trainer(cfg))
     app = TuinetApp(session, config=cfg)
     async with app.run_test(size=size) as pilot:
-        await wait_for(pilot, lambda: (app.state.val_accuracy or 0) >= 0.97 or app.state.epoch >= 300,
-                       what="spiral training")
-        await press(pilot, "space")
-        await wait_for(pilot, lambda: app.state.paused, what="pause")
-        seen = app.state.boundary
-        await press(pilot, "4")
-        await wait_for(pilot, lambda: app.state.boundary is not seen, what="boundary snapshot")
-        await settle(app, 1.0)
+        await paused_on_boundary(pilot, app, 0.97, 300)
         await press(pilot, "tab", "down", "right", "down", "down")  # the third unit of the second hidden layer
         await settle(app, 0.5)
         app.save_screenshot("neurons.svg", str(out))
