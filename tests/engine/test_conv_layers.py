@@ -190,7 +190,8 @@ def test_conv_microkernels_match_their_generator():
 
     from tuinet.engine.conv import codegen, microkernels
 
-    for width, rows in codegen._MK_ROWS.items():
+    assert set(codegen._MK_ROWS.items()) <= {(w, r) for r, w in codegen.MK_SHAPES}
+    for rows, width in codegen.MK_SHAPES:
         fn = getattr(microkernels, f"_mk{rows}x{width}")
         assert inspect.getsource(fn.py_func) == codegen.microkernel_source(rows, width)
 
@@ -199,7 +200,8 @@ def test_conv_microkernel_is_vectorized(tmp_path):
     """The micro-kernels keep their tile in vector registers: packed FMAs only, no scalar fallback.
 
     Numba compiles for the host, so the register width depends on the CPU (xmm/ymm on AVX2, ymm or zmm on
-    AVX-512); the property checked is that the packed FMAs of one reduction step cover the whole 3x32 tile.
+    AVX-512) and so does the tile the kernels use (R x 32, R chosen for the width); the property checked is
+    that the packed FMAs of one reduction step cover the whole tile of the 32-column micro-kernel in use.
     """
     import subprocess
     import sys
@@ -209,21 +211,22 @@ def test_conv_microkernel_is_vectorized(tmp_path):
         pytest.skip("needs an x86 CPU with FMA")
     code = (
         "import re, numpy as np\n"
-        "from tuinet.engine.conv import microkernels as mk\n"
-        "x = np.ones(64, np.float32); u = np.zeros(3, np.int64); v = np.zeros(4, np.uint64)\n"
-        "b = np.ones((4, 32), np.float32); c = np.zeros((3, 32), np.float32)\n"
-        "mk._mk3x32(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
-        "assert c[0, 0] == 4.0, c\n"
-        "asm = mk._mk3x32.inspect_asm(mk._mk3x32.signatures[0])\n"
+        "from tuinet.engine.conv import kernels as k\n"
+        "R = k.R32\n"
+        "x = np.ones(64, np.float32); u = np.zeros(R, np.int64); v = np.zeros(4, np.uint64)\n"
+        "b = np.ones((4, 32), np.float32); c = np.zeros((R, 32), np.float32)\n"
+        "k.MK32(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
+        "assert (c == 4.0).all(), c\n"
+        "asm = k.MK32.inspect_asm(k.MK32.signatures[0])\n"
         "lanes = {'xmm': 4, 'ymm': 8, 'zmm': 16}\n"
         "packed = re.findall(r'vfmadd\\w*ps\\s+[^\\n]*?([xyz]mm)', asm)\n"
-        "print(sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)))\n"
+        "print(R, sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)))\n"
     )
     env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
-    lanes, scalar = (int(v) for v in out.split())
-    assert lanes >= 3 * 32 and scalar == 0, out
+    rows, lanes, scalar = (int(v) for v in out.split())
+    assert lanes >= rows * 32 and scalar == 0, out
 
 
 def test_conv_geometry_matches_torch_and_tensorflow_rules():

@@ -25,9 +25,17 @@ import numba
 from numba import njit
 from numba.core.compiler import Compiler
 
+from tuinet.engine import runtime
 from tuinet.engine.kernels import FASTMATH
 
-_MK_ROWS = {32: 3, 24: 3, 16: 4, 8: 8}  # panel width -> rows per tile (12, 9, 8, 8 ymm accumulators)
+# Panel width -> rows per tile. With 256-bit vectors (16 registers): 12, 9, 8 and 8 ymm accumulators. With
+# 512-bit vectors (32 registers; runtime.wide_vectors()): 12 zmm for 32 columns, 6 zmm + 6 ymm for 24, 12 zmm
+# for 16 and 8 ymm for 8: an FMA has 4 cycles of latency and two issue every cycle, so a tile needs at least
+# 8 independent accumulators to keep both FMA units busy.
+_ROWS_256 = {32: 3, 24: 3, 16: 4, 8: 8}
+_ROWS_512 = {32: 6, 24: 6, 16: 12, 8: 8}
+MK_SHAPES = sorted({(r, w) for t in (_ROWS_256, _ROWS_512) for w, r in t.items()}, key=lambda s: (-s[1], s[0]))
+_MK_ROWS = _ROWS_512 if runtime.wide_vectors() else _ROWS_256
 
 
 @contextmanager

@@ -14,9 +14,20 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from tuinet.engine.conv.codegen import conv_jit
-from tuinet.engine.conv.microkernels import _colsum8, _mk3x24, _mk3x32, _mk4x16, _mk8x8
+from tuinet.engine.conv import microkernels
+from tuinet.engine.conv.codegen import _MK_ROWS, conv_jit
+from tuinet.engine.conv.microkernels import _colsum8
 from tuinet.engine.kernels import F0, jit
+
+# The micro-kernel and tile height of each panel width, chosen once for the vector width Numba compiles for
+# (codegen._MK_ROWS). Numba reads these globals as constants when it compiles the kernels below, so only the
+# four chosen micro-kernels are compiled; the vector width is part of every cache entry's key (the CPU feature
+# string), so a cached kernel always matches these choices.
+R32, R24, R16, R8 = _MK_ROWS[32], _MK_ROWS[24], _MK_ROWS[16], _MK_ROWS[8]
+MK32 = getattr(microkernels, f"_mk{R32}x32")
+MK24 = getattr(microkernels, f"_mk{R24}x24")
+MK16 = getattr(microkernels, f"_mk{R16}x16")
+MK8 = getattr(microkernels, f"_mk{R8}x8")
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
 
@@ -33,17 +44,17 @@ def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
         j0 = panels[i, 0]
         wd = panels[i, 1]
         if wd == 32:
-            for r0 in range(0, rows, 3):
-                _mk3x32(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, rows, R32):
+                MK32(xf, u, r0, v, b, j0, c, bias, accumulate)
         elif wd == 24:
-            for r0 in range(0, rows, 3):
-                _mk3x24(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, rows, R24):
+                MK24(xf, u, r0, v, b, j0, c, bias, accumulate)
         elif wd == 16:
-            for r0 in range(0, rows, 4):
-                _mk4x16(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, rows, R16):
+                MK16(xf, u, r0, v, b, j0, c, bias, accumulate)
         else:
-            for r0 in range(0, rows, 8):
-                _mk8x8(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, rows, R8):
+                MK8(xf, u, r0, v, b, j0, c, bias, accumulate)
 
 
 @conv_jit()
@@ -57,7 +68,7 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
-        th = 3 if wd >= 24 else (4 if wd == 16 else 8)
+        th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
         for r0 in range(0, rows, th):
             t0 = tap_lo[r0]
             t1 = tap_hi[r0]
@@ -68,13 +79,13 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
             vs = v[t0:t1]
             bs = b[t0:t1]
             if wd == 32:
-                _mk3x32(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+                MK32(xf, u, r0, vs, bs, j0, c, bias, accumulate)
             elif wd == 24:
-                _mk3x24(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+                MK24(xf, u, r0, vs, bs, j0, c, bias, accumulate)
             elif wd == 16:
-                _mk4x16(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+                MK16(xf, u, r0, vs, bs, j0, c, bias, accumulate)
             else:
-                _mk8x8(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+                MK8(xf, u, r0, vs, bs, j0, c, bias, accumulate)
 
 
 
