@@ -185,15 +185,46 @@ def test_conv2d_torch_init_bounds():
         Conv2D(8, 3, init="orthogonal")
 
 
-def test_conv_microkernels_match_their_generator():
-    import inspect
+@pytest.mark.parametrize("rows,width,lanes", [(3, 32, 8), (3, 24, 8), (4, 16, 8), (8, 8, 8), (6, 32, 16),
+                                              (6, 24, 16), (12, 16, 16), (8, 8, 16), (2, 40, 16)])
+def test_conv_microkernel_tiles_match_numpy(rows, width, lanes):
+    """Every tile shape, with 8- and 16-float vectors (either is correct on any CPU: LLVM splits or widens)."""
+    from numba import njit
 
-    from tuinet.engine.conv import codegen, microkernels
+    from tuinet.engine.conv.microkernels import row_vectors, tile_kernel
 
-    assert set(codegen._MK_ROWS.items()) <= {(w, r) for r, w in codegen.MK_SHAPES}
-    for rows, width in codegen.MK_SHAPES:
-        fn = getattr(microkernels, f"_mk{rows}x{width}")
-        assert inspect.getsource(fn.py_func) == codegen.microkernel_source(rows, width)
+    assert sum(row_vectors(width, lanes)) == width and max(row_vectors(width, lanes)) <= lanes
+    mk = tile_kernel(rows, width, lanes)
+
+    @njit
+    def run(xf, u, r0, v, b, j0, c, bias, acc):
+        mk(xf, u, r0, v, b, j0, c, bias, acc)
+
+    rng = np.random.default_rng(rows * width + lanes)
+    xf = rng.standard_normal(500).astype(np.float32)
+    u = rng.integers(0, 200, rows + 3).astype(np.int64)
+    taps = 37
+    v = rng.integers(0, 300, taps).astype(np.uint64)
+    b = rng.standard_normal((taps, width + 16)).astype(np.float32)
+    bias = rng.standard_normal(width + 16).astype(np.float32)
+    r0, j0 = 2, 8
+    a = xf[u[r0:r0 + rows, None] + v[None, :].astype(np.int64)].astype(np.float64)
+    want = a @ b[:, j0:j0 + width].astype(np.float64)
+    c0 = rng.standard_normal((rows + 5, width + 16)).astype(np.float32)
+    c = c0.copy()
+    run(xf, u, r0, v, b, j0, c, bias, True)
+    np.testing.assert_allclose(c[r0:r0 + rows, j0:j0 + width], c0[r0:r0 + rows, j0:j0 + width] + want, rtol=1e-5,
+                               atol=1e-4)
+    outside = np.ones(c.shape, bool)
+    outside[r0:r0 + rows, j0:j0 + width] = False
+    assert np.array_equal(c[outside], c0[outside])  # nothing outside the tile is touched
+    c = c0.copy()
+    run(xf, u, r0, v, b, j0, c, bias, False)
+    np.testing.assert_allclose(c[r0:r0 + rows, j0:j0 + width], want + bias[j0:j0 + width], rtol=1e-5, atol=1e-4)
+    c = c0.copy()
+    run(xf, u, r0, v[:0], b[:0], j0, c, bias, False)  # no taps: the bias alone
+    np.testing.assert_array_equal(c[r0:r0 + rows, j0:j0 + width], np.broadcast_to(bias[j0:j0 + width],
+                                                                                   (rows, width)))
 
 
 def test_conv_microkernel_is_vectorized(tmp_path):
@@ -211,13 +242,17 @@ def test_conv_microkernel_is_vectorized(tmp_path):
         pytest.skip("needs an x86 CPU with FMA")
     code = (
         "import re, numpy as np\n"
+        "from numba import njit\n"
         "from tuinet.engine.conv import kernels as k\n"
         "R = k.R32\n"
+        "@njit(fastmath={'contract'})\n"
+        "def run(x, u, r0, v, b, j0, c, bias, acc):\n"
+        "    k.MK32(x, u, r0, v, b, j0, c, bias, acc)\n"
         "x = np.ones(64, np.float32); u = np.zeros(R, np.int64); v = np.zeros(4, np.uint64)\n"
         "b = np.ones((4, 32), np.float32); c = np.zeros((R, 32), np.float32)\n"
-        "k.MK32(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
+        "run(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
         "assert (c == 4.0).all(), c\n"
-        "asm = k.MK32.inspect_asm(k.MK32.signatures[0])\n"
+        "asm = run.inspect_asm(run.signatures[0])\n"
         "lanes = {'xmm': 4, 'ymm': 8, 'zmm': 16}\n"
         "packed = re.findall(r'vfmadd\\w*ps\\s+[^\\n]*?([xyz]mm)', asm)\n"
         "print(R, sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)))\n"

@@ -23,7 +23,10 @@ from contextlib import contextmanager
 
 import numba
 from numba import njit
+from numba.core import lowering
 from numba.core.compiler import Compiler
+from numba.core.compiler_machinery import register_pass
+from numba.core.typed_passes import NativeLowering
 
 from tuinet.engine import runtime
 from tuinet.engine.kernels import FASTMATH
@@ -34,8 +37,8 @@ from tuinet.engine.kernels import FASTMATH
 # 8 independent accumulators to keep both FMA units busy.
 _ROWS_256 = {32: 3, 24: 3, 16: 4, 8: 8}
 _ROWS_512 = {32: 6, 24: 6, 16: 12, 8: 8}
-MK_SHAPES = sorted({(r, w) for t in (_ROWS_256, _ROWS_512) for w, r in t.items()}, key=lambda s: (-s[1], s[0]))
-_MK_ROWS = _ROWS_512 if runtime.wide_vectors() else _ROWS_256
+LANES = 16 if runtime.wide_vectors() else 8  #: floats per vector register the micro-kernels use
+_MK_ROWS = _ROWS_512 if LANES == 16 else _ROWS_256
 
 
 @contextmanager
@@ -73,55 +76,54 @@ class SLPCompiler(Compiler):
             return super().compile_extra(func)
 
 
-def conv_jit(parallel: bool = False):
-    """:func:`tuinet.engine.kernels.jit` for the convolution kernels: compiled with the SLP vectorizer on."""
+class _NoInlineLower(lowering.Lower):
+    """Numba's lowering, with LLVM's ``noinline`` attribute on the function it emits."""
+
+    def pre_lower(self):
+        super().pre_lower()
+        self.builder.function.attributes.add("noinline")
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class NoInlineNativeLowering(NativeLowering):
+    """Numba's native lowering pass, emitting the function as ``noinline``."""
+
+    _name = "tuinet_noinline_native_lowering"
+
+    @property
+    def lowering_class(self):
+        return _NoInlineLower
+
+
+class SLPNoInlineCompiler(SLPCompiler):
+    """:class:`SLPCompiler` for a kernel that its callers call instead of inlining.
+
+    Numba links a callee's optimized IR into every caller, where LLVM inlines it at each call site and optimizes
+    and emits it again: ``_panel_gemm``, with its four micro-kernels inlined, was built again at each of its three
+    call sites in ``conv2d_forward`` and with ``_panel_gemm_taps`` at three in ``conv2d_backward``, which made most
+    of the convolution kernels' cold compile. With ``noinline`` each caller keeps one call (made once per sample and
+    GEMM, so its cost is nothing next to the GEMM) and the callee's body is emitted once per caller module.
+    """
+
+    def define_pipelines(self):
+        pipelines = super().define_pipelines()
+        for pm in pipelines:
+            pm.passes[:] = [(NoInlineNativeLowering if cls is NativeLowering else cls, desc)
+                            for cls, desc in pm.passes]
+            pm.finalize()
+        return pipelines
+
+
+def conv_jit(parallel: bool = False, noinline: bool = False):
+    """:func:`tuinet.engine.kernels.jit` for the convolution kernels: compiled with the SLP vectorizer on.
+
+    ``noinline``: callers call the kernel instead of inlining it (:class:`SLPNoInlineCompiler`).
+    """
     return njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
-                pipeline_class=SLPCompiler)
+                pipeline_class=SLPNoInlineCompiler if noinline else SLPCompiler)
 
 
 def _mk_jit():
     """The micro-kernels' decorator: SLP vectorizer on, and no 'reassoc' fast-math flag."""
     return njit(cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy",
                 pipeline_class=SLPCompiler)
-
-
-def _pack_lines(stmts, indent, width=116):
-    lines, cur = [], ""
-    for s in stmts:
-        cand = s if not cur else cur + "; " + s
-        if len(indent) + len(cand) > width and cur:
-            lines.append(indent + cur)
-            cur = s
-        else:
-            cur = cand
-    if cur:
-        lines.append(indent + cur)
-    return lines
-
-
-def microkernel_source(rows: int, width: int) -> str:
-    """Source of the ``_mk{rows}x{width}`` micro-kernel (the generated code in ``microkernels.py``)."""
-    R, W = rows, width
-    out = ["@_mk_jit()",
-           f"def _mk{R}x{W}(xf, u, r0, v, b, j0, c, bias, accumulate):  # noqa: E702",
-           f'    """T = sum_t xf[u[r0 + r] + v[t]] * b[t, j0:j0 + {W}] for r < {R} (generated code).',
-           "",
-           f'    c[r0 + r, j0:j0 + {W}] += T (accumulate) or = T + bias[j0:j0 + {W}]."""']
-    out += _pack_lines([f"x{r} = xf[u[r0 + {r}]:]" for r in range(R)], "    ")
-    out += _pack_lines([f"c{r}_{w} = F0" for r in range(R) for w in range(W)], "    ")
-    out.append("    for t in range(v.size):")
-    out.append(f"        vt = v[t]; br = b[t][j0:j0 + {W}]")
-    out += _pack_lines([f"b{w} = br[{w}]" for w in range(W)], "        ")
-    for r in range(R):
-        out += _pack_lines([f"a = x{r}[vt]"] + [f"c{r}_{w} += a * b{w}" for w in range(W)], "        ")
-    out.append("    if accumulate:")
-    for r in range(R):
-        out += _pack_lines([f"cr = c[r0 + {r}][j0:j0 + {W}]"] + [f"cr[{w}] += c{r}_{w}" for w in range(W)],
-                           "        ")
-    out.append("    else:")
-    out.append(f"        br = bias[j0:j0 + {W}]")
-    out += _pack_lines([f"b{w} = br[{w}]" for w in range(W)], "        ")
-    for r in range(R):
-        out += _pack_lines([f"cr = c[r0 + {r}][j0:j0 + {W}]"] + [f"cr[{w}] = c{r}_{w} + b{w}" for w in range(W)],
-                           "        ")
-    return "\n".join(out) + "\n"

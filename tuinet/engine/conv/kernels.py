@@ -14,25 +14,24 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from tuinet.engine.conv import microkernels
-from tuinet.engine.conv.codegen import _MK_ROWS, conv_jit
-from tuinet.engine.conv.microkernels import _colsum8
+from tuinet.engine.conv.codegen import _MK_ROWS, LANES, conv_jit
+from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.kernels import F0, jit
 
 # The micro-kernel and tile height of each panel width, chosen once for the vector width Numba compiles for
 # (codegen._MK_ROWS). Numba reads these globals as constants when it compiles the kernels below, so only the
-# four chosen micro-kernels are compiled; the vector width is part of every cache entry's key (the CPU feature
+# four chosen micro-kernels are emitted; the vector width is part of every cache entry's key (the CPU feature
 # string), so a cached kernel always matches these choices.
 R32, R24, R16, R8 = _MK_ROWS[32], _MK_ROWS[24], _MK_ROWS[16], _MK_ROWS[8]
-MK32 = getattr(microkernels, f"_mk{R32}x32")
-MK24 = getattr(microkernels, f"_mk{R24}x24")
-MK16 = getattr(microkernels, f"_mk{R16}x16")
-MK8 = getattr(microkernels, f"_mk{R8}x8")
+MK32 = tile_kernel(R32, 32, LANES)
+MK24 = tile_kernel(R24, 24, LANES)
+MK16 = tile_kernel(R16, 16, LANES)
+MK8 = tile_kernel(R8, 8, LANES)
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
 
 
-@conv_jit()
+@conv_jit(noinline=True)
 def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
     """For each column panel (j0, width) of ``panels``: c[:rows, panel] += A @ b[:, panel] (accumulate) or
     = A @ b[:, panel] + bias[panel], where A[r, t] = xf[u[r] + v[t]].
@@ -57,7 +56,7 @@ def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
                 MK8(xf, u, r0, v, b, j0, c, bias, accumulate)
 
 
-@conv_jit()
+@conv_jit(noinline=True)
 def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap_hi):
     """:func:`_panel_gemm` where each tile of rows reduces over the taps [tap_lo, tap_hi) of its rows only
     (the smallest tap_lo and the largest tap_hi of the rows in the tile; an empty range writes ``bias``).
