@@ -198,7 +198,7 @@ def test_conv_microkernel_tiles_match_numpy(rows, width, lanes):
 
     @njit
     def run(xf, u, r0, v, b, j0, c, bias, acc):
-        mk(xf, u, r0, v, b, j0, c, bias, acc)
+        mk(xf, u, r0, v, b, j0, c, r0, j0, bias, acc)
 
     rng = np.random.default_rng(rows * width + lanes)
     xf = rng.standard_normal(500).astype(np.float32)
@@ -247,7 +247,7 @@ def test_conv_microkernel_is_vectorized(tmp_path):
         "R = k.R32\n"
         "@njit(fastmath={'contract'})\n"
         "def run(x, u, r0, v, b, j0, c, bias, acc):\n"
-        "    k.MK32(x, u, r0, v, b, j0, c, bias, acc)\n"
+        "    k.MK32(x, u, r0, v, b, j0, c, r0, j0, bias, acc)\n"
         "x = np.ones(64, np.float32); u = np.zeros(R, np.int64); v = np.zeros(4, np.uint64)\n"
         "b = np.ones((4, 32), np.float32); c = np.zeros((R, 32), np.float32)\n"
         "run(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"

@@ -1,10 +1,12 @@
 """Register-tile micro-kernels of the convolution GEMMs, written as LLVM IR with explicit vector types.
 
-``tile_kernel(R, W, L)`` returns a Numba intrinsic ``mk(xf, u, r0, v, b, j0, c, bias, accumulate)`` computing
-one R x W tile of an implicit GEMM::
+``tile_kernel(R, W, L)`` returns a Numba intrinsic ``mk(xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate)``
+computing one R x W tile of an implicit GEMM::
 
     T[r, :] = sum over t of xf[u[r0 + r] + v[t]] * b[t, j0:j0 + W]      (r < R)
-    c[r0 + r, j0:j0 + W] += T[r, :]   (accumulate)   or   = T[r, :] + bias[j0:j0 + W]
+    c[cr0 + r, cj0:cj0 + W] += T[r, :]   (accumulate)   or   = T[r, :] + bias[j0:j0 + W]
+
+(``cr0, cj0`` are ``r0, j0`` when the tile is written in place, ``0, 0`` when it goes to a small buffer.)
 
 The tile lives in R x ceil(W / L) vector registers of L floats (L = 16 for 512-bit vectors, 8 for 256-bit; a
 row of 24 with L = 16 is one 16-wide and one 8-wide vector) for the whole reduction: each step loads the W
@@ -59,12 +61,12 @@ def tile_kernel(rows: int, width: int, lanes: int):
                 raise TypeError(f"micro-kernel: expected a 1-d integer array, got {a}")
 
     @intrinsic
-    def mk(typingctx, xf, u, r0, v, b, j0, c, bias, accumulate):
+    def mk(typingctx, xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate):
         check(xf, u, v, b, c, bias)
-        sig = types.void(xf, u, r0, v, b, j0, c, bias, accumulate)
+        sig = types.void(xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate)
 
         def codegen(context, builder, signature, args):
-            xf_v, u_v, r0_v, v_v, b_v, j0_v, c_v, bias_v, acc_v = args
+            xf_v, u_v, r0_v, v_v, b_v, j0_v, c_v, cr0_v, cj0_v, bias_v, acc_v = args
             aty = signature.args
             i64 = ir.IntType(64)
             f32 = ir.FloatType()
@@ -73,10 +75,12 @@ def tile_kernel(rows: int, width: int, lanes: int):
             va = context.make_array(aty[3])(context, builder, v_v)
             ba = context.make_array(aty[4])(context, builder, b_v)
             ca = context.make_array(aty[6])(context, builder, c_v)
-            biasa = context.make_array(aty[7])(context, builder, bias_v)
+            biasa = context.make_array(aty[9])(context, builder, bias_v)
             r0 = context.cast(builder, r0_v, aty[2], types.int64)
             j0 = context.cast(builder, j0_v, aty[5], types.int64)
-            flag = context.cast(builder, acc_v, aty[8], types.boolean)
+            cr0 = context.cast(builder, cr0_v, aty[7], types.int64)
+            cj0 = context.cast(builder, cj0_v, aty[8], types.int64)
+            flag = context.cast(builder, acc_v, aty[10], types.boolean)
             vtys = [ir.VectorType(f32, n) for n in vecs]
             fmas = [cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
                                                    f"llvm.fmuladd.v{vt.count}f32") for vt in vtys]
@@ -136,7 +140,7 @@ def tile_kernel(rows: int, width: int, lanes: int):
                 phi.add_incoming(val, body_end)
 
             builder.position_at_end(done)
-            crow0 = builder.gep(ca.data, [builder.add(builder.mul(r0, c_stride), j0)])
+            crow0 = builder.gep(ca.data, [builder.add(builder.mul(cr0, c_stride), cj0)])
             with builder.if_else(flag) as (then, otherwise):
                 with then:
                     for r in range(rows):
