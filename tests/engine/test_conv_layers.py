@@ -554,3 +554,48 @@ def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-6, atol=1e-6)
     else:
         assert dx is None
+
+
+_CONV_SCRIPT = """
+import numpy as np
+from tuinet.engine.conv import kernels
+from tuinet.engine.conv.layers import Conv2D, MaxPool2D
+print(kernels.LANES)
+rng = np.random.default_rng(0)
+out = {}
+for i, (shape, f, k, pad, s) in enumerate([((9, 9, 3), 16, 3, "same", 1), ((11, 10, 24), 32, 3, "valid", 2),
+                                           ((7, 7, 40), 56, 3, 1, 1), ((12, 12, 5), 24, 5, "valid", 1)]):
+    c = Conv2D(f, k, stride=s, padding=pad)
+    c.build(shape, rng)
+    x = rng.standard_normal((5,) + shape).astype(np.float32)
+    y = c.forward(x, True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = c.backward(dy)
+    out[f"y{i}"], out[f"dx{i}"], out[f"dw{i}"] = y, dx, c.grads[0]
+np.savez(OUT, **out)
+"""
+
+
+@pytest.mark.slow
+def test_conv_kernels_agree_across_vector_widths(tmp_path):
+    """The 256-bit tiles (what an AVX2 CPU runs) and this host's choice give the same convolutions.
+
+    A child process compiles for Haswell (AVX2: 8-float vectors, 3x32 ... 8x8 tiles); on an AVX-512 host this
+    process uses 16-float vectors and taller tiles, so both tile sets are checked on one machine.
+    """
+    import os
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    exec(_CONV_SCRIPT.replace("OUT", repr(str(tmp_path / "host.npz"))), {})  # this host's kernels, in-process
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    env.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+bmi,+bmi2",
+               NUMBA_CACHE_DIR=str(tmp_path / "cache-avx2"))
+    code = _CONV_SCRIPT.replace("OUT", repr(str(tmp_path / "avx2.npz")))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=str(root)).stdout
+    assert int(out.split()[-1]) == 8
+    a, b = np.load(tmp_path / "host.npz"), np.load(tmp_path / "avx2.npz")
+    for key in a.files:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)
