@@ -185,21 +185,54 @@ def test_conv2d_torch_init_bounds():
         Conv2D(8, 3, init="orthogonal")
 
 
-def test_conv_microkernels_match_their_generator():
-    import inspect
+@pytest.mark.parametrize("rows,width,lanes", [(3, 32, 8), (3, 24, 8), (4, 16, 8), (8, 8, 8), (6, 32, 16),
+                                              (6, 24, 16), (12, 16, 16), (8, 8, 16), (2, 40, 16)])
+def test_conv_microkernel_tiles_match_numpy(rows, width, lanes):
+    """Every tile shape, with 8- and 16-float vectors (either is correct on any CPU: LLVM splits or widens)."""
+    from numba import njit
 
-    from tuinet.engine.conv import codegen, microkernels
+    from tuinet.engine.conv.microkernels import row_vectors, tile_kernel
 
-    for width, rows in codegen._MK_ROWS.items():
-        fn = getattr(microkernels, f"_mk{rows}x{width}")
-        assert inspect.getsource(fn.py_func) == codegen.microkernel_source(rows, width)
+    assert sum(row_vectors(width, lanes)) == width and max(row_vectors(width, lanes)) <= lanes
+    mk = tile_kernel(rows, width, lanes)
+
+    @njit
+    def run(xf, u, r0, v, b, j0, c, bias, acc):
+        mk(xf, u, r0, v, b, j0, c, r0, j0, bias, acc)
+
+    rng = np.random.default_rng(rows * width + lanes)
+    xf = rng.standard_normal(500).astype(np.float32)
+    u = rng.integers(0, 200, rows + 3).astype(np.int64)
+    taps = 37
+    v = rng.integers(0, 300, taps).astype(np.uint64)
+    b = rng.standard_normal((taps, width + 16)).astype(np.float32)
+    bias = rng.standard_normal(width + 16).astype(np.float32)
+    r0, j0 = 2, 8
+    a = xf[u[r0:r0 + rows, None] + v[None, :].astype(np.int64)].astype(np.float64)
+    want = a @ b[:, j0:j0 + width].astype(np.float64)
+    c0 = rng.standard_normal((rows + 5, width + 16)).astype(np.float32)
+    c = c0.copy()
+    run(xf, u, r0, v, b, j0, c, bias, True)
+    np.testing.assert_allclose(c[r0:r0 + rows, j0:j0 + width], c0[r0:r0 + rows, j0:j0 + width] + want, rtol=1e-5,
+                               atol=1e-4)
+    outside = np.ones(c.shape, bool)
+    outside[r0:r0 + rows, j0:j0 + width] = False
+    assert np.array_equal(c[outside], c0[outside])  # nothing outside the tile is touched
+    c = c0.copy()
+    run(xf, u, r0, v, b, j0, c, bias, False)
+    np.testing.assert_allclose(c[r0:r0 + rows, j0:j0 + width], want + bias[j0:j0 + width], rtol=1e-5, atol=1e-4)
+    c = c0.copy()
+    run(xf, u, r0, v[:0], b[:0], j0, c, bias, False)  # no taps: the bias alone
+    np.testing.assert_array_equal(c[r0:r0 + rows, j0:j0 + width], np.broadcast_to(bias[j0:j0 + width],
+                                                                                   (rows, width)))
 
 
 def test_conv_microkernel_is_vectorized(tmp_path):
     """The micro-kernels keep their tile in vector registers: packed FMAs only, no scalar fallback.
 
     Numba compiles for the host, so the register width depends on the CPU (xmm/ymm on AVX2, ymm or zmm on
-    AVX-512); the property checked is that the packed FMAs of one reduction step cover the whole 3x32 tile.
+    AVX-512) and so does the tile the kernels use (R x 32, R chosen for the width); the property checked is
+    that the packed FMAs of one reduction step cover the whole tile of the 32-column micro-kernel in use.
     """
     import subprocess
     import sys
@@ -209,21 +242,26 @@ def test_conv_microkernel_is_vectorized(tmp_path):
         pytest.skip("needs an x86 CPU with FMA")
     code = (
         "import re, numpy as np\n"
-        "from tuinet.engine.conv import microkernels as mk\n"
-        "x = np.ones(64, np.float32); u = np.zeros(3, np.int64); v = np.zeros(4, np.uint64)\n"
-        "b = np.ones((4, 32), np.float32); c = np.zeros((3, 32), np.float32)\n"
-        "mk._mk3x32(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
-        "assert c[0, 0] == 4.0, c\n"
-        "asm = mk._mk3x32.inspect_asm(mk._mk3x32.signatures[0])\n"
+        "from numba import njit\n"
+        "from tuinet.engine.conv import kernels as k\n"
+        "R = k.R32\n"
+        "@njit(fastmath={'contract'})\n"
+        "def run(x, u, r0, v, b, j0, c, bias, acc):\n"
+        "    k.MK32(x, u, r0, v, b, j0, c, r0, j0, bias, acc)\n"
+        "x = np.ones(64, np.float32); u = np.zeros(R, np.int64); v = np.zeros(4, np.uint64)\n"
+        "b = np.ones((4, 32), np.float32); c = np.zeros((R, 32), np.float32)\n"
+        "run(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
+        "assert (c == 4.0).all(), c\n"
+        "asm = run.inspect_asm(run.signatures[0])\n"
         "lanes = {'xmm': 4, 'ymm': 8, 'zmm': 16}\n"
         "packed = re.findall(r'vfmadd\\w*ps\\s+[^\\n]*?([xyz]mm)', asm)\n"
-        "print(sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)))\n"
+        "print(R, sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)))\n"
     )
     env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
-    lanes, scalar = (int(v) for v in out.split())
-    assert lanes >= 3 * 32 and scalar == 0, out
+    rows, lanes, scalar = (int(v) for v in out.split())
+    assert lanes >= rows * 32 and scalar == 0, out
 
 
 def test_conv_geometry_matches_torch_and_tensorflow_rules():
@@ -516,3 +554,48 @@ def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-6, atol=1e-6)
     else:
         assert dx is None
+
+
+_CONV_SCRIPT = """
+import numpy as np
+from tuinet.engine.conv import kernels
+from tuinet.engine.conv.layers import Conv2D, MaxPool2D
+print(kernels.LANES)
+rng = np.random.default_rng(0)
+out = {}
+for i, (shape, f, k, pad, s) in enumerate([((9, 9, 3), 16, 3, "same", 1), ((11, 10, 24), 32, 3, "valid", 2),
+                                           ((7, 7, 40), 56, 3, 1, 1), ((12, 12, 5), 24, 5, "valid", 1)]):
+    c = Conv2D(f, k, stride=s, padding=pad)
+    c.build(shape, rng)
+    x = rng.standard_normal((5,) + shape).astype(np.float32)
+    y = c.forward(x, True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = c.backward(dy)
+    out[f"y{i}"], out[f"dx{i}"], out[f"dw{i}"] = y, dx, c.grads[0]
+np.savez(OUT, **out)
+"""
+
+
+@pytest.mark.slow
+def test_conv_kernels_agree_across_vector_widths(tmp_path):
+    """The 256-bit tiles (what an AVX2 CPU runs) and this host's choice give the same convolutions.
+
+    A child process compiles for Haswell (AVX2: 8-float vectors, 3x32 ... 8x8 tiles); on an AVX-512 host this
+    process uses 16-float vectors and taller tiles, so both tile sets are checked on one machine.
+    """
+    import os
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    exec(_CONV_SCRIPT.replace("OUT", repr(str(tmp_path / "host.npz"))), {})  # this host's kernels, in-process
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    env.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+bmi,+bmi2",
+               NUMBA_CACHE_DIR=str(tmp_path / "cache-avx2"))
+    code = _CONV_SCRIPT.replace("OUT", repr(str(tmp_path / "avx2.npz")))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=str(root)).stdout
+    assert int(out.split()[-1]) == 8
+    a, b = np.load(tmp_path / "host.npz"), np.load(tmp_path / "avx2.npz")
+    for key in a.files:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)

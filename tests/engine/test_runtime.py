@@ -34,3 +34,40 @@ def test_watch_compiles_names_each_kernel_compiled_in_this_thread():
     with watch_compiles(lambda name, done: seen.append((name, done)), prefix="tuinet"):
         outer_kernel(np.int32(1))  # a kernel outside the package (a test's, or Numba's own overloads): not reported
     assert len(seen) == 2
+
+
+class _Features:
+    def __init__(self, text):
+        self.text = text
+
+    def flatten(self):
+        return self.text
+
+
+def test_vector_width_turns_off_llvms_256_bit_preference_only_on_avx512_hosts(monkeypatch):
+    import llvmlite.binding as ll
+
+    from tuinet.engine.runtime import configure_vector_width
+
+    for var in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(ll, "get_host_cpu_features", lambda: _Features("+avx,+avx2,+fma,+avx512f,+avx512bw"))
+    assert configure_vector_width() is True
+    assert __import__("os").environ["NUMBA_CPU_FEATURES"] == "+avx,+avx2,+fma,+avx512f,+avx512bw,-prefer-256-bit"
+    monkeypatch.delenv("NUMBA_CPU_FEATURES")
+    monkeypatch.setattr(ll, "get_host_cpu_features", lambda: _Features("+avx,+avx2,+fma,-avx512f"))
+    assert configure_vector_width() is False
+    assert "NUMBA_CPU_FEATURES" not in __import__("os").environ  # an AVX2 host: Numba's defaults untouched
+
+
+def test_vector_width_keeps_what_the_user_set(monkeypatch):
+    from tuinet.engine.runtime import configure_vector_width
+
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+avx,+avx2,+fma,+avx512f")
+    assert configure_vector_width() is False  # the user's string, unchanged: LLVM keeps its 256-bit preference
+    assert __import__("os").environ["NUMBA_CPU_FEATURES"] == "+avx,+avx2,+fma,+avx512f"
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+avx2,+avx512f,-prefer-256-bit")
+    assert configure_vector_width() is True
+    monkeypatch.delenv("NUMBA_CPU_FEATURES")
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
+    assert configure_vector_width() is False and "NUMBA_CPU_FEATURES" not in __import__("os").environ

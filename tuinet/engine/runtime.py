@@ -41,17 +41,54 @@ def configure_numba_cache() -> None:
             return
 
 
+_WIDE = False
+
+
+def configure_vector_width() -> bool:
+    """Let LLVM use 512-bit vectors on CPUs with AVX-512; True when it will.
+
+    LLVM's tuning for most AVX-512 CPUs (Skylake-X to Emerald Rapids) includes ``prefer-256-bit``: its
+    vectorizers then build 256-bit vectors, and Numba kernels reach at most half the FMA peak. Numba compiles for
+    the host's CPU name and features (``NUMBA_CPU_FEATURES`` when set), so on an AVX-512 host the host's feature
+    string is given with ``-prefer-256-bit`` added. A user who sets ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES``
+    keeps exactly what they set. The feature string is part of the key of every entry in Numba's cache, so
+    kernels compiled either way are never mixed up. Must run before Numba first compiles or loads a kernel.
+    """
+    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
+        feats = os.environ.get("NUMBA_CPU_FEATURES", "")
+        return "+avx512f" in feats and "-prefer-256-bit" in feats
+    try:
+        import llvmlite.binding as ll
+
+        feats = ll.get_host_cpu_features().flatten()
+    except Exception:  # noqa: BLE001 - an unknown host: leave Numba's defaults
+        return False
+    if "+avx512f" not in feats.split(","):
+        return False
+    os.environ["NUMBA_CPU_FEATURES"] = feats + ",-prefer-256-bit"
+    return True
+
+
+def wide_vectors() -> bool:
+    """True when Numba compiles tuinet's kernels with 512-bit vectors (see :func:`configure_vector_width`)."""
+    configure()
+    return _WIDE
+
+
 def configure() -> None:
-    """Configure the Numba cache and threading layer; safe to call many times."""
-    global _CONFIGURED
+    """Configure the Numba cache, vector width and threading layer; safe to call many times."""
+    global _CONFIGURED, _WIDE
     if _CONFIGURED:
         return
     _CONFIGURED = True
     configure_numba_cache()
+    _WIDE = configure_vector_width()
     os.environ.setdefault("NUMBA_THREADING_LAYER", "threadsafe")
     import numba
 
     numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
+    if os.environ.get("NUMBA_CPU_FEATURES"):
+        numba.config.CPU_FEATURES = os.environ["NUMBA_CPU_FEATURES"]
 
 
 _blas_limiter = None

@@ -14,39 +14,76 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from tuinet.engine.conv.codegen import conv_jit
-from tuinet.engine.conv.microkernels import _colsum8, _mk3x24, _mk3x32, _mk4x16, _mk8x8
+from tuinet.engine.conv.codegen import _MK_ROWS, LANES, conv_jit
+from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.kernels import F0, jit
+
+# The micro-kernel and tile height of each panel width, chosen once for the vector width Numba compiles for
+# (codegen._MK_ROWS). Numba reads these globals as constants when it compiles the kernels below, so only the
+# four chosen micro-kernels are emitted; the vector width is part of every cache entry's key (the CPU feature
+# string), so a cached kernel always matches these choices.
+R32, R24, R16, R8 = _MK_ROWS[32], _MK_ROWS[24], _MK_ROWS[16], _MK_ROWS[8]
+TILE_ROWS = max(_MK_ROWS.values())  # the partial-tile buffer's height
+MK32 = tile_kernel(R32, 32, LANES)
+MK24 = tile_kernel(R24, 24, LANES)
+MK16 = tile_kernel(R16, 16, LANES)
+MK8 = tile_kernel(R8, 8, LANES)
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
 
 
 @conv_jit()
+def _tail_tile(xf, u, r0, rows, v, b, j0, wd, c, bias, accumulate, tile):
+    """The last, partial tile of a panel (rows r0 .. rows - 1 of c, fewer than a tile's height): computed in the
+    small buffer ``tile`` (``u`` extends past ``rows``), then its valid rows copied into c."""
+    n = rows - r0
+    if accumulate:
+        for r in range(n):
+            _copy_flat(c[r0 + r][j0:j0 + wd], tile[r])
+    if wd == 32:
+        MK32(xf, u, r0, v, b, j0, tile, 0, 0, bias, accumulate)
+    elif wd == 24:
+        MK24(xf, u, r0, v, b, j0, tile, 0, 0, bias, accumulate)
+    elif wd == 16:
+        MK16(xf, u, r0, v, b, j0, tile, 0, 0, bias, accumulate)
+    else:
+        MK8(xf, u, r0, v, b, j0, tile, 0, 0, bias, accumulate)
+    for r in range(n):
+        _copy_flat(tile[r], c[r0 + r][j0:j0 + wd])
+
+
+@conv_jit(noinline=True)
 def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
     """For each column panel (j0, width) of ``panels``: c[:rows, panel] += A @ b[:, panel] (accumulate) or
     = A @ b[:, panel] + bias[panel], where A[r, t] = xf[u[r] + v[t]].
 
-    ``u`` and the rows of ``c`` must extend to ``rows`` rounded up to the panel's tile height (padding rows
-    point at any valid offset and are discarded by the caller).
+    Whole tiles are written in place; a last, partial tile goes through a small buffer, so ``c`` needs only
+    ``rows`` rows, while ``u`` must extend to ``rows`` rounded up to the panel's tile height (the padding
+    offsets may point at any valid element).
     """
+    tile = np.empty((TILE_ROWS, 32), np.float32)
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
+        th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
+        full = rows - rows % th
         if wd == 32:
-            for r0 in range(0, rows, 3):
-                _mk3x32(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, full, R32):
+                MK32(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
         elif wd == 24:
-            for r0 in range(0, rows, 3):
-                _mk3x24(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, full, R24):
+                MK24(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
         elif wd == 16:
-            for r0 in range(0, rows, 4):
-                _mk4x16(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, full, R16):
+                MK16(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
         else:
-            for r0 in range(0, rows, 8):
-                _mk8x8(xf, u, r0, v, b, j0, c, bias, accumulate)
+            for r0 in range(0, full, R8):
+                MK8(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
+        if full < rows:
+            _tail_tile(xf, u, full, rows, v, b, j0, wd, c, bias, accumulate, tile)
 
 
-@conv_jit()
+@conv_jit(noinline=True)
 def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap_hi):
     """:func:`_panel_gemm` where each tile of rows reduces over the taps [tap_lo, tap_hi) of its rows only
     (the smallest tap_lo and the largest tap_hi of the rows in the tile; an empty range writes ``bias``).
@@ -54,10 +91,11 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
     Used for the input gradient, where the taps outside a row's range would only read the zero border of dy.
     ``tap_lo`` and ``tap_hi`` extend to the padded length of ``u``.
     """
+    tile = np.empty((TILE_ROWS, 32), np.float32)
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
-        th = 3 if wd >= 24 else (4 if wd == 16 else 8)
+        th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
         for r0 in range(0, rows, th):
             t0 = tap_lo[r0]
             t1 = tap_hi[r0]
@@ -67,15 +105,16 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
             t1 = max(t0, t1)
             vs = v[t0:t1]
             bs = b[t0:t1]
-            if wd == 32:
-                _mk3x32(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+            if r0 + th > rows:
+                _tail_tile(xf, u, r0, rows, vs, bs, j0, wd, c, bias, accumulate, tile)
+            elif wd == 32:
+                MK32(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             elif wd == 24:
-                _mk3x24(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+                MK24(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             elif wd == 16:
-                _mk4x16(xf, u, r0, vs, bs, j0, c, bias, accumulate)
+                MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             else:
-                _mk8x8(xf, u, r0, vs, bs, j0, c, bias, accumulate)
-
+                MK8(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
 
 
 @conv_jit()
@@ -122,7 +161,7 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
     wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
     flat offset of each output position's window in the (padded) sample, padding rows repeating the last;
     off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
-    the tiles cover exactly out[n] (Cp == Cout, P a multiple of the tile heights), so they are written in
+    the GEMM's columns are out[n]'s channels (Cp == Cout), so the tiles are written in
     place; otherwise into a per-thread buffer copied out afterwards.
 
     ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution

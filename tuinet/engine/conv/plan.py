@@ -61,8 +61,8 @@ class ConvPlan:
     doff_u: np.ndarray
     dtap_lo: np.ndarray
     dtap_hi: np.ndarray
-    direct: bool  #: the forward tiles cover exactly one sample's output (written in place)
-    direct_dx: bool  #: the input-gradient tiles cover exactly one sample's dx (written in place)
+    direct: bool  #: the forward GEMM's columns are the output's channels (written in place, no copy)
+    direct_dx: bool  #: the input-gradient GEMM's columns are dx's channels (written in place)
 
     @classmethod
     def build(cls, input_shape, output_shape, kernel_size, stride, padding) -> "ConvPlan":
@@ -107,6 +107,6 @@ class ConvPlan:
             doff_u=((th * fw + tw) * cout + tc).reshape(-1).astype(np.uint64),
             dtap_lo=_padded_offsets(lo, dbase_i.size, int(lo[-1])),
             dtap_hi=_padded_offsets(hi, dbase_i.size, int(hi[-1])),
-            direct=cp == cout and _tile_rows(p, panels_out) == p,
-            direct_dx=cin_p == c and _tile_rows(h * w, panels_in) == h * w,
+            direct=cp == cout,
+            direct_dx=cin_p == c,
         )
