@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, runs_dir_option
+from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, load_blas_table, runs_dir_option
 
 
 def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
@@ -174,6 +174,8 @@ def start_training(options: dict[str, Any], headless: bool, json_lines: bool) ->
     """Build the config and run it in the app (terminal) or headless."""
     from tuinet.training.trainer import Trainer
 
+    load_blas_table()  # before the first kernel loads: spares it importing all of scipy.linalg
+
     config = build_config(options)
     check_thread_env()
     use_app = not headless and not json_lines
@@ -238,6 +240,7 @@ def resume(run: str, epochs: int | None, runs_dir: str | None, headless: bool, j
     from tuinet.training.rundir import find_run
     from tuinet.training.trainer import Trainer
 
+    load_blas_table()
     check_thread_env()
     rd = find_run(run, runs_dir)
     if detach:
