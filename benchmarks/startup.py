@@ -6,8 +6,10 @@ Run ``python -m benchmarks.startup`` (``--help`` for options). Each run is ``tui
 The child process starts through a small bootstrap that records, without changing what tuinet does:
 
 - ``interpreter``: from spawning the process to the bootstrap's first line (Python's own start, ``site``, .pth files);
-- ``imports``: from there to the trainer's ``prepare()`` (the command line's imports, parsing, the config);
-- ``data`` and ``model``: ``prepare()``'s data load and model build (``_load_data``, ``_build``);
+- ``imports``: from there to the trainer's ``prepare()`` (the command line's imports, parsing, the config; the
+  training commands load the data in a background thread meanwhile);
+- ``data`` and ``model``: ``prepare()``'s data load (or its wait for the background load) and model build
+  (``_load_data``, ``_build``);
 - ``to step``: from the end of ``prepare()`` to the ``compiling`` event (run folder, session thread, thread tuner,
   the ``started`` event);
 - ``first step``: the ``compiled`` event's ``seconds`` (the first step, its kernels loaded from the cache);
