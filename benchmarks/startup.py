@@ -161,11 +161,12 @@ def import_groups(stderr: str) -> dict[str, float]:
 
 
 def run_once(python: str, tree: str | None, model: str, workdir: Path, importtime: bool = False,
-             limit: int | None = None) -> dict[str, Any]:
+             limit: int | None = None, dataset: str | None = None) -> dict[str, Any]:
     """One fresh process training ``model`` to the end of its first step (then it exits); its phase times."""
     report = workdir / "report.json"
     report.unlink(missing_ok=True)
     args = ["train", "--headless", "--json", "--epochs", "1", "--runs-dir", str(workdir / "runs"),
+            *(["--dataset", dataset] if dataset else []),
             *(["--model", model] if model != "default" else []), *(["--limit", str(limit)] if limit else [])]
     env = dict(os.environ, STARTUP_REPORT=str(report), STARTUP_ARGS=json.dumps(args))
     if tree:
@@ -244,15 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--python", default=sys.executable, help="interpreter of the install to measure (default: this)")
     p.add_argument("--tree", help="source tree to put first on PYTHONPATH (default: what --python imports)")
     p.add_argument("--base", help="a second source tree (e.g. a worktree of main) run alternately with this one")
-    p.add_argument("--base-python", help="interpreter for --base (default: --python)")
+    p.add_argument("--base-python", help="interpreter for --base, or alone: another install to run alternately "
+                                         "(e.g. a venv with main installed)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured runs per model and tree first (default 1)")
+    p.add_argument("--dataset", help="pass --dataset NAME (default: MNIST, the default run's)")
     p.add_argument("--limit", type=int, help="pass --limit N (default: the whole dataset, as a real run loads it)")
     p.add_argument("--importtime", action="store_true", help="also runs under -X importtime: time per module group")
     p.add_argument("--verbose", action="store_true", help="print every run and the kernels loaded")
     args = p.parse_args(argv)
     models = args.models.split(",")
     trees: list[tuple[str, str, str | None]] = [("this", args.python, args.tree)]
-    if args.base:
+    if args.base or args.base_python:  # a source tree, or another install (its own interpreter)
         trees.insert(0, ("base", args.base_python or args.python, args.base))
     results: dict[str, list[dict[str, Any]]] = {}
     importtimes: dict[str, list[dict[str, Any]]] = {}
@@ -262,12 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.warmup):
             for model in models:
                 for _label, python, tree in trees:
-                    run_once(python, tree, model, work, limit=args.limit)
+                    run_once(python, tree, model, work, limit=args.limit, dataset=args.dataset)
         for i in range(args.runs):
             for model in models:
                 for label, python, tree in trees:
-                    key = f"{label}:{model}" if args.base else model
-                    r = run_once(python, tree, model, work, limit=args.limit)
+                    key = f"{label}:{model}" if len(trees) > 1 else model
+                    r = run_once(python, tree, model, work, limit=args.limit, dataset=args.dataset)
                     results.setdefault(key, []).append(r)
                     if args.verbose:
                         print(f"run {i} {key}: total {r['total']:.3f} s, imports {r['imports']:.3f} s, "
@@ -275,9 +278,10 @@ def main(argv: list[str] | None = None) -> None:
                               flush=True)
                     if args.importtime:
                         importtimes.setdefault(key, []).append(run_once(python, tree, model, work, importtime=True,
-                                                                              limit=args.limit))
+                                                                              limit=args.limit,
+                                                                              dataset=args.dataset))
     print(f"warm start to the end of the first step, medians of {args.runs} runs; python {args.python}"
-          + (f", base {args.base}" if args.base else ""))
+          + "".join(f", {label}: {python} {tree or ''}" for label, python, tree in trees[:-1]))
     print(f"load average before {loads_before}, after {load_average()}")
     print("\n".join(median_table(results)))
     if any(r["kernels compiled"] for runs in results.values() for r in runs):
