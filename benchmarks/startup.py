@@ -15,7 +15,9 @@ The child process starts through a small bootstrap that records, without changin
 - ``first step``: the ``compiled`` event's ``seconds`` (the first step, its kernels loaded from the cache);
 - ``cache loads``: kernels Numba loaded from its cache before the first step ended, their count and total time
   (top-level ``Dispatcher`` compiles that compiled nothing; they fall inside the phases above);
-- ``total``: from spawning the process to the ``compiled`` event.
+- ``total``: from spawning the process to the ``compiled`` event;
+- ``cpu``: the CPU time (user + system, all threads) the process used by then: the work, whatever the overlap.
+  On a loaded machine (no idle core) the total follows it; on an idle one, the longest chain of work.
 
 Runs alternate between the models (and, with ``--base TREE``, between that source tree and this one: base, this,
 base, this, ...) and every figure is a median. ``--importtime`` adds as many runs under ``python -X importtime`` and
@@ -90,6 +92,7 @@ def _patch_trainer(mod):
         if _kind == "compiled":
             STATE["stepped"] = True
             MARKS.setdefault("compiled", _t.time())
+            MARKS["cpu"] = sum(os.times()[:2])  # user + system seconds of every thread so far
             sys.stderr.write("\nSTARTUP-MARK compiled\n")
             sys.stderr.flush()
             orig_emit(self, _kind, **fields)
@@ -192,6 +195,7 @@ def run_once(python: str, tree: str | None, model: str, workdir: Path, importtim
         "kernels loaded": len(loads),
         "kernels compiled": sum(1 for *_, c in rep["loads"] if c),
         "total": m["compiled"] - spawned,
+        "cpu": m["cpu"],
         "load names": [name for name, _ in loads],
     }
     if importtime:
@@ -205,7 +209,7 @@ def load_average() -> str:
 
 
 PHASES = ("interpreter", "imports", "data", "model", "to step", "first step", "cache loads", "kernels loaded",
-          "total")
+          "total", "cpu")
 
 
 def median_table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
