@@ -380,7 +380,7 @@ def test_gathered_float32_equals_fancy_indexing_and_leaves_numpy_page_setting_al
     the process-wide setting is as it was afterwards."""
     from tuinet.data.loader import _gather_float32
 
-    toggle = np._core.multiarray._set_madvise_hugepage
+    toggle = (getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage
     before = toggle(True)
     try:
         x = np.random.default_rng(0).integers(0, 256, (3000, 28, 28, 1), dtype=np.uint8)

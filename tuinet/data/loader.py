@@ -316,7 +316,8 @@ def _empty_float32(shape: tuple[int, ...]) -> np.ndarray:
     2-core test machine). Batches are gathered row by row from these arrays, so their page size does not change
     a step's time. The hint is NumPy's process-wide setting, switched off for this one allocation only.
     """
-    toggle = getattr(getattr(getattr(np, "_core", np), "multiarray", None), "_set_madvise_hugepage", None)
+    core = getattr(np, "_core", None) or getattr(np, "core", None)  # NumPy 2, NumPy 1
+    toggle = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
     if toggle is None:
         return np.empty(shape, dtype=np.float32)
     was = toggle(False)
