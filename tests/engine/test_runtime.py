@@ -34,13 +34,3 @@ def test_watch_compiles_names_each_kernel_compiled_in_this_thread():
     with watch_compiles(lambda name, done: seen.append((name, done)), prefix="tuinet"):
         outer_kernel(np.int32(1))  # a kernel outside the package (a test's, or Numba's own overloads): not reported
     assert len(seen) == 2
-
-
-
-def test_warm_up_runs_once_and_sets_up_numba():
-    from tuinet.engine import runtime
-
-    first = runtime.warm_up()
-    assert runtime.warm_up() is first
-    first.join(120)
-    assert not first.is_alive()

@@ -5,10 +5,9 @@ folder. Numba uses a thread-safe threading layer (OpenMP or TBB) so the training
 kernels while the UI thread runs, and BLAS is limited so BLAS and Numba threads do not fight over the cores.
 
 Start-up: the first kernel Numba runs in a process, even one loaded from its cache, first sets up Numba's
-compiler (its typing and lowering registries: several hundred milliseconds of imports). :func:`warm_up` does that
-in a background thread while the data loads (and :func:`tuinet.cli.common.load_blas_table` keeps it, in the
-command line's own process, from importing all of ``scipy.linalg`` for the one table of BLAS functions it asks
-for).
+compiler (its typing and lowering registries: a few hundred milliseconds of imports);
+:func:`tuinet.cli.common.load_blas_table` keeps that, in the command line's own process, from importing all of
+``scipy.linalg`` for the one table of BLAS functions it asks for.
 """
 
 from __future__ import annotations
@@ -58,35 +57,6 @@ def configure() -> None:
     import numba
 
     numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
-
-
-_warm_up: threading.Thread | None = None
-
-
-def _set_up_numba() -> None:
-    try:
-        import numpy as np
-
-        from tuinet.engine import kernels
-
-        # the trainer calls all_finite on flat float32 weights before its first step: the same specialization
-        kernels.all_finite(np.zeros(1, dtype=np.float32))
-    except Exception:  # noqa: BLE001 - whatever failed here fails again, reported, where the trainer calls it
-        pass
-
-
-def warm_up() -> threading.Thread:
-    """Set up Numba's compiler in a background thread (once per process) and return that thread.
-
-    Called as the data starts loading: the set-up is Python work that holds the GIL, the data load is mostly
-    NumPy copies that release it, so on two cores the two overlap. It loads (or, on a first run, compiles) one
-    small kernel that every training run calls; kernels that others call wait for it on Numba's compiler lock.
-    """
-    global _warm_up
-    if _warm_up is None:
-        _warm_up = threading.Thread(target=_set_up_numba, name="tuinet-numba-warm-up", daemon=True)
-        _warm_up.start()
-    return _warm_up
 
 
 _blas_limiter = None

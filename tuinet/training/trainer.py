@@ -22,7 +22,7 @@ from tuinet.engine import kernels as K
 from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
-from tuinet.engine.runtime import warm_up, watch_compiles
+from tuinet.engine.runtime import watch_compiles
 from tuinet.engine.spec import build_model
 from tuinet.engine.threads import ThreadTuner
 from tuinet.errors import ConfigError, DataError, ModelError, TuinetError
@@ -211,7 +211,6 @@ class Trainer:
             self.alerts = Alerts(c.notify, c.notify_url)
         if getattr(self, "_notes", None) is None:
             self._notes: list[str] | None = []
-        warm_up()  # Numba's compiler sets itself up in the background while the data loads
         try:
             self._load_data()
         except MemoryError:
