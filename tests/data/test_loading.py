@@ -373,3 +373,21 @@ def test_csv_numeric_target_with_a_stray_text_value(tmp_path):
     msgs = []
     ds = load_dataset(str(p), log=msgs.append)
     assert ds.task == "regression" and any("dropped 1 of 30 rows" in m and "y (1)" in m for m in msgs)
+
+
+def test_gathered_float32_equals_fancy_indexing_and_leaves_numpy_page_setting_alone():
+    """MNIST-sized splits are allocated without NumPy's huge-page hint (see loader._empty_float32): same values, and
+    the process-wide setting is as it was afterwards."""
+    from tuinet.data.loader import _gather_float32
+
+    toggle = (getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage
+    before = toggle(True)
+    try:
+        x = np.random.default_rng(0).integers(0, 256, (3000, 28, 28, 1), dtype=np.uint8)
+        idx = np.random.default_rng(1).permutation(3000)[:2500]
+        out = _gather_float32(x, idx, chunk=1000)
+        assert out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable
+        assert np.array_equal(out, x[idx].astype(np.float32))
+        assert toggle(True) is True  # still on after the gather
+    finally:
+        toggle(before)

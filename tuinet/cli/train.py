@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, runs_dir_option
+from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, load_blas_table, runs_dir_option
 
 
 def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
@@ -172,9 +172,13 @@ def run_headless(trainer, json_lines: bool) -> int:
 
 def start_training(options: dict[str, Any], headless: bool, json_lines: bool) -> None:
     """Build the config and run it in the app (terminal) or headless."""
-    from tuinet.training.trainer import Trainer
+    from tuinet.training.prefetch import DataPrefetch
 
     config = build_config(options)
+    prefetch = DataPrefetch(config)  # the data loads while the engine is imported (its errors come from prepare)
+    from tuinet.training.trainer import Trainer
+
+    load_blas_table()  # before the first kernel loads: spares it importing all of scipy.linalg
     check_thread_env()
     use_app = not headless and not json_lines
     if use_app and not sys.stdout.isatty():
@@ -183,7 +187,7 @@ def start_training(options: dict[str, Any], headless: bool, json_lines: bool) ->
         use_app = False
     if use_app and options.get("on_divergence") is None:
         config.on_divergence = "pause"
-    trainer = Trainer(config)
+    trainer = Trainer(config, prefetch=prefetch)
     # the data and the model first, then the run folder: what fails here is one `Error:` line, and a bad data file
     # or model leaves no run folder behind
     trainer.prepare()
@@ -238,6 +242,7 @@ def resume(run: str, epochs: int | None, runs_dir: str | None, headless: bool, j
     from tuinet.training.rundir import find_run
     from tuinet.training.trainer import Trainer
 
+    load_blas_table()
     check_thread_env()
     rd = find_run(run, runs_dir)
     if detach:

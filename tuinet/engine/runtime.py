@@ -3,6 +3,11 @@
 Numba's cache goes to ``$NUMBA_CACHE_DIR`` or, when the package directory is not writable, to a user cache
 folder. Numba uses a thread-safe threading layer (OpenMP or TBB) so the training thread can launch parallel
 kernels while the UI thread runs, and BLAS is limited so BLAS and Numba threads do not fight over the cores.
+
+Start-up: the first kernel Numba runs in a process, even one loaded from its cache, first sets up Numba's
+compiler (its typing and lowering registries: a few hundred milliseconds of imports);
+:func:`tuinet.cli.common.load_blas_table` keeps that, in the command line's own process, from importing all of
+``scipy.linalg`` for the one table of BLAS functions it asks for.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tuinet.data import Dataset, load_dataset
+from tuinet.data import Dataset
 from tuinet.engine import kernels as K
 from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
 from tuinet.engine.model import Sequential
@@ -37,6 +37,7 @@ from tuinet.training.alerts import Alerts
 from tuinet.training.defaults import describe_defaults
 from tuinet.training.final_test import final_tests
 from tuinet.training.neurons import neuron_maps
+from tuinet.training.prefetch import DataPrefetch, load_run_data
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -81,12 +82,14 @@ class Trainer:
         dataset: an already loaded dataset (loaded from ``config`` when None).
         run_dir: where the run is written (created under ``config.runs_dir`` when None; ``False`` for no disk).
         emit: called with every event (a Session replaces it).
+        prefetch: the dataset, already loading in the background (used instead of loading it in ``prepare``).
     """
 
     def __init__(self, config: TrainConfig, dataset: Dataset | None = None, run_dir: RunDir | None | bool = None,
-                 emit: Callable[[dict[str, Any]], None] | None = None):
+                 emit: Callable[[dict[str, Any]], None] | None = None, prefetch: DataPrefetch | None = None):
         self.config = config
         self.data = dataset
+        self._prefetch = prefetch
         self._run_dir_arg = run_dir
         self.run_dir: RunDir | None = None
         self.emit: Callable[[dict[str, Any]], None] = emit or (lambda e: None)
@@ -236,10 +239,15 @@ class Trainer:
 
     def _load_data(self) -> None:
         c = self.config
+        if self.data is None and self._prefetch is not None:
+            prefetch, self._prefetch = self._prefetch, None
+            try:
+                self.data = prefetch.result()
+            finally:
+                for message in prefetch.notes:
+                    self._note(message)
         if self.data is None:
-            self.data = load_dataset(c.dataset, val_split=c.val_split, test_split=c.test_split, seed=c.seed,
-                                     normalize=c.normalize, target=c.target, task=c.task, limit=c.limit,
-                                     n_samples=c.n_samples, noise=c.noise, log=self._note)
+            self.data = load_run_data(c, self._note)
         if len(self.data.x_train) == 0:
             raise ConfigError(f"{c.dataset}: the training split is empty")
 
