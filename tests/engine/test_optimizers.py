@@ -294,3 +294,20 @@ def test_adam_updates_every_parameter_in_one_call_like_one_by_one():
                              False, False, f(1.0 - 0.9 ** t), f(math.sqrt(1.0 - 0.999 ** t)))
     for a, b, c in zip(alone, together, spread):
         assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_adam_follows_arrays_it_is_given_anew_and_copies_update_their_own():
+    """The one-call Adam keeps its arrays in a list built once; new gradient or state arrays, and a deep copy of
+    the optimizer, are picked up instead of updating the old ones."""
+    import copy
+
+    p = np.ones(4, dtype=np.float32)
+    opt = make_optimizer("adam", [p], lr=0.1)
+    opt.step([np.ones(4, dtype=np.float32)])
+    opt.state[0]["exp_avg"] = np.zeros(4, dtype=np.float32)
+    opt.step([np.full(4, 2.0, dtype=np.float32)])
+    assert np.allclose(opt.state[0]["exp_avg"], 0.2)
+    twin = copy.deepcopy(opt)
+    before = p.copy()
+    twin.step([np.ones(4, dtype=np.float32)])
+    assert np.array_equal(p, before) and not np.array_equal(twin.params[0], before)

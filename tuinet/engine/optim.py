@@ -345,6 +345,12 @@ class Adam(Optimizer):
         self._arrays_key: tuple[int, ...] = ()
         self._work = _work_table([])
 
+    def __getstate__(self):
+        """Copies and pickles leave the typed list out (it holds the original's arrays); the next step rebuilds it."""
+        state = dict(self.__dict__)
+        state["_arrays"], state["_arrays_key"] = None, ()
+        return state
+
     def state_names_for(self):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.hyper["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
@@ -357,12 +363,12 @@ class Adam(Optimizer):
             return
         bc1 = np.float32(1.0 - b1**self.t)
         bc2_sqrt = np.float32(math.sqrt(1.0 - b2**self.t))
-        key = tuple(map(id, grads))
-        if key != self._arrays_key:  # the same gradient buffers every step: built once
+        key = (*map(id, self.params), *map(id, grads), *(id(a) for st in self.state for a in st.values()))
+        if key != self._arrays_key:  # the same arrays every step: built once
             st = self.state
             self._arrays = _typed(self.params + list(grads) + [s["exp_avg"] for s in st]
                                   + [s["exp_avg_sq"] for s in st] + [s.get("max_exp_avg_sq", _EMPTY) for s in st])
-            self._arrays_key = key  # the list holds the gradients, so their ids stay unique while it lives
+            self._arrays_key = key  # the list holds every array, so their ids stay unique while it lives
             self._work = _work_table([p.size for p in self.params])
         kernel = _adam_all_parallel if numba.get_num_threads() > 1 else _adam_all
         kernel(self._arrays, len(self.params), self._work, np.float32(self.lr), np.float32(b1), np.float32(b2),
