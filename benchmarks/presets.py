@@ -3,7 +3,8 @@
 Run ``python -m benchmarks.presets`` (``--help`` for options). It measures the machine once (CPU, vector width,
 BLAS kernel, FMA-loop and sgemm GFLOP/s), then runs ``tuinet bench`` for each preset and batch size (tuinet and
 PyTorch in their own processes, rounds alternated A B A B, medians), and ends with one table: samples/s of both,
-the ratio, GFLOP/s and the share of the measured peaks. When ``OPENBLAS_CORETYPE`` or ``OPENBLAS_L2_SIZE`` is set,
+the ratio, GFLOP/s and the share of the measured peaks, then the GEMM-only ceiling (the preset's matrix products
+alone, back to back through BLAS, timed in the same rounds) and tuinet's share of it. When ``OPENBLAS_CORETYPE`` or ``OPENBLAS_L2_SIZE`` is set,
 the dense rows are measured a second time in a child process with both unset (OpenBLAS then picks its kernel
 for the CPU itself), so the report shows both settings; this script changes them for that child only.
 """
@@ -37,14 +38,18 @@ def run_all(models: list[str], batches: list[int], rounds: int, machine: dict) -
 
 def table(rows: list[dict], label: str = "") -> list[str]:
     """The summary lines: one per model and batch size."""
+    nan = float("nan")
     out = [f"{'preset':8s} {'batch':>5s} {'tuinet/s':>10s} {'PyTorch/s':>10s} {'ratio':>6s} {'GFLOP/s':>8s} "
-           f"{'of sgemm':>8s} {'of FMA peak':>11s}  {label}"]
+           f"{'of sgemm':>8s} {'of FMA peak':>11s} {'GEMMs GFLOP/s':>13s} {'of sgemm':>8s} {'tuinet of GEMMs':>15s}"
+           f"  {label}"]
     for r in rows:
         torch = r.get("pytorch_samples_per_second")
         out.append(f"{r['model']:8s} {r['batch_size']:>5d} {r['tuinet_samples_per_second']:>10,.0f} "
-                   f"{torch or float('nan'):>10,.0f} {r.get('ratio_vs_pytorch', float('nan')):>5.2f}x "
-                   f"{r['tuinet_gflops']:>8.1f} {r.get('tuinet_share_of_sgemm', float('nan')):>8.0%} "
-                   f"{r.get('tuinet_share_of_peak', float('nan')):>11.0%}")
+                   f"{torch or nan:>10,.0f} {r.get('ratio_vs_pytorch', nan):>5.2f}x "
+                   f"{r['tuinet_gflops']:>8.1f} {r.get('tuinet_share_of_sgemm', nan):>8.0%} "
+                   f"{r.get('tuinet_share_of_peak', nan):>11.0%} {r.get('gemm_ceiling_gflops', nan):>13.1f} "
+                   f"{r.get('gemm_ceiling_share_of_sgemm', nan):>8.0%} "
+                   f"{r.get('tuinet_share_of_gemm_ceiling', nan):>15.0%}")
     return out
 
 

@@ -28,6 +28,22 @@ def test_mlp_flops_by_hand():
     assert model_training_flops(build_model("mlp", (28, 28, 1), 10)) == 2 * (3 * macs - 784 * 256)
 
 
+@pytest.mark.parametrize("spec", ["mlp", "conv3x3x4,relu,res4", "conv3x3x4,maxpool2,res8s2,gap"])
+def test_the_gemm_ceiling_runs_the_models_training_flop(spec):
+    """The GEMM-only ceiling's products (forward, weight and input gradients; convolutions in im2col form) add up
+    to the model's training FLOP; each product has the shapes of the layer's own."""
+    from tuinet.bench.gemm import GemmCeiling, gemm_flops, gemm_shapes
+
+    m = build_model(spec, (12, 12, 2) if spec != "mlp" else (28, 28, 1), 10)
+    assert gemm_flops(gemm_shapes(m, 3)) == 3 * model_training_flops(m)
+    ceiling = GemmCeiling(m, 3)
+    assert ceiling.covered == 1.0 and ceiling.flops == 3 * model_training_flops(m)
+    assert ceiling.run(2) > 0
+    for a, b, out in ceiling._calls:
+        assert a.shape[1] == b.shape[0] and out.shape == (a.shape[0], b.shape[1]) and np.isfinite(out).all()
+    assert GemmCeiling(m, 3, max_elements=1).covered == 0.0
+
+
 def test_conv_and_residual_flops_by_hand():
     m = build_model("conv3x3x4,relu,res4", (6, 6, 2), 3)
     conv, block = m.layers[0], m.layers[2]

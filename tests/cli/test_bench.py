@@ -34,7 +34,15 @@ def test_bench_reports_flops_and_the_measured_peak_unless_told_not_to():
     assert out["tuinet_gflops"] == pytest.approx(out["samples_per_second"] * 1.007104e-3)
     assert out["machine"]["sgemm_gflops"] > 0
     assert out["tuinet_share_of_peak"] == pytest.approx(out["tuinet_gflops"] / out["machine"]["peak_gflops"])
-    out = json.loads(CliRunner().invoke(main, args + ["--no-peak"]).output.strip().splitlines()[-1])
+    # the GEMM-only ceiling: the model's products alone, timed in the same rounds
+    assert out["gemm_ceiling_gflops"] > 0 and out["gemm_ceiling_covered"] == 1.0
+    assert out["tuinet_share_of_gemm_ceiling"] == pytest.approx(out["tuinet_gflops"] / out["gemm_ceiling_gflops"])
+    assert out["gemm_ceiling_samples_per_second"] == pytest.approx(out["gemm_ceiling_gflops"] / 1.007104e-3)
+    assert out["gemm_ceiling_share_of_sgemm"] == pytest.approx(out["gemm_ceiling_gflops"]
+                                                               / out["machine"]["sgemm_gflops"])
+    out = json.loads(CliRunner().invoke(main, args + ["--no-peak", "--no-gemm"]).output.strip().splitlines()[-1])
     assert "machine" not in out and "tuinet_share_of_peak" not in out and out["tuinet_gflops"] > 0
+    assert "gemm_ceiling_gflops" not in out
     text = CliRunner().invoke(main, args[:-1]).output
     assert "measured peak GFLOP/s" in text and "MFLOP per training sample" in text and "of FMA peak" in text
+    assert "of its GEMMs alone" in text and "GEMMs alone, back to back through BLAS" in text

@@ -159,3 +159,45 @@ def test_model_backpropagation_matches_finite_differences_with_flatten_and_relu(
     f = lambda: model.loss(model.forward(x, True), y)[0]  # noqa: E731
     for i, (p, g) in enumerate(zip(model.params, analytic)):
         assert_close_grad(g, numeric_grad(f, p), what=f"param {i}")
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_fused_dense_relu_gradients(use_bias):
+    """Dense followed by ReLU runs fused in a model (bias and ReLU in one pass, the ReLU's mask and the bias
+    gradient in one pass); its gradients against finite differences, with and without a bias."""
+    rng = np.random.default_rng(11)
+    model = Sequential([Dense(6, use_bias=use_bias), ReLU(), Dense(3)], (5,), seed=2)
+    assert model.fused_pairs == {0}
+    to_float64(model)
+    x = rng.standard_normal((7, 5))
+    y = rng.integers(0, 3, 7)
+    model.compute_gradients(x, y)
+    analytic = [g.copy() for g in model.grads]
+    f = lambda: model.loss(model.forward(x, True), y)[0]  # noqa: E731
+    for i, (p, g) in enumerate(zip(model.params, analytic)):
+        assert_close_grad(g, numeric_grad(f, p), what=f"param {i}")
+
+
+def test_fused_dense_relu_gives_the_unfused_bits():
+    """Training with Dense+ReLU fused gives exactly the weights of the two layers run one after the other, and
+    predictions outside training are new arrays (the fused path reuses its output array only in training)."""
+    from tuinet.engine import build_model, make_optimizer
+
+    rng = np.random.default_rng(0)
+    xs = [rng.random((32, 28, 28, 1), dtype=np.float32) for _ in range(2)]
+    ys = [rng.integers(0, 10, 32) for _ in range(2)]
+    weights = []
+    for fusion in (True, False):
+        model = build_model("mlp", (28, 28, 1), 10)
+        model.fusion = fusion
+        opt = make_optimizer("adam", model.params)
+        for i in range(4):
+            model.train_step(xs[i % 2], ys[i % 2], opt)
+        weights.append([p.copy() for p in model.params])
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)
+    ends_fused = Sequential([Flatten(), Dense(8), ReLU()], (28, 28, 1), loss="mse")
+    first = ends_fused.predict(xs[0][:4])
+    kept = first.copy()
+    ends_fused.predict(xs[1][:4])
+    assert ends_fused.fused_pairs == {1} and np.array_equal(first, kept)

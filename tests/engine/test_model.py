@@ -196,5 +196,6 @@ def test_each_kernel_has_one_signature_after_training(tmp_path):
     multi = {k: v for k, v in counts.items() if v > 1}
     assert not multi, f"kernels compiled more than once: {multi}"
     used = {k for k, v in counts.items() if v == 1}
-    assert {"tuinet.engine.kernels.relu_forward", "tuinet.engine.kernels.softmax_cross_entropy",
-            "tuinet.engine.optim._adam_kernel", "tuinet.engine.kernels.add_penalty_grad"} <= used
+    assert {"tuinet.engine.kernels.bias_relu", "tuinet.engine.kernels.relu_grad_bias",
+            "tuinet.engine.kernels.softmax_cross_entropy", "tuinet.engine.optim._adam_all",
+            "tuinet.engine.kernels.add_penalty_grad"} <= used

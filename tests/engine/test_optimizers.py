@@ -243,3 +243,71 @@ def test_large_parameters_use_the_parallel_path_identically():
         v = 0.999 * v + 0.001 * d * d
         p_ref -= 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
     np.testing.assert_allclose(p, p_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,hyper", [("adam", {}), ("adamw", {}), ("adam", {"amsgrad": True}),
+                                        ("sgd", {"momentum": 0.9}), ("rmsprop", {"momentum": 0.9, "centered": True})])
+def test_moments_of_a_silent_parameter_flush_to_zero_not_to_denormals(name, hyper):
+    """A parameter whose gradient stays zero (a dead unit) ends with zero moments, never denormal ones (x86
+    computes with denormals about 100x slower); its value is what the published rule gives."""
+    p = np.array([0.5, -0.25], dtype=np.float32)
+    opt = make_optimizer(name, [p], lr=1e-3, **hyper)
+    opt.step([np.array([1e-3, -2e-3], dtype=np.float32)])
+    after_first = p.copy()
+    zero = np.zeros(2, dtype=np.float32)
+    for _ in range(1200):  # 0.9 ** 1200 takes a moment of 1e-3 below 1e-38
+        opt.step([zero])
+    tiny = np.finfo(np.float32).tiny
+    for st in opt.state:
+        for key, a in st.items():
+            assert not np.any((a != 0) & (np.abs(a) < tiny)), f"{name}: denormal {key}"
+    assert np.all(np.isfinite(p)) and np.all(np.abs(p - after_first) < 0.1)
+
+
+def test_a_nan_gradient_still_reaches_the_weights():
+    """The flush to zero keeps NaN (the divergence guard looks for it in the weights)."""
+    p = np.ones(3, dtype=np.float32)
+    make_optimizer("adam", [p]).step([np.array([np.nan, 0.0, 1.0], dtype=np.float32)])
+    assert np.isnan(p[0]) and np.isfinite(p[1:]).all()
+
+
+def test_adam_updates_every_parameter_in_one_call_like_one_by_one():
+    """The all-parameter kernels (on one thread, and spread over Numba's threads) give the same bits as one
+    optimizer per parameter, for parameters smaller and larger than one chunk."""
+    from tuinet.engine import optim as O
+
+    rng = np.random.default_rng(1)
+    sizes = [5, 8192, 20_000, 1]
+    start = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    alone, together, spread = ([p.copy() for p in start] for _ in range(3))
+    opts = [make_optimizer("adam", [p], lr=0.01, weight_decay=0.01) for p in alone]
+    opt = make_optimizer("adam", together, lr=0.01, weight_decay=0.01)
+    moments = [np.zeros(n, np.float32) for n in sizes * 2]
+    f = np.float32
+    for t in range(1, 4):
+        grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+        for one, g in zip(opts, grads):
+            one.step([g])
+        opt.step(grads)
+        arrays = O._typed(spread + grads + moments + [O._EMPTY] * len(sizes))
+        O._adam_all_parallel(arrays, len(sizes), O._work_table(sizes), f(0.01), f(0.9), f(0.999), f(1e-8), f(0.01),
+                             False, False, f(1.0 - 0.9 ** t), f(math.sqrt(1.0 - 0.999 ** t)))
+    for a, b, c in zip(alone, together, spread):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_adam_follows_arrays_it_is_given_anew_and_copies_update_their_own():
+    """The one-call Adam keeps its arrays in a list built once; new gradient or state arrays, and a deep copy of
+    the optimizer, are picked up instead of updating the old ones."""
+    import copy
+
+    p = np.ones(4, dtype=np.float32)
+    opt = make_optimizer("adam", [p], lr=0.1)
+    opt.step([np.ones(4, dtype=np.float32)])
+    opt.state[0]["exp_avg"] = np.zeros(4, dtype=np.float32)
+    opt.step([np.full(4, 2.0, dtype=np.float32)])
+    assert np.allclose(opt.state[0]["exp_avg"], 0.2)
+    twin = copy.deepcopy(opt)
+    before = p.copy()
+    twin.step([np.ones(4, dtype=np.float32)])
+    assert np.array_equal(p, before) and not np.array_equal(twin.params[0], before)

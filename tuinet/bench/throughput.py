@@ -5,6 +5,9 @@ its own worker process, and the rounds alternate (tuinet, PyTorch, tuinet, ...) 
 in one process, OpenBLAS, Numba's and PyTorch's OpenMP threads keep spinning after their own work and halve the
 other side's speed (the README's Speed section has the figures).
 Each round times ``steps`` steps after a warm-up; the median round is reported, and the ratio is tuinet / PyTorch.
+Each round also times, in tuinet's process, the model's matrix products alone for as many steps, back to back
+through BLAS with every core (:mod:`tuinet.bench.gemm`): the GEMM-only ceiling at these shapes, and tuinet's share
+of it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tuinet.engine.optim import make_optimizer
 from tuinet.engine.spec import build_model
 from tuinet.engine.threads import configure_threads, cores
 from tuinet.bench.flops import model_training_flops, training_flops
+from tuinet.bench.gemm import GemmCeiling
 from tuinet.bench.torch_models import torch_available
 from tuinet.errors import TuinetError
 
@@ -104,9 +108,12 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
     """A benchmark side in its own process: build, warm up, then time rounds on request."""
     try:
         input_shape, classes = args["input_shape"], args["classes"]
+        ceiling = None
         if kind == "tuinet":
             runner = TuinetRunner(args["model"], input_shape, classes, args["optimizer"], args["batch_size"])
             model, mode = runner.model, runner.mode
+            if args.get("gemm", True):
+                ceiling = GemmCeiling(model, args["batch_size"])
         else:
             # PyTorch's side never touches our thread settings (threadpoolctl limits slow PyTorch down 2-4x)
             model, mode = build_model(args["model"], input_shape, classes), "pytorch"
@@ -114,6 +121,10 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         runner.run(max(5, args["steps"] // 10))
         info = {"warmup_seconds": time.perf_counter() - t0, "params": model.num_params(), "mode": mode}
+        if ceiling is not None:
+            configure_threads(mode="single" if mode == "single" else "blas")
+            ceiling.run(max(2, args["steps"] // 10))
+            info["gemm_flops"], info["gemm_covered"] = ceiling.flops, ceiling.covered
         if any(getattr(layer, "numba_parallel", False) for layer in model.layers):
             # per-layer forward+backward times, each side in its own process like the steps
             from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
@@ -131,6 +142,10 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
             steps = conn.recv()
             if steps is None:
                 break
+            if isinstance(steps, tuple):  # ("gemm", steps): the products alone, BLAS on every core
+                configure_threads(mode="single" if mode == "single" else "blas")
+                conn.send(ceiling.run(steps[1]))
+                continue
             if kind == "tuinet":
                 configure_threads(model)
             conn.send(runner.run(steps))
@@ -142,11 +157,12 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
 
 def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam", batch_size: int = 64,
               steps: int = 300, rounds: int = 5, use_torch: bool = True, json_out: bool = False,
-              machine: dict[str, Any] | bool | None = None) -> dict[str, Any]:
+              machine: dict[str, Any] | bool | None = None, gemm: bool = True) -> dict[str, Any]:
     """Time training steps of ``model`` (and PyTorch's equivalent, interleaved); print and return the figures.
 
     ``machine``: the measured peaks (:func:`tuinet.bench.peak.measure_machine`); measured here when None, left out
-    when False. With them every rate also reads as GFLOP/s and as a share of the measured peak.
+    when False. With them every rate also reads as GFLOP/s and as a share of the measured peak. ``gemm``: also
+    time the model's products alone each round (the GEMM-only ceiling, :mod:`tuinet.bench.gemm`).
     """
     input_shape, classes = _shape(dataset)
     built = build_model(model, input_shape, classes)  # a bad spec fails here with a clear error, before any process
@@ -161,7 +177,7 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
     elif use_torch:
         torch_note = "PyTorch not installed: no side-by-side figures (pip install torch to compare)"
     args = {"model": model, "input_shape": input_shape, "classes": classes, "optimizer": optimizer,
-            "batch_size": batch_size, "steps": steps}
+            "batch_size": batch_size, "steps": steps, "gemm": gemm}
     ctx = mp.get_context("spawn")
     workers, infos = {}, {}
     try:
@@ -174,11 +190,16 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
             if "error" in infos[kind]:
                 raise TuinetError(f"{kind} benchmark failed: {infos[kind]['error']}")
         times: dict[str, list[float]] = {k: [] for k in kinds}
+        gemm_times: list[float] = []
         for _ in range(rounds):
             for kind in kinds:
                 time.sleep(0.3)  # let the other side's spinning threads park
                 workers[kind][1].send(steps)
                 times[kind].append(workers[kind][1].recv())
+            if "gemm_flops" in infos["tuinet"]:
+                time.sleep(0.3)
+                workers["tuinet"][1].send(("gemm", steps))
+                gemm_times.append(workers["tuinet"][1].recv())
     finally:
         for proc, conn in workers.values():
             try:
@@ -204,6 +225,11 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
         result[f"{name}_samples_per_second"] = statistics.median(sps)
         result[f"{name}_rounds"] = [round(s) for s in sps]
     result["samples_per_second"] = result["tuinet_samples_per_second"]
+    if gemm_times:
+        rates = [steps * infos["tuinet"]["gemm_flops"] / t / 1e9 for t in gemm_times]
+        result["gemm_ceiling_gflops"] = statistics.median(rates)
+        result["gemm_ceiling_rounds"] = [round(r, 1) for r in rates]
+        result["gemm_ceiling_covered"] = infos["tuinet"]["gemm_covered"]
     if "pytorch_samples_per_second" in result:
         result["ratio_vs_pytorch"] = result["tuinet_samples_per_second"] / result["pytorch_samples_per_second"]
         result["torch_version"] = infos["pytorch"]["torch_version"]
@@ -237,6 +263,14 @@ def _add_flop_rates(result: dict[str, Any], model, machine: dict[str, Any] | Non
             if machine:
                 result[f"{name}_share_of_sgemm"] = gflops / machine["sgemm_gflops"]
                 result[f"{name}_share_of_peak"] = gflops / machine["peak_gflops"]
+            if result.get("gemm_ceiling_gflops"):
+                result[f"{name}_share_of_gemm_ceiling"] = gflops / result["gemm_ceiling_gflops"]
+    if result.get("gemm_ceiling_gflops"):
+        ceiling = result["gemm_ceiling_gflops"]
+        if result.get("gemm_ceiling_covered") == 1.0:  # every product timed: the ceiling reads as samples/s too
+            result["gemm_ceiling_samples_per_second"] = ceiling * 1e9 / flops
+        if machine:
+            result["gemm_ceiling_share_of_sgemm"] = ceiling / machine["sgemm_gflops"]
     for row in result.get("conv_layers", []):
         for name in ("tuinet", "pytorch"):
             ms = row.get(f"{name}_ms")
@@ -260,9 +294,20 @@ def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | No
         if machine:
             share = (f", {result[f'{name}_share_of_sgemm']:.0%} of sgemm, "
                      f"{result[f'{name}_share_of_peak']:.0%} of FMA peak")
+        if f"{name}_share_of_gemm_ceiling" in result:
+            share += f", {result[f'{name}_share_of_gemm_ceiling']:.0%} of its GEMMs alone"
         print(f"  {name:8s} {result[f'{name}_samples_per_second']:>10,.0f} samples/s, "
               f"{result[f'{name}_gflops']:6.1f} GFLOP/s{share} (median; rounds: "
               f"{', '.join(f'{s:,}' for s in result[f'{name}_rounds'])})")
+    if "gemm_ceiling_gflops" in result:
+        sps = result.get("gemm_ceiling_samples_per_second")
+        head = f"{sps:>10,.0f} samples/s, " if sps else f"{'':>10s}             "
+        share = f", {result['gemm_ceiling_share_of_sgemm']:.0%} of sgemm" if machine else ""
+        covered = result["gemm_ceiling_covered"]
+        what = "the model's GEMMs alone, back to back through BLAS" + (
+            "" if covered == 1.0 else f"; {covered:.0%} of its FLOP, the largest im2col products left out")
+        print(f"  {'GEMMs':8s} {head}{result['gemm_ceiling_gflops']:6.1f} GFLOP/s{share} ({what}; median of "
+              f"{len(result['gemm_ceiling_rounds'])} rounds)")
     if "ratio_vs_pytorch" in result:
         print(f"  ratio    {result['ratio_vs_pytorch']:.2f}x PyTorch {result['torch_version']}")
     if result.get("conv_layers"):

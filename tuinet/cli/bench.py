@@ -21,13 +21,16 @@ from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors
               help="Also time PyTorch when it is installed.")
 @click.option("--peak/--no-peak", default=True, show_default=True,
               help="First measure the machine's peak (FMA loop, sgemm) and report GFLOP/s as a share of it.")
+@click.option("--gemm/--no-gemm", default=True, show_default=True,
+              help="Also time the model's matrix products alone each round (the GEMM-only ceiling at its shapes).")
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object.")
 @friendly_errors
 def bench(model: str, dataset: str, optimizer: str, batch_size: int, steps: int, rounds: int, use_torch: bool,
-          peak: bool, json_out: bool) -> None:
+          peak: bool, gemm: bool, json_out: bool) -> None:
     """Time training steps (samples/s), side by side with PyTorch when installed."""
     from tuinet.bench.throughput import run_bench
 
     check_thread_env()
     run_bench(model=model, dataset=dataset, optimizer=optimizer, batch_size=batch_size, steps=steps,
-              rounds=rounds, use_torch=use_torch, json_out=json_out, machine=None if peak else False)
+              rounds=rounds, use_torch=use_torch, json_out=json_out, machine=None if peak else False,
+              gemm=gemm)

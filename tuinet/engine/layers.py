@@ -136,6 +136,7 @@ class Dense(Layer):
         self.init = init
         self.use_bias = bool(use_bias)
         self._x: np.ndarray | None = None
+        self._buffers: dict[str, np.ndarray] = {}  # reused work arrays of the fused Dense+ReLU path, by role
 
     def build(self, input_shape, rng):
         if len(input_shape) != 1:
@@ -167,6 +168,52 @@ class Dense(Layer):
         if not need_dx:
             return None
         return dy @ self.params[0].T
+
+    # --- Dense followed by ReLU, fused (Sequential calls these for such pairs) -------------------------------
+
+    def can_fuse(self, nxt) -> bool:
+        """True when ``nxt`` is a ReLU that :meth:`forward_fused` can compute along with this layer."""
+        return type(nxt) is ReLU
+
+    def _buffer(self, role: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 work array kept between steps (one per role; a new one when the batch size changes)."""
+        buf = self._buffers.get(role)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[role] = np.empty(shape, dtype=np.float32)
+        return buf
+
+    def forward_fused(self, x, training, relu: "ReLU"):
+        """``relu(x @ W + b)``: the product, then the bias and the ReLU in one pass over it, in place.
+
+        Both layers keep what their backward passes need (so :meth:`backward_fused` or the two layers' own
+        ``backward`` can follow), and the numbers are the ones the two layers give one after the other. In
+        training the output goes into an array reused every step (the next forward overwrites it, as the ReLU's
+        ``output`` says); outside training each call returns a new array, so predictions can be kept.
+        """
+        self._x = x
+        w = self.params[0]
+        shape = (x.shape[0], self.units)
+        y = self._buffer("y", shape) if training and x.dtype == np.float32 else np.empty(shape, dtype=x.dtype)
+        np.dot(x, w, out=y)
+        K.bias_relu(y, self.params[1] if self.use_bias else self._zero_bias())
+        relu._cache = y
+        return y
+
+    def backward_fused(self, dy, relu: "ReLU", need_dx=True):
+        """The ReLU's and this layer's backward passes, the ReLU's mask and the bias gradient in one pass."""
+        y = relu._cache
+        dz = self._buffer("dz", dy.shape) if dy.dtype == np.float32 else np.empty_like(dy)
+        K.relu_grad_bias(dy, y, dz, self.grads[1] if self.use_bias else np.empty(self.units, dtype=dy.dtype))
+        np.dot(self._x.T, dz, out=self.grads[0])
+        if not need_dx:
+            return None
+        return dz @ self.params[0].T
+
+    def _zero_bias(self) -> np.ndarray:
+        z = self._buffers.get("zero_bias")
+        if z is None or z.dtype != self.params[0].dtype:
+            z = self._buffers["zero_bias"] = np.zeros(self.units, dtype=self.params[0].dtype)
+        return z
 
     def config(self):
         return {"type": "Dense", "units": self.units, "init": self.init, "use_bias": self.use_bias}
