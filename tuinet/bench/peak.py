@@ -4,7 +4,8 @@ Two figures, measured at the start of a benchmark rather than taken from a datas
 
 * the FMA peak: loops of independent vector fused multiply-adds (8-16 accumulators kept in registers), once at the
   CPU's widest vector width (LLVM IR naming the width) and once as a small Numba kernel compiled like every tuinet
-  kernel (LLVM picks 256-bit vectors on AVX-512 CPUs), on one thread and on every core at once;
+  kernel (512-bit vectors on AVX-512 CPUs: see ``runtime.configure_vector_width``), on one thread and on every
+  core at once;
 * the sgemm rate: a large single-precision matrix product through the same BLAS the dense layers call (``np.dot``
   inside ``@njit``, SciPy's OpenBLAS), on one thread and on every core.
 
@@ -74,8 +75,8 @@ _IR_KERNELS: dict[int, tuple] = {}  # lanes -> (engine, function); the engine mu
 def hardware_fma_peak(lanes: int, threads: int = 1, seconds: float = 0.3, rounds: int = 1_000_000) -> float:
     """GFLOP/s of FMAs on ``lanes``-wide vectors (16: 512-bit), compiled by LLVM directly for this CPU.
 
-    Numba's kernels are compiled with LLVM's preferred vector width, which is 256 bits on AVX-512 CPUs; this loop
-    names its width explicitly, so it measures what the FMA units can do (the figure sgemm's AVX-512 kernel aims at).
+    This loop names its width explicitly, so it measures what the FMA units can do (the figure sgemm's AVX-512
+    kernel aims at), whatever width LLVM would pick for a Numba kernel.
     """
     fn = ir_fma_kernel(lanes)
     outs = [np.zeros(12 * lanes, np.float32) for _ in range(threads)]  # ctypes releases the GIL during the call
@@ -177,8 +178,12 @@ def vector_width() -> dict[str, Any]:
     import llvmlite.binding as ll
 
     features = ll.get_host_cpu_features()
+    from tuinet.engine import runtime
+
     bits = 512 if features.get("avx512f") else 256 if features.get("avx2") or features.get("avx") else 128
-    return {"llvm_cpu": ll.get_host_cpu_name(), "vector_bits": bits, "fma": bool(features.get("fma"))}
+    kernel_bits = 512 if runtime.wide_vectors() else min(bits, 256)
+    return {"llvm_cpu": ll.get_host_cpu_name(), "vector_bits": bits, "kernel_vector_bits": kernel_bits,
+            "fma": bool(features.get("fma"))}
 
 
 def blas_info() -> list[dict[str, Any]]:
@@ -212,7 +217,7 @@ def describe_machine(m: dict[str, Any]) -> list[str]:
     env = ", ".join(f"{k}={'unset' if v is None else v}" for k, v in m["env"].items())
     return [
         f"CPU: {m['cpu']}, {m['cores']} cores; LLVM target {m['llvm_cpu']}, {m['vector_bits']}-bit vectors"
-        f"{', FMA' if m['fma'] else ''}",
+        f"{', FMA' if m['fma'] else ''}; tuinet's kernels use {m.get('kernel_vector_bits', m['vector_bits'])}-bit",
         f"BLAS: {blas}; {env}",
         f"measured peak GFLOP/s (1 thread / {m['cores']}): {m['vector_bits']}-bit FMA loop "
         f"{m['peak_gflops_1']:.0f} / {m['peak_gflops']:.0f}; Numba-compiled FMA loop {m['fma_gflops_1']:.0f} / "
