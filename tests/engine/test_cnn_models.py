@@ -157,6 +157,23 @@ def test_fused_batchnorm_relu_pairs_change_nothing(spec, shape, fused):
             np.testing.assert_array_equal(fused_part, plain_part)
 
 
+def test_residual_training_is_bit_for_bit_repeatable_with_a_pinned_thread_mode():
+    """Fused pairs and the blocks' reused arrays leave training deterministic: two runs, the same weights."""
+    rng = np.random.default_rng(0)
+    xs = rng.random((3, 16, 10, 10, 1), dtype=np.float32)
+    ys = rng.integers(0, 10, (3, 16))
+    finals = []
+    for _ in range(2):
+        model = build_model("conv3x3x8psame,bn,relu,res8,res16s2,gap", (10, 10, 1), 10, seed=4)
+        configure_threads(model, "numba")
+        opt = make_optimizer("adam", model.params, lr=0.01)
+        for x, y in zip(xs, ys):
+            model.train_step(x, y, opt)
+        finals.append(model.get_weights())
+    for k, a in finals[0].items():
+        np.testing.assert_array_equal(a, finals[1][k], err_msg=k)
+
+
 def test_one_cycle_matches_torch_formula():
     total, lr = 100, 0.01
     assert one_cycle_lr(0, total, lr) == pytest.approx(lr / 25)

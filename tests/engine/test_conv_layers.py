@@ -516,3 +516,41 @@ def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-6, atol=1e-6)
     else:
         assert dx is None
+
+
+@pytest.mark.parametrize("shape,filters,stride", [((6, 6, 4), 4, 1), ((7, 7, 3), 5, 2)])
+def test_residual_block_reuses_only_its_private_arrays_and_changes_no_result(shape, filters, stride):
+    """The block's sub-layers keep their private arrays from step to step; what the block returns stays fresh
+    (a caller may keep it), and every output and gradient equals that of a block allocating every array anew."""
+    blocks = []
+    for reuse in (True, False):
+        block = ResidualBlock(filters, stride)
+        block.build(shape, np.random.default_rng(2))
+        if not reuse:
+            for layer in block.sublayers.values():
+                layer.reuse_output = layer.reuse_grads = False
+        blocks.append(block)
+    rng = np.random.default_rng(5)
+    kept, private = [], []
+    for _ in range(3):  # steps on different batches: the second and third overwrite the kept arrays
+        x = rng.standard_normal((4,) + shape).astype(np.float32)
+        dy = rng.standard_normal((4,) + blocks[0].output_shape).astype(np.float32)
+        results = []
+        for block in blocks:
+            y = block.forward(x, True)
+            dx = block.backward(dy)
+            results.append((y, dx, [g.copy() for g in block.grads]))
+        (y, dx, grads), (y_ref, dx_ref, grads_ref) = results
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(dx, dx_ref)
+        for a, b in zip(grads, grads_ref, strict=True):
+            np.testing.assert_array_equal(a, b)
+        kept.append((y, y.copy(), dx, dx.copy()))
+        s = blocks[0].sublayers
+        private.append((blocks[0]._a1, s["conv2"]._bufs.get("dx", blocks[0]._a1.shape)))
+    for y, y_copy, dx, dx_copy in kept:  # what the block returned was never written again
+        np.testing.assert_array_equal(y, y_copy)
+        np.testing.assert_array_equal(dx, dx_copy)
+    assert len({id(k[0]) for k in kept}) == len({id(k[2]) for k in kept}) == 3
+    # the private ones were reused (the same memory every step)
+    assert all(np.shares_memory(p[0], private[0][0]) and p[1] is private[0][1] for p in private)

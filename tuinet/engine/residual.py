@@ -91,6 +91,13 @@ class ResidualBlock(Layer):
         self.has_projection = bool(project)
         for key, layer in subs.items():
             layer.name = key
+        # Arrays the sub-layers pass only among themselves are kept from step to step (no fresh memory, no page
+        # faults): every training output but bn2's (the block's output) and every input gradient but conv1's (the
+        # block's). Each is overwritten only by the next training pass, after this step's backward pass read it.
+        for key, layer in subs.items():
+            if hasattr(layer, "reuse_output"):
+                layer.reuse_output = key != "bn2"
+                layer.reuse_grads = key != "conv1"
         self.sublayers = subs
         self.params, self.grads, names, pen = [], [], [], []
         self.buffers = {}
