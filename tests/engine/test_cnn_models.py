@@ -158,7 +158,7 @@ def test_fused_batchnorm_relu_pairs_change_nothing(spec, shape, fused):
 
 
 def test_residual_training_is_bit_for_bit_repeatable_with_a_pinned_thread_mode():
-    """Fused pairs and the blocks' reused arrays leave training deterministic: two runs, the same weights."""
+    """Fused pairs leave training deterministic: two runs, the same weights, bit for bit."""
     rng = np.random.default_rng(0)
     xs = rng.random((3, 16, 10, 10, 1), dtype=np.float32)
     ys = rng.integers(0, 10, (3, 16))

@@ -16,7 +16,6 @@ from typing import ClassVar
 import numpy as np
 from numba import prange
 
-from tuinet.engine.buffers import StepBuffers
 from tuinet.engine.kernels import F0, F1, jit
 from tuinet.engine.layers import Layer, ReLU, register
 from tuinet.errors import ModelError
@@ -251,11 +250,6 @@ class BatchNorm(Layer):
             raise ModelError(f"BatchNorm eps must be > 0, got {eps}")
         self.momentum = float(momentum)
         self.eps = float(eps)
-        #: training outputs / input gradients written into arrays kept from the last step instead of fresh ones
-        #: (a residual block sets these for sub-layers whose arrays never leave it; see tuinet.engine.buffers)
-        self.reuse_output = False
-        self.reuse_grads = False
-        self._bufs = StepBuffers()
 
     def build(self, input_shape, rng):
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -290,7 +284,7 @@ class BatchNorm(Layer):
         """
         c = self.channels
         x2 = np.ascontiguousarray(x).reshape(-1, c)
-        y = self._bufs.get("y", x2.shape, x2.dtype) if training and self.reuse_output else np.empty_like(x2)
+        y = np.empty_like(x2)
         mode = 0 if not relu else (1 if skip is None else 2)
         k2 = x2 if skip is None else np.ascontiguousarray(skip).reshape(-1, c)
         gamma, beta = self.params
@@ -345,11 +339,10 @@ class BatchNorm(Layer):
         """
         c = self.channels
         dy2 = np.ascontiguousarray(dy).reshape(-1, c)
-        new = self._bufs.get if self.reuse_grads else lambda key, shape, dtype: np.empty(shape, dtype)
-        dx = new("dx", dy2.shape, dy2.dtype)
+        dx = np.empty_like(dy2)
         mode = 0 if out is None else (2 if keep_masked else 1)
         o2 = dy2 if out is None else np.ascontiguousarray(out).reshape(-1, c)
-        masked = new("masked", dy2.shape, dy2.dtype) if mode == 2 else dx
+        masked = np.empty_like(dy2) if mode == 2 else dx
         pdy, pdyx = self._partials()
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
                     pdy, pdyx, need_dx, o2, mode, masked)

@@ -10,21 +10,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tuinet.engine.conv import Conv2D
-from tuinet.engine.kernels import chunked, jit
 from tuinet.engine.layers import Layer, ReLU, register
 from tuinet.engine.norm import BatchNorm
 from tuinet.engine.spec import token
 from tuinet.errors import ModelError
-
-
-@jit()
-def _add_range(dst, src):
-    for i in range(dst.size):
-        dst[i] += src[i]
-
-
-# the two paths' input gradients summed on every core (NumPy's ``+=`` runs on one)
-add_into = chunked(_add_range, "add_into", "dst += src (flat float32 arrays of one size).")
 
 
 @register
@@ -91,13 +80,6 @@ class ResidualBlock(Layer):
         self.has_projection = bool(project)
         for key, layer in subs.items():
             layer.name = key
-        # Arrays the sub-layers pass only among themselves are kept from step to step (no fresh memory, no page
-        # faults): every training output but bn2's (the block's output) and every input gradient but conv1's (the
-        # block's). Each is overwritten only by the next training pass, after this step's backward pass read it.
-        for key, layer in subs.items():
-            if hasattr(layer, "reuse_output"):
-                layer.reuse_output = key != "bn2"
-                layer.reuse_grads = key != "conv1"
         self.sublayers = subs
         self.params, self.grads, names, pen = [], [], [], []
         self.buffers = {}
@@ -137,7 +119,7 @@ class ResidualBlock(Layer):
             dskip = d
         if not need_dx:
             return None
-        add_into(dx.reshape(-1), dskip.reshape(-1))
+        dx += dskip
         return dx
 
     def config(self):

@@ -18,7 +18,6 @@ from tuinet.engine.conv.kernels import (
     avgpool_backward, avgpool_forward, conv2d_backward, conv2d_forward, gap_backward, gap_forward, maxpool_backward,
     maxpool_forward,
 )
-from tuinet.engine.buffers import StepBuffers
 from tuinet.engine.conv.plan import ConvPlan
 from tuinet.engine.layers import Layer, init_weights, register
 from tuinet.errors import ModelError
@@ -115,11 +114,6 @@ class Conv2D(Layer):
         self.use_bias = bool(use_bias)
         self.init = init
         self._x: np.ndarray | None = None
-        #: training outputs / input gradients written into arrays kept from the last step instead of fresh ones
-        #: (a residual block sets these for sub-layers whose arrays never leave it; see tuinet.engine.buffers)
-        self.reuse_output = False
-        self.reuse_grads = False
-        self._bufs = StepBuffers()
 
     @property
     def param_names(self):  # type: ignore[override]
@@ -165,8 +159,7 @@ class Conv2D(Layer):
         self._x = x
         n = x.shape[0]
         oh, ow, cout = self.output_shape
-        shape = (n, oh * ow, cout)
-        out = self._bufs.get("out", shape) if training and self.reuse_output else np.empty(shape, np.float32)
+        out = np.empty((n, oh * ow, cout), np.float32)
         self._run_forward(x, out, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1))
         return out.reshape((n,) + self.output_shape)
 
@@ -223,7 +216,7 @@ class Conv2D(Layer):
         if need_dx:  # W flipped in both spatial axes, channel axes swapped: (KH*KW*Cout, Cin)
             wflip = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * cout, -1)
             self._wf[:, :self.input_shape[2]] = wflip
-            dx = self._bufs.get("dx", x.shape) if self.reuse_grads else np.empty_like(x)
+            dx = np.empty_like(x)
         else:
             dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
         conv2d_backward(x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i, plan.off_u,
