@@ -31,6 +31,7 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:
+    from tuinet.engine.residual import add_into
     from tuinet.engine.spec import build_model
     from tuinet.engine.threads import configure_threads
 
@@ -73,7 +74,7 @@ def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:
             out[f"{tag}: proj BN"] = _median_ms(proj_bn, repeats)
         dx = rng.random(x.shape, dtype=np.float32)
         dskip = rng.random(x.shape, dtype=np.float32)
-        out[f"{tag}: gradient sum"] = _median_ms(lambda: np.add(dx, dskip, out=dx), repeats)  # the block's dx += dskip
+        out[f"{tag}: gradient sum"] = _median_ms(lambda: add_into(dx.reshape(-1), dskip.reshape(-1)), repeats)
     return out
 
 
