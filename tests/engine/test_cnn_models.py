@@ -122,6 +122,59 @@ def test_fused_conv_maxpool_pairs_change_nothing(spec, shape):
         np.testing.assert_array_equal(gf, gu)
 
 
+@pytest.mark.parametrize("spec,shape,fused", [("conv3x3x4psame,bn,relu,res8s2,gap", (9, 9, 2), {1}),
+                                              ("bn,relu,dense8,bn,relu,dense8", (6,), {0, 3}),
+                                              ("dense8,bn,relu,bn,tanh", (5,), {1})])
+def test_fused_batchnorm_relu_pairs_change_nothing(spec, shape, fused):
+    """BatchNorm + ReLU run fused (the ReLU in BN's output pass): outputs, ``relu.output``, gradients and running
+    statistics equal those of the two layers one by one, bit for bit, also where BN is the first trainable layer."""
+    model = build_model(spec, shape, 10, seed=5)
+    assert model.fused_pairs == fused
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if layer.kind == "BatchNorm":
+            layer.params[0][:] = rng.uniform(0.5, 1.5, layer.channels)
+            layer.params[1][:] = rng.standard_normal(layer.channels)
+    x = rng.standard_normal((7,) + shape).astype(np.float32)
+    y = rng.integers(0, 10, 7)
+    start = model.get_weights()
+    results = []
+    for fusion in (True, False):
+        model.set_weights(start)
+        model.fusion = fusion
+        out = model.forward(x, training=True)
+        loss, dout, _ = model.loss(out, y)
+        model.backward(dout)
+        relus = [layer.output.copy() for layer in model.layers if layer.kind == "ReLU"]
+        results.append((out.copy(), relus, [g.copy() for g in model.grads], model.get_weights(),
+                        model.forward(x[:4], training=False)))
+    for fused_part, plain_part in zip(*results):
+        if isinstance(fused_part, dict):
+            fused_part, plain_part = list(fused_part.values()), list(plain_part.values())
+        if isinstance(fused_part, list):
+            for a, b in zip(fused_part, plain_part, strict=True):
+                np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_array_equal(fused_part, plain_part)
+
+
+def test_residual_training_is_bit_for_bit_repeatable_with_a_pinned_thread_mode():
+    """Fused pairs leave training deterministic: two runs, the same weights, bit for bit."""
+    rng = np.random.default_rng(0)
+    xs = rng.random((3, 16, 10, 10, 1), dtype=np.float32)
+    ys = rng.integers(0, 10, (3, 16))
+    finals = []
+    for _ in range(2):
+        model = build_model("conv3x3x8psame,bn,relu,res8,res16s2,gap", (10, 10, 1), 10, seed=4)
+        configure_threads(model, "numba")
+        opt = make_optimizer("adam", model.params, lr=0.01)
+        for x, y in zip(xs, ys):
+            model.train_step(x, y, opt)
+        finals.append(model.get_weights())
+    for k, a in finals[0].items():
+        np.testing.assert_array_equal(a, finals[1][k], err_msg=k)
+
+
 def test_one_cycle_matches_torch_formula():
     total, lr = 100, 0.01
     assert one_cycle_lr(0, total, lr) == pytest.approx(lr / 25)

@@ -21,40 +21,80 @@ def _median_ms(fn, repeats: int) -> float:
     return float(statistics.median(times))
 
 
-def conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed: int = 0) -> list[dict[str, Any]]:
+def _groups(model, fused: bool) -> list[tuple[int, int]]:
+    """(first, last + 1) layer indices of each timed unit: a fused pair (``fused``) or one layer."""
+    pairs = model.fused_pairs if fused else frozenset()
+    out, i = [], 0
+    while i < len(model.layers):
+        n = 2 if i in pairs else 1
+        out.append((i, i + n))
+        i += n
+    return out
+
+
+def _row(model, i: int, j: int, fwd: float, total: float) -> list[dict[str, Any]]:
+    """The rows of layers i..j-1 timed as one unit: the time in the first, the others marked ``fused``."""
+    layers = model.layers[i:j]
+    rows = [{"name": "+".join(lay.name for lay in layers), "layer": " + ".join(lay.describe() for lay in layers),
+             "forward_ms": fwd, "backward_ms": max(total - fwd, 0.0), "forward_backward_ms": total}]
+    rows += [{"name": lay.name, "layer": lay.describe(), "forward_ms": 0.0, "backward_ms": 0.0,
+              "forward_backward_ms": 0.0, "fused": True} for lay in layers[1:]]
+    return rows
+
+
+def conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed: int = 0,
+                     fused: bool = False) -> list[dict[str, Any]]:
     """Median forward+backward milliseconds of each layer of a tuinet model on one random batch.
 
     Returns one dict per layer: ``name``, ``layer`` (its description), ``forward_ms``, ``backward_ms``,
-    ``forward_backward_ms``. Call :func:`configure_threads` first (as training does).
+    ``forward_backward_ms``. With ``fused``, the pairs the model runs fused (:attr:`Sequential.fused_pairs`) are
+    timed as one unit, as a training step runs them: the pair's time is in its first layer's row (named
+    ``a+b``), the second's row has 0 ms and ``fused: True``. Call :func:`configure_threads` first (as training
+    does).
     """
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size,) + model.input_shape, dtype=np.float32)
     first = model.first_trainable
-    rows = []
-    for i, layer in enumerate(model.layers):
-        y = layer.forward(x, True)
+    rows: list[dict[str, Any]] = []
+    for i, j in _groups(model, fused):
+        layer = model.layers[i]
+        if j - i == 2:
+            nxt = model.layers[i + 1]
+
+            def forward(x=x, layer=layer, nxt=nxt):
+                return layer.forward_fused(x, True, nxt)
+
+            def backward(dy, need_dx, layer=layer, nxt=nxt):
+                return layer.backward_fused(dy, nxt, need_dx)
+        else:
+            def forward(x=x, layer=layer):
+                return layer.forward(x, True)
+
+            def backward(dy, need_dx, layer=layer):
+                return layer.backward(dy, need_dx)
+        y = forward()
         dy = rng.standard_normal(y.shape).astype(np.float32)
         need_dx = i > first
-        layer.backward(dy, need_dx)  # warm up (compiles on first use)
-        fwd = _median_ms(lambda: layer.forward(x, True), repeats)
+        backward(dy, need_dx)  # warm up (compiles on first use)
+        fwd = _median_ms(forward, repeats)
 
         def fb():
-            layer.forward(x, True)
-            layer.backward(dy, need_dx)
+            forward()
+            backward(dy, need_dx)
 
         total = _median_ms(fb, repeats)
-        rows.append({"name": layer.name, "layer": layer.describe(), "forward_ms": fwd,
-                     "backward_ms": max(total - fwd, 0.0), "forward_backward_ms": total})
+        rows += _row(model, i, j, fwd, total)
         x = y
     return rows
 
 
 def torch_conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed: int = 0,
-                           threads: int | None = None) -> list[dict[str, Any]]:
+                           threads: int | None = None, fused: bool = False) -> list[dict[str, Any]]:
     """PyTorch's median forward+backward ms for the equivalent of each layer of a tuinet model.
 
     Same rows as :func:`conv_layer_times` (``name``, ``layer``, ``forward_ms``, ``backward_ms``,
-    ``forward_backward_ms``), in the same order; the first trainable layer computes no input gradient.
+    ``forward_backward_ms``; with ``fused``, tuinet's fused pairs timed as one unit), in the same order; the
+    first trainable layer computes no input gradient.
     """
     import torch
 
@@ -63,9 +103,9 @@ def torch_conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed
     shape = model.input_shape
     x = torch.rand((batch_size,) + (tuple(shape[2:]) + tuple(shape[:2]) if len(shape) == 3 else tuple(shape)))
     first = model.first_trainable
-    rows = []
-    for i, layer in enumerate(model.layers):
-        mod = torch_cnn_model([layer.config()], shape)
+    rows: list[dict[str, Any]] = []
+    for i, j in _groups(model, fused):
+        mod = torch_cnn_model([lay.config() for lay in model.layers[i:j]], shape)
         xin = x.detach().requires_grad_(i > first)
         y = mod(xin)
         dy = torch.randn_like(y)
@@ -82,8 +122,7 @@ def torch_conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed
         fb()
         f_ms = _median_ms(fwd, repeats)
         t_ms = _median_ms(fb, repeats)
-        rows.append({"name": layer.name, "layer": layer.describe(), "forward_ms": f_ms,
-                     "backward_ms": max(t_ms - f_ms, 0.0), "forward_backward_ms": t_ms})
+        rows += _row(model, i, j, f_ms, t_ms)
         x = y.detach()
-        shape = layer.output_shape
+        shape = model.layers[j - 1].output_shape
     return rows

@@ -130,9 +130,9 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
             from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
 
             if kind == "tuinet":
-                info["layers"] = conv_layer_times(model, args["batch_size"], 5)
+                info["layers"] = conv_layer_times(model, args["batch_size"], 5, fused=True)
             else:
-                info["layers"] = torch_conv_layer_times(model, args["batch_size"], 5)
+                info["layers"] = torch_conv_layer_times(model, args["batch_size"], 5, fused=True)
         if kind == "pytorch":
             import torch
 
@@ -238,8 +238,14 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
         result["conv_layers"] = [
             {"name": row["layer"], "tuinet_ms": row["forward_backward_ms"],
              "pytorch_ms": theirs[i]["forward_backward_ms"] if theirs else None,
-             "mflop": training_flops(built.layers[i], i == built.first_trainable) * batch_size / 1e6}
+             "mflop": training_flops(built.layers[i], i == built.first_trainable) * batch_size / 1e6,
+             **({"fused": True} if row.get("fused") else {})}
             for i, row in enumerate(infos["tuinet"]["layers"])]
+        # a whole training step against the sum of its layers' times (each layer timed alone on a warm cache)
+        for name in ("tuinet", "pytorch"):
+            if f"{name}_samples_per_second" in result and (name == "tuinet" or theirs):
+                result[f"{name}_step_ms"] = batch_size / result[f"{name}_samples_per_second"] * 1e3
+                result[f"{name}_layer_sum_ms"] = sum(row[f"{name}_ms"] for row in result["conv_layers"])
     _add_flop_rates(result, built, machine or None)
     if torch_note:
         result["note"] = torch_note
@@ -314,6 +320,9 @@ def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | No
         print(f"  {'layer (forward+backward)':<26s} {'tuinet ms':>9s} {'GFLOP/s':>8s} {'PyTorch ms':>10s} "
               f"{'GFLOP/s':>8s} {'speedup':>7s}")
     for row in result.get("conv_layers", []):
+        if row.get("fused"):
+            print(f"  {row['name']:<26s} (fused into the row above)")
+            continue
         tg = f"{row['tuinet_gflops']:8.1f}" if row.get("tuinet_gflops") else f"{'-':>8s}"
         if row.get("pytorch_ms") is not None:
             pg = f"{row['pytorch_gflops']:8.1f}" if row.get("pytorch_gflops") else f"{'-':>8s}"
@@ -321,5 +330,11 @@ def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | No
         else:
             theirs = ""
         print(f"  {row['name']:<26s} {row['tuinet_ms']:9.2f} {tg} {theirs}")
+    if "tuinet_layer_sum_ms" in result:
+        line = f"  whole step: tuinet {result['tuinet_step_ms']:.1f} ms (layer sum {result['tuinet_layer_sum_ms']:.1f})"
+        if "pytorch_layer_sum_ms" in result:
+            line += (f", PyTorch {result['pytorch_step_ms']:.1f} ms (layer sum "
+                     f"{result['pytorch_layer_sum_ms']:.1f})")
+        print(line)
     if torch_note:
         print("  " + torch_note)

@@ -59,7 +59,8 @@ class Sequential:
             (p, g) for layer in self.layers for name, p, g in layer.named_params() if name in layer.penalized
         ]
         self._first_trainable = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
-        # layers that can run together with the next one (Conv2D + MaxPool2D): index of the first of each pair
+        # layers that can run together with the next one (Conv2D + MaxPool2D, BatchNorm + ReLU): index of the first
+        # of each pair
         self._fusable = frozenset(i for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))
                                   if hasattr(layer, "can_fuse") and layer.can_fuse(nxt))
         self._fusion = True
@@ -75,7 +76,8 @@ class Sequential:
 
     @property
     def fused_pairs(self) -> frozenset[int]:
-        """Indices of the layers that run fused with the next one (a Conv2D followed by its MaxPool2D)."""
+        """Indices of the layers that run fused with the next one (a Conv2D and its MaxPool2D, a BatchNorm and its
+        ReLU)."""
         return self._fused
 
     @property

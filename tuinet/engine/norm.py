@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from tuinet.engine.kernels import F0, F1, jit
-from tuinet.engine.layers import Layer, register
+from tuinet.engine.layers import Layer, ReLU, register
 from tuinet.errors import ModelError
 
 # --- kernels: x is (M, C) float32 C-contiguous; parts are (P, C) float64 ---------------------------------------
@@ -311,6 +311,25 @@ class BatchNorm(Layer):
 
     def backward(self, dy, need_dx=True):
         return self.backward_act(dy, None, need_dx)[0]
+
+    def can_fuse(self, nxt) -> bool:
+        """True when ``nxt`` is a ReLU that :meth:`forward_fused` can apply in the pass that writes the output."""
+        return type(nxt) is ReLU and tuple(nxt.input_shape) == tuple(self.output_shape)
+
+    def forward_fused(self, x, training, relu):
+        """This normalization and the ReLU layer ``relu`` after it in one pass (the model calls it for such pairs).
+
+        Same results as ``relu.forward(self.forward(x, training), training)`` bit for bit, without the
+        normalized but not yet rectified activation ever being stored; ``relu.output`` is set as its own forward
+        pass would set it.
+        """
+        y = self.forward_act(x, training, relu=True)
+        relu._cache = y
+        return y
+
+    def backward_fused(self, dy, relu, need_dx=True):
+        """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the ReLU's output."""
+        return self.backward_act(dy, relu.output, need_dx)[0]
 
     def backward_act(self, dy, out, need_dx=True, keep_masked=False):
         """Backward through :meth:`forward_act`; ``out`` is its output when a ReLU was fused (None if not).

@@ -10,10 +10,21 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tuinet.engine.conv import Conv2D
+from tuinet.engine.kernels import chunked, jit
 from tuinet.engine.layers import Layer, ReLU, register
 from tuinet.engine.norm import BatchNorm
 from tuinet.engine.spec import token
 from tuinet.errors import ModelError
+
+
+@jit()
+def _add_range(dst, src):
+    for i in range(dst.size):
+        dst[i] += src[i]
+
+
+# the two paths' input gradients summed on every core (NumPy's ``+=`` runs on one: 1.05 vs 0.58 ms at 256x28x28x16)
+add_into = chunked(_add_range, "add_into", "dst += src (flat float32 arrays of one size).")
 
 
 @register
@@ -119,7 +130,7 @@ class ResidualBlock(Layer):
             dskip = d
         if not need_dx:
             return None
-        dx += dskip
+        add_into(dx.reshape(-1), dskip.reshape(-1))
         return dx
 
     def config(self):
