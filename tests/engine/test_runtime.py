@@ -71,3 +71,43 @@ def test_vector_width_keeps_what_the_user_set(monkeypatch):
     monkeypatch.delenv("NUMBA_CPU_FEATURES")
     monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
     assert configure_vector_width() is False and "NUMBA_CPU_FEATURES" not in __import__("os").environ
+
+
+_FAULTS = """
+import resource
+import numpy as np
+from tuinet.engine import runtime  # noqa: F401  (configures the allocator)
+def step():
+    arrays = [np.ones((64, 28, 28, 16), np.float32) * 2 for _ in range(6)]  # 3.2 MB each, freed at the end
+    return sum(float(a[0, 0, 0, 0]) for a in arrays)
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_allocator_keeps_freed_activation_memory_for_the_next_step():
+    """A step's freed arrays are reused by the next one, not faulted in afresh (glibc's heap kept)."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        import pytest
+
+        pytest.skip("the allocator setting is for glibc on Linux")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+    def faults(tuinet=True, **extra):
+        code = _FAULTS if tuinet else _FAULTS.replace("from tuinet.engine import runtime", "import os as runtime")
+        out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra), capture_output=True,
+                             text=True, check=True).stdout.split()
+        return int(out[-1])
+
+    pages = 5 * 6 * 64 * 28 * 28 * 16 * 4 // 4096  # every array of 5 steps, if each were fresh memory
+    assert faults(tuinet=False) > pages // 2  # glibc's defaults: the heap's top is given back after each step
+    assert faults() < pages // 20  # with tuinet's setting: reused
+    assert faults(MALLOC_TRIM_THRESHOLD_="0") > pages // 2  # a user's MALLOC_* setting is left as it is

@@ -74,6 +74,39 @@ def configure_vector_width() -> bool:
     return True
 
 
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+KEEP_FREED_BYTES = 256 << 20  #: freed heap memory glibc keeps for reuse instead of returning it to the system
+MMAP_THRESHOLD = 32 << 20  #: allocations up to this size come from the heap (glibc's largest allowed value)
+
+
+def configure_allocator() -> bool:
+    """Keep freed activation arrays' memory in the process for the next step (glibc only); True when set.
+
+    A training step allocates its activations and gradients afresh (12.8 MB each for a 256 x 28 x 28 x 16
+    layer) and frees them at its end. glibc returns the top of its heap to the system once more than about twice
+    its (adaptive) mmap threshold is free, which happened every step, so every array of the next step was fresh
+    memory: 1,100 page faults a step for the ``cnn`` preset at batch 256 and 2,000 for ``resnet``, each fresh
+    12.8 MB array 8.8 ms to fill instead of 1.9. With arrays up to 32 MB taken from the heap and up to 256 MB of
+    freed memory kept, the faults go (0 and about 80 a step). ``MALLOC_*`` variables set by the user win.
+    """
+    import platform
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def wide_vectors() -> bool:
     """True when Numba compiles tuinet's kernels with 512-bit vectors (see :func:`configure_vector_width`)."""
     configure()
@@ -88,6 +121,7 @@ def configure() -> None:
     _CONFIGURED = True
     configure_numba_cache()
     _WIDE = configure_vector_width()
+    configure_allocator()
     os.environ.setdefault("NUMBA_THREADING_LAYER", "threadsafe")
     import numba
 
