@@ -123,13 +123,14 @@ def test_short_bursts_are_not_a_collapse(tuning):
                         collapse_steps=3, collapse_seconds=0.25)
     per = {"blas": 1e-5, "single": 2e-5}  # 0.64 ms a step on all cores
     assert _steps(tuner, per, 0.1)[0][1] == "blas"
-    # a redraw of the app: 10 steps at 20x the median (13 ms in all, under collapse_seconds), then normal again
+    # a redraw of the app: 10 steps at 20x the median (0.13 s in all, under collapse_seconds), then normal
+    # again for half a second (shorter than slowdown_seconds of slow average, so no slowdown probe either)
     for burst in range(20):
         for _ in range(10):
             assert tuner.record(64 * 2e-4, 64) is None
-        for _ in range(30):
+        for _ in range(800):
             assert tuner.record(64 * 1e-5, 64) is None
-    assert tuner.mode == "blas" and tuner.collapses == 0
+    assert tuner.mode == "blas" and tuner.collapses == 0 and tuner.slowdowns == 0
 
 
 def test_collapse_detection_off_keeps_the_slow_setting(tuning):
@@ -138,3 +139,24 @@ def test_collapse_detection_off_keeps_the_slow_setting(tuning):
                         collapse_factor=None)
     assert _steps(tuner, {"blas": 1e-5, "single": 2e-5}, 0.1)[0][1] == "blas"
     assert _steps(tuner, {"blas": 1e-3, "single": 2e-5}, 5.0) == [] and tuner.mode == "blas"
+
+
+def test_a_sustained_slowdown_short_of_a_collapse_rechecks_one_thread_at_once(tuning):
+    """Another process makes two-thread steps 2.5x slower (no 3x collapse): a short probe runs within a second."""
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
+                        collapse_steps=3, collapse_seconds=0.25, slowdown_seconds=0.5)
+    quiet = {"blas": 1e-5, "single": 1.6e-5}  # 0.64 ms a step on all cores
+    assert _steps(tuner, quiet, 0.1)[0][1] == "blas"
+    assert _steps(tuner, quiet, 3.0) == [] and tuner.slowdowns == 0  # steady: nothing happens
+    loaded = {"blas": 2.5e-5, "single": 1.7e-5}  # two threads now lose to one, but by less than 3x
+    switches = _steps(tuner, loaded, 1.5)
+    assert tuner.collapses == 0 and tuner.slowdowns == 1
+    assert switches and switches[0][1] == "single" and switches[0][0] < 0.8  # decided within 0.8 s of the load
+    assert tuner.mode == "single"
+    # noise of +-40% around a steady rate is not a slowdown
+    tuner2 = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6)
+    assert _steps(tuner2, quiet, 0.1)[0][1] == "blas"
+    for i in range(3000):
+        tuner2.record(64 * 1e-5 * (1.4 if i % 2 else 0.6), 64)
+    assert tuner2.slowdowns == 0 and tuner2.mode == "blas"

@@ -115,12 +115,18 @@ class ThreadTuner:
         collapse_seconds: the shortest slow stretch that makes a collapse (longer than a redraw of the app).
         recheck_seconds: training time on one thread before the first short re-check.
         window: recent steps whose median is the reference.
+        slowdown_factor: when the multi-core steps of the last ``slowdown_window`` seconds take on average this
+            many times the last probe's time per sample, for at least ``slowdown_seconds``, a short probe (one
+            block on each setting) runs at once instead of at the next scheduled probe: a competing process often
+            makes two-thread training 2-4x slower, mostly in stalls, not the 10-100x steps of a collapse
+            (``None``, or no collapse detection: off).
     """
 
     def __init__(self, model, block: int = 10, rounds: int = 2, reprobe: int = 3000,
                  min_block_seconds: float = 0.1, reprobe_seconds: float = 30.0,
                  collapse_factor: float | None = 3.0, collapse_steps: int = 3, collapse_seconds: float = 0.25,
-                 recheck_seconds: float = 2.0, window: int = 31):
+                 recheck_seconds: float = 2.0, window: int = 31, slowdown_factor: float | None = 1.6,
+                 slowdown_window: float = 0.25, slowdown_seconds: float = 0.5):
         self.wide = "numba" if uses_numba_parallel(model) else "blas"
         self.candidates = [self.wide] if cores() < 2 else [self.wide, "single"]
         self.forced = os.environ.get("TUINET_THREAD_MODE")
@@ -149,6 +155,13 @@ class ThreadTuner:
         self.last_rates: dict[str, float] = {}
         self.last_reason = ""
         self.collapses = 0
+        self.slowdown_factor, self.slowdown_seconds = slowdown_factor, slowdown_seconds
+        self._ref: float | None = None  # seconds per sample of multi-core steps in the last probe
+        self.slowdown_window = slowdown_window
+        self._latest: deque[tuple[float, float]] = deque()  # (seconds, samples) of the latest multi-core steps
+        self._latest_s = self._latest_n = 0.0
+        self._slowed_for = 0.0  # training time since their average went over slowdown_factor x the reference
+        self.slowdowns = 0
         self.apply(self.mode)
         if self.tuning:
             self._start_probe(self.rounds)
@@ -162,7 +175,8 @@ class ThreadTuner:
         """Set the thread pools for ``mode`` ("blas", "numba" or "single")."""
         configure_threads(mode=mode)
 
-    def _start_probe(self, rounds: int) -> None:
+    def _start_probe(self, rounds: int, by_mean: bool = False) -> None:
+        self._by_mean = by_mean  # judge by total time (stalls count), not the median step
         self._plan = [c for _ in range(rounds) for c in self.candidates]
         self._steps = {c: [] for c in self.candidates}
         self._samples = {c: 0 for c in self.candidates}
@@ -194,6 +208,9 @@ class ThreadTuner:
             return None
         if self.collapse_factor and self._collapsed(seconds / max(samples, 1), seconds):
             return self.mode
+        if self.collapse_factor and self.slowdown_factor and self._slowed(seconds / max(samples, 1), seconds):
+            self._start_probe(1, by_mean=True)
+            return None
         if self._since_probe >= self.reprobe and self._since_probe_seconds >= self.reprobe_seconds:
             self._start_probe(self.rounds)
         return None
@@ -222,6 +239,39 @@ class ThreadTuner:
         self.apply(self.mode)
         return True
 
+    def _slowed(self, per_sample: float, seconds: float) -> bool:
+        """True when the multi-core steps of the latest ``slowdown_window`` seconds have taken, on average (stalls
+        included: a competitor often leaves most steps fast and stalls a few), over ``slowdown_factor`` times the
+        last probe's time per sample, continuously for ``slowdown_seconds`` of training."""
+        if self._ref is None:
+            if len(self._recent) < min(8, self._recent.maxlen or 8):
+                return False
+            self._ref = float(np.median(self._recent))
+        latest = self._latest
+        latest.append((seconds, seconds / max(per_sample, 1e-30)))
+        self._latest_s += seconds
+        self._latest_n += latest[-1][1]
+        while len(latest) > 1 and self._latest_s - latest[0][0] >= self.slowdown_window:
+            s, n = latest.popleft()
+            self._latest_s -= s
+            self._latest_n -= n
+        average = self._latest_s / max(self._latest_n, 1e-30)
+        if self._latest_s < self.slowdown_window or average <= self.slowdown_factor * self._ref:
+            self._slowed_for = 0.0
+            return False
+        self._slowed_for += seconds
+        if self._slowed_for < self.slowdown_seconds:
+            return False
+        self.last_reason = (f"all-core steps slowed to {1 / average:,.0f} samples/s from {1 / self._ref:,.0f}; "
+                            f"a short check of one thread")
+        self.slowdowns += 1
+        self._clear_latest()
+        return True
+
+    def _clear_latest(self) -> None:
+        self._latest.clear()
+        self._latest_s = self._latest_n = self._slowed_for = 0.0
+
     def _record_probe(self, seconds: float, samples: int) -> str | None:
         self._t += seconds
         self._steps[self.mode].append(seconds)
@@ -237,6 +287,9 @@ class ThreadTuner:
         if self._plan:
             self._next_block()
             return None
+        if self._by_mean:  # a slowdown probe: the competitor shows as stalls, which the median would hide
+            mean = {c: self._samples[c] / max(sum(v), 1e-9) for c, v in self._steps.items() if v}
+            return self._finish_probe(max(mean, key=mean.get))
         return self._finish_probe(max(self.last_rates, key=self.last_rates.get))
 
     def _finish_probe(self, mode: str) -> str:
@@ -254,8 +307,11 @@ class ThreadTuner:
         self._recent.clear()
         self._slow, self._slow_seconds = [], 0.0
         wide = self._steps.get(self.wide, [])
+        self._clear_latest()
+        self._ref = None
         if wide and self._samples[self.wide]:
             per = self._samples[self.wide] / len(wide)
             self._recent.extend(s / per for s in wide)  # the probe's all-core steps are the first reference
+            self._ref = float(np.median(wide)) / per
         self.apply(self.mode)
         return self.mode
