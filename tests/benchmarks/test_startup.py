@@ -17,7 +17,10 @@ def test_startup_times_each_phase_of_a_fresh_process(tmp_path):
     assert r["total"] >= r["interpreter"] + r["imports"] + r["data"] + r["model"]
     assert r["kernels loaded"] + r["kernels compiled"] > 0  # the first step's kernels, cached or not
     timed = startup.run_once(sys.executable, None, "16", tmp_path, importtime=True, dataset="spiral")
-    assert timed["groups"]["numba"] > 0 and timed["groups"]["numpy"] > 0
+    # both libraries are imported before the first step; their self times are not asserted positive: the data
+    # loads in a second thread during the imports, and -X importtime's self times can then come out negative
+    assert "numba" in timed["groups"] and "numpy" in timed["groups"]
+    assert timed["groups"]["all"] > 0
     assert timed["groups"]["all"] == pytest.approx(sum(v for k, v in timed["groups"].items() if k != "all"))
 
 
