@@ -132,11 +132,27 @@ def _work_table(sizes: list[int]) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def _typed(arrays: list[np.ndarray]) -> List:
-    """A Numba typed list of flat views of ``arrays`` (what the all-parameter kernels take)."""
+@jit()
+def _list_new(a):
     out = List()
-    for a in arrays:
-        out.append(a.reshape(-1))
+    out.append(a)
+    return out
+
+
+@jit()
+def _list_push(lst, a):
+    lst.append(a)
+
+
+def _typed(arrays: list[np.ndarray]) -> List:
+    """A Numba typed list of flat views of ``arrays`` (what the all-parameter kernels take).
+
+    Built by two cached kernels: ``List()`` and ``append`` called from Python compile Numba's typed-list code in
+    every new process (0.7 s of a warm start), while inside a cached kernel that code is cached with it.
+    """
+    out = _list_new(arrays[0].reshape(-1))
+    for a in arrays[1:]:
+        _list_push(out, a.reshape(-1))
     return out
 
 
