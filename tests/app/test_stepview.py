@@ -67,7 +67,9 @@ async def test_escape_closes_the_view_and_stays_paused():
         await wait_until(pilot, lambda: isinstance(app.screen, StepScreen), what="the step view")
         await press(pilot, "escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, StepScreen), what="the view closed")
-        assert session.kinds()[-1] == "step" and app.state.paused
+        # the run's "paused" event may still be on its way: wait for it, then check nothing resumed the run
+        await wait_until(pilot, lambda: app.state.paused, what="the run shown paused")
+        assert session.kinds()[-1] == "step" and "resume" not in session.kinds()
 
 
 def test_count_prefix_takes_digits_just_before_n_and_forgets_them_otherwise():
