@@ -16,18 +16,15 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 def _median_ms(fn, repeats: int) -> float:
+    """The median of ``repeats`` timed calls after one untimed warm-up call."""
+    from tuinet.bench.layers import _median_ms as median_ms
+
     fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(statistics.median(times))
+    return median_ms(fn, repeats)
 
 
 def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:

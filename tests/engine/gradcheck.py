@@ -52,3 +52,15 @@ def assert_close_grad(analytic, numeric, rtol=1e-5, atol=1e-7, what="gradient"):
     worst = int(np.argmax(err - tol))
     assert np.all(err <= tol), (f"{what}: worst element {worst}: analytic {analytic.reshape(-1)[worst]!r} "
                                 f"vs numeric {numeric.reshape(-1)[worst]!r}")
+
+
+def assert_model_gradients(model, x, y):
+    """Every parameter gradient of ``model`` on (x, y) against finite differences of its loss."""
+    model.compute_gradients(x, y)
+    analytic = [g.copy() for g in model.grads]
+
+    def f():
+        return model.loss(model.forward(x, True), y)[0]
+
+    for i, (p, g) in enumerate(zip(model.params, analytic)):
+        assert_close_grad(g, numeric_grad(f, p), what=f"param {i}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.engine.gradcheck import assert_close_grad, numeric_grad, to_float64
+from tests.engine.gradcheck import assert_close_grad, assert_model_gradients, numeric_grad, to_float64
 
 from tuinet.engine import (GELU, Dense, Dropout, Flatten, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh,
                            make_loss)
@@ -154,11 +154,7 @@ def test_model_backpropagation_matches_finite_differences_with_flatten_and_relu(
     to_float64(model)
     x = rng.standard_normal((6, 3, 3, 1))
     y = rng.integers(0, 3, 6)
-    model.compute_gradients(x, y)
-    analytic = [g.copy() for g in model.grads]
-    f = lambda: model.loss(model.forward(x, True), y)[0]  # noqa: E731
-    for i, (p, g) in enumerate(zip(model.params, analytic)):
-        assert_close_grad(g, numeric_grad(f, p), what=f"param {i}")
+    assert_model_gradients(model, x, y)
 
 
 @pytest.mark.parametrize("use_bias", [True, False])
@@ -171,11 +167,7 @@ def test_fused_dense_relu_gradients(use_bias):
     to_float64(model)
     x = rng.standard_normal((7, 5))
     y = rng.integers(0, 3, 7)
-    model.compute_gradients(x, y)
-    analytic = [g.copy() for g in model.grads]
-    f = lambda: model.loss(model.forward(x, True), y)[0]  # noqa: E731
-    for i, (p, g) in enumerate(zip(model.params, analytic)):
-        assert_close_grad(g, numeric_grad(f, p), what=f"param {i}")
+    assert_model_gradients(model, x, y)
 
 
 def test_fused_dense_relu_gives_the_unfused_bits():
