@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numba
 import pytest
 
 from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
 from tuinet.engine import build_model
+from tuinet.engine.threads import configure_threads
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -26,3 +28,20 @@ def test_layer_rows_follow_the_model_and_its_fused_pairs(fused):
             assert rows[1]["forward_backward_ms"] == rows[3]["forward_backward_ms"] == 0.0
         else:
             assert names[:2] == ["Conv2D(4, 3x3)", "MaxPool2D(2x2)"]
+
+
+def test_layers_are_timed_in_the_models_own_thread_mode(monkeypatch):
+    """A process that last gave the cores to BLAS (as the benchmark's GEMM ceiling does) still times each layer
+    with the threads a training step of the model uses."""
+    model = build_model("conv3x3x4,relu,gap", (8, 8, 1), 10)
+    configure_threads(model)
+    expected = numba.get_num_threads()
+    configure_threads(model, mode="single")
+    seen = []
+    conv = model.layers[0]
+    forward = conv.forward
+    monkeypatch.setattr(conv, "forward", lambda *a: seen.append(numba.get_num_threads()) or forward(*a))
+    conv_layer_times(model, 4, 1)
+    assert seen and set(seen) == {expected}
+    conv_layer_times(model, 4, 1, mode="single")
+    assert seen[-1] == 1

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tuinet.bench.torch_models import torch_cnn_model
-from tuinet.engine.threads import cores
+from tuinet.engine.threads import configure_threads, cores
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -43,15 +43,17 @@ def _row(model, i: int, j: int, fwd: float, total: float) -> list[dict[str, Any]
 
 
 def conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed: int = 0,
-                     fused: bool = False) -> list[dict[str, Any]]:
+                     fused: bool = False, mode: str | None = None) -> list[dict[str, Any]]:
     """Median forward+backward milliseconds of each layer of a tuinet model on one random batch.
 
     Returns one dict per layer: ``name``, ``layer`` (its description), ``forward_ms``, ``backward_ms``,
     ``forward_backward_ms``. With ``fused``, the pairs the model runs fused (:attr:`Sequential.fused_pairs`) are
     timed as one unit, as a training step runs them: the pair's time is in its first layer's row (named
-    ``a+b``), the second's row has 0 ms and ``fused: True``. Call :func:`configure_threads` first (as training
-    does).
+    ``a+b``), the second's row has 0 ms and ``fused: True``. The cores go where a training step of this model
+    gives them (:func:`configure_threads` with ``mode``, by default the model's own mode), whatever the calling
+    process set before: timed in another mode (BLAS on every core, Numba on one), a convolution runs on one core.
     """
+    configure_threads(model, mode)
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size,) + model.input_shape, dtype=np.float32)
     first = model.first_trainable
