@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tuinet.engine import kernels as K
+from tuinet.engine.gemm import matmul
 from tuinet.errors import ModelError
 
 LAYER_TYPES: dict[str, type["Layer"]] = {}
@@ -155,19 +156,19 @@ class Dense(Layer):
 
     def forward(self, x, training):
         self._x = x
-        z = x @ self.params[0]
+        z = matmul(x, self.params[0])
         if self.use_bias:
             K.add_bias(z, self.params[1])
         return z
 
     def backward(self, dy, need_dx=True):
         x = self._x
-        np.dot(x.T, dy, out=self.grads[0])
+        matmul(x, dy, self.grads[0], trans_a=True)
         if self.use_bias:
             K.column_sum(dy, self.grads[1])
         if not need_dx:
             return None
-        return dy @ self.params[0].T
+        return matmul(dy, self.params[0], trans_b=True)
 
     # --- Dense followed by ReLU, fused (Sequential calls these for such pairs) -------------------------------
 
@@ -194,7 +195,7 @@ class Dense(Layer):
         w = self.params[0]
         shape = (x.shape[0], self.units)
         y = self._buffer("y", shape) if training and x.dtype == np.float32 else np.empty(shape, dtype=x.dtype)
-        np.dot(x, w, out=y)
+        matmul(x, w, y)
         K.bias_relu(y, self.params[1] if self.use_bias else self._zero_bias())
         relu._cache = y
         return y
@@ -204,10 +205,10 @@ class Dense(Layer):
         y = relu._cache
         dz = self._buffer("dz", dy.shape) if dy.dtype == np.float32 else np.empty_like(dy)
         K.relu_grad_bias(dy, y, dz, self.grads[1] if self.use_bias else np.empty(self.units, dtype=dy.dtype))
-        np.dot(self._x.T, dz, out=self.grads[0])
+        matmul(self._x, dz, self.grads[0], trans_a=True)
         if not need_dx:
             return None
-        return dz @ self.params[0].T
+        return matmul(dz, self.params[0], trans_b=True)
 
     def _zero_bias(self) -> np.ndarray:
         z = self._buffers.get("zero_bias")

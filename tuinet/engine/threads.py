@@ -49,6 +49,14 @@ def uses_numba_parallel(model) -> bool:
     return any(getattr(layer, "numba_parallel", False) for layer in getattr(model, "all_layers", model.layers))
 
 
+_mode: str | None = None  # the mode configure_threads set last
+
+
+def current_mode() -> str | None:
+    """The thread mode :func:`configure_threads` set last in this process (None before the first call)."""
+    return _mode
+
+
 def configure_threads(model=None, mode: str | None = None) -> str:
     """Give the cores to BLAS or to Numba for ``model`` (call from the thread that trains); returns the mode.
 
@@ -74,6 +82,8 @@ def configure_threads(model=None, mode: str | None = None) -> str:
     else:
         runtime.limit_blas_threads(1)
         numba.set_num_threads(1)
+    global _mode
+    _mode = mode
     return mode
 
 

@@ -1,0 +1,112 @@
+"""The Numba side of :func:`tuinet.engine.gemm.matmul`: a product on the convolutions' micro-kernels, its rows
+split over Numba's threads, B packed into 32-column panels first (the reasons are in :mod:`tuinet.engine.gemm`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numba
+import numpy as np
+from numba import prange
+
+from tuinet.engine.conv.codegen import conv_jit
+from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
+
+#: row chunks handed to the threads are multiples of every tile height (6, 8 and 12 rows, or 3, 4 and 8)
+_ROW_ALIGN = 24
+
+
+@conv_jit()
+def _pack_panels(b, trans, starts, widths, bp):
+    """bp[p, t, :w] = B[t, j0 : j0 + w] for each panel p = (j0, w) of B = b (T, M), or B = b.T when ``trans``
+    (b is then (M, T))."""
+    T = bp.shape[1]
+    for p in range(bp.shape[0]):
+        j0 = starts[p]
+        w = widths[p]
+        panel = bp[p]
+        if trans:
+            for j in range(w):
+                src = b[j0 + j]
+                for t in range(T):
+                    panel[t, j] = src[t]
+        else:
+            for t in range(T):
+                _copy_flat(b[t][j0:j0 + w], panel[t])
+
+
+@conv_jit(parallel=True)
+def _gemm_panels(af, u, rows, v, bp, starts, widths, c, bias, parts):
+    """c[:rows, :] = A @ B + bias, A[r, t] = af[u[r] + v[t]], B packed by :func:`_pack_panels` into panels of 32
+    or 8 columns.
+
+    ``u`` extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets); the rows go to ``parts`` threads in
+    chunks of whole tiles, each thread running every panel over its rows, a last partial tile through a small
+    buffer. Only the 32- and 8-column micro-kernels are compiled (a first run compiles this kernel cold).
+    """
+    chunk = -(-rows // parts)
+    chunk = -(-chunk // _ROW_ALIGN) * _ROW_ALIGN
+    no = rows < 0  # False, not a literal (a literal would compile a second version of the micro-kernels)
+    for part in prange(parts):
+        tile = np.empty((TILE_ROWS, 32), np.float32)
+        lo = part * chunk
+        hi = min(rows, lo + chunk)
+        for p in range(bp.shape[0]):
+            j0 = starts[p]
+            wide = widths[p] == 32
+            b = bp[p]
+            bs = bias[j0:]
+            th = R32 if wide else R8
+            r0 = lo
+            while r0 + th <= hi:
+                if wide:
+                    MK32(af, u, r0, v, b, 0, c, r0, j0, bs, no)
+                else:
+                    MK8(af, u, r0, v, b, 0, c, r0, j0, bs, no)
+                r0 += th
+            if r0 < hi:
+                if wide:
+                    MK32(af, u, r0, v, b, 0, tile, 0, 0, bs, no)
+                else:
+                    MK8(af, u, r0, v, b, 0, tile, 0, 0, bs, no)
+                for r in range(hi - r0):
+                    _copy_flat(tile[r], c[r0 + r][j0:j0 + widths[p]])
+
+
+@lru_cache(maxsize=64)
+def _offsets(n: int, step: int) -> np.ndarray:
+    """0, step, 2*step, ... for n rows, then TILE_ROWS copies of the last (a partial tile's padding rows)."""
+    u = np.arange(n + TILE_ROWS, dtype=np.int64) * step
+    u[n:] = u[n - 1]
+    u.flags.writeable = False
+    return u
+
+
+@lru_cache(maxsize=64)
+def _panels(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column starts and widths of the panels of m columns (a multiple of 8): 32 wide, then 8 wide."""
+    starts = list(range(0, m - m % 32, 32)) + list(range(m - m % 32, m, 8))
+    widths = [32] * (m // 32) + [8] * (m % 32 // 8)
+    return np.array(starts, np.int64), np.array(widths, np.int64)
+
+
+@lru_cache(maxsize=64)
+def _zeros(n: int) -> np.ndarray:
+    z = np.zeros(n, np.float32)
+    z.flags.writeable = False
+    return z
+
+
+def panel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
+    """``op(a) @ op(b)`` into ``out`` (C-contiguous float32, ``out.shape[1]`` a multiple of 8)."""
+    n, m = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    starts, widths = _panels(m)
+    bp = np.empty((starts.size, k, 32), np.float32)
+    _pack_panels(b, trans_b, starts, widths, bp)
+    if trans_a:  # A[r, t] = a[t, r]
+        u, v = _offsets(n, 1), _offsets(k, n)
+    else:
+        u, v = _offsets(n, k), _offsets(k, 1)
+    _gemm_panels(a.reshape(-1), u, n, v[:k], bp, starts, widths, out, _zeros(m), max(1, numba.get_num_threads()))
+    return out

@@ -1,0 +1,53 @@
+"""The dense layers' matrix products, on Numba's threads when the cores belong to Numba.
+
+In the "numba" thread mode (models with convolutions, :mod:`tuinet.engine.threads`) BLAS keeps one thread: its
+worker threads and Numba's both spin while they wait, so giving BLAS a second thread around a Dense layer's
+products made a ``cnn`` step 2.7x slower (24 -> 65 ms). The products of the Dense layers would then run on one
+core. :func:`matmul` runs them instead on the convolutions' register-tile micro-kernels
+(:mod:`tuinet.engine.conv.microkernels`, driven by :mod:`tuinet.engine.conv.dense`), the rows split over Numba's
+threads, B first copied into 32-column panels: read in place, rows of B a power-of-two number of floats apart
+(a layer of 256 or 512 units) all fall into the same few cache sets, and a 256x256 by 256x512 product ran at
+14 GFLOP/s instead of 110.
+
+Each element of the result is one micro-kernel's sum over the whole reduction, in order, whatever the number of
+threads: the numbers depend on the thread mode (BLAS sums in another order) but not on the thread count. In the
+other modes, and for shapes the micro-kernels do not take (an output width that is not a multiple of 8, inputs
+that are not C-contiguous float32), the product goes to BLAS (``np.dot``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tuinet.engine import threads
+
+#: below this many multiply-adds a product stays with BLAS (threads and packing would cost more than they save)
+MIN_FMAS = 1 << 20
+
+
+def on_numba_threads() -> bool:
+    """True when the Dense products run on Numba's threads (the current thread mode is "numba")."""
+    return threads.current_mode() == "numba"
+
+
+def _takes(a: np.ndarray, b: np.ndarray, out: np.ndarray, m: int) -> bool:
+    return (m % 8 == 0 and a.dtype == b.dtype == out.dtype == np.float32 and a.flags.c_contiguous
+            and b.flags.c_contiguous and out.flags.c_contiguous and out.flags.writeable)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, trans_a: bool = False,
+           trans_b: bool = False) -> np.ndarray:
+    """``op(a) @ op(b)`` into ``out`` (a new array when None), op transposing when ``trans_a`` / ``trans_b``.
+
+    ``a`` and ``b`` are 2-D and stored as given (``trans_a``: a is (K, N) and its transpose is used). On Numba's
+    threads in the "numba" thread mode (see the module doc), with BLAS otherwise.
+    """
+    n, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    m = b.shape[0] if trans_b else b.shape[1]
+    if out is None:
+        out = np.empty((n, m), dtype=np.result_type(a, b))
+    if not (on_numba_threads() and n * k * m >= MIN_FMAS and _takes(a, b, out, m)):
+        return np.dot(a.T if trans_a else a, b.T if trans_b else b, out=out)
+    from tuinet.engine.conv.dense import panel_matmul  # the kernels load on first use (not at import)
+
+    return panel_matmul(a, b, out, trans_a, trans_b)
