@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tuinet.engine.conv import AvgPool2D, Conv2D, GlobalAvgPool, MaxPool2D, conv_geometry
-from tuinet.engine.norm import BatchNorm
+from tuinet.engine.norm import BatchNorm, fold_factor
 from tuinet.engine.residual import ResidualBlock
 from tuinet.errors import ModelError
 
@@ -554,6 +554,49 @@ def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-6, atol=1e-6)
     else:
         assert dx is None
+
+
+def test_batchnorm_fold_factor():
+    assert fold_factor(256 * 784, 16) == 4  # 64-wide rows
+    assert fold_factor(256 * 196, 32) == 2
+    assert fold_factor(256 * 49, 64) == 1 and fold_factor(1000, 100) == 1
+    assert fold_factor(6, 16) == 2  # the largest power of two dividing the rows
+    assert fold_factor(189, 5) == 1  # odd rows: not folded
+
+
+@pytest.mark.parametrize("mode", ["plain", "relu", "skip"])
+@pytest.mark.parametrize("shape,batch", [((4, 4, 16), 8), ((3, 3, 6), 6), ((12,), 40)])
+def test_batchnorm_folded_rows_give_the_unfolded_results(monkeypatch, mode, shape, batch):
+    """The kernels see several rows of a few channels as one wide row (fold_factor); statistics, outputs, running
+    statistics, evaluation and every gradient stay those of the one-row-per-row kernels."""
+    import tuinet.engine.norm as norm
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((batch,) + shape) * 2 + 1).astype(np.float32)
+    skip = rng.standard_normal(x.shape).astype(np.float32) if mode == "skip" else None
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for width in (norm.FOLD_WIDTH, 0):
+        monkeypatch.setattr(norm, "FOLD_WIDTH", width)
+        layer = BatchNorm()
+        layer.build(shape, None)
+        layer.params[0][:] = rng.uniform(0.5, 1.5, shape[-1]) if not results else results[0]["gamma"]
+        layer.params[1][:] = rng.standard_normal(shape[-1]) if not results else results[0]["beta"]
+        relu = mode != "plain"
+        y = layer.forward_act(x, True, relu=relu, skip=skip)
+        dx, kept = layer.backward_act(dy, y if relu else None, True, keep_masked=mode == "skip")
+        results.append({"fold": layer._fold, "gamma": layer.params[0].copy(), "beta": layer.params[1].copy(),
+                        "y": y, "dx": dx, "kept": kept, "grads": [g.copy() for g in layer.grads],
+                        "running": [b.copy() for b in layer.buffers.values()],
+                        "eval": layer.forward_act(x, False, relu=relu, skip=skip)})
+    folded, plain = results
+    assert folded["fold"] > 1 and plain["fold"] == 1
+    for key in ("y", "dx", "eval"):
+        np.testing.assert_allclose(folded[key], plain[key], rtol=1e-5, atol=1e-5)
+    if mode == "skip":
+        np.testing.assert_array_equal(folded["kept"], plain["kept"])
+    for a, b in zip(folded["grads"] + folded["running"], plain["grads"] + plain["running"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 _CONV_SCRIPT = """

@@ -77,39 +77,47 @@ def _scale_shift(x, lo, hi, scale, shift, skip, mode, y):
 
 
 @jit(parallel=True)
-def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode):
+def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode, fold):
     """Batch statistics (one pass, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
 
     ``mode`` fuses what follows the normalization into the pass that writes y: 0 nothing, 1 a ReLU, 2 the sum
     with ``skip`` (same shape as x; any array of x's type when unused) and a ReLU, as a residual block ends.
 
-    Writes the batch mean, biased variance and 1 / sqrt(var + eps) into ``mean``, ``var``, ``invstd``. The sums
-    are of x minus the first row (a value of the batch, so the shifted sum of squares does not cancel as
+    x holds ``fold`` rows of C channels in each of its rows (a (rows / fold, fold * C) view of the activations,
+    see :func:`fold_factor`); gamma, beta and the outputs ``mean``, ``var`` (biased) and ``invstd``
+    (1 / sqrt(var + eps)) have C entries, ``parts`` and ``parts_sq`` a row of fold * C per thread. The sums are of
+    x minus the first row's values (a value of the batch, so the shifted sum of squares does not cancel as
     sum(x^2) - m mean^2 would), in float64: one read of x for the statistics and one for y, two parallel regions.
     """
-    m, C = x.shape
+    m, W = x.shape
+    C = mean.size
+    n = m * fold  # rows of C channels
     P = min(parts.shape[0], m)
-    shift = x[0].copy()
+    shift = np.empty(W, np.float32)
+    for j in range(W):
+        shift[j] = x[0, j % C]
     for p in prange(P):
         parts[p, :] = 0.0
         parts_sq[p, :] = 0.0
         _col_sums(x, p * m // P, (p + 1) * m // P, shift, parts[p], parts_sq[p])
-    scale = np.empty(C, np.float32)
-    offset = np.empty(C, np.float32)
+    scale = np.empty(W, np.float32)
+    offset = np.empty(W, np.float32)
     for c in range(C):
         s = 0.0
         s2 = 0.0
         for p in range(P):
-            s += parts[p, c]
-            s2 += parts_sq[p, c]
-        d = s / m
+            for f in range(fold):
+                s += parts[p, f * C + c]
+                s2 += parts_sq[p, f * C + c]
+        d = s / n
         mean[c] = np.float32(shift[c] + d)
-        v = np.float32(max(s2 / m - d * d, 0.0))
+        v = np.float32(max(s2 / n - d * d, 0.0))
         var[c] = v
         inv = F1 / np.sqrt(v + eps)
         invstd[c] = inv
-        scale[c] = gamma[c] * inv
-        offset[c] = beta[c] - mean[c] * gamma[c] * inv
+        for f in range(fold):
+            scale[f * C + c] = gamma[c] * inv
+            offset[f * C + c] = beta[c] - mean[c] * gamma[c] * inv
     for p in prange(P):
         _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, skip, mode, y)
 
@@ -189,36 +197,62 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dmask, need_dx, dx):
 
 
 @jit(parallel=True)
-def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx, out, mode, dmask):
+def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx, out, mode, dmask,
+                fold):
     """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x.
 
     With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output ``out``, masked here; mode 2 also
-    writes the masked gradient into ``dmask``. Unused array arguments can be any arrays of their type.
+    writes the masked gradient into ``dmask``. Unused array arguments can be any arrays of their type. The arrays
+    of activations are folded as in :func:`bn_train_forward` (``fold`` rows of C channels per row).
     """
-    m, C = x.shape
+    m, W = x.shape
+    C = mean.size
     P = min(parts_dy.shape[0], m)
+    mean_w = np.empty(W, np.float32)
+    for j in range(W):
+        mean_w[j] = mean[j % C]
     for p in prange(P):
         parts_dy[p, :] = 0.0
         parts_dyx[p, :] = 0.0
-        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean, parts_dy[p], parts_dyx[p], out, mode)
-    k = np.empty(C, np.float32)
-    a = np.empty(C, np.float32)
-    b = np.empty(C, np.float32)
-    inv_m = 1.0 / m
+        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean_w, parts_dy[p], parts_dyx[p], out, mode)
+    k = np.empty(W, np.float32)
+    a = np.empty(W, np.float32)
+    b = np.empty(W, np.float32)
+    inv_m = 1.0 / (m * fold)
     for c in range(C):
         sdy = 0.0
         sdyx = 0.0
         for p in range(P):
-            sdy += parts_dy[p, c]
-            sdyx += parts_dyx[p, c]
+            for f in range(fold):
+                sdy += parts_dy[p, f * C + c]
+                sdyx += parts_dyx[p, f * C + c]
         dbeta[c] = np.float32(sdy)
         dgamma[c] = np.float32(sdyx * invstd[c])
-        k[c] = gamma[c] * invstd[c]
-        a[c] = np.float32(sdy * inv_m)
-        b[c] = np.float32(sdyx * inv_m * invstd[c] * invstd[c])
+        for f in range(fold):
+            k[f * C + c] = gamma[c] * invstd[c]
+            a[f * C + c] = np.float32(sdy * inv_m)
+            b[f * C + c] = np.float32(sdyx * inv_m * invstd[c] * invstd[c])
     if need_dx or mode == 2:
         for p in prange(P):
-            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean, k, a, b, out, mode, dmask, need_dx, dx)
+            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean_w, k, a, b, out, mode, dmask, need_dx, dx)
+
+
+#: the kernels' rows are at least this many floats wide when the activations allow (see fold_factor)
+FOLD_WIDTH = 64
+
+
+def fold_factor(rows: int, channels: int) -> int:
+    """How many rows of ``channels`` values the kernels see as one row: the largest power of two k with
+    k * channels <= FOLD_WIDTH that divides ``rows`` (1 for 64 channels or more).
+
+    LLVM vectorizes a channel loop 16 floats at a time, several vectors per iteration, and leaves what does not
+    fill an iteration to a scalar loop: with 16 channels every row went through the scalar loop, and a batch-256
+    28x28x16 BatchNorm + ReLU took 6.3 ms backward against 3.4 as 64-wide rows.
+    """
+    k = 1
+    while 2 * k * channels <= FOLD_WIDTH and rows % (2 * k) == 0:
+        k *= 2
+    return k
 
 
 # --- layer -----------------------------------------------------------------------------------------------------
@@ -265,13 +299,14 @@ class BatchNorm(Layer):
         self._invstd = np.zeros(c, np.float32)
         self._parts: tuple[np.ndarray, np.ndarray] | None = None
         self._x: np.ndarray | None = None
+        self._fold = 1
         self.output_shape = self.input_shape
         return self.output_shape
 
-    def _partials(self) -> tuple[np.ndarray, np.ndarray]:
+    def _partials(self, width: int) -> tuple[np.ndarray, np.ndarray]:
         p = _threads()
-        if self._parts is None or self._parts[0].shape[0] != p:
-            self._parts = (np.empty((p, self.channels)), np.empty((p, self.channels)))
+        if self._parts is None or self._parts[0].shape != (p, width):
+            self._parts = (np.empty((p, width)), np.empty((p, width)))
         return self._parts
 
     def forward(self, x, training):
@@ -283,19 +318,21 @@ class BatchNorm(Layer):
         Fused into the pass that writes the output; :meth:`backward_act` with that output is the backward pass.
         """
         c = self.channels
-        x2 = np.ascontiguousarray(x).reshape(-1, c)
+        m = x.size // c
+        fold = fold_factor(m, c)
+        x2 = np.ascontiguousarray(x).reshape(-1, c * fold)
         y = np.empty_like(x2)
         mode = 0 if not relu else (1 if skip is None else 2)
-        k2 = x2 if skip is None else np.ascontiguousarray(skip).reshape(-1, c)
+        k2 = x2 if skip is None else np.ascontiguousarray(skip).reshape(x2.shape)
         gamma, beta = self.params
         if training:
-            m = x2.shape[0]
             if m < 2:
                 raise ModelError("BatchNorm needs more than one value per channel in training (batch of 1?)")
-            parts, parts_sq = self._partials()
+            parts, parts_sq = self._partials(c * fold)
             bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
-                             parts, parts_sq, k2, mode)
+                             parts, parts_sq, k2, mode, fold)
             self._x = x2
+            self._fold = fold
             mom = np.float32(self.momentum)
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= np.float32(1.0) - mom
@@ -306,7 +343,7 @@ class BatchNorm(Layer):
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             scale = (gamma / np.sqrt(rv + np.float32(self.eps))).astype(np.float32)
             shift = (beta - rm * scale).astype(np.float32)
-            bn_eval_forward(x2, scale, shift, y, _threads(), k2, mode)
+            bn_eval_forward(x2, np.tile(scale, fold), np.tile(shift, fold), y, _threads(), k2, mode)
         return y.reshape(x.shape)
 
     def backward(self, dy, need_dx=True):
@@ -337,15 +374,14 @@ class BatchNorm(Layer):
         Returns (dx or None, the ReLU's input gradient when ``keep_masked``, else None): with a skip connection
         that gradient is also the skip path's.
         """
-        c = self.channels
-        dy2 = np.ascontiguousarray(dy).reshape(-1, c)
+        dy2 = np.ascontiguousarray(dy).reshape(self._x.shape)  # folded as the forward pass folded x
         dx = np.empty_like(dy2)
         mode = 0 if out is None else (2 if keep_masked else 1)
-        o2 = dy2 if out is None else np.ascontiguousarray(out).reshape(-1, c)
+        o2 = dy2 if out is None else np.ascontiguousarray(out).reshape(dy2.shape)
         masked = np.empty_like(dy2) if mode == 2 else dx
-        pdy, pdyx = self._partials()
+        pdy, pdyx = self._partials(dy2.shape[1])
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
-                    pdy, pdyx, need_dx, o2, mode, masked)
+                    pdy, pdyx, need_dx, o2, mode, masked, self._fold)
         return (dx.reshape(dy.shape) if need_dx else None), (masked.reshape(dy.shape) if mode == 2 else None)
 
     def config(self):
