@@ -151,7 +151,22 @@ CONV_CASES = [
     ((7, 7, 24), 8, 3, 2, "same", True),       # stride 2 with same padding, 3-row tiles
     ((9, 8, 2), 4, 2, 3, "valid", True),       # the last input row is in no window: an empty tap range
     ((8, 9, 24), 8, (3, 2), (2, 3), 2, True),  # rectangular kernel and stride with integer padding
+    # input gradient as dy @ W^T and col2im (strided, or Cin not a multiple of 8; most cases above too):
+    ((8, 8, 16), 32, 3, 2, "same", True),      # a resnet block's strided conv (asymmetric same padding)
+    ((8, 8, 16), 32, 1, 2, "valid", False),    # its 1x1 strided projection (no padding: col2im straight into dx)
 ]
+
+
+def test_conv2d_input_gradient_strategy_follows_stride_and_channels():
+    """The full convolution of dy for stride-1 convolutions of 8k channels, dy @ W^T + col2im for the others."""
+    def plan(shape, filters, k, s, pad):
+        layer = Conv2D(filters, k, s, pad)
+        layer.build(shape, np.random.default_rng(0))
+        return layer._plan.dx_gemm
+
+    assert not plan((10, 10, 24), 32, 3, 1, "valid") and not plan((28, 28, 16), 16, 3, 1, "same")
+    assert plan((28, 28, 16), 32, 3, 2, "same") and plan((28, 28, 16), 32, 1, 2, "valid")
+    assert plan((14, 14, 6), 16, 5, 1, "valid") and plan((28, 28, 1), 6, 5, 1, "same")
 
 
 @pytest.mark.parametrize("shape,filters,k,s,pad,bias", CONV_CASES)

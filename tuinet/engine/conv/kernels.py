@@ -213,10 +213,35 @@ def _scatter_dy(g, dyf, OW, sh, sw, top, left):
         _copy_flat(g[q], dyf[top + oh * sh, left + ow * sw])
 
 
+@conv_jit()
+def _col2im_add(cb, dst, OW, sh, sw, KH, KW, C):
+    """dst[oh*sh + kh, ow*sw + kw, :] += cb[oh*OW + ow, (kh*KW + kw)*C : ... + C] for every output position of
+    cb (P, >= KH*KW*C) and every tap: one add over the KW*C contiguous values of each kernel row."""
+    L = KW * C
+    for q in range(cb.shape[0]):
+        oh = q // OW
+        ow = q - oh * OW
+        row = cb[q]
+        c0 = ow * sw * C
+        for kh in range(KH):
+            d = dst[oh * sh + kh].reshape(-1)[c0:c0 + L]
+            s = row[kh * L:kh * L + L]
+            for i in range(L):
+                d[i] += s[i]
+
+
+@conv_jit()
+def _crop_into(xp, x, pt, pl):
+    """x = the (H, W, C) interior of the padded xp (the reverse of :func:`_pad_into`)."""
+    H, W = x.shape[0], x.shape[1]
+    for i in range(H):
+        _copy_flat(xp[pt + i][pl:pl + W].reshape(-1), x[i].reshape(-1))
+
+
 @conv_jit(parallel=True)
 def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
-                    parts, cout, pooled, pool_dy, pool_arg):
+                    parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -230,6 +255,11 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
     only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would only
     multiply the zero border).
+
+    ``dx_gemm`` (strided convolutions, Cin not a multiple of 8; see :class:`~tuinet.engine.conv.plan.ConvPlan`):
+    dX instead as dcols = dy @ wt, wt (Cout, Kp) = W^T with its columns the taps (kh, kw, ci), rows ``qbase_i``
+    (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
+    pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
 
     ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
     sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
@@ -250,8 +280,11 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
         _zero(dbp)
         dybuf = np.zeros((P, cp) if cp != cout else (1, 1), np.float32)
         xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
-        dyf = np.zeros((FH, FW, cout) if need_dx else (1, 1, 1), np.float32)
-        dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx else (1, 1), np.float32)
+        dyf = np.zeros((FH, FW, cout) if need_dx and not dx_gemm else (1, 1, 1), np.float32)
+        dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx and not dx_gemm else (1, 1), np.float32)
+        cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm else (1, 1), np.float32)
+        dxpad = np.zeros((H + pt + pb, W + pl + pr, C) if need_dx and dx_gemm and padded else (1, 1, 1), np.float32)
+        zk = np.zeros(wt.shape[1], np.float32)
         zc = np.zeros(cin_p, np.float32)
         pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
@@ -274,7 +307,16 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
             for j0 in range(0, cp, 8):
                 _colsum8(g, j0, dbp)
             _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
-            if need_dx:
+            if need_dx and dx_gemm:
+                _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
+                if padded:
+                    _zero(dxpad.reshape(-1))
+                    _col2im_add(cbuf, dxpad, OW, sh, sw, KH, KW, C)
+                    _crop_into(dxpad, dx[n], pt, pl)
+                else:
+                    _zero(dx[n].reshape(-1))
+                    _col2im_add(cbuf, dx[n], OW, sh, sw, KH, KW, C)
+            elif need_dx:
                 _scatter_dy(dyn, dyf, OW, sh, sw, KH - 1, KW - 1)
                 dxn = dx[n].reshape(H * W, C)
                 if direct_dx:

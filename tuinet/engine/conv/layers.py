@@ -143,7 +143,8 @@ class Conv2D(Layer):
         # work buffers: the padded bias, the weights as a (KH*KW*Cin, Cout padded) matrix and flipped for dX
         self._bp = np.zeros(plan.cp, np.float32)
         self._wk = np.zeros((fan_in, plan.cp), np.float32)
-        self._wf = np.zeros((fan_out, plan.cin_p), np.float32)
+        self._wf = np.zeros((fan_out, plan.cin_p) if not plan.dx_gemm else (1, 8), np.float32)
+        self._wt = np.zeros((self.filters, plan.kp) if plan.dx_gemm else (1, 8), np.float32)
         self._parts: tuple[np.ndarray, np.ndarray] | None = None
         return self.output_shape
 
@@ -213,7 +214,10 @@ class Conv2D(Layer):
         dw_parts, db_parts = self._parts
         k = self._wk.shape[0]
         kh, kw = self.kernel_size
-        if need_dx:  # W flipped in both spatial axes, channel axes swapped: (KH*KW*Cout, Cin)
+        if need_dx and plan.dx_gemm:  # W^T: (Cout, KH*KW*Cin)
+            self._wt[:, :k] = self.params[0].reshape(k, cout).T
+            dx = np.empty_like(x)
+        elif need_dx:  # W flipped in both spatial axes, channel axes swapped: (KH*KW*Cout, Cin)
             wflip = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * cout, -1)
             self._wf[:, :self.input_shape[2]] = wflip
             dx = np.empty_like(x)
@@ -222,7 +226,8 @@ class Conv2D(Layer):
         conv2d_backward(x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i, plan.off_u,
                         plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out, plan.panels_in, ow,
                         self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
-                        plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg)
+                        plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
+                        plan.qbase_i, plan.co_u, plan.panels_k)
         self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:
             self.grads[1][...] = db_parts[0, :cout]

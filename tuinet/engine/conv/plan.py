@@ -63,6 +63,11 @@ class ConvPlan:
     dtap_hi: np.ndarray
     direct: bool  #: the forward GEMM's columns are the output's channels (written in place, no copy)
     direct_dx: bool  #: the input-gradient GEMM's columns are dx's channels (written in place)
+    dx_gemm: bool  #: the input gradient as dy @ W^T and a col2im scatter (strided or narrow convolutions)
+    kp: int  #: KH*KW*Cin rounded up to 8 (the width of that GEMM)
+    panels_k: np.ndarray  #: its column panels
+    qbase_i: np.ndarray  #: its rows: the offset of each output position's dy row, padded like base_i
+    co_u: np.ndarray  #: its reduction: the Cout channels of a dy row
 
     @classmethod
     def build(cls, input_shape, output_shape, kernel_size, stride, padding) -> "ConvPlan":
@@ -96,6 +101,8 @@ class ConvPlan:
         khi = np.minimum(kh - 1, kh - 1 + (oh - 1) * sh - hrow) + 1
         khi = np.maximum(khi, klo)
         lo = np.repeat(klo * kw * cout, w).astype(np.int64)
+        kp = -(-k // 8) * 8
+        panels_k = _panels(kp)
         hi = np.repeat(khi * kw * cout, w).astype(np.int64)
         return cls(
             pt=pt, pb=pb, pl=pl, pr=pr, cp=cp, cin_p=cin_p, panels_out=panels_out, panels_in=panels_in,
@@ -109,4 +116,8 @@ class ConvPlan:
             dtap_hi=_padded_offsets(hi, dbase_i.size, int(hi[-1])),
             direct=cp == cout,
             direct_dx=cin_p == c,
+            dx_gemm=(sh, sw) != (1, 1) or c % 8 != 0,
+            kp=kp, panels_k=panels_k,
+            qbase_i=_padded_offsets(np.arange(p, dtype=np.int64) * cout, _tile_rows(p, panels_k), (p - 1) * cout),
+            co_u=np.arange(cout, dtype=np.uint64),
         )
