@@ -121,18 +121,20 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         runner.run(max(5, args["steps"] // 10))
         info = {"warmup_seconds": time.perf_counter() - t0, "params": model.num_params(), "mode": mode}
-        if ceiling is not None:
-            configure_threads(mode="single" if mode == "single" else "blas")
-            ceiling.run(max(2, args["steps"] // 10))
-            info["gemm_flops"], info["gemm_covered"] = ceiling.flops, ceiling.covered
         if any(getattr(layer, "numba_parallel", False) for layer in model.layers):
-            # per-layer forward+backward times, each side in its own process like the steps
+            # per-layer forward+backward times, each side in its own process like the steps, right after the
+            # warm-up steps and in their thread mode (after the GEMM ceiling below, OpenBLAS's two threads would
+            # still be spinning and slow the first layers' Numba threads)
             from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
 
             if kind == "tuinet":
                 info["layers"] = conv_layer_times(model, args["batch_size"], 5, fused=True)
             else:
                 info["layers"] = torch_conv_layer_times(model, args["batch_size"], 5, fused=True)
+        if ceiling is not None:
+            configure_threads(mode="single" if mode == "single" else "blas")
+            ceiling.run(max(2, args["steps"] // 10))
+            info["gemm_flops"], info["gemm_covered"] = ceiling.flops, ceiling.covered
         if kind == "pytorch":
             import torch
 
