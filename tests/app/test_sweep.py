@@ -439,9 +439,13 @@ def test_without_colour_the_charted_trials_keep_their_glyphs(sweep, monkeypatch)
     async def run():
         async with app.run_test(size=SIZE) as pilot:
             view = await loaded(pilot, app, 9)
-            await wait_until(pilot, lambda: view.chart.builds > 0, what="the chart")
-            chart = "\n".join("".join(seg.text for seg in view.chart.render_line(y))
-                              for y in range(view.chart.content_size.height))
+            def drawn() -> str:
+                return "\n".join("".join(seg.text for seg in view.chart.render_line(y))
+                                 for y in range(view.chart.content_size.height))
+
+            # built for its laid-out size (a first build can come before the layout, with no height)
+            await wait_until(pilot, lambda: view.chart.builds > 0 and drawn().strip(), what="the chart")
+            chart = drawn()
             return chart, view.legend_text().plain, [str(view.table.get_cell(str(n), "state")) for n in TRIALS]
 
     chart, legend, states = asyncio.run(run())
