@@ -154,6 +154,10 @@ CONV_CASES = [
     # input gradient as dy @ W^T and col2im (strided, or Cin not a multiple of 8; most cases above too):
     ((8, 8, 16), 32, 3, 2, "same", True),      # a resnet block's strided conv (asymmetric same padding)
     ((8, 8, 16), 32, 1, 2, "valid", False),    # its 1x1 strided projection (no padding: col2im straight into dx)
+    # one input channel: two output positions per GEMM row (forward and weight gradient)
+    ((6, 6, 1), 6, 5, 1, "same", True),        # lenet's first conv: Cout 6 padded to 8, 16-wide paired rows
+    ((8, 6, 1), 16, 3, 1, "same", False),      # resnet's stem: 32-wide paired rows written in place
+    ((7, 9, 1), 8, (3, 2), 1, "valid", True),  # rectangular kernel, OW = 8
 ]
 
 
@@ -167,6 +171,32 @@ def test_conv2d_input_gradient_strategy_follows_stride_and_channels():
     assert not plan((10, 10, 24), 32, 3, 1, "valid") and not plan((28, 28, 16), 16, 3, 1, "same")
     assert plan((28, 28, 16), 32, 3, 2, "same") and plan((28, 28, 16), 32, 1, 2, "valid")
     assert plan((14, 14, 6), 16, 5, 1, "valid") and plan((28, 28, 1), 6, 5, 1, "same")
+
+
+def test_conv2d_pairs_output_positions_only_for_one_channel_and_narrow_outputs():
+    def pair(shape, filters, k, s, pad):
+        layer = Conv2D(filters, k, s, pad)
+        layer.build(shape, np.random.default_rng(0))
+        return layer._plan.pair
+
+    assert pair((28, 28, 1), 6, 5, 1, "same") and pair((28, 28, 1), 16, 3, 1, "same")
+    assert not pair((28, 28, 1), 24, 5, 1, "valid")  # 24 columns: a wider tile already
+    assert not pair((28, 28, 1), 16, 3, 2, "same") and not pair((28, 28, 1), 16, 4, 1, "valid")  # stride, OW 25
+    assert not pair((28, 28, 3), 16, 3, 1, "same")
+
+
+def test_paired_forward_is_the_unpaired_one_bit_for_bit():
+    """The paired weights only add exact zeros to each sum, in the same order: the same outputs."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 10, 10, 1)).astype(np.float32)
+    for filters, k in ((6, 5), (16, 3)):
+        layer = Conv2D(filters, k, 1, "same")
+        layer.build((10, 10, 1), rng)
+        assert layer._plan.pair
+        paired = layer.forward(x, True)
+        pool = MaxPool2D(1)  # a fused 1x1 max pool runs the unpaired forward and passes its input through
+        pool.build(layer.output_shape, None)
+        np.testing.assert_array_equal(layer.forward_fused(x, True, pool), paired)
 
 
 @pytest.mark.parametrize("shape,filters,k,s,pad,bias", CONV_CASES)
@@ -342,6 +372,7 @@ FUSED_CASES = [
     ((12, 12, 24), 32, 3, 1, "valid", 2, None),  # its second pair (100 output rows: not a multiple of the tiles)
     ((9, 8, 3), 12, 3, 2, "same", 3, 2),         # Cout padded to 16, the general pooling kernel, odd sizes
     ((7, 9, 2), 8, (2, 3), 1, 1, (2, 2), (1, 2)),  # overlapping 2x2 windows, integer padding
+    ((8, 8, 1), 6, 3, 1, "same", 2, None),       # one channel: the weight gradient paired, the fused forward not
 ]
 
 

@@ -155,7 +155,7 @@ def _copy_flat(src, dst):
 
 @conv_jit(parallel=True)
 def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-                   pool_out, pool_arg, pkh, pkw, psh, psw):
+                   pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair):
     """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
     wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
@@ -168,6 +168,9 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
     stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
     (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
     through memory (it is neither written nor read back).
+
+    ``pair`` (not with ``pooled``): two output positions per GEMM row (see
+    :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
     """
     N, H, W, C = x.shape
     P = OH * OW
@@ -177,8 +180,10 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
     no = pt < 0  # False, but not a literal: a literal would compile a second version of the helpers
     parts = min(parts, N)
     for p in prange(parts):
-        ybuf = np.empty((1, 1) if direct and not pooled else (rows, cp), np.float32)
+        ybuf = np.empty((1, 1) if (direct or pair) and not pooled else (rows, cp), np.float32)
         ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
+        paired = pair and not pooled
+        ypair = np.empty((P // 2, 2 * cp) if paired and not direct else (1, 1), np.float32)
         xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
             if padded:
@@ -186,7 +191,14 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
                 xf = xpad.reshape(-1)
             else:
                 xf = x[n].reshape(-1)
-            if pooled:
+            if paired:
+                if direct:
+                    _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, out[n].reshape((P // 2, 2 * cp)), bp2, no,
+                                panels_pair)
+                else:
+                    _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, ypair, bp2, no, panels_pair)
+                    _copy_cols(ypair.reshape((P, cp)), out[n])
+            elif pooled:
                 _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
                 if cp == cout:
                     y3 = ybuf[:P].reshape((OH, OW, cout))
@@ -241,7 +253,8 @@ def _crop_into(xp, x, pt, pl):
 @conv_jit(parallel=True)
 def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
-                    parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k):
+                    parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
+                    poff_i, pbase_u, panels_pair):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -261,6 +274,10 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
     pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
 
+    ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
+    ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
+    dw_parts; the caller folds it back into dW.
+
     ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
     sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
     pool_arg (N, M), as :func:`maxpool_backward` would write it.
@@ -274,7 +291,7 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     yes = pt >= 0  # True, but not a literal (see conv2d_forward)
     parts = min(parts, N)
     for p in prange(parts):
-        dwp = dw_parts[p]
+        dwp = dw2_parts[p] if pair else dw_parts[p]
         dbp = db_parts[p]
         _zero(dwp.reshape(-1))
         _zero(dbp)
@@ -306,7 +323,11 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
                 g = dyn
             for j0 in range(0, cp, 8):
                 _colsum8(g, j0, dbp)
-            _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
+            if pair:
+                _panel_gemm(xf, poff_i, poff_i.size, pbase_u, g.reshape((P // 2, 2 * cp)), dwp, dbp, yes,
+                            panels_pair)
+            else:
+                _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
             if need_dx and dx_gemm:
                 _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
                 if padded:
@@ -327,7 +348,10 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
                                      dtap_lo, dtap_hi)
                     _copy_cols(dxbuf, dxn)
     for p in range(1, parts):
-        _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
+        if pair:
+            _add_into(dw2_parts[0].reshape(-1), dw2_parts[p].reshape(-1))
+        else:
+            _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
         _add_into(db_parts[0], db_parts[p])
 
 

@@ -145,6 +145,9 @@ class Conv2D(Layer):
         self._wk = np.zeros((fan_in, plan.cp), np.float32)
         self._wf = np.zeros((fan_out, plan.cin_p) if not plan.dx_gemm else (1, 8), np.float32)
         self._wt = np.zeros((self.filters, plan.kp) if plan.dx_gemm else (1, 8), np.float32)
+        # the paired GEMMs' weights and bias (ConvPlan.pair): (KH*(KW+1), 2*Cp) and 2*Cp
+        self._wk2 = np.zeros((kh * (kw + 1), 2 * plan.cp) if plan.pair else (1, 8), np.float32)
+        self._bp2 = np.zeros(2 * plan.cp, np.float32)
         self._parts: tuple[np.ndarray, np.ndarray] | None = None
         return self.output_shape
 
@@ -183,14 +186,28 @@ class Conv2D(Layer):
         pool._arg = arg
         return out
 
+    def _paired_weights(self) -> np.ndarray:
+        """W''[(kh, kw''), (j, co)] = W[kh, kw'' - j, 0, co] (0 outside the kernel), bias repeated for j = 0, 1."""
+        kh, kw = self.kernel_size
+        cp, cout = self._plan.cp, self.filters
+        w2 = self._wk2.reshape(kh, kw + 1, 2, cp)
+        w = self.params[0][:, :, 0, :]
+        w2[:, :kw, 0, :cout] = w
+        w2[:, 1:, 1, :cout] = w
+        self._bp2[:cp] = self._bp
+        self._bp2[cp:] = self._bp
+        return self._wk2
+
     def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride):
         oh, ow, cout = self.output_shape
         if self.use_bias:
             self._bp[:cout] = self.params[1]
         plan = self._plan
+        wk2 = self._paired_weights() if plan.pair and not pooled else self._wk2
         conv2d_forward(x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
                        plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
-                       pool_size[0], pool_size[1], pool_stride[0], pool_stride[1])
+                       pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
+                       plan.pbase_i, plan.poff_u, plan.panels_pair)
 
     def backward(self, dy, need_dx=True):
         n = dy.shape[0]
@@ -210,8 +227,10 @@ class Conv2D(Layer):
         plan = self._plan
         p = _threads()
         if self._parts is None or self._parts[0].shape[0] != p:
-            self._parts = (np.empty((p, plan.off_i.size, plan.cp), np.float32), np.empty((p, plan.cp), np.float32))
-        dw_parts, db_parts = self._parts
+            self._parts = (np.empty((p, plan.off_i.size if not plan.pair else 1, plan.cp), np.float32),
+                           np.empty((p, plan.cp), np.float32),
+                           np.empty((p, plan.poff_i.size, 2 * plan.cp) if plan.pair else (1, 1, 8), np.float32))
+        dw_parts, db_parts, dw2_parts = self._parts
         k = self._wk.shape[0]
         kh, kw = self.kernel_size
         if need_dx and plan.dx_gemm:  # W^T: (Cout, KH*KW*Cin)
@@ -227,8 +246,13 @@ class Conv2D(Layer):
                         plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out, plan.panels_in, ow,
                         self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
                         plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
-                        plan.qbase_i, plan.co_u, plan.panels_k)
-        self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
+                        plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
+                        plan.panels_pair)
+        if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
+            d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
+            np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
+        else:
+            self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:
             self.grads[1][...] = db_parts[0, :cout]
         return dx if need_dx else None

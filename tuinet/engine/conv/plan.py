@@ -68,6 +68,12 @@ class ConvPlan:
     panels_k: np.ndarray  #: its column panels
     qbase_i: np.ndarray  #: its rows: the offset of each output position's dy row, padded like base_i
     co_u: np.ndarray  #: its reduction: the Cout channels of a dy row
+    pair: bool  #: one input channel, stride 1, even OW, Cp 8 or 16: two output positions per GEMM row
+    panels_pair: np.ndarray  #: the 2*Cp columns of the paired GEMMs
+    pbase_i: np.ndarray  #: paired forward rows: the window of each pair's first position, padded like base_i
+    pbase_u: np.ndarray  #: the same, as the paired weight gradient's reduction
+    poff_i: np.ndarray  #: paired taps (kh, kw'') for kw'' in 0..KW, padded to the tile height with 0
+    poff_u: np.ndarray  #: the same, as the paired forward's reduction
 
     @classmethod
     def build(cls, input_shape, output_shape, kernel_size, stride, padding) -> "ConvPlan":
@@ -104,6 +110,14 @@ class ConvPlan:
         kp = -(-k // 8) * 8
         panels_k = _panels(kp)
         hi = np.repeat(khi * kw * cout, w).astype(np.int64)
+        pair = c == 1 and (sh, sw) == (1, 1) and ow % 2 == 0 and cp in (8, 16)
+        panels_pair = _panels(2 * cp)
+        if pair:
+            pbase = base.reshape(oh, ow)[:, ::2].reshape(-1)
+            pth, ptw = np.meshgrid(np.arange(kh), np.arange(kw + 1), indexing="ij")
+            poff = (pth * wp + ptw).reshape(-1).astype(np.int64)
+        else:
+            pbase, poff = base[:1], off[:1]
         return cls(
             pt=pt, pb=pb, pl=pl, pr=pr, cp=cp, cin_p=cin_p, panels_out=panels_out, panels_in=panels_in,
             base_i=_padded_offsets(base, _tile_rows(p, panels_out), int(base[-1])),
@@ -120,4 +134,9 @@ class ConvPlan:
             kp=kp, panels_k=panels_k,
             qbase_i=_padded_offsets(np.arange(p, dtype=np.int64) * cout, _tile_rows(p, panels_k), (p - 1) * cout),
             co_u=np.arange(cout, dtype=np.uint64),
+            pair=pair, panels_pair=panels_pair,
+            pbase_i=_padded_offsets(pbase, _tile_rows(pbase.size, panels_pair), int(pbase[-1])),
+            pbase_u=pbase.astype(np.uint64),
+            poff_i=_padded_offsets(poff, _tile_rows(poff.size, panels_pair), 0),
+            poff_u=poff.astype(np.uint64),
         )
