@@ -647,13 +647,15 @@ def test_batchnorm_folded_rows_give_the_unfolded_results(monkeypatch, mode, shap
 
 _CONV_SCRIPT = """
 import numpy as np
+from tuinet.engine import gemm, threads
 from tuinet.engine.conv import kernels
 from tuinet.engine.conv.layers import Conv2D, MaxPool2D
 print(kernels.LANES)
 rng = np.random.default_rng(0)
 out = {}
 for i, (shape, f, k, pad, s) in enumerate([((9, 9, 3), 16, 3, "same", 1), ((11, 10, 24), 32, 3, "valid", 2),
-                                           ((7, 7, 40), 56, 3, 1, 1), ((12, 12, 5), 24, 5, "valid", 1)]):
+                                           ((7, 7, 40), 56, 3, 1, 1), ((12, 12, 5), 24, 5, "valid", 1),
+                                           ((10, 10, 1), 6, 5, "same", 1), ((8, 8, 1), 16, 3, "same", 1)]):
     c = Conv2D(f, k, stride=s, padding=pad)
     c.build(shape, rng)
     x = rng.standard_normal((5,) + shape).astype(np.float32)
@@ -661,6 +663,13 @@ for i, (shape, f, k, pad, s) in enumerate([((9, 9, 3), 16, 3, "same", 1), ((11, 
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = c.backward(dy)
     out[f"y{i}"], out[f"dx{i}"], out[f"dw{i}"] = y, dx, c.grads[0]
+before = threads.current_mode()
+threads.configure_threads(mode="numba")  # the Dense products on the micro-kernels
+a = rng.standard_normal((70, 300)).astype(np.float32)
+b = rng.standard_normal((300, 264)).astype(np.float32)
+out["mm"] = gemm.matmul(a, b)
+out["mm_t"] = gemm.matmul(a, np.ascontiguousarray(b.T), trans_b=True)
+threads.configure_threads(mode=before or "blas")
 np.savez(OUT, **out)
 """
 

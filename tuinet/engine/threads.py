@@ -5,7 +5,8 @@ pools have two threads, each steals the other's core and a training step becomes
 docs/cnn.md). So only one pool is ever wider than one thread:
 
 * dense-only models spend their time in sgemm: BLAS gets every core, Numba kernels run on one thread;
-* models with convolutions spend it in Numba's direct conv kernels: Numba gets every core, BLAS one thread.
+* models with convolutions spend it in Numba's direct conv kernels: Numba gets every core, BLAS one thread
+  (their Dense layers' products then run on Numba's threads too, :mod:`tuinet.engine.gemm`).
 """
 
 from __future__ import annotations
