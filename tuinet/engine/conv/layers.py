@@ -148,7 +148,7 @@ class Conv2D(Layer):
         # the paired GEMMs' weights and bias (ConvPlan.pair): (KH*(KW+1), 2*Cp) and 2*Cp
         self._wk2 = np.zeros((kh * (kw + 1), 2 * plan.cp) if plan.pair else (1, 8), np.float32)
         self._bp2 = np.zeros(2 * plan.cp, np.float32)
-        self._parts: tuple[np.ndarray, np.ndarray] | None = None
+        self._parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # dW, db, paired dW partials
         return self.output_shape
 
     def _packed_weights(self) -> np.ndarray:
