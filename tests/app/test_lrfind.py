@@ -143,6 +143,10 @@ async def _open_finder(pilot) -> None:
     for e in finder_events():
         app.session.emit(e)
     await wait_until(pilot, lambda: _finder(app).result is not None, what="the curve")
+    # the footer under the finder says Resume once the app has taken in the "paused" event (it drew Pause once)
+    await wait_until(pilot, lambda: any(getattr(k, "description", None) == "Resume"
+                                        for screen in app.screen_stack for k in screen.query("FooterKey")),
+                     what="the footer's Resume")
     await press(pilot, "right", "right")
     await pilot.pause()
 

@@ -281,3 +281,33 @@ def test_cli_attach_without_live_runs_says_how_to_start_one():
 
     r = CliRunner().invoke(main, ["attach"])
     assert r.exit_code == 1 and "tuinet train --detach" in r.output
+
+
+def test_a_resumed_runs_old_final_event_is_not_the_answer_to_its_start(tmp_path):
+    """A resumed trainer's socket replays the earlier process's history, its ``finished`` event included: waiting
+    for the new process to start must not take that for the answer (it reported a failed resume as resumed)."""
+    import threading
+
+    from tuinet.errors import ConfigError
+    from tuinet.remote.detach import wait_until_started
+    from tuinet.remote.sockets import socket_path_for
+
+    run_dir = tmp_path / "gone"
+    run_dir.mkdir()
+    old = [make_event("started", step=0, epochs=1), make_event("finished", step=10)]
+    for e in old:
+        e["time"] -= 60.0  # the earlier process's events
+    session = FakeSession()
+    srv = ControlServer(session, socket_path_for(run_dir), "gone", history=old)
+    srv.start()
+    try:
+        launched = time.time()
+        assert wait_until_started(run_dir, pid=os.getpid(), timeout=1.0, since=launched) == {}  # still loading
+        fail = make_event("failed", error="table.csv: no such file or folder")
+        timer = threading.Timer(0.3, session.emit, args=(fail,))
+        timer.start()
+        with pytest.raises(ConfigError, match="no such file or folder"):
+            wait_until_started(run_dir, pid=os.getpid(), timeout=10.0, since=launched)
+        timer.join()
+    finally:
+        srv.close(grace=0.5)

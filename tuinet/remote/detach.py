@@ -66,9 +66,11 @@ def launch_daemon(run_dir: str | Path, resume: bool = False, epochs: int | None 
 
 
 def wait_until_started(run_dir: str | Path, proc: subprocess.Popen | None = None, pid: int | None = None,
-                       timeout: float = 60.0) -> dict[str, Any]:
+                       timeout: float = 60.0, since: float | None = None) -> dict[str, Any]:
     """Wait for the trainer's socket, then for its ``started`` (or ``failed``) event; returns that event.
 
+    ``since``: the wall-clock time the trainer was launched; events older than that (a resumed run's socket
+    first replays the earlier process's history, its ``finished`` event included) are not this start's answer.
     Raises ConfigError with the reason (the run's error, or the end of daemon.log) when it does not start.
     """
     from tuinet.remote.client import RemoteSession
@@ -95,6 +97,11 @@ def wait_until_started(run_dir: str | Path, proc: subprocess.Popen | None = None
     result: dict[str, Any] = {}
 
     def on_event(e: dict[str, Any]) -> None:
+        if e.get("event") == "disconnected":
+            got.set()  # the trainer hung up without a new started or final event: see below
+            return
+        if since is not None and e.get("time", since) < since:
+            return
         if (e.get("event") == "started" or e.get("event") in FINAL_EVENTS) and not result:
             result.update(e)
             got.set()
@@ -106,6 +113,17 @@ def wait_until_started(run_dir: str | Path, proc: subprocess.Popen | None = None
     session.close()
     if result.get("event") == "failed":
         raise ConfigError(f"run {run_dir.name} failed: {result.get('error')}")
+    if not result:  # no answer of this start: the trainer hung up (then give it a moment to exit) or is loading
+        if proc is not None:
+            try:
+                proc.wait(timeout=5.0 if got.is_set() else 0.0)
+            except subprocess.TimeoutExpired:
+                pass
+            dead = proc.poll() is not None
+        else:
+            dead = not pid_alive(pid)
+        if dead:
+            raise ConfigError(f"the background trainer exited before it started: {_log_tail(run_dir)}")
     return result
 
 
@@ -131,10 +149,11 @@ def detach_training(config, wait: float = 60.0, out=None) -> dict[str, Any]:
     rd = RunDir.create(config.runs_dir, config.name, config.dataset, config.model)  # created and locked
     try:
         rd.write_config(config.to_dict())
+        launched = time.time()
         proc = launch_daemon(rd.path, lock=rd)
     finally:
         rd.unlock()
-    started = wait_until_started(rd.path, proc, timeout=wait)
+    started = wait_until_started(rd.path, proc, timeout=wait, since=launched)
     extra = _runs_dir_option(config.runs_dir)
     info = {"name": rd.name, "pid": proc.pid, "run_dir": str(rd.path), "socket": str(socket_path_for(rd.path)),
             "log": str(rd.path / LOG_NAME), "started": bool(started)}
@@ -154,10 +173,11 @@ def detach_resume(run: RunDir, epochs: int | None = None, wait: float = 60.0, ou
     try:
         if not run.latest.exists():
             raise ConfigError(f"{run.latest}: no checkpoint to resume from")
+        launched = time.time()
         proc = launch_daemon(run.path, resume=True, epochs=epochs, lock=run)
     finally:
         run.unlock()
-    wait_until_started(run.path, proc, timeout=wait)
+    wait_until_started(run.path, proc, timeout=wait, since=launched)
     extra = _runs_dir_option(str(run.path.parent))
     print(f"run {run.name} resumed in the background (pid {proc.pid})", file=out)
     print(f"  watch and steer it:  tuinet attach {run.name}{extra}", file=out)
