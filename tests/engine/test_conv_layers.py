@@ -173,6 +173,22 @@ def test_conv2d_input_gradient_strategy_follows_stride_and_channels():
     assert plan((14, 14, 6), 16, 5, 1, "valid") and plan((28, 28, 1), 6, 5, 1, "same")
 
 
+def test_conv2d_fuses_col2im_when_kernel_rows_make_whole_panels():
+    """The col2im runs in the input-gradient GEMM's epilogue when every kernel row's KW*Cin taps split into
+    panels of 32, 16 and 8 (each panel contiguous in the input), else through the dcols buffer."""
+    def plan(shape, filters, k, s, pad):
+        layer = Conv2D(filters, k, s, pad)
+        layer.build(shape, np.random.default_rng(0))
+        return layer._plan
+
+    p = plan((28, 28, 16), 32, 3, 2, "same")  # resnet's strided conv: 48 taps per kernel row
+    assert p.scat and p.panels_s.tolist() == [[0, 32, 0], [32, 16, 32], [48, 32, 29 * 16], [80, 16, 29 * 16 + 32],
+                                              [96, 32, 2 * 29 * 16], [128, 16, 2 * 29 * 16 + 32]]
+    assert plan((28, 28, 16), 32, 1, 2, "valid").scat and plan((7, 7, 24), 8, 3, 2, "same").scat
+    assert not plan((14, 14, 6), 16, 5, 2, "valid").scat  # 30 taps per kernel row
+    assert not plan((28, 28, 16), 16, 3, 1, "same").scat  # stride 1, 8k channels: the full convolution
+
+
 def test_conv2d_pairs_output_positions_only_for_one_channel_and_narrow_outputs():
     def pair(shape, filters, k, s, pad):
         layer = Conv2D(filters, k, s, pad)
@@ -655,7 +671,8 @@ rng = np.random.default_rng(0)
 out = {}
 for i, (shape, f, k, pad, s) in enumerate([((9, 9, 3), 16, 3, "same", 1), ((11, 10, 24), 32, 3, "valid", 2),
                                            ((7, 7, 40), 56, 3, 1, 1), ((12, 12, 5), 24, 5, "valid", 1),
-                                           ((10, 10, 1), 6, 5, "same", 1), ((8, 8, 1), 16, 3, "same", 1)]):
+                                           ((10, 10, 1), 6, 5, "same", 1), ((8, 8, 1), 16, 3, "same", 1),
+                                           ((9, 9, 16), 32, 3, "same", 2)]):
     c = Conv2D(f, k, stride=s, padding=pad)
     c.build(shape, rng)
     x = rng.standard_normal((5,) + shape).astype(np.float32)

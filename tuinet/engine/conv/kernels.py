@@ -28,6 +28,9 @@ MK32 = tile_kernel(R32, 32, LANES)
 MK24 = tile_kernel(R24, 24, LANES)
 MK16 = tile_kernel(R16, 16, LANES)
 MK8 = tile_kernel(R8, 8, LANES)
+MKS32 = tile_kernel(R32, 32, LANES, scatter=True)
+MKS16 = tile_kernel(R16, 16, LANES, scatter=True)
+MKS8 = tile_kernel(R8, 8, LANES, scatter=True)
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
 
@@ -115,6 +118,49 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
                 MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             else:
                 MK8(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
+
+
+@conv_jit(noinline=True)
+def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
+    """For each panel (j0, width, cj0) of ``panels`` (widths 32, 16 or 8) and each row r < rows:
+    c[cu[r] + cj0 : ... + width] += (A @ b[:, j0:j0 + width])[r], where A[r, t] = af[u[r] + v[t]].
+
+    The input gradient's col2im fused into the GEMM: a row is an output position's gradient over the taps
+    (kh, kw, ci) of its window, ``cu`` the offset of its window in the (padded) input gradient, and every panel
+    lies within one kernel row, so its columns are contiguous there (``cj0``: the panel's offset in the
+    window). Rows of one call are added one after the other, so windows may overlap. A last, partial tile is
+    computed in a small buffer (``zb``: zeros, as wide as ``b``) and added row by row; ``u`` must extend to
+    ``rows`` rounded up to the tile height, ``cu`` need not.
+    """
+    tile = np.empty((TILE_ROWS, 32), np.float32)
+    no = rows < 0
+    for i in range(panels.shape[0]):
+        j0 = panels[i, 0]
+        wd = panels[i, 1]
+        cj0 = panels[i, 2]
+        th = R32 if wd == 32 else (R16 if wd == 16 else R8)
+        full = rows - rows % th
+        if wd == 32:
+            for r0 in range(0, full, R32):
+                MKS32(af, u, r0, v, b, j0, c, cu, cj0)
+        elif wd == 16:
+            for r0 in range(0, full, R16):
+                MKS16(af, u, r0, v, b, j0, c, cu, cj0)
+        else:
+            for r0 in range(0, full, R8):
+                MKS8(af, u, r0, v, b, j0, c, cu, cj0)
+        if full < rows:
+            if wd == 32:
+                MK32(af, u, full, v, b, j0, tile, 0, 0, zb, no)
+            elif wd == 16:
+                MK16(af, u, full, v, b, j0, tile, 0, 0, zb, no)
+            else:
+                MK8(af, u, full, v, b, j0, tile, 0, 0, zb, no)
+            for r in range(rows - full):
+                d = c[cu[full + r] + cj0:cu[full + r] + cj0 + wd]
+                t = tile[r]
+                for j in range(wd):
+                    d[j] += t[j]
 
 
 @conv_jit()
@@ -254,7 +300,7 @@ def _crop_into(xp, x, pt, pl):
 def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
                     parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
-                    poff_i, pbase_u, panels_pair):
+                    poff_i, pbase_u, panels_pair, scat, panels_s):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -273,6 +319,9 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     dX instead as dcols = dy @ wt, wt (Cout, Kp) = W^T with its columns the taps (kh, kw, ci), rows ``qbase_i``
     (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
     pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
+
+    ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32, 16 or 8): the col2im
+    fused into that GEMM (:func:`_panel_gemm_scatter`, panels ``panels_s``), no dcols buffer.
 
     ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
     ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
@@ -299,7 +348,7 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
         xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
         dyf = np.zeros((FH, FW, cout) if need_dx and not dx_gemm else (1, 1, 1), np.float32)
         dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx and not dx_gemm else (1, 1), np.float32)
-        cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm else (1, 1), np.float32)
+        cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm and not scat else (1, 1), np.float32)
         dxpad = np.zeros((H + pt + pb, W + pl + pr, C) if need_dx and dx_gemm and padded else (1, 1, 1), np.float32)
         zk = np.zeros(wt.shape[1], np.float32)
         zc = np.zeros(cin_p, np.float32)
@@ -328,7 +377,13 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
                             panels_pair)
             else:
                 _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
-            if need_dx and dx_gemm:
+            if need_dx and dx_gemm and scat:
+                dst = dxpad if padded else dx[n]
+                _zero(dst.reshape(-1))
+                _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dst.reshape(-1), base_i, panels_s, zk)
+                if padded:
+                    _crop_into(dxpad, dx[n], pt, pl)
+            elif need_dx and dx_gemm:
                 _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
                 if padded:
                     _zero(dxpad.reshape(-1))

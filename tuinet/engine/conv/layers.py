@@ -247,7 +247,7 @@ class Conv2D(Layer):
                         self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
                         plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
                         plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
-                        plan.panels_pair)
+                        plan.panels_pair, plan.scat, plan.panels_s)
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])

@@ -8,6 +8,11 @@ computing one R x W tile of an implicit GEMM::
 
 (``cr0, cj0`` are ``r0, j0`` when the tile is written in place, ``0, 0`` when it goes to a small buffer.)
 
+``tile_kernel(R, W, L, scatter=True)`` returns ``mk(xf, u, r0, v, b, j0, c, cu, cj0)`` with the same tile added
+into rows of a flat ``c`` found through an offset table: ``c[cu[r0 + r] + cj0 : ... + W] += T[r, :]``. The
+input gradient uses it to add each output position's gradient columns straight into the input pixels under
+its window (a col2im fused into the GEMM's epilogue).
+
 The tile lives in R x ceil(W / L) vector registers of L floats (L = 16 for 512-bit vectors, 8 for 256-bit; a
 row of 24 with L = 16 is one 16-wide and one 8-wide vector) for the whole reduction: each step loads the W
 values of b[t] once, broadcasts R values of A and issues one ``llvm.fmuladd`` per vector (a fused multiply-add
@@ -47,122 +52,145 @@ def row_vectors(width: int, lanes: int) -> list[int]:
 
 
 @lru_cache(maxsize=None)
-def tile_kernel(rows: int, width: int, lanes: int):
-    """The intrinsic computing a ``rows`` x ``width`` tile with ``lanes``-wide vectors (see the module doc)."""
+def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False):
+    """The intrinsic computing a ``rows`` x ``width`` tile with ``lanes``-wide vectors (see the module doc);
+    ``scatter``: the variant adding the tile into the rows ``c[cu[r0 + r] + cj0:]`` of a flat ``c``."""
     vecs = row_vectors(width, lanes)
     offs = [sum(vecs[:k]) for k in range(len(vecs))]
 
     def check(xf, u, v, b, c, bias):
-        for a, nd in ((xf, 1), (b, 2), (c, 2), (bias, 1)):
+        for a, nd in ((xf, 1), (b, 2), (c, 1 if scatter else 2)) + (() if scatter else ((bias, 1),)):
             if not (isinstance(a, types.Array) and a.ndim == nd and a.dtype == types.float32):
                 raise TypeError(f"micro-kernel: expected a {nd}-d float32 array, got {a}")
         for a in (u, v):
             if not (isinstance(a, types.Array) and a.ndim == 1 and isinstance(a.dtype, types.Integer)):
                 raise TypeError(f"micro-kernel: expected a 1-d integer array, got {a}")
 
-    @intrinsic
-    def mk(typingctx, xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate):
-        check(xf, u, v, b, c, bias)
-        sig = types.void(xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate)
-
-        def codegen(context, builder, signature, args):
+    def codegen(context, builder, signature, args):
+        if scatter:  # (xf, u, r0, v, b, j0, c, cu, cj0): the same slots, cu where cr0 is, no bias or flag
+            xf_v, u_v, r0_v, v_v, b_v, j0_v, c_v, cr0_v, cj0_v = args
+            bias_v = acc_v = None
+        else:
             xf_v, u_v, r0_v, v_v, b_v, j0_v, c_v, cr0_v, cj0_v, bias_v, acc_v = args
-            aty = signature.args
-            i64 = ir.IntType(64)
-            f32 = ir.FloatType()
-            xa = context.make_array(aty[0])(context, builder, xf_v)
-            ua = context.make_array(aty[1])(context, builder, u_v)
-            va = context.make_array(aty[3])(context, builder, v_v)
-            ba = context.make_array(aty[4])(context, builder, b_v)
-            ca = context.make_array(aty[6])(context, builder, c_v)
+        aty = signature.args
+        i64 = ir.IntType(64)
+        f32 = ir.FloatType()
+        xa = context.make_array(aty[0])(context, builder, xf_v)
+        ua = context.make_array(aty[1])(context, builder, u_v)
+        va = context.make_array(aty[3])(context, builder, v_v)
+        ba = context.make_array(aty[4])(context, builder, b_v)
+        ca = context.make_array(aty[6])(context, builder, c_v)
+        r0 = context.cast(builder, r0_v, aty[2], types.int64)
+        j0 = context.cast(builder, j0_v, aty[5], types.int64)
+        cj0 = context.cast(builder, cj0_v, aty[8], types.int64)
+        if not scatter:
             biasa = context.make_array(aty[9])(context, builder, bias_v)
-            r0 = context.cast(builder, r0_v, aty[2], types.int64)
-            j0 = context.cast(builder, j0_v, aty[5], types.int64)
             cr0 = context.cast(builder, cr0_v, aty[7], types.int64)
-            cj0 = context.cast(builder, cj0_v, aty[8], types.int64)
             flag = context.cast(builder, acc_v, aty[10], types.boolean)
-            vtys = [ir.VectorType(f32, n) for n in vecs]
-            fmas = [cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
-                                                   f"llvm.fmuladd.v{vt.count}f32") for vt in vtys]
-            b_stride = builder.ashr(cgutils.unpack_tuple(builder, ba.strides, 2)[0], ir.Constant(i64, 2))
-            c_stride = builder.ashr(cgutils.unpack_tuple(builder, ca.strides, 2)[0], ir.Constant(i64, 2))
-            ntaps = cgutils.unpack_tuple(builder, va.shape, 1)[0]
-            uty = context.get_value_type(aty[1].dtype)
-            vty = context.get_value_type(aty[3].dtype)
+        vtys = [ir.VectorType(f32, n) for n in vecs]
+        fmas = [cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                               f"llvm.fmuladd.v{vt.count}f32") for vt in vtys]
+        b_stride = builder.ashr(cgutils.unpack_tuple(builder, ba.strides, 2)[0], ir.Constant(i64, 2))
+        ntaps = cgutils.unpack_tuple(builder, va.shape, 1)[0]
+        uty = context.get_value_type(aty[1].dtype)
+        vty = context.get_value_type(aty[3].dtype)
 
-            def as_i64(val, ty):
-                return builder.sext(val, i64) if ty.width < 64 else val
+        def as_i64(val, ty):
+            return builder.sext(val, i64) if ty.width < 64 else val
 
-            # the R rows of A start at xf + u[r0 + r]
-            xrows = []
+        # the R rows of A start at xf + u[r0 + r]
+        xrows = []
+        for r in range(rows):
+            ur = builder.load(builder.gep(ua.data, [builder.add(r0, ir.Constant(i64, r))]))
+            xrows.append(builder.gep(xa.data, [as_i64(ur, uty)]))
+        bcol = builder.gep(ba.data, [j0])  # b[0, j0]
+        zero = [ir.Constant(vt, None) for vt in vtys]
+        undef = [ir.Constant(vt, ir.Undefined) for vt in vtys]
+        masks = [ir.Constant(ir.VectorType(ir.IntType(32), n), None) for n in vecs]
+
+        entry = builder.block
+        header = builder.append_basic_block("mk.header")
+        body = builder.append_basic_block("mk.body")
+        done = builder.append_basic_block("mk.done")
+        builder.branch(header)
+
+        builder.position_at_end(header)
+        t = builder.phi(i64, "t")
+        t.add_incoming(ir.Constant(i64, 0), entry)
+        accs = []
+        for r in range(rows):
+            for k, vt in enumerate(vtys):
+                phi = builder.phi(vt, f"c{r}_{k}")
+                phi.add_incoming(zero[k], entry)
+                accs.append(phi)
+        builder.cbranch(builder.icmp_signed("<", t, ntaps), body, done)
+
+        builder.position_at_end(body)
+        vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
+        brow = builder.gep(bcol, [builder.mul(t, b_stride)])
+        bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, o)]), vtys[k].as_pointer()),
+                           align=4) for k, o in enumerate(offs)]
+        new = []
+        for r in range(rows):
+            a = builder.load(builder.gep(xrows[r], [vt_off]))
+            for k in range(len(vecs)):
+                splat = builder.shuffle_vector(builder.insert_element(undef[k], a, ir.Constant(i64, 0)),
+                                               undef[k], masks[k])
+                new.append(builder.call(fmas[k], [splat, bv[k], accs[r * len(vecs) + k]]))
+        t_next = builder.add(t, ir.Constant(i64, 1))
+        body_end = builder.block
+        builder.branch(header)
+        t.add_incoming(t_next, body_end)
+        for phi, val in zip(accs, new):
+            phi.add_incoming(val, body_end)
+
+        builder.position_at_end(done)
+        if scatter:  # c[cu[r0 + r] + cj0 + o] += T[r, o]
+            cua = context.make_array(aty[7])(context, builder, cr0_v)
+            cuty = context.get_value_type(aty[7].dtype)
             for r in range(rows):
-                ur = builder.load(builder.gep(ua.data, [builder.add(r0, ir.Constant(i64, r))]))
-                xrows.append(builder.gep(xa.data, [as_i64(ur, uty)]))
-            bcol = builder.gep(ba.data, [j0])  # b[0, j0]
-            zero = [ir.Constant(vt, None) for vt in vtys]
-            undef = [ir.Constant(vt, ir.Undefined) for vt in vtys]
-            masks = [ir.Constant(ir.VectorType(ir.IntType(32), n), None) for n in vecs]
-
-            entry = builder.block
-            header = builder.append_basic_block("mk.header")
-            body = builder.append_basic_block("mk.body")
-            done = builder.append_basic_block("mk.done")
-            builder.branch(header)
-
-            builder.position_at_end(header)
-            t = builder.phi(i64, "t")
-            t.add_incoming(ir.Constant(i64, 0), entry)
-            accs = []
-            for r in range(rows):
-                for k, vt in enumerate(vtys):
-                    phi = builder.phi(vt, f"c{r}_{k}")
-                    phi.add_incoming(zero[k], entry)
-                    accs.append(phi)
-            builder.cbranch(builder.icmp_signed("<", t, ntaps), body, done)
-
-            builder.position_at_end(body)
-            vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
-            brow = builder.gep(bcol, [builder.mul(t, b_stride)])
-            bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, o)]), vtys[k].as_pointer()),
-                               align=4) for k, o in enumerate(offs)]
-            new = []
-            for r in range(rows):
-                a = builder.load(builder.gep(xrows[r], [vt_off]))
-                for k in range(len(vecs)):
-                    splat = builder.shuffle_vector(builder.insert_element(undef[k], a, ir.Constant(i64, 0)),
-                                                   undef[k], masks[k])
-                    new.append(builder.call(fmas[k], [splat, bv[k], accs[r * len(vecs) + k]]))
-            t_next = builder.add(t, ir.Constant(i64, 1))
-            body_end = builder.block
-            builder.branch(header)
-            t.add_incoming(t_next, body_end)
-            for phi, val in zip(accs, new):
-                phi.add_incoming(val, body_end)
-
-            builder.position_at_end(done)
-            crow0 = builder.gep(ca.data, [builder.add(builder.mul(cr0, c_stride), cj0)])
-            with builder.if_else(flag) as (then, otherwise):
-                with then:
-                    for r in range(rows):
-                        crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
-                        for k, o in enumerate(offs):
-                            p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
-                            old = builder.load(p, align=4)
-                            builder.store(builder.fadd(old, accs[r * len(vecs) + k]), p, align=4)
-                with otherwise:
-                    bias_row = builder.gep(biasa.data, [j0])
-                    bb = [builder.load(builder.bitcast(builder.gep(bias_row, [ir.Constant(i64, o)]),
-                                                       vtys[k].as_pointer()), align=4) for k, o in enumerate(offs)]
-                    for r in range(rows):
-                        crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
-                        for k, o in enumerate(offs):
-                            p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
-                            builder.store(builder.fadd(accs[r * len(vecs) + k], bb[k]), p, align=4)
+                cur = builder.load(builder.gep(cua.data, [builder.add(r0, ir.Constant(i64, r))]))
+                crow = builder.gep(ca.data, [builder.add(as_i64(cur, cuty), cj0)])
+                for k, o in enumerate(offs):
+                    p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
+                    old = builder.load(p, align=4)
+                    builder.store(builder.fadd(old, accs[r * len(vecs) + k]), p, align=4)
             return context.get_dummy_value()
+        c_stride = builder.ashr(cgutils.unpack_tuple(builder, ca.strides, 2)[0], ir.Constant(i64, 2))
+        crow0 = builder.gep(ca.data, [builder.add(builder.mul(cr0, c_stride), cj0)])
+        with builder.if_else(flag) as (then, otherwise):
+            with then:
+                for r in range(rows):
+                    crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
+                    for k, o in enumerate(offs):
+                        p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
+                        old = builder.load(p, align=4)
+                        builder.store(builder.fadd(old, accs[r * len(vecs) + k]), p, align=4)
+            with otherwise:
+                bias_row = builder.gep(biasa.data, [j0])
+                bb = [builder.load(builder.bitcast(builder.gep(bias_row, [ir.Constant(i64, o)]),
+                                                   vtys[k].as_pointer()), align=4) for k, o in enumerate(offs)]
+                for r in range(rows):
+                    crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
+                    for k, o in enumerate(offs):
+                        p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
+                        builder.store(builder.fadd(accs[r * len(vecs) + k], bb[k]), p, align=4)
+        return context.get_dummy_value()
 
-        return sig, codegen
+    if scatter:
+        @intrinsic
+        def mk(typingctx, xf, u, r0, v, b, j0, c, cu, cj0):
+            check(xf, u, v, b, c, None)
+            if not (isinstance(cu, types.Array) and cu.ndim == 1 and isinstance(cu.dtype, types.Integer)):
+                raise TypeError(f"micro-kernel: expected a 1-d integer array, got {cu}")
+            return types.void(xf, u, r0, v, b, j0, c, cu, cj0), codegen
+    else:
+        @intrinsic
+        def mk(typingctx, xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate):
+            check(xf, u, v, b, c, bias)
+            return types.void(xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate), codegen
 
-    mk.__name__ = f"_mk{rows}x{width}"
+    mk.__name__ = f"_mk{rows}x{width}{'s' if scatter else ''}"
     return mk
 
 

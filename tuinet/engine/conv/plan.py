@@ -20,6 +20,20 @@ def _panels(width: int) -> np.ndarray:
     return np.array(out, np.int64).reshape(-1, 2)
 
 
+def _scatter_panels(kh: int, run: int, row: int) -> np.ndarray:
+    """Panels (j0, width, cj0) of the input-gradient GEMM with its col2im fused: each kernel row's ``run``
+    (= KW*Cin, a multiple of 8) contiguous taps in panels of 32, then 16 and 8 (j0: from kh*run; cj0: the
+    panel's offset in the window, kh*``row`` + its offset in the kernel row)."""
+    out = []
+    for k in range(kh):
+        j = 0
+        for wd in (32, 16, 8):
+            while run - j >= wd:
+                out.append((k * run + j, wd, k * row + j))
+                j += wd
+    return np.array(out, np.int64).reshape(-1, 3)
+
+
 def _tile_rows(rows: int, panels: np.ndarray) -> int:
     """``rows`` rounded up so that every panel's row tiles fit."""
     return max(-(-rows // _MK_ROWS[int(w)]) * _MK_ROWS[int(w)] for w in panels[:, 1])
@@ -74,6 +88,8 @@ class ConvPlan:
     pbase_u: np.ndarray  #: the same, as the paired weight gradient's reduction
     poff_i: np.ndarray  #: paired taps (kh, kw'') for kw'' in 0..KW, padded to the tile height with 0
     poff_u: np.ndarray  #: the same, as the paired forward's reduction
+    scat: bool  #: dx_gemm with the col2im fused into the GEMM (KW*Cin a multiple of 8)
+    panels_s: np.ndarray  #: its panels (j0, width, cj0), see :func:`_scatter_panels`
 
     @classmethod
     def build(cls, input_shape, output_shape, kernel_size, stride, padding) -> "ConvPlan":
@@ -110,6 +126,9 @@ class ConvPlan:
         kp = -(-k // 8) * 8
         panels_k = _panels(kp)
         hi = np.repeat(khi * kw * cout, w).astype(np.int64)
+        dx_gemm = (sh, sw) != (1, 1) or c % 8 != 0
+        panels_s = _scatter_panels(kh, kw * c, wp * c)
+        q_rows = _tile_rows(p, np.vstack([panels_k, panels_s[:, :2]]))  # the dy @ W^T rows, for both kinds of panels
         pair = c == 1 and (sh, sw) == (1, 1) and ow % 2 == 0 and cp in (8, 16)
         panels_pair = _panels(2 * cp)
         if pair:
@@ -130,13 +149,15 @@ class ConvPlan:
             dtap_hi=_padded_offsets(hi, dbase_i.size, int(hi[-1])),
             direct=cp == cout,
             direct_dx=cin_p == c,
-            dx_gemm=(sh, sw) != (1, 1) or c % 8 != 0,
+            dx_gemm=dx_gemm,
             kp=kp, panels_k=panels_k,
-            qbase_i=_padded_offsets(np.arange(p, dtype=np.int64) * cout, _tile_rows(p, panels_k), (p - 1) * cout),
+            qbase_i=_padded_offsets(np.arange(p, dtype=np.int64) * cout, q_rows, (p - 1) * cout),
             co_u=np.arange(cout, dtype=np.uint64),
             pair=pair, panels_pair=panels_pair,
             pbase_i=_padded_offsets(pbase, _tile_rows(pbase.size, panels_pair), int(pbase[-1])),
             pbase_u=pbase.astype(np.uint64),
             poff_i=_padded_offsets(poff, _tile_rows(poff.size, panels_pair), 0),
             poff_u=poff.astype(np.uint64),
+            scat=dx_gemm and (kw * c) % 8 == 0,
+            panels_s=panels_s,
         )
