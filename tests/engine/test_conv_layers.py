@@ -154,6 +154,10 @@ CONV_CASES = [
     # input gradient as dy @ W^T and col2im (strided, or Cin not a multiple of 8; most cases above too):
     ((8, 8, 16), 32, 3, 2, "same", True),      # a resnet block's strided conv (asymmetric same padding)
     ((8, 8, 16), 32, 1, 2, "valid", False),    # its 1x1 strided projection (no padding: col2im straight into dx)
+    # weight gradient transposed (Cout padded to 8 or 16, kernel rows of 48k inputs: 48-wide tiles)
+    ((6, 6, 16), 16, 3, 1, "same", True),      # resnet's first block
+    ((7, 6, 16), 6, 3, 2, "same", False),      # Cout 6 padded to 8, stride and asymmetric padding
+    ((5, 5, 32), 16, 3, 1, "valid", True),     # two 48-wide panels per kernel row
     # one input channel: two output positions per GEMM row (forward and weight gradient)
     ((6, 6, 1), 6, 5, 1, "same", True),        # lenet's first conv: Cout 6 padded to 8, 16-wide paired rows
     ((8, 6, 1), 16, 3, 1, "same", False),      # resnet's stem: 32-wide paired rows written in place
@@ -187,6 +191,20 @@ def test_conv2d_fuses_col2im_when_kernel_rows_make_whole_panels():
     assert plan((28, 28, 16), 32, 1, 2, "valid").scat and plan((7, 7, 24), 8, 3, 2, "same").scat
     assert not plan((14, 14, 6), 16, 5, 2, "valid").scat  # 30 taps per kernel row
     assert not plan((28, 28, 16), 16, 3, 1, "same").scat  # stride 1, 8k channels: the full convolution
+
+
+def test_conv2d_transposes_the_weight_gradient_only_for_narrow_outputs():
+    def plan(shape, filters, k, s, pad):
+        layer = Conv2D(filters, k, s, pad)
+        layer.build(shape, np.random.default_rng(0))
+        return layer._plan
+
+    p = plan((28, 28, 16), 16, 3, 1, "same")
+    assert p.tdw and p.panels_t.tolist() == [[0, 48, 0], [30 * 16, 48, 48], [2 * 30 * 16, 48, 96]]
+    assert plan((14, 14, 32), 6, 3, 2, "same").tdw
+    assert not plan((28, 28, 16), 32, 3, 2, "same").tdw  # 32 columns: the wide tile already
+    assert not plan((12, 12, 24), 16, 3, 1, "valid").tdw  # 72 inputs per kernel row
+    assert not plan((28, 28, 1), 16, 3, 1, "same").tdw  # paired
 
 
 def test_conv2d_pairs_output_positions_only_for_one_channel_and_narrow_outputs():
@@ -286,6 +304,61 @@ def test_conv_microkernel_tiles_match_numpy(rows, width, lanes):
     run(xf, u, r0, v[:0], b[:0], j0, c, bias, False)  # no taps: the bias alone
     np.testing.assert_array_equal(c[r0:r0 + rows, j0:j0 + width], np.broadcast_to(bias[j0:j0 + width],
                                                                                    (rows, width)))
+
+
+@pytest.mark.parametrize("rows,width,lanes", [(6, 32, 16), (12, 16, 16), (8, 8, 16), (8, 48, 16), (3, 32, 8),
+                                              (2, 48, 8)])
+def test_conv_microkernel_variants_match_numpy(rows, width, lanes):
+    """The scatter variant (tile rows added at c[cu[r] + cj0:], rows may overlap) and the btable variant (rows of B
+    read at b[bu[t] + j0:]) against NumPy."""
+    from numba import njit
+
+    from tuinet.engine.conv.microkernels import tile_kernel
+
+    mks = tile_kernel(rows, width, lanes, scatter=True)
+    mkt = tile_kernel(rows, width, lanes, btable=True)
+
+    @njit
+    def run_scatter(xf, u, r0, v, b, j0, c, cu, cj0):
+        mks(xf, u, r0, v, b, j0, c, cu, cj0)
+
+    @njit
+    def run_btable(xf, u, r0, v, b, bu, j0, c, cr0, cj0, bias, acc):
+        mkt(xf, u, r0, v, b, bu, j0, c, cr0, cj0, bias, acc)
+
+    rng = np.random.default_rng(rows * width + lanes)
+    xf = rng.standard_normal(500).astype(np.float32)
+    u = rng.integers(0, 200, rows + 3).astype(np.int64)
+    taps = 29
+    v = rng.integers(0, 300, taps).astype(np.uint64)
+    a = xf[u[2:2 + rows, None] + v[None, :].astype(np.int64)].astype(np.float64)
+    b = rng.standard_normal((taps, width + 16)).astype(np.float32)
+    j0 = 8
+    want = a @ b[:, j0:j0 + width].astype(np.float64)
+    cu = np.array([5 * r for r in range(rows + 3)], np.int64)  # rows 5 apart: overlapping windows add up
+    c0 = rng.standard_normal(5 * rows + width + 40).astype(np.float32)
+    c = c0.copy()
+    run_scatter(xf, u, 2, v, b, j0, c, cu, 3)
+    expect = c0.astype(np.float64)
+    for r in range(rows):
+        expect[cu[2 + r] + 3:cu[2 + r] + 3 + width] += want[r]
+    np.testing.assert_allclose(c, expect, rtol=1e-5, atol=1e-4)
+
+    flat = rng.standard_normal(4000).astype(np.float32)  # the rows of B scattered over a flat array
+    bu = rng.choice(np.arange(0, 4000 - width - 16, 7), taps, replace=False).astype(np.uint64)
+    bt = np.stack([flat[int(o):int(o) + width + 16] for o in bu])
+    want = a @ bt[:, j0:j0 + width].astype(np.float64)
+    c0 = rng.standard_normal((rows + 5, width + 16)).astype(np.float32)
+    bias = rng.standard_normal(width + 16).astype(np.float32)
+    c = c0.copy()
+    run_btable(xf, u, 2, v, flat, bu, j0, c, 1, 4, bias, True)
+    np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], c0[1:1 + rows, 4:4 + width] + want, rtol=1e-5, atol=1e-4)
+    outside = np.ones(c.shape, bool)
+    outside[1:1 + rows, 4:4 + width] = False
+    assert np.array_equal(c[outside], c0[outside])
+    c = c0.copy()
+    run_btable(xf, u, 2, v, flat, bu, j0, c, 1, 4, bias, False)
+    np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], want + bias[j0:j0 + width], rtol=1e-5, atol=1e-4)
 
 
 def test_conv_microkernel_is_vectorized(tmp_path):
@@ -672,7 +745,7 @@ out = {}
 for i, (shape, f, k, pad, s) in enumerate([((9, 9, 3), 16, 3, "same", 1), ((11, 10, 24), 32, 3, "valid", 2),
                                            ((7, 7, 40), 56, 3, 1, 1), ((12, 12, 5), 24, 5, "valid", 1),
                                            ((10, 10, 1), 6, 5, "same", 1), ((8, 8, 1), 16, 3, "same", 1),
-                                           ((9, 9, 16), 32, 3, "same", 2)]):
+                                           ((9, 9, 16), 32, 3, "same", 2), ((9, 8, 16), 16, 3, "same", 1)]):
     c = Conv2D(f, k, stride=s, padding=pad)
     c.build(shape, rng)
     x = rng.standard_normal((5,) + shape).astype(np.float32)

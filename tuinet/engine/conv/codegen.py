@@ -35,8 +35,11 @@ from tuinet.engine.kernels import FASTMATH
 # 8 independent accumulators to keep both FMA units busy.
 _ROWS_256 = {32: 3, 24: 3, 16: 4, 8: 8}
 _ROWS_512 = {32: 6, 24: 6, 16: 12, 8: 8}
+# the 48-wide tiles of the transposed weight gradient (ConvPlan.tdw): 8 x 3 zmm or 2 x 6 ymm accumulators
+_ROWS48_256, _ROWS48_512 = 2, 8
 LANES = 16 if runtime.wide_vectors() else 8  #: floats per vector register the micro-kernels use
 _MK_ROWS = _ROWS_512 if LANES == 16 else _ROWS_256
+ROWS48 = _ROWS48_512 if LANES == 16 else _ROWS48_256
 
 
 @contextmanager

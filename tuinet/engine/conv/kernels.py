@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from tuinet.engine.conv.codegen import _MK_ROWS, LANES, conv_jit
+from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.kernels import F0, jit
 
@@ -31,6 +31,7 @@ MK8 = tile_kernel(R8, 8, LANES)
 MKS32 = tile_kernel(R32, 32, LANES, scatter=True)
 MKS16 = tile_kernel(R16, 16, LANES, scatter=True)
 MKS8 = tile_kernel(R8, 8, LANES, scatter=True)
+MKT48 = tile_kernel(ROWS48, 48, LANES, btable=True)
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
 
@@ -161,6 +162,22 @@ def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
                 t = tile[r]
                 for j in range(wd):
                     d[j] += t[j]
+
+
+@conv_jit(noinline=True)
+def _panel_gemm_t(g, au, rows, av, xf, bu, c, panels, bias):
+    """The transposed weight gradient of one sample: for each panel (j0, 48, cj0) of ``panels``,
+    c[:rows, cj0:cj0 + 48] += A @ B with A[r, t] = g[au[r] + av[t]] (dy: output channels by positions) and
+    B[t, :] = xf[bu[t] + j0:][:48] (the 48 contiguous inputs of one kernel row of position t's window).
+
+    ``rows`` (the padded output channels) is a multiple of the tile height; ``bias`` is not read.
+    """
+    yes = rows >= 0
+    for i in range(panels.shape[0]):
+        j0 = panels[i, 0]
+        cj0 = panels[i, 2]
+        for r0 in range(0, rows, ROWS48):
+            MKT48(g, au, r0, av, xf, bu, j0, c, r0, cj0, bias, yes)
 
 
 @conv_jit()
@@ -300,7 +317,7 @@ def _crop_into(xp, x, pt, pl):
 def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
                     parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
-                    poff_i, pbase_u, panels_pair, scat, panels_s):
+                    poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -323,6 +340,11 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32, 16 or 8): the col2im
     fused into that GEMM (:func:`_panel_gemm_scatter`, panels ``panels_s``), no dcols buffer.
 
+    ``tdw`` (Cout padded to 8 or 16, kernel rows of 48k inputs): the weight gradient transposed, dW^T = dy^T @ cols
+    (:func:`_panel_gemm_t`: rows the output channels ``co_i``, reduction the positions ``pos_u``, columns the
+    48 contiguous inputs of a kernel row, panels ``panels_t``) into dw2_parts (parts, Cp, Kp): 48-wide tiles need
+    11 loads per 24 multiply-adds where a 16-wide one needs 13 per 12. The caller transposes it back.
+
     ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
     ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
     dw_parts; the caller folds it back into dW.
@@ -340,7 +362,7 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     yes = pt >= 0  # True, but not a literal (see conv2d_forward)
     parts = min(parts, N)
     for p in prange(parts):
-        dwp = dw2_parts[p] if pair else dw_parts[p]
+        dwp = dw2_parts[p] if pair or tdw else dw_parts[p]
         dbp = db_parts[p]
         _zero(dwp.reshape(-1))
         _zero(dbp)
@@ -375,6 +397,8 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
             if pair:
                 _panel_gemm(xf, poff_i, poff_i.size, pbase_u, g.reshape((P // 2, 2 * cp)), dwp, dbp, yes,
                             panels_pair)
+            elif tdw:
+                _panel_gemm_t(g.reshape(-1), co_i, cp, pos_u, xf, base_u, dwp, panels_t, dbp)
             else:
                 _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
             if need_dx and dx_gemm and scat:
@@ -403,7 +427,7 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
                                      dtap_lo, dtap_hi)
                     _copy_cols(dxbuf, dxn)
     for p in range(1, parts):
-        if pair:
+        if pair or tdw:
             _add_into(dw2_parts[0].reshape(-1), dw2_parts[p].reshape(-1))
         else:
             _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))

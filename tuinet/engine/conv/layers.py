@@ -227,9 +227,14 @@ class Conv2D(Layer):
         plan = self._plan
         p = _threads()
         if self._parts is None or self._parts[0].shape[0] != p:
-            self._parts = (np.empty((p, plan.off_i.size if not plan.pair else 1, plan.cp), np.float32),
-                           np.empty((p, plan.cp), np.float32),
-                           np.empty((p, plan.poff_i.size, 2 * plan.cp) if plan.pair else (1, 1, 8), np.float32))
+            if plan.pair:
+                two = (p, plan.poff_i.size, 2 * plan.cp)
+            elif plan.tdw:
+                two = (p, plan.cp, plan.kp)  # dW^T
+            else:
+                two = (1, 1, 8)
+            self._parts = (np.empty((p, plan.off_i.size if not (plan.pair or plan.tdw) else 1, plan.cp), np.float32),
+                           np.empty((p, plan.cp), np.float32), np.empty(two, np.float32))
         dw_parts, db_parts, dw2_parts = self._parts
         k = self._wk.shape[0]
         kh, kw = self.kernel_size
@@ -247,10 +252,12 @@ class Conv2D(Layer):
                         self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
                         plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
                         plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
-                        plan.panels_pair, plan.scat, plan.panels_s)
+                        plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u)
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
+        elif plan.tdw:
+            self.grads[0][...] = dw2_parts[0, :cout, :k].T.reshape(self.grads[0].shape)
         else:
             self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:

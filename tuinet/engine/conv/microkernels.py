@@ -52,48 +52,56 @@ def row_vectors(width: int, lanes: int) -> list[int]:
 
 
 @lru_cache(maxsize=None)
-def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False):
+def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable: bool = False):
     """The intrinsic computing a ``rows`` x ``width`` tile with ``lanes``-wide vectors (see the module doc);
-    ``scatter``: the variant adding the tile into the rows ``c[cu[r0 + r] + cj0:]`` of a flat ``c``."""
+    ``scatter``: the variant adding the tile into the rows ``c[cu[r0 + r] + cj0:]`` of a flat ``c``; ``btable``:
+    the variant reading the rows of B from a flat ``b`` through an offset table ``bu``."""
+    if scatter and btable:
+        raise ValueError("a micro-kernel is either scatter or btable")
     vecs = row_vectors(width, lanes)
     offs = [sum(vecs[:k]) for k in range(len(vecs))]
 
     def check(xf, u, v, b, c, bias):
-        for a, nd in ((xf, 1), (b, 2), (c, 1 if scatter else 2)) + (() if scatter else ((bias, 1),)):
+        for a, nd in ((xf, 1), (b, 1 if btable else 2), (c, 1 if scatter else 2)) + (
+                () if scatter else ((bias, 1),)):
             if not (isinstance(a, types.Array) and a.ndim == nd and a.dtype == types.float32):
                 raise TypeError(f"micro-kernel: expected a {nd}-d float32 array, got {a}")
         for a in (u, v):
             if not (isinstance(a, types.Array) and a.ndim == 1 and isinstance(a.dtype, types.Integer)):
                 raise TypeError(f"micro-kernel: expected a 1-d integer array, got {a}")
 
+    names = ("xf", "u", "r0", "v", "b") + (("bu",) if btable else ()) + ("j0", "c", "cr0", "cj0") + (
+        () if scatter else ("bias", "acc"))  # cr0 is the table cu in the scatter variant
+
     def codegen(context, builder, signature, args):
-        if scatter:  # (xf, u, r0, v, b, j0, c, cu, cj0): the same slots, cu where cr0 is, no bias or flag
-            xf_v, u_v, r0_v, v_v, b_v, j0_v, c_v, cr0_v, cj0_v = args
-            bias_v = acc_v = None
-        else:
-            xf_v, u_v, r0_v, v_v, b_v, j0_v, c_v, cr0_v, cj0_v, bias_v, acc_v = args
-        aty = signature.args
+        av = dict(zip(names, args))
+        aty = dict(zip(names, signature.args))
         i64 = ir.IntType(64)
         f32 = ir.FloatType()
-        xa = context.make_array(aty[0])(context, builder, xf_v)
-        ua = context.make_array(aty[1])(context, builder, u_v)
-        va = context.make_array(aty[3])(context, builder, v_v)
-        ba = context.make_array(aty[4])(context, builder, b_v)
-        ca = context.make_array(aty[6])(context, builder, c_v)
-        r0 = context.cast(builder, r0_v, aty[2], types.int64)
-        j0 = context.cast(builder, j0_v, aty[5], types.int64)
-        cj0 = context.cast(builder, cj0_v, aty[8], types.int64)
+
+        def arr(name):
+            return context.make_array(aty[name])(context, builder, av[name])
+
+        def int64(name):
+            return context.cast(builder, av[name], aty[name], types.int64)
+
+        xa, ua, va, ba, ca = arr("xf"), arr("u"), arr("v"), arr("b"), arr("c")
+        r0, j0, cj0 = int64("r0"), int64("j0"), int64("cj0")
         if not scatter:
-            biasa = context.make_array(aty[9])(context, builder, bias_v)
-            cr0 = context.cast(builder, cr0_v, aty[7], types.int64)
-            flag = context.cast(builder, acc_v, aty[10], types.boolean)
+            biasa = arr("bias")
+            cr0 = int64("cr0")
+            flag = context.cast(builder, av["acc"], aty["acc"], types.boolean)
         vtys = [ir.VectorType(f32, n) for n in vecs]
         fmas = [cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
                                                f"llvm.fmuladd.v{vt.count}f32") for vt in vtys]
-        b_stride = builder.ashr(cgutils.unpack_tuple(builder, ba.strides, 2)[0], ir.Constant(i64, 2))
+        if btable:
+            bua = arr("bu")
+            buty = context.get_value_type(aty["bu"].dtype)
+        else:
+            b_stride = builder.ashr(cgutils.unpack_tuple(builder, ba.strides, 2)[0], ir.Constant(i64, 2))
         ntaps = cgutils.unpack_tuple(builder, va.shape, 1)[0]
-        uty = context.get_value_type(aty[1].dtype)
-        vty = context.get_value_type(aty[3].dtype)
+        uty = context.get_value_type(aty["u"].dtype)
+        vty = context.get_value_type(aty["v"].dtype)
 
         def as_i64(val, ty):
             return builder.sext(val, i64) if ty.width < 64 else val
@@ -103,7 +111,7 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False):
         for r in range(rows):
             ur = builder.load(builder.gep(ua.data, [builder.add(r0, ir.Constant(i64, r))]))
             xrows.append(builder.gep(xa.data, [as_i64(ur, uty)]))
-        bcol = builder.gep(ba.data, [j0])  # b[0, j0]
+        bcol = builder.gep(ba.data, [j0])  # b[0, j0] (b[j0] with btable)
         zero = [ir.Constant(vt, None) for vt in vtys]
         undef = [ir.Constant(vt, ir.Undefined) for vt in vtys]
         masks = [ir.Constant(ir.VectorType(ir.IntType(32), n), None) for n in vecs]
@@ -127,7 +135,10 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False):
 
         builder.position_at_end(body)
         vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
-        brow = builder.gep(bcol, [builder.mul(t, b_stride)])
+        if btable:  # b[bu[t] + j0:]
+            brow = builder.gep(bcol, [as_i64(builder.load(builder.gep(bua.data, [t])), buty)])
+        else:
+            brow = builder.gep(bcol, [builder.mul(t, b_stride)])
         bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, o)]), vtys[k].as_pointer()),
                            align=4) for k, o in enumerate(offs)]
         new = []
@@ -146,8 +157,8 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False):
 
         builder.position_at_end(done)
         if scatter:  # c[cu[r0 + r] + cj0 + o] += T[r, o]
-            cua = context.make_array(aty[7])(context, builder, cr0_v)
-            cuty = context.get_value_type(aty[7].dtype)
+            cua = arr("cr0")
+            cuty = context.get_value_type(aty["cr0"].dtype)
             for r in range(rows):
                 cur = builder.load(builder.gep(cua.data, [builder.add(r0, ir.Constant(i64, r))]))
                 crow = builder.gep(ca.data, [builder.add(as_i64(cur, cuty), cj0)])
@@ -177,20 +188,29 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False):
                         builder.store(builder.fadd(accs[r * len(vecs) + k], bb[k]), p, align=4)
         return context.get_dummy_value()
 
-    if scatter:
+    def typer(args):
+        ty = dict(zip(names, args))
+        check(ty["xf"], ty["u"], ty["v"], ty["b"], ty["c"], ty.get("bias"))
+        for name in ("cr0",) if scatter else ():
+            if not (isinstance(ty[name], types.Array) and ty[name].ndim == 1
+                    and isinstance(ty[name].dtype, types.Integer)):
+                raise TypeError(f"micro-kernel: expected a 1-d integer array, got {ty[name]}")
+        return types.void(*args), codegen
+
+    if btable:
+        @intrinsic
+        def mk(typingctx, xf, u, r0, v, b, bu, j0, c, cr0, cj0, bias, accumulate):
+            return typer((xf, u, r0, v, b, bu, j0, c, cr0, cj0, bias, accumulate))
+    elif scatter:
         @intrinsic
         def mk(typingctx, xf, u, r0, v, b, j0, c, cu, cj0):
-            check(xf, u, v, b, c, None)
-            if not (isinstance(cu, types.Array) and cu.ndim == 1 and isinstance(cu.dtype, types.Integer)):
-                raise TypeError(f"micro-kernel: expected a 1-d integer array, got {cu}")
-            return types.void(xf, u, r0, v, b, j0, c, cu, cj0), codegen
+            return typer((xf, u, r0, v, b, j0, c, cu, cj0))
     else:
         @intrinsic
         def mk(typingctx, xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate):
-            check(xf, u, v, b, c, bias)
-            return types.void(xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate), codegen
+            return typer((xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate))
 
-    mk.__name__ = f"_mk{rows}x{width}{'s' if scatter else ''}"
+    mk.__name__ = f"_mk{rows}x{width}{'s' if scatter else ''}{'t' if btable else ''}"
     return mk
 
 

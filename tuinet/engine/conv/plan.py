@@ -89,6 +89,10 @@ class ConvPlan:
     poff_i: np.ndarray  #: paired taps (kh, kw'') for kw'' in 0..KW, padded to the tile height with 0
     poff_u: np.ndarray  #: the same, as the paired forward's reduction
     scat: bool  #: dx_gemm with the col2im fused into the GEMM (KW*Cin a multiple of 8)
+    tdw: bool  #: the weight gradient transposed (Cp 8 or 16, KW*Cin a multiple of 48; not with pair)
+    panels_t: np.ndarray  #: its panels (j0, 48, cj0): j0 in the window, cj0 the column of dW^T
+    co_i: np.ndarray  #: its rows, the Cp output channels
+    pos_u: np.ndarray  #: its reduction: the offset of each output position's row of dy (P x Cp)
     panels_s: np.ndarray  #: its panels (j0, width, cj0), see :func:`_scatter_panels`
 
     @classmethod
@@ -130,6 +134,7 @@ class ConvPlan:
         panels_s = _scatter_panels(kh, kw * c, wp * c)
         q_rows = _tile_rows(p, np.vstack([panels_k, panels_s[:, :2]]))  # the dy @ W^T rows, for both kinds of panels
         pair = c == 1 and (sh, sw) == (1, 1) and ow % 2 == 0 and cp in (8, 16)
+        tdw = cp in (8, 16) and (kw * c) % 48 == 0 and not pair
         panels_pair = _panels(2 * cp)
         if pair:
             pbase = base.reshape(oh, ow)[:, ::2].reshape(-1)
@@ -159,5 +164,10 @@ class ConvPlan:
             poff_i=_padded_offsets(poff, _tile_rows(poff.size, panels_pair), 0),
             poff_u=poff.astype(np.uint64),
             scat=dx_gemm and (kw * c) % 8 == 0,
+            tdw=tdw,
+            panels_t=np.array([(k_ * wp * c + j, 48, k_ * kw * c + j) for k_ in range(kh) for j in range(0, kw * c, 48)]
+                              if tdw else [(0, 48, 0)], np.int64),
+            co_i=np.arange(cp, dtype=np.int64),
+            pos_u=(np.arange(p) * cp).astype(np.uint64),
             panels_s=panels_s,
         )
