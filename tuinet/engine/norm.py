@@ -77,7 +77,7 @@ def _scale_shift(x, lo, hi, scale, shift, skip, mode, y):
 
 
 @jit(parallel=True)
-def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode, fold):
+def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode, fold, scale, offset):
     """Batch statistics (one pass, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
 
     ``mode`` fuses what follows the normalization into the pass that writes y: 0 nothing, 1 a ReLU, 2 the sum
@@ -85,7 +85,9 @@ def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq,
 
     x holds ``fold`` rows of C channels in each of its rows (a (rows / fold, fold * C) view of the activations,
     see :func:`fold_factor`); gamma, beta and the outputs ``mean``, ``var`` (biased) and ``invstd``
-    (1 / sqrt(var + eps)) have C entries, ``parts`` and ``parts_sq`` a row of fold * C per thread. The sums are of
+    (1 / sqrt(var + eps)) have C entries, ``parts`` and ``parts_sq`` a row of fold * C per thread, the outputs
+    ``scale`` and ``offset`` (y = x * scale + offset before the ReLU) fold * C: the backward pass recomputes the
+    ReLU's mask from x with them. The sums are of
     x minus the first row's values (a value of the batch, so the shifted sum of squares does not cancel as
     sum(x^2) - m mean^2 would), in float64: one read of x for the statistics and one for y, two parallel regions.
     """
@@ -100,8 +102,6 @@ def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq,
         parts[p, :] = 0.0
         parts_sq[p, :] = 0.0
         _col_sums(x, p * m // P, (p + 1) * m // P, shift, parts[p], parts_sq[p])
-    scale = np.empty(W, np.float32)
-    offset = np.empty(W, np.float32)
     for c in range(C):
         s = 0.0
         s2 = 0.0
@@ -132,11 +132,12 @@ def bn_eval_forward(x, scale, shift, y, nparts, skip, mode):
 
 
 @jit()
-def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode):
+def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode, scale, offset):
     """Per channel, the sums of g and of g * (x - mean) over rows lo..hi (blocked as in :func:`_col_sums`).
 
-    g is dy (mode 0) or dy where the fused ReLU's output ``out`` > 0, else 0 (modes 1 and 2). Nothing is written
-    here but the partials: a store in this loop would keep the float32 block sums out of registers.
+    g is dy (mode 0) or dy where the fused ReLU's output was > 0, else 0: mode 1 recomputes that output's sign
+    from x (x * scale + offset, the forward pass's expression), mode 2 reads the output ``out``. Nothing is
+    written here but the partials: a store in this loop would keep the float32 block sums out of registers.
     """
     C = acc_dy.size
     block = 32
@@ -153,6 +154,14 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode):
                 for c in range(C):
                     s[c] += g[c]
                     s2[c] += g[c] * (r[c] - mean[c])
+        elif mode == 1:
+            for i in range(i0, i1):
+                r = x[i]
+                g = dy[i]
+                for c in range(C):
+                    v = g[c] if r[c] * scale[c] + offset[c] > F0 else F0
+                    s[c] += v
+                    s2[c] += v * (r[c] - mean[c])
         else:
             for i in range(i0, i1):
                 r = x[i]
@@ -168,8 +177,9 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, out, mode):
 
 
 @jit()
-def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dmask, need_dx, dx):
-    """dx over rows lo..hi (need_dx); mode 2 also writes the ReLU-masked dy into ``dmask``."""
+def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dmask, need_dx, dx, scale, offset):
+    """dx over rows lo..hi (need_dx); mode 2 also writes the ReLU-masked dy into ``dmask`` (masks as in
+    :func:`_bwd_sums`)."""
     for i in range(lo, hi):
         r = x[i]
         g = dy[i]
@@ -178,9 +188,8 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dmask, need_dx, dx):
             for c in range(o.size):
                 o[c] = k[c] * (g[c] - a[c] - (r[c] - mean[c]) * b[c])
         elif mode == 1:
-            m = out[i]
             for c in range(o.size):
-                v = g[c] if m[c] > F0 else F0
+                v = g[c] if r[c] * scale[c] + offset[c] > F0 else F0
                 o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
         elif need_dx:
             m = out[i]
@@ -198,11 +207,13 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, out, mode, dmask, need_dx, dx):
 
 @jit(parallel=True)
 def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx, out, mode, dmask,
-                fold):
+                fold, scale, offset):
     """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x.
 
-    With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output ``out``, masked here; mode 2 also
-    writes the masked gradient into ``dmask``. Unused array arguments can be any arrays of their type. The arrays
+    With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output, masked here: mode 1 finds where
+    that output was positive from x, ``scale`` and ``offset`` (the forward pass's, so the same expression gives
+    the same sign; one array less to read in each pass), mode 2 (a skip connection was added) from the output
+    ``out``, and also writes the masked gradient into ``dmask``. Unused array arguments can be any arrays of their type. The arrays
     of activations are folded as in :func:`bn_train_forward` (``fold`` rows of C channels per row).
     """
     m, W = x.shape
@@ -214,7 +225,7 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
     for p in prange(P):
         parts_dy[p, :] = 0.0
         parts_dyx[p, :] = 0.0
-        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean_w, parts_dy[p], parts_dyx[p], out, mode)
+        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean_w, parts_dy[p], parts_dyx[p], out, mode, scale, offset)
     k = np.empty(W, np.float32)
     a = np.empty(W, np.float32)
     b = np.empty(W, np.float32)
@@ -234,7 +245,8 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
             b[f * C + c] = np.float32(sdyx * inv_m * invstd[c] * invstd[c])
     if need_dx or mode == 2:
         for p in prange(P):
-            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean_w, k, a, b, out, mode, dmask, need_dx, dx)
+            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean_w, k, a, b, out, mode, dmask, need_dx, dx, scale,
+                    offset)
 
 
 #: the kernels' rows are at least this many floats wide when the activations allow (see fold_factor)
@@ -299,6 +311,8 @@ class BatchNorm(Layer):
         self._invstd = np.zeros(c, np.float32)
         self._parts: tuple[np.ndarray, np.ndarray] | None = None
         self._x: np.ndarray | None = None
+        self._scale = np.zeros(0, np.float32)  # the last training pass's y = x * scale + offset, folded
+        self._offset = np.zeros(0, np.float32)
         self._fold = 1
         self.output_shape = self.input_shape
         return self.output_shape
@@ -329,8 +343,10 @@ class BatchNorm(Layer):
             if m < 2:
                 raise ModelError("BatchNorm needs more than one value per channel in training (batch of 1?)")
             parts, parts_sq = self._partials(c * fold)
+            if self._scale.size != c * fold:
+                self._scale, self._offset = np.empty(c * fold, np.float32), np.empty(c * fold, np.float32)
             bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
-                             parts, parts_sq, k2, mode, fold)
+                             parts, parts_sq, k2, mode, fold, self._scale, self._offset)
             self._x = x2
             self._fold = fold
             mom = np.float32(self.momentum)
@@ -381,7 +397,7 @@ class BatchNorm(Layer):
         masked = np.empty_like(dy2) if mode == 2 else dx
         pdy, pdyx = self._partials(dy2.shape[1])
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
-                    pdy, pdyx, need_dx, o2, mode, masked, self._fold)
+                    pdy, pdyx, need_dx, o2, mode, masked, self._fold, self._scale, self._offset)
         return (dx.reshape(dy.shape) if need_dx else None), (masked.reshape(dy.shape) if mode == 2 else None)
 
     def config(self):
