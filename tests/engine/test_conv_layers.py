@@ -691,6 +691,28 @@ def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_
         assert dx is None
 
 
+@pytest.mark.parametrize("shape,batch", [((5, 5, 6), 4), ((6, 6, 16), 8), ((40,), 33)])
+def test_batchnorm_relu_backward_recomputes_exactly_the_forward_mask(shape, batch):
+    """BatchNorm + ReLU's backward finds the ReLU's mask from x (not from the output): the same elements, exactly.
+
+    With dy = 1 everywhere, dbeta is the number of positive outputs per channel (an exact float32 integer), and dx
+    equals the backward pass of plain BatchNorm given the masked gradient. Values around 0 are many: beta is set
+    so that about half of each channel is cut, a few exactly at the threshold.
+    """
+    rng = np.random.default_rng(9)
+    layer = BatchNorm()
+    layer.build(shape, None)
+    layer.params[1][:] = rng.uniform(-0.2, 0.2, shape[-1])
+    x = rng.standard_normal((batch,) + shape).astype(np.float32)
+    x.reshape(-1, shape[-1])[:3] = x.reshape(-1, shape[-1])[3:6]  # repeated values: ties at the same output
+    y = layer.forward_act(x, True, relu=True)
+    ones = np.ones_like(x)
+    dx, _ = layer.backward_act(ones, y, True)
+    np.testing.assert_array_equal(layer.grads[1], (y > 0).reshape(-1, shape[-1]).sum(0).astype(np.float32))
+    masked = np.where(y > 0, ones, np.float32(0))
+    np.testing.assert_allclose(dx, layer.backward(masked, True), rtol=1e-6, atol=1e-6)
+
+
 def test_batchnorm_fold_factor():
     assert fold_factor(256 * 784, 16) == 4  # 64-wide rows
     assert fold_factor(256 * 196, 32) == 2
