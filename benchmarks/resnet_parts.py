@@ -2,8 +2,9 @@
 
 Run ``python -m benchmarks.resnet_parts [--batch-size 256] [--rounds 3] [--repeats 5]``. For each residual block of
 the preset it times, on that block's real input shape: the two 3x3 convolutions, BatchNorm + ReLU, BatchNorm + skip
-add + ReLU (how the block ends), the projection (1x1 convolution, then its BatchNorm) and the sum of the two paths'
-input gradients in the backward pass. Each side runs in its own process (spinning OpenMP threads of one would slow
+add + ReLU (how the block ends) and the projection (1x1 convolution, then its BatchNorm); the first convolution's
+row includes the sum of the two paths' input gradients in the backward pass (tuinet adds the skip path's gradient
+inside that convolution's backward pass, sample by sample; PyTorch's row adds it after). Each side runs in its own process (spinning OpenMP threads of one would slow
 the other), the sides alternate round by round (A B A B), and each figure is the median over rounds of per-round
 medians.
 """
@@ -28,7 +29,6 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:
-    from tuinet.engine.residual import add_into
     from tuinet.engine.spec import build_model
     from tuinet.engine.threads import configure_threads
 
@@ -43,9 +43,9 @@ def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:
         g = rng.standard_normal(h.shape).astype(np.float32)
         tag = block.describe()
 
-        def conv(layer, inp, dy):
+        def conv(layer, inp, dy, dx_add=None):
             layer.forward(inp, True)
-            layer.backward(dy, True)
+            layer.backward(dy, True, dx_add=dx_add)
 
         def bn_relu(inp=h, dy=g):
             y = s["bn1"].forward_act(inp, True, relu=True)
@@ -57,7 +57,8 @@ def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:
             y = s["bn2"].forward_act(inp, True, relu=True, skip=skip)
             s["bn2"].backward_act(dy, y, True, keep_masked=True)
 
-        out[f"{tag}: conv1 3x3"] = _median_ms(lambda: conv(s["conv1"], x, g), repeats)
+        dskip = rng.random(x.shape, dtype=np.float32)
+        out[f"{tag}: conv1 3x3 + gradient sum"] = _median_ms(lambda: conv(s["conv1"], x, g, dskip), repeats)
         out[f"{tag}: conv2 3x3"] = _median_ms(lambda: conv(s["conv2"], h, g), repeats)
         out[f"{tag}: BN + ReLU"] = _median_ms(bn_relu, repeats)
         out[f"{tag}: BN + skip + ReLU"] = _median_ms(bn_skip_relu, repeats)
@@ -69,9 +70,6 @@ def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:
                 s["proj_bn"].backward(dy, True)
 
             out[f"{tag}: proj BN"] = _median_ms(proj_bn, repeats)
-        dx = rng.random(x.shape, dtype=np.float32)
-        dskip = rng.random(x.shape, dtype=np.float32)
-        out[f"{tag}: gradient sum"] = _median_ms(lambda: add_into(dx.reshape(-1), dskip.reshape(-1)), repeats)
     return out
 
 
@@ -100,7 +98,13 @@ def _torch_parts(batch: int, repeats: int) -> dict[str, float]:
         def run(fn, dy=g):
             fn().backward(dy)
 
-        out[f"{tag}: conv1 3x3"] = _median_ms(lambda: run(lambda: conv1(x)), repeats)
+        a, b = torch.rand_like(x), torch.rand_like(x)
+
+        def conv1_sum():
+            run(lambda: conv1(x))
+            a.add_(b)
+
+        out[f"{tag}: conv1 3x3 + gradient sum"] = _median_ms(conv1_sum, repeats)
         out[f"{tag}: conv2 3x3"] = _median_ms(lambda: run(lambda: conv2(h)), repeats)
         out[f"{tag}: BN + ReLU"] = _median_ms(lambda: run(lambda: relu(bn1(h))), repeats)
         out[f"{tag}: BN + skip + ReLU"] = _median_ms(lambda: run(lambda: torch.relu(bn2(h) + skip)), repeats)
@@ -108,8 +112,6 @@ def _torch_parts(batch: int, repeats: int) -> dict[str, float]:
             pconv, pbn = tw.proj
             out[f"{tag}: proj 1x1 conv"] = _median_ms(lambda: run(lambda: pconv(x)), repeats)
             out[f"{tag}: proj BN"] = _median_ms(lambda: run(lambda: pbn(h)), repeats)
-        a, b = torch.rand_like(x), torch.rand_like(x)
-        out[f"{tag}: gradient sum"] = _median_ms(lambda: a.add_(b), repeats)
     return out
 
 

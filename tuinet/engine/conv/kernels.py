@@ -317,7 +317,7 @@ def _crop_into(xp, x, pt, pl):
 def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
                     parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
-                    poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u):
+                    poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -344,6 +344,8 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     (:func:`_panel_gemm_t`: rows the output channels ``co_i``, reduction the positions ``pos_u``, columns the
     48 contiguous inputs of a kernel row, panels ``panels_t``) into dw2_parts (parts, Cp, Kp): 48-wide tiles need
     11 loads per 24 multiply-adds where a 16-wide one needs 13 per 12. The caller transposes it back.
+
+    ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
 
     ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
     ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
@@ -426,6 +428,8 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
                     _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x,
                                      dtap_lo, dtap_hi)
                     _copy_cols(dxbuf, dxn)
+            if need_dx and add_dx:
+                _add_into(dx[n].reshape(-1), dx_add[n].reshape(-1))
     for p in range(1, parts):
         if pair or tdw:
             _add_into(dw2_parts[0].reshape(-1), dw2_parts[p].reshape(-1))

@@ -209,11 +209,13 @@ class Conv2D(Layer):
                        pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
                        plan.pbase_i, plan.poff_u, plan.panels_pair)
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy, need_dx=True, dx_add=None):
+        """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
+        sample while it is still in cache (a residual block's skip-path gradient), instead of in a pass after."""
         n = dy.shape[0]
         oh, ow, cout = self.output_shape
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
-                                  need_dx)
+                                  need_dx, dx_add)
 
     def backward_fused(self, dy, pool: "MaxPool2D", need_dx=True):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output."""
@@ -221,7 +223,7 @@ class Conv2D(Layer):
         return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool.argmax.reshape(n, -1),
                                   need_dx)
 
-    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx):
+    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None):
         x = self._x
         oh, ow, cout = self.output_shape
         plan = self._plan
@@ -252,7 +254,9 @@ class Conv2D(Layer):
                         self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
                         plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
                         plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
-                        plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u)
+                        plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u,
+                        need_dx and dx_add is not None,
+                        _NO_DX if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape))
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
