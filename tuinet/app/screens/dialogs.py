@@ -158,6 +158,8 @@ class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
 class DivergedDialog(ModalScreen["str | None"]):
     """After a divergence (training paused): roll back with a lower lr, continue as is, or stay paused."""
 
+    AUTO_FOCUS = "#rollback"  # focused when the screen is shown (a query in on_mount once found no children yet)
+
     BINDINGS = [Binding("r", "choose('rollback')", "Roll back"), Binding("c", "choose('resume')", "Continue"),
                 Binding("escape", "choose(None)", "Stay paused")]
 
@@ -185,9 +187,6 @@ class DivergedDialog(ModalScreen["str | None"]):
                 yield Button("Roll back (r)", id="rollback", variant="warning")
                 yield Button("Continue (c)", id="resume")
                 yield Button("Stay paused (esc)", id="stay")
-
-    def on_mount(self) -> None:
-        self.query_one("#rollback", Button).focus()
 
     def action_choose(self, choice: str | None) -> None:
         self.dismiss(choice)
