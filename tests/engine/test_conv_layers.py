@@ -713,6 +713,74 @@ def test_batchnorm_relu_backward_recomputes_exactly_the_forward_mask(shape, batc
     np.testing.assert_allclose(dx, layer.backward(masked, True), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape,filters,offset", [((6, 6, 8), 16, 0.0), ((7, 7, 16), 32, 1000.0), ((5, 5, 8), 64, 0.0)])
+def test_conv_output_statistics_give_batchnorm_its_batch_statistics(shape, filters, offset, threads):
+    """A convolution's per-chunk output sums (each chunk its own shift) give the BatchNorm after it the statistics
+    and outputs it computes itself, also far from zero (outputs near 1000 with unit spread) and with two chunks."""
+    import numba
+
+    from tuinet.engine.threads import configure_threads
+
+    before = numba.get_num_threads()
+    configure_threads(None, "numba")
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        rng = np.random.default_rng(5)
+        conv = Conv2D(filters, 3, 1, "same")
+        conv.build(shape, rng)
+        conv.params[1][:] = offset + rng.standard_normal(filters).astype(np.float32)
+        x = rng.standard_normal((5,) + shape).astype(np.float32)
+        h = conv.forward(x, True, stats=True)
+        assert conv.stats is not None and conv.stats.sums.shape[0] == min(threads, numba.get_num_threads(), 5)
+        bn_a, bn_b = BatchNorm(), BatchNorm()
+        for bn in (bn_a, bn_b):
+            bn.build(h.shape[1:], None)
+            bn.params[0][:] = np.linspace(0.5, 1.5, filters)
+            bn.params[1][:] = np.linspace(-0.3, 0.3, filters)
+        y_a = bn_a.forward_act(h, True, relu=True, stats=conv.stats)
+        y_b = bn_b.forward_act(h, True, relu=True)
+        h64 = h.reshape(-1, filters).astype(np.float64)
+        np.testing.assert_allclose(bn_a._mean, h64.mean(0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(bn_a._var, h64.var(0), rtol=1e-4, atol=1e-5)
+        # near 1000 a float32 mean is exact to 6e-5 only (one ulp), and the normalized outputs inherit that
+        np.testing.assert_allclose(y_a, y_b, rtol=1e-5, atol=1e-5 + 2 * float(np.spacing(np.float32(offset))))
+        for key in ("running_mean", "running_var"):
+            np.testing.assert_allclose(bn_a.buffers[key], bn_b.buffers[key], rtol=1e-5, atol=1e-5)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_conv_input_transform_is_the_batchnorm_relu_it_replaces():
+    """Conv2D with ``pre`` (relu(x * scale + shift) applied while padding) gives the outputs and gradients of the
+    convolution of that transformed input; bn1's backward pass without a stored output masks the same way."""
+    rng = np.random.default_rng(8)
+    for shape, k, s, pad in (((7, 7, 16), 3, 1, "same"), ((8, 8, 8), 3, 2, "same"), ((6, 6, 8), 1, 1, "valid")):
+        x = rng.standard_normal((4,) + shape).astype(np.float32)
+        bn = BatchNorm()
+        bn.build(shape, None)
+        bn.params[1][:] = rng.uniform(-0.3, 0.3, shape[-1])
+        a = bn.forward_act(x, True, relu=True)  # the output the transform replaces
+        scale, shift = bn.channel_transform()
+        a_ref = np.maximum(x.astype(np.float64) * scale + shift, 0)
+        np.testing.assert_allclose(a, a_ref, rtol=1e-5, atol=1e-6)
+        plain, fused = Conv2D(8, k, s, pad), Conv2D(8, k, s, pad)
+        plain.build(shape, np.random.default_rng(1))
+        fused.build(shape, np.random.default_rng(1))
+        y_plain = plain.forward(a, True)
+        y_fused = fused.forward(x, True, pre=(scale, shift))
+        np.testing.assert_allclose(y_fused, y_plain, rtol=1e-5, atol=1e-5)
+        dy = rng.standard_normal(y_plain.shape).astype(np.float32)
+        dx_plain = plain.backward(dy)
+        dx_fused = fused.backward(dy)
+        np.testing.assert_allclose(dx_fused, dx_plain, rtol=1e-5, atol=1e-5)
+        for gp, gf in zip(plain.grads, fused.grads):
+            np.testing.assert_allclose(gf, gp, rtol=1e-4, atol=1e-4)
+        g_none, _ = bn.backward_act(dx_plain, None, True, relu=True)  # no output stored: the mask from x
+        g_ref = bn.backward(np.where(a > 0, dx_plain, np.float32(0)), True)  # mask from the output, plain BN
+        np.testing.assert_allclose(g_none, g_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_batchnorm_fold_factor():
     assert fold_factor(256 * 784, 16) == 4  # 64-wide rows
     assert fold_factor(256 * 196, 32) == 2

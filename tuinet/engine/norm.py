@@ -11,6 +11,7 @@ connection's add and a ReLU, can run fused into those passes (:meth:`BatchNorm.f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -267,6 +268,50 @@ def fold_factor(rows: int, channels: int) -> int:
     return k
 
 
+@jit()
+def bn_stats_from_parts(sums, sqs, shifts, counts, gamma, beta, eps, mean, var, invstd, scale, offset, fold):
+    """:func:`bn_train_forward`'s statistics and scale/offset from sums gathered elsewhere (a convolution's output
+    pass): per chunk p and column j of rows of W = k * C values, ``sums``/``sqs`` hold the sums of (y - shift) and
+    of its square over counts[p] rows, ``shifts`` the chunk's shift. Each chunk's sums are moved to the first
+    chunk's shift (exact algebra, in float64) before they are added. ``scale``/``offset``: fold * C wide."""
+    C = mean.size
+    P, W = sums.shape
+    k = W // C
+    n = 0.0
+    for p in range(P):
+        n += counts[p] * k
+    for c in range(C):
+        s0 = np.float64(shifts[0, c])
+        s1 = 0.0
+        s2 = 0.0
+        for p in range(P):
+            for f in range(k):
+                j = f * C + c
+                d = np.float64(shifts[p, j]) - s0
+                s1 += sums[p, j] + counts[p] * d
+                s2 += sqs[p, j] + 2.0 * d * sums[p, j] + counts[p] * d * d
+        d = s1 / n
+        mean[c] = np.float32(s0 + d)
+        v = np.float32(max(s2 / n - d * d, 0.0))
+        var[c] = v
+        inv = F1 / np.sqrt(v + eps)
+        invstd[c] = inv
+        for f in range(fold):
+            scale[f * C + c] = gamma[c] * inv
+            offset[f * C + c] = beta[c] - mean[c] * gamma[c] * inv
+
+
+@dataclass
+class OutputStats:
+    """A BatchNorm's batch statistics gathered by the layer before it (see :func:`bn_stats_from_parts`)."""
+
+    sums: np.ndarray  #: (chunks, fold * C) float64 sums of (y - shift)
+    sqs: np.ndarray  #: the same of (y - shift) squared
+    shifts: np.ndarray  #: (chunks, fold * C) float32: each chunk's shift
+    counts: np.ndarray  #: (chunks,) float64: rows of fold * C values in each chunk
+    fold: int  #: rows of C channels per row of the sums
+
+
 # --- layer -----------------------------------------------------------------------------------------------------
 
 
@@ -326,27 +371,38 @@ class BatchNorm(Layer):
     def forward(self, x, training):
         return self.forward_act(x, training)
 
-    def forward_act(self, x, training, relu=False, skip=None):
+    def forward_act(self, x, training, relu=False, skip=None, stats=None, store=True):
         """The normalization, then (``relu``) a ReLU, with ``skip`` (x's shape) added before it when given.
 
         Fused into the pass that writes the output; :meth:`backward_act` with that output is the backward pass.
+        ``stats`` (training): the batch statistics of x gathered by the layer that wrote it
+        (:class:`OutputStats`), which saves the pass over x that would compute them. ``store=False`` (training,
+        with ``relu``): no output is written (None is returned), only the statistics and running statistics are
+        updated, for a convolution that applies the transform itself (:meth:`channel_transform`).
         """
         c = self.channels
         m = x.size // c
         fold = fold_factor(m, c)
         x2 = np.ascontiguousarray(x).reshape(-1, c * fold)
-        y = np.empty_like(x2)
         mode = 0 if not relu else (1 if skip is None else 2)
         k2 = x2 if skip is None else np.ascontiguousarray(skip).reshape(x2.shape)
         gamma, beta = self.params
         if training:
             if m < 2:
                 raise ModelError("BatchNorm needs more than one value per channel in training (batch of 1?)")
-            parts, parts_sq = self._partials(c * fold)
             if self._scale.size != c * fold:
                 self._scale, self._offset = np.empty(c * fold, np.float32), np.empty(c * fold, np.float32)
-            bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
-                             parts, parts_sq, k2, mode, fold, self._scale, self._offset)
+            y = np.empty_like(x2) if store or stats is None else None
+            if stats is None:
+                parts, parts_sq = self._partials(c * fold)
+                bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
+                                 parts, parts_sq, k2, mode, fold, self._scale, self._offset)
+            else:
+                bn_stats_from_parts(stats.sums, stats.sqs, stats.shifts, stats.counts, gamma, beta,
+                                    np.float32(self.eps), self._mean, self._var, self._invstd, self._scale,
+                                    self._offset, fold)
+                if y is not None:
+                    bn_eval_forward(x2, self._scale, self._offset, y, _threads(), k2, mode)
             self._x = x2
             self._fold = fold
             mom = np.float32(self.momentum)
@@ -356,11 +412,17 @@ class BatchNorm(Layer):
             rv *= np.float32(1.0) - mom
             rv += mom * self._var * np.float32(m / (m - 1))
         else:
+            y = np.empty_like(x2)
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             scale = (gamma / np.sqrt(rv + np.float32(self.eps))).astype(np.float32)
             shift = (beta - rm * scale).astype(np.float32)
             bn_eval_forward(x2, np.tile(scale, fold), np.tile(shift, fold), y, _threads(), k2, mode)
-        return y.reshape(x.shape)
+        return None if y is None else y.reshape(x.shape)
+
+    def channel_transform(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel (scale, offset) of the last training pass: y = x * scale + offset, before any ReLU."""
+        c = self.channels
+        return self._scale[:c], self._offset[:c]
 
     def backward(self, dy, need_dx=True):
         return self.backward_act(dy, None, need_dx)[0]
@@ -384,16 +446,20 @@ class BatchNorm(Layer):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the ReLU's output."""
         return self.backward_act(dy, relu.output, need_dx)[0]
 
-    def backward_act(self, dy, out, need_dx=True, keep_masked=False):
+    def backward_act(self, dy, out, need_dx=True, keep_masked=False, relu=None):
         """Backward through :meth:`forward_act`; ``out`` is its output when a ReLU was fused (None if not).
 
         Returns (dx or None, the ReLU's input gradient when ``keep_masked``, else None): with a skip connection
-        that gradient is also the skip path's.
+        that gradient is also the skip path's. Without a skip connection the ReLU's mask comes from the cached
+        input, so ``out`` is not read: ``relu=True`` with ``out=None`` is the backward pass of a ReLU-fused
+        forward pass that stored no output (``store=False``).
         """
         dy2 = np.ascontiguousarray(dy).reshape(self._x.shape)  # folded as the forward pass folded x
         dx = np.empty_like(dy2)
-        mode = 0 if out is None else (2 if keep_masked else 1)
-        o2 = dy2 if out is None else np.ascontiguousarray(out).reshape(dy2.shape)
+        if relu is None:
+            relu = out is not None
+        mode = 0 if not relu else (2 if keep_masked else 1)
+        o2 = dy2 if mode != 2 else np.ascontiguousarray(out).reshape(dy2.shape)
         masked = np.empty_like(dy2) if mode == 2 else dx
         pdy, pdyx = self._partials(dy2.shape[1])
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,

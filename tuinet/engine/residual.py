@@ -99,11 +99,24 @@ class ResidualBlock(Layer):
 
     def forward(self, x, training):
         s = self.sublayers
-        # bn1 + relu1 and bn2 + skip add + final ReLU run fused, each in the pass that writes BN's output
-        self._a1 = s["bn1"].forward_act(s["conv1"].forward(x, training), training, relu=True)
-        h = s["conv2"].forward(self._a1, training)
-        skip = s["proj_bn"].forward(s["proj"].forward(x, training), training) if self.has_projection else x
-        y = s["bn2"].forward_act(h, training, relu=True, skip=skip)
+        if not training:
+            # bn1 + relu1 and bn2 + skip add + final ReLU run fused, each in the pass that writes BN's output
+            a1 = s["bn1"].forward_act(s["conv1"].forward(x, False), False, relu=True)
+            h = s["conv2"].forward(a1, False)
+            skip = s["proj_bn"].forward(s["proj"].forward(x, False), False) if self.has_projection else x
+            return s["bn2"].forward_act(h, False, relu=True, skip=skip)
+        # Training: each convolution gathers its BatchNorm's batch statistics while its output is in cache, and
+        # bn1 + relu1 are applied by conv2 as it copies each sample into its padded buffer, so their output is
+        # never written (conv2 keeps conv1's output and the transform; bn1's backward pass needs only that)
+        h1 = s["conv1"].forward(x, True, stats=True)
+        s["bn1"].forward_act(h1, True, relu=True, stats=s["conv1"].stats, store=False)
+        h = s["conv2"].forward(h1, True, stats=True, pre=s["bn1"].channel_transform())
+        if self.has_projection:
+            hp = s["proj"].forward(x, True, stats=True)
+            skip = s["proj_bn"].forward_act(hp, True, stats=s["proj"].stats)
+        else:
+            skip = x
+        y = s["bn2"].forward_act(h, True, relu=True, skip=skip, stats=s["conv2"].stats)
         self._y = y
         return y
 
@@ -111,7 +124,7 @@ class ResidualBlock(Layer):
         s = self.sublayers
         h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True)
         h = s["conv2"].backward(h, True)
-        h, _ = s["bn1"].backward_act(h, self._a1, True)
+        h, _ = s["bn1"].backward_act(h, None, True, relu=True)
         if self.has_projection:
             dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
         else:

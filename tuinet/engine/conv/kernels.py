@@ -17,6 +17,7 @@ from numba import prange
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.kernels import F0, jit
+from tuinet.engine.norm import _col_sums
 
 # The micro-kernel and tile height of each panel width, chosen once for the vector width Numba compiles for
 # (codegen._MK_ROWS). Numba reads these globals as constants when it compiles the kernels below, so only the
@@ -211,6 +212,18 @@ def _pad_into(x, xp, pt, pl):
 
 
 @conv_jit()
+def _pad_act_into(x, xp, pt, pl, scale, shift):
+    """:func:`_pad_into` of relu(x * scale + shift) (scale, shift: W*C, the per-channel values along a row)."""
+    H, W = x.shape[0], x.shape[1]
+    for i in range(H):
+        src = x[i].reshape(-1)
+        dst = xp[pt + i][pl:pl + W].reshape(-1)
+        for j in range(dst.size):
+            v = src[j] * scale[j] + shift[j]
+            dst[j] = v if v > F0 else F0
+
+
+@conv_jit()
 def _copy_flat(src, dst):
     for i in range(dst.size):
         dst[i] = src[i]
@@ -218,7 +231,8 @@ def _copy_flat(src, dst):
 
 @conv_jit(parallel=True)
 def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-                   pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair):
+                   pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
+                   st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
     """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
     wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
@@ -234,6 +248,14 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
 
     ``pair`` (not with ``pooled``): two output positions per GEMM row (see
     :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
+
+    ``stats`` (``direct`` only, for a BatchNorm that follows): each sample's output, still in cache, is added into
+    per-channel sums of (y - shift) and of its square, per thread chunk: ``st_shift`` (parts, st_fold * Cout) gets
+    the chunk's first output row (tiled), ``st_sum`` and ``st_sq`` (float64, same shape) the sums over the output
+    seen as rows of st_fold * Cout (P must be a multiple of st_fold); see :func:`tuinet.engine.norm._col_sums`.
+
+    ``pre``: the layer's input is relu(x * scale + shift) per channel (a BatchNorm + ReLU before it, whose output is
+    never stored): applied while each sample is copied into the padded buffer (``pre_scale``, ``pre_shift``: W*C).
     """
     N, H, W, C = x.shape
     P = OH * OW
@@ -247,9 +269,13 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
         ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
         paired = pair and not pooled
         ypair = np.empty((P // 2, 2 * cp) if paired and not direct else (1, 1), np.float32)
-        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
-        for n in range(p * N // parts, (p + 1) * N // parts):
-            if padded:
+        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
+        n0 = p * N // parts
+        for n in range(n0, (p + 1) * N // parts):
+            if pre:
+                _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
+                xf = xpad.reshape(-1)
+            elif padded:
                 _pad_into(x[n], xpad, pt, pl)
                 xf = xpad.reshape(-1)
             else:
@@ -274,6 +300,14 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
                     _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
             elif direct:
                 _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
+                if stats:
+                    yv = out[n].reshape((P // st_fold, st_fold * cout))
+                    if n == n0:
+                        for j in range(st_fold * cout):
+                            st_shift[p, j] = yv[0, j % cout]
+                        st_sum[p, :] = 0.0
+                        st_sq[p, :] = 0.0
+                    _col_sums(yv, 0, P // st_fold, st_shift[p], st_sum[p], st_sq[p])
             else:
                 _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
                 _copy_cols(ybuf, out[n])
@@ -317,7 +351,8 @@ def _crop_into(xp, x, pt, pl):
 def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
                     parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
-                    poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add):
+                    poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre,
+                    pre_scale, pre_shift):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -347,6 +382,9 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
 
     ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
 
+    ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
+    gradient; dx is the gradient of the transformed input.
+
     ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
     ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
     dw_parts; the caller folds it back into dW.
@@ -369,7 +407,7 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
         _zero(dwp.reshape(-1))
         _zero(dbp)
         dybuf = np.zeros((P, cp) if cp != cout else (1, 1), np.float32)
-        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded else (1, 1, 1), np.float32)
+        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
         dyf = np.zeros((FH, FW, cout) if need_dx and not dx_gemm else (1, 1, 1), np.float32)
         dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx and not dx_gemm else (1, 1), np.float32)
         cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm and not scat else (1, 1), np.float32)
@@ -378,7 +416,10 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
         zc = np.zeros(cin_p, np.float32)
         pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
-            if padded:
+            if pre:
+                _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
+                xf = xpad.reshape(-1)
+            elif padded:
                 _pad_into(x[n], xpad, pt, pl)
                 xf = xpad.reshape(-1)
             else:

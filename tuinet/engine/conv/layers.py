@@ -20,6 +20,7 @@ from tuinet.engine.conv.kernels import (
 )
 from tuinet.engine.conv.plan import ConvPlan
 from tuinet.engine.layers import Layer, init_weights, register
+from tuinet.engine.norm import OutputStats, fold_factor
 from tuinet.errors import ModelError
 
 # --- shape helpers ---------------------------------------------------------------------------------------------
@@ -149,6 +150,9 @@ class Conv2D(Layer):
         self._wk2 = np.zeros((kh * (kw + 1), 2 * plan.cp) if plan.pair else (1, 8), np.float32)
         self._bp2 = np.zeros(2 * plan.cp, np.float32)
         self._parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # dW, db, paired dW partials
+        self._st: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # output statistics: shift, sums, squares
+        self._pre: tuple[np.ndarray, np.ndarray] | None = None  # the input transform's scale and shift, per column
+        self.stats: OutputStats | None = None
         return self.output_shape
 
     def _packed_weights(self) -> np.ndarray:
@@ -159,12 +163,35 @@ class Conv2D(Layer):
         self._wk[:, :self.filters] = wm
         return self._wk
 
-    def forward(self, x, training):
+    def forward(self, x, training, stats=False, pre=None):
+        """The convolution of x.
+
+        ``stats``: also gather a following BatchNorm's statistics of the output, sample by sample while each is in
+        cache (:attr:`stats`: an :class:`~tuinet.engine.norm.OutputStats`, or None where this layer's layout
+        does not allow it). ``pre`` (per-channel ``(scale, shift)``): the layer's input is relu(x * scale + shift),
+        a BatchNorm + ReLU whose output is never stored; x is then that BatchNorm's input, and the input
+        gradient returned by :meth:`backward` is the gradient of the transformed input.
+        """
         self._x = x
         n = x.shape[0]
         oh, ow, cout = self.output_shape
         out = np.empty((n, oh * ow, cout), np.float32)
-        self._run_forward(x, out, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1))
+        self._pre = None
+        if pre is not None:
+            w = self.input_shape[1]
+            self._pre = (np.tile(np.asarray(pre[0], np.float32), w), np.tile(np.asarray(pre[1], np.float32), w))
+        self.stats = None
+        if stats and self._plan.direct and not self._plan.pair:
+            parts = min(_threads(), n)
+            fold = fold_factor(oh * ow, cout)
+            width = fold * cout
+            if self._st is None or self._st[0].shape != (_threads(), width):
+                t = _threads()
+                self._st = (np.empty((t, width), np.float32), np.empty((t, width)), np.empty((t, width)))
+            counts = np.array([((p + 1) * n // parts - p * n // parts) * (oh * ow // fold) for p in range(parts)],
+                              np.float64)
+            self.stats = OutputStats(self._st[1][:parts], self._st[2][:parts], self._st[0][:parts], counts, fold)
+        self._run_forward(x, out, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1), self.stats is not None)
         return out.reshape((n,) + self.output_shape)
 
     def can_fuse(self, nxt) -> bool:
@@ -198,16 +225,19 @@ class Conv2D(Layer):
         self._bp2[cp:] = self._bp
         return self._wk2
 
-    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride):
+    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride, stats=False):
         oh, ow, cout = self.output_shape
         if self.use_bias:
             self._bp[:cout] = self.params[1]
         plan = self._plan
         wk2 = self._paired_weights() if plan.pair and not pooled else self._wk2
+        st = self._st if stats else _NO_ST
+        pre = self._pre if self._pre is not None else _NO_PRE
         conv2d_forward(x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
                        plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
                        pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
-                       plan.pbase_i, plan.poff_u, plan.panels_pair)
+                       plan.pbase_i, plan.poff_u, plan.panels_pair, stats,
+                       self.stats.fold if stats else 1, st[0], st[1], st[2], self._pre is not None, pre[0], pre[1])
 
     def backward(self, dy, need_dx=True, dx_add=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
@@ -256,7 +286,8 @@ class Conv2D(Layer):
                         plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
                         plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u,
                         need_dx and dx_add is not None,
-                        _NO_DX if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape))
+                        _NO_DX if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape),
+                        self._pre is not None, *(self._pre if self._pre is not None else _NO_PRE))
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
@@ -287,6 +318,8 @@ _NO_DY = np.zeros((1, 1), np.float32)
 _NO_POOL = _NO_DX
 _NO_ARG = np.zeros((1, 1, 1, 1), np.int32)
 _NO_ARG2 = np.zeros((1, 1), np.int32)
+_NO_ST = (np.zeros((1, 1), np.float32), np.zeros((1, 1)), np.zeros((1, 1)))
+_NO_PRE = (np.zeros(1, np.float32), np.zeros(1, np.float32))
 
 
 class _Pool(Layer):
