@@ -12,10 +12,6 @@ from numba import prange
 from tuinet.engine.conv.codegen import conv_jit
 from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
 
-#: row chunks handed to the threads are multiples of every tile height (6, 8 and 12 rows, or 3, 4 and 8)
-_ROW_ALIGN = 24
-
-
 @conv_jit()
 def _pack_panels(b, trans, starts, widths, bp):
     """bp[p, t, :w] = B[t, j0 : j0 + w] for each panel p = (j0, w) of B = b (T, M), or B = b.T when ``trans``
@@ -40,23 +36,23 @@ def _gemm_panels(af, u, rows, v, bp, starts, widths, c, bias, parts):
     """c[:rows, :] = A @ B + bias, A[r, t] = af[u[r] + v[t]], B packed by :func:`_pack_panels` into panels of 32
     or 8 columns.
 
-    ``u`` extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets); the rows go to ``parts`` threads in
-    chunks of whole tiles, each thread running every panel over its rows, a last partial tile through a small
-    buffer. Only the 32- and 8-column micro-kernels are compiled (a first run compiles this kernel cold).
+    ``u`` extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets). For each panel the row tiles are shared
+    out evenly over ``parts`` threads (a thread's rows are whole tiles, the last thread's may end in a partial
+    tile, which goes through a small buffer); each thread runs every panel over its rows. Only the 32- and
+    8-column micro-kernels are compiled (a first run compiles this kernel cold).
     """
-    chunk = -(-rows // parts)
-    chunk = -(-chunk // _ROW_ALIGN) * _ROW_ALIGN
     no = rows < 0  # False, not a literal (a literal would compile a second version of the micro-kernels)
     for part in prange(parts):
         tile = np.empty((TILE_ROWS, 32), np.float32)
-        lo = part * chunk
-        hi = min(rows, lo + chunk)
         for p in range(bp.shape[0]):
             j0 = starts[p]
             wide = widths[p] == 32
             b = bp[p]
             bs = bias[j0:]
             th = R32 if wide else R8
+            per = -(-(-(-rows // th)) // parts)  # tiles per thread
+            lo = part * per * th
+            hi = min(rows, lo + per * th)
             r0 = lo
             while r0 + th <= hi:
                 if wide:
