@@ -77,6 +77,22 @@ def _scale_shift(x, lo, hi, scale, shift, skip, mode, y):
                 o[c] = v if v > F0 else F0
 
 
+@jit()
+def _channel_stats(c, shift, s1, s2, n, gamma, beta, eps, mean, var, invstd, scale, offset, fold):
+    """Channel c's mean, biased variance and 1 / sqrt(var + eps) from the float64 sums s1, s2 of (x - shift) and
+    (x - shift)^2 over n values, and its entries of the fold-tiled ``scale`` and ``offset``."""
+    C = mean.size
+    d = s1 / n
+    mean[c] = np.float32(shift + d)
+    v = np.float32(max(s2 / n - d * d, 0.0))
+    var[c] = v
+    inv = F1 / np.sqrt(v + eps)
+    invstd[c] = inv
+    for f in range(fold):
+        scale[f * C + c] = gamma[c] * inv
+        offset[f * C + c] = beta[c] - mean[c] * gamma[c] * inv
+
+
 @jit(parallel=True)
 def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode, fold, scale, offset):
     """Batch statistics (one pass, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
@@ -110,15 +126,7 @@ def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq,
             for f in range(fold):
                 s += parts[p, f * C + c]
                 s2 += parts_sq[p, f * C + c]
-        d = s / n
-        mean[c] = np.float32(shift[c] + d)
-        v = np.float32(max(s2 / n - d * d, 0.0))
-        var[c] = v
-        inv = F1 / np.sqrt(v + eps)
-        invstd[c] = inv
-        for f in range(fold):
-            scale[f * C + c] = gamma[c] * inv
-            offset[f * C + c] = beta[c] - mean[c] * gamma[c] * inv
+        _channel_stats(c, np.float64(shift[c]), s, s2, n, gamma, beta, eps, mean, var, invstd, scale, offset, fold)
     for p in prange(P):
         _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, skip, mode, y)
 
@@ -290,15 +298,7 @@ def bn_stats_from_parts(sums, sqs, shifts, counts, gamma, beta, eps, mean, var, 
                 d = np.float64(shifts[p, j]) - s0
                 s1 += sums[p, j] + counts[p] * d
                 s2 += sqs[p, j] + 2.0 * d * sums[p, j] + counts[p] * d * d
-        d = s1 / n
-        mean[c] = np.float32(s0 + d)
-        v = np.float32(max(s2 / n - d * d, 0.0))
-        var[c] = v
-        inv = F1 / np.sqrt(v + eps)
-        invstd[c] = inv
-        for f in range(fold):
-            scale[f * C + c] = gamma[c] * inv
-            offset[f * C + c] = beta[c] - mean[c] * gamma[c] * inv
+        _channel_stats(c, s0, s1, s2, n, gamma, beta, eps, mean, var, invstd, scale, offset, fold)
 
 
 @dataclass
