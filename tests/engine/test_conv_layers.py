@@ -179,7 +179,7 @@ def test_conv2d_input_gradient_strategy_follows_stride_and_channels():
 
 def test_conv2d_fuses_col2im_when_kernel_rows_make_whole_panels():
     """The col2im runs in the input-gradient GEMM's epilogue when every kernel row's KW*Cin taps split into
-    panels of 32, 16 and 8 (each panel contiguous in the input), else through the dcols buffer."""
+    panels of 32 and 16 (each panel contiguous in the input), else through the dcols buffer."""
     def plan(shape, filters, k, s, pad):
         layer = Conv2D(filters, k, s, pad)
         layer.build(shape, np.random.default_rng(0))
@@ -188,8 +188,9 @@ def test_conv2d_fuses_col2im_when_kernel_rows_make_whole_panels():
     p = plan((28, 28, 16), 32, 3, 2, "same")  # resnet's strided conv: 48 taps per kernel row
     assert p.scat and p.panels_s.tolist() == [[0, 32, 0], [32, 16, 32], [48, 32, 29 * 16], [80, 16, 29 * 16 + 32],
                                               [96, 32, 2 * 29 * 16], [128, 16, 2 * 29 * 16 + 32]]
-    assert plan((28, 28, 16), 32, 1, 2, "valid").scat and plan((7, 7, 24), 8, 3, 2, "same").scat
+    assert plan((28, 28, 16), 32, 1, 2, "valid").scat and plan((7, 7, 32), 8, 3, 2, "same").scat
     assert not plan((14, 14, 6), 16, 5, 2, "valid").scat  # 30 taps per kernel row
+    assert not plan((7, 7, 24), 8, 3, 2, "same").scat  # 72: a panel of 8 would be needed (not compiled)
     assert not plan((28, 28, 16), 16, 3, 1, "same").scat  # stride 1, 8k channels: the full convolution
 
 

@@ -31,7 +31,6 @@ MK16 = tile_kernel(R16, 16, LANES)
 MK8 = tile_kernel(R8, 8, LANES)
 MKS32 = tile_kernel(R32, 32, LANES, scatter=True)
 MKS16 = tile_kernel(R16, 16, LANES, scatter=True)
-MKS8 = tile_kernel(R8, 8, LANES, scatter=True)
 MKT48 = tile_kernel(ROWS48, 48, LANES, btable=True)
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
@@ -124,7 +123,7 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
 
 @conv_jit(noinline=True)
 def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
-    """For each panel (j0, width, cj0) of ``panels`` (widths 32, 16 or 8) and each row r < rows:
+    """For each panel (j0, width, cj0) of ``panels`` (widths 32 or 16) and each row r < rows:
     c[cu[r] + cj0 : ... + width] += (A @ b[:, j0:j0 + width])[r], where A[r, t] = af[u[r] + v[t]].
 
     The input gradient's col2im fused into the GEMM: a row is an output position's gradient over the taps
@@ -140,24 +139,19 @@ def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
         j0 = panels[i, 0]
         wd = panels[i, 1]
         cj0 = panels[i, 2]
-        th = R32 if wd == 32 else (R16 if wd == 16 else R8)
+        th = R32 if wd == 32 else R16
         full = rows - rows % th
         if wd == 32:
             for r0 in range(0, full, R32):
                 MKS32(af, u, r0, v, b, j0, c, cu, cj0)
-        elif wd == 16:
+        else:
             for r0 in range(0, full, R16):
                 MKS16(af, u, r0, v, b, j0, c, cu, cj0)
-        else:
-            for r0 in range(0, full, R8):
-                MKS8(af, u, r0, v, b, j0, c, cu, cj0)
         if full < rows:
             if wd == 32:
                 MK32(af, u, full, v, b, j0, tile, 0, 0, zb, no)
-            elif wd == 16:
-                MK16(af, u, full, v, b, j0, tile, 0, 0, zb, no)
             else:
-                MK8(af, u, full, v, b, j0, tile, 0, 0, zb, no)
+                MK16(af, u, full, v, b, j0, tile, 0, 0, zb, no)
             for r in range(rows - full):
                 d = c[cu[full + r] + cj0:cu[full + r] + cj0 + wd]
                 t = tile[r]
@@ -211,7 +205,7 @@ def _pad_into(x, xp, pt, pl):
         _copy_flat(x[i].reshape(-1), xp[pt + i][pl:pl + W].reshape(-1))
 
 
-@conv_jit()
+@conv_jit(noinline=True)
 def _pad_act_into(x, xp, pt, pl, scale, shift):
     """:func:`_pad_into` of relu(x * scale + shift) (scale, shift: W*C, the per-channel values along a row)."""
     H, W = x.shape[0], x.shape[1]
@@ -221,6 +215,20 @@ def _pad_act_into(x, xp, pt, pl, scale, shift):
         for j in range(dst.size):
             v = src[j] * scale[j] + shift[j]
             dst[j] = v if v > F0 else F0
+
+
+@conv_jit(noinline=True)
+def _out_stats(y, first, shift, acc, acc_sq):
+    """Add the rows of y (one sample's output, rows of k * C values) into the sums of (y - shift) and its square
+    (:func:`tuinet.engine.norm._col_sums`); ``first``: the chunk's first sample, whose first row becomes the shift
+    (one value of each column, near its mean: what the combination needs) and whose sums start from zero."""
+    C = y.shape[1]
+    if first:
+        for j in range(C):
+            shift[j] = y[0, j]
+        acc[:] = 0.0
+        acc_sq[:] = 0.0
+    _col_sums(y, 0, y.shape[0], shift, acc, acc_sq)
 
 
 @conv_jit()
@@ -251,7 +259,7 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
 
     ``stats`` (``direct`` only, for a BatchNorm that follows): each sample's output, still in cache, is added into
     per-channel sums of (y - shift) and of its square, per thread chunk: ``st_shift`` (parts, st_fold * Cout) gets
-    the chunk's first output row (tiled), ``st_sum`` and ``st_sq`` (float64, same shape) the sums over the output
+    the chunk's first row of st_fold * Cout values, ``st_sum`` and ``st_sq`` (float64, same shape) the sums over the output
     seen as rows of st_fold * Cout (P must be a multiple of st_fold); see :func:`tuinet.engine.norm._col_sums`.
 
     ``pre``: the layer's input is relu(x * scale + shift) per channel (a BatchNorm + ReLU before it, whose output is
@@ -301,13 +309,8 @@ def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct
             elif direct:
                 _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
                 if stats:
-                    yv = out[n].reshape((P // st_fold, st_fold * cout))
-                    if n == n0:
-                        for j in range(st_fold * cout):
-                            st_shift[p, j] = yv[0, j % cout]
-                        st_sum[p, :] = 0.0
-                        st_sq[p, :] = 0.0
-                    _col_sums(yv, 0, P // st_fold, st_shift[p], st_sum[p], st_sq[p])
+                    _out_stats(out[n].reshape((P // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
+                               st_sq[p])
             else:
                 _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
                 _copy_cols(ybuf, out[n])
@@ -372,7 +375,7 @@ def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, of
     (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
     pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
 
-    ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32, 16 or 8): the col2im
+    ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32 and 16): the col2im
     fused into that GEMM (:func:`_panel_gemm_scatter`, panels ``panels_s``), no dcols buffer.
 
     ``tdw`` (Cout padded to 8 or 16, kernel rows of 48k inputs): the weight gradient transposed, dW^T = dy^T @ cols

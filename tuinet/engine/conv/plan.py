@@ -22,12 +22,12 @@ def _panels(width: int) -> np.ndarray:
 
 def _scatter_panels(kh: int, run: int, row: int) -> np.ndarray:
     """Panels (j0, width, cj0) of the input-gradient GEMM with its col2im fused: each kernel row's ``run``
-    (= KW*Cin, a multiple of 8) contiguous taps in panels of 32, then 16 and 8 (j0: from kh*run; cj0: the
-    panel's offset in the window, kh*``row`` + its offset in the kernel row)."""
+    (= KW*Cin, a multiple of 16) contiguous taps in panels of 32, then 16 (j0: from kh*run; cj0: the panel's
+    offset in the window, kh*``row`` + its offset in the kernel row)."""
     out = []
     for k in range(kh):
         j = 0
-        for wd in (32, 16, 8):
+        for wd in (32, 16):
             while run - j >= wd:
                 out.append((k * run + j, wd, k * row + j))
                 j += wd
@@ -88,7 +88,7 @@ class ConvPlan:
     pbase_u: np.ndarray  #: the same, as the paired weight gradient's reduction
     poff_i: np.ndarray  #: paired taps (kh, kw'') for kw'' in 0..KW, padded to the tile height with 0
     poff_u: np.ndarray  #: the same, as the paired forward's reduction
-    scat: bool  #: dx_gemm with the col2im fused into the GEMM (KW*Cin a multiple of 8)
+    scat: bool  #: dx_gemm with the col2im fused into the GEMM (KW*Cin a multiple of 16)
     tdw: bool  #: the weight gradient transposed (Cp 8 or 16, KW*Cin a multiple of 48; not with pair)
     panels_t: np.ndarray  #: its panels (j0, 48, cj0): j0 in the window, cj0 the column of dW^T
     co_i: np.ndarray  #: its rows, the Cp output channels
@@ -163,7 +163,7 @@ class ConvPlan:
             pbase_u=pbase.astype(np.uint64),
             poff_i=_padded_offsets(poff, _tile_rows(poff.size, panels_pair), 0),
             poff_u=poff.astype(np.uint64),
-            scat=dx_gemm and (kw * c) % 8 == 0,
+            scat=dx_gemm and (kw * c) % 16 == 0,
             tdw=tdw,
             panels_t=np.array([(k_ * wp * c + j, 48, k_ * kw * c + j) for k_ in range(kh) for j in range(0, kw * c, 48)]
                               if tdw else [(0, 48, 0)], np.int64),
