@@ -130,15 +130,18 @@ def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
     (kh, kw, ci) of its window, ``cu`` the offset of its window in the (padded) input gradient, and every panel
     lies within one kernel row, so its columns are contiguous there (``cj0``: the panel's offset in the
     window). Rows of one call are added one after the other, so windows may overlap. A last, partial tile is
-    computed in a small buffer (``zb``: zeros, as wide as ``b``) and added row by row; ``u`` must extend to
-    ``rows`` rounded up to the tile height, ``cu`` need not.
+    computed by :func:`_panel_gemm` into a small buffer (``zb``: zeros, as wide as ``b``) and added row by row;
+    ``u`` must extend to ``rows`` rounded up to the tile height, ``cu`` need not.
     """
-    tile = np.empty((TILE_ROWS, 32), np.float32)
+    tile = np.empty((TILE_ROWS, b.shape[1]), np.float32)
+    one = np.empty((1, 2), np.int64)  # one panel, as the (n, 2) C array _panel_gemm is compiled for
     no = rows < 0
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
         cj0 = panels[i, 2]
+        one[0, 0] = j0
+        one[0, 1] = wd
         th = R32 if wd == 32 else R16
         full = rows - rows % th
         if wd == 32:
@@ -147,14 +150,11 @@ def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
         else:
             for r0 in range(0, full, R16):
                 MKS16(af, u, r0, v, b, j0, c, cu, cj0)
-        if full < rows:
-            if wd == 32:
-                MK32(af, u, full, v, b, j0, tile, 0, 0, zb, no)
-            else:
-                MK16(af, u, full, v, b, j0, tile, 0, 0, zb, no)
+        if full < rows:  # the same micro-kernel sums, through _panel_gemm (already in the caller: no new code)
+            _panel_gemm(af, u[full:], rows - full, v, b, tile, zb, no, one)
             for r in range(rows - full):
                 d = c[cu[full + r] + cj0:cu[full + r] + cj0 + wd]
-                t = tile[r]
+                t = tile[r][j0:j0 + wd]
                 for j in range(wd):
                     d[j] += t[j]
 
