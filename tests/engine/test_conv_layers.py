@@ -194,6 +194,34 @@ def test_conv2d_fuses_col2im_when_kernel_rows_make_whole_panels():
     assert not plan((28, 28, 16), 16, 3, 1, "same").scat  # stride 1, 8k channels: the full convolution
 
 
+def test_conv_kernel_variants_agree_and_only_residual_models_use_the_extended_one():
+    """The plain and the extended conv kernels give the same results bit for bit where both apply; a model without
+    residual blocks runs every convolution on the plain variant (less to compile on a first run), a model with
+    them runs every convolution on the extended one (one variant compiled, not two)."""
+    from tuinet.engine import build_model
+
+    rng = np.random.default_rng(12)
+    for shape, f, k, st, pad in (((9, 9, 8), 24, 3, 1, "same"), ((8, 8, 1), 16, 3, 1, "same"),
+                                 ((10, 10, 6), 16, 5, 1, "valid")):
+        x = rng.standard_normal((3,) + shape).astype(np.float32)
+        results = []
+        for ext in (False, True):
+            layer = Conv2D(f, k, st, pad)
+            layer.build(shape, np.random.default_rng(2))
+            layer.kernel_ext = ext
+            y = layer.forward(x, True)
+            dx = layer.backward(np.ones_like(y))
+            results.append((y, dx, *layer.grads))
+        for a, b in zip(*results):
+            np.testing.assert_array_equal(a, b)
+    plain = build_model("cnn", (28, 28, 1), 10)
+    assert not any(getattr(layer, "kernel_ext", False) for layer in plain.layers)
+    res = build_model("resnet", (28, 28, 1), 10)
+    convs = [layer for layer in res.layers if isinstance(layer, Conv2D)]
+    convs += [sub for layer in res.layers for sub in getattr(layer, "sublayers", {}).values() if isinstance(sub, Conv2D)]
+    assert len(convs) > 5 and all(c.kernel_ext for c in convs)
+
+
 def test_conv2d_transposes_the_weight_gradient_only_for_narrow_outputs():
     def plan(shape, filters, k, s, pad):
         layer = Conv2D(filters, k, s, pad)

@@ -49,6 +49,10 @@ class Sequential:
             shape = layer.build(shape, rng)
             layer.name = f"{type(layer).__name__.lower()}_{i}"
         self.output_shape = shape
+        if any(getattr(layer, "uses_conv_extras", False) for layer in self.layers):
+            for layer in self.layers:  # one compiled variant of the conv kernels for the whole model
+                if hasattr(layer, "kernel_ext"):
+                    layer.kernel_ext = True
         self.dropout_rng = np.random.default_rng([self.seed, 1])
         for layer in self.layers:
             if isinstance(layer, Dropout):

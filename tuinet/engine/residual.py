@@ -31,6 +31,8 @@ class ResidualBlock(Layer):
     """
 
     numba_parallel: ClassVar[bool] = True
+    #: its convolutions use the conv kernels' extended variant; a model holding it runs all its convolutions there
+    uses_conv_extras: ClassVar[bool] = True
 
     def __init__(self, filters: int, stride: int = 1, kernel_size: int = 3, projection: bool | None = None):
         super().__init__()
@@ -80,6 +82,8 @@ class ResidualBlock(Layer):
         self.has_projection = bool(project)
         for key, layer in subs.items():
             layer.name = key
+            if isinstance(layer, Conv2D):
+                layer.kernel_ext = True
         self.sublayers = subs
         self.params, self.grads, names, pen = [], [], [], []
         self.buffers = {}

@@ -237,83 +237,90 @@ def _copy_flat(src, dst):
         dst[i] = src[i]
 
 
-@conv_jit(parallel=True)
-def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-                   pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
-                   st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
-    """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
+def _make_conv2d_forward(EXT):
+    @conv_jit(parallel=True)
+    def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
+                       pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
+                       st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
+        """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
-    wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
-    flat offset of each output position's window in the (padded) sample, padding rows repeating the last;
-    off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
-    the GEMM's columns are out[n]'s channels (Cp == Cout), so the tiles are written in
-    place; otherwise into a per-thread buffer copied out afterwards.
+        wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
+        flat offset of each output position's window in the (padded) sample, padding rows repeating the last;
+        off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
+        the GEMM's columns are out[n]'s channels (Cp == Cout), so the tiles are written in
+        place; otherwise into a per-thread buffer copied out afterwards.
 
-    ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
-    stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
-    (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
-    through memory (it is neither written nor read back).
+        ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
+        stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
+        (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
+        through memory (it is neither written nor read back).
 
-    ``pair`` (not with ``pooled``): two output positions per GEMM row (see
-    :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
+        ``pair`` (not with ``pooled``): two output positions per GEMM row (see
+        :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
 
-    ``stats`` (``direct`` only, for a BatchNorm that follows): each sample's output, still in cache, is added into
-    per-channel sums of (y - shift) and of its square, per thread chunk: ``st_shift`` (parts, st_fold * Cout) gets
-    the chunk's first row of st_fold * Cout values, ``st_sum`` and ``st_sq`` (float64, same shape) the sums over the output
-    seen as rows of st_fold * Cout (P must be a multiple of st_fold); see :func:`tuinet.engine.norm._col_sums`.
+        ``stats`` (``direct`` only, for a BatchNorm that follows; extended variant): each sample's output, still in
+        cache, is added into per-channel sums of (y - shift) and of its square, per thread chunk: ``st_shift``
+        (parts, st_fold * Cout) gets the chunk's first row of st_fold * Cout values, ``st_sum`` and ``st_sq``
+        (float64, same shape) the sums over the output seen as rows of st_fold * Cout (P must be a multiple of
+        st_fold); see :func:`tuinet.engine.norm._col_sums`.
 
-    ``pre``: the layer's input is relu(x * scale + shift) per channel (a BatchNorm + ReLU before it, whose output is
-    never stored): applied while each sample is copied into the padded buffer (``pre_scale``, ``pre_shift``: W*C).
-    """
-    N, H, W, C = x.shape
-    P = OH * OW
-    cp = wk.shape[1]
-    rows = base_i.size
-    padded = pt + pb + pl + pr > 0
-    no = pt < 0  # False, but not a literal: a literal would compile a second version of the helpers
-    parts = min(parts, N)
-    for p in prange(parts):
-        ybuf = np.empty((1, 1) if (direct or pair) and not pooled else (rows, cp), np.float32)
-        ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
-        paired = pair and not pooled
-        ypair = np.empty((P // 2, 2 * cp) if paired and not direct else (1, 1), np.float32)
-        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
-        n0 = p * N // parts
-        for n in range(n0, (p + 1) * N // parts):
-            if pre:
-                _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
-                xf = xpad.reshape(-1)
-            elif padded:
-                _pad_into(x[n], xpad, pt, pl)
-                xf = xpad.reshape(-1)
-            else:
+        ``pre``: the layer's input is relu(x * scale + shift) per channel (a BatchNorm + ReLU before it, whose output is
+        never stored): applied while each sample is copied into the padded buffer (``pre_scale``, ``pre_shift``: W*C).
+        """
+        N, H, W, C = x.shape
+        P = OH * OW
+        cp = wk.shape[1]
+        rows = base_i.size
+        padded = pt + pb + pl + pr > 0
+        no = pt < 0  # False, but not a literal: a literal would compile a second version of the helpers
+        parts = min(parts, N)
+        for p in prange(parts):
+            ybuf = np.empty((1, 1) if (direct or pair) and not pooled else (rows, cp), np.float32)
+            ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
+            paired = pair and not pooled
+            ypair = np.empty((P // 2, 2 * cp) if paired and not direct else (1, 1), np.float32)
+            xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
+            n0 = p * N // parts
+            for n in range(n0, (p + 1) * N // parts):
                 xf = x[n].reshape(-1)
-            if paired:
-                if direct:
-                    _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, out[n].reshape((P // 2, 2 * cp)), bp2, no,
-                                panels_pair)
+                transformed = False
+                if EXT:  # a compile-time constant: the plain variant does not compile what is under it
+                    if pre:
+                        _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
+                        xf = xpad.reshape(-1)
+                        transformed = True
+                if padded and not transformed:
+                    _pad_into(x[n], xpad, pt, pl)
+                    xf = xpad.reshape(-1)
+                if paired:
+                    if direct:
+                        _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, out[n].reshape((P // 2, 2 * cp)), bp2, no,
+                                    panels_pair)
+                    else:
+                        _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, ypair, bp2, no, panels_pair)
+                        _copy_cols(ypair.reshape((P, cp)), out[n])
+                elif pooled:
+                    _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
+                    if cp == cout:
+                        y3 = ybuf[:P].reshape((OH, OW, cout))
+                    else:
+                        _copy_cols(ybuf, ycopy)
+                        y3 = ycopy.reshape((OH, OW, cout))
+                    if pkh == 2 and pkw == 2:
+                        _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
+                    else:
+                        _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
+                elif direct:
+                    _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
+                    if EXT:
+                        if stats:
+                            _out_stats(out[n].reshape((P // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
+                                       st_sq[p])
                 else:
-                    _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, ypair, bp2, no, panels_pair)
-                    _copy_cols(ypair.reshape((P, cp)), out[n])
-            elif pooled:
-                _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
-                if cp == cout:
-                    y3 = ybuf[:P].reshape((OH, OW, cout))
-                else:
-                    _copy_cols(ybuf, ycopy)
-                    y3 = ycopy.reshape((OH, OW, cout))
-                if pkh == 2 and pkw == 2:
-                    _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
-                else:
-                    _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
-            elif direct:
-                _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
-                if stats:
-                    _out_stats(out[n].reshape((P // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
-                               st_sq[p])
-            else:
-                _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
-                _copy_cols(ybuf, out[n])
+                    _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
+                    _copy_cols(ybuf, out[n])
+
+    return conv2d_forward
 
 
 @conv_jit()
@@ -350,137 +357,161 @@ def _crop_into(xp, x, pt, pl):
         _copy_flat(xp[pt + i][pl:pl + W].reshape(-1), x[i].reshape(-1))
 
 
-@conv_jit(parallel=True)
-def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
-                    dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
-                    parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
-                    poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre,
-                    pre_scale, pre_shift):
-    """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
+def _make_conv2d_backward(EXT):
+    @conv_jit(parallel=True)
+    def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
+                        dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
+                        parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
+                        poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre,
+                        pre_scale, pre_shift):
+        """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
-    dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
-    height) and whose reduction runs over the P output positions (base_u). dw_parts (parts, Kpad, Cp) and
-    db_parts (parts, Cp) get one partial sum per batch chunk; the totals end up in dw_parts[0], db_parts[0].
+        dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
+        height) and whose reduction runs over the P output positions (base_u). dw_parts (parts, Kpad, Cp) and
+        db_parts (parts, Cp) get one partial sum per batch chunk; the totals end up in dw_parts[0], db_parts[0].
 
-    dX is the "full" convolution of dy with the flipped kernel: dy is scattered (dilated by the stride) into a
-    zero-bordered (FH, FW, Cout) buffer and convolved like a forward pass with wf (KH*KW*Cout, Cin padded to 8)
-    = W flipped in both spatial axes with the channel axes swapped; dbase_i holds the offset of each input
-    pixel's window (rows padded like base_i), doff_u those of the (kh, kw, co) taps. Long reductions
-    (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
-    only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would only
-    multiply the zero border).
+        dX is the "full" convolution of dy with the flipped kernel: dy is scattered (dilated by the stride) into a
+        zero-bordered (FH, FW, Cout) buffer and convolved like a forward pass with wf (KH*KW*Cout, Cin padded to 8)
+        = W flipped in both spatial axes with the channel axes swapped; dbase_i holds the offset of each input
+        pixel's window (rows padded like base_i), doff_u those of the (kh, kw, co) taps. Long reductions
+        (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
+        only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would only
+        multiply the zero border).
 
-    ``dx_gemm`` (strided convolutions, Cin not a multiple of 8; see :class:`~tuinet.engine.conv.plan.ConvPlan`):
-    dX instead as dcols = dy @ wt, wt (Cout, Kp) = W^T with its columns the taps (kh, kw, ci), rows ``qbase_i``
-    (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
-    pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
+        ``dx_gemm`` (strided convolutions, Cin not a multiple of 8; see :class:`~tuinet.engine.conv.plan.ConvPlan`):
+        dX instead as dcols = dy @ wt, wt (Cout, Kp) = W^T with its columns the taps (kh, kw, ci), rows ``qbase_i``
+        (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
+        pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
 
-    ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32 and 16): the col2im
-    fused into that GEMM (:func:`_panel_gemm_scatter`, panels ``panels_s``), no dcols buffer.
+        ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32 and 16): the col2im
+        fused into that GEMM (:func:`_panel_gemm_scatter`, panels ``panels_s``), no dcols buffer.
 
-    ``tdw`` (Cout padded to 8 or 16, kernel rows of 48k inputs): the weight gradient transposed, dW^T = dy^T @ cols
-    (:func:`_panel_gemm_t`: rows the output channels ``co_i``, reduction the positions ``pos_u``, columns the
-    48 contiguous inputs of a kernel row, panels ``panels_t``) into dw2_parts (parts, Cp, Kp): 48-wide tiles need
-    11 loads per 24 multiply-adds where a 16-wide one needs 13 per 12. The caller transposes it back.
+        ``tdw`` (Cout padded to 8 or 16, kernel rows of 48k inputs): the weight gradient transposed, dW^T = dy^T @ cols
+        (:func:`_panel_gemm_t`: rows the output channels ``co_i``, reduction the positions ``pos_u``, columns the
+        48 contiguous inputs of a kernel row, panels ``panels_t``) into dw2_parts (parts, Cp, Kp): 48-wide tiles need
+        11 loads per 24 multiply-adds where a 16-wide one needs 13 per 12. The caller transposes it back.
 
-    ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
+        ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
 
-    ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
-    gradient; dx is the gradient of the transformed input.
+        ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
+        gradient; dx is the gradient of the transformed input.
 
-    ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
-    ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
-    dw_parts; the caller folds it back into dW.
+        ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
+        ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
+        dw_parts; the caller folds it back into dW.
 
-    ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
-    sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
-    pool_arg (N, M), as :func:`maxpool_backward` would write it.
-    """
-    N, H, W, C = x.shape
-    P = base_u.size
-    cp = dw_parts.shape[2]
-    cin_p = wf.shape[1]
-    krows = off_u.size
-    padded = pt + pb + pl + pr > 0
-    yes = pt >= 0  # True, but not a literal (see conv2d_forward)
-    parts = min(parts, N)
-    for p in prange(parts):
-        dwp = dw2_parts[p] if pair or tdw else dw_parts[p]
-        dbp = db_parts[p]
-        _zero(dwp.reshape(-1))
-        _zero(dbp)
-        dybuf = np.zeros((P, cp) if cp != cout else (1, 1), np.float32)
-        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
-        dyf = np.zeros((FH, FW, cout) if need_dx and not dx_gemm else (1, 1, 1), np.float32)
-        dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx and not dx_gemm else (1, 1), np.float32)
-        cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm and not scat else (1, 1), np.float32)
-        dxpad = np.zeros((H + pt + pb, W + pl + pr, C) if need_dx and dx_gemm and padded else (1, 1, 1), np.float32)
-        zk = np.zeros(wt.shape[1], np.float32)
-        zc = np.zeros(cin_p, np.float32)
-        pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
-        for n in range(p * N // parts, (p + 1) * N // parts):
-            if pre:
-                _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
-                xf = xpad.reshape(-1)
-            elif padded:
-                _pad_into(x[n], xpad, pt, pl)
-                xf = xpad.reshape(-1)
-            else:
+        ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
+        sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
+        pool_arg (N, M), as :func:`maxpool_backward` would write it.
+        """
+        N, H, W, C = x.shape
+        P = base_u.size
+        cp = dw_parts.shape[2]
+        cin_p = wf.shape[1]
+        krows = off_u.size
+        padded = pt + pb + pl + pr > 0
+        yes = pt >= 0  # True, but not a literal (see conv2d_forward)
+        parts = min(parts, N)
+        for p in prange(parts):
+            dwp = dw2_parts[p] if pair or tdw else dw_parts[p]
+            dbp = db_parts[p]
+            _zero(dwp.reshape(-1))
+            _zero(dbp)
+            dybuf = np.zeros((P, cp) if cp != cout else (1, 1), np.float32)
+            xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
+            dyf = np.zeros((FH, FW, cout) if need_dx and not dx_gemm else (1, 1, 1), np.float32)
+            dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx and not dx_gemm else (1, 1), np.float32)
+            cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm and not scat else (1, 1), np.float32)
+            dxpad = np.zeros((H + pt + pb, W + pl + pr, C) if need_dx and dx_gemm and padded else (1, 1, 1), np.float32)
+            zk = np.zeros(wt.shape[1], np.float32)
+            zc = np.zeros(cin_p, np.float32)
+            pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
+            for n in range(p * N // parts, (p + 1) * N // parts):
                 xf = x[n].reshape(-1)
-            if pooled:
-                _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
-                dyn = pbuf
-            else:
-                dyn = dy[n]
-            if cp != cout:
-                for q in range(P):
-                    _copy_flat(dyn[q], dybuf[q][:cout])
-                g = dybuf
-            else:
-                g = dyn
-            for j0 in range(0, cp, 8):
-                _colsum8(g, j0, dbp)
-            if pair:
-                _panel_gemm(xf, poff_i, poff_i.size, pbase_u, g.reshape((P // 2, 2 * cp)), dwp, dbp, yes,
-                            panels_pair)
-            elif tdw:
-                _panel_gemm_t(g.reshape(-1), co_i, cp, pos_u, xf, base_u, dwp, panels_t, dbp)
-            else:
-                _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
-            if need_dx and dx_gemm and scat:
-                dst = dxpad if padded else dx[n]
-                _zero(dst.reshape(-1))
-                _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dst.reshape(-1), base_i, panels_s, zk)
-                if padded:
-                    _crop_into(dxpad, dx[n], pt, pl)
-            elif need_dx and dx_gemm:
-                _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
-                if padded:
-                    _zero(dxpad.reshape(-1))
-                    _col2im_add(cbuf, dxpad, OW, sh, sw, KH, KW, C)
-                    _crop_into(dxpad, dx[n], pt, pl)
+                transformed = False
+                if EXT:  # a compile-time constant: the plain variant does not compile what is under it
+                    if pre:
+                        _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
+                        xf = xpad.reshape(-1)
+                        transformed = True
+                if padded and not transformed:
+                    _pad_into(x[n], xpad, pt, pl)
+                    xf = xpad.reshape(-1)
+                if pooled:
+                    _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
+                    dyn = pbuf
                 else:
-                    _zero(dx[n].reshape(-1))
-                    _col2im_add(cbuf, dx[n], OW, sh, sw, KH, KW, C)
-            elif need_dx:
-                _scatter_dy(dyn, dyf, OW, sh, sw, KH - 1, KW - 1)
-                dxn = dx[n].reshape(H * W, C)
-                if direct_dx:
-                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x,
-                                     dtap_lo, dtap_hi)
+                    dyn = dy[n]
+                if cp != cout:
+                    for q in range(P):
+                        _copy_flat(dyn[q], dybuf[q][:cout])
+                    g = dybuf
                 else:
-                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x,
-                                     dtap_lo, dtap_hi)
-                    _copy_cols(dxbuf, dxn)
-            if need_dx and add_dx:
-                _add_into(dx[n].reshape(-1), dx_add[n].reshape(-1))
-    for p in range(1, parts):
-        if pair or tdw:
-            _add_into(dw2_parts[0].reshape(-1), dw2_parts[p].reshape(-1))
-        else:
-            _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
-        _add_into(db_parts[0], db_parts[p])
+                    g = dyn
+                for j0 in range(0, cp, 8):
+                    _colsum8(g, j0, dbp)
+                wdone = False
+                if EXT:
+                    if tdw:
+                        _panel_gemm_t(g.reshape(-1), co_i, cp, pos_u, xf, base_u, dwp, panels_t, dbp)
+                        wdone = True
+                if pair:
+                    _panel_gemm(xf, poff_i, poff_i.size, pbase_u, g.reshape((P // 2, 2 * cp)), dwp, dbp, yes,
+                                panels_pair)
+                elif not wdone:
+                    _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
+                xdone = False
+                if EXT:
+                    if need_dx and dx_gemm and scat:
+                        dst = dxpad if padded else dx[n]
+                        _zero(dst.reshape(-1))
+                        _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dst.reshape(-1), base_i, panels_s,
+                                            zk)
+                        if padded:
+                            _crop_into(dxpad, dx[n], pt, pl)
+                        xdone = True
+                if xdone:
+                    pass
+                elif need_dx and dx_gemm:
+                    _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
+                    if padded:
+                        _zero(dxpad.reshape(-1))
+                        _col2im_add(cbuf, dxpad, OW, sh, sw, KH, KW, C)
+                        _crop_into(dxpad, dx[n], pt, pl)
+                    else:
+                        _zero(dx[n].reshape(-1))
+                        _col2im_add(cbuf, dx[n], OW, sh, sw, KH, KW, C)
+                elif need_dx:
+                    _scatter_dy(dyn, dyf, OW, sh, sw, KH - 1, KW - 1)
+                    dxn = dx[n].reshape(H * W, C)
+                    if direct_dx:
+                        _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x,
+                                         dtap_lo, dtap_hi)
+                    else:
+                        _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x,
+                                         dtap_lo, dtap_hi)
+                        _copy_cols(dxbuf, dxn)
+                if EXT:
+                    if need_dx and add_dx:
+                        _add_into(dx[n].reshape(-1), dx_add[n].reshape(-1))
+        for p in range(1, parts):
+            if pair or tdw:
+                _add_into(dw2_parts[0].reshape(-1), dw2_parts[p].reshape(-1))
+            else:
+                _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
+            _add_into(db_parts[0], db_parts[p])
 
+    return conv2d_backward
+
+
+# Each Conv2D kernel in two compiled variants: the plain one, and one with what residual blocks use (BatchNorm
+# statistics of the output, an input transform, the fused col2im, the transposed weight gradient, a gradient added
+# into dx). ``EXT`` is a closure constant, so the plain variant does not even type the extras' code: models
+# without residual blocks compile less on a first run (the layers pick the variant, Conv2D.kernel_ext).
+conv2d_forward = _make_conv2d_forward(False)
+conv2d_forward_ext = _make_conv2d_forward(True)
+conv2d_backward = _make_conv2d_backward(False)
+conv2d_backward_ext = _make_conv2d_backward(True)
 
 
 # --- pooling kernels -------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import numba
 import numpy as np
 
 from tuinet.engine.conv.kernels import (
-    avgpool_backward, avgpool_forward, conv2d_backward, conv2d_forward, gap_backward, gap_forward, maxpool_backward,
+    avgpool_backward, avgpool_forward, conv2d_backward, conv2d_backward_ext, conv2d_forward, conv2d_forward_ext,
+    gap_backward, gap_forward, maxpool_backward,
     maxpool_forward,
 )
 from tuinet.engine.conv.plan import ConvPlan
@@ -100,6 +101,9 @@ class Conv2D(Layer):
 
     numba_parallel: ClassVar[bool] = True
     penalized = ("W",)
+    #: run on the kernels' extended variant even where this layer needs none of its extras (set for every
+    #: convolution of a model with residual blocks, so that such a model compiles one variant, not both)
+    kernel_ext = False
 
     def __init__(self, filters: int, kernel_size=3, stride=1, padding="valid", use_bias: bool = True,
                  init: str | None = None):
@@ -206,6 +210,8 @@ class Conv2D(Layer):
         ``pool.forward(self.forward(x))`` bit for bit, without the convolution's output ever being stored.
         """
         self._x = x
+        self._pre = None
+        self.stats = None
         n = x.shape[0]
         out = np.empty((n,) + pool.output_shape, np.float32)
         arg = np.empty((n,) + pool.output_shape, np.int32)
@@ -233,7 +239,9 @@ class Conv2D(Layer):
         wk2 = self._paired_weights() if plan.pair and not pooled else self._wk2
         st = self._st if stats else _NO_ST
         pre = self._pre if self._pre is not None else _NO_PRE
-        conv2d_forward(x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
+        ext = self.kernel_ext or stats or self._pre is not None
+        (conv2d_forward_ext if ext else conv2d_forward)(
+                       x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
                        plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
                        pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
                        plan.pbase_i, plan.poff_u, plan.panels_pair, stats,
@@ -279,7 +287,9 @@ class Conv2D(Layer):
             dx = np.empty_like(x)
         else:
             dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
-        conv2d_backward(x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i, plan.off_u,
+        ext = self.kernel_ext or plan.tdw or (plan.scat and need_dx) or self._pre is not None or dx_add is not None
+        (conv2d_backward_ext if ext else conv2d_backward)(
+                        x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i, plan.off_u,
                         plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out, plan.panels_in, ow,
                         self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
                         plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
