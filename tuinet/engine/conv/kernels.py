@@ -238,7 +238,6 @@ def _copy_flat(src, dst):
 
 
 def _make_conv2d_forward(EXT):
-    @conv_jit(parallel=True)
     def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
                        pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
                        st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
@@ -320,7 +319,9 @@ def _make_conv2d_forward(EXT):
                     _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
                     _copy_cols(ybuf, out[n])
 
-    return conv2d_forward
+    # the name the compile screen shows and Numba's cache files carry, one per variant
+    conv2d_forward.__name__ = conv2d_forward.__qualname__ = "conv2d_forward_ext" if EXT else "conv2d_forward"
+    return conv_jit(parallel=True)(conv2d_forward)
 
 
 @conv_jit()
@@ -358,7 +359,6 @@ def _crop_into(xp, x, pt, pl):
 
 
 def _make_conv2d_backward(EXT):
-    @conv_jit(parallel=True)
     def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                         dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
                         parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
@@ -501,7 +501,9 @@ def _make_conv2d_backward(EXT):
                 _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
             _add_into(db_parts[0], db_parts[p])
 
-    return conv2d_backward
+    # the name the compile screen shows and Numba's cache files carry, one per variant
+    conv2d_backward.__name__ = conv2d_backward.__qualname__ = "conv2d_backward_ext" if EXT else "conv2d_backward"
+    return conv_jit(parallel=True)(conv2d_backward)
 
 
 # Each Conv2D kernel in two compiled variants: the plain one, and one with what residual blocks use (BatchNorm
