@@ -126,7 +126,8 @@ def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq,
             for f in range(fold):
                 s += parts[p, f * C + c]
                 s2 += parts_sq[p, f * C + c]
-        _channel_stats(c, np.float64(shift[c]), s, s2, n, gamma, beta, eps, mean, var, invstd, scale, offset, fold)
+        _channel_stats(c, np.float64(shift[c]), s, s2, np.float64(n), gamma, beta, eps, mean, var, invstd, scale,
+                       offset, fold)  # (n as a float64: one signature of the helper for both callers)
     for p in prange(P):
         _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, skip, mode, y)
 

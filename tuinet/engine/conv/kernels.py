@@ -228,7 +228,8 @@ def _out_stats(y, first, shift, acc, acc_sq):
             shift[j] = y[0, j]
         acc[:] = 0.0
         acc_sq[:] = 0.0
-    _col_sums(y, 0, y.shape[0], shift, acc, acc_sq)
+    lo = y.shape[0] * 0  # not a literal 0: BatchNorm calls the helper with integer variables (one signature)
+    _col_sums(y, lo, y.shape[0], shift, acc, acc_sq)
 
 
 @conv_jit()
