@@ -39,6 +39,8 @@ def parse_lr(text: str) -> float | None:
 class ConfirmDialog(ModalScreen[bool]):
     """Ask a yes/no question; dismisses with True (y / enter on Yes) or False (n / escape)."""
 
+    AUTO_FOCUS = "#yes"  # focused when the screen is shown (as DivergedDialog: no query before the children exist)
+
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
     def __init__(self, title: str, message: str, yes: str = "Yes", no: str = "Cancel"):
@@ -52,9 +54,6 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self._yes} (y)", id="yes", variant="primary")
                 yield Button(f"{self._no} (n)", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#yes", Button).focus()
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)

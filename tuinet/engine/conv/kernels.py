@@ -153,10 +153,7 @@ def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
         if full < rows:  # the same micro-kernel sums, through _panel_gemm (already in the caller: no new code)
             _panel_gemm(af, u[full:], rows - full, v, b, tile, zb, no, one)
             for r in range(rows - full):
-                d = c[cu[full + r] + cj0:cu[full + r] + cj0 + wd]
-                t = tile[r][j0:j0 + wd]
-                for j in range(wd):
-                    d[j] += t[j]
+                _add_into(c[cu[full + r] + cj0:cu[full + r] + cj0 + wd], tile[r][j0:j0 + wd])
 
 
 @conv_jit(noinline=True)
@@ -238,7 +235,29 @@ def _copy_flat(src, dst):
         dst[i] = src[i]
 
 
+def _make_sample_input(EXT):
+    def sample_input(x, n, xpad, padded, pt, pl, pre, scale, shift):
+        """Sample n as the GEMMs read it, flat: copied into the zero-bordered ``xpad`` when the convolution pads,
+        and (``pre``, extended variant only) transformed to relu(x * scale + shift) on the way."""
+        if EXT:  # a compile-time constant: the plain variant does not compile what is under it
+            if pre:
+                _pad_act_into(x[n], xpad, pt, pl, scale, shift)
+                return xpad.reshape(-1)
+        if padded:
+            _pad_into(x[n], xpad, pt, pl)
+            return xpad.reshape(-1)
+        return x[n].reshape(-1)
+
+    sample_input.__name__ = sample_input.__qualname__ = "_sample_input_ext" if EXT else "_sample_input"
+    return conv_jit()(sample_input)
+
+
+_sample_input = _make_sample_input(False)
+_sample_input_ext = _make_sample_input(True)
+
+
 def _make_conv2d_forward(EXT):
+    sample_input = _sample_input_ext if EXT else _sample_input
     def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
                        pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
                        st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
@@ -282,16 +301,7 @@ def _make_conv2d_forward(EXT):
             xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
             n0 = p * N // parts
             for n in range(n0, (p + 1) * N // parts):
-                xf = x[n].reshape(-1)
-                transformed = False
-                if EXT:  # a compile-time constant: the plain variant does not compile what is under it
-                    if pre:
-                        _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
-                        xf = xpad.reshape(-1)
-                        transformed = True
-                if padded and not transformed:
-                    _pad_into(x[n], xpad, pt, pl)
-                    xf = xpad.reshape(-1)
+                xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
                 if paired:
                     if direct:
                         _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, out[n].reshape((P // 2, 2 * cp)), bp2, no,
@@ -360,6 +370,7 @@ def _crop_into(xp, x, pt, pl):
 
 
 def _make_conv2d_backward(EXT):
+    sample_input = _sample_input_ext if EXT else _sample_input
     def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                         dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
                         parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
@@ -428,16 +439,7 @@ def _make_conv2d_backward(EXT):
             zc = np.zeros(cin_p, np.float32)
             pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
             for n in range(p * N // parts, (p + 1) * N // parts):
-                xf = x[n].reshape(-1)
-                transformed = False
-                if EXT:  # a compile-time constant: the plain variant does not compile what is under it
-                    if pre:
-                        _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
-                        xf = xpad.reshape(-1)
-                        transformed = True
-                if padded and not transformed:
-                    _pad_into(x[n], xpad, pt, pl)
-                    xf = xpad.reshape(-1)
+                xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
                 if pooled:
                     _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
                     dyn = pbuf
