@@ -118,6 +118,27 @@ async def test_a_failed_test_says_why_and_a_paused_run_stays_paused():
         assert fake.kinds()[-1] == "lr_find"  # neither an lr nor a resume
 
 
+def _footer_keys(screen) -> list[str]:
+    return [k.description for k in screen.query("FooterKey")]
+
+
+@async_test
+async def test_the_footer_under_the_finder_says_resume_once_the_trainer_pauses():
+    """The finder is a modal screen over the main one, whose footer (still on screen) listens only to its own screen:
+    the trainer's "paused" arriving while the finder is up must still turn its Pause key into Resume. The events
+    come at once after the key, before the finder has started (where CI once drew Pause)."""
+    app, _ = _snapshot_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: "Pause" in _footer_keys(app.screen), what="the main footer")
+        await pilot.press("f")
+        for e in finder_events():
+            app.session.emit(e)
+        await wait_until(pilot, lambda: app.paused and _finder(app) is not None, what="paused under the finder")
+        main = app.screen_stack[0]
+        await wait_until(pilot, lambda: "Resume" in _footer_keys(main), what="the footer's Resume")
+        assert "Pause" not in _footer_keys(main)
+
+
 def test_the_chart_marks_each_rule_with_its_own_glyph_and_the_cursor():
     done = finder_events()[-1]
     text = render_text(chart_data(done, cursor=10), 70, 16).plain
@@ -143,7 +164,7 @@ async def _open_finder(pilot) -> None:
     for e in finder_events():
         app.session.emit(e)
     await wait_until(pilot, lambda: _finder(app).result is not None, what="the curve")
-    # the footer under the finder says Resume once the app has taken in the "paused" event (it drew Pause once)
+    # the footer under the finder says Resume once the app has taken in the "paused" event
     await wait_until(pilot, lambda: any(getattr(k, "description", None) == "Resume"
                                         for screen in app.screen_stack for k in screen.query("FooterKey")),
                      what="the footer's Resume")

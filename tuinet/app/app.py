@@ -307,10 +307,18 @@ class TuinetApp(App[int]):
     def watch_status(self) -> None:
         # which keys apply depends on the status (and on paused); lr and optimizer do not change that, and a
         # bindings refresh rebuilds the footer, so it is not done for them
-        self.refresh_bindings()
+        self._refresh_footers()
 
     def watch_paused(self) -> None:
-        self.refresh_bindings()
+        self._refresh_footers()
+
+    def _refresh_footers(self) -> None:
+        """Refresh the keys of every screen on the stack, not only the top one: a modal screen (the lr finder, a
+        dialog) shows the main screen's footer beneath it, and that footer only listens to its own screen."""
+        if not self._is_mounted:  # as Textual's own refresh_bindings
+            return
+        for screen in self.screen_stack:
+            screen.refresh_bindings()
 
     def watch_log_scale(self, on: bool) -> None:
         if self._dash is not None:
