@@ -222,6 +222,50 @@ def test_conv_kernel_variants_agree_and_only_residual_models_use_the_extended_on
     assert len(convs) > 5 and all(c.kernel_ext for c in convs)
 
 
+def test_conv_launchers_call_the_part_kernels_through_their_address():
+    """The parallel launchers of the conv kernels call the serial part kernels through a function pointer: their
+    compiled code holds no convolution code (with the part linked in, Numba optimized and emitted the whole
+    convolution again in the launcher's modules: three times the compile of the part alone on a first run). Checked
+    on a fresh compile of the forward launcher (a cached one cannot be inspected)."""
+    from numba import njit
+
+    from tuinet.engine.conv import kernels
+
+    rng = np.random.default_rng(3)
+    layer = Conv2D(8, 3, 1, "same")
+    layer.build((6, 6, 2), rng)
+    layer.forward(rng.standard_normal((2, 6, 6, 2)).astype(np.float32), True)
+    (sig,) = kernels._launch_forward.signatures
+    fresh = njit(parallel=True, nogil=True)(kernels._launch_forward.py_func)
+    fresh.compile(sig)
+    ir = fresh.inspect_llvm(sig)
+    defined = [line for line in ir.splitlines() if line.startswith("define")]
+    assert defined and not [d for d in defined if "panel_gemm" in d or "conv2d_forward_part" in d], defined
+    assert "conv2d_forward_part" not in ir and "_panel_gemm" not in ir and "tile" not in ir
+
+
+def test_a_part_kernel_bound_to_other_argument_types_is_bound_again():
+    """A PartKernel whose signature does not match a call's arguments is typed again from them, and the call gives
+    the same result as with the right signature."""
+    from tuinet.engine.conv import kernels
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 7, 7, 4)).astype(np.float32)
+    layer = Conv2D(8, 3, 1, "valid")
+    layer.build((7, 7, 4), rng)
+    want = layer.forward(x, True).copy()
+    part = kernels._FWD[False]
+    right = part.signature()
+    saved = dict(part.__dict__)
+    part.bind((1.0,))  # as if bound to some other call
+    assert part.signature() != right
+    try:
+        np.testing.assert_array_equal(layer.forward(x, True), want)
+        assert part.signature() == right
+    finally:
+        part.__dict__.update(saved)
+
+
 def test_conv2d_transposes_the_weight_gradient_only_for_narrow_outputs():
     def plan(shape, filters, k, s, pad):
         layer = Conv2D(filters, k, s, pad)

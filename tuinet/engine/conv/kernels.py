@@ -6,13 +6,19 @@ taps; :class:`~tuinet.engine.conv.plan.ConvPlan` builds them). :func:`_panel_gem
 register-blocked micro-kernels of :mod:`tuinet.engine.conv.microkernels`, one column panel at a time.
 
 The Conv2D kernels and their helpers are compiled by ``conv_jit`` (LLVM's SLP vectorizer on, see
-:mod:`tuinet.engine.conv.codegen`); the pooling kernels by the engine's usual ``jit``.
+:mod:`tuinet.engine.conv.codegen`); the pooling kernels by the engine's usual ``jit``. A Conv2D pass is a serial
+"part" kernel (one chunk of the batch) that a small ``parallel=True`` launcher runs once per thread, calling it
+through its address (:class:`PartKernel`), so the convolution code is compiled once rather than again inside the
+launcher's gufunc and module.
 """
 
 from __future__ import annotations
 
+import numba
+import numba.experimental.function_type  # noqa: F401  (registers the Numba type of a PartKernel)
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.core.errors import TypingError
 
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
@@ -256,83 +262,111 @@ _sample_input = _make_sample_input(False)
 _sample_input_ext = _make_sample_input(True)
 
 
-def _make_conv2d_forward(EXT):
+def _make_conv2d_forward_part(EXT):
     sample_input = _sample_input_ext if EXT else _sample_input
-    def conv2d_forward(x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-                       pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
-                       st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
-        """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
-        wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
-        flat offset of each output position's window in the (padded) sample, padding rows repeating the last;
-        off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
-        the GEMM's columns are out[n]'s channels (Cp == Cout), so the tiles are written in
-        place; otherwise into a per-thread buffer copied out afterwards.
-
-        ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
-        stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
-        (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
-        through memory (it is neither written nor read back).
-
-        ``pair`` (not with ``pooled``): two output positions per GEMM row (see
-        :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
-
-        ``stats`` (``direct`` only, for a BatchNorm that follows; extended variant): each sample's output, still in
-        cache, is added into per-channel sums of (y - shift) and of its square, per thread chunk: ``st_shift``
-        (parts, st_fold * Cout) gets the chunk's first row of st_fold * Cout values, ``st_sum`` and ``st_sq``
-        (float64, same shape) the sums over the output seen as rows of st_fold * Cout (P must be a multiple of
-        st_fold); see :func:`tuinet.engine.norm._col_sums`.
-
-        ``pre``: the layer's input is relu(x * scale + shift) per channel (a BatchNorm + ReLU before it, whose output is
-        never stored): applied while each sample is copied into the padded buffer (``pre_scale``, ``pre_shift``: W*C).
-        """
+    def conv2d_forward_part(p, a):
+        """Part ``p`` of ``parts`` of :func:`conv2d_forward` (samples p*N//parts to (p+1)*N//parts), serial."""
+        (x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled, pool_out, pool_arg,
+         pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold, st_shift, st_sum, st_sq, pre,
+         pre_scale, pre_shift) = a
         N, H, W, C = x.shape
         P = OH * OW
         cp = wk.shape[1]
         rows = base_i.size
         padded = pt + pb + pl + pr > 0
         no = pt < 0  # False, but not a literal: a literal would compile a second version of the helpers
-        parts = min(parts, N)
-        for p in prange(parts):
-            ybuf = np.empty((1, 1) if (direct or pair) and not pooled else (rows, cp), np.float32)
-            ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
-            paired = pair and not pooled
-            ypair = np.empty((P // 2, 2 * cp) if paired and not direct else (1, 1), np.float32)
-            xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
-            n0 = p * N // parts
-            for n in range(n0, (p + 1) * N // parts):
-                xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
-                if paired:
-                    if direct:
-                        _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, out[n].reshape((P // 2, 2 * cp)), bp2, no,
-                                    panels_pair)
-                    else:
-                        _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, ypair, bp2, no, panels_pair)
-                        _copy_cols(ypair.reshape((P, cp)), out[n])
-                elif pooled:
-                    _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
-                    if cp == cout:
-                        y3 = ybuf[:P].reshape((OH, OW, cout))
-                    else:
-                        _copy_cols(ybuf, ycopy)
-                        y3 = ycopy.reshape((OH, OW, cout))
-                    if pkh == 2 and pkw == 2:
-                        _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
-                    else:
-                        _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
-                elif direct:
-                    _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
-                    if EXT:
-                        if stats:
-                            _out_stats(out[n].reshape((P // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
-                                       st_sq[p])
+        ybuf = np.empty((1, 1) if (direct or pair) and not pooled else (rows, cp), np.float32)
+        ycopy = np.empty((P, cout) if pooled and cp != cout else (1, 1), np.float32)
+        paired = pair and not pooled
+        ypair = np.empty((P // 2, 2 * cp) if paired and not direct else (1, 1), np.float32)
+        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
+        n0 = p * N // parts
+        for n in range(n0, (p + 1) * N // parts):
+            xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
+            if paired:
+                if direct:
+                    _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, out[n].reshape((P // 2, 2 * cp)), bp2, no,
+                                panels_pair)
                 else:
-                    _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
-                    _copy_cols(ybuf, out[n])
+                    _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, ypair, bp2, no, panels_pair)
+                    _copy_cols(ypair.reshape((P, cp)), out[n])
+            elif pooled:
+                _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
+                if cp == cout:
+                    y3 = ybuf[:P].reshape((OH, OW, cout))
+                else:
+                    _copy_cols(ybuf, ycopy)
+                    y3 = ycopy.reshape((OH, OW, cout))
+                if pkh == 2 and pkw == 2:
+                    _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
+                else:
+                    _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
+            elif direct:
+                _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
+                if EXT:
+                    if stats:
+                        _out_stats(out[n].reshape((P // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
+                                   st_sq[p])
+            else:
+                _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
+                _copy_cols(ybuf, out[n])
 
     # the name the compile screen shows and Numba's cache files carry, one per variant
-    conv2d_forward.__name__ = conv2d_forward.__qualname__ = "conv2d_forward_ext" if EXT else "conv2d_forward"
-    return conv_jit(parallel=True)(conv2d_forward)
+    conv2d_forward_part.__name__ = conv2d_forward_part.__qualname__ = \
+        "conv2d_forward_ext_part" if EXT else "conv2d_forward_part"
+    return conv_jit()(conv2d_forward_part)
+
+
+conv2d_forward_part = _make_conv2d_forward_part(False)
+conv2d_forward_ext_part = _make_conv2d_forward_part(True)
+
+
+@jit(parallel=True)
+def _launch_forward(fn, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
+                    pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
+                    st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
+    """Runs ``fn`` (a part kernel, called through its address: see :class:`PartKernel`) for every part."""
+    for p in prange(parts):
+        fn(np.int64(p), (x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
+           pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
+           st_shift, st_sum, st_sq, pre, pre_scale, pre_shift))
+
+
+def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
+                   pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
+                   st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
+    """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
+
+    wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
+    flat offset of each output position's window in the (padded) sample, padding rows repeating the last;
+    off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
+    the GEMM's columns are out[n]'s channels (Cp == Cout), so the tiles are written in
+    place; otherwise into a per-thread buffer copied out afterwards.
+
+    ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
+    stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
+    (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
+    through memory (it is neither written nor read back).
+
+    ``pair`` (not with ``pooled``): two output positions per GEMM row (see
+    :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
+
+    ``stats`` (``direct`` only, for a BatchNorm that follows; extended variant): each sample's output, still in
+    cache, is added into per-channel sums of (y - shift) and of its square, per thread chunk: ``st_shift``
+    (parts, st_fold * Cout) gets the chunk's first row of st_fold * Cout values, ``st_sum`` and ``st_sq``
+    (float64, same shape) the sums over the output seen as rows of st_fold * Cout (P must be a multiple of
+    st_fold); see :func:`tuinet.engine.norm._col_sums`.
+
+    ``pre``: the layer's input is relu(x * scale + shift) per channel (a BatchNorm + ReLU before it, whose output is
+    never stored): applied while each sample is copied into the padded buffer (``pre_scale``, ``pre_shift``: W*C).
+
+    ``ext``: the extended variant (``stats``, ``pre``). The batch is cut into ``parts``, one per Numba thread.
+    """
+    parts = min(parts, x.shape[0])
+    _run(_launch_forward, _FWD[ext], x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout,
+         pooled, pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
+         st_shift, st_sum, st_sq, pre, pre_scale, pre_shift)
 
 
 @conv_jit()
@@ -369,53 +403,16 @@ def _crop_into(xp, x, pt, pl):
         _copy_flat(xp[pt + i][pl:pl + W].reshape(-1), x[i].reshape(-1))
 
 
-def _make_conv2d_backward(EXT):
+def _make_conv2d_backward_part(EXT):
     sample_input = _sample_input_ext if EXT else _sample_input
-    def conv2d_backward(x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
-                        dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
-                        parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts,
-                        poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre,
-                        pre_scale, pre_shift):
-        """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
-        dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
-        height) and whose reduction runs over the P output positions (base_u). dw_parts (parts, Kpad, Cp) and
-        db_parts (parts, Cp) get one partial sum per batch chunk; the totals end up in dw_parts[0], db_parts[0].
-
-        dX is the "full" convolution of dy with the flipped kernel: dy is scattered (dilated by the stride) into a
-        zero-bordered (FH, FW, Cout) buffer and convolved like a forward pass with wf (KH*KW*Cout, Cin padded to 8)
-        = W flipped in both spatial axes with the channel axes swapped; dbase_i holds the offset of each input
-        pixel's window (rows padded like base_i), doff_u those of the (kh, kw, co) taps. Long reductions
-        (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
-        only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would only
-        multiply the zero border).
-
-        ``dx_gemm`` (strided convolutions, Cin not a multiple of 8; see :class:`~tuinet.engine.conv.plan.ConvPlan`):
-        dX instead as dcols = dy @ wt, wt (Cout, Kp) = W^T with its columns the taps (kh, kw, ci), rows ``qbase_i``
-        (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
-        pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
-
-        ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32 and 16): the col2im
-        fused into that GEMM (:func:`_panel_gemm_scatter`, panels ``panels_s``), no dcols buffer.
-
-        ``tdw`` (Cout padded to 8 or 16, kernel rows of 48k inputs): the weight gradient transposed, dW^T = dy^T @ cols
-        (:func:`_panel_gemm_t`: rows the output channels ``co_i``, reduction the positions ``pos_u``, columns the
-        48 contiguous inputs of a kernel row, panels ``panels_t``) into dw2_parts (parts, Cp, Kp): 48-wide tiles need
-        11 loads per 24 multiply-adds where a 16-wide one needs 13 per 12. The caller transposes it back.
-
-        ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
-
-        ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
-        gradient; dx is the gradient of the transformed input.
-
-        ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
-        ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
-        dw_parts; the caller folds it back into dW.
-
-        ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
-        sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
-        pool_arg (N, M), as :func:`maxpool_backward` would write it.
-        """
+    def conv2d_backward_part(p, a):
+        """Part ``p`` of ``parts`` of :func:`conv2d_backward`: its samples' partial sums into dw_parts[p] (or
+        dw2_parts[p]) and db_parts[p], their input gradients into dx; serial code."""
+        (x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo, dtap_hi, panels_w,
+         panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts, cout, pooled, pool_dy,
+         pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s,
+         tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift) = a
         N, H, W, C = x.shape
         P = base_u.size
         cp = dw_parts.shape[2]
@@ -423,100 +420,215 @@ def _make_conv2d_backward(EXT):
         krows = off_u.size
         padded = pt + pb + pl + pr > 0
         yes = pt >= 0  # True, but not a literal (see conv2d_forward)
-        parts = min(parts, N)
-        for p in prange(parts):
-            dwp = dw2_parts[p] if pair or tdw else dw_parts[p]
-            dbp = db_parts[p]
-            _zero(dwp.reshape(-1))
-            _zero(dbp)
-            dybuf = np.zeros((P, cp) if cp != cout else (1, 1), np.float32)
-            xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
-            dyf = np.zeros((FH, FW, cout) if need_dx and not dx_gemm else (1, 1, 1), np.float32)
-            dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx and not dx_gemm else (1, 1), np.float32)
-            cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm and not scat else (1, 1), np.float32)
-            dxpad = np.zeros((H + pt + pb, W + pl + pr, C) if need_dx and dx_gemm and padded else (1, 1, 1), np.float32)
-            zk = np.zeros(wt.shape[1], np.float32)
-            zc = np.zeros(cin_p, np.float32)
-            pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
-            for n in range(p * N // parts, (p + 1) * N // parts):
-                xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
-                if pooled:
-                    _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
-                    dyn = pbuf
-                else:
-                    dyn = dy[n]
-                if cp != cout:
-                    for q in range(P):
-                        _copy_flat(dyn[q], dybuf[q][:cout])
-                    g = dybuf
-                else:
-                    g = dyn
-                for j0 in range(0, cp, 8):
-                    _colsum8(g, j0, dbp)
-                wdone = False
-                if EXT:
-                    if tdw:
-                        _panel_gemm_t(g.reshape(-1), co_i, cp, pos_u, xf, base_u, dwp, panels_t, dbp)
-                        wdone = True
-                if pair:
-                    _panel_gemm(xf, poff_i, poff_i.size, pbase_u, g.reshape((P // 2, 2 * cp)), dwp, dbp, yes,
-                                panels_pair)
-                elif not wdone:
-                    _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
-                xdone = False
-                if EXT:
-                    if need_dx and dx_gemm and scat:
-                        dst = dxpad if padded else dx[n]
-                        _zero(dst.reshape(-1))
-                        _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dst.reshape(-1), base_i, panels_s,
-                                            zk)
-                        if padded:
-                            _crop_into(dxpad, dx[n], pt, pl)
-                        xdone = True
-                if xdone:
-                    pass
-                elif need_dx and dx_gemm:
-                    _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
-                    if padded:
-                        _zero(dxpad.reshape(-1))
-                        _col2im_add(cbuf, dxpad, OW, sh, sw, KH, KW, C)
-                        _crop_into(dxpad, dx[n], pt, pl)
-                    else:
-                        _zero(dx[n].reshape(-1))
-                        _col2im_add(cbuf, dx[n], OW, sh, sw, KH, KW, C)
-                elif need_dx:
-                    _scatter_dy(dyn, dyf, OW, sh, sw, KH - 1, KW - 1)
-                    dxn = dx[n].reshape(H * W, C)
-                    if direct_dx:
-                        _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x,
-                                         dtap_lo, dtap_hi)
-                    else:
-                        _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x,
-                                         dtap_lo, dtap_hi)
-                        _copy_cols(dxbuf, dxn)
-                if EXT:
-                    if need_dx and add_dx:
-                        _add_into(dx[n].reshape(-1), dx_add[n].reshape(-1))
-        for p in range(1, parts):
-            if pair or tdw:
-                _add_into(dw2_parts[0].reshape(-1), dw2_parts[p].reshape(-1))
+        dwp = dw2_parts[p] if pair or tdw else dw_parts[p]
+        dbp = db_parts[p]
+        _zero(dwp.reshape(-1))
+        _zero(dbp)
+        dybuf = np.zeros((P, cp) if cp != cout else (1, 1), np.float32)
+        xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
+        dyf = np.zeros((FH, FW, cout) if need_dx and not dx_gemm else (1, 1, 1), np.float32)
+        dxbuf = np.empty((dbase_i.size, cin_p) if need_dx and not direct_dx and not dx_gemm else (1, 1), np.float32)
+        cbuf = np.empty((P, wt.shape[1]) if need_dx and dx_gemm and not scat else (1, 1), np.float32)
+        dxpad = np.zeros((H + pt + pb, W + pl + pr, C) if need_dx and dx_gemm and padded else (1, 1, 1), np.float32)
+        zk = np.zeros(wt.shape[1], np.float32)
+        zc = np.zeros(cin_p, np.float32)
+        pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
+        for n in range(p * N // parts, (p + 1) * N // parts):
+            xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
+            if pooled:
+                _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
+                dyn = pbuf
             else:
-                _add_into(dw_parts[0].reshape(-1), dw_parts[p].reshape(-1))
-            _add_into(db_parts[0], db_parts[p])
+                dyn = dy[n]
+            if cp != cout:
+                for q in range(P):
+                    _copy_flat(dyn[q], dybuf[q][:cout])
+                g = dybuf
+            else:
+                g = dyn
+            for j0 in range(0, cp, 8):
+                _colsum8(g, j0, dbp)
+            wdone = False
+            if EXT:
+                if tdw:
+                    _panel_gemm_t(g.reshape(-1), co_i, cp, pos_u, xf, base_u, dwp, panels_t, dbp)
+                    wdone = True
+            if pair:
+                _panel_gemm(xf, poff_i, poff_i.size, pbase_u, g.reshape((P // 2, 2 * cp)), dwp, dbp, yes,
+                            panels_pair)
+            elif not wdone:
+                _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
+            xdone = False
+            if EXT:
+                if need_dx and dx_gemm and scat:
+                    dst = dxpad if padded else dx[n]
+                    _zero(dst.reshape(-1))
+                    _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dst.reshape(-1), base_i, panels_s,
+                                        zk)
+                    if padded:
+                        _crop_into(dxpad, dx[n], pt, pl)
+                    xdone = True
+            if xdone:
+                pass
+            elif need_dx and dx_gemm:
+                _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
+                if padded:
+                    _zero(dxpad.reshape(-1))
+                    _col2im_add(cbuf, dxpad, OW, sh, sw, KH, KW, C)
+                    _crop_into(dxpad, dx[n], pt, pl)
+                else:
+                    _zero(dx[n].reshape(-1))
+                    _col2im_add(cbuf, dx[n], OW, sh, sw, KH, KW, C)
+            elif need_dx:
+                _scatter_dy(dyn, dyf, OW, sh, sw, KH - 1, KW - 1)
+                dxn = dx[n].reshape(H * W, C)
+                if direct_dx:
+                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxn, zc, not yes, panels_x,
+                                     dtap_lo, dtap_hi)
+                else:
+                    _panel_gemm_taps(dyf.reshape(-1), dbase_i, H * W, doff_u, wf, dxbuf, zc, not yes, panels_x,
+                                     dtap_lo, dtap_hi)
+                    _copy_cols(dxbuf, dxn)
+            if EXT:
+                if need_dx and add_dx:
+                    _add_into(dx[n].reshape(-1), dx_add[n].reshape(-1))
 
     # the name the compile screen shows and Numba's cache files carry, one per variant
-    conv2d_backward.__name__ = conv2d_backward.__qualname__ = "conv2d_backward_ext" if EXT else "conv2d_backward"
-    return conv_jit(parallel=True)(conv2d_backward)
+    conv2d_backward_part.__name__ = conv2d_backward_part.__qualname__ = \
+        "conv2d_backward_ext_part" if EXT else "conv2d_backward_part"
+    return conv_jit()(conv2d_backward_part)
 
 
-# Each Conv2D kernel in two compiled variants: the plain one, and one with what residual blocks use (BatchNorm
-# statistics of the output, an input transform, the fused col2im, the transposed weight gradient, a gradient added
-# into dx). ``EXT`` is a closure constant, so the plain variant does not even type the extras' code: models
-# without residual blocks compile less on a first run (the layers pick the variant, Conv2D.kernel_ext).
-conv2d_forward = _make_conv2d_forward(False)
-conv2d_forward_ext = _make_conv2d_forward(True)
-conv2d_backward = _make_conv2d_backward(False)
-conv2d_backward_ext = _make_conv2d_backward(True)
+conv2d_backward_part = _make_conv2d_backward_part(False)
+conv2d_backward_ext_part = _make_conv2d_backward_part(True)
+
+
+@jit(parallel=True)
+def _launch_backward(fn, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
+                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
+                     cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i,
+                     pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale,
+                     pre_shift):
+    """Runs ``fn`` (a part kernel, called through its address: see :class:`PartKernel`) for every part."""
+    for p in prange(parts):
+        fn(np.int64(p), (x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
+           dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts, cout,
+           pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
+           panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift))
+
+
+def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
+                    dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
+                    cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i,
+                    pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale,
+                    pre_shift):
+    """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
+
+    dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
+    height) and whose reduction runs over the P output positions (base_u). dw_parts (parts, Kpad, Cp) and
+    db_parts (parts, Cp) get one partial sum per batch chunk; the totals end up in dw_parts[0], db_parts[0].
+
+    dX is the "full" convolution of dy with the flipped kernel: dy is scattered (dilated by the stride) into a
+    zero-bordered (FH, FW, Cout) buffer and convolved like a forward pass with wf (KH*KW*Cout, Cin padded to 8)
+    = W flipped in both spatial axes with the channel axes swapped; dbase_i holds the offset of each input
+    pixel's window (rows padded like base_i), doff_u those of the (kh, kw, co) taps. Long reductions
+    (KH*KW*Cout) instead of a short GEMM over Cout followed by a col2im scatter. Each pixel row of dx reduces
+    only over the kernel rows that reach a row of dy, [dtap_lo, dtap_hi) in tap order (the others would only
+    multiply the zero border).
+
+    ``dx_gemm`` (strided convolutions, Cin not a multiple of 8; see :class:`~tuinet.engine.conv.plan.ConvPlan`):
+    dX instead as dcols = dy @ wt, wt (Cout, Kp) = W^T with its columns the taps (kh, kw, ci), rows ``qbase_i``
+    (output positions), reduction ``co_u``, columns ``panels_k``; each row of dcols is then added into the input
+    pixels under its window (col2im), through a zero-bordered buffer when the convolution pads.
+
+    ``scat`` (with ``dx_gemm``, when every kernel row's KW*Cin taps make whole panels of 32 and 16): the col2im
+    fused into that GEMM (:func:`_panel_gemm_scatter`, panels ``panels_s``), no dcols buffer.
+
+    ``tdw`` (Cout padded to 8 or 16, kernel rows of 48k inputs): the weight gradient transposed, dW^T = dy^T @ cols
+    (:func:`_panel_gemm_t`: rows the output channels ``co_i``, reduction the positions ``pos_u``, columns the
+    48 contiguous inputs of a kernel row, panels ``panels_t``) into dw2_parts (parts, Cp, Kp): 48-wide tiles need
+    11 loads per 24 multiply-adds where a 16-wide one needs 13 per 12. The caller transposes it back.
+
+    ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
+
+    ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
+    gradient; dx is the gradient of the transformed input.
+
+    ``pair``: the weight gradient as the paired GEMM of :class:`~tuinet.engine.conv.plan.ConvPlan` (rows
+    ``poff_i``, reduction ``pbase_u``, B = dy as (P/2, 2*Cp)), into dw2_parts (parts, rows, 2*Cp) instead of
+    dw_parts; the caller folds it back into dW.
+
+    ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
+    sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
+    pool_arg (N, M), as :func:`maxpool_backward` would write it.
+
+    ``ext``: the extended variant (``tdw``, ``scat``, ``add_dx``, ``pre``). The batch is cut into ``parts``, one
+    per Numba thread.
+    """
+    parts = min(parts, x.shape[0])
+    _run(_launch_backward, _BWD[ext], x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u,
+         dtap_lo, dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
+         cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
+         panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift)
+    dw = dw2_parts if pair or tdw else dw_parts
+    for p in range(1, parts):  # the parts' partial sums into part 0, in part order
+        np.add(dw[0], dw[p], out=dw[0])
+        np.add(db_parts[0], db_parts[p], out=db_parts[0])
+
+
+
+class PartKernel(types.WrapperAddressProtocol):
+    """A serial part kernel that a parallel launcher calls through its address (a Numba first-class function).
+
+    Why: a ``parallel=True`` kernel builds its ``prange`` body into a gufunc, and Numba links the optimized code of
+    every function the body calls into the gufunc's LLVM module and again into the kernel's own, then optimizes and
+    emits each module in full. With the whole convolution in the body, each conv kernel was optimized three times
+    over: 10-13 s of a first run's compile per kernel, three times its serial version's. Called through an address,
+    the part is compiled once, on its own (and cached on its own), and the launchers compile in a moment.
+
+    The signature is taken from the arguments of the first call (:func:`_run`): every call of a conv kernel passes
+    the same argument types (its dummies have the real arrays' types), and a call that does not is typed again.
+    The launchers take the arguments one by one (Numba types arrays and numbers in C; a tuple would be typed in
+    Python at every call) and hand them to the part as one tuple (a short function-pointer signature).
+    """
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self._sig = None
+        self._addr = None
+
+    def bind(self, args: tuple) -> None:
+        """Take the signature from ``args``: the launcher's arguments, which it hands to the part as one tuple."""
+        sig = types.void(types.int64, types.BaseTuple.from_types([numba.typeof(a) for a in args]))
+        if sig != self._sig:
+            self._sig, self._addr = sig, None
+            self._numba_type_ = types.FunctionType(sig)  # read by Numba's dispatcher at each call, in C
+
+    def __wrapper_address__(self) -> int:
+        if self._addr is None:
+            d = self.dispatcher
+            d.compile(self._sig.args)  # from Numba's cache when it is there
+            cres = d.overloads[self._sig.args]
+            self._addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
+        return self._addr
+
+    def signature(self):
+        return self._sig
+
+
+_FWD = {False: PartKernel(conv2d_forward_part), True: PartKernel(conv2d_forward_ext_part)}
+_BWD = {False: PartKernel(conv2d_backward_part), True: PartKernel(conv2d_backward_ext_part)}
+
+
+def _run(launch, part: PartKernel, *args) -> None:
+    """``launch(part, *args)``: the part's signature bound to ``args`` on the first call (and on a mismatch)."""
+    if part.signature() is None:
+        part.bind(args)
+    try:
+        launch(part, *args)
+    except (TypingError, ValueError):  # Numba's "mismatch of argument types" is a ValueError
+        part.bind(args)
+        launch(part, *args)
 
 
 # --- pooling kernels -------------------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ import numba
 import numpy as np
 
 from tuinet.engine.conv.kernels import (
-    avgpool_backward, avgpool_forward, conv2d_backward, conv2d_backward_ext, conv2d_forward, conv2d_forward_ext,
-    gap_backward, gap_forward, maxpool_backward,
+    avgpool_backward, avgpool_forward, conv2d_backward, conv2d_forward, gap_backward, gap_forward, maxpool_backward,
     maxpool_forward,
 )
 from tuinet.engine.conv.plan import ConvPlan
@@ -240,10 +239,9 @@ class Conv2D(Layer):
         st = self._st if stats else _NO_ST
         pre = self._pre if self._pre is not None else _NO_PRE
         ext = self.kernel_ext or stats or self._pre is not None
-        (conv2d_forward_ext if ext else conv2d_forward)(
-                       x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
-                       plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
-                       pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
+        conv2d_forward(ext, x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out,
+                       plan.pt, plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out,
+                       pool_arg, pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
                        plan.pbase_i, plan.poff_u, plan.panels_pair, stats,
                        self.stats.fold if stats else 1, st[0], st[1], st[2], self._pre is not None, pre[0], pre[1])
 
@@ -288,10 +286,10 @@ class Conv2D(Layer):
         else:
             dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
         ext = self.kernel_ext or plan.tdw or (plan.scat and need_dx) or self._pre is not None or dx_add is not None
-        (conv2d_backward_ext if ext else conv2d_backward)(
-                        x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i, plan.off_u,
-                        plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out, plan.panels_in, ow,
-                        self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr, plan.fh, plan.fw,
+        conv2d_backward(ext, x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i,
+                        plan.off_u, plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out,
+                        plan.panels_in, ow, self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr,
+                        plan.fh, plan.fw,
                         plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
                         plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
                         plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u,
