@@ -115,6 +115,7 @@ def test_allocator_keeps_freed_activation_memory_for_the_next_step():
 
 
 _STEP = """
+import sys
 import numpy as np
 from numba.core import event
 compiled = []
@@ -125,24 +126,28 @@ class _L(event.Listener):
         pass
 event.register("numba:compile", _L())
 from tuinet.engine import build_model, make_optimizer
-model = build_model("mlp", (784,), 10)
+shape = tuple(int(d) for d in sys.argv[2].split("x"))
+model = build_model(sys.argv[1], shape, 10)
 opt = make_optimizer("adam", model.params)
 rng = np.random.default_rng(0)
-model.train_step(rng.random((32, 784), dtype=np.float32), rng.integers(0, 10, 32), opt)
+model.train_step(rng.random((32,) + shape, dtype=np.float32), rng.integers(0, 10, 32), opt)
 print(",".join(compiled) or "-")
 """
 
 
 @pytest.mark.slow
-def test_a_warm_process_compiles_nothing_for_a_training_step(tmp_path):
+@pytest.mark.parametrize("spec,shape", [("mlp", "784"), ("conv3x3x8,relu,maxpool2,conv3x3x8s2,relu,dense10", "10x10x1")])
+def test_a_warm_process_compiles_nothing_for_a_training_step(tmp_path, spec, shape):
     """With the kernels in Numba's cache, a new process's first step compiles nothing, Numba's own helpers
-    included (a typed list built from Python compiled Numba's list code in every process: 0.4 s of each start)."""
+    included (a typed list built from Python compiled Numba's list code in every process: 0.4 s of each start),
+    for a dense model and a convolutional one (whose kernels once held a dispatcher in a closure cell, which
+    entered Numba's cache key with its per-process id: every process compiled them again)."""
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    runs = [subprocess.run([sys.executable, "-c", _STEP], env=env, capture_output=True, text=True,
+    runs = [subprocess.run([sys.executable, "-c", _STEP, spec, shape], env=env, capture_output=True, text=True,
                            check=True).stdout.split()[-1] for _ in range(2)]
     assert runs[0] != "-"  # the first process compiled (an empty cache)
     assert runs[1] == "-", runs[1]

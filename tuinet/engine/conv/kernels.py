@@ -263,7 +263,8 @@ _sample_input_ext = _make_sample_input(True)
 
 
 def _make_conv2d_forward_part(EXT):
-    sample_input = _sample_input_ext if EXT else _sample_input
+    # (the helpers are named as globals in the body, chosen by EXT: a dispatcher held in a closure cell would enter
+    # Numba's cache key pickled with its per-process id, so no later process would ever find the cached kernel)
 
     def conv2d_forward_part(p, a):
         """Part ``p`` of ``parts`` of :func:`conv2d_forward` (samples p*N//parts to (p+1)*N//parts), serial."""
@@ -283,7 +284,10 @@ def _make_conv2d_forward_part(EXT):
         xpad = np.zeros((H + pt + pb, W + pl + pr, C) if padded or pre else (1, 1, 1), np.float32)
         n0 = p * N // parts
         for n in range(n0, (p + 1) * N // parts):
-            xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
+            if EXT:
+                xf = _sample_input_ext(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
+            else:
+                xf = _sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
             if paired:
                 if direct:
                     _panel_gemm(xf, pbase_i, P // 2, poff_u, wk2, out[n].reshape((P // 2, 2 * cp)), bp2, no,
@@ -404,8 +408,6 @@ def _crop_into(xp, x, pt, pl):
 
 
 def _make_conv2d_backward_part(EXT):
-    sample_input = _sample_input_ext if EXT else _sample_input
-
     def conv2d_backward_part(p, a):
         """Part ``p`` of ``parts`` of :func:`conv2d_backward`: its samples' partial sums into dw_parts[p] (or
         dw2_parts[p]) and db_parts[p], their input gradients into dx; serial code."""
@@ -434,7 +436,10 @@ def _make_conv2d_backward_part(EXT):
         zc = np.zeros(cin_p, np.float32)
         pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
-            xf = sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
+            if EXT:
+                xf = _sample_input_ext(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
+            else:
+                xf = _sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
             if pooled:
                 _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
                 dyn = pbuf
