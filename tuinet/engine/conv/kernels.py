@@ -326,17 +326,6 @@ conv2d_forward_part = _make_conv2d_forward_part(False)
 conv2d_forward_ext_part = _make_conv2d_forward_part(True)
 
 
-@jit(parallel=True)
-def _launch_forward(fn, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-                    pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
-                    st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
-    """Runs ``fn`` (a part kernel, called through its address: see :class:`PartKernel`) for every part."""
-    for p in prange(parts):
-        fn(np.int64(p), (x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-           pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
-           st_shift, st_sum, st_sq, pre, pre_scale, pre_shift))
-
-
 def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
                    pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
                    st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
@@ -368,9 +357,9 @@ def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, d
     ``ext``: the extended variant (``stats``, ``pre``). The batch is cut into ``parts``, one per Numba thread.
     """
     parts = min(parts, x.shape[0])
-    _run(_launch_forward, _FWD[ext], x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout,
-         pooled, pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
-         st_shift, st_sum, st_sq, pre, pre_scale, pre_shift)
+    _run(_launch_forward, _FWD[ext], parts, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH,
+         OW, cout, pooled, pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
+         st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift)
 
 
 @conv_jit()
@@ -508,20 +497,6 @@ conv2d_backward_part = _make_conv2d_backward_part(False)
 conv2d_backward_ext_part = _make_conv2d_backward_part(True)
 
 
-@jit(parallel=True)
-def _launch_backward(fn, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
-                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
-                     cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i,
-                     pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale,
-                     pre_shift):
-    """Runs ``fn`` (a part kernel, called through its address: see :class:`PartKernel`) for every part."""
-    for p in prange(parts):
-        fn(np.int64(p), (x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
-           dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts, cout,
-           pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
-           panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift))
-
-
 def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
                     cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i,
@@ -571,15 +546,29 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     per Numba thread.
     """
     parts = min(parts, x.shape[0])
-    _run(_launch_backward, _BWD[ext], x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u,
-         dtap_lo, dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
-         cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
+    _run(_launch_backward, _BWD[ext], parts, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i,
+         doff_u, dtap_lo, dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
+         parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
          panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift)
     dw = dw2_parts if pair or tdw else dw_parts
     for p in range(1, parts):  # the parts' partial sums into part 0, in part order
         np.add(dw[0], dw[p], out=dw[0])
         np.add(db_parts[0], db_parts[p], out=db_parts[0])
 
+
+def _make_launcher(name: str):
+    def launch(fn, parts, *args):
+        """Runs ``fn`` (a part kernel, called through its address: see :class:`PartKernel`) for each of ``parts``
+        parts, handing it ``args`` as one tuple (Numba types them one by one, in C, at each call)."""
+        for p in prange(parts):
+            fn(np.int64(p), args)
+
+    launch.__name__ = launch.__qualname__ = name  # one dispatcher (and cache entry) per conv pass
+    return jit(parallel=True)(launch)
+
+
+_launch_forward = _make_launcher("_launch_forward")
+_launch_backward = _make_launcher("_launch_backward")
 
 
 class PartKernel(types.WrapperAddressProtocol):
@@ -593,8 +582,9 @@ class PartKernel(types.WrapperAddressProtocol):
 
     The signature is taken from the arguments of the first call (:func:`_run`): every call of a conv kernel passes
     the same argument types (its dummies have the real arrays' types), and a call that does not is typed again.
-    The launchers take the arguments one by one (Numba types arrays and numbers in C; a tuple would be typed in
-    Python at every call) and hand them to the part as one tuple (a short function-pointer signature).
+    The launchers take the arguments one by one (``*args``: Numba types arrays and numbers in C, where a tuple
+    argument would be typed in Python at every call) and hand them to the part as one tuple (a short
+    function-pointer signature).
     """
 
     def __init__(self, dispatcher):
@@ -625,15 +615,16 @@ _FWD = {False: PartKernel(conv2d_forward_part), True: PartKernel(conv2d_forward_
 _BWD = {False: PartKernel(conv2d_backward_part), True: PartKernel(conv2d_backward_ext_part)}
 
 
-def _run(launch, part: PartKernel, *args) -> None:
-    """``launch(part, *args)``: the part's signature bound to ``args`` on the first call (and on a mismatch)."""
+def _run(launch, part: PartKernel, parts: int, *args) -> None:
+    """``launch(part, parts, *args)``: the part's signature bound to ``args`` on the first call (and on a
+    mismatch)."""
     if part.signature() is None:
         part.bind(args)
     try:
-        launch(part, *args)
+        launch(part, parts, *args)
     except (TypingError, ValueError):  # Numba's "mismatch of argument types" is a ValueError
         part.bind(args)
-        launch(part, *args)
+        launch(part, parts, *args)
 
 
 # --- pooling kernels -------------------------------------------------------------------------------------------
