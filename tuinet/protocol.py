@@ -26,8 +26,8 @@ PROTOCOL_VERSION = 1
 #: event type -> one-line description (docs/protocol.md has every field)
 EVENTS: dict[str, str] = {
     "started": "a run began: name, run_dir, config, dataset, model summary/layers, steps_per_epoch, total_steps",
-    "compiling": "kernels compile (first run) or load from the cache; again per kernel: kernel, kernels_done, elapsed",
-    "compiled": "kernels are ready: seconds",
+    "compiling": "kernels compile (first run) or load from the cache; again per kernel: kernel, kernels_done, elapsed (helper_kernels: those done by the compile helper process)",
+    "compiled": "kernels are ready: seconds (helper_kernels: how many the compile helper process compiled)",
     "step": "training metrics averaged over the last log_every steps: step, epoch, loss, penalty, accuracy, lr",
     "epoch": "end of an epoch: train/val loss and accuracy, lr, seconds, samples_per_second",
     "validation": "mid-epoch validation (every val_every steps): step, val_loss, val_accuracy",

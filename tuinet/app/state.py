@@ -126,6 +126,7 @@ class RunState:
         self.compile_started: float | None = None  # monotonic time of the first ``compiling`` (live elapsed time)
         self.compile_kernel: str | None = None  # the kernel Numba is compiling now, when the trainer said
         self.compile_done = 0
+        self.compile_helper: int | None = None  # of those, compiled by the trainer's compile helper process
         self.paused = False
         self.diverged: dict[str, Any] | None = None
         self.steps_per_epoch = 1
@@ -249,6 +250,7 @@ class RunState:
             self.add_log("compiling kernels (first run) or loading them from the cache", t=e.get("time"))
         if e.get("kernel"):
             self.compile_kernel, self.compile_done = str(e["kernel"]), int(e.get("kernels_done") or 0)
+            self.compile_helper = e.get("helper_kernels")
         self.dirty.add("status")
 
     def compile_progress(self) -> str:
@@ -258,6 +260,8 @@ class RunState:
         text = f"{time.monotonic() - self.compile_started:.0f} s"
         if self.compile_kernel:
             text += f" · {self.compile_kernel} · {self.compile_done} kernels done"
+            if self.compile_helper is not None:
+                text += f" ({self.compile_helper} by a second process)"
         return text
 
     def _on_compiled(self, e):
@@ -265,7 +269,8 @@ class RunState:
         if self.status == "compiling":
             self.status = "paused" if self.paused else "running"
         self.dirty.add("status")
-        self.add_log(f"kernels ready in {e.get('seconds', 0):.1f}s", t=e.get("time"))
+        helper = f" ({e['helper_kernels']} compiled by a second process)" if e.get("helper_kernels") else ""
+        self.add_log(f"kernels ready in {e.get('seconds', 0):.1f}s{helper}", t=e.get("time"))
 
     def _on_step(self, e):
         step = e.get("step", self.step)

@@ -107,6 +107,46 @@ def configure_allocator() -> bool:
         return False
 
 
+_SAVE_LOCK = ".tuinet-cache-save.lock"
+
+
+def configure_cache_lock() -> bool:
+    """Make Numba's cache writes safe between processes (POSIX only); True when done.
+
+    Numba saves a kernel by reading the function's index file, adding the new entry (named after the first free
+    data-file number) and writing the index and the data file, each atomically but not together. Two processes
+    saving two signatures of one function at once can both pick the same data-file name, and the index then points
+    one signature at the other's machine code. tuinet can compile in two processes at once (the compile helper of
+    :mod:`tuinet.engine.precompile`, parallel sweep trials), so every save takes an exclusive ``flock`` on one lock
+    file in the cache folder for its read-modify-write. Loads need no lock (each file is replaced atomically).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    from numba.core import caching
+
+    cls = caching.IndexDataCacheFile
+    if getattr(cls.save, "_tuinet_locked", False):
+        return True
+    unlocked = cls.save
+
+    def save(self, key, data):
+        try:
+            fd = os.open(os.path.join(self._cache_path, _SAVE_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return unlocked(self, key, data)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return unlocked(self, key, data)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    save._tuinet_locked = True
+    cls.save = save
+    return True
+
+
 def wide_vectors() -> bool:
     """True when Numba compiles tuinet's kernels with 512-bit vectors (see :func:`configure_vector_width`)."""
     configure()
@@ -126,6 +166,7 @@ def configure() -> None:
     import numba
 
     numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
+    configure_cache_lock()
     if os.environ.get("NUMBA_CPU_FEATURES"):
         numba.config.CPU_FEATURES = os.environ["NUMBA_CPU_FEATURES"]
 
@@ -144,13 +185,15 @@ def limit_blas_threads(n: int | None = None) -> None:
 
 
 @contextmanager
-def watch_compiles(callback, prefix: str = "tuinet"):
+def watch_compiles(callback, prefix: str = "tuinet", on_compile=None):
     """Call ``callback(kernel_name, kernels_done)`` each time Numba starts compiling a kernel in this thread.
 
     Only kernels whose module starts with ``prefix`` are reported (Numba's own overloads compile inside them);
     loads from Numba's cache are not compiles and are not reported. Kernels that others call compile inside
     their caller's compilation, so the name is the innermost kernel being compiled; ``kernels_done`` counts the
     reported compilations finished so far. Used by the trainer to say, live, what its first step is compiling.
+    ``on_compile(dispatcher, argument_types)``, when given, is called first for each such kernel that starts
+    compiling at the top level (called from Python, not inside another kernel's compilation).
     """
     from numba.core import event
 
@@ -164,13 +207,22 @@ def watch_compiles(callback, prefix: str = "tuinet"):
 
     class _Watch(event.Listener):
         done = 0
+        depth = 0
 
         def on_start(self, ev):
+            if threading.get_ident() != thread:
+                return
+            self.depth += 1
             py = ours(ev)
             if py is not None:
+                if on_compile is not None and self.depth == 1:
+                    on_compile(ev.data["dispatcher"], tuple(ev.data.get("args") or ()))
                 callback(py.__qualname__, self.done)
 
         def on_end(self, ev):
+            if threading.get_ident() != thread:
+                return
+            self.depth -= 1
             if ours(ev) is not None:
                 self.done += 1
 

@@ -22,6 +22,7 @@ from tuinet.engine import kernels as K
 from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
+from tuinet.engine.precompile import CompileHelper
 from tuinet.engine.runtime import watch_compiles
 from tuinet.engine.spec import build_model
 from tuinet.engine.threads import ThreadTuner
@@ -94,6 +95,7 @@ class Trainer:
         self.run_dir: RunDir | None = None
         self.emit: Callable[[dict[str, Any]], None] = emit or (lambda e: None)
         self._compile_watch = contextlib.ExitStack()  # reports what the first step compiles (closed after it)
+        self._compile_helper: CompileHelper | None = None  # a second process compiling the same kernels meanwhile
         self.commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self.model: Sequential | None = None
         self.optimizer = None
@@ -551,23 +553,47 @@ class Trainer:
                     if self.run_dir:
                         self.run_dir.log(message)
             self._compile_watch.close()
+            self._stop_compile_helper()
             if self.run_dir:
                 self.run_dir.close()
                 if getattr(self, "_owns_lock", False):  # the lock is held for exactly the trainer's lifetime
                     self.run_dir.unlock()
 
     def _watch_compiles(self, t0: float) -> None:
-        """Until the first step is done, emit ``compiling`` with the kernel Numba is compiling (at most 5 a second)."""
+        """Until the first step is done, emit ``compiling`` with the kernel Numba is compiling (at most 5 a second).
+
+        The first compile also starts the compile helper (:mod:`tuinet.engine.precompile`), which compiles the same
+        kernels from the other end in a second process; each kernel this process starts compiling is marked for it.
+        """
         last = [0.0]
+        helper = None
+        if CompileHelper.enabled():
+            helper = self._compile_helper = CompileHelper(
+                CompileHelper.job_for(self.config, self.data, self.tuner.mode))
+
+        def on_compile(dispatcher, args) -> None:
+            if helper is not None:
+                helper.start()
+                helper.mark(dispatcher, args)
 
         def report(kernel: str, done: int) -> None:
             now = time.perf_counter()
             if now - last[0] >= 0.2:
                 last[0] = now
-                self._emit("compiling", message=f"compiling {kernel}", kernel=kernel, kernels_done=done,
-                           elapsed=round(now - t0, 1))
+                extra = {}
+                if helper is not None and helper.proc is not None:
+                    extra["helper_kernels"] = helper.done()
+                self._emit("compiling", message=f"compiling {kernel}", kernel=kernel,
+                           kernels_done=done + extra.get("helper_kernels", 0), elapsed=round(now - t0, 1), **extra)
 
-        self._compile_watch.enter_context(watch_compiles(report))
+        self._compile_watch.enter_context(watch_compiles(report, on_compile=on_compile))
+
+    def _stop_compile_helper(self) -> int | None:
+        """Stop the compile helper if one ran; returns how many kernels it compiled (None when none ran)."""
+        helper, self._compile_helper = self._compile_helper, None
+        if helper is None or helper.folder is None:
+            return None
+        return helper.stop()
 
     def _failed(self, message: str, tb: str | None = None) -> dict[str, Any]:
         self.status = "failed"
@@ -720,8 +746,11 @@ class Trainer:
                 if not compiled:
                     compiled = True
                     self._compile_watch.close()
-                    self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3))
-                    self._emit_pictures()
+                    helper = self._compile_helper
+                    extra = {"helper_kernels": helper.done()} if helper is not None and helper.folder else {}
+                    self._emit("compiled", seconds=round(time.perf_counter() - t_compile, 3), **extra)
+                    self._emit_pictures()  # (the helper may still be compiling the evaluation's kernels)
+                    self._stop_compile_helper()
                     epoch_t0, paused_t0 = time.perf_counter(), self.paused_seconds
                 else:
                     self.train_seconds += dt

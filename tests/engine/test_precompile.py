@@ -1,0 +1,205 @@
+"""The compile helper: what it records of a step, that its signatures are the ones a real step compiles, how it
+meets the trainer, the cache's save lock, and the trainer starting and stopping it on a cold cache."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba.core import caching
+from numba.core.registry import CPUDispatcher
+
+from tuinet.engine import kernels as K
+from tuinet.engine import precompile as P
+from tuinet.engine import runtime
+from tuinet.engine.conv.kernels import _launch_backward, _launch_forward, conv2d_backward_part, conv2d_forward_part
+from tuinet.engine.optim import _list_new, make_optimizer
+from tuinet.engine.spec import build_model
+from tuinet.engine.threads import configure_threads
+
+CONV = "conv3x3x8,relu,maxpool2,conv3x3x8s2,relu,dense10"
+
+
+def test_stand_ins_follow_what_a_kernel_returns():
+    assert P._stand_in(K.softmax_cross_entropy.py_func) == (True, (0, 0))  # return total / n, correct
+    assert P._stand_in(K.all_finite.py_func) == (True, 0)  # return acc == F0
+    assert P._stand_in(K.mean_squared_error.py_func) == (True, 0)  # return total / n
+    assert P._stand_in(K.softmax_rows.py_func) == (False, None)  # writes its output array only
+    assert P._stand_in(_list_new.py_func) == (True, P.RUN)  # returns a typed list the caller hands on
+    assert P._stand_in(K.sum_squares.py_func) == (True, P.RUN)  # `return acc`: a variable, so run it
+
+
+def _model_and_step(spec=CONV, shape=(10, 10, 1), n=6):
+    model = build_model(spec, shape, 10)
+    opt = make_optimizer("adam", model.params)
+    configure_threads(model)
+    rng = np.random.default_rng(0)
+    x = rng.random((n,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, n)
+
+    def step():
+        model.compute_gradients(x, y)
+        opt.step(model.grads)
+
+    return model, step
+
+
+def test_recording_runs_no_kernel_and_lists_each_part_after_its_launcher():
+    model, step = _model_and_step()
+    before = [p.copy() for p in model.params]
+    calls = P.record_kernel_calls(step)
+    names = [d.py_func.__qualname__ for d, _ in calls]
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.params))  # the optimizer's kernel did not run
+    logits, out = np.ones((2, 3), np.float32), np.full((2, 3), 7.0, np.float32)
+    assert [d for d, _ in P.record_kernel_calls(lambda: K.softmax_rows(logits, out))] == [K.softmax_rows]
+    assert np.all(out == 7.0)  # recorded, not run
+    assert len({P.entry_key(d, a) for d, a in calls}) == len(calls)  # each compilation once
+    # the forward launcher first (after no other conv kernel), each part right after its launcher, Adam last
+    assert names.index("_launch_forward") < names.index("_launch_backward")
+    for launcher, part in ((_launch_forward, conv2d_forward_part), (_launch_backward, conv2d_backward_part)):
+        i = [d for d, _ in calls].index(launcher)
+        assert calls[i + 1][0] is part
+    assert names[-1] == "_adam_all_parallel"
+    assert "__call__" not in CPUDispatcher.__dict__  # the dispatchers call their kernels again
+    model, step = _model_and_step()  # (the recorded step left its optimizer's cached typed list unfilled)
+    before = [p.copy() for p in model.params]
+    step()
+    assert not all(np.array_equal(a, b) for a, b in zip(before, model.params))
+    K.softmax_rows(logits, out)
+    np.testing.assert_allclose(out, 1 / 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("spec,shape", [(CONV, (10, 10, 1)), ("resnet", (8, 8, 1)), ("dense32,relu,dropout0.2", (12,))])
+def test_the_recorded_signatures_are_those_a_real_step_compiles(spec, shape):
+    """Each recorded (kernel, argument types) is exactly an overload that the real step then compiles or loads
+    from the cache: the helper's compilations are the trainer's cache entries (a mismatch would compile
+    something no one uses while the trainer compiles the real one)."""
+    calls = P.record_kernel_calls(_model_and_step(spec, shape)[1])
+    assert len(calls) >= 3
+    _model_and_step(spec, shape)[1]()
+    for dispatcher, args in calls:
+        assert tuple(args) in dispatcher.overloads, (dispatcher.py_func.__qualname__, args)
+
+
+class _FakeKernel:
+    """Stands for a dispatcher: records its compilations."""
+
+    def __init__(self, name, log):
+        self.log = log
+        self.py_func = lambda: None
+        self.py_func.__module__ = "tuinet.fake"
+        self.py_func.__qualname__ = name
+
+    def compile(self, args):
+        self.log.append(self.py_func.__qualname__)
+
+
+def test_the_helper_compiles_from_the_end_and_stops_where_the_trainer_started(tmp_path):
+    log: list[str] = []
+    calls = [(_FakeKernel(n, log), (n,)) for n in "abcde"]
+    (tmp_path / f"main-{P.entry_key(*calls[1])}").touch()  # the trainer has started b (so a is done)
+    assert P.compile_from_end(calls, tmp_path, os.getppid()) == 3
+    assert log == ["e", "d", "c"]
+    assert sorted(p.name for p in tmp_path.glob("done-*")) == sorted(f"done-{P.entry_key(*c)}" for c in calls[2:])
+    log.clear()
+    assert P.compile_from_end(calls, tmp_path, os.getppid() + 1) == 0  # its trainer is gone: nothing more
+    assert log == []
+
+
+def test_the_trainer_side_marks_only_tuinet_kernels_and_cleans_up(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    helper = P.CompileHelper({"parent": os.getpid()})
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: None)  # the folder and marks, not the process
+    helper.start()
+    assert helper.folder is not None and helper.folder.parent == tmp_path
+    helper.mark(K.all_finite, ("x",))
+    helper.mark(type("NotOurs", (), {"py_func": np.add})(), ("x",))
+    assert [p.name for p in helper.folder.glob("main-*")] == [f"main-{P.entry_key(K.all_finite, ('x',))}"]
+    (helper.folder / "done-1").touch()
+    assert helper.done() == 1
+    assert helper.stop() == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_helper_is_off_on_one_core_or_when_asked(monkeypatch):
+    monkeypatch.setenv("TUINET_THREADS", "2")
+    monkeypatch.delenv(P.ENV, raising=False)
+    assert P.CompileHelper.enabled()
+    monkeypatch.setenv(P.ENV, "0")
+    assert not P.CompileHelper.enabled()
+    monkeypatch.setenv(P.ENV, "1")
+    monkeypatch.setenv("TUINET_THREADS", "1")
+    assert not P.CompileHelper.enabled()
+
+
+def test_numba_cache_saves_hold_an_exclusive_lock(tmp_path, monkeypatch):
+    """Two processes saving two signatures of one kernel at once could give both the same data file; every save
+    runs its read-modify-write of the index under an exclusive flock on one file of the cache folder."""
+    assert runtime.configure_cache_lock()
+    seen = []
+    real = caching.IndexDataCacheFile._save_index
+
+    def save_index(self, overloads):
+        fd = os.open(os.path.join(self._cache_path, runtime._SAVE_LOCK), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: fails while the save holds it
+            seen.append("free")
+        except BlockingIOError:
+            seen.append("held")
+        finally:
+            os.close(fd)
+        return real(self, overloads)
+
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_save_index", save_index)
+    cache = caching.IndexDataCacheFile(str(tmp_path), "k", (0.0, 1))
+    cache.save(("sig", 1), {"code": 1})
+    cache.save(("sig", 2), {"code": 2})
+    assert seen == ["held", "held"]
+    assert cache.load(("sig", 1)) == {"code": 1} and cache.load(("sig", 2)) == {"code": 2}
+
+
+def _helper_processes(marker: str) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"tuinet.engine.precompile" in cmd and marker.encode() in cmd:
+                pids.append(int(p.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_cold_first_run_starts_the_helper_and_leaves_nothing_behind(tmp_path):
+    """On an empty cache the trainer starts the helper (2 cores given), reports its kernels, stops it and removes
+    its folder; a second run then compiles nothing (what both processes put into the cache is complete)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp), TUINET_THREADS="2")
+    env.pop(P.ENV, None)
+    cmd = [sys.executable, "-m", "tuinet.cli", "train", "--headless", "--json", "--dataset", "mnist", "--limit", "256",
+           "--model", "64", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]
+
+    def events():
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    first = events()
+    compiled = next(e for e in first if e["event"] == "compiled")
+    assert compiled["helper_kernels"] >= 0  # it was started (the count depends on how the two raced)
+    assert any(e["event"] == "compiling" and e.get("kernel") for e in first)
+    assert first[-1]["event"] == "finished"
+    assert list(tmp.glob("tuinet-compile-*")) == []
+    assert _helper_processes(str(tmp)) == []
+    second = events()
+    assert not any(e["event"] == "compiling" and e.get("kernel") for e in second)
+    assert "helper_kernels" not in next(e for e in second if e["event"] == "compiled")

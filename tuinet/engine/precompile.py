@@ -1,0 +1,325 @@
+"""A second process that compiles a model's kernels while the first training step compiles them too.
+
+Numba compiles one kernel at a time in a process (a global compiler lock), so a first run's compile keeps one
+core busy however many the machine has: 30-40 s of a convolutional model's first step on one core of two. The
+trainer therefore starts a helper process as soon as its first step starts compiling (:class:`CompileHelper`).
+The helper builds the same model and optimizer and runs one training step, one evaluation and the trainer's
+finiteness check with tuinet's kernels *recorded, not run* (:func:`record_kernel_calls`: each kernel and its
+argument types, in call order), then compiles that list **from its end** into Numba's on-disk cache, while the
+trainer compiles from its beginning, as its step calls the kernels. Each kernel the trainer then reaches that the
+helper has compiled is a cache load (tens of milliseconds) instead of a compile. The two meet near the middle:
+the trainer marks each kernel it starts compiling (a file in the helper's folder), and the helper stops when it
+reaches one so marked.
+
+Nothing depends on the helper: it only fills Numba's cache, with the same code the trainer would compile (same
+source, same CPU features: the cache's own key checks both). If it fails, is slow or is stopped, the trainer
+compiles what is missing itself. It is stopped when the first step and the pictures after it are done, and it stops
+by itself when the trainer's process is gone. ``TUINET_COMPILE_HELPER=0`` turns it off; it is never started on a
+single core.
+
+Run as ``python -m tuinet.engine.precompile FOLDER`` (``FOLDER/job.json``: what to build, see
+:meth:`CompileHelper.job_for`).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ENV = "TUINET_COMPILE_HELPER"  #: "0" turns the helper off
+
+
+@functools.lru_cache(maxsize=None)
+def _stand_in(py_func) -> tuple[bool, Any]:
+    """What a recorded (not run) call of a kernel returns: ``(True, value)`` with a stand-in for the value its
+    Python source returns (0 for an arithmetic or comparison result, a tuple of as many 0s as the tuple it
+    returns), ``(False, None)`` when it returns nothing; a kernel returning anything else (a variable: perhaps an
+    object the caller hands on) or whose source cannot be read is run (``(True, RUN)``)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(py_func)))
+    except (OSError, TypeError, SyntaxError):
+        return True, RUN
+    body = tree.body[0]
+    found: list[ast.expr] = []
+
+    class _Find(ast.NodeVisitor):
+        def visit_Return(self, node):
+            if node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+                found.append(node.value)
+
+        def visit_FunctionDef(self, node):  # a nested function's returns are its own
+            if node is body:
+                self.generic_visit(node)
+
+        visit_Lambda = visit_AsyncFunctionDef = visit_FunctionDef
+
+    _Find().visit(body)
+    if not found:
+        return False, None
+    value = found[0]
+    if isinstance(value, ast.Tuple):
+        return True, (0,) * len(value.elts)
+    if isinstance(value, (ast.BinOp, ast.Compare, ast.BoolOp, ast.UnaryOp, ast.Constant)):
+        return True, 0  # a number or a truth value
+    return True, RUN  # perhaps an object the caller hands on (a typed list): the real one
+
+
+RUN = object()  #: a stand-in meaning "run the kernel"
+
+
+@functools.lru_cache(maxsize=None)
+def _star_at(py_func) -> int | None:
+    """The position of a kernel's ``*args`` parameter, or None."""
+    params = list(inspect.signature(py_func).parameters.values())
+    for i, p in enumerate(params):
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            return i
+    return None
+
+
+def _ours(dispatcher) -> bool:
+    return (getattr(getattr(dispatcher, "py_func", None), "__module__", None) or "").startswith("tuinet")
+
+
+def entry_key(dispatcher, args) -> str:
+    """A file-name-safe key of one compilation: the kernel's module and name and its argument types."""
+    py = dispatcher.py_func
+    text = f"{py.__module__}.{py.__qualname__}{tuple(args)}"
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def record_kernel_calls(fn: Callable[[], Any]) -> list[tuple[Any, tuple]]:
+    """Run ``fn()`` with tuinet's kernels recorded instead of run; returns ``[(dispatcher, argument types)]`` in
+    the order of their first call, each compilation once.
+
+    Arrays the kernels would write stay as they were; a kernel that returns a value (a loss, a check) returns 0
+    instead (or a tuple of 0s), enough for the Python code around it to go on. A part kernel handed to a
+    parallel launcher (:class:`~tuinet.engine.conv.kernels.PartKernel`) is recorded right after its launcher, as
+    the trainer compiles it. An exception in ``fn`` ends the recording there (what was recorded is kept).
+    Calls from other threads run as usual.
+    """
+    from numba.core.registry import CPUDispatcher
+
+    from tuinet.engine.conv.kernels import PartKernel
+
+    calls: list[tuple[Any, tuple]] = []
+    seen: set[str] = set()
+    me = threading.get_ident()
+    real = CPUDispatcher.__call__
+
+    def add(dispatcher, args) -> None:
+        key = entry_key(dispatcher, args)
+        if key not in seen:
+            seen.add(key)
+            calls.append((dispatcher, args))
+
+    def record(self, *args, **kws):
+        if kws or threading.get_ident() != me or not _ours(self):
+            return real(self, *args, **kws)
+        returns, value = _stand_in(self.py_func)
+        if value is RUN:
+            return real(self, *args, **kws)
+        star = _star_at(self.py_func)
+        folded = args if star is None else (*args[:star], tuple(args[star:]))  # as Numba's dispatcher folds them
+        add(self, tuple(self.typeof_pyval(a) for a in folded))
+        for a in args:
+            if isinstance(a, PartKernel) and a.signature() is not None:
+                add(a.dispatcher, tuple(a.signature().args))
+        return value if returns else None
+
+    CPUDispatcher.__call__ = record  # a class attribute: Python calls of every dispatcher go through it
+    try:
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            fn()
+    except Exception:  # noqa: BLE001 - the step ran on unset arrays; what was recorded is what it reached
+        pass
+    finally:
+        del CPUDispatcher.__call__
+    return calls
+
+
+def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
+    """The kernels (with argument types) of the first training step, evaluation and checks of ``job``'s run."""
+    import numpy as np
+
+    from tuinet.engine import kernels as K
+    from tuinet.engine.optim import make_optimizer
+    from tuinet.engine.spec import build_model
+    from tuinet.engine.threads import configure_threads
+
+    model = build_model(job["model"], tuple(job["input_shape"]), job["num_outputs"], task=job["task"],
+                        activation=job["activation"], dropout=job["dropout"], l1=job["l1"], l2=job["l2"],
+                        seed=job["seed"], features=job["features"])
+    optimizer = make_optimizer(job["optimizer"], model.params, lr=job["lr"], **job["hyper"])
+    configure_threads(model, mode=job["thread_mode"])
+    n = job["batch_size"]
+    x = np.zeros((n, *job["input_shape"]), job["x_dtype"])
+    y = np.zeros((n, *job["y_shape"]), job["y_dtype"])
+
+    def step() -> None:
+        model.compute_gradients(x, y)
+        optimizer.step(model.grads)
+        for p in model.params:
+            K.all_finite(p.reshape(-1))
+        if model.is_classifier:
+            model.predict_proba(x)
+        model.evaluate(x, y)
+
+    return record_kernel_calls(step)
+
+
+def compile_from_end(calls: list[tuple[Any, tuple]], folder: Path, parent: int) -> int:
+    """Compile ``calls`` last first, until one the trainer has started (``main-KEY`` in ``folder``) or the
+    trainer's process ``parent`` is gone; returns how many were compiled or loaded. Each is marked ``done-KEY``
+    once in Numba's cache."""
+    done = 0
+    for dispatcher, args in reversed(calls):
+        key = entry_key(dispatcher, args)
+        if (folder / f"main-{key}").exists() or os.getppid() != parent:
+            break
+        t0 = time.perf_counter()
+        try:
+            dispatcher.compile(args)
+        except Exception as e:  # noqa: BLE001 - the trainer compiles this one itself
+            print(f"{dispatcher.py_func.__qualname__}: {type(e).__name__}: {e}", flush=True)
+            continue
+        (folder / f"done-{key}").touch()
+        print(f"{time.time():.2f} {time.perf_counter() - t0:6.2f} s {dispatcher.py_func.__qualname__}", flush=True)
+        done += 1
+    return done
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when the process that started it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    folder = Path(argv[0])
+    job = json.loads((folder / "job.json").read_text())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the trainer's to handle
+    _die_with_parent()
+    if os.getppid() != job["parent"]:  # the trainer is already gone
+        return 0
+    calls = first_step_kernels(job)
+    (folder / "planned").write_text(str(len(calls)))
+    compile_from_end(calls, folder, job["parent"])
+    return 0
+
+
+class CompileHelper:
+    """The trainer's side: start the helper once its first step compiles, mark what it compiles, stop the helper.
+
+    Args:
+        job: what the helper builds (:meth:`job_for`).
+    """
+
+    def __init__(self, job: dict[str, Any]):
+        self.job = job
+        self.folder: Path | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def enabled() -> bool:
+        """False when ``TUINET_COMPILE_HELPER=0`` or on a single core."""
+        from tuinet.engine.threads import cores
+
+        if os.environ.get(ENV, "1").strip() in ("0", "false", "no", "off"):
+            return False
+        try:
+            return cores() >= 2
+        except Exception:  # noqa: BLE001 - a bad TUINET_THREADS is reported elsewhere
+            return False
+
+    @staticmethod
+    def job_for(config, data, thread_mode: str | None) -> dict[str, Any]:
+        """The job of a trainer's run: its model, optimizer, batch and data shapes (JSON)."""
+        return {
+            "model": config.model, "input_shape": list(data.input_shape), "num_outputs": data.num_outputs,
+            "task": data.task, "activation": config.activation, "dropout": config.dropout, "l1": config.l1,
+            "l2": config.l2, "seed": config.seed,
+            "features": config.features.split(",") if config.features else None,
+            "optimizer": config.optimizer, "lr": config.lr, "hyper": config.optimizer_hyperparams(),
+            "batch_size": int(min(config.batch_size, len(data.x_train))), "thread_mode": thread_mode,
+            "x_dtype": str(data.x_train.dtype), "y_dtype": str(data.y_train.dtype),
+            "y_shape": list(data.y_train.shape[1:]), "parent": os.getpid(),
+        }
+
+    def start(self) -> bool:
+        """Start the helper process (once); False when it could not be started."""
+        if self.proc is not None or self.folder is not None:
+            return self.proc is not None
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix="tuinet-compile-"))
+            (self.folder / "job.json").write_text(json.dumps(self.job))
+            with open(self.folder / "helper.log", "wb") as log:
+                self.proc = subprocess.Popen([sys.executable, "-m", "tuinet.engine.precompile", str(self.folder)],
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             start_new_session=True)
+        except (OSError, TypeError, ValueError):
+            self.proc = None
+            return False
+        return True
+
+    def mark(self, dispatcher, args) -> None:
+        """The trainer starts compiling ``dispatcher`` for ``args``: the helper stops when it gets there."""
+        if self.folder is not None and _ours(dispatcher):
+            try:
+                (self.folder / f"main-{entry_key(dispatcher, args)}").touch()
+            except OSError:
+                pass
+
+    def done(self) -> int:
+        """How many kernels the helper has put into the cache so far."""
+        if self.folder is None:
+            return 0
+        try:
+            return sum(1 for p in self.folder.iterdir() if p.name.startswith("done-"))
+        except OSError:
+            return 0
+
+    def stop(self) -> int:
+        """Stop the helper (if still running) and remove its folder; returns how many kernels it compiled."""
+        n = self.done()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()  # any kernel it is writing to the cache is written whole or not at all
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+        if self.folder is not None:
+            if os.environ.get("TUINET_COMPILE_HELPER_LOG"):
+                shutil.copy(self.folder / "helper.log", os.environ["TUINET_COMPILE_HELPER_LOG"])
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return n
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a process by CompileHelper
+    sys.exit(main())
