@@ -241,3 +241,12 @@ def test_a_late_viewer_gets_the_elapsed_compile_time():
     st = RunState()
     st.apply(ev("compiling", message="compiling _mk3x32", kernel="_mk3x32", kernels_done=9, elapsed=20.0))
     assert st.compiling and st.compile_progress().startswith("20 s · _mk3x32")
+
+
+def test_the_compile_line_counts_the_helper_process_kernels():
+    st = RunState()
+    st.apply(ev("compiling", message="compiling relu_forward", kernel="relu_forward", kernels_done=11, elapsed=9.0,
+                helper_kernels=4))
+    assert st.compile_progress().endswith("relu_forward · 11 kernels done (4 by a second process)")
+    st.apply(ev("compiled", seconds=20.0, helper_kernels=6))
+    assert "kernels ready in 20.0s (6 compiled by a second process)" in st.log[-1][-1]

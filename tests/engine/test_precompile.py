@@ -107,6 +107,7 @@ def test_the_helper_compiles_from_the_end_and_stops_where_the_trainer_started(tm
     assert P.compile_from_end(calls, tmp_path, os.getppid()) == 3
     assert log == ["e", "d", "c"]
     assert sorted(p.name for p in tmp_path.glob("done-*")) == sorted(f"done-{P.entry_key(*c)}" for c in calls[2:])
+    assert not (tmp_path / f"start-{P.entry_key(*calls[1])}").exists()  # its claim on b withdrawn
     log.clear()
     assert P.compile_from_end(calls, tmp_path, os.getppid() + 1) == 0  # its trainer is gone: nothing more
     assert log == []
@@ -125,6 +126,48 @@ def test_the_trainer_side_marks_only_tuinet_kernels_and_cleans_up(tmp_path, monk
     assert helper.done() == 1
     assert helper.stop() == 1
     assert list(tmp_path.iterdir()) == []
+
+
+class _FakeProc:
+    """A running helper whose ``poll`` calls run a script of side effects (the loop's clock, deterministic)."""
+
+    def __init__(self, on_poll):
+        self.on_poll, self.polls, self.returncode = on_poll, 0, None
+
+    def poll(self):
+        self.polls += 1
+        self.on_poll(self.polls)
+        return self.returncode
+
+    def terminate(self):
+        self.returncode = -15
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+def test_the_trainer_waits_for_a_kernel_the_helper_is_compiling_and_only_then(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    helper = P.CompileHelper({"parent": os.getpid()})
+    key = P.entry_key(K.all_finite, ("x",))
+    proc = _FakeProc(lambda n: n == 3 and (helper.folder / f"done-{key}").touch())
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: proc)
+    assert helper.start()
+    assert "_compile_for_args" in CPUDispatcher.__dict__ and P._before_compile is not None  # the wait is in place
+    assert not helper.wait_for(K.all_finite, ("x",))  # not claimed by the helper: no wait
+    assert proc.polls == 0 and (helper.folder / f"main-{key}").exists()  # but marked as the trainer's
+    (helper.folder / f"start-{key}").touch()  # the helper claims it
+    assert helper.wait_for(K.all_finite, ("x",))
+    assert proc.polls == 3  # until its done mark appeared
+    other = P.entry_key(K.softmax_rows, ("y",))
+    (helper.folder / f"start-{other}").touch()
+    proc.on_poll = lambda n: setattr(proc, "returncode", 1)  # the helper died while compiling it
+    assert not helper.wait_for(K.softmax_rows, ("y",))  # no wait for a helper that is gone
+    assert proc.polls == 4
+    helper.stop()
+    assert "_compile_for_args" not in CPUDispatcher.__dict__ and P._before_compile is None
+    x = np.zeros(3, np.float32)
+    assert K.all_finite(x)  # the dispatchers are as they were
 
 
 def test_the_helper_is_off_on_one_core_or_when_asked(monkeypatch):

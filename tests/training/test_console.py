@@ -17,3 +17,12 @@ def test_compiling_is_one_line_however_many_kernels_compile():
     printer(make_event("compiled", seconds=9.5))
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and lines[0].startswith("compiling kernels") and lines[1] == "kernels ready in 9.5 s"
+
+
+def test_the_ready_line_says_what_the_compile_helper_did():
+    out = io.StringIO()
+    printer = ConsolePrinter(out, tty=False)
+    printer(make_event("compiled", seconds=21.5, helper_kernels=6))
+    printer(make_event("compiled", seconds=0.2, helper_kernels=0))
+    assert out.getvalue().splitlines() == ["kernels ready in 21.5 s (6 compiled by a second process)",
+                                           "kernels ready in 0.2 s"]

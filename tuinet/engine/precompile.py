@@ -8,8 +8,9 @@ finiteness check with tuinet's kernels *recorded, not run* (:func:`record_kernel
 argument types, in call order), then compiles that list **from its end** into Numba's on-disk cache, while the
 trainer compiles from its beginning, as its step calls the kernels. Each kernel the trainer then reaches that the
 helper has compiled is a cache load (tens of milliseconds) instead of a compile. The two meet near the middle:
-the trainer marks each kernel it starts compiling (a file in the helper's folder), and the helper stops when it
-reaches one so marked.
+the trainer marks each kernel it is about to compile or load (a file in the helper's folder) and the helper stops
+when it reaches one so marked; a kernel the helper is compiling at that moment, the trainer waits for and loads
+(rather than compile it a second time beside the helper).
 
 Nothing depends on the helper: it only fills Numba's cache, with the same code the trainer would compile (same
 source, same CPU features: the cache's own key checks both). If it fails, is slow or is stopped, the trainer
@@ -17,8 +18,8 @@ compiles what is missing itself. It is stopped when the first step and the pictu
 by itself when the trainer's process is gone. ``TUINET_COMPILE_HELPER=0`` turns it off; it is never started on a
 single core.
 
-Run as ``python -m tuinet.engine.precompile FOLDER`` (``FOLDER/job.json``: what to build, see
-:meth:`CompileHelper.job_for`).
+The helper runs :func:`main` with a folder holding ``job.json`` (what to build, see :meth:`CompileHelper.job_for`)
+and its marks; ``TUINET_COMPILE_HELPER_LOG=FILE`` keeps a copy of its log (what it compiled, when, how long).
 """
 
 from __future__ import annotations
@@ -186,23 +187,42 @@ def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
 
 def compile_from_end(calls: list[tuple[Any, tuple]], folder: Path, parent: int) -> int:
     """Compile ``calls`` last first, until one the trainer has started (``main-KEY`` in ``folder``) or the
-    trainer's process ``parent`` is gone; returns how many were compiled or loaded. Each is marked ``done-KEY``
-    once in Numba's cache."""
+    trainer's process ``parent`` is gone; returns how many were compiled or loaded.
+
+    Each is claimed first (``start-KEY``, then the trainer's mark is checked: of two processes that each write their
+    mark and then look for the other's, at least one sees the other) and marked ``done-KEY`` once in Numba's cache.
+    """
     done = 0
     for dispatcher, args in reversed(calls):
         key = entry_key(dispatcher, args)
+        start = folder / f"start-{key}"
+        start.touch()
         if (folder / f"main-{key}").exists() or os.getppid() != parent:
+            start.unlink()
             break
         t0 = time.perf_counter()
         try:
             dispatcher.compile(args)
         except Exception as e:  # noqa: BLE001 - the trainer compiles this one itself
+            start.unlink()
             print(f"{dispatcher.py_func.__qualname__}: {type(e).__name__}: {e}", flush=True)
             continue
         (folder / f"done-{key}").touch()
         print(f"{time.time():.2f} {time.perf_counter() - t0:6.2f} s {dispatcher.py_func.__qualname__}", flush=True)
         done += 1
     return done
+
+
+_before_compile: Callable[[Any, tuple], None] | None = None  # set while a helper runs (CompileHelper.start)
+
+
+def before_compile(dispatcher, args) -> None:
+    """Called before this process compiles (or loads) ``dispatcher`` for ``args`` outside Numba's own call path
+    (:class:`~tuinet.engine.conv.kernels.PartKernel`): with a helper running, waits for the helper when it is
+    compiling that very kernel."""
+    hook = _before_compile
+    if hook is not None:
+        hook(dispatcher, args)
 
 
 def _die_with_parent() -> None:
@@ -270,20 +290,53 @@ class CompileHelper:
         }
 
     def start(self) -> bool:
-        """Start the helper process (once); False when it could not be started."""
+        """Start the helper process (once); False when it could not be started. From then until :meth:`stop`, this
+        thread's compilations from Python (Numba's dispatcher) and of part kernels wait for the helper when it is
+        compiling the same kernel (:meth:`wait_for`)."""
         if self.proc is not None or self.folder is not None:
             return self.proc is not None
         try:
             self.folder = Path(tempfile.mkdtemp(prefix="tuinet-compile-"))
             (self.folder / "job.json").write_text(json.dumps(self.job))
+            root = str(Path(__file__).resolve().parents[2])  # this tuinet, installed or not (a sweep's worker)
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
             with open(self.folder / "helper.log", "wb") as log:
-                self.proc = subprocess.Popen([sys.executable, "-m", "tuinet.engine.precompile", str(self.folder)],
-                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                self.proc = subprocess.Popen([sys.executable, "-c", _HELPER_MAIN, str(self.folder)],
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                              start_new_session=True)
         except (OSError, TypeError, ValueError):
             self.proc = None
             return False
+        self._install_wait()
         return True
+
+    def _install_wait(self) -> None:
+        global _before_compile
+        from numba.core.registry import CPUDispatcher
+
+        thread = threading.get_ident()
+
+        def hook(dispatcher, args) -> None:
+            if threading.get_ident() == thread:
+                self.wait_for(dispatcher, args)
+
+        real = CPUDispatcher._compile_for_args
+
+        def compile_for_args(dispatcher, *args, **kws):  # the dispatcher's path from a Python call to a compile
+            if threading.get_ident() == thread and not kws:
+                hook(dispatcher, tuple(dispatcher.typeof_pyval(a) for a in args))
+            return real(dispatcher, *args, **kws)
+
+        CPUDispatcher._compile_for_args = compile_for_args
+        _before_compile = hook
+
+    def _remove_wait(self) -> None:
+        global _before_compile
+        from numba.core.registry import CPUDispatcher
+
+        if "_compile_for_args" in CPUDispatcher.__dict__:
+            del CPUDispatcher._compile_for_args
+        _before_compile = None
 
     def mark(self, dispatcher, args) -> None:
         """The trainer starts compiling ``dispatcher`` for ``args``: the helper stops when it gets there."""
@@ -292,6 +345,22 @@ class CompileHelper:
                 (self.folder / f"main-{entry_key(dispatcher, args)}").touch()
             except OSError:
                 pass
+
+    def wait_for(self, dispatcher, args, timeout: float = 600.0) -> bool:
+        """Mark ``dispatcher`` for ``args`` as the trainer's; if the helper is compiling it right now, wait until it
+        is in the cache (or the helper is gone) and return True, so the trainer loads it instead of compiling it
+        a second time at once."""
+        if self.folder is None or self.proc is None or not _ours(dispatcher):
+            return False
+        self.mark(dispatcher, args)
+        key = entry_key(dispatcher, args)
+        start, done = self.folder / f"start-{key}", self.folder / f"done-{key}"
+        waited = False
+        t_end = time.monotonic() + timeout
+        while start.exists() and not done.exists() and self.proc.poll() is None and time.monotonic() < t_end:
+            waited = True
+            time.sleep(0.02)
+        return waited
 
     def done(self) -> int:
         """How many kernels the helper has put into the cache so far."""
@@ -306,6 +375,7 @@ class CompileHelper:
         """Stop the helper (if still running) and remove its folder; returns how many kernels it compiled."""
         n = self.done()
         if self.proc is not None:
+            self._remove_wait()
             if self.proc.poll() is None:
                 self.proc.terminate()  # any kernel it is writing to the cache is written whole or not at all
                 try:
@@ -321,5 +391,6 @@ class CompileHelper:
         return n
 
 
-if __name__ == "__main__":  # pragma: no cover - run as a process by CompileHelper
-    sys.exit(main())
+#: the helper process's program (``-m`` would run this module a second time, as ``__main__``, beside the copy that
+#: importing the engine has already loaded)
+_HELPER_MAIN = "import sys; from tuinet.engine.precompile import main; sys.exit(main(sys.argv[1:]))"

@@ -20,6 +20,7 @@ import numpy as np
 from numba import prange, types
 from numba.core.errors import TypingError
 
+from tuinet.engine import precompile
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.kernels import F0, jit
@@ -602,6 +603,8 @@ class PartKernel(types.WrapperAddressProtocol):
     def __wrapper_address__(self) -> int:
         if self._addr is None:
             d = self.dispatcher
+            if tuple(self._sig.args) not in d.overloads:
+                precompile.before_compile(d, tuple(self._sig.args))  # (the compile helper may be compiling it)
             d.compile(self._sig.args)  # from Numba's cache when it is there
             cres = d.overloads[self._sig.args]
             self._addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
