@@ -109,13 +109,13 @@ def record_kernel_calls(fn: Callable[[], Any]) -> list[tuple[Any, tuple]]:
 
     Arrays the kernels would write stay as they were; a kernel that returns a value (a loss, a check) returns 0
     instead (or a tuple of 0s), enough for the Python code around it to go on. A part kernel handed to a
-    parallel launcher (:class:`~tuinet.engine.conv.kernels.PartKernel`) is recorded right after its launcher, as
+    parallel launcher (:class:`~tuinet.engine.parts.PartKernel`) is recorded right after its launcher, as
     the trainer compiles it. An exception in ``fn`` ends the recording there (what was recorded is kept).
     Calls from other threads run as usual.
     """
     from numba.core.registry import CPUDispatcher
 
-    from tuinet.engine.conv.kernels import PartKernel
+    from tuinet.engine.parts import PartKernel
 
     calls: list[tuple[Any, tuple]] = []
     seen: set[str] = set()
@@ -218,7 +218,7 @@ _before_compile: Callable[[Any, tuple], None] | None = None  # set while a helpe
 
 def before_compile(dispatcher, args) -> None:
     """Called before this process compiles (or loads) ``dispatcher`` for ``args`` outside Numba's own call path
-    (:class:`~tuinet.engine.conv.kernels.PartKernel`): with a helper running, waits for the helper when it is
+    (:class:`~tuinet.engine.parts.PartKernel`): with a helper running, waits for the helper when it is
     compiling that very kernel."""
     hook = _before_compile
     if hook is not None:

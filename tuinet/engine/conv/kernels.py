@@ -8,23 +8,22 @@ register-blocked micro-kernels of :mod:`tuinet.engine.conv.microkernels`, one co
 The Conv2D kernels and their helpers are compiled by ``conv_jit`` (LLVM's SLP vectorizer on, see
 :mod:`tuinet.engine.conv.codegen`); the pooling kernels by the engine's usual ``jit``. A Conv2D pass is a serial
 "part" kernel (one chunk of the batch) that a small ``parallel=True`` launcher runs once per thread, calling it
-through its address (:class:`PartKernel`), so the convolution code is compiled once rather than again inside the
-launcher's gufunc and module.
+through its address (:class:`~tuinet.engine.parts.PartKernel`), so the convolution code is compiled once rather
+than again inside the launcher's gufunc and module.
 """
 
 from __future__ import annotations
 
-import numba
-import numba.experimental.function_type  # noqa: F401  (registers the Numba type of a PartKernel)
 import numpy as np
-from numba import prange, types
-from numba.core.errors import TypingError
+from numba import prange
 
-from tuinet.engine import precompile
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.kernels import F0, jit
 from tuinet.engine.norm import _col_sums
+from tuinet.engine.parts import PartKernel
+from tuinet.engine.parts import make_launcher as _make_launcher
+from tuinet.engine.parts import run_parts as _run
 
 # The micro-kernel and tile height of each panel width, chosen once for the vector width Numba compiles for
 # (codegen._MK_ROWS). Numba reads these globals as constants when it compiles the kernels below, so only the
@@ -557,77 +556,12 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
         np.add(db_parts[0], db_parts[p], out=db_parts[0])
 
 
-def _make_launcher(name: str):
-    def launch(fn, parts, *args):
-        """Runs ``fn`` (a part kernel, called through its address: see :class:`PartKernel`) for each of ``parts``
-        parts, handing it ``args`` as one tuple (Numba types them one by one, in C, at each call)."""
-        for p in prange(parts):
-            fn(np.int64(p), args)
-
-    launch.__name__ = launch.__qualname__ = name  # one dispatcher (and cache entry) per conv pass
-    return jit(parallel=True)(launch)
-
-
 _launch_forward = _make_launcher("_launch_forward")
 _launch_backward = _make_launcher("_launch_backward")
 
 
-class PartKernel(types.WrapperAddressProtocol):
-    """A serial part kernel that a parallel launcher calls through its address (a Numba first-class function).
-
-    Why: a ``parallel=True`` kernel builds its ``prange`` body into a gufunc, and Numba links the optimized code of
-    every function the body calls into the gufunc's LLVM module and again into the kernel's own, then optimizes and
-    emits each module in full. With the whole convolution in the body, each conv kernel was optimized three times
-    over: 10-13 s of a first run's compile per kernel, three times its serial version's. Called through an address,
-    the part is compiled once, on its own (and cached on its own), and the launchers compile in a moment.
-
-    The signature is taken from the arguments of the first call (:func:`_run`): every call of a conv kernel passes
-    the same argument types (its dummies have the real arrays' types), and a call that does not is typed again.
-    The launchers take the arguments one by one (``*args``: Numba types arrays and numbers in C, where a tuple
-    argument would be typed in Python at every call) and hand them to the part as one tuple (a short
-    function-pointer signature).
-    """
-
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self._sig = None
-        self._addr = None
-
-    def bind(self, args: tuple) -> None:
-        """Take the signature from ``args``: the launcher's arguments, which it hands to the part as one tuple."""
-        sig = types.void(types.int64, types.BaseTuple.from_types([numba.typeof(a) for a in args]))
-        if sig != self._sig:
-            self._sig, self._addr = sig, None
-            self._numba_type_ = types.FunctionType(sig)  # read by Numba's dispatcher at each call, in C
-
-    def __wrapper_address__(self) -> int:
-        if self._addr is None:
-            d = self.dispatcher
-            if tuple(self._sig.args) not in d.overloads:
-                precompile.before_compile(d, tuple(self._sig.args))  # (the compile helper may be compiling it)
-            d.compile(self._sig.args)  # from Numba's cache when it is there
-            cres = d.overloads[self._sig.args]
-            self._addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
-        return self._addr
-
-    def signature(self):
-        return self._sig
-
-
 _FWD = {False: PartKernel(conv2d_forward_part), True: PartKernel(conv2d_forward_ext_part)}
 _BWD = {False: PartKernel(conv2d_backward_part), True: PartKernel(conv2d_backward_ext_part)}
-
-
-def _run(launch, part: PartKernel, parts: int, *args) -> None:
-    """``launch(part, parts, *args)``: the part's signature bound to ``args`` on the first call (and on a
-    mismatch)."""
-    if part.signature() is None:
-        part.bind(args)
-    try:
-        launch(part, parts, *args)
-    except (TypingError, ValueError):  # Numba's "mismatch of argument types" is a ValueError
-        part.bind(args)
-        launch(part, parts, *args)
 
 
 # --- pooling kernels -------------------------------------------------------------------------------------------
