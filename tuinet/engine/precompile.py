@@ -320,15 +320,20 @@ class CompileHelper:
             if threading.get_ident() == thread:
                 self.wait_for(dispatcher, args)
 
-        real = CPUDispatcher._compile_for_args
+        _before_compile = hook
+        real = getattr(CPUDispatcher, "_compile_for_args", None)
+        if real is None:  # another Numba: its calls compile without waiting (the helper still fills the cache)
+            return
 
         def compile_for_args(dispatcher, *args, **kws):  # the dispatcher's path from a Python call to a compile
             if threading.get_ident() == thread and not kws:
-                hook(dispatcher, tuple(dispatcher.typeof_pyval(a) for a in args))
+                try:
+                    hook(dispatcher, tuple(dispatcher.typeof_pyval(a) for a in args))
+                except Exception:  # noqa: BLE001 - never in the way of the call itself
+                    pass
             return real(dispatcher, *args, **kws)
 
         CPUDispatcher._compile_for_args = compile_for_args
-        _before_compile = hook
 
     def _remove_wait(self) -> None:
         global _before_compile
