@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from numba.core import caching
@@ -246,3 +247,16 @@ def test_a_cold_first_run_starts_the_helper_and_leaves_nothing_behind(tmp_path):
     second = events()
     assert not any(e["event"] == "compiling" and e.get("kernel") for e in second)
     assert "helper_kernels" not in next(e for e in second if e["event"] == "compiled")
+
+
+def test_the_helpers_plan_covers_a_step_evaluation_and_both_optimizer_kernels():
+    job = {"model": CONV, "input_shape": [10, 10, 1], "num_outputs": 10, "task": "classification",
+           "activation": None, "dropout": 0.0, "l1": 0.0, "l2": 0.0, "seed": 0, "features": None,
+           "optimizer": "adam", "lr": None, "hyper": {}, "batch_size": 8, "thread_mode": "numba",
+           "x_dtype": "float32", "y_dtype": "int64", "y_shape": []}
+    names = [d.py_func.__qualname__ for d, _ in P.first_step_kernels(job)]
+    assert names[:2] == ["_launch_forward", "conv2d_forward_part"]
+    assert {"_launch_backward", "conv2d_backward_part", "softmax_rows", "_adam_all"} <= set(names)
+    parallel = "_adam_all_parallel" in names
+    assert parallel == (numba.get_num_threads() > 1)  # the parallel Adam when the numba mode has threads
+    assert names.index("_adam_all") > names.index("_launch_backward")

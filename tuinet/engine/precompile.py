@@ -156,7 +156,9 @@ def record_kernel_calls(fn: Callable[[], Any]) -> list[tuple[Any, tuple]]:
 
 
 def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
-    """The kernels (with argument types) of the first training step, evaluation and checks of ``job``'s run."""
+    """The kernels (with argument types) of the first training step, evaluation and checks of ``job``'s run, and
+    the optimizer's one-thread kernel."""
+    import numba
     import numpy as np
 
     from tuinet.engine import kernels as K
@@ -176,6 +178,13 @@ def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
     def step() -> None:
         model.compute_gradients(x, y)
         optimizer.step(model.grads)
+        threads = numba.get_num_threads()
+        if threads > 1:  # the optimizer's one-thread kernel too (the thread tuner may switch to it later)
+            numba.set_num_threads(1)
+            try:
+                optimizer.step(model.grads)
+            finally:
+                numba.set_num_threads(threads)
         for p in model.params:
             K.all_finite(p.reshape(-1))
         if model.is_classifier:
