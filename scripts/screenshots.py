@@ -10,7 +10,8 @@ the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compa
 Each run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
 ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
 ``sweep.svg`` is the Sweep screen of a real 12-trial sweep on digits (``tuinet sweep --detach``, two workers), taken
-once most trials are done. ``serve.png`` is `tuinet serve` in headless Chromium on a live detached digits run (scripts/browser_shot.py; needs
+once most trials are done. ``firstrun.svg`` is the first run of the cnn preset on an empty Numba cache while its
+kernels compile in two processes (the trainer and the compile helper). ``serve.png`` is `tuinet serve` in headless Chromium on a live detached digits run (scripts/browser_shot.py; needs
 chromium).
 """
 
@@ -18,6 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -187,6 +191,23 @@ async def lrfind_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         await press(pilot, "escape")
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
+async def first_run_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """The very first run of the cnn preset: the status line while its kernels compile, in two processes (run with an
+    empty Numba cache: :func:`main` starts this group in a child process with its own ``NUMBA_CACHE_DIR``)."""
+    cfg = TrainConfig(dataset="mnist", model="cnn", limit=2048, epochs=1, runs_dir=runs)
+    session = Session(Trainer(cfg))
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.state.compiling and (app.state.compile_helper or 0) >= 3
+                       and app.state.compile_done >= 12, what="the helper's kernels", timeout=600)
+        app.state.dirty.add("status")
+        app._tick()
+        await asyncio.sleep(0.3)
+        app.save_screenshot("firstrun.svg", str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 600)
+
+
 SWEEP_SPEC = """\
 [train]
 dataset = "digits"
@@ -252,7 +273,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep", "serve"),
+    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep", "serve",
+                                      "firstrun"),
                    help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
@@ -262,9 +284,16 @@ def main() -> None:
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
               "lrfind": (lrfind_shot, ("lrfind",)), "sweep": (sweep_shot, ("sweep",)),
-              "serve": (serve_shot, ("serve",))}  # a PNG from headless Chromium (scripts/browser_shot.py)
+              "serve": (serve_shot, ("serve",)),  # a PNG from headless Chromium (scripts/browser_shot.py)
+              "firstrun": (first_run_shot, ("firstrun",))}
     for group, (shots, names) in groups.items():
         if args.only not in (None, group):
+            continue
+        if group == "firstrun" and not os.environ.get("TUINET_SCREENSHOT_EMPTY_CACHE"):
+            with tempfile.TemporaryDirectory() as cache:  # this process's Numba cache is set: a child, an empty one
+                env = dict(os.environ, NUMBA_CACHE_DIR=cache, TUINET_SCREENSHOT_EMPTY_CACHE="1")
+                subprocess.run([sys.executable, __file__, "--out", str(out), "--size", args.size, "--only", group],
+                               env=env, check=True)
             continue
         with tempfile.TemporaryDirectory() as runs:
             asyncio.run(shots(out, (cols, rows), runs))
