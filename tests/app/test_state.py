@@ -247,6 +247,6 @@ def test_the_compile_line_counts_the_helper_process_kernels():
     st = RunState()
     st.apply(ev("compiling", message="compiling relu_forward", kernel="relu_forward", kernels_done=11, elapsed=9.0,
                 helper_kernels=4))
-    assert st.compile_progress().endswith("relu_forward · 11 kernels done (4 by a second process)")
+    assert st.compile_progress().endswith("relu_forward · 11 kernels done (4 by the compile helper)")
     st.apply(ev("compiled", seconds=20.0, helper_kernels=6))
-    assert "kernels ready in 20.0s (6 compiled by a second process)" in st.log[-1][-1]
+    assert "kernels ready in 20.0s (6 compiled by the compile helper)" in st.log[-1][-1]

@@ -27,6 +27,24 @@ from tuinet.engine.threads import configure_threads
 CONV = "conv3x3x8,relu,maxpool2,conv3x3x8s2,relu,dense10"
 
 
+class _FakeProc:
+    """A running helper whose ``poll`` calls run a script of side effects (the loop's clock, deterministic)."""
+
+    def __init__(self, on_poll):
+        self.on_poll, self.polls, self.returncode = on_poll, 0, None
+
+    def poll(self):
+        self.polls += 1
+        self.on_poll(self.polls)
+        return self.returncode
+
+    def terminate(self):
+        self.returncode = -15
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
 def test_stand_ins_follow_what_a_kernel_returns():
     assert P._stand_in(K.softmax_cross_entropy.py_func) == (True, (0, 0))  # return total / n, correct
     assert P._stand_in(K.all_finite.py_func) == (True, 0)  # return acc == F0
@@ -114,10 +132,26 @@ def test_the_helper_compiles_from_the_end_and_stops_where_the_trainer_started(tm
     assert log == []
 
 
+def test_helpers_share_the_list_through_exclusive_claims(tmp_path):
+    log: list[str] = []
+    calls = [(_FakeKernel(n, log), (n,)) for n in "abcde"]
+    (tmp_path / f"start-{P.entry_key(*calls[4])}").touch()  # another helper is compiling e
+    (tmp_path / f"start-{P.entry_key(*calls[2])}").touch()  # and has claimed c
+    (tmp_path / f"main-{P.entry_key(*calls[0])}").touch()  # the trainer has started a
+    assert P.compile_from_end(calls, tmp_path, os.getppid()) == 2
+    assert log == ["d", "b"]
+
+
+def test_one_helper_per_core_beyond_the_trainers_up_to_a_cap(monkeypatch):
+    for threads, helpers in (("2", 1), ("3", 2), ("64", P.MAX_HELPERS)):
+        monkeypatch.setenv("TUINET_THREADS", threads)
+        assert P.CompileHelper.count() == helpers
+
+
 def test_the_trainer_side_marks_only_tuinet_kernels_and_cleans_up(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     helper = P.CompileHelper({"parent": os.getpid()})
-    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: None)  # the folder and marks, not the process
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: _FakeProc(lambda n: None))  # folder and marks only
     helper.start()
     assert helper.folder is not None and helper.folder.parent == tmp_path
     helper.mark(K.all_finite, ("x",))
@@ -127,24 +161,6 @@ def test_the_trainer_side_marks_only_tuinet_kernels_and_cleans_up(tmp_path, monk
     assert helper.done() == 1
     assert helper.stop() == 1
     assert list(tmp_path.iterdir()) == []
-
-
-class _FakeProc:
-    """A running helper whose ``poll`` calls run a script of side effects (the loop's clock, deterministic)."""
-
-    def __init__(self, on_poll):
-        self.on_poll, self.polls, self.returncode = on_poll, 0, None
-
-    def poll(self):
-        self.polls += 1
-        self.on_poll(self.polls)
-        return self.returncode
-
-    def terminate(self):
-        self.returncode = -15
-
-    def wait(self, timeout=None):
-        return self.returncode
 
 
 def test_the_trainer_waits_for_a_kernel_the_helper_is_compiling_and_only_then(tmp_path, monkeypatch):
@@ -224,11 +240,12 @@ def _helper_processes(marker: str) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_cold_first_run_starts_the_helper_and_leaves_nothing_behind(tmp_path):
-    """On an empty cache the trainer starts the helper (2 cores given), reports its kernels, stops it and removes
-    its folder; a second run then compiles nothing (what both processes put into the cache is complete)."""
+    """On an empty cache the trainer starts its helpers (two, for 3 cores given), reports their kernels, stops them
+    and removes their folder; a second run then compiles nothing (what the processes put into the cache is
+    complete)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp), TUINET_THREADS="2")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp), TUINET_THREADS="3")  # 2 helpers
     env.pop(P.ENV, None)
     cmd = [sys.executable, "-m", "tuinet.cli", "train", "--headless", "--json", "--dataset", "mnist", "--limit", "256",
            "--model", "64", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]

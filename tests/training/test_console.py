@@ -24,5 +24,5 @@ def test_the_ready_line_says_what_the_compile_helper_did():
     printer = ConsolePrinter(out, tty=False)
     printer(make_event("compiled", seconds=21.5, helper_kernels=6))
     printer(make_event("compiled", seconds=0.2, helper_kernels=0))
-    assert out.getvalue().splitlines() == ["kernels ready in 21.5 s (6 compiled by a second process)",
+    assert out.getvalue().splitlines() == ["kernels ready in 21.5 s (6 compiled by the compile helper)",
                                            "kernels ready in 0.2 s"]

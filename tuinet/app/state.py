@@ -261,7 +261,7 @@ class RunState:
         if self.compile_kernel:
             text += f" · {self.compile_kernel} · {self.compile_done} kernels done"
             if self.compile_helper is not None:
-                text += f" ({self.compile_helper} by a second process)"
+                text += f" ({self.compile_helper} by the compile helper)"
         return text
 
     def _on_compiled(self, e):
@@ -269,7 +269,7 @@ class RunState:
         if self.status == "compiling":
             self.status = "paused" if self.paused else "running"
         self.dirty.add("status")
-        helper = f" ({e['helper_kernels']} compiled by a second process)" if e.get("helper_kernels") else ""
+        helper = f" ({e['helper_kernels']} compiled by the compile helper)" if e.get("helper_kernels") else ""
         self.add_log(f"kernels ready in {e.get('seconds', 0):.1f}s{helper}", t=e.get("time"))
 
     def _on_step(self, e):

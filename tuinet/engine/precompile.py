@@ -1,8 +1,9 @@
-"""A second process that compiles a model's kernels while the first training step compiles them too.
+"""Helper processes that compile a model's kernels while the first training step compiles them too.
 
 Numba compiles one kernel at a time in a process (a global compiler lock), so a first run's compile keeps one
 core busy however many the machine has: 30-40 s of a convolutional model's first step on one core of two. The
-trainer therefore starts a helper process as soon as its first step starts compiling (:class:`CompileHelper`).
+trainer therefore starts a helper process as soon as its first step starts compiling (:class:`CompileHelper`; one
+per core beyond the trainer's, up to :data:`MAX_HELPERS`, which share the work through exclusive claims).
 The helper builds the same model and optimizer and runs one training step, one evaluation and the trainer's
 finiteness check with tuinet's kernels *recorded, not run* (:func:`record_kernel_calls`: each kernel and its
 argument types, in call order), then compiles that list **from its end** into Numba's on-disk cache, while the
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ENV = "TUINET_COMPILE_HELPER"  #: "0" turns the helper off
+MAX_HELPERS = 3  #: helper processes at most (one per core beyond the trainer's): a first step has 15-25 kernels
 
 
 @functools.lru_cache(maxsize=None)
@@ -198,14 +200,18 @@ def compile_from_end(calls: list[tuple[Any, tuple]], folder: Path, parent: int) 
     """Compile ``calls`` last first, until one the trainer has started (``main-KEY`` in ``folder``) or the
     trainer's process ``parent`` is gone; returns how many were compiled or loaded.
 
-    Each is claimed first (``start-KEY``, then the trainer's mark is checked: of two processes that each write their
-    mark and then look for the other's, at least one sees the other) and marked ``done-KEY`` once in Numba's cache.
+    Each is claimed first (``start-KEY``, created exclusively: one another helper has claimed is skipped; then the
+    trainer's mark is checked: of two processes that each write their mark and then look for the other's, at least
+    one sees the other) and marked ``done-KEY`` once in Numba's cache.
     """
     done = 0
     for dispatcher, args in reversed(calls):
         key = entry_key(dispatcher, args)
         start = folder / f"start-{key}"
-        start.touch()
+        try:
+            os.close(os.open(start, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:  # another helper's
+            continue
         if (folder / f"main-{key}").exists() or os.getppid() != parent:
             start.unlink()
             break
@@ -270,7 +276,22 @@ class CompileHelper:
     def __init__(self, job: dict[str, Any]):
         self.job = job
         self.folder: Path | None = None
-        self.proc: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
+
+    @staticmethod
+    def count() -> int:
+        """How many helper processes to start: one per core beyond the trainer's, at most :data:`MAX_HELPERS`."""
+        from tuinet.engine.threads import cores
+
+        return max(1, min(cores() - 1, MAX_HELPERS))
+
+    @property
+    def started(self) -> bool:
+        return bool(self.procs)
+
+    def alive(self) -> bool:
+        """True while at least one helper process runs."""
+        return any(p.poll() is None for p in self.procs)
 
     @staticmethod
     def enabled() -> bool:
@@ -299,23 +320,24 @@ class CompileHelper:
         }
 
     def start(self) -> bool:
-        """Start the helper process (once); False when it could not be started. From then until :meth:`stop`, this
-        thread's compilations from Python (Numba's dispatcher) and of part kernels wait for the helper when it is
-        compiling the same kernel (:meth:`wait_for`)."""
-        if self.proc is not None or self.folder is not None:
-            return self.proc is not None
+        """Start the helper processes (once: :meth:`count` of them, which share the list from its end); False when
+        none could be started. From then until :meth:`stop`, this thread's compilations from Python (Numba's
+        dispatcher) and of part kernels wait for a helper that is compiling the same kernel (:meth:`wait_for`)."""
+        if self.procs or self.folder is not None:
+            return bool(self.procs)
         try:
             self.folder = Path(tempfile.mkdtemp(prefix="tuinet-compile-"))
             (self.folder / "job.json").write_text(json.dumps(self.job))
             root = str(Path(__file__).resolve().parents[2])  # this tuinet, installed or not (a sweep's worker)
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-            with open(self.folder / "helper.log", "wb") as log:
-                self.proc = subprocess.Popen([sys.executable, "-c", _HELPER_MAIN, str(self.folder)],
-                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                             start_new_session=True)
+            for i in range(self.count()):
+                with open(self.folder / f"helper-{i}.log", "wb") as log:
+                    self.procs.append(subprocess.Popen([sys.executable, "-c", _HELPER_MAIN, str(self.folder)],
+                                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                                       start_new_session=True))
         except (OSError, TypeError, ValueError):
-            self.proc = None
-            return False
+            if not self.procs:
+                return False
         self._install_wait()
         return True
 
@@ -364,14 +386,14 @@ class CompileHelper:
         """Mark ``dispatcher`` for ``args`` as the trainer's; if the helper is compiling it right now, wait until it
         is in the cache (or the helper is gone) and return True, so the trainer loads it instead of compiling it
         a second time at once."""
-        if self.folder is None or self.proc is None or not _ours(dispatcher):
+        if self.folder is None or not self.procs or not _ours(dispatcher):
             return False
         self.mark(dispatcher, args)
         key = entry_key(dispatcher, args)
         start, done = self.folder / f"start-{key}", self.folder / f"done-{key}"
         waited = False
         t_end = time.monotonic() + timeout
-        while start.exists() and not done.exists() and self.proc.poll() is None and time.monotonic() < t_end:
+        while start.exists() and not done.exists() and self.alive() and time.monotonic() < t_end:
             waited = True
             time.sleep(0.02)
         return waited
@@ -386,21 +408,25 @@ class CompileHelper:
             return 0
 
     def stop(self) -> int:
-        """Stop the helper (if still running) and remove its folder; returns how many kernels it compiled."""
+        """Stop the helpers (those still running) and remove their folder; returns how many kernels they compiled."""
         n = self.done()
-        if self.proc is not None:
+        if self.procs:
             self._remove_wait()
-            if self.proc.poll() is None:
-                self.proc.terminate()  # any kernel it is writing to the cache is written whole or not at all
+            for p in self.procs:
+                if p.poll() is None:
+                    p.terminate()  # any kernel it is writing to the cache is written whole or not at all
+            for p in self.procs:
                 try:
-                    self.proc.wait(timeout=5)
+                    p.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
+                    p.kill()
+                    p.wait()
+            self.procs = []
         if self.folder is not None:
             if os.environ.get("TUINET_COMPILE_HELPER_LOG"):
-                shutil.copy(self.folder / "helper.log", os.environ["TUINET_COMPILE_HELPER_LOG"])
+                with open(os.environ["TUINET_COMPILE_HELPER_LOG"], "wb") as out:
+                    for log in sorted(self.folder.glob("helper-*.log")):
+                        out.write(f"# {log.name}\n".encode() + log.read_bytes())
             shutil.rmtree(self.folder, ignore_errors=True)
         return n
 

@@ -73,7 +73,7 @@ class ConsolePrinter:
         elif kind == "compiling" and not e.get("kernel"):  # the per-kernel reports are for the app's live screen
             self._line("compiling kernels (the first run takes a while; later runs load them from the cache)...")
         elif kind == "compiled":
-            helper = f" ({e['helper_kernels']} compiled by a second process)" if e.get("helper_kernels") else ""
+            helper = f" ({e['helper_kernels']} compiled by the compile helper)" if e.get("helper_kernels") else ""
             self._line(f"kernels ready in {e['seconds']:.1f} s{helper}")
         elif kind == "step" and self.tty:
             now = time.monotonic()

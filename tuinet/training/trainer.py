@@ -95,7 +95,7 @@ class Trainer:
         self.run_dir: RunDir | None = None
         self.emit: Callable[[dict[str, Any]], None] = emit or (lambda e: None)
         self._compile_watch = contextlib.ExitStack()  # reports what the first step compiles (closed after it)
-        self._compile_helper: CompileHelper | None = None  # a second process compiling the same kernels meanwhile
+        self._compile_helper: CompileHelper | None = None  # processes compiling the same kernels meanwhile
         self.commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self.model: Sequential | None = None
         self.optimizer = None
@@ -563,7 +563,7 @@ class Trainer:
         """Until the first step is done, emit ``compiling`` with the kernel Numba is compiling (at most 5 a second).
 
         The first compile also starts the compile helper (:mod:`tuinet.engine.precompile`), which compiles the same
-        kernels from the other end in a second process; each kernel this process starts compiling is marked for it.
+        kernels from the other end in one or more other processes; each kernel this process starts compiling is marked for it.
         """
         last = [0.0]
         helper = None
@@ -581,7 +581,7 @@ class Trainer:
             if now - last[0] >= 0.2:
                 last[0] = now
                 extra = {}
-                if helper is not None and helper.proc is not None:
+                if helper is not None and helper.started:
                     extra["helper_kernels"] = helper.done()
                 self._emit("compiling", message=f"compiling {kernel}", kernel=kernel,
                            kernels_done=done + extra.get("helper_kernels", 0), elapsed=round(now - t0, 1), **extra)
