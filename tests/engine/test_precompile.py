@@ -41,6 +41,9 @@ class _FakeProc:
     def terminate(self):
         self.returncode = -15
 
+    def kill(self):
+        self.returncode = -9
+
     def wait(self, timeout=None):
         return self.returncode
 
@@ -140,6 +143,16 @@ def test_helpers_share_the_list_through_exclusive_claims(tmp_path):
     (tmp_path / f"main-{P.entry_key(*calls[0])}").touch()  # the trainer has started a
     assert P.compile_from_end(calls, tmp_path, os.getppid()) == 2
     assert log == ["d", "b"]
+
+
+def test_helpers_whose_trainer_is_gone_remove_their_folder(tmp_path):
+    folder = tmp_path / "tuinet-compile-x"
+    folder.mkdir()
+    (folder / "done-1").touch()
+    assert not P.remove_if_orphaned(folder, os.getppid())  # the trainer is there: it removes the folder itself
+    assert folder.exists()
+    assert P.remove_if_orphaned(folder, os.getppid() + 1)
+    assert not folder.exists()
 
 
 def test_one_helper_per_core_beyond_the_trainers_up_to_a_cap(monkeypatch):

@@ -16,7 +16,7 @@ when it reaches one so marked; a kernel the helper is compiling at that moment, 
 Nothing depends on the helper: it only fills Numba's cache, with the same code the trainer would compile (same
 source, same CPU features: the cache's own key checks both). If it fails, is slow or is stopped, the trainer
 compiles what is missing itself. It is stopped when the first step and the pictures after it are done, and it stops
-by itself when the trainer's process is gone. ``TUINET_COMPILE_HELPER=0`` turns it off; it is never started on a
+by itself when the trainer's process is gone (removing its folder, which the trainer would otherwise remove). ``TUINET_COMPILE_HELPER=0`` turns it off; it is never started on a
 single core.
 
 The helper runs :func:`main` with a folder holding ``job.json`` (what to build, see :meth:`CompileHelper.job_for`)
@@ -252,17 +252,33 @@ def _die_with_parent() -> None:
         pass
 
 
+def remove_if_orphaned(folder: Path, parent: int) -> bool:
+    """Remove the helpers' ``folder`` when their trainer (process ``parent``) is gone (killed, or ended without
+    stopping them: nobody else would); True when removed."""
+    if os.getppid() == parent:
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0])
     job = json.loads((folder / "job.json").read_text())
+    parent = job["parent"]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the trainer's to handle
+
+    def on_sigterm(signum, frame):  # the trainer died (PR_SET_PDEATHSIG) or someone asked: leave no folder behind
+        remove_if_orphaned(folder, parent)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     _die_with_parent()
-    if os.getppid() != job["parent"]:  # the trainer is already gone
-        return 0
-    calls = first_step_kernels(job)
-    (folder / "planned").write_text(str(len(calls)))
-    compile_from_end(calls, folder, job["parent"])
+    if not remove_if_orphaned(folder, parent):
+        calls = first_step_kernels(job)
+        (folder / "planned").write_text(str(len(calls)))
+        compile_from_end(calls, folder, parent)
+        remove_if_orphaned(folder, parent)
     return 0
 
 
@@ -413,14 +429,10 @@ class CompileHelper:
         if self.procs:
             self._remove_wait()
             for p in self.procs:
-                if p.poll() is None:
-                    p.terminate()  # any kernel it is writing to the cache is written whole or not at all
+                if p.poll() is None:  # at once, even inside a compile: the cache's files are each written whole
+                    p.kill()  # (a temporary file renamed) and its save lock goes with the process
             for p in self.procs:
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                p.wait()
             self.procs = []
         if self.folder is not None:
             if os.environ.get("TUINET_COMPILE_HELPER_LOG"):
