@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numba
@@ -153,6 +154,28 @@ def test_helpers_whose_trainer_is_gone_remove_their_folder(tmp_path):
     assert folder.exists()
     assert P.remove_if_orphaned(folder, os.getppid() + 1)
     assert not folder.exists()
+
+
+_SHORT_LIVED_TRAINER = """
+import json, os, subprocess, sys
+from tuinet.engine import precompile
+folder = sys.argv[1]
+with open(os.path.join(folder, "job.json"), "w") as f:
+    json.dump({"parent": os.getpid(), "model": "no such model"}, f)  # its planning fails at once
+subprocess.Popen([sys.executable, "-c", precompile._HELPER_MAIN, folder], start_new_session=True)
+"""  # ... and the "trainer" ends without stopping its helper
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_helper_outliving_its_trainer_removes_the_folder_and_exits(tmp_path):
+    folder = tmp_path / "tuinet-compile-x"
+    folder.mkdir()
+    subprocess.run([sys.executable, "-c", _SHORT_LIVED_TRAINER, str(folder)], check=True, timeout=60)
+    end = time.monotonic() + 60
+    while (folder.exists() or _helper_processes(str(folder))) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not folder.exists()
+    assert _helper_processes(str(folder)) == []
 
 
 def test_one_helper_per_core_beyond_the_trainers_up_to_a_cap(monkeypatch):

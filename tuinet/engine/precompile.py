@@ -274,10 +274,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     _die_with_parent()
-    if not remove_if_orphaned(folder, parent):
-        calls = first_step_kernels(job)
-        (folder / "planned").write_text(str(len(calls)))
-        compile_from_end(calls, folder, parent)
+    try:
+        if os.getppid() == parent:
+            calls = first_step_kernels(job)
+            (folder / "planned").write_text(str(len(calls)))
+            compile_from_end(calls, folder, parent)
+    finally:
+        # done (or failed): wait, idle, for the trainer to stop this process and remove the folder; if the trainer
+        # ends first (killed, or without stopping its helpers), remove it here
+        while os.getppid() == parent:
+            time.sleep(0.2)
         remove_if_orphaned(folder, parent)
     return 0
 
