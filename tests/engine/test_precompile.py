@@ -178,6 +178,44 @@ def test_a_helper_outliving_its_trainer_removes_the_folder_and_exits(tmp_path):
     assert _helper_processes(str(folder)) == []
 
 
+_TRAINER_THREAD_EXITS = """
+import json, os, subprocess, sys, threading, time
+from tuinet.engine import precompile
+folder = sys.argv[1]
+with open(os.path.join(folder, "job.json"), "w") as f:
+    json.dump({"parent": os.getpid(), "model": "no such model"}, f)
+
+def trainer():
+    p = subprocess.Popen([sys.executable, "-c", precompile._HELPER_MAIN, folder], start_new_session=True)
+    while True:  # until the helper catches SIGTERM (its handler set, PR_SET_PDEATHSIG next)
+        with open(f"/proc/{p.pid}/status") as s:
+            if int(next(x for x in s if x.startswith("SigCgt:")).split()[1], 16) >> 14 & 1:
+                break
+        time.sleep(0.01)
+    time.sleep(0.5)  # (its planning fails at once: it is idle, waiting for its trainer)
+    os._exit(0)  # the process ends from the helper's thread, without stopping it
+
+threading.Thread(target=trainer).start()
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_trainer_that_exits_from_its_thread_leaves_no_folder(tmp_path):
+    """``os._exit`` from the trainer's thread (as a benchmark ends a run at its first step): the kernel may hand the
+    helper to another thread of the dying process before it signals it, so the helper cannot wait to see its
+    parent gone; on the signal it removes the folder."""
+    folder = tmp_path / "tuinet-compile-x"
+    folder.mkdir()
+    subprocess.run([sys.executable, "-c", _TRAINER_THREAD_EXITS, str(folder)], check=True, timeout=60)
+    end = time.monotonic() + 60
+    while (folder.exists() or _helper_processes(str(folder))) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not folder.exists()
+    assert _helper_processes(str(folder)) == []
+
+
 def test_one_helper_per_core_beyond_the_trainers_up_to_a_cap(monkeypatch):
     for threads, helpers in (("2", 1), ("3", 2), ("64", P.MAX_HELPERS)):
         monkeypatch.setenv("TUINET_THREADS", threads)

@@ -268,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parent = job["parent"]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the trainer's to handle
 
-    def on_sigterm(signum, frame):  # the trainer died (PR_SET_PDEATHSIG) or someone asked: leave no folder behind
-        remove_if_orphaned(folder, parent)
+    def on_sigterm(signum, frame):
+        # PR_SET_PDEATHSIG: the trainer's thread that started this process has ended without stopping it (the
+        # trainer stops its helpers with SIGKILL before that thread ends), so nobody else will remove the folder.
+        # (The process may not look gone yet: when a thread of a dying process ends first, the kernel hands its
+        # children to another thread of the same process, which getppid() cannot tell apart.)
+        shutil.rmtree(folder, ignore_errors=True)
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
