@@ -26,11 +26,12 @@ def pytest_configure(config):
 #: BatchNorm and residual kernels of both variants, the Dense products on the micro-kernels, Adam)
 WARM_MODELS = ("cnn", "resnet", "lenet")
 _WARMUP = """
-import subprocess, sys
+import shutil, subprocess, sys
 for model in sys.argv[2:]:
     subprocess.run([sys.executable, "-m", "tuinet.cli", "train", "--headless", "--model", model, "--epochs", "1",
                     "--limit", "64", "--batch-size", "32", "--runs-dir", sys.argv[1]], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
+shutil.rmtree(sys.argv[1], ignore_errors=True)  # also when pytest itself was killed and cannot
 """
 _warmup: list = []  # (process, its runs folder)
 
