@@ -45,3 +45,16 @@ def test_layers_are_timed_in_the_models_own_thread_mode(monkeypatch):
     assert seen and set(seen) == {expected}
     conv_layer_times(model, 4, 1, mode="single")
     assert seen[-1] == 1
+
+
+def test_a_conv_maxpool_relu_triple_is_one_row_and_pytorch_times_the_same_layers():
+    model = build_model("conv3x3x4,maxpool2,relu,gap", (8, 8, 1), 10)
+    assert model.fused_triples == {0}
+    sides = [conv_layer_times(model, 4, 1, fused=True)]
+    try:
+        sides.append(torch_conv_layer_times(model, 4, 1, threads=1, fused=True))
+    except ImportError:
+        pass
+    for rows in sides:
+        assert [r.get("fused", False) for r in rows] == [False, True, True, False, False]
+        assert rows[0]["layer"] == "Conv2D(4, 3x3) + MaxPool2D(2x2) + ReLU" and rows[0]["forward_backward_ms"] > 0

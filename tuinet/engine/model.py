@@ -67,8 +67,13 @@ class Sequential:
         # of each pair
         self._fusable = frozenset(i for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))
                                   if hasattr(layer, "can_fuse") and layer.can_fuse(nxt))
+        # of those, the Conv2D + MaxPool2D pairs whose next layer, a ReLU, runs in the same pass too
+        self._fusable3 = frozenset(i for i in self._fusable if i + 2 < len(self.layers)
+                                   and hasattr(self.layers[i], "can_fuse_relu")
+                                   and self.layers[i].can_fuse_relu(self.layers[i + 1], self.layers[i + 2]))
         self._fusion = True
         self._fused = self._fusable
+        self._fused3 = self._fusable3
 
     @property
     def first_trainable(self) -> int:
@@ -85,6 +90,12 @@ class Sequential:
         return self._fused
 
     @property
+    def fused_triples(self) -> frozenset[int]:
+        """Indices of the fused pairs whose next layer runs fused with them too (a Conv2D, its MaxPool2D and the
+        ReLU after it); a subset of :attr:`fused_pairs`."""
+        return self._fused3
+
+    @property
     def fusion(self) -> bool:
         """Whether layer pairs that can run fused do (True, the default); results are the same either way."""
         return self._fusion
@@ -93,6 +104,7 @@ class Sequential:
     def fusion(self, on: bool) -> None:
         self._fusion = bool(on)
         self._fused = self._fusable if self._fusion else frozenset()
+        self._fused3 = self._fusable3 if self._fusion else frozenset()
 
     # --- computing ---------------------------------------------------------------------------------------------
 
@@ -101,7 +113,10 @@ class Sequential:
         layers = self.layers
         i = 0
         while i < len(layers):
-            if i in self._fused:
+            if i in self._fused3:
+                x = layers[i].forward_fused(x, training, layers[i + 1], layers[i + 2])
+                i += 3
+            elif i in self._fused:
                 x = layers[i].forward_fused(x, training, layers[i + 1])
                 i += 2
             else:
@@ -115,7 +130,10 @@ class Sequential:
         stop = self._first_trainable
         i = len(self.layers) - 1
         while i >= stop:
-            if i - 1 in self._fused and i - 1 >= stop:
+            if i - 2 in self._fused3 and i - 2 >= stop:
+                d = self.layers[i - 2].backward_fused(d, self.layers[i - 1], need_dx=i - 2 > stop, relu=self.layers[i])
+                i -= 3
+            elif i - 1 in self._fused and i - 1 >= stop:
                 d = self.layers[i - 1].backward_fused(d, self.layers[i], need_dx=i - 1 > stop)
                 i -= 2
             else:

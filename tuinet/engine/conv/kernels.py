@@ -19,7 +19,7 @@ from numba import prange
 
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
-from tuinet.engine.kernels import F0, jit
+from tuinet.engine.kernels import F0, _relu_bwd, jit
 from tuinet.engine.norm import _col_sums
 from tuinet.engine.parts import PartKernel
 from tuinet.engine.parts import make_launcher as _make_launcher
@@ -236,6 +236,14 @@ def _out_stats(y, first, shift, acc, acc_sq):
 
 
 @conv_jit()
+def _relu_inplace(a):
+    """a = max(a, 0) element by element (as the ReLU layer's forward pass: NaN becomes 0)."""
+    for i in range(a.size):
+        v = a[i]
+        a[i] = v if v > F0 else F0
+
+
+@conv_jit()
 def _copy_flat(src, dst):
     for i in range(dst.size):
         dst[i] = src[i]
@@ -269,8 +277,8 @@ def _make_conv2d_forward_part(EXT):
     def conv2d_forward_part(p, a):
         """Part ``p`` of ``parts`` of :func:`conv2d_forward` (samples p*N//parts to (p+1)*N//parts), serial."""
         (x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled, pool_out, pool_arg,
-         pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold, st_shift, st_sum, st_sq, pre,
-         pre_scale, pre_shift) = a
+         pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold, st_shift, st_sum,
+         st_sq, pre, pre_scale, pre_shift) = a
         N, H, W, C = x.shape
         P = OH * OW
         cp = wk.shape[1]
@@ -306,6 +314,8 @@ def _make_conv2d_forward_part(EXT):
                     _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
                 else:
                     _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
+                if pool_relu:
+                    _relu_inplace(pool_out[n].reshape(-1))
             elif direct:
                 _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
                 if EXT:
@@ -327,7 +337,7 @@ conv2d_forward_ext_part = _make_conv2d_forward_part(True)
 
 
 def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-                   pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
+                   pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
                    st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
     """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
@@ -340,7 +350,8 @@ def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, d
     ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
     stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
     (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
-    through memory (it is neither written nor read back).
+    through memory (it is neither written nor read back). ``pool_relu``: a ReLU follows the pooling, fused too:
+    pool_out gets max(pooled, 0), each sample while it is in cache (the same numbers as a ReLU pass after).
 
     ``pair`` (not with ``pooled``): two output positions per GEMM row (see
     :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
@@ -358,7 +369,7 @@ def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, d
     """
     parts = min(parts, x.shape[0])
     _run(_launch_forward, _FWD[ext], parts, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH,
-         OW, cout, pooled, pool_out, pool_arg, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
+         OW, cout, pooled, pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
          st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift)
 
 
@@ -402,7 +413,7 @@ def _make_conv2d_backward_part(EXT):
         dw2_parts[p]) and db_parts[p], their input gradients into dx; serial code."""
         (x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo, dtap_hi, panels_w,
          panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts, cout, pooled, pool_dy,
-         pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s,
+         pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s,
          tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift) = a
         N, H, W, C = x.shape
         P = base_u.size
@@ -424,13 +435,18 @@ def _make_conv2d_backward_part(EXT):
         zk = np.zeros(wt.shape[1], np.float32)
         zc = np.zeros(cin_p, np.float32)
         pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
+        rbuf = np.empty(pool_dy.shape[1] if pooled and pool_relu else 1, np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
             if EXT:
                 xf = _sample_input_ext(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
             else:
                 xf = _sample_input(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
             if pooled:
-                _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
+                if pool_relu:  # the ReLU's backward pass into a small buffer (a masked scatter would branch)
+                    _relu_bwd(pool_dy[n], pool_y[n], rbuf)
+                    _maxpool_bwd_sample(rbuf, pool_arg[n], pbuf.reshape(-1))
+                else:
+                    _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
                 dyn = pbuf
             else:
                 dyn = dy[n]
@@ -499,7 +515,7 @@ conv2d_backward_ext_part = _make_conv2d_backward_part(True)
 
 def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
-                    cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i,
+                    cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i,
                     pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale,
                     pre_shift):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
@@ -540,7 +556,9 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
 
     ``pooled``: the layer's output went through a fused MaxPool2D; dy is not used (pass any array), each
     sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
-    pool_arg (N, M), as :func:`maxpool_backward` would write it.
+    pool_arg (N, M), as :func:`maxpool_backward` would write it. ``pool_relu``: a fused ReLU followed the pooling
+    (see :func:`conv2d_forward`); pool_dy is its output's gradient and pool_y (N, M) its output, whose mask
+    (pool_y > 0) is applied on the way.
 
     ``ext``: the extended variant (``tdw``, ``scat``, ``add_dx``, ``pre``). The batch is cut into ``parts``, one
     per Numba thread.
@@ -548,7 +566,7 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     parts = min(parts, x.shape[0])
     _run(_launch_backward, _BWD[ext], parts, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i,
          doff_u, dtap_lo, dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
-         parts, cout, pooled, pool_dy, pool_arg, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
+         parts, cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
          panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift)
     dw = dw2_parts if pair or tdw else dw_parts
     for p in range(1, parts):  # the parts' partial sums into part 0, in part order

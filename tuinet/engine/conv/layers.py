@@ -19,7 +19,7 @@ from tuinet.engine.conv.kernels import (
     maxpool_forward,
 )
 from tuinet.engine.conv.plan import ConvPlan
-from tuinet.engine.layers import Layer, init_weights, register
+from tuinet.engine.layers import Layer, ReLU, init_weights, register
 from tuinet.engine.norm import OutputStats, fold_factor
 from tuinet.errors import ModelError
 
@@ -201,12 +201,19 @@ class Conv2D(Layer):
         """True when ``nxt`` is a MaxPool2D that :meth:`forward_fused` can compute along with this layer."""
         return type(nxt) is MaxPool2D and tuple(nxt.input_shape) == tuple(self.output_shape)
 
-    def forward_fused(self, x, training, pool: "MaxPool2D"):
-        """This convolution and the MaxPool2D ``pool`` after it in one pass (the model calls it for such pairs).
+    def can_fuse_relu(self, pool, relu) -> bool:
+        """True when ``relu`` (after this layer's fused MaxPool2D ``pool``) can run in the same pass."""
+        return type(relu) is ReLU and self.can_fuse(pool)
 
-        Returns the pooled output; both layers keep what their backward passes need, so either
-        :meth:`backward_fused` or the two layers' own ``backward`` can follow. Same results as
-        ``pool.forward(self.forward(x))`` bit for bit, without the convolution's output ever being stored.
+    def forward_fused(self, x, training, pool: "MaxPool2D", relu: ReLU | None = None):
+        """This convolution and the MaxPool2D ``pool`` after it in one pass (the model calls it for such pairs),
+        and the ``relu`` after that when given (Conv2D, MaxPool2D, ReLU: the model calls it for such triples).
+
+        Returns the pooled output (rectified with ``relu``); the layers keep what their backward passes need, so
+        either :meth:`backward_fused` or the layers' own ``backward`` can follow. Same results as
+        ``pool.forward(self.forward(x))`` (and ``relu.forward`` of that) bit for bit, without the convolution's
+        output ever being stored, and with ``relu`` without a second pass over the pooled output (``relu.output``
+        is set as its own forward pass would set it; the pooled output before the ReLU is never stored).
         """
         self._x = x
         self._pre = None
@@ -214,8 +221,10 @@ class Conv2D(Layer):
         n = x.shape[0]
         out = np.empty((n,) + pool.output_shape, np.float32)
         arg = np.empty((n,) + pool.output_shape, np.int32)
-        self._run_forward(x, _NO_OUT, True, out, arg, pool.pool_size, pool.stride)
+        self._run_forward(x, _NO_OUT, True, out, arg, pool.pool_size, pool.stride, pool_relu=relu is not None)
         pool._arg = arg
+        if relu is not None:
+            relu._cache = out
         return out
 
     def _paired_weights(self) -> np.ndarray:
@@ -230,7 +239,7 @@ class Conv2D(Layer):
         self._bp2[cp:] = self._bp
         return self._wk2
 
-    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride, stats=False):
+    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride, stats=False, pool_relu=False):
         oh, ow, cout = self.output_shape
         if self.use_bias:
             self._bp[:cout] = self.params[1]
@@ -241,7 +250,7 @@ class Conv2D(Layer):
         ext = self.kernel_ext or stats or self._pre is not None
         conv2d_forward(ext, x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out,
                        plan.pt, plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out,
-                       pool_arg, pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
+                       pool_arg, pool_relu, pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
                        plan.pbase_i, plan.poff_u, plan.panels_pair, stats,
                        self.stats.fold if stats else 1, st[0], st[1], st[2], self._pre is not None, pre[0], pre[1])
 
@@ -253,13 +262,15 @@ class Conv2D(Layer):
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
                                   need_dx, dx_add)
 
-    def backward_fused(self, dy, pool: "MaxPool2D", need_dx=True):
-        """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output."""
+    def backward_fused(self, dy, pool: "MaxPool2D", need_dx=True, relu: ReLU | None = None):
+        """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output, or of the ReLU's
+        output when ``relu`` was fused too (its mask is applied as the pooled gradient is scattered)."""
         n = dy.shape[0]
+        pool_y = _NO_DY if relu is None else relu.output.reshape(n, -1)
         return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool.argmax.reshape(n, -1),
-                                  need_dx)
+                                  need_dx, pool_relu=relu is not None, pool_y=pool_y)
 
-    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None):
+    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None):
         x = self._x
         oh, ow, cout = self.output_shape
         plan = self._plan
@@ -290,7 +301,9 @@ class Conv2D(Layer):
                         plan.off_u, plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out,
                         plan.panels_in, ow, self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr,
                         plan.fh, plan.fw,
-                        plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, plan.dx_gemm, self._wt,
+                        plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, pool_relu,
+                        _NO_DY if pool_y is None else pool_y, plan.dx_gemm,
+                        self._wt,
                         plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
                         plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u,
                         need_dx and dx_add is not None,
