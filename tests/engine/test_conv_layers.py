@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuinet.engine.conv import AvgPool2D, Conv2D, GlobalAvgPool, MaxPool2D, conv_geometry
+from tuinet.engine.conv import AvgPool2D, Conv2D, GlobalAvgPool, MaxPool2D, conv_geometry, kernels
+from tuinet.engine.conv.plan import SCATTER48, _scatter_panels
 from tuinet.engine.norm import BatchNorm, fold_factor
 from tuinet.engine.residual import ResidualBlock
 from tuinet.errors import ModelError
@@ -186,12 +187,45 @@ def test_conv2d_fuses_col2im_when_kernel_rows_make_whole_panels():
         return layer._plan
 
     p = plan((28, 28, 16), 32, 3, 2, "same")  # resnet's strided conv: 48 taps per kernel row
-    assert p.scat and p.panels_s.tolist() == [[0, 32, 0], [32, 16, 32], [48, 32, 29 * 16], [80, 16, 29 * 16 + 32],
-                                              [96, 32, 2 * 29 * 16], [128, 16, 2 * 29 * 16 + 32]]
+    assert p.scat and p.panels_s.tolist() == _scatter_panels(3, 48, 29 * 16, SCATTER48).tolist()
     assert plan((28, 28, 16), 32, 1, 2, "valid").scat and plan((7, 7, 32), 8, 3, 2, "same").scat
     assert not plan((14, 14, 6), 16, 5, 2, "valid").scat  # 30 taps per kernel row
     assert not plan((7, 7, 24), 8, 3, 2, "same").scat  # 72: a panel of 8 would be needed (not compiled)
     assert not plan((28, 28, 16), 16, 3, 1, "same").scat  # stride 1, 8k channels: the full convolution
+
+
+def test_scatter_panels_cover_each_kernel_row_in_48_wide_panels_with_512_bit_vectors():
+    row = 29 * 16  # a padded input row of 29 pixels of 16 channels
+    assert _scatter_panels(3, 48, row, wide=False).tolist() == [
+        [0, 32, 0], [32, 16, 32], [48, 32, row], [80, 16, row + 32], [96, 32, 2 * row], [128, 16, 2 * row + 32]]
+    assert _scatter_panels(3, 48, row, wide=True).tolist() == [[0, 48, 0], [48, 48, row], [96, 48, 2 * row]]
+    assert _scatter_panels(1, 96, row, wide=True).tolist() == [[0, 48, 0], [48, 48, 48]]
+    assert _scatter_panels(1, 80, row, wide=True).tolist() == [[0, 48, 0], [48, 32, 48]]
+    assert _scatter_panels(1, 64, row, wide=True).tolist() == [[0, 48, 0], [48, 16, 48]]
+    assert SCATTER48 == (kernels.LANES == 16)
+
+
+@pytest.mark.parametrize("shape,filters,k,pad", [((28, 28, 16), 32, 3, "same"), ((14, 14, 32), 64, 3, "same"),
+                                                 ((9, 9, 16), 24, 3, "valid"), ((7, 6, 48), 16, 1, "valid")])
+def test_48_wide_scatter_panels_give_the_same_input_gradient(monkeypatch, shape, filters, k, pad):
+    """The 48-wide scatter tiles (their partial last tiles through the 32- and 16-wide ones) give the input
+    gradient of the 32- and 16-wide panels, whichever the host uses, to float rounding: a pixel's contributions
+    from different kernel columns of one kernel row now arrive row by row instead of panel by panel. P of 196,
+    49, 16 and 12 rows (tails of 4, 1, 0 and 4 rows after the 8-row tiles)."""
+    from tuinet.engine.conv import plan as plan_mod
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3,) + shape).astype(np.float32)
+    dxs = []
+    for wide in (False, True):
+        monkeypatch.setattr(plan_mod, "SCATTER48", wide)
+        layer = Conv2D(filters, k, 2, pad)
+        layer.build(shape, np.random.default_rng(0))
+        assert layer._plan.scat and (48 in layer._plan.panels_s[:, 1]) == wide
+        y = layer.forward(x, True)
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        dxs.append(layer.backward(dy))
+    np.testing.assert_allclose(dxs[0], dxs[1], rtol=1e-5, atol=2e-6)
 
 
 def test_conv_kernel_variants_agree_and_only_residual_models_use_the_extended_one():

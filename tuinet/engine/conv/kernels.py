@@ -37,6 +37,7 @@ MK16 = tile_kernel(R16, 16, LANES)
 MK8 = tile_kernel(R8, 8, LANES)
 MKS32 = tile_kernel(R32, 32, LANES, scatter=True)
 MKS16 = tile_kernel(R16, 16, LANES, scatter=True)
+MKS48 = tile_kernel(ROWS48, 48, LANES, scatter=True)
 MKT48 = tile_kernel(ROWS48, 48, LANES, btable=True)
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
 
 @conv_jit(noinline=True)
 def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
-    """For each panel (j0, width, cj0) of ``panels`` (widths 32 or 16) and each row r < rows:
+    """For each panel (j0, width, cj0) of ``panels`` (widths 48, 32 or 16) and each row r < rows:
     c[cu[r] + cj0 : ... + width] += (A @ b[:, j0:j0 + width])[r], where A[r, t] = af[u[r] + v[t]].
 
     The input gradient's col2im fused into the GEMM: a row is an output position's gradient over the taps
@@ -137,10 +138,13 @@ def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
     lies within one kernel row, so its columns are contiguous there (``cj0``: the panel's offset in the
     window). Rows of one call are added one after the other, so windows may overlap. A last, partial tile is
     computed by :func:`_panel_gemm` into a small buffer (``zb``: zeros, as wide as ``b``) and added row by row;
-    ``u`` must extend to ``rows`` rounded up to the tile height, ``cu`` need not.
+    ``u`` must extend to ``rows`` rounded up to the tile height, ``cu`` need not (a 48-wide panel's partial tile
+    goes through _panel_gemm as a 32- and a 16-wide panel: ``u`` must extend that far past its whole tiles, see
+    :func:`~tuinet.engine.conv.plan._tile_rows`).
     """
     tile = np.empty((TILE_ROWS, b.shape[1]), np.float32)
     one = np.empty((1, 2), np.int64)  # one panel, as the (n, 2) C array _panel_gemm is compiled for
+    two = np.empty((2, 2), np.int64)  # a 48-wide panel as a 32- and a 16-wide one
     no = rows < 0
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
@@ -148,16 +152,23 @@ def _panel_gemm_scatter(af, u, rows, v, b, c, cu, panels, zb):
         cj0 = panels[i, 2]
         one[0, 0] = j0
         one[0, 1] = wd
-        th = R32 if wd == 32 else R16
+        two[0, 0] = j0
+        two[0, 1] = 32
+        two[1, 0] = j0 + 32
+        two[1, 1] = 16
+        th = ROWS48 if wd == 48 else (R32 if wd == 32 else R16)
         full = rows - rows % th
-        if wd == 32:
+        if wd == 48:
+            for r0 in range(0, full, ROWS48):
+                MKS48(af, u, r0, v, b, j0, c, cu, cj0)
+        elif wd == 32:
             for r0 in range(0, full, R32):
                 MKS32(af, u, r0, v, b, j0, c, cu, cj0)
         else:
             for r0 in range(0, full, R16):
                 MKS16(af, u, r0, v, b, j0, c, cu, cj0)
         if full < rows:  # the same micro-kernel sums, through _panel_gemm (already in the caller: no new code)
-            _panel_gemm(af, u[full:], rows - full, v, b, tile, zb, no, one)
+            _panel_gemm(af, u[full:], rows - full, v, b, tile, zb, no, two if wd == 48 else one)
             for r in range(rows - full):
                 _add_into(c[cu[full + r] + cj0:cu[full + r] + cj0 + wd], tile[r][j0:j0 + wd])
 

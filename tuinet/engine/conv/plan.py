@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tuinet.engine.conv.codegen import _MK_ROWS
+from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48
 
 
 def _panels(width: int) -> np.ndarray:
@@ -20,14 +20,19 @@ def _panels(width: int) -> np.ndarray:
     return np.array(out, np.int64).reshape(-1, 2)
 
 
-def _scatter_panels(kh: int, run: int, row: int) -> np.ndarray:
+#: the input gradient's scatter GEMM takes 48-wide panels (8 x 3 zmm tiles: 12 loads per 24 FMAs, where 6 x 2 zmm
+#: need 9 per 12 and 12 x 1 zmm 14 per 12) with 512-bit vectors; with 256-bit ones a 48-wide tile has only 2 rows
+SCATTER48 = LANES == 16
+
+
+def _scatter_panels(kh: int, run: int, row: int, wide: bool = SCATTER48) -> np.ndarray:
     """Panels (j0, width, cj0) of the input-gradient GEMM with its col2im fused: each kernel row's ``run``
-    (= KW*Cin, a multiple of 16) contiguous taps in panels of 32, then 16 (j0: from kh*run; cj0: the panel's
-    offset in the window, kh*``row`` + its offset in the kernel row)."""
+    (= KW*Cin, a multiple of 16) contiguous taps in panels of 48 (``wide``), 32, then 16 (j0: from kh*run; cj0:
+    the panel's offset in the window, kh*``row`` + its offset in the kernel row)."""
     out = []
     for k in range(kh):
         j = 0
-        for wd in (32, 16):
+        for wd in ((48, 32, 16) if wide else (32, 16)):
             while run - j >= wd:
                 out.append((k * run + j, wd, k * row + j))
                 j += wd
@@ -35,8 +40,15 @@ def _scatter_panels(kh: int, run: int, row: int) -> np.ndarray:
 
 
 def _tile_rows(rows: int, panels: np.ndarray) -> int:
-    """``rows`` rounded up so that every panel's row tiles fit."""
-    return max(-(-rows // _MK_ROWS[int(w)]) * _MK_ROWS[int(w)] for w in panels[:, 1])
+    """``rows`` rounded up so that every panel's row tiles fit (a 48-wide scatter panel's last, partial tile is
+    computed as a 32- and a 16-wide one, so it needs those tiles' heights past its whole tiles)."""
+    out = 0
+    for w in panels[:, 1]:
+        if int(w) == 48:
+            out = max(out, rows - rows % ROWS48 + max(_MK_ROWS[32], _MK_ROWS[16]))
+        else:
+            out = max(out, -(-rows // _MK_ROWS[int(w)]) * _MK_ROWS[int(w)])
+    return out
 
 
 def _padded_offsets(values: np.ndarray, length: int, fill: int) -> np.ndarray:
@@ -131,7 +143,7 @@ class ConvPlan:
         panels_k = _panels(kp)
         hi = np.repeat(khi * kw * cout, w).astype(np.int64)
         dx_gemm = (sh, sw) != (1, 1) or c % 8 != 0
-        panels_s = _scatter_panels(kh, kw * c, wp * c)
+        panels_s = _scatter_panels(kh, kw * c, wp * c, SCATTER48)
         q_rows = _tile_rows(p, np.vstack([panels_k, panels_s[:, :2]]))  # the dy @ W^T rows, for both kinds of panels
         pair = c == 1 and (sh, sw) == (1, 1) and ow % 2 == 0 and cp in (8, 16)
         tdw = cp in (8, 16) and (kw * c) % 48 == 0 and not pair
