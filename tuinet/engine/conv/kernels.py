@@ -348,8 +348,8 @@ conv2d_forward_ext_part = _make_conv2d_forward_part(True)
 
 
 def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
-                   pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold,
-                   st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
+                   pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair,
+                   stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
     """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
     wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
@@ -380,8 +380,8 @@ def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, d
     """
     parts = min(parts, x.shape[0])
     _run(_launch_forward, _FWD[ext], parts, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH,
-         OW, cout, pooled, pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats,
-         st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift)
+         OW, cout, pooled, pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u,
+         panels_pair, stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift)
 
 
 @conv_jit()
@@ -424,8 +424,8 @@ def _make_conv2d_backward_part(EXT):
         dw2_parts[p]) and db_parts[p], their input gradients into dx; serial code."""
         (x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo, dtap_hi, panels_w,
          panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts, cout, pooled, pool_dy,
-         pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s,
-         tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift) = a
+         pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
+         panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift) = a
         N, H, W, C = x.shape
         P = base_u.size
         cp = dw_parts.shape[2]
@@ -526,9 +526,9 @@ conv2d_backward_ext_part = _make_conv2d_backward_part(True)
 
 def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo,
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
-                    cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i,
-                    pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale,
-                    pre_shift):
+                    cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair,
+                    dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add,
+                    pre, pre_scale, pre_shift):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -577,8 +577,9 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     parts = min(parts, x.shape[0])
     _run(_launch_backward, _BWD[ext], parts, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i,
          doff_u, dtap_lo, dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
-         parts, cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
-         panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift)
+         parts, cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair,
+         dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre,
+         pre_scale, pre_shift)
     dw = dw2_parts if pair or tdw else dw_parts
     for p in range(1, parts):  # the parts' partial sums into part 0, in part order
         np.add(dw[0], dw[p], out=dw[0])

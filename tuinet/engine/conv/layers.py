@@ -248,11 +248,11 @@ class Conv2D(Layer):
         st = self._st if stats else _NO_ST
         pre = self._pre if self._pre is not None else _NO_PRE
         ext = self.kernel_ext or stats or self._pre is not None
-        conv2d_forward(ext, x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out,
-                       plan.pt, plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out,
-                       pool_arg, pool_relu, pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
-                       plan.pbase_i, plan.poff_u, plan.panels_pair, stats,
-                       self.stats.fold if stats else 1, st[0], st[1], st[2], self._pre is not None, pre[0], pre[1])
+        conv2d_forward(ext, x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
+                       plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
+                       pool_relu, pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
+                       plan.pbase_i, plan.poff_u, plan.panels_pair, stats, self.stats.fold if stats else 1, st[0],
+                       st[1], st[2], self._pre is not None, pre[0], pre[1])
 
     def backward(self, dy, need_dx=True, dx_add=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
