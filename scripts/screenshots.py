@@ -11,8 +11,8 @@ Each run is paused before its screenshot, so the picture is of a consistent stat
 ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
 ``sweep.svg`` is the Sweep screen of a real 12-trial sweep on digits (``tuinet sweep --detach``, two workers), taken
 once most trials are done. ``firstrun.svg`` is the first run of the cnn preset on an empty Numba cache while its
-kernels compile in two processes (the trainer and the compile helper). ``serve.png`` is `tuinet serve` in headless Chromium on a live detached digits run (scripts/browser_shot.py; needs
-chromium).
+kernels compile in two processes (the trainer and the compile helper). ``serve.png`` is `tuinet serve` in headless
+Chromium on a live detached digits run (scripts/browser_shot.py; needs chromium).
 """
 
 from __future__ import annotations

@@ -10,16 +10,21 @@ from tuinet.engine import build_model
 from tuinet.engine.threads import configure_threads
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_layer_rows_follow_the_model_and_its_fused_pairs(fused):
-    model = build_model("conv3x3x4,maxpool2,bn,relu,gap", (8, 8, 1), 10)
-    assert model.fused_pairs == {0, 2}
+def _both_sides(model, fused: bool) -> list[list[dict]]:
+    """The per-layer rows of tuinet and, when PyTorch is installed, of its twin (batch 4, one repeat)."""
     sides = [conv_layer_times(model, 4, 1, fused=fused)]
     try:
         sides.append(torch_conv_layer_times(model, 4, 1, threads=1, fused=fused))
     except ImportError:
         pass
-    for rows in sides:
+    return sides
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_layer_rows_follow_the_model_and_its_fused_pairs(fused):
+    model = build_model("conv3x3x4,maxpool2,bn,relu,gap", (8, 8, 1), 10)
+    assert model.fused_pairs == {0, 2}
+    for rows in _both_sides(model, fused):
         assert [r.get("fused", False) for r in rows] == [False, fused, False, fused, False, False]
         assert len(rows) == len(model.layers) and all(r["forward_backward_ms"] >= 0 for r in rows)
         names = [r["layer"] for r in rows]
@@ -50,11 +55,6 @@ def test_layers_are_timed_in_the_models_own_thread_mode(monkeypatch):
 def test_a_conv_maxpool_relu_triple_is_one_row_and_pytorch_times_the_same_layers():
     model = build_model("conv3x3x4,maxpool2,relu,gap", (8, 8, 1), 10)
     assert model.fused_triples == {0}
-    sides = [conv_layer_times(model, 4, 1, fused=True)]
-    try:
-        sides.append(torch_conv_layer_times(model, 4, 1, threads=1, fused=True))
-    except ImportError:
-        pass
-    for rows in sides:
+    for rows in _both_sides(model, True):
         assert [r.get("fused", False) for r in rows] == [False, True, True, False, False]
         assert rows[0]["layer"] == "Conv2D(4, 3x3) + MaxPool2D(2x2) + ReLU" and rows[0]["forward_backward_ms"] > 0

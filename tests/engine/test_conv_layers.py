@@ -592,7 +592,7 @@ def test_conv_maxpool_fused_equals_the_two_layers(shape, filters, k, s, pad, poo
     yf = conv.forward_fused(x, True, mp)
     np.testing.assert_array_equal(yf, y)
     np.testing.assert_array_equal(mp.argmax, arg)
-    dxf = conv.backward_fused(dy, mp, need_dx)
+    dxf = conv.backward_fused(dy, mp, need_dx=need_dx)
     for g, gf in zip(grads, conv.grads):
         np.testing.assert_array_equal(gf, g)
     if need_dx:

@@ -23,11 +23,10 @@ def _median_ms(fn, repeats: int) -> float:
 
 def _groups(model, fused: bool) -> list[tuple[int, int]]:
     """(first, last + 1) layer indices of each timed unit: a fused pair or triple (``fused``) or one layer."""
-    pairs = model.fused_pairs if fused else frozenset()
-    triples = model.fused_triples if fused else frozenset()
+    groups = model.fused_groups if fused else {}
     out, i = [], 0
     while i < len(model.layers):
-        n = 3 if i in triples else 2 if i in pairs else 1
+        n = groups.get(i, 1)
         out.append((i, i + n))
         i += n
     return out
@@ -49,7 +48,7 @@ def conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed: int 
 
     Returns one dict per layer: ``name``, ``layer`` (its description), ``forward_ms``, ``backward_ms``,
     ``forward_backward_ms``. With ``fused``, the pairs and triples the model runs fused
-    (:attr:`Sequential.fused_pairs`, :attr:`Sequential.fused_triples`) are timed as one unit, as a training step
+    (:attr:`Sequential.fused_groups`) are timed as one unit, as a training step
     runs them: the unit's time is in its first layer's row (named ``a+b`` or ``a+b+c``), the others' rows have
     0 ms and ``fused: True``. The cores go where a training step of this model
     gives them (:func:`configure_threads` with ``mode``, by default the model's own mode), whatever the calling
@@ -62,22 +61,14 @@ def conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed: int 
     rows: list[dict[str, Any]] = []
     for i, j in _groups(model, fused):
         layer = model.layers[i]
-        if j - i == 3:
-            nxt, relu = model.layers[i + 1], model.layers[i + 2]
+        if j - i > 1:
+            rest = model.layers[i + 1:j]
 
-            def forward(x=x, layer=layer, nxt=nxt, relu=relu):
-                return layer.forward_fused(x, True, nxt, relu)
+            def forward(x=x, layer=layer, rest=rest):
+                return layer.forward_fused(x, True, *rest)
 
-            def backward(dy, need_dx, layer=layer, nxt=nxt, relu=relu):
-                return layer.backward_fused(dy, nxt, need_dx, relu=relu)
-        elif j - i == 2:
-            nxt = model.layers[i + 1]
-
-            def forward(x=x, layer=layer, nxt=nxt):
-                return layer.forward_fused(x, True, nxt)
-
-            def backward(dy, need_dx, layer=layer, nxt=nxt):
-                return layer.backward_fused(dy, nxt, need_dx)
+            def backward(dy, need_dx, layer=layer, rest=rest):
+                return layer.backward_fused(dy, *rest, need_dx=need_dx)
         else:
             def forward(x=x, layer=layer):
                 return layer.forward(x, True)

@@ -63,17 +63,9 @@ class Sequential:
             (p, g) for layer in self.layers for name, p, g in layer.named_params() if name in layer.penalized
         ]
         self._first_trainable = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
-        # layers that can run together with the next one (Conv2D + MaxPool2D, BatchNorm + ReLU): index of the first
-        # of each pair
-        self._fusable = frozenset(i for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))
-                                  if hasattr(layer, "can_fuse") and layer.can_fuse(nxt))
-        # of those, the Conv2D + MaxPool2D pairs whose next layer, a ReLU, runs in the same pass too
-        self._fusable3 = frozenset(i for i in self._fusable if i + 2 < len(self.layers)
-                                   and hasattr(self.layers[i], "can_fuse_relu")
-                                   and self.layers[i].can_fuse_relu(self.layers[i + 1], self.layers[i + 2]))
+        self._fusable = self._fusable_groups(self.layers)
         self._fusion = True
         self._fused = self._fusable
-        self._fused3 = self._fusable3
 
     @property
     def first_trainable(self) -> int:
@@ -83,17 +75,38 @@ class Sequential:
         """
         return self._first_trainable
 
+    @staticmethod
+    def _fusable_groups(layers) -> dict[int, int]:
+        """The layers that can run as one unit with the ones after them: the first one's index -> the unit's number
+        of layers. A Conv2D and its MaxPool2D (3 with the ReLU after that: ``can_fuse_relu``), a BatchNorm or a
+        Dense and its ReLU (``can_fuse``); the first layer's ``forward_fused(x, training, *others)`` and
+        ``backward_fused(dy, *others, need_dx=...)`` run the unit."""
+        groups, i = {}, 0
+        while i < len(layers) - 1:
+            layer = layers[i]
+            n = 1
+            if hasattr(layer, "can_fuse") and layer.can_fuse(layers[i + 1]):
+                n = 3 if (i + 2 < len(layers) and hasattr(layer, "can_fuse_relu")
+                          and layer.can_fuse_relu(layers[i + 1], layers[i + 2])) else 2
+                groups[i] = n
+            i += n
+        return groups
+
+    @property
+    def fused_groups(self) -> dict[int, int]:
+        """The units of layers that run fused: the first one's index -> how many layers (a copy)."""
+        return dict(self._fused)
+
     @property
     def fused_pairs(self) -> frozenset[int]:
         """Indices of the layers that run fused with the next one (a Conv2D and its MaxPool2D, a BatchNorm and its
-        ReLU)."""
-        return self._fused
+        ReLU), including the units of three."""
+        return frozenset(self._fused)
 
     @property
     def fused_triples(self) -> frozenset[int]:
-        """Indices of the fused pairs whose next layer runs fused with them too (a Conv2D, its MaxPool2D and the
-        ReLU after it); a subset of :attr:`fused_pairs`."""
-        return self._fused3
+        """Indices of the fused units of three layers (a Conv2D, its MaxPool2D and the ReLU after it)."""
+        return frozenset(i for i, n in self._fused.items() if n == 3)
 
     @property
     def fusion(self) -> bool:
@@ -103,8 +116,7 @@ class Sequential:
     @fusion.setter
     def fusion(self, on: bool) -> None:
         self._fusion = bool(on)
-        self._fused = self._fusable if self._fusion else frozenset()
-        self._fused3 = self._fusable3 if self._fusion else frozenset()
+        self._fused = self._fusable if self._fusion else {}
 
     # --- computing ---------------------------------------------------------------------------------------------
 
@@ -113,29 +125,22 @@ class Sequential:
         layers = self.layers
         i = 0
         while i < len(layers):
-            if i in self._fused3:
-                x = layers[i].forward_fused(x, training, layers[i + 1], layers[i + 2])
-                i += 3
-            elif i in self._fused:
-                x = layers[i].forward_fused(x, training, layers[i + 1])
-                i += 2
-            else:
-                x = layers[i].forward(x, training)
-                i += 1
+            n = self._fused.get(i, 1)
+            x = layers[i].forward_fused(x, training, *layers[i + 1:i + n]) if n > 1 else layers[i].forward(x, training)
+            i += n
         return x
 
     def backward(self, dout: np.ndarray) -> None:
         """Backpropagate the loss gradient through every layer, filling the gradient buffers."""
         d = dout
         stop = self._first_trainable
+        first_of = {i + n - 1: i for i, n in self._fused.items()}  # a unit's last layer -> its first
         i = len(self.layers) - 1
         while i >= stop:
-            if i - 2 in self._fused3 and i - 2 >= stop:
-                d = self.layers[i - 2].backward_fused(d, self.layers[i - 1], need_dx=i - 2 > stop, relu=self.layers[i])
-                i -= 3
-            elif i - 1 in self._fused and i - 1 >= stop:
-                d = self.layers[i - 1].backward_fused(d, self.layers[i], need_dx=i - 1 > stop)
-                i -= 2
+            first = first_of.get(i, i)
+            if first < i and first >= stop:
+                d = self.layers[first].backward_fused(d, *self.layers[first + 1:i + 1], need_dx=first > stop)
+                i = first - 1
             else:
                 d = self.layers[i].backward(d, need_dx=i > stop)
                 i -= 1

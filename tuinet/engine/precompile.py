@@ -16,8 +16,8 @@ when it reaches one so marked; a kernel the helper is compiling at that moment, 
 Nothing depends on the helper: it only fills Numba's cache, with the same code the trainer would compile (same
 source, same CPU features: the cache's own key checks both). If it fails, is slow or is stopped, the trainer
 compiles what is missing itself. It is stopped when the first step and the pictures after it are done, and it stops
-by itself when the trainer's process is gone (removing its folder, which the trainer would otherwise remove). ``TUINET_COMPILE_HELPER=0`` turns it off; it is never started on a
-single core.
+by itself when the trainer's process is gone (removing its folder, which the trainer would otherwise remove).
+``TUINET_COMPILE_HELPER=0`` turns it off; it is never started on a single core.
 
 The helper runs :func:`main` with a folder holding ``job.json`` (what to build, see :meth:`CompileHelper.job_for`)
 and its marks; ``TUINET_COMPILE_HELPER_LOG=FILE`` keeps a copy of its log (what it compiled, when, how long).

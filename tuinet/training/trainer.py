@@ -563,7 +563,8 @@ class Trainer:
         """Until the first step is done, emit ``compiling`` with the kernel Numba is compiling (at most 5 a second).
 
         The first compile also starts the compile helper (:mod:`tuinet.engine.precompile`), which compiles the same
-        kernels from the other end in one or more other processes; each kernel this process starts compiling is marked for it.
+        kernels from the other end in one or more other processes; each kernel this process starts compiling is marked
+        for it.
         """
         last = [0.0]
         helper = None

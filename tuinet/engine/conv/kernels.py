@@ -19,7 +19,7 @@ from numba import prange
 
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
-from tuinet.engine.kernels import F0, _relu_bwd, jit
+from tuinet.engine.kernels import F0, _relu_bwd, _relu_fwd, jit
 from tuinet.engine.norm import _col_sums
 from tuinet.engine.parts import PartKernel
 from tuinet.engine.parts import make_launcher as _make_launcher
@@ -247,14 +247,6 @@ def _out_stats(y, first, shift, acc, acc_sq):
 
 
 @conv_jit()
-def _relu_inplace(a):
-    """a = max(a, 0) element by element (as the ReLU layer's forward pass: NaN becomes 0)."""
-    for i in range(a.size):
-        v = a[i]
-        a[i] = v if v > F0 else F0
-
-
-@conv_jit()
 def _copy_flat(src, dst):
     for i in range(dst.size):
         dst[i] = src[i]
@@ -325,8 +317,8 @@ def _make_conv2d_forward_part(EXT):
                     _maxpool2x2_fwd_sample(y3, pool_out[n], pool_arg[n], psh, psw)
                 else:
                     _maxpool_fwd_sample(y3, pool_out[n], pool_arg[n], pkh, pkw, psh, psw)
-                if pool_relu:
-                    _relu_inplace(pool_out[n].reshape(-1))
+                if pool_relu:  # the ReLU layer's own kernel, in place
+                    _relu_fwd(pool_out[n].reshape(-1), pool_out[n].reshape(-1))
             elif direct:
                 _panel_gemm(xf, base_i, P, off_u, wk, out[n], bp, no, panels)
                 if EXT:

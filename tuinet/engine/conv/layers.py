@@ -3,7 +3,8 @@
 A Conv2D followed by a MaxPool2D runs fused when the model calls :meth:`Conv2D.forward_fused` /
 :meth:`Conv2D.backward_fused` (``Sequential`` does for every such pair): each sample's convolution output
 (and, backward, its gradient) lives only in a per-thread buffer, so the full-size activation never goes
-through memory. Results are bit-for-bit those of the two layers run one after the other.
+through memory; a ReLU after the MaxPool2D joins the unit (applied to each sample's pooled values in cache).
+Results are bit-for-bit those of the layers run one after the other.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ class Conv2D(Layer):
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
                                   need_dx, dx_add)
 
-    def backward_fused(self, dy, pool: "MaxPool2D", need_dx=True, relu: ReLU | None = None):
+    def backward_fused(self, dy, pool: "MaxPool2D", relu: ReLU | None = None, need_dx=True):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output, or of the ReLU's
         output when ``relu`` was fused too (its mask is applied as the pooled gradient is scattered)."""
         n = dy.shape[0]
