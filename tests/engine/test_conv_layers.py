@@ -483,16 +483,22 @@ def test_tap_runs_and_one_address_tile_heights():
 
 @pytest.mark.parametrize("rows,run,lanes", [(12, 16, 16), (14, 8, 16), (4, 8, 8), (12, 1, 16)])
 def test_one_address_microkernel_matches_numpy(rows, run, lanes):
-    """The rowstep variant: rows ``rowstep`` apart from u[r0], taps in runs (v read once per run)."""
+    """The rowstep variant: rows ``rowstep`` apart from u[r0], taps in runs (v read once per run); bit for bit
+    the plain micro-kernel's numbers (the same sums in the same order)."""
     from numba import njit
 
     from tuinet.engine.conv.microkernels import tile_kernel
 
     mk = tile_kernel(rows, 16, lanes, rowstep=16)
+    plain = tile_kernel(rows, 16, lanes)
 
     @njit
     def go(xf, u, r0, v, run_, b, j0, c, bias, acc):
         mk(xf, u, r0, v, run_, b, j0, c, r0, j0, bias, acc)
+
+    @njit
+    def go_plain(xf, u, r0, v, b, j0, c, bias, acc):
+        plain(xf, u, r0, v, b, j0, c, r0, j0, bias, acc)
 
     rng = np.random.default_rng(rows + run)
     xf = rng.standard_normal(2000).astype(np.float32)
@@ -514,6 +520,9 @@ def test_one_address_microkernel_matches_numpy(rows, run, lanes):
     c = c0.copy()
     go(xf, u, 1, v, run, b, 8, c, bias, False)
     np.testing.assert_allclose(c[1:1 + rows, 8:24], want + bias[8:24], rtol=1e-5, atol=1e-4)
+    c2 = c0.copy()
+    go_plain(xf, u, 1, v, b, 8, c2, bias, False)
+    np.testing.assert_array_equal(c, c2)
     c = c0.copy()
     go(xf, u, 1, v[:0], run, b[:0], 8, c, bias, False)  # no taps: the bias alone
     np.testing.assert_array_equal(c[1:1 + rows, 8:24], np.broadcast_to(bias[8:24], (rows, 16)))
