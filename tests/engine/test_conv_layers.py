@@ -456,29 +456,34 @@ def test_16_channel_convolutions_on_one_address_tiles_match_the_reference_everyw
 
 def test_tap_runs_and_one_address_tile_heights():
     """The tap table's runs of consecutive offsets, and the tile a 16-wide panel takes at each row."""
-    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 12], np.uint64)) == 3
-    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 13], np.uint64)) == 1  # a run broken inside
-    assert kernels._tap_run(np.array([0, 1, 2, 3, 10, 11], np.uint64)) == 1  # runs of unequal length
-    assert kernels._tap_run(np.arange(7, dtype=np.uint64)) == 7
-    assert kernels._tap_run(np.array([5], np.uint64)) == 1
-    # 13-pixel image rows, 16 channels: rows 16 floats apart within an image row, 48 across its end
-    base = (np.arange(3)[:, None] * 15 + np.arange(13)[None, :]).reshape(-1) * 16
-    rows = base.size
-    u = np.concatenate([base, np.full(kernels.R16, base[-1])]).astype(np.int64)
-    heights = []
-    r0 = 0
-    while r0 + kernels.R16 <= rows:
-        h = kernels._tile16_height(u, r0, rows)
-        heights.append(h)
-        r0 += abs(h)
-    if kernels.R16U:  # 512-bit vectors: 12 rows in the first image row, then tiles across the rows' ends
-        assert heights == [12, -12, -12]
-    else:
-        assert all(abs(h) == kernels.R16 for h in heights) and heights[0] > 0
-    # without a whole tile of padding past the rows, no 14-row tile (a partial tile must find its rows)
-    assert kernels._tile16_height(u[:rows], 0, rows) in (kernels.R16, -kernels.R16)
-    w14 = np.arange(40, dtype=np.int64) * 16
-    assert kernels._tile16_height(w14, 0, 28) == (kernels.R16U or kernels.R16)
+    p16, p32 = np.array([[0, 32], [32, 16]], np.int64), np.array([[0, 32]], np.int64)
+    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 12], np.uint64), p16) == 3
+    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 12], np.uint64), p32) == 1  # no 16-wide panel to use it
+    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 13], np.uint64), p16) == 1  # a run broken inside
+    assert kernels._tap_run(np.array([0, 1, 2, 3, 10, 11], np.uint64), p16) == 1  # runs of unequal length
+    assert kernels._tap_run(np.arange(7, dtype=np.uint64), p16) == 7
+    assert kernels._tap_run(np.array([5], np.uint64), p16) == 1
+    # 13- and 14-pixel image rows, 16 channels: rows 16 floats apart within an image row, 48 across its end
+    def heights(width):
+        base = (np.arange(3)[:, None] * (width + 2) + np.arange(width)[None, :]).reshape(-1) * 16
+        rows = base.size
+        u = np.concatenate([base, np.full(kernels.R16, base[-1])]).astype(np.int64)
+        out, r0 = [], 0
+        while r0 + kernels.R16 <= rows:
+            h = kernels._tile16_height(u, r0, rows)
+            out.append(h)
+            r0 += abs(h)
+        return out, u, rows
+
+    r, t = kernels.R16, kernels.R16U or kernels.R16
+    h13, u13, rows13 = heights(13)
+    h14, u14, rows14 = heights(14)
+    if kernels.R16U:  # 512-bit vectors: whole 14-row tiles in 14-pixel rows, 13-pixel ones on the table kernel
+        assert h14 == [14, 14, 14] and h13 == [-12, -12, -12]
+        assert kernels._tile16_height(u14[:rows14], 0, rows14) == -r  # no tile of padding: no 14-row tile
+    else:  # 256-bit vectors: 4-row tiles, one-address ones within an image row
+        assert h13[:3] == [4, 4, 4] and h13[3] == -4 and all(abs(h) == 4 for h in h14)
+    assert all(h in (t, -r) for h in h13 + h14)
 
 
 @pytest.mark.parametrize("rows,run,lanes", [(12, 16, 16), (14, 8, 16), (4, 8, 8), (12, 1, 16)])

@@ -37,12 +37,11 @@ MK16 = tile_kernel(R16, 16, LANES)
 # A 16-wide tile needs one broadcast load per FMA; with one address per row its loop runs out of general-purpose
 # registers (a 12-row tile reloaded some from the stack each step). Tiles whose rows lie 16 floats apart
 # (consecutive pixels of a 16-channel image, stride 1: the forward and input gradient of a 16-filter layer's
-# 16-channel convolutions) take the one-address variant, which also reads the taps in runs (_tap_run).
-MK16U = tile_kernel(R16, 16, LANES, rowstep=16)
-# with 512-bit vectors also a 14-row one (28 = 2 x 14 and 14: a 28- or 14-pixel image row in whole tiles, which
-# 12-row tiles cross); 0 = none (256-bit vectors: 14 rows of 2 ymm would not fit in the registers)
+# 16-channel convolutions) take the one-address variant, which also reads the taps in runs (_tap_run): 14 rows
+# with 512-bit vectors (an image row of 28 or 14 pixels in whole tiles, which 12-row tiles cross), R16 with
+# 256-bit ones (14 rows of 2 ymm would not fit in the registers). R16U = 0: no taller tile.
 R16U = 14 if LANES == 16 else 0
-MK16UT = tile_kernel(R16U or R16, 16, LANES, rowstep=16)
+MK16U = tile_kernel(R16U or R16, 16, LANES, rowstep=16)
 MK8 = tile_kernel(R8, 8, LANES)
 MKS32 = tile_kernel(R32, 32, LANES, scatter=True)
 MKS16 = tile_kernel(R16, 16, LANES, scatter=True)
@@ -53,19 +52,17 @@ MKT48 = tile_kernel(ROWS48, 48, LANES, btable=True)
 
 
 @conv_jit()
-def _tap_run16(v, panels):
-    """:func:`_tap_run` of ``v`` when ``panels`` has a 16-wide panel (the only one that reads taps in runs), else 1."""
+def _tap_run(v, panels):
+    """The length of the runs of consecutive offsets the tap table ``v`` is made of (v[t + i] = v[t] + i within
+    each run; 1 when it has none): a window's taps (kh, kw, c) of a stride-1 pass are runs of KW * C. Only the
+    16-wide panels read taps in runs: 1 without one in ``panels``."""
+    n = v.size
+    run = 1
     for i in range(panels.shape[0]):
         if panels[i, 1] == 16:
-            return _tap_run(v)
-    return 1
-
-
-@conv_jit()
-def _tap_run(v):
-    """The length of the runs of consecutive offsets the tap table ``v`` is made of (v[t + i] = v[t] + i within
-    each run; 1 when it has none): a window's taps (kh, kw, c) of a stride-1 pass are runs of KW * C."""
-    n = v.size
+            run = n
+    if run == 1:
+        return 1
     run = 1
     while run < n and v[run] == v[run - 1] + 1:
         run += 1
@@ -99,33 +96,19 @@ def _tail_tile(xf, u, r0, rows, v, b, j0, wd, c, bias, accumulate, tile):
 
 @conv_jit(inline=True)
 def _tile16_height(u, r0, rows):
-    """The tile of a 16-wide panel starting at row r0: R16U when that many rows lie 16 apart (and the table is
-    padded past ``rows`` by a whole R16 tile, so a partial tile after it can read its rows), else R16; negative
-    when its rows do not lie 16 apart (the micro-kernel with one address per row). Inlined: called once per
-    tile, a call cost as much as the tile's loads it saves."""
-    top = min(r0 + max(R16U, R16), rows) if R16U and u.size >= rows + R16 else r0 + R16
-    n = 1
-    while r0 + n < top and u[r0 + n] - u[r0 + n - 1] == 16:
-        n += 1
-    if R16U and n >= R16U:
-        return R16U
-    return R16 if n >= R16 else -R16
-
-
-@conv_jit()
-def _panel16(xf, u, rows, v, run, b, j0, c, bias, accumulate):
-    """The whole tiles of a 16-wide panel (see :func:`_panel_gemm`); returns the first row they leave."""
-    r0 = 0
-    while r0 + R16 <= rows:
-        h = _tile16_height(u, r0, rows)
-        if h == R16U:
-            MK16UT(xf, u, r0, v, run, b, j0, c, r0, j0, bias, accumulate)
-        elif h > 0:
-            MK16U(xf, u, r0, v, run, b, j0, c, r0, j0, bias, accumulate)
-        else:
-            MK16(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
-        r0 += abs(h)
-    return r0
+    """The tile of a 16-wide panel at row r0: R16U rows (R16 without a taller tile) when they lie 16 floats apart,
+    for the one-address micro-kernel; else -R16, R16 rows on the micro-kernel with an address per row. A tile
+    taller than R16 needs the table padded past ``rows`` by a whole R16 tile (a partial tile after it may start
+    at any row and reads R16 rows). Inlined: a call per tile cost as much as the tile's saved loads."""
+    if R16U and u.size < rows + R16:
+        return -R16
+    h = R16U or R16  # MK16U's height
+    if r0 + h > rows:
+        return -R16
+    for r in range(r0 + 1, r0 + h):
+        if u[r] - u[r - 1] != 16:
+            return -R16
+    return h
 
 
 @conv_jit(noinline=True)
@@ -138,14 +121,22 @@ def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
     offsets may point at any valid element).
     """
     tile = np.empty((TILE_ROWS, 32), np.float32)
-    run = _tap_run16(v, panels)
+    run = _tap_run(v, panels)
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
         th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
         full = rows - rows % th
         if wd == 16:
-            full = _panel16(xf, u, rows, v, run, b, j0, c, bias, accumulate)
+            r0 = full - full  # 0, not a literal (as full: the type _tail_tile is compiled for)
+            while r0 + R16 <= rows:
+                h = _tile16_height(u, r0, rows)
+                if h > 0:
+                    MK16U(xf, u, r0, v, run, b, j0, c, r0, j0, bias, accumulate)
+                else:
+                    MK16(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
+                r0 += abs(h)
+            full = r0
         elif wd == 32:
             for r0 in range(0, full, R32):
                 MK32(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
@@ -168,7 +159,7 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
     ``tap_lo`` and ``tap_hi`` extend to the padded length of ``u``.
     """
     tile = np.empty((TILE_ROWS, 32), np.float32)
-    run = _tap_run16(v, panels)
+    run = _tap_run(v, panels)
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
@@ -192,9 +183,7 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
                 MK24(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             elif wd == 16:
                 rn = run if t0 % run == 0 and t1 % run == 0 else 1  # the range's taps in whole runs, or one by one
-                if h == R16U:
-                    MK16UT(xf, u, r0, vs, rn, bs, j0, c, r0, j0, bias, accumulate)
-                elif h > 0:
+                if h > 0:
                     MK16U(xf, u, r0, vs, rn, bs, j0, c, r0, j0, bias, accumulate)
                 else:
                     MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
