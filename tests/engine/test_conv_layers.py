@@ -456,13 +456,11 @@ def test_16_channel_convolutions_on_one_address_tiles_match_the_reference_everyw
 
 def test_tap_runs_and_one_address_tile_heights():
     """The tap table's runs of consecutive offsets, and the tile a 16-wide panel takes at each row."""
-    p16, p32 = np.array([[0, 32], [32, 16]], np.int64), np.array([[0, 32]], np.int64)
-    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 12], np.uint64), p16) == 3
-    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 12], np.uint64), p32) == 1  # no 16-wide panel to use it
-    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 13], np.uint64), p16) == 1  # a run broken inside
-    assert kernels._tap_run(np.array([0, 1, 2, 3, 10, 11], np.uint64), p16) == 1  # runs of unequal length
-    assert kernels._tap_run(np.arange(7, dtype=np.uint64), p16) == 7
-    assert kernels._tap_run(np.array([5], np.uint64), p16) == 1
+    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 12], np.uint64)) == 3
+    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 13], np.uint64)) == 1  # a run broken inside
+    assert kernels._tap_run(np.array([0, 1, 2, 3, 10, 11], np.uint64)) == 1  # runs of unequal length
+    assert kernels._tap_run(np.arange(7, dtype=np.uint64)) == 7
+    assert kernels._tap_run(np.array([5], np.uint64)) == 1
     # 13- and 14-pixel image rows, 16 channels: rows 16 floats apart within an image row, 48 across its end
     def heights(width):
         base = (np.arange(3)[:, None] * (width + 2) + np.arange(width)[None, :]).reshape(-1) * 16

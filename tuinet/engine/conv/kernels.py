@@ -52,17 +52,10 @@ MKT48 = tile_kernel(ROWS48, 48, LANES, btable=True)
 
 
 @conv_jit()
-def _tap_run(v, panels):
+def _tap_run(v):
     """The length of the runs of consecutive offsets the tap table ``v`` is made of (v[t + i] = v[t] + i within
-    each run; 1 when it has none): a window's taps (kh, kw, c) of a stride-1 pass are runs of KW * C. Only the
-    16-wide panels read taps in runs: 1 without one in ``panels``."""
+    each run; 1 when it has none): a window's taps (kh, kw, c) of a stride-1 pass are runs of KW * C."""
     n = v.size
-    run = 1
-    for i in range(panels.shape[0]):
-        if panels[i, 1] == 16:
-            run = n
-    if run == 1:
-        return 1
     run = 1
     while run < n and v[run] == v[run - 1] + 1:
         run += 1
@@ -112,6 +105,37 @@ def _tile16_height(u, r0, rows):
 
 
 @conv_jit(noinline=True)
+def _panel16(xf, u, rows, v, b, j0, c, bias, accumulate, tile, taps, tap_lo, tap_hi):
+    """The 16-wide panel at column j0 of :func:`_panel_gemm` (``taps`` False; ``tap_lo``, ``tap_hi`` unused) or
+    of :func:`_panel_gemm_taps` (``taps`` True): one-address tiles where the rows lie 16 floats apart
+    (:func:`_tile16_height`), the taps read in runs (:func:`_tap_run`; a tile's tap range in whole runs, or one
+    by one). A function of its own: inlined, its loop's registers made LLVM spill the 32-wide tile's offset
+    table pointer in the callers' loops (two more loads per step of every 6 x 32 tile)."""
+    run = _tap_run(v)
+    r0 = rows - rows  # 0, but not a literal: a literal would compile a second version of _tail_tile
+    while r0 < rows:
+        h = _tile16_height(u, r0, rows) if r0 + R16 <= rows else R16
+        t0, t1 = 0, v.size
+        if taps:
+            t0 = tap_lo[r0]
+            t1 = tap_hi[r0]
+            for r in range(r0 + 1, r0 + abs(h)):
+                t0 = min(t0, tap_lo[r])
+                t1 = max(t1, tap_hi[r])
+            t1 = max(t0, t1)
+        vs = v[t0:t1]
+        bs = b[t0:t1]
+        if r0 + R16 > rows:
+            _tail_tile(xf, u, r0, rows, vs, bs, j0, 16, c, bias, accumulate, tile)
+        elif h > 0:
+            rn = run if t0 % run == 0 and t1 % run == 0 else 1
+            MK16U(xf, u, r0, vs, rn, bs, j0, c, r0, j0, bias, accumulate)
+        else:
+            MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
+        r0 += abs(h)
+
+
+@conv_jit(noinline=True)
 def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
     """For each column panel (j0, width) of ``panels``: c[:rows, panel] += A @ b[:, panel] (accumulate) or
     = A @ b[:, panel] + bias[panel], where A[r, t] = xf[u[r] + v[t]].
@@ -121,23 +145,15 @@ def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
     offsets may point at any valid element).
     """
     tile = np.empty((TILE_ROWS, 32), np.float32)
-    run = _tap_run(v, panels)
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
-        th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
-        full = rows - rows % th
         if wd == 16:
-            r0 = full - full  # 0, not a literal (as full: the type _tail_tile is compiled for)
-            while r0 + R16 <= rows:
-                h = _tile16_height(u, r0, rows)
-                if h > 0:
-                    MK16U(xf, u, r0, v, run, b, j0, c, r0, j0, bias, accumulate)
-                else:
-                    MK16(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
-                r0 += abs(h)
-            full = r0
-        elif wd == 32:
+            _panel16(xf, u, rows, v, b, j0, c, bias, accumulate, tile, False, u, u)
+            continue
+        th = R32 if wd == 32 else (R24 if wd == 24 else R8)
+        full = rows - rows % th
+        if wd == 32:
             for r0 in range(0, full, R32):
                 MK32(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
         elif wd == 24:
@@ -159,17 +175,17 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
     ``tap_lo`` and ``tap_hi`` extend to the padded length of ``u``.
     """
     tile = np.empty((TILE_ROWS, 32), np.float32)
-    run = _tap_run(v, panels)
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
-        th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
-        r0 = rows - rows  # 0, but not a literal: a literal would compile a second version of _tail_tile
-        while r0 < rows:
-            h = _tile16_height(u, r0, rows) if wd == 16 and r0 + th <= rows else th
+        if wd == 16:
+            _panel16(xf, u, rows, v, b, j0, c, bias, accumulate, tile, True, tap_lo, tap_hi)
+            continue
+        th = R32 if wd == 32 else (R24 if wd == 24 else R8)
+        for r0 in range(0, rows, th):
             t0 = tap_lo[r0]
             t1 = tap_hi[r0]
-            for r in range(r0 + 1, r0 + abs(h)):
+            for r in range(r0 + 1, r0 + th):
                 t0 = min(t0, tap_lo[r])
                 t1 = max(t1, tap_hi[r])
             t1 = max(t0, t1)
@@ -181,15 +197,8 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
                 MK32(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             elif wd == 24:
                 MK24(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
-            elif wd == 16:
-                rn = run if t0 % run == 0 and t1 % run == 0 else 1  # the range's taps in whole runs, or one by one
-                if h > 0:
-                    MK16U(xf, u, r0, vs, rn, bs, j0, c, r0, j0, bias, accumulate)
-                else:
-                    MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             else:
                 MK8(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
-            r0 += abs(h)
 
 
 @conv_jit(noinline=True)
