@@ -111,25 +111,37 @@ def _panel16(xf, u, rows, v, b, j0, c, bias, accumulate, tile, taps, tap_lo, tap
     (:func:`_tile16_height`), the taps read in runs (:func:`_tap_run`; a tile's tap range in whole runs, or one
     by one). A function of its own: inlined, its loop's registers made LLVM spill the 32-wide tile's offset
     table pointer in the callers' loops (two more loads per step of every 6 x 32 tile)."""
-    run = _tap_run(v)
+    run = 0  # found at the first one-address tile (tables whose rows never lie 16 apart skip the scan)
     r0 = rows - rows  # 0, but not a literal: a literal would compile a second version of _tail_tile
+    if not taps:
+        while r0 + R16 <= rows:
+            h = _tile16_height(u, r0, rows)
+            if h > 0:
+                if run == 0:
+                    run = _tap_run(v)
+                MK16U(xf, u, r0, v, run, b, j0, c, r0, j0, bias, accumulate)
+            else:
+                MK16(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
+            r0 += abs(h)
+        if r0 < rows:
+            _tail_tile(xf, u, r0, rows, v, b, j0, 16, c, bias, accumulate, tile)
+        return
     while r0 < rows:
         h = _tile16_height(u, r0, rows) if r0 + R16 <= rows else R16
-        t0, t1 = 0, v.size
-        if taps:
-            t0 = tap_lo[r0]
-            t1 = tap_hi[r0]
-            for r in range(r0 + 1, r0 + abs(h)):
-                t0 = min(t0, tap_lo[r])
-                t1 = max(t1, tap_hi[r])
-            t1 = max(t0, t1)
+        t0 = tap_lo[r0]
+        t1 = tap_hi[r0]
+        for r in range(r0 + 1, r0 + abs(h)):
+            t0 = min(t0, tap_lo[r])
+            t1 = max(t1, tap_hi[r])
+        t1 = max(t0, t1)
         vs = v[t0:t1]
         bs = b[t0:t1]
         if r0 + R16 > rows:
             _tail_tile(xf, u, r0, rows, vs, bs, j0, 16, c, bias, accumulate, tile)
         elif h > 0:
-            rn = run if t0 % run == 0 and t1 % run == 0 else 1
-            MK16U(xf, u, r0, vs, rn, bs, j0, c, r0, j0, bias, accumulate)
+            if run == 0:
+                run = _tap_run(v)
+            MK16U(xf, u, r0, vs, run if t0 % run == 0 and t1 % run == 0 else 1, bs, j0, c, r0, j0, bias, accumulate)
         else:
             MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
         r0 += abs(h)
