@@ -12,12 +12,14 @@ from numba import prange
 from tuinet.engine.conv.codegen import conv_jit
 from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
 
-@conv_jit()
+@conv_jit(parallel=True)
 def _pack_panels(b, trans, starts, widths, bp):
     """bp[p, t, :w] = B[t, j0 : j0 + w] for each panel p = (j0, w) of B = b (T, M), or B = b.T when ``trans``
-    (b is then (M, T))."""
+    (b is then (M, T)). The panels are shared out over Numba's threads, which the product then runs on: packed
+    by the calling thread alone, a Dense(800 -> 256) layer's W^T took 0.26-0.46 ms, and the product after it
+    started on threads that had waited meanwhile."""
     T = bp.shape[1]
-    for p in range(bp.shape[0]):
+    for p in prange(bp.shape[0]):
         j0 = starts[p]
         w = widths[p]
         panel = bp[p]
