@@ -202,10 +202,11 @@ def _print_layers(model, batch_size: int, repeats: int, worker: "TorchRecipeProc
         t = theirs[i]["forward_backward_ms"] if theirs else float("nan")
         ratio = r["forward_backward_ms"] / t if theirs and t > 0 else float("nan")
         ours_g = mflop / r["forward_backward_ms"] if mflop else float("nan")
-        share = ours_g / machine["peak_gflops"] if machine else float("nan")
-        cells = f"{ours_g:>9.1f}{share:>8.0%}" if mflop else f"{'-':>9}{'-':>8}"
+        share = f"{ours_g / machine['peak_gflops']:>8.0%}" if machine else f"{'-':>8}"  # no peak measured: no share
+        cells = f"{ours_g:>9.1f}{share}" if mflop else f"{'-':>9}{'-':>8}"
         theirs_g = f"{mflop / t:>9.1f}" if mflop and theirs else f"{'-':>9}"
-        print(f"{r['layer']:<28}{r['forward_backward_ms']:>9.2f}{cells}{t:>9.2f}{theirs_g}{ratio:>7.2f}")
+        t_cell, ratio_cell = (f"{t:>9.2f}", f"{ratio:>7.2f}") if theirs else (f"{'-':>9}", f"{'-':>7}")
+        print(f"{r['layer']:<28}{r['forward_backward_ms']:>9.2f}{cells}{t_cell}{theirs_g}{ratio_cell}")
 
 
 def _load() -> str:
