@@ -1,5 +1,6 @@
 """The Numba side of :func:`tuinet.engine.gemm.matmul`: a product on the convolutions' micro-kernels, its rows
-split over Numba's threads, B packed into 32-column panels first (the reasons are in :mod:`tuinet.engine.gemm`)."""
+split over Numba's threads, B packed into 32-column panels first, on the same threads (the reasons are in
+:mod:`tuinet.engine.gemm`)."""
 
 from __future__ import annotations
 
