@@ -430,11 +430,11 @@ def ref_conv_input_grad(x_shape, w, r, stride, pads):
 @pytest.mark.parametrize("shape,filters,k,pad", [((5, 14, 16), 16, 3, "same"), ((4, 13, 16), 16, 3, "same"),
                                                  ((3, 28, 16), 16, 3, "same"), ((6, 16, 16), 8, 3, "valid"),
                                                  ((4, 12, 16), 16, (3, 1), "same"), ((9, 9, 16), 16, 1, "valid")])
-def test_16_channel_convolutions_on_one_address_tiles_match_the_reference_everywhere(shape, filters, k, pad):
-    """Stride-1 passes over 16 channels read a tile's rows 16 floats apart (one address per tile, 12- or, with
-    512-bit vectors, 14-row tiles, each window's taps in runs of KW x 16): image rows of 14, 13, 28, 14 and 12
-    pixels (whole 14-row tiles, 12-row tiles with tails and tiles across image rows), a 1-column kernel and a
-    1x1 one. The output and the whole input gradient against float64 NumPy."""
+def test_16_channel_stride_1_convolutions_match_the_reference_everywhere(shape, filters, k, pad):
+    """Stride-1 passes over 16 channels (16-wide tiles in the forward pass and the input gradient) on image rows
+    of 14, 13, 28, 16 and 12 pixels (tiles within and across image rows, partial last tiles), a 3x1 and a 1x1
+    kernel: the output, the whole input gradient and the weight gradient against float64 NumPy (the gradient
+    checks sample 25 elements)."""
     rng = np.random.default_rng(sum(shape) + filters)
     layer = Conv2D(filters, k, 1, pad, use_bias=True)
     layer.build(shape, np.random.default_rng(1))
@@ -452,83 +452,6 @@ def test_16_channel_convolutions_on_one_address_tiles_match_the_reference_everyw
     dw = np.stack([np.stack([np.einsum("nhwc,nhwf->cf", xp[:, i:i + oh, j:j + ow], r) for j in range(w.shape[1])])
                    for i in range(w.shape[0])])
     np.testing.assert_allclose(layer.grads[0], dw, rtol=1e-4, atol=1e-3)
-
-
-def test_tap_runs_and_one_address_tile_heights():
-    """The tap table's runs of consecutive offsets, and the tile a 16-wide panel takes at each row."""
-    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 12], np.uint64)) == 3
-    assert kernels._tap_run(np.array([0, 1, 2, 10, 11, 13], np.uint64)) == 1  # a run broken inside
-    assert kernels._tap_run(np.array([0, 1, 2, 3, 10, 11], np.uint64)) == 1  # runs of unequal length
-    assert kernels._tap_run(np.arange(7, dtype=np.uint64)) == 7
-    assert kernels._tap_run(np.array([5], np.uint64)) == 1
-    # 13- and 14-pixel image rows, 16 channels: rows 16 floats apart within an image row, 48 across its end
-    def heights(width):
-        base = (np.arange(3)[:, None] * (width + 2) + np.arange(width)[None, :]).reshape(-1) * 16
-        rows = base.size
-        u = np.concatenate([base, np.full(kernels.R16, base[-1])]).astype(np.int64)
-        out, r0 = [], 0
-        while r0 + kernels.R16 <= rows:
-            h = kernels._tile16_height(u, r0, rows)
-            out.append(h)
-            r0 += abs(h)
-        return out, u, rows
-
-    r, t = kernels.R16, kernels.R16U or kernels.R16
-    h13, u13, rows13 = heights(13)
-    h14, u14, rows14 = heights(14)
-    if kernels.R16U:  # 512-bit vectors: whole 14-row tiles in 14-pixel rows, 13-pixel ones on the table kernel
-        assert h14 == [14, 14, 14] and h13 == [-12, -12, -12]
-        assert kernels._tile16_height(u14[:rows14], 0, rows14) == -r  # no tile of padding: no 14-row tile
-    else:  # 256-bit vectors: 4-row tiles, one-address ones within an image row
-        assert h13[:3] == [4, 4, 4] and h13[3] == -4 and all(abs(h) == 4 for h in h14)
-    assert all(h in (t, -r) for h in h13 + h14)
-
-
-@pytest.mark.parametrize("rows,run,lanes", [(12, 16, 16), (14, 8, 16), (4, 8, 8), (12, 1, 16)])
-def test_one_address_microkernel_matches_numpy(rows, run, lanes):
-    """The rowstep variant: rows ``rowstep`` apart from u[r0], taps in runs (v read once per run); bit for bit
-    the plain micro-kernel's numbers (the same sums in the same order)."""
-    from numba import njit
-
-    from tuinet.engine.conv.microkernels import tile_kernel
-
-    mk = tile_kernel(rows, 16, lanes, rowstep=16)
-    plain = tile_kernel(rows, 16, lanes)
-
-    @njit
-    def go(xf, u, r0, v, run_, b, j0, c, bias, acc):
-        mk(xf, u, r0, v, run_, b, j0, c, r0, j0, bias, acc)
-
-    @njit
-    def go_plain(xf, u, r0, v, b, j0, c, bias, acc):
-        plain(xf, u, r0, v, b, j0, c, r0, j0, bias, acc)
-
-    rng = np.random.default_rng(rows + run)
-    xf = rng.standard_normal(2000).astype(np.float32)
-    u = np.array([7, 100] + [100 + 16 * r for r in range(1, rows + 2)], np.int64)  # rows from u[1] on
-    taps = 4 * run
-    v = np.concatenate([np.arange(run) + s for s in rng.choice(np.arange(0, 1400, 50), 4, replace=False)])
-    v = v.astype(np.uint64)
-    b = rng.standard_normal((taps, 32)).astype(np.float32)
-    bias = rng.standard_normal(32).astype(np.float32)
-    a = xf[u[1] + 16 * np.arange(rows)[:, None] + v[None, :].astype(np.int64)].astype(np.float64)
-    want = a @ b[:, 8:24].astype(np.float64)
-    c0 = rng.standard_normal((rows + 3, 32)).astype(np.float32)
-    c = c0.copy()
-    go(xf, u, 1, v, run, b, 8, c, bias, True)
-    np.testing.assert_allclose(c[1:1 + rows, 8:24], c0[1:1 + rows, 8:24] + want, rtol=1e-5, atol=1e-4)
-    outside = np.ones(c.shape, bool)
-    outside[1:1 + rows, 8:24] = False
-    assert np.array_equal(c[outside], c0[outside])
-    c = c0.copy()
-    go(xf, u, 1, v, run, b, 8, c, bias, False)
-    np.testing.assert_allclose(c[1:1 + rows, 8:24], want + bias[8:24], rtol=1e-5, atol=1e-4)
-    c2 = c0.copy()
-    go_plain(xf, u, 1, v, b, 8, c2, bias, False)
-    np.testing.assert_array_equal(c, c2)
-    c = c0.copy()
-    go(xf, u, 1, v[:0], run, b[:0], 8, c, bias, False)  # no taps: the bias alone
-    np.testing.assert_array_equal(c[1:1 + rows, 8:24], np.broadcast_to(bias[8:24], (rows, 16)))
 
 
 @pytest.mark.parametrize("rows,width,lanes", [(6, 32, 16), (12, 16, 16), (8, 8, 16), (8, 48, 16), (3, 32, 8),

@@ -115,15 +115,13 @@ class SLPNoInlineCompiler(SLPCompiler):
         return pipelines
 
 
-def conv_jit(parallel: bool = False, noinline: bool = False, inline: bool = False):
+def conv_jit(parallel: bool = False, noinline: bool = False):
     """:func:`tuinet.engine.kernels.jit` for the convolution kernels: compiled with the SLP vectorizer on.
 
-    ``noinline``: callers call the kernel instead of inlining it (:class:`SLPNoInlineCompiler`); ``inline``:
-    Numba inlines its body into each caller before typing (``inline="always"``), for a small helper called in a
-    hot loop that LLVM would otherwise leave as a call.
+    ``noinline``: callers call the kernel instead of inlining it (:class:`SLPNoInlineCompiler`).
     """
     return njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
-                pipeline_class=SLPNoInlineCompiler if noinline else SLPCompiler, inline="always" if inline else "never")
+                pipeline_class=SLPNoInlineCompiler if noinline else SLPCompiler)
 
 
 def _mk_jit():

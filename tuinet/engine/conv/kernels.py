@@ -34,14 +34,6 @@ TILE_ROWS = max(_MK_ROWS.values())  # the partial-tile buffer's height
 MK32 = tile_kernel(R32, 32, LANES)
 MK24 = tile_kernel(R24, 24, LANES)
 MK16 = tile_kernel(R16, 16, LANES)
-# A 16-wide tile needs one broadcast load per FMA; with one address per row its loop runs out of general-purpose
-# registers (a 12-row tile reloaded some from the stack each step). Tiles whose rows lie 16 floats apart
-# (consecutive pixels of a 16-channel image, stride 1: the forward and input gradient of a 16-filter layer's
-# 16-channel convolutions) take the one-address variant, which also reads the taps in runs (_tap_run): 14 rows
-# with 512-bit vectors (an image row of 28 or 14 pixels in whole tiles, which 12-row tiles cross), R16 with
-# 256-bit ones (14 rows of 2 ymm would not fit in the registers). R16U = 0: no taller tile.
-R16U = 14 if LANES == 16 else 0
-MK16U = tile_kernel(R16U or R16, 16, LANES, rowstep=16)
 MK8 = tile_kernel(R8, 8, LANES)
 MKS32 = tile_kernel(R32, 32, LANES, scatter=True)
 MKS16 = tile_kernel(R16, 16, LANES, scatter=True)
@@ -49,22 +41,6 @@ MKS48 = tile_kernel(ROWS48, 48, LANES, scatter=True)
 MKT48 = tile_kernel(ROWS48, 48, LANES, btable=True)
 
 # --- Conv2D kernels --------------------------------------------------------------------------------------------
-
-
-@conv_jit()
-def _tap_run(v):
-    """The length of the runs of consecutive offsets the tap table ``v`` is made of (v[t + i] = v[t] + i within
-    each run; 1 when it has none): a window's taps (kh, kw, c) of a stride-1 pass are runs of KW * C."""
-    n = v.size
-    run = 1
-    while run < n and v[run] == v[run - 1] + 1:
-        run += 1
-    if n % run != 0:
-        return 1
-    for t in range(run, n):
-        if t % run != 0 and v[t] != v[t - 1] + 1:
-            return 1
-    return run
 
 
 @conv_jit()
@@ -87,66 +63,6 @@ def _tail_tile(xf, u, r0, rows, v, b, j0, wd, c, bias, accumulate, tile):
         _copy_flat(tile[r], c[r0 + r][j0:j0 + wd])
 
 
-@conv_jit(inline=True)
-def _tile16_height(u, r0, rows):
-    """The tile of a 16-wide panel at row r0: R16U rows (R16 without a taller tile) when they lie 16 floats apart,
-    for the one-address micro-kernel; else -R16, R16 rows on the micro-kernel with an address per row. A tile
-    taller than R16 needs the table padded past ``rows`` by a whole R16 tile (a partial tile after it may start
-    at any row and reads R16 rows). Inlined: a call per tile cost as much as the tile's saved loads."""
-    if R16U and u.size < rows + R16:
-        return -R16
-    h = R16U or R16  # MK16U's height
-    if r0 + h > rows:
-        return -R16
-    for r in range(r0 + 1, r0 + h):
-        if u[r] - u[r - 1] != 16:
-            return -R16
-    return h
-
-
-@conv_jit(noinline=True)
-def _panel16(xf, u, rows, v, b, j0, c, bias, accumulate, tile, taps, tap_lo, tap_hi):
-    """The 16-wide panel at column j0 of :func:`_panel_gemm` (``taps`` False; ``tap_lo``, ``tap_hi`` unused) or
-    of :func:`_panel_gemm_taps` (``taps`` True): one-address tiles where the rows lie 16 floats apart
-    (:func:`_tile16_height`), the taps read in runs (:func:`_tap_run`; a tile's tap range in whole runs, or one
-    by one). A function of its own: inlined, its loop's registers made LLVM spill the 32-wide tile's offset
-    table pointer in the callers' loops (two more loads per step of every 6 x 32 tile)."""
-    run = 0  # found at the first one-address tile (tables whose rows never lie 16 apart skip the scan)
-    r0 = rows - rows  # 0, but not a literal: a literal would compile a second version of _tail_tile
-    if not taps:
-        while r0 + R16 <= rows:
-            h = _tile16_height(u, r0, rows)
-            if h > 0:
-                if run == 0:
-                    run = _tap_run(v)
-                MK16U(xf, u, r0, v, run, b, j0, c, r0, j0, bias, accumulate)
-            else:
-                MK16(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
-            r0 += abs(h)
-        if r0 < rows:
-            _tail_tile(xf, u, r0, rows, v, b, j0, 16, c, bias, accumulate, tile)
-        return
-    while r0 < rows:
-        h = _tile16_height(u, r0, rows) if r0 + R16 <= rows else R16
-        t0 = tap_lo[r0]
-        t1 = tap_hi[r0]
-        for r in range(r0 + 1, r0 + abs(h)):
-            t0 = min(t0, tap_lo[r])
-            t1 = max(t1, tap_hi[r])
-        t1 = max(t0, t1)
-        vs = v[t0:t1]
-        bs = b[t0:t1]
-        if r0 + R16 > rows:
-            _tail_tile(xf, u, r0, rows, vs, bs, j0, 16, c, bias, accumulate, tile)
-        elif h > 0:
-            if run == 0:
-                run = _tap_run(v)
-            MK16U(xf, u, r0, vs, run if t0 % run == 0 and t1 % run == 0 else 1, bs, j0, c, r0, j0, bias, accumulate)
-        else:
-            MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
-        r0 += abs(h)
-
-
 @conv_jit(noinline=True)
 def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
     """For each column panel (j0, width) of ``panels``: c[:rows, panel] += A @ b[:, panel] (accumulate) or
@@ -160,10 +76,7 @@ def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
-        if wd == 16:
-            _panel16(xf, u, rows, v, b, j0, c, bias, accumulate, tile, False, u, u)
-            continue
-        th = R32 if wd == 32 else (R24 if wd == 24 else R8)
+        th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
         full = rows - rows % th
         if wd == 32:
             for r0 in range(0, full, R32):
@@ -171,6 +84,9 @@ def _panel_gemm(xf, u, rows, v, b, c, bias, accumulate, panels):
         elif wd == 24:
             for r0 in range(0, full, R24):
                 MK24(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
+        elif wd == 16:
+            for r0 in range(0, full, R16):
+                MK16(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
         else:
             for r0 in range(0, full, R8):
                 MK8(xf, u, r0, v, b, j0, c, r0, j0, bias, accumulate)
@@ -190,10 +106,7 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
     for i in range(panels.shape[0]):
         j0 = panels[i, 0]
         wd = panels[i, 1]
-        if wd == 16:
-            _panel16(xf, u, rows, v, b, j0, c, bias, accumulate, tile, True, tap_lo, tap_hi)
-            continue
-        th = R32 if wd == 32 else (R24 if wd == 24 else R8)
+        th = R32 if wd == 32 else (R24 if wd == 24 else (R16 if wd == 16 else R8))
         for r0 in range(0, rows, th):
             t0 = tap_lo[r0]
             t1 = tap_hi[r0]
@@ -209,6 +122,8 @@ def _panel_gemm_taps(xf, u, rows, v, b, c, bias, accumulate, panels, tap_lo, tap
                 MK32(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             elif wd == 24:
                 MK24(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
+            elif wd == 16:
+                MK16(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
             else:
                 MK8(xf, u, r0, vs, bs, j0, c, r0, j0, bias, accumulate)
 

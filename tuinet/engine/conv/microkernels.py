@@ -8,13 +8,6 @@ computing one R x W tile of an implicit GEMM::
 
 (``cr0, cj0`` are ``r0, j0`` when the tile is written in place, ``0, 0`` when it goes to a small buffer.)
 
-``tile_kernel(R, W, L, rowstep=S)`` returns ``mk(xf, u, r0, v, run, b, j0, c, cr0, cj0, bias, accumulate)``,
-the same tile for rows S elements apart (``u[r0 + r] = u[r0] + r * S``; the caller checks it) whose taps come in
-runs of ``run`` consecutive offsets (``v[t + i] = v[t] + i`` within a run of ``run`` taps, ``run`` dividing their
-number): row r is read at a constant displacement from row 0 and v once per run, so the loop holds one address
-for A instead of R and loads no offset. A tile of 16 columns needs one broadcast per FMA, and with an address per
-row its loop ran out of general-purpose registers.
-
 ``tile_kernel(R, W, L, scatter=True)`` returns ``mk(xf, u, r0, v, b, j0, c, cu, cj0)`` with the same tile added
 into rows of a flat ``c`` found through an offset table: ``c[cu[r0 + r] + cj0 : ... + W] += T[r, :]``. The
 input gradient uses it to add each output position's gradient columns straight into the input pixels under
@@ -59,17 +52,12 @@ def row_vectors(width: int, lanes: int) -> list[int]:
 
 
 @lru_cache(maxsize=None)
-def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable: bool = False, rowstep: int = 0):
+def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable: bool = False):
     """The intrinsic computing a ``rows`` x ``width`` tile with ``lanes``-wide vectors (see the module doc);
     ``scatter``: the variant adding the tile into the rows ``c[cu[r0 + r] + cj0:]`` of a flat ``c``; ``btable``:
-    the variant reading the rows of B from a flat ``b`` through an offset table ``bu``; ``rowstep`` > 0: the
-    variant for tiles whose rows lie ``rowstep`` elements apart (``u[r0 + r] = u[r0] + r * rowstep``, which the
-    caller has checked), reading row r of A at a constant displacement from row 0 instead of through its own
-    pointer, so the loop keeps one address for the whole tile instead of one per row."""
+    the variant reading the rows of B from a flat ``b`` through an offset table ``bu``."""
     if scatter and btable:
         raise ValueError("a micro-kernel is either scatter or btable")
-    if rowstep and (scatter or btable):
-        raise ValueError("rowstep is for the plain micro-kernel")
     vecs = row_vectors(width, lanes)
     offs = [sum(vecs[:k]) for k in range(len(vecs))]
 
@@ -82,8 +70,8 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
             if not (isinstance(a, types.Array) and a.ndim == 1 and isinstance(a.dtype, types.Integer)):
                 raise TypeError(f"micro-kernel: expected a 1-d integer array, got {a}")
 
-    names = ("xf", "u", "r0", "v") + (("run",) if rowstep else ()) + ("b",) + (("bu",) if btable else ()) + (
-        "j0", "c", "cr0", "cj0") + (() if scatter else ("bias", "acc"))  # cr0 is the table cu in the scatter variant
+    names = ("xf", "u", "r0", "v", "b") + (("bu",) if btable else ()) + ("j0", "c", "cr0", "cj0") + (
+        () if scatter else ("bias", "acc"))  # cr0 is the table cu in the scatter variant
 
     def codegen(context, builder, signature, args):
         av = dict(zip(names, args))
@@ -120,7 +108,7 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
 
         # the R rows of A start at xf + u[r0 + r]
         xrows = []
-        for r in range(1 if rowstep else rows):
+        for r in range(rows):
             ur = builder.load(builder.gep(ua.data, [builder.add(r0, ir.Constant(i64, r))]))
             xrows.append(builder.gep(xa.data, [as_i64(ur, uty)]))
         bcol = builder.gep(ba.data, [j0])  # b[0, j0] (b[j0] with btable)
@@ -129,80 +117,43 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
         masks = [ir.Constant(ir.VectorType(ir.IntType(32), n), None) for n in vecs]
 
         entry = builder.block
+        header = builder.append_basic_block("mk.header")
+        body = builder.append_basic_block("mk.body")
         done = builder.append_basic_block("mk.done")
+        builder.branch(header)
 
-        def body_step(vt_off, brow, accs):
-            """One reduction step: the B row at ``brow``, A's column at offset ``vt_off``; the new accumulators."""
-            bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, o)]), vtys[k].as_pointer()),
-                               align=4) for k, o in enumerate(offs)]
-            new = []
-            for r in range(rows):
-                if rowstep:  # row r at a constant displacement from row 0 (folded into the load's address)
-                    a = builder.load(builder.gep(xrows[0], [builder.add(vt_off, ir.Constant(i64, r * rowstep))]))
-                else:
-                    a = builder.load(builder.gep(xrows[r], [vt_off]))
-                for k in range(len(vecs)):
-                    splat = builder.shuffle_vector(builder.insert_element(undef[k], a, ir.Constant(i64, 0)),
-                                                   undef[k], masks[k])
-                    new.append(builder.call(fmas[k], [splat, bv[k], accs[r * len(vecs) + k]]))
-            return new
+        builder.position_at_end(header)
+        t = builder.phi(i64, "t")
+        t.add_incoming(ir.Constant(i64, 0), entry)
+        accs = []
+        for r in range(rows):
+            for k, vt in enumerate(vtys):
+                phi = builder.phi(vt, f"c{r}_{k}")
+                phi.add_incoming(zero[k], entry)
+                accs.append(phi)
+        builder.cbranch(builder.icmp_signed("<", t, ntaps), body, done)
 
-        def loop(name, start, init, pred):
-            """The header of a counted loop carrying the accumulators: its counter and accumulator phis start at
-            ``start`` and ``init`` from block ``pred``; returns (counter, phis, the body's block, the header), the
-            caller branching from the header and closing the body with :func:`close`."""
-            header = builder.append_basic_block(f"mk.{name}.header")
-            body = builder.append_basic_block(f"mk.{name}.body")
-            builder.branch(header)
-            builder.position_at_end(header)
-            t = builder.phi(i64, name)
-            t.add_incoming(start, pred)
-            phis = []
-            for r in range(rows):
-                for k, vt in enumerate(vtys):
-                    phi = builder.phi(vt, f"{name}{r}_{k}")
-                    phi.add_incoming(init[r * len(vecs) + k], pred)
-                    phis.append(phi)
-            return t, phis, body, header
-
-        def close(t, phis, step, new, header):
-            t_next = builder.add(t, step)
-            body_end = builder.block
-            builder.branch(header)
-            t.add_incoming(t_next, body_end)
-            for phi, val in zip(phis, new):
-                phi.add_incoming(val, body_end)
-
-        init = [zero[k] for r in range(rows) for k in range(len(vecs))]
-        one = ir.Constant(i64, 1)
-        if rowstep:
-            # runs of ``run`` (>= 1, dividing the number of taps) consecutive taps, v[t + i] = v[t] + i: the outer
-            # loop reads v once per run, the inner one steps A's column by one element and B's row by one row
-            run = context.cast(builder, av["run"], aty["run"], types.int64)
-            t, outer, obody, oheader = loop("k", ir.Constant(i64, 0), init, entry)
-            accs = outer
-            builder.cbranch(builder.icmp_signed("<", t, ntaps), obody, done)
-            builder.position_at_end(obody)
-            v0 = as_i64(builder.load(builder.gep(va.data, [t])), vty)
-            brow0 = builder.gep(bcol, [builder.mul(t, b_stride)])
-            i, inner, ibody, iheader = loop("i", ir.Constant(i64, 0), outer, obody)
-            olatch = builder.append_basic_block("mk.k.latch")
-            builder.cbranch(builder.icmp_signed("<", i, run), ibody, olatch)
-            builder.position_at_end(ibody)
-            new = body_step(builder.add(v0, i), builder.gep(brow0, [builder.mul(i, b_stride)]), inner)
-            close(i, inner, one, new, iheader)
-            builder.position_at_end(olatch)
-            close(t, outer, run, inner, oheader)
+        builder.position_at_end(body)
+        vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
+        if btable:  # b[bu[t] + j0:]
+            brow = builder.gep(bcol, [as_i64(builder.load(builder.gep(bua.data, [t])), buty)])
         else:
-            t, accs, body, header = loop("t", ir.Constant(i64, 0), init, entry)
-            builder.cbranch(builder.icmp_signed("<", t, ntaps), body, done)
-            builder.position_at_end(body)
-            vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
-            if btable:  # b[bu[t] + j0:]
-                brow = builder.gep(bcol, [as_i64(builder.load(builder.gep(bua.data, [t])), buty)])
-            else:
-                brow = builder.gep(bcol, [builder.mul(t, b_stride)])
-            close(t, accs, one, body_step(vt_off, brow, accs), header)
+            brow = builder.gep(bcol, [builder.mul(t, b_stride)])
+        bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, o)]), vtys[k].as_pointer()),
+                           align=4) for k, o in enumerate(offs)]
+        new = []
+        for r in range(rows):
+            a = builder.load(builder.gep(xrows[r], [vt_off]))
+            for k in range(len(vecs)):
+                splat = builder.shuffle_vector(builder.insert_element(undef[k], a, ir.Constant(i64, 0)),
+                                               undef[k], masks[k])
+                new.append(builder.call(fmas[k], [splat, bv[k], accs[r * len(vecs) + k]]))
+        t_next = builder.add(t, ir.Constant(i64, 1))
+        body_end = builder.block
+        builder.branch(header)
+        t.add_incoming(t_next, body_end)
+        for phi, val in zip(accs, new):
+            phi.add_incoming(val, body_end)
 
         builder.position_at_end(done)
         if scatter:  # c[cu[r0 + r] + cj0 + o] += T[r, o]
@@ -250,10 +201,6 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
         @intrinsic
         def mk(typingctx, xf, u, r0, v, b, bu, j0, c, cr0, cj0, bias, accumulate):
             return typer((xf, u, r0, v, b, bu, j0, c, cr0, cj0, bias, accumulate))
-    elif rowstep:
-        @intrinsic
-        def mk(typingctx, xf, u, r0, v, run, b, j0, c, cr0, cj0, bias, accumulate):
-            return typer((xf, u, r0, v, run, b, j0, c, cr0, cj0, bias, accumulate))
     elif scatter:
         @intrinsic
         def mk(typingctx, xf, u, r0, v, b, j0, c, cu, cj0):
@@ -263,7 +210,7 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
         def mk(typingctx, xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate):
             return typer((xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate))
 
-    mk.__name__ = f"_mk{rows}x{width}{'s' if scatter else ''}{'t' if btable else ''}{f'u{rowstep}' if rowstep else ''}"
+    mk.__name__ = f"_mk{rows}x{width}{'s' if scatter else ''}{'t' if btable else ''}"
     return mk
 
 

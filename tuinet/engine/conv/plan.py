@@ -51,16 +51,6 @@ def _tile_rows(rows: int, panels: np.ndarray) -> int:
     return out
 
 
-def _tile_rows16(rows: int, panels: np.ndarray) -> int:
-    """:func:`_tile_rows` for a table whose 16-wide panels may take 14-row tiles (512-bit vectors: the forward
-    and input-gradient rows of a stride-1 pass, see ``kernels._tile16_height``): those leave a last, partial
-    tile at any row, so the table reaches one whole 12-row tile past ``rows``."""
-    out = _tile_rows(rows, panels)
-    if LANES == 16 and 16 in panels[:, 1]:
-        out = max(out, rows + _MK_ROWS[16])
-    return out
-
-
 def _padded_offsets(values: np.ndarray, length: int, fill: int) -> np.ndarray:
     out = np.full(length, fill, np.int64)
     out[:values.size] = values
@@ -141,7 +131,7 @@ class ConvPlan:
         fh, fw = hp + kh - 1, wp + kw - 1
         dh, dw_ = np.meshgrid(np.arange(h) + pt, np.arange(w) + pl, indexing="ij")
         dbase = ((dh * fw + dw_) * cout).reshape(-1).astype(np.int64)
-        dbase_i = _padded_offsets(dbase, _tile_rows16(h * w, panels_in), int(dbase[-1]))
+        dbase_i = _padded_offsets(dbase, _tile_rows(h * w, panels_in), int(dbase[-1]))
         th, tw, tc = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(cout), indexing="ij")
         # kernel rows whose dyf row holds a row of dy (rows KH-1 + oh*sh): the taps [lo, hi) of each pixel row
         hrow = np.arange(h) + pt
@@ -166,7 +156,7 @@ class ConvPlan:
             pbase, poff = base[:1], off[:1]
         return cls(
             pt=pt, pb=pb, pl=pl, pr=pr, cp=cp, cin_p=cin_p, panels_out=panels_out, panels_in=panels_in,
-            base_i=_padded_offsets(base, _tile_rows16(p, panels_out), int(base[-1])),
+            base_i=_padded_offsets(base, _tile_rows(p, panels_out), int(base[-1])),
             base_u=base.astype(np.uint64),
             off_i=_padded_offsets(off, _tile_rows(k, panels_out), 0),
             off_u=off.astype(np.uint64),
