@@ -1025,3 +1025,44 @@ def test_conv_kernels_agree_across_vector_widths(tmp_path):
     a, b = np.load(tmp_path / "host.npz"), np.load(tmp_path / "avx2.npz")
     for key in a.files:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)
+
+
+_BOUNDS_SCRIPT = r"""
+import numpy as np
+from tuinet.engine.conv import dense, kernels
+rng = np.random.default_rng(0)
+# a partial last tile of a 16-wide panel, accumulated into a c of exactly its rows and width (the tile buffer is
+# 32 wide: its copy of c's rows must take 16 values, not 32)
+rows, taps = 5, 7
+xf = rng.standard_normal(64).astype(np.float32)
+u = np.arange(rows + kernels.TILE_ROWS, dtype=np.int64)
+v = np.arange(taps, dtype=np.uint64)
+b = rng.standard_normal((taps, 16)).astype(np.float32)
+c = rng.standard_normal((rows, 16)).astype(np.float32)
+want = c + xf[u[:rows, None] + v[None, :].astype(np.int64)] @ b
+tile = np.empty((kernels.TILE_ROWS, 32), np.float32)
+kernels._tail_tile(xf, u, 0, rows, v, b, 0, 16, c, np.zeros(16, np.float32), True, tile)
+assert np.allclose(c, want, atol=1e-4)
+# an 8-wide last panel of B packed (a 32-wide panel row must take 8 values of B's row, not 32)
+bb = rng.standard_normal((3, 40)).astype(np.float32)
+starts, widths = dense._panels(40)
+bp = np.zeros((starts.size, 3, 32), np.float32)
+dense._pack_panels(bb, False, starts, widths, bp)
+assert np.array_equal(bp[1, :, :8], bb[:, 32:40])
+print("ok")
+"""
+
+
+def test_partial_tiles_and_narrow_panels_stay_in_bounds(tmp_path):
+    """With Numba's bounds checks on, the copies around a partial last tile and the packing of a narrow panel
+    read only their own rows (they copied a 32-wide buffer's length out of 16- and 8-wide slices: reads past a
+    row, and past the array at its last row)."""
+    import os
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", _BOUNDS_SCRIPT], env=env, capture_output=True, text=True,
+                         cwd=str(root))
+    assert out.returncode == 0 and out.stdout.split()[-1] == "ok", out.stderr[-2000:]

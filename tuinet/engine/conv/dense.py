@@ -31,7 +31,7 @@ def _pack_panels(b, trans, starts, widths, bp):
                     panel[t, j] = src[t]
         else:
             for t in range(T):
-                _copy_flat(b[t][j0:j0 + w], panel[t])
+                _copy_flat(b[t][j0:j0 + w], panel[t][:w])
 
 
 @conv_jit(parallel=True)

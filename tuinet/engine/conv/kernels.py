@@ -50,7 +50,7 @@ def _tail_tile(xf, u, r0, rows, v, b, j0, wd, c, bias, accumulate, tile):
     n = rows - r0
     if accumulate:
         for r in range(n):
-            _copy_flat(c[r0 + r][j0:j0 + wd], tile[r])
+            _copy_flat(c[r0 + r][j0:j0 + wd], tile[r][:wd])
     if wd == 32:
         MK32(xf, u, r0, v, b, j0, tile, 0, 0, bias, accumulate)
     elif wd == 24:
@@ -248,6 +248,7 @@ def _out_stats(y, first, shift, acc, acc_sq):
 
 @conv_jit()
 def _copy_flat(src, dst):
+    """dst[:] = src[:dst.size]: ``src`` must hold at least as many elements as ``dst`` (nothing checks it)."""
     for i in range(dst.size):
         dst[i] = src[i]
 
