@@ -65,7 +65,7 @@ class Sequential:
         self._first_trainable = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         self._fusable = self._fusable_groups(self.layers)
         self._fusion = True
-        self._fused = self._fusable
+        self._set_fused(self._fusable)
 
     @property
     def first_trainable(self) -> int:
@@ -116,7 +116,13 @@ class Sequential:
     @fusion.setter
     def fusion(self, on: bool) -> None:
         self._fusion = bool(on)
-        self._fused = self._fusable if self._fusion else {}
+        self._set_fused(self._fusable if self._fusion else {})
+
+    def _set_fused(self, groups: dict[int, int]) -> None:
+        """The units that run fused (first index -> length), and for the backward pass each unit's last layer ->
+        its first (kept, not rebuilt every step)."""
+        self._fused = groups
+        self._fused_first = {i + n - 1: i for i, n in groups.items()}
 
     # --- computing ---------------------------------------------------------------------------------------------
 
@@ -134,10 +140,9 @@ class Sequential:
         """Backpropagate the loss gradient through every layer, filling the gradient buffers."""
         d = dout
         stop = self._first_trainable
-        first_of = {i + n - 1: i for i, n in self._fused.items()}  # a unit's last layer -> its first
         i = len(self.layers) - 1
         while i >= stop:
-            first = first_of.get(i, i)
+            first = self._fused_first.get(i, i)  # the first layer of the unit that ends at i
             if first < i and first >= stop:
                 d = self.layers[first].backward_fused(d, *self.layers[first + 1:i + 1], need_dx=first > stop)
                 i = first - 1
