@@ -259,6 +259,29 @@ def test_inspector_80x24(snap_compare):
     assert snap_compare(replay_app(mnist_events()), terminal_size=(80, 24), press=["2"])
 
 
+def test_inspector_shows_the_weights_step_whole_at_80_and_120_columns():
+    """The step of the weights snapshot sits in the pane's border title: on the text's first line, after a layer
+    name and its shape, it was cut at the pane's width (it read "step 3" at step 3000)."""
+    import asyncio
+
+    from tuinet.app.testing import wait_until
+
+    events = [dict(e, step=123456) if e["event"] == "weights" else e for e in mnist_events()]
+
+    async def run(size):
+        app = replay_app(events)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("2")
+            await wait_until(pilot, lambda: app.active_tab == "inspector" and "weights · step" in str(
+                app.query_one("#layer-hist").border_title), what="the weights pane drawn")
+            return str(app.query_one("#layer-hist").border_title), app.export_screenshot()
+
+    for size in ((120, 40), (80, 24)):
+        title, svg = asyncio.run(run(size))
+        assert title == "weights · step 123456"
+        assert "step&#160;123456" in svg
+
+
 def test_no_color_boundary_tells_classes_apart_by_glyph(monkeypatch):
     import asyncio
 

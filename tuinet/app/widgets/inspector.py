@@ -363,6 +363,9 @@ class Inspector(Vertical):
                 if layer.get("name") == self.selected:
                     entry = layer
         row = st.layer_rows.get(self.selected or "", {})
+        # The step goes in the pane's border title: on the text's first line it was cut off at the pane's width
+        # (a long layer name and shape left "step 3" of "step 3000" at 120 columns).
+        hist.border_title = "weights" if entry is None else f"weights · step {w.get('step')}"
         if entry is None:
             hist.update(Text("waiting for a weights snapshot…" if self.selected else "no layer selected", style="dim"))
             pics.show("")
@@ -370,7 +373,7 @@ class Inspector(Vertical):
         h = entry.get("histogram") or {}
         shape = next(("x".join(str(d) for d in layer.get("output_shape", [])) for layer in st.layers
                       if layer.get("name") == self.selected), "?")
-        t = Text(f"{self.selected} ({entry.get('kind')} → {shape})  step {w.get('step')}\n", style="bold")
+        t = Text(f"{self.selected} ({entry.get('kind')} → {shape})\n", style="bold")
         col = 2 if hist.content_size.width >= 2 * len(h.get("counts", [])) else 1
         t.append_text(histogram_text(h.get("counts", []), h.get("edges", [0, 0]), col_width=col))
         t.append("\n")
