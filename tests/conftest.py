@@ -12,6 +12,17 @@ def _isolated_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("TUINET_RUNS_DIR", str(tmp_path / "runs"))
 
 
+@pytest.fixture(autouse=True)
+def _cpu_target_unchanged():
+    """No test may leave Numba's CPU target changed for the rest of the suite: every later child process would
+    compile for it (an AVX-512 feature string left behind killed them with SIGILL on an AVX2 host)."""
+    keys = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    after = {k: os.environ.get(k) for k in keys}
+    assert after == before, f"the test left Numba's CPU target changed: {before} -> {after}"
+
+
 def pytest_configure(config):
     os.environ.setdefault("TUINET_THREADS", "2")
     # no thread-mode probing in tests: exact-equality checks (resume, determinism) need fixed thread counts;

@@ -1031,9 +1031,10 @@ _BOUNDS_SCRIPT = r"""
 import numpy as np
 from tuinet.engine.conv import dense, kernels
 rng = np.random.default_rng(0)
-# a partial last tile of a 16-wide panel, accumulated into a c of exactly its rows and width (the tile buffer is
-# 32 wide: its copy of c's rows must take 16 values, not 32)
-rows, taps = 5, 7
+# a partial last tile of a 16-wide panel (fewer rows than the 16-wide tile's height, which depends on the vector
+# width), accumulated into a c of exactly its rows and width (the tile buffer is 32 wide: its copy of c's rows must
+# take 16 values, not 32)
+rows, taps = kernels.R16 - 1, 7
 xf = rng.standard_normal(64).astype(np.float32)
 u = np.arange(rows + kernels.TILE_ROWS, dtype=np.int64)
 v = np.arange(taps, dtype=np.uint64)

@@ -51,7 +51,11 @@ def test_vector_width_turns_off_llvms_256_bit_preference_only_on_avx512_hosts(mo
     from tuinet.engine.runtime import configure_vector_width
 
     for var in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
-        monkeypatch.delenv(var, raising=False)
+        # setenv first, so that monkeypatch records the variable's state before the test (a delenv of an unset
+        # variable records nothing: the AVX-512 string set below then outlived the test and every later child
+        # process compiled AVX-512 code, killed by SIGILL on an AVX2 host)
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setattr(ll, "get_host_cpu_features", lambda: _Features("+avx,+avx2,+fma,+avx512f,+avx512bw"))
     assert configure_vector_width() is True
     assert __import__("os").environ["NUMBA_CPU_FEATURES"] == "+avx,+avx2,+fma,+avx512f,+avx512bw,-prefer-256-bit"
