@@ -509,12 +509,34 @@ def test_conv_microkernel_variants_match_numpy(rows, width, lanes):
     np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], want + bias[j0:j0 + width], rtol=1e-5, atol=1e-4)
 
 
+def test_micro_kernel_column_groups_fit_the_registers():
+    """Every tile shape the kernels use, with either vector width, runs in passes whose accumulators, vectors of B
+    and one broadcast fit in the registers; with AVX-512's 32 registers every tile is one pass."""
+    from tuinet.engine.conv import codegen
+    from tuinet.engine.conv.microkernels import column_groups, row_vectors, vector_registers
+
+    for lanes, table, rows48 in ((8, codegen._ROWS_256, codegen._ROWS48_256), (16, codegen._ROWS_512,
+                                                                              codegen._ROWS48_512)):
+        regs = vector_registers(lanes)
+        for width, rows in list(table.items()) + [(48, rows48)]:
+            nvec = len(row_vectors(width, lanes))
+            groups = column_groups(rows, nvec, regs)
+            assert [k for g0, g1 in groups for k in range(g0, g1)] == list(range(nvec))  # each vector once, in order
+            assert all(rows * (g1 - g0) + (g1 - g0) + 1 <= regs for g0, g1 in groups), (lanes, width, groups)
+            assert lanes == 8 or len(groups) == 1
+            assert 8 % rows48 == 0 and 16 % rows48 == 0  # the transposed weight gradient's rows: Cout 8 or 16
+    assert column_groups(6, 4, 16) == [(0, 2), (2, 4)] and column_groups(4, 6, 16) == [(0, 3), (3, 6)]
+
+
 def test_conv_microkernel_is_vectorized(tmp_path):
-    """The micro-kernels keep their tile in vector registers: packed FMAs only, no scalar fallback.
+    """The micro-kernels keep their tile in vector registers: packed FMAs only, no scalar fallback, and no
+    accumulator kept on the stack in the loop over the taps.
 
     Numba compiles for the host, so the register width depends on the CPU (xmm/ymm on AVX2, ymm or zmm on
-    AVX-512) and so does the tile the kernels use (R x 32, R chosen for the width); the property checked is
-    that the packed FMAs of one reduction step cover the whole tile of the 32-column micro-kernel in use.
+    AVX-512) and so does the tile the kernels use (R x W, R chosen for the width); the properties checked are
+    that the packed FMAs of one reduction step cover the whole tile of each micro-kernel in use, and that no
+    loop with an FMA (from its label to the jump back to it) touches the stack (with 16 ymm registers a one-pass 3 x 32 tile needed 17: LLVM kept
+    one accumulator on the stack, a store and a load in every step; the tile now runs in column groups).
     """
     import subprocess
     import sys
@@ -526,24 +548,31 @@ def test_conv_microkernel_is_vectorized(tmp_path):
         "import re, numpy as np\n"
         "from numba import njit\n"
         "from tuinet.engine.conv import kernels as k\n"
-        "R = k.R32\n"
-        "@njit(fastmath={'contract'})\n"
-        "def run(x, u, r0, v, b, j0, c, bias, acc):\n"
-        "    k.MK32(x, u, r0, v, b, j0, c, r0, j0, bias, acc)\n"
-        "x = np.ones(64, np.float32); u = np.zeros(R, np.int64); v = np.zeros(4, np.uint64)\n"
-        "b = np.ones((4, 32), np.float32); c = np.zeros((R, 32), np.float32)\n"
-        "run(x, u, 0, v, b, 0, c, np.zeros(32, np.float32), x.size > 0)\n"
-        "assert (c == 4.0).all(), c\n"
-        "asm = run.inspect_asm(run.signatures[0])\n"
         "lanes = {'xmm': 4, 'ymm': 8, 'zmm': 16}\n"
-        "packed = re.findall(r'vfmadd\\w*ps\\s+[^\\n]*?([xyz]mm)', asm)\n"
-        "print(R, sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)))\n"
+        "for W, R, MK in ((32, k.R32, k.MK32), (24, k.R24, k.MK24), (16, k.R16, k.MK16), (8, k.R8, k.MK8)):\n"
+        "    @njit(fastmath={'contract'})\n"
+        "    def run(x, u, r0, v, b, j0, c, bias, acc):\n"
+        "        MK(x, u, r0, v, b, j0, c, r0, j0, bias, acc)\n"
+        "    x = np.ones(64, np.float32); u = np.zeros(R, np.int64); v = np.zeros(4, np.uint64)\n"
+        "    b = np.ones((4, W), np.float32); c = np.zeros((R, W), np.float32)\n"
+        "    run(x, u, 0, v, b, 0, c, np.zeros(W, np.float32), x.size > 0)\n"
+        "    assert (c == 4.0).all(), c\n"
+        "    asm = run.inspect_asm(run.signatures[0])\n"
+        "    packed = re.findall(r'vfmadd\\w*ps\\s+[^\\n]*?([xyz]mm)', asm)\n"
+        "    loops = [m.group(2) for m in re.finditer(r'\\n(\\.LBB\\w+):(.*?)\\n\\s*j\\w+\\s+\\1\\n', asm, re.S)]\n"
+        "    spills = sum(1 for body in loops if 'vfmadd' in body and '(%rsp)' in body)\n"
+        "    assert any('vfmadd' in body for body in loops), asm\n"
+        "    print(W, R, sum(lanes[r] for r in packed), len(re.findall(r'vfmadd\\w*ss', asm)), spills)\n"
     )
     env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
-    rows, lanes, scalar = (int(v) for v in out.split())
-    assert lanes >= rows * 32 and scalar == 0, out
+    lines = out.split("\n")
+    assert len([ln for ln in lines if ln.strip()]) == 4, out
+    for line in lines:
+        if line.strip():
+            width, rows, lanes, scalar, spills = (int(v) for v in line.split())
+            assert lanes >= rows * width and scalar == 0 and spills == 0, out
 
 
 def test_conv_geometry_matches_torch_and_tensorflow_rules():

@@ -29,14 +29,17 @@ from numba.core.typed_passes import NativeLowering
 from tuinet.engine import runtime
 from tuinet.engine.kernels import FASTMATH
 
-# Panel width -> rows per tile. With 256-bit vectors (16 registers): 12, 9, 8 and 8 ymm accumulators. With
+# Panel width -> rows per tile. With 256-bit vectors (16 registers): 6 x 32 as two passes of 6 x 16 (12 ymm
+# accumulators each, + 2 of B + 1 broadcast; microkernels.column_groups), 3 x 24 (9), 6 x 16 (12) and 7 x 8 (7: with
+# 8 rows LLVM's schedule kept one accumulator on the stack, 44 against 81 GFLOP/s on one Zen 3 core). With
 # 512-bit vectors (32 registers; runtime.wide_vectors()): 12 zmm for 32 columns, 6 zmm + 6 ymm for 24, 12 zmm
 # for 16 and 8 ymm for 8: an FMA has 4 cycles of latency and two issue every cycle, so a tile needs at least
 # 8 independent accumulators to keep both FMA units busy.
-_ROWS_256 = {32: 3, 24: 3, 16: 4, 8: 8}
+_ROWS_256 = {32: 6, 24: 3, 16: 6, 8: 7}
 _ROWS_512 = {32: 6, 24: 6, 16: 12, 8: 8}
-# the 48-wide tiles of the transposed weight gradient (ConvPlan.tdw): 8 x 3 zmm or 2 x 6 ymm accumulators
-_ROWS48_256, _ROWS48_512 = 2, 8
+# the 48-wide tiles of the transposed weight gradient (ConvPlan.tdw; the height must divide 8 and 16): 8 x 3 zmm, or
+# 4 x 48 as two passes of 4 x 24 ymm (12 accumulators each)
+_ROWS48_256, _ROWS48_512 = 4, 8
 LANES = 16 if runtime.wide_vectors() else 8  #: floats per vector register the micro-kernels use
 _MK_ROWS = _ROWS_512 if LANES == 16 else _ROWS_256
 ROWS48 = _ROWS48_512 if LANES == 16 else _ROWS48_256

@@ -16,7 +16,9 @@ its window (a col2im fused into the GEMM's epilogue).
 The tile lives in R x ceil(W / L) vector registers of L floats (L = 16 for 512-bit vectors, 8 for 256-bit; a
 row of 24 with L = 16 is one 16-wide and one 8-wide vector) for the whole reduction: each step loads the W
 values of b[t] once, broadcasts R values of A and issues one ``llvm.fmuladd`` per vector (a fused multiply-add
-on FMA hardware), with no load or store of the tile. The kernel is inlined into its caller (an intrinsic emits
+on FMA hardware), with no load or store of the tile. Where the accumulators, B's vectors and a broadcast would
+not fit in the registers (16 with AVX2), the tile's columns are reduced in groups, one pass over the taps each
+(:func:`column_groups`: a 6 x 32 tile as two 6 x 16 passes). The kernel is inlined into its caller (an intrinsic emits
 IR at the call site), so LLVM has a short loop to optimize and nothing to search: the scalar micro-kernels this
 replaces held the tile in R x W scalar locals for LLVM's SLP vectorizer to pack, which made them slow to compile
 (the four of them about 26 of the 45 s a first conv run compiled) and left the vector width to LLVM.
@@ -51,6 +53,25 @@ def row_vectors(width: int, lanes: int) -> list[int]:
     return out
 
 
+def vector_registers(lanes: int) -> int:
+    """The vector registers x86 has for ``lanes``-float vectors: 32 zmm with AVX-512, 16 ymm with AVX2."""
+    return 32 if lanes == 16 else 16
+
+
+def column_groups(rows: int, nvec: int, regs: int) -> list[tuple[int, int]]:
+    """The row's ``nvec`` vectors in groups (start, end) small enough that a pass over the taps holds its
+    ``rows`` x group accumulators, the group's vectors of B and one broadcast in ``regs`` registers.
+
+    One group (the whole tile in one pass) whenever it fits: always with 32 registers. With 16 (AVX2), a 6 x 32
+    tile (24 accumulators) runs as two 6 x 16 passes (12 + 2 + 1 registers), where a 3 x 32 one in one pass
+    needed 12 + 4 + 1: LLVM kept one accumulator on the stack, a store and a load in every step of the loop."""
+    g = nvec
+    while g > 1 and rows * g + g + 1 > regs:
+        g -= 1
+    g = -(-nvec // -(-nvec // g))  # the same number of passes, with groups as even as they can be
+    return [(k, min(nvec, k + g)) for k in range(0, nvec, g)]
+
+
 @lru_cache(maxsize=None)
 def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable: bool = False):
     """The intrinsic computing a ``rows`` x ``width`` tile with ``lanes``-wide vectors (see the module doc);
@@ -60,6 +81,7 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
         raise ValueError("a micro-kernel is either scatter or btable")
     vecs = row_vectors(width, lanes)
     offs = [sum(vecs[:k]) for k in range(len(vecs))]
+    groups = column_groups(rows, len(vecs), vector_registers(lanes))
 
     def check(xf, u, v, b, c, bias):
         for a, nd in ((xf, 1), (b, 1 if btable else 2), (c, 1 if scatter else 2)) + (
@@ -116,76 +138,81 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
         undef = [ir.Constant(vt, ir.Undefined) for vt in vtys]
         masks = [ir.Constant(ir.VectorType(ir.IntType(32), n), None) for n in vecs]
 
-        entry = builder.block
-        header = builder.append_basic_block("mk.header")
-        body = builder.append_basic_block("mk.body")
-        done = builder.append_basic_block("mk.done")
-        builder.branch(header)
+        c_stride = None if scatter else builder.ashr(cgutils.unpack_tuple(builder, ca.strides, 2)[0],
+                                                      ir.Constant(i64, 2))
+        for g0, g1 in groups:  # each group of the row's vectors: its own pass over the taps, then its epilogue
+            gvecs = list(range(g0, g1))
+            entry = builder.block
+            header = builder.append_basic_block("mk.header")
+            body = builder.append_basic_block("mk.body")
+            done = builder.append_basic_block("mk.done")
+            builder.branch(header)
 
-        builder.position_at_end(header)
-        t = builder.phi(i64, "t")
-        t.add_incoming(ir.Constant(i64, 0), entry)
-        accs = []
-        for r in range(rows):
-            for k, vt in enumerate(vtys):
-                phi = builder.phi(vt, f"c{r}_{k}")
-                phi.add_incoming(zero[k], entry)
-                accs.append(phi)
-        builder.cbranch(builder.icmp_signed("<", t, ntaps), body, done)
-
-        builder.position_at_end(body)
-        vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
-        if btable:  # b[bu[t] + j0:]
-            brow = builder.gep(bcol, [as_i64(builder.load(builder.gep(bua.data, [t])), buty)])
-        else:
-            brow = builder.gep(bcol, [builder.mul(t, b_stride)])
-        bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, o)]), vtys[k].as_pointer()),
-                           align=4) for k, o in enumerate(offs)]
-        new = []
-        for r in range(rows):
-            a = builder.load(builder.gep(xrows[r], [vt_off]))
-            for k in range(len(vecs)):
-                splat = builder.shuffle_vector(builder.insert_element(undef[k], a, ir.Constant(i64, 0)),
-                                               undef[k], masks[k])
-                new.append(builder.call(fmas[k], [splat, bv[k], accs[r * len(vecs) + k]]))
-        t_next = builder.add(t, ir.Constant(i64, 1))
-        body_end = builder.block
-        builder.branch(header)
-        t.add_incoming(t_next, body_end)
-        for phi, val in zip(accs, new):
-            phi.add_incoming(val, body_end)
-
-        builder.position_at_end(done)
-        if scatter:  # c[cu[r0 + r] + cj0 + o] += T[r, o]
-            cua = arr("cr0")
-            cuty = context.get_value_type(aty["cr0"].dtype)
+            builder.position_at_end(header)
+            t = builder.phi(i64, "t")
+            t.add_incoming(ir.Constant(i64, 0), entry)
+            accs = []
             for r in range(rows):
-                cur = builder.load(builder.gep(cua.data, [builder.add(r0, ir.Constant(i64, r))]))
-                crow = builder.gep(ca.data, [builder.add(as_i64(cur, cuty), cj0)])
-                for k, o in enumerate(offs):
-                    p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
-                    old = builder.load(p, align=4)
-                    builder.store(builder.fadd(old, accs[r * len(vecs) + k]), p, align=4)
-            return context.get_dummy_value()
-        c_stride = builder.ashr(cgutils.unpack_tuple(builder, ca.strides, 2)[0], ir.Constant(i64, 2))
-        crow0 = builder.gep(ca.data, [builder.add(builder.mul(cr0, c_stride), cj0)])
-        with builder.if_else(flag) as (then, otherwise):
-            with then:
+                for k in gvecs:
+                    phi = builder.phi(vtys[k], f"c{r}_{k}")
+                    phi.add_incoming(zero[k], entry)
+                    accs.append(phi)
+            builder.cbranch(builder.icmp_signed("<", t, ntaps), body, done)
+
+            builder.position_at_end(body)
+            vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
+            if btable:  # b[bu[t] + j0:]
+                brow = builder.gep(bcol, [as_i64(builder.load(builder.gep(bua.data, [t])), buty)])
+            else:
+                brow = builder.gep(bcol, [builder.mul(t, b_stride)])
+            bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, offs[k])]), vtys[k].as_pointer()),
+                               align=4) for k in gvecs]
+            new = []
+            for r in range(rows):
+                a = builder.load(builder.gep(xrows[r], [vt_off]))
+                for q, k in enumerate(gvecs):
+                    splat = builder.shuffle_vector(builder.insert_element(undef[k], a, ir.Constant(i64, 0)),
+                                                   undef[k], masks[k])
+                    new.append(builder.call(fmas[k], [splat, bv[q], accs[r * len(gvecs) + q]]))
+            t_next = builder.add(t, ir.Constant(i64, 1))
+            body_end = builder.block
+            builder.branch(header)
+            t.add_incoming(t_next, body_end)
+            for phi, val in zip(accs, new):
+                phi.add_incoming(val, body_end)
+
+            builder.position_at_end(done)
+            if scatter:  # c[cu[r0 + r] + cj0 + o] += T[r, o]
+                cua = arr("cr0")
+                cuty = context.get_value_type(aty["cr0"].dtype)
                 for r in range(rows):
-                    crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
-                    for k, o in enumerate(offs):
-                        p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
-                        old = builder.load(p, align=4)
-                        builder.store(builder.fadd(old, accs[r * len(vecs) + k]), p, align=4)
-            with otherwise:
-                bias_row = builder.gep(biasa.data, [j0])
-                bb = [builder.load(builder.bitcast(builder.gep(bias_row, [ir.Constant(i64, o)]),
-                                                   vtys[k].as_pointer()), align=4) for k, o in enumerate(offs)]
-                for r in range(rows):
-                    crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
-                    for k, o in enumerate(offs):
-                        p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, o)]), vtys[k].as_pointer())
-                        builder.store(builder.fadd(accs[r * len(vecs) + k], bb[k]), p, align=4)
+                    cur = builder.load(builder.gep(cua.data, [builder.add(r0, ir.Constant(i64, r))]))
+                    crow = builder.gep(ca.data, [builder.add(as_i64(cur, cuty), cj0)])
+                    for q, k in enumerate(gvecs):
+                        ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, offs[k])]), vtys[k].as_pointer())
+                        old = builder.load(ptr, align=4)
+                        builder.store(builder.fadd(old, accs[r * len(gvecs) + q]), ptr, align=4)
+                continue
+            crow0 = builder.gep(ca.data, [builder.add(builder.mul(cr0, c_stride), cj0)])
+            with builder.if_else(flag) as (then, otherwise):
+                with then:
+                    for r in range(rows):
+                        crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
+                        for q, k in enumerate(gvecs):
+                            ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, offs[k])]),
+                                                  vtys[k].as_pointer())
+                            old = builder.load(ptr, align=4)
+                            builder.store(builder.fadd(old, accs[r * len(gvecs) + q]), ptr, align=4)
+                with otherwise:
+                    bias_row = builder.gep(biasa.data, [j0])
+                    bb = [builder.load(builder.bitcast(builder.gep(bias_row, [ir.Constant(i64, offs[k])]),
+                                                       vtys[k].as_pointer()), align=4) for k in gvecs]
+                    for r in range(rows):
+                        crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
+                        for q, k in enumerate(gvecs):
+                            ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, offs[k])]),
+                                                  vtys[k].as_pointer())
+                            builder.store(builder.fadd(accs[r * len(gvecs) + q], bb[q]), ptr, align=4)
         return context.get_dummy_value()
 
     def typer(args):
