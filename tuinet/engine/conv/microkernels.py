@@ -138,8 +138,20 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
         undef = [ir.Constant(vt, ir.Undefined) for vt in vtys]
         masks = [ir.Constant(ir.VectorType(ir.IntType(32), n), None) for n in vecs]
 
-        c_stride = None if scatter else builder.ashr(cgutils.unpack_tuple(builder, ca.strides, 2)[0],
-                                                      ir.Constant(i64, 2))
+        if scatter:
+            cua = arr("cr0")
+            cuty = context.get_value_type(aty["cr0"].dtype)
+        else:
+            c_stride = builder.ashr(cgutils.unpack_tuple(builder, ca.strides, 2)[0], ir.Constant(i64, 2))
+
+        def vec_ptr(crow, k):  # the k-th vector of the tile row starting at crow
+            return builder.bitcast(builder.gep(crow, [ir.Constant(i64, offs[k])]), vtys[k].as_pointer())
+
+        def add_row(crow, row_accs, gvecs):  # c's row += the tile row's accumulators of this group
+            for k, acc in zip(gvecs, row_accs):
+                ptr = vec_ptr(crow, k)
+                builder.store(builder.fadd(builder.load(ptr, align=4), acc), ptr, align=4)
+
         for g0, g1 in groups:  # each group of the row's vectors: its own pass over the taps, then its epilogue
             gvecs = list(range(g0, g1))
             entry = builder.block
@@ -165,8 +177,7 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
                 brow = builder.gep(bcol, [as_i64(builder.load(builder.gep(bua.data, [t])), buty)])
             else:
                 brow = builder.gep(bcol, [builder.mul(t, b_stride)])
-            bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, offs[k])]), vtys[k].as_pointer()),
-                               align=4) for k in gvecs]
+            bv = [builder.load(vec_ptr(brow, k), align=4) for k in gvecs]
             new = []
             for r in range(rows):
                 a = builder.load(builder.gep(xrows[r], [vt_off]))
@@ -182,37 +193,24 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
                 phi.add_incoming(val, body_end)
 
             builder.position_at_end(done)
+            n = len(gvecs)
             if scatter:  # c[cu[r0 + r] + cj0 + o] += T[r, o]
-                cua = arr("cr0")
-                cuty = context.get_value_type(aty["cr0"].dtype)
                 for r in range(rows):
                     cur = builder.load(builder.gep(cua.data, [builder.add(r0, ir.Constant(i64, r))]))
-                    crow = builder.gep(ca.data, [builder.add(as_i64(cur, cuty), cj0)])
-                    for q, k in enumerate(gvecs):
-                        ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, offs[k])]), vtys[k].as_pointer())
-                        old = builder.load(ptr, align=4)
-                        builder.store(builder.fadd(old, accs[r * len(gvecs) + q]), ptr, align=4)
+                    add_row(builder.gep(ca.data, [builder.add(as_i64(cur, cuty), cj0)]), accs[r * n:r * n + n], gvecs)
                 continue
             crow0 = builder.gep(ca.data, [builder.add(builder.mul(cr0, c_stride), cj0)])
+            crows = [builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)]) for r in range(rows)]
             with builder.if_else(flag) as (then, otherwise):
                 with then:
                     for r in range(rows):
-                        crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
-                        for q, k in enumerate(gvecs):
-                            ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, offs[k])]),
-                                                  vtys[k].as_pointer())
-                            old = builder.load(ptr, align=4)
-                            builder.store(builder.fadd(old, accs[r * len(gvecs) + q]), ptr, align=4)
+                        add_row(crows[r], accs[r * n:r * n + n], gvecs)
                 with otherwise:
                     bias_row = builder.gep(biasa.data, [j0])
-                    bb = [builder.load(builder.bitcast(builder.gep(bias_row, [ir.Constant(i64, offs[k])]),
-                                                       vtys[k].as_pointer()), align=4) for k in gvecs]
+                    bb = [builder.load(vec_ptr(bias_row, k), align=4) for k in gvecs]
                     for r in range(rows):
-                        crow = builder.gep(crow0, [builder.mul(ir.Constant(i64, r), c_stride)])
                         for q, k in enumerate(gvecs):
-                            ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, offs[k])]),
-                                                  vtys[k].as_pointer())
-                            builder.store(builder.fadd(accs[r * len(gvecs) + q], bb[q]), ptr, align=4)
+                            builder.store(builder.fadd(accs[r * n + q], bb[q]), vec_ptr(crows[r], k), align=4)
         return context.get_dummy_value()
 
     def typer(args):
