@@ -15,7 +15,7 @@ from tuinet.app.remote import RemoteApp
 from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog
-from tuinet.app.testing import press, wait_until
+from tuinet.app.testing import press, wait_for_screen, wait_until
 from tuinet.protocol import ACKNOWLEDGED_BY, COMMANDS, make_event
 from tuinet.training.config import TrainConfig
 
@@ -154,7 +154,7 @@ def test_the_palette_the_help_screen_and_the_footer_of_a_running_app_agree_with_
                 if a.show and app.check_action(a.name, a.params) is not False:
                     assert footer[a.id] == a.label, a.id
             await press(pilot, "question_mark")
-            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+            await wait_for_screen(pilot, HelpScreen, what="the help screen")
             assert app.screen.key_lines == actions.help_lines(app_class.HELP_ROWS,
                                                               actions.by_id(app_class.HELP_ACTIONS))
 
@@ -172,12 +172,12 @@ def test_ctrl_q_and_ctrl_c_ask_like_q():
             await wait_until(pilot, lambda: app.state.step == 15, what="the history replayed")
             for key in ("ctrl+q", "ctrl+c"):
                 await press(pilot, key)
-                await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the quit question")
+                await wait_for_screen(pilot, ConfirmDialog, what="the quit question")
                 assert not [c for c in fake.sent if c["command"] == "stop"]
                 await press(pilot, "escape")
                 await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmDialog), what="the question closed")
             await press(pilot, "ctrl+c")
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the quit question")
+            await wait_for_screen(pilot, ConfirmDialog, what="the quit question")
             await press(pilot, "y")
             await wait_until(pilot, lambda: app.return_value is not None, what="the app to exit")
         assert app.return_value == 0
@@ -192,7 +192,7 @@ def test_the_divergence_dialog_rolls_back_by_the_factor_the_trainer_proposes():
         fake = FakeSession([*opening(), diverged, make_event("paused", reason="diverged", step=20)], started=True)
         app = TuinetApp(fake, config=TrainConfig(dataset="spiral"))
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_until(pilot, lambda: isinstance(app.screen, DivergedDialog), what="the divergence dialog")
+            await wait_for_screen(pilot, DivergedDialog, what="the divergence dialog")
             await press(pilot, "r")
             await wait_until(pilot, lambda: any(c["command"] == "rollback" for c in fake.sent), what="rollback")
         assert [c["factor"] for c in fake.sent if c["command"] == "rollback"] == [0.1]

@@ -19,7 +19,7 @@ from tuinet.app.compare_state import GLYPHS, MAX_CHARTED, CompareState, short_na
 from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.run_summary import RunSummaryScreen, per_class_text
-from tuinet.app.testing import async_test, press, wait_until
+from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
 from tuinet.app.widgets.charts import render_text
 from tuinet.app.widgets.overlay_chart import legend_text, overlay_data, overlay_lines
 from tuinet.app.widgets.runs_table import RunsTable
@@ -284,7 +284,7 @@ async def test_enter_on_a_finished_run_opens_its_summary_and_on_a_live_one_says_
         assert notes == [attach_hint("live-run")] and "tuinet attach live-run" in notes[0]
         assert not isinstance(app.screen, RunSummaryScreen)
         await press(pilot, "down", "down", "enter")  # sgd-lr0.1, finished
-        await wait_until(pilot, lambda: isinstance(app.screen, RunSummaryScreen), what="the summary")
+        await wait_for_screen(pilot, RunSummaryScreen, what="the summary")
         summary = app.screen
         assert summary.record.name == "sgd-lr0.1"
         await wait_until(pilot, lambda: str(summary.query_one("#sum-figures").render()), what="the figures")
@@ -325,7 +325,7 @@ async def test_help_and_palette_list_the_compare_keys(runs):
         footer = {b.action for _, b, _, _ in app.screen.active_bindings.values() if b.show}
         assert {"toggle_run", "open_run", "cycle_x", "toggle_smooth", "compare_log", "filter_runs"} <= footer
         await press(pilot, "question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await wait_for_screen(pilot, HelpScreen, what="help")
         keys = dict(app.screen.key_lines)
         assert keys["x"].startswith("x axis") and "/" in keys and "q" in keys
         await press(pilot, "escape")
@@ -401,7 +401,7 @@ async def test_the_compare_tab_holds_this_run_against_earlier_ones(runs):
         await press(pilot, "c")
         await wait_until(pilot, lambda: app.active_tab == "compare", what="the compare tab again")
         await press(pilot, "question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await wait_for_screen(pilot, HelpScreen, what="help")
         assert ("v", "curves: validation → train → both") in app.screen.key_lines
 
 
@@ -474,7 +474,7 @@ def test_b_branches_the_highlighted_run_into_a_new_detached_run(tmp_path):
             view = view_of(app)
             await wait_until(pilot, lambda: view.table.row_count == 1, what="the table")
             await press(pilot, "b")
-            await wait_until(pilot, lambda: isinstance(app.screen, BranchDialog), what="the branch dialog")
+            await wait_for_screen(pilot, BranchDialog, what="the branch dialog")
             suggestion = app.screen.query_one("#branch-input").value
             assert suggestion.startswith("--from base --name base-branch --epochs 4")
             await press(pilot, "enter")

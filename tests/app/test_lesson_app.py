@@ -6,7 +6,7 @@ from __future__ import annotations
 from tests.app.runs_fixture import make_runs
 from tuinet.app.compare import CompareApp
 from tuinet.app.screens.lesson import LessonResultScreen
-from tuinet.app.testing import async_test, press, wait_until
+from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
 from tuinet.training.compare import load_runs
 
 
@@ -23,7 +23,7 @@ async def test_the_result_shows_once_the_runs_are_done(tmp_path):
         await pilot.pause()
         assert not isinstance(app.screen, LessonResultScreen) and app.lesson_result is None
         done.append("What happened in these runs (demo):\n  a  best val acc 90.0%")
-        await wait_until(pilot, lambda: isinstance(app.screen, LessonResultScreen), what="the result")
+        await wait_for_screen(pilot, LessonResultScreen, what="the result")
         assert "best val acc 90.0%" in str(app.screen.query_one("Static").render())
         await press(pilot, "escape")
         assert not isinstance(app.screen, LessonResultScreen) and app.lesson_result.startswith("What happened")

@@ -35,7 +35,7 @@ async def open_step_view(pilot) -> None:
     app = pilot.app
     await wait_until(pilot, lambda: app.state.step >= 300, what="the run shown")
     await press(pilot, "n")
-    await wait_until(pilot, lambda: isinstance(app.screen, StepScreen) and app.state.step_detail is not None
+    await wait_until(pilot, lambda: isinstance(app.screen, StepScreen) and app.screen.is_mounted and app.state.step_detail is not None
                      and "stepview" not in app.state.dirty and not app.pending, what="the step view drawn")
     await pilot.pause()
 

@@ -12,7 +12,7 @@ from tests.app.fakes import FakeSession, opening
 from tests.app.step_fixture import step_detail
 from tuinet.app.app import TuinetApp
 from tuinet.app.screens.step import CountPrefix, StepScreen
-from tuinet.app.testing import async_test, press, wait_until
+from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
 from tuinet.app.widgets.inspector import flow_bar, health_text
 from tuinet.app.widgets.stepview import CAPTIONS, SHORT_CAPTIONS, backward_text, forward_text, loss_text, update_text
 from tuinet.protocol import make_event
@@ -38,7 +38,7 @@ async def test_n_pauses_steps_and_opens_the_step_view_then_space_resumes():
         await wait_until(pilot, lambda: app.state.step > 0, what="the run shown")
         await press(pilot, "n")
         assert session.kinds()[-2:] == ["pause", "step"] and "count" not in session.sent[-1]
-        await wait_until(pilot, lambda: isinstance(app.screen, StepScreen) and app.state.step_detail is not None
+        await wait_until(pilot, lambda: isinstance(app.screen, StepScreen) and app.screen.is_mounted and app.state.step_detail is not None
                          and "stepview" not in app.state.dirty, what="the step view drawn")
         assert app.state.step_detail["step"] == 16  # the scripted run was at step 15
         for stage in ("forward", "loss", "backward", "update"):  # a one-line caption each (short when narrow)
@@ -64,7 +64,7 @@ async def test_escape_closes_the_view_and_stays_paused():
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: app.state.step > 0, what="the run shown")
         await press(pilot, "n")
-        await wait_until(pilot, lambda: isinstance(app.screen, StepScreen), what="the step view")
+        await wait_for_screen(pilot, StepScreen, what="the step view")
         await press(pilot, "escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, StepScreen), what="the view closed")
         # the run's "paused" event may still be on its way: wait for it, then check nothing resumed the run

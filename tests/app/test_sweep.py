@@ -22,7 +22,7 @@ from tuinet.app.screens.run_summary import RunSummaryScreen
 from tuinet.app.screens.sweep import SweepView
 from tuinet.app.sweep import SweepApp
 from tuinet.app.sweep_state import STATE_LOOK, SweepState, read_space, trial_name
-from tuinet.app.testing import async_test, press, wait_until
+from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
 from tuinet.app.widgets.best_trial import best_text
 from tuinet.app.widgets.importance_bars import bar, importance_text
 from tuinet.app.widgets.overlay_chart import overlay_lines
@@ -204,12 +204,12 @@ async def test_stop_and_promote_reach_control_with_the_highlighted_trial(sweep):
         await press(pilot, *["down"] * 5)
         assert view.table.highlighted == 5 and view.check_action("stop_trial", ())
         await press(pilot, "s")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
+        await wait_for_screen(pilot, ConfirmDialog, what="the question")
         await press(pilot, "n")  # no: nothing is sent
         await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmDialog), what="the answer")
         assert control.calls == []
         await press(pilot, "s")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
+        await wait_for_screen(pilot, ConfirmDialog, what="the question")
         await press(pilot, "y")
         await wait_until(pilot, lambda: control.calls, what="the stop")
         assert control.calls == [("stop", sweep, 5)]
@@ -308,7 +308,7 @@ async def test_enter_opens_a_finished_trial_and_attaches_to_a_running_one(sweep)
     async with app.run_test(size=SIZE) as pilot:
         view = await loaded(pilot, app, 9)
         await press(pilot, "enter")  # trial 0: complete
-        await wait_until(pilot, lambda: isinstance(app.screen, RunSummaryScreen), what="the summary")
+        await wait_for_screen(pilot, RunSummaryScreen, what="the summary")
         assert app.screen.record.path == trial_dir(sweep / "runs", 0)
         await press(pilot, "escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, RunSummaryScreen), what="back")
@@ -339,7 +339,7 @@ async def test_quit_asks_whether_to_stop_a_sweep_started_here(sweep):
         async with app.run_test(size=SIZE) as pilot:
             await loaded(pilot, app, 2)
             await press(pilot, "q")
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
+            await wait_for_screen(pilot, ConfirmDialog, what="the question")
             await press(pilot, answer)
             await wait_until(pilot, lambda: app.return_value is not None, what="the exit")
         assert app.return_value == 0 and stopped == want
@@ -372,7 +372,7 @@ async def test_sort_keys_help_and_palette(sweep):
         assert {"Sweep: open trial", "Sweep: sort by the next column", "Quit"} <= titles
         assert "Sweep: promote trial" not in titles  # the highlighted trial is not running
         await press(pilot, "question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await wait_for_screen(pilot, HelpScreen, what="help")
         keys = dict(app.screen.key_lines)
         assert {"enter", "s", "p", "S R", "i", "?", "q"} <= set(keys) and "promote" in keys["p"]
 

@@ -56,6 +56,14 @@ async def wait_until(pilot: Pilot, cond: Callable[[], object], timeout: float = 
         await pilot.pause(poll)
 
 
+async def wait_for_screen(pilot: Pilot, screen_type: type, timeout: float = 20.0, what: str = "a screen") -> None:
+    """Let the app run until the screen on top is a ``screen_type`` whose widgets are mounted: ``push_screen`` puts
+    the screen on the stack at once, but composes and mounts its children a moment later, so a query straight after
+    ``isinstance(app.screen, ...)`` can find nothing."""
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, screen_type) and pilot.app.screen.is_mounted,
+                     timeout=timeout, what=what)
+
+
 def async_test(fn):
     """Run an async test function with asyncio (no pytest-asyncio needed)."""
     @functools.wraps(fn)
