@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -159,3 +162,67 @@ def test_a_warm_process_compiles_nothing_for_a_training_step(spec, shape):
                            check=True).stdout.split()[-1] for _ in range(2)]
     assert runs[0].split(",")[0] == "<lambda>"  # the listener saw the uncached function compile first
     assert runs[1] == "<lambda>", runs[1]
+
+
+# --- the kernels' cache follows the whole engine's sources ------------------------------------------------------
+
+_DECO = ("from numba import njit\nfrom tuinet.engine.runtime import cache_with_tree\n\n\n"
+         "def cached(fn):\n    return cache_with_tree(njit(fn), __file__.rsplit('/', 1)[0])\n")
+
+_RUN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pkg.caller import kernel
+print(kernel(), sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))
+"""
+
+
+def test_a_cached_kernel_is_recompiled_when_a_kernel_it_calls_changes_in_another_file(tmp_path):
+    """A kernel that calls a kernel from another file: after that file changes, the next process must run the new
+    code. Numba's own cache checks only the caller's file and runs the old code from the cache (with
+    ``njit(cache=True)`` this test gets 101 after the change: the crash of an update that changed only the conv
+    tiles' file); :func:`cache_with_tree` recompiles, then loads from the cache again."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "deco.py").write_text(_DECO)
+    (pkg / "caller.py").write_text("from pkg.deco import cached\nfrom pkg.helper import helper\n\n\n"
+                                   "@cached\ndef kernel():\n    return helper() + 100\n")
+
+    def write_helper(value: int) -> None:
+        (pkg / "helper.py").write_text(f"from pkg.deco import cached\n\n\n@cached\ndef helper():\n    return {value}\n")
+
+    def run() -> tuple[int, int, int]:
+        out = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path)], capture_output=True, text=True,
+                             timeout=300, env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache")))
+        assert out.returncode == 0, out.stderr[-2000:]
+        value, hits, misses = (int(v) for v in out.stdout.split())
+        return value, hits, misses
+
+    write_helper(1)
+    assert run() == (101, 0, 1)  # compiled and saved
+    assert run() == (101, 1, 0)  # loaded from the cache
+    write_helper(2)
+    assert run() == (102, 0, 1)  # the caller recompiled with the new helper
+    assert run() == (102, 1, 0)
+
+
+def test_every_engine_kernel_carries_the_engine_sources_stamp():
+    """Every kernel of the engine (dense, optimizers, norms, convolutions) is cached with the whole engine's stamp,
+    so no kernel can outlive a change to the code it was generated from."""
+    import numba
+
+    import tuinet.engine.conv.dense  # noqa: F401
+    import tuinet.engine.conv.kernels  # noqa: F401
+    import tuinet.engine.norm  # noqa: F401
+    import tuinet.engine.optim  # noqa: F401
+    from tuinet.engine import runtime
+
+    stamp = runtime.source_tree_stamp(runtime.ENGINE_DIR)
+    kernels = [obj for name, mod in list(sys.modules.items()) if name.startswith("tuinet.engine")
+               for obj in vars(mod).values()
+               if isinstance(obj, numba.core.registry.CPUDispatcher) and obj.py_func.__module__.startswith("tuinet")]
+    assert len(kernels) > 50
+    unstamped = [k.py_func.__qualname__ for k in kernels
+                 if k._cache._impl.locator.get_source_stamp()[1:] != (stamp,)]
+    assert unstamped == []

@@ -32,7 +32,15 @@ INV_SQRT_2PI = np.float32(1.0 / math.sqrt(2.0 * math.pi))
 
 def jit(parallel: bool | dict = False):
     """The decorator every tuinet kernel uses (``parallel`` as Numba takes it: a bool or a dict of options)."""
-    return njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy")
+    return cached(nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy")
+
+
+def cached(**options):
+    """``njit(**options)`` with Numba's on-disk cache, each entry valid while no engine source file changes
+    (:func:`tuinet.engine.runtime.cache_with_tree`); every kernel decorator of the engine goes through it."""
+    def decorate(fn):
+        return runtime.cache_with_tree(njit(**options)(fn), runtime.ENGINE_DIR)
+    return decorate
 
 
 # --- chunked parallel kernels (flat arrays) -------------------------------------------------------------------

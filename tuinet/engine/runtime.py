@@ -12,6 +12,8 @@ compiler (its typing and lowering registries: a few hundred milliseconds of impo
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import tempfile
 import threading
@@ -145,6 +147,71 @@ def configure_cache_lock() -> bool:
     save._tuinet_locked = True
     cls.save = save
     return True
+
+
+def source_tree_stamp(root: str | os.PathLike) -> str:
+    """A sha256 over every ``.py`` file under ``root``: relative paths and contents."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+class _TreeStampedLocator:
+    """A Numba cache locator whose source stamp is its own (the function's file) plus a source tree's stamp."""
+
+    def __init__(self, inner, tree_stamp: str):
+        self._inner = inner
+        self._tree_stamp = tree_stamp
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def get_source_stamp(self):
+        return (self._inner.get_source_stamp(), self._tree_stamp)
+
+
+@functools.lru_cache(maxsize=None)
+def tree_cache_class(root: str):
+    """The Numba function-cache class of :func:`cache_with_tree` for the source tree ``root`` (one per process and
+    tree: the tree's stamp is computed once)."""
+    from numba.core import caching
+
+    stamp = source_tree_stamp(root)
+
+    class _Impl(caching.CompileResultCacheImpl):
+        def __init__(self, py_func):
+            super().__init__(py_func)
+            self._locator = _TreeStampedLocator(self._locator, stamp)
+
+    class TreeStampedCache(caching.FunctionCache):
+        _impl_class = _Impl
+
+    return TreeStampedCache
+
+
+def cache_with_tree(dispatcher, root: str | os.PathLike):
+    """Turn on Numba's on-disk cache for ``dispatcher`` (made without ``cache=True``), valid only while no source
+    file under ``root`` changes; returns the dispatcher.
+
+    Numba checks a cached kernel against its own source file only, but a kernel also holds the code of every
+    kernel it calls and of the code generators it uses, from other files: after an update that changes
+    ``conv/microkernels.py`` (the tile shapes) but not ``conv/kernels.py``, Numba loaded the old tiles' kernels
+    while the Python side laid out buffers for the new ones, and the process crashed. With the whole engine's
+    stamp in every kernel's, any change to the engine's sources recompiles its kernels. (Numba keeps the stamp
+    in each function's index file and drops the index when the stamp differs.) Falls back to Numba's own cache
+    if its internals are not the expected ones.
+    """
+    try:
+        dispatcher._cache = tree_cache_class(os.path.abspath(root))(dispatcher.py_func)
+    except (AttributeError, TypeError):  # pragma: no cover - another Numba's cache classes
+        dispatcher.enable_caching()
+    return dispatcher
+
+
+#: the engine's sources, whose stamp every tuinet kernel's cache entry carries (:func:`cache_with_tree`)
+ENGINE_DIR = str(Path(__file__).resolve().parent)
 
 
 def wide_vectors() -> bool:

@@ -20,14 +20,13 @@ import os
 from contextlib import contextmanager
 
 import numba
-from numba import njit
 from numba.core import lowering
 from numba.core.compiler import Compiler
 from numba.core.compiler_machinery import register_pass
 from numba.core.typed_passes import NativeLowering
 
 from tuinet.engine import runtime
-from tuinet.engine.kernels import FASTMATH
+from tuinet.engine.kernels import FASTMATH, cached
 
 # Panel width -> rows per tile. With 256-bit vectors (16 registers): 6 x 32 as two passes of 6 x 16 (12 ymm
 # accumulators each, + 2 of B + 1 broadcast; microkernels.column_groups), 3 x 24 (9), 6 x 16 (12) and 7 x 8 (7: with
@@ -123,11 +122,11 @@ def conv_jit(parallel: bool = False, noinline: bool = False):
 
     ``noinline``: callers call the kernel instead of inlining it (:class:`SLPNoInlineCompiler`).
     """
-    return njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
-                pipeline_class=SLPNoInlineCompiler if noinline else SLPCompiler)
+    return cached(nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
+                  pipeline_class=SLPNoInlineCompiler if noinline else SLPCompiler)
 
 
 def _mk_jit():
     """The decorator of ``_colsum8``: SLP vectorizer on, and no 'reassoc' fast-math flag."""
-    return njit(cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy",
-                pipeline_class=SLPCompiler)
+    return cached(nogil=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy",
+                  pipeline_class=SLPCompiler)
