@@ -1,5 +1,6 @@
 """A headless training run imports only what its first steps need: the app, the sweeps, their libraries and all of
-``scipy.linalg`` stay out (their imports cost a warm start most of a second; see benchmarks/startup.py)."""
+``scipy.linalg`` stay out (their imports cost a warm start most of a second; see benchmarks/startup.py), and a
+dense model's run imports none of the convolutional layers (about 40 ms)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 import subprocess
 import sys
 
-#: modules a headless run must not import (the app and its libraries, sweeps, the web server, SciPy's linalg)
+#: modules a headless run of a dense model must not import (the app and its libraries, sweeps, the web server,
+#: SciPy's linalg, the convolutional layers)
 NOT_NEEDED = ("textual", "optuna", "plotext", "PIL", "apprise", "aiohttp", "textual_serve", "scipy.linalg",
               "tuinet.app", "tuinet.sweep", "tuinet.remote", "tuinet.cli.serve", "tuinet.cli.sweep",
-              "tuinet.cli.compare", "tuinet.cli.runs")
+              "tuinet.cli.compare", "tuinet.cli.runs", "tuinet.engine.conv", "tuinet.engine.norm",
+              "tuinet.engine.residual", "tuinet.engine.cnn_specs")
 #: SciPy's BLAS table is loaded on its own, without its package (see tuinet.cli.common.load_blas_table)
 ALLOWED = ("scipy.linalg.cython_blas",)
 
@@ -29,7 +32,7 @@ print(json.dumps({"code": code, "modules": found}), file=sys.stderr)
 """
 
 
-def test_headless_training_imports_no_app_sweep_or_scipy_linalg(tmp_path):
+def test_headless_dense_training_imports_no_app_sweep_scipy_linalg_or_convolutions(tmp_path):
     args = ["train", "--headless", "--json", "--dataset", "spiral", "--model", "16", "--epochs", "1",
             "--runs-dir", str(tmp_path)]
     out = subprocess.run([sys.executable, "-c", f"NOT_NEEDED = {NOT_NEEDED!r}\n" + SCRIPT, *args],
@@ -82,3 +85,26 @@ def test_blas_table_loads_without_scipy_linalg_and_numba_dot_uses_it():
     out = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], capture_output=True, text=True, timeout=300,
                          check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+LAZY_SCRIPT = """
+import sys
+import tuinet.engine
+from tuinet.engine.layers import Layer
+assert "tuinet.engine.conv" not in sys.modules
+layer = Layer.from_config({"type": "Conv2D", "filters": 4, "kernel_size": 3})  # a checkpoint's layer
+assert type(layer).__name__ == "Conv2D"
+print("ok")
+"""
+
+
+def test_convolutional_layers_and_presets_load_when_first_asked_for():
+    """Not imported up front, the convolutional layers still come when a checkpoint, a preset or a spec names
+    them, each in a fresh process."""
+    from_config = subprocess.run([sys.executable, "-c", LAZY_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert from_config.returncode == 0 and from_config.stdout.strip() == "ok", from_config.stderr[-2000:]
+    for spec, first in (("resnet", "Conv2D"), ("conv8k3,relu,maxpool2,flatten", "Conv2D")):
+        code = ("import sys; from tuinet.engine import build_model; "
+                f"m = build_model({spec!r}, (28, 28, 1), 10); print(m.layers[0].kind)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip() == first, out.stderr[-2000:]

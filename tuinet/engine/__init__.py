@@ -6,12 +6,12 @@ from tuinet.engine.layers import (
 from tuinet.engine.losses import BinaryCrossEntropyWithLogits, MeanSquaredError, SoftmaxCrossEntropy, make_loss
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, make_optimizer
-from tuinet.engine.spec import PRESETS, build_model
-from tuinet.engine import cnn_specs, conv, features, norm, residual  # noqa: E402,F401  (registers layers, tokens, presets)
+from tuinet.engine.spec import build_model
+from tuinet.engine import features  # noqa: E402,F401  (registers PlaneFeatures; the convolutional layers and presets
+#   register on first use: tuinet.engine.layers.load_all_layers)
 
 __all__ = [
     "GELU", "Dense", "Dropout", "Flatten", "Layer", "LeakyReLU", "Linear", "ReLU", "Sigmoid", "Tanh",
     "make_activation", "BinaryCrossEntropyWithLogits", "MeanSquaredError", "SoftmaxCrossEntropy", "make_loss",
-    "Sequential", "SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "make_optimizer", "PRESETS",
-    "build_model",
+    "Sequential", "SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "make_optimizer", "build_model",
 ]

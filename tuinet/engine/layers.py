@@ -31,6 +31,16 @@ def register(cls: type["Layer"]) -> type["Layer"]:
     return cls
 
 
+def load_all_layers() -> None:
+    """Register every layer type, model preset and spec token, the convolutional ones included.
+
+    The convolutions, BatchNorm and residual blocks (their modules and about 60 kernels' dispatchers: 40-50 ms of
+    a warm start) are imported when first asked for (a preset, token, TOML type or checkpoint layer that is not
+    a dense one), not by ``import tuinet.engine``: the default run trains a dense model and never needs them.
+    """
+    import tuinet.engine.cnn_specs  # noqa: F401  (imports conv, norm and residual: registers their layers)
+
+
 class Layer:
     """Base class for layers."""
 
@@ -75,6 +85,8 @@ class Layer:
     def from_config(cls, cfg: dict[str, Any]) -> "Layer":
         """Rebuild a layer from :meth:`config` output."""
         kind = cfg.get("type")
+        if kind not in LAYER_TYPES:
+            load_all_layers()
         if kind not in LAYER_TYPES:
             raise ModelError(f"unknown layer type '{kind}'")
         args = {k: v for k, v in cfg.items() if k != "type"}

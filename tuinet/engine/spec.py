@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
-from tuinet.engine.layers import ACTIVATIONS, make_activation
+from tuinet.engine.layers import ACTIVATIONS, load_all_layers, make_activation
 from tuinet.engine.model import Sequential
 from tuinet.errors import ModelError
 
@@ -87,6 +87,7 @@ def _activation_token(m):
 
 
 def _parse_tokens(spec: str) -> list[LayerCfg]:
+    load_all_layers()  # the convolutional tokens
     layers: list[LayerCfg] = []
     for raw in spec.split(","):
         tok = raw.strip()
@@ -126,6 +127,7 @@ def _load_toml(path: Path) -> tuple[list[LayerCfg], dict[str, Any]]:
 def _canonical_type(name: str, path: Path, index: int) -> str:
     from tuinet.engine.layers import LAYER_TYPES
 
+    load_all_layers()
     lookup = {k.lower(): k for k in LAYER_TYPES}
     lookup.update({k: ACTIVATIONS[k].__name__ for k in ACTIVATIONS})
     key = name.lower().replace("-", "_")
@@ -158,6 +160,8 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_outputs: int, *, ta
     if features:
         input_size = len(features)  # the first Dense sees the features, not the raw point
     explicit_output = False
+    if spec.lower() not in PRESETS and re.fullmatch(r"[a-z_][\w-]*", spec.lower()):
+        load_all_layers()  # may name a convolutional preset (token specs and TOML files load them when read)
     if spec.lower() in PRESETS:
         layers = PRESETS[spec.lower()](act, dropout)
     elif spec.endswith(".toml") or Path(spec).is_file():

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from tuinet.engine import kernels as K
-from tuinet.engine.conv.layers import MaxPool2D
 from tuinet.engine.layers import Dense, ReLU
 
 #: gradient norms below / above these are flagged as vanishing / exploding
@@ -55,7 +54,7 @@ def layer_stats(model, before: dict[str, list[np.ndarray]] | None = None) -> lis
         # a max-pooling (a channel whose pooled maxima are all <= 0 had all its outputs <= 0: the same units)
         relu = layer if isinstance(layer, ReLU) else next(
             (layers[j] for j in (i + 1, i + 2) if j < len(layers) and isinstance(layers[j], ReLU)
-             and all(isinstance(between, MaxPool2D) for between in layers[i + 1:j])), None)
+             and all(between.kind == "MaxPool2D" for between in layers[i + 1:j])), None)
         if relu is not None and relu.output is not None:
             y = relu.output
             act = y.reshape(y.shape[0], -1) if y.ndim == 2 else y.reshape(-1, y.shape[-1])
