@@ -10,11 +10,12 @@ from tuinet.protocol import make_event
 from tuinet.training.config import TrainConfig
 
 
-def finished(runs_dir: str = "runs") -> dict:
-    return make_event("finished", final="best", test_accuracy=0.9812, test_loss=0.061,
-                      test_best={"epoch": 4, "loss": 0.061, "accuracy": 0.9812},
-                      test_last={"epoch": 5, "loss": 0.07, "accuracy": 0.9790}, epochs=5, steps=500,
-                      train_seconds=12.5, best_epoch=4, best_val_accuracy=0.982, elapsed_seconds=20.0,
+def finished(runs_dir: str = "runs", best_epoch: int = 4) -> dict:
+    best = {"epoch": 4, "loss": 0.061, "accuracy": 0.9812} if best_epoch == 4 else {
+        "epoch": 5, "loss": 0.07, "accuracy": 0.9790}
+    return make_event("finished", final="best", test_accuracy=best["accuracy"], test_loss=best["loss"],
+                      test_best=best, test_last={"epoch": 5, "loss": 0.07, "accuracy": 0.9790}, epochs=5, steps=500,
+                      train_seconds=12.5, best_epoch=best_epoch, best_val_accuracy=0.982, elapsed_seconds=20.0,
                       run_dir=f"{runs_dir}/mlp-spiral", name="mlp-spiral")
 
 
@@ -33,6 +34,19 @@ async def test_a_live_end_shows_both_figures_and_the_summary_and_rings_once(tmp_
         assert "on the best validation epoch's weights (epoch 4)" in log and "tuinet eval mlp-spiral" in log
         assert [a["alert"] for a in app.alerts_sent] == ["finished"]
         assert "98.12%" in app.alerts_sent[0]["message"]
+
+
+@async_test
+async def test_one_test_figure_when_the_best_epoch_is_the_last(tmp_path):
+    """Best and last are the same weights: one figure, which fits the status panel at 100 columns."""
+    fake = FakeSession(opening())
+    app = TuinetApp(fake, config=TrainConfig(dataset="spiral", runs_dir=str(tmp_path)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        fake.emit(finished(str(tmp_path), best_epoch=5))
+        await wait_until(pilot, lambda: app.state.status == "finished", what="the end")
+        status = str(app.query_one("#status").render())
+        assert "test@best=last (ep 5) 97.90%" in status and "test@last" not in status
 
 
 @async_test

@@ -74,9 +74,13 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
         ev = st.evaluated
         t.append("   test ", style="dim")
         t.append(f"{ev['accuracy']:.1%}" if ev.get("accuracy") is not None else fmt_num(ev.get("loss")))
-    if st.final and (st.final.get("test_best") or st.final.get("test_last")):
-        for which in ("best", "last"):  # both test figures, labelled; the one the run reports in bold
-            fig = st.final.get(f"test_{which}")
+    best, last = (st.final.get("test_best"), st.final.get("test_last")) if st.final else (None, None)
+    if best and last and best.get("epoch") == last.get("epoch") and best.get("accuracy") is not None:
+        # the best validation epoch was the last: one set of weights, one figure (two would not fit 100 columns)
+        t.append(f"   test@best=last (ep {best.get('epoch')}) ", style="dim")
+        t.append(f"{best['accuracy']:.2%}", style="bold green")
+    elif best or last:
+        for which, fig in (("best", best), ("last", last)):  # both test figures, labelled; the run's in bold
             if fig and fig.get("accuracy") is not None:
                 t.append(f"   test@{which} (ep {fig.get('epoch')}) ", style="dim")
                 t.append(f"{fig['accuracy']:.2%}", style="bold green" if st.final.get("final") == which else "")
