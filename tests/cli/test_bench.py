@@ -48,3 +48,17 @@ def test_bench_reports_flops_and_the_measured_peak_unless_told_not_to(monkeypatc
     text = CliRunner().invoke(main, args[:-1]).output
     assert "measured peak GFLOP/s" in text and "MFLOP per training sample" in text and "of FMA peak" in text
     assert "of its GEMMs alone" in text and "GEMMs alone, back to back through BLAS" in text
+
+
+def test_bench_picks_the_steps_for_about_two_seconds_a_round_unless_told():
+    """Without --steps, each round runs about 2 s of tuinet's training, 5 to 300 steps: a fast dense model keeps
+    300, `resnet` at batch 256 (a sixth of a second a step) gets 12 instead of a 50 s round."""
+    from tuinet.bench.throughput import auto_steps
+
+    assert auto_steps(0.0005) == 300 and auto_steps(1 / 6) == 12 and auto_steps(3.0) == 5 and auto_steps(0.0) == 300
+    args = ["bench", "--model", "mlp", "--batch-size", "8", "--rounds", "1", "--no-torch", "--no-peak", "--no-gemm",
+            "--json"]
+    out = json.loads(CliRunner().invoke(main, args).output.strip().splitlines()[-1])
+    assert out["steps_auto"] is True and 5 <= out["steps"] <= 300 and out["samples_per_second"] > 0
+    out = json.loads(CliRunner().invoke(main, args + ["--steps", "4"]).output.strip().splitlines()[-1])
+    assert out["steps_auto"] is False and out["steps"] == 4

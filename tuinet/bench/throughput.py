@@ -119,7 +119,7 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
             model, mode = build_model(args["model"], input_shape, classes), "pytorch"
             runner = TorchRunner(model, args["optimizer"], args["batch_size"], input_shape, classes)
         t0 = time.perf_counter()
-        runner.run(max(5, args["steps"] // 10))
+        runner.run(max(5, (args["steps"] or 0) // 10))
         info = {"warmup_seconds": time.perf_counter() - t0, "params": model.num_params(), "mode": mode}
         if any(getattr(layer, "numba_parallel", False) for layer in model.layers):
             # per-layer forward+backward times, each side in its own process like the steps, right after the
@@ -133,7 +133,7 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
                 info["layers"] = torch_conv_layer_times(model, args["batch_size"], 5, fused=True)
         if ceiling is not None:
             configure_threads(mode="single" if mode == "single" else "blas")
-            ceiling.run(max(2, args["steps"] // 10))
+            ceiling.run(max(2, (args["steps"] or 0) // 10))
             info["gemm_flops"], info["gemm_covered"] = ceiling.flops, ceiling.covered
         if kind == "pytorch":
             import torch
@@ -157,10 +157,28 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
         conn.close()
 
 
+#: with no step count given, each round runs about this many seconds of tuinet's training ...
+ROUND_SECONDS = 2.0
+#: ... in at least and at most this many steps (a dense model's step takes well under a millisecond; `resnet`'s at
+#: batch 256 a sixth of a second, where a fixed 300 steps made a round 50 s and the benchmark over 10 minutes)
+AUTO_STEPS = (5, 300)
+
+
+def auto_steps(seconds_per_step: float) -> int:
+    """Steps per round for about :data:`ROUND_SECONDS` of tuinet's training, within :data:`AUTO_STEPS`."""
+    lo, hi = AUTO_STEPS
+    if not seconds_per_step > 0:
+        return hi
+    return int(min(hi, max(lo, round(ROUND_SECONDS / seconds_per_step))))
+
+
 def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam", batch_size: int = 64,
-              steps: int = 300, rounds: int = 5, use_torch: bool = True, json_out: bool = False,
+              steps: int | None = None, rounds: int = 5, use_torch: bool = True, json_out: bool = False,
               machine: dict[str, Any] | bool | None = None, gemm: bool = True) -> dict[str, Any]:
     """Time training steps of ``model`` (and PyTorch's equivalent, interleaved); print and return the figures.
+
+    ``steps``: per round, for each side; None: as many as about :data:`ROUND_SECONDS` of tuinet's training takes,
+    from 3 timed steps after the warm-up (:func:`auto_steps`).
 
     ``machine``: the measured peaks (:func:`tuinet.bench.peak.measure_machine`); measured here when None, left out
     when False. With them every rate also reads as GFLOP/s and as a share of the measured peak. ``gemm``: also
@@ -191,6 +209,10 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
             infos[kind] = parent.recv()
             if "error" in infos[kind]:
                 raise TuinetError(f"{kind} benchmark failed: {infos[kind]['error']}")
+        auto = steps is None
+        if auto:
+            workers["tuinet"][1].send(3)
+            steps = auto_steps(workers["tuinet"][1].recv() / 3)
         times: dict[str, list[float]] = {k: [] for k in kinds}
         gemm_times: list[float] = []
         for _ in range(rounds):
@@ -213,6 +235,7 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
     mode = infos["tuinet"]["mode"]
     result: dict[str, Any] = {
         "model": model, "dataset": dataset, "optimizer": optimizer, "batch_size": batch_size, "steps": steps,
+        "steps_auto": auto,
         "rounds": rounds, "params": infos["tuinet"]["params"], "thread_mode": mode, "cores": cores(),
         "warmup_seconds": round(warmup, 3),
     }
@@ -295,7 +318,9 @@ def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | No
             print(line)
     print(f"{result['model']} on {result['dataset']} shapes, {result['optimizer']}, batch {result['batch_size']}: "
           f"{result['params']:,} params, {result['mflop_per_sample']:.2f} MFLOP per training sample, "
-          f"{result['rounds']} rounds x {result['steps']} steps, threads: {result['thread_mode']} "
+          f"{result['rounds']} rounds x {result['steps']} steps"
+          f"{' (about %gs of tuinet training each)' % ROUND_SECONDS if result.get('steps_auto') else ''}, "
+          f"threads: {result['thread_mode']} "
           f"({result['cores']} cores)")
     for name in sides:
         share = ""

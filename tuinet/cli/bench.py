@@ -13,8 +13,8 @@ from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors
 @click.option("--dataset", "-d", default="mnist", show_default=True, help="Dataset giving the input shape.")
 @click.option("--optimizer", "-o", default="adam", show_default=True, help="Optimizer.")
 @click.option("--batch-size", "-b", type=click.IntRange(1, 65536), default=64, show_default=True, help="Batch size.")
-@click.option("--steps", "-n", type=click.IntRange(1, 1_000_000), default=300, show_default=True,
-              help="Timed training steps per round.")
+@click.option("--steps", "-n", type=click.IntRange(1, 1_000_000), default=None,
+              help="Timed training steps per round.  [default: about 2 s of tuinet's training, 5 to 300 steps]")
 @click.option("--rounds", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Interleaved rounds (tuinet, PyTorch, tuinet, ...).")
 @click.option("--torch/--no-torch", "use_torch", default=True, show_default=True,
@@ -25,7 +25,7 @@ from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors
               help="Also time the model's matrix products alone each round (the GEMM-only ceiling at its shapes).")
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object.")
 @friendly_errors
-def bench(model: str, dataset: str, optimizer: str, batch_size: int, steps: int, rounds: int, use_torch: bool,
+def bench(model: str, dataset: str, optimizer: str, batch_size: int, steps: int | None, rounds: int, use_torch: bool,
           peak: bool, gemm: bool, json_out: bool) -> None:
     """Time training steps (samples/s), side by side with PyTorch when installed."""
     from tuinet.bench.throughput import run_bench
