@@ -141,7 +141,7 @@ async def lesson_shot(out: Path, size: tuple[int, int], runs: str) -> None:
     app = CompareApp(load_runs(folder), folder, poll=False,
                      lesson=(f"lesson {lesson.name}: {lesson.title}", lesson.caption, lambda: text))
     async with app.run_test(size=size) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, LessonResultScreen), what="the lesson's result")
+        await wait_for(pilot, lambda: isinstance(app.screen, LessonResultScreen) and app.screen.is_mounted, what="the lesson's result")
         await pilot.pause(0.5)
         app.save_screenshot("lesson.svg", str(out))
 
@@ -183,7 +183,7 @@ async def lrfind_shot(out: Path, size: tuple[int, int], runs: str) -> None:
     app = TuinetApp(session, config=cfg)
     async with app.run_test(size=size) as pilot:
         await press(pilot, "f")
-        await wait_for(pilot, lambda: isinstance(app.screen, LrFindScreen) and app.screen.result is not None,
+        await wait_for(pilot, lambda: isinstance(app.screen, LrFindScreen) and app.screen.is_mounted and app.screen.result is not None,
                        what="the range test")
         await press(pilot, "right", "right")
         await asyncio.sleep(1.0)

@@ -19,6 +19,13 @@ def finished(runs_dir: str = "runs", best_epoch: int = 4) -> dict:
                       run_dir=f"{runs_dir}/mlp-spiral", name="mlp-spiral")
 
 
+async def end_with(pilot, fake: FakeSession, event: dict) -> str:
+    """Send the run's end to the app; the status panel's text once it shows the run finished."""
+    fake.emit(event)
+    await wait_until(pilot, lambda: pilot.app.state.status == "finished", what="the end")
+    return str(pilot.app.query_one("#status").render())
+
+
 @async_test
 async def test_a_live_end_shows_both_figures_and_the_summary_and_rings_once(tmp_path):
     fake = FakeSession(opening())
@@ -26,9 +33,7 @@ async def test_a_live_end_shows_both_figures_and_the_summary_and_rings_once(tmp_
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
         assert app.alerts_sent == []
-        fake.emit(finished(str(tmp_path)))
-        await wait_until(pilot, lambda: app.state.status == "finished", what="the end")
-        status = str(app.query_one("#status").render())
+        status = await end_with(pilot, fake, finished(str(tmp_path)))
         assert "test@best (ep 4) 98.12%" in status and "test@last (ep 5) 97.90%" in status
         log = "\n".join(text for _, _, text in app.state.log)
         assert "on the best validation epoch's weights (epoch 4)" in log and "tuinet eval mlp-spiral" in log
@@ -43,10 +48,10 @@ async def test_one_test_figure_when_the_best_epoch_is_the_last(tmp_path):
     app = TuinetApp(fake, config=TrainConfig(dataset="spiral", runs_dir=str(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
-        fake.emit(finished(str(tmp_path), best_epoch=5))
-        await wait_until(pilot, lambda: app.state.status == "finished", what="the end")
-        status = str(app.query_one("#status").render())
+        status = await end_with(pilot, fake, finished(str(tmp_path), best_epoch=5))
         assert "test@best=last (ep 5) 97.90%" in status and "test@last" not in status
+        line = next(line for line in status.splitlines() if "test@" in line)
+        assert len(line) <= app.query_one("#status").content_region.width
 
 
 @async_test
