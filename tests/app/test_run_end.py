@@ -55,6 +55,26 @@ async def test_one_test_figure_when_the_best_epoch_is_the_last(tmp_path):
 
 
 @async_test
+async def test_the_test_figures_fit_an_80_column_terminal(tmp_path):
+    """At 80x24 (a terminal over SSH) the labels shorten so that the test accuracy, not it, is what fits: one figure
+    when best and last agree, both otherwise (at 120 columns the full labels stay)."""
+    for best_epoch, size, wanted in ((5, (80, 24), ["test (ep 5) 97.90%"]),
+                                     (4, (80, 24), ["test best 98.12%", "last 97.90%"]),
+                                     (4, (120, 40), ["test@best (ep 4) 98.12%", "test@last (ep 5) 97.90%"])):
+        fake = FakeSession(opening())
+        app = TuinetApp(fake, config=TrainConfig(dataset="spiral", runs_dir=str(tmp_path)))
+        async with app.run_test(size=size) as pilot:
+            await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+            fake.emit(make_event("epoch", epoch=5, step=500, train_loss=0.0304, train_accuracy=0.991, val_loss=0.0683,
+                                 val_accuracy=0.979, lr=0.001, seconds=1.0, samples_per_second=1000.0))
+            await wait_until(pilot, lambda: app.state.val_loss is not None, what="the epoch")
+            status = await end_with(pilot, fake, finished(str(tmp_path), best_epoch=best_epoch))
+            line = next(line for line in status.splitlines() if "val loss 0.0683" in line)
+            assert all(w in line for w in wanted), (size, line)
+            assert len(line) <= app.query_one("#status").content_region.width, (size, line)
+
+
+@async_test
 async def test_a_replayed_end_rings_no_bell():
     old = finished()
     old["time"] -= 3600  # an attached viewer replays a run that ended an hour ago

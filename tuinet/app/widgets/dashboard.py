@@ -60,38 +60,63 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
     if hyper:
         t.append(f"  {hyper}", style="dim")
     t.append("\n")
-    t.append("loss ", style="dim")
-    t.append(fmt_num(st.loss), style=f"color({PALETTE[0]})")
-    if st.is_classifier:
-        t.append("  acc ", style="dim")
-        t.append("-" if st.accuracy is None else f"{st.accuracy:.1%}", style=f"color({PALETTE[0]})")
-    t.append("   val loss ", style="dim")
-    t.append(fmt_num(st.val_loss), style=f"color({PALETTE[1]})")
-    if st.is_classifier:
-        t.append("  val acc ", style="dim")
-        t.append("-" if st.val_accuracy is None else f"{st.val_accuracy:.1%}", style=f"color({PALETTE[1]})")
-    if st.evaluated:
-        ev = st.evaluated
-        t.append("   test ", style="dim")
-        t.append(f"{ev['accuracy']:.1%}" if ev.get("accuracy") is not None else fmt_num(ev.get("loss")))
-    best, last = (st.final.get("test_best"), st.final.get("test_last")) if st.final else (None, None)
-    if best and last and best.get("epoch") == last.get("epoch") and best.get("accuracy") is not None:
-        # the best validation epoch was the last: one set of weights, one figure (two would not fit 100 columns)
-        t.append(f"   test@best=last (ep {best.get('epoch')}) ", style="dim")
-        t.append(f"{best['accuracy']:.2%}", style="bold green")
-    elif best or last:
-        for which, fig in (("best", best), ("last", last)):  # both test figures, labelled; the run's in bold
-            if fig and fig.get("accuracy") is not None:
-                t.append(f"   test@{which} (ep {fig.get('epoch')}) ", style="dim")
-                t.append(f"{fig['accuracy']:.2%}", style="bold green" if st.final.get("final") == which else "")
-    elif st.final and st.final.get("test_accuracy") is not None:
-        t.append("   test ", style="dim")
-        t.append(f"{st.final['test_accuracy']:.2%}", style="bold green")
+    t.append_text(metrics_line(st, width))
     t.append("\n")
     right = (f" step {st.step:,}/{st.total_steps:,}  epoch {st.epoch:.2f}/{st.epochs}  {eta_text(st)}"
              f"{'-' if not st.samples_per_second else f'{st.samples_per_second:,.0f}'} samples/s")
     t.append_text(bar(st.progress, max(8, width - len(right) - 1)))
     t.append(right)
+    return t
+
+
+def _test_figures(st: RunState, compact: int) -> list[tuple[str, str, str]]:
+    """The finished run's test figures as (label, figure, style) pieces, labelled at three lengths (``compact``
+    0, 1, 2: "test@best (ep 4) 98.12%   test@last (ep 5) 97.90%", "test best (ep 4) 98.12%  last (ep 5) 97.90%",
+    "test best 98.12% last 97.90%")."""
+    best, last = (st.final.get("test_best"), st.final.get("test_last")) if st.final else (None, None)
+    if best and last and best.get("epoch") == last.get("epoch") and best.get("accuracy") is not None:
+        # the best validation epoch was the last: one set of weights, one figure
+        label = (f"test@best=last (ep {best.get('epoch')}) ", f"test (ep {best.get('epoch')}) ", "test ")[compact]
+        return [(label, f"{best['accuracy']:.2%}", "bold green")]
+    out = []
+    for which, fig in (("best", best), ("last", last)):  # both test figures, labelled; the run's in bold
+        if fig and fig.get("accuracy") is not None:
+            ep = fig.get("epoch")
+            first = "test " if not out else ""  # the shorter labels name the test once: "test best ... last ..."
+            label = (f"test@{which} (ep {ep}) ", f"{first}{which} (ep {ep}) ", f"{first}{which} ")[compact]
+            out.append((label, f"{fig['accuracy']:.2%}", "bold green" if st.final.get("final") == which else ""))
+    if not out and st.final and st.final.get("test_accuracy") is not None:
+        out.append(("test ", f"{st.final['test_accuracy']:.2%}", "bold green"))
+    return out
+
+
+def metrics_line(st: RunState, width: int) -> Text:
+    """Train and validation loss and accuracy, and the test figures once known, in ``width`` columns when it can:
+    the labels get shorter on a narrow terminal (80 columns over SSH) so that the test accuracy, the run's result,
+    is not the part cut off."""
+    for compact in range(3):
+        gap = "   " if compact == 0 else "  "
+        t = Text()
+        t.append("loss ", style="dim")
+        t.append(fmt_num(st.loss), style=f"color({PALETTE[0]})")
+        if st.is_classifier:
+            t.append("  acc " if compact < 2 else " acc ", style="dim")
+            t.append("-" if st.accuracy is None else f"{st.accuracy:.1%}", style=f"color({PALETTE[0]})")
+        t.append(f"{gap}val loss ", style="dim")
+        t.append(fmt_num(st.val_loss), style=f"color({PALETTE[1]})")
+        if st.is_classifier:
+            t.append("  val acc " if compact < 2 else " acc ", style="dim")
+            t.append("-" if st.val_accuracy is None else f"{st.val_accuracy:.1%}", style=f"color({PALETTE[1]})")
+        if st.evaluated:
+            ev = st.evaluated
+            t.append(f"{gap}test ", style="dim")
+            t.append(f"{ev['accuracy']:.1%}" if ev.get("accuracy") is not None else fmt_num(ev.get("loss")))
+        for i, (label, figure, style) in enumerate(_test_figures(st, compact)):
+            t.append(gap if i == 0 or compact < 2 else " ")
+            t.append(label, style="dim")
+            t.append(figure, style=style)
+        if t.cell_len <= width:
+            break
     return t
 
 
