@@ -15,9 +15,14 @@ The child process starts through a small bootstrap that records, without changin
 - ``first step``: the ``compiled`` event's ``seconds`` (the first step, its kernels loaded from the cache);
 - ``cache loads``: kernels Numba loaded from its cache before the first step ended, their count and total time
   (top-level ``Dispatcher`` compiles that compiled nothing; they fall inside the phases above);
+- ``app start`` (``--app`` only): from the end of ``prepare()`` to the app's first frame (Textual's import, the
+  app's widgets, styles and first render; the app starts training once that frame is on the screen);
 - ``total``: from spawning the process to the ``compiled`` event;
 - ``cpu``: the CPU time (user + system, all threads) the process used by then: the work, whatever the overlap.
   On a loaded machine (no idle core) the total follows it; on an idle one, the longest chain of work.
+
+With ``--app`` each run is ``tuinet train --epochs 1`` in the live app instead, on a 120x40 pseudo-terminal that
+the benchmark reads and discards (what a user starts; ``to step`` then counts from the first frame).
 
 Runs alternate between the models (and, with ``--base TREE``, between that source tree and this one: base, this,
 base, this, ...) and every figure is a median. ``--importtime`` adds as many runs under ``python -X importtime`` and
@@ -29,12 +34,16 @@ or fail: this machine is shared and noisy, so the load average is printed with t
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +101,7 @@ def _patch_trainer(mod):
         if _kind == "compiled":
             STATE["stepped"] = True
             MARKS.setdefault("compiled", _t.time())
+            MARKS.setdefault("first_step", fields.get("seconds", 0.0))
             MARKS["cpu"] = sum(os.times()[:2])  # user + system seconds of every thread so far
             sys.stderr.write("\nSTARTUP-MARK compiled\n")
             sys.stderr.flush()
@@ -103,7 +113,15 @@ def _patch_trainer(mod):
         return orig_emit(self, _kind, **fields)
     T._emit = _emit
 
-HOOKS = {"numba.core.dispatcher": _patch_numba, "tuinet.training.trainer": _patch_trainer}
+def _patch_app(mod):
+    orig = mod.start_session  # called once the app's first frame is drawn
+    def start_session(session):
+        MARKS.setdefault("first_frame", _t.time())
+        return orig(session)
+    mod.start_session = start_session
+
+HOOKS = {"numba.core.dispatcher": _patch_numba, "tuinet.training.trainer": _patch_trainer,
+         "tuinet.app.app": _patch_app}
 
 class _Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -163,12 +181,46 @@ def import_groups(stderr: str) -> dict[str, float]:
     return out
 
 
+def _run_on_pty(cmd: list[str], env: dict[str, str], cwd: Path, size: tuple[int, int] = (120, 40)) -> int:
+    """Run ``cmd`` with a pseudo-terminal of ``size`` (columns, rows) as its stdin, stdout and stderr, reading and
+    discarding what it draws (a terminal nobody reads would fill and block the app); its exit code."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+    env = dict(env, TERM=env.get("TERM") or "xterm-256color")
+    try:
+        proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, start_new_session=True)
+    finally:
+        os.close(slave)
+
+    def drain() -> None:
+        try:
+            while os.read(master, 65536):
+                pass
+        except OSError:  # EIO once the child's side is closed
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        return proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(5)
+        os.close(master)
+
+
 def run_once(python: str, tree: str | None, model: str, workdir: Path, importtime: bool = False,
-             limit: int | None = None, dataset: str | None = None) -> dict[str, Any]:
-    """One fresh process training ``model`` to the end of its first step (then it exits); its phase times."""
+             limit: int | None = None, dataset: str | None = None, app: bool = False) -> dict[str, Any]:
+    """One fresh process training ``model`` to the end of its first step (then it exits); its phase times.
+
+    ``app``: in the live app on a pseudo-terminal instead of ``--headless --json`` (not with ``importtime``)."""
+    if app and importtime:
+        raise ValueError("-X importtime writes to stderr, which the app draws on: not both")
     report = workdir / "report.json"
     report.unlink(missing_ok=True)
-    args = ["train", "--headless", "--json", "--epochs", "1", "--runs-dir", str(workdir / "runs"),
+    mode = [] if app else ["--headless", "--json"]
+    args = ["train", *mode, "--epochs", "1", "--runs-dir", str(workdir / "runs"),
             *(["--dataset", dataset] if dataset else []),
             *(["--model", model] if model != "default" else []), *(["--limit", str(limit)] if limit else [])]
     env = dict(os.environ, STARTUP_REPORT=str(report), STARTUP_ARGS=json.dumps(args))
@@ -176,21 +228,25 @@ def run_once(python: str, tree: str | None, model: str, workdir: Path, importtim
         env["PYTHONPATH"] = tree + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [python, *(["-X", "importtime"] if importtime else []), "-c", BOOTSTRAP]
     spawned = time.time()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir, check=False)
-    if out.returncode != 0 or not report.exists():
-        raise SystemExit(f"{model}: the run failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    if app:
+        code, stderr = _run_on_pty(cmd, env, workdir), "(drawn on the pseudo-terminal)"
+    else:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir, check=False)
+        code, stderr = out.returncode, out.stderr
+    if code != 0 or not report.exists():
+        raise SystemExit(f"{model}: the run failed ({code}):\n{stderr[-3000:]}")
     rep = json.loads(report.read_text())
     m = rep["marks"]
-    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    compiled = next(e for e in events if e["event"] == "compiled")
     loads = [(name, s) for name, s, was_compiled in rep["loads"] if not was_compiled]
+    frame = m.get("first_frame", m["prepare_end"])  # the app's first frame (headless: none, no time)
     result = {
         "interpreter": m["boot"] - spawned,
         "imports": m["prepare_start"] - m["boot"],
         "data": m["data_end"] - m["data_start"],
         "model": m["model_end"] - m["model_start"],
-        "to step": m["compiling"] - m["prepare_end"],
-        "first step": compiled["seconds"],
+        "app start": frame - m["prepare_end"],
+        "to step": m["compiling"] - frame,
+        "first step": m["first_step"],
         "cache loads": sum(s for _, s in loads),
         "kernels loaded": len(loads),
         "kernels compiled": sum(1 for *_, c in rep["loads"] if c),
@@ -199,7 +255,7 @@ def run_once(python: str, tree: str | None, model: str, workdir: Path, importtim
         "load names": [name for name, _ in loads],
     }
     if importtime:
-        result["groups"] = import_groups(out.stderr)
+        result["groups"] = import_groups(stderr)
     return result
 
 
@@ -208,8 +264,8 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-PHASES = ("interpreter", "imports", "data", "model", "to step", "first step", "cache loads", "kernels loaded",
-          "total", "cpu")
+PHASES = ("interpreter", "imports", "data", "model", "app start", "to step", "first step", "cache loads",
+          "kernels loaded", "total", "cpu")
 
 
 def median_table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -258,8 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", help="pass --dataset NAME (default: MNIST, the default run's)")
     p.add_argument("--limit", type=int, help="pass --limit N (default: the whole dataset, as a real run loads it)")
     p.add_argument("--importtime", action="store_true", help="also runs under -X importtime: time per module group")
+    p.add_argument("--app", action="store_true", help="runs in the live app on a 120x40 pseudo-terminal instead of "
+                                                      "--headless --json (not with --importtime)")
     p.add_argument("--verbose", action="store_true", help="print every run and the kernels loaded")
     args = p.parse_args(argv)
+    if args.app and args.importtime:
+        p.error("--app and --importtime: -X importtime writes to stderr, which the app draws on")
     models = args.models.split(",")
     trees: list[tuple[str, str, str | None]] = [("this", args.python, args.tree)]
     if args.base or args.base_python:  # a source tree, or another install (its own interpreter)
@@ -272,12 +332,12 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.warmup):
             for model in models:
                 for _label, python, tree in trees:
-                    run_once(python, tree, model, work, limit=args.limit, dataset=args.dataset)
+                    run_once(python, tree, model, work, limit=args.limit, dataset=args.dataset, app=args.app)
         for i in range(args.runs):
             for model in models:
                 for label, python, tree in trees:
                     key = f"{label}:{model}" if len(trees) > 1 else model
-                    r = run_once(python, tree, model, work, limit=args.limit, dataset=args.dataset)
+                    r = run_once(python, tree, model, work, limit=args.limit, dataset=args.dataset, app=args.app)
                     results.setdefault(key, []).append(r)
                     if args.verbose:
                         print(f"run {i} {key}: total {r['total']:.3f} s, imports {r['imports']:.3f} s, "
@@ -287,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
                         importtimes.setdefault(key, []).append(run_once(python, tree, model, work, importtime=True,
                                                                               limit=args.limit,
                                                                               dataset=args.dataset))
-    print(f"warm start to the end of the first step, medians of {args.runs} runs; python {args.python}"
+    print(f"warm start to the end of the first step{' in the app (120x40)' if args.app else ''}, medians of "
+          f"{args.runs} runs; python {args.python}"
           + "".join(f", {label}: {python} {tree or ''}" for label, python, tree in trees[:-1]))
     print(f"load average before {loads_before}, after {load_average()}")
     print("\n".join(median_table(results)))

@@ -24,6 +24,18 @@ def test_startup_times_each_phase_of_a_fresh_process(tmp_path):
     assert timed["groups"]["all"] == pytest.approx(sum(v for k, v in timed["groups"].items() if k != "all"))
 
 
+@pytest.mark.slow  # one fresh process, the app on a pseudo-terminal, to the end of its first step
+def test_startup_in_the_app_times_its_first_frame(tmp_path):
+    r = startup.run_once(sys.executable, None, "16", tmp_path, dataset="spiral", app=True)
+    assert r["app start"] > 0  # Textual's import and the first frame, before training starts (headless: 0)
+    assert r["to step"] >= 0 and r["first step"] >= 0
+    assert r["total"] >= r["interpreter"] + r["imports"] + r["data"] + r["model"] + r["app start"] + r["to step"]
+    headless = startup.run_once(sys.executable, None, "16", tmp_path, dataset="spiral")
+    assert headless["app start"] == 0
+    with pytest.raises(ValueError):
+        startup.run_once(sys.executable, None, "16", tmp_path, dataset="spiral", app=True, importtime=True)
+
+
 def test_import_groups_counts_self_times_until_the_first_step():
     stderr = "\n".join(["import time: self [us] | cumulative | imported package",
                         "import time:       100 |        100 |   numpy._core",
