@@ -38,6 +38,17 @@ def test_show_json_and_options():
     assert d["sizes"] == {"train": 80, "val": 20, "test": 0}
 
 
+def test_a_bare_name_shows_the_dataset():
+    """`tuinet datasets iris` is `tuinet datasets show iris`, options included; an unknown one is one Error line."""
+    bare = CliRunner().invoke(datasets, ["iris", "--seed", "1", "--samples", "3"])
+    shown = CliRunner().invoke(datasets, ["show", "iris", "--seed", "1", "--samples", "3"])
+    assert bare.exit_code == 0, bare.output
+    assert bare.output == shown.output
+    missing = CliRunner().invoke(datasets, ["nope"])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: nope: no such file or folder")
+    assert len(missing.output.strip().splitlines()) == 1
+
+
 def test_bad_option_values_are_one_line():
     result = CliRunner().invoke(datasets, ["show", "iris", "--val-split", "0.9", "--test-split", "0.5"])
     assert result.exit_code == 1 and result.output.startswith("Error: invalid splits")

@@ -35,10 +35,21 @@ def _use_color() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-@click.group(invoke_without_command=True)
+class _ShowByDefault(click.Group):
+    """``tuinet datasets NAME|PATH [OPTIONS]`` is ``tuinet datasets show NAME|PATH [OPTIONS]``: a first argument that
+    is neither an option nor a subcommand names the dataset to show."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_ShowByDefault, invoke_without_command=True)
 @click.pass_context
 def datasets(ctx: click.Context) -> None:
-    """List the built-in datasets, or show one (`tuinet datasets show NAME|PATH`)."""
+    """List the built-in datasets, or show one (`tuinet datasets NAME|PATH`, the same as `tuinet datasets show
+    NAME|PATH`)."""
     if ctx.invoked_subcommand is not None:
         return
     from tuinet.data import builtin_datasets
@@ -51,7 +62,7 @@ def datasets(ctx: click.Context) -> None:
     click.echo("\nTraining defaults of each (any option you set wins; datasets by path use the global defaults):")
     click.echo(defaults_table())
     click.echo("\nAlso accepted by path: .csv[.gz] (header row), .npz (x, y), a folder of class subfolders of "
-               "images, IDX files.\nShow one with: tuinet datasets show NAME|PATH")
+               "images, IDX files.\nShow one with: tuinet datasets NAME|PATH")
 
 
 def defaults_table() -> str:
