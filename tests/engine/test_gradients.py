@@ -81,6 +81,51 @@ def test_dropout_is_seeded():
     np.testing.assert_array_equal(a.forward(x, True), b.forward(x, True))
 
 
+def test_philox_matches_the_published_known_answers():
+    """Random123's known-answer vectors for Philox4x32-10 (counter, key, output), the generator of dropout masks."""
+    from tuinet.engine.kernels import philox4x32
+
+    vectors = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+               ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+               ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+                (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, expected in vectors:
+        got = philox4x32(*(np.uint32(c) for c in counter), *(np.uint32(k) for k in key))
+        assert tuple(int(w) for w in got) == expected
+
+
+def test_dropout_masks_keep_the_rate_and_differ_from_step_to_step():
+    layer = Dropout(0.25)
+    layer.build((1001,), None)  # not a multiple of four: the last, partial block of the stream too
+    x = np.ones((30, 1001), dtype=np.float32)
+    masks = [layer.forward(x, training=True) != 0 for _ in range(3)]
+    for m in masks:
+        assert abs(m.mean() - 0.75) < 0.01  # 30,030 draws: the kept share within 1% of 1 - rate
+    assert (masks[0] != masks[1]).mean() > 0.3 and (masks[1] != masks[2]).mean() > 0.3  # a new mask each step
+    # neighbours are independent: P(both kept) is about 0.75^2 along rows and along the flat order
+    flat = masks[0].reshape(-1)
+    assert abs((flat[:-1] & flat[1:]).mean() - 0.5625) < 0.015
+    assert abs((masks[0][:-1] & masks[0][1:]).mean() - 0.5625) < 0.015
+
+
+def test_the_dropout_stream_is_indexed_by_element():
+    """Element i's draw depends on the key and i only: a shorter array's mask (ending in a partial block of four)
+    is the start of a longer one's under the same key."""
+    from tuinet.engine.kernels import dropout_forward
+
+    key, threshold, scale = np.uint64(0x1234_5678_9ABC_DEF0), np.uint64(2**31), np.float32(2.0)
+    masks = []
+    for n in (4001, 4002, 4003, 4004, 4100):
+        x = np.ones(n, np.float32)
+        out, mask = np.empty_like(x), np.empty_like(x)
+        dropout_forward(x, key, threshold, scale, out, mask)
+        np.testing.assert_array_equal(out, mask)
+        masks.append(mask)
+    for m in masks[:-1]:
+        np.testing.assert_array_equal(m, masks[-1][:m.size])
+    assert set(np.unique(masks[-1])) == {0.0, 2.0}
+
+
 def _check_loss(name, outputs, targets):
     loss = make_loss(name)
     _, grad, _ = loss(outputs, targets)

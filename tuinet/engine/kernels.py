@@ -259,14 +259,72 @@ def column_sum(dz, out):
 # --- dropout (flat arrays) -----------------------------------------------------------------------------------
 
 
+# Philox4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011), the
+# counter-based generator behind dropout in PyTorch's and TensorFlow's GPU kernels: four 32-bit words of output
+# from a 128-bit counter and a 64-bit key, nothing carried from one call to the next. Checked against Random123's
+# published known-answer vectors (tests/engine/test_gradients.py).
+_PHILOX_M0 = np.uint64(0xD2511F53)
+_PHILOX_M1 = np.uint64(0xCD9E8D57)
+_PHILOX_W0 = np.uint32(0x9E3779B9)
+_PHILOX_W1 = np.uint32(0xBB67AE85)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+
 @jit()
-def dropout_forward(x, u, keep, out, mask):
-    """Inverted dropout: keep a unit when u < keep and scale it by 1/keep; mask stores that scale (or 0)."""
-    scale = F1 / keep
-    for i in range(x.size):
-        m = scale if u[i] < keep else F0
+def philox4x32(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of the counter (c0, c1, c2, c3) under the key (k0, k1), all uint32: four uint32."""
+    c0, c1, c2, c3 = np.uint32(c0), np.uint32(c1), np.uint32(c2), np.uint32(c3)
+    k0, k1 = np.uint32(k0), np.uint32(k1)
+    for r in range(10):
+        if r > 0:  # the key schedule: the Weyl increments between rounds
+            k0 = np.uint32(k0 + _PHILOX_W0)
+            k1 = np.uint32(k1 + _PHILOX_W1)
+        p0 = _PHILOX_M0 * np.uint64(c0)
+        p1 = _PHILOX_M1 * np.uint64(c2)
+        c0, c1, c2, c3 = (np.uint32(np.uint32(p1 >> _SHIFT32) ^ c1 ^ k0), np.uint32(p1 & _LOW32),
+                          np.uint32(np.uint32(p0 >> _SHIFT32) ^ c3 ^ k1), np.uint32(p0 & _LOW32))
+    return c0, c1, c2, c3
+
+
+@jit()
+def _keep(word, threshold, scale, zero):
+    return scale if np.uint64(word) < threshold else zero
+
+
+@jit()
+def dropout_forward(x, key, threshold, scale, out, mask):
+    """Inverted dropout of flat ``x``: element i is kept when the i-th 32-bit word of the Philox4x32-10 stream under
+    ``key`` (a uint64: counter i // 4, word i % 4) is below ``threshold`` (the keep probability times 2^32), and
+    then scaled by ``scale`` (1 / keep); ``mask`` gets that scale, or 0. The same key gives the same mask."""
+    k0 = np.uint32(key & _LOW32)
+    k1 = np.uint32(key >> _SHIFT32)
+    zero = scale - scale
+    n = x.size
+    z = np.uint32(0)
+    for j in range(n // 4):
+        r0, r1, r2, r3 = philox4x32(np.uint32(j), z, z, z, k0, k1)
+        i = 4 * j
+        m = _keep(r0, threshold, scale, zero)
         mask[i] = m
         out[i] = x[i] * m
+        m = _keep(r1, threshold, scale, zero)
+        mask[i + 1] = m
+        out[i + 1] = x[i + 1] * m
+        m = _keep(r2, threshold, scale, zero)
+        mask[i + 2] = m
+        out[i + 2] = x[i + 2] * m
+        m = _keep(r3, threshold, scale, zero)
+        mask[i + 3] = m
+        out[i + 3] = x[i + 3] * m
+    j = n // 4
+    if 4 * j < n:  # the last, partial block of four
+        r0, r1, r2, r3 = philox4x32(np.uint32(j), z, z, z, k0, k1)
+        for q in range(n - 4 * j):
+            word = r0 if q == 0 else (r1 if q == 1 else r2)
+            m = _keep(word, threshold, scale, zero)
+            mask[4 * j + q] = m
+            out[4 * j + q] = x[4 * j + q] * m
 
 
 @jit()

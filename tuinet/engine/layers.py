@@ -404,7 +404,9 @@ def make_activation(name: str) -> Activation:
 class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the rest by 1/(1-rate).
 
-    The mask comes from a seeded NumPy generator owned by the model, so runs and resumes are reproducible.
+    Each training pass draws one 64-bit key from a seeded NumPy generator owned by the model, and the mask is the
+    Philox4x32-10 stream under that key (:func:`tuinet.engine.kernels.dropout_forward`, in the same pass as the
+    product), so runs and resumes are reproducible: the generator's state is in every checkpoint.
 
     Args:
         rate: probability of dropping a unit, in [0, 1).
@@ -423,10 +425,12 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
-        u = self.rng.random(x.shape, dtype=np.float32)
+        key = np.uint64(self.rng.bit_generator.random_raw())
+        keep = 1.0 - self.rate
         y = np.empty_like(x)
         self._mask = np.empty_like(x)
-        K.dropout_forward(_flat(x), _flat(u), np.float32(1.0 - self.rate), _flat(y), _flat(self._mask))
+        K.dropout_forward(_flat(x), key, np.uint64(min(round(keep * 2.0**32), 2**32)), x.dtype.type(1.0 / keep),
+                          _flat(y), _flat(self._mask))
         return y
 
     def backward(self, dy, need_dx=True):
