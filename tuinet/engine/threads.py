@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from statistics import median  # of a few dozen step times: 1 us where np.median takes 20 (every step)
 
 import numba
-import numpy as np
 
 from tuinet.engine import runtime
 from tuinet.errors import ConfigError
@@ -231,8 +231,8 @@ class ThreadTuner:
         if len(self._recent) < min(8, self._recent.maxlen or 8):
             self._recent.append(per_sample)
             return False
-        median = float(np.median(self._recent))
-        if per_sample <= self.collapse_factor * median:
+        typical = median(self._recent)
+        if per_sample <= self.collapse_factor * typical:
             self._recent.append(per_sample)
             self._slow, self._slow_seconds = [], 0.0
             return False
@@ -240,9 +240,9 @@ class ThreadTuner:
         self._slow_seconds += seconds
         if len(self._slow) < self.collapse_steps or self._slow_seconds < self.collapse_seconds:
             return False
-        slow = float(np.median(self._slow))
+        slow = median(self._slow)
         self.last_reason = (f"all-core steps collapsed to {1 / slow:,.0f} samples/s from a median of "
-                            f"{1 / median:,.0f}; one thread until the cores are free")
+                            f"{1 / typical:,.0f}; one thread until the cores are free")
         self.collapses += 1
         self._slow, self._slow_seconds = [], 0.0
         self._single_seconds, self._recheck_wait = 0.0, self.recheck_seconds
@@ -257,7 +257,7 @@ class ThreadTuner:
         if self._ref is None:
             if len(self._recent) < min(8, self._recent.maxlen or 8):
                 return False
-            self._ref = float(np.median(self._recent))
+            self._ref = median(self._recent)
         latest = self._latest
         latest.append((seconds, seconds / max(per_sample, 1e-30)))
         self._latest_s += seconds
@@ -288,10 +288,10 @@ class ThreadTuner:
         self._steps[self.mode].append(seconds)
         self._samples[self.mode] += samples
         self._steps_left = max(self._steps_left - 1, 0)
-        self.last_rates = {c: (self._samples[c] / len(v)) / max(float(np.median(v)), 1e-9)
+        self.last_rates = {c: (self._samples[c] / len(v)) / max(median(v), 1e-9)
                            for c, v in self._steps.items() if v}
         if self._short and self.mode == self.wide and self.collapse_factor and self._recent_single \
-                and seconds / max(samples, 1) > self.collapse_factor * float(np.median(self._recent_single)):
+                and seconds / max(samples, 1) > self.collapse_factor * median(self._recent_single):
             return self._finish_probe("single")  # the cores are still busy: no need to finish a slow block
         if self._steps_left > 0 or self._t < self.min_block_seconds:
             return None
@@ -323,6 +323,6 @@ class ThreadTuner:
         if wide and self._samples[self.wide]:
             per = self._samples[self.wide] / len(wide)
             self._recent.extend(s / per for s in wide)  # the probe's all-core steps are the first reference
-            self._ref = float(np.median(wide)) / per
+            self._ref = median(wide) / per
         self.apply(self.mode)
         return self.mode
