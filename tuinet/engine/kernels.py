@@ -301,15 +301,15 @@ def _keep(word, threshold, scale, zero):
 @jit()
 def dropout_forward(x, key, threshold, scale, out, mask):
     """Inverted dropout of flat ``x``: element i is kept when the i-th 32-bit word of the Philox4x32-10 stream under
-    ``key`` (a uint64: counter i // 4, word i % 4) is below ``threshold`` (the keep probability times 2^32), and
+    ``key`` (a uint64: counter i // 4 as a 64-bit number, word i % 4) is below ``threshold`` (the keep probability times 2^32), and
     then scaled by ``scale`` (1 / keep); ``mask`` gets that scale, or 0. The same key gives the same mask."""
     k0 = np.uint32(key & _LOW32)
     k1 = np.uint32(key >> _SHIFT32)
     zero = scale - scale
     n = x.size
     z = np.uint32(0)
-    for j in range(n // 4):
-        r0, r1, r2, r3 = philox4x32(np.uint32(j), z, z, z, k0, k1)
+    for j in range(n // 4):  # the counter (j's low and high 32 bits, 0, 0)
+        r0, r1, r2, r3 = philox4x32(np.uint32(j & _LOW32), np.uint32(j >> _SHIFT32), z, z, k0, k1)
         i = 4 * j
         m = _keep(r0, threshold, scale, zero)
         mask[i] = m
@@ -325,7 +325,7 @@ def dropout_forward(x, key, threshold, scale, out, mask):
         out[i + 3] = x[i + 3] * m
     j = n // 4
     if 4 * j < n:  # the last, partial block of four
-        r0, r1, r2, r3 = philox4x32(np.uint32(j), z, z, z, k0, k1)
+        r0, r1, r2, r3 = philox4x32(np.uint32(j & _LOW32), np.uint32(j >> _SHIFT32), z, z, k0, k1)
         for q in range(n - 4 * j):
             word = r0 if q == 0 else (r1 if q == 1 else r2)
             m = _keep(word, threshold, scale, zero)
