@@ -15,7 +15,10 @@ def test_per_layer_table_without_a_measured_peak_prints_no_share(capsys):
     assert "nan" not in out
     row = next(line for line in out.splitlines() if line.startswith("Conv2D"))
     cells = row.split()
-    assert cells[-4:] == ["-"] * 4 and float(cells[-5]) > 0  # tuinet ms, GFLOP/s, share, torch ms, GFLOP/s, ratio
+    # tuinet ms, GFLOP/s, share, torch ms, GFLOP/s, ratio: tuinet's two are numbers (a toy layer timed once on a
+    # busy machine can print 0.0 GFLOP/s: a number, not a speed to assert), the four after them '-'
+    assert cells[-4:] == ["-"] * 4
+    assert float(cells[-6]) > 0 and float(cells[-5]) >= 0
     _print_layers(model, 4, 1, None, {"peak_gflops": 1e6})
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Conv2D"))
     assert row.split()[-4].endswith("%")
