@@ -202,7 +202,7 @@ class TuinetApp(App[int]):
         self.set_class(width < 100, "-narrow")
         if self._footer is not None and self._insp is not None:
             self._footer.show_command_palette = width >= 100
-            self._insp.set_compact(width < 100)
+            self._insp.fit(width)  # compact when its full columns would not fit (80 columns over SSH)
         if self._compare is not None:
             self._compare.adapt(width, height)
 

@@ -35,6 +35,9 @@ COMPACT_LABELS = {"flow": "depth", "hist": "history"}
 FLOW_DECADES = 3
 #: on narrow terminals type and output shape move to the detail panel, so the table fits 80 columns
 COMPACT = {"type", "output", "flag"}
+#: terminal columns around the layer table: its border (2), what its layout adds to the summed cells (2, measured)
+#: and a vertical scrollbar (2, with more layers than rows)
+TABLE_MARGIN = 6
 NEG = (70, 140, 255)  # negative weights: blue
 POS = (255, 140, 40)  # positive weights: orange
 ZERO = (24, 24, 24)
@@ -283,6 +286,29 @@ class Inspector(Vertical):
         for key, label in self._columns():
             self._table.add_column(label, key=key)
 
+    def fit(self, width: int) -> None:
+        """Show the full table when its columns fit ``width`` terminal columns, the compact one otherwise.
+
+        The full table's width follows its content (layer names, types and shapes, the gradient history filling
+        up to 16 cells, flags), so this is checked again whenever the rows change: at 100-110 columns a fixed
+        threshold left the last columns behind the table's horizontal scrollbar once the history had filled.
+        """
+        self._fit_width = width
+        self.set_compact(self._full_width() > width - TABLE_MARGIN)
+
+    def _full_width(self) -> int:
+        """Cells the full table's columns take with the current rows (each column as wide as its widest cell or
+        heading, plus the cell padding on both sides)."""
+        widths = {k: len(label) for k, label in COLUMNS}
+        st = self._state
+        if st is not None:
+            for row in self._rows(st):
+                for k, cell in self._cells(row, st, 1.0, 1.0, compact=False).items():
+                    widths[k] = max(widths[k], cell.cell_len if isinstance(cell, Text) else len(cell))
+        if not (st is not None and any(r.get("flag") for r in self._rows(st))):
+            widths.pop("flag")  # an empty column at the end costs only its padding; without flags it is not counted
+        return sum(w + 2 for w in widths.values())
+
     def set_compact(self, compact: bool) -> None:
         """Drop (or bring back) the type and output-shape columns."""
         if compact == self.compact:
@@ -317,22 +343,11 @@ class Inspector(Vertical):
                  and r["grad_norm"] > 0]
         lo, hi = (min(norms), max(norms)) if norms else (1.0, 1.0)
         lo = min(lo, hi * 10.0 ** -FLOW_DECADES)
-        fw = FLOW_WIDTH_COMPACT if self.compact else FLOW_WIDTH
+        if getattr(self, "_fit_width", None) is not None:
+            self.fit(self._fit_width)  # the rows' content may have outgrown (or shrunk below) the width
         for row in rows:
             name = row["name"]
-            flag = row.get("flag") or ""
-            dead = row.get("dead_fraction")
-            cells = {
-                "layer": Text(f"⚠ {name}", style="bold red") if flag and self.compact else name, "type": row.get("kind", ""), "output": "x".join(str(d) for d in row.get("output_shape", [])),
-                "params": f"{row.get('params', 0):,}", "mean": fmt_num(row.get("weight_mean"), 4),
-                "std": fmt_num(row.get("weight_std"), 4), "grad": fmt_num(row.get("grad_norm"), 4),
-                "flow": Text(flow_bar(row.get("grad_norm"), lo, hi, fw), style="color(45)"),
-                "hist": Text(sparkline(list(st.grad_history.get(name, [])), width=fw if self.compact else 16),
-                             style="color(45)"),
-                "ratio": fmt_num(row.get("update_ratio"), 5),
-                "dead": "-" if dead is None else Text(f"{dead:.0%}", style="yellow" if dead > 0.5 else ""),
-                "flag": Text(f"⚠ {flag}", style="bold red") if flag else "",
-            }
+            cells = self._cells(row, st, lo, hi, self.compact)
             cols = self._columns()
             if name not in table.rows:
                 table.add_row(*[cells[k] for k, _ in cols], key=name)
@@ -341,6 +356,26 @@ class Inspector(Vertical):
                     table.update_cell(name, k, cells[k])
         if self.selected is None and table.row_count:
             self.selected = str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+
+    @staticmethod
+    def _cells(row: dict[str, Any], st: RunState, lo: float, hi: float, compact: bool) -> dict[str, Any]:
+        """One layer's cells, by column key, for the full or the compact table."""
+        name = row["name"]
+        flag = row.get("flag") or ""
+        dead = row.get("dead_fraction")
+        fw = FLOW_WIDTH_COMPACT if compact else FLOW_WIDTH
+        return {
+            "layer": Text(f"⚠ {name}", style="bold red") if flag and compact else name, "type": row.get("kind", ""),
+            "output": "x".join(str(d) for d in row.get("output_shape", [])),
+            "params": f"{row.get('params', 0):,}", "mean": fmt_num(row.get("weight_mean"), 4),
+            "std": fmt_num(row.get("weight_std"), 4), "grad": fmt_num(row.get("grad_norm"), 4),
+            "flow": Text(flow_bar(row.get("grad_norm"), lo, hi, fw), style="color(45)"),
+            "hist": Text(sparkline(list(st.grad_history.get(name, [])), width=fw if compact else 16),
+                         style="color(45)"),
+            "ratio": fmt_num(row.get("update_ratio"), 5),
+            "dead": "-" if dead is None else Text(f"{dead:.0%}", style="yellow" if dead > 0.5 else ""),
+            "flag": Text(f"⚠ {flag}", style="bold red") if flag else "",
+        }
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
