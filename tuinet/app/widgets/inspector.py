@@ -270,6 +270,7 @@ class Inspector(Vertical):
         self._hist = self.query_one("#layer-hist", Static)
         self._pics = self.query_one("#layer-pictures", WidthText)
         self.compact = False
+        self._fit_width: int | None = None  # the terminal width :meth:`fit` was last given
         self._add_columns()
         table.border_title = "layers"
         self.query_one("#layer-hist").border_title = "weights"
@@ -294,29 +295,34 @@ class Inspector(Vertical):
         threshold left the last columns behind the table's horizontal scrollbar once the history had filled.
         """
         self._fit_width = width
-        self.set_compact(self._full_width() > width - TABLE_MARGIN)
-
-    def _full_width(self) -> int:
-        """Cells the full table's columns take with the current rows (each column as wide as its widest cell or
-        heading, plus the cell padding on both sides)."""
-        widths = {k: len(label) for k, label in COLUMNS}
         st = self._state
-        if st is not None:
-            for row in self._rows(st):
-                for k, cell in self._cells(row, st, 1.0, 1.0, compact=False).items():
-                    widths[k] = max(widths[k], cell.cell_len if isinstance(cell, Text) else len(cell))
-        if not (st is not None and any(r.get("flag") for r in self._rows(st))):
-            widths.pop("flag")  # an empty column at the end costs only its padding; without flags it is not counted
-        return sum(w + 2 for w in widths.values())
+        self.set_compact(self._too_wide(self._rows(st) if st is not None else [], st))
 
-    def set_compact(self, compact: bool) -> None:
-        """Drop (or bring back) the type and output-shape columns."""
+    def _too_wide(self, rows: list[dict[str, Any]], st: RunState | None) -> bool:
+        """True when the full table's columns with these rows (each as wide as its widest cell or heading, plus the
+        cell padding on both sides) would not fit the width :meth:`fit` was given."""
+        if self._fit_width is None:
+            return self.compact
+        widths = {k: len(label) for k, label in COLUMNS}
+        for row in rows:
+            for k, cell in self._cells(row, st, 1.0, 1.0, compact=False).items():
+                widths[k] = max(widths[k], cell.cell_len if isinstance(cell, Text) else len(cell))
+        if not any(r.get("flag") for r in rows):
+            widths.pop("flag")  # an empty column at the end costs only its padding; without flags it is not counted
+        return sum(w + 2 for w in widths.values()) > self._fit_width - TABLE_MARGIN
+
+    def _relayout(self, compact: bool) -> bool:
+        """Rebuild the columns for the full or the compact table; False when it already is that one."""
         if compact == self.compact:
-            return
+            return False
         self.compact = compact
         self._table.clear(columns=True)
         self._add_columns()
-        if self._state is not None:
+        return True
+
+    def set_compact(self, compact: bool) -> None:
+        """Drop (or bring back) the type and output-shape columns."""
+        if self._relayout(compact) and self._state is not None:
             self.update_table(self._state)
 
     def _rows(self, st: RunState) -> list[dict[str, Any]]:
@@ -343,8 +349,7 @@ class Inspector(Vertical):
                  and r["grad_norm"] > 0]
         lo, hi = (min(norms), max(norms)) if norms else (1.0, 1.0)
         lo = min(lo, hi * 10.0 ** -FLOW_DECADES)
-        if getattr(self, "_fit_width", None) is not None:
-            self.fit(self._fit_width)  # the rows' content may have outgrown (or shrunk below) the width
+        self._relayout(self._too_wide(rows, st))  # the rows may have outgrown (or shrunk below) the width
         for row in rows:
             name = row["name"]
             cells = self._cells(row, st, lo, hi, self.compact)
