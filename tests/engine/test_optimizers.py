@@ -271,6 +271,53 @@ def test_a_nan_gradient_still_reaches_the_weights():
     assert np.isnan(p[0]) and np.isfinite(p[1:]).all()
 
 
+CONFIGS = [("sgd", {}), ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {}),
+           ("adam", {"amsgrad": True}), ("adamw", {}), ("rmsprop", {}), ("rmsprop", {"momentum": 0.9}),
+           ("rmsprop", {"centered": True}), ("adagrad", {})]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name,hyper", CONFIGS)
+def test_step_says_whether_every_weight_is_finite_after_it(name, hyper, threads):
+    """``step`` answers the divergence guard's question (is every parameter finite after the update?) from the
+    values its kernels write: a NaN or an infinity in any gradient, at either end of a parameter, inside or at the
+    edge of a parallel chunk, in a small or a large parameter, is answered False, and True otherwise; the answer
+    always agrees with reading the weights."""
+    import numba
+
+    from tuinet.engine.kernels import CHUNK
+
+    sizes = [5, 3 * CHUNK + 7, 1]
+    spots = [(0, 0), (0, 4), (1, 0), (1, CHUNK - 1), (1, CHUNK), (1, 3 * CHUNK + 6), (2, 0)]
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        rng = np.random.default_rng(3)
+        for k, i in [(None, None)] + spots:
+            for bad in (np.nan, np.inf, -np.inf) if k is not None else (None,):
+                params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+                opt = make_optimizer(name, params, lr=1e-3, **hyper)
+                grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+                assert opt.step(grads) is True
+                if k is not None:
+                    grads[k][i] = bad
+                finite = opt.step(grads)
+                assert finite is all(np.isfinite(p).all() for p in params)
+                assert finite is (k is None), (k, i, bad)
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name,hyper", CONFIGS)
+def test_step_reports_an_overflow_from_finite_gradients(name, hyper):
+    """A learning rate so large that finite gradients push a weight past float32's range: the update's own
+    overflow is reported too, not only a non-finite input."""
+    p = np.array([3.4e38, -1.0, 0.5], dtype=np.float32)  # float32's largest is 3.40282e38
+    opt = make_optimizer(name, [p], lr=1e37, **hyper)
+    finite = opt.step([np.array([-1e10, 0.1, 0.2], dtype=np.float32)])
+    assert not np.isfinite(p).all() and finite is False
+
+
 def test_adam_updates_every_parameter_in_one_call_like_one_by_one():
     """The all-parameter kernels (on one thread, and spread over Numba's threads) give the same bits as one
     optimizer per parameter, for parameters smaller and larger than one chunk."""

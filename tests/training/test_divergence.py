@@ -68,18 +68,23 @@ def test_a_huge_finite_learning_rate_is_rolled_back_and_the_run_ends_finite(tmp_
     assert_all_finite(t, events, tmp_path)
 
 
-def test_a_nan_weight_hidden_behind_relu_is_caught_after_the_update(tmp_path):
-    """A NaN in a hidden weight can vanish behind a ReLU (NaN > 0 is false) and never reach the loss: the weights
-    themselves are checked after every update."""
+def _poison(tmp_path, when: str):
+    """Train one epoch with weight [0, 0] of the first layer made NaN at step 5: through its gradient (the update
+    writes the NaN) or written into the weight after the update (as a bug elsewhere would)."""
     t, events = make(tmp_path, epochs=1)
     real_step = None
     poisoned = []
 
     def poisoning_step(grads):
-        real_step(grads)
-        if not poisoned and t.global_step == 5:
-            t.model.params[0][0, 0] = np.nan
+        first = not poisoned and t.global_step == 5
+        if first and when == "gradient":
+            grads[0][0, 0] = np.nan
+        finite = real_step(grads)
+        if first:
             poisoned.append(t.global_step)
+            if when == "weight":
+                t.model.params[0][0, 0] = np.nan
+        return finite
 
     def on_event(e):
         nonlocal real_step
@@ -91,8 +96,17 @@ def test_a_nan_weight_hidden_behind_relu_is_caught_after_the_update(tmp_path):
     t.emit = on_event
     t.run()
     assert poisoned
+    return t, events
+
+
+@pytest.mark.parametrize("when, caught_at", [("gradient", 5), ("weight", 6)])
+def test_a_nan_weight_hidden_behind_relu_is_caught_after_the_update(tmp_path, when, caught_at):
+    """A NaN in a hidden weight can vanish behind a ReLU (NaN > 0 is false) and never reach the loss: the weights
+    themselves are checked, by the optimizer's kernels as they write them. A NaN the update writes is caught at that
+    step; one written into a weight between steps at the next update (every weight is rewritten from itself)."""
+    t, events = _poison(tmp_path, when)
     diverged = of(events, "diverged")
-    assert diverged and diverged[0]["reason"] == "non-finite weights" and diverged[0]["step"] == 5
+    assert diverged and diverged[0]["reason"] == "non-finite weights" and diverged[0]["step"] == caught_at
     assert_all_finite(t, events, tmp_path)
 
 

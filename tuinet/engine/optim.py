@@ -40,11 +40,22 @@ def _flush(x):
 
 
 @jit()
+def _check(p):
+    """The sum of p * 0 over the values an update just wrote: 0, or NaN when one of them is not finite (see
+    Optimizer.step). A pass of its own over the piece the update wrote (at most CHUNK values, still in L1): added
+    to the update's loop, the sum changed how LLVM compiled it and some weights came out 1 ulp apart from before."""
+    check = F0
+    for i in range(p.size):
+        check += p[i] * F0
+    return check
+
+
+@jit()
 def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
     if momentum == F0:
         for i in range(p.size):
             p[i] -= lr * (g[i] + wd * p[i])
-        return
+        return _check(p)
     one_minus_damp = F1 - dampening
     if first:
         for i in range(p.size):
@@ -58,9 +69,10 @@ def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
     else:
         for i in range(p.size):
             p[i] -= lr * buf[i]
+    return _check(p)
 
 
-_sgd_kernel = chunked(_sgd_range, "_sgd_kernel", "SGD update of p in place (see SGD).")
+_sgd_kernel = chunked(_sgd_range, "_sgd_kernel", "SGD update of p in place (see SGD); returns the check.", sums=True)
 
 @jit()
 def _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
@@ -93,15 +105,18 @@ def _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad,
             m[i] = mi
             v[i] = vi
             p[i] -= step_size * mi / (np.sqrt(vi) * inv_bc2_sqrt + eps)
+    return _check(p)
 
 
 @jit()
 def _adam_pieces(arrays, n, work, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
-    """Adam/AdamW update of the pieces ``work`` of ``n`` parameters (see :func:`_adam_all`)."""
+    """Adam/AdamW update of the pieces ``work`` of ``n`` parameters (see :func:`_adam_all`); returns the check."""
+    check = F0
     for c in range(work.shape[0]):
         k, s, e = work[c, 0], work[c, 1], work[c, 2]
-        _adam_range(arrays[k][s:e], arrays[n + k][s:e], arrays[2 * n + k][s:e], arrays[3 * n + k][s:e],
+        check += _adam_range(arrays[k][s:e], arrays[n + k][s:e], arrays[2 * n + k][s:e], arrays[3 * n + k][s:e],
                     arrays[4 * n + k][s:e], lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
+    return check
 
 
 @jit()
@@ -110,9 +125,10 @@ def _adam_all(arrays, n, work, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc
 
     ``arrays``: one typed list of flat arrays, the ``n`` parameters, then their gradients, first moments, second
     moments and amsgrad maxima (1-element placeholders without amsgrad), so one list is unboxed per call
-    (about 2 us each); ``work``: rows (parameter, start, stop) of CHUNK-element pieces.
+    (about 2 us each); ``work``: rows (parameter, start, stop) of CHUNK-element pieces. Returns True when every
+    updated parameter is finite (see :meth:`Optimizer.step`).
     """
-    _adam_pieces(arrays, n, work, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
+    return _adam_pieces(arrays, n, work, lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt) == F0
 
 
 @jit(parallel={"fusion": False})
@@ -122,8 +138,11 @@ def _adam_all_parallel(arrays, n, work, lr, beta1, beta2, eps, wd, decoupled, am
     Used when Numba has more than one thread; on one thread the parallel region's start costs about 5 us for
     nothing.
     """
+    check = F0
     for c in prange(work.shape[0]):
-        _adam_pieces(arrays, n, work[c:c + 1], lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
+        check += _adam_pieces(arrays, n, work[c:c + 1], lr, beta1, beta2, eps, wd, decoupled, amsgrad, bc1,
+                              bc2_sqrt)
+    return check == F0
 
 
 def _work_table(sizes: list[int]) -> np.ndarray:
@@ -186,9 +205,11 @@ def _rmsprop_range(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered):
         for i in range(p.size):
             d = g[i] + wd * p[i]
             p[i] -= lr * d / (np.sqrt(sq[i]) + eps)
+    return _check(p)
 
 
-_rmsprop_kernel = chunked(_rmsprop_range, "_rmsprop_kernel", "RMSprop update of p in place (see RMSprop).")
+_rmsprop_kernel = chunked(_rmsprop_range, "_rmsprop_kernel",
+                          "RMSprop update of p in place (see RMSprop); returns the check.", sums=True)
 
 @jit()
 def _adagrad_range(p, g, acc, clr, eps, wd):
@@ -197,9 +218,11 @@ def _adagrad_range(p, g, acc, clr, eps, wd):
         a = acc[i] + d * d
         acc[i] = a
         p[i] -= clr * d / (np.sqrt(a) + eps)
+    return _check(p)
 
 
-_adagrad_kernel = chunked(_adagrad_range, "_adagrad_kernel", "Adagrad update of p in place (see Adagrad).")
+_adagrad_kernel = chunked(_adagrad_range, "_adagrad_kernel",
+                          "Adagrad update of p in place (see Adagrad); returns the check.", sums=True)
 
 _EMPTY = np.zeros(1, dtype=np.float32)
 
@@ -253,13 +276,24 @@ class Optimizer:
             if not (float(value) >= 0.0):
                 raise ConfigError(f"{self.name}: {key} must be >= 0, got {value}")
 
-    def step(self, grads: list[np.ndarray]) -> None:
-        """Apply one update to every parameter from the aligned gradients."""
-        self.t += 1
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            self._update(p.reshape(-1), g.reshape(-1), self.state[i])
+    def step(self, grads: list[np.ndarray]) -> bool:
+        """Apply one update to every parameter from the aligned gradients; True when every parameter is finite
+        after it.
 
-    def _update(self, p: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray]) -> None:
+        The answer comes with the update: each kernel sums ``p * 0`` over every piece of at most CHUNK values right
+        after writing it, while it is in L1 (0 for finite numbers, NaN once an infinity or a NaN is among them), so
+        the trainer's divergence guard does not read all the weights again, one Python call per parameter, after the
+        step: optimizer step and check together 0.77-0.94x the time of the two apart for the ``mlp`` preset's
+        235,146 parameters (14-30 us saved a step, of 0.8-2.1 ms), with the same weights bit for bit.
+        """
+        self.t += 1
+        finite = True
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            finite &= bool(self._update(p.reshape(-1), g.reshape(-1), self.state[i]) == 0.0)
+        return finite
+
+    def _update(self, p: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray]) -> float:
+        """Update ``p`` in place; returns the kernel's check (0.0 when every updated value is finite, else NaN)."""
         raise NotImplementedError
 
     def hyperparams(self) -> dict[str, Any]:
@@ -322,13 +356,13 @@ class SGD(Optimizer):
     def state_names_for(self) -> tuple[str, ...]:
         return self.state_names if self.hyper["momentum"] > 0 else ()
 
-    def step(self, grads: list[np.ndarray]) -> None:
+    def step(self, grads: list[np.ndarray]) -> bool:
         self._first = self.t == 0
-        super().step(grads)
+        return super().step(grads)
 
     def _update(self, p, g, st):
         h = self.hyper
-        _sgd_kernel(
+        return _sgd_kernel(
             p, g, st.get("momentum_buffer", _EMPTY), np.float32(self.lr), np.float32(h["momentum"]),
             np.float32(h["dampening"]), np.float32(h["weight_decay"]), bool(h["nesterov"]), self._first,
         )
@@ -371,12 +405,13 @@ class Adam(Optimizer):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.hyper["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
     def step(self, grads):
-        """One update of every parameter, in one kernel call (its Python cost is paid once, not per parameter)."""
+        """One update of every parameter, in one kernel call (its Python cost is paid once, not per parameter);
+        True when every parameter is finite after it (see :meth:`Optimizer.step`)."""
         h = self.hyper
         b1, b2 = h["betas"]
         self.t += 1
         if not self.params:
-            return
+            return True
         bc1 = np.float32(1.0 - b1**self.t)
         bc2_sqrt = np.float32(math.sqrt(1.0 - b2**self.t))
         key = (*map(id, self.params), *map(id, grads), *(id(a) for st in self.state for a in st.values()))
@@ -387,7 +422,7 @@ class Adam(Optimizer):
             self._arrays_key = key  # the list holds every array, so their ids stay unique while it lives
             self._work = _work_table([p.size for p in self.params])
         kernel = _adam_all_parallel if numba.get_num_threads() > 1 else _adam_all
-        kernel(self._arrays, len(self.params), self._work, np.float32(self.lr), np.float32(b1), np.float32(b2),
+        return kernel(self._arrays, len(self.params), self._work, np.float32(self.lr), np.float32(b1), np.float32(b2),
                np.float32(h["eps"]), np.float32(h["weight_decay"]), self.decoupled, bool(h["amsgrad"]), bc1,
                bc2_sqrt)
 
@@ -434,7 +469,7 @@ class RMSprop(Optimizer):
 
     def _update(self, p, g, st):
         h = self.hyper
-        _rmsprop_kernel(
+        return _rmsprop_kernel(
             p, g, st["square_avg"], st.get("grad_avg", _EMPTY), st.get("momentum_buffer", _EMPTY),
             np.float32(self.lr), np.float32(h["alpha"]), np.float32(h["eps"]), np.float32(h["weight_decay"]),
             np.float32(h["momentum"]), bool(h["centered"]),
@@ -465,11 +500,11 @@ class Adagrad(Optimizer):
     def step(self, grads):
         t = self.t + 1
         self._clr = np.float32(self.lr / (1.0 + (t - 1) * self.hyper["lr_decay"]))
-        super().step(grads)
+        return super().step(grads)
 
     def _update(self, p, g, st):
         h = self.hyper
-        _adagrad_kernel(p, g, st["sum"], self._clr, np.float32(h["eps"]), np.float32(h["weight_decay"]))
+        return _adagrad_kernel(p, g, st["sum"], self._clr, np.float32(h["eps"]), np.float32(h["weight_decay"]))
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -731,10 +731,9 @@ class Trainer:
                     continue
                 if c.clip_grad is not None:
                     self._clip()
-                self.optimizer.step(m.grads)
                 # every updated weight is checked (non-finite gradients or a huge lr show here too): a NaN weight
-                # can hide behind a ReLU and never reach the loss
-                if not self._weights_finite():
+                # can hide behind a ReLU and never reach the loss; the optimizer's kernels check what they write
+                if not self.optimizer.step(m.grads):
                     self._on_divergence(loss, "non-finite weights")
                     self._poll_commands()
                     continue
