@@ -158,3 +158,30 @@ def test_pause_mode_puts_the_good_weights_back_before_it_waits(tmp_path):
     for k, a in load_checkpoint(tmp_path / "runs" / "guard" / "latest.npz").arrays.items():
         if a.dtype.kind == "f":
             assert np.all(np.isfinite(a)), k
+
+
+def test_a_diverging_run_prints_no_numpy_warnings_and_its_summary_counts_the_divergences(tmp_path):
+    """Overflows in a diverging step are the guard's to answer: no NumPy RuntimeWarning (with its source line)
+    reaches the terminal, and the run's final event and summary say how often it diverged and what became of its
+    learning rate. A run that never diverged says nothing about it."""
+    import warnings
+
+    from tuinet.training.summary import summary_lines
+
+    t, events = make(tmp_path, lr=1e30, epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        final = t.run()
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    diverged = of(events, "diverged")
+    assert final["event"] == "finished" and final["divergences"] == len(diverged) >= 2
+    assert final["lr_before_divergence"] == pytest.approx(diverged[0]["lr"])
+    assert final["lr"] == pytest.approx(t.optimizer.lr) and final["lr"] < diverged[0]["lr"] / 100
+    line = [s for s in summary_lines(final) if "diverged" in s]
+    assert line == [f"  diverged {len(diverged):,} times (each time the last good weights came back); "
+                    f"lr {diverged[0]['lr']:.3g} before, {t.optimizer.lr:.3g} now"]
+
+    calm, calm_events = make(tmp_path / "calm", epochs=1)
+    quiet = calm.run()
+    assert quiet["divergences"] == 0 and quiet["lr_before_divergence"] is None
+    assert not [s for s in summary_lines(quiet) if "diverged" in s]

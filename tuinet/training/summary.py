@@ -24,6 +24,17 @@ def _test_line(fig: dict[str, Any] | None, which: str, reported: bool) -> str | 
     return f"  {acc}loss {fmt_num(fig.get('loss'))} on the {WEIGHTS[which]} (epoch {fig.get('epoch')}){tail}"
 
 
+def _divergence_line(final: dict[str, Any]) -> str | None:
+    """How often the run diverged and what that did to its learning rate, when it did."""
+    n = final.get("divergences") or 0
+    if not n:
+        return None
+    times = "once" if n == 1 else "twice" if n == 2 else f"{n:,} times"
+    before, now = final.get("lr_before_divergence"), final.get("lr")
+    lr = f"; lr {fmt_num(before)} before, {fmt_num(now)} now" if before is not None and now is not None else ""
+    return f"  diverged {times} (each time the last good weights came back){lr}"
+
+
 def _runs_dir_option(run_dir: Path, runs_dir: str | None) -> str:
     """`` --runs-dir DIR`` when the run is not in the folder the commands look in by default."""
     from tuinet.training.config import default_runs_dir
@@ -70,6 +81,9 @@ def summary_lines(final: dict[str, Any], runs_dir: str | None = None) -> list[st
         line = _test_line(final.get(f"test_{which}"), which, which == reported)
         if line:
             lines.append(line)
+    line = _divergence_line(final)
+    if line:
+        lines.append(line)
     if final.get("best_epoch"):
         acc = final.get("best_val_accuracy")
         lines.append(f"  best epoch {final['best_epoch']} (the lowest validation loss)"

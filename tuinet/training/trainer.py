@@ -119,6 +119,8 @@ class Trainer:
         self._epoch_rng_state: dict[str, Any] | None = None
         self._good: dict[str, Any] | None = None
         self._last_divergence: int | None = None  # step of the last divergence (a repeat within SNAPSHOT_EVERY cuts harder)
+        self.divergences = 0  # divergences in this process (a resumed run counts from 0), for the final summary
+        self._lr_before_divergence: float | None = None  # the lr at the first of them
         self._loss_count = 0  # good steps seen by the blow-up rule
         self._loss_ref = 0.0  # the loss of the first good step (the initialization's natural scale)
         self._loss_avg = 0.0  # recent average loss of good steps (exponential)
@@ -478,6 +480,9 @@ class Trainer:
         if repeated:
             factor = min(factor, REPEAT_FACTOR)
         self._last_divergence = self.global_step
+        self.divergences += 1
+        if self._lr_before_divergence is None:
+            self._lr_before_divergence = lr
         self._steps_left = 0  # a divergence ends stepping: the event says what happened
         fields = dict(step=self.global_step, loss=loss if math.isfinite(loss) else None, lr=lr, new_lr=lr * factor,
                       reason=reason, repeated=repeated, factor=factor)
@@ -539,7 +544,10 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train to the end (or until stopped); returns the final event. Never raises: failures become events."""
         try:
-            return self._run()
+            # overflows and NaNs in a diverging step are the divergence guard's to answer (it rolls back or pauses):
+            # NumPy's warnings about them would only print source lines into the terminal or the app
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return self._run()
         except StopTraining:
             return self._stopped()
         except TuinetError as e:
@@ -628,7 +636,13 @@ class Trainer:
                           checkpoint=path, run_dir=str(self.run_dir.path) if self.run_dir else None,
                           name=self.run_dir.name if self.run_dir else None, best_epoch=self.best_epoch,
                           best_val_accuracy=self.best_val_accuracy, train_seconds=round(self.train_seconds, 3),
-                          elapsed_seconds=round(time.time() - self.started_at, 1), **tests)
+                          elapsed_seconds=round(time.time() - self.started_at, 1), **self._divergence_fields(),
+                          **tests)
+
+    def _divergence_fields(self) -> dict[str, Any]:
+        """The final events' account of divergences: how many, and the lr before the first and now."""
+        return {"divergences": self.divergences, "lr_before_divergence": self._lr_before_divergence,
+                "lr": self.optimizer.lr if self.optimizer is not None else None}
 
     def _status_file(self, **extra: Any) -> None:
         if not self.run_dir:
@@ -819,6 +833,7 @@ class Trainer:
             best_val_accuracy=self.best_val_accuracy, best_epoch=self.best_epoch,
             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             elapsed_seconds=round(time.time() - self.started_at, 1), stopped_early=self.epoch < c.epochs,
+            **self._divergence_fields(),
             run_dir=str(self.run_dir.path) if self.run_dir else None, name=self.run_dir.name if self.run_dir else None)
 
     def _end_epoch(self, train_loss: float, train_acc: float, wall: float, compute: float, n: float) -> bool:
