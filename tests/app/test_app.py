@@ -117,6 +117,14 @@ async def test_lr_dialog_sets_exact_value_and_rejects_garbage(tmp_path):
         await wait_until(pilot, lambda: "not a positive number" in str(app.screen.query_one("#lr-error").render()),
                        what="error shown")
         assert isinstance(app.screen, LrDialog), "a bad value keeps the dialog open"
+        # the run's lr moves while the dialog is open (a schedule, another client's command): its "Current" line
+        # follows, the typed field stays
+        from tuinet.protocol import make_command
+
+        session.send(make_command("set_lr", lr=0.000777))
+        await wait_until(pilot, lambda: "Current: 0.000777" in str(app.screen.query_one("#lr-current").render()),
+                         what="the current lr followed")
+        assert inp.value == "banana"
         inp.value = "0.0123"
         await press(pilot, "enter")
         await wait_until(pilot, lambda: session.trainer.optimizer.lr == pytest.approx(0.0123), what="exact lr")

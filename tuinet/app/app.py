@@ -519,7 +519,7 @@ class TuinetApp(App[int]):
         def done(value: float | None) -> None:
             if value is not None:
                 self._send("set_lr", f"lr → {fmt_num(value)}", lr=value)
-        self.push_screen(LrDialog(self.state.lr), done)
+        self.push_screen(LrDialog(self.state.lr, live=lambda: self.state.lr), done)
 
     def action_lr_find(self) -> None:
         """Ask the trainer for a range test and open the finder; enter there sets the chosen lr, and a run the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import on
@@ -64,19 +64,28 @@ class ConfirmDialog(ModalScreen[bool]):
 
 
 class LrDialog(ModalScreen["float | None"]):
-    """Type an exact learning rate; dismisses with the number, or None on escape."""
+    """Type an exact learning rate; dismisses with the number, or None on escape.
+
+    ``live`` (optional) returns the run's lr now: a schedule moves it while the dialog is open (a cosine decay
+    through a whole short run in seconds), so the "Current" line follows it twice a second instead of showing the
+    value the dialog opened with. The typed field is left alone.
+    """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, current: float | None):
+    def __init__(self, current: float | None, live: Callable[[], float | None] | None = None):
         super().__init__(classes="dialog-screen")
         self.current = current
+        self._live = live
+
+    def _message(self) -> str:
+        return (f"Current: {fmt_num(self.current)}. Type a positive number (e.g. 3e-4) and press enter; "
+                "it applies at the next step.")
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as v:
             v.border_title = "Learning rate"
-            yield Static(f"Current: {fmt_num(self.current)}. Type a positive number (e.g. 3e-4) and press enter; "
-                         "it applies at the next step.", classes="dialog-message")
+            yield Static(self._message(), classes="dialog-message", id="lr-current")
             yield Input(value=fmt_num(self.current) if self.current else "", placeholder="0.001", id="lr-input")
             yield Label("", id="lr-error", classes="dialog-error")
 
@@ -84,6 +93,14 @@ class LrDialog(ModalScreen["float | None"]):
         inp = self.query_one(Input)
         inp.focus()
         inp.action_select_all()
+        if self._live is not None:
+            self.set_interval(0.5, self._follow)
+
+    def _follow(self) -> None:
+        now = self._live()
+        if now is not None and now != self.current:
+            self.current = now
+            self.query_one("#lr-current", Static).update(self._message())
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
