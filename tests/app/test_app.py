@@ -147,11 +147,20 @@ async def test_optimizer_dialog_swaps_optimizer(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot, app, session)
         assert session.trainer.optimizer.name == "adam"
+        from tuinet.protocol import make_command
+
+        session.send(make_command("set_lr", lr=0.00123456))
+        await wait_until(pilot, lambda: app.state.lr == pytest.approx(0.00123456), what="lr set")
         await press(pilot, "o")
         await dialog(pilot, OptimizerDialog)
+        # the lr field starts empty (enter keeps the run's lr exactly, not a rounded copy of it); its placeholder
+        # says what is kept
+        lr_field = app.screen.query_one("#opt-lr")
+        assert lr_field.value == "" and lr_field.placeholder == "keep current (0.0012)"
         # the list starts on the current optimizer (adam, third); rmsprop is two below
         await press(pilot, "down", "down", "enter")
         await wait_until(pilot, lambda: session.trainer.optimizer.name == "rmsprop", what="rmsprop")
+        assert session.trainer.optimizer.lr == 0.00123456
         await wait_until(pilot, lambda: app.optimizer == "rmsprop", what="rmsprop shown")
         assert "rmsprop" in screen_text(app)
         step = session.trainer.global_step

@@ -562,7 +562,7 @@ class TuinetApp(App[int]):
                 if choice.get("lr") is not None:
                     fields["lr"] = choice["lr"]
                 self._send("set_optimizer", f"optimizer → {choice['name']}", **fields)
-        self.push_screen(OptimizerDialog(current, st.lr), done)
+        self.push_screen(OptimizerDialog(current, st.lr, live=lambda: self.state.lr), done)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""

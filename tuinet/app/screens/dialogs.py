@@ -115,14 +115,23 @@ class LrDialog(ModalScreen["float | None"]):
 
 
 class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
-    """Choose an optimizer (and its learning rate); dismisses with {"name", "lr"} or None."""
+    """Choose an optimizer (and its learning rate); dismisses with {"name", "lr"} or None.
+
+    The lr field starts empty: enter keeps the run's lr as it is when the new optimizer takes over (its placeholder
+    shows it, following ``live`` while the dialog is open). Pre-filled with the lr the dialog opened with, it sent
+    that number back (rounded to 3 digits), setting a schedule's lr back to where it had been.
+    """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, current: str, lr: float | None):
+    def __init__(self, current: str, lr: float | None, live: Callable[[], float | None] | None = None):
         super().__init__(classes="dialog-screen")
         self.current = current
         self.lr = lr
+        self._live = live
+
+    def _placeholder(self) -> str:
+        return f"keep current ({fmt_num(self.lr)})" if self.lr else "keep current"
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-wide") as v:
@@ -135,7 +144,7 @@ class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
             yield OptionList(*options, id="opt-list")
             with Horizontal(classes="dialog-row"):
                 yield Label("lr ", classes="dialog-label")
-                yield Input(value=fmt_num(self.lr) if self.lr else "", id="opt-lr", placeholder="keep current")
+                yield Input(value="", id="opt-lr", placeholder=self._placeholder())
             yield Label("enter: apply   tab: edit lr   escape: cancel", classes="dialog-hint")
             yield Label("", id="opt-error", classes="dialog-error")
 
@@ -144,6 +153,14 @@ class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
         names = [n for n, _, _ in OPTIMIZERS]
         ol.highlighted = names.index(self.current) if self.current in names else 0
         ol.focus()
+        if self._live is not None:
+            self.set_interval(0.5, self._follow)
+
+    def _follow(self) -> None:
+        now = self._live()
+        if now is not None and now != self.lr:
+            self.lr = now
+            self.query_one("#opt-lr", Input).placeholder = self._placeholder()
 
     def _result(self) -> dict[str, Any] | None:
         ol = self.query_one(OptionList)
