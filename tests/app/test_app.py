@@ -109,9 +109,14 @@ async def test_lr_dialog_sets_exact_value_and_rejects_garbage(tmp_path):
     app, session = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot, app, session)
+        from tuinet.protocol import make_command
+
+        session.send(make_command("set_lr", lr=0.00123456))
+        await wait_until(pilot, lambda: app.state.lr == pytest.approx(0.00123456), what="lr set")
         await press(pilot, "L")
         await dialog(pilot, LrDialog)
         inp = app.screen.query_one("Input")
+        assert inp.value == "0.00123456", "the field holds the lr unrounded (enter on it changes nothing)"
         inp.value = "banana"
         await press(pilot, "enter")
         await wait_until(pilot, lambda: "not a positive number" in str(app.screen.query_one("#lr-error").render()),
@@ -119,8 +124,6 @@ async def test_lr_dialog_sets_exact_value_and_rejects_garbage(tmp_path):
         assert isinstance(app.screen, LrDialog), "a bad value keeps the dialog open"
         # the run's lr moves while the dialog is open (a schedule, another client's command): its "Current" line
         # follows, the typed field stays
-        from tuinet.protocol import make_command
-
         session.send(make_command("set_lr", lr=0.000777))
         await wait_until(pilot, lambda: "Current: 0.000777" in str(app.screen.query_one("#lr-current").render()),
                          what="the current lr followed")

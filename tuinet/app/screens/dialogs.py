@@ -86,7 +86,8 @@ class LrDialog(ModalScreen["float | None"]):
         with Vertical(classes="dialog") as v:
             v.border_title = "Learning rate"
             yield Static(self._message(), classes="dialog-message", id="lr-current")
-            yield Input(value=fmt_num(self.current) if self.current else "", placeholder="0.001", id="lr-input")
+            # full precision: enter on the untouched field must not round the lr (fmt_num shows 0.00123456 as 0.0012)
+            yield Input(value=f"{self.current:.6g}" if self.current else "", placeholder="0.001", id="lr-input")
             yield Label("", id="lr-error", classes="dialog-error")
 
     def on_mount(self) -> None:
