@@ -226,6 +226,23 @@ async def test_restart_starts_a_new_session_with_current_settings(tmp_path):
 
 
 @async_test
+async def test_restart_after_a_decaying_schedule_starts_from_its_base_lr(tmp_path):
+    """A cosine run ends with its lr near zero: `r` offers (and would start) a run at the schedule's base lr, moved
+    by the user's own lr changes, not at the decayed lr (which would barely train)."""
+    app, session = make_app(tmp_path, epochs=2, schedule="cosine", lr=0.004, log_every=1, pace=12)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot, app, session, steps=3)
+        await press(pilot, "minus")  # the user halves the lr: the schedule's base halves with it
+        # (the current lr, already a little decayed, is halved: the base becomes about 0.002)
+        await wait_until(pilot, lambda: session.trainer.base_lr == pytest.approx(0.002, rel=0.05), what="base halved")
+        await wait_until(pilot, lambda: app.state.done, what="run ended")
+        assert app.state.lr < 1e-4, "the cosine schedule has decayed the lr"
+        assert app.current_config().lr == session.trainer.base_lr
+        assert "lr 0.002 (cosine schedule)" in app._settings_text()
+        await shutdown(app, session)
+
+
+@async_test
 async def test_quit_asks_then_stops_with_checkpoint(tmp_path):
     app, session = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:

@@ -753,15 +753,23 @@ class TuinetApp(App[int]):
                 changes[k] = tuple(v) if isinstance(v, list) else v
         if st.optimizer and st.optimizer != "-":
             changes["optimizer"] = st.optimizer
-        if st.lr:
-            changes["lr"] = st.lr
+        if st.base_lr or st.lr:
+            # the schedule's base, not the lr it has decayed to: a cosine run restarted at its end would start
+            # from its last, near-zero lr
+            changes["lr"] = st.base_lr or st.lr
         changes["name"] = None
         return dataclasses.replace(self.config, **changes)
 
     def _settings_text(self) -> str:
         st = self.state
         return f"{self.config.model if self.config else '?'} on {self.config.dataset if self.config else '?'}, " \
-               f"{st.optimizer} lr {fmt_num(st.lr)}, batch {st.batch_size}, {st.epochs} epochs"
+               f"{st.optimizer} lr {fmt_num(st.base_lr or st.lr)}{self._schedule_note()}, batch {st.batch_size}, " \
+               f"{st.epochs} epochs"
+
+    def _schedule_note(self) -> str:
+        """`` (cosine schedule)`` after a restart's lr when a schedule moves it."""
+        schedule = getattr(self.config, "schedule", None) if self.config else None
+        return f" ({schedule} schedule)" if schedule and schedule != "constant" else ""
 
     async def _stop_session(self, session: Session | None) -> None:
         if session is None:

@@ -136,6 +136,9 @@ class RunState:
         self.optimizer = "-"
         self.hyperparams: dict[str, Any] = {}
         self.lr: float | None = None
+        # the schedule's base: lr = base_lr * the schedule's factor; what a restart starts from (the trainer's
+        # base_lr, moved by the user's lr changes and rollbacks, not by the schedule)
+        self.base_lr: float | None = None
         self.step = 0
         self.epoch = 0.0
         self.loss: float | None = None
@@ -232,6 +235,7 @@ class RunState:
         self.optimizer = e.get("optimizer") or "-"
         self.hyperparams = e.get("hyperparams") or {}
         self.lr = e.get("lr")
+        self.base_lr = e.get("base_lr") or (e.get("config") or {}).get("lr") or self.lr
         self.step = e.get("step") or 0
         self.epoch = float(e.get("epoch") or 0)
         self.status = "running"
@@ -385,6 +389,8 @@ class RunState:
 
     def _on_lr_changed(self, e):
         self.lr = e.get("lr")
+        if e.get("base_lr") is not None:
+            self.base_lr = e["base_lr"]
         self.hyperparams = {**self.hyperparams, "lr": self.lr}
         self.dirty.add("status")
         src = e.get("source", "user")
@@ -396,6 +402,8 @@ class RunState:
         self.hyperparams = e.get("hyperparams") or {}
         if "lr" in self.hyperparams:
             self.lr = self.hyperparams["lr"]
+        if e.get("base_lr") is not None:
+            self.base_lr = e["base_lr"]
         self.dirty.add("status")
         self.add_log(f"optimizer {e.get('previous', '?')} -> {e.get('describe', self.optimizer)} "
                      f"(state {e.get('state', 'fresh')})", t=e.get("time"))

@@ -412,7 +412,7 @@ class Trainer:
         factor = self.schedule.factor(self.global_step)
         self.base_lr = lr / factor if factor > 0 else lr
         self.optimizer.lr = lr
-        self._emit("lr_changed", lr=lr, old_lr=old, source=source, step=self.global_step)
+        self._emit("lr_changed", lr=lr, old_lr=old, source=source, step=self.global_step, base_lr=self.base_lr)
 
     def _set_optimizer(self, name: str, hyper: dict[str, Any], lr: float | None) -> None:
         lr = lr if lr is not None else self.optimizer.lr
@@ -422,7 +422,7 @@ class Trainer:
         factor = self.schedule.factor(self.global_step)
         self.base_lr = lr / factor if factor > 0 else lr
         self._emit("optimizer_changed", name=new.name, requested=name, hyperparams=new.hyperparams(),
-                   describe=new.describe(), previous=old, state="fresh", step=self.global_step)
+                   describe=new.describe(), previous=old, state="fresh", step=self.global_step, base_lr=self.base_lr)
 
     # --- divergence guard ------------------------------------------------------------------------------------------
 
@@ -699,7 +699,8 @@ class Trainer:
                                        for layer in m.layers],
             num_params=m.num_params(), steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * c.epochs,
             epochs=c.epochs, batch_size=c.batch_size, optimizer=self.optimizer.name,
-            hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, resumed=self._resume_ckpt is not None,
+            hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, base_lr=self.base_lr,
+            resumed=self._resume_ckpt is not None,
             epoch=self.epoch, step=self.global_step, thread_mode=mode, pid=os.getpid(),
             parent=self.branch_info or c.parent)
         defaults = describe_defaults(c)
