@@ -235,6 +235,8 @@ async def test_restart_after_a_decaying_schedule_starts_from_its_base_lr(tmp_pat
         await press(pilot, "minus")  # the user halves the lr: the schedule's base halves with it
         # (the current lr, already a little decayed, is halved: the base becomes about 0.002)
         await wait_until(pilot, lambda: session.trainer.base_lr == pytest.approx(0.002, rel=0.05), what="base halved")
+        # the status panel says the lr follows a schedule, and from which base
+        await wait_until(pilot, lambda: "(cosine from 0.002)" in screen_text(app), what="schedule shown")
         await wait_until(pilot, lambda: app.state.done, what="run ended")
         assert app.state.lr < 1e-4, "the cosine schedule has decayed the lr"
         assert app.current_config().lr == session.trainer.base_lr

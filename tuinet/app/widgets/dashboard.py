@@ -55,6 +55,10 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
     t.append(st.optimizer, style="bold cyan")
     t.append("  lr ", style="dim")
     t.append(fmt_num(st.lr), style="bold cyan")
+    schedule = (st.config or {}).get("schedule")
+    if schedule and schedule != "constant" and st.base_lr:
+        # the lr moves every step: say by what rule and from which base (what `+`, `-`, `L` and a restart change)
+        t.append(f" ({schedule} from {fmt_num(st.base_lr)})", style="dim")
     t.append(f"  batch {st.batch_size}", style="")
     hyper = fmt_hyper(st.hyperparams)
     if hyper:
