@@ -455,8 +455,10 @@ async def test_enter_on_a_live_detached_run_leaves_to_attach_to_it(runs):
 
 @pytest.mark.slow
 def test_b_branches_the_highlighted_run_into_a_new_detached_run(tmp_path):
-    """b asks for the branch's options (suggesting the run, a name, more epochs and its lr), starts it with
-    `tuinet train --detach --from`, and the new run joins the table and the chart with its parent recorded."""
+    """b asks for the branch's options (suggesting the run, a name and more epochs), starts it with
+    `tuinet train --detach --from`, and the new run joins the table and the chart with its parent recorded. The
+    suggestion has no --lr: the branch goes on at the lr the run had reached (here set live to 0.0042), as
+    `tuinet train --from` does; suggesting the configured lr (0.002) silently undid live changes and rollbacks."""
     import json
     import subprocess
     import sys
@@ -465,8 +467,14 @@ def test_b_branches_the_highlighted_run_into_a_new_detached_run(tmp_path):
     from tuinet.training.config import TrainConfig
     from tuinet.training.trainer import Trainer
 
+    import queue
+
     runs_dir = tmp_path / "branchruns"
-    Trainer(TrainConfig(dataset="digits", model="16", epochs=2, runs_dir=str(runs_dir), name="base")).run()
+    parent = Trainer(TrainConfig(dataset="digits", model="16", epochs=2, lr=0.002, runs_dir=str(runs_dir),
+                                 name="base"))
+    parent.commands = queue.Queue()
+    parent.commands.put({"command": "set_lr", "lr": 0.0042})  # a live change, as `L` makes it
+    parent.run()
     app = CompareApp(load_runs(runs_dir), str(runs_dir), poll=False)
 
     async def scenario():
@@ -476,7 +484,7 @@ def test_b_branches_the_highlighted_run_into_a_new_detached_run(tmp_path):
             await press(pilot, "b")
             await wait_for_screen(pilot, BranchDialog, what="the branch dialog")
             suggestion = app.screen.query_one("#branch-input").value
-            assert suggestion.startswith("--from base --name base-branch --epochs 4")
+            assert suggestion == "--from base --name base-branch --epochs 4"
             await press(pilot, "enter")
             await wait_until(pilot, lambda: app.state.record("base-branch") is not None, what="the branch",
                              timeout=180)
@@ -486,6 +494,7 @@ def test_b_branches_the_highlighted_run_into_a_new_detached_run(tmp_path):
         asyncio.run(scenario())
         config = json.loads((runs_dir / "base-branch" / "config.json").read_text())
         assert config["parent"]["run"] == "base" and config["parent"]["epoch"] == 2
+        assert config["lr"] == pytest.approx(0.0042), "the branch goes on at the lr the parent had reached"
     finally:
         subprocess.run([sys.executable, "-m", "tuinet.cli", "stop", "base-branch", "--runs-dir", str(runs_dir)],
                        capture_output=True, timeout=120)

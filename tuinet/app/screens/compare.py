@@ -236,10 +236,11 @@ class CompareView(Vertical):
             return
         from tuinet.app.screens.dialogs import BranchDialog
 
-        lr = rec.config.get("lr")
         done_, planned = rec.epochs_done or 0, rec.epochs_planned or 0
         epochs = planned if done_ < planned else max(2 * done_, done_ + 1)  # a finished run needs more epochs
-        suggestion = f"--from {rec.name} --name {rec.name}-branch --epochs {epochs}" + (f" --lr {lr}" if lr else "")
+        # no --lr: the branch goes on at the lr the run had reached (changed live, lowered by rollbacks), as
+        # `tuinet train --from` does; the configured lr would undo those
+        suggestion = f"--from {rec.name} --name {rec.name}-branch --epochs {epochs}"
 
         def done(options: str | None) -> None:
             if options:

@@ -244,8 +244,9 @@ class BranchDialog(ModalScreen["str | None"]):
         with Vertical(classes="dialog") as v:
             v.border_title = f"Branch {self.run_name}"
             yield Static("A new run starts in the background from this run's checkpoint (NAME@EPOCH for a kept epoch, "
-                         "NAME@best, or NAME: its latest), with its settings and the options you change, as "
-                         "`tuinet train --from` takes them. Enter starts it; escape cancels.", classes="dialog-message")
+                         "NAME@best, or NAME: its latest), with its settings (the learning rate it had reached, "
+                         "unless you add --lr) and the options you change, as `tuinet train --from` takes them. "
+                         "Enter starts it; escape cancels.", classes="dialog-message")
             yield Input(value=self.suggestion, id="branch-input")
             yield Label("", id="branch-error", classes="dialog-error")
 
