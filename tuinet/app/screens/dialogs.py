@@ -63,7 +63,29 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
-class LrDialog(ModalScreen["float | None"]):
+class _FollowsLr:
+    """A dialog that shows the run's lr and follows it while open (a schedule moves it every step): ``_live``
+    returns the lr now; :meth:`_follow_lr` starts polling it twice a second and calls :meth:`_lr_moved` with each
+    new value."""
+
+    _live: Callable[[], float | None] | None
+    _shown_lr: float | None
+
+    def _follow_lr(self) -> None:
+        if self._live is not None:
+            self.set_interval(0.5, self._poll_lr)  # type: ignore[attr-defined]
+
+    def _poll_lr(self) -> None:
+        now = self._live() if self._live is not None else None
+        if now is not None and now != self._shown_lr:
+            self._shown_lr = now
+            self._lr_moved(now)
+
+    def _lr_moved(self, lr: float) -> None:
+        raise NotImplementedError
+
+
+class LrDialog(_FollowsLr, ModalScreen["float | None"]):
     """Type an exact learning rate; dismisses with the number, or None on escape.
 
     ``live`` (optional) returns the run's lr now: a schedule moves it while the dialog is open (a cosine decay
@@ -75,7 +97,7 @@ class LrDialog(ModalScreen["float | None"]):
 
     def __init__(self, current: float | None, live: Callable[[], float | None] | None = None):
         super().__init__(classes="dialog-screen")
-        self.current = current
+        self.current = self._shown_lr = current
         self._live = live
 
     def _message(self) -> str:
@@ -94,14 +116,11 @@ class LrDialog(ModalScreen["float | None"]):
         inp = self.query_one(Input)
         inp.focus()
         inp.action_select_all()
-        if self._live is not None:
-            self.set_interval(0.5, self._follow)
+        self._follow_lr()
 
-    def _follow(self) -> None:
-        now = self._live()
-        if now is not None and now != self.current:
-            self.current = now
-            self.query_one("#lr-current", Static).update(self._message())
+    def _lr_moved(self, lr: float) -> None:
+        self.current = lr
+        self.query_one("#lr-current", Static).update(self._message())
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -115,7 +134,7 @@ class LrDialog(ModalScreen["float | None"]):
         self.dismiss(None)
 
 
-class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
+class OptimizerDialog(_FollowsLr, ModalScreen["dict[str, Any] | None"]):
     """Choose an optimizer (and its learning rate); dismisses with {"name", "lr"} or None.
 
     The lr field starts empty: enter keeps the run's lr as it is when the new optimizer takes over (its placeholder
@@ -128,7 +147,7 @@ class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
     def __init__(self, current: str, lr: float | None, live: Callable[[], float | None] | None = None):
         super().__init__(classes="dialog-screen")
         self.current = current
-        self.lr = lr
+        self.lr = self._shown_lr = lr
         self._live = live
 
     def _placeholder(self) -> str:
@@ -154,14 +173,11 @@ class OptimizerDialog(ModalScreen["dict[str, Any] | None"]):
         names = [n for n, _, _ in OPTIMIZERS]
         ol.highlighted = names.index(self.current) if self.current in names else 0
         ol.focus()
-        if self._live is not None:
-            self.set_interval(0.5, self._follow)
+        self._follow_lr()
 
-    def _follow(self) -> None:
-        now = self._live()
-        if now is not None and now != self.lr:
-            self.lr = now
-            self.query_one("#opt-lr", Input).placeholder = self._placeholder()
+    def _lr_moved(self, lr: float) -> None:
+        self.lr = lr
+        self.query_one("#opt-lr", Input).placeholder = self._placeholder()
 
     def _result(self) -> dict[str, Any] | None:
         ol = self.query_one(OptionList)
