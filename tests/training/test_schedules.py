@@ -108,3 +108,41 @@ def test_plateau_state_round_trip_continues_the_same_curve():
 
 def test_every_schedule_is_reachable_by_name():
     assert set(SCHEDULE_TYPES) == {"constant", "step", "exponential", "cosine", "onecycle", "plateau"}
+
+
+def test_a_cosine_run_resumed_with_more_epochs_says_the_lr_it_goes_on_with(tmp_path):
+    """A finished cosine run ends with its lr near 0; resumed to twice the epochs, its schedule is stretched over
+    them and training goes on from the middle of the curve. The `started` event (and so the printed optimizer line
+    and the app's status) gives that lr, the one the next step takes, not the one the checkpoint ended with."""
+    from tuinet.training.config import TrainConfig
+    from tuinet.training.rundir import RunDir
+    from tuinet.training.trainer import Trainer
+
+    cfg = TrainConfig(dataset="digits", model="16", epochs=2, batch_size=32, lr=0.01, schedule="cosine",
+                      runs_dir=str(tmp_path), name="cos")
+    first = Trainer(cfg)
+    first.run()
+    ended_at = first.optimizer.lr
+    assert ended_at < 1e-4
+    events: list[dict] = []
+    again = Trainer.resume(RunDir(tmp_path / "cos"), emit=events.append, epochs=4)
+    steps: list[float] = []
+    real_step = None
+
+    def record_step(grads):
+        steps.append(again.optimizer.lr)
+        return real_step(grads)
+
+    def on_event(e):
+        nonlocal real_step
+        events.append(e)
+        if e["event"] == "started":
+            real_step = again.optimizer.step
+            again.optimizer.step = record_step
+
+    again.emit = on_event
+    again.run()
+    started = next(e for e in events if e["event"] == "started")
+    assert started["lr"] == pytest.approx(steps[0]), "the lr the first resumed step took"
+    assert started["lr"] == pytest.approx(0.01 * 0.5, rel=0.05) and started["lr"] > 100 * ended_at
+    assert started["hyperparams"]["lr"] == started["lr"]

@@ -67,7 +67,7 @@ class ConsolePrinter:
             self._line(f"data {ds.get('name')}: {sz.get('train')} train / {sz.get('val')} val / "
                        f"{sz.get('test')} test, {ds.get('task')}, input {tuple(ds.get('input_shape', ()))}")
             self._line(e["model"])
-            hp = ", ".join(f"{k}={v}" for k, v in e["hyperparams"].items())
+            hp = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in e["hyperparams"].items())
             self._line(f"optimizer {e['optimizer']}({hp}), batch {e['batch_size']}, {e['epochs']} epochs"
                        + (f", resuming at epoch {e['epoch']} step {e['step']}" if e.get("resumed") else ""))
         elif kind == "compiling" and not e.get("kernel"):  # the per-kernel reports are for the app's live screen

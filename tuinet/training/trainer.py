@@ -689,6 +689,10 @@ class Trainer:
         self.tuner = ThreadTuner(self.model)
         mode = self.tuner.mode
         d, m = self.data, self.model
+        if self._resume_ckpt is not None and self.schedule is not None:
+            # say the lr the next step takes, not the one the checkpoint ended with: resumed with more epochs, a
+            # schedule is stretched over them (a cosine run that ended near 0 goes on from the middle of its curve)
+            self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
         self.status = "running"
         self._status_file()
         self._emit(
