@@ -41,6 +41,10 @@ def test_headless_prints_table_diff_and_curves(runs):
     for title in ("train loss", "validation loss", "train accuracy", "validation accuracy"):
         assert title in out
     assert "curves against epoch:   • drop   x slow   + base" in out
+    # printed into a pipe, the four panels (two rows of two at 120 columns) keep their 14 rows each; plotext fitted
+    # them into an 80x24 terminal and the 120 columns into 80
+    charts = out[out.index("curves against"):].splitlines()[1:]
+    assert len(charts) >= 2 * 14 and max(len(line) for line in charts) > 100, out
     assert "comparing the 3 most recent runs in" in r.stderr and "drop, slow, base" in r.stderr
 
 

@@ -206,6 +206,11 @@ def test_plot_draws_loss_and_accuracy(runs):
     assert "train (per step)" in r.output and "validation (per epoch)" in r.output
     assert not ANSI.search(r.output)
     assert max(len(line) for line in r.output.splitlines()) <= 70
+    # printed into a pipe (as here) the charts keep the height asked: plotext fitted them into an 80x24 terminal
+    assert len(r.output.splitlines()) >= 2 * 12, r.output
+    # each legend sits in a right-hand corner, away from where its curves end (not over the first epoch)
+    legend_rows = [line for line in r.output.splitlines() if "train (per step)" in line]
+    assert len(legend_rows) == 2 and all(line.index("train (per step)") > 70 // 2 for line in legend_rows), r.output
     colored = invoke("plot", "digits", "--runs-dir", runs, "--width", "70", "--color")
     assert ANSI.search(colored.output)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.machinery
@@ -82,3 +83,22 @@ def friendly_errors(fn):
             raise click.ClickException(str(e)) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def plot_size_as_asked(plt):
+    """Build plotext figures at the size asked, whatever terminal plotext finds.
+
+    plotext fits a figure into the terminal's size, and takes 80x24 when stdout is not a terminal: `tuinet plot` and
+    `tuinet compare` printed into a pipe or a file (a notebook, a CI log, ``> curves.txt``) lost most of their rows
+    (18-row charts came out 6 rows tall). The limit is lifted while the figure is built and put back after.
+    """
+    terminal = getattr(plt, "terminal", None)
+    if terminal is None or not hasattr(terminal, "limit"):  # plotext 5: no such limit
+        yield
+        return
+    terminal.limit(False, False)
+    try:
+        yield
+    finally:
+        terminal.limit()

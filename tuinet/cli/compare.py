@@ -159,8 +159,11 @@ def charts(records: Sequence, curves: list[dict[str, Any]], x_axis: str, width: 
             if xs:
                 sig = s.signal(xs, ys, marker=marker(i))
                 s.draw(sig.lines() if len(xs) > 1 else sig)
-    f.plot_size(width, height * rows)
-    out = f.build().string(colorless=not color)
+    from tuinet.cli.common import plot_size_as_asked
+
+    with plot_size_as_asked(plt):
+        f.plot_size(width, height * rows)
+        out = f.build().string(colorless=not color)
     f.clear()
     return f"curves against {X_LABELS[x_axis]}:   {legend}\n{out}"
 

@@ -19,7 +19,7 @@ from typing import Any
 import click
 import numpy as np
 
-from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, runs_dir_option
+from tuinet.cli.common import CONTEXT, check_thread_env, friendly_errors, plot_size_as_asked, runs_dir_option
 from tuinet.errors import ConfigError
 from tuinet.formatting import fmt_duration, fmt_num, fmt_pct, table
 
@@ -214,6 +214,17 @@ def _series(events, kind: str, x_key: str, y_key: str) -> tuple[list[float], lis
     return xs, ys
 
 
+def _legend_away_from_the_end(panel, xs: list[float], ys: list[float]) -> None:
+    """Put a panel's legend in the right-hand corner the curves end away from: top right when they end low (a
+    loss), bottom right when they end high (an accuracy). In plotext's default place, the top left, it hid the
+    first epoch of an accuracy curve, where it rises fastest."""
+    if not xs or not ys:
+        return
+    lo, hi = min(ys), max(ys)
+    top = ys[-1] <= (lo + hi) / 2 if hi > lo else True
+    panel.legend(x=max(xs), y=hi if top else lo, ha="right", va="top" if top else "bottom", relative=True)
+
+
 def plot_text(events: list[dict[str, Any]], width: int, height: int, color: bool, title: str = "") -> str:
     """Loss (and accuracy) curves drawn with plotext: training per logged step, validation per epoch."""
     import plotext as plt
@@ -236,8 +247,10 @@ def plot_text(events: list[dict[str, Any]], width: int, height: int, color: bool
             if vx:
                 sig = s.signal(vx, vy, marker="x").label("validation (per epoch)")
                 s.draw(sig.lines() if len(vx) > 1 else sig)
-        f.plot_size(width, height * len(curves))
-        out = f.build().string(colorless=not color)
+            _legend_away_from_the_end(s, tx + vx, ty + vy)
+        with plot_size_as_asked(plt):
+            f.plot_size(width, height * len(curves))
+            out = f.build().string(colorless=not color)
         f.clear()
         return out
     # plotext 5: the module-level API
