@@ -8,6 +8,7 @@ import queue
 import numpy as np
 import pytest
 
+from tests.training.hooks import wrap_optimizer_step
 from tuinet.engine.checkpoint import load_checkpoint
 from tuinet.training.config import TrainConfig
 from tuinet.training.trainer import Trainer
@@ -72,10 +73,9 @@ def _poison(tmp_path, when: str):
     """Train one epoch with weight [0, 0] of the first layer made NaN at step 5: through its gradient (the update
     writes the NaN) or written into the weight after the update (as a bug elsewhere would)."""
     t, events = make(tmp_path, epochs=1)
-    real_step = None
     poisoned = []
 
-    def poisoning_step(grads):
+    def poisoning_step(grads, real_step):
         first = not poisoned and t.global_step == 5
         if first and when == "gradient":
             grads[0][0, 0] = np.nan
@@ -86,14 +86,7 @@ def _poison(tmp_path, when: str):
                 t.model.params[0][0, 0] = np.nan
         return finite
 
-    def on_event(e):
-        nonlocal real_step
-        events.append(e)
-        if e["event"] == "started":
-            real_step = t.optimizer.step
-            t.optimizer.step = poisoning_step
-
-    t.emit = on_event
+    wrap_optimizer_step(t, events, poisoning_step)
     t.run()
     assert poisoned
     return t, events

@@ -114,6 +114,7 @@ def test_a_cosine_run_resumed_with_more_epochs_says_the_lr_it_goes_on_with(tmp_p
     """A finished cosine run ends with its lr near 0; resumed to twice the epochs, its schedule is stretched over
     them and training goes on from the middle of the curve. The `started` event (and so the printed optimizer line
     and the app's status) gives that lr, the one the next step takes, not the one the checkpoint ended with."""
+    from tests.training.hooks import wrap_optimizer_step
     from tuinet.training.config import TrainConfig
     from tuinet.training.rundir import RunDir
     from tuinet.training.trainer import Trainer
@@ -127,20 +128,12 @@ def test_a_cosine_run_resumed_with_more_epochs_says_the_lr_it_goes_on_with(tmp_p
     events: list[dict] = []
     again = Trainer.resume(RunDir(tmp_path / "cos"), emit=events.append, epochs=4)
     steps: list[float] = []
-    real_step = None
 
-    def record_step(grads):
+    def record_step(grads, real_step):
         steps.append(again.optimizer.lr)
         return real_step(grads)
 
-    def on_event(e):
-        nonlocal real_step
-        events.append(e)
-        if e["event"] == "started":
-            real_step = again.optimizer.step
-            again.optimizer.step = record_step
-
-    again.emit = on_event
+    wrap_optimizer_step(again, events, record_step)
     again.run()
     started = next(e for e in events if e["event"] == "started")
     assert started["lr"] == pytest.approx(steps[0]), "the lr the first resumed step took"
