@@ -117,6 +117,21 @@ def test_smoothing_and_rules_on_a_known_curve():
     assert suggest([1e-3, 1e-2], [1.0, 0.5]) == ({r: None for r in RULES}, {r: None for r in RULES})
 
 
+def test_steepest_is_on_the_way_down_not_in_the_noise_after_the_minimum():
+    """A curve that falls to its lowest point, climbs to chance and spikes there (MNIST past lr 0.1: the loss never
+    reaches 4x its minimum for three steps, so the test runs to the end): the smoothed curve relaxing after the
+    spike falls faster than the real descent did, and was taken for the steepest descent (the default run's curve
+    gave "steepest 0.74", 1,000x its valley). The steepest descent is the fall before the minimum."""
+    lrs = lr_schedule(1e-7, 10.0, 100)
+    x = np.log10(lrs)
+    loss = 2.4 - 0.6 / (1 + np.exp(-(x + 3.5) * 3))  # falls around 3e-4
+    loss = np.where(x > -1.5, 1.8 + 0.6 * np.minimum(1.0, (x + 1.5) / 0.5), loss)  # climbs to chance past 0.03
+    loss[80:82] = 20.0  # two wild batches near lr 0.4 (too few to end the test), then chance again
+    sug, idx = suggest(lrs.tolist(), smooth(loss.tolist()).tolist())
+    assert 1e-5 < sug["steepest"] < 3e-3, sug
+    assert idx["steepest"] < idx["minimum"]
+
+
 def test_one_hard_batch_does_not_end_the_test_a_blow_up_does():
     best = 2e-4  # a network far into training: tiny losses, so one hard batch is many times the best
     assert not exploded([2e-4, 2e-4, 2e-2], smoothed=1.2e-3, best=best)
