@@ -48,6 +48,33 @@ def test_headless_prints_table_diff_and_curves(runs):
     assert "comparing the 3 most recent runs in" in r.stderr and "drop, slow, base" in r.stderr
 
 
+def test_a_settings_diff_too_wide_for_the_terminal_is_narrowed():
+    """Too wide for the terminal (eight runs with long names and values ran to 500 columns), the settings diff heads
+    each run's column with its marker alone and cuts long values to fit; one that fits is left whole."""
+    from types import SimpleNamespace
+
+    from tuinet.cli.compare import diff_table
+
+    records = [SimpleNamespace(name=f"mlp-mnist-20261204-08{i:02d}39") for i in range(8)]
+    diff = [("lr", [0.002] * 7 + [3.0]), ("dataset_defaults", [["model", "optimizer", "lr", "weight_decay", "batch_size", "schedule"]] * 8)]
+    wide = diff_table(records, diff)
+    assert max(len(line) for line in wide.splitlines()) > 300 and "mlp-mnist-20261204-080039" in wide
+    narrow = diff_table(records, diff, width=100).splitlines()
+    assert "each run under its marker" in narrow[0]
+    assert narrow[1].split() == ["SETTING", "•", "x", "+", "o", "*", "#", "%", "@"]
+    assert all(len(line) <= 100 for line in narrow[1:]), narrow
+    assert narrow[2].split() == ["lr"] + ["0.002"] * 7 + ["3"]
+    assert narrow[3].split()[1] == "model," and narrow[3].rstrip().endswith("…")
+    assert diff_table(records[:2], diff[:1], width=200) == diff_table(records[:2], diff[:1])  # it fits: whole
+
+
+def test_the_chart_legend_goes_one_run_a_line_when_it_would_not_fit(runs):
+    r = invoke("compare", "--runs-dir", runs, "--headless", "--width", "40")
+    assert r.exit_code == 0, r.output
+    legend = r.stdout[r.stdout.index("curves against"):].splitlines()[:4]
+    assert legend == ["curves against epoch:", "  • drop", "  x slow", "  + base"]
+
+
 def test_named_runs_keep_their_order_and_the_x_axis_changes(runs):
     r = invoke("compare", "base", "slow", "--runs-dir", runs, "--headless", "--x", "samples", "--width", "80")
     assert r.exit_code == 0, r.output

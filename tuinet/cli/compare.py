@@ -23,6 +23,8 @@ from tuinet.formatting import fmt_duration, fmt_num, fmt_pct, table
 
 #: runs compared when none is named
 DEFAULT_LIMIT = 8
+#: the narrowest a run's cell in a narrowed settings diff gets (a longer value is cut)
+MIN_DIFF_CELL = 6
 #: one glyph per run, in order; they stay apart without colour
 MARKERS = "•x+o*#%@=&" + "abcdefghijklmnpqrstuvwyz"
 #: points per series in --json output
@@ -111,15 +113,28 @@ def runs_table(records: Sequence) -> str:
     return table(rows, right=right)
 
 
-def diff_table(records: Sequence, diff: list[tuple[str, list[Any]]]) -> str:
-    """The settings that differ, one setting a row, one run a column."""
+def diff_table(records: Sequence, diff: list[tuple[str, list[Any]]], width: int | None = None) -> str:
+    """The settings that differ, one setting a row, one run a column; narrowed to ``width`` columns when given."""
     if len(records) < 2:
         return "settings: one run, nothing to compare"
     if not diff:
         return "settings: the same in every run"
     rows = [["SETTING"] + [f"{marker(i)} {r.name}" for i, r in enumerate(records)]]
     rows += [[key] + [show_setting(v) for v in values] for key, values in diff]
-    return "settings that differ\n" + table(rows)
+    text = table(rows)
+    if width is None or max(len(line) for line in text.splitlines()) <= width:
+        return "settings that differ\n" + text
+    # too wide for the terminal (eight runs with long names and values ran to 500 columns): each run's column is
+    # headed by its marker alone (the runs table above pairs them with the names) and long values are cut short
+    key_width = max(len(r[0]) for r in rows)
+    cap = max(MIN_DIFF_CELL, (width - key_width) // len(records) - 2)
+    rows[0] = ["SETTING"] + [marker(i) for i in range(len(records))]
+    rows[1:] = [[r[0]] + [_cut(c, cap) for c in r[1:]] for r in rows[1:]]
+    return "settings that differ (each run under its marker; long values cut to fit)\n" + table(rows)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def read_curves(records: Sequence, max_points: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
@@ -165,7 +180,11 @@ def charts(records: Sequence, curves: list[dict[str, Any]], x_axis: str, width: 
         f.plot_size(width, height * rows)
         out = f.build().string(colorless=not color)
     f.clear()
-    return f"curves against {X_LABELS[x_axis]}:   {legend}\n{out}"
+    head = f"curves against {X_LABELS[x_axis]}:   {legend}"
+    if len(head) > width:  # one line a run, not one line as wide as all their names
+        head = f"curves against {X_LABELS[x_axis]}:\n" + "\n".join(f"  {marker(i)} {r.name}"
+                                                                  for i, r in enumerate(records))
+    return f"{head}\n{out}"
 
 
 def headless_text(records: Sequence, x_axis: str = "epoch", width: int | None = None, height: int = 14,
@@ -176,7 +195,7 @@ def headless_text(records: Sequence, x_axis: str = "epoch", width: int | None = 
     if width is None:
         width = min(140, shutil.get_terminal_size((120, 24)).columns)
     curves, reader_notes = read_curves(records, max_points=max(50, 2 * width))
-    parts = [runs_table(records), diff_table(records, settings_diff(records))]
+    parts = [runs_table(records), diff_table(records, settings_diff(records), width)]
     notes = [f"  {marker(i)} {r.name}: {n}" for i, r in enumerate(records) for n in r.notes + reader_notes[i]]
     if notes:
         parts.append("notes\n" + "\n".join(notes))
