@@ -42,6 +42,11 @@ def fmt_duration(seconds: Any, tenths: bool = False) -> str:
     return f"{seconds:.1f}s" if tenths and seconds < 10 else f"{s}s"
 
 
+def cut(text: str, width: int) -> str:
+    """``text``, cut to ``width`` characters with a closing "…" when longer."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def table(rows: Sequence[Sequence[str]], right: Iterable[int] = ()) -> str:
     """Rows of cells as aligned columns two spaces apart; columns in ``right`` are right-aligned."""
     right = set(right)

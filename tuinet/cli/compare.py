@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import click
 
-from tuinet.cli.common import CONTEXT, friendly_errors, runs_dir_option
+from tuinet.cli.common import CONTEXT, friendly_errors, plot_size_as_asked, runs_dir_option
 from tuinet.errors import ConfigError
-from tuinet.formatting import fmt_duration, fmt_num, fmt_pct, table
+from tuinet.formatting import cut, fmt_duration, fmt_num, fmt_pct, table
 
 #: runs compared when none is named
 DEFAULT_LIMIT = 8
@@ -129,12 +129,9 @@ def diff_table(records: Sequence, diff: list[tuple[str, list[Any]]], width: int 
     key_width = max(len(r[0]) for r in rows)
     cap = max(MIN_DIFF_CELL, (width - key_width) // len(records) - 2)
     rows[0] = ["SETTING"] + [marker(i) for i in range(len(records))]
-    rows[1:] = [[r[0]] + [_cut(c, cap) for c in r[1:]] for r in rows[1:]]
+    rows[1:] = [[r[0]] + [cut(c, cap) for c in r[1:]] for r in rows[1:]]
     return "settings that differ (each run under its marker; long values cut to fit)\n" + table(rows)
 
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def read_curves(records: Sequence, max_points: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
@@ -174,8 +171,6 @@ def charts(records: Sequence, curves: list[dict[str, Any]], x_axis: str, width: 
             if xs:
                 sig = s.signal(xs, ys, marker=marker(i))
                 s.draw(sig.lines() if len(xs) > 1 else sig)
-    from tuinet.cli.common import plot_size_as_asked
-
     with plot_size_as_asked(plt):
         f.plot_size(width, height * rows)
         out = f.build().string(colorless=not color)

@@ -460,13 +460,17 @@ def sum_squares(a):
 
 
 @jit()
-def all_finite(a):
-    """True when every element is finite (the divergence guard's check).
-
-    x * 0 is 0 for finite x and NaN for inf/NaN, so one vectorized sum answers for the whole array (no early exit,
-    no branch in the loop; fastmath here keeps NaN semantics).
-    """
+def nonfinite_sum(a):
+    """The sum of ``a * 0``: 0 when every element is finite, NaN otherwise (x * 0 is 0 for finite x and NaN for
+    inf/NaN), so one vectorized sum answers for the whole array (no early exit, no branch in the loop; fastmath here
+    keeps NaN semantics). The optimizers add it up over the pieces they update (see ``Optimizer.step``)."""
     acc = F0
     for i in range(a.size):
         acc += a[i] * F0
-    return acc == F0
+    return acc
+
+
+@jit()
+def all_finite(a):
+    """True when every element is finite (the divergence guard's check before a run's first step)."""
+    return nonfinite_sum(a) == F0

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 from numba.typed import List
 
-from tuinet.engine.kernels import CHUNK, F0, F1, chunked, jit
+from tuinet.engine.kernels import CHUNK, F0, F1, chunked, jit, nonfinite_sum
 from tuinet.errors import ConfigError
 
 # --- kernels (flat float32 arrays, scalars passed as float32) ------------------------------------------------
@@ -29,6 +29,10 @@ from tuinet.errors import ConfigError
 # CPUs compute with denormals through a microcode assist about 100x slower than normal arithmetic (measured: a
 # 235k-parameter Adam step with half its moments denormal took 4.5 ms instead of 0.2 ms). The flush changes a
 # parameter by at most lr * 1e-38 / eps per step, far below its float32 spacing.
+#
+# Each range kernel returns kernels.nonfinite_sum of the piece it just updated (0, or NaN when a value is not
+# finite: the divergence guard's answer, see Optimizer.step), in a pass of its own while the piece is in L1: summed
+# inside the update loops it changed how LLVM compiled them, and some Adam weights came out one ulp apart.
 
 TINY = np.float32(np.finfo(np.float32).tiny)  # the smallest normal float32, 1.18e-38
 
@@ -40,22 +44,11 @@ def _flush(x):
 
 
 @jit()
-def _check(p):
-    """The sum of p * 0 over the values an update just wrote: 0, or NaN when one of them is not finite (see
-    Optimizer.step). A pass of its own over the piece the update wrote (at most CHUNK values, still in L1): added
-    to the update's loop, the sum changed how LLVM compiled it and some weights came out 1 ulp apart from before."""
-    check = F0
-    for i in range(p.size):
-        check += p[i] * F0
-    return check
-
-
-@jit()
 def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
     if momentum == F0:
         for i in range(p.size):
             p[i] -= lr * (g[i] + wd * p[i])
-        return _check(p)
+        return nonfinite_sum(p)
     one_minus_damp = F1 - dampening
     if first:
         for i in range(p.size):
@@ -69,7 +62,7 @@ def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
     else:
         for i in range(p.size):
             p[i] -= lr * buf[i]
-    return _check(p)
+    return nonfinite_sum(p)
 
 
 _sgd_kernel = chunked(_sgd_range, "_sgd_kernel", "SGD update of p in place (see SGD); returns the check.", sums=True)
@@ -105,7 +98,7 @@ def _adam_range(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad,
             m[i] = mi
             v[i] = vi
             p[i] -= step_size * mi / (np.sqrt(vi) * inv_bc2_sqrt + eps)
-    return _check(p)
+    return nonfinite_sum(p)
 
 
 @jit()
@@ -205,7 +198,7 @@ def _rmsprop_range(p, g, sq, gavg, buf, lr, alpha, eps, wd, momentum, centered):
         for i in range(p.size):
             d = g[i] + wd * p[i]
             p[i] -= lr * d / (np.sqrt(sq[i]) + eps)
-    return _check(p)
+    return nonfinite_sum(p)
 
 
 _rmsprop_kernel = chunked(_rmsprop_range, "_rmsprop_kernel",
@@ -218,7 +211,7 @@ def _adagrad_range(p, g, acc, clr, eps, wd):
         a = acc[i] + d * d
         acc[i] = a
         p[i] -= clr * d / (np.sqrt(a) + eps)
-    return _check(p)
+    return nonfinite_sum(p)
 
 
 _adagrad_kernel = chunked(_adagrad_range, "_adagrad_kernel",

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tuinet.app.compare_state import CompareState, short_name
-from tuinet.formatting import fmt_duration, fmt_num
+from tuinet.formatting import cut, fmt_duration, fmt_num
 from tuinet.training.compare import COLUMNS, RunRecord
 
 #: status -> (symbol, style): the word is always written too
@@ -34,10 +34,6 @@ def _pct(v: Any) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.1%}"
 
 
-def _cut(s: str, n: int) -> str:
-    return s if len(s) <= n else s[:n - 1] + "…"
-
-
 def cell(rec: RunRecord, key: str, compact: bool = False, this_run: str | None = None) -> Text | str:
     """The text of one cell of the table."""
     if key == "name":
@@ -52,9 +48,9 @@ def cell(rec: RunRecord, key: str, compact: bool = False, this_run: str | None =
         word = "early stop" if rec.status == "early_stopped" else rec.status
         return Text(f"{sym} {word}", style=style)
     if key == "dataset":
-        return _cut(rec.dataset or "-", 14)
+        return cut(rec.dataset or "-", 14)
     if key == "model":
-        return _cut(rec.model or "-", 18)
+        return cut(rec.model or "-", 18)
     if key == "params":
         return "-" if rec.params is None else f"{rec.params:,}"
     if key == "epochs":
