@@ -9,6 +9,10 @@ time of the epoch loop. Key latency is measured from a key event handed to the a
 :func:`tuinet.app.testing.send_key`) to (a) the action having run and the screen updated ("answer"), and (b) the
 trainer having applied the command and the app showing its confirmation ("effect"); keys are + and - alternately,
 twice a second while training runs.
+
+``--ab`` compares drawing and not drawing within one run (see :func:`_run_ab`); ``--ab --tab inspector`` (or
+``predictions``, ``boundary`` with a 2-D ``--dataset``, ``compare``) does it with that tab shown, whose panels draw
+pictures and tables as the trainer sends them.
 """
 
 from __future__ import annotations
@@ -95,6 +99,9 @@ async def _run_ab(args, tmp: str, phase_seconds: float, phases: int) -> dict:
         while not (trainer.samples_seen > 0 and not app.state.compiling) and not app.state.done:
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # past the thread probe at the start
+        if args.tab != "dashboard":
+            app.action_show_tab(args.tab)
+            await asyncio.sleep(1.0)
         for i in range(phases):
             if app.state.done:
                 break
@@ -152,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="GIL switch interval the app sets (0, the default: leave Python's)")
     p.add_argument("--ab", action="store_true",
                    help="one long app run, its redraw paused and resumed every --phase-seconds (see _run_ab)")
+    p.add_argument("--tab", default="dashboard", choices=("dashboard", "inspector", "predictions", "boundary", "compare"),
+                   help="(--ab) the tab shown while the redraw is paused and resumed")
     p.add_argument("--phases", type=int, default=20)
     p.add_argument("--phase-seconds", type=float, default=2.0)
     p.add_argument("--json", action="store_true")

@@ -11,7 +11,7 @@ from benchmarks import app_cost as bench
 
 
 def _args(**kw) -> argparse.Namespace:
-    base = dict(dataset="spiral", model="mlp", epochs=2, limit=None, batch_size=32, switch_interval=0.001)
+    base = dict(dataset="spiral", model="mlp", epochs=2, limit=None, batch_size=32, switch_interval=0.001, tab="dashboard")
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -77,3 +77,18 @@ def test_render_image_text():
     text = render_image_text(img)
     assert text.plain == "▀▀▀▀\n▀▀▀▀"
     assert len(text.spans) == 8
+
+
+def test_render_image_text_draws_runs_of_equal_cells_as_one_span():
+    from rich.console import Console
+
+    img = np.zeros((4, 8), dtype=np.float32)
+    img[0, 2] = 1.0
+    text = render_image_text(img)
+    assert text.plain == "▀" * 8 + "\n" + "▀" * 8
+    assert len(text.spans) == 4, "black, the white dot, black; the second row all black"
+    console = Console(width=20, color_system="truecolor", file=open("/dev/null", "w"))  # noqa: SIM115
+    cells = [(ch, seg.style.color.triplet, seg.style.bgcolor.triplet) for seg in console.render(text)
+             if seg.style for ch in seg.text]
+    dot = [c for c in cells if c[1] != (0, 0, 0)]
+    assert len(cells) == 16 and dot == [("▀", (255, 255, 255), (0, 0, 0))]

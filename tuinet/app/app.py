@@ -57,6 +57,12 @@ if TYPE_CHECKING:
 TABS = ("dashboard", "inspector", "predictions", "boundary", "compare")
 PLANE_EVERY = 0.5  # seconds between fresh boundary and neuron maps while the Boundary tab is shown, at least
 PLANE_SHARE = 0.05  # at most about this share of the trainer's time goes into them (a big net is asked less often)
+#: the inspector's and predictions' panels are redrawn as new figures arrive, each at most this share of the time
+#: (its drawing, measured from before it is built until Textual has painted it; the app competes with training for
+#: Python's GIL), and at least every PANEL_MAX seconds
+PANEL_SHARE = 0.025
+PANEL_SHARES = {"boundary": 0.1}  # the boundary forming is the tab's point: it may take more
+PANEL_MIN, PANEL_MAX = 0.25, 5.0
 #: earlier runs put in the compare tab's chart next to this run at first (most recent of the same dataset)
 COMPARE_FIRST = 3
 
@@ -118,6 +124,8 @@ class TuinetApp(App[int]):
         self.pending: dict[str, tuple[str, float]] = {}  # ack event -> (what we are waiting for, when asked)
         self.latencies: deque[tuple[str, float]] = deque(maxlen=200)  # (command, seconds from key to ack shown)
         self._last_chart = 0.0
+        self._panel_due: dict[str, float] = {}  # panel -> when it may be redrawn (see PANEL_SHARE)
+        self.panel_costs: dict[str, list[float]] = {}  # panel -> the seconds each drawing took (for benchmarks)
         self.progress_interval = 1.0 / max(progress_hz, 0.1)
         self._last_progress = 0.0
         self._diverged_open = False
@@ -354,31 +362,56 @@ class TuinetApp(App[int]):
             # keep chart building under ~5% of the time (it competes with training for the GIL)
             self.chart_interval = max(self._min_chart_interval, min(5.0, cost * 20))
             d.discard("charts")
+        panels: tuple[tuple[str, Callable[[], object]], ...] = ()
         if tab == "inspector":
             insp = self._insp
-            if "layers" in d:
-                insp.update_table(st)
-                d.discard("layers")
-            if "weights" in d or "layers" in d:
-                insp.update_detail(st)
-                d.discard("weights")
-        if tab == "predictions":
+            panels = (("layers", lambda: insp.update_table(st)), ("weights", lambda: insp.update_detail(st)))
+        elif tab == "predictions":
             preds = self._preds
-            if "samples" in d:
-                preds.update_samples(st.samples)
-                d.discard("samples")
-            if "confusion" in d:
-                preds.update_confusion(st.confusion)
-                d.discard("confusion")
+            panels = (("samples", lambda: preds.update_samples(st.samples)),
+                      ("confusion", lambda: preds.update_confusion(st.confusion)))
+        for panel, draw in panels:  # one panel a tick, so that each one's cost is its own
+            if panel in d and self._draw_panel(panel, draw, now):
+                d.discard(panel)
+                break
         if tab == "boundary" and "boundary" in d:
             names = [str(n) for n in st.dataset.get("class_names") or []]
-            self._plane.show(st.boundary, names, len(names) if st.is_classifier else 1)
-            d.discard("boundary")
+            if self._draw_panel("boundary", lambda: self._plane.show(st.boundary, names,
+                                                                     len(names) if st.is_classifier else 1), now):
+                d.discard("boundary")
         if tab == "boundary" and self._session_live() and not st.paused and not st.compiling \
-                and st.boundary is not self._plane_asked_for and now - self._plane_asked >= self._plane_every:
+                and st.boundary is not self._plane_asked_for and now - self._plane_asked >= self._plane_every \
+                and "boundary" not in d and now >= self._panel_due.get("boundary", 0.0):
             # the boundary and the neuron maps form while one watches: fresh ones while this tab is shown, each
-            # asked once the last answer came (a slow or remote trainer never gets a queue of requests)
+            # asked once the last answer came and was drawn (a slow or remote trainer never gets a queue of
+            # requests, and no maps are computed that the app has no time to draw)
             self._ask_snapshot()
+
+    def _draw_panel(self, panel: str, draw: Callable[[], object], now: float) -> bool:
+        """Draw ``panel`` unless it was drawn too recently for its cost; True when drawn.
+
+        Its cost is this thread's CPU time from here until Textual has painted the screen after it (building the
+        panel's text is only part of it: a layer table of 12 columns or a tile of weight pictures takes as long again
+        to paint; time spent waiting for the GIL while training holds it is not counted). The
+        next drawing waits cost / PANEL_SHARE (between PANEL_MIN and PANEL_MAX seconds): figures arriving 3-4 times
+        a second, all drawn, took 30% of a core from training with the inspector or predictions tab open. Paused or
+        finished, there is no training to slow down: the latest figures are drawn at once.
+        """
+        st = self.state
+        if now < self._panel_due.get(panel, 0.0) and not (st.paused or st.done):  # (no training to slow down)
+            return False
+        t0, c0 = time.perf_counter(), time.thread_time()
+        self._panel_due[panel] = t0 + PANEL_MIN  # until the cost is known
+        draw()
+
+        def painted() -> None:
+            cost = time.thread_time() - c0  # this thread's CPU: waits for the GIL held by training are not cost
+            self.panel_costs.setdefault(panel, []).append(cost)
+            share = PANEL_SHARES.get(panel, PANEL_SHARE)
+            self._panel_due[panel] = t0 + min(PANEL_MAX, max(PANEL_MIN, cost / share))
+
+        self.call_after_refresh(painted)
+        return True
 
     def _pending_text(self) -> str | None:
         if self._lifecycle == "stopping":
@@ -402,6 +435,7 @@ class TuinetApp(App[int]):
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         st = self.state
         tab = event.pane.id if event.pane else None
+        self._panel_due.clear()  # a tab just opened shows the latest figures at once
         if tab == "inspector":
             st.dirty.update(("layers", "weights"))
         elif tab == "predictions":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from itertools import groupby
 
 import numpy as np
 
@@ -94,17 +95,19 @@ def render_image_text(img: np.ndarray):
     from rich.text import Text
 
     a = _to_unit(img)
+    v = np.round(a * 255).astype(int)  # what _rgb gives each pixel, for the whole image at once
+    px = [[tuple(p) * 3 if len(p) == 1 else tuple(p) for p in row] for row in v.tolist()]
     text = Text(no_wrap=True, overflow="crop")
     styles: dict[tuple, Style] = {}
     for r in range(0, a.shape[0], 2):
         if r:
             text.append("\n")
-        for tp, bp in zip(a[r], a[r + 1]):
-            key = (_rgb(tp), _rgb(bp))
+        # one span per run of equal cells (an MNIST digit's black background is mostly runs)
+        for key, run in groupby(zip(px[r], px[r + 1])):
             style = styles.get(key)
             if style is None:
                 style = styles[key] = Style(color=Color.from_rgb(*key[0]), bgcolor=Color.from_rgb(*key[1]))
-            text.append(UPPER, style)
+            text.append(UPPER * sum(1 for _ in run), style)
     return text
 
 

@@ -12,6 +12,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
+from tuinet.app.widgets.cells import append_cell
+
 #: class colours (Playground orange and blue first)
 CLASS_RGB = [(245, 147, 34), (8, 119, 189), (80, 190, 90), (200, 80, 200), (230, 220, 60), (90, 210, 220),
              (230, 70, 70), (160, 160, 160)]
@@ -91,14 +93,14 @@ def boundary_text(event: dict[str, Any], width: int, height: int, num_classes: i
                     bg = _mix(region_rgb(*top), region_rgb(*bot), 0.5)
                     st = styles[key] = Style(color=Color.from_rgb(*_mix(_class_rgb(lab), (255, 255, 255), 0.15)),
                                              bgcolor=Color.from_rgb(*bg), bold=True)
-                t.append(POINT_GLYPHS[0] if lab < len(CLASS_RGB) else POINT_GLYPHS[lab % len(POINT_GLYPHS)], st)
+                append_cell(t, POINT_GLYPHS[0] if lab < len(CLASS_RGB) else POINT_GLYPHS[lab % len(POINT_GLYPHS)], st)
                 continue
             key = (top, bot)
             st = styles.get(key)
             if st is None:
                 st = styles[key] = Style(color=Color.from_rgb(*region_rgb(*top)),
                                          bgcolor=Color.from_rgb(*region_rgb(*bot)))
-            t.append("▀", st)
+            append_cell(t, "▀", st)
     return t
 
 

@@ -4,9 +4,11 @@ and its weights drawn as pictures (first dense layer units as input-shaped maps,
 from __future__ import annotations
 
 import math
+from itertools import groupby
 from typing import Any, Callable
 
 import numpy as np
+from rich.cells import cell_len
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
@@ -171,12 +173,13 @@ def diverging_lines(img: Any, scale: float, mode: str = "color") -> list[Text]:
     lines = []
     for r in range(0, q.shape[0], 2):
         line = Text(no_wrap=True)
-        for top, bottom in zip(q[r], q[r + 1]):
-            key = (int(top), int(bottom))
+        # one span per run of equal cells (the zero border of a first layer's maps is one): a span per cell made
+        # painting the pictures cost as much as building them
+        for key, run in groupby(zip(q[r].tolist(), q[r + 1].tolist())):
             st = cache.get(key)
             if st is None:
                 st = cache[key] = Style(color=Color.from_rgb(*color(key[0])), bgcolor=Color.from_rgb(*color(key[1])))
-            line.append("▀", st)
+            line.append("▀" * sum(1 for _ in run), st)
         lines.append(line)
     return lines
 
@@ -220,6 +223,35 @@ def tile(blocks: list[list[Text]], captions: list[str | Text], width: int, gap: 
     return out
 
 
+def _extent(text: Text, width: int, auto_width: bool, nowrap: bool) -> tuple[int, int] | None:
+    """What of ``text`` decides the size of a widget ``width`` columns wide: its line count (and, ``auto_width``,
+    its longest line); None when a line would wrap (the height then depends on where it wraps)."""
+    lengths = [cell_len(line) for line in text.plain.split("\n")]
+    longest = max(lengths)
+    if not nowrap and longest > width:
+        return None
+    return len(lengths), (longest if auto_width else 0)
+
+
+def update_static(widget: Static, text: Text, *, auto_width: bool = False, nowrap: bool = False) -> None:
+    """``widget.update(text)`` with Textual's layout pass only when the widget's size may change.
+
+    A layout pass arranges and repaints every widget of the screen (about 0.1 s with the inspector's table shown);
+    panels updated 3-4 times a second that way took 30% of a core from training with the inspector or predictions
+    tab open. Text equal to what is shown is not drawn again; text that takes as many lines as before (``auto_width``,
+    a widget as wide as its text: and whose longest line is as long; ``nowrap``: lines are cut, never wrapped) is
+    repainted without a layout pass.
+    """
+    prev = getattr(widget, "_tuinet_text", None)
+    if prev is not None and prev == text:
+        return
+    width = widget.content_size.width
+    new = _extent(text, width, auto_width, nowrap) if width > 0 else None
+    layout = prev is None or new is None or new != _extent(prev, width, auto_width, nowrap)
+    widget.update(text, layout=layout)
+    widget._tuinet_text = text  # type: ignore[attr-defined]
+
+
 class WidthText(Widget):
     """Text laid out for the widget's own width (tiles of pictures): built when painted, rebuilt on resize."""
 
@@ -235,9 +267,13 @@ class WidthText(Widget):
         if not callable(build):
             fixed = build if isinstance(build, Text) else Text(build)
             build = lambda width: fixed  # noqa: E731
+        old = self._cache
         self._build = build
         self._cache = None
-        self.refresh(layout=True)
+        if old is not None and self.text_for(old[0]).plain.count("\n") == old[1].plain.count("\n"):
+            self.refresh()  # as many lines at this width as before: repainted, no layout pass of the whole screen
+        else:
+            self.refresh(layout=True)
 
     def text_for(self, width: int) -> Text:
         """The text at ``width`` columns (cached for the last width)."""
@@ -344,7 +380,7 @@ class Inspector(Vertical):
         rows = self._rows(st)
         # the trainer's verdict; for a recording made before verdicts were sent, the same rule on its rows
         health = st.health or (assess(rows) if any(r.get("grad_norm") is not None for r in rows) else None)
-        self.query_one("#grad-health", Static).update(health_text(health))
+        update_static(self.query_one("#grad-health", Static), health_text(health))
         norms = [r["grad_norm"] for r in rows if r.get("grad_norm") is not None and math.isfinite(r["grad_norm"])
                  and r["grad_norm"] > 0]
         lo, hi = (min(norms), max(norms)) if norms else (1.0, 1.0)
@@ -407,7 +443,8 @@ class Inspector(Vertical):
         # (a long layer name and shape left "step 3" of "step 3000" at 120 columns).
         hist.border_title = "weights" if entry is None else f"weights · step {w.get('step')}"
         if entry is None:
-            hist.update(Text("waiting for a weights snapshot…" if self.selected else "no layer selected", style="dim"))
+            update_static(hist, Text("waiting for a weights snapshot…" if self.selected else "no layer selected",
+                                     style="dim"), nowrap=True)
             pics.show("")
             return
         h = entry.get("histogram") or {}
@@ -424,7 +461,7 @@ class Inspector(Vertical):
                 t.append(fmt_num(row[k], 5))
         if row.get("flag"):
             t.append(f"\n⚠ {row['flag']} gradients", style="bold red")
-        hist.update(t)
+        update_static(hist, t, nowrap=True)
         pictures = entry.get("pictures")
         if not pictures:
             pics.show(Text("no pictures for this layer (only the first dense layer on image inputs and conv "

@@ -20,6 +20,7 @@ from textual.widget import Widget
 
 from tuinet.app import actions
 from tuinet.app.widgets.boundary import POINT_GLYPHS, _class_rgb, _mix, point_cells
+from tuinet.app.widgets.cells import append_cell
 
 NEGATIVE = (245, 147, 34)
 POSITIVE = (8, 119, 189)
@@ -80,12 +81,12 @@ def map_text(values: list[list[float]], width: int, height: int, color: bool = T
                 if key not in styles:
                     styles[key] = Style(color=Color.from_rgb(*_mix(_class_rgb(lab), (255, 255, 255), 0.3)),
                                         bgcolor=Color.from_rgb(*_mix(_rgb(top), _rgb(bot), 0.5)), bold=True)
-                t.append("●", styles[key])
+                append_cell(t, "●", styles[key])
                 continue
             key = (top, bot)
             if key not in styles:
                 styles[key] = Style(color=Color.from_rgb(*_rgb(top)), bgcolor=Color.from_rgb(*_rgb(bot)))
-            t.append("▀", styles[key])
+            append_cell(t, "▀", styles[key])
     return t
 
 
@@ -267,7 +268,7 @@ class NeuronMaps(Widget, can_focus=True):
             if r:
                 t.append("\n")
             for ch, st in row:
-                t.append(ch, st)
+                append_cell(t, ch, st)
         self._text = t
         self.refresh()
 

@@ -13,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from tuinet.app.widgets.boundary import BoundaryMap, legend_text
+from tuinet.app.widgets.inspector import update_static
 from tuinet.app.widgets.neurons import NeuronMaps, large_neuron_text, unit_name
 
 
@@ -65,13 +66,13 @@ class PlaneView(Widget):
         sel = self.selected
         legend = self.query_one("#boundary-legend", Static)
         if sel is None:
-            legend.update(legend_text(self.class_names, self.event))
+            update_static(legend, legend_text(self.class_names, self.event), nowrap=True)
             return
         t = Text(no_wrap=True)
         t.append(unit_name(self.event, sel), style="bold")
         t.append("  ░▒▓█ < 0 < .:+#" if self.app.no_color else "  orange < 0 < blue", style="dim")
         t.append("  esc: the boundary", style="dim")
-        legend.update(t)
+        update_static(legend, t, nowrap=True)
 
     @on(NeuronMaps.Selected)
     def _selected(self, message: NeuronMaps.Selected) -> None:

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
 from tuinet.data.render import render_image_text
-from tuinet.app.widgets.inspector import WidthText, fit_size, halve, tile
+from tuinet.app.widgets.inspector import WidthText, fit_size, halve, tile, update_static
 
 
 def _name(names: list[str], i: int) -> str:
@@ -124,4 +124,4 @@ class Predictions(Horizontal):
 
     def update_confusion(self, event: dict[str, Any] | None) -> None:
         """Draw the latest confusion matrix."""
-        self._confusion.update(confusion_text(event))
+        update_static(self._confusion, confusion_text(event), auto_width=True, nowrap=True)
