@@ -127,23 +127,34 @@ def test_neuron_selected_80x24(snap_compare):
 
 
 
+def _answer():
+    """A trainer's answer to a snapshot command: a boundary event."""
+    from tuinet.protocol import make_event
+
+    boundary = next(e for e in plane_events() if e["event"] == "boundary")
+    return make_event("boundary", **{k: v for k, v in boundary.items() if k not in ("event", "v", "time")})
+
+
+async def _on_the_boundary_tab(pilot, app, fake) -> None:
+    """Past a scripted opening, on the boundary tab, its first snapshot asked for."""
+    await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+    await press(pilot, "4")
+    await wait_until(pilot, lambda: fake.kinds().count("snapshot") == 1, what="the first ask")
+
+
 @async_test
 async def test_the_boundary_tab_asks_for_fresh_maps_once_each_answer_came():
     from tests.app.test_app import fake_app
-    from tuinet.protocol import make_event
 
     app, fake = fake_app()
-    boundary = next(e for e in plane_events() if e["event"] == "boundary")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
-        await press(pilot, "4")
-        await wait_until(pilot, lambda: fake.kinds().count("snapshot") == 1, what="the first ask")
+        await _on_the_boundary_tab(pilot, app, fake)
         for n in (2, 3):  # each answer (a boundary event) lets the tab ask again, at most twice a second
-            fake.emit(make_event("boundary", **{k: v for k, v in boundary.items() if k not in ("event", "v", "time")}))
+            fake.emit(_answer())
             await wait_until(pilot, lambda n=n: fake.kinds().count("snapshot") == n, what=f"ask {n}")
             assert app._plane_asked_for is app.state.boundary  # and now it waits for the next answer
         await press(pilot, "1")
-        fake.emit(make_event("boundary", **{k: v for k, v in boundary.items() if k not in ("event", "v", "time")}))
+        fake.emit(_answer())
         await wait_until(pilot, lambda: app.state.boundary is not app._plane_asked_for, what="the answer folded in")
         app._tick()
         assert fake.kinds().count("snapshot") == 3, "another tab shown: no more asks"
@@ -153,16 +164,12 @@ async def test_the_boundary_tab_asks_for_fresh_maps_once_each_answer_came():
 async def test_fresh_maps_wait_until_the_app_has_time_to_draw_them(monkeypatch):
     import tuinet.app.app as app_module
     from tests.app.test_app import fake_app
-    from tuinet.protocol import make_event
 
     monkeypatch.setattr(app_module, "PANEL_MIN", 3600.0)  # a drawn boundary waits for the whole test
     app, fake = fake_app()
-    boundary = next(e for e in plane_events() if e["event"] == "boundary")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
-        await press(pilot, "4")
-        await wait_until(pilot, lambda: fake.kinds().count("snapshot") == 1, what="the first ask")
-        fake.emit(make_event("boundary", **{k: v for k, v in boundary.items() if k not in ("event", "v", "time")}))
+        await _on_the_boundary_tab(pilot, app, fake)
+        fake.emit(_answer())
         await wait_until(pilot, lambda: app._plane.event is app.state.boundary, what="the answer drawn")
         app._plane_asked = 0.0  # past the trainer's own pace
         app._tick()
