@@ -154,3 +154,19 @@ def test_cli_detach_then_stop(tmp_path, request):
     final = json.loads((runs / "bg" / "status.json").read_text())
     assert final["status"] == "stopped" and final["socket"] is None
     assert not Path(status["socket"]).exists()
+
+
+def test_a_detached_run_started_by_a_process_that_lives_on_leaves_no_zombie(tmp_path):
+    """A lesson's app starts its runs detached and stays open after they end: each ended trainer is reaped."""
+    import io
+
+    from tuinet.remote.detach import detach_training
+    from tuinet.training.config import TrainConfig
+
+    info = detach_training(TrainConfig(dataset="spiral", epochs=2, runs_dir=str(tmp_path), name="z"), out=io.StringIO())
+    pid = info["pid"]
+    try:
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=60)  # a zombie keeps its /proc entry
+    finally:
+        kill(pid)
+    assert json.loads((tmp_path / "z" / "status.json").read_text())["status"] == "finished"

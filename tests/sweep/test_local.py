@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import pytest
@@ -106,12 +107,15 @@ def test_stop_and_promote_reach_a_detached_sweep(tmp_path, cleanup_trainers):
     runs, folder = tmp_path / "runs", tmp_path / "runs" / "sp"
     result = run_cli("sweep", spec, "--detach", "--workers", 2, "--runs-dir", runs)
     assert result.exit_code == 0 and "started in the background" in result.output, result.output
+    driver = driver_pid(folder)
     try:
         wait_until(lambda: len([t for t in read_sweep(folder).trials if t.state == "running" and t.epochs >= 1]) == 2,
                    what="both trials running")
         promote_trial(folder, 0)
         stop_trial(folder, 1)
         wait_until(lambda: driver_pid(folder) is None, timeout=120, what="the sweep's end")
+        # started by this process, which lives on (as the sweep's app does): reaped, not left a zombie
+        wait_until(lambda: not os.path.exists(f"/proc/{driver}"), timeout=30, what="the driver reaped")
     finally:
         pid = driver_pid(folder)
         if pid and pid > 0:

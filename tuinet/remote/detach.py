@@ -20,7 +20,7 @@ from typing import Any
 from tuinet.errors import ConfigError
 from tuinet.protocol import FINAL_EVENTS
 from tuinet.remote.sockets import RemoteError, socket_path_for
-from tuinet.training.procs import pid_alive
+from tuinet.training.procs import pid_alive, reap_when_done
 from tuinet.training.rundir import RunDir
 
 LOG_NAME = "daemon.log"
@@ -154,6 +154,7 @@ def detach_training(config, wait: float = 60.0, out=None) -> dict[str, Any]:
     finally:
         rd.unlock()
     started = wait_until_started(rd.path, proc, timeout=wait, since=launched)
+    reap_when_done(proc)  # (a lesson's app starts its runs this way and stays open after they end)
     extra = _runs_dir_option(config.runs_dir)
     info = {"name": rd.name, "pid": proc.pid, "run_dir": str(rd.path), "socket": str(socket_path_for(rd.path)),
             "log": str(rd.path / LOG_NAME), "started": bool(started)}
@@ -178,6 +179,7 @@ def detach_resume(run: RunDir, epochs: int | None = None, wait: float = 60.0, ou
     finally:
         run.unlock()
     wait_until_started(run.path, proc, timeout=wait, since=launched)
+    reap_when_done(proc)
     extra = _runs_dir_option(str(run.path.parent))
     print(f"run {run.name} resumed in the background (pid {proc.pid})", file=out)
     print(f"  watch and steer it:  tuinet attach {run.name}{extra}", file=out)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 from tuinet.errors import ConfigError
 from tuinet.protocol import to_json
 from tuinet.sweep.files import LOG_NAME, driver_pid
+from tuinet.training.procs import reap_when_done
 
 EVENTS_NAME = "events.jsonl"  # every sweep event, appended by the driver
 
@@ -83,6 +84,7 @@ def launch_driver(folder: Path, wait: float = 60.0) -> int:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if driver_pid(folder) == proc.pid:
+            reap_when_done(proc)  # (the app that started it shows the sweep on: no zombie once the driver ends)
             return proc.pid
         if proc.poll() is not None:
             raise ConfigError(f"the sweep driver exited before it started: {log_tail(folder)}")

@@ -6,6 +6,8 @@ import errno
 import os
 import socket
 import stat
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,13 @@ def pid_alive(pid: Any) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
     except (OSError, IndexError):
         return True
+
+
+def reap_when_done(proc: subprocess.Popen) -> None:
+    """Collect ``proc``'s exit status when it ends, from a daemon thread, so that a detached child of a process that
+    lives on (the sweep or lesson app that started a driver or a trainer) does not stay a zombie until that process
+    exits. Call it once nothing else polls ``proc``: ``Popen.poll`` answers "running" while another thread waits."""
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
 
 
 def socket_listening(path: str | Path, timeout: float = 1.0) -> bool:
