@@ -57,9 +57,9 @@ if TYPE_CHECKING:
 TABS = ("dashboard", "inspector", "predictions", "boundary", "compare")
 PLANE_EVERY = 0.5  # seconds between fresh boundary and neuron maps while the Boundary tab is shown, at least
 PLANE_SHARE = 0.05  # at most about this share of the trainer's time goes into them (a big net is asked less often)
-#: the inspector's and predictions' panels are redrawn as new figures arrive, each at most this share of the time
-#: (its drawing, measured from before it is built until Textual has painted it; the app competes with training for
-#: Python's GIL), and at least every PANEL_MAX seconds
+#: the panels of the inspector, predictions and boundary tabs are redrawn as new figures arrive, each at most this
+#: share of the time (its drawing, measured from before it is built until Textual has painted it; the app competes
+#: with training for Python's GIL), and at least every PANEL_MAX seconds
 PANEL_SHARE = 0.025
 PANEL_SHARES = {"boundary": 0.1}  # the boundary forming is the tab's point: it may take more
 PANEL_MIN, PANEL_MAX = 0.25, 5.0
@@ -125,7 +125,7 @@ class TuinetApp(App[int]):
         self.latencies: deque[tuple[str, float]] = deque(maxlen=200)  # (command, seconds from key to ack shown)
         self._last_chart = 0.0
         self._panel_due: dict[str, float] = {}  # panel -> when it may be redrawn (see PANEL_SHARE)
-        self.panel_costs: dict[str, list[float]] = {}  # panel -> the seconds each drawing took (for benchmarks)
+        self.panel_costs: dict[str, deque[float]] = {}  # panel -> the seconds its last drawings took (benchmarks)
         self.progress_interval = 1.0 / max(progress_hz, 0.1)
         self._last_progress = 0.0
         self._diverged_open = False
@@ -406,7 +406,7 @@ class TuinetApp(App[int]):
 
         def painted() -> None:
             cost = time.thread_time() - c0  # this thread's CPU: waits for the GIL held by training are not cost
-            self.panel_costs.setdefault(panel, []).append(cost)
+            self.panel_costs.setdefault(panel, deque(maxlen=100)).append(cost)
             share = PANEL_SHARES.get(panel, PANEL_SHARE)
             self._panel_due[panel] = t0 + min(PANEL_MAX, max(PANEL_MIN, cost / share))
 
