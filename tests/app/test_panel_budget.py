@@ -17,7 +17,8 @@ import tuinet.app.app as app_module
 from tests.app.fakes import FakeSession, opening
 from tuinet.app.app import TuinetApp
 from tuinet.app.testing import async_test, press, wait_until
-from tuinet.app.widgets.inspector import WidthText, diverging_lines, update_static
+from tuinet.app.widgets.cells import update_static
+from tuinet.app.widgets.inspector import WidthText, diverging_lines
 from tuinet.protocol import make_event
 from tuinet.training.config import TrainConfig
 

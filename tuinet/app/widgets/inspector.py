@@ -8,7 +8,6 @@ from itertools import groupby
 from typing import Any, Callable
 
 import numpy as np
-from rich.cells import cell_len
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
@@ -19,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from tuinet.app.state import RunState
+from tuinet.app.widgets.cells import update_static
 from tuinet.formatting import fmt_num
 from tuinet.training.health import assess
 
@@ -221,35 +221,6 @@ def tile(blocks: list[list[Text]], captions: list[str | Text], width: int, gap: 
             out.append(" " * (bw - c.cell_len + (gap if j < len(caps) - 1 else 0)))
         out.append("\n\n")
     return out
-
-
-def _extent(text: Text, width: int, auto_width: bool, nowrap: bool) -> tuple[int, int] | None:
-    """What of ``text`` decides the size of a widget ``width`` columns wide: its line count (and, ``auto_width``,
-    its longest line); None when a line would wrap (the height then depends on where it wraps)."""
-    lengths = [cell_len(line) for line in text.plain.split("\n")]
-    longest = max(lengths)
-    if not nowrap and longest > width:
-        return None
-    return len(lengths), (longest if auto_width else 0)
-
-
-def update_static(widget: Static, text: Text, *, auto_width: bool = False, nowrap: bool = False) -> None:
-    """``widget.update(text)`` with Textual's layout pass only when the widget's size may change.
-
-    A layout pass arranges and repaints every widget of the screen (about 0.1 s with the inspector's table shown);
-    panels updated 3-4 times a second that way took 30% of a core from training with the inspector or predictions
-    tab open. Text equal to what is shown is not drawn again; text that takes as many lines as before (``auto_width``,
-    a widget as wide as its text: and whose longest line is as long; ``nowrap``: lines are cut, never wrapped) is
-    repainted without a layout pass.
-    """
-    prev = getattr(widget, "_tuinet_text", None)
-    if prev is not None and prev == text:
-        return
-    width = widget.content_size.width
-    new = _extent(text, width, auto_width, nowrap) if width > 0 else None
-    layout = prev is None or new is None or new != _extent(prev, width, auto_width, nowrap)
-    widget.update(text, layout=layout)
-    widget._tuinet_text = text  # type: ignore[attr-defined]
 
 
 class WidthText(Widget):

@@ -13,7 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from tuinet.app.widgets.boundary import BoundaryMap, legend_text
-from tuinet.app.widgets.inspector import update_static
+from tuinet.app.widgets.cells import update_static
 from tuinet.app.widgets.neurons import NeuronMaps, large_neuron_text, unit_name
 
 

@@ -12,7 +12,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
 from tuinet.data.render import render_image_text
-from tuinet.app.widgets.inspector import WidthText, fit_size, halve, tile, update_static
+from tuinet.app.widgets.cells import update_static
+from tuinet.app.widgets.inspector import WidthText, fit_size, halve, tile
 
 
 def _name(names: list[str], i: int) -> str:
