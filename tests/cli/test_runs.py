@@ -153,6 +153,32 @@ def test_predict_images_equals_model_on_test_samples(runs, tmp_path):
     assert re.search(r"d0\.png\s+\S+ \d+\.\d\d%$", text.output.strip())
 
 
+def test_predict_fit_stretches_with_a_note_or_pads(runs, tmp_path):
+    from PIL import Image
+
+    from tuinet.data import Normalizer
+    from tuinet.data.inputs import load_inputs
+
+    raw = load_dataset("mnist", limit=1000, seed=1, normalize="none")
+    wide = np.zeros((28, 56), np.uint8)  # a digit with as much empty paper again beside it
+    wide[:, :28] = raw.x_test[0, :, :, 0].astype(np.uint8)
+    Image.fromarray(wide, mode="L").save(tmp_path / "wide.png")
+    ck = load_checkpoint(runs / "digits" / "latest.npz")
+    norm = Normalizer.from_dict(ck.extra["dataset"]["normalizer"])
+    for fit in ("stretch", "pad"):
+        r = invoke("predict", runs / "digits" / "latest.npz", tmp_path / "wide.png", "--json", "--fit", fit)
+        assert r.exit_code == 0, r.output
+        if fit == "stretch":  # the default says what it did, on stderr: the JSON on stdout stays parseable
+            assert r.stderr.startswith("note: wide.png is 56x28") and "--fit pad" in r.stderr
+        else:
+            assert r.stderr == ""
+        x, _ = load_inputs((str(tmp_path / "wide.png"),), (28, 28, 1), None, fit=fit)
+        p = ck.build_model().predict_proba(norm.transform(x))[0]
+        (top,) = json.loads(r.stdout)["predictions"]
+        assert top["index"] == int(p.argmax()) and top["probability"] == pytest.approx(float(p.max()), abs=1e-5)
+    assert invoke("predict", runs / "digits", tmp_path / "wide.png", "--fit", "crop").exit_code == 2
+
+
 def test_predict_csv_rows_by_feature_name(runs, tmp_path):
     raw = load_dataset("iris", seed=1, normalize="none")
     ck = load_checkpoint(runs / "flowers" / "latest.npz")

@@ -158,15 +158,18 @@ def eval_cmd(ref: str, which: str | None, dataset: str | None, runs_dir: str | N
 @click.option("--best", is_flag=True, help="With a run: use its best checkpoint.  [default: latest]")
 @click.option("--invert", is_flag=True, help="Invert image colors first (dark ink on white paper -> MNIST "
                                               "style).  [default: off]")
+@click.option("--fit", type=click.Choice(["stretch", "pad"]), default="stretch", show_default=True,
+              help="An image of another shape than the model's input: stretch it to that size (as image folders "
+                   "are read for training), or keep its shape and pad it with its border colour.")
 @runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object per input.  [default: text]")
 @friendly_errors
-def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert: bool, runs_dir: str | None,
-                json_out: bool) -> None:
+def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert: bool, fit: str,
+                runs_dir: str | None, json_out: bool) -> None:
     """Predict classes of images or CSV rows.
 
     Prints the predicted class and its probability for each image (PNG/JPEG, resized to the model's input,
-    gray or RGB as the model takes) or CSV row (feature columns picked by name when the file has a header),
+    stretched or padded, see --fit; gray or RGB as the model takes) or CSV row (feature columns picked by name when the file has a header),
     with the saved normalization applied. CHECKPOINT is a .npz file, a run folder or a run name."""
     from tuinet.data.inputs import load_inputs
     from tuinet.training.evaluation import checkpoint_model, resolve_checkpoint, saved_dataset_info, saved_normalizer
@@ -176,7 +179,10 @@ def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert
     info = saved_dataset_info(ckpt)
     model = checkpoint_model(ckpt)
     shape = tuple(model.input_shape)
-    x, labels = load_inputs(files, shape, info.get("feature_names"), invert)
+    notes: list[str] = []
+    x, labels = load_inputs(files, shape, info.get("feature_names"), invert, fit, notes)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     x = saved_normalizer(ckpt).transform(x)
     width = max(len(lab) for lab in labels)
     if not model.is_classifier:

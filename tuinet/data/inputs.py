@@ -14,20 +14,55 @@ from tuinet.data.limits import max_data_bytes, require_regular_file, too_big
 from tuinet.errors import DataError
 
 
-def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool) -> np.ndarray:
-    """An image file as one (H, W, C) float32 input of 0..255, resized to the model's input, gray or RGB."""
+#: how an image whose aspect ratio is not the model's is brought to its input size
+FITS = ("stretch", "pad")
+#: aspect ratios further apart than this (as a ratio) make ``stretch`` say that it distorted the image
+ASPECT_TOLERANCE = 1.1
+
+
+def _border_color(a: np.ndarray) -> np.ndarray:
+    """The median of an (H, W, C) image's outermost pixels, per channel: its background, for padding."""
+    edge = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    return np.median(edge, axis=0)
+
+
+def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool, fit: str = "stretch",
+                notes: list[str] | None = None) -> np.ndarray:
+    """An image file as one (H, W, C) float32 input of 0..255 at the model's input size, gray or RGB.
+
+    ``fit`` "stretch" resizes it to that size whatever its shape (as an image folder is read for training) and,
+    when its aspect ratio differs from the model's by more than 10%, adds a line saying so to ``notes``; "pad"
+    keeps its shape: the longer side to the model's, the rest filled with the image's border colour (its
+    background), centred."""
     from PIL import Image
 
     if len(input_shape) != 3:
         raise DataError(f"{path}: the model takes {input_shape[0] if input_shape else 0} features, not images "
                         "(give CSV rows)")
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
     h, w, c = input_shape
     if c not in (1, 3):
         raise DataError(f"{path}: the model takes {c}-channel images; only gray (1) or RGB (3) can be read")
     im = open_image(path, "L" if c == 1 else "RGB")  # refuses unreadable files and decompression bombs
-    if im.size != (w, h):
-        im = im.resize((w, h), Image.BILINEAR)
-    a = np.asarray(im, dtype=np.float32).reshape(h, w, c)
+    iw, ih = im.size
+    ratio = (iw / ih) / (w / h)
+    if fit == "pad" and im.size != (w, h):
+        scale = min(w / iw, h / ih)
+        sw, sh = max(1, min(w, round(iw * scale))), max(1, min(h, round(ih * scale)))
+        background = _border_color(np.asarray(im, dtype=np.float32).reshape(ih, iw, c))
+        small = np.asarray(im.resize((sw, sh), Image.BILINEAR), dtype=np.float32).reshape(sh, sw, c)
+        a = np.empty((h, w, c), np.float32)
+        a[:] = background
+        top, left = (h - sh) // 2, (w - sw) // 2
+        a[top:top + sh, left:left + sw] = small
+    else:
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)
+            if notes is not None and max(ratio, 1 / ratio) > ASPECT_TOLERANCE:
+                notes.append(f"{path.name} is {iw}x{ih} (width x height), the model takes {w}x{h}: stretched to "
+                             "it; --fit pad keeps its shape")
+        a = np.asarray(im, dtype=np.float32).reshape(h, w, c)
     return 255.0 - a if invert else a
 
 
@@ -99,14 +134,18 @@ def _read_csv_rows(path: Path, input_shape: tuple[int, ...], feature_names: list
 
 
 def load_inputs(files: tuple[str, ...], input_shape: tuple[int, ...], feature_names: list[str] | None,
-                invert: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Raw (not yet normalized) model inputs from image files and CSV files, with a label for each."""
+                invert: bool = False, fit: str = "stretch", notes: list[str] | None = None
+                ) -> tuple[np.ndarray, list[str]]:
+    """Raw (not yet normalized) model inputs from image files and CSV files, with a label for each.
+
+    ``fit`` and ``notes``: how images of another aspect ratio than the model's are resized (see
+    :func:`_read_image`), and a list that collects a line for each one stretched."""
     xs, labels = [], []
     for f in files:
         p = Path(f).expanduser()
         require_regular_file(p, "an image or a CSV file")  # a FIFO or a device would block or never end
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            xs.append(_read_image(p, input_shape, invert)[None])
+            xs.append(_read_image(p, input_shape, invert, fit, notes)[None])
             labels.append(p.name)
         elif p.suffix.lower() in (".csv", ".tsv", ".txt"):
             x, lab = _read_csv_rows(p, input_shape, feature_names)
