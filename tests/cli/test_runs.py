@@ -165,7 +165,7 @@ def test_predict_fit_stretches_with_a_note_or_pads(runs, tmp_path):
     Image.fromarray(wide, mode="L").save(tmp_path / "wide.png")
     ck = load_checkpoint(runs / "digits" / "latest.npz")
     norm = Normalizer.from_dict(ck.extra["dataset"]["normalizer"])
-    for fit in ("stretch", "pad"):
+    for fit in ("stretch", "pad", "digit"):
         r = invoke("predict", runs / "digits" / "latest.npz", tmp_path / "wide.png", "--json", "--fit", fit)
         assert r.exit_code == 0, r.output
         if fit == "stretch":  # the default says what it did, on stderr: the JSON on stdout stays parseable
@@ -177,6 +177,9 @@ def test_predict_fit_stretches_with_a_note_or_pads(runs, tmp_path):
         (top,) = json.loads(r.stdout)["predictions"]
         assert top["index"] == int(p.argmax()) and top["probability"] == pytest.approx(float(p.max()), abs=1e-5)
     assert invoke("predict", runs / "digits", tmp_path / "wide.png", "--fit", "crop").exit_code == 2
+    Image.fromarray(np.full((30, 40), 90, np.uint8), mode="L").save(tmp_path / "blank.png")
+    assert_clean_error(invoke("predict", runs / "digits", tmp_path / "blank.png", "--fit", "digit"), "blank.png",
+                       "no digit")
 
 
 def test_predict_csv_rows_by_feature_name(runs, tmp_path):

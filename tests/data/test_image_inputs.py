@@ -82,3 +82,46 @@ def test_unknown_fit_is_refused(tmp_path):
     _wide_picture(tmp_path / "wide.png")
     with pytest.raises(ValueError, match="fit"):
         load_inputs((str(tmp_path / "wide.png"),), (28, 28, 1), None, fit="crop")
+
+
+def _drawn_seven(path, paper=235, ink=20, size=(300, 200)):
+    """A '7' drawn with a thick pen, off-centre on a page much larger than the digit."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", size, paper)
+    ImageDraw.Draw(im).line([(60, 40), (100, 40), (70, 160)], fill=ink, width=14)
+    im.save(path)
+
+
+def test_digit_fit_makes_a_photographed_digit_look_like_mnists(tmp_path):
+    _drawn_seven(tmp_path / "seven.png")
+    x, _ = load_inputs((str(tmp_path / "seven.png"),), (28, 28, 1), None, fit="digit")
+    a = x[0, :, :, 0]
+    assert a.max() == 255.0 and a.min() == 0.0  # light ink on black, the contrast stretched
+    rows, cols = _extent(a > 0)
+    assert max(rows, cols) in (20, 21) and min(rows, cols) < 17  # fitted in the 20x20 box, its shape kept
+    assert np.sum(a == 0) > 28 * 28 * 0.6  # the page around it is black (0), not paper grey
+    cy, cx = (np.arange(28) @ a.sum(axis=1)) / a.sum(), (np.arange(28) @ a.sum(axis=0)) / a.sum()
+    assert abs(cy - 13.5) <= 1.0 and abs(cx - 13.5) <= 1.0  # centred on its centre of mass
+
+
+def test_digit_fit_reads_dark_ink_on_paper_and_light_ink_on_black_alike(tmp_path):
+    _drawn_seven(tmp_path / "paper.png", paper=235, ink=20)
+    _drawn_seven(tmp_path / "board.png", paper=10, ink=225)
+    x, _ = load_inputs((str(tmp_path / "paper.png"), str(tmp_path / "board.png")), (28, 28, 1), None, fit="digit")
+    np.testing.assert_allclose(x[0], x[1], atol=1.0)
+    inv, _ = load_inputs((str(tmp_path / "paper.png"),), (28, 28, 1), None, invert=True, fit="digit")
+    np.testing.assert_array_equal(inv[0], 255.0 - x[0])  # --invert still applies after, for white-ground models
+
+
+def test_digit_fit_refuses_blank_pictures_and_colour_models(tmp_path):
+    from PIL import Image
+
+    from tuinet.errors import DataError
+
+    Image.new("L", (40, 30), 200).save(tmp_path / "blank.png")
+    with pytest.raises(DataError, match="blank.png: no digit"):
+        load_inputs((str(tmp_path / "blank.png"),), (28, 28, 1), None, fit="digit")
+    _drawn_seven(tmp_path / "seven.png")
+    with pytest.raises(DataError, match="--fit digit is for models of gray digits"):
+        load_inputs((str(tmp_path / "seven.png"),), (32, 32, 3), None, fit="digit")

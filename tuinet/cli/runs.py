@@ -156,11 +156,13 @@ def eval_cmd(ref: str, which: str | None, dataset: str | None, runs_dir: str | N
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=1, show_default=True,
               help="Show the k most likely classes per input.")
 @click.option("--best", is_flag=True, help="With a run: use its best checkpoint.  [default: latest]")
-@click.option("--invert", is_flag=True, help="Invert image colors first (dark ink on white paper -> MNIST "
-                                              "style).  [default: off]")
-@click.option("--fit", type=click.Choice(["stretch", "pad"]), default="stretch", show_default=True,
+@click.option("--invert", is_flag=True, help="Invert image colors (dark ink on white paper -> MNIST style; "
+                                              "after --fit).  [default: off]")
+@click.option("--fit", type=click.Choice(["stretch", "pad", "digit"]), default="stretch", show_default=True,
               help="An image of another shape than the model's input: stretch it to that size (as image folders "
-                   "are read for training), or keep its shape and pad it with its border colour.")
+                   "are read for training); keep its shape and pad it with its border colour; or (gray models) "
+                   "make a photo or drawing of a digit look like MNIST's: the ink cropped, fitted in 20x20 of "
+                   "28x28, light on black whatever its colours (no --invert needed), centred on its centre of mass.")
 @runs_dir_option
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object per input.  [default: text]")
 @friendly_errors
@@ -169,7 +171,7 @@ def predict_cmd(ref: str, files: tuple[str, ...], top_k: int, best: bool, invert
     """Predict classes of images or CSV rows.
 
     Prints the predicted class and its probability for each image (PNG/JPEG, resized to the model's input,
-    stretched or padded, see --fit; gray or RGB as the model takes) or CSV row (feature columns picked by name when the file has a header),
+    stretched, padded or made like an MNIST digit: see --fit; gray or RGB as the model takes) or CSV row (feature columns picked by name when the file has a header),
     with the saved normalization applied. CHECKPOINT is a .npz file, a run folder or a run name."""
     from tuinet.data.inputs import load_inputs
     from tuinet.training.evaluation import checkpoint_model, resolve_checkpoint, saved_dataset_info, saved_normalizer

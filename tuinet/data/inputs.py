@@ -14,10 +14,16 @@ from tuinet.data.limits import max_data_bytes, require_regular_file, too_big
 from tuinet.errors import DataError
 
 
-#: how an image whose aspect ratio is not the model's is brought to its input size
-FITS = ("stretch", "pad")
+#: how an image whose shape is not the model's input is brought to it (see :func:`_read_image`)
+FITS = ("stretch", "pad", "digit")
 #: aspect ratios further apart than this (as a ratio) make ``stretch`` say that it distorted the image
 ASPECT_TOLERANCE = 1.1
+#: ``digit``: the share of the input's longer side the digit's box takes (MNIST: 20 of 28 pixels)
+DIGIT_BOX = 20 / 28
+#: ``digit``: pixels differing from the background by less than this share of the strongest ink are background
+INK_FLOOR = 0.1
+#: ``digit``: the digit's bounding box holds the pixels with at least this share of the strongest ink
+INK_BOX = 0.25
 
 
 def _border_color(a: np.ndarray) -> np.ndarray:
@@ -26,16 +32,63 @@ def _border_color(a: np.ndarray) -> np.ndarray:
     return np.median(edge, axis=0)
 
 
+def _pad_to(im, h: int, w: int, c: int) -> np.ndarray:
+    """``im`` scaled to fit (h, w) with its shape kept, centred on its own border colour."""
+    from PIL import Image
+
+    iw, ih = im.size
+    scale = min(w / iw, h / ih)
+    sw, sh = max(1, min(w, round(iw * scale))), max(1, min(h, round(ih * scale)))
+    small = np.asarray(im.resize((sw, sh), Image.BILINEAR), dtype=np.float32).reshape(sh, sw, c)
+    a = np.empty((h, w, c), np.float32)
+    a[:] = _border_color(np.asarray(im, dtype=np.float32).reshape(ih, iw, c))
+    top, left = (h - sh) // 2, (w - sw) // 2
+    a[top:top + sh, left:left + sw] = small
+    return a
+
+
+def _digit_to(path: Path, im, h: int, w: int) -> np.ndarray:
+    """A gray picture of a digit as MNIST's were made: the ink cropped, scaled to fit a box of ``DIGIT_BOX`` of the
+    input with its shape kept, as light ink (up to 255) on black (0), centred on its centre of mass.
+
+    The ink is how far each pixel is from the background (the median of the border), so dark ink on white paper
+    and light ink on black give the same input; pixels within ``INK_FLOOR`` of the strongest ink's level count as
+    background (paper grain, shadows), and the box holds the pixels of at least ``INK_BOX`` of it."""
+    from PIL import Image
+
+    a = np.asarray(im, dtype=np.float32)
+    background = float(_border_color(a[:, :, None])[0])
+    ink = np.abs(a - background)
+    peak = float(ink.max())
+    if peak < 1.0:
+        raise DataError(f"{path}: no digit to read with --fit digit (the image is all one gray)")
+    ink = np.clip((ink - INK_FLOOR * peak) * (255.0 / ((1 - INK_FLOOR) * peak)), 0.0, 255.0)
+    rows, cols = np.nonzero(ink >= (INK_BOX - INK_FLOOR) / (1 - INK_FLOOR) * 255.0)
+    crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    ch, cw = crop.shape
+    box = max(1, round(DIGIT_BOX * max(h, w)))
+    scale = min(box / ch, box / cw)
+    sh, sw = max(1, min(h, round(ch * scale))), max(1, min(w, round(cw * scale)))
+    small = np.asarray(Image.fromarray(crop).resize((sw, sh), Image.BILINEAR), dtype=np.float32)
+    mass = small.sum()
+    cy = float(small.sum(axis=1) @ np.arange(sh)) / mass if mass > 0 else (sh - 1) / 2
+    cx = float(small.sum(axis=0) @ np.arange(sw)) / mass if mass > 0 else (sw - 1) / 2
+    top = min(max(round((h - 1) / 2 - cy), 0), h - sh)
+    left = min(max(round((w - 1) / 2 - cx), 0), w - sw)
+    out = np.zeros((h, w, 1), np.float32)
+    out[top:top + sh, left:left + sw, 0] = small
+    return out
+
+
 def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool, fit: str = "stretch",
                 notes: list[str] | None = None) -> np.ndarray:
     """An image file as one (H, W, C) float32 input of 0..255 at the model's input size, gray or RGB.
 
-    ``fit`` "stretch" resizes it to that size whatever its shape (as an image folder is read for training) and,
+    ``fit``: "stretch" resizes it to that size whatever its shape (as an image folder is read for training) and,
     when its aspect ratio differs from the model's by more than 10%, adds a line saying so to ``notes``; "pad"
     keeps its shape: the longer side to the model's, the rest filled with the image's border colour (its
-    background), centred."""
-    from PIL import Image
-
+    background), centred; "digit" (gray models) makes a photographed or drawn digit look like MNIST's
+    (:func:`_digit_to`). ``invert`` applies after."""
     if len(input_shape) != 3:
         raise DataError(f"{path}: the model takes {input_shape[0] if input_shape else 0} features, not images "
                         "(give CSV rows)")
@@ -44,24 +97,24 @@ def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool, fit: str
     h, w, c = input_shape
     if c not in (1, 3):
         raise DataError(f"{path}: the model takes {c}-channel images; only gray (1) or RGB (3) can be read")
+    if fit == "digit" and c != 1:
+        raise DataError(f"{path}: --fit digit is for models of gray digits (MNIST's kind); this model takes RGB "
+                        "images (use --fit pad)")
     im = open_image(path, "L" if c == 1 else "RGB")  # refuses unreadable files and decompression bombs
     iw, ih = im.size
     ratio = (iw / ih) / (w / h)
-    if fit == "pad" and im.size != (w, h):
-        scale = min(w / iw, h / ih)
-        sw, sh = max(1, min(w, round(iw * scale))), max(1, min(h, round(ih * scale)))
-        background = _border_color(np.asarray(im, dtype=np.float32).reshape(ih, iw, c))
-        small = np.asarray(im.resize((sw, sh), Image.BILINEAR), dtype=np.float32).reshape(sh, sw, c)
-        a = np.empty((h, w, c), np.float32)
-        a[:] = background
-        top, left = (h - sh) // 2, (w - sw) // 2
-        a[top:top + sh, left:left + sw] = small
+    if fit == "digit":
+        a = _digit_to(path, im, h, w)
+    elif fit == "pad" and im.size != (w, h):
+        a = _pad_to(im, h, w, c)
     else:
         if im.size != (w, h):
+            from PIL import Image
+
             im = im.resize((w, h), Image.BILINEAR)
             if notes is not None and max(ratio, 1 / ratio) > ASPECT_TOLERANCE:
                 notes.append(f"{path.name} is {iw}x{ih} (width x height), the model takes {w}x{h}: stretched to "
-                             "it; --fit pad keeps its shape")
+                             "it; --fit pad keeps its shape (--fit digit: a digit made like MNIST's)")
         a = np.asarray(im, dtype=np.float32).reshape(h, w, c)
     return 255.0 - a if invert else a
 
