@@ -97,6 +97,30 @@ def test_eval_text_report_and_checkpoint_path_and_best(runs):
     assert best.exit_code == 0 and "best.npz" in best.output
 
 
+def test_eval_text_shows_classes_named_by_their_index_once(runs):
+    from tuinet.cli.runs import format_eval
+
+    r = invoke("eval", runs / "digits" / "latest.npz")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    head = lines.index("per-class accuracy") + 1
+    assert lines[head].split() == ["#", "samples", "correct", "accuracy"]  # MNIST's classes are "0".."9"
+    assert lines[head + 1].split()[0] == "0" and len(lines[head + 1].split()) == 4
+    cm_head = lines.index("confusion matrix (rows: true class, columns: predicted class)") + 1
+    assert lines[cm_head].split() == [str(j) for j in range(10)]
+    for row in lines[cm_head + 1:cm_head + 11]:
+        assert len(row.split()) == 11 and len(row) == len(lines[cm_head])  # the index, then the columns, aligned
+    # named classes keep their names, one column, and the matrix stays aligned under its header
+    rep = {"checkpoint": "x.npz", "dataset": "d", "samples": 4, "test_loss": 0.1, "test_accuracy": 0.5,
+           "class_names": ["cat", "dog"], "confusion_matrix": [[1, 1], [1, 1]],
+           "per_class": [{"class": "cat", "samples": 2, "correct": 1, "accuracy": 0.5},
+                         {"class": "dog", "samples": 2, "correct": 1, "accuracy": 0.5}]}
+    text = format_eval(rep).splitlines()
+    assert text[text.index("per-class accuracy") + 1].split() == ["#", "class", "samples", "correct", "accuracy"]
+    i = text.index("confusion matrix (rows: true class, columns: predicted class)")
+    assert text[i + 2].split() == ["0", "cat", "1", "1"] and len(text[i + 2]) == len(text[i + 1])
+
+
 def test_eval_applies_the_saved_normalizer(runs, tmp_path):
     """A checkpoint whose saved normalizer is changed gives different results: eval does use it."""
     from tuinet.engine.checkpoint import save_checkpoint

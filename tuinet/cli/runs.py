@@ -106,20 +106,24 @@ def format_eval(r: dict[str, Any]) -> str:
         lines.append(f"{WEIGHTS_LABEL[o['weights']]} ({Path(o['checkpoint']).name}, epoch {o['epoch']}): "
                      f"test loss {o['test_loss']:.4f}   accuracy {o['test_accuracy']:.4f} "
                      f"({fmt_pct(o['test_accuracy'])})")
+    # classes named by their own index (MNIST's "0".."9") are shown by the index alone, not twice
+    named = any(c["class"] != str(i) for i, c in enumerate(r["per_class"]))
     lines += ["", "per-class accuracy"]
-    rows = [["  #", "class", "samples", "correct", "accuracy"]]
+    rows = [["  #"] + (["class"] if named else []) + ["samples", "correct", "accuracy"]]
     for i, c in enumerate(r["per_class"]):
-        rows.append([f"  {i}", c["class"], str(c["samples"]), str(c["correct"]), fmt_pct(c["accuracy"])])
-    lines.append(table(rows, right={0, 2, 3, 4}))
+        rows.append([f"  {i}"] + ([c["class"]] if named else []) + [str(c["samples"]), str(c["correct"]),
+                                                                   fmt_pct(c["accuracy"])])
+    lines.append(table(rows, right={0, 2, 3, 4} if named else {0, 1, 2, 3}))
     cm = r["confusion_matrix"]
     k = len(cm)
     lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
     width = max(3, max(len(str(v)) for row in cm for v in row) + 1)
-    label_w = min(max(len(n) for n in r["class_names"]), 16)
-    head = " " * (label_w + 6) + "".join(f"{j:>{width}}" for j in range(k))
+    label_w = min(max(len(n) for n in r["class_names"]), 16) + 1 if named else 0
+    head = " " * (label_w + 5) + "".join(f"{j:>{width}}" for j in range(k))
     lines.append(head)
     for i, row in enumerate(cm):
-        lines.append(f"  {i:>2} {r['class_names'][i][:label_w]:<{label_w}} " + "".join(f"{v:>{width}}" for v in row))
+        name = f"{r['class_names'][i][:label_w - 1]:<{label_w - 1}} " if named else ""
+        lines.append(f"  {i:>2} {name}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
 
 
