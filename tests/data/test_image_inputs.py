@@ -125,3 +125,23 @@ def test_digit_fit_refuses_blank_pictures_and_colour_models(tmp_path):
     _drawn_seven(tmp_path / "seven.png")
     with pytest.raises(DataError, match="--fit digit is for models of gray digits"):
         load_inputs((str(tmp_path / "seven.png"),), (32, 32, 3), None, fit="digit")
+
+
+@pytest.mark.parametrize("kind", ["RGBA", "LA", "P"])
+def test_transparent_pictures_are_read_as_shown_on_white(tmp_path, kind):
+    """A black digit drawn on a transparent canvas (whose transparent pixels store black) is black on white."""
+    from PIL import Image
+
+    a = np.zeros((30, 30, 4), np.uint8)  # transparent black everywhere
+    a[5:25, 12:18] = (0, 0, 0, 255)  # an opaque black stroke
+    im = Image.fromarray(a, mode="RGBA")
+    if kind == "LA":
+        im = im.convert("LA")
+    elif kind == "P":  # a palette image whose index 0 (black) is transparent, as paint programs save them
+        im = Image.fromarray((a[:, :, 3] > 0).astype(np.uint8), mode="P")
+        im.putpalette([0, 0, 0, 0, 0, 0])
+    im.save(tmp_path / "seven.png", **({"transparency": 0} if kind == "P" else {}))
+    x, _ = load_inputs((str(tmp_path / "seven.png"),), (30, 30, 1), None)
+    assert x[0, 0, 0, 0] == 255.0 and x[0, 10, 14, 0] == 0.0  # white ground, black ink
+    d, _ = load_inputs((str(tmp_path / "seven.png"),), (28, 28, 1), None, fit="digit")
+    assert d.max() == 255.0  # the stroke is found

@@ -85,7 +85,10 @@ def open_image(path: Path, mode: str) -> "Image.Image":
     """Decode one image file into ``mode`` ("L" or "RGB"); DataError for an unreadable file or a decompression bomb.
 
     Pillow refuses images of more than twice ``Image.MAX_IMAGE_PIXELS`` pixels (DecompressionBombError) and only
-    warns between once and twice that; both are refused here, before the pixels are decoded.
+    warns between once and twice that; both are refused here, before the pixels are decoded. An image with
+    transparency is laid on white first, as a viewer shows it: dropping the alpha channel would show whatever
+    colour its transparent pixels store, often black (a black digit drawn on a transparent canvas would be black on
+    black).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -95,6 +98,10 @@ def open_image(path: Path, mode: str) -> "Image.Image":
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
+                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                    rgba = im.convert("RGBA")
+                    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
+                                                 rgba).convert(mode)
                 return im.convert(mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{path}: image too large, a possible decompression bomb ({str(e)[:120]})") from None
