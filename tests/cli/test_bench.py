@@ -12,7 +12,7 @@ from tuinet.cli import main
 
 @pytest.mark.parametrize("model", ["mlp", "conv3x3x4,maxpool2,relu"])
 def test_bench_json_reports_samples_per_second(model):
-    r = CliRunner().invoke(main, ["bench", "--model", model, "--batch-size", "8", "--steps", "3", "--rounds", "1",
+    r = CliRunner().invoke(main, ["bench", "--model", model, "--batch-size", "8", "--steps", "3", "--rounds", "2",
                                   "--no-torch", "--no-peak", "--json"])  # the peak: the test below
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])
@@ -20,6 +20,24 @@ def test_bench_json_reports_samples_per_second(model):
     assert out["batch_size"] == 8 and out["steps"] == 3 and out["params"] > 0
     if model != "mlp":
         assert [row["name"] for row in out["conv_layers"]][0].startswith("Conv2D")
+        assert out["layer_rounds"] == 2  # the layers are timed every round, like the steps
+    else:
+        assert "conv_layers" not in out and "layer_rounds" not in out
+
+
+def test_layer_rows_are_the_median_over_rounds_of_each_figure():
+    from tuinet.bench.throughput import median_layer_rows
+
+    def row(name, f, b):
+        return {"name": name, "layer": name, "forward_ms": f, "backward_ms": b, "forward_backward_ms": f + b}
+
+    rounds = [[row("conv", 1.0, 2.0), row("pool", 0.1, 0.1)],
+              [row("conv", 9.0, 9.0), row("pool", 0.2, 0.3)],  # a round slowed by other work on the machine
+              [row("conv", 1.2, 2.2), row("pool", 0.3, 0.2)]]
+    conv, pool = median_layer_rows(rounds)
+    assert conv == row("conv", 1.2, 2.2) and conv["forward_backward_ms"] == pytest.approx(3.4)
+    assert pool["name"] == "pool" and pool["forward_ms"] == 0.2 and pool["backward_ms"] == 0.2
+    assert pool["forward_backward_ms"] == 0.5  # each figure its own median: of 0.2, 0.5 and 0.5
 
 
 def test_bench_bad_model_is_one_line():

@@ -121,16 +121,8 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         runner.run(max(5, (args["steps"] or 0) // 10))
         info = {"warmup_seconds": time.perf_counter() - t0, "params": model.num_params(), "mode": mode}
-        if any(getattr(layer, "numba_parallel", False) for layer in model.layers):
-            # per-layer forward+backward times, each side in its own process like the steps, right after the
-            # warm-up steps and in their thread mode (after the GEMM ceiling below, OpenBLAS's two threads would
-            # still be spinning and slow the first layers' Numba threads)
-            from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
-
-            if kind == "tuinet":
-                info["layers"] = conv_layer_times(model, args["batch_size"], 5, fused=True)
-            else:
-                info["layers"] = torch_conv_layer_times(model, args["batch_size"], 5, fused=True)
+        # per-layer forward+backward times, asked for each round like the steps ("layers" requests below)
+        info["has_layers"] = any(getattr(layer, "numba_parallel", False) for layer in model.layers)
         if ceiling is not None:
             configure_threads(mode="single" if mode == "single" else "blas")
             ceiling.run(max(2, (args["steps"] or 0) // 10))
@@ -144,6 +136,14 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
             steps = conn.recv()
             if steps is None:
                 break
+            if isinstance(steps, tuple) and steps[0] == "layers":  # each layer alone, in the side's thread mode
+                from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
+
+                if kind == "tuinet":
+                    conn.send(conv_layer_times(model, args["batch_size"], steps[1], fused=True))
+                else:
+                    conn.send(torch_conv_layer_times(model, args["batch_size"], steps[1], fused=True))
+                continue
             if isinstance(steps, tuple):  # ("gemm", steps): the products alone, BLAS on every core
                 configure_threads(mode="single" if mode == "single" else "blas")
                 conn.send(ceiling.run(steps[1]))
@@ -155,6 +155,22 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
         conn.send({"error": f"{type(e).__name__}: {e}"})
     finally:
         conn.close()
+
+
+#: each layer's forward+backward is timed this many times a round (the round's figure: their median)
+LAYER_REPEATS = 5
+
+
+def median_layer_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per layer, the median over rounds of each round's row (the same layers in the same order every round) of
+    ``forward_ms``, ``backward_ms`` and ``forward_backward_ms``."""
+    out = []
+    for rows in zip(*rounds):
+        row = dict(rows[0])
+        for key in ("forward_ms", "backward_ms", "forward_backward_ms"):
+            row[key] = float(statistics.median(r[key] for r in rows))
+        out.append(row)
+    return out
 
 
 #: with no step count given, each round runs about this many seconds of tuinet's training ...
@@ -214,12 +230,20 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
             workers["tuinet"][1].send(3)
             steps = auto_steps(workers["tuinet"][1].recv() / 3)
         times: dict[str, list[float]] = {k: [] for k in kinds}
+        layer_rounds: dict[str, list[list[dict[str, Any]]]] = {k: [] for k in kinds}
         gemm_times: list[float] = []
         for _ in range(rounds):
             for kind in kinds:
                 time.sleep(0.3)  # let the other side's spinning threads park
                 workers[kind][1].send(steps)
                 times[kind].append(workers[kind][1].recv())
+            # each layer alone, both sides in turn every round (before the GEMM ceiling: OpenBLAS's threads would
+            # still be spinning and slow the first layers' Numba threads); a figure is the median over the rounds
+            # of each round's median of LAYER_REPEATS, so a burst of other work on the machine moves one round's
+            for kind in kinds if infos["tuinet"].get("has_layers") else ():
+                time.sleep(0.3)
+                workers[kind][1].send(("layers", LAYER_REPEATS))
+                layer_rounds[kind].append(workers[kind][1].recv())
             if "gemm_flops" in infos["tuinet"]:
                 time.sleep(0.3)
                 workers["tuinet"][1].send(("gemm", steps))
@@ -258,14 +282,16 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
     if "pytorch_samples_per_second" in result:
         result["ratio_vs_pytorch"] = result["tuinet_samples_per_second"] / result["pytorch_samples_per_second"]
         result["torch_version"] = infos["pytorch"]["torch_version"]
-    if "layers" in infos["tuinet"]:
-        theirs = infos.get("pytorch", {}).get("layers")
+    if layer_rounds["tuinet"]:
+        ours = median_layer_rows(layer_rounds["tuinet"])
+        theirs = median_layer_rows(layer_rounds["pytorch"]) if layer_rounds.get("pytorch") else None
+        result["layer_rounds"] = len(layer_rounds["tuinet"])
         result["conv_layers"] = [
             {"name": row["layer"], "tuinet_ms": row["forward_backward_ms"],
              "pytorch_ms": theirs[i]["forward_backward_ms"] if theirs else None,
              "mflop": training_flops(built.layers[i], i == built.first_trainable) * batch_size / 1e6,
              **({"fused": True} if row.get("fused") else {})}
-            for i, row in enumerate(infos["tuinet"]["layers"])]
+            for i, row in enumerate(ours)]
         # a whole training step against the sum of its layers' times (each layer timed alone on a warm cache)
         for name in ("tuinet", "pytorch"):
             if f"{name}_samples_per_second" in result and (name == "tuinet" or theirs):
@@ -345,7 +371,8 @@ def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | No
         print(f"  ratio    {result['ratio_vs_pytorch']:.2f}x PyTorch {result['torch_version']}")
     if result.get("conv_layers"):
         print(f"  {'layer (forward+backward)':<26s} {'tuinet ms':>9s} {'GFLOP/s':>8s} {'PyTorch ms':>10s} "
-              f"{'GFLOP/s':>8s} {'speedup':>7s}")
+              f"{'GFLOP/s':>8s} {'speedup':>7s}   (each layer alone: median of {result['layer_rounds']} rounds' "
+              f"medians of {LAYER_REPEATS})")
     for row in result.get("conv_layers", []):
         if row.get("fused"):
             print(f"  {row['name']:<26s} (fused into the row above)")
