@@ -114,3 +114,45 @@ def test_in_the_app_the_runs_train_side_by_side_in_the_background(tmp_path, monk
         status = json.loads((seen["folder"] / name / "status.json").read_text())
         assert status["status"] == "finished" and status["pid"] != os.getpid()  # trained by its own process
     assert "What happened in these runs (normalization)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_l1_zeroes_weights_and_l2_shrinks_them(tmp_path, capsys):
+    """The L1/L2 lesson at its own settings: its verdict's figures are the checkpoints' own, and the penalties do what
+    the caption says: L1 leaves most first-layer weights at zero, L2 few but a smaller norm than none."""
+    import numpy as np
+
+    from tuinet.training.lessons import ZERO, first_layer_weights
+
+    result, _ = _run("l1-vs-l2", tmp_path, capsys, {"epochs": 30})
+    zero, norm = {}, {}
+    for run in result["runs"]:
+        w = first_layer_weights(run["run_dir"])
+        assert w is not None and w.shape == (64, 64)
+        label = Path(run["run_dir"]).name
+        zero[label], norm[label] = np.mean(np.abs(w) < ZERO), float(np.sqrt(np.sum(w.astype(np.float64) ** 2)))
+        line = next(x for x in result["result"].splitlines() if x.strip().startswith(f"{label}: first layer"))
+        assert f"first layer {100 * zero[label]:.0f}% of its 4,096 weights at zero" in line
+        assert f"weight norm {norm[label]:.3g}," in line
+    assert zero["l1"] > 0.5 and zero["none"] < 0.05 and zero["l2"] < 0.05
+    assert norm["l2"] < 0.8 * norm["none"] and norm["l1"] < 0.8 * norm["none"]
+
+
+def test_split_verdict_states_each_validation_sets_error_and_its_distance_to_test(tmp_path):
+    from tuinet.training.lessons import RunSummary, result_text
+
+    small = RunSummary("2-percent", tmp_path, status="finished", test_accuracy=0.95,
+                       epochs=[{"epoch": 1, "val_accuracy": 0.75}, {"epoch": 2, "val_accuracy": 0.9}],
+                       sizes={"train": 1581, "val": 36, "test": 180})
+    large = RunSummary("30-percent", tmp_path, status="finished", test_accuracy=0.94,
+                       epochs=[{"epoch": 1, "val_accuracy": 0.93}, {"epoch": 2, "val_accuracy": 0.95}],
+                       sizes={"train": 1078, "val": 539, "test": 180})
+    text = result_text(get_lesson("splits"), [small, large])
+    # one standard error of an accuracy p on n samples: sqrt(p (1 - p) / n)
+    assert ("2-percent: 36 validation samples, best validation accuracy 90.0% (one standard error about ±5.0 "
+            "points), test accuracy 95.0% on 180: validation was 5.0 points below") in text
+    assert "30-percent: 539 validation samples, best validation accuracy 95.0% (one standard error about ±0.9" in text
+    assert "validation was 1.0 points above" in text
+    # a perfect score on a few samples is not "no error": the error floor is one sample's worth
+    perfect = RunSummary("tiny", tmp_path, epochs=[{"epoch": 1, "val_accuracy": 1.0}], sizes={"val": 4})
+    assert "±25.0 points" in result_text(get_lesson("splits"), [perfect, large])

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tuinet.errors import ConfigError
+import numpy as np
+
+from tuinet.errors import ConfigError, TuinetError
 
 DEEP = 10  # hidden layers of the vanishing-gradient nets
 WIDTH = 32
@@ -82,6 +84,7 @@ class RunSummary:
     steps: int | None = None
     train_seconds: float | None = None
     grad_norms: list[float] = field(default_factory=list)  # the last layer_stats, input side first
+    sizes: dict[str, int] = field(default_factory=dict)  # samples in each split: train, val, test
 
     @property
     def final(self) -> dict[str, Any]:
@@ -115,6 +118,8 @@ def summarize(label: str, run_dir: str | Path) -> RunSummary:
         kind = e.get("event")
         if kind == "started":
             s.num_params = e.get("num_params")
+            sizes = (e.get("dataset") or {}).get("sizes")
+            s.sizes = {k: v for k, v in sizes.items() if isinstance(v, int)} if isinstance(sizes, dict) else {}
         elif kind == "epoch":
             s.epochs.append(e)
         elif kind == "diverged":
@@ -214,6 +219,59 @@ def _batch_verdict(runs: list[RunSummary]) -> list[str]:
     return [f"{r.label}: {r.steps or 0:,} optimizer steps in {_num(r.train_seconds)} s of training" for r in runs]
 
 
+#: a weight this close to zero counts as zero in the L1/L2 lesson (SGD's L1 steps leave the weights it pulls to
+#: zero within lr x l1 = 0.0003 of it, jumping from side to side)
+ZERO = 1e-3
+
+
+def first_layer_weights(run_dir: str | Path) -> np.ndarray | None:
+    """The weight matrix (inputs x units) of the first Dense layer in a run's ``latest.npz`` (None: unreadable)."""
+    from tuinet.engine.checkpoint import load_checkpoint
+
+    try:
+        arrays = load_checkpoint(Path(run_dir) / "latest.npz").prefixed("model")
+    except (TuinetError, OSError):
+        return None
+
+    def index(key: str) -> int:  # "dense_1.W" -> 1: the layer's place in the model
+        tail = key.split(".")[0].rsplit("_", 1)[-1]
+        return int(tail) if tail.isdigit() else 1 << 30
+
+    mats = sorted((k for k, v in arrays.items() if k.endswith(".W") and v.ndim == 2), key=index)
+    return arrays[mats[0]] if mats else None
+
+
+def _sparsity_verdict(runs: list[RunSummary]) -> list[str]:
+    out = []
+    for r in runs:
+        w = first_layer_weights(r.path)
+        if w is None:
+            continue
+        a = np.abs(w)
+        unused = int(np.sum(np.all(a < ZERO, axis=1)))
+        out.append(f"{r.label}: first layer {100 * np.mean(a < ZERO):.0f}% of its {a.size:,} weights at zero "
+                   f"(|w| < {ZERO:g}), {unused} of its {a.shape[0]} inputs unused (every weight from them at zero), "
+                   f"weight norm {np.sqrt(np.sum(w.astype(np.float64) ** 2)):.3g}, largest {a.max():.3g}")
+    return out
+
+
+def _split_verdict(runs: list[RunSummary]) -> list[str]:
+    out = []
+    for r in runs:
+        n, best = r.sizes.get("val"), r.best_val_accuracy
+        if not n or best is None:
+            continue
+        err = 100 * math.sqrt(max(best * (1 - best), 1 / n) / n)  # one standard error of an accuracy on n samples
+        line = (f"{r.label}: {n:,} validation samples, best validation accuracy {_pct(best)} (one standard error "
+                f"about ±{err:.1f} points)")
+        if r.test_accuracy is not None:
+            side = "above" if best >= r.test_accuracy else "below"
+            line += (f", test accuracy {_pct(r.test_accuracy)} on {r.sizes.get('test', 0):,}: validation was "
+                     f"{abs(100 * (best - r.test_accuracy)):.1f} points {side}")
+        out.append(line)
+    return out
+
+
 def _params_verdict(runs: list[RunSummary]) -> list[str]:
     return [f"{r.label}: {r.num_params:,} parameters" for r in runs if r.num_params]
 
@@ -247,6 +305,21 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
             ("sigmoid-skip", {"model": _deep("skip32sigmoid")}),
             ("sigmoid-batchnorm", {"model": ",".join(f"dense{WIDTH},bn,sigmoid" for _ in range(DEEP))})),
            _gradient_verdict),
+    Lesson("l1-vs-l2", "L1 vs L2 regularization: weights at zero or weights small",
+           "Both penalties pull the weights toward zero. L1 (l1 x the sum of |w|) pulls each by the same amount every "
+           "step, so the weights that do not earn their keep end at zero and inputs drop out (the Inspector's "
+           "pictures of the first layer's weights turn mostly blank); L2 (l2 x the sum of w^2) pulls each in "
+           "proportion to its size: all shrink, few vanish.",
+           dict(dataset="digits", model="64", optimizer="sgd", lr=0.1, batch_size=32, epochs=30),
+           (("none", {}), ("l1", {"l1": 0.003}), ("l2", {"l2": 0.003})),
+           _sparsity_verdict),
+    Lesson("splits", "a validation set of 2%, 10% or 30% of the data",
+           "The validation set picks the best epoch and is all you see while training; the test set, kept aside, "
+           "says what it was worth. Watch how the validation accuracy jumps on the smallest set and how far its "
+           "best lands from the test accuracy.",
+           dict(dataset="digits", model="64", optimizer="adam", lr=0.001, batch_size=32, epochs=20),
+           (("2-percent", {"val_split": 0.02}), ("10-percent", {"val_split": 0.1}), ("30-percent", {"val_split": 0.3})),
+           _split_verdict),
     Lesson("normalization", "input normalization on vs off",
            "Wine's 13 features range from 0.1 to 1,680: unnormalized, the largest ones dominate the first layer; "
            "standardized, each counts. Watch the loss.",
