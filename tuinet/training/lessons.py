@@ -249,9 +249,11 @@ def _sparsity_verdict(runs: list[RunSummary]) -> list[str]:
             continue
         a = np.abs(w)
         unused = int(np.sum(np.all(a < ZERO, axis=1)))
-        out.append(f"{r.label}: first layer {100 * np.mean(a < ZERO):.0f}% of its {a.size:,} weights at zero "
-                   f"(|w| < {ZERO:g}), {unused} of its {a.shape[0]} inputs unused (every weight from them at zero), "
-                   f"weight norm {np.sqrt(np.sum(w.astype(np.float64) ** 2)):.3g}, largest {a.max():.3g}")
+        out.append(f"{r.label}: first layer {100 * np.mean(a < ZERO):.0f}% of its {a.size:,} weights at zero, "
+                   f"{unused} of its {a.shape[0]} inputs unused, weight norm "
+                   f"{np.sqrt(np.sum(w.astype(np.float64) ** 2)):.3g}, largest {a.max():.3g}")
+    if out:
+        out.append(f"(a weight is at zero when |w| < {ZERO:g}; an input is unused when every weight from it is)")
     return out
 
 
@@ -307,9 +309,9 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
            _gradient_verdict),
     Lesson("l1-vs-l2", "L1 vs L2 regularization: weights at zero or weights small",
            "Both penalties pull the weights toward zero. L1 (l1 x the sum of |w|) pulls each by the same amount every "
-           "step, so the weights that do not earn their keep end at zero and inputs drop out (the Inspector's "
-           "pictures of the first layer's weights turn mostly blank); L2 (l2 x the sum of w^2) pulls each in "
-           "proportion to its size: all shrink, few vanish.",
+           "step, so the weights that do not earn their keep end at zero and whole inputs drop out; L2 (l2 x the "
+           "sum of w^2) pulls each in proportion to its size: all shrink, few vanish. The result counts them in "
+           "each run's first layer.",
            dict(dataset="digits", model="64", optimizer="sgd", lr=0.1, batch_size=32, epochs=30),
            (("none", {}), ("l1", {"l1": 0.003}), ("l2", {"l2": 0.003})),
            _sparsity_verdict),
