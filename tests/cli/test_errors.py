@@ -132,6 +132,8 @@ def test_detach_with_bad_data_is_one_line_before_any_folder(tmp_path):
     (["--lr", "1e39"], ["option --lr", "infinite in float32"]),
     (["--gamma", "nan"], ["option --gamma", "finite"]),
     (["--clip-grad", "inf"], ["option --clip-grad"]),
+    (["--init-gain", "0"], ["option --init-gain", "> 0"]),
+    (["--init-gain", "nan"], ["option --init-gain"]),
     (["--momentum", "-inf"], ["option --momentum"]),
     (["--dropout", "nan"], ["option --dropout"]),
 ])

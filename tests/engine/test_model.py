@@ -77,6 +77,27 @@ def test_spec_activation_option_and_init():
     assert np.all(relu.layers[0].params[1] == 0)  # zero biases
 
 
+@pytest.mark.parametrize("spec,shape", [("dense16,bn,relu,skip16,dense8", (8,)),
+                                         ("conv3x3x4,bn,relu,dense8", (6, 6, 1)), ("res4,gap", (6, 6, 2))])
+def test_init_gain_scales_the_initial_weights_and_nothing_else(spec, shape):
+    one = build_model(spec, shape, 3, seed=4)
+    half = build_model(spec, shape, 3, seed=4, init_gain=0.5)
+    scaled = 0
+    for a, b in zip(one.layers, half.layers):
+        for (name, p, _), (_, q, _) in zip(a.named_params(), b.named_params()):
+            if name in a.penalized:  # the weights: exactly half (the same draws, times 0.5)
+                np.testing.assert_array_equal(q, p * np.float32(0.5))
+                scaled += 1
+            else:  # biases, batch norm's scale and shift
+                np.testing.assert_array_equal(q, p)
+        for key in a.buffers:
+            np.testing.assert_array_equal(a.buffers[key], b.buffers[key])
+    assert scaled >= 2
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ModelError, match="init_gain must be a number > 0"):
+            build_model(spec, shape, 3, init_gain=bad)
+
+
 def test_same_seed_same_weights_different_seed_different():
     a = build_model("mlp", (784,), 10, seed=1).params[0]
     b = build_model("mlp", (784,), 10, seed=1).params[0]

@@ -9,7 +9,7 @@ from tuinet.errors import ConfigError
 from tuinet.training.config import TrainConfig
 
 FLOAT_FIELDS = ["lr", "momentum", "dampening", "eps", "weight_decay", "alpha", "val_split", "test_split", "l1", "l2",
-                "dropout", "gamma", "plateau_factor", "min_delta", "clip_grad", "divergence_factor"]
+                "dropout", "gamma", "plateau_factor", "min_delta", "clip_grad", "divergence_factor", "init_gain"]
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])

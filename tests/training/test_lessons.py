@@ -156,3 +156,22 @@ def test_split_verdict_states_each_validation_sets_error_and_its_distance_to_tes
     # a perfect score on a few samples is not "no error": the error floor is one sample's worth
     perfect = RunSummary("tiny", tmp_path, epochs=[{"epoch": 1, "val_accuracy": 1.0}], sizes={"val": 4})
     assert "±25.0 points" in result_text(get_lesson("splits"), [perfect, large])
+
+
+def test_init_lesson_shows_the_gradient_vanish_and_explode(tmp_path, capsys):
+    """The initialization lesson at its own settings: x0.5 leaves layer 1 a tiny share of the output's gradient,
+    He keeps them alike, x2 starts with a gradient and a loss far larger; the result says so in its own figures."""
+    from tuinet.training.lessons import summarize
+
+    result, _ = _run("init", tmp_path, capsys, {"epochs": 15})
+    runs = {Path(r["run_dir"]).name: summarize(Path(r["run_dir"]).name, r["run_dir"]) for r in result["runs"]}
+    small, he, large = runs["x0.5"], runs["he"], runs["x2"]
+    ratio = {k: r.first_grad_norms[0] / r.first_grad_norms[-1] for k, r in runs.items()}
+    assert ratio["x0.5"] < 0.05 and 0.2 < ratio["he"] < 5
+    assert large.first_grad_norms[0] > 10 * he.first_grad_norms[0]
+    assert large.epochs[0]["train_loss"] > 10 * he.epochs[0]["train_loss"]
+    assert he.best_val_accuracy > max(small.best_val_accuracy, large.best_val_accuracy) + 0.2
+    for label, r in runs.items():
+        line = next(x for x in result["result"].splitlines() if x.strip().startswith(f"{label}: at step"))
+        assert f"(ratio {ratio[label]:.2g})" in line
+    assert "blew up" in next(x for x in result["result"].splitlines() if x.strip().startswith("x2: "))

@@ -63,6 +63,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--patience",), dict(type=int, help="Early stopping: epochs without validation-loss improvement before "
                                           "stopping (best weights restored).  [default: off]")),
     (("--clip-grad",), dict(type=float, help="Clip the global gradient norm to this value.  [default: off]")),
+    (("--init-gain",), dict(type=float, help="Multiply every layer's initial weights by this: He or Xavier (1) keep "
+                                             "a signal's size from layer to layer, below 1 it shrinks and above 1 "
+                                             "it grows at every layer (vanishing, exploding).  [default: 1]")),
     (("--momentum",), dict(type=float, help="SGD/RMSprop momentum.  [default: 0; 0.9 for `momentum`]")),
     (("--nesterov/--no-nesterov",), dict(default=None, help="SGD Nesterov momentum.  [default: off]")),
     (("--dampening",), dict(type=float, help="SGD dampening.  [default: 0]")),

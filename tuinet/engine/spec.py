@@ -10,10 +10,13 @@ Compact forms:
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from tuinet.engine.layers import ACTIVATIONS, load_all_layers, make_activation
 from tuinet.engine.model import Sequential
@@ -138,11 +141,15 @@ def _canonical_type(name: str, path: Path, index: int) -> str:
 
 def build_model(spec: str, input_shape: tuple[int, ...], num_outputs: int, *, task: str = "classification",
                 activation: str | None = None, dropout: float = 0.0, l1: float = 0.0, l2: float = 0.0,
-                seed: int = 0, features: list[str] | None = None) -> Sequential:
+                seed: int = 0, features: list[str] | None = None, init_gain: float = 1.0) -> Sequential:
     """Turn a preset, compact spec or TOML file into a built model for the given data shape.
 
     ``features`` (2-D points only) puts a :class:`~tuinet.engine.features.PlaneFeatures` layer first, so the model
     sees Playground's derived inputs (x², xy, sin x, ...) and still takes raw ``(x, y)`` points.
+
+    ``init_gain`` multiplies every layer's initial weights (those the L1/L2 penalties apply to; not biases, nor
+    batch norm's scale and shift): 1 keeps each layer's own scheme (He or Xavier), which keeps a signal's size from
+    layer to layer; below 1 it shrinks and above 1 it grows, by that factor at every layer.
 
     A final ``Dense(num_outputs)`` is appended unless the spec already ends in a layer of that many units, and a
     ``Flatten`` is inserted before the first Dense layer when samples are not vectors.
@@ -198,4 +205,12 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_outputs: int, *, ta
         layers = [{"type": "PlaneFeatures", "features": list(features)}] + layers
     from tuinet.engine.layers import Layer
 
-    return Sequential([Layer.from_config(lc) for lc in layers], input_shape, loss=loss, l1=l1, l2=l2, seed=seed)
+    if not (math.isfinite(init_gain) and init_gain > 0):
+        raise ModelError(f"init_gain must be a number > 0, got {init_gain}")
+    model = Sequential([Layer.from_config(lc) for lc in layers], input_shape, loss=loss, l1=l1, l2=l2, seed=seed)
+    if init_gain != 1.0:
+        for layer in model.layers:
+            for name, p, _ in layer.named_params():
+                if name in layer.penalized:
+                    p *= np.float32(init_gain)
+    return model

@@ -61,6 +61,8 @@ class TrainConfig:
         schedule: constant, step, exponential, cosine, onecycle, plateau.
         patience: early-stopping patience in epochs (None: off).
         clip_grad: clip the global gradient norm to this value (None: off).
+        init_gain: every layer's initial weights (not biases) multiplied by this; 1 keeps its own He or Xavier
+            scheme (see :func:`tuinet.engine.spec.build_model`).
         final: which weights the run's test figures are of when it ends: ``best`` (the best validation epoch's,
             ``best.npz``) or ``last``; both are evaluated and reported.
         pause_if, stop_if: watch rules checked after each epoch (``"val_loss rises 3"``; see
@@ -118,6 +120,7 @@ class TrainConfig:
     patience: int | None = None
     min_delta: float = 0.0
     clip_grad: float | None = None
+    init_gain: float = 1.0
     val_every: int | None = None
     log_every: int = 25
     stats_every: int = 100
@@ -190,6 +193,8 @@ class TrainConfig:
                 raise FieldError("features", "", str(e)) from None
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise FieldError("clip_grad", f"must be > 0, got {self.clip_grad}")
+        if not (isinstance(self.init_gain, (int, float)) and math.isfinite(self.init_gain) and self.init_gain > 0):
+            raise FieldError("init_gain", f"must be a number > 0, got {self.init_gain!r}")
         if self.dataset_defaults is not None:
             names = {f.name for f in fields(self)}
             if not isinstance(self.dataset_defaults, list) or not all(

@@ -84,6 +84,8 @@ class RunSummary:
     steps: int | None = None
     train_seconds: float | None = None
     grad_norms: list[float] = field(default_factory=list)  # the last layer_stats, input side first
+    first_grad_norms: list[float] = field(default_factory=list)  # the first layer_stats, input side first
+    first_stats_step: int | None = None  # the step of the first layer_stats
     sizes: dict[str, int] = field(default_factory=dict)  # samples in each split: train, val, test
 
     @property
@@ -129,6 +131,8 @@ def summarize(label: str, run_dir: str | Path) -> RunSummary:
         elif kind == "layer_stats":
             s.grad_norms = [r["grad_norm"] for r in e.get("layers", [])
                             if r.get("kind") in ("Dense", "DenseResidual") and r.get("grad_norm") is not None]
+            if s.first_stats_step is None:
+                s.first_grad_norms, s.first_stats_step = s.grad_norms, e.get("step")
         elif kind == "finished":
             s.test_accuracy, s.steps, s.train_seconds = e.get("test_accuracy"), e.get("steps"), e.get("train_seconds")
     try:
@@ -212,6 +216,24 @@ def _gradient_verdict(runs: list[RunSummary]) -> list[str]:
         if len(g) > 1 and g[-1] > 0:
             out.append(f"{r.label}: gradient norm {g[0]:.2g} at layer 1, {g[-1]:.2g} at the output "
                        f"(ratio {g[0] / g[-1]:.2g})")
+    return out
+
+
+def _init_verdict(runs: list[RunSummary]) -> list[str]:
+    out = []
+    for r in runs:
+        parts = []
+        g = r.first_grad_norms
+        if len(g) > 1 and g[-1] > 0:
+            parts.append(f"at step {r.first_stats_step} gradient norm {g[0]:.2g} at layer 1, {g[-1]:.2g} at the output "
+                         f"(ratio {g[0] / g[-1]:.2g})")
+        first = r.epochs[0].get("train_loss") if r.epochs else None
+        if first is not None:
+            parts.append(f"first epoch's training loss {_num(first)}")
+        if r.diverged:
+            parts.append(f"the loss blew up {r.diverged} time(s) (rolled back, lr lowered)")
+        if parts:
+            out.append(f"{r.label}: " + "; ".join(parts))
     return out
 
 
@@ -322,6 +344,15 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
            dict(dataset="digits", model="64", optimizer="adam", lr=0.001, batch_size=32, epochs=20),
            (("2-percent", {"val_split": 0.02}), ("10-percent", {"val_split": 0.1}), ("30-percent", {"val_split": 0.3})),
            _split_verdict),
+    Lesson("init", "weight initialization: too small, He, too large",
+           f"{DEEP} ReLU layers of {WIDTH}, their initial weights x0.5, x1 (He's scheme, which keeps a signal's size "
+           "from layer to layer) and x2: the signal and the gradient shrink or grow by that factor at every layer. "
+           "Too small and the gradient vanishes before the first layers; too large and the first steps explode "
+           "(the guard rolls back and lowers the lr). Watch the loss, then the Inspector's gradient norms.",
+           dict(dataset="digits", model=",".join([str(WIDTH)] * DEEP), activation="relu", optimizer="sgd", lr=0.1,
+                batch_size=32, epochs=15, stats_every=10),
+           (("x0.5", {"init_gain": 0.5}), ("he", {"init_gain": 1.0}), ("x2", {"init_gain": 2.0})),
+           _init_verdict),
     Lesson("normalization", "input normalization on vs off",
            "Wine's 13 features range from 0.1 to 1,680: unnormalized, the largest ones dominate the first layer; "
            "standardized, each counts. Watch the loss.",

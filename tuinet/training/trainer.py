@@ -259,7 +259,7 @@ class Trainer:
         c, d = self.config, self.data
         self.model = build_model(c.model, d.input_shape, d.num_outputs, task=d.task, activation=c.activation,
                                  dropout=c.dropout, l1=c.l1, l2=c.l2, seed=c.seed,
-                                 features=c.features.split(",") if c.features else None)
+                                 features=c.features.split(",") if c.features else None, init_gain=c.init_gain)
         self.optimizer = make_optimizer(c.optimizer, self.model.params, lr=c.lr, **c.optimizer_hyperparams())
         self.base_lr = self.optimizer.lr
         self.steps_per_epoch = math.ceil(len(d.x_train) / c.batch_size)
