@@ -321,8 +321,8 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
            _gap_verdict),
     Lesson("vanishing", "vanishing gradients: deep sigmoid vs deep ReLU vs skip connections vs batch norm",
            f"{DEEP} hidden layers of {WIDTH}: with sigmoids the gradient shrinks layer by layer and the first layers "
-           "barely learn; ReLU, skip connections or batch norm keep it flowing. Watch the curves, then the "
-           "gradient norms (Inspector of each run).",
+           "barely learn; ReLU, skip connections or batch norm keep it flowing. Watch the curves; the result "
+           "gives each run's gradient norm at layer 1 against the output's.",
            dict(dataset="digits", model=",".join([str(WIDTH)] * DEEP), activation="sigmoid", optimizer="sgd",
                 lr=0.1, batch_size=32, epochs=15, stats_every=10),
            (("sigmoid", {}), ("relu", {"activation": "relu"}),
@@ -348,7 +348,8 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
            f"{DEEP} ReLU layers of {WIDTH}, their initial weights x0.5, x1 (He's scheme, which keeps a signal's size "
            "from layer to layer) and x2: the signal and the gradient shrink or grow by that factor at every layer. "
            "Too small and the gradient vanishes before the first layers; too large and the first steps explode "
-           "(the guard rolls back and lowers the lr). Watch the loss, then the Inspector's gradient norms.",
+           "(the guard rolls back and lowers the lr). Watch the loss; the result gives the gradient norms at the "
+           "first look (step 10).",
            dict(dataset="digits", model=",".join([str(WIDTH)] * DEEP), activation="relu", optimizer="sgd", lr=0.1,
                 batch_size=32, epochs=15, stats_every=10),
            (("x0.5", {"init_gain": 0.5}), ("he", {"init_gain": 1.0}), ("x2", {"init_gain": 2.0})),
