@@ -102,7 +102,7 @@ def test_digit_fit_makes_a_photographed_digit_look_like_mnists(tmp_path):
     assert max(rows, cols) in (20, 21) and min(rows, cols) < 17  # fitted in the 20x20 box, its shape kept
     assert np.sum(a == 0) > 28 * 28 * 0.6  # the page around it is black (0), not paper grey
     cy, cx = (np.arange(28) @ a.sum(axis=1)) / a.sum(), (np.arange(28) @ a.sum(axis=0)) / a.sum()
-    assert abs(cy - 13.5) <= 1.0 and abs(cx - 13.5) <= 1.0  # centred on its centre of mass
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5  # its centre of mass where MNIST's are: (14, 14)
 
 
 def test_digit_fit_reads_dark_ink_on_paper_and_light_ink_on_black_alike(tmp_path):
@@ -145,3 +145,26 @@ def test_transparent_pictures_are_read_as_shown_on_white(tmp_path, kind):
     assert x[0, 0, 0, 0] == 255.0 and x[0, 10, 14, 0] == 0.0  # white ground, black ink
     d, _ = load_inputs((str(tmp_path / "seven.png"),), (28, 28, 1), None, fit="digit")
     assert d.max() == 255.0  # the stroke is found
+
+
+def test_digit_fit_leaves_mnist_digits_where_mnist_put_them(tmp_path):
+    """MNIST's own digits come out of the digit fit with their centre of mass where it was (about (14, 14), not
+    the middle pixel's 13.5) and the same 20-pixel box: re-made, they still look like MNIST's."""
+    from PIL import Image
+
+    from tuinet.data import load_dataset
+
+    x = load_dataset("mnist", normalize="none").x_test[:60, :, :, 0]
+    files = []
+    for i, digit in enumerate(x):
+        Image.fromarray(digit.astype(np.uint8), mode="L").save(tmp_path / f"{i}.png")
+        files.append(str(tmp_path / f"{i}.png"))
+    out, _ = load_inputs(tuple(files), (28, 28, 1), None, fit="digit")
+
+    def centre(a):
+        return np.array([np.arange(28) @ a.sum(axis=1), np.arange(28) @ a.sum(axis=0)]) / a.sum()
+
+    before = np.mean([centre(a) for a in x.astype(np.float64)], axis=0)
+    after = np.mean([centre(a) for a in out[:, :, :, 0].astype(np.float64)], axis=0)
+    assert np.all(np.abs(before - 14) < 0.2) and np.all(np.abs(after - before) < 0.2), (before, after)
+    assert all(max(_extent(a > 0)) == 20 for a in out[:, :, :, 0])
