@@ -95,3 +95,21 @@ def test_the_summary_is_printed_after_the_app(capsys, tmp_path):
     assert "test accuracy 97.90%" in out and f"run folder: {tmp_path}/mlp-spiral" in out
     for cmd in ("tuinet eval mlp-spiral", "tuinet plot mlp-spiral", "tuinet compare", "tuinet resume mlp-spiral"):
         assert cmd in out
+    assert "tuinet predict" not in out  # a spiral run reads no digits
+
+
+def test_a_run_on_mnist_ends_by_offering_to_read_ones_own_digit(tmp_path):
+    from tuinet.training.summary import summary_lines
+
+    for kind in ("finished", "stopped"):
+        final = dict(finished(str(tmp_path)), event=kind, dataset="mnist", name="mlp-mnist", reason="user",
+                     run_dir=f"{tmp_path}/mlp-mnist")
+        lines = summary_lines(final, runs_dir=str(tmp_path))
+        cmds = lines[lines.index("  next:") + 1:]
+        assert cmds[-1].split() == ["tuinet", "predict", "mlp-mnist", "DIGIT.png", "--fit", "digit", "your", "own",
+                                    "digit,", "photographed", "or", "drawn"]
+        # the descriptions stay in one column, after the longest command
+        descs = ["test report of both checkpoints", "loss and accuracy curves", "next to the recent runs",
+                 "your own digit, photographed or drawn"]
+        assert len({line.index(d) for line, d in zip([cmds[0], cmds[1], cmds[2], cmds[-1]], descs)}) == 1
+

@@ -65,6 +65,7 @@ def test_one_epoch_resume_one_epoch_equals_two_epochs(tmp_path):
     resumed = Trainer.resume(RunDir(tmp_path / "runs" / "split"), epochs=2)
     final = resumed.run()
     assert final["event"] == "finished" and final["epochs"] == 2
+    assert final["dataset"] == first.config.dataset == ev_straight[-1]["dataset"]  # what the summary's offers follow
     weights_equal(straight.model.get_weights(), resumed.model.get_weights(), atol=0.0)
     assert resumed.global_step == straight.global_step == 64
     # the step schedule went on from its position: epoch 2 ran at half the base lr in both

@@ -47,8 +47,14 @@ def _runs_dir_option(run_dir: Path, runs_dir: str | None) -> str:
     return "" if same else f" --runs-dir {shlex.quote(str(run_dir.parent))}"
 
 
-def next_commands(run_dir: str | Path, status: str, runs_dir: str | None = None) -> list[tuple[str, str]]:
-    """The commands worth typing after a run ends, with what each does: (command, description)."""
+#: datasets of handwritten digits made as MNIST's were: a run on one can read the user's own (``--fit digit``)
+DIGIT_DATASETS = ("mnist",)
+
+
+def next_commands(run_dir: str | Path, status: str, runs_dir: str | None = None,
+                  dataset: str | None = None) -> list[tuple[str, str]]:
+    """The commands worth typing after a run ends, with what each does: (command, description); after a run on
+    MNIST (``dataset``), reading one's own digit too."""
     rd = Path(run_dir)
     name = shlex.quote(rd.name)
     opt = _runs_dir_option(rd, runs_dir)
@@ -59,6 +65,8 @@ def next_commands(run_dir: str | Path, status: str, runs_dir: str | None = None)
         out.append((f"tuinet resume {name} --epochs N{opt}", "train on, to N epochs in all"))
     else:
         out.append((f"tuinet resume {name}{opt}", "continue exactly where it stopped"))
+    if isinstance(dataset, str) and dataset.lower() in DIGIT_DATASETS:
+        out.append((f"tuinet predict {name} DIGIT.png --fit digit{opt}", "your own digit, photographed or drawn"))
     return out
 
 
@@ -93,7 +101,7 @@ def summary_lines(final: dict[str, Any], runs_dir: str | None = None) -> list[st
         if kind == "failed":
             lines.append(f"  details: {Path(final['run_dir']) / 'log.txt'}")
         else:
-            cmds = next_commands(final["run_dir"], kind, runs_dir)
+            cmds = next_commands(final["run_dir"], kind, runs_dir, final.get("dataset"))
             width = max(len(c) for c, _ in cmds)
             lines.append("  next:")
             lines += [f"    {c:<{width}}  {d}" for c, d in cmds]

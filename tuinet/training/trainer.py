@@ -637,7 +637,7 @@ class Trainer:
                           name=self.run_dir.name if self.run_dir else None, best_epoch=self.best_epoch,
                           best_val_accuracy=self.best_val_accuracy, train_seconds=round(self.train_seconds, 3),
                           elapsed_seconds=round(time.time() - self.started_at, 1), **self._divergence_fields(),
-                          **tests)
+                          dataset=self.config.dataset, **tests)
 
     def _divergence_fields(self) -> dict[str, Any]:
         """The final events' account of divergences: how many, and the lr before the first and now."""
@@ -839,7 +839,8 @@ class Trainer:
             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             elapsed_seconds=round(time.time() - self.started_at, 1), stopped_early=self.epoch < c.epochs,
             **self._divergence_fields(),
-            run_dir=str(self.run_dir.path) if self.run_dir else None, name=self.run_dir.name if self.run_dir else None)
+            run_dir=str(self.run_dir.path) if self.run_dir else None, name=self.run_dir.name if self.run_dir else None,
+            dataset=c.dataset)
 
     def _end_epoch(self, train_loss: float, train_acc: float, wall: float, compute: float, n: float) -> bool:
         """Validate, report, checkpoint, schedule and early-stop; True when training should stop."""
