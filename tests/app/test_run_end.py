@@ -113,3 +113,13 @@ def test_a_run_on_mnist_ends_by_offering_to_read_ones_own_digit(tmp_path):
                  "your own digit, photographed or drawn"]
         assert len({line.index(d) for line, d in zip([cmds[0], cmds[1], cmds[2], cmds[-1]], descs)}) == 1
 
+
+def test_one_epoch_is_one_epoch_in_the_summary(tmp_path):
+    from tuinet.training.summary import summary_lines
+
+    one = dict(finished(str(tmp_path)), epochs=1)
+    assert summary_lines(one)[0].startswith("mlp-spiral finished 1 epoch, ")
+    stopped = dict(one, event="stopped", reason="user", epoch=1)
+    assert summary_lines(stopped)[0].startswith("mlp-spiral stopped (user) after 1 epoch, ")
+    assert summary_lines(dict(one, epochs=5))[0].startswith("mlp-spiral finished 5 epochs, ")
+

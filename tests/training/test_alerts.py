@@ -91,7 +91,7 @@ def test_a_headless_run_rings_its_terminal_only(tmp_path):
     assert "\x1b]9;tuinet: " in out and "\x1b]777;notify;tuinet: " in out and "\a" in out
     piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0, piped.stderr
-    assert "finished 1 epochs" in piped.stdout
+    assert "finished 1 epoch in" in piped.stdout
     assert "\x1b]" not in piped.stdout + piped.stderr and "\a" not in piped.stdout + piped.stderr
 
 

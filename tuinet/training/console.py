@@ -118,7 +118,8 @@ class ConsolePrinter:
                        f"{e.get('checkpoint')}")
             self._summary(e)
         elif kind == "finished":
-            self._line(f"finished {e['epochs']} epochs in {e['train_seconds']:.1f} s of training "
+            n = e["epochs"]
+            self._line(f"finished {n} epoch{'' if n == 1 else 's'} in {e['train_seconds']:.1f} s of training "
                        f"({e.get('samples_per_second') or 0:,.0f} samples/s)")
             self._summary(e)
         elif kind == "failed":

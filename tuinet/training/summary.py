@@ -35,6 +35,11 @@ def _divergence_line(final: dict[str, Any]) -> str | None:
     return f"  diverged {times} (each time the last good weights came back){lr}"
 
 
+def _epochs(n: Any) -> str:
+    """``1 epoch``, ``5 epochs``."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _runs_dir_option(run_dir: Path, runs_dir: str | None) -> str:
     """`` --runs-dir DIR`` when the run is not in the folder the commands look in by default."""
     from tuinet.training.config import default_runs_dir
@@ -80,9 +85,9 @@ def summary_lines(final: dict[str, Any], runs_dir: str | None = None) -> list[st
     if kind == "failed":
         lines = [f"{name} failed: {final.get('error')}"]
     elif kind == "stopped":
-        lines = [f"{name} stopped ({final.get('reason')}) after {final.get('epoch')} epochs{took}"]
+        lines = [f"{name} stopped ({final.get('reason')}) after {_epochs(final.get('epoch'))}{took}"]
     else:
-        lines = [f"{name} finished {final.get('epochs')} epochs{took} "
+        lines = [f"{name} finished {_epochs(final.get('epochs'))}{took} "
                  f"({fmt_duration(final.get('train_seconds'), tenths=True)} training)"]
     reported = final.get("final")
     for which in ("best", "last"):
