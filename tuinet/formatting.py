@@ -42,6 +42,11 @@ def fmt_duration(seconds: Any, tenths: bool = False) -> str:
     return f"{seconds:.1f}s" if tenths and seconds < 10 else f"{s}s"
 
 
+def count(n: Any, word: str) -> str:
+    """``1 epoch``, ``5 epochs``: a count and its noun (plural with an s)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def cut(text: str, width: int) -> str:
     """``text``, cut to ``width`` characters with a closing "…" when longer."""
     return text if len(text) <= width else text[:width - 1] + "…"

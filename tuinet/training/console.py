@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from tuinet.formatting import count
 from tuinet.protocol import to_json
 from tuinet.training.alerts import TerminalAlerts
 from tuinet.training.summary import summary_lines
@@ -118,8 +119,7 @@ class ConsolePrinter:
                        f"{e.get('checkpoint')}")
             self._summary(e)
         elif kind == "finished":
-            n = e["epochs"]
-            self._line(f"finished {n} epoch{'' if n == 1 else 's'} in {e['train_seconds']:.1f} s of training "
+            self._line(f"finished {count(e['epochs'], 'epoch')} in {e['train_seconds']:.1f} s of training "
                        f"({e.get('samples_per_second') or 0:,.0f} samples/s)")
             self._summary(e)
         elif kind == "failed":

@@ -247,20 +247,15 @@ ZERO = 1e-3
 
 
 def first_layer_weights(run_dir: str | Path) -> np.ndarray | None:
-    """The weight matrix (inputs x units) of the first Dense layer in a run's ``latest.npz`` (None: unreadable)."""
+    """The weights of the first layer with parameters in a run's ``latest.npz`` (None: unreadable)."""
     from tuinet.engine.checkpoint import load_checkpoint
+    from tuinet.training.stats import trainable_layers
 
     try:
-        arrays = load_checkpoint(Path(run_dir) / "latest.npz").prefixed("model")
+        layers = trainable_layers(load_checkpoint(Path(run_dir) / "latest.npz").build_model())
     except (TuinetError, OSError):
         return None
-
-    def index(key: str) -> int:  # "dense_1.W" -> 1: the layer's place in the model
-        tail = key.split(".")[0].rsplit("_", 1)[-1]
-        return int(tail) if tail.isdigit() else 1 << 30
-
-    mats = sorted((k for k, v in arrays.items() if k.endswith(".W") and v.ndim == 2), key=index)
-    return arrays[mats[0]] if mats else None
+    return layers[0].params[0] if layers else None
 
 
 def _sparsity_verdict(runs: list[RunSummary]) -> list[str]:

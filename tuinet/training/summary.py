@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from tuinet.formatting import fmt_duration, fmt_num, fmt_pct
+from tuinet.formatting import count, fmt_duration, fmt_num, fmt_pct
 
 WEIGHTS = {"best": "best validation epoch's weights", "last": "last weights"}
 
@@ -33,11 +33,6 @@ def _divergence_line(final: dict[str, Any]) -> str | None:
     before, now = final.get("lr_before_divergence"), final.get("lr")
     lr = f"; lr {fmt_num(before)} before, {fmt_num(now)} now" if before is not None and now is not None else ""
     return f"  diverged {times} (each time the last good weights came back){lr}"
-
-
-def _epochs(n: Any) -> str:
-    """``1 epoch``, ``5 epochs``."""
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _runs_dir_option(run_dir: Path, runs_dir: str | None) -> str:
@@ -85,9 +80,9 @@ def summary_lines(final: dict[str, Any], runs_dir: str | None = None) -> list[st
     if kind == "failed":
         lines = [f"{name} failed: {final.get('error')}"]
     elif kind == "stopped":
-        lines = [f"{name} stopped ({final.get('reason')}) after {_epochs(final.get('epoch'))}{took}"]
+        lines = [f"{name} stopped ({final.get('reason')}) after {count(final.get('epoch'), 'epoch')}{took}"]
     else:
-        lines = [f"{name} finished {_epochs(final.get('epochs'))}{took} "
+        lines = [f"{name} finished {count(final.get('epochs'), 'epoch')}{took} "
                  f"({fmt_duration(final.get('train_seconds'), tenths=True)} training)"]
     reported = final.get("final")
     for which in ("best", "last"):
