@@ -54,6 +54,8 @@ EVENTS: dict[str, str] = {
     "log": "a message for the event log: level, message",
     "step_detail": "one step stage by stage (after a step command): forward outputs of one sample and activation "
                    "stats, loss before/after and per sample, gradient norm per layer, the update per layer",
+    "probe": "the network's answer to the picture drawn in the app (after a probe command, then again as the weights "
+             "change, at most 4 times a second): step, epoch, probs (one per class; null once cleared), pred",
     "gradient_health": "the gradient-over-depth verdict changed: status (ok, vanishing, exploding, stalled, "
                        "huge_updates), ratio, layers, message, hint",
 }
@@ -74,12 +76,15 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lr_find": ("run a learning-rate range test on copies of the weights and optimizer state (pausing first when "
                 "running): optional start_lr, end_lr, steps", ()),
     "step": ("while paused: run count (default 1) steps, then send step_detail for the last one", ()),
+    "probe": ("a picture drawn in the app, for the network to answer as it learns: image, rows of ink from 0 "
+              "(background) to 1 (the training data's lightest gray) at the model's input size; null clears it",
+              ("image",)),
 }
 
 
 #: events that carry pictures (weights, sample predictions, the decision boundary): only the newest one matters, so
 #: they are not written to ``metrics.jsonl`` nor kept in a viewer's history; the last of each kind is replayed
-PICTURE_EVENTS = frozenset({"weights", "samples", "boundary", "step_detail"})
+PICTURE_EVENTS = frozenset({"weights", "samples", "boundary", "step_detail", "probe"})
 
 #: ``status.json`` statuses of a trainer that is (or should be) alive
 LIVE_STATUSES = ("loading", "compiling", "running", "paused", "testing")
@@ -179,6 +184,7 @@ MAX_TEXT = 200  # characters of a free-text field (a reason)
 MAX_NAME = 32  # characters of a name (an optimizer, a hyperparameter)
 LR_FIND_STEPS = (10, 1000)  # the fewest and most steps of a learning-rate range test
 MAX_STEPS = 100_000  # steps one `step` command may ask for
+MAX_IMAGE_SIDE = 64  # rows, and numbers a row, of a probe command's image
 
 #: hyperparameters a set_optimizer command may carry, and their kind
 HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", "betas": "betas", "eps": "number",
@@ -221,6 +227,18 @@ def _check_hyperparam(name: Any, value: Any) -> None:
             raise ConfigError(f"hyperparameter betas must be two numbers in [0, 1), got {value!r:.60}")
     elif not _is_number(value) or not math.isfinite(value) or not 0 <= value <= FLOAT32_MAX:
         raise ConfigError(f"hyperparameter {name} must be a finite number >= 0, got {value!r:.40}")
+
+
+def _check_image(image: Any) -> None:
+    """A probe's image: at most MAX_IMAGE_SIDE rows of as many numbers each, all finite (the range and the model's
+    size are the trainer's to check)."""
+    if not isinstance(image, list) or not 0 < len(image) <= MAX_IMAGE_SIDE or not all(
+            isinstance(row, list) and 0 < len(row) <= MAX_IMAGE_SIDE for row in image):
+        raise ConfigError(f"image must be 1 to {MAX_IMAGE_SIDE} rows of 1 to {MAX_IMAGE_SIDE} numbers (or null)")
+    if len({len(row) for row in image}) != 1:
+        raise ConfigError("image rows must all have the same length")
+    if not all(_is_number(v) and math.isfinite(v) for row in image for v in row):
+        raise ConfigError("image values must be finite numbers")
 
 
 def validate_command(cmd: Any) -> dict[str, Any]:
@@ -268,6 +286,8 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         n = cmd["count"]
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEPS:
             raise ConfigError(f"step count must be a whole number from 1 to {MAX_STEPS:,}, got {n!r:.40}")
+    if kind == "probe" and cmd["image"] is not None:
+        _check_image(cmd["image"])
     if kind == "set_optimizer":
         name = cmd["name"]
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:

@@ -47,21 +47,23 @@ def _pad_to(im, h: int, w: int, c: int) -> np.ndarray:
     return a
 
 
-def _digit_to(path: Path, im, h: int, w: int) -> np.ndarray:
-    """A gray picture of a digit as MNIST's were made: the ink cropped, scaled to fit a box of ``DIGIT_BOX`` of the
-    input with its shape kept, as light ink (up to 255) on black (0), centred on its centre of mass.
+def fit_digit(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A gray picture of a digit (2-D, 0..255) made as MNIST's were: the ink cropped, scaled to fit a box of
+    ``DIGIT_BOX`` of the input with its shape kept, as light ink (up to 255) on black (0), centred on its centre of
+    mass; an (h, w, 1) float32 array.
 
     The ink is how far each pixel is from the background (the median of the border), so dark ink on white paper
     and light ink on black give the same input; pixels within ``INK_FLOOR`` of the strongest ink's level count as
-    background (paper grain, shadows), and the box holds the pixels of at least ``INK_BOX`` of it."""
+    background (paper grain, shadows), and the box holds the pixels of at least ``INK_BOX`` of it. Raises
+    ValueError when the picture is all one gray (no digit)."""
     from PIL import Image
 
-    a = np.asarray(im, dtype=np.float32)
+    a = np.asarray(a, dtype=np.float32)
     background = float(_border_color(a[:, :, None])[0])
     ink = np.abs(a - background)
     peak = float(ink.max())
     if peak < 1.0:
-        raise DataError(f"{path}: no digit to read with --fit digit (the image is all one gray)")
+        raise ValueError("the image is all one gray")
     ink = np.clip((ink - INK_FLOOR * peak) * (255.0 / ((1 - INK_FLOOR) * peak)), 0.0, 255.0)
     rows, cols = np.nonzero(ink >= (INK_BOX - INK_FLOOR) / (1 - INK_FLOOR) * 255.0)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
@@ -80,6 +82,14 @@ def _digit_to(path: Path, im, h: int, w: int) -> np.ndarray:
     out = np.zeros((h, w, 1), np.float32)
     out[top:top + sh, left:left + sw, 0] = small
     return out
+
+
+def _digit_to(path: Path, im, h: int, w: int) -> np.ndarray:
+    """An opened gray image file through :func:`fit_digit`; one clear error when it holds no digit."""
+    try:
+        return fit_digit(np.asarray(im, dtype=np.float32), h, w)
+    except ValueError:
+        raise DataError(f"{path}: no digit to read with --fit digit (the image is all one gray)") from None
 
 
 def _read_image(path: Path, input_shape: tuple[int, ...], invert: bool, fit: str = "stretch",

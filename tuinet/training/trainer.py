@@ -39,6 +39,7 @@ from tuinet.training.defaults import describe_defaults
 from tuinet.training.final_test import final_tests
 from tuinet.training.neurons import neuron_maps
 from tuinet.training.prefetch import DataPrefetch, load_run_data
+from tuinet.training.probe import ink_range, probe_answer, probe_input
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -48,6 +49,8 @@ SNAPSHOT_EVERY = 200  # steps between in-memory "last good" weight copies for di
 BLOWUP_FACTOR = 1e3  # a finite loss this many times the reference counts as divergence
 REPEAT_FACTOR = 0.1  # lr factor of a rollback when the previous one was less than SNAPSHOT_EVERY steps ago
 WEIGHTS_EVERY = 500  # steps between weight-picture events
+PROBE_EVERY = 0.25  # seconds between answers to the picture drawn in the app while training runs, at least
+PROBE_SHARE = 0.02  # ... and at most this share of the trainer's time goes into them
 PICTURE_SAMPLES = 2000  # validation samples searched for the most confidently wrong predictions
 EARLY_STATS = 10  # the step of the first layer statistics, whatever stats_every says
 
@@ -127,6 +130,10 @@ class Trainer:
         self._resume_ckpt = None
         self.branch_info: dict[str, Any] | None = None  # a branched run's parent record (see training/branch.py)
         self._fixed_samples = np.zeros(0, dtype=np.int64)
+        self._probe_x: np.ndarray | None = None  # the picture drawn in the app, normalized (see _apply's probe)
+        self._probe_t = 0.0  # when the model last answered it (perf_counter)
+        self._probe_every = PROBE_EVERY
+        self._ink_range: tuple[float, float] | None = None  # the gray levels of no ink and full ink (probe.ink_range)
         self.started_at = time.time()
         self.stop_reason: str | None = None
         self.diverged_pending = False
@@ -395,6 +402,14 @@ class Trainer:
                 raise StopTraining()
             elif kind == "snapshot":
                 self._emit_pictures()
+            elif kind == "probe":
+                image = cmd.get("image")
+                d = self.data
+                if image is not None and self._ink_range is None:
+                    self._ink_range = ink_range(d.normalizer, d.x_train)
+                self._probe_x = None if image is None else probe_input(image, d.task, d.input_shape, d.normalizer,
+                                                                       self._ink_range)
+                self._emit_probe()
             elif kind == "lr_find":
                 run_range_test(self, cmd)
             elif kind == "step":
@@ -524,6 +539,18 @@ class Trainer:
             plane = S.boundary_grid(self.model, d.x_train, d.y_train)
             plane["neurons"] = neuron_maps(self.model, plane["xrange"], plane["yrange"])
             self._emit("boundary", step=self.global_step, epoch=self.epoch, **plane)
+
+    def _emit_probe(self) -> None:
+        """The model's answer to the picture drawn in the app (a cleared picture: an answer of nothing). While
+        training runs it is sent again every PROBE_EVERY seconds, or less often when computing it would take more
+        than PROBE_SHARE of the time (a deep net's layer by layer forward pass)."""
+        t0 = time.perf_counter()
+        answer = probe_answer(self.model, self._probe_x) if self._probe_x is not None and self.model is not None \
+            else {"probs": None, "pred": None}
+        self._probe_t = time.perf_counter()
+        self._probe_every = max(PROBE_EVERY, (self._probe_t - t0) / PROBE_SHARE)
+        self._emit("probe", step=self.global_step, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch,
+                   **answer)
 
     def _pace_wait(self, pace: float) -> None:
         """``--pace``: wait until 1/pace s after the previous step ended, applying commands as they come (a pause
@@ -815,6 +842,9 @@ class Trainer:
                     self._remember_good()
                 if self.global_step % WEIGHTS_EVERY == 0:
                     self._emit_pictures()
+                if self._probe_x is not None and (self.paused
+                                                  or time.perf_counter() - self._probe_t >= self._probe_every):
+                    self._emit_probe()  # the drawn picture's probabilities move as the network learns
                 if c.pace:
                     self._pace_wait(c.pace)
             # --- end of epoch ---
@@ -831,6 +861,8 @@ class Trainer:
         self.status = "finished"
         self._status_file()
         self._emit_pictures()
+        if self._probe_x is not None:
+            self._emit_probe()  # the final weights' answer (the app asks the saved ones after this)
         return self._emit(
             "finished", **tests, epochs=self.epoch, steps=self.global_step,
             train_seconds=round(self.train_seconds, 3),

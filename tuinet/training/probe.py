@@ -1,0 +1,163 @@
+"""A picture drawn in the app (its Draw tab) through a model: the drawn picture, as ink from 0 (background) to 1
+(full ink), becomes the model's input in the training data's own gray levels (MNIST: 0..255, the digits set:
+0..16), normalized as the training data was, and the model answers with its class probabilities.
+
+A live trainer answers with its current weights (the ``probe`` command and event); once the run has ended the app
+asks the run's last checkpoint through :class:`CheckpointProbe`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tuinet.errors import ConfigError
+from tuinet.protocol import MAX_IMAGE_SIDE
+
+#: the largest side of a drawable input (the app's canvas is 28x28; the fit scales it to the model's size)
+MAX_SIDE = MAX_IMAGE_SIDE
+
+
+def drawable(task: str | None, input_shape: Sequence[int] | None) -> bool:
+    """True for a classifier of gray images of at most MAX_SIDE pixels a side: what one can draw an input for."""
+    shape = list(input_shape or ())
+    return task == "classification" and len(shape) == 3 and shape[2] == 1 and 0 < max(shape[:2]) <= MAX_SIDE
+
+
+#: ink below this counts as none: a canvas with no pixel above it is blank
+INK_MIN = 0.05
+
+
+def drawn_input(ink: np.ndarray, h: int, w: int, centre: bool = True) -> np.ndarray | None:
+    """What the model is given for a drawing (``ink``: 2-D, 0..1, any size): with ``centre``, the digit made as
+    MNIST's were (cropped, fitted to 20 of 28 pixels, centred on its centre of mass: ``tuinet predict --fit digit``);
+    else the canvas scaled to the model's size as it is. An (h, w) array of ink; None for a blank canvas."""
+    ink = np.clip(np.asarray(ink, dtype=np.float32), 0.0, 1.0)
+    if ink.size == 0 or float(ink.max()) < INK_MIN:
+        return None
+    if centre:
+        from tuinet.data.inputs import fit_digit
+
+        return fit_digit(ink * 255.0, h, w)[:, :, 0] / 255.0
+    if ink.shape == (h, w):
+        return ink.copy()
+    from PIL import Image
+
+    return np.clip(np.asarray(Image.fromarray(ink).resize((w, h), Image.BILINEAR), dtype=np.float32), 0.0, 1.0)
+
+
+def ink_range(normalizer, x_train: np.ndarray | None = None) -> tuple[float, float]:
+    """The raw gray levels ink 0 and ink 1 stand for: the training split's darkest and lightest (min-max
+    normalization keeps them: its shift and shift + scale; else they are read from ``x_train``, the normalized
+    training split; without it, 8-bit images' 0..255)."""
+    if normalizer.kind == "minmax" and normalizer.shift is not None and normalizer.shift.size == 1:
+        lo = float(normalizer.shift.reshape(-1)[0])
+        return lo, lo + float(normalizer.scale.reshape(-1)[0])
+    if x_train is not None and x_train.size:
+        raw = normalizer.inverse_transform(np.array([[x_train.min()], [x_train.max()]], np.float32))
+        return float(raw[0, 0]), float(raw[1, 0])
+    return 0.0, 255.0
+
+
+def probe_input(image: Any, task: str, input_shape: Sequence[int], normalizer,
+                gray: tuple[float, float] = (0.0, 255.0)) -> np.ndarray:
+    """The drawn picture (rows of ink from 0 to 1, the model's height x width) as one normalized sample
+    ``(1, h, w, 1)``, ink 0 and 1 being the gray levels ``gray`` (see :func:`ink_range`); ConfigError with one line
+    when it does not fit the model."""
+    if not drawable(task, input_shape):
+        raise ConfigError("drawing an input applies to classifiers of gray images (MNIST's kind); this model takes "
+                          f"{'x'.join(str(s) for s in input_shape)} inputs")
+    h, w = int(input_shape[0]), int(input_shape[1])
+    try:
+        a = np.asarray(image, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ConfigError("the drawn image must be rows of numbers") from None
+    if a.shape != (h, w):
+        got = "x".join(str(s) for s in reversed(a.shape)) if a.ndim else "a number"
+        raise ConfigError(f"the drawn image is {got} (width x height); the model takes {w}x{h}")
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise ConfigError("the drawn image's values must be ink from 0 to 1")
+    lo, hi = gray
+    return normalizer.transform((lo + a * (hi - lo)).reshape(1, h, w, 1))
+
+
+#: a layer's output for a drawn picture, as the probe event carries it: at most PROBE_MAPS channel maps averaged down
+#: to at most PROBE_SIDE pixels a side, or the first PROBE_UNITS units, each a whole percentage of the largest
+#: magnitude among them (``scale``); small enough to send four times a second to a viewer over SSH
+PROBE_MAPS, PROBE_SIDE, PROBE_UNITS = 8, 14, 64
+
+
+def layer_picture(y: np.ndarray) -> dict[str, Any]:
+    """One sample's output of a layer, compact (see PROBE_MAPS): ``maps`` (channels x rows x cols) or ``units``, as
+    integers from -100 to 100 of ``scale``, with the layer's ``channels`` or ``size``."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 3:
+        h, w, c = y.shape
+        f = max(1, -(-max(h, w) // PROBE_SIDE))
+        k = min(c, PROBE_MAPS)
+        hh, ww = max(1, h // f), max(1, w // f)
+        a = y[:hh * f, :ww * f, :k].reshape(hh, min(f, h), ww, min(f, w), k).mean(axis=(1, 3)).transpose(2, 0, 1)
+        key, extra = "maps", {"channels": int(c)}
+    else:
+        a = y.reshape(-1)[:PROBE_UNITS]
+        key, extra = "units", {"size": int(y.size)}
+    finite = a[np.isfinite(a)]
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    q = np.rint(np.nan_to_num(a / scale if scale > 0 else a * 0.0, nan=0.0) * 100).astype(int)
+    return {key: q.tolist(), "scale": scale, **extra}
+
+
+def probe_answer(model, x: np.ndarray, layers: bool = True) -> dict[str, Any]:
+    """The model's class probabilities for one sample, its prediction (None when they are not finite: a diverged
+    model) and, with ``layers``, the forward pass layer by layer: each layer's output for the sample
+    (:func:`layer_picture`) with its mean, spread and share of zeros."""
+    from tuinet.training.stepview import activation_stats
+
+    out: dict[str, Any] = {}
+    if layers:
+        fused = model.fusion
+        model.fusion = False  # one layer at a time (fused pairs give the same numbers)
+        try:
+            h, rows = x, []
+            for layer in model.layers:
+                h = layer.forward(h, False)
+                rows.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.output_shape),
+                             "stats": activation_stats(layer.kind, h[0]), **layer_picture(h[0])})
+        finally:
+            model.fusion = fused
+        z = h[0].astype(np.float64)
+        z = np.exp(z - z.max())
+        probs = z / z.sum()
+        out["forward"] = rows
+    else:
+        probs = np.asarray(model.predict_proba(x), dtype=np.float64)[0]
+    finite = bool(np.isfinite(probs).all())
+    return {"probs": [round(float(p), 6) for p in probs], "pred": int(probs.argmax()) if finite else None, **out}
+
+
+class CheckpointProbe:
+    """Answers drawn pictures with a run's saved weights (a run that has ended; its trainer answers no more).
+
+    Args:
+        path: a checkpoint file (``latest.npz``) or a run folder.
+    """
+
+    def __init__(self, path: str | Path):
+        from tuinet.engine.checkpoint import load_checkpoint
+        from tuinet.training.evaluation import checkpoint_model, saved_dataset_info, saved_normalizer
+
+        self.run_dir = str(path)
+        self.ckpt = load_checkpoint(path)
+        self.model = checkpoint_model(self.ckpt)
+        self.normalizer = saved_normalizer(self.ckpt)
+        self.task = saved_dataset_info(self.ckpt).get("task") or "classification"
+        self.input_shape = list(self.ckpt.meta["model"]["input_shape"])
+        self.gray = ink_range(self.normalizer)
+        trainer = self.ckpt.extra.get("trainer")
+        self.step = trainer.get("global_step") if isinstance(trainer, dict) else None
+
+    def answer(self, image: Any) -> dict[str, Any]:
+        """The saved model's answer to a drawn picture (as the trainer's ``probe`` event carries it)."""
+        return probe_answer(self.model, probe_input(image, self.task, self.input_shape, self.normalizer, self.gray))
