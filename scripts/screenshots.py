@@ -2,8 +2,8 @@
 
     python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson|lrfind|sweep|serve]
 
-Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg`` and ``stepview.svg`` (one step after ``n``, stage
-by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
+Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg``, ``draw.svg`` (a 7 drawn with the mouse on the
+Draw tab) and ``stepview.svg`` (one step after ``n``, stage by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
 screen over four small digits runs (three learning rates and one with dropout) and a fifth still training,
 ``neurons.svg``: the spiral learnt from Playground's input features with one hidden unit's map drawn large beside
 the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compare screen with its measured result.
@@ -77,12 +77,35 @@ async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
         await press(pilot, "3")
         await settle(app, 1.0)
         app.save_screenshot("predictions.svg", str(out))
+        await draw_seven(pilot, app)
+        await settle(app, 1.0)
+        app.save_screenshot("draw.svg", str(out))
         await press(pilot, "n")  # one step of the paused run, stage by stage
         await wait_for(pilot, lambda: app.state.step_detail is not None and not app.pending, what="the step view")
         await settle(app, 1.0)
         app.save_screenshot("stepview.svg", str(out))
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
+
+
+async def draw_seven(pilot: Pilot, app: TuinetApp) -> None:
+    """The Draw tab: a 7 drawn with the mouse (strokes of pressed-button moves, as a terminal reports a drag), then
+    the live weights' answer."""
+    from textual.events import MouseMove
+
+    from tuinet.app.widgets.drawpad import DrawCanvas
+
+    await press(pilot, "6")
+    canvas = app.query_one(DrawCanvas)
+    for path in (((6, 7), (6, 20), (23, 12)), ((14, 11), (14, 19))):  # (row, column) pixels: the 7, its bar
+        cells = [(1 + 2 * c, 1 + r) for r, c in path]  # two columns a pixel, inside the border
+        await pilot.mouse_down(canvas, offset=cells[0])
+        for (x0, y0), (x1, y1) in zip(cells, cells[1:]):
+            for i in range(1, 9):
+                at = (round(x0 + (x1 - x0) * i / 8), round(y0 + (y1 - y0) * i / 8))
+                await pilot._post_mouse_events([MouseMove], canvas, offset=at, button=1)
+        await pilot.mouse_up(canvas, offset=cells[-1])
+    await wait_for(pilot, lambda: (app.state.probe or {}).get("probs") is not None, what="the answer to the 7")
 
 
 async def paused_on_boundary(pilot, app: TuinetApp, accuracy: float, epochs: int) -> None:
@@ -280,7 +303,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
-    groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions", "stepview")),
+    groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions", "draw", "stepview")),
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
               "lrfind": (lrfind_shot, ("lrfind",)), "sweep": (sweep_shot, ("sweep",)),

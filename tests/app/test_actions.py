@@ -77,7 +77,7 @@ def test_every_table_entry_is_in_the_help():
     for app_class in (TuinetApp, RemoteApp):
         table = actions.by_id(app_class.HELP_ACTIONS)
         assert set(table) == {a.id for a in (*app_class.ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS,
-                                             *actions.STEP_ACTIONS)}
+                                             *actions.STEP_ACTIONS, *actions.DRAW_ACTIONS)}
         covered = [i for row in app_class.HELP_ROWS for i in row.ids]
         assert sorted(covered) == sorted(table), app_class.__name__
         lines = actions.help_lines(app_class.HELP_ROWS, table)
@@ -99,7 +99,7 @@ def test_every_table_entry_is_in_the_help():
               "takes that many)"),
         ("r", "restart with the current settings (asks first)"),
         ("l", "loss chart: log / linear scale"),
-        ("1 2 3 4 5", "dashboard, inspector, predictions, boundary, compare (or c)"),
+        ("1 2 3 4 5 6", "dashboard, inspector, predictions, boundary, compare (or c), draw"),
         ("tab", "focus the next panel (shift+tab: back), then ↑ ↓ PgUp PgDn scroll it; ← → on the tab bar switch "
                 "tabs"),
         ("ctrl+p", "command palette (every action by name)"),
@@ -114,6 +114,16 @@ def test_every_table_entry_is_in_the_help():
         ("", "on the boundary tab's neuron maps:"),
         ("↑ ↓ ← →", "select a unit (or click its picture): it is drawn large"),
         ("esc", "back to the decision boundary"),
+        ("", ""),
+        ("", "on the draw tab:"),
+        ("mouse", "draw with the left button, erase with the right"),
+        ("← → ↑ ↓", "move the pen"),
+        ("shift+← shift+→ shift+↑ shift+↓", "draw as the pen moves"),
+        ("enter", "ink (or erase) a dot at the pen"),
+        ("p", "the left button and the keys: pen ↔ eraser (the right button always erases)"),
+        ("x backspace", "clear the canvas"),
+        ("t", "put the next test sample on the canvas, to change it and watch the answer move"),
+        ("m", "centre and size the drawing as MNIST's digits were (on) or give it as drawn (off)"),
         ("", ""),
         ("", "on the compare tab:"),
         ("space", "put the highlighted run in / out of the chart"),
@@ -146,9 +156,10 @@ def test_the_palette_the_help_screen_and_the_footer_of_a_running_app_agree_with_
             palette = {c.title: c.help for c in app.get_system_commands(app.screen)}
             footer = {b.action: b.description for _, b, _, _ in app.screen.active_bindings.values() if b.show}
             # the palette holds every entry that applies now, as the table words it; the footer every shown key
-            # that is not hidden (resume: the run is not paused; restart in the remote viewer)
+            # that is not hidden (resume: the run is not paused; restart in the remote viewer; the draw tab: the spiral
+            # is not a set of gray images)
             applying = [a for a in app_class.ACTIONS if app.check_action(a.name, a.params)]
-            assert len(applying) >= len(app_class.ACTIONS) - 2
+            assert len(applying) >= len(app_class.ACTIONS) - 3
             for a in app_class.ACTIONS:
                 assert palette.get(a.title) == (a.palette_help if a in applying else None), a.id
                 if a.show and app.check_action(a.name, a.params) is not False:

@@ -222,6 +222,51 @@ def test_predictions(snap_compare):
     assert snap_compare(replay_app(mnist_events()), terminal_size=(120, 40), press=["3"])
 
 
+def draw_events() -> list[dict]:
+    """The MNIST stream, with the network's answer to a drawn 7 (what a live trainer sends for it)."""
+    events = mnist_events()
+    probs = [0.001, 0.004, 0.012, 0.031, 0.002, 0.001, 0.0005, 0.912, 0.016, 0.0205]
+    rng = np.random.default_rng(7)
+    forward = []
+    for i, (kind, size) in enumerate((("Flatten", 784), ("Dense", 256), ("ReLU", 256), ("Dense", 128), ("ReLU", 128),
+                                      ("Dense", 10))):
+        pre = np.round(rng.normal(size=min(size, 64)) * 60).clip(-100, 100)
+        units = np.maximum(pre, 0) if kind == "ReLU" else pre
+        forward.append({"name": f"{kind.lower()}_{i}", "kind": kind, "shape": [size], "units": units.astype(int).tolist(),
+                        "scale": 3.0, "size": size, "stats": {"mean": 0.1, "std": 1.0, "min": -3.0, "max": 3.0,
+                                                              "zero": 0.55 if kind == "ReLU" else 0.0}})
+    events.append({**events[-1], "event": "probe", "step": 1500, "epoch": 3.0, "probs": probs, "pred": 7,
+                   "forward": forward})
+    return events
+
+
+def draw_a_seven(size: tuple[int, int]):
+    async def run_before(pilot) -> None:
+        from tuinet.app.widgets.drawpad import DrawCanvas, stroke
+
+        await pilot.press("6")
+        canvas = pilot.app.query_one(DrawCanvas)
+        ink = np.zeros((28, 28), np.float32)
+        stroke(ink, (6.0, 7.0), (6.0, 20.0))
+        stroke(ink, (6.0, 20.0), (23.0, 12.0))
+        stroke(ink, (14.0, 11.0), (14.0, 20.0))
+        canvas.set_ink(ink)
+        await pilot.pause()
+        pilot.app.state.dirty.add("probe")
+        await pilot.pause(0.3)
+    return run_before
+
+
+def test_draw(snap_compare):
+    """The Draw tab: a 7 drawn on the canvas, the 28x28 the network is given (centred as MNIST's), its answer."""
+    assert snap_compare(replay_app(draw_events()), terminal_size=(120, 40), run_before=draw_a_seven((120, 40)))
+
+
+def test_draw_80x24(snap_compare):
+    """The same at 80x24: the canvas in half blocks."""
+    assert snap_compare(replay_app(draw_events()), terminal_size=(80, 24), run_before=draw_a_seven((80, 24)))
+
+
 def test_predictions_80x24(snap_compare):
     """80x24: the samples beside the confusion matrix, one readable picture per row (stacked they got two rows)."""
     assert snap_compare(replay_app(mnist_events()), terminal_size=(80, 24), press=["3"])

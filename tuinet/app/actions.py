@@ -23,6 +23,7 @@ class When(enum.Enum):
     LIVE = "a live trainer: attached, the run not over, no stop or restart under way"
     RESTART = "the app can start a new run (it has the run's config and a way to make a session), nothing under way"
     TWO_D = "a 2-D dataset"
+    DRAWABLE = "a classifier of gray images (MNIST's kind)"
     CLASSIFIER = "a classifier, or a dataset not known yet"
     TRAINER_RUNNING = "a trainer still running (a detached one goes on when the viewer leaves)"
     DETACHED = "a viewer of a detached run whose trainer still runs"
@@ -152,6 +153,8 @@ ACTIONS: tuple[Action, ...] = (
            when=When.TWO_D),
     Action("show_tab('compare')", "5,c", "Compare", "switch to the compare tab: this run against earlier runs",
            "Show compare", key_display="5", show=False),
+    Action("show_tab('draw')", "6", "Draw", "switch to the draw tab: draw a digit, watch the network read it as it "
+           "learns", "Show draw", show=False, when=When.DRAWABLE),
 )
 
 #: the Compare screen's keys (the screen of `tuinet compare` and the app's compare tab): bound on the Compare view,
@@ -193,6 +196,26 @@ NEURON_ACTIONS: tuple[Action, ...] = (
            show=False),
     Action("neuron_clear", "escape", "Boundary", "neuron maps: back to the decision boundary", key_display="esc",
            show=False),
+)
+
+#: the Draw tab's keys: bound on its canvas, so they apply while it has the focus (the tab gives it the focus)
+DRAW_ACTIONS: tuple[Action, ...] = (
+    Action("pen_left", "left", "←", "move the pen left", key_display="←", show=False),
+    Action("pen_right", "right", "→", "move the pen right", key_display="→", show=False),
+    Action("pen_up", "up", "↑", "move the pen up", key_display="↑", show=False),
+    Action("pen_down", "down", "↓", "move the pen down", key_display="↓", show=False),
+    Action("ink_left", "shift+left", "Ink←", "draw to the left", key_display="shift+←", show=False),
+    Action("ink_right", "shift+right", "Ink→", "draw to the right", key_display="shift+→", show=False),
+    Action("ink_up", "shift+up", "Ink↑", "draw upwards", key_display="shift+↑", show=False),
+    Action("ink_down", "shift+down", "Ink↓", "draw downwards", key_display="shift+↓", show=False),
+    Action("ink_dot", "enter", "Dot", "ink (or erase) a dot at the pen", "Draw: a dot at the pen", show=False),
+    Action("toggle_eraser", "p", "Pen/eraser", "the left button and the keys: pen ↔ eraser (the right button "
+           "always erases)", "Draw: pen / eraser", show=False),
+    Action("clear_canvas", "x,backspace", "Clear", "clear the canvas", "Draw: clear the canvas", key_display="x"),
+    Action("test_sample", "t", "Sample", "put the next test sample on the canvas, to change it and watch the "
+           "answer move", "Draw: a test sample on the canvas"),
+    Action("toggle_centre", "m", "Centre", "centre and size the drawing as MNIST's digits were (on) or give it as "
+           "drawn (off)", "Draw: MNIST centring on / off"),
 )
 
 #: the Step view's own keys (``n`` is the app's, so it steps again from the view too)
@@ -266,8 +289,8 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("restart",)),
     HelpRow(("toggle_log",)),
     HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')",
-             "show_tab('compare')"), "dashboard, inspector, predictions, boundary, compare (or c)",
-            keys="1 2 3 4 5"),
+             "show_tab('compare')", "show_tab('draw')"), "dashboard, inspector, predictions, boundary, compare (or c), "
+            "draw", keys="1 2 3 4 5 6"),
     HelpRow((), "focus the next panel (shift+tab: back), then ↑ ↓ PgUp PgDn scroll it; ← → on the tab bar "
                 "switch tabs", keys="tab"),
     HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
@@ -298,6 +321,19 @@ NEURON_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("neuron_clear",), "back to the decision boundary"),
 )
 
+#: the Draw tab's help lines
+DRAW_HELP_ROWS: tuple[HelpRow, ...] = (
+    HelpRow((), "draw with the left button, erase with the right", keys="mouse"),
+    HelpRow(("pen_left", "pen_right", "pen_up", "pen_down"), "move the pen", keys="← → ↑ ↓"),
+    HelpRow(("ink_left", "ink_right", "ink_up", "ink_down"), "draw as the pen moves",
+            keys="shift+← shift+→ shift+↑ shift+↓"),
+    HelpRow(("ink_dot",)),
+    HelpRow(("toggle_eraser",)),
+    HelpRow(("clear_canvas",), keys="x backspace"),
+    HelpRow(("test_sample",)),
+    HelpRow(("toggle_centre",)),
+)
+
 #: the Step view's help lines
 STEP_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("train",)),
@@ -309,6 +345,8 @@ APP_HELP_ROWS: tuple[HelpRow, ...] = (*HELP_ROWS, HelpRow((), "", keys=""),
                                       HelpRow((), "in the step view (n):", keys=""), *STEP_HELP_ROWS,
                                       HelpRow((), "", keys=""),
                                       HelpRow((), "on the boundary tab's neuron maps:", keys=""), *NEURON_HELP_ROWS,
+                                      HelpRow((), "", keys=""),
+                                      HelpRow((), "on the draw tab:", keys=""), *DRAW_HELP_ROWS,
                                       HelpRow((), "", keys=""),
                                       HelpRow((), "on the compare tab:", keys=""), *COMPARE_HELP_ROWS)
 
@@ -345,6 +383,9 @@ def why_not(when: When, state, *, detachable: bool, under_way: str | None) -> st
             return f"{name} is not a 2-D dataset: the boundary map needs 2 input features (e.g. -d spiral)"
         case When.CLASSIFIER:
             return "a regression run has no class predictions"
+        case When.DRAWABLE:
+            return ("drawing an input needs a classifier of gray images (e.g. MNIST, the default); this run's inputs "
+                    "are not")
     if state.done:
         return f"the run is over ({state.status}): q quits"
     return "the trainer is not ready yet"

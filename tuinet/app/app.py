@@ -43,6 +43,7 @@ from tuinet.app.screens.step import CountPrefix, StepScreen
 from tuinet.app.state import ALERTS, RunState
 from tuinet.app.widgets.plane import PlaneView
 from tuinet.app.widgets.dashboard import Dashboard, topbar_text
+from tuinet.app.widgets.drawpad import DrawCanvas, DrawPad
 from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
 from tuinet.formatting import fmt_num
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from tuinet.training.config import TrainConfig
     from tuinet.training.trainer import Trainer
 
-TABS = ("dashboard", "inspector", "predictions", "boundary", "compare")
+TABS = ("dashboard", "inspector", "predictions", "boundary", "compare", "draw")
 PLANE_EVERY = 0.5  # seconds between fresh boundary and neuron maps while the Boundary tab is shown, at least
 PLANE_SHARE = 0.05  # at most about this share of the trainer's time goes into them (a big net is asked less often)
 #: the panels of the inspector, predictions and boundary tabs are redrawn as new figures arrive, each at most this
@@ -89,9 +90,10 @@ class TuinetApp(App[int]):
     #: every action of this app (its palette entries and check_action read them), and its help screen's lines
     ACTIONS: tuple[actions.Action, ...] = actions.ACTIONS
     HELP_ROWS: tuple[actions.HelpRow, ...] = actions.APP_HELP_ROWS
-    #: what the help screen describes: the app's actions and the compare tab's (bound on its view)
+    #: what the help screen describes: the app's actions and those bound on its views (compare, neuron maps, step
+    #: view, draw canvas)
     HELP_ACTIONS: tuple[actions.Action, ...] = (*actions.ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS,
-                                                 *actions.STEP_ACTIONS)
+                                                 *actions.STEP_ACTIONS, *actions.DRAW_ACTIONS)
     BINDINGS = actions.bindings(actions.ACTIONS)
 
     status: reactive[str] = reactive("loading")
@@ -148,6 +150,9 @@ class TuinetApp(App[int]):
         self._plane_asked_for: Any = None  # the boundary event shown then: ask again once a newer one came
         self._plane_every = PLANE_EVERY
         self._compare: CompareView | None = None
+        self._draw: DrawPad | None = None
+        self._draw_shown: bool | None = None
+        self._saved_probe: Any = None  # a CheckpointProbe of the ended run (answers drawings once its trainer is gone)
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
         self._footer: Footer | None = None
@@ -177,6 +182,8 @@ class TuinetApp(App[int]):
                 yield PlaneView(id="plane")
             with TabPane("Compare", id="compare"):
                 yield CompareView(id="compare-view")
+            with TabPane("Draw", id="draw"):
+                yield DrawPad(id="drawpad")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -193,6 +200,7 @@ class TuinetApp(App[int]):
         self._preds = self.query_one(Predictions)
         self._plane = self.query_one(PlaneView)
         self._compare = self.query_one(CompareView)
+        self._draw = self.query_one(DrawPad)
         self._compare.active = False
         self._topbar = self.query_one("#topbar", Static)
         self._footer = self.query_one(Footer)
@@ -279,6 +287,10 @@ class TuinetApp(App[int]):
             if kind in self.pending:
                 what, t0 = self.pending.pop(kind)
                 self.latencies.append((what, now - t0))
+            if kind == "samples":
+                self._draw.set_samples(e)
+            elif kind == "started" and self._draw.image is not None and self._session_live():
+                self._send_probe(self._draw.image.tolist())  # a restarted run: the drawing is answered again
             if kind == "diverged" and e.get("action") == "paused":
                 self._show_diverged(e)
             if kind in ALERT_EVENTS and (e.get("time") or 0) >= self._live_since:
@@ -311,6 +323,12 @@ class TuinetApp(App[int]):
             if not st.is_classifier and self._preds_shown:
                 tabs.hide_tab("predictions")
                 self._preds_shown = False
+            if st.drawable != self._draw_shown:
+                (tabs.show_tab if st.drawable else tabs.hide_tab)("draw")
+                self._draw_shown = st.drawable
+                shape = st.dataset.get("input_shape") or []
+                if st.drawable:
+                    self._draw.set_model((shape[0], shape[1]))
 
     def watch_status(self) -> None:
         # which keys apply depends on the status (and on paused); lr and optimizer do not change that, and a
@@ -374,6 +392,10 @@ class TuinetApp(App[int]):
             if panel in d and self._draw_panel(panel, draw, now):
                 d.discard(panel)
                 break
+        if tab == "draw" and "probe" in d:
+            self._draw.show_answer(st.probe, [str(n) for n in st.dataset.get("class_names") or []],
+                                   *self._probe_source(st.probe))
+            d.discard("probe")
         if tab == "boundary" and "boundary" in d:
             names = [str(n) for n in st.dataset.get("class_names") or []]
             if self._draw_panel("boundary", lambda: self._plane.show(st.boundary, names,
@@ -445,6 +467,9 @@ class TuinetApp(App[int]):
         elif tab == "dashboard":
             st.dirty.add("charts")
             self._last_chart = 0.0
+        elif tab == "draw":
+            st.dirty.add("probe")
+            self.call_after_refresh(self.query_one(DrawCanvas).focus)  # (after a click on the tab has focused it)
         if self._compare is not None:
             # from the tab shown now, not the event's: a late event of an earlier switch must not wake the view
             self._compare.active = self.active_tab == "compare"
@@ -458,6 +483,48 @@ class TuinetApp(App[int]):
                 self._snapshot_asked = time.perf_counter()
                 self._ask_snapshot()
         self.call_after_refresh(self._redraw)
+
+    # --- the Draw tab ----------------------------------------------------------------------------------------------
+
+    @on(DrawPad.Probe)
+    def _drawn(self, message: DrawPad.Probe) -> None:
+        """The drawing changed: a live trainer answers it with its current weights, an ended run with its saved
+        ones."""
+        self._send_probe(message.image)
+
+    def _send_probe(self, image: list[list[float]] | None) -> None:
+        if self._session_live():
+            self.session.send(make_command("probe", image=image))
+        elif self.state.done or self.session is None or not self.session.running:
+            self._probe_saved(image, self.state.run_dir, self._gen)
+
+    @work(thread=True, exclusive=True, group="probe", exit_on_error=False)
+    def _probe_saved(self, image: list[list[float]] | None, run_dir: str | None, gen: int) -> None:
+        """Answer a drawing with the ended run's saved weights (built once, off the UI thread)."""
+        from tuinet.errors import TuinetError
+        from tuinet.training.probe import CheckpointProbe
+
+        event: dict[str, Any]
+        try:
+            if not run_dir:
+                raise TuinetError("this run kept no checkpoint to answer with")
+            probe = self._saved_probe
+            if probe is None or probe.run_dir != run_dir:
+                probe = self._saved_probe = CheckpointProbe(run_dir)
+            answer = probe.answer(image) if image is not None else {"probs": None, "pred": None}
+            event = {"event": "probe", "step": probe.step, "source": "checkpoint", **answer}
+        except (TuinetError, OSError) as e:
+            event = {"event": "log", "level": "error", "message": f"draw: {e}"}
+        self._queue.append((gen, event))
+        self.post_message(EventsArrived())
+
+    def _probe_source(self, event: dict[str, Any] | None) -> tuple[str, str]:
+        """Whose weights answered (the live ones, the final ones, the saved checkpoint's), and what that means."""
+        if (event or {}).get("source") == "checkpoint":
+            return "the run's saved weights (latest.npz)", ""
+        if self.state.done:
+            return "the run's final weights", ""
+        return "live weights", "(it moves as the network learns)"
 
     def _ask_snapshot(self) -> None:
         """Ask the trainer for fresh pictures (weights, samples, the boundary and its neuron maps)."""
@@ -486,6 +553,8 @@ class TuinetApp(App[int]):
                 return st.is_2d
             case When.CLASSIFIER:
                 return st.is_classifier
+            case When.DRAWABLE:
+                return st.drawable
             case When.TRAINER_RUNNING:
                 return self.session is not None and self.session.running and not st.done
             case When.DETACHED:

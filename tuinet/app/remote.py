@@ -71,7 +71,8 @@ class RemoteApp(TuinetApp):
 
     CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # the subclass lives elsewhere: absolute path
     ACTIONS = (*actions.REMOTE_ACTIONS, *(a for a in actions.ACTIONS if a.id != "detach"))
-    HELP_ACTIONS = (*ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS, *actions.STEP_ACTIONS)
+    HELP_ACTIONS = (*ACTIONS, *actions.COMPARE_ACTIONS, *actions.NEURON_ACTIONS, *actions.STEP_ACTIONS,
+                    *actions.DRAW_ACTIONS)
     BINDINGS = actions.bindings(actions.REMOTE_ACTIONS)  # Textual adds them to TuinetApp's (d: shown here)
     detachable = True
 

@@ -13,11 +13,12 @@ from collections import deque
 from typing import Any
 
 from tuinet.formatting import fmt_duration, fmt_num
+from tuinet.training.probe import drawable
 from tuinet.training.summary import summary_lines
 
 #: parts of the screen an event can change
 SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "confusion", "boundary", "log", "info",
-            "stepview")
+            "stepview", "probe")
 
 #: events the app shows at once (not at the next 5 Hz tick) whether asked for or not: the run's lifecycle and
 #: alarms. The answer to a command the app is waiting for (see ``TuinetApp.pending``) is shown at once too; the
@@ -161,6 +162,7 @@ class RunState:
         self.samples: dict[str, Any] | None = None
         self.confusion: dict[str, Any] | None = None
         self.boundary: dict[str, Any] | None = None
+        self.probe: dict[str, Any] | None = None  # the newest answer to the picture drawn on the Draw tab
         self.step_detail: dict[str, Any] | None = None  # the newest step shown stage by stage (after `n`)
         self.health: dict[str, Any] | None = None  # the newest gradient-health verdict (layer_stats, gradient_health)
         self._rate_t: float | None = None
@@ -180,6 +182,11 @@ class RunState:
     def is_2d(self) -> bool:
         """True when the inputs are 2-D points (a decision-boundary map applies)."""
         return list(self.dataset.get("input_shape", [])) == [2]
+
+    @property
+    def drawable(self) -> bool:
+        """True for a classifier of gray images: one can draw it an input (the Draw tab)."""
+        return drawable(self.dataset.get("task", "classification"), self.dataset.get("input_shape"))
 
     @property
     def done(self) -> bool:
@@ -367,6 +374,10 @@ class RunState:
     def _on_boundary(self, e):
         self.boundary = e
         self.dirty.add("boundary")
+
+    def _on_probe(self, e):
+        self.probe = e
+        self.dirty.add("probe")
 
     def _on_paused(self, e):
         self.paused = True
