@@ -98,6 +98,7 @@ async def test_drawing_sends_the_models_input_and_shows_the_trainers_answer(tmp_
         await pilot.mouse_up(canvas, offset=(1 + 2 * 20, 1 + 24))
         assert canvas.ink[4, 6:21].min() == 1 and canvas.ink[4:25, 20].min() == 1  # a 7: across, then down
         assert canvas.ink[15, 6] == 0
+        assert not app.screen.selections  # the drag drew; it selected no text
         await wait_until(pilot, lambda: sent_probes(session) and app.state.probe is not None
                          and app.state.probe.get("probs"), what="the answer")
         last = sent_probes(session)[-1]

@@ -70,6 +70,7 @@ class DrawCanvas(Widget, can_focus=True):
 
     DEFAULT_CSS = "DrawCanvas { width: 58; height: 30; }"
     BINDINGS = actions.bindings(actions.DRAW_ACTIONS)
+    ALLOW_SELECT = False  # a drag draws; it must not also select the canvas's cells as text
 
     class Changed(Message):
         """The ink changed; ``done``: a stroke ended (or a key drew), so the picture is final for now."""
