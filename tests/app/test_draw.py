@@ -228,3 +228,23 @@ async def test_no_color_shows_the_drawing_and_the_models_input(monkeypatch):
         sees = str(app.query_one("#draw-sees").render())
         assert canvas.count("██") >= 20 and "▀" not in canvas  # pixels as shades, two columns each
         assert sees.count("█") >= 20 and "▀" not in sees
+
+
+@async_test
+async def test_a_viewer_leaving_a_detached_run_makes_the_trainer_forget_its_drawing():
+    from tuinet.app.remote import RemoteApp
+
+    fake = FakeSession(opening(dataset="mnist"), started=True)
+    fake.run = "mlp-mnist"
+    app = RemoteApp(fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the history replayed")
+        await press(pilot, "6")
+        await wait_until(pilot, lambda: isinstance(app.focused, DrawCanvas), what="the canvas focused")
+        await press(pilot, "enter")
+        await wait_until(pilot, lambda: [c for c in fake.sent if c["command"] == "probe"], what="a probe sent")
+        await press(pilot, "d")
+        await wait_until(pilot, lambda: app.return_value is not None, what="the viewer closed")
+    probes = [c for c in fake.sent if c["command"] == "probe"]
+    assert probes[-1]["image"] is None and probes[0]["image"] is not None
+    assert fake.running  # the run goes on

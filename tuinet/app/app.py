@@ -498,6 +498,16 @@ class TuinetApp(App[int]):
         elif self.state.done or self.session is None or not self.session.running:
             self._probe_saved(image, self.state.run_dir, self._gen)
 
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        """Close the app; a trainer that goes on (a detached run) forgets this viewer's drawing first, so it does not
+        answer a picture nobody looks at."""
+        if self._draw is not None and self._draw.image is not None and self._session_live():
+            try:
+                self.session.send(make_command("probe", image=None))
+            except Exception:  # noqa: BLE001 - a lost connection: the trainer keeps the picture, nothing worse
+                pass
+        super().exit(*args, **kwargs)
+
     @work(thread=True, exclusive=True, group="probe", exit_on_error=False)
     def _probe_saved(self, image: list[list[float]] | None, run_dir: str | None, gen: int) -> None:
         """Answer a drawing with the ended run's saved weights (built once, off the UI thread)."""
