@@ -12,7 +12,9 @@ twice a second while training runs.
 
 ``--ab`` compares drawing and not drawing within one run (see :func:`_run_ab`); ``--ab --tab inspector`` (or
 ``predictions``, ``boundary`` with a 2-D ``--dataset``, ``compare``) does it with that tab shown, whose panels draw
-pictures and tables as the trainer sends them.
+pictures and tables as the trainer sends them. ``--ab --tab draw`` keeps the screen drawing and alternates a digit on
+the Draw tab's canvas (the trainer answering it as it learns, the tab redrawing its answer and the layers) with an
+empty canvas.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import asyncio
 import json
 import statistics
 import time
+
+import numpy as np
 
 from tuinet.training.config import TrainConfig
 from tuinet.protocol import make_command
@@ -102,11 +106,22 @@ async def _run_ab(args, tmp: str, phase_seconds: float, phases: int) -> dict:
         if args.tab != "dashboard":
             app.action_show_tab(args.tab)
             await asyncio.sleep(1.0)
+        canvas = seven = None
+        if args.tab == "draw":
+            from tuinet.app.widgets.drawpad import DrawCanvas, stroke
+
+            canvas = app.query_one(DrawCanvas)
+            seven = np.zeros_like(canvas.ink)
+            for a, b in (((6.0, 7.0), (6.0, 20.0)), ((6.0, 20.0), (23.0, 12.0)), ((14.0, 11.0), (14.0, 19.0))):
+                stroke(seven, a, b)
         for i in range(phases):
             if app.state.done:
                 break
             mode = "off" if i % 2 == 0 else "on"
-            (app.drain_timer.pause if mode == "off" else app.drain_timer.resume)()
+            if canvas is not None:  # the Draw tab: a digit on the canvas, or none (the screen draws all along)
+                canvas.set_ink(seven) if mode == "on" else canvas.clear()
+            else:
+                (app.drain_timer.pause if mode == "off" else app.drain_timer.resume)()
             n0, s0, c0, w0 = trainer.samples_seen, trainer.train_seconds, time.thread_time(), time.perf_counter()
             await asyncio.sleep(phase_seconds)
             n1, s1 = trainer.samples_seen, trainer.train_seconds
@@ -136,11 +151,12 @@ def main_ab(args) -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"drawing paused  samples/s {out['off_samples_per_second']}")
-    print(f"drawing         samples/s {out['on_samples_per_second']}")
-    print(f"drawing / paused: {out['ratio_of_medians']:.1%} (ratio of medians), "
+    off_name, on_name = ("empty canvas", "a digit drawn") if args.tab == "draw" else ("drawing paused", "drawing")
+    print(f"{off_name:<15} samples/s {out['off_samples_per_second']}")
+    print(f"{on_name:<15} samples/s {out['on_samples_per_second']}")
+    print(f"{on_name} / {off_name}: {out['ratio_of_medians']:.1%} (ratio of medians), "
           f"{out['median_pair_ratio']:.1%} (median of adjacent pairs)")
-    print(f"UI thread CPU (fraction of one core): drawing {out['ui_cpu_on']:.3f}, paused {out['ui_cpu_off']:.3f}")
+    print(f"UI thread CPU (fraction of one core): {on_name} {out['ui_cpu_on']:.3f}, {off_name} {out['ui_cpu_off']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="GIL switch interval the app sets (0, the default: leave Python's)")
     p.add_argument("--ab", action="store_true",
                    help="one long app run, its redraw paused and resumed every --phase-seconds (see _run_ab)")
-    p.add_argument("--tab", default="dashboard", choices=("dashboard", "inspector", "predictions", "boundary", "compare"),
+    p.add_argument("--tab", default="dashboard",
+                   choices=("dashboard", "inspector", "predictions", "boundary", "compare", "draw"),
                    help="(--ab) the tab shown while the redraw is paused and resumed")
     p.add_argument("--phases", type=int, default=20)
     p.add_argument("--phase-seconds", type=float, default=2.0)

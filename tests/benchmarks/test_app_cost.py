@@ -31,3 +31,22 @@ def test_ab_run_alternates_paused_and_drawing_phases(tmp_path):
     assert len(r["rates"]["off"]) == 2 and len(r["rates"]["on"]) == 2
     assert all(x > 0 for x in r["rates"]["off"] + r["rates"]["on"])
     assert r["redraws"] > 0
+
+
+@pytest.mark.slow  # four timed phases of an app run on the digits
+def test_ab_run_on_the_draw_tab_alternates_a_digit_and_an_empty_canvas(tmp_path, monkeypatch):
+    from tuinet.app.app import TuinetApp
+
+    seen: list[dict] = []
+    on_tick = TuinetApp._tick
+
+    def tick(app):  # the answers the app received, to see the phases in them
+        if app.state.probe is not None and (not seen or seen[-1] is not app.state.probe):
+            seen.append(app.state.probe)
+        on_tick(app)
+
+    monkeypatch.setattr(TuinetApp, "_tick", tick)
+    r = asyncio.run(bench._run_ab(_args(dataset="digits", epochs=10_000, tab="draw"), str(tmp_path),
+                                  phase_seconds=0.5, phases=4))
+    assert len(r["rates"]["off"]) == 2 and len(r["rates"]["on"]) == 2
+    assert [e for e in seen if e.get("probs")] and [e for e in seen if e.get("probs") is None]  # drawn, then cleared
