@@ -138,6 +138,7 @@ def test_every_table_entry_is_in_the_help():
         ("S R", "sort by the next column / reverse (or click a heading)"),
         ("/", "filter the runs (e.g. dataset=mnist, lr<0.01, model~cnn; empty: all)"),
         ("D", "the settings diff of the charted runs: show / hide"),
+        ("w", "draw a digit: how each charted run reads it, with its saved weights"),
     ]
     remote = actions.help_lines(RemoteApp.HELP_ROWS, actions.by_id(RemoteApp.HELP_ACTIONS))
     assert ("d", "close this viewer; training goes on") in remote

@@ -248,3 +248,51 @@ async def test_a_viewer_leaving_a_detached_run_makes_the_trainer_forget_its_draw
     probes = [c for c in fake.sent if c["command"] == "probe"]
     assert probes[-1]["image"] is None and probes[0]["image"] is not None
     assert fake.running  # the run goes on
+
+
+def test_each_charted_run_reads_the_drawing_with_its_own_saved_weights(tmp_path):
+    """`w` on the Compare screen: one answer a run, each equal to that run's model reading the same input (rebuilt
+    here from its checkpoint); a run whose inputs are not gray images says so."""
+    import asyncio
+
+    from tuinet.app.compare import CompareApp
+    from tuinet.app.screens.draw_runs import DrawRunsScreen
+    from tuinet.engine.checkpoint import load_checkpoint
+    from tuinet.training.compare import load_runs
+    from tuinet.training.evaluation import checkpoint_model, saved_normalizer
+
+    runs = tmp_path / "runs"
+    for name, kw in (("fast", dict(lr=0.05)), ("slow", dict(lr=0.0005)), ("points", dict(dataset="spiral"))):
+        cfg = TrainConfig(**{**dict(dataset="digits", model="16", epochs=2, runs_dir=str(runs), name=name), **kw})
+        assert Trainer(cfg).run()["event"] == "finished"
+    app = CompareApp(load_runs(runs), "runs", charted=["fast", "slow", "points"], poll=False)
+
+    async def scenario():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await press(pilot, "w")
+            await wait_until(pilot, lambda: isinstance(app.screen, DrawRunsScreen) and app.screen.is_mounted,
+                             what="the drawing screen")
+            screen = app.screen
+            canvas = screen.query_one(DrawCanvas)
+            ink = np.zeros((SIZE, SIZE), np.float32)
+            stroke(ink, (5.0, 8.0), (5.0, 20.0))
+            stroke(ink, (5.0, 20.0), (24.0, 12.0))
+            canvas.set_ink(ink)
+            await wait_until(pilot, lambda: all(screen.answers.get(n) for n in ("fast", "slow", "points")),
+                             what="every run's answer")
+            image = drawn_input(ink, 8, 8, centre=True)
+            for name in ("fast", "slow"):
+                ckpt = load_checkpoint(runs / name)
+                model, norm = checkpoint_model(ckpt), saved_normalizer(ckpt)
+                x = norm.transform((image * 16.0).reshape(1, 8, 8, 1))  # the digits' gray levels: 0..16
+                np.testing.assert_allclose(screen.answers[name]["probs"], model.predict_proba(x)[0], atol=1e-5)
+            assert screen.answers["fast"]["probs"] != screen.answers["slow"]["probs"]
+            assert screen.answers["points"] == {"error": "not a classifier of gray images"}
+            shown = str(screen.query_one("#draw-runs").render())
+            pred = screen.answers["fast"]["pred"]
+            assert "fast" in shown and "slow" in shown and "not a classifier of gray images" in shown
+            assert f"{pred} {screen.answers['fast']['probs'][pred]:6.1%}" in shown
+            await press(pilot, "escape")
+            await wait_until(pilot, lambda: not isinstance(app.screen, DrawRunsScreen), what="back to Compare")
+
+    asyncio.run(scenario())

@@ -181,6 +181,8 @@ COMPARE_ACTIONS: tuple[Action, ...] = (
            "out of the chart", show=False),
     Action("toggle_diff", "D", "Diff", "the settings diff of the charted runs: show / hide", "Compare: settings "
            "diff", key_display="D"),
+    Action("draw_runs", "w", "Draw", "draw a digit: how each charted run reads it, with its saved weights",
+           "Compare: draw a digit for the charted runs", show=False),
 )
 
 #: the neuron maps' keys on the Boundary tab: bound on the neuron panel, so they apply while it has the focus (a
@@ -312,6 +314,7 @@ COMPARE_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("next_sort", "reverse_sort"), "sort by the next column / reverse (or click a heading)"),
     HelpRow(("filter_runs",)),
     HelpRow(("toggle_diff",)),
+    HelpRow(("draw_runs",)),
 )
 
 #: the neuron maps' help lines (the Boundary tab of a 2-D dataset)

@@ -152,7 +152,9 @@ class CheckpointProbe:
         self.ckpt = load_checkpoint(path)
         self.model = checkpoint_model(self.ckpt)
         self.normalizer = saved_normalizer(self.ckpt)
-        self.task = saved_dataset_info(self.ckpt).get("task") or "classification"
+        info = saved_dataset_info(self.ckpt)
+        self.task = info.get("task") or "classification"
+        self.class_names = [str(n) for n in info.get("class_names") or []]
         self.input_shape = list(self.ckpt.meta["model"]["input_shape"])
         self.gray = ink_range(self.normalizer)
         trainer = self.ckpt.extra.get("trainer")

@@ -282,6 +282,16 @@ class CompareView(Vertical):
             self._say(f"branch {new} started in the background (tuinet attach {new})")
         self.app.call_from_thread(show)
 
+    def action_draw_runs(self) -> None:
+        """Draw a digit and see how each charted run reads it (its saved weights)."""
+        from tuinet.app.screens.draw_runs import DrawnRun, DrawRunsScreen
+
+        runs = [DrawnRun(r.name, Path(r.path), self.state.style(r.name)) for r in self.state.charted()]
+        if not runs:
+            self._say("put runs in the chart first (space on a run)", "warning")
+            return
+        self.app.push_screen(DrawRunsScreen(runs))
+
     def action_cycle_x(self) -> None:
         """Next x axis."""
         self.state.cycle_x()

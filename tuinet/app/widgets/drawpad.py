@@ -343,6 +343,7 @@ class DrawPad(Horizontal):
         self.input_shape: tuple[int, int] = (SIZE, SIZE)
         self.image: np.ndarray | None = None  # the model's input for the drawing (None: blank)
         self.samples: list[np.ndarray] = []  # test samples to put on the canvas (t), from the latest samples event
+        self.no_samples = "no test samples yet: they come with the first pictures of the run"  # t without any
         self._sample_i = 0
         self._sent_at = 0.0
         self._timer: Timer | None = None
@@ -372,6 +373,11 @@ class DrawPad(Horizontal):
         self._probs.border_title = "its answer"
         self._show_hint()
         self._show_input()
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Half-block canvas and fewer panels when the tab is small (80x24: 20 rows, 80 columns)."""
+        self.set_class(event.size.height < 28, "-short")
+        self.set_class(event.size.width < 100, "-narrow")
 
     def _show_hint(self) -> None:
         mode = "eraser" if self.canvas.eraser else "pen"
@@ -435,7 +441,7 @@ class DrawPad(Horizontal):
             self._changed(True)
         elif message.what == "sample":
             if not self.samples:
-                self.app.notify("no test samples yet: they come with the first pictures of the run", timeout=4)
+                self.app.notify(self.no_samples, timeout=4)
                 return
             a = self.samples[self._sample_i % len(self.samples)]
             self._sample_i += 1
