@@ -102,7 +102,8 @@ async def test_drawing_sends_the_models_input_and_shows_the_trainers_answer(tmp_
         await wait_until(pilot, lambda: sent_probes(session) and app.state.probe is not None
                          and app.state.probe.get("probs"), what="the answer")
         last = sent_probes(session)[-1]
-        want_input = drawn_input(canvas.ink, 8, 8, centre=True)
+        assert not pad.centre  # the digits set's digits fill their 8x8 frame: given as drawn, not centred as MNIST's
+        want_input = drawn_input(canvas.ink, 8, 8, centre=False)
         np.testing.assert_allclose(last["image"], want_input, atol=1e-3)  # the 8x8 the model is given
         await wait_until(pilot, lambda: app.state.probe.get("probs") is not None
                          and np.allclose(app.state.probe["probs"], model_answer(session, last["image"]), atol=1e-5),
@@ -145,6 +146,7 @@ async def test_after_the_run_the_saved_weights_answer_and_centring_changes_the_i
         await press(pilot, "6")
         canvas = app.query_one(DrawCanvas)
         pad = app.query_one(DrawPad)
+        assert pad.centre  # MNIST: centred as its digits were made
         await wait_until(pilot, lambda: pad.samples, what="the test samples")
         await press(pilot, "t")  # a test sample on the canvas
         await wait_until(pilot, lambda: canvas.ink.max() > 0, what="the sample on the canvas")
@@ -280,7 +282,8 @@ def test_each_charted_run_reads_the_drawing_with_its_own_saved_weights(tmp_path)
             canvas.set_ink(ink)
             await wait_until(pilot, lambda: all(screen.answers.get(n) for n in ("fast", "slow", "points")),
                              what="every run's answer")
-            image = drawn_input(ink, 8, 8, centre=True)
+            assert not screen.query_one(DrawPad).centre  # no run on MNIST: each is given the drawing as drawn
+            image = drawn_input(ink, 8, 8, centre=False)
             for name in ("fast", "slow"):
                 ckpt = load_checkpoint(runs / name)
                 model, norm = checkpoint_model(ckpt), saved_normalizer(ckpt)

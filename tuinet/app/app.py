@@ -44,6 +44,7 @@ from tuinet.app.state import ALERTS, RunState
 from tuinet.app.widgets.plane import PlaneView
 from tuinet.app.widgets.dashboard import Dashboard, topbar_text
 from tuinet.app.widgets.drawpad import DrawCanvas, DrawPad
+from tuinet.training.probe import DIGIT_DATASETS
 from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
 from tuinet.formatting import fmt_num
@@ -328,7 +329,8 @@ class TuinetApp(App[int]):
                 self._draw_shown = st.drawable
                 shape = st.dataset.get("input_shape") or []
                 if st.drawable:
-                    self._draw.set_model((shape[0], shape[1]))
+                    self._draw.set_model((shape[0], shape[1]),
+                                         centre=str(st.dataset.get("name", "")).lower() in DIGIT_DATASETS)
 
     def watch_status(self) -> None:
         # which keys apply depends on the status (and on paused); lr and optimizer do not change that, and a

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from tuinet.training.probe import DIGIT_DATASETS
 from tuinet.formatting import count, fmt_duration, fmt_num, fmt_pct
 
 WEIGHTS = {"best": "best validation epoch's weights", "last": "last weights"}
@@ -47,8 +48,6 @@ def _runs_dir_option(run_dir: Path, runs_dir: str | None) -> str:
     return "" if same else f" --runs-dir {shlex.quote(str(run_dir.parent))}"
 
 
-#: datasets of handwritten digits made as MNIST's were: a run on one can read the user's own (``--fit digit``)
-DIGIT_DATASETS = ("mnist",)
 
 
 def next_commands(run_dir: str | Path, status: str, runs_dir: str | None = None,

@@ -286,7 +286,7 @@ class CompareView(Vertical):
         """Draw a digit and see how each charted run reads it (its saved weights)."""
         from tuinet.app.screens.draw_runs import DrawnRun, DrawRunsScreen
 
-        runs = [DrawnRun(r.name, Path(r.path), self.state.style(r.name)) for r in self.state.charted()]
+        runs = [DrawnRun(r.name, Path(r.path), self.state.style(r.name), r.dataset) for r in self.state.charted()]
         if not runs:
             self._say("put runs in the chart first (space on a run)", "warning")
             return

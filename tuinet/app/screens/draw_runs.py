@@ -23,7 +23,7 @@ from textual.widgets import Footer, Static
 from tuinet.app.compare_state import RunStyle
 from tuinet.app.widgets.cells import update_static
 from tuinet.app.widgets.drawpad import DrawCanvas, DrawPad
-from tuinet.training.probe import drawable, drawn_input
+from tuinet.training.probe import DIGIT_DATASETS, drawable, drawn_input
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class DrawnRun:
     name: str
     path: Path
     style: RunStyle | None = None
+    dataset: str | None = None
 
 
 def answer_line(run: DrawnRun, answer: dict[str, Any] | None, width: int, color: bool = True) -> Text:
@@ -89,6 +90,7 @@ class DrawRunsScreen(Screen):
 
     def on_mount(self) -> None:
         pad = self.query_one(DrawPad)
+        pad.set_model((28, 28), centre=any(str(r.dataset or "").lower() in DIGIT_DATASETS for r in self.runs))
         pad.no_samples = "no test samples here: draw, or open a run's Draw tab (6) in the app"
         answers = Static(id="draw-runs")
         answers.border_title = "how each run reads it"
@@ -146,7 +148,8 @@ class DrawRunsScreen(Screen):
                     answer = {"error": "not a classifier of gray images"}
                 else:
                     h, w = probe.input_shape[:2]
-                    image = drawn_input(ink, h, w, centre)
+                    # centred as MNIST's only for runs on a set made that way; the others get the drawing as drawn
+                    image = drawn_input(ink, h, w, centre and probe.dataset.lower() in DIGIT_DATASETS)
                     answer = probe.answer(image.tolist()) if image is not None else {"probs": None, "pred": None}
                     answer["step"] = probe.step
                     answer["class_names"] = [str(n) for n in probe.class_names]

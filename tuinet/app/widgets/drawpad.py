@@ -398,11 +398,16 @@ class DrawPad(Horizontal):
             text.append(f"\n{w}x{h}, {how}", style="dim")
         update_static(self._sees, text, nowrap=True)
 
-    def set_model(self, input_shape: tuple[int, int]) -> None:
-        """The model's input size (height, width): the drawing is given at that size."""
-        if tuple(input_shape) != self.input_shape:
-            self.input_shape = (int(input_shape[0]), int(input_shape[1]))
+    def set_model(self, input_shape: tuple[int, int], centre: bool = True) -> None:
+        """The model's input size (height, width): the drawing is given at that size, centred as MNIST's digits
+        (``centre``: a dataset made as MNIST was) or as drawn; ``m`` switches."""
+        self.input_shape = (int(input_shape[0]), int(input_shape[1]))
+        self.centre = centre
+        self._show_hint()
+        if self.canvas.ink.max() > 0:  # a drawing made before the model was known: given again at its size
             self._changed(True)
+        else:
+            self._show_input()
 
     def show_answer(self, event: dict[str, Any] | None, names: list[str], source: str, note: str = "") -> None:
         """Draw the latest answer (a probe event) and whose weights gave it (``source``; ``note``, when there is
