@@ -63,7 +63,7 @@ PLANE_SHARE = 0.05  # at most about this share of the trainer's time goes into t
 #: share of the time (its drawing, measured from before it is built until Textual has painted it; the app competes
 #: with training for Python's GIL), and at least every PANEL_MAX seconds
 PANEL_SHARE = 0.025
-PANEL_SHARES = {"boundary": 0.1}  # the boundary forming is the tab's point: it may take more
+PANEL_SHARES = {"boundary": 0.1, "probe": 0.1}  # the boundary forming, the drawing's answer: the tabs' point
 PANEL_MIN, PANEL_MAX = 0.25, 5.0
 #: earlier runs put in the compare tab's chart next to this run at first (most recent of the same dataset)
 COMPARE_FIRST = 3
@@ -394,9 +394,9 @@ class TuinetApp(App[int]):
             if panel in d and self._draw_panel(panel, draw, now):
                 d.discard(panel)
                 break
-        if tab == "draw" and "probe" in d:
-            self._draw.show_answer(st.probe, [str(n) for n in st.dataset.get("class_names") or []],
-                                   *self._probe_source(st.probe))
+        if tab == "draw" and "probe" in d and self._draw_panel(
+                "probe", lambda: self._draw.show_answer(st.probe, [str(n) for n in st.dataset.get("class_names") or []],
+                                                        *self._probe_source(st.probe)), now):
             d.discard("probe")
         if tab == "boundary" and "boundary" in d:
             names = [str(n) for n in st.dataset.get("class_names") or []]
