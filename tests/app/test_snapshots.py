@@ -252,8 +252,15 @@ def draw_a_seven(size: tuple[int, int]):
         stroke(ink, (14.0, 11.0), (14.0, 20.0))
         canvas.set_ink(ink)
         await pilot.pause()
-        pilot.app.state.dirty.add("probe")
-        await pilot.pause(0.3)
+        pilot.app.state.dirty.update(("probe", "probe_layers"))
+        from tuinet.app.testing import wait_until
+
+        app = pilot.app
+        await wait_until(pilot, lambda: "91.2%" in str(app.query_one("#draw-probs").render()), what="the answer")
+        if size[1] >= 32:  # (the layers panel is not shown on short terminals)
+            await wait_until(pilot, lambda: "dense_1" in str(app.query_one("#draw-layers").render()),
+                             what="the layers, a tick after the answer")
+        await pilot.pause(0.1)
     return run_before
 
 

@@ -63,7 +63,9 @@ PLANE_SHARE = 0.05  # at most about this share of the trainer's time goes into t
 #: share of the time (its drawing, measured from before it is built until Textual has painted it; the app competes
 #: with training for Python's GIL), and at least every PANEL_MAX seconds
 PANEL_SHARE = 0.025
-PANEL_SHARES = {"boundary": 0.1, "probe": 0.1}  # the boundary forming, the drawing's answer: the tabs' point
+#: the boundary forming and the drawing's answer are their tabs' point: they may take more (the layers under the
+#: answer take the usual share)
+PANEL_SHARES = {"boundary": 0.1, "probe": 0.1}
 PANEL_MIN, PANEL_MAX = 0.25, 5.0
 #: earlier runs put in the compare tab's chart next to this run at first (most recent of the same dataset)
 COMPARE_FIRST = 3
@@ -394,10 +396,14 @@ class TuinetApp(App[int]):
             if panel in d and self._draw_panel(panel, draw, now):
                 d.discard(panel)
                 break
-        if tab == "draw" and "probe" in d and self._draw_panel(
-                "probe", lambda: self._draw.show_answer(st.probe, [str(n) for n in st.dataset.get("class_names") or []],
-                                                        *self._probe_source(st.probe)), now):
-            d.discard("probe")
+        if tab == "draw":
+            names = [str(n) for n in st.dataset.get("class_names") or []]
+            if "probe" in d and self._draw_panel(
+                    "probe", lambda: self._draw.show_answer(st.probe, names, *self._probe_source(st.probe)), now):
+                d.discard("probe")
+            elif "probe_layers" in d and self._draw_panel("probe_layers", lambda: self._draw.show_layers(st.probe),
+                                                          now):
+                d.discard("probe_layers")
         if tab == "boundary" and "boundary" in d:
             names = [str(n) for n in st.dataset.get("class_names") or []]
             if self._draw_panel("boundary", lambda: self._plane.show(st.boundary, names,
@@ -470,7 +476,7 @@ class TuinetApp(App[int]):
             st.dirty.add("charts")
             self._last_chart = 0.0
         elif tab == "draw":
-            st.dirty.add("probe")
+            st.dirty.update(("probe", "probe_layers"))
             self.call_after_refresh(self.query_one(DrawCanvas).focus)  # (after a click on the tab has focused it)
         if self._compare is not None:
             # from the tab shown now, not the event's: a late event of an earlier switch must not wake the view

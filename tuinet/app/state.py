@@ -18,7 +18,7 @@ from tuinet.training.summary import summary_lines
 
 #: parts of the screen an event can change
 SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "confusion", "boundary", "log", "info",
-            "stepview", "probe")
+            "stepview", "probe", "probe_layers")
 
 #: events the app shows at once (not at the next 5 Hz tick) whether asked for or not: the run's lifecycle and
 #: alarms. The answer to a command the app is waiting for (see ``TuinetApp.pending``) is shown at once too; the
@@ -377,7 +377,7 @@ class RunState:
 
     def _on_probe(self, e):
         self.probe = e
-        self.dirty.add("probe")
+        self.dirty.update(("probe", "probe_layers"))
 
     def _on_paused(self, e):
         self.paused = True

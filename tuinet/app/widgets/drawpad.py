@@ -423,6 +423,10 @@ class DrawPad(Horizontal):
             if note and len(line) + len(note) + 1 <= width:
                 text.append(f" {note}", style="dim")
         update_static(self._probs, text, nowrap=True)
+
+    def show_layers(self, event: dict[str, Any] | None) -> None:
+        """Draw each layer's output for the drawing (a probe event's ``forward``): a panel of its own, redrawn less
+        often than the answer while training runs (a CNN's channel maps take some 70 ms to build and paint)."""
         mode = picture_mode(self.app.no_color, self.app.console.color_system)
         rows = (event or {}).get("forward") if self.image is not None else None
         update_static(self._layers, forward_rows_text(rows, self._layers.content_size.width or 56, mode),
