@@ -55,7 +55,7 @@ EVENTS: dict[str, str] = {
     "step_detail": "one step stage by stage (after a step command): forward outputs of one sample and activation "
                    "stats, loss before/after and per sample, gradient norm per layer, the update per layer",
     "probe": "the network's answer to the picture drawn in the app (after a probe command, then again as the weights "
-             "change, at most 4 times a second): step, epoch, probs (one per class; null once cleared), pred",
+             "change, at most twice a second): step, epoch, probs (one per class; null once cleared), pred",
     "gradient_health": "the gradient-over-depth verdict changed: status (ok, vanishing, exploding, stalled, "
                        "huge_updates), ratio, layers, message, hint",
 }

@@ -301,3 +301,25 @@ def test_each_charted_run_reads_the_drawing_with_its_own_saved_weights(tmp_path)
             await wait_until(pilot, lambda: not isinstance(app.screen, DrawRunsScreen), what="back to Compare")
 
     asyncio.run(scenario())
+
+
+@async_test
+async def test_the_trainer_answers_the_drawing_only_while_its_tab_is_shown():
+    fake = FakeSession(opening(dataset="mnist"))
+    app = TuinetApp(fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await press(pilot, "6")
+        await wait_until(pilot, lambda: isinstance(app.focused, DrawCanvas), what="the canvas focused")
+        await press(pilot, "enter")
+
+        def probes():
+            return [c["image"] is not None for c in fake.sent if c["command"] == "probe"]
+
+        await wait_until(pilot, lambda: probes() == [True], what="the drawing sent")
+        await press(pilot, "1")  # another tab: the trainer forgets it, the canvas keeps it
+        await wait_until(pilot, lambda: probes() == [True, False], what="the drawing withdrawn")
+        assert app.query_one(DrawCanvas).ink.max() > 0
+        await press(pilot, "2")  # a third tab: nothing more to send
+        await press(pilot, "6")  # back: sent again
+        await wait_until(pilot, lambda: probes() == [True, False, True], what="the drawing sent again")

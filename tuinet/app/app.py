@@ -156,6 +156,7 @@ class TuinetApp(App[int]):
         self._draw: DrawPad | None = None
         self._draw_shown: bool | None = None
         self._saved_probe: Any = None  # a CheckpointProbe of the ended run (answers drawings once its trainer is gone)
+        self._probe_held = False  # whether the live trainer holds a drawing of ours (it answers it as it learns)
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
         self._footer: Footer | None = None
@@ -478,6 +479,10 @@ class TuinetApp(App[int]):
         elif tab == "draw":
             st.dirty.update(("probe", "probe_layers"))
             self.call_after_refresh(self.query_one(DrawCanvas).focus)  # (after a click on the tab has focused it)
+        if self._draw is not None and self._draw.image is not None and self._session_live() \
+                and (tab == "draw") != self._probe_held:
+            # the trainer answers the drawing while its tab is shown, and forgets it while another tab is
+            self._send_probe(self._draw.image.tolist() if tab == "draw" else None)
         if self._compare is not None:
             # from the tab shown now, not the event's: a late event of an earlier switch must not wake the view
             self._compare.active = self.active_tab == "compare"
@@ -501,15 +506,17 @@ class TuinetApp(App[int]):
         self._send_probe(message.image)
 
     def _send_probe(self, image: list[list[float]] | None) -> None:
+        """Send the drawing to a live trainer, or have the saved weights answer it once the run has ended."""
         if self._session_live():
             self.session.send(make_command("probe", image=image))
+            self._probe_held = image is not None
         elif self.state.done or self.session is None or not self.session.running:
             self._probe_saved(image, self.state.run_dir, self._gen)
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
         """Close the app; a trainer that goes on (a detached run) forgets this viewer's drawing first, so it does not
         answer a picture nobody looks at."""
-        if self._draw is not None and self._draw.image is not None and self._session_live():
+        if self._probe_held and self._session_live():
             try:
                 self.session.send(make_command("probe", image=None))
             except Exception:  # noqa: BLE001 - a lost connection: the trainer keeps the picture, nothing worse
