@@ -56,6 +56,14 @@ def model_answer(session: Session, image) -> np.ndarray:
     return t.model.predict_proba(probe_input(image, d.task, d.input_shape, d.normalizer, (lo, hi)))[0]
 
 
+async def dot_on_the_draw_tab(pilot, app) -> None:
+    """Once the scripted opening is shown: the Draw tab, then a dot at the pen (enter)."""
+    await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+    await press(pilot, "6")
+    await wait_until(pilot, lambda: isinstance(app.focused, DrawCanvas), what="the canvas focused")
+    await press(pilot, "enter")
+
+
 def test_the_brush_inks_a_round_dab_and_a_drag_leaves_a_line():
     ink = np.zeros((SIZE, SIZE), np.float32)
     brush(ink, 10.0, 10.0)
@@ -203,10 +211,7 @@ async def test_the_fake_session_gets_validated_probe_commands():
     fake = FakeSession(opening(dataset="mnist"))
     app = TuinetApp(fake)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
-        await press(pilot, "6")
-        await wait_until(pilot, lambda: isinstance(app.focused, DrawCanvas), what="the canvas focused")
-        await press(pilot, "enter")  # a dot at the pen
+        await dot_on_the_draw_tab(pilot, app)
         await wait_until(pilot, lambda: [c for c in fake.sent if c["command"] == "probe"], what="a probe sent")
         image = [c for c in fake.sent if c["command"] == "probe"][-1]["image"]
         assert np.asarray(image).shape == (28, 28) and np.asarray(image).max() > 0.9
@@ -242,10 +247,7 @@ async def test_a_viewer_leaving_a_detached_run_makes_the_trainer_forget_its_draw
     fake.run = "mlp-mnist"
     app = RemoteApp(fake)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.state.step == 15, what="the history replayed")
-        await press(pilot, "6")
-        await wait_until(pilot, lambda: isinstance(app.focused, DrawCanvas), what="the canvas focused")
-        await press(pilot, "enter")
+        await dot_on_the_draw_tab(pilot, app)
         await wait_until(pilot, lambda: [c for c in fake.sent if c["command"] == "probe"], what="a probe sent")
         await press(pilot, "d")
         await wait_until(pilot, lambda: app.return_value is not None, what="the viewer closed")
@@ -308,10 +310,7 @@ async def test_the_trainer_answers_the_drawing_only_while_its_tab_is_shown():
     fake = FakeSession(opening(dataset="mnist"))
     app = TuinetApp(fake)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
-        await press(pilot, "6")
-        await wait_until(pilot, lambda: isinstance(app.focused, DrawCanvas), what="the canvas focused")
-        await press(pilot, "enter")
+        await dot_on_the_draw_tab(pilot, app)
 
         def probes():
             return [c["image"] is not None for c in fake.sent if c["command"] == "probe"]

@@ -27,6 +27,7 @@ from textual.widgets import Static
 from tuinet.app import actions
 from tuinet.app.widgets.cells import append_cell, update_static
 from tuinet.app.widgets.inspector import diverging_lines, picture_legend, picture_mode, tile
+from tuinet.app.widgets.stepview import layer_heading
 from tuinet.data.render import render_image_text
 from tuinet.training.probe import drawn_input
 
@@ -299,15 +300,7 @@ def forward_rows_text(rows: list[dict[str, Any]] | None, width: int, mode: str =
     for row in rows:
         if row.get("kind") == "Flatten":
             continue
-        st = row.get("stats") or {}
-        shape = "x".join(str(d) for d in row.get("shape") or [])
-        t.append(str(row.get("name")), style="bold")
-        t.append(f" → {shape}", style="dim")
-        if st.get("zero"):
-            t.append(f" · {st['zero']:.0%} zero", style="dim")
-        if st.get("saturated") is not None:
-            t.append(f" · {st['saturated']:.0%} saturated", style="yellow" if st["saturated"] > 0.5 else "dim")
-        t.append("\n")
+        t.append_text(layer_heading(row, moments=False))
         if row.get("maps"):
             maps = [np.asarray(m, dtype=np.float64) for m in row["maps"]]
             t.append_text(tile([diverging_lines(m, 100.0, mode) for m in maps],

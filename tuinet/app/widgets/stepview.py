@@ -83,6 +83,25 @@ def _maps(maps: list[Any], width: int, mode: str) -> Text:
     return tile([diverging_lines(a, scale, mode) for a in arrs], [f"ch {i}" for i in range(len(arrs))], width)
 
 
+def layer_heading(row: dict[str, Any], moments: bool = True) -> Text:
+    """A layer's line in a forward pass (the Step view's, the Draw tab's): its name and output shape, with
+    ``moments`` the mean and spread of its output, the share of zeros and, after Sigmoid or Tanh, the share
+    saturated."""
+    st = row.get("stats") or {}
+    shape = "x".join(str(d) for d in row.get("shape") or [])
+    t = Text(no_wrap=True)
+    t.append(f"{row.get('name')}", style="bold")
+    t.append(f" → {shape}", style="dim")
+    if moments:
+        t.append(f"  mean {fmt_num(st.get('mean'), 3)} sd {fmt_num(st.get('std'), 3)}", style="dim")
+    if st.get("zero"):
+        t.append(f" · {st['zero']:.0%} zero", style="dim")
+    if st.get("saturated") is not None:
+        t.append(f" · {st['saturated']:.0%} saturated", style="yellow" if st["saturated"] > 0.5 else "dim")
+    t.append("\n")
+    return t
+
+
 def forward_text(e: dict[str, Any], width: int, mode: str = "color") -> Text:
     """Stage 1: the chosen sample, each layer's output for it and the batch's activation statistics, then the
     output probabilities against the true label."""
@@ -104,15 +123,7 @@ def forward_text(e: dict[str, Any], width: int, mode: str = "color") -> Text:
     elif s.get("values") is not None:
         t.append("input " + " ".join(fmt_num(v, 2) for v in s["values"][:12]) + "\n")
     for row in e.get("forward") or []:
-        st = row.get("stats") or {}
-        shape = "x".join(str(d) for d in row.get("shape") or [])
-        t.append(f"{row.get('name')}", style="bold")
-        t.append(f" → {shape}  mean {fmt_num(st.get('mean'), 3)} sd {fmt_num(st.get('std'), 3)}", style="dim")
-        if st.get("zero"):
-            t.append(f" · {st['zero']:.0%} zero", style="dim")
-        if st.get("saturated") is not None:
-            t.append(f" · {st['saturated']:.0%} saturated", style="yellow" if st["saturated"] > 0.5 else "dim")
-        t.append("\n")
+        t.append_text(layer_heading(row))
         if row.get("kind") == "Flatten":
             t.append("  (the layer before, as one vector)\n", style="dim")
         elif row.get("maps"):
