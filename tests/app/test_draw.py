@@ -113,6 +113,9 @@ async def test_drawing_sends_the_models_input_and_shows_the_trainers_answer(tmp_
         assert not pad.centre  # the digits set's digits fill their 8x8 frame: given as drawn, not centred as MNIST's
         want_input = drawn_input(canvas.ink, 8, 8, centre=False)
         np.testing.assert_allclose(last["image"], want_input, atol=1e-3)  # the 8x8 the model is given
+        sees = str(app.query_one("#draw-sees").render()).split("\n")
+        assert len(sees[0]) == 24 and len(sees) == 12 + 1  # the 8x8 shown 3x (half blocks), then its caption
+        assert sees[-1] == "8x8, as drawn"
         await wait_until(pilot, lambda: app.state.probe.get("probs") is not None
                          and np.allclose(app.state.probe["probs"], model_answer(session, last["image"]), atol=1e-5),
                          what="the answer to the last picture")

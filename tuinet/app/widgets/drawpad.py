@@ -386,7 +386,9 @@ class DrawPad(Horizontal):
         if self.image is None:
             text = Text(f"{w}x{h}, nothing drawn yet", style="dim")
         else:
-            text = shade_text(self.image) if self.app.no_color else render_image_text(self.image)
+            k = max(1, SIZE // max(h, w))  # a small input (the digits set's 8x8) shown 3x: its pixels stay pixels
+            shown = np.kron(self.image, np.ones((k, k), np.float32)) if k > 1 else self.image
+            text = shade_text(shown) if self.app.no_color else render_image_text(shown)
             how = "centred as MNIST's" if self.centre else "as drawn"
             text.append(f"\n{w}x{h}, {how}", style="dim")
         update_static(self._sees, text, nowrap=True)
