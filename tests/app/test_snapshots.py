@@ -235,8 +235,11 @@ def draw_events() -> list[dict]:
         forward.append({"name": f"{kind.lower()}_{i}", "kind": kind, "shape": [size], "units": units.astype(int).tolist(),
                         "scale": 3.0, "size": size, "stats": {"mean": 0.1, "std": 1.0, "min": -3.0, "max": 3.0,
                                                               "zero": 0.55 if kind == "ReLU" else 0.0}})
+    change = np.zeros((7, 7))
+    change[1, 2:5], change[2:6, 4 - np.arange(4) // 2] = -0.3, -0.5  # the 7's bar and stroke matter
+    change[4, 1] = 0.1
     events.append({**events[-1], "event": "probe", "step": 1500, "epoch": 3.0, "probs": probs, "pred": 7,
-                   "forward": forward})
+                   "forward": forward, "occlusion": {"patch": 4, "class": 7, "change": change.tolist()}})
     return events
 
 

@@ -15,8 +15,8 @@ from tuinet.errors import ConfigError
 from tuinet.protocol import MAX_IMAGE_SIDE, make_command
 from tuinet.training import trainer as trainer_module
 from tuinet.training.config import TrainConfig
-from tuinet.training.probe import (PROBE_MAPS, PROBE_UNITS, CheckpointProbe, drawable, layer_picture, probe_answer,
-                                   probe_input)
+from tuinet.training.probe import (PROBE_MAPS, PROBE_UNITS, CheckpointProbe, background_level, drawable, ink_range,
+                                   layer_picture, probe_answer, probe_input)
 from tuinet.training.trainer import Trainer
 
 from tests.training.test_stepview import Driven
@@ -175,3 +175,33 @@ def test_channel_maps_are_averaged_down_and_bounded():
     assert flat["units"][0] == -100 and flat["scale"] == 1.0
     nan = layer_picture(np.array([np.nan, 1.0, -2.0]))
     assert nan["units"] == [0, 50, -100] and nan["scale"] == 2.0
+
+
+def test_occlusion_is_the_change_in_the_predicted_class_when_each_patch_is_covered():
+    """Checked patch by patch against the model's own probabilities for the covered inputs, built here."""
+    t = Trainer(TrainConfig(dataset="digits", model="16", batch_size=64, seed=3, epochs=2), run_dir=False)
+    assert t.run()["event"] == "finished"
+    x = t.data.x_test[3:4]
+    bg = background_level(t.data.normalizer, ink_range(t.data.normalizer, t.data.x_train))
+    assert bg == pytest.approx(float(t.data.x_train.min()))  # no ink: the darkest gray of the training set
+    answer = probe_answer(t.model, x, background=bg)
+    occ = answer["occlusion"]
+    cls = answer["pred"]
+    assert occ["class"] == cls and occ["patch"] == 1  # 8x8: a grid of 8x8 one-pixel patches (about 7 a side)
+    base = t.model.predict_proba(x)[0, cls]
+    change = np.asarray(occ["change"])
+    assert change.shape == (8, 8)
+    for i, j in ((0, 0), (3, 4), (7, 7), (5, 2)):
+        covered = x.copy()
+        covered[0, i, j, :] = bg
+        assert change[i, j] == pytest.approx(t.model.predict_proba(covered)[0, cls] - base, abs=1e-4)
+    assert np.abs(change).max() > 0.001  # some pixel matters
+
+
+def test_the_trainers_answer_says_where_the_network_looks():
+    d = Driven(model="32")
+    d.start_paused()
+    d.send("probe", image=raw_test_image(d.trainer, 2))
+    answer = d.wait("probe")
+    assert answer["occlusion"]["class"] == answer["pred"] and len(answer["occlusion"]["change"]) == 8
+    d.finish()

@@ -402,8 +402,8 @@ class TuinetApp(App[int]):
             if "probe" in d and self._draw_panel(
                     "probe", lambda: self._draw.show_answer(st.probe, names, *self._probe_source(st.probe)), now):
                 d.discard("probe")
-            elif "probe_layers" in d and self._draw_panel("probe_layers", lambda: self._draw.show_layers(st.probe),
-                                                          now):
+            elif "probe_layers" in d and self._draw_panel("probe_layers",
+                                                          lambda: self._draw.show_layers(st.probe, names), now):
                 d.discard("probe_layers")
         if tab == "boundary" and "boundary" in d:
             names = [str(n) for n in st.dataset.get("class_names") or []]

@@ -115,10 +115,37 @@ def layer_picture(y: np.ndarray) -> dict[str, Any]:
     return {key: q.tolist(), "scale": scale, **extra}
 
 
-def probe_answer(model, x: np.ndarray, layers: bool = True) -> dict[str, Any]:
+#: occlusion: the input is covered a patch at a time, patches of about a seventh of its side (MNIST: 4x4 of 28x28)
+OCCLUSION_GRID = 7
+
+
+def background_level(normalizer, gray: tuple[float, float]) -> float:
+    """The normalized value of a pixel without ink (the gray level ``gray[0]``): what an occluded patch is set to."""
+    return float(normalizer.transform(np.full((1, 1), gray[0], np.float32)).reshape(-1)[0])
+
+
+def occlusion(model, x: np.ndarray, cls: int, background: float) -> dict[str, Any]:
+    """Where the model looks (Zeiler and Fergus's occlusion test): for each patch of the input (a grid of about
+    OCCLUSION_GRID x OCCLUSION_GRID), how much the probability of class ``cls`` changes when that patch is set to
+    the background; all patches in one batch. ``change``: rows x cols, in probability (-1..1)."""
+    _, h, w, _ = x.shape
+    patch = max(1, round(max(h, w) / OCCLUSION_GRID))
+    rows, cols = -(-h // patch), -(-w // patch)
+    batch = np.repeat(x, rows * cols, axis=0)
+    for i in range(rows):
+        for j in range(cols):
+            batch[i * cols + j, i * patch:(i + 1) * patch, j * patch:(j + 1) * patch, :] = background
+    base = float(np.asarray(model.predict_proba(x), dtype=np.float64)[0, cls])
+    covered = np.asarray(model.predict_proba(batch), dtype=np.float64)[:, cls]
+    change = np.nan_to_num(covered - base).reshape(rows, cols)
+    return {"patch": patch, "class": int(cls), "change": np.round(change, 4).tolist()}
+
+
+def probe_answer(model, x: np.ndarray, layers: bool = True, background: float | None = None) -> dict[str, Any]:
     """The model's class probabilities for one sample, its prediction (None when they are not finite: a diverged
-    model) and, with ``layers``, the forward pass layer by layer: each layer's output for the sample
-    (:func:`layer_picture`) with its mean, spread and share of zeros."""
+    model), with ``layers`` the forward pass layer by layer (each layer's output for the sample,
+    :func:`layer_picture`, with its mean, spread and share of zeros) and, given the input's ``background`` level,
+    where the model looks for its prediction (:func:`occlusion`)."""
     from tuinet.training.stepview import activation_stats
 
     out: dict[str, Any] = {}
@@ -140,6 +167,8 @@ def probe_answer(model, x: np.ndarray, layers: bool = True) -> dict[str, Any]:
     else:
         probs = np.asarray(model.predict_proba(x), dtype=np.float64)[0]
     finite = bool(np.isfinite(probs).all())
+    if finite and background is not None and x.ndim == 4:
+        out["occlusion"] = occlusion(model, x, int(probs.argmax()), background)
     return {"probs": [round(float(p), 6) for p in probs], "pred": int(probs.argmax()) if finite else None, **out}
 
 
@@ -169,4 +198,5 @@ class CheckpointProbe:
 
     def answer(self, image: Any) -> dict[str, Any]:
         """The saved model's answer to a drawn picture (as the trainer's ``probe`` event carries it)."""
-        return probe_answer(self.model, probe_input(image, self.task, self.input_shape, self.normalizer, self.gray))
+        return probe_answer(self.model, probe_input(image, self.task, self.input_shape, self.normalizer, self.gray),
+                            background=background_level(self.normalizer, self.gray))

@@ -39,7 +39,7 @@ from tuinet.training.defaults import describe_defaults
 from tuinet.training.final_test import final_tests
 from tuinet.training.neurons import neuron_maps
 from tuinet.training.prefetch import DataPrefetch, load_run_data
-from tuinet.training.probe import ink_range, probe_answer, probe_input
+from tuinet.training.probe import background_level, ink_range, probe_answer, probe_input
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -545,8 +545,9 @@ class Trainer:
         training runs it is sent again every PROBE_EVERY seconds, or less often when computing it would take more
         than PROBE_SHARE of the time (a deep net's layer by layer forward pass)."""
         t0 = time.perf_counter()
-        answer = probe_answer(self.model, self._probe_x) if self._probe_x is not None and self.model is not None \
-            else {"probs": None, "pred": None}
+        answer = probe_answer(self.model, self._probe_x, background=background_level(self.data.normalizer,
+                                                                                     self._ink_range)) \
+            if self._probe_x is not None and self.model is not None else {"probs": None, "pred": None}
         self._probe_t = time.perf_counter()
         self._probe_every = max(PROBE_EVERY, (self._probe_t - t0) / PROBE_SHARE)
         self._emit("probe", step=self.global_step, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch,

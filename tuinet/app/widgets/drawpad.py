@@ -289,14 +289,51 @@ def probability_bars(event: dict[str, Any] | None, names: list[str], width: int 
     return t
 
 
+def to_side(a: np.ndarray, side: int) -> np.ndarray:
+    """A picture brought to about ``side`` pixels a side: blocks averaged when larger (28 -> 14), pixels repeated
+    when smaller (8 -> 8 x 1; 7 -> 14)."""
+    n = max(a.shape)
+    if n > side:
+        f = -(-n // side)
+        h, w = a.shape[0] // f * f, a.shape[1] // f * f
+        return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    k = max(1, side // n)
+    return np.kron(a, np.ones((k, k))) if k > 1 else a
+
+
+def occlusion_text(occ: dict[str, Any], image: np.ndarray | None, names: list[str], width: int,
+                   mode: str = "color") -> Text:
+    """Where the network looks (a probe event's ``occlusion``): the input beside a map of how covering each patch
+    changes the predicted class's probability, each shown at 14 columns."""
+    change = np.asarray(occ.get("change") or [[0.0]], dtype=np.float64)
+    cls = int(occ.get("class", 0))
+    name = names[cls] if cls < len(names) else str(cls)
+    scale = float(np.abs(change).max())
+    blocks = [diverging_lines(to_side(change, 14), scale or 1.0, mode)]
+    caps = [f"±{scale:.0%} of P({name})"]
+    if image is not None:
+        small = to_side(np.asarray(image, dtype=np.float64), 14)
+        picture = shade_text(small) if mode == "glyph" else render_image_text(small)
+        blocks.insert(0, picture.split("\n"))
+        caps.insert(0, "given")
+    t = Text(no_wrap=True, overflow="crop")
+    t.append(f"where it looks for its {name}\n", style="bold")
+    neg, pos = ("blue", "orange") if mode == "color" else ("blue", "yellow") if mode == "ansi16" else \
+        ("░▒▓█", ".:+#")
+    t.append(f"a {occ.get('patch', 1)}x{occ.get('patch', 1)} patch covered: P({name}) drops ({neg}), rises ({pos})\n",
+             style="dim")
+    t.append_text(tile(blocks, caps, width))
+    return t
+
+
 def forward_rows_text(rows: list[dict[str, Any]] | None, width: int, mode: str = "color") -> Text:
     """Each layer's output for the drawn picture (a probe event's ``forward``): its name, shape and share of zeros,
     then its channel maps or its first units, each layer on its own scale."""
     if not rows:
         return Text("each layer's output for the picture shows here", style="dim")
     t = Text(no_wrap=True, overflow="crop")
-    t.append(f"each layer's output for this picture ({picture_legend(mode)}, each layer on its own scale)\n",
-             style="dim")
+    t.append("each layer's output for this picture\n", style="bold")
+    t.append(f"{picture_legend(mode)}, each on its own scale\n", style="dim")
     for row in rows:
         if row.get("kind") == "Flatten":
             continue
@@ -419,13 +456,19 @@ class DrawPad(Horizontal):
                 text.append(f" {note}", style="dim")
         update_static(self._probs, text, nowrap=True)
 
-    def show_layers(self, event: dict[str, Any] | None) -> None:
-        """Draw each layer's output for the drawing (a probe event's ``forward``): a panel of its own, redrawn less
-        often than the answer while training runs (a CNN's channel maps take some 70 ms to build and paint)."""
+    def show_layers(self, event: dict[str, Any] | None, names: list[str] | None = None) -> None:
+        """Draw where the network looks and each layer's output for the drawing (a probe event's ``occlusion`` and
+        ``forward``): a panel of its own, redrawn less often than the answer while training runs (a CNN's channel
+        maps take some 70 ms to build and paint)."""
         mode = picture_mode(self.app.no_color, self.app.console.color_system)
-        rows = (event or {}).get("forward") if self.image is not None else None
-        update_static(self._layers, forward_rows_text(rows, self._layers.content_size.width or 56, mode),
-                      nowrap=True)
+        width = (self._layers.content_size.width or 57) - 1  # (the panel's scroll bar, once it scrolls)
+        drawn = event is not None and self.image is not None
+        text = Text(no_wrap=True, overflow="crop")
+        if drawn and event.get("occlusion"):
+            text.append_text(occlusion_text(event["occlusion"], self.image, names or [], width, mode))
+            text.append("\n")
+        text.append_text(forward_rows_text(event.get("forward") if drawn else None, width, mode))
+        update_static(self._layers, text, nowrap=True)
 
     def set_samples(self, event: dict[str, Any] | None) -> None:
         """Keep the test samples of a samples event (their pictures), for ``t``."""
