@@ -128,7 +128,7 @@ async def test_drawing_sends_the_models_input_and_shows_the_trainers_answer(tmp_
         layers = str(app.query_one("#draw-layers").render())  # the forward pass of the picture, layer by layer
         assert "dense_1 → 32" in layers and "relu_2 → 32" in layers and "dense_3 → 10" in layers
         assert "flatten" not in layers
-        assert f"where it looks for its {pred}" in layers and f"of P({pred})" in layers  # the occlusion map
+        assert f"where it looks for its {pred}" in layers and f"the {pred}'s score (logit)" in layers  # occlusion
 
         # the keys: clear, then a line with shift+arrows from the pen
         await press(pilot, "x")

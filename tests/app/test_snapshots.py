@@ -239,7 +239,8 @@ def draw_events() -> list[dict]:
     change[1, 2:5], change[2:6, 4 - np.arange(4) // 2] = -0.3, -0.5  # the 7's bar and stroke matter
     change[4, 1] = 0.1
     events.append({**events[-1], "event": "probe", "step": 1500, "epoch": 3.0, "probs": probs, "pred": 7,
-                   "forward": forward, "occlusion": {"patch": 4, "class": 7, "change": change.tolist()}})
+                   "forward": forward, "occlusion": {"patch": 4, "class": 7, "change": (change * 8).tolist(),
+                                                   "score": 9.7}})
     return events
 
 

@@ -188,13 +188,14 @@ def test_occlusion_is_the_change_in_the_predicted_class_when_each_patch_is_cover
     occ = answer["occlusion"]
     cls = answer["pred"]
     assert occ["class"] == cls and occ["patch"] == 1  # 8x8: a grid of 8x8 one-pixel patches (about 7 a side)
-    base = t.model.predict_proba(x)[0, cls]
+    base = t.model.predict(x)[0, cls]  # the score (logit): a confident answer's probability hardly moves
     change = np.asarray(occ["change"])
     assert change.shape == (8, 8)
     for i, j in ((0, 0), (3, 4), (7, 7), (5, 2)):
         covered = x.copy()
         covered[0, i, j, :] = bg
-        assert change[i, j] == pytest.approx(t.model.predict_proba(covered)[0, cls] - base, abs=1e-4)
+        assert change[i, j] == pytest.approx(t.model.predict(covered)[0, cls] - base, abs=1e-3)
+    assert occ["score"] == pytest.approx(base, abs=1e-3)
     assert np.abs(change).max() > 0.001  # some pixel matters
 
 

@@ -126,8 +126,10 @@ def background_level(normalizer, gray: tuple[float, float]) -> float:
 
 def occlusion(model, x: np.ndarray, cls: int, background: float) -> dict[str, Any]:
     """Where the model looks (Zeiler and Fergus's occlusion test): for each patch of the input (a grid of about
-    OCCLUSION_GRID x OCCLUSION_GRID), how much the probability of class ``cls`` changes when that patch is set to
-    the background; all patches in one batch. ``change``: rows x cols, in probability (-1..1)."""
+    OCCLUSION_GRID x OCCLUSION_GRID), how much the model's score for class ``cls`` (its output before the softmax,
+    the logit) changes when that patch is set to the background; all patches in one batch. The score, not the
+    probability: a confident answer's probability stays at 100% whatever one patch does, its score does not.
+    ``change``: rows x cols."""
     _, h, w, _ = x.shape
     patch = max(1, round(max(h, w) / OCCLUSION_GRID))
     rows, cols = -(-h // patch), -(-w // patch)
@@ -135,10 +137,10 @@ def occlusion(model, x: np.ndarray, cls: int, background: float) -> dict[str, An
     for i in range(rows):
         for j in range(cols):
             batch[i * cols + j, i * patch:(i + 1) * patch, j * patch:(j + 1) * patch, :] = background
-    base = float(np.asarray(model.predict_proba(x), dtype=np.float64)[0, cls])
-    covered = np.asarray(model.predict_proba(batch), dtype=np.float64)[:, cls]
+    base = float(np.asarray(model.predict(x), dtype=np.float64)[0, cls])
+    covered = np.asarray(model.predict(batch), dtype=np.float64)[:, cls]
     change = np.nan_to_num(covered - base).reshape(rows, cols)
-    return {"patch": patch, "class": int(cls), "change": np.round(change, 4).tolist()}
+    return {"patch": patch, "class": int(cls), "change": np.round(change, 4).tolist(), "score": round(base, 4)}
 
 
 def probe_answer(model, x: np.ndarray, layers: bool = True, background: float | None = None) -> dict[str, Any]:

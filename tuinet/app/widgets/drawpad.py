@@ -304,13 +304,13 @@ def to_side(a: np.ndarray, side: int) -> np.ndarray:
 def occlusion_text(occ: dict[str, Any], image: np.ndarray | None, names: list[str], width: int,
                    mode: str = "color") -> Text:
     """Where the network looks (a probe event's ``occlusion``): the input beside a map of how covering each patch
-    changes the predicted class's probability, each shown at 14 columns."""
+    changes the predicted class's score (its logit), each shown at 14 columns."""
     change = np.asarray(occ.get("change") or [[0.0]], dtype=np.float64)
     cls = int(occ.get("class", 0))
     name = names[cls] if cls < len(names) else str(cls)
     scale = float(np.abs(change).max())
     blocks = [diverging_lines(to_side(change, 14), scale or 1.0, mode)]
-    caps = [f"±{scale:.0%} of P({name})"]
+    caps = [f"±{scale:.2g} of {occ.get('score', 0):.3g}"]
     if image is not None:
         small = to_side(np.asarray(image, dtype=np.float64), 14)
         picture = shade_text(small) if mode == "glyph" else render_image_text(small)
@@ -320,8 +320,8 @@ def occlusion_text(occ: dict[str, Any], image: np.ndarray | None, names: list[st
     t.append(f"where it looks for its {name}\n", style="bold")
     neg, pos = ("blue", "orange") if mode == "color" else ("blue", "yellow") if mode == "ansi16" else \
         ("░▒▓█", ".:+#")
-    t.append(f"a {occ.get('patch', 1)}x{occ.get('patch', 1)} patch covered: P({name}) drops ({neg}), rises ({pos})\n",
-             style="dim")
+    t.append(f"covering a {occ.get('patch', 1)}x{occ.get('patch', 1)} patch moves the {name}'s score (logit)\n"
+             f"{neg}: it falls, {pos}: it rises\n", style="dim")
     t.append_text(tile(blocks, caps, width))
     return t
 
