@@ -68,6 +68,27 @@ def test_cnn_vs_mlp_lesson(tmp_path, capsys):
     params = [e["num_params"] for e in events if e.get("event") == "started"]
     assert abs(params[0] - params[1]) / max(params) < 0.1  # "the same parameter count", within 10%
     assert f"{params[0]:,} parameters" in result["result"]
+    # the verdict's accuracies on moved digits: the checkpoint's own, and the move is a move (checked against
+    # np.roll, which wraps MNIST's black right border onto the left: the same inputs but for its outer columns)
+    import numpy as np
+
+    from tuinet.engine.checkpoint import load_checkpoint
+    from tuinet.training.evaluation import checkpoint_model, rebuild_test_split
+    from tuinet.training.lessons import SHIFTED_DIGITS, shifted_accuracy
+
+    for run in result["runs"]:
+        label = Path(run["run_dir"]).name
+        acc = shifted_accuracy(run["run_dir"])
+        line = next(x for x in result["result"].splitlines() if x.strip().startswith(f"{label}: "))
+        assert f"as they are {100 * acc[0]:.1f}%, moved 2 pixels right {100 * acc[1]:.1f}%" in line
+        ckpt = load_checkpoint(Path(run["run_dir"]) / "latest.npz")
+        model = checkpoint_model(ckpt)
+        x, y, _ = rebuild_test_split(ckpt)
+        x, y = x[:SHIFTED_DIGITS], y[:SHIFTED_DIGITS]
+        rolled = np.ascontiguousarray(np.roll(x, 2, axis=2))
+        assert abs(np.mean(model.predict_proba(rolled).argmax(axis=1) == y) - acc[1]) <= 0.01
+        assert np.mean(model.predict_proba(x).argmax(axis=1) == y) == acc[0]
+    assert "w (draw), m (centring off)" in result["result"]
 
 
 def test_a_lesson_refuses_to_set_what_it_compares():
