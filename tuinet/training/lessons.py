@@ -328,7 +328,7 @@ def _params_verdict(runs: list[RunSummary]) -> list[str]:
                 f"{'as they are' if s == 0 else f'moved {s} pixels right'} {100 * a:.1f}%" for s, a in zip(SHIFTS, acc))
         out.append(line)
     out.append("Shared filters and pooling forgive a digit off its place; the MLP learnt each position apart. Try "
-               "one of your own: w (draw), m (centring off), and draw it off centre.")
+               "one of your own on the lesson's Compare screen: w (draw), m (centring off), and draw it off centre.")
     return out
 
 
