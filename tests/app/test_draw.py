@@ -146,8 +146,8 @@ async def test_drawing_sends_the_models_input_and_shows_the_trainers_answer(tmp_
         await press(pilot, "n")
         await wait_until(pilot, lambda: app.state.probe is not before and app.state.probe.get("step", 0)
                          > before.get("step", 0), what="the answer after a step")
-        if app.screen is not app.screen_stack[0]:  # the step view opened over the tab
-            await press(pilot, "escape")
+        assert app.screen is app.screen_stack[0] and app.active_tab == "draw"  # the tab shows the step, no Step view
+        assert app.state.probe["step"] == before["step"] + 1 and app.state.paused
         session.send(make_command("stop"))
         await wait_until(pilot, lambda: app.state.done, what="the run stopped")
 

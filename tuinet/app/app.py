@@ -702,11 +702,14 @@ class TuinetApp(App[int]):
 
     def action_step(self) -> None:
         """Take one step (or the count typed before ``n``) and show the last one stage by stage in the Step view;
-        a running trainer is paused first (the trainer takes steps one at a time only while paused)."""
+        a running trainer is paused first (the trainer takes steps one at a time only while paused). On the Draw tab
+        the tab itself shows the step: the drawing's answer after it (no Step view over it)."""
         count = self._count.take()
         if not self.state.paused and "paused" not in self.pending:
             self._send("pause", "pausing")
         self._send("step", f"{count:,} step{'s' if count > 1 else ''}", **({"count": count} if count > 1 else {}))
+        if self.screen is self.screen_stack[0] and self.active_tab == "draw":
+            return
         if self.screen is not self._step_screen:
             self._step_screen = StepScreen()
             self.push_screen(self._step_screen, lambda _: setattr(self, "_step_screen", None))
