@@ -13,6 +13,7 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.app.sweep_fixture import TRIALS, Recorder, make_sweep, snapshot_of, trial_dir, with_state
@@ -471,3 +472,32 @@ def test_the_sweep_keys_come_from_the_actions_table():
     assert sorted(i for row in actions.SWEEP_APP_HELP_ROWS for i in row.ids) == sorted(ids)
     keys = [k for a in actions.SWEEP_ACTIONS for k in a.keys.split(",")]
     assert len(keys) == len(set(keys))
+
+
+@async_test
+async def test_w_draws_for_the_charted_trials_that_have_a_run_folder(sweep):
+    """The drawing screen lists the chart's trials, in its glyphs; each answers from its folder's latest.npz (the
+    fixture's trials have none, so each says it could not read it, in one line; reading real checkpoints is
+    tested with the Compare screen's w in tests/app/test_draw.py)."""
+    from tuinet.app.screens.draw_runs import DrawRunsScreen
+    from tuinet.app.widgets.drawpad import DrawCanvas
+
+    snap = make_sweep(sweep)
+    app = SweepApp(sweep, reader=Source(snap), poll=False)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await loaded(pilot, app, 9)
+        charted = [r.name for r in view.state.curves.charted()]
+        assert charted
+        await press(pilot, "w")
+        await wait_until(pilot, lambda: isinstance(app.screen, DrawRunsScreen) and app.screen.is_mounted,
+                         what="the drawing screen")
+        screen = app.screen
+        assert [r.name for r in screen.runs] == charted
+        assert [r.style.glyph for r in screen.runs] == [view.state.curves.style(n).glyph for n in charted]
+        screen.query_one(DrawCanvas).set_ink(np.eye(28, dtype=np.float32))
+        await wait_until(pilot, lambda: all(screen.answers.get(n) for n in charted), what="every trial's line")
+        for n in charted:
+            assert "holds no checkpoint (latest.npz or best.npz)" in screen.answers[n]["error"]
+            assert str(sweep) not in screen.answers[n]["error"]  # the folder named by its run, not a long path
+        await press(pilot, "escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, DrawRunsScreen), what="back to the sweep")

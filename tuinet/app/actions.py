@@ -250,6 +250,8 @@ SWEEP_ACTIONS: tuple[Action, ...] = (
     Action("toggle_params", "i", "Params", "the parameters panel (importances, objective against each parameter): "
            "show / hide", "Sweep: parameters panel"),
     Action("sweep_log", "l", "Log y", "loss chart: log / linear scale", "Sweep: loss log / linear", show=False),
+    Action("draw_trials", "w", "Draw", "draw a digit: how each charted trial reads it, with its saved weights",
+           "Sweep: draw a digit for the charted trials", show=False),
 )
 
 #: what the Sweep app adds to the Sweep keys
@@ -267,6 +269,7 @@ SWEEP_APP_HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("sort_trials", "reverse_trials"), "sort by the next column / reverse (or click a heading)"),
     HelpRow(("toggle_params",)),
     HelpRow(("sweep_log",)),
+    HelpRow(("draw_trials",)),
     HelpRow((), "command palette (every action by name)", keys="ctrl+p"),
     HelpRow(("help",)),
     HelpRow(("quit",)),

@@ -153,8 +153,8 @@ class DrawRunsScreen(Screen):
                     answer = probe.answer(image.tolist()) if image is not None else {"probs": None, "pred": None}
                     answer["step"] = probe.step
                     answer["class_names"] = [str(n) for n in probe.class_names]
-            except (TuinetError, OSError) as e:
-                answer = {"error": str(e).split("\n")[0][:80]}
+            except (TuinetError, OSError) as e:  # one line, the run's folder named by the run (a path is long)
+                answer = {"error": str(e).split("\n")[0].replace(str(run.path), run.name)}
             self.app.call_from_thread(self._answered, run.name, answer, generation)
 
     def _answered(self, name: str, answer: dict[str, Any], generation: int) -> None:

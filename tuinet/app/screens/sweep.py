@@ -314,6 +314,18 @@ class SweepView(Vertical):
         if trial is not None:
             self.post_message(self.OpenTrial(trial.number))
 
+    def action_draw_trials(self) -> None:
+        """Draw a digit and see how each charted trial reads it (its saved weights)."""
+        from tuinet.app.screens.draw_runs import DrawnRun, DrawRunsScreen
+
+        curves = self.state.curves
+        runs = [DrawnRun(r.name, Path(r.path), curves.style(r.name), r.dataset) for r in curves.charted()
+                if Path(r.path).is_dir()]
+        if not runs:
+            self._say("no charted trial has a run folder here to read weights from", "warning")
+            return
+        self.app.push_screen(DrawRunsScreen(runs))
+
     def action_stop_trial(self) -> None:
         """Stop (prune) the highlighted running trial, after a yes."""
         trial = self.highlighted_trial()
