@@ -326,3 +326,21 @@ async def test_the_trainer_answers_the_drawing_only_while_its_tab_is_shown():
         await press(pilot, "2")  # a third tab: nothing more to send
         await press(pilot, "6")  # back: sent again
         await wait_until(pilot, lambda: probes() == [True, False, True], what="the drawing sent again")
+
+
+@async_test
+async def test_a_restarted_run_is_given_the_drawing_again():
+    from tests.app.test_app import dialog
+    from tuinet.app.screens.dialogs import ConfirmDialog
+
+    first, second = FakeSession(opening(dataset="mnist")), FakeSession(opening(dataset="mnist"))
+    app = TuinetApp(first, config=TrainConfig(dataset="mnist"), session_factory=lambda c: second)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await dot_on_the_draw_tab(pilot, app)
+        await wait_until(pilot, lambda: [c for c in first.sent if c["command"] == "probe"], what="the drawing sent")
+        await press(pilot, "r")
+        await dialog(pilot, ConfirmDialog)
+        await press(pilot, "y")
+        await wait_until(pilot, lambda: app.session is second, what="the new run")
+        await wait_until(pilot, lambda: [c for c in second.sent if c["command"] == "probe"], what="the drawing resent")
+        assert [c for c in second.sent if c["command"] == "probe"][0]["image"] is not None

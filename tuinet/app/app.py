@@ -293,7 +293,8 @@ class TuinetApp(App[int]):
                 self.latencies.append((what, now - t0))
             if kind == "samples":
                 self._draw.set_samples(e)
-            elif kind == "started" and self._draw.image is not None and self._session_live():
+            elif kind == "started" and self._draw.image is not None and self._session_live() \
+                    and self.active_tab == "draw":
                 self._send_probe(self._draw.image.tolist())  # a restarted run: the drawing is answered again
             if kind == "diverged" and e.get("action") == "paused":
                 self._show_diverged(e)
