@@ -23,6 +23,7 @@ from textual.widgets import Footer, Static
 from tuinet.app.compare_state import RunStyle
 from tuinet.app.widgets.cells import update_static
 from tuinet.app.widgets.drawpad import DrawCanvas, DrawPad
+from tuinet.app.widgets.stepview import bar
 from tuinet.training.probe import DIGIT_DATASETS, drawable, drawn_input
 
 
@@ -58,10 +59,9 @@ def answer_line(run: DrawnRun, answer: dict[str, Any] | None, width: int, color:
         return t
     order = sorted(range(len(probs)), key=lambda i: -probs[i])
     bar_w = max(4, min(20, width - 48))
-    cells = probs[pred] * bar_w
     t.append(f"{names[pred]:>3} {probs[pred]:6.1%} ", style="bold green")
-    t.append("█" * int(cells) + " ▏▎▍▌▋▊▉"[int((cells - int(cells)) * 8)].strip(), style="green")
-    t.append(" " * (bar_w - int(cells)) + "  then ", style="dim")
+    t.append(bar(probs[pred], bar_w), style="green")
+    t.append("  then ", style="dim")
     t.append(", ".join(f"{names[i]} {probs[i]:.1%}" for i in order[1:3]), style="dim")
     step = answer.get("step")
     note = f" · step {step:,}" if isinstance(step, int) else ""

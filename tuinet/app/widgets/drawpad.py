@@ -27,7 +27,7 @@ from textual.widgets import Static
 from tuinet.app import actions
 from tuinet.app.widgets.cells import append_cell, update_static
 from tuinet.app.widgets.inspector import diverging_lines, picture_legend, picture_mode, tile
-from tuinet.app.widgets.stepview import layer_heading
+from tuinet.app.widgets.stepview import bar, layer_heading
 from tuinet.data.render import render_image_text
 from tuinet.training.probe import drawn_input
 
@@ -277,11 +277,8 @@ def probability_bars(event: dict[str, Any] | None, names: list[str], width: int 
         if p is None:
             t.append("—", style="dim")
             continue
-        cells = p * width
-        full = int(cells)
-        part = " ▏▎▍▌▋▊▉"[int((cells - full) * 8)] if full < width else ""
-        t.append("█" * full + part.strip(), style="green" if i == pred else "blue")
-        t.append(" " * (width - full - len(part.strip())) + f" {p:6.1%}", style="bold" if i == pred else "dim")
+        t.append(bar(p, width), style="green" if i == pred else "blue")
+        t.append(f" {p:6.1%}", style="bold" if i == pred else "dim")
         if i == pred:
             t.append(" ◀", style="bold green")
     if pred is None:
