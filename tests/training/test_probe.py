@@ -143,7 +143,7 @@ def test_the_forward_pass_layer_by_layer_is_each_layers_output_for_the_picture()
     t = Trainer(TrainConfig(dataset="digits", model="32", batch_size=64, seed=3, epochs=1), run_dir=False)
     assert t.run()["event"] == "finished"
     x = t.data.x_test[:1]
-    answer = probe_answer(t.model, x)
+    answer = probe_answer(t.model, x, background=float(t.data.x_train.min()))
     rows = {r["kind"] + str(i): r for i, r in enumerate(answer["forward"])}
     assert [r["kind"] for r in answer["forward"]] == ["Flatten", "Dense", "ReLU", "Dense"]
     w1, b1 = (p.astype(np.float64) for p in t.model.layers[1].params)

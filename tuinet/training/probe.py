@@ -22,14 +22,11 @@ from tuinet.protocol import MAX_IMAGE_SIDE
 #: time against 93% as drawn)
 DIGIT_DATASETS = ("mnist",)
 
-#: the largest side of a drawable input (the app's canvas is 28x28; the fit scales it to the model's size)
-MAX_SIDE = MAX_IMAGE_SIDE
-
-
 def drawable(task: str | None, input_shape: Sequence[int] | None) -> bool:
-    """True for a classifier of gray images of at most MAX_SIDE pixels a side: what one can draw an input for."""
+    """True for a classifier of gray images of at most MAX_IMAGE_SIDE pixels a side (the app's canvas is 28x28,
+    scaled to the model's size): what one can draw an input for."""
     shape = list(input_shape or ())
-    return task == "classification" and len(shape) == 3 and shape[2] == 1 and 0 < max(shape[:2]) <= MAX_SIDE
+    return task == "classification" and len(shape) == 3 and shape[2] == 1 and 0 < max(shape[:2]) <= MAX_IMAGE_SIDE
 
 
 #: ink below this counts as none: a canvas with no pixel above it is blank
@@ -143,38 +140,68 @@ def occlusion(model, x: np.ndarray, cls: int, background: float) -> dict[str, An
     return {"patch": patch, "class": int(cls), "change": np.round(change, 4).tolist(), "score": round(base, 4)}
 
 
-def probe_answer(model, x: np.ndarray, layers: bool = True, background: float | None = None) -> dict[str, Any]:
-    """The model's class probabilities for one sample, its prediction (None when they are not finite: a diverged
-    model), with ``layers`` the forward pass layer by layer (each layer's output for the sample,
-    :func:`layer_picture`, with its mean, spread and share of zeros) and, given the input's ``background`` level,
-    where the model looks for its prediction (:func:`occlusion`)."""
+def probe_answer(model, x: np.ndarray, background: float) -> dict[str, Any]:
+    """The model's class probabilities for one sample ``x`` (1, h, w, 1), its prediction (None when they are not
+    finite: a diverged model), the forward pass layer by layer (each layer's output for the sample,
+    :func:`layer_picture`, with its mean, spread and share of zeros) and where the model looks for its prediction
+    (:func:`occlusion`, patches set to ``background``)."""
+    from tuinet.engine.kernels import softmax_rows
     from tuinet.training.stepview import activation_stats
 
-    out: dict[str, Any] = {}
-    if layers:
-        fused = model.fusion
-        model.fusion = False  # one layer at a time (fused pairs give the same numbers)
-        try:
-            h, rows = x, []
-            for layer in model.layers:
-                h = layer.forward(h, False)
-                rows.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.output_shape),
-                             "stats": activation_stats(layer.kind, h[0]), **layer_picture(h[0])})
-        finally:
-            model.fusion = fused
-        z = h[0].astype(np.float64)
-        z = np.exp(z - z.max())
-        probs = z / z.sum()
-        out["forward"] = rows
-    else:
-        probs = np.asarray(model.predict_proba(x), dtype=np.float64)[0]
+    fused = model.fusion
+    model.fusion = False  # one layer at a time (fused pairs give the same numbers)
+    try:
+        h, rows = x, []
+        for layer in model.layers:
+            h = layer.forward(h, False)
+            rows.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.output_shape),
+                         "stats": activation_stats(layer.kind, h[0]), **layer_picture(h[0])})
+    finally:
+        model.fusion = fused
+    probs = np.empty_like(h)
+    softmax_rows(h, probs)  # as Sequential.predict_proba does
+    probs = probs[0].astype(np.float64)
+    out: dict[str, Any] = {"forward": rows}
     finite = bool(np.isfinite(probs).all())
-    if finite and background is not None and x.ndim == 4:
+    if finite:
         out["occlusion"] = occlusion(model, x, int(probs.argmax()), background)
     return {"probs": [round(float(p), 6) for p in probs], "pred": int(probs.argmax()) if finite else None, **out}
 
 
-class CheckpointProbe:
+class Probe:
+    """A model and how a drawing becomes its input: the trainer's (its live weights) and :class:`CheckpointProbe`'s
+    (a run's saved ones) answer drawings through it.
+
+    Args:
+        model: the model that answers.
+        task, input_shape, normalizer: the dataset's, as the model was trained on it.
+        gray: the raw gray levels ink 0 and ink 1 stand for (:func:`ink_range`).
+    """
+
+    def __init__(self, model, task: str, input_shape: Sequence[int], normalizer, gray: tuple[float, float]):
+        self.model = model
+        self.task = task
+        self.input_shape = list(input_shape)
+        self.normalizer = normalizer
+        self.gray = gray
+        self.drawable = drawable(task, self.input_shape)
+        # (a model of other inputs has no gray background: input() refuses any drawing for it)
+        self.background = background_level(normalizer, gray) if self.drawable else 0.0
+
+    def input(self, image: Any) -> np.ndarray:
+        """The drawing (rows of ink 0..1) as the model's normalized input; ConfigError when it does not fit."""
+        return probe_input(image, self.task, self.input_shape, self.normalizer, self.gray)
+
+    def answer_input(self, x: np.ndarray) -> dict[str, Any]:
+        """The model's answer to an input made by :meth:`input` (the ``probe`` event's fields)."""
+        return probe_answer(self.model, x, self.background)
+
+    def answer(self, image: Any) -> dict[str, Any]:
+        """The model's answer to a drawing."""
+        return self.answer_input(self.input(image))
+
+
+class CheckpointProbe(Probe):
     """Answers drawn pictures with a run's saved weights (a run that has ended; its trainer answers no more).
 
     Args:
@@ -187,18 +214,11 @@ class CheckpointProbe:
 
         self.run_dir = str(path)
         self.ckpt = load_checkpoint(path)
-        self.model = checkpoint_model(self.ckpt)
-        self.normalizer = saved_normalizer(self.ckpt)
+        normalizer = saved_normalizer(self.ckpt)
         info = saved_dataset_info(self.ckpt)
-        self.task = info.get("task") or "classification"
+        super().__init__(checkpoint_model(self.ckpt), info.get("task") or "classification",
+                         self.ckpt.meta["model"]["input_shape"], normalizer, ink_range(normalizer))
         self.dataset = str(info.get("name") or "")
         self.class_names = [str(n) for n in info.get("class_names") or []]
-        self.input_shape = list(self.ckpt.meta["model"]["input_shape"])
-        self.gray = ink_range(self.normalizer)
         trainer = self.ckpt.extra.get("trainer")
         self.step = trainer.get("global_step") if isinstance(trainer, dict) else None
-
-    def answer(self, image: Any) -> dict[str, Any]:
-        """The saved model's answer to a drawn picture (as the trainer's ``probe`` event carries it)."""
-        return probe_answer(self.model, probe_input(image, self.task, self.input_shape, self.normalizer, self.gray),
-                            background=background_level(self.normalizer, self.gray))

@@ -39,7 +39,7 @@ from tuinet.training.defaults import describe_defaults
 from tuinet.training.final_test import final_tests
 from tuinet.training.neurons import neuron_maps
 from tuinet.training.prefetch import DataPrefetch, load_run_data
-from tuinet.training.probe import background_level, ink_range, probe_answer, probe_input
+from tuinet.training.probe import Probe, ink_range
 from tuinet.protocol import check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
@@ -130,10 +130,10 @@ class Trainer:
         self._resume_ckpt = None
         self.branch_info: dict[str, Any] | None = None  # a branched run's parent record (see training/branch.py)
         self._fixed_samples = np.zeros(0, dtype=np.int64)
-        self._probe_x: np.ndarray | None = None  # the picture drawn in the app, normalized (see _apply's probe)
+        self._probe: Probe | None = None  # how the model answers a picture drawn in the app (made at the first one)
+        self._probe_x: np.ndarray | None = None  # that picture, as the model's input (see _apply's probe)
         self._probe_t = 0.0  # when the model last answered it (perf_counter)
         self._probe_every = PROBE_EVERY
-        self._ink_range: tuple[float, float] | None = None  # the gray levels of no ink and full ink (probe.ink_range)
         self.started_at = time.time()
         self.stop_reason: str | None = None
         self.diverged_pending = False
@@ -405,10 +405,10 @@ class Trainer:
             elif kind == "probe":
                 image = cmd.get("image")
                 d = self.data
-                if image is not None and self._ink_range is None:
-                    self._ink_range = ink_range(d.normalizer, d.x_train)
-                self._probe_x = None if image is None else probe_input(image, d.task, d.input_shape, d.normalizer,
-                                                                       self._ink_range)
+                if image is not None and self._probe is None:
+                    self._probe = Probe(self.model, d.task, d.input_shape, d.normalizer,
+                                        ink_range(d.normalizer, d.x_train))
+                self._probe_x = None if image is None else self._probe.input(image)
                 self._emit_probe()
             elif kind == "lr_find":
                 run_range_test(self, cmd)
@@ -545,9 +545,8 @@ class Trainer:
         training runs it is sent again every PROBE_EVERY seconds, or less often when computing it would take more
         than PROBE_SHARE of the time (a deep net's layer by layer forward pass)."""
         t0 = time.perf_counter()
-        answer = probe_answer(self.model, self._probe_x, background=background_level(self.data.normalizer,
-                                                                                     self._ink_range)) \
-            if self._probe_x is not None and self.model is not None else {"probs": None, "pred": None}
+        answer = self._probe.answer_input(self._probe_x) if self._probe_x is not None \
+            else {"probs": None, "pred": None}
         self._probe_t = time.perf_counter()
         self._probe_every = max(PROBE_EVERY, (self._probe_t - t0) / PROBE_SHARE)
         self._emit("probe", step=self.global_step, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch,

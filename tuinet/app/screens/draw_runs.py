@@ -24,7 +24,7 @@ from tuinet.app.compare_state import RunStyle
 from tuinet.app.widgets.cells import update_static
 from tuinet.app.widgets.drawpad import DrawCanvas, DrawPad
 from tuinet.app.widgets.stepview import bar
-from tuinet.training.probe import DIGIT_DATASETS, drawable, drawn_input
+from tuinet.training.probe import DIGIT_DATASETS, drawn_input
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class DrawRunsScreen(Screen):
                 if cached is None or cached[0] != mtime:
                     cached = self._probes[run.name] = (mtime, CheckpointProbe(run.path))
                 probe = cached[1]
-                if not drawable(probe.task, probe.input_shape):
+                if not probe.drawable:
                     answer = {"error": "not a classifier of gray images"}
                 else:
                     h, w = probe.input_shape[:2]
