@@ -243,12 +243,17 @@ class DrawCanvas(Widget, can_focus=True):
                     else:
                         t.append(SHADES[int(round(v * (len(SHADES) - 1)))] * 2)
             return t
-        t = render_image_text(ink) if color else shade_text(ink)
+        t = gray_text(ink, color)
         if pen is not None:  # the pen's cell, marked
             line = pen[0] // 2
             start = sum(len(row) + 1 for row in t.plain.split("\n")[:line]) + pen[1]
             t.stylize(Style(bgcolor="red"), start, start + 1)
         return t
+
+
+def gray_text(ink: np.ndarray, color: bool) -> Text:
+    """A picture of ink (0..1) in half blocks of gray, or in shades without colour."""
+    return render_image_text(ink) if color else shade_text(ink)
 
 
 def shade_text(ink: np.ndarray) -> Text:
@@ -309,8 +314,7 @@ def occlusion_text(occ: dict[str, Any], image: np.ndarray | None, names: list[st
     blocks = [diverging_lines(to_side(change, 14), scale or 1.0, mode)]
     caps = [f"±{scale:.2g} of {occ.get('score', 0):.3g}"]
     if image is not None:
-        small = to_side(np.asarray(image, dtype=np.float64), 14)
-        picture = shade_text(small) if mode == "glyph" else render_image_text(small)
+        picture = gray_text(to_side(np.asarray(image, dtype=np.float64), 14), mode != "glyph")
         blocks.insert(0, picture.split("\n"))
         caps.insert(0, "given")
     t = Text(no_wrap=True, overflow="crop")
@@ -420,9 +424,8 @@ class DrawPad(Horizontal):
         if self.image is None:
             text = Text(f"{w}x{h}, nothing drawn yet", style="dim")
         else:
-            k = max(1, SIZE // max(h, w))  # a small input (the digits set's 8x8) shown 3x: its pixels stay pixels
-            shown = np.kron(self.image, np.ones((k, k), np.float32)) if k > 1 else self.image
-            text = shade_text(shown) if self.app.no_color else render_image_text(shown)
+            # a small input (the digits set's 8x8) shown 3x: its pixels stay pixels
+            text = gray_text(to_side(self.image, SIZE), not self.app.no_color)
             how = "centred as MNIST's" if self.centre else "as drawn"
             text.append(f"\n{w}x{h}, {how}", style="dim")
         update_static(self._sees, text, nowrap=True)
