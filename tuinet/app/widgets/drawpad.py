@@ -373,7 +373,7 @@ class DrawPad(Horizontal):
         self.centre = True
         self.input_shape: tuple[int, int] = (SIZE, SIZE)
         self.image: np.ndarray | None = None  # the model's input for the drawing (None: blank)
-        self.samples: list[np.ndarray] = []  # test samples to put on the canvas (t), from the latest samples event
+        self._samples_event: dict[str, Any] | None = None  # the latest samples event: its pictures are for t
         self.no_samples = "no test samples yet: they come with the first pictures of the run"  # t without any
         self._sample_i = 0
         self._sent_at = 0.0
@@ -471,9 +471,14 @@ class DrawPad(Horizontal):
         update_static(self._layers, text, nowrap=True)
 
     def set_samples(self, event: dict[str, Any] | None) -> None:
-        """Keep the test samples of a samples event (their pictures), for ``t``."""
-        items = (event or {}).get("samples") or []
-        self.samples = [np.asarray(it["image"], np.float32) for it in items if it.get("image") is not None]
+        """Keep the latest samples event, for ``t`` (its pictures are read only when asked for)."""
+        self._samples_event = event
+
+    @property
+    def samples(self) -> list[np.ndarray]:
+        """The test samples' pictures to put on the canvas (``t``)."""
+        items = (self._samples_event or {}).get("samples") or []
+        return [np.asarray(it["image"], np.float32) for it in items if it.get("image") is not None]
 
     # --- the canvas's messages --------------------------------------------------------------------------------------
 
@@ -487,10 +492,11 @@ class DrawPad(Horizontal):
             self.centre = not self.centre
             self._changed(True)
         elif message.what == "sample":
-            if not self.samples:
+            samples = self.samples
+            if not samples:
                 self.app.notify(self.no_samples, timeout=4)
                 return
-            a = self.samples[self._sample_i % len(self.samples)]
+            a = samples[self._sample_i % len(samples)]
             self._sample_i += 1
             lo, hi = float(a.min()), float(a.max())
             a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
