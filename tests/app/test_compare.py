@@ -498,3 +498,17 @@ def test_b_branches_the_highlighted_run_into_a_new_detached_run(tmp_path):
     finally:
         subprocess.run([sys.executable, "-m", "tuinet.cli", "stop", "base-branch", "--runs-dir", str(runs_dir)],
                        capture_output=True, timeout=120)
+
+
+def test_the_title_and_the_info_line_count_one_run_as_one_run(runs):
+    one = records(runs)[:1]
+    app = CompareApp(one, "runs", poll=False)
+    assert app.title_line() == "1 run in runs"
+    assert CompareApp(records(runs), "runs", poll=False).title_line() == f"{len(records(runs))} runs in runs"
+
+    async def run():
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            assert str(view_of(app).info_text()).startswith("1 run ")
+
+    asyncio.run(run())

@@ -13,6 +13,7 @@ from textual import on
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from tuinet.formatting import count
 from tuinet.app import actions
 from tuinet.app.compare_state import CompareState
 from tuinet.app.screens.compare import CompareScreen, CompareView
@@ -69,7 +70,7 @@ class CompareApp(App[int]):
         if self.lesson is not None:
             return self.lesson[0]
         where = f" in {self.runs_dir}" if self.runs_dir else ""
-        return f"{len(self.state.records)} runs{where}"
+        return f"{count(len(self.state.records), 'run')}{where}"
 
     def on_mount(self) -> None:
         self.push_screen(CompareScreen(self.state, self.title_line(), poll=self.poll, note=self.note))

@@ -23,6 +23,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
+from tuinet.formatting import count
 from tuinet.app import actions
 from tuinet.app.compare_state import SPLIT_NAMES, X_NAMES, CompareState
 from tuinet.app.widgets.charts import LineChart
@@ -165,7 +166,7 @@ class CompareView(Vertical):
         st = self.state
         shown = len(st.visible())
         t = Text(no_wrap=True, overflow="ellipsis", style="dim")
-        t.append(f"{shown} of {len(st.records)} runs" if st.filter_text else f"{len(st.records)} runs")
+        t.append(f"{shown} of {count(len(st.records), 'run')}" if st.filter_text else count(len(st.records), "run"))
         t.append(f" · {len(st.charted())} in the chart · x: {X_NAMES[st.x_axis]}")
         if not self.compact:
             t.append(f" · curves: {SPLIT_NAMES[st.split]} · smoothing {'on' if st.smooth else 'off'}")
