@@ -136,6 +136,9 @@ def test_detach_with_bad_data_is_one_line_before_any_folder(tmp_path):
     (["--init-gain", "nan"], ["option --init-gain"]),
     (["--momentum", "-inf"], ["option --momentum"]),
     (["--dropout", "nan"], ["option --dropout"]),
+    (["--augment", "blur"], ["option --augment: unknown augmentation 'blur'; choose from shift=N"]),
+    (["--augment", "rotate=200"], ["option --augment: augmentation 'rotate' must be from 0 to 180"]),
+    (["--augment", "shift=1"], ["--augment shift: works on pictures, and iris's samples are rows of 4 values"]),
 ])
 def test_numeric_options_range_checked(tmp_path, args, words):
     r = invoke("train", *IRIS, *args, "--headless", "--runs-dir", tmp_path / "runs")

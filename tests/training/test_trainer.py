@@ -79,8 +79,9 @@ def test_one_epoch_resume_one_epoch_equals_two_epochs(tmp_path):
 @pytest.mark.slow
 def test_stop_mid_epoch_then_resume_equals_straight_run(tmp_path):
     """A "stop" command in the middle of an epoch saves the exact position (step in epoch, the epoch's shuffle,
-    cosine position); resuming gives the straight run's weights exactly."""
-    kw = dict(schedule="cosine", optimizer="momentum", lr=0.05, epochs=2, log_every=1, dropout=0.1)
+    cosine position, the augmentation's random state); resuming gives the straight run's weights exactly."""
+    kw = dict(schedule="cosine", optimizer="momentum", lr=0.05, epochs=2, log_every=1, dropout=0.1,
+              augment="shift=2,rotate=10,erase=0.3")
     straight, _ = run(config(tmp_path, name="straight", **kw))
 
     cfg = config(tmp_path, name="stopped", **kw)
@@ -349,3 +350,46 @@ def test_schedule_drives_the_learning_rate_in_training(tmp_path):
     assert lrs[0] == pytest.approx(0.01)
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] < 0.01 * 0.01
+
+
+def test_augmentation_changes_the_training_batches_and_nothing_else(tmp_path):
+    """Each training batch reaches the model as moved copies of its samples (a new move per sample and step);
+    the validation split, evaluated at each epoch's end, is the data as loaded."""
+    assert config(tmp_path, augment=" Rotate=15, shift=2").augment == "shift=2,rotate=15"  # as config.json keeps it
+    assert config(tmp_path, augment="none").augment is None
+    cfg = config(tmp_path, epochs=1, limit=500, augment="shift=3")
+    t = Trainer(cfg, run_dir=False)
+    t.prepare()
+    x_train, x_val = t.data.x_train.copy(), t.data.x_val.copy()
+    seen = []
+    compute = t.model.compute_gradients
+
+    def record(x, y):
+        seen.append(x.copy())
+        return compute(x, y)
+
+    t.model.compute_gradients = record
+    evaluated = []
+    evaluate = t.model.evaluate
+
+    def record_eval(x, y, **kw):
+        evaluated.append(x)
+        return evaluate(x, y, **kw)
+
+    t.model.evaluate = record_eval
+    perm = np.random.default_rng([cfg.seed, 2]).permutation(len(x_train))  # the trainer's first epoch's order
+    assert t.run()["event"] == "finished"
+    assert len(seen) == t.steps_per_epoch == 8
+    moved = 0
+    for b, batch in enumerate(seen):
+        rows = x_train[perm[b * 64:(b + 1) * 64]]
+        for k in range(len(batch)):
+            picture, sample = batch[k, :, :, 0], rows[k, :, :, 0]
+            hits = [(dx, dy) for dx in range(-3, 4) for dy in range(-3, 4)
+                    if np.array_equal(picture, np.roll(np.pad(sample, 3), (dy, dx), axis=(0, 1))[3:-3, 3:-3])]
+            assert hits, (b, k)
+            moved += hits != [(0, 0)]
+    assert moved > 0.8 * len(x_train)  # 48 of 49 moves change a digit
+    np.testing.assert_array_equal(t.data.x_train, x_train)
+    np.testing.assert_array_equal(t.data.x_val, x_val)
+    assert any(x is t.data.x_val for x in evaluated)  # the epoch's validation: the split itself, not a moved copy

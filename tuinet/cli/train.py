@@ -66,6 +66,10 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--init-gain",), dict(type=float, help="Multiply every layer's initial weights by this: He or Xavier (1) keep "
                                              "a signal's size from layer to layer, below 1 it shrinks and above 1 "
                                              "it grows at every layer (vanishing, exploding).  [default: 1]")),
+    (("--augment",), dict(help="Data augmentation of the training batches, a new random version of each picture "
+                                "at every step: shift=N (pixels), rotate=D (degrees), scale=F (1-F..1+F), flip, "
+                                "erase=P (a random rectangle, probability P), noise=S (any input), e.g. "
+                                "shift=2,rotate=15.  [default: none]")),
     (("--momentum",), dict(type=float, help="SGD/RMSprop momentum.  [default: 0; 0.9 for `momentum`]")),
     (("--nesterov/--no-nesterov",), dict(default=None, help="SGD Nesterov momentum.  [default: off]")),
     (("--dampening",), dict(type=float, help="SGD dampening.  [default: 0]")),

@@ -332,6 +332,8 @@ def start_branch(trainer, ckpt: Checkpoint | None = None) -> dict[str, Any]:
             trainer.shuffle_rng.bit_generator.state = x["epoch_rng_state"]
         if x.get("dropout_rng_state"):
             trainer.model.dropout_rng.bit_generator.state = x["dropout_rng_state"]
+        if trainer.augmenter is not None:  # a parent without augmentation has none: the branch starts it fresh
+            trainer.augmenter.load_state(x.get("augment_rng_state"))
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{ckpt.path}: invalid random state ({e})") from None
     trainer._note(f"branched from run {pname} at epoch {p['epoch']} (step {p['step']}, {ckpt.path.name}): weights "

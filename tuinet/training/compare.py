@@ -41,8 +41,8 @@ COLUMNS = {
 }
 #: the settings compared between runs (config.json keys), in the order the diff lists them
 SETTINGS = ("dataset", "model", "activation", "optimizer", "lr", "batch_size", "epochs", "schedule", "dropout", "l1",
-            "l2", "weight_decay", "momentum", "betas", "clip_grad", "init_gain", "normalize", "val_split", "limit",
-            "seed")
+            "l2", "weight_decay", "momentum", "betas", "clip_grad", "init_gain", "augment", "normalize", "val_split",
+            "limit", "seed")
 #: config.json keys the settings diff leaves out: they differ between any two runs and the table shows them already
 NOT_SETTINGS = ("name", "runs_dir")
 #: record fields that are keys for filters and sorting besides the columns and the settings

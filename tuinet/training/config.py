@@ -61,6 +61,8 @@ class TrainConfig:
         schedule: constant, step, exponential, cosine, onecycle, plateau.
         patience: early-stopping patience in epochs (None: off).
         clip_grad: clip the global gradient norm to this value (None: off).
+        augment: data augmentation of the training batches, e.g. ``"shift=2,rotate=15"`` (None: none); kept in
+            the canonical form of :meth:`tuinet.engine.augment.Augment.spec` (see :mod:`tuinet.engine.augment`).
         init_gain: every layer's initial weights (not biases) multiplied by this; 1 keeps its own He or Xavier
             scheme (see :func:`tuinet.engine.spec.build_model`).
         final: which weights the run's test figures are of when it ends: ``best`` (the best validation epoch's,
@@ -121,6 +123,7 @@ class TrainConfig:
     min_delta: float = 0.0
     clip_grad: float | None = None
     init_gain: float = 1.0
+    augment: str | None = None
     val_every: int | None = None
     log_every: int = 25
     stats_every: int = 100
@@ -191,6 +194,14 @@ class TrainConfig:
                 self.features = ",".join(parse_features(self.features))
             except ModelError as e:
                 raise FieldError("features", "", str(e)) from None
+        if self.augment is not None:
+            from tuinet.engine.augment import parse_augment  # a leaf of the engine: the names and their ranges
+
+            try:
+                aug = parse_augment(self.augment)
+            except ConfigError as e:
+                raise FieldError("augment", "", str(e)) from None
+            self.augment = aug.spec() if aug.active else None
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise FieldError("clip_grad", f"must be > 0, got {self.clip_grad}")
         if not (isinstance(self.init_gain, (int, float)) and math.isfinite(self.init_gain) and self.init_gain > 0):

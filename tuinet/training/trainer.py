@@ -19,6 +19,7 @@ import numpy as np
 
 from tuinet.data import Dataset
 from tuinet.engine import kernels as K
+from tuinet.engine.augment import make_augmenter
 from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
@@ -130,6 +131,7 @@ class Trainer:
         self._resume_ckpt = None
         self.branch_info: dict[str, Any] | None = None  # a branched run's parent record (see training/branch.py)
         self._fixed_samples = np.zeros(0, dtype=np.int64)
+        self.augmenter = None  # makes each training batch's random versions (--augment; see engine/augment.py)
         self._probe: Probe | None = None  # how the model answers a picture drawn in the app (made at the first one)
         self._probe_x: np.ndarray | None = None  # that picture, as the model's input (see _apply's probe)
         self._probe_t = 0.0  # when the model last answered it (perf_counter)
@@ -274,6 +276,7 @@ class Trainer:
                                       gamma=c.gamma, plateau_factor=c.plateau_factor,
                                       plateau_patience=c.plateau_patience, min_delta=c.min_delta)
         self.shuffle_rng = np.random.default_rng([c.seed, 2])
+        self.augmenter = make_augmenter(c.augment, d.x_train, d.input_shape, c.dataset, c.seed)
         n_fixed = min(8, len(d.x_test))
         self._fixed_samples = np.random.default_rng([c.seed, 3]).choice(len(d.x_test), n_fixed, replace=False) \
             if n_fixed else np.zeros(0, dtype=np.int64)
@@ -305,6 +308,8 @@ class Trainer:
             self.shuffle_rng.bit_generator.state = x["epoch_rng_state"]
         if x.get("dropout_rng_state"):
             self.model.dropout_rng.bit_generator.state = x["dropout_rng_state"]
+        if self.augmenter is not None:
+            self.augmenter.load_state(x.get("augment_rng_state"))
 
     # --- checkpoints --------------------------------------------------------------------------------------------
 
@@ -317,6 +322,7 @@ class Trainer:
             "schedule": self.schedule.state(),
             "epoch_rng_state": self._epoch_rng_state or self.shuffle_rng.bit_generator.state,
             "dropout_rng_state": self.model.dropout_rng.bit_generator.state,
+            "augment_rng_state": self.augmenter.state() if self.augmenter is not None else None,
         }
 
     def checkpoint_extra(self) -> dict[str, Any]:
@@ -757,6 +763,8 @@ class Trainer:
                 self._poll_commands()
                 idx = perm[b * c.batch_size:(b + 1) * c.batch_size]
                 x, y = d.x_train[idx], d.y_train[idx]
+                if self.augmenter is not None:
+                    x = self.augmenter(x)  # a new random version of each sample (training batches only)
                 self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
                 t0 = time.perf_counter()
                 # every stats_every steps, and once early (step 10) so a short run gets its gradient-health verdict

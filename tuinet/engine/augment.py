@@ -1,0 +1,356 @@
+"""Data augmentation: each training batch moved, turned, scaled, flipped, partly erased or blurred with noise,
+a new random version of every sample at every step, so the network never sees the same picture twice.
+
+What torchvision's ``RandomAffine``, ``RandomHorizontalFlip``, ``RandomErasing`` and Keras's ``RandomTranslation``,
+``RandomRotation``, ``RandomZoom``, ``GaussianNoise`` do, written for NHWC float32 batches: one affine map per
+sample (about the image's centre), sampled bilinearly, pixels from outside the image set to the background. The
+background is each channel's darkest training value (MNIST's black), after normalization, so a shifted digit
+gets the same black around it it had. The normalization is per channel and affine, so moving a normalized picture
+is the same as moving the raw one and normalizing it.
+
+Only training batches are augmented, never validation, test or the pictures the app shows of them: the training
+loss and accuracy are those of the augmented batches (as in Keras and PyTorch), which is why strong augmentation
+can put the training curve below the validation one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from numba import prange
+
+from tuinet.engine.kernels import jit
+from tuinet.errors import ConfigError
+
+#: what ``--augment`` takes, in the order a canonical spec is written: name -> (value kind, help)
+KINDS = {
+    "shift": ("int", "move by up to N pixels across and down (whole pixels, as torchvision)"),
+    "rotate": ("float", "turn by up to D degrees either way"),
+    "scale": ("float", "zoom by a factor from 1-F to 1+F"),
+    "flip": ("flag", "mirror left to right, half of the samples"),
+    "erase": ("float", "with probability P, a random rectangle (2-33% of the picture) set to the background"),
+    "noise": ("float", "Gaussian noise of standard deviation S added to every input value (normalized units)"),
+}
+GEOMETRIC = ("shift", "rotate", "scale", "flip", "erase")  # these need an image (H, W, C) input
+LIMITS = {"rotate": (0.0, 180.0), "scale": (0.0, 0.9), "erase": (0.0, 1.0), "noise": (0.0, 10.0)}
+MAX_SHIFT = 1000
+ERASE_AREA = (0.02, 0.33)  # torchvision's RandomErasing defaults: area fraction and aspect ratio ranges
+ERASE_RATIO = (0.3, 3.3)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """One augmentation setting (all zero: none).
+
+    Args:
+        shift: largest move in whole pixels, each axis.
+        rotate: largest turn in degrees, either way.
+        scale: zoom range ``1 - scale .. 1 + scale``.
+        flip: mirror left-right with probability 0.5.
+        erase: probability of erasing one random rectangle.
+        noise: standard deviation of the Gaussian noise added (normalized units).
+    """
+
+    shift: int = 0
+    rotate: float = 0.0
+    scale: float = 0.0
+    flip: bool = False
+    erase: float = 0.0
+    noise: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True when it changes anything."""
+        return any(getattr(self, f.name) for f in fields(self))
+
+    @property
+    def geometric(self) -> bool:
+        """True when it needs image inputs (anything but noise)."""
+        return any(getattr(self, name) for name in GEOMETRIC)
+
+    @property
+    def warps(self) -> bool:
+        """True when samples are moved (shift, rotate, scale or flip)."""
+        return bool(self.shift or self.rotate or self.scale or self.flip)
+
+    def spec(self) -> str:
+        """The canonical spec (``"shift=2,rotate=15"``; ``"none"`` when inactive), which :func:`parse_augment`
+        reads back to an equal setting."""
+        parts = []
+        for name, (kind, _) in KINDS.items():
+            v = getattr(self, name)
+            if not v:
+                continue
+            parts.append(name if kind == "flag" else f"{name}={v:g}" if kind == "float" else f"{name}={v}")
+        return ",".join(parts) or "none"
+
+
+def parse_augment(spec: str | None) -> Augment:
+    """An :class:`Augment` from ``"shift=2,rotate=15,scale=0.1,flip,erase=0.5,noise=0.1"`` (any order; ``none`` or
+    an empty spec: no augmentation). ConfigError with one line for an unknown name, a missing, extra or
+    out-of-range value, or a name given twice."""
+    if spec is None:
+        return Augment()
+    if not isinstance(spec, str):
+        raise ConfigError(f"augment must be a string such as 'shift=2,rotate=15', got {spec!r:.60}")
+    text = spec.strip().lower()
+    if text in ("", "none", "off"):
+        return Augment()
+    values: dict[str, Any] = {}
+    choices = ", ".join(f"{n}=N" if k != "flag" else n for n, (k, _) in KINDS.items())
+    for item in text.split(","):
+        name, eq, raw = (part.strip() for part in item.partition("="))
+        if name not in KINDS:
+            raise ConfigError(f"unknown augmentation {name!r}; choose from {choices}")
+        if name in values:
+            raise ConfigError(f"augmentation {name!r} given twice")
+        kind = KINDS[name][0]
+        if kind == "flag":
+            if eq:
+                raise ConfigError(f"augmentation 'flip' takes no value (got 'flip={raw}')")
+            values[name] = True
+            continue
+        if not eq or not raw:
+            raise ConfigError(f"augmentation {name!r} needs a value, e.g. {name}={_example(name)}")
+        try:
+            value = int(raw) if kind == "int" else float(raw)
+        except ValueError:
+            what = "a whole number" if kind == "int" else "a number"
+            raise ConfigError(f"augmentation {name!r} must be {what}, got {raw!r:.40}") from None
+        lo, hi = LIMITS.get(name, (0, MAX_SHIFT))
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise ConfigError(f"augmentation {name!r} must be from {lo:g} to {hi:g}, got {raw}")
+        values[name] = value
+    return Augment(**values)
+
+
+def _example(name: str) -> str:
+    return {"shift": "2", "rotate": "15", "scale": "0.1", "erase": "0.5", "noise": "0.1"}[name]
+
+
+def check_input(aug: Augment, input_shape: tuple[int, ...], dataset: str) -> None:
+    """ConfigError with one line when ``aug`` does not apply to inputs of ``input_shape`` (moving, flipping and
+    erasing need pictures; noise applies to any input)."""
+    if aug.geometric and len(input_shape) != 3:
+        used = ", ".join(n for n in GEOMETRIC if getattr(aug, n))
+        raise ConfigError(f"--augment {used}: works on pictures, and {dataset}'s samples are rows of "
+                          f"{int(np.prod(input_shape))} values; only noise applies to them")
+    if aug.shift and len(input_shape) == 3 and aug.shift >= min(input_shape[0], input_shape[1]):
+        raise ConfigError(f"--augment shift={aug.shift} moves {dataset}'s {input_shape[0]}x{input_shape[1]} pictures "
+                          "out of their frame; give less than their side")
+
+
+def background(x_train: np.ndarray) -> np.ndarray:
+    """Each channel's darkest value in the (normalized) training pictures ``(N, H, W, C)``: what fills the pixels
+    an augmentation moves in from outside the picture (MNIST: its black)."""
+    channels = x_train.shape[-1]
+    flat = x_train.reshape(-1) if channels == 1 else x_train.reshape(-1, channels)
+    return np.atleast_1d(flat.min(axis=0)).astype(np.float32)
+
+
+def make_augmenter(spec: str | None, x_train: np.ndarray, input_shape: tuple[int, ...], dataset: str,
+                   seed: int) -> "Augmenter | None":
+    """The :class:`Augmenter` a run's ``augment`` setting asks for on its training split (None for none);
+    ConfigError with one line when it does not apply to the data (see :func:`check_input`)."""
+    aug = parse_augment(spec)
+    if not aug.active:
+        return None
+    check_input(aug, input_shape, dataset)
+    fill = background(x_train) if aug.geometric and len(x_train) else None
+    return Augmenter(aug, input_shape, fill, seed)
+
+
+class Augmenter:
+    """Makes each training batch's random versions (see the module's docstring).
+
+    Its random generator is part of the trainer's state (saved with every checkpoint), so a resumed run
+    augments its next batches exactly as the uninterrupted one would have.
+
+    Args:
+        aug: what to do.
+        input_shape: one sample's shape, ``(H, W, C)`` for pictures.
+        fill: each channel's background value (normalized), ``(C,)``; for noise alone it is not used.
+        seed: the run's seed.
+    """
+
+    def __init__(self, aug: Augment, input_shape: tuple[int, ...], fill: np.ndarray | None, seed: int):
+        self.aug = aug
+        self.input_shape = tuple(input_shape)
+        channels = input_shape[-1] if len(input_shape) == 3 else 1
+        self.fill = np.ascontiguousarray(np.zeros(channels) if fill is None else fill, dtype=np.float32).reshape(-1)
+        self.rng = np.random.default_rng([seed, 5])
+
+    def state(self) -> dict[str, Any]:
+        """The random generator's state (JSON-able)."""
+        return self.rng.bit_generator.state
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        """Continue from a saved :meth:`state`."""
+        if state:
+            self.rng.bit_generator.state = state
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """A new array: the batch ``x`` (N, *input_shape) augmented; ``x`` is left as it was."""
+        a = self.aug
+        out = x
+        if a.geometric:
+            n, h, w, _ = x.shape
+            mats = sample_maps(self.rng, n, h, w, a) if a.warps else None
+            boxes = sample_boxes(self.rng, n, h, w, a.erase) if a.erase else np.zeros((n, 4), np.int64)
+            out = np.empty_like(x)
+            if mats is None:
+                out[...] = x
+            else:
+                warp_batch(x, out, mats, self.fill)
+            if a.erase:
+                erase_boxes(out, boxes, self.fill)
+        if a.noise:
+            noise = self.rng.standard_normal(x.shape, dtype=np.float32)
+            noise *= np.float32(a.noise)
+            if out is x:
+                out = x + noise
+            else:
+                out += noise
+        return out
+
+
+def sample_maps(rng: np.random.Generator, n: int, h: int, w: int, a: Augment) -> np.ndarray:
+    """For each of ``n`` samples, a random map (see :func:`inverse_maps`): a turn by an angle from ``[-rotate,
+    rotate]`` degrees, a zoom by a factor from ``[1 - scale, 1 + scale]``, a mirror with probability 0.5 when
+    ``flip``, a move by a whole number of pixels from ``[-shift, shift]`` on each axis."""
+    u = rng.random((n, 3))
+    angle = np.radians((2 * u[:, 0] - 1) * a.rotate)
+    zoom = 1 + (2 * u[:, 1] - 1) * a.scale
+    mirror = np.where(u[:, 2] < 0.5, -1.0, 1.0) if a.flip else np.ones(n)
+    move = rng.integers(-a.shift, a.shift, size=(n, 2), endpoint=True) if a.shift else np.zeros((n, 2), np.int64)
+    return inverse_maps(angle, zoom, mirror, move, h, w)
+
+
+def inverse_maps(angle, zoom, mirror, move, h: int, w: int) -> np.ndarray:
+    """The maps :func:`warp_batch` reads pictures through: for each sample, ``(a, b, c, d, e, f)`` (float64 rows)
+    taking an output pixel (column ``j``, row ``i``) to where it is read in the input, ``(a*j + b*i + c, d*j + e*i
+    + f)``. They undo the forward map ``p -> centre + zoom * R(angle) * F * (p - centre) + move``, where ``F``
+    mirrors left-right when ``mirror`` is -1 and ``R`` turns by ``angle`` radians (clockwise on the screen, rows
+    running down), about the picture's centre ``((w - 1) / 2, (h - 1) / 2)``; ``move`` is ``(across, down)``.
+    """
+    angle, zoom, mirror = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (angle, zoom, mirror))
+    move = np.asarray(move, dtype=np.float64).reshape(-1, 2)
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    # p_in = centre + F R(-angle) / zoom (p_out - centre - move)
+    m00, m01, m10, m11 = mirror * cos, mirror * sin, -sin, cos
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    ox, oy = cx + move[:, 0], cy + move[:, 1]  # the output point that reads the input's centre
+    mats = np.empty((len(angle), 6))
+    mats[:, 0], mats[:, 1], mats[:, 3], mats[:, 4] = m00, m01, m10, m11
+    mats[:, 2] = cx - m00 * ox - m01 * oy
+    mats[:, 5] = cy - m10 * ox - m11 * oy
+    return mats
+
+
+def sample_boxes(rng: np.random.Generator, n: int, h: int, w: int, p: float) -> np.ndarray:
+    """For each of ``n`` samples, with probability ``p``, a rectangle ``(top, left, height, width)`` covering 2-33%
+    of the picture with a height:width ratio from 0.3 to 3.3 (log-uniform), as torchvision's ``RandomErasing``;
+    ``(0, 0, 0, 0)`` for the samples left whole."""
+    u = rng.random((n, 5))
+    area = h * w * (ERASE_AREA[0] + u[:, 0] * (ERASE_AREA[1] - ERASE_AREA[0]))
+    ratio = np.exp(math.log(ERASE_RATIO[0]) + u[:, 1] * (math.log(ERASE_RATIO[1]) - math.log(ERASE_RATIO[0])))
+    bh = np.clip(np.rint(np.sqrt(area * ratio)), 1, h).astype(np.int64)
+    bw = np.clip(np.rint(np.sqrt(area / ratio)), 1, w).astype(np.int64)
+    top = np.floor(u[:, 2] * (h - bh + 1)).astype(np.int64)
+    left = np.floor(u[:, 3] * (w - bw + 1)).astype(np.int64)
+    keep = u[:, 4] >= p
+    boxes = np.stack([top, left, bh, bw], axis=1)
+    boxes[keep] = 0
+    return boxes
+
+
+@jit(parallel=True)
+def warp_batch(src, dst, mats, fill):  # pragma: no cover - compiled
+    """``dst[n]`` = ``src[n]`` read through the inverse affine map ``mats[n]`` (see :func:`sample_maps`), bilinear,
+    ``fill[c]`` outside the picture. A map that only moves by whole pixels copies them (no interpolation)."""
+    n, h, w, ch = src.shape
+    row = w * ch
+    flat_src = src.reshape(n, h * row)
+    flat_dst = dst.reshape(n, h * row)
+    wp = w + 3  # a framed row (see below)
+    for k in prange(n):
+        a, b, c = mats[k, 0], mats[k, 1], mats[k, 2]
+        d, e, f = mats[k, 3], mats[k, 4], mats[k, 5]
+        s = flat_src[k]
+        out = flat_dst[k]
+        if a == 1.0 and b == 0.0 and d == 0.0 and e == 1.0 and c == math.floor(c) and f == math.floor(f):
+            dx, dy = int(c), int(f)
+            j0 = min(w, max(0, -dx))  # output columns whose source column j + dx is inside: j0 <= j < j1
+            j1 = max(j0, min(w, w - dx))
+            for i in range(h):
+                o = i * row
+                si = i + dy
+                if si < 0 or si >= h:
+                    j1_row = j0  # the whole row is background
+                else:
+                    j1_row = j1
+                    out[o + j0 * ch:o + j1 * ch] = s[si * row + (j0 + dx) * ch:si * row + (j1 + dx) * ch]
+                for j in range(j0):
+                    for q in range(ch):
+                        out[o + j * ch + q] = fill[q]
+                for j in range(j1_row, w):
+                    for q in range(ch):
+                        out[o + j * ch + q] = fill[q]
+            continue
+        # the picture inside a frame of background (one pixel left and top, two right and bottom): a read position
+        # clamped to [-1, side] lands on the frame when it is outside the picture, and its right and lower
+        # neighbours are still in the frame, so the bilinear loop needs no test per neighbour
+        p = np.empty((h + 3) * wp * ch, np.float32)
+        for i in range(h + 3):
+            base = i * wp * ch
+            if i == 0 or i > h:
+                for j in range(wp * ch):
+                    p[base + j] = fill[j % ch]
+                continue
+            for q in range(ch):
+                p[base + q] = fill[q]
+                p[base + (w + 1) * ch + q] = fill[q]
+                p[base + (w + 2) * ch + q] = fill[q]
+            p[base + ch:base + ch + row] = s[(i - 1) * row:i * row]
+        # in float32, positions moved by one (the frame) into [0, side + 1]: truncation is then the floor
+        a32, b32, c32 = np.float32(a), np.float32(b), np.float32(c + 1.0)
+        d32, e32, f32 = np.float32(d), np.float32(e), np.float32(f + 1.0)
+        hi_x, hi_y, zero = np.float32(w + 1), np.float32(h + 1), np.float32(0.0)
+        for i in range(h):
+            bx = b32 * np.float32(i) + c32
+            by = e32 * np.float32(i) + f32
+            for j in range(w):
+                xs = min(max(a32 * np.float32(j) + bx, zero), hi_x)
+                ys = min(max(d32 * np.float32(j) + by, zero), hi_y)
+                xi = np.int32(xs)
+                yi = np.int32(ys)
+                fx = xs - np.float32(xi)
+                fy = ys - np.float32(yi)
+                o = (yi * wp + xi) * ch
+                if ch == 1:  # gray pictures: the same arithmetic without the channel loop (about twice as fast)
+                    top = p[o] + fx * (p[o + 1] - p[o])
+                    bottom = p[o + wp] + fx * (p[o + wp + 1] - p[o + wp])
+                    out[i * w + j] = top + fy * (bottom - top)
+                    continue
+                for q in range(ch):
+                    v00 = p[o + q]
+                    v01 = p[o + ch + q]
+                    v10 = p[o + wp * ch + q]
+                    v11 = p[o + (wp + 1) * ch + q]
+                    top = v00 + fx * (v01 - v00)
+                    bottom = v10 + fx * (v11 - v10)
+                    out[i * row + j * ch + q] = top + fy * (bottom - top)
+
+
+@jit()
+def erase_boxes(x, boxes, fill):  # pragma: no cover - compiled
+    """Set each sample's rectangle ``boxes[n] = (top, left, height, width)`` to ``fill`` (in place)."""
+    for k in range(x.shape[0]):
+        top, left, bh, bw = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        for i in range(top, top + bh):
+            for j in range(left, left + bw):
+                for q in range(x.shape[3]):
+                    x[k, i, j, q] = fill[q]
