@@ -33,7 +33,8 @@ EVENTS: dict[str, str] = {
     "validation": "mid-epoch validation (every val_every steps): step, val_loss, val_accuracy",
     "layer_stats": "per-layer weight mean/std/min/max, gradient norm, update/weight ratio, dead ReLU fraction",
     "weights": "per-layer weight histograms and small weight pictures (first dense rows, conv filters)",
-    "samples": "sample test predictions with confidence, and the most confidently wrong ones",
+    "samples": "sample test predictions with confidence, and the most confidently wrong ones (augmented: the "
+               "latest training batch's first samples as augmented, with augment, the run's setting)",
     "confusion": "confusion matrix on the validation set",
     "boundary": "decision-boundary grid for 2-D datasets",
     "paused": "training paused (reason)",

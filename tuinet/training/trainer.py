@@ -53,6 +53,7 @@ WEIGHTS_EVERY = 500  # steps between weight-picture events
 PROBE_EVERY = 0.5  # seconds between answers to the picture drawn in the app while training runs, at least
 PROBE_SHARE = 0.02  # ... and at most this share of the trainer's time goes into them
 PICTURE_SAMPLES = 2000  # validation samples searched for the most confidently wrong predictions
+AUGMENTED_SAMPLES = 8  # training samples shown as augmented (the samples event's ``augmented``)
 EARLY_STATS = 10  # the step of the first layer statistics, whatever stats_every says
 
 
@@ -132,6 +133,7 @@ class Trainer:
         self.branch_info: dict[str, Any] | None = None  # a branched run's parent record (see training/branch.py)
         self._fixed_samples = np.zeros(0, dtype=np.int64)
         self.augmenter = None  # makes each training batch's random versions (--augment; see engine/augment.py)
+        self._augmented: tuple[np.ndarray, np.ndarray] | None = None
         self._probe: Probe | None = None  # how the model answers a picture drawn in the app (made at the first one)
         self._probe_x: np.ndarray | None = None  # that picture, as the model's input (see _apply's probe)
         self._probe_t = 0.0  # when the model last answered it (perf_counter)
@@ -540,6 +542,11 @@ class Trainer:
                 for item, i in zip(fixed["samples"], idx):
                     item["index"] = int(i)
                 sp["samples"] = fixed["samples"]
+            if self._augmented is not None:  # what the network trains on: the latest batch's first samples
+                xb, yb = (part[:AUGMENTED_SAMPLES] for part in self._augmented)
+                shown = S.sample_predictions(self.model.predict_proba(xb), yb, xb, np.arange(len(xb)))
+                sp["augmented"] = shown["samples"]
+                sp["augment"] = self.config.augment
             self._emit("samples", step=self.global_step, epoch=self.epoch, class_names=list(d.class_names), **sp)
         if d.input_shape == (2,) and len(d.x_train):
             plane = S.boundary_grid(self.model, d.x_train, d.y_train)
@@ -765,6 +772,7 @@ class Trainer:
                 x, y = d.x_train[idx], d.y_train[idx]
                 if self.augmenter is not None:
                     x = self.augmenter(x)  # a new random version of each sample (training batches only)
+                    self._augmented = (x, y)  # the latest batch, as the network saw it (for the samples event)
                 self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
                 t0 = time.perf_counter()
                 # every stats_every steps, and once early (step 10) so a short run gets its gradient-health verdict

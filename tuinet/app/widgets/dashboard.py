@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -34,6 +35,15 @@ def bar(fraction: float, width: int) -> Text:
     return t
 
 
+def regularization(config: dict[str, Any]) -> str:
+    """What keeps the run from learning its training set by heart, as the config sets it: ``"dropout 0.1, l2
+    0.001, augment shift=2,rotate=15"`` (empty when nothing does)."""
+    parts = [f"{key} {fmt_num(config[key])}" for key in ("dropout", "l1", "l2") if config.get(key)]
+    if config.get("augment"):
+        parts.append(f"augment {config['augment']}")
+    return ", ".join(parts)
+
+
 def status_text(st: RunState, shown_status: str, pending: str | None, width: int) -> Text:
     """The status panel: state, optimizer and lr, metrics, progress bar, ETA."""
     sym, style = STATUS_STYLE.get(shown_status, ("?", ""))
@@ -50,6 +60,9 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
     else:
         t.append(f"   {st.config.get('model', '?')} on {st.dataset.get('name', '?')}", style="bold")
         t.append(f"  {st.num_params:,} params", style="dim")
+        kept = regularization(st.config or {})
+        if kept:
+            t.append(f"  {kept}", style="dim")
     t.append("\n")
     t.append("optimizer ", style="dim")
     t.append(st.optimizer, style="bold cyan")

@@ -94,12 +94,14 @@ class Predictions(Horizontal):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="samples-scroll"):
             yield WidthText(id="samples")
+            yield WidthText(id="augmented")
             yield WidthText(id="wrong")
         yield Static(id="confusion")
 
     def on_mount(self) -> None:
         self._scroll = self.query_one("#samples-scroll", VerticalScroll)
         self._samples = self.query_one("#samples", WidthText)
+        self._augmented = self.query_one("#augmented", WidthText)
         self._wrong = self.query_one("#wrong", WidthText)
         self._confusion = self.query_one("#confusion", Static)
         self._scroll.border_title = "test samples · most confidently wrong"
@@ -113,14 +115,22 @@ class Predictions(Horizontal):
             return
         names = [str(n) for n in event.get("class_names") or []]
 
-        def section(title: str, items: list) -> Callable[[int], Text]:
+        def section(title: str, items: list, note: str = "") -> Callable[[int], Text]:
             def build(width: int) -> Text:
                 t = Text(title + "\n", style="bold")
+                if note:
+                    t.append(note + "\n", style="dim")
                 t.append_text(sample_tiles(items, names, width))
                 return t
             return build
 
         s.show(section(f"test samples (step {event.get('step')})", event.get("samples") or []))
+        augmented = event.get("augmented")
+        self._augmented.display = bool(augmented)
+        if augmented:  # a run with --augment: what the network trains on, not what it is tested on
+            self._augmented.show(section(f"what it trains on (step {event.get('step')}, augmented)", augmented,
+                                         f"--augment {event.get('augment')}: a new version of each sample at "
+                                         "every step"))
         w.show(section("most confidently wrong (validation)", event.get("wrong") or []))
 
     def update_confusion(self, event: dict[str, Any] | None) -> None:
