@@ -109,6 +109,9 @@ def test_whole_pixel_moves_copy_pixels_and_fill_the_rest_with_each_channels_back
     out = warp(x, inverse_maps(np.zeros(5), np.ones(5), np.ones(5), moves, 9, 7), fill)
     for k, (dx, dy) in enumerate(moves):
         np.testing.assert_array_equal(out[k], shifted(x[k], dx, dy, fill))
+    mirrored = warp(x, inverse_maps(np.zeros(5), np.ones(5), -np.ones(5), moves, 9, 7), fill)
+    for k, (dx, dy) in enumerate(moves):  # mirrored first, then moved
+        np.testing.assert_array_equal(mirrored[k], shifted(x[k, :, ::-1], dx, dy, fill))
 
 
 def test_mirroring_and_quarter_turns_land_exactly_on_the_pixels():

@@ -222,11 +222,9 @@ def sample_maps(rng: np.random.Generator, n: int, h: int, w: int, a: Augment) ->
     rotate]`` degrees, a zoom by a factor from ``[1 - scale, 1 + scale]``, a mirror with probability 0.5 when
     ``flip``, a move by a whole number of pixels from ``[-shift, shift]`` on each axis."""
     u = rng.random((n, 3))
-    angle = np.radians((2 * u[:, 0] - 1) * a.rotate)
-    zoom = 1 + (2 * u[:, 1] - 1) * a.scale
-    mirror = np.where(u[:, 2] < 0.5, -1.0, 1.0) if a.flip else np.ones(n)
-    move = rng.integers(-a.shift, a.shift, size=(n, 2), endpoint=True) if a.shift else np.zeros((n, 2), np.int64)
-    return inverse_maps(angle, zoom, mirror, move, h, w)
+    move = rng.integers(-a.shift, a.shift, size=(n, 2), endpoint=True).astype(np.float64) if a.shift \
+        else np.zeros((n, 2))
+    return _random_maps(u, move, math.radians(a.rotate), float(a.scale), a.flip, h, w)
 
 
 def inverse_maps(angle, zoom, mirror, move, h: int, w: int) -> np.ndarray:
@@ -236,17 +234,40 @@ def inverse_maps(angle, zoom, mirror, move, h: int, w: int) -> np.ndarray:
     mirrors left-right when ``mirror`` is -1 and ``R`` turns by ``angle`` radians (clockwise on the screen, rows
     running down), about the picture's centre ``((w - 1) / 2, (h - 1) / 2)``; ``move`` is ``(across, down)``.
     """
-    angle, zoom, mirror = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (angle, zoom, mirror))
-    move = np.asarray(move, dtype=np.float64).reshape(-1, 2)
-    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-    # p_in = centre + F R(-angle) / zoom (p_out - centre - move)
-    m00, m01, m10, m11 = mirror * cos, mirror * sin, -sin, cos
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    ox, oy = cx + move[:, 0], cy + move[:, 1]  # the output point that reads the input's centre
-    mats = np.empty((len(angle), 6))
-    mats[:, 0], mats[:, 1], mats[:, 3], mats[:, 4] = m00, m01, m10, m11
-    mats[:, 2] = cx - m00 * ox - m01 * oy
-    mats[:, 5] = cy - m10 * ox - m11 * oy
+    angle, zoom, mirror = (np.ascontiguousarray(v, dtype=np.float64).reshape(-1) for v in (angle, zoom, mirror))
+    move = np.ascontiguousarray(move, dtype=np.float64).reshape(-1, 2)
+    return _inverse_maps(angle, zoom, mirror, move, h, w)
+
+
+@jit()
+def _random_maps(u, move, rotate, scale, flip, h, w):  # pragma: no cover - compiled
+    """:func:`sample_maps` from its uniform draws ``u`` (n, 3) and moves (n, 2): angle, zoom and mirror."""
+    n = u.shape[0]
+    angle = np.empty(n)
+    zoom = np.empty(n)
+    mirror = np.ones(n)
+    for k in range(n):
+        angle[k] = (2.0 * u[k, 0] - 1.0) * rotate
+        zoom[k] = 1.0 + (2.0 * u[k, 1] - 1.0) * scale
+        if flip and u[k, 2] < 0.5:
+            mirror[k] = -1.0
+    return _inverse_maps(angle, zoom, mirror, move, h, w)
+
+
+@jit()
+def _inverse_maps(angle, zoom, mirror, move, h, w):  # pragma: no cover - compiled
+    """:func:`inverse_maps` on float64 arrays: p_in = centre + F R(-angle) / zoom (p_out - centre - move)."""
+    n = angle.shape[0]
+    mats = np.empty((n, 6))
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    for k in range(n):
+        cos = math.cos(angle[k]) / zoom[k]
+        sin = math.sin(angle[k]) / zoom[k]
+        m00, m01, m10, m11 = mirror[k] * cos, mirror[k] * sin, -sin, cos
+        ox, oy = cx + move[k, 0], cy + move[k, 1]  # the output point that reads the input's centre
+        mats[k, 0], mats[k, 1], mats[k, 3], mats[k, 4] = m00, m01, m10, m11
+        mats[k, 2] = cx - m00 * ox - m01 * oy
+        mats[k, 5] = cy - m10 * ox - m11 * oy
     return mats
 
 
@@ -270,7 +291,8 @@ def sample_boxes(rng: np.random.Generator, n: int, h: int, w: int, p: float) -> 
 @jit(parallel=True)
 def warp_batch(src, dst, mats, fill):  # pragma: no cover - compiled
     """``dst[n]`` = ``src[n]`` read through the inverse affine map ``mats[n]`` (see :func:`sample_maps`), bilinear,
-    ``fill[c]`` outside the picture. A map that only moves by whole pixels copies them (no interpolation)."""
+    ``fill[c]`` outside the picture. A map that only moves (and mirrors) by whole pixels copies them (no
+    interpolation)."""
     n, h, w, ch = src.shape
     row = w * ch
     flat_src = src.reshape(n, h * row)
@@ -299,6 +321,16 @@ def warp_batch(src, dst, mats, fill):  # pragma: no cover - compiled
                 for j in range(j1_row, w):
                     for q in range(ch):
                         out[o + j * ch + q] = fill[q]
+            continue
+        if a == -1.0 and b == 0.0 and d == 0.0 and e == 1.0 and c == math.floor(c) and f == math.floor(f):
+            dx, dy = int(c), int(f)  # mirrored and moved by whole pixels: source column dx - j
+            for i in range(h):
+                si = i + dy
+                for j in range(w):
+                    sj = dx - j
+                    inside = 0 <= si < h and 0 <= sj < w
+                    for q in range(ch):
+                        out[i * row + j * ch + q] = s[si * row + sj * ch + q] if inside else fill[q]
             continue
         # the picture inside a frame of background (one pixel left and top, two right and bottom): a read position
         # clamped to [-1, side] lands on the frame when it is outside the picture, and its right and lower

@@ -770,11 +770,11 @@ class Trainer:
                 self._poll_commands()
                 idx = perm[b * c.batch_size:(b + 1) * c.batch_size]
                 x, y = d.x_train[idx], d.y_train[idx]
-                if self.augmenter is not None:
-                    x = self.augmenter(x)  # a new random version of each sample (training batches only)
-                    self._augmented = (x, y)  # the latest batch, as the network saw it (for the samples event)
                 self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
                 t0 = time.perf_counter()
+                if self.augmenter is not None:  # timed with the step: it is work the run asked for
+                    x = self.augmenter(x)  # a new random version of each sample (training batches only)
+                    self._augmented = (x, y)  # the latest batch, as the network saw it (for the samples event)
                 # every stats_every steps, and once early (step 10) so a short run gets its gradient-health verdict
                 stats_step = (self.global_step + 1) % c.stats_every == 0 or self.global_step + 1 == EARLY_STATS
                 before = S.snapshot_params(m) if stats_step else None
