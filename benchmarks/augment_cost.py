@@ -66,13 +66,14 @@ def main(argv: list[str] | None = None) -> dict:
                 rates[s].append(train_once(model, s, args.batch_size, args.limit))
         base = statistics.median(rates[settings[0]])
         print(f"\n{model}: samples/s (median of {args.rounds}), ratio to '{settings[0]}', the augmentation alone per "
-              "batch")
+              "batch, the rounds' range")
         out[model] = {}
         for s in settings:
             med = statistics.median(rates[s])
             alone = augment_alone(x, s) if parse_augment(s).active else 0.0
             out[model][s] = {"samples_per_second": med, "ratio": med / base, "ms_per_batch": alone}
-            print(f"  {s:<30} {med:>10,.0f}  {100 * med / base:6.1f}%  {alone:6.3f} ms")
+            spread = f"rounds {min(rates[s]):,.0f}..{max(rates[s]):,.0f}"
+            print(f"  {s:<30} {med:>10,.0f}  {100 * med / base:6.1f}%  {alone:6.3f} ms   {spread}")
     return out
 
 
