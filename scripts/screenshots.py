@@ -88,6 +88,28 @@ async def mnist_shots(out: Path, size: tuple[int, int], runs: str) -> None:
         await asyncio.to_thread(session.join, 60)
 
 
+async def augment_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """The Predictions tab of a run with --augment, scrolled to what it trains on."""
+    cfg = TrainConfig(dataset="mnist", limit=1000, epochs=30, batch_size=32, augment="shift=2,rotate=15,scale=0.1",
+                      runs_dir=runs, on_divergence="pause", log_every=5)
+    session = Session(Trainer(cfg))
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.state.epoch >= 16.5, what="augmented MNIST training")
+        await press(pilot, "space")
+        await wait_for(pilot, lambda: app.state.paused, what="pause")
+        session.send(make_command("snapshot"))  # the samples event of the step it paused at
+        step = app.state.step
+        await wait_for(pilot, lambda: (app.state.samples or {}).get("step") == step, what="the samples event")
+        await press(pilot, "3")
+        await settle(app, 1.0)
+        app.query_one("#samples-scroll").scroll_to_widget(app.query_one("#augmented"), animate=False, top=True)
+        await settle(app, 1.0)
+        app.save_screenshot("augment.svg", str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
 async def draw_seven(pilot: Pilot, app: TuinetApp) -> None:
     """The Draw tab: a 7 drawn with the mouse (strokes of pressed-button moves, as a terminal reports a drag), then
     the live weights' answer."""
@@ -296,14 +318,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep", "serve",
-                                      "firstrun"),
+    p.add_argument("--only", choices=("mnist", "augment", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep",
+                                      "serve", "firstrun"),
                    help="make one group of screenshots")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions", "draw", "stepview")),
+              "augment": (augment_shot, ("augment",)),
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
               "lrfind": (lrfind_shot, ("lrfind",)), "sweep": (sweep_shot, ("sweep",)),

@@ -71,8 +71,10 @@ async def test_the_predictions_tab_shows_what_the_network_trains_on_only_for_an_
             if augmented:
                 text = section.text_for(60).plain
                 assert text.startswith("what it trains on (step 40, augmented)\n--augment shift=1,rotate=10: a new "
-                                       "version of each sample at every step\n")
+                                       "version of each sample\nat every step\n")  # wrapped to the width
                 assert text.count("1 ✓ 61%") == 4 and section.display
+                assert app.query_one("#samples-scroll").border_title == \
+                    "test samples · what it trains on · most confidently wrong"
             else:
                 assert not section.display
             status = str(app.query_one("#status").render())

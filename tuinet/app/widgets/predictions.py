@@ -3,6 +3,7 @@ validation samples, and the validation confusion matrix (updated every epoch).""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Callable
 
 import numpy as np
@@ -118,8 +119,8 @@ class Predictions(Horizontal):
         def section(title: str, items: list, note: str = "") -> Callable[[int], Text]:
             def build(width: int) -> Text:
                 t = Text(title + "\n", style="bold")
-                if note:
-                    t.append(note + "\n", style="dim")
+                for line in textwrap.wrap(note, max(20, width - 1)):  # the panel does not wrap its pictures' text
+                    t.append(line + "\n", style="dim")
                 t.append_text(sample_tiles(items, names, width))
                 return t
             return build
@@ -127,6 +128,8 @@ class Predictions(Horizontal):
         s.show(section(f"test samples (step {event.get('step')})", event.get("samples") or []))
         augmented = event.get("augmented")
         self._augmented.display = bool(augmented)
+        self._scroll.border_title = "test samples · " + ("what it trains on · " if augmented else "") + \
+            "most confidently wrong"
         if augmented:  # a run with --augment: what the network trains on, not what it is tested on
             self._augmented.show(section(f"what it trains on (step {event.get('step')}, augmented)", augmented,
                                          f"--augment {event.get('augment')}: a new version of each sample at "
