@@ -92,3 +92,22 @@ def test_render_image_text_draws_runs_of_equal_cells_as_one_span():
              if seg.style for ch in seg.text]
     dot = [c for c in cells if c[1] != (0, 0, 0)]
     assert len(cells) == 16 and dot == [("▀", (255, 255, 255), (0, 0, 0))]
+
+
+def test_show_draws_the_samples_as_the_augmentation_gives_them():
+    """The pictures drawn are the augmenter's versions of the first training samples, seeded by --seed."""
+    from tuinet.cli.datasets import _samples
+    from tuinet.data import load_dataset
+    from tuinet.engine.augment import make_augmenter
+
+    args = ["show", "digits", "--samples", "3", "--seed", "2"]
+    plain = CliRunner().invoke(datasets, args)
+    moved = CliRunner().invoke(datasets, [*args, "--augment", "shift=2,rotate=20"])
+    assert plain.exit_code == 0 and moved.exit_code == 0, moved.output
+    assert "first 3 training samples, augmented (shift=2,rotate=20: one random version each):" in moved.output
+    ds = load_dataset("digits", seed=2)
+    expected = _samples(ds, make_augmenter("rotate=20,shift=2", ds.x_train, ds.input_shape, "digits", 2)(ds.x_train[:3]))
+    assert moved.output.rstrip().endswith(expected.rstrip())
+    assert not plain.output.rstrip().endswith(expected.rstrip())
+    bad = CliRunner().invoke(datasets, ["show", "iris", "--augment", "rotate=10"])
+    assert bad.exit_code != 0 and "Error: --augment rotate: works on pictures" in bad.output

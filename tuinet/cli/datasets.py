@@ -95,9 +95,11 @@ def defaults_table() -> str:
 @click.option("--noise", type=float, help="Noise level of a synthetic set.")
 @click.option("--limit", type=int, help="Cap the training (and val/test) set size.")
 @click.option("--samples", "n_show", type=int, default=4, show_default=True, help="How many samples to show.")
+@click.option("--augment", help="Show the samples as `tuinet train --augment` would give them to the network (one "
+                                "random version each; the same --seed, the same versions), e.g. shift=2,rotate=15.")
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON instead.")
 def show(source, target, task, seed, val_split, test_split, normalize, image_size, color, n_samples, noise,
-         limit, n_show, as_json) -> None:
+         limit, n_show, augment, as_json) -> None:
     """Summarise a dataset: shapes, class counts, split sizes, feature ranges and a few samples."""
     from tuinet.data import load_dataset
 
@@ -105,6 +107,11 @@ def show(source, target, task, seed, val_split, test_split, normalize, image_siz
         ds = load_dataset(source, val_split=val_split, test_split=test_split, seed=seed, normalize=normalize,
                           target=target, task=task, image_size=_parse_size(image_size), color=color,
                           n_samples=n_samples, noise=noise, limit=limit, log=_note)
+        augmenter = None
+        if augment is not None:
+            from tuinet.engine.augment import make_augmenter
+
+            augmenter = make_augmenter(augment, ds.x_train, ds.input_shape, source, seed)
     except TuinetError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
@@ -113,8 +120,10 @@ def show(source, target, task, seed, val_split, test_split, normalize, image_siz
     click.echo(ds.summary())
     n_show = max(0, min(n_show, len(ds.x_train)))
     if n_show:
-        click.echo(f"\nfirst {n_show} training samples:")
-        click.echo(_samples(ds, n_show), color=_use_color())
+        x = ds.x_train[:n_show] if augmenter is None else augmenter(ds.x_train[:n_show])
+        how = "" if augmenter is None else f", augmented ({augmenter.aug.spec()}: one random version each)"
+        click.echo(f"\nfirst {n_show} training samples{how}:")
+        click.echo(_samples(ds, x), color=_use_color())
 
 
 def _label(ds, y) -> str:
@@ -123,13 +132,15 @@ def _label(ds, y) -> str:
     return ", ".join(f"{v:.4g}" for v in np.ravel(y))
 
 
-def _samples(ds, n: int) -> str:
-    """Draw the first ``n`` training samples: images side by side, table rows in raw units."""
+def _samples(ds, x: np.ndarray) -> str:
+    """Draw the first training samples ``x`` (normalized, as the network gets them): images side by side, table rows
+    in raw units."""
     from tuinet.data.render import render_image, side_by_side
 
+    n = len(x)
     if ds.is_image:
         color = _use_color()
-        raw = ds.normalizer.inverse_transform(ds.x_train[:n])
+        raw = ds.normalizer.inverse_transform(x)
         per_row = max(1, 100 // (ds.input_shape[1] + 2))
         blocks = []
         for start in range(0, n, per_row):
@@ -137,7 +148,7 @@ def _samples(ds, n: int) -> str:
             caps = [f"#{i} {_label(ds, ds.y_train[i])}" for i in range(start, min(n, start + per_row))]
             blocks.append(side_by_side(imgs, caps))
         return "\n\n".join(blocks)
-    raw = ds.normalizer.inverse_transform(ds.x_train[:n]).reshape(n, -1)
+    raw = ds.normalizer.inverse_transform(x).reshape(n, -1)
     names = ds.feature_names or [f"x{i}" for i in range(raw.shape[1])]
     tname = ",".join(ds.target_names) if ds.target_names else "label"
     cols = names[:10] + (["…"] if len(names) > 10 else []) + [tname]
