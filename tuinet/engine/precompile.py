@@ -177,7 +177,16 @@ def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
     x = np.zeros((n, *job["input_shape"]), job["x_dtype"])
     y = np.zeros((n, *job["y_shape"]), job["y_dtype"])
 
+    augmenter = None
+    if job.get("augment"):  # the trainer augments each batch before its step (engine/augment.py)
+        from tuinet.engine.augment import Augmenter, parse_augment
+
+        channels = job["input_shape"][-1] if len(job["input_shape"]) == 3 else 1
+        augmenter = Augmenter(parse_augment(job["augment"]), tuple(job["input_shape"]), np.zeros(channels), 0)
+
     def step() -> None:
+        if augmenter is not None:
+            augmenter(x)
         model.compute_gradients(x, y)
         optimizer.step(model.grads)
         threads = numba.get_num_threads()
@@ -338,7 +347,7 @@ class CompileHelper:
             "model": config.model, "input_shape": list(data.input_shape), "num_outputs": data.num_outputs,
             "task": data.task, "activation": config.activation, "dropout": config.dropout, "l1": config.l1,
             "l2": config.l2, "seed": config.seed,
-            "features": config.features.split(",") if config.features else None,
+            "features": config.features.split(",") if config.features else None, "augment": config.augment,
             "optimizer": config.optimizer, "lr": config.lr, "hyper": config.optimizer_hyperparams(),
             "batch_size": int(min(config.batch_size, len(data.x_train))), "thread_mode": thread_mode,
             "x_dtype": str(data.x_train.dtype), "y_dtype": str(data.y_train.dtype),
