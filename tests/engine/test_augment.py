@@ -66,7 +66,7 @@ def test_a_spec_reads_back_to_its_canonical_form():
     assert parse_augment(a.spec()) == a
     for none in (None, "", "none", "OFF"):
         assert not parse_augment(none).active and parse_augment(none).spec() == "none"
-    assert parse_augment("noise=0.1").geometric is False and parse_augment("erase=0.2").warps is False
+    assert parse_augment("noise=0.1").pictures_only is False and parse_augment("erase=0.2").warps is False
 
 
 @pytest.mark.parametrize("spec, words", [

@@ -34,7 +34,7 @@ KINDS = {
     "erase": ("float", "with probability P, a random rectangle (2-33% of the picture) set to the background"),
     "noise": ("float", "Gaussian noise of standard deviation S added to every input value (normalized units)"),
 }
-GEOMETRIC = ("shift", "rotate", "scale", "flip", "erase")  # these need an image (H, W, C) input
+PICTURES_ONLY = ("shift", "rotate", "scale", "flip", "erase")  # these need picture (H, W, C) samples
 LIMITS = {"rotate": (0.0, 180.0), "scale": (0.0, 0.9), "erase": (0.0, 1.0), "noise": (0.0, 10.0)}
 MAX_SHIFT = 1000
 ERASE_AREA = (0.02, 0.33)  # torchvision's RandomErasing defaults: area fraction and aspect ratio ranges
@@ -67,9 +67,9 @@ class Augment:
         return any(getattr(self, f.name) for f in fields(self))
 
     @property
-    def geometric(self) -> bool:
+    def pictures_only(self) -> bool:
         """True when it needs image inputs (anything but noise)."""
-        return any(getattr(self, name) for name in GEOMETRIC)
+        return any(getattr(self, name) for name in PICTURES_ONLY)
 
     @property
     def warps(self) -> bool:
@@ -134,8 +134,8 @@ def _example(name: str) -> str:
 def check_input(aug: Augment, input_shape: tuple[int, ...], dataset: str) -> None:
     """ConfigError with one line when ``aug`` does not apply to inputs of ``input_shape`` (moving, flipping and
     erasing need pictures; noise applies to any input)."""
-    if aug.geometric and len(input_shape) != 3:
-        used = ", ".join(n for n in GEOMETRIC if getattr(aug, n))
+    if aug.pictures_only and len(input_shape) != 3:
+        used = ", ".join(n for n in PICTURES_ONLY if getattr(aug, n))
         raise ConfigError(f"--augment {used}: works on pictures, and {dataset}'s samples are rows of "
                           f"{int(np.prod(input_shape))} values; only noise applies to them")
     if aug.shift and len(input_shape) == 3 and aug.shift >= min(input_shape[0], input_shape[1]):
@@ -159,7 +159,7 @@ def make_augmenter(spec: str | None, x_train: np.ndarray, input_shape: tuple[int
     if not aug.active:
         return None
     check_input(aug, input_shape, dataset)
-    fill = background(x_train) if aug.geometric and len(x_train) else None
+    fill = background(x_train) if aug.pictures_only and len(x_train) else None
     return Augmenter(aug, input_shape, fill, seed)
 
 
@@ -196,7 +196,7 @@ class Augmenter:
         """A new array: the batch ``x`` (N, *input_shape) augmented; ``x`` is left as it was."""
         a = self.aug
         out = x
-        if a.geometric:
+        if a.pictures_only:
             n, h, w, _ = x.shape
             mats = sample_maps(self.rng, n, h, w, a) if a.warps else None
             boxes = sample_boxes(self.rng, n, h, w, a.erase) if a.erase else np.zeros((n, 4), np.int64)
