@@ -356,7 +356,8 @@ def _augment_verdict(runs: list[RunSummary]) -> list[str]:
             out.append(f"{r.label}: " + "; ".join(parts))
     out.append("An augmented run's training accuracy is measured on its augmented batches, the versions it trained "
                "on. The network never saw the same digit twice, so it could not learn the 1,000 by heart; and it was "
-               "shown digits moved, so it reads moved ones.")
+               "shown digits moved, so it reads moved ones. Try one of your own on the lesson's Compare screen: w (draw), "
+               "m (centring off), and draw it off centre.")
     return out
 
 
