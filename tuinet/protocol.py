@@ -36,6 +36,9 @@ EVENTS: dict[str, str] = {
     "samples": "sample test predictions with confidence, and the most confidently wrong ones (augmented: the "
                "latest training batch's first samples as augmented, with augment, the run's setting)",
     "confusion": "confusion matrix on the validation set",
+    "embedding": "validation samples as each weighted layer receives them, projected on two principal components "
+                 "(after an embedding command, then again as the weights change): step, epoch, class_names, labels, "
+                 "preds, views ({name, dims, explained, neighbours, points})",
     "boundary": "decision-boundary grid for 2-D datasets",
     "paused": "training paused (reason)",
     "resumed": "training resumed",
@@ -80,12 +83,14 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "probe": ("a picture drawn in the app, for the network to answer as it learns: image, rows of ink from 0 "
               "(background) to 1 (the training data's lightest gray) at the model's input size; null clears it",
               ("image",)),
+    "embedding": ("watch: true to receive embedding events (each layer's view of validation samples) as the network "
+                  "learns, false to stop (a classifier's)", ("watch",)),
 }
 
 
 #: events that carry pictures (weights, sample predictions, the decision boundary): only the newest one matters, so
 #: they are not written to ``metrics.jsonl`` nor kept in a viewer's history; the last of each kind is replayed
-PICTURE_EVENTS = frozenset({"weights", "samples", "boundary", "step_detail", "probe"})
+PICTURE_EVENTS = frozenset({"weights", "samples", "boundary", "step_detail", "probe", "embedding"})
 
 #: ``status.json`` statuses of a trainer that is (or should be) alive
 LIVE_STATUSES = ("loading", "compiling", "running", "paused", "testing")
@@ -289,6 +294,8 @@ def validate_command(cmd: Any) -> dict[str, Any]:
             raise ConfigError(f"step count must be a whole number from 1 to {MAX_STEPS:,}, got {n!r:.40}")
     if kind == "probe" and cmd["image"] is not None:
         _check_image(cmd["image"])
+    if kind == "embedding" and not isinstance(cmd["watch"], bool):
+        raise ConfigError(f"field 'watch' must be true or false, got {cmd['watch']!r:.40}")
     if kind == "set_optimizer":
         name = cmd["name"]
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:

@@ -99,6 +99,7 @@ def test_every_table_entry_is_in_the_help():
               "takes that many)"),
         ("r", "restart with the current settings (asks first)"),
         ("l", "loss chart: log / linear scale"),
+        ("[  ]", "layer by layer (predictions tab): the previous / next layer's view of the validation samples"),
         ("1 2 3 4 5 6", "dashboard, inspector, predictions, boundary, compare (or c), draw"),
         ("tab", "focus the next panel (shift+tab: back), then ↑ ↓ PgUp PgDn scroll it; ← → on the tab bar switch "
                 "tabs"),

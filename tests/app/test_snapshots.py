@@ -137,6 +137,15 @@ def mnist_events() -> list[dict]:
     wrong = [{"index": 900 + i, "label": lab, "pred": pr, "confidence": c, "image": digit_image(lab, shift=1)}
              for i, (lab, pr, c) in enumerate([(4, 9, 0.97), (3, 5, 0.95), (7, 1, 0.93), (8, 3, 0.9)])]
     e("samples", step=300, epoch=3, class_names=[str(i) for i in range(10)], samples=samples, wrong=wrong)
+    labels = rng.integers(0, 10, 400)
+    centres = np.stack([np.cos(labels * 0.63), np.sin(labels * 0.63)], axis=1) * 0.7
+    views = [{"name": name, "dims": dims, "explained": explained, "neighbours": near,
+              "points": np.round(np.clip(centres + rng.normal(0, spread, (400, 2)), -1, 1), 3).tolist()}
+             for name, dims, spread, explained, near in (("the input (784 values)", 784, 0.45, 0.17, 0.86),
+                                                         ("dense_3's input (256 values)", 256, 0.2, 0.31, 0.95),
+                                                         ("the output (10 scores)", 10, 0.08, 0.52, 0.97))]
+    e("embedding", step=300, epoch=3.0, class_names=[str(i) for i in range(10)], labels=labels.tolist(),
+      preds=labels.tolist(), views=views)
     return e.events
 
 

@@ -155,6 +155,12 @@ ACTIONS: tuple[Action, ...] = (
            "Show compare", key_display="5", show=False),
     Action("show_tab('draw')", "6", "Draw", "switch to the draw tab: draw a digit, watch the network read it as it "
            "learns", "Show draw", show=False, when=When.DRAWABLE),
+    Action("embed_prev", "left_square_bracket", "Layer[", "layer by layer (predictions tab): the previous layer's "
+           "view of the validation samples", "Layer by layer: previous layer", key_display="[", show=False,
+           when=When.CLASSIFIER),
+    Action("embed_next", "right_square_bracket", "Layer]", "layer by layer (predictions tab): the next layer's "
+           "view of the validation samples", "Layer by layer: next layer", key_display="]", show=False,
+           when=When.CLASSIFIER),
 )
 
 #: the Compare screen's keys (the screen of `tuinet compare` and the app's compare tab): bound on the Compare view,
@@ -293,6 +299,8 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("step",)),
     HelpRow(("restart",)),
     HelpRow(("toggle_log",)),
+    HelpRow(("embed_prev", "embed_next"), "layer by layer (predictions tab): the previous / next layer's view of the "
+            "validation samples", keys="[  ]"),
     HelpRow(("show_tab('dashboard')", "show_tab('inspector')", "show_tab('predictions')", "show_tab('boundary')",
              "show_tab('compare')", "show_tab('draw')"), "dashboard, inspector, predictions, boundary, compare (or c), "
             "draw", keys="1 2 3 4 5 6"),

@@ -44,6 +44,7 @@ from tuinet.app.state import ALERTS, RunState
 from tuinet.app.widgets.plane import PlaneView
 from tuinet.app.widgets.dashboard import Dashboard, topbar_text
 from tuinet.app.widgets.drawpad import DrawCanvas, DrawPad
+from tuinet.app.widgets.embedding import EmbeddingView
 from tuinet.training.probe import DIGIT_DATASETS
 from tuinet.app.widgets.inspector import Inspector
 from tuinet.app.widgets.predictions import Predictions
@@ -157,6 +158,7 @@ class TuinetApp(App[int]):
         self._draw_shown: bool | None = None
         self._saved_probe: Any = None  # a CheckpointProbe of the ended run (answers drawings once its trainer is gone)
         self._probe_held = False  # whether the live trainer holds a drawing of ours (it answers it as it learns)
+        self._embedding_held = False  # whether the live trainer sends us the layers' views (the Predictions tab)
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
         self._footer: Footer | None = None
@@ -296,6 +298,9 @@ class TuinetApp(App[int]):
             elif kind == "started" and self._draw.image is not None and self._session_live() \
                     and self.active_tab == "draw":
                 self._send_probe(self._draw.image.tolist())  # a restarted run: the drawing is answered again
+            elif kind == "started" and self._session_live() and self.active_tab == "predictions" \
+                    and st.is_classifier:
+                self._watch_embedding(True)  # a restarted run (or a run that was loading): its views again
             if kind == "diverged" and e.get("action") == "paused":
                 self._show_diverged(e)
             if kind in ALERT_EVENTS and (e.get("time") or 0) >= self._live_since:
@@ -393,7 +398,8 @@ class TuinetApp(App[int]):
         elif tab == "predictions":
             preds = self._preds
             panels = (("samples", lambda: preds.update_samples(st.samples)),
-                      ("confusion", lambda: preds.update_confusion(st.confusion)))
+                      ("confusion", lambda: preds.update_confusion(st.confusion)),
+                      ("embedding", lambda: preds.update_embedding(st.embedding, not self.no_color)))
         for panel, draw in panels:  # one panel a tick, so that each one's cost is its own
             if panel in d and self._draw_panel(panel, draw, now):
                 d.discard(panel)
@@ -471,7 +477,7 @@ class TuinetApp(App[int]):
         if tab == "inspector":
             st.dirty.update(("layers", "weights"))
         elif tab == "predictions":
-            st.dirty.update(("samples", "confusion"))
+            st.dirty.update(("samples", "confusion", "embedding"))
         elif tab == "boundary":
             st.dirty.add("boundary")
         elif tab == "dashboard":
@@ -480,6 +486,8 @@ class TuinetApp(App[int]):
         elif tab == "draw":
             st.dirty.update(("probe", "probe_layers"))
             self.call_after_refresh(self.query_one(DrawCanvas).focus)  # (after a click on the tab has focused it)
+        if self._session_live() and st.is_classifier and (tab == "predictions") != self._embedding_held:
+            self._watch_embedding(tab == "predictions")  # the trainer computes the layers' views only while seen
         if self._draw is not None and self._draw.image is not None and self._session_live() \
                 and (tab == "draw") != self._probe_held:
             # the trainer answers the drawing while its tab is shown, and forgets it while another tab is
@@ -514,15 +522,30 @@ class TuinetApp(App[int]):
         elif self.state.done or self.session is None or not self.session.running:
             self._probe_saved(image, self.state.run_dir, self._gen)
 
+    def _watch_embedding(self, watch: bool) -> None:
+        """Ask the live trainer to send (or stop sending) each layer's view of the validation samples."""
+        self.session.send(make_command("embedding", watch=watch))
+        self._embedding_held = watch
+
     def exit(self, *args: Any, **kwargs: Any) -> None:
-        """Close the app; a trainer that goes on (a detached run) forgets this viewer's drawing first, so it does not
-        answer a picture nobody looks at."""
-        if self._probe_held and self._session_live():
-            try:
-                self.session.send(make_command("probe", image=None))
-            except Exception:  # noqa: BLE001 - a lost connection: the trainer keeps the picture, nothing worse
-                pass
+        """Close the app; a trainer that goes on (a detached run) forgets this viewer's drawing and stops computing
+        the layers' views first, so it does not work for a picture nobody looks at."""
+        for held, command in ((self._probe_held, make_command("probe", image=None)),
+                              (self._embedding_held, make_command("embedding", watch=False))):
+            if held and self._session_live():
+                try:
+                    self.session.send(command)
+                except Exception:  # noqa: BLE001 - a lost connection: the trainer keeps computing, nothing worse
+                    pass
         super().exit(*args, **kwargs)
+
+    def action_embed_prev(self) -> None:
+        """The embedding panel: the previous layer's view."""
+        self._preds.query_one(EmbeddingView).step_view(-1)
+
+    def action_embed_next(self) -> None:
+        """The embedding panel: the next layer's view."""
+        self._preds.query_one(EmbeddingView).step_view(1)
 
     @work(thread=True, exclusive=True, group="probe", exit_on_error=False)
     def _probe_saved(self, image: list[list[float]] | None, run_dir: str | None, gen: int) -> None:

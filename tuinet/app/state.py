@@ -18,7 +18,7 @@ from tuinet.training.summary import summary_lines
 
 #: parts of the screen an event can change
 SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "confusion", "boundary", "log", "info",
-            "stepview", "probe", "probe_layers")
+            "stepview", "probe", "probe_layers", "embedding")
 
 #: events the app shows at once (not at the next 5 Hz tick) whether asked for or not: the run's lifecycle and
 #: alarms. The answer to a command the app is waiting for (see ``TuinetApp.pending``) is shown at once too; the
@@ -163,6 +163,7 @@ class RunState:
         self.confusion: dict[str, Any] | None = None
         self.boundary: dict[str, Any] | None = None
         self.probe: dict[str, Any] | None = None  # the newest answer to the picture drawn on the Draw tab
+        self.embedding: dict[str, Any] | None = None  # the newest view of the validation samples, layer by layer
         self.step_detail: dict[str, Any] | None = None  # the newest step shown stage by stage (after `n`)
         self.health: dict[str, Any] | None = None  # the newest gradient-health verdict (layer_stats, gradient_health)
         self._rate_t: float | None = None
@@ -374,6 +375,10 @@ class RunState:
     def _on_boundary(self, e):
         self.boundary = e
         self.dirty.add("boundary")
+
+    def _on_embedding(self, e):
+        self.embedding = e
+        self.dirty.add("embedding")
 
     def _on_probe(self, e):
         self.probe = e

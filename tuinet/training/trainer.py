@@ -37,6 +37,7 @@ from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
 from tuinet.training.alerts import Alerts
 from tuinet.training.defaults import describe_defaults
+from tuinet.training.embedding import Embedding
 from tuinet.training.final_test import final_tests
 from tuinet.training.neurons import neuron_maps
 from tuinet.training.prefetch import DataPrefetch, load_run_data
@@ -54,6 +55,8 @@ PROBE_EVERY = 0.5  # seconds between answers to the picture drawn in the app whi
 PROBE_SHARE = 0.02  # ... and at most this share of the trainer's time goes into them
 PICTURE_SAMPLES = 2000  # validation samples searched for the most confidently wrong predictions
 AUGMENTED_SAMPLES = 8  # training samples shown as augmented (the samples event's ``augmented``)
+EMBED_EVERY = 2.0  # seconds between embedding events at least, while a viewer watches them
+EMBED_SHARE = 0.05  # and at most this share of the trainer's time (a deep net's views cost more), as the boundary
 EARLY_STATS = 10  # the step of the first layer statistics, whatever stats_every says
 
 
@@ -134,6 +137,9 @@ class Trainer:
         self._fixed_samples = np.zeros(0, dtype=np.int64)
         self.augmenter = None  # makes each training batch's random versions (--augment; see engine/augment.py)
         self._augmented: tuple[np.ndarray, np.ndarray] | None = None
+        self._embedding: Embedding | None = None  # the layers' views of validation samples, while a viewer watches
+        self._embed_t = 0.0  # when they were last sent (perf_counter)
+        self._embed_every = EMBED_EVERY
         self._probe: Probe | None = None  # how the model answers a picture drawn in the app (made at the first one)
         self._probe_x: np.ndarray | None = None  # that picture, as the model's input (see _apply's probe)
         self._probe_t = 0.0  # when the model last answered it (perf_counter)
@@ -418,6 +424,14 @@ class Trainer:
                                         ink_range(d.normalizer, d.x_train))
                 self._probe_x = None if image is None else self._probe.input(image)
                 self._emit_probe()
+            elif kind == "embedding":
+                d = self.data
+                x, y = (d.x_val, d.y_val) if len(d.x_val) >= 2 else (d.x_test, d.y_test)
+                if not cmd["watch"]:
+                    self._embedding = None
+                elif self.model.is_classifier and len(x) >= 2:
+                    self._embedding = self._embedding or Embedding(x, y)
+                    self._emit_embedding()
             elif kind == "lr_find":
                 run_range_test(self, cmd)
             elif kind == "step":
@@ -552,6 +566,17 @@ class Trainer:
             plane = S.boundary_grid(self.model, d.x_train, d.y_train)
             plane["neurons"] = neuron_maps(self.model, plane["xrange"], plane["yrange"])
             self._emit("boundary", step=self.global_step, epoch=self.epoch, **plane)
+
+    def _emit_embedding(self) -> None:
+        """Each weighted layer's view of the validation samples (training/embedding.py), while a viewer watches
+        them: sent again every EMBED_EVERY seconds, or less often when computing them would take more than
+        EMBED_SHARE of the time."""
+        t0 = time.perf_counter()
+        fields = self._embedding.event_fields(self.model)
+        self._embed_t = time.perf_counter()
+        self._embed_every = max(EMBED_EVERY, (self._embed_t - t0) / EMBED_SHARE)
+        self._emit("embedding", step=self.global_step, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch,
+                   class_names=list(self.data.class_names), **fields)
 
     def _emit_probe(self) -> None:
         """The model's answer to the picture drawn in the app (a cleared picture: an answer of nothing). While
@@ -861,6 +886,9 @@ class Trainer:
                 if self._probe_x is not None and (self.paused
                                                   or time.perf_counter() - self._probe_t >= self._probe_every):
                     self._emit_probe()  # the drawn picture's probabilities move as the network learns
+                if self._embedding is not None and (self.paused
+                                                    or time.perf_counter() - self._embed_t >= self._embed_every):
+                    self._emit_embedding()  # the classes pull apart layer by layer as it learns
                 if c.pace:
                     self._pace_wait(c.pace)
             # --- end of epoch ---
@@ -879,6 +907,8 @@ class Trainer:
         self._emit_pictures()
         if self._probe_x is not None:
             self._emit_probe()  # the final weights' answer (the app asks the saved ones after this)
+        if self._embedding is not None:
+            self._emit_embedding()  # the final weights' views
         return self._emit(
             "finished", **tests, epochs=self.epoch, steps=self.global_step,
             train_seconds=round(self.train_seconds, 3),

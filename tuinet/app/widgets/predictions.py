@@ -9,11 +9,12 @@ from typing import Any, Callable
 import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from tuinet.data.render import render_image_text
 from tuinet.app.widgets.cells import update_static
+from tuinet.app.widgets.embedding import EmbeddingView
 from tuinet.app.widgets.inspector import WidthText, fit_size, halve, tile
 
 
@@ -90,14 +91,17 @@ def confusion_text(event: dict[str, Any] | None) -> Text:
 
 
 class Predictions(Horizontal):
-    """Samples and wrong ones on the left (scrolls), confusion matrix on the right."""
+    """Samples and wrong ones on the left (scrolls), the confusion matrix and each layer's view of the validation
+    samples on the right."""
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="samples-scroll"):
             yield WidthText(id="samples")
             yield WidthText(id="augmented")
             yield WidthText(id="wrong")
-        yield Static(id="confusion")
+        with Vertical(id="predictions-right"):
+            yield Static(id="confusion")
+            yield EmbeddingView(id="embedding")
 
     def on_mount(self) -> None:
         self._scroll = self.query_one("#samples-scroll", VerticalScroll)
@@ -135,6 +139,10 @@ class Predictions(Horizontal):
                                          f"--augment {event.get('augment')}: a new version of each sample at "
                                          "every step"))
         w.show(section("most confidently wrong (validation)", event.get("wrong") or []))
+
+    def update_embedding(self, event: dict[str, Any] | None, color: bool = True) -> None:
+        """Draw the latest embedding event."""
+        self.query_one(EmbeddingView).show(event, color)
 
     def update_confusion(self, event: dict[str, Any] | None) -> None:
         """Draw the latest confusion matrix."""

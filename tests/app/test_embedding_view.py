@@ -1,0 +1,70 @@
+"""The Predictions tab's layer-by-layer panel: the scatter drawn from an embedding event, [ and ] stepping through
+the layers, and the trainer asked for the views only while the tab is shown (and told to stop when the viewer
+leaves)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.app.fakes import FakeSession, opening
+from tuinet.app.app import TuinetApp
+from tuinet.app.testing import async_test, press, wait_until
+from tuinet.app.widgets.embedding import EmbeddingView, class_symbols, scatter_text
+from tuinet.protocol import make_event
+
+
+def test_each_cell_shows_its_most_frequent_class_where_its_points_fall():
+    points = np.array([[-1, 1], [1, -1], [1, -1], [1, -1], [0.0, 0.0], [1, 1]])
+    labels = np.array([3, 1, 2, 2, 0, 1])
+    t = scatter_text(points, labels, class_symbols(["0", "1", "2", "3"], 4), width=5, height=3)
+    assert t.plain.split("\n") == ["3   1", "  0  ", "    2"]  # y up; two 2s beat one 1 in the lower right cell
+    styles = {t.plain[s.start:s.end]: str(s.style) for s in t.spans}
+    assert styles["3"] != styles["2"]
+    plain = scatter_text(points, labels, class_symbols(["0", "1", "2", "3"], 4), 5, 3, color=False)
+    assert plain.plain == t.plain and not plain.spans  # NO_COLOR: the characters say the classes
+    assert class_symbols(["setosa", "versicolor", "virginica"], 3) == ["0", "1", "2"]
+
+
+def embedding_event(step: int = 20) -> dict:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 60)
+    views = []
+    for name, spread in (("the input (64 values)", 1.0), ("dense_3's input (32 values)", 0.3),
+                         ("the output (10 scores)", 0.1)):
+        centres = np.stack([np.cos(labels), np.sin(labels)], axis=1) * 0.8
+        pts = np.clip(centres + rng.normal(0, spread, (60, 2)), -1, 1)
+        views.append({"name": name, "dims": 64, "explained": 0.25, "neighbours": 0.9, "points": pts.tolist()})
+    return make_event("embedding", step=step, epoch=1.0, class_names=[str(i) for i in range(10)],
+                      labels=labels.tolist(), preds=labels.tolist(), views=views)
+
+
+@async_test
+async def test_the_tab_asks_for_the_views_while_shown_and_steps_through_the_layers():
+    session = FakeSession(opening("digits"))
+    app = TuinetApp(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.step > 0, what="the opening")
+        watch = lambda: [c["watch"] for c in session.sent if c["command"] == "embedding"]  # noqa: E731
+        assert watch() == []
+        await press(pilot, "3")
+        await wait_until(pilot, lambda: watch() == [True], what="the views asked for")
+        session.emit(embedding_event())
+        view = app.query_one(EmbeddingView)
+        await wait_until(pilot, lambda: view.event is not None, what="the views shown")
+        assert view.border_title == "layers 3/3: the output (10 scores) · [ ]"
+        text = view.render().plain
+        assert "step 20 · 60 validation samples, 2 of 64 dimensions (25% of the variance)" in text.replace("\n", " ")
+        await press(pilot, "left_square_bracket")
+        await press(pilot, "left_square_bracket")
+        assert view.border_title == "layers 1/3: the input (64 values) · [ ]"
+        await press(pilot, "left_square_bracket")  # stays at the first
+        assert view.border_title.startswith("layers 1/3")
+        await press(pilot, "right_square_bracket")
+        assert view.border_title.startswith("layers 2/3: dense_3's input")
+        await press(pilot, "1")
+        await wait_until(pilot, lambda: watch() == [True, False], what="the views no longer asked for")
+        await press(pilot, "3")
+        await wait_until(pilot, lambda: watch() == [True, False, True], what="asked again")
+        app.exit()
+        await pilot.pause(0.1)
+    assert watch() == [True, False, True, False]  # a viewer leaving stops the trainer computing them

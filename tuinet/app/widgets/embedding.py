@@ -1,0 +1,118 @@
+"""The Predictions tab's embedding panel: validation samples as one layer receives them, projected on two principal
+components (the trainer's ``embedding`` event), each drawn as its class's character in its class's colour, so the
+classes can be seen to pull apart from the input to the output as the network learns. ``[`` and ``]`` step through
+the layers."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import numpy as np
+from rich.text import Text
+from textual.widget import Widget
+
+from tuinet.formatting import count
+
+#: one colour per class (the character says the class too, for NO_COLOR and 16 colours)
+CLASS_COLORS = ("red", "green", "yellow", "blue", "magenta", "cyan", "bright_red", "bright_green", "bright_blue",
+                "bright_magenta", "bright_yellow", "bright_cyan")
+SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def class_symbols(names: list[str], k: int) -> list[str]:
+    """One character per class: the names themselves when each is one distinct character (MNIST's digits), else
+    0-9 then letters by class index (``?`` past 62 classes)."""
+    if len(names) == k and all(len(n) == 1 for n in names) and len(set(names)) == k:
+        return list(names)
+    return [SYMBOLS[i] if i < len(SYMBOLS) else "?" for i in range(k)]
+
+
+def scatter_text(points: np.ndarray, labels: np.ndarray, symbols: list[str], width: int, height: int,
+                 color: bool = True) -> Text:
+    """``points`` (N x 2, within [-1, 1]) on a ``width`` x ``height`` grid of cells, y up: each cell holding points
+    shows the character of its most frequent class (ties: the lower class), in that class's colour."""
+    width, height = max(2, width), max(2, height)
+    cols = np.clip(np.rint((points[:, 0] + 1) / 2 * (width - 1)), 0, width - 1).astype(int)
+    rows = np.clip(np.rint((1 - (points[:, 1] + 1) / 2) * (height - 1)), 0, height - 1).astype(int)
+    k = max(len(symbols), int(labels.max(initial=0)) + 1)
+    counts = np.zeros((height, width, k), np.int64)
+    np.add.at(counts, (rows, cols, labels), 1)
+    top = counts.argmax(axis=2)
+    filled = counts.sum(axis=2) > 0
+    t = Text(no_wrap=True, overflow="crop")
+    for r in range(height):
+        for c in range(width):
+            if not filled[r, c]:
+                t.append(" ")
+                continue
+            cls = int(top[r, c])
+            sym = symbols[cls] if cls < len(symbols) else "?"
+            t.append(sym, style=CLASS_COLORS[cls % len(CLASS_COLORS)] if color else "")
+        if r < height - 1:
+            t.append("\n")
+    return t
+
+
+class EmbeddingView(Widget):
+    """The embedding panel: the chosen layer's view of the validation samples, with what its figures mean."""
+
+    DEFAULT_CSS = "EmbeddingView { height: 1fr; }"
+
+    def __init__(self, *, id: str | None = None):
+        super().__init__(id=id)
+        self.event: dict[str, Any] | None = None
+        self.view = -1  # the layer shown (an index into the event's views; -1: the last, the output's)
+        self.color = True
+        self.note = "shown while the run trains"
+
+    def show(self, event: dict[str, Any] | None, color: bool = True) -> None:
+        """Show the newest embedding event."""
+        self.event, self.color = event, color
+        self.border_title = self._title()
+        self.refresh()
+
+    def step_view(self, delta: int) -> None:
+        """Show the previous (-1) or next (+1) layer's view."""
+        views = (self.event or {}).get("views") or []
+        if views:
+            current = self.view % len(views)
+            self.view = max(0, min(len(views) - 1, current + delta))
+            self.border_title = self._title()
+            self.refresh()
+
+    def _current(self) -> tuple[int, dict[str, Any]] | None:
+        views = (self.event or {}).get("views") or []
+        if not views:
+            return None
+        i = self.view % len(views) if self.view < 0 else min(self.view, len(views) - 1)
+        return i, views[i]
+
+    def _title(self) -> str:
+        cur = self._current()
+        if cur is None:
+            return "what each layer makes of the data"
+        i, v = cur
+        return f"layers {i + 1}/{len(self.event['views'])}: {v['name']} · [ ]"
+
+    def render(self) -> Text:
+        cur = self._current()
+        if cur is None:
+            return Text(f"The validation samples as each layer receives them, in two dimensions (PCA): {self.note} "
+                        "while this tab is open.", style="dim")
+        _, v = cur
+        e = self.event
+        labels = np.asarray(e.get("labels") or [], dtype=np.int64)
+        points = np.asarray(v.get("points") or [], dtype=np.float64).reshape(-1, 2)
+        names = [str(n) for n in e.get("class_names") or []]
+        k = max(len(names), int(labels.max(initial=0)) + 1)
+        w, h = self.content_size.width, self.content_size.height
+        foot = textwrap.wrap(f"step {e.get('step') or 0:,} · {count(len(labels), 'validation sample')}, 2 of "
+                             f"{v.get('dims', 0):,} dimensions ({100 * float(v.get('explained') or 0):.0f}% of the "
+                             f"variance) · nearest neighbour in all {v.get('dims', 0):,}: the same class for "
+                             f"{100 * float(v.get('neighbours') or 0):.0f}%", max(10, w))
+        t = scatter_text(points, labels, class_symbols(names, k), w, max(2, h - len(foot)), self.color) \
+            if len(points) == len(labels) and len(labels) else Text("")
+        for line in foot:
+            t.append("\n" + line, style="dim")
+        return t
