@@ -14,9 +14,10 @@ from textual.widget import Widget
 
 from tuinet.formatting import count
 
-#: one colour per class (the character says the class too, for NO_COLOR and 16 colours)
-CLASS_COLORS = ("red", "green", "yellow", "blue", "magenta", "cyan", "bright_red", "bright_green", "bright_blue",
-                "bright_magenta", "bright_yellow", "bright_cyan")
+#: one colour per class, the category10 palette of D3 and Matplotlib (its gray lightened for dark terminals); the
+#: character says the class too, for NO_COLOR and 16 colours
+CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#c7c7c7", "#bcbd22",
+                "#17becf")
 SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
