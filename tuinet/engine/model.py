@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -134,6 +134,21 @@ class Sequential:
             n = self._fused.get(i, 1)
             x = layers[i].forward_fused(x, training, *layers[i + 1:i + n]) if n > 1 else layers[i].forward(x, training)
             i += n
+        return x
+
+    def forward_each(self, x: np.ndarray, visit: Callable[[int, Layer, np.ndarray, np.ndarray], None]) -> np.ndarray:
+        """Inference one layer at a time (fused pairs unfused: the same numbers), calling ``visit(i, layer, its
+        input, its output)`` after each layer; returns the model's outputs. For pictures of what each layer does
+        (the Draw tab's forward pass, the layers' views of the validation samples)."""
+        fused = self.fusion
+        self.fusion = False
+        try:
+            for i, layer in enumerate(self.layers):
+                out = layer.forward(x, False)
+                visit(i, layer, x, out)
+                x = out
+        finally:
+            self.fusion = fused
         return x
 
     def backward(self, dout: np.ndarray) -> None:

@@ -85,22 +85,18 @@ def project(a: np.ndarray, labels: np.ndarray, start: np.ndarray | None = None) 
 def representations(model, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """The views' data: (label, the samples as that layer receives them) for each layer with weights, then the
     model's output; the input first. At most MAX_VIEWS: the input, the output and the hidden ones nearest the
-    output."""
-    fused = model.fusion
-    model.fusion = False  # one layer at a time (fused pairs give the same numbers)
+    output (only those are kept while the samples pass: a deep net's maps of 400 samples are 20 MB a layer)."""
+    weighted = [i for i, layer in enumerate(model.layers) if layer.params]
+    keep = set(weighted[:1] + weighted[1:][-(MAX_VIEWS - 2):]) if MAX_VIEWS > 2 else set(weighted[:1])
     views: list[tuple[str, np.ndarray]] = []
-    try:
-        h = x
-        for i, layer in enumerate(model.layers):
-            if layer.params:
-                what = "the input" if not views and i <= 1 else f"{layer.name}'s input"
-                views.append((f"{what} ({int(np.prod(h.shape[1:])):,} values)", h))
-            h = layer.forward(h, False)
-    finally:
-        model.fusion = fused
-    views.append((f"the output ({int(np.prod(h.shape[1:])):,} scores)", h))
-    if len(views) > MAX_VIEWS:
-        views = views[:1] + views[len(views) - (MAX_VIEWS - 1):]
+
+    def visit(i, layer, h_in, _h_out) -> None:
+        if i in keep:
+            what = "the input" if i == weighted[0] and i <= 1 else f"{layer.name}'s input"
+            views.append((f"{what} ({int(np.prod(h_in.shape[1:])):,} values)", h_in))
+
+    out = model.forward_each(x, visit)
+    views.append((f"the output ({int(np.prod(out.shape[1:])):,} scores)", out))
     return views
 
 

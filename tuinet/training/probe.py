@@ -148,16 +148,13 @@ def probe_answer(model, x: np.ndarray, background: float) -> dict[str, Any]:
     from tuinet.engine.kernels import softmax_rows
     from tuinet.training.stepview import activation_stats
 
-    fused = model.fusion
-    model.fusion = False  # one layer at a time (fused pairs give the same numbers)
-    try:
-        h, rows = x, []
-        for layer in model.layers:
-            h = layer.forward(h, False)
-            rows.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.output_shape),
-                         "stats": activation_stats(layer.kind, h[0]), **layer_picture(h[0])})
-    finally:
-        model.fusion = fused
+    rows: list[dict[str, Any]] = []
+
+    def visit(_i, layer, _x, h) -> None:
+        rows.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.output_shape),
+                     "stats": activation_stats(layer.kind, h[0]), **layer_picture(h[0])})
+
+    h = model.forward_each(x, visit)
     probs = np.empty_like(h)
     softmax_rows(h, probs)  # as Sequential.predict_proba does
     probs = probs[0].astype(np.float64)
