@@ -65,7 +65,6 @@ class EmbeddingView(Widget):
         self.event: dict[str, Any] | None = None
         self.view = -1  # the layer shown (an index into the event's views; -1: the last, the output's)
         self.color = True
-        self.note = "shown while the run trains"
 
     def show(self, event: dict[str, Any] | None, color: bool = True) -> None:
         """Show the newest embedding event."""
@@ -99,8 +98,8 @@ class EmbeddingView(Widget):
     def render(self) -> Text:
         cur = self._current()
         if cur is None:
-            return Text(f"The validation samples as each layer receives them, in two dimensions (PCA): {self.note} "
-                        "while this tab is open.", style="dim")
+            return Text("The validation samples as each layer receives them, in two dimensions (PCA): the trainer "
+                        "sends them while this tab is open and the run trains.", style="dim")
         _, v = cur
         e = self.event
         labels = np.asarray(e.get("labels") or [], dtype=np.int64)
