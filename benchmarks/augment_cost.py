@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from tuinet.bench.peak import cpu_model
-from tuinet.engine.augment import Augmenter, background, parse_augment
+from tuinet.data.augment import background, parse_augment
+from tuinet.engine.augment import Augmenter
 from tuinet.training.config import TrainConfig
 from tuinet.training.trainer import Trainer
 

@@ -98,7 +98,7 @@ def test_show_draws_the_samples_as_the_augmentation_gives_them():
     """The pictures drawn are the augmenter's versions of the first training samples, seeded by --seed."""
     from tuinet.cli.datasets import _samples
     from tuinet.data import load_dataset
-    from tuinet.engine.augment import make_augmenter
+    from tuinet.training.augmenting import make_augmenter
 
     args = ["show", "digits", "--samples", "3", "--seed", "2"]
     plain = CliRunner().invoke(datasets, args)

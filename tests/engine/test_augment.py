@@ -11,8 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from tuinet.engine.augment import (Augment, Augmenter, background, check_input, inverse_maps, make_augmenter,
-                                   parse_augment, sample_boxes, warp_batch)
+from tuinet.data.augment import Augment, background, check_input, parse_augment
+from tuinet.engine.augment import Augmenter, inverse_maps, sample_boxes, warp_batch
+from tuinet.training.augmenting import make_augmenter
 from tuinet.errors import ConfigError
 
 
@@ -142,7 +143,8 @@ def test_maps_reading_far_outside_the_picture_stay_inside_the_kernels_buffers(tm
     a tenth and moves far off the frame read only inside the arrays, and give the background."""
     script = textwrap.dedent("""
         import numpy as np
-        from tuinet.engine.augment import Augmenter, inverse_maps, parse_augment, warp_batch
+        from tuinet.data.augment import parse_augment
+        from tuinet.engine.augment import Augmenter, inverse_maps, warp_batch
         x = np.random.default_rng(0).random((64, 9, 7, 3), dtype=np.float32)
         fill = np.array([-1, -2, -3], np.float32)
         for spec in ("shift=6,rotate=180,scale=0.9,flip,erase=1", "rotate=180,scale=0.9"):

@@ -346,17 +346,21 @@ def test_the_helpers_plan_covers_a_step_evaluation_and_both_optimizer_kernels():
 def test_a_run_that_augments_has_the_helper_compile_the_augmentation_kernels_as_the_trainer_calls_them():
     """The augmentation runs before the step: its kernels are first in the plan, with the argument types the
     trainer's own call gives them (a real call then finds each recorded overload compiled)."""
-    from tuinet.engine.augment import Augmenter, erase_boxes, parse_augment, warp_batch
+    import dataclasses
 
+    from tuinet.data.augment import parse_augment
+    from tuinet.engine.augment import Augmenter, erase_boxes, warp_batch
+
+    setting = parse_augment("shift=1,rotate=10,erase=0.5")
     job = {"model": "dense16,relu,dense10", "input_shape": [10, 10, 1], "num_outputs": 10, "task": "classification",
            "activation": None, "dropout": 0.0, "l1": 0.0, "l2": 0.0, "seed": 0, "features": None,
-           "augment": "shift=1,rotate=10,erase=0.5", "optimizer": "adam", "lr": None, "hyper": {}, "batch_size": 8,
+           "augment": dataclasses.asdict(setting), "optimizer": "adam", "lr": None, "hyper": {}, "batch_size": 8,
            "thread_mode": "numba", "x_dtype": "float32", "y_dtype": "int64", "y_shape": []}
     calls = P.first_step_kernels(job)
     names = [d.py_func.__qualname__ for d, _ in calls]
     assert names[:2] == ["warp_batch", "erase_boxes"]
     x = np.random.default_rng(0).random((8, 10, 10, 1), dtype=np.float32)  # as the trainer gathers a batch
-    Augmenter(parse_augment(job["augment"]), (10, 10, 1), np.zeros(1, np.float32), 0)(x)
+    Augmenter(setting, (10, 10, 1), np.zeros(1, np.float32), 0)(x)
     for dispatcher, args in calls[:2]:
         assert dispatcher in (warp_batch, erase_boxes) and tuple(args) in dispatcher.overloads
     job["augment"] = None

@@ -109,7 +109,7 @@ def show(source, target, task, seed, val_split, test_split, normalize, image_siz
                           n_samples=n_samples, noise=noise, limit=limit, log=_note)
         augmenter = None
         if augment is not None:
-            from tuinet.engine.augment import make_augmenter
+            from tuinet.training.augmenting import make_augmenter
 
             augmenter = make_augmenter(augment, ds.x_train, ds.input_shape, source, seed)
     except TuinetError as e:

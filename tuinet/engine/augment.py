@@ -16,151 +16,17 @@ can put the training curve below the validation one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 from numba import prange
 
 from tuinet.engine.kernels import jit
-from tuinet.errors import ConfigError
 
-#: what ``--augment`` takes, in the order a canonical spec is written: name -> (value kind, help)
-KINDS = {
-    "shift": ("int", "move by up to N pixels across and down (whole pixels, as torchvision)"),
-    "rotate": ("float", "turn by up to D degrees either way"),
-    "scale": ("float", "zoom by a factor from 1-F to 1+F"),
-    "flip": ("flag", "mirror left to right, half of the samples"),
-    "erase": ("float", "with probability P, a random rectangle (2-33% of the picture) set to the background"),
-    "noise": ("float", "Gaussian noise of standard deviation S added to every input value (normalized units)"),
-}
-PICTURES_ONLY = ("shift", "rotate", "scale", "flip", "erase")  # these need picture (H, W, C) samples
-LIMITS = {"rotate": (0.0, 180.0), "scale": (0.0, 0.9), "erase": (0.0, 1.0), "noise": (0.0, 10.0)}
-MAX_SHIFT = 1000
 ERASE_AREA = (0.02, 0.33)  # torchvision's RandomErasing defaults: area fraction and aspect ratio ranges
 ERASE_RATIO = (0.3, 3.3)
-
-
-@dataclass(frozen=True)
-class Augment:
-    """One augmentation setting (all zero: none).
-
-    Args:
-        shift: largest move in whole pixels, each axis.
-        rotate: largest turn in degrees, either way.
-        scale: zoom range ``1 - scale .. 1 + scale``.
-        flip: mirror left-right with probability 0.5.
-        erase: probability of erasing one random rectangle.
-        noise: standard deviation of the Gaussian noise added (normalized units).
-    """
-
-    shift: int = 0
-    rotate: float = 0.0
-    scale: float = 0.0
-    flip: bool = False
-    erase: float = 0.0
-    noise: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        """True when it changes anything."""
-        return any(getattr(self, f.name) for f in fields(self))
-
-    @property
-    def pictures_only(self) -> bool:
-        """True when it needs image inputs (anything but noise)."""
-        return any(getattr(self, name) for name in PICTURES_ONLY)
-
-    @property
-    def warps(self) -> bool:
-        """True when samples are moved (shift, rotate, scale or flip)."""
-        return bool(self.shift or self.rotate or self.scale or self.flip)
-
-    def spec(self) -> str:
-        """The canonical spec (``"shift=2,rotate=15"``; ``"none"`` when inactive), which :func:`parse_augment`
-        reads back to an equal setting."""
-        parts = []
-        for name, (kind, _) in KINDS.items():
-            v = getattr(self, name)
-            if not v:
-                continue
-            parts.append(name if kind == "flag" else f"{name}={v:g}" if kind == "float" else f"{name}={v}")
-        return ",".join(parts) or "none"
-
-
-def parse_augment(spec: str | None) -> Augment:
-    """An :class:`Augment` from ``"shift=2,rotate=15,scale=0.1,flip,erase=0.5,noise=0.1"`` (any order; ``none`` or
-    an empty spec: no augmentation). ConfigError with one line for an unknown name, a missing, extra or
-    out-of-range value, or a name given twice."""
-    if spec is None:
-        return Augment()
-    if not isinstance(spec, str):
-        raise ConfigError(f"augment must be a string such as 'shift=2,rotate=15', got {spec!r:.60}")
-    text = spec.strip().lower()
-    if text in ("", "none", "off"):
-        return Augment()
-    values: dict[str, Any] = {}
-    choices = ", ".join(f"{n}=N" if k != "flag" else n for n, (k, _) in KINDS.items())
-    for item in text.split(","):
-        name, eq, raw = (part.strip() for part in item.partition("="))
-        if name not in KINDS:
-            raise ConfigError(f"unknown augmentation {name!r}; choose from {choices}")
-        if name in values:
-            raise ConfigError(f"augmentation {name!r} given twice")
-        kind = KINDS[name][0]
-        if kind == "flag":
-            if eq:
-                raise ConfigError(f"augmentation 'flip' takes no value (got 'flip={raw}')")
-            values[name] = True
-            continue
-        if not eq or not raw:
-            raise ConfigError(f"augmentation {name!r} needs a value, e.g. {name}={_example(name)}")
-        try:
-            value = int(raw) if kind == "int" else float(raw)
-        except ValueError:
-            what = "a whole number" if kind == "int" else "a number"
-            raise ConfigError(f"augmentation {name!r} must be {what}, got {raw!r:.40}") from None
-        lo, hi = LIMITS.get(name, (0, MAX_SHIFT))
-        if not (math.isfinite(value) and lo <= value <= hi):
-            raise ConfigError(f"augmentation {name!r} must be from {lo:g} to {hi:g}, got {raw}")
-        values[name] = value
-    return Augment(**values)
-
-
-def _example(name: str) -> str:
-    return {"shift": "2", "rotate": "15", "scale": "0.1", "erase": "0.5", "noise": "0.1"}[name]
-
-
-def check_input(aug: Augment, input_shape: tuple[int, ...], dataset: str) -> None:
-    """ConfigError with one line when ``aug`` does not apply to inputs of ``input_shape`` (moving, flipping and
-    erasing need pictures; noise applies to any input)."""
-    if aug.pictures_only and len(input_shape) != 3:
-        used = ", ".join(n for n in PICTURES_ONLY if getattr(aug, n))
-        raise ConfigError(f"--augment {used}: works on pictures, and {dataset}'s samples are rows of "
-                          f"{int(np.prod(input_shape))} values; only noise applies to them")
-    if aug.shift and len(input_shape) == 3 and aug.shift >= min(input_shape[0], input_shape[1]):
-        raise ConfigError(f"--augment shift={aug.shift} moves {dataset}'s {input_shape[0]}x{input_shape[1]} pictures "
-                          "out of their frame; give less than their side")
-
-
-def background(x_train: np.ndarray) -> np.ndarray:
-    """Each channel's darkest value in the (normalized) training pictures ``(N, H, W, C)``: what fills the pixels
-    an augmentation moves in from outside the picture (MNIST: its black)."""
-    channels = x_train.shape[-1]
-    flat = x_train.reshape(-1) if channels == 1 else x_train.reshape(-1, channels)
-    return np.atleast_1d(flat.min(axis=0)).astype(np.float32)
-
-
-def make_augmenter(spec: str | None, x_train: np.ndarray, input_shape: tuple[int, ...], dataset: str,
-                   seed: int) -> "Augmenter | None":
-    """The :class:`Augmenter` a run's ``augment`` setting asks for on its training split (None for none);
-    ConfigError with one line when it does not apply to the data (see :func:`check_input`)."""
-    aug = parse_augment(spec)
-    if not aug.active:
-        return None
-    check_input(aug, input_shape, dataset)
-    fill = background(x_train) if aug.pictures_only and len(x_train) else None
-    return Augmenter(aug, input_shape, fill, seed)
+WARPS = ("shift", "rotate", "scale", "flip")  # the settings that move samples
+PICTURES_ONLY = (*WARPS, "erase")  # the settings that need pictures (H, W, C)
 
 
 class Augmenter:
@@ -170,14 +36,17 @@ class Augmenter:
     augments its next batches exactly as the uninterrupted one would have.
 
     Args:
-        aug: what to do.
+        aug: what to do: an object with ``shift``, ``rotate``, ``scale``, ``flip``, ``erase`` and ``noise`` (a
+            :class:`tuinet.data.augment.Augment`, or the helper process's copy of one), checked by whoever made it.
         input_shape: one sample's shape, ``(H, W, C)`` for pictures.
         fill: each channel's background value (normalized), ``(C,)``; for noise alone it is not used.
         seed: the run's seed.
     """
 
-    def __init__(self, aug: Augment, input_shape: tuple[int, ...], fill: np.ndarray | None, seed: int):
+    def __init__(self, aug: Any, input_shape: tuple[int, ...], fill: np.ndarray | None, seed: int):
         self.aug = aug
+        self.warps = any(getattr(aug, name) for name in WARPS)
+        self.pictures_only = any(getattr(aug, name) for name in PICTURES_ONLY)
         self.input_shape = tuple(input_shape)
         channels = input_shape[-1] if len(input_shape) == 3 else 1
         self.fill = np.ascontiguousarray(np.zeros(channels) if fill is None else fill, dtype=np.float32).reshape(-1)
@@ -196,9 +65,9 @@ class Augmenter:
         """A new array: the batch ``x`` (N, *input_shape) augmented; ``x`` is left as it was."""
         a = self.aug
         out = x
-        if a.pictures_only:
+        if self.pictures_only:
             n, h, w, _ = x.shape
-            mats = sample_maps(self.rng, n, h, w, a) if a.warps else None
+            mats = sample_maps(self.rng, n, h, w, a) if self.warps else None
             boxes = sample_boxes(self.rng, n, h, w, a.erase) if a.erase else np.zeros((n, 4), np.int64)
             out = np.empty_like(x)
             if mats is None:
@@ -217,7 +86,7 @@ class Augmenter:
         return out
 
 
-def sample_maps(rng: np.random.Generator, n: int, h: int, w: int, a: Augment) -> np.ndarray:
+def sample_maps(rng: np.random.Generator, n: int, h: int, w: int, a: Any) -> np.ndarray:
     """For each of ``n`` samples, a random map (see :func:`inverse_maps`): a turn by an angle from ``[-rotate,
     rotate]`` degrees, a zoom by a factor from ``[1 - scale, 1 + scale]``, a mirror with probability 0.5 when
     ``flip``, a move by a whole number of pixels from ``[-shift, shift]`` on each axis."""

@@ -179,10 +179,12 @@ def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
 
     augmenter = None
     if job.get("augment"):  # the trainer augments each batch before its step (engine/augment.py)
-        from tuinet.engine.augment import Augmenter, parse_augment
+        from types import SimpleNamespace
+
+        from tuinet.engine.augment import Augmenter
 
         channels = job["input_shape"][-1] if len(job["input_shape"]) == 3 else 1
-        augmenter = Augmenter(parse_augment(job["augment"]), tuple(job["input_shape"]), np.zeros(channels), 0)
+        augmenter = Augmenter(SimpleNamespace(**job["augment"]), tuple(job["input_shape"]), np.zeros(channels), 0)
 
     def step() -> None:
         if augmenter is not None:
@@ -341,13 +343,14 @@ class CompileHelper:
             return False
 
     @staticmethod
-    def job_for(config, data, thread_mode: str | None) -> dict[str, Any]:
-        """The job of a trainer's run: its model, optimizer, batch and data shapes (JSON)."""
+    def job_for(config, data, thread_mode: str | None, augment: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The job of a trainer's run: its model, optimizer, batch and data shapes, and its augmentation's setting
+        (``shift``, ``rotate``, ...; None: none) (JSON)."""
         return {
             "model": config.model, "input_shape": list(data.input_shape), "num_outputs": data.num_outputs,
             "task": data.task, "activation": config.activation, "dropout": config.dropout, "l1": config.l1,
             "l2": config.l2, "seed": config.seed,
-            "features": config.features.split(",") if config.features else None, "augment": config.augment,
+            "features": config.features.split(",") if config.features else None, "augment": augment,
             "optimizer": config.optimizer, "lr": config.lr, "hyper": config.optimizer_hyperparams(),
             "batch_size": int(min(config.batch_size, len(data.x_train))), "thread_mode": thread_mode,
             "x_dtype": str(data.x_train.dtype), "y_dtype": str(data.y_train.dtype),

@@ -195,7 +195,7 @@ class TrainConfig:
             except ModelError as e:
                 raise FieldError("features", "", str(e)) from None
         if self.augment is not None:
-            from tuinet.engine.augment import parse_augment  # a leaf of the engine: the names and their ranges
+            from tuinet.data.augment import parse_augment  # the names and their ranges (no engine, no Numba)
 
             try:
                 aug = parse_augment(self.augment)

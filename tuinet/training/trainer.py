@@ -8,6 +8,7 @@ the headless console prints the same events.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import queue
@@ -19,7 +20,6 @@ import numpy as np
 
 from tuinet.data import Dataset
 from tuinet.engine import kernels as K
-from tuinet.engine.augment import make_augmenter
 from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
@@ -36,6 +36,7 @@ from tuinet.training.console import ConsolePrinter
 from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
 from tuinet.training.alerts import Alerts
+from tuinet.training.augmenting import make_augmenter
 from tuinet.training.defaults import describe_defaults
 from tuinet.training.embedding import Embedding
 from tuinet.training.final_test import final_tests
@@ -643,7 +644,8 @@ class Trainer:
         helper = None
         if CompileHelper.enabled():
             helper = self._compile_helper = CompileHelper(
-                CompileHelper.job_for(self.config, self.data, self.tuner.mode))
+                CompileHelper.job_for(self.config, self.data, self.tuner.mode,
+                                      dataclasses.asdict(self.augmenter.aug) if self.augmenter else None))
 
         def on_compile(dispatcher, args) -> None:
             if helper is not None:
