@@ -110,3 +110,15 @@ def test_the_command_is_checked():
     for bad in ({"command": "embedding"}, {"command": "embedding", "watch": 1}):
         with pytest.raises(ConfigError):
             validate_command(bad)
+
+
+def test_pictures_are_paced_by_the_cheaper_of_their_last_two_costs(tmp_path):
+    """A first picture that compiled kernels (seconds) does not hold the next one back for minutes; a picture that
+    keeps costing much is sent less often, within its share of the trainer's time."""
+    t = Trainer(TrainConfig(dataset="digits", model="16", epochs=1, runs_dir=str(tmp_path)), run_dir=False)
+    assert t._pace("embedding", 5.0, 2.0, 0.05) == 2.0  # the first: its cost is not trusted
+    assert t._pace("embedding", 0.25, 2.0, 0.05) == 5.0  # 0.25 s within 5%: every 5 s
+    assert t._pace("embedding", 0.01, 2.0, 0.05) == 2.0  # cheap: every 2 s at least
+    assert t._pace("embedding", 3.0, 2.0, 0.05) == pytest.approx(2.0)  # one slow answer after a cheap one
+    assert t._pace("embedding", 3.0, 2.0, 0.05) == pytest.approx(60.0)  # two slow ones in a row: it is slow
+    assert t._pace("probe", 9.0, 0.5, 0.02) == 0.5  # each picture on its own

@@ -145,6 +145,7 @@ class Trainer:
         self._probe_x: np.ndarray | None = None  # that picture, as the model's input (see _apply's probe)
         self._probe_t = 0.0  # when the model last answered it (perf_counter)
         self._probe_every = PROBE_EVERY
+        self._picture_costs: dict[str, float] = {}  # what the last paced picture of each kind cost (see _pace)
         self.started_at = time.time()
         self.stop_reason: str | None = None
         self.diverged_pending = False
@@ -568,6 +569,15 @@ class Trainer:
             plane["neurons"] = neuron_maps(self.model, plane["xrange"], plane["yrange"])
             self._emit("boundary", step=self.global_step, epoch=self.epoch, **plane)
 
+    def _pace(self, picture: str, cost: float, every: float, share: float) -> float:
+        """Seconds until a picture that took ``cost`` seconds to make is made again: at least ``every``, and as
+        long as keeps it within ``share`` of the trainer's time. By the cheaper of its last two costs: the first
+        one often compiles kernels (a resnet's views took 5 s once, 0.23 s after), and one slow answer should not
+        hold the picture still for minutes."""
+        last = self._picture_costs.get(picture)
+        self._picture_costs[picture] = cost
+        return every if last is None else max(every, min(cost, last) / share)
+
     def _emit_embedding(self) -> None:
         """Each weighted layer's view of the validation samples (training/embedding.py), while a viewer watches
         them: sent again every EMBED_EVERY seconds, or less often when computing them would take more than
@@ -575,7 +585,7 @@ class Trainer:
         t0 = time.perf_counter()
         fields = self._embedding.event_fields(self.model)
         self._embed_t = time.perf_counter()
-        self._embed_every = max(EMBED_EVERY, (self._embed_t - t0) / EMBED_SHARE)
+        self._embed_every = self._pace("embedding", self._embed_t - t0, EMBED_EVERY, EMBED_SHARE)
         self._emit("embedding", step=self.global_step, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch,
                    class_names=list(self.data.class_names), **fields)
 
@@ -587,7 +597,7 @@ class Trainer:
         answer = self._probe.answer_input(self._probe_x) if self._probe_x is not None \
             else {"probs": None, "pred": None}
         self._probe_t = time.perf_counter()
-        self._probe_every = max(PROBE_EVERY, (self._probe_t - t0) / PROBE_SHARE)
+        self._probe_every = self._pace("probe", self._probe_t - t0, PROBE_EVERY, PROBE_SHARE)
         self._emit("probe", step=self.global_step, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch,
                    **answer)
 
