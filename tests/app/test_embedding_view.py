@@ -68,3 +68,27 @@ async def test_the_tab_asks_for_the_views_while_shown_and_steps_through_the_laye
         app.exit()
         await pilot.pause(0.1)
     assert watch() == [True, False, True, False]  # a viewer leaving stops the trainer computing them
+
+
+@async_test
+async def test_an_ended_runs_tab_shows_its_saved_weights_views(tmp_path):
+    from tuinet.training.config import TrainConfig
+    from tuinet.training.trainer import Trainer
+
+    t = Trainer(TrainConfig(dataset="digits", model="16", epochs=1, runs_dir=str(tmp_path), name="ended"))
+    assert t.run()["event"] == "finished"
+    events = opening("digits")
+    events[0]["run_dir"] = str(tmp_path / "ended")
+    events.append(make_event("finished", epochs=1, steps=23, test_accuracy=0.9, run_dir=str(tmp_path / "ended")))
+    session = FakeSession(events)
+    app = TuinetApp(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.done, what="the run's end")
+        await press(pilot, "3")
+        await wait_until(pilot, lambda: app.state.embedding is not None, what="the saved weights' views", timeout=60)
+        assert app.state.embedding["source"] == "checkpoint" and app.state.embedding["step"] == t.global_step
+        assert not [c for c in session.sent if c["command"] == "embedding"]  # no trainer to ask
+        view = app.query_one(EmbeddingView)
+        await wait_until(pilot, lambda: view.event is not None, what="drawn")
+        assert view.border_title.startswith("layers 3/3: the output (10 scores)")
+        assert view.render().plain.replace("\n", " ").count(f"the run's saved weights (step {t.global_step:,})") == 1

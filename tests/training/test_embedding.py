@@ -122,3 +122,16 @@ def test_pictures_are_paced_by_the_cheaper_of_their_last_two_costs(tmp_path):
     assert t._pace("embedding", 3.0, 2.0, 0.05) == pytest.approx(2.0)  # one slow answer after a cheap one
     assert t._pace("embedding", 3.0, 2.0, 0.05) == pytest.approx(60.0)  # two slow ones in a row: it is slow
     assert t._pace("probe", 9.0, 0.5, 0.02) == 0.5  # each picture on its own
+
+
+def test_an_ended_runs_views_come_from_its_saved_weights(tmp_path):
+    """The views the app computes for an ended run equal those of the trainer's final weights on the same samples."""
+    t = Trainer(TrainConfig(dataset="digits", model="16", epochs=2, runs_dir=str(tmp_path), name="ended"))
+    assert t.run()["event"] == "finished"
+    live = E.Embedding(t.data.x_val, t.data.y_val).event_fields(t.model)
+    saved = E.checkpoint_embedding(tmp_path / "ended")
+    assert saved["source"] == "checkpoint" and saved["step"] == t.global_step
+    assert saved["labels"] == live["labels"] and saved["preds"] == live["preds"]
+    for a, b in zip(saved["views"], live["views"]):
+        assert a["name"] == b["name"] and a["neighbours"] == b["neighbours"]
+        np.testing.assert_allclose(a["points"], b["points"], atol=2e-3)

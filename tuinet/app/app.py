@@ -159,6 +159,7 @@ class TuinetApp(App[int]):
         self._saved_probe: Any = None  # a CheckpointProbe of the ended run (answers drawings once its trainer is gone)
         self._probe_held = False  # whether the live trainer holds a drawing of ours (it answers it as it learns)
         self._embedding_held = False  # whether the live trainer sends us the layers' views (the Predictions tab)
+        self._embedding_saved_asked = False  # whether an ended run's saved weights were asked for them
         self._compare_for: str | None = None  # the run the compare tab was loaded for ("" while loading)
         self._topbar: Static | None = None
         self._footer: Footer | None = None
@@ -236,6 +237,7 @@ class TuinetApp(App[int]):
             self.session.remove_listener(self._listener)
         self._gen += 1
         gen = self._gen
+        self._embedding_saved_asked = False
         self.session = session
         self._live_since = time.time() - 1.0  # events older than this are history replayed: they ring no bell
 
@@ -488,6 +490,10 @@ class TuinetApp(App[int]):
             self.call_after_refresh(self.query_one(DrawCanvas).focus)  # (after a click on the tab has focused it)
         if self._session_live() and st.is_classifier and (tab == "predictions") != self._embedding_held:
             self._watch_embedding(tab == "predictions")  # the trainer computes the layers' views only while seen
+        elif tab == "predictions" and st.is_classifier and st.embedding is None and st.done and st.run_dir \
+                and not self._embedding_saved_asked:
+            self._embedding_saved_asked = True
+            self._embedding_saved(st.run_dir, self._gen)  # an ended run: its saved weights' views
         if self._draw is not None and self._draw.image is not None and self._session_live() \
                 and (tab == "draw") != self._probe_held:
             # the trainer answers the drawing while its tab is shown, and forgets it while another tab is
@@ -546,6 +552,19 @@ class TuinetApp(App[int]):
     def action_embed_next(self) -> None:
         """The embedding panel: the next layer's view."""
         self._preds.query_one(EmbeddingView).step_view(1)
+
+    @work(thread=True, exclusive=True, group="embedding", exit_on_error=False)
+    def _embedding_saved(self, run_dir: str, gen: int) -> None:
+        """The layers' views of an ended run, from its saved weights (off the UI thread: it loads the data)."""
+        from tuinet.errors import TuinetError
+        from tuinet.training.embedding import checkpoint_embedding
+
+        try:
+            event = checkpoint_embedding(run_dir)
+        except (TuinetError, OSError) as e:
+            event = {"event": "log", "level": "warning", "message": f"layer by layer: {e}"}
+        self._queue.append((gen, event))
+        self.post_message(EventsArrived())
 
     @work(thread=True, exclusive=True, group="probe", exit_on_error=False)
     def _probe_saved(self, image: list[list[float]] | None, run_dir: str | None, gen: int) -> None:

@@ -127,3 +127,28 @@ class Embedding:
                           "neighbours": round(v["neighbours"], 4), "points": np.round(p, 3).tolist()})
         preds = np.nan_to_num(np.asarray(out, dtype=np.float64)).argmax(axis=1)
         return {"labels": self.y.astype(int).tolist(), "preds": preds.astype(int).tolist(), "views": views}
+
+
+def checkpoint_embedding(path) -> dict[str, Any]:
+    """The ``embedding`` event of a run's saved weights (its ``latest.npz``, or that file's path), for a run whose
+    trainer has ended: the same validation samples (the split rebuilt from the saved configuration and normalized
+    with the saved normalizer), marked ``source: "checkpoint"``. TuinetError or OSError when unreadable."""
+    from pathlib import Path
+
+    from tuinet.engine.checkpoint import load_checkpoint
+    from tuinet.errors import CheckpointError
+    from tuinet.training.evaluation import checkpoint_model, rebuild_test_split, saved_normalizer
+
+    path = Path(path)
+    ckpt = load_checkpoint(path / "latest.npz" if path.is_dir() else path)
+    x_test, y_test, data = rebuild_test_split(ckpt)
+    if len(data.x_val) >= 2:
+        x, y = saved_normalizer(ckpt).transform(data.x_val[:EMBED_SAMPLES]), data.y_val
+    else:
+        x, y = x_test, y_test
+    model = checkpoint_model(ckpt)
+    if not model.is_classifier or len(x) < 2:
+        raise CheckpointError(f"{ckpt.path}: the layers' views are drawn for classifiers with at least 2 samples")
+    trainer = ckpt.extra.get("trainer") if isinstance(ckpt.extra.get("trainer"), dict) else {}
+    return {"event": "embedding", "step": trainer.get("global_step"), "epoch": trainer.get("epoch"),
+            "class_names": list(data.class_names), "source": "checkpoint", **Embedding(x, y).event_fields(model)}

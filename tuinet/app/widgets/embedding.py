@@ -107,7 +107,9 @@ class EmbeddingView(Widget):
         names = [str(n) for n in e.get("class_names") or []]
         k = max(len(names), int(labels.max(initial=0)) + 1)
         w, h = self.content_size.width, self.content_size.height
-        foot = textwrap.wrap(f"step {e.get('step') or 0:,} · {count(len(labels), 'validation sample')}, 2 of "
+        when = f"the run's saved weights (step {e.get('step') or 0:,})" if e.get("source") == "checkpoint" \
+            else f"step {e.get('step') or 0:,}"
+        foot = textwrap.wrap(f"{when} · {count(len(labels), 'validation sample')}, 2 of "
                              f"{v.get('dims', 0):,} dimensions ({100 * float(v.get('explained') or 0):.0f}% of the "
                              f"variance) · nearest neighbour in all {v.get('dims', 0):,}: the same class for "
                              f"{100 * float(v.get('neighbours') or 0):.0f}%", max(10, w))
