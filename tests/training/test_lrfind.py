@@ -163,3 +163,22 @@ def test_suggestion_for_the_mlp_preset_on_mnist():
     r = _range_test(TrainConfig(dataset="mnist", model="mlp", optimizer="adam", limit=4000, seed=0))
     assert 3e-4 <= r.suggested_lr <= 1e-2, r.suggestions
     assert r.stop_reason == "exploded" and math.isfinite(r.losses[0])
+
+
+def test_a_run_that_augments_has_its_range_test_augment_too_with_a_generator_of_its_own(tmp_path):
+    """The range test trains its copy on batches augmented as the run's are (a different curve than on the batches as
+    they are, the same curve twice), and the run's own augmentation state is left as it was."""
+    from tuinet.training.lrfind import trainer_range_test
+
+    def curve(augment):
+        t = Trainer(TrainConfig(dataset="digits", model="32", epochs=1, batch_size=32, augment=augment,
+                                runs_dir=str(tmp_path)), run_dir=False)
+        t.prepare()
+        state = copy.deepcopy(t.augmenter.state()) if t.augmenter else None
+        losses = trainer_range_test(t, steps=20).losses
+        assert (t.augmenter.state() if t.augmenter else None) == state
+        return losses
+
+    moved = curve("shift=2,rotate=20")
+    assert moved == curve("shift=2,rotate=20")
+    assert moved[0] != curve(None)[0]  # the first batch already differs: it was moved

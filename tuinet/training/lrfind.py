@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tuinet.engine import kernels as K
+from tuinet.engine.augment import Augmenter
 from tuinet.engine.optim import make_optimizer
 from tuinet.errors import ConfigError, TuinetError
 from tuinet.protocol import LR_FIND_STEPS, check_learning_rate
@@ -204,7 +205,8 @@ def clip_gradients(grads: list[np.ndarray], max_norm: float | None) -> float:
 def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int = 0,
                start_lr: float = DEFAULT_START_LR, end_lr: float = DEFAULT_END_LR, steps: int = DEFAULT_STEPS,
                clip_grad: float | None = None, progress: Callable[[int, float, float | None], None] | None = None,
-               cancelled: Callable[[], bool] | None = None) -> RangeTest:
+               cancelled: Callable[[], bool] | None = None,
+               augment: Callable[[np.ndarray], np.ndarray] | None = None) -> RangeTest:
     """Run the range test on a copy of ``model`` and ``optimizer`` (both are left exactly as they were).
 
     Args:
@@ -214,6 +216,7 @@ def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: in
         clip_grad: the run's gradient clipping, applied as in training.
         progress: called as ``progress(steps_done, lr, smoothed_loss)`` at most every PROGRESS_EVERY seconds.
         cancelled: polled between steps; True ends the test early (its curve so far is returned).
+        augment: makes each batch's random versions, as the run's training does (None: the batches as they are).
     """
     start_lr, end_lr, steps = check_range(start_lr, end_lr, steps)
     if len(x) == 0:
@@ -233,7 +236,8 @@ def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: in
             perm, pos = rng.permutation(len(x)), 0
         idx = perm[pos:pos + batch_size]
         pos += batch_size
-        loss, pen, _ = twin.compute_gradients(x[idx], y[idx])
+        xb = x[idx] if augment is None else augment(x[idx])
+        loss, pen, _ = twin.compute_gradients(xb, y[idx])
         total = float(loss) + float(pen)
         result.lrs.append(float(lr))
         if not math.isfinite(total):
@@ -266,12 +270,15 @@ def range_test(model, optimizer, x: np.ndarray, y: np.ndarray, *, batch_size: in
 def trainer_range_test(trainer, *, start_lr: float = DEFAULT_START_LR, end_lr: float = DEFAULT_END_LR,
                        steps: int = DEFAULT_STEPS, progress=None, cancelled=None) -> RangeTest:
     """:func:`range_test` on a prepared trainer's model, optimizer and training split, with its batch size and
-    gradient clipping; the batches are seeded by the run's seed and its step (the same test twice, the same curve).
+    gradient clipping; the batches are seeded by the run's seed and its step (the same test twice, the same curve),
+    and augmented as the run's are (by an augmenter of the test's own: the run's random state stays as it was).
     """
     d, c = trainer.data, trainer.config
+    own = trainer.augmenter
+    augment = None if own is None else Augmenter(own.aug, own.input_shape, own.fill, c.seed + trainer.global_step)
     return range_test(trainer.model, trainer.optimizer, d.x_train, d.y_train, batch_size=c.batch_size,
                       seed=c.seed + trainer.global_step, start_lr=start_lr, end_lr=end_lr, steps=steps,
-                      clip_grad=c.clip_grad, progress=progress, cancelled=cancelled)
+                      clip_grad=c.clip_grad, progress=progress, cancelled=cancelled, augment=augment)
 
 
 def run_in_trainer(trainer, cmd: dict[str, Any]) -> None:
