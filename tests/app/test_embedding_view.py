@@ -92,3 +92,19 @@ async def test_an_ended_runs_tab_shows_its_saved_weights_views(tmp_path):
         await wait_until(pilot, lambda: view.event is not None, what="drawn")
         assert view.border_title.startswith("layers 3/3: the output (10 scores)")
         assert view.render().plain.replace("\n", " ").count(f"the run's saved weights (step {t.global_step:,})") == 1
+
+
+@async_test
+async def test_a_terminal_too_small_for_the_panel_does_not_have_the_trainer_compute_it():
+    session = FakeSession(opening("digits"))
+    app = TuinetApp(session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.state.step > 0, what="the opening")
+        await press(pilot, "3")
+        await pilot.pause(0.2)
+        assert not app.query_one(EmbeddingView).display
+        assert [c for c in session.sent if c["command"] == "embedding"] == []
+        await pilot.resize_terminal(120, 40)
+        await wait_until(pilot, lambda: [c["watch"] for c in session.sent if c["command"] == "embedding"] == [True],
+                         what="asked once the panel shows")
+        assert app.query_one(EmbeddingView).display

@@ -227,8 +227,20 @@ def test_inspector(snap_compare):
     assert snap_compare(replay_app(mnist_events()), terminal_size=(120, 40), press=["2"])
 
 
+async def predictions_drawn(pilot) -> None:
+    """The Predictions tab with its three panels drawn (one a tick: the samples, the confusion matrix, the layers)."""
+    from tuinet.app.testing import wait_until
+    from tuinet.app.widgets.embedding import EmbeddingView
+
+    await pilot.press("3")
+    app = pilot.app
+    await wait_until(pilot, lambda: not {"samples", "confusion"} & app.state.dirty
+                     and app.query_one(EmbeddingView).event is not None, what="the panels drawn")
+    await pilot.pause(0.1)
+
+
 def test_predictions(snap_compare):
-    assert snap_compare(replay_app(mnist_events()), terminal_size=(120, 40), press=["3"])
+    assert snap_compare(replay_app(mnist_events()), terminal_size=(120, 40), run_before=predictions_drawn)
 
 
 def draw_events() -> list[dict]:

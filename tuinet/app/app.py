@@ -228,6 +228,8 @@ class TuinetApp(App[int]):
             self._insp.fit(width)  # compact when its full columns would not fit (80 columns over SSH)
         if self._compare is not None:
             self._compare.adapt(width, height)
+        if self._preds is not None:
+            self._want_embedding()  # the views' panel shows on tall, wide terminals only
 
     # --- the session ------------------------------------------------------------------------------------------------
 
@@ -300,9 +302,9 @@ class TuinetApp(App[int]):
             elif kind == "started" and self._draw.image is not None and self._session_live() \
                     and self.active_tab == "draw":
                 self._send_probe(self._draw.image.tolist())  # a restarted run: the drawing is answered again
-            elif kind == "started" and self._session_live() and self.active_tab == "predictions" \
-                    and st.is_classifier:
-                self._watch_embedding(True)  # a restarted run (or a run that was loading): its views again
+            elif kind == "started":
+                self._embedding_held = False  # a restarted run's trainer holds no viewer yet
+                self._want_embedding()  # (a run that was loading, or restarted: its views again)
             if kind == "diverged" and e.get("action") == "paused":
                 self._show_diverged(e)
             if kind in ALERT_EVENTS and (e.get("time") or 0) >= self._live_since:
@@ -488,12 +490,7 @@ class TuinetApp(App[int]):
         elif tab == "draw":
             st.dirty.update(("probe", "probe_layers"))
             self.call_after_refresh(self.query_one(DrawCanvas).focus)  # (after a click on the tab has focused it)
-        if self._session_live() and st.is_classifier and (tab == "predictions") != self._embedding_held:
-            self._watch_embedding(tab == "predictions")  # the trainer computes the layers' views only while seen
-        elif tab == "predictions" and st.is_classifier and st.embedding is None and st.done and st.run_dir \
-                and not self._embedding_saved_asked:
-            self._embedding_saved_asked = True
-            self._embedding_saved(st.run_dir, self._gen)  # an ended run: its saved weights' views
+        self._want_embedding()
         if self._draw is not None and self._draw.image is not None and self._session_live() \
                 and (tab == "draw") != self._probe_held:
             # the trainer answers the drawing while its tab is shown, and forgets it while another tab is
@@ -527,6 +524,18 @@ class TuinetApp(App[int]):
             self._probe_held = image is not None
         elif self.state.done or self.session is None or not self.session.running:
             self._probe_saved(image, self.state.run_dir, self._gen)
+
+    def _want_embedding(self) -> None:
+        """Have the layers' views while their panel is seen (the Predictions tab on a terminal tall and wide enough
+        for it): from the live trainer, which computes them only then, or once from an ended run's saved weights."""
+        st = self.state
+        seen = self.active_tab == "predictions" and st.is_classifier and \
+            not (self.has_class("-short") or self.has_class("-narrow"))
+        if self._session_live() and seen != self._embedding_held:
+            self._watch_embedding(seen)
+        elif seen and st.embedding is None and st.done and st.run_dir and not self._embedding_saved_asked:
+            self._embedding_saved_asked = True
+            self._embedding_saved(st.run_dir, self._gen)  # an ended run: its saved weights' views
 
     def _watch_embedding(self, watch: bool) -> None:
         """Ask the live trainer to send (or stop sending) each layer's view of the validation samples."""
