@@ -123,8 +123,10 @@ async def test_drawing_sends_the_models_input_and_shows_the_trainers_answer(tmp_
         shown = str(app.query_one("#draw-probs").render())
         pred = int(np.argmax(want))
         assert f"{pred} " in shown and f"{want[pred]:6.1%} ◀" in shown and "live weights" in shown
-        await wait_until(pilot, lambda: "dense_1" in str(app.query_one("#draw-layers").render()),
-                         what="the layers panel (drawn a tick after the answer)")
+        # the layers panel is drawn a tick after the answer, and may still show an earlier answer's (to the stroke
+        # half drawn): wait for this answer's
+        await wait_until(pilot, lambda: f"where it looks for its {pred}" in str(app.query_one("#draw-layers").render()),
+                         what="the layers panel of this answer")
         layers = str(app.query_one("#draw-layers").render())  # the forward pass of the picture, layer by layer
         assert "dense_1 → 32" in layers and "relu_2 → 32" in layers and "dense_3 → 10" in layers
         assert "flatten" not in layers
