@@ -84,7 +84,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
               "(background) to 1 (the training data's lightest gray) at the model's input size; null clears it",
               ("image",)),
     "embedding": ("watch: true to receive embedding events (each layer's view of validation samples) as the network "
-                  "learns, false to stop (a classifier's)", ("watch",)),
+                  "learns, false to stop (a classifier's); optional image: a picture drawn in the app (as probe's) "
+                  "to place among them", ("watch",)),
 }
 
 
@@ -201,7 +202,7 @@ _COMMON_FIELDS = {"command", "v", "client_pid"}
 #: command -> its optional fields
 _OPTIONAL_FIELDS = {"pause": ("reason",), "stop": ("reason",), "set_optimizer": ("hyperparams", "lr"),
                     "rollback": ("factor",), "lr_find": ("start_lr", "end_lr", "steps"),
-                    "step": ("count",)}
+                    "step": ("count",), "embedding": ("image",)}
 
 
 def _is_number(v: Any) -> bool:
@@ -296,6 +297,8 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         _check_image(cmd["image"])
     if kind == "embedding" and not isinstance(cmd["watch"], bool):
         raise ConfigError(f"field 'watch' must be true or false, got {cmd['watch']!r:.40}")
+    if kind == "embedding" and cmd.get("image") is not None:
+        _check_image(cmd["image"])
     if kind == "set_optimizer":
         name = cmd["name"]
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:

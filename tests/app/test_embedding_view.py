@@ -108,3 +108,35 @@ async def test_a_terminal_too_small_for_the_panel_does_not_have_the_trainer_comp
         await wait_until(pilot, lambda: [c["watch"] for c in session.sent if c["command"] == "embedding"] == [True],
                          what="asked once the panel shows")
         assert app.query_one(EmbeddingView).display
+
+
+def test_the_drawing_is_a_star_over_the_samples():
+    points = np.array([[-1, 1], [1, -1]])
+    t = scatter_text(points, np.array([0, 1]), ["0", "1"], width=5, height=3, mark=[0.0, 0.0])
+    assert t.plain.split("\n") == ["0    ", "  ★  ", "    1"]
+    outside = scatter_text(points, np.array([0, 1]), ["0", "1"], width=5, height=3, mark=[3.0, -3.0])
+    assert outside.plain.split("\n")[-1] == "    ★"  # beyond the samples: at the edge, where it goes
+
+
+@async_test
+async def test_the_draw_tabs_digit_is_sent_to_be_placed_among_the_samples():
+    session = FakeSession(opening("mnist"))
+    app = TuinetApp(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.step > 0, what="the opening")
+        await press(pilot, "6", "enter")  # a dot at the pen: a drawing
+        await wait_until(pilot, lambda: app._draw.image is not None, what="a drawing")
+        await press(pilot, "3")
+        await wait_until(pilot, lambda: [c for c in session.sent if c["command"] == "embedding"], what="asked")
+        sent = [c for c in session.sent if c["command"] == "embedding"][-1]
+        assert sent["watch"] is True and np.asarray(sent["image"]).shape == (28, 28)
+        np.testing.assert_array_equal(sent["image"], app._draw.image)
+        event = embedding_event()
+        for v in event["views"]:
+            v["drawn"] = [0.0, 0.0]
+        event["drawn_pred"] = 7
+        session.emit(event)
+        view = app.query_one(EmbeddingView)
+        await wait_until(pilot, lambda: view.event is not None, what="the views")
+        text = view.render().plain
+        assert "★" in text and "★ your drawing (Draw tab), read as 7" in text

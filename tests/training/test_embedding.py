@@ -135,3 +135,37 @@ def test_an_ended_runs_views_come_from_its_saved_weights(tmp_path):
     for a, b in zip(saved["views"], live["views"]):
         assert a["name"] == b["name"] and a["neighbours"] == b["neighbours"]
         np.testing.assert_allclose(a["points"], b["points"], atol=2e-3)
+
+
+def test_a_drawing_lands_on_the_same_components_without_moving_them(tmp_path):
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 120)
+    a = rng.standard_normal((121, 30)) * np.linspace(3, 0.1, 30)
+    alone = E.project(a[:120], labels)
+    v = E.project(a[:120], labels, extra=a[120:])
+    np.testing.assert_array_equal(v["points"], alone["points"])  # the extra sample takes no part in the components
+    x = a[:120] - a[:120].mean(axis=0)
+    vecs = np.linalg.eigh(x.T @ x)[1][:, ::-1][:, :2]
+    pts = x @ vecs
+    sign = np.sign(np.sum(v["points"] * pts, axis=0))
+    want = (a[120:] - a[:120].mean(axis=0)) @ vecs / np.abs(pts).max(axis=0) * sign
+    np.testing.assert_allclose(v["extra_points"], want, atol=1e-3)
+
+    # in the trainer: the embedding command's drawing, as the model's input, placed in every view
+    from tuinet.training.probe import Probe, ink_range
+
+    events: list[dict] = []
+    t = Trainer(TrainConfig(dataset="digits", model="16", epochs=1, runs_dir=str(tmp_path)), run_dir=False,
+                emit=events.append)
+    image = np.zeros((8, 8))
+    image[1, 2:6], image[1:7, 5] = 1.0, 1.0  # a 7
+    t.commands.put(make_command("embedding", watch=True, image=image.tolist()))
+    t.run()
+    last = [e for e in events if e["event"] == "embedding"][-1]
+    d = t.data
+    drawn = Probe(t.model, d.task, d.input_shape, d.normalizer, ink_range(d.normalizer, d.x_train)).input(image)
+    assert last["drawn_pred"] == int(t.model.predict(drawn).argmax())
+    assert all(len(v["drawn"]) == 2 for v in last["views"])
+    reps = E.representations(t.model, np.concatenate([t.data.x_val[:E.EMBED_SAMPLES], drawn]))
+    out = E.project(reps[-1][1][:-1], t.data.y_val[:E.EMBED_SAMPLES], extra=reps[-1][1][-1:])
+    assert np.abs(np.abs(out["extra_points"][0]) - np.abs(last["views"][-1]["drawn"])).max() < 2e-3

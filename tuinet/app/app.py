@@ -539,7 +539,9 @@ class TuinetApp(App[int]):
 
     def _watch_embedding(self, watch: bool) -> None:
         """Ask the live trainer to send (or stop sending) each layer's view of the validation samples."""
-        self.session.send(make_command("embedding", watch=watch))
+        image = self._draw.image if watch and self._draw is not None and self.state.drawable else None
+        extra = {} if image is None else {"image": image.tolist()}  # the Draw tab's digit, placed among them
+        self.session.send(make_command("embedding", watch=watch, **extra))
         self._embedding_held = watch
 
     def exit(self, *args: Any, **kwargs: Any) -> None:

@@ -58,28 +58,42 @@ def top_components(gram: np.ndarray, start: np.ndarray | None = None) -> tuple[n
     return vals[order], v @ vecs[:, order]
 
 
-def project(a: np.ndarray, labels: np.ndarray, start: np.ndarray | None = None) -> dict[str, Any]:
+def project(a: np.ndarray, labels: np.ndarray, start: np.ndarray | None = None,
+            extra: np.ndarray | None = None) -> dict[str, Any]:
     """One view: ``a`` (N, ...) projected on its two principal components (``points``, N x 2, each column's largest
     magnitude 1), the share of the variance they hold (``explained``), and the share of samples whose nearest other
     sample, by Euclidean distance in the full (pooled) space, has the same label (``neighbours``). ``start``: the
-    last picture's points of the same view (see :func:`top_components`)."""
+    last picture's points of the same view (see :func:`top_components`). ``extra``: more samples (M, ...) placed on
+    the same two components (``extra_points``, M x 2, on the same scale) without taking part in them."""
     x = _pooled(a)
-    x = np.nan_to_num(x - x.mean(axis=0), nan=0.0, posinf=0.0, neginf=0.0)
+    mean = x.mean(axis=0)
+    x = np.nan_to_num(x - mean, nan=0.0, posinf=0.0, neginf=0.0)
     n = len(x)
     gram = x @ x.T  # (N, N): the components and the distances both come from it
     total = float(np.trace(gram))
     vals, vecs = top_components(gram, start)
-    points = vecs * np.sqrt(np.maximum(vals, 0.0))
+    root = np.sqrt(np.maximum(vals, 0.0))
+    points = vecs * root
+    # another sample on the same components: its centred features times the components' directions in feature space,
+    # X^T u / sqrt(lambda), computed from its products with the samples (no D x D matrix)
+    placed = None
+    if extra is not None:
+        e = np.nan_to_num(_pooled(extra) - mean, nan=0.0, posinf=0.0, neginf=0.0)
+        placed = (e @ x.T) @ vecs / np.where(root > 0, root, 1.0)
     if start is not None and np.shape(start) == points.shape:  # keep each axis turned as in the last picture
-        points = points * np.where(np.sum(points * start, axis=0) < 0, -1.0, 1.0)
+        flip = np.where(np.sum(points * start, axis=0) < 0, -1.0, 1.0)
+        points = points * flip
+        placed = None if placed is None else placed * flip
     explained = float(np.maximum(vals, 0.0).sum() / total) if total > 0 else 0.0
     sq = np.diag(gram)
     dist = sq[:, None] + sq[None, :] - 2 * gram
     np.fill_diagonal(dist, np.inf)
     neighbours = float(np.mean(labels[np.argmin(dist, axis=1)] == labels)) if n > 1 else 0.0
-    scale = np.abs(points).max(axis=0)
-    points = points / np.where(scale > 0, scale, 1.0)
-    return {"points": points, "explained": explained, "neighbours": neighbours, "dims": int(a[0].size)}
+    scale = np.where(np.abs(points).max(axis=0) > 0, np.abs(points).max(axis=0), 1.0)
+    out = {"points": points / scale, "explained": explained, "neighbours": neighbours, "dims": int(a[0].size)}
+    if placed is not None:
+        out["extra_points"] = placed / scale
+    return out
 
 
 def representations(model, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -114,19 +128,27 @@ class Embedding:
         self.y = np.asarray(y[:EMBED_SAMPLES])
         self._last: dict[str, np.ndarray] = {}
 
-    def event_fields(self, model) -> dict[str, Any]:
+    def event_fields(self, model, drawn: np.ndarray | None = None) -> dict[str, Any]:
         """The ``embedding`` event's fields for the model's weights now: ``labels``, ``preds`` and ``views``
-        ({``name``, ``dims``, ``explained``, ``neighbours``, ``points``: N x [x, y], 3 decimals})."""
+        ({``name``, ``dims``, ``explained``, ``neighbours``, ``points``: N x [x, y], 3 decimals}); with ``drawn``
+        (one sample, 1 x the model's input), each view's ``drawn``: where that sample lands on its components,
+        and ``drawn_pred``."""
         views = []
-        reps = representations(model, self.x)
-        out = reps[-1][1]
+        n = len(self.x)
+        reps = representations(model, self.x if drawn is None else np.concatenate([self.x, drawn]))
+        out = reps[-1][1][:n]
         for name, a in reps:
-            v = project(a, self.y, self._last.get(name))
+            v = project(a[:n], self.y, self._last.get(name), None if drawn is None else a[n:])
             p = self._last[name] = v["points"]
             views.append({"name": name, "dims": v["dims"], "explained": round(v["explained"], 4),
                           "neighbours": round(v["neighbours"], 4), "points": np.round(p, 3).tolist()})
+            if drawn is not None:
+                views[-1]["drawn"] = np.round(v["extra_points"][0], 3).tolist()
         preds = np.nan_to_num(np.asarray(out, dtype=np.float64)).argmax(axis=1)
-        return {"labels": self.y.astype(int).tolist(), "preds": preds.astype(int).tolist(), "views": views}
+        extra = {}
+        if drawn is not None:
+            extra["drawn_pred"] = int(np.nan_to_num(np.asarray(reps[-1][1][n:], dtype=np.float64)).argmax(axis=1)[0])
+        return {"labels": self.y.astype(int).tolist(), "preds": preds.astype(int).tolist(), "views": views, **extra}
 
 
 def checkpoint_embedding(path) -> dict[str, Any]:

@@ -141,6 +141,7 @@ class Trainer:
         self._embedding: Embedding | None = None  # the layers' views of validation samples, while a viewer watches
         self._embed_t = 0.0  # when they were last sent (perf_counter)
         self._embed_every = EMBED_EVERY
+        self._embed_drawn: np.ndarray | None = None  # a drawing placed among them (the model's input, 1 sample)
         self._probe: Probe | None = None  # how the model answers a picture drawn in the app (made at the first one)
         self._probe_x: np.ndarray | None = None  # that picture, as the model's input (see _apply's probe)
         self._probe_t = 0.0  # when the model last answered it (perf_counter)
@@ -429,9 +430,15 @@ class Trainer:
             elif kind == "embedding":
                 d = self.data
                 x, y = (d.x_val, d.y_val) if len(d.x_val) >= 2 else (d.x_test, d.y_test)
+                image = cmd.get("image")
                 if not cmd["watch"]:
-                    self._embedding = None
+                    self._embedding, self._embed_drawn = None, None
                 elif self.model.is_classifier and len(x) >= 2:
+                    if image is not None and self._probe is None:
+                        self._probe = Probe(self.model, d.task, d.input_shape, d.normalizer,
+                                            ink_range(d.normalizer, d.x_train))
+                    # a drawing from the Draw tab, placed among the samples (refused as the probe command's is)
+                    self._embed_drawn = None if image is None else self._probe.input(image)
                     self._embedding = self._embedding or Embedding(x, y)
                     self._emit_embedding()
             elif kind == "lr_find":
@@ -583,7 +590,7 @@ class Trainer:
         them: sent again every EMBED_EVERY seconds, or less often when computing them would take more than
         EMBED_SHARE of the time."""
         t0 = time.perf_counter()
-        fields = self._embedding.event_fields(self.model)
+        fields = self._embedding.event_fields(self.model, self._embed_drawn)
         self._embed_t = time.perf_counter()
         self._embed_every = self._pace("embedding", self._embed_t - t0, EMBED_EVERY, EMBED_SHARE)
         self._emit("embedding", step=self.global_step, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch,

@@ -29,13 +29,23 @@ def class_symbols(names: list[str], k: int) -> list[str]:
     return [SYMBOLS[i] if i < len(SYMBOLS) else "?" for i in range(k)]
 
 
-def scatter_text(points: np.ndarray, labels: np.ndarray, symbols: list[str], width: int, height: int,
-                 color: bool = True) -> Text:
-    """``points`` (N x 2, within [-1, 1]) on a ``width`` x ``height`` grid of cells, y up: each cell holding points
-    shows the character of its most frequent class (ties: the lower class), in that class's colour."""
-    width, height = max(2, width), max(2, height)
+def _cells(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     cols = np.clip(np.rint((points[:, 0] + 1) / 2 * (width - 1)), 0, width - 1).astype(int)
     rows = np.clip(np.rint((1 - (points[:, 1] + 1) / 2) * (height - 1)), 0, height - 1).astype(int)
+    return rows, cols
+
+
+def scatter_text(points: np.ndarray, labels: np.ndarray, symbols: list[str], width: int, height: int,
+                 color: bool = True, mark: list[float] | None = None) -> Text:
+    """``points`` (N x 2, within [-1, 1]) on a ``width`` x ``height`` grid of cells, y up: each cell holding points
+    shows the character of its most frequent class (ties: the lower class), in that class's colour. ``mark``: one
+    more point (a drawing) shown as ``★`` over them (at the edge when it falls outside)."""
+    width, height = max(2, width), max(2, height)
+    rows, cols = _cells(points, width, height)
+    star = None
+    if mark is not None and len(mark) == 2 and np.isfinite(mark).all():
+        r, c = _cells(np.asarray([mark], dtype=np.float64), width, height)
+        star = (int(r[0]), int(c[0]))
     k = max(len(symbols), int(labels.max(initial=0)) + 1)
     counts = np.zeros((height, width, k), np.int64)
     np.add.at(counts, (rows, cols, labels), 1)
@@ -44,6 +54,9 @@ def scatter_text(points: np.ndarray, labels: np.ndarray, symbols: list[str], wid
     t = Text(no_wrap=True, overflow="crop")
     for r in range(height):
         for c in range(width):
+            if (r, c) == star:
+                t.append("★", style="bold reverse" if color else "bold")
+                continue
             if not filled[r, c]:
                 t.append(" ")
                 continue
@@ -113,8 +126,12 @@ class EmbeddingView(Widget):
                              f"{v.get('dims', 0):,} dimensions ({100 * float(v.get('explained') or 0):.0f}% of the "
                              f"variance) · nearest neighbour in all {v.get('dims', 0):,}: the same class for "
                              f"{100 * float(v.get('neighbours') or 0):.0f}%", max(10, w))
-        t = scatter_text(points, labels, class_symbols(names, k), w, max(2, h - len(foot)), self.color) \
-            if len(points) == len(labels) and len(labels) else Text("")
+        if v.get("drawn") is not None:
+            pred = e.get("drawn_pred")
+            read = names[pred] if isinstance(pred, int) and 0 <= pred < len(names) else pred
+            foot.insert(0, f"★ your drawing (Draw tab), read as {read}")
+        t = scatter_text(points, labels, class_symbols(names, k), w, max(2, h - len(foot)), self.color,
+                         v.get("drawn")) if len(points) == len(labels) and len(labels) else Text("")
         for line in foot:
             t.append("\n" + line, style="dim")
         return t
