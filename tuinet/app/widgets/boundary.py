@@ -14,9 +14,9 @@ from textual.widget import Widget
 
 from tuinet.app.widgets.cells import append_cell
 
-#: class colours (Playground orange and blue first)
+#: class colours (Playground orange and blue first), ten so that MNIST's digits each have their own, on every tab
 CLASS_RGB = [(245, 147, 34), (8, 119, 189), (80, 190, 90), (200, 80, 200), (230, 220, 60), (90, 210, 220),
-             (230, 70, 70), (160, 160, 160)]
+             (230, 70, 70), (160, 160, 160), (165, 110, 75), (240, 140, 190)]
 BACKGROUND = (18, 18, 18)
 #: point glyphs by class, so classes stay distinguishable without colour (NO_COLOR)
 POINT_GLYPHS = "●○◆◇▲△■□"
@@ -28,7 +28,8 @@ def _mix(a, b, f: float) -> tuple[int, int, int]:
     return (int(a[0] + (b[0] - a[0]) * f), int(a[1] + (b[1] - a[1]) * f), int(a[2] + (b[2] - a[2]) * f))
 
 
-def _class_rgb(k: int) -> tuple[int, int, int]:
+def class_rgb(k: int) -> tuple[int, int, int]:
+    """Class ``k``'s colour (the same on the Boundary tab, the neuron maps and layer by layer)."""
     return CLASS_RGB[k % len(CLASS_RGB)]
 
 
@@ -69,7 +70,7 @@ def boundary_text(event: dict[str, Any], width: int, height: int, num_classes: i
     def region_rgb(c: int, lv: int) -> tuple[int, int, int]:
         if regression:
             return _mix((8, 119, 189), (245, 147, 34), lv / 4)
-        return _mix(BACKGROUND, _class_rgb(c), 0.12 + 0.5 * lv / 4)
+        return _mix(BACKGROUND, class_rgb(c), 0.12 + 0.5 * lv / 4)
 
     styles: dict[tuple, Style] = {}
     t = Text(no_wrap=True, overflow="crop")
@@ -91,7 +92,7 @@ def boundary_text(event: dict[str, Any], width: int, height: int, num_classes: i
                 st = styles.get(key)
                 if st is None:
                     bg = _mix(region_rgb(*top), region_rgb(*bot), 0.5)
-                    st = styles[key] = Style(color=Color.from_rgb(*_mix(_class_rgb(lab), (255, 255, 255), 0.15)),
+                    st = styles[key] = Style(color=Color.from_rgb(*_mix(class_rgb(lab), (255, 255, 255), 0.15)),
                                              bgcolor=Color.from_rgb(*bg), bold=True)
                 append_cell(t, POINT_GLYPHS[0] if lab < len(CLASS_RGB) else POINT_GLYPHS[lab % len(POINT_GLYPHS)], st)
                 continue
@@ -108,7 +109,7 @@ def legend_text(class_names: list[str], event: dict[str, Any] | None) -> Text:
     """Class colours and the axis ranges."""
     t = Text(no_wrap=True)
     for i, name in enumerate(class_names):
-        t.append("● ", style=Style(color=Color.from_rgb(*_class_rgb(i)), bold=True))
+        t.append("● ", style=Style(color=Color.from_rgb(*class_rgb(i)), bold=True))
         t.append(f"{name}   ")
     if event:
         (x0, x1), (y0, y1) = event.get("xrange", [0, 1]), event.get("yrange", [0, 1])

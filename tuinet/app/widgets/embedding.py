@@ -1,5 +1,6 @@
 """The Predictions tab's embedding panel: validation samples as one layer receives them, projected on two principal
-components (the trainer's ``embedding`` event), each drawn as its class's character in its class's colour, so the
+components (the trainer's ``embedding`` event), each drawn as its class's character in its class's colour (the
+Boundary tab's, :func:`tuinet.app.widgets.boundary.class_rgb`), so the
 classes can be seen to pull apart from the input to the output as the network learns. ``[`` and ``]`` step through
 the layers."""
 
@@ -9,15 +10,14 @@ import textwrap
 from typing import Any
 
 import numpy as np
+from rich.color import Color
+from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
+from tuinet.app.widgets.boundary import class_rgb
 from tuinet.formatting import count
 
-#: one colour per class, the category10 palette of D3 and Matplotlib (its gray lightened for dark terminals); the
-#: character says the class too, for NO_COLOR and 16 colours
-CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#c7c7c7", "#bcbd22",
-                "#17becf")
 SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -51,6 +51,7 @@ def scatter_text(points: np.ndarray, labels: np.ndarray, symbols: list[str], wid
     np.add.at(counts, (rows, cols, labels), 1)
     top = counts.argmax(axis=2)
     filled = counts.sum(axis=2) > 0
+    styles = [Style(color=Color.from_rgb(*class_rgb(i))) for i in range(k)]  # the classes' colours on every tab
     t = Text(no_wrap=True, overflow="crop")
     for r in range(height):
         for c in range(width):
@@ -62,7 +63,7 @@ def scatter_text(points: np.ndarray, labels: np.ndarray, symbols: list[str], wid
                 continue
             cls = int(top[r, c])
             sym = symbols[cls] if cls < len(symbols) else "?"
-            t.append(sym, style=CLASS_COLORS[cls % len(CLASS_COLORS)] if color else "")
+            t.append(sym, style=styles[cls] if color else "")
         if r < height - 1:
             t.append("\n")
     return t

@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from tuinet.app import actions
-from tuinet.app.widgets.boundary import POINT_GLYPHS, _class_rgb, _mix, point_cells
+from tuinet.app.widgets.boundary import POINT_GLYPHS, class_rgb, _mix, point_cells
 from tuinet.app.widgets.cells import append_cell
 
 NEGATIVE = (245, 147, 34)
@@ -79,7 +79,7 @@ def map_text(values: list[list[float]], width: int, height: int, color: bool = T
             if lab is not None:
                 key = ("p", lab, top, bot)
                 if key not in styles:
-                    styles[key] = Style(color=Color.from_rgb(*_mix(_class_rgb(lab), (255, 255, 255), 0.3)),
+                    styles[key] = Style(color=Color.from_rgb(*_mix(class_rgb(lab), (255, 255, 255), 0.3)),
                                         bgcolor=Color.from_rgb(*_mix(_rgb(top), _rgb(bot), 0.5)), bold=True)
                 append_cell(t, "●", styles[key])
                 continue
