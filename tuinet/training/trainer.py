@@ -421,11 +421,7 @@ class Trainer:
                 self._emit_pictures()
             elif kind == "probe":
                 image = cmd.get("image")
-                d = self.data
-                if image is not None and self._probe is None:
-                    self._probe = Probe(self.model, d.task, d.input_shape, d.normalizer,
-                                        ink_range(d.normalizer, d.x_train))
-                self._probe_x = None if image is None else self._probe.input(image)
+                self._probe_x = None if image is None else self._drawing_input(image)
                 self._emit_probe()
             elif kind == "embedding":
                 d = self.data
@@ -434,11 +430,8 @@ class Trainer:
                 if not cmd["watch"]:
                     self._embedding, self._embed_drawn = None, None
                 elif self.model.is_classifier and len(x) >= 2:
-                    if image is not None and self._probe is None:
-                        self._probe = Probe(self.model, d.task, d.input_shape, d.normalizer,
-                                            ink_range(d.normalizer, d.x_train))
                     # a drawing from the Draw tab, placed among the samples (refused as the probe command's is)
-                    self._embed_drawn = None if image is None else self._probe.input(image)
+                    self._embed_drawn = None if image is None else self._drawing_input(image)
                     self._embedding = self._embedding or Embedding(x, y)
                     self._emit_embedding()
             elif kind == "lr_find":
@@ -575,6 +568,14 @@ class Trainer:
             plane = S.boundary_grid(self.model, d.x_train, d.y_train)
             plane["neurons"] = neuron_maps(self.model, plane["xrange"], plane["yrange"])
             self._emit("boundary", step=self.global_step, epoch=self.epoch, **plane)
+
+    def _drawing_input(self, image: Any) -> np.ndarray:
+        """A picture drawn in the app (rows of ink) as the model's input, through the one Probe the probe and
+        embedding commands share (made at the first drawing); ConfigError when it does not fit the model."""
+        if self._probe is None:
+            d = self.data
+            self._probe = Probe(self.model, d.task, d.input_shape, d.normalizer, ink_range(d.normalizer, d.x_train))
+        return self._probe.input(image)
 
     def _pace(self, picture: str, cost: float, every: float, share: float) -> float:
         """Seconds until a picture that took ``cost`` seconds to make is made again: at least ``every``, and as
