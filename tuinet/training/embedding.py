@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tuinet.training.probe import block_mean
+
 EMBED_SAMPLES = 400  #: validation samples shown (the first ones of the split: shuffled, so every class is there)
 MAX_FEATURES = 2048  #: values per sample a view is computed from (feature maps averaged over space to fit)
 MAX_VIEWS = 6  #: the input, the output, and at most this many views in all (the hidden ones nearest the output)
@@ -27,13 +29,11 @@ BLOCK, ITERATIONS = 10, 12  #: the two leading components from a block of 10 vec
 def _pooled(a: np.ndarray) -> np.ndarray:
     """(N, ...) as (N, D) float64 with D <= MAX_FEATURES: feature maps (N, H, W, C) averaged over f x f patches."""
     if a.ndim == 4 and a[0].size > MAX_FEATURES:
-        n, h, w, c = a.shape
+        _, h, w, c = a.shape
         f = 1
         while (h // f) * (w // f) * c > MAX_FEATURES and f < max(h, w):
             f += 1
-        hh, ww = max(1, h // f), max(1, w // f)
-        fh, fw = min(f, h), min(f, w)
-        a = a[:, :hh * fh, :ww * fw].reshape(n, hh, fh, ww, fw, c).mean(axis=(2, 4))
+        a = block_mean(a, f)  # as the Draw tab shrinks a layer's maps
     a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
     return a[:, :MAX_FEATURES] if a.shape[1] > MAX_FEATURES else a
 

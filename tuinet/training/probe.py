@@ -92,16 +92,22 @@ def probe_input(image: Any, task: str, input_shape: Sequence[int], normalizer,
 PROBE_MAPS, PROBE_SIDE, PROBE_UNITS = 8, 14, 64
 
 
+def block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Feature maps ``(..., H, W, C)`` averaged over f x f patches (a picture shrunk; the last rows and columns
+    that do not fill a patch are left out; a side shorter than ``f`` is one patch)."""
+    *lead, h, w, c = a.shape
+    fh, fw = min(f, h), min(f, w)
+    hh, ww = max(1, h // fh), max(1, w // fw)
+    return a[..., :hh * fh, :ww * fw, :].reshape(*lead, hh, fh, ww, fw, c).mean(axis=(-4, -2))
+
+
 def layer_picture(y: np.ndarray) -> dict[str, Any]:
     """One sample's output of a layer, compact (see PROBE_MAPS): ``maps`` (channels x rows x cols) or ``units``, as
     integers from -100 to 100 of ``scale``, with the layer's ``channels`` or ``size``."""
     y = np.asarray(y, dtype=np.float64)
     if y.ndim == 3:
         h, w, c = y.shape
-        f = max(1, -(-max(h, w) // PROBE_SIDE))
-        k = min(c, PROBE_MAPS)
-        hh, ww = max(1, h // f), max(1, w // f)
-        a = y[:hh * f, :ww * f, :k].reshape(hh, min(f, h), ww, min(f, w), k).mean(axis=(1, 3)).transpose(2, 0, 1)
+        a = block_mean(y[:, :, :PROBE_MAPS], max(1, -(-max(h, w) // PROBE_SIDE))).transpose(2, 0, 1)
         key, extra = "maps", {"channels": int(c)}
     else:
         a = y.reshape(-1)[:PROBE_UNITS]
