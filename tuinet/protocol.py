@@ -44,6 +44,9 @@ EVENTS: dict[str, str] = {
     "resumed": "training resumed",
     "lr_changed": "learning rate changed: lr, old_lr, source (user, schedule, plateau, divergence)",
     "optimizer_changed": "optimizer swapped: name, hyperparams, state (fresh)",
+    "regularization_changed": "the weight penalties or the dropout rate changed (from the next step): l1, l2, dropout "
+                              "(as they are now), previous {l1, l2, dropout}, step, layers (the model's layers, when "
+                              "dropout layers came or went)",
     "checkpoint_saved": "a checkpoint was written: path, kind (latest, best, manual)",
     "evaluated": "on-demand evaluation: split, loss, accuracy",
     "early_stopped": "validation loss stopped improving: epoch, best_epoch, best_val_loss",
@@ -72,6 +75,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "set_lr": ("set the learning rate (applied at the next step)", ("lr",)),
     "scale_lr": ("multiply the learning rate by factor", ("factor",)),
     "set_optimizer": ("swap the optimizer, keeping the weights: name, optional hyperparams dict", ("name",)),
+    "set_regularization": ("set the weight penalties and the dropout rate (from the next step, weights and optimizer "
+                           "state kept): any of l1, l2 (>= 0), dropout (in [0, 1))", ()),
     "save": ("save a checkpoint now", ()),
     "evaluate": ("evaluate on the test set now", ()),
     "rollback": ("after a divergence: restore the last good weights, multiply lr by factor (default 0.5)", ()),
@@ -105,7 +110,8 @@ FINAL_EVENTS = ("finished", "stopped", "failed")
 
 #: command -> the event that confirms the trainer applied it
 ACKNOWLEDGED_BY = {"pause": "paused", "resume": "resumed", "scale_lr": "lr_changed", "set_lr": "lr_changed",
-                   "set_optimizer": "optimizer_changed", "save": "checkpoint_saved", "evaluate": "evaluated",
+                   "set_optimizer": "optimizer_changed", "set_regularization": "regularization_changed",
+                   "save": "checkpoint_saved", "evaluate": "evaluated",
                    "rollback": "rolled_back", "lr_find": "lr_find",
                    "step": "step_detail"}
 
@@ -197,12 +203,16 @@ MAX_IMAGE_SIDE = 64  # rows, and numbers a row, of a probe command's image
 HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", "betas": "betas", "eps": "number",
                "weight_decay": "number", "alpha": "number", "centered": "bool", "amsgrad": "bool"}
 
+#: what a set_regularization command may change (the run's settings of the same names)
+REGULARIZATION = ("l1", "l2", "dropout")
+
 #: fields any command may carry besides its own: the protocol version, and the viewer's pid (set by the socket)
 _COMMON_FIELDS = {"command", "v", "client_pid"}
 #: command -> its optional fields
 _OPTIONAL_FIELDS = {"pause": ("reason",), "stop": ("reason",), "set_optimizer": ("hyperparams", "lr"),
                     "rollback": ("factor",), "lr_find": ("start_lr", "end_lr", "steps"),
-                    "step": ("count",), "embedding": ("image",)}
+                    "step": ("count",), "embedding": ("image",),
+                    "set_regularization": REGULARIZATION}
 
 
 def _is_number(v: Any) -> bool:
@@ -246,6 +256,22 @@ def _check_image(image: Any) -> None:
         raise ConfigError("image rows must all have the same length")
     if not all(_is_number(v) and math.isfinite(v) for row in image for v in row):
         raise ConfigError("image values must be finite numbers")
+
+
+def _check_regularization(cmd: dict[str, Any]) -> None:
+    """A set_regularization command: at least one of l1, l2, dropout; penalties finite and >= 0, a dropout rate in
+    [0, 1)."""
+    given = [k for k in REGULARIZATION if k in cmd]
+    if not given:
+        raise ConfigError(f"command 'set_regularization' needs at least one of {', '.join(REGULARIZATION)}")
+    for key in given:
+        v = cmd[key]
+        if not _is_number(v) or not math.isfinite(v):
+            raise ConfigError(f"{key} must be a number, got {v!r:.40}")
+        if key == "dropout" and not 0 <= v < 1:
+            raise ConfigError(f"dropout must be in [0, 1) (the share of units dropped), got {v!r:.40}")
+        if key != "dropout" and not 0 <= v <= FLOAT32_MAX:
+            raise ConfigError(f"{key} must be a number >= 0, got {v!r:.40}")
 
 
 def validate_command(cmd: Any) -> dict[str, Any]:
@@ -293,6 +319,8 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         n = cmd["count"]
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEPS:
             raise ConfigError(f"step count must be a whole number from 1 to {MAX_STEPS:,}, got {n!r:.40}")
+    if kind == "set_regularization":
+        _check_regularization(cmd)
     if kind == "probe" and cmd["image"] is not None:
         _check_image(cmd["image"])
     if kind == "embedding" and not isinstance(cmd["watch"], bool):

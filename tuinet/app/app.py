@@ -36,7 +36,7 @@ from tuinet.app.compare_state import MAX_CHARTED, CompareState
 from tuinet.app.launcher import start_session
 from tuinet.app.messages import EventsArrived
 from tuinet.app.screens.compare import CompareView
-from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog
+from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog, RegularizationDialog
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.lrfind import LrChoice, LrFindScreen
 from tuinet.app.screens.step import CountPrefix, StepScreen
@@ -745,6 +745,14 @@ class TuinetApp(App[int]):
                     fields["lr"] = choice["lr"]
                 self._send("set_optimizer", f"optimizer → {choice['name']}", **fields)
         self.push_screen(OptimizerDialog(current, st.lr, live=lambda: self.state.lr), done)
+
+    def action_regularize(self) -> None:
+        """Open the regularization dialog: L1, L2 and dropout, as the run has them now."""
+        def done(changed: dict[str, float] | None) -> None:
+            if changed:
+                what = ", ".join(f"{key} → {fmt_num(v) if v else '0'}" for key, v in changed.items())
+                self._send("set_regularization", what, **changed)
+        self.push_screen(RegularizationDialog(self.state.config or {}), done)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""

@@ -13,6 +13,8 @@ from collections import deque
 from typing import Any
 
 from tuinet.formatting import fmt_duration, fmt_num
+from tuinet.protocol import REGULARIZATION
+from tuinet.training.console import regularization_change
 from tuinet.training.probe import drawable
 from tuinet.training.summary import summary_lines
 
@@ -423,6 +425,14 @@ class RunState:
         self.dirty.add("status")
         self.add_log(f"optimizer {e.get('previous', '?')} -> {e.get('describe', self.optimizer)} "
                      f"(state {e.get('state', 'fresh')})", t=e.get("time"))
+
+    def _on_regularization_changed(self, e):
+        self.config = {**self.config, **{key: e[key] for key in REGULARIZATION if key in e}}
+        if e.get("layers"):  # dropout layers came or went
+            self.layers = e["layers"]
+            self.dirty.add("layers")
+        self.dirty.add("status")
+        self.add_log(f"regularization: {regularization_change(e)} from step {e.get('step', 0) + 1:,}", t=e.get("time"))
 
     def _on_checkpoint_saved(self, e):
         self.add_log(f"checkpoint ({e.get('kind')}) saved at step {e.get('step')}: {e.get('path')}", t=e.get("time"))

@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tuinet.engine.checkpoint import Checkpoint, describe_arch, load_checkpoint
 from tuinet.engine.optim import make_optimizer
 from tuinet.errors import CheckpointError, ConfigError, DataError, ModelError
+from tuinet.protocol import REGULARIZATION
 from tuinet.training.config import SCHEDULE_ALIASES, TrainConfig, default_runs_dir, read_toml
 from tuinet.training.rundir import RunDir, absolute_dataset, find_run, free_run_name
 
@@ -122,11 +125,13 @@ def _spans(numbers: list[int]) -> str:
 
 def _parent_settings(point: BranchPoint) -> dict[str, Any]:
     """The parent's configuration as it stood at the checkpoint: its config.json (dataset path absolute), with the
-    planned epochs of the checkpoint (``tuinet resume --epochs`` changes those)."""
+    planned epochs of the checkpoint (``tuinet resume --epochs`` changes those) and its weight penalties and dropout
+    rate (the app changes those while it trains)."""
     base = point.run.read_json("config.json") or dict(point.checkpoint.extra.get("config") or {})
     saved = point.checkpoint.extra.get("config")
-    if isinstance(saved, dict) and "epochs" in saved:
-        base["epochs"] = saved["epochs"]
+    for key in ("epochs", *REGULARIZATION):  # what may change while it trains: as it stood at the checkpoint
+        if isinstance(saved, dict) and key in saved:
+            base[key] = saved[key]
     for key in ("name", "runs_dir", "parent"):
         base.pop(key, None)
     return base
@@ -232,31 +237,43 @@ def parent_checkpoint_path(config: TrainConfig) -> Path:
     return folder / p["checkpoint"]
 
 
+def _without_dropout(model) -> list:
+    return [layer for layer in model.layers if type(layer).__name__ != "Dropout"]
+
+
+def same_but_dropout(old, new) -> bool:
+    """True when two models have the same layers once their dropout layers are left out (a dropout rate changed, or
+    dropout added or removed): every weight of one then has its place in the other."""
+    a, b = _without_dropout(old), _without_dropout(new)
+    return old.input_shape == new.input_shape and old.loss_name == new.loss_name and len(a) == len(b) and all(
+        json.dumps(x.config(), sort_keys=True) == json.dumps(y.config(), sort_keys=True) for x, y in zip(a, b))
+
+
+def weights_for(old, new, weights: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """``old``'s weights (parameters and buffers; or ``weights``, named as ``old`` names them) under ``new``'s layer
+    names, for models that are the same but for dropout (:func:`same_but_dropout`): a dropout layer shifts the names
+    of the layers after it."""
+    arrays = old.named_arrays() if weights is None else weights
+    out = {}
+    for lo, ln in zip(_without_dropout(old), _without_dropout(new)):
+        for key, value in arrays.items():
+            if key.startswith(lo.name + "."):
+                out[ln.name + key[len(lo.name):]] = value
+    return out
+
+
 def _load_weights(ckpt: Checkpoint, model, config: TrainConfig, parent: dict[str, Any], pname: str) -> None:
     """Copy the checkpoint's weights into ``model``: the same layers, dropout layers aside (a changed rate, or
     dropout added or removed, keeps every weight); one clear line when the architecture differs."""
     old = ckpt.build_model()
-
-    def weighted(m):
-        return [layer for layer in m.layers if type(layer).__name__ != "Dropout"]
-
-    a, b = weighted(old), weighted(model)
-    same = old.input_shape == model.input_shape and old.loss_name == model.loss_name and len(a) == len(b) and all(
-        json.dumps(x.config(), sort_keys=True) == json.dumps(y.config(), sort_keys=True) for x, y in zip(a, b))
-    if not same:
+    if not same_but_dropout(old, model):
         changed = [k for k in ("model", "activation") if getattr(config, k) != parent.get(k)]
         what = " ".join(f"{_option(k)} {getattr(config, k)}" for k in changed) or "the model"
         raise ModelError(f"{what} does not fit run {pname}'s checkpoint ({describe_arch(old.config())}; this model "
                          f"is {describe_arch(model.config())}): a branch keeps its parent's architecture (dropout, "
                          "l1/l2, optimizer, lr, schedule, batch size and epochs may change)")
-    arrays = old.named_arrays()
-    weights = {}
-    for lo, ln in zip(a, b):
-        for key, value in arrays.items():
-            if key.startswith(lo.name + "."):
-                weights[ln.name + key[len(lo.name):]] = value
     try:
-        model.set_weights(weights)
+        model.set_weights(weights_for(old, model))
     except ModelError as e:
         raise CheckpointError(f"{ckpt.path}: {e}") from None
 

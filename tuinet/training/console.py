@@ -29,6 +29,15 @@ class JsonPrinter:
         self.alerts(event)
 
 
+def regularization_change(e: dict[str, Any]) -> str:
+    """What a ``regularization_changed`` event changed: ``"l2 0 -> 0.001, dropout 0.1 -> 0.3"`` (``"unchanged"``
+    when it asked for the values the run had)."""
+    previous = e.get("previous") or {}
+    parts = [f"{key} {previous.get(key, 0):g} -> {e[key]:g}" for key in ("l1", "l2", "dropout")
+             if key in e and e[key] != previous.get(key)]
+    return ", ".join(parts) or "unchanged"
+
+
 class ConsolePrinter:
     """Human-readable progress: a live bar when ``out`` is a terminal, plain lines otherwise.
 
@@ -100,6 +109,8 @@ class ConsolePrinter:
             self._line(f"lr {e['old_lr']:.3g} -> {e['lr']:.3g} ({e['source']})")
         elif kind == "optimizer_changed":
             self._line(f"optimizer -> {e['describe']} (fresh state)")
+        elif kind == "regularization_changed":
+            self._line(f"regularization: {regularization_change(e)} (from step {e.get('step', 0) + 1:,})")
         elif kind == "diverged":
             self._line(f"diverged at step {e['step']} (loss {e.get('loss')}): {e['action']}, lr {e['lr']:.3g} -> "
                        f"{e['new_lr']:.3g}")

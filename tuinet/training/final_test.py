@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from tuinet.engine.checkpoint import load_checkpoint
-from tuinet.errors import TuinetError
+from tuinet.engine.checkpoint import describe_arch, load_checkpoint
+from tuinet.errors import CheckpointError, TuinetError
+from tuinet.training.branch import same_but_dropout, weights_for
 
 if TYPE_CHECKING:
     from tuinet.training.trainer import Trainer
@@ -36,13 +37,11 @@ def best_weights(trainer: Trainer) -> dict[str, Any] | None:
         return kept
     rd = trainer.run_dir
     if rd and rd.best.is_file():
-        try:
-            ckpt = load_checkpoint(rd.best)
-            own = trainer.model.get_weights()
-            ckpt.load_into(trainer.model)
-            weights = trainer.model.get_weights()
-            trainer.model.set_weights(own)
-            return weights
+        try:  # saved before the run's dropout changed (set_regularization), its dropout layers may differ
+            saved = load_checkpoint(rd.best).build_model()
+            if not same_but_dropout(saved, trainer.model):
+                raise CheckpointError(f"it holds another architecture ({describe_arch(saved.config())})")
+            return weights_for(saved, trainer.model)
         except (TuinetError, OSError) as e:
             trainer._log(f"cannot read {rd.best} for the final test: {e}", "warning")
     return None

@@ -43,7 +43,7 @@ from tuinet.training.final_test import final_tests
 from tuinet.training.neurons import neuron_maps
 from tuinet.training.prefetch import DataPrefetch, load_run_data
 from tuinet.training.probe import Probe, ink_range
-from tuinet.protocol import check_learning_rate, make_event
+from tuinet.protocol import REGULARIZATION, check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
 from tuinet.training.watch import Watch
@@ -191,9 +191,14 @@ class Trainer:
                 cfg_data["epochs"] = epochs
             cfg_data["runs_dir"] = str(run.path.parent)
             cfg_data["name"] = run.name
+            ckpt = load_checkpoint(run.latest)
+            saved = ckpt.extra.get("config")
+            for key in REGULARIZATION:  # changed while it trained (set_regularization): as at the checkpoint
+                if isinstance(saved, dict) and key in saved:
+                    cfg_data[key] = saved[key]
             config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
             t = cls(config, run_dir=run, emit=emit)
-            t._resume_ckpt = load_checkpoint(run.latest)
+            t._resume_ckpt = ckpt
         except BaseException:
             if took:
                 run.unlock()
@@ -403,6 +408,8 @@ class Trainer:
                 self._set_lr(self.optimizer.lr * float(cmd["factor"]), "user")
             elif kind == "set_optimizer":
                 self._set_optimizer(cmd["name"], dict(cmd.get("hyperparams") or {}), cmd.get("lr"))
+            elif kind == "set_regularization":
+                self._set_regularization({k: float(cmd[k]) for k in REGULARIZATION if k in cmd})
             elif kind == "save":
                 self.save("latest")
             elif kind == "evaluate":
@@ -462,6 +469,55 @@ class Trainer:
         self.base_lr = lr / factor if factor > 0 else lr
         self._emit("optimizer_changed", name=new.name, requested=name, hyperparams=new.hyperparams(),
                    describe=new.describe(), previous=old, state="fresh", step=self.global_step, base_lr=self.base_lr)
+
+    def _set_regularization(self, asked: dict[str, float]) -> None:
+        """New weight penalties and dropout rate from the next step on, weights and optimizer state kept. They are
+        the run's settings from then on: its checkpoints, a resume and a branch from them take the new values (its
+        config.json keeps those it started with)."""
+        c = self.config
+        previous = {key: getattr(c, key) for key in REGULARIZATION}
+        new = {**previous, **asked}
+        layers = None
+        if new["dropout"] != previous["dropout"]:
+            self._rebuild_for_dropout(new["dropout"])
+            layers = self._layer_rows()
+        self.model.l1, self.model.l2 = new["l1"], new["l2"]
+        c.l1, c.l2, c.dropout = new["l1"], new["l2"], new["dropout"]
+        self._emit("regularization_changed", **new, previous=previous, step=self.global_step,
+                   **({"layers": layers, "num_params": self.model.num_params()} if layers is not None else {}))
+
+    def _rebuild_for_dropout(self, rate: float) -> None:
+        """The model as its spec builds it with dropout ``rate`` (dropout layers set to the new rate, added or
+        removed, as a run started with it has them), holding the same weights, with the optimizer's state moved
+        over; a ConfigError when the spec puts no dropout anywhere."""
+        from tuinet.training.branch import same_but_dropout, weights_for
+
+        c, d, old = self.config, self.data, self.model
+        model = build_model(c.model, d.input_shape, d.num_outputs, task=d.task, activation=c.activation,
+                            dropout=rate, l1=c.l1, l2=c.l2, seed=c.seed,
+                            features=c.features.split(",") if c.features else None, init_gain=c.init_gain)
+        if rate > 0 and not any(layer.kind == "Dropout" for layer in model.layers):
+            raise ConfigError(f"model {c.model!r} has no dropout layers to set (a model from a file, or one that puts "
+                              "none): its layers stay as they are")
+        if not same_but_dropout(old, model):
+            raise ConfigError(f"model {c.model!r} built with dropout {rate:g} has other layers than the one training")
+        model.set_weights(weights_for(old, model))
+        model.dropout_rng.bit_generator.state = old.dropout_rng.bit_generator.state
+        if getattr(self, "_best_weights", None) is not None:  # the best epoch's, kept for early stopping
+            self._best_weights = weights_for(old, model, self._best_weights)
+        meta, arrays = self.optimizer.state_dict()
+        hyper = {k: v for k, v in self.optimizer.hyperparams().items() if k != "lr"}
+        optimizer = make_optimizer(self.optimizer.name, model.params, lr=self.optimizer.lr, **hyper)
+        optimizer.load_state_dict(meta, arrays)
+        self.model, self.optimizer = model, optimizer
+        self._probe = None  # made again for the new model at the next drawing's answer
+        self._remember_good()  # the last good weights under the new layer names
+
+    def _layer_rows(self) -> list[dict[str, Any]]:
+        """The model's layers as the ``started`` event lists them."""
+        return [{"name": layer.name, "kind": layer.kind, "describe": layer.describe(),
+                 "output_shape": list(layer.output_shape), "params": layer.num_params()}
+                for layer in self.model.layers]
 
     # --- divergence guard ------------------------------------------------------------------------------------------
 
@@ -783,9 +839,7 @@ class Trainer:
         self._emit(
             "started", name=self.run_dir.name if self.run_dir else None,
             run_dir=str(self.run_dir.path) if self.run_dir else None, config=c.to_dict(), dataset=d.describe(),
-            model=m.summary(), layers=[{"name": layer.name, "kind": layer.kind, "describe": layer.describe(),
-                                        "output_shape": list(layer.output_shape), "params": layer.num_params()}
-                                       for layer in m.layers],
+            model=m.summary(), layers=self._layer_rows(),
             num_params=m.num_params(), steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * c.epochs,
             epochs=c.epochs, batch_size=c.batch_size, optimizer=self.optimizer.name,
             hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, base_lr=self.base_lr,
@@ -813,6 +867,7 @@ class Trainer:
             ep_loss = ep_correct = ep_n = 0.0
             for b in range(self.step_in_epoch, self.steps_per_epoch):
                 self._poll_commands()
+                m = self.model  # a command may have rebuilt it (set_regularization's dropout)
                 idx = perm[b * c.batch_size:(b + 1) * c.batch_size]
                 x, y = d.x_train[idx], d.y_train[idx]
                 self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)

@@ -1,4 +1,5 @@
-"""Modal dialogs: confirm, exact learning rate, optimizer choice, and what to do after a divergence."""
+"""Modal dialogs: confirm, exact learning rate, optimizer choice, regularization, and what to do after a
+divergence."""
 
 from __future__ import annotations
 
@@ -200,6 +201,75 @@ class OptimizerDialog(_FollowsLr, ModalScreen["dict[str, Any] | None"]):
         result = self._result()
         if result is not None:
             self.dismiss(result)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+#: (setting, label, what it does) in the order the regularization dialog lists them
+REGULARIZERS: list[tuple[str, str, str]] = [
+    ("l1", "L1", "adds l1 x sum |w| to the loss: pushes weights to exactly 0"),
+    ("l2", "L2", "adds l2 x sum w^2 to the loss: shrinks every weight"),
+    ("dropout", "dropout", "the share of hidden units dropped at each step, 0 to below 1"),
+]
+
+
+def parse_regularization(key: str, text: str) -> float | str:
+    """A typed L1/L2 penalty (a number >= 0) or dropout rate (in [0, 1)); the reason as a str when it is not one."""
+    try:
+        v = float(text.strip())
+    except ValueError:
+        return f"{key} must be a number, got {text.strip()!r:.30}"
+    if not math.isfinite(v) or v < 0:
+        return f"{key} must be a number >= 0, got {text.strip()!r:.30}"
+    if key == "dropout" and v >= 1:
+        return f"dropout must be below 1 (the share of units dropped), got {text.strip()!r:.30}"
+    return v
+
+
+class RegularizationDialog(ModalScreen["dict[str, float] | None"]):
+    """Set the L1 and L2 penalties and the dropout rate of a training run; dismisses with the values that changed
+    (``{"l2": 0.001}``), or None on escape or when nothing changed. The trainer keeps the weights and the optimizer's
+    state and applies them from its next step."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: dict[str, float]):
+        super().__init__(classes="dialog-screen")
+        self.current = {key: float(current.get(key) or 0.0) for key, _, _ in REGULARIZERS}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog dialog-wide", id="reg-dialog") as v:
+            v.border_title = "Regularization"
+            yield Static("What keeps the network from learning its training set by heart. Weights and optimizer "
+                         "state are kept; the change applies from the next step: watch the gap between the train "
+                         "and validation curves.", classes="dialog-message")
+            for key, label, what in REGULARIZERS:
+                with Horizontal(classes="reg-row"):
+                    yield Label(f"{label:<8}", classes="dialog-label")
+                    yield Input(value=f"{self.current[key]:g}", id=f"reg-{key}")
+                yield Label(f"[dim]{what}[/dim]", classes="reg-what")
+            yield Label("enter: apply   tab: next field   escape: cancel", classes="dialog-hint")
+            yield Label("", id="reg-error", classes="dialog-error")
+
+    def on_mount(self) -> None:
+        inp = self.query_one(f"#reg-{REGULARIZERS[0][0]}", Input)
+        inp.focus()
+        inp.action_select_all()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        changed: dict[str, float] = {}
+        for key, _, _ in REGULARIZERS:
+            v = parse_regularization(key, self.query_one(f"#reg-{key}", Input).value)
+            if isinstance(v, str):
+                self.query_one("#reg-error", Label).update(v)
+                self.query_one(f"#reg-{key}", Input).focus()
+                return
+            if v != self.current[key]:
+                changed[key] = v
+        self.dismiss(changed or None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
