@@ -23,6 +23,19 @@ def _cpu_target_unchanged():
     assert after == before, f"the test left Numba's CPU target changed: {before} -> {after}"
 
 
+@pytest.fixture(autouse=True)
+def _float_mode_restored():
+    """Each test starts with the main thread's float mode as the suite found it: a test that trains in pytest's
+    thread turns subnormal flushing on there (configure_threads does, see tuinet/engine/fpmode.py), which would
+    otherwise decide what later tests compute with subnormal numbers."""
+    from tuinet.engine.fpmode import denormals_flushed, flush_denormals
+
+    before = denormals_flushed()
+    yield
+    if before is not None and denormals_flushed() != before:
+        flush_denormals(before)
+
+
 def pytest_configure(config):
     os.environ.setdefault("TUINET_THREADS", "2")
     # no thread-mode probing in tests: exact-equality checks (resume, determinism) need fixed thread counts;

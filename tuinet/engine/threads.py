@@ -18,6 +18,7 @@ from statistics import median  # of a few dozen step times: 1 us where np.median
 import numba
 
 from tuinet.engine import runtime
+from tuinet.engine.fpmode import flush_denormals
 from tuinet.errors import ConfigError
 
 #: the thread modes: the cores to BLAS, the cores to Numba, or one thread for both
@@ -66,6 +67,7 @@ def configure_threads(model=None, mode: str | None = None) -> str:
         mode: force ``"blas"``, ``"numba"`` or ``"single"`` (one thread for both); ``TUINET_THREAD_MODE`` also
             forces it.
     """
+    flush_denormals()  # in the thread that trains, and so in the Numba threads it starts (see engine/fpmode.py)
     if mode is None:
         check_thread_settings()
         mode = os.environ.get("TUINET_THREAD_MODE") or None

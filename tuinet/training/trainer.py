@@ -21,6 +21,7 @@ import numpy as np
 from tuinet.data import Dataset
 from tuinet.engine import kernels as K
 from tuinet.engine.checkpoint import load_checkpoint, save_checkpoint
+from tuinet.engine.fpmode import flush_denormals
 from tuinet.engine.model import Sequential
 from tuinet.engine.optim import make_optimizer
 from tuinet.engine.precompile import CompileHelper
@@ -815,6 +816,7 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         c = self.config
         self.status = "loading"
+        flush_denormals()  # before this thread starts any Numba threads: they take its setting (engine/fpmode.py)
         if not isinstance(self._run_dir_arg, RunDir):
             self.prepare()  # data and model first: when they fail, no run folder has been created
         self._setup_run_dir()
