@@ -15,6 +15,7 @@ from tuinet.engine.checkpoint import load_checkpoint
 from tuinet.errors import ConfigError
 from tuinet.protocol import make_command, validate_command
 from tuinet.training.branch import branch_config
+from tuinet.training.compare import RunRecord, load_run, settings_diff
 from tuinet.training.config import TrainConfig
 from tuinet.training.rundir import RunDir
 from tuinet.training.session import Session
@@ -220,3 +221,19 @@ def test_the_command_is_checked_field_by_field(cmd, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
         validate_command({"command": "set_regularization", **cmd})
     assert validate_command({"command": "set_regularization", "l2": 0, "dropout": 0.5})
+
+
+def test_the_compare_screen_shows_a_setting_changed_while_training_as_from_to(tmp_path):
+    trainer, session, events, got = paused_session(tmp_path)
+    try:
+        session.send(make_command("set_regularization", l2=0.01, dropout=0.3))
+        assert got["regularization_changed"].wait(30)
+    finally:
+        stop(trainer, session)
+    record = load_run(tmp_path / "runs" / "live")
+    assert record.changed == {"l2": [0.0, 0.01], "dropout": [0.0, 0.3]}
+    assert record.config["dropout"] == 0.0  # config.json: as it started
+    # against a run of the same settings left alone, the diff names what changed, from what to what
+    alone = RunRecord(name="alone", path=tmp_path / "alone", status="finished", config=dict(record.config))
+    diff = dict(settings_diff([record, alone]))
+    assert diff["dropout"] == ["0 → 0.3", 0.0] and diff["l2"] == ["0 → 0.01", 0.0] and "l1" not in diff

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from tuinet.errors import ConfigError
+from tuinet.formatting import fmt_num
 from tuinet.protocol import ENDED_STATUSES, LIVE_STATUSES, PROTOCOL_VERSION
 from tuinet.training.config import TrainConfig, default_runs_dir
 from tuinet.training.curves import METRICS_FILE, event_kind, num, read_json_object
@@ -80,6 +81,8 @@ class RunRecord:
     parent: dict[str, Any] | None = None  # a branched run's origin: {"run": name, "epoch": n, "step": n}
     notes: list[str] = field(default_factory=list)  # what could not be read
     pid: int | None = None  # the trainer's process while the run is live or paused
+    #: settings changed while it trained (the app's regularization dialog): {key: [as it started, now]}
+    changed: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
@@ -295,7 +298,16 @@ def load_run(path: str | Path) -> RunRecord:
         test_accuracy=_first_float(status.get("test_accuracy"), fin.get("test_accuracy")),
         train_seconds=_first_float(status.get("train_seconds"), fin.get("train_seconds")),
         samples_per_second=sps, started=started, config=config,
-        parent=parent if isinstance(parent, dict) else None, notes=notes, pid=alive or None)
+        parent=parent if isinstance(parent, dict) else None, notes=notes, pid=alive or None,
+        changed=_changed_settings(status.get("changed_settings")))
+
+
+def _changed_settings(raw: Any) -> dict[str, list[Any]]:
+    """status.json's ``changed_settings`` as far as it is well formed: ``{key: [start, now]}`` of numbers."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: list(v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
 
 
 def _text(v: Any) -> str | None:
@@ -521,7 +533,9 @@ def settings_diff(records: Sequence[RunRecord]) -> list[tuple[str, list[Any]]]:
         keys.update(dict.fromkeys(k for k in r.config if k not in NOT_SETTINGS))
     out = []
     for k in keys:
-        values = [r.config.get(k) for r in records]
+        # a setting changed while a run trained shows as "0 → 0.3" (it started with the first, ended with the second)
+        values = [f"{fmt_num(r.changed[k][0])} → {fmt_num(r.changed[k][1])}" if k in r.changed else r.config.get(k)
+                  for r in records]
         if len({_norm(v) for v in values}) > 1:
             out.append((k, values))
     return out

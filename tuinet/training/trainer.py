@@ -486,6 +486,7 @@ class Trainer:
         c.l1, c.l2, c.dropout = new["l1"], new["l2"], new["dropout"]
         self._emit("regularization_changed", **new, previous=previous, step=self.global_step,
                    **({"layers": layers, "num_params": self.model.num_params()} if layers is not None else {}))
+        self._status_file()  # its changed_settings (the checkpoint that carries them comes with the epoch's end)
 
     def _rebuild_for_dropout(self, rate: float) -> None:
         """The model as its spec builds it with dropout ``rate`` (dropout layers set to the new rate, added or
@@ -797,7 +798,19 @@ class Trainer:
             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             test_accuracy=(self.test_result or {}).get("accuracy"), test_loss=(self.test_result or {}).get("loss"),
             best_epoch=self.best_epoch or None, **self._final_figures,
-            train_seconds=round(self.train_seconds, 2), started=self.started_at, **extra)
+            train_seconds=round(self.train_seconds, 2), started=self.started_at,
+            changed_settings=self._changed_settings(), **extra)
+
+    def _changed_settings(self) -> dict[str, list[float]]:
+        """The settings changed while the run trained (set_regularization): ``{key: [as it started, now]}``, for
+        the Compare screen's settings diff (config.json keeps the values the run started with)."""
+        start = getattr(self, "_start_settings", None)
+        if start is None:
+            saved = self.run_dir.read_json("config.json") if self.run_dir else {}
+            start = self._start_settings = {k: float(saved.get(k, getattr(self.config, k)) or 0.0)
+                                            for k in REGULARIZATION}
+        now = {k: float(getattr(self.config, k)) for k in REGULARIZATION}
+        return {k: [start[k], now[k]] for k in REGULARIZATION if now[k] != start[k]}
 
     def _setup_run_dir(self) -> None:
         if self._run_dir_arg is False:
