@@ -1,6 +1,6 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|boundary|neurons|compare|lesson|lrfind|sweep|serve]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|augment|regularize|boundary|neurons|compare|lesson|lrfind|sweep|serve]
 
 Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg``, ``draw.svg`` (a 7 drawn with the mouse on the
 Draw tab) and ``stepview.svg`` (one step after ``n``, stage by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
@@ -8,7 +8,8 @@ screen over four small digits runs (three learning rates and one with dropout) a
 ``neurons.svg``: the spiral learnt from Playground's input features with one hidden unit's map drawn large beside
 the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compare screen with its measured result.
 Each run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
-``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
+``regularize.svg`` is an mlp overfitting 3,000 MNIST digits, given dropout and L2 at epoch 40 through the
+regularization dialog (``g``), at epoch 90. ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
 ``sweep.svg`` is the Sweep screen of a real 12-trial sweep on digits (``tuinet sweep --detach``, two workers), taken
 once most trials are done. ``firstrun.svg`` is the first run of the cnn preset on an empty Numba cache while its
 kernels compile in two processes (the trainer and the compile helper). ``serve.png`` is `tuinet serve` in headless
@@ -106,6 +107,41 @@ async def augment_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         app.query_one("#samples-scroll").scroll_to_widget(app.query_one("#augmented"), animate=False, top=True)
         await settle(app, 1.0)
         app.save_screenshot("augment.svg", str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
+async def regularize_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """An mlp overfitting 3,000 MNIST digits without dropout; at epoch 40 paused, dropout 0.3 and L2 0.001 typed in
+    the regularization dialog (g), resumed; the dashboard at epoch 90: the curves before and after."""
+    from textual.widgets import Input
+
+    from tuinet.app.screens.dialogs import RegularizationDialog
+
+    cfg = TrainConfig(dataset="mnist", limit=3000, epochs=100, dropout=0.0, keep_epochs=0, runs_dir=runs,
+                      optimizer="adamw", schedule="cosine", lr=0.002, batch_size=128, on_divergence="pause",
+                      log_every=6)
+    trainer = Trainer(cfg)
+    session = Session(trainer)
+    # paused by the trainer's own thread at the end of epoch 40 (the app's view of a run this fast lags it)
+    session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
+                         and e["epoch"] == 40 else None)
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.state.paused, what="the pause after 40 epochs of overfitting")
+        await press(pilot, "g")
+        await wait_for(pilot, lambda: isinstance(app.screen, RegularizationDialog), what="the dialog")
+        app.screen.query_one("#reg-l2", Input).value = "0.001"
+        app.screen.query_one("#reg-dropout", Input).value = "0.3"
+        app.screen.query_one("#reg-dropout", Input).focus()
+        await press(pilot, "enter")
+        await wait_for(pilot, lambda: app.state.config.get("dropout") == 0.3, what="the trainer's confirmation")
+        session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
+                             and e["epoch"] == 90 else None)
+        await press(pilot, "space")
+        await wait_for(pilot, lambda: app.state.paused and app.state.epoch >= 90, what="50 epochs more")
+        await settle(app)
+        app.save_screenshot("regularize.svg", str(out))
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
 
@@ -318,7 +354,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "augment", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep",
+    p.add_argument("--only", choices=("mnist", "augment", "regularize", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep",
                                       "serve", "firstrun"),
                    help="make one group of screenshots")
     args = p.parse_args()
@@ -327,6 +363,7 @@ def main() -> None:
     cols, rows = (int(v) for v in args.size.lower().split("x"))
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions", "draw", "stepview")),
               "augment": (augment_shot, ("augment",)),
+              "regularize": (regularize_shot, ("regularize",)),
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
               "lrfind": (lrfind_shot, ("lrfind",)), "sweep": (sweep_shot, ("sweep",)),
