@@ -28,12 +28,14 @@ def _float_mode_restored():
     """Each test starts with the main thread's float mode as the suite found it: a test that trains in pytest's
     thread turns subnormal flushing on there (configure_threads does, see tuinet/engine/fpmode.py), which would
     otherwise decide what later tests compute with subnormal numbers."""
-    from tuinet.engine.fpmode import denormals_flushed, flush_denormals
+    import sys
 
-    before = denormals_flushed()
+    fp = sys.modules.get("tuinet.engine.fpmode")  # not imported here: importing the engine sets Numba's CPU target
+    before = fp.denormals_flushed() if fp else False  # (before it is imported, nothing in tuinet has set it)
     yield
-    if before is not None and denormals_flushed() != before:
-        flush_denormals(before)
+    fp = sys.modules.get("tuinet.engine.fpmode")
+    if fp and before is not None and fp.denormals_flushed() != before:
+        fp.flush_denormals(before)
 
 
 def pytest_configure(config):

@@ -247,7 +247,8 @@ class RegularizationDialog(ModalScreen["dict[str, float] | None"]):
             for key, label, what in REGULARIZERS:
                 with Horizontal(classes="reg-row"):
                     yield Label(f"{label:<8}", classes="dialog-label")
-                    yield Input(value=f"{self.current[key]:g}", id=f"reg-{key}")
+                    # every digit (repr): enter on an untouched field must send nothing, not a rounded value
+                    yield Input(value="0" if self.current[key] == 0 else repr(self.current[key]), id=f"reg-{key}")
                 yield Label(f"[dim]{what}[/dim]", classes="reg-what")
             yield Label("enter: apply   tab: next field   escape: cancel", classes="dialog-hint")
             yield Label("", id="reg-error", classes="dialog-error")

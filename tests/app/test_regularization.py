@@ -1,0 +1,177 @@
+"""The app's regularization dialog (key g) against a scripted session: it opens on the run's L1, L2 and dropout,
+sends only what changed as one set_regularization command, shows it pending until the trainer's
+regularization_changed event, which the status panel, the layers and the event log then follow; bad values, escape
+and unchanged values send nothing; a run that is over opens no dialog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.app.fakes import FakeSession, opening
+from tuinet.app.app import TuinetApp
+from tuinet.app.screens.dialogs import RegularizationDialog
+from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
+from tuinet.protocol import make_event
+from tuinet.training.config import TrainConfig
+
+SIZE = (120, 40)
+LAYERS = [{"name": "dense_1", "kind": "Dense", "output_shape": [16], "params": 48},
+          {"name": "dropout_1", "kind": "Dropout", "output_shape": [16], "params": 0},
+          {"name": "dense_2", "kind": "Dense", "output_shape": [2], "params": 34}]
+
+
+def reg_opening(**config: Any) -> list[dict[str, Any]]:
+    """A spiral run's opening (started at step 0, then steps 5, 10, 15) whose started event's config holds
+    ``config`` (dropout 0.1, l2 0 by default)."""
+    events = opening()
+    events[0]["config"] = {**events[0]["config"], "dropout": 0.1, "l1": 0.0, "l2": 0.0, **config}
+    return events
+
+
+def fake_app(events: list[dict[str, Any]]) -> tuple[TuinetApp, FakeSession]:
+    fake = FakeSession(events)
+    return TuinetApp(fake, config=TrainConfig(dataset="spiral", epochs=100)), fake
+
+
+def status(app: TuinetApp) -> str:
+    """The visible text of the status panel."""
+    return str(app.query_one("#status").render())
+
+
+def field(app: TuinetApp, key: str) -> str:
+    return app.screen.query_one(f"#reg-{key}").value
+
+
+def error(app: TuinetApp) -> str:
+    return str(app.screen.query_one("#reg-error").render())
+
+
+async def open_dialog(pilot) -> None:
+    await press(pilot, "g")
+    await wait_for_screen(pilot, RegularizationDialog, what="the regularization dialog")
+
+
+async def closed(pilot) -> None:
+    await wait_until(pilot, lambda: not isinstance(pilot.app.screen, RegularizationDialog), what="dialog closed")
+
+
+@async_test
+async def test_g_opens_on_the_runs_values_and_enter_sends_only_what_changed():
+    app, fake = fake_app(reg_opening())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await wait_until(pilot, lambda: "dropout 0.1" in status(app), what="the run's dropout on the status panel")
+        await open_dialog(pilot)
+        assert (field(app, "l1"), field(app, "l2"), field(app, "dropout")) == ("0", "0", "0.1")
+        assert app.screen.focused is app.screen.query_one("#reg-l1"), "the dialog starts on L1"
+        # type over the L2 and dropout fields (tab selects a field's text); L1 is left as it was
+        await press(pilot, "tab", *"0.001", "tab", *"0.3")
+        assert (field(app, "l1"), field(app, "l2"), field(app, "dropout")) == ("0", "0.001", "0.3")
+        await press(pilot, "enter")
+        await closed(pilot)
+        assert fake.sent == [{"command": "set_regularization", "l2": 0.001, "dropout": 0.3, "v": 1}]
+        assert set(app.pending) == {"regularization_changed"}
+        await wait_until(pilot, lambda: "l2 → 0.001, dropout → 0.3 (next step)" in status(app), what="pending shown")
+
+
+@async_test
+async def test_the_trainers_answer_updates_status_layers_and_log():
+    app, fake = fake_app(reg_opening())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await open_dialog(pilot)
+        app.screen.query_one("#reg-l2").value = "0.001"
+        app.screen.query_one("#reg-dropout").value = "0.3"
+        await press(pilot, "enter")
+        await closed(pilot)
+        await wait_until(pilot, lambda: "l2 → 0.001, dropout → 0.3" in status(app), what="pending shown")
+        assert app.state.config["dropout"] == 0.1 and app.state.config["l2"] == 0.0, "nothing applied before the answer"
+
+        fake.emit(make_event("regularization_changed", l1=0.0, l2=0.001, dropout=0.3,
+                             previous={"l1": 0.0, "l2": 0.0, "dropout": 0.1}, step=15, layers=LAYERS, num_params=82))
+        await wait_until(pilot, lambda: not app.pending, what="the answer")
+        await wait_until(pilot, lambda: "dropout 0.3, l2 0.001" in status(app), what="the new values shown")
+        assert "→" not in status(app) and "(next step)" not in status(app), "the pending line is gone"
+        assert "dropout 0.1" not in status(app)
+        assert [app.state.config[k] for k in ("l1", "l2", "dropout")] == [0.0, 0.001, 0.3]
+        assert app.state.layers == LAYERS
+        line = "regularization: l2 0 -> 0.001, dropout 0.1 -> 0.3 from step 16"
+        assert app.state.log[-1][-1] == line
+        await wait_until(pilot, lambda: any(t.plain.endswith(line) for t in app.query_one("#event-log").log_lines),
+                         what="the line in the event log")
+        assert [what for what, _ in app.latencies] == ["l2 → 0.001, dropout → 0.3"]
+
+        # the dialog opens on the run's values as they are now
+        await open_dialog(pilot)
+        assert (field(app, "l1"), field(app, "l2"), field(app, "dropout")) == ("0", "0.001", "0.3")
+        await press(pilot, "escape")
+        await closed(pilot)
+        assert fake.kinds() == ["set_regularization"]
+
+
+@async_test
+async def test_bad_values_escape_and_unchanged_values_send_nothing():
+    app, fake = fake_app(reg_opening(l2=0.001))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await open_dialog(pilot)
+        assert error(app) == ""
+        for key, value, says in (("dropout", "1", "dropout must be below 1"),
+                                 ("dropout", "0.5", None),
+                                 ("l2", "-0.1", "l2 must be a number >= 0"),
+                                 ("l2", "0.01", None),
+                                 ("l1", "banana", "l1 must be a number, got 'banana'")):
+            app.screen.query_one(f"#reg-{key}").value = value
+            if says is None:
+                continue
+            await press(pilot, "enter")
+            await wait_until(pilot, lambda says=says: says in error(app), what=f"the error for {key}")
+            assert isinstance(app.screen, RegularizationDialog), "a bad value keeps the dialog open"
+            assert app.screen.focused is app.screen.query_one(f"#reg-{key}"), "the bad field takes the focus"
+            assert fake.sent == [] and not app.pending
+        # escape drops what was typed, valid or not
+        await press(pilot, "escape")
+        await closed(pilot)
+        assert fake.sent == [] and not app.pending
+
+        # the same values again, typed or not, send nothing either
+        await open_dialog(pilot)
+        assert (field(app, "l1"), field(app, "l2"), field(app, "dropout")) == ("0", "0.001", "0.1")
+        assert error(app) == "", "a new dialog starts without the old error"
+        app.screen.query_one("#reg-dropout").value = "0.10"
+        app.screen.query_one("#reg-l2").value = " 1e-3 "
+        await press(pilot, "enter")
+        await closed(pilot)
+        assert fake.sent == [] and not app.pending
+        assert "→" not in status(app)
+
+
+@async_test
+async def test_g_on_a_finished_run_opens_nothing_and_says_why():
+    finished = make_event("finished", test_accuracy=0.9, test_loss=0.3, epochs=1, train_seconds=1.0,
+                          samples_per_second=1000.0, run_dir="runs/x")
+    app, fake = fake_app([*reg_opening(), finished])
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.status == "finished", what="finish")
+        toasts: list[str] = []
+        show = app.notify
+        app.notify = lambda message, **kwargs: (toasts.append(str(message)), show(message, **kwargs))[1]
+        assert app.check_action("regularize", ()) is None, "greyed out"
+        await press(pilot, "g")
+        await wait_until(pilot, lambda: toasts, what="a toast for g")
+        assert "the run is over (finished)" in toasts[-1]
+        await pilot.pause(0)
+        assert len(app.screen_stack) == 1 and not isinstance(app.screen, RegularizationDialog)
+        assert fake.sent == [] and not app.pending
+
+
+@async_test
+async def test_a_value_of_many_digits_is_shown_whole_so_enter_on_it_changes_nothing():
+    app, fake = fake_app(reg_opening(l2=0.00012345678, dropout=0.0))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await open_dialog(pilot)
+        assert (field(app, "l2"), field(app, "dropout")) == ("0.00012345678", "0")
+        await press(pilot, "enter")
+        await closed(pilot)
+        assert fake.sent == [] and not app.pending
