@@ -25,17 +25,15 @@ def _cpu_target_unchanged():
 
 @pytest.fixture(autouse=True)
 def _float_mode_restored():
-    """Each test starts with the main thread's float mode as the suite found it: a test that trains in pytest's
-    thread turns subnormal flushing on there (configure_threads does, see tuinet/engine/fpmode.py), which would
-    otherwise decide what later tests compute with subnormal numbers."""
+    """After each test pytest's thread computes with subnormal floats again, as when the suite started: a test (or a
+    module's fixture) that trains in this thread turns flushing them to zero on here (configure_threads does, see
+    tuinet/engine/fpmode.py), which would otherwise decide what later tests compute, and compare, with them."""
     import sys
 
-    fp = sys.modules.get("tuinet.engine.fpmode")  # not imported here: importing the engine sets Numba's CPU target
-    before = fp.denormals_flushed() if fp else False  # (before it is imported, nothing in tuinet has set it)
     yield
-    fp = sys.modules.get("tuinet.engine.fpmode")
-    if fp and before is not None and fp.denormals_flushed() != before:
-        fp.flush_denormals(before)
+    fp = sys.modules.get("tuinet.engine.fpmode")  # not imported here: importing the engine sets Numba's CPU target
+    if fp and fp.denormals_flushed():
+        fp.flush_denormals(False)
 
 
 def pytest_configure(config):

@@ -19,7 +19,15 @@ from tuinet.training.config import TrainConfig
 from tuinet.training.trainer import Trainer
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
-SUBNORMAL = np.float32(1e-40)  # below float32's smallest normal number, 1.18e-38
+#: 1e-40, below float32's smallest normal number (1.18e-38), made from its bits: converting 1e-40 to float32 in a
+#: thread that flushes subnormal numbers would give 0
+SUBNORMAL = np.array([0x116C2], np.uint32).view(np.float32)[0]
+
+
+def bits(x) -> int | np.ndarray:
+    """A float32's (or an array's) bits: compared as integers, a subnormal number is not read as zero in a thread
+    that flushes them (pytest's, after a test that trained in it)."""
+    return np.asarray(x, np.float32).view(np.uint32)[()] if np.ndim(x) == 0 else np.asarray(x).view(np.uint32)
 
 
 def in_thread(fn):
@@ -70,14 +78,14 @@ def test_elsewhere_than_x86_it_says_it_cannot():
 def test_a_thread_computes_subnormal_results_as_zero_once_it_flushes():
     def check():
         flush_denormals(False)
-        off = (np.float32(1e-20) * np.float32(1e-20), SUBNORMAL * np.float32(1.0), denormals_flushed())
+        off = (bits(np.float32(1e-20) * np.float32(1e-20)), bits(SUBNORMAL * np.float32(1.0)), denormals_flushed())
         flush_denormals(True)
-        on = (np.float32(1e-20) * np.float32(1e-20), SUBNORMAL * np.float32(1.0), denormals_flushed())
+        on = (bits(np.float32(1e-20) * np.float32(1e-20)), bits(SUBNORMAL * np.float32(1.0)), denormals_flushed())
         return off, on
 
     off, on = in_thread(check)
-    assert off[0] > 0 and off[1] == SUBNORMAL and off[2] is False
-    assert on == (0.0, 0.0, True)
+    assert off[0] != 0 and off[1] == bits(SUBNORMAL) == 0x116C2 and off[2] is False
+    assert on == (0, 0, True)
 
 
 @pytest.mark.skipif(not X86, reason="the flush-to-zero setting is x86's MXCSR")
@@ -91,9 +99,9 @@ def test_numba_threads_started_by_a_thread_that_configured_them_flush(monkeypatc
     if numba.threading_layer() == "omp":
         # OpenMP (Numba's layer where libgomp is found) starts a pool of threads for each thread that launches a
         # parallel kernel, from it: every thread's products, subnormal results and operands alike, are 0
-        assert not np.any(out)
+        assert not np.any(bits(out))
     else:  # one pool for the process, started by whichever thread came first: at least the calling thread's part
-        assert not np.all(out)
+        assert not np.all(bits(out))
 
     monkeypatch.setenv("TUINET_FLUSH_DENORMALS", "0")  # the switch to measure what it saves: left alone
 
@@ -103,7 +111,7 @@ def test_numba_threads_started_by_a_thread_that_configured_them_flush(monkeypatc
         return denormals_flushed(), products_on_numba_threads()
 
     flushed, out = in_thread(check_off)
-    assert not flushed and (numba.threading_layer() != "omp" or np.all(out > 0))
+    assert not flushed and (numba.threading_layer() != "omp" or np.all(bits(out) != 0))
 
 
 @pytest.mark.skipif(not X86, reason="the flush-to-zero setting is x86's MXCSR")
