@@ -44,9 +44,9 @@ EVENTS: dict[str, str] = {
     "resumed": "training resumed",
     "lr_changed": "learning rate changed: lr, old_lr, source (user, schedule, plateau, divergence)",
     "optimizer_changed": "optimizer swapped: name, hyperparams, state (fresh)",
-    "regularization_changed": "the weight penalties or the dropout rate changed (from the next step): l1, l2, dropout "
-                              "(as they are now), previous {l1, l2, dropout}, step, layers (the model's layers, when "
-                              "dropout layers came or went)",
+    "regularization_changed": "the weight penalties, the dropout rate or the weight decay changed (from the next "
+                              "step): l1, l2, dropout, weight_decay (as they are now), previous {the same four}, step, "
+                              "layers (the model's layers, when dropout layers came or went)",
     "checkpoint_saved": "a checkpoint was written: path, kind (latest, best, manual)",
     "evaluated": "on-demand evaluation: split, loss, accuracy",
     "early_stopped": "validation loss stopped improving: epoch, best_epoch, best_val_loss",
@@ -75,8 +75,9 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "set_lr": ("set the learning rate (applied at the next step)", ("lr",)),
     "scale_lr": ("multiply the learning rate by factor", ("factor",)),
     "set_optimizer": ("swap the optimizer, keeping the weights: name, optional hyperparams dict", ("name",)),
-    "set_regularization": ("set the weight penalties and the dropout rate (from the next step, weights and optimizer "
-                           "state kept): any of l1, l2 (>= 0), dropout (in [0, 1))", ()),
+    "set_regularization": ("set the weight penalties, the dropout rate and the optimizer's weight decay (from the next "
+                           "step, weights and optimizer state kept): any of l1, l2, weight_decay (>= 0), dropout (in "
+                           "[0, 1))", ()),
     "save": ("save a checkpoint now", ()),
     "evaluate": ("evaluate on the test set now", ()),
     "rollback": ("after a divergence: restore the last good weights, multiply lr by factor (default 0.5)", ()),
@@ -203,8 +204,9 @@ MAX_IMAGE_SIDE = 64  # rows, and numbers a row, of a probe command's image
 HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", "betas": "betas", "eps": "number",
                "weight_decay": "number", "alpha": "number", "centered": "bool", "amsgrad": "bool"}
 
-#: what a set_regularization command may change (the run's settings of the same names)
-REGULARIZATION = ("l1", "l2", "dropout")
+#: what a set_regularization command may change (the run's settings of the same names; weight_decay is the
+#: optimizer's hyperparameter)
+REGULARIZATION = ("l1", "l2", "dropout", "weight_decay")
 
 #: fields any command may carry besides its own: the protocol version, and the viewer's pid (set by the socket)
 _COMMON_FIELDS = {"command", "v", "client_pid"}
@@ -259,8 +261,8 @@ def _check_image(image: Any) -> None:
 
 
 def _check_regularization(cmd: dict[str, Any]) -> None:
-    """A set_regularization command: at least one of l1, l2, dropout; penalties finite and >= 0, a dropout rate in
-    [0, 1)."""
+    """A set_regularization command: at least one of l1, l2, dropout, weight_decay; penalties and decay finite and
+    >= 0, a dropout rate in [0, 1)."""
     given = [k for k in REGULARIZATION if k in cmd]
     if not given:
         raise ConfigError(f"command 'set_regularization' needs at least one of {', '.join(REGULARIZATION)}")

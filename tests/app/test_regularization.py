@@ -49,6 +49,9 @@ def error(app: TuinetApp) -> str:
 async def open_dialog(pilot) -> None:
     await press(pilot, "g")
     await wait_for_screen(pilot, RegularizationDialog, what="the regularization dialog")
+    # mounted: its first field has the focus (a key pressed before that would not reach the dialog's fields)
+    await wait_until(pilot, lambda: pilot.app.screen.focused is pilot.app.screen.query_one("#reg-l1"),
+                     what="the dialog's first field focused")
 
 
 async def closed(pilot) -> None:
@@ -175,3 +178,33 @@ async def test_a_value_of_many_digits_is_shown_whole_so_enter_on_it_changes_noth
         await press(pilot, "enter")
         await closed(pilot)
         assert fake.sent == [] and not app.pending
+
+
+@async_test
+async def test_the_optimizers_weight_decay_is_a_field_and_follows_the_trainers_answer():
+    events = reg_opening()
+    events[0]["optimizer"], events[0]["hyperparams"] = "adamw", {"lr": 0.001, "weight_decay": 0.05}
+    app, fake = fake_app(events)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await wait_until(pilot, lambda: "weight_decay=0.05" in status(app), what="the optimizer's decay shown")
+        await open_dialog(pilot)
+        assert field(app, "weight_decay") == "0.05"  # the optimizer's own, not a config value
+        app.screen.query_one("#reg-weight_decay").value = "0.1"
+        await press(pilot, "enter")
+        await closed(pilot)
+        assert fake.sent == [{"command": "set_regularization", "weight_decay": 0.1, "v": 1}]
+        fake.emit(make_event("regularization_changed", l1=0.0, l2=0.0, dropout=0.1, weight_decay=0.1,
+                             previous={"l1": 0.0, "l2": 0.0, "dropout": 0.1, "weight_decay": 0.05}, step=15))
+        await wait_until(pilot, lambda: "weight_decay=0.1" in status(app), what="the new decay in the status panel")
+        assert app.state.log[-1][-1] == "regularization: weight_decay 0.05 -> 0.1 from step 16"
+        assert app.state.layers == events[0]["layers"]  # no layers in the event: unchanged
+
+
+@async_test
+async def test_an_optimizer_without_weight_decay_gets_no_such_field():
+    app, fake = fake_app(reg_opening())  # its hyperparams: lr alone
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await open_dialog(pilot)
+        assert not app.screen.query("#reg-weight_decay") and app.screen.query("#reg-dropout")

@@ -200,7 +200,7 @@ def test_a_stopped_branch_resumes_as_a_branch(tmp_path, parent):
 @pytest.mark.parametrize("options, state", [
     ({"lr": 0.0001}, "carried"),
     ({"optimizer": "sgd"}, "fresh"),
-    ({"weight_decay": 0.01}, "fresh"),
+    ({"weight_decay": 0.01}, "carried"),  # as the app changes it on a running optimizer (set_regularization)
     ({"betas": (0.8, 0.99)}, "fresh"),
 ])
 def test_optimizer_state_carries_over_only_when_the_optimizer_is_unchanged(tmp_path, parent, options, state):
@@ -211,7 +211,8 @@ def test_optimizer_state_carries_over_only_when_the_optimizer_is_unchanged(tmp_p
     if state == "carried":
         assert t.optimizer.t == ck.meta["optimizer"]["t"]
         arrays_equal(arrays, ck.prefixed("optim"))
-        assert t.optimizer.lr == pytest.approx(0.0001)
+        assert t.optimizer.lr == pytest.approx(options.get("lr", ck.meta["optimizer"]["hyperparams"]["lr"]))
+        assert t.optimizer.hyper["weight_decay"] == options.get("weight_decay", 0.0)
     else:
         assert t.optimizer.t == 0 and all(not a.any() for a in arrays.values())
     assert t.branch_info["optimizer_state"] == state

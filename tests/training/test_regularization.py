@@ -80,7 +80,8 @@ def test_penalties_and_dropout_change_while_paused_keeping_weights_and_optimizer
         assert got["regularization_changed"].wait(30)
         e = of(events, "regularization_changed")[-1]
         assert (e["l1"], e["l2"], e["dropout"]) == (0.0, 0.01, 0.3) and e["step"] == step
-        assert e["previous"] == {"l1": 0.0, "l2": 0.0, "dropout": 0.0}
+        assert e["previous"] == {"l1": 0.0, "l2": 0.0, "dropout": 0.0, "weight_decay": 0.0}  # Adam's default decay
+        assert e["weight_decay"] == 0.0
         # the model is the one a run started with --dropout 0.3 builds, holding the same weights
         m = trainer.model
         assert kinds(m) == ["Flatten", "Dense(64)", "ReLU", "Dropout(0.3)", "Dense(32)", "ReLU", "Dropout(0.3)", "Dense(10)"]
@@ -170,23 +171,26 @@ def test_dropout_back_to_zero_removes_the_layers_and_a_model_without_a_place_for
 
 
 def test_a_change_at_an_epochs_end_trains_as_a_branch_with_those_settings(tmp_path, monkeypatch):
-    """Setting dropout and L2 between epochs 1 and 2 gives bit for bit the weights of a branch from epoch 1 with
-    --dropout and --l2: the same weights, optimizer state, shuffle and dropout random state go on."""
+    """Setting dropout, L2 and weight decay between epochs 1 and 2 gives bit for bit the weights of a branch from
+    epoch 1 with --dropout, --l2 and --weight-decay: the same weights, optimizer state (carried over: its
+    hyperparameters are the branch's), shuffle and dropout random state go on."""
     monkeypatch.setenv("TUINET_THREADS", "1")
     cfg = config(tmp_path, name="live", epochs=2, keep_epochs=2)
     trainer = Trainer(cfg)
 
     def emit(e):
         if e["event"] == "epoch" and e["epoch"] == 1:  # applied before the first step of epoch 2
-            trainer.commands.put(make_command("set_regularization", dropout=0.25, l2=0.002))
+            trainer.commands.put(make_command("set_regularization", dropout=0.25, l2=0.002, weight_decay=0.01))
 
     trainer.emit = emit
     assert trainer.run()["event"] == "finished"
     assert trainer.config.dropout == 0.25
 
-    branch = Trainer(branch_config("live@1", {"dropout": 0.25, "l2": 0.002, "name": "branch",
+    branch = Trainer(branch_config("live@1", {"dropout": 0.25, "l2": 0.002, "weight_decay": 0.01, "name": "branch",
                                               "runs_dir": str(tmp_path / "runs")}))
     assert branch.run()["event"] == "finished"
+    assert trainer.optimizer.hyperparams() == branch.optimizer.hyperparams()
+    assert trainer.optimizer.hyper["weight_decay"] == 0.01
     assert kinds(branch.model) == kinds(trainer.model)
     a, b = trainer.model.get_weights(), branch.model.get_weights()
     assert a.keys() == b.keys()
@@ -215,7 +219,8 @@ def test_a_branch_from_a_checkpoint_after_a_change_starts_from_the_changed_setti
     ({"l1": float("nan")}, "l1 must be a number"),
     ({"l2": "0.1"}, "l2 must be a number"),
     ({"l2": True}, "l2 must be a number"),
-    ({"weight_decay": 0.1}, "takes no field 'weight_decay'"),
+    ({"weight_decay": -0.1}, "weight_decay must be a number >= 0"),
+    ({"momentum": 0.9}, "takes no field 'momentum'"),
 ])
 def test_the_command_is_checked_field_by_field(cmd, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
@@ -237,3 +242,45 @@ def test_the_compare_screen_shows_a_setting_changed_while_training_as_from_to(tm
     alone = RunRecord(name="alone", path=tmp_path / "alone", status="finished", config=dict(record.config))
     diff = dict(settings_diff([record, alone]))
     assert diff["dropout"] == ["0 → 0.3", 0.0] and diff["l2"] == ["0 → 0.01", 0.0] and "l1" not in diff
+
+
+def test_weight_decay_changes_in_the_optimizer_keeping_its_state_and_reaches_a_resume(tmp_path):
+    trainer, session, events, got = paused_session(tmp_path, optimizer="adamw")
+    try:
+        assert trainer.optimizer.hyper["weight_decay"] == 0.01  # AdamW's default
+        meta, state = trainer.optimizer.state_dict()
+        state = {k: v.copy() for k, v in state.items()}
+        opt = trainer.optimizer
+        session.send(make_command("set_regularization", weight_decay=0.05))
+        assert got["regularization_changed"].wait(30)
+        e = of(events, "regularization_changed")[-1]
+        assert e["previous"]["weight_decay"] == 0.01 and e["weight_decay"] == 0.05 and "layers" not in e
+        assert trainer.optimizer is opt and opt.hyper["weight_decay"] == 0.05 and opt.t == meta["t"]
+        for k, v in opt.state_dict()[1].items():
+            np.testing.assert_array_equal(v, state[k])  # moments untouched
+        session.send(make_command("save"))
+        assert got["checkpoint_saved"].wait(30)
+    finally:
+        stop(trainer, session)
+    rd = RunDir(tmp_path / "runs" / "live")
+    assert load_checkpoint(rd.latest).meta["optimizer"]["hyperparams"]["weight_decay"] == 0.05
+    assert load_run(rd.path).changed == {"weight_decay": [0.01, 0.05]}  # config.json had none: AdamW's default
+    resumed = Trainer.resume(rd, epochs=1)
+    resumed.prepare()
+    assert resumed.optimizer.hyper["weight_decay"] == 0.05 and resumed.config.weight_decay == 0.05
+
+
+def test_weight_decay_is_refused_for_an_optimizer_without_it_with_nothing_changed(tmp_path):
+    trainer, session, events, got = paused_session(tmp_path)
+    try:
+        trainer.optimizer.hyper.pop("weight_decay")  # (every optimizer tuinet has takes one: as if one did not)
+        session.send(make_command("set_regularization", weight_decay=0.1, l2=0.01))
+        deadline = time.monotonic() + 30
+        while not any("refused" in e.get("message", "") for e in of(events, "log")):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        refused = next(e for e in of(events, "log") if "refused" in e.get("message", ""))
+        assert "has no weight decay" in refused["message"]
+        assert trainer.model.l2 == 0.0 and not of(events, "regularization_changed")
+    finally:
+        stop(trainer, session)

@@ -752,7 +752,10 @@ class TuinetApp(App[int]):
             if changed:
                 what = ", ".join(f"{key} → {fmt_num(v) if v else '0'}" for key, v in changed.items())
                 self._send("set_regularization", what, **changed)
-        self.push_screen(RegularizationDialog(self.state.config or {}), done)
+        st = self.state
+        # the weight decay is the optimizer's (its hyperparameters, as the status panel shows them)
+        self.push_screen(RegularizationDialog({**(st.config or {}),
+                                               "weight_decay": (st.hyperparams or {}).get("weight_decay")}), done)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""

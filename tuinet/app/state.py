@@ -428,6 +428,8 @@ class RunState:
 
     def _on_regularization_changed(self, e):
         self.config = {**self.config, **{key: e[key] for key in REGULARIZATION if key in e}}
+        if e.get("weight_decay") is not None and "weight_decay" in self.hyperparams:  # the optimizer's, shown as such
+            self.hyperparams = {**self.hyperparams, "weight_decay": e["weight_decay"]}
         if e.get("layers"):  # dropout layers came or went
             self.layers = e["layers"]
             self.dirty.add("layers")

@@ -10,8 +10,9 @@
 * the weights, the shuffle and dropout random states and the position (epoch, step) come from the checkpoint: the
   new run's epochs continue from the branch point, and ``epochs`` counts from the parent's start, so its curves
   line up with the parent's; a branch with no setting changed trains exactly as ``tuinet resume`` would;
-* the optimizer's state is carried over when the optimizer and its hyperparameters (other than the learning rate)
-  are unchanged, and starts fresh otherwise; the ``started`` event and the log say which;
+* the optimizer's state is carried over when the optimizer and its hyperparameters (other than the learning rate and
+  the weight decay, which the app also changes on a running optimizer) are unchanged, and starts fresh otherwise;
+  the ``started`` event and the log say which;
 * best validation loss, early-stopping patience, train time and throughput start afresh: they describe the branch.
 
 :func:`branch_config` builds the new run's configuration (the command line calls it); ``config.parent`` records the
@@ -142,16 +143,19 @@ def _option(key: str) -> str:
 
 
 def _same_hyper(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Two optimizers' hyperparameters equal, the learning rate aside (JSON-normalized: tuples are lists)."""
+    """Two optimizers' hyperparameters equal, the learning rate and the weight decay aside (JSON-normalized: tuples
+    are lists)."""
     def norm(h):
-        return json.dumps({k: v for k, v in h.items() if k != "lr"}, sort_keys=True, default=str)
+        return json.dumps({k: v for k, v in h.items() if k not in ("lr", "weight_decay")}, sort_keys=True,
+                          default=str)
 
     return norm(a) == norm(b)
 
 
 def same_optimizer(optimizer, saved: dict[str, Any] | None) -> bool:
     """True when ``optimizer`` is the checkpoint's optimizer record's kind with the same hyperparameters (the
-    learning rate aside): its saved state then means the same thing and carries over."""
+    learning rate and the weight decay aside, as a running optimizer's can change): its saved state then means the
+    same thing and carries over."""
     return bool(saved) and optimizer.name == saved.get("name") and isinstance(saved.get("hyperparams"), dict) \
         and _same_hyper(optimizer.hyperparams(), saved["hyperparams"])
 
@@ -319,6 +323,8 @@ def start_branch(trainer, ckpt: Checkpoint | None = None) -> dict[str, Any]:
     if same_optimizer(trainer.optimizer, saved_opt):
         opt = ckpt.build_optimizer(trainer.model)  # the saved state, bound to this model's parameters
         opt.lr = trainer.optimizer.lr
+        if "weight_decay" in opt.hyper:  # the branch's (its option, or the parent's as at the checkpoint)
+            opt.hyper["weight_decay"] = trainer.optimizer.hyper["weight_decay"]
         trainer.optimizer = opt
         state, why = "carried", ""
     else:

@@ -33,8 +33,8 @@ def regularization_change(e: dict[str, Any]) -> str:
     """What a ``regularization_changed`` event changed: ``"l2 0 -> 0.001, dropout 0.1 -> 0.3"`` (``"unchanged"``
     when it asked for the values the run had)."""
     previous = e.get("previous") or {}
-    parts = [f"{key} {previous.get(key, 0):g} -> {e[key]:g}" for key in ("l1", "l2", "dropout")
-             if key in e and e[key] != previous.get(key)]
+    parts = [f"{key} {previous.get(key) or 0:g} -> {e[key]:g}" for key in ("l1", "l2", "weight_decay", "dropout")
+             if e.get(key) is not None and e[key] != previous.get(key)]
     return ", ".join(parts) or "unchanged"
 
 

@@ -49,6 +49,8 @@ from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
 from tuinet.training.watch import Watch
 
+#: the settings of set_regularization that belong to the model (weight_decay is the optimizer's)
+MODEL_SETTINGS = ("l1", "l2", "dropout")
 SNAPSHOT_EVERY = 200  # steps between in-memory "last good" weight copies for divergence rollback
 BLOWUP_FACTOR = 1e3  # a finite loss this many times the reference counts as divergence
 REPEAT_FACTOR = 0.1  # lr factor of a rollback when the previous one was less than SNAPSHOT_EVERY steps ago
@@ -195,6 +197,7 @@ class Trainer:
             ckpt = load_checkpoint(run.latest)
             saved = ckpt.extra.get("config")
             for key in REGULARIZATION:  # changed while it trained (set_regularization): as at the checkpoint
+                # (weight_decay also comes with the checkpoint's optimizer; here for the started event's config)
                 if isinstance(saved, dict) and key in saved:
                     cfg_data[key] = saved[key]
             config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
@@ -476,14 +479,19 @@ class Trainer:
         the run's settings from then on: its checkpoints, a resume and a branch from them take the new values (its
         config.json keeps those it started with)."""
         c = self.config
-        previous = {key: getattr(c, key) for key in REGULARIZATION}
+        previous = {key: getattr(c, key) for key in MODEL_SETTINGS}
+        previous["weight_decay"] = self.optimizer.hyper.get("weight_decay")
+        if "weight_decay" in asked and previous["weight_decay"] is None:
+            raise ConfigError(f"optimizer {self.optimizer.name} has no weight decay")
         new = {**previous, **asked}
         layers = None
         if new["dropout"] != previous["dropout"]:
-            self._rebuild_for_dropout(new["dropout"])
+            self._rebuild_for_dropout(new["dropout"])  # the optimizer made anew: its hyperparameters set after this
             layers = self._layer_rows()
         self.model.l1, self.model.l2 = new["l1"], new["l2"]
         c.l1, c.l2, c.dropout = new["l1"], new["l2"], new["dropout"]
+        if "weight_decay" in asked:
+            self.optimizer.hyper["weight_decay"] = c.weight_decay = new["weight_decay"]
         self._emit("regularization_changed", **new, previous=previous, step=self.global_step,
                    **({"layers": layers, "num_params": self.model.num_params()} if layers is not None else {}))
         self._status_file()  # its changed_settings (the checkpoint that carries them comes with the epoch's end)
@@ -806,11 +814,17 @@ class Trainer:
         the Compare screen's settings diff (config.json keeps the values the run started with)."""
         start = getattr(self, "_start_settings", None)
         if start is None:
-            saved = self.run_dir.read_json("config.json") if self.run_dir else {}
-            start = self._start_settings = {k: float(saved.get(k, getattr(self.config, k)) or 0.0)
-                                            for k in REGULARIZATION}
-        now = {k: float(getattr(self.config, k)) for k in REGULARIZATION}
-        return {k: [start[k], now[k]] for k in REGULARIZATION if now[k] != start[k]}
+            saved = self.run_dir.read_json("config.json") if self.run_dir else self.config.to_dict()
+            start = {k: float(saved.get(k) or 0.0) for k in MODEL_SETTINGS}
+            decay = saved.get("weight_decay")
+            if decay is None:  # the optimizer's own default
+                decay = make_optimizer(saved.get("optimizer") or self.config.optimizer, []).hyper.get("weight_decay")
+            start["weight_decay"] = decay
+            self._start_settings = start
+        now = {k: float(getattr(self.config, k)) for k in MODEL_SETTINGS}
+        now["weight_decay"] = self.optimizer.hyper.get("weight_decay") if self.optimizer else None
+        return {k: [start[k], now[k]] for k in REGULARIZATION
+                if now[k] is not None and start[k] is not None and now[k] != start[k]}
 
     def _setup_run_dir(self) -> None:
         if self._run_dir_arg is False:

@@ -208,9 +208,10 @@ class OptimizerDialog(_FollowsLr, ModalScreen["dict[str, Any] | None"]):
 
 #: (setting, label, what it does) in the order the regularization dialog lists them
 REGULARIZERS: list[tuple[str, str, str]] = [
-    ("l1", "L1", "adds l1 x sum |w| to the loss: pushes weights to exactly 0"),
-    ("l2", "L2", "adds l2 x sum w^2 to the loss: shrinks every weight"),
-    ("dropout", "dropout", "the share of hidden units dropped at each step, 0 to below 1"),
+    ("l1", "L1", "adds l1·Σ|w| to the loss: pushes weights to exactly 0"),
+    ("l2", "L2", "adds l2·Σw² to the loss: shrinks every weight"),
+    ("weight_decay", "decay", "the optimizer's weight decay (AdamW: w shrinks by lr·decay a step)"),
+    ("dropout", "dropout", "share of hidden units dropped each step, 0 to below 1"),
 ]
 
 
@@ -234,9 +235,12 @@ class RegularizationDialog(ModalScreen["dict[str, float] | None"]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, current: dict[str, float]):
+    def __init__(self, current: dict[str, float | None]):
         super().__init__(classes="dialog-screen")
-        self.current = {key: float(current.get(key) or 0.0) for key, _, _ in REGULARIZERS}
+        #: the run's values; None for a setting it does not have (an optimizer without weight decay): no field
+        self.current = {key: None if key == "weight_decay" and current.get(key) is None else
+                        float(current.get(key) or 0.0) for key, _, _ in REGULARIZERS}
+        self.keys = [key for key, _, _ in REGULARIZERS if self.current[key] is not None]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-wide", id="reg-dialog") as v:
@@ -245,11 +249,13 @@ class RegularizationDialog(ModalScreen["dict[str, float] | None"]):
                          "state are kept; the change applies from the next step: watch the gap between the train "
                          "and validation curves.", classes="dialog-message")
             for key, label, what in REGULARIZERS:
+                if key not in self.keys:
+                    continue
                 with Horizontal(classes="reg-row"):
                     yield Label(f"{label:<8}", classes="dialog-label")
                     # every digit (repr): enter on an untouched field must send nothing, not a rounded value
                     yield Input(value="0" if self.current[key] == 0 else repr(self.current[key]), id=f"reg-{key}")
-                yield Label(f"[dim]{what}[/dim]", classes="reg-what")
+                    yield Label(what, classes="reg-what")
             yield Label("enter: apply   tab: next field   escape: cancel", classes="dialog-hint")
             yield Label("", id="reg-error", classes="dialog-error")
 
@@ -262,7 +268,7 @@ class RegularizationDialog(ModalScreen["dict[str, float] | None"]):
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
         changed: dict[str, float] = {}
-        for key, _, _ in REGULARIZERS:
+        for key in self.keys:
             v = parse_regularization(key, self.query_one(f"#reg-{key}", Input).value)
             if isinstance(v, str):
                 self.query_one("#reg-error", Label).update(v)
