@@ -61,6 +61,17 @@ def paused_session(tmp_path, at_step: int = 3, **kw):
     return trainer, session, events, got
 
 
+def changed_then_stopped(tmp_path, **settings):
+    """A trainer paused after step 3, given ``settings`` by set_regularization, then stopped; returns it."""
+    trainer, session, events, got = paused_session(tmp_path)
+    try:
+        session.send(make_command("set_regularization", **settings))
+        assert got["regularization_changed"].wait(30)
+    finally:
+        stop(trainer, session)
+    return trainer
+
+
 def stop(trainer, session):
     if session.running:
         trainer.commands.put(make_command("stop"))
@@ -117,12 +128,7 @@ def test_penalties_and_dropout_change_while_paused_keeping_weights_and_optimizer
 
 
 def test_the_penalty_changes_the_gradient_as_its_formula_says(tmp_path):
-    trainer, session, events, got = paused_session(tmp_path)
-    try:
-        session.send(make_command("set_regularization", l1=0.002, l2=0.01))
-        assert got["regularization_changed"].wait(30)
-    finally:
-        stop(trainer, session)
+    trainer = changed_then_stopped(tmp_path, l1=0.002, l2=0.01)
     m = trainer.model
     x, y = trainer.data.x_train[:64], trainer.data.y_train[:64]
     loss, pen, _ = m.compute_gradients(x, y)
@@ -229,12 +235,7 @@ def test_the_command_is_checked_field_by_field(cmd, message):
 
 
 def test_the_compare_screen_shows_a_setting_changed_while_training_as_from_to(tmp_path):
-    trainer, session, events, got = paused_session(tmp_path)
-    try:
-        session.send(make_command("set_regularization", l2=0.01, dropout=0.3))
-        assert got["regularization_changed"].wait(30)
-    finally:
-        stop(trainer, session)
+    changed_then_stopped(tmp_path, l2=0.01, dropout=0.3)
     record = load_run(tmp_path / "runs" / "live")
     assert record.changed == {"l2": [0.0, 0.01], "dropout": [0.0, 0.3]}
     assert record.config["dropout"] == 0.0  # config.json: as it started
