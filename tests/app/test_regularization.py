@@ -72,6 +72,7 @@ async def test_g_opens_on_the_runs_values_and_enter_sends_only_what_changed():
         assert (field(app, "l1"), field(app, "l2"), field(app, "dropout")) == ("0", "0.001", "0.3")
         await press(pilot, "enter")
         await closed(pilot)
+        await wait_until(pilot, lambda: fake.sent, what="the command (the dialog's callback runs after it closes)")
         assert fake.sent == [{"command": "set_regularization", "l2": 0.001, "dropout": 0.3, "v": 1}]
         assert set(app.pending) == {"regularization_changed"}
         await wait_until(pilot, lambda: "l2 → 0.001, dropout → 0.3 (next step)" in status(app), what="pending shown")
@@ -193,6 +194,7 @@ async def test_the_optimizers_weight_decay_is_a_field_and_follows_the_trainers_a
         app.screen.query_one("#reg-weight_decay").value = "0.1"
         await press(pilot, "enter")
         await closed(pilot)
+        await wait_until(pilot, lambda: fake.sent, what="the command (the dialog's callback runs after it closes)")
         assert fake.sent == [{"command": "set_regularization", "weight_decay": 0.1, "v": 1}]
         fake.emit(make_event("regularization_changed", l1=0.0, l2=0.0, dropout=0.1, weight_decay=0.1,
                              previous={"l1": 0.0, "l2": 0.0, "dropout": 0.1, "weight_decay": 0.05}, step=15))

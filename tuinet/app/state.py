@@ -28,6 +28,10 @@ SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "con
 ALERTS = frozenset({"started", "compiled", "early_stopped", "diverged", "stopped", "finished", "failed"})
 
 
+#: the most setting changes the charts mark (the latest)
+MAX_CHANGES = 64
+
+
 class Series:
     """A bounded (x, y) series that keeps the whole run at a uniform, coarsening resolution.
 
@@ -157,6 +161,9 @@ class RunState:
         self.train_acc = Series(self.cap)
         self.val_loss_s = Series(self.cap)
         self.val_acc_s = Series(self.cap)
+        #: where a setting changed (an lr not set by the schedule, the optimizer, regularization), in epochs: the
+        #: charts draw a line there, so a change's effect on the curves is seen where it was made
+        self.changes: list[float] = []
         self.layer_rows: dict[str, dict[str, Any]] = {}
         self.grad_history: dict[str, deque[float]] = {}
         self._flags: dict[str, str | None] = {}
@@ -405,6 +412,12 @@ class RunState:
         self.dirty.add("status")
         self.add_log(f"resumed at step {e.get('step', self.step)}", t=e.get("time"))
 
+    def _mark_change(self, e) -> None:
+        x = e.get("step", self.step) / max(self.steps_per_epoch, 1)
+        if not self.changes or self.changes[-1] != x:
+            self.changes = (self.changes + [x])[-MAX_CHANGES:]
+            self.dirty.add("charts")
+
     def _on_lr_changed(self, e):
         self.lr = e.get("lr")
         if e.get("base_lr") is not None:
@@ -413,9 +426,11 @@ class RunState:
         self.dirty.add("status")
         src = e.get("source", "user")
         if src != "schedule":
+            self._mark_change(e)
             self.add_log(f"lr {fmt_num(e.get('old_lr'))} -> {fmt_num(self.lr)} ({src})", t=e.get("time"))
 
     def _on_optimizer_changed(self, e):
+        self._mark_change(e)
         self.optimizer = e.get("name") or self.optimizer
         self.hyperparams = e.get("hyperparams") or {}
         if "lr" in self.hyperparams:
@@ -427,6 +442,7 @@ class RunState:
                      f"(state {e.get('state', 'fresh')})", t=e.get("time"))
 
     def _on_regularization_changed(self, e):
+        self._mark_change(e)
         self.config = {**self.config, **{key: e[key] for key in REGULARIZATION if key in e}}
         if e.get("weight_decay") is not None and "weight_decay" in self.hyperparams:  # the optimizer's, shown as such
             self.hyperparams = {**self.hyperparams, "weight_decay": e["weight_decay"]}

@@ -31,6 +31,9 @@ from textual.widget import Widget
 PALETTE = (45, 214, 120, 204)
 #: axes, ticks and labels
 AXIS_COLOR = 244
+#: the vertical lines where a setting changed (ChartData.marks), and their owner code in a rendered row
+MARK_COLOR = 226
+MARK = -2
 
 # braille dot bits by (row within the cell 0..3, column 0..1)
 _BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], np.uint8)
@@ -75,6 +78,9 @@ class ChartData:
     ylim: tuple[float, float] | None = None
     log_x: bool = False  # x drawn on a log10 scale (positive x only), ticks at powers of ten
     empty: str = "waiting for data…"  # what an empty chart says
+    #: x positions where a setting changed (the lr, the optimizer, regularization): each drawn as a dim vertical
+    #: line ``┊`` through the plot's empty cells and ``┴`` on the x axis
+    marks: list[float] = field(default_factory=list)
 
 
 def nice_step(span: float, target: int) -> float:
@@ -276,6 +282,13 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
     for c, i in glyph.items():
         chars[c] = series[i][0].marker
         own[c] = i
+    mark_cols = sorted({int(round((m - x0) * sx)) >> 1 for m in data.marks
+                        if not data.log_x and math.isfinite(m) and x0 <= m <= x1})
+    for col in mark_cols:  # under the lines: only where no dot or marker is drawn
+        for r in range(ph):
+            if codes[r * pw + col] == 0 and own[r * pw + col] == -1:
+                chars[r * pw + col], own[r * pw + col] = "┊", MARK
+    styles_of = {-1: base, MARK: base + Style(color=Color.from_ansi(MARK_COLOR), dim=True)}
     for r in range(ph):
         label = tick_row.get(r)
         segs = [Segment((label or "").rjust(lw) + ("┤" if label is not None else "│"), axis_style)]
@@ -284,10 +297,10 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
         for c in range(1, pw):
             o = orow[c]
             if o != run_owner:
-                segs.append(Segment("".join(run), styles[run_owner] if run_owner >= 0 else base))
+                segs.append(Segment("".join(run), styles[run_owner] if run_owner >= 0 else styles_of[run_owner]))
                 run_owner, run = o, []
             run.append(crow[c])
-        segs.append(Segment("".join(run), styles[run_owner] if run_owner >= 0 else base))
+        segs.append(Segment("".join(run), styles[run_owner] if run_owner >= 0 else styles_of[run_owner]))
         rows.append(Strip(segs, width))
     # --- x axis and labels
     target_x = max(2, pw // 10)
@@ -308,6 +321,8 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
         if start >= free_from and start + len(s) <= len(labels):
             labels[start:start + len(s)] = list(s)
             free_from = start + len(s) + 1
+    for col in mark_cols:
+        axis[col] = "┼" if axis[col] == "┬" else "┴"
     rows.append(Strip([Segment(" " * lw + "└" + "".join(axis), axis_style)], width))
     rows.append(Strip([Segment("".join(labels), axis_style)], width))
     return rows

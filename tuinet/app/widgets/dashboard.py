@@ -222,18 +222,19 @@ class Dashboard(Vertical):
         """Rebuild the charts whose data changed; returns the seconds spent."""
         t0 = time.perf_counter()
         loss_chart, acc_chart = self._loss, self._acc
-        loss_chart.set_data(self._chart_data(st.train_loss, st.val_loss_s))
+        loss_chart.set_data(self._chart_data(st.train_loss, st.val_loss_s, st.changes))
         if st.is_classifier:
-            acc_chart.set_data(self._chart_data(st.train_acc, st.val_acc_s))
+            acc_chart.set_data(self._chart_data(st.train_acc, st.val_acc_s, st.changes))
         else:
             acc_chart.display = False
         return time.perf_counter() - t0
 
     @staticmethod
-    def _chart_data(train, val) -> ChartData:
+    def _chart_data(train, val, changes: list[float]) -> ChartData:
         tx, ty = train.points()
         vx, vy = val.points()
-        return ChartData(train_val_lines(tx, smooth(ty), vx, vy), key=(id(train), train.version, id(val), val.version))
+        return ChartData(train_val_lines(tx, smooth(ty), vx, vy), marks=list(changes),
+                         key=(id(train), train.version, id(val), val.version, tuple(changes)))
 
     def set_log_scale(self, on: bool) -> None:
         """Switch the loss chart between log and linear y."""
