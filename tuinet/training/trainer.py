@@ -475,9 +475,10 @@ class Trainer:
                    describe=new.describe(), previous=old, state="fresh", step=self.global_step, base_lr=self.base_lr)
 
     def _set_regularization(self, asked: dict[str, float]) -> None:
-        """New weight penalties and dropout rate from the next step on, weights and optimizer state kept. They are
-        the run's settings from then on: its checkpoints, a resume and a branch from them take the new values (its
-        config.json keeps those it started with)."""
+        """New weight penalties, dropout rate and weight decay (the optimizer's) from the next step on, weights and
+        optimizer state kept. They are the run's settings from then on: its checkpoints, a resume and a branch from
+        them take the new values (its config.json keeps those it started with). Nothing changes when any of them is
+        refused (a ConfigError, which the command loop logs)."""
         c = self.config
         previous = {key: getattr(c, key) for key in MODEL_SETTINGS}
         previous["weight_decay"] = self.optimizer.hyper.get("weight_decay")
