@@ -112,6 +112,9 @@ def wait_until_started(run_dir: str | Path, proc: subprocess.Popen | None = None
     got.wait(max(0.1, deadline - time.monotonic()))
     session.close()
     if result.get("event") == "failed":
+        # the trainer is ending (it removes its socket and lets go of the run on the way out): the command returns
+        # once it has, so the run is as it was when the user reads the error (a test saw its socket still there)
+        _wait_for_exit(proc, pid, timeout=10.0)
         raise ConfigError(f"run {run_dir.name} failed: {result.get('error')}")
     if not result:  # no answer of this start: the trainer hung up (then give it a moment to exit) or is loading
         if proc is not None:
@@ -125,6 +128,19 @@ def wait_until_started(run_dir: str | Path, proc: subprocess.Popen | None = None
         if dead:
             raise ConfigError(f"the background trainer exited before it started: {_log_tail(run_dir)}")
     return result
+
+
+def _wait_for_exit(proc: subprocess.Popen | None, pid: int | None, timeout: float) -> None:
+    """Wait until the trainer process has exited, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    if proc is not None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        return
+    while pid is not None and pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _log_tail(run_dir: Path, lines: int = 5) -> str:
