@@ -37,6 +37,11 @@ def _float_mode_restored():
 
 
 def pytest_configure(config):
+    # the engine's first import sets Numba's CPU target (NUMBA_CPU_FEATURES on an AVX-512 host, see
+    # tuinet/engine/runtime.py): done here, before any test, so _cpu_target_unchanged never sees it happen inside the
+    # first test that imports the engine (a test file run alone failed that check on such a host)
+    import tuinet.engine  # noqa: F401
+
     os.environ.setdefault("TUINET_THREADS", "2")
     # no thread-mode probing in tests: exact-equality checks (resume, determinism) need fixed thread counts;
     # tests/engine/test_threads.py turns it on where it is the subject

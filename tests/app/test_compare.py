@@ -7,6 +7,7 @@ Runs come from :mod:`tests.app.runs_fixture` (run folders written by hand, fixed
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from tuinet.app.screens.compare import CompareView
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.run_summary import RunSummaryScreen, per_class_text
 from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
-from tuinet.app.widgets.charts import render_text
+from tuinet.app.widgets.charts import render_chart, render_text
 from tuinet.app.widgets.overlay_chart import legend_text, overlay_data, overlay_lines
 from tuinet.app.widgets.runs_table import RunsTable
 from tuinet.errors import ConfigError
@@ -151,6 +152,20 @@ def test_per_class_accuracy_lists_the_worst_class_first():
 
 
 # --- without colour -------------------------------------------------------------------------------------------------
+
+
+def test_where_a_charted_run_changed_a_setting_is_a_line_in_its_colour(runs):
+    with open(runs / "sgd-lr0.1" / "metrics.jsonl", "a") as f:  # set from the app's dialog at step 46 (epoch 2)
+        f.write(json.dumps(make_event("regularization_changed", l1=0.0, l2=0.01, dropout=0.0, weight_decay=0.0,
+                                      previous={}, step=46)) + "\n")
+    st = CompareState(records(runs), charted=["adam-lr0.001", "sgd-lr0.1"])
+    sgd = st.style("sgd-lr0.1").color
+    assert overlay_data(st, "loss").marks == [(2.0, sgd)]  # the other run changed nothing
+    strips = render_chart(overlay_data(st, "loss"), 60, 14)
+    segs = [seg for strip in strips[:-2] for seg in strip if "┊" in seg.text]
+    assert segs and all(seg.style.color.number == sgd for seg in segs)
+    st.cycle_x()  # against steps, the same change at step 46
+    assert overlay_data(st, "loss").marks == [(46.0, sgd)]
 
 
 def test_two_runs_curves_use_different_glyphs_without_colour(runs, monkeypatch):

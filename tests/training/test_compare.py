@@ -60,6 +60,28 @@ def make_run(root: Path, name: str, config: dict | None = None, status: dict | N
 # --- the curve reader -----------------------------------------------------------------------------------------------
 
 
+def test_the_reader_keeps_where_settings_changed_on_every_axis_and_drops_those_a_resume_replays(tmp_path):
+    p = write(tmp_path / "metrics.jsonl", started(), *(step(s) for s in range(1, 11)),
+              ev("lr_changed", 5, lr=0.2, old_lr=0.1, source="user", step=5),
+              ev("lr_changed", 6, lr=0.19, old_lr=0.2, source="schedule", step=6),  # the schedule's: no line
+              ev("regularization_changed", 8, l1=0, l2=0.01, dropout=0, weight_decay=0, previous={}, step=8),
+              ev("optimizer_changed", 8, name="sgd", step=8),  # the same step: one line
+              *(step(s) for s in range(11, 21)), ev("optimizer_changed", 15, name="adam", step=15))
+    r = CurveReader(p)
+    r.poll()
+    assert r.setting_changes("step") == [5.0, 8.0, 15.0]
+    assert r.setting_changes("epoch") == [0.5, 0.8, 1.5]
+    assert r.setting_changes("samples") == [50.0, 80.0, 150.0]  # batch 10
+    assert r.setting_changes("time") == [5.0, 8.0, 15.0]
+    # killed after step 20 with its last checkpoint at step 10: the resume logs steps 11-20 again, without the
+    # change at 15 (it was lost with those steps)
+    write(p, started(30, step=10, epoch=1), *(step(s, t=30 + s) for s in range(11, 13)), mode="a")
+    r.poll()
+    assert r.setting_changes("step") == [5.0, 8.0]
+    with pytest.raises(ValueError, match="unknown x axis"):
+        r.setting_changes("wall")
+
+
 def test_reads_every_series_against_every_axis(tmp_path):
     p = write(tmp_path / "metrics.jsonl", started(), *(step(s) for s in range(1, 11)), epoch(1),
               ev("validation", 15, step=15, val_loss=0.8, val_accuracy=0.6), *(step(s) for s in range(11, 21)),

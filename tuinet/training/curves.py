@@ -35,6 +35,11 @@ _MAX_LINE = 16 << 20  # a "line" longer than this without a newline is damage, n
 _LAZY_KINDS = frozenset({"layer_stats", "confusion", "checkpoint_saved", "log", "compiling", "compiled",
                          "weights", "samples", "boundary", "evaluated"})
 _NAN = float("nan")
+#: events that change a setting while a run trains (lr_changed only when not made by the schedule): the charts draw
+#: a line where each happened
+CHANGE_KINDS = frozenset({"lr_changed", "optimizer_changed", "regularization_changed"})
+#: the most setting changes kept per run (the latest)
+MAX_CHANGES = 64
 
 
 def num(v: Any) -> float:
@@ -228,6 +233,7 @@ class CurveReader:
         self._missing = False
         self._rewritten = False
         self._changes = 0  # counts every change to a series
+        self._setting_changes: list[tuple[float, float, float, float]] = []  # (epoch, step, samples, time) of each
         # x axes: the plan (from the started event, or config.json), wall time and samples across resumes
         self._batch_size: float | None = None
         self._steps_per_epoch: float | None = None
@@ -394,6 +400,13 @@ class CurveReader:
             self._changes += 1
         elif kind == "started":
             self._started(ev)
+        elif kind in CHANGE_KINDS and not (kind == "lr_changed" and ev.get("source") == "schedule"):
+            step = num(ev.get("step"))
+            if step == step and (not self._setting_changes or self._setting_changes[-1][1] != step):
+                spe = self._steps_per_epoch
+                point = (step / spe if spe else _NAN, step, self._samples(step), self._elapsed(ev.get("time")))
+                self._setting_changes = (self._setting_changes + [point])[-MAX_CHANGES:]
+                self._changes += 1
 
     def _step(self, ev: dict[str, Any], on_grid: bool) -> None:
         self._last["step"] = ev
@@ -424,8 +437,10 @@ class CurveReader:
         spe = num(ev.get("steps_per_epoch"))
         self._steps_per_epoch = spe if spe == spe and spe > 0 else self._steps_per_epoch
         # a run killed past its last checkpoint logs those steps again after the resume: the later copy wins
-        if self._train.truncate(step) + self._val.truncate(step):
+        kept = [c for c in self._setting_changes if c[1] <= step]
+        if self._train.truncate(step) + self._val.truncate(step) + len(self._setting_changes) - len(kept):
             self._changes += 1
+        self._setting_changes = kept
 
     # --- what was read --------------------------------------------------------------------------------------------
 
@@ -436,6 +451,14 @@ class CurveReader:
         if series in _VAL_SERIES:
             return self._val.curve(_VAL_SERIES.index(series))
         raise ValueError(f"unknown series {series!r}; one of {', '.join(SERIES)}")
+
+    def setting_changes(self, x_axis: str) -> list[float]:
+        """Where a setting changed while the run trained (an lr not set by the schedule, the optimizer,
+        regularization), against ``x_axis`` (one of :data:`X_AXES`)."""
+        if x_axis not in X_AXES:
+            raise ValueError(f"unknown x axis {x_axis!r}; one of {', '.join(X_AXES)}")
+        j = X_AXES.index(x_axis)
+        return [c[j] for c in self._setting_changes if c[j] == c[j]]
 
     def curves(self) -> dict[str, Curve]:
         """Every series of :data:`SERIES` by name."""

@@ -79,8 +79,9 @@ class ChartData:
     log_x: bool = False  # x drawn on a log10 scale (positive x only), ticks at powers of ten
     empty: str = "waiting for data…"  # what an empty chart says
     #: x positions where a setting changed (the lr, the optimizer, regularization): each drawn as a dim vertical
-    #: line ``┊`` through the plot's empty cells and ``┴`` on the x axis
-    marks: list[float] = field(default_factory=list)
+    #: line ``┊`` through the plot's empty cells and ``┴`` on the x axis; an ``(x, colour)`` pair draws it in that
+    #: 256-colour index (a run's colour on the Compare screen) instead of MARK_COLOR
+    marks: list[float | tuple[float, int]] = field(default_factory=list)
 
 
 def nice_step(span: float, target: int) -> float:
@@ -282,13 +283,21 @@ def render_chart(data: ChartData, width: int, height: int, base: Style | None = 
     for c, i in glyph.items():
         chars[c] = series[i][0].marker
         own[c] = i
-    mark_cols = sorted({int(round((m - x0) * sx)) >> 1 for m in data.marks
-                        if not data.log_x and math.isfinite(m) and x0 <= m <= x1})
+    styles_of = {-1: base}
+    mark_owner: dict[int, int] = {}  # column -> the owner code of its mark (MARK, MARK - 1 ... by colour)
+    for m in data.marks:
+        x, color = (m, MARK_COLOR) if not isinstance(m, tuple) else m
+        if data.log_x or not math.isfinite(x) or not x0 <= x <= x1:
+            continue
+        code = next((k for k, st in styles_of.items() if k <= MARK and st.color == Color.from_ansi(color)),
+                    MARK - (len(styles_of) - 1))
+        styles_of.setdefault(code, base + Style(color=Color.from_ansi(color), dim=True))
+        mark_owner.setdefault(int(round((x - x0) * sx)) >> 1, code)
+    mark_cols = sorted(mark_owner)
     for col in mark_cols:  # under the lines: only where no dot or marker is drawn
         for r in range(ph):
             if codes[r * pw + col] == 0 and own[r * pw + col] == -1:
-                chars[r * pw + col], own[r * pw + col] = "┊", MARK
-    styles_of = {-1: base, MARK: base + Style(color=Color.from_ansi(MARK_COLOR), dim=True)}
+                chars[r * pw + col], own[r * pw + col] = "┊", mark_owner[col]
     for r in range(ph):
         label = tick_row.get(r)
         segs = [Segment((label or "").rjust(lw) + ("┤" if label is not None else "│"), axis_style)]

@@ -47,8 +47,11 @@ def overlay_data(state: CompareState, metric: str) -> ChartData:
         empty = "no accuracy (regression runs)" if all(not ln.y for ln in lines) else "waiting for data…"
     else:
         empty = "waiting for data…"
+    # where each charted run changed a setting while it trained, in the run's colour
+    marks = [(x, state.style(rec.name).color) for rec in state.charted()
+             for x in state.reader(rec.name).setting_changes(state.x_axis)]
     return ChartData(lines, key=(state.version, metric, state.x_axis, state.split, state.smooth), empty=empty,
-                     log_y=state.log_y and metric == "loss")
+                     log_y=state.log_y and metric == "loss", marks=marks)
 
 
 def chart_title(state: CompareState, metric: str) -> str:
