@@ -210,3 +210,26 @@ async def test_an_optimizer_without_weight_decay_gets_no_such_field():
         await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
         await open_dialog(pilot)
         assert not app.screen.query("#reg-weight_decay") and app.screen.query("#reg-dropout")
+
+
+def test_layers_renamed_by_new_dropout_layers_keep_their_gradient_history():
+    """Dropout layers shift the names of the layers after them (names are by position): each layer's history goes
+    on under its new name."""
+    from tuinet.app.state import RunState
+
+    st = RunState()
+    old = [{"name": "dense_0", "kind": "Dense", "params": 8}, {"name": "relu_1", "kind": "ReLU", "params": 0},
+           {"name": "dense_2", "kind": "Dense", "params": 4}]
+    new = [old[0], old[1], {"name": "dropout_2", "kind": "Dropout", "params": 0},
+           {"name": "dense_3", "kind": "Dense", "params": 4}]
+    st.apply(make_event("started", config={"dropout": 0.0}, dataset={"name": "x", "task": "classification"},
+                        layers=old, steps_per_epoch=10, total_steps=100, epochs=10, batch_size=8, optimizer="adam",
+                        hyperparams={"lr": 0.1}, lr=0.1))
+    for step in (10, 20):
+        st.apply(make_event("layer_stats", step=step, layers=[{"name": "dense_0", "grad_norm": 1.0 * step},
+                                                              {"name": "dense_2", "grad_norm": 2.0 * step}]))
+    st.apply(make_event("regularization_changed", l1=0.0, l2=0.0, dropout=0.2, weight_decay=0.0,
+                        previous={"l1": 0.0, "l2": 0.0, "dropout": 0.0, "weight_decay": 0.0}, step=25, layers=new))
+    assert list(st.grad_history["dense_3"]) == [20.0, 40.0] and "dense_2" not in st.grad_history
+    assert list(st.grad_history["dense_0"]) == [10.0, 20.0]
+    assert st.layer_rows["dense_3"]["name"] == "dense_3" and "dense_2" not in st.layer_rows

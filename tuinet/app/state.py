@@ -446,7 +446,19 @@ class RunState:
         self.config = {**self.config, **{key: e[key] for key in REGULARIZATION if key in e}}
         if e.get("weight_decay") is not None and "weight_decay" in self.hyperparams:  # the optimizer's, shown as such
             self.hyperparams = {**self.hyperparams, "weight_decay": e["weight_decay"]}
-        if e.get("layers"):  # dropout layers came or went
+        if e.get("layers"):  # dropout layers came or went: the layers after them have new names (by position)
+            def weighted(rows):
+                return [r.get("name") for r in rows if r.get("kind") != "Dropout"]
+
+            old, new = weighted(self.layers), weighted(e["layers"])
+            if len(old) == len(new):  # each layer's gradient history and flags go on under its new name
+                moved = dict(zip(old, new))
+                for table in (self.grad_history, self.layer_rows, self._flags):
+                    kept = {moved.get(k, k): v for k, v in table.items()}
+                    table.clear()
+                    table.update(kept)
+                for name, row in self.layer_rows.items():
+                    self.layer_rows[name] = {**row, "name": name}
             self.layers = e["layers"]
             self.dirty.add("layers")
         self.dirty.add("status")
