@@ -27,6 +27,12 @@ def opening(dataset: str = "spiral", lr: float = 0.001, steps: int = 3) -> list[
     return events
 
 
+def finished() -> dict[str, Any]:
+    """The ``finished`` event that ends a scripted run (after :func:`opening`)."""
+    return make_event("finished", test_accuracy=0.9, test_loss=0.3, epochs=1, train_seconds=1.0,
+                      samples_per_second=1000.0, run_dir="runs/x")
+
+
 class FakeSession:
     """A :class:`tuinet.protocol.Session` with no trainer behind it.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.fakes import FakeSession, opening
+from tests.app.fakes import FakeSession, finished, opening
 from tuinet.app.app import TuinetApp
 from tuinet.app.remote import RemoteApp
 from tuinet.app.screens.help import HelpScreen
@@ -366,12 +366,10 @@ async def test_help_palette_tabs_and_log_scale():
 
 @async_test
 async def test_keys_grey_out_when_the_run_ended():
-    finished = make_event("finished", test_accuracy=0.9, test_loss=0.3, epochs=1, train_seconds=1.0,
-                          samples_per_second=1000.0, run_dir="runs/x")
-    app, fake = fake_app([*opening(), finished])
+    app, fake = fake_app([*opening(), finished()])
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.state.status == "finished", what="finish")
-        for action in ("lr_up", "lr_down", "set_lr", "optimizer", "save", "evaluate"):
+        for action in ("lr_up", "lr_down", "set_lr", "optimizer", "regularize", "save", "evaluate"):
             assert app.check_action(action, ()) is None, action
         # pause and resume leave the footer: nothing brings them back
         assert app.check_action("pause", ()) is False and app.check_action("resume", ()) is False

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.app.fakes import FakeSession, opening
+from tests.app.fakes import FakeSession, finished, opening
 from tuinet.app.app import TuinetApp
 from tuinet.app.screens.dialogs import RegularizationDialog
 from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
@@ -152,9 +152,7 @@ async def test_bad_values_escape_and_unchanged_values_send_nothing():
 
 @async_test
 async def test_g_on_a_finished_run_opens_nothing_and_says_why():
-    finished = make_event("finished", test_accuracy=0.9, test_loss=0.3, epochs=1, train_seconds=1.0,
-                          samples_per_second=1000.0, run_dir="runs/x")
-    app, fake = fake_app([*reg_opening(), finished])
+    app, fake = fake_app([*reg_opening(), finished()])
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.state.status == "finished", what="finish")
         toasts: list[str] = []
