@@ -93,7 +93,7 @@ def test_every_table_entry_is_in_the_help():
         ("L", "type an exact learning rate"),
         ("f", "lr finder: a range test on a copy; pick an lr on its curve"),
         ("o", "choose the optimizer (weights kept, fresh state)"),
-        ("g", "set L1 / L2 and dropout (weights and optimizer state kept)"),
+        ("g", "set L1 / L2, weight decay and dropout (weights, optimizer state kept)"),
         ("s", "save a checkpoint now"),
         ("e", "evaluate on the test set now"),
         ("n", "take one training step and show it stage by stage (pauses first; a count typed before it, 10n, "
