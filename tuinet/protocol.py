@@ -95,6 +95,18 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+#: events that change a setting while a run trains (an lr_changed unless its schedule made it): the app's charts and
+#: the Compare screen draw a line where each happened, the latest MAX_SETTING_CHANGES of a run
+SETTING_CHANGES = frozenset({"lr_changed", "optimizer_changed", "regularization_changed"})
+MAX_SETTING_CHANGES = 64
+
+
+def is_setting_change(e: dict[str, Any]) -> bool:
+    """True for an event that changed a setting while the run trained (see :data:`SETTING_CHANGES`)."""
+    kind = e.get("event")
+    return kind in SETTING_CHANGES and not (kind == "lr_changed" and e.get("source") == "schedule")
+
+
 #: events that carry pictures (weights, sample predictions, the decision boundary): only the newest one matters, so
 #: they are not written to ``metrics.jsonl`` nor kept in a viewer's history; the last of each kind is replayed
 PICTURE_EVENTS = frozenset({"weights", "samples", "boundary", "step_detail", "probe", "embedding"})

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from tuinet.formatting import fmt_duration, fmt_num
-from tuinet.protocol import REGULARIZATION
+from tuinet.protocol import MAX_SETTING_CHANGES, REGULARIZATION, is_setting_change
 from tuinet.training.console import regularization_change
 from tuinet.training.probe import drawable
 from tuinet.training.summary import summary_lines
@@ -26,10 +26,6 @@ SECTIONS = ("status", "progress", "charts", "layers", "weights", "samples", "con
 #: alarms. The answer to a command the app is waiting for (see ``TuinetApp.pending``) is shown at once too; the
 #: same kind of event when nobody asked (a routine per-epoch checkpoint) waits for the tick.
 ALERTS = frozenset({"started", "compiled", "early_stopped", "diverged", "stopped", "finished", "failed"})
-
-
-#: the most setting changes the charts mark (the latest)
-MAX_CHANGES = 64
 
 
 class Series:
@@ -237,6 +233,8 @@ class RunState:
         handler = getattr(self, "_on_" + str(e.get("event")), None)
         if handler is not None:
             handler(e)
+        if is_setting_change(e):
+            self._mark_change(e)
 
     def _on_started(self, e):
         self.name, self.run_dir = e.get("name"), e.get("run_dir")
@@ -415,7 +413,7 @@ class RunState:
     def _mark_change(self, e) -> None:
         x = e.get("step", self.step) / max(self.steps_per_epoch, 1)
         if not self.changes or self.changes[-1] != x:
-            self.changes = (self.changes + [x])[-MAX_CHANGES:]
+            self.changes = (self.changes + [x])[-MAX_SETTING_CHANGES:]
             self.dirty.add("charts")
 
     def _on_lr_changed(self, e):
@@ -426,11 +424,9 @@ class RunState:
         self.dirty.add("status")
         src = e.get("source", "user")
         if src != "schedule":
-            self._mark_change(e)
             self.add_log(f"lr {fmt_num(e.get('old_lr'))} -> {fmt_num(self.lr)} ({src})", t=e.get("time"))
 
     def _on_optimizer_changed(self, e):
-        self._mark_change(e)
         self.optimizer = e.get("name") or self.optimizer
         self.hyperparams = e.get("hyperparams") or {}
         if "lr" in self.hyperparams:
@@ -442,7 +438,6 @@ class RunState:
                      f"(state {e.get('state', 'fresh')})", t=e.get("time"))
 
     def _on_regularization_changed(self, e):
-        self._mark_change(e)
         self.config = {**self.config, **{key: e[key] for key in REGULARIZATION if key in e}}
         if e.get("weight_decay") is not None and "weight_decay" in self.hyperparams:  # the optimizer's, shown as such
             self.hyperparams = {**self.hyperparams, "weight_decay": e["weight_decay"]}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuinet.protocol import PROTOCOL_VERSION
+from tuinet.protocol import MAX_SETTING_CHANGES, PROTOCOL_VERSION, is_setting_change
 
 #: the x axes a curve can be drawn against, in the order a key cycles them
 X_AXES = ("epoch", "step", "samples", "time")
@@ -35,11 +35,6 @@ _MAX_LINE = 16 << 20  # a "line" longer than this without a newline is damage, n
 _LAZY_KINDS = frozenset({"layer_stats", "confusion", "checkpoint_saved", "log", "compiling", "compiled",
                          "weights", "samples", "boundary", "evaluated"})
 _NAN = float("nan")
-#: events that change a setting while a run trains (lr_changed only when not made by the schedule): the charts draw
-#: a line where each happened
-CHANGE_KINDS = frozenset({"lr_changed", "optimizer_changed", "regularization_changed"})
-#: the most setting changes kept per run (the latest)
-MAX_CHANGES = 64
 
 
 def num(v: Any) -> float:
@@ -400,12 +395,12 @@ class CurveReader:
             self._changes += 1
         elif kind == "started":
             self._started(ev)
-        elif kind in CHANGE_KINDS and not (kind == "lr_changed" and ev.get("source") == "schedule"):
+        elif is_setting_change(ev):
             step = num(ev.get("step"))
             if step == step and (not self._setting_changes or self._setting_changes[-1][1] != step):
                 spe = self._steps_per_epoch
                 point = (step / spe if spe else _NAN, step, self._samples(step), self._elapsed(ev.get("time")))
-                self._setting_changes = (self._setting_changes + [point])[-MAX_CHANGES:]
+                self._setting_changes = (self._setting_changes + [point])[-MAX_SETTING_CHANGES:]
                 self._changes += 1
 
     def _step(self, ev: dict[str, Any], on_grid: bool) -> None:
