@@ -124,15 +124,20 @@ def _spans(numbers: list[int]) -> str:
     return ", ".join(out)
 
 
+def settings_at(ckpt: Checkpoint, keys=REGULARIZATION) -> dict[str, Any]:
+    """The settings that change while a run trains (by default its weight penalties, dropout rate and weight decay,
+    which the app sets) as they stood when ``ckpt`` was saved: its config.json keeps those the run started with.
+    ``tuinet resume`` and a branch take them from here."""
+    saved = ckpt.extra.get("config")
+    return {k: saved[k] for k in keys if k in saved} if isinstance(saved, dict) else {}
+
+
 def _parent_settings(point: BranchPoint) -> dict[str, Any]:
     """The parent's configuration as it stood at the checkpoint: its config.json (dataset path absolute), with the
     planned epochs of the checkpoint (``tuinet resume --epochs`` changes those) and its weight penalties and dropout
     rate (the app changes those while it trains)."""
     base = point.run.read_json("config.json") or dict(point.checkpoint.extra.get("config") or {})
-    saved = point.checkpoint.extra.get("config")
-    for key in ("epochs", *REGULARIZATION):  # what may change while it trains: as it stood at the checkpoint
-        if isinstance(saved, dict) and key in saved:
-            base[key] = saved[key]
+    base.update(settings_at(point.checkpoint, ("epochs", *REGULARIZATION)))
     for key in ("name", "runs_dir", "parent"):
         base.pop(key, None)
     return base

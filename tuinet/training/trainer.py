@@ -38,6 +38,7 @@ from tuinet.training.evaluation import confusion_event_fields
 from tuinet.training.lrfind import clip_gradients, run_in_trainer as run_range_test
 from tuinet.training.alerts import Alerts
 from tuinet.training.augmenting import make_augmenter
+from tuinet.training.branch import same_but_dropout, settings_at, weights_for
 from tuinet.training.defaults import describe_defaults
 from tuinet.training.embedding import Embedding
 from tuinet.training.final_test import final_tests
@@ -195,11 +196,7 @@ class Trainer:
             cfg_data["runs_dir"] = str(run.path.parent)
             cfg_data["name"] = run.name
             ckpt = load_checkpoint(run.latest)
-            saved = ckpt.extra.get("config")
-            for key in REGULARIZATION:  # changed while it trained (set_regularization): as at the checkpoint
-                # (weight_decay also comes with the checkpoint's optimizer; here for the started event's config)
-                if isinstance(saved, dict) and key in saved:
-                    cfg_data[key] = saved[key]
+            cfg_data.update(settings_at(ckpt))  # changed while it trained (set_regularization): as at the checkpoint
             config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
             t = cls(config, run_dir=run, emit=emit)
             t._resume_ckpt = ckpt
@@ -501,8 +498,6 @@ class Trainer:
         """The model as its spec builds it with dropout ``rate`` (dropout layers set to the new rate, added or
         removed, as a run started with it has them), holding the same weights, with the optimizer's state moved
         over; a ConfigError when the spec puts no dropout anywhere."""
-        from tuinet.training.branch import same_but_dropout, weights_for
-
         c, d, old = self.config, self.data, self.model
         model = build_model(c.model, d.input_shape, d.num_outputs, task=d.task, activation=c.activation,
                             dropout=rate, l1=c.l1, l2=c.l2, seed=c.seed,
@@ -814,8 +809,8 @@ class Trainer:
         """The settings changed while the run trained (set_regularization): ``{key: [as it started, now]}``, for
         the Compare screen's settings diff (config.json keeps the values the run started with)."""
         start = getattr(self, "_start_settings", None)
-        if start is None:
-            saved = self.run_dir.read_json("config.json") if self.run_dir else self.config.to_dict()
+        if start is None:  # (status.json is written only with a run folder)
+            saved = self.run_dir.read_json("config.json")
             start = {k: float(saved.get(k) or 0.0) for k in MODEL_SETTINGS}
             decay = saved.get("weight_decay")
             if decay is None:  # the optimizer's own default
