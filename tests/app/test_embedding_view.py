@@ -38,16 +38,20 @@ def embedding_event(step: int = 20) -> dict:
                       labels=labels.tolist(), preds=labels.tolist(), views=views)
 
 
+def watched(session: FakeSession) -> list[bool]:
+    """The ``watch`` of each embedding command the app sent, in order."""
+    return [c["watch"] for c in session.sent if c["command"] == "embedding"]
+
+
 @async_test
 async def test_the_tab_asks_for_the_views_while_shown_and_steps_through_the_layers():
     session = FakeSession(opening("digits"))
     app = TuinetApp(session)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.state.step > 0, what="the opening")
-        watch = lambda: [c["watch"] for c in session.sent if c["command"] == "embedding"]  # noqa: E731
-        assert watch() == []
+        assert watched(session) == []
         await press(pilot, "3")
-        await wait_until(pilot, lambda: watch() == [True], what="the views asked for")
+        await wait_until(pilot, lambda: watched(session) == [True], what="the views asked for")
         session.emit(embedding_event())
         view = app.query_one(EmbeddingView)
         await wait_until(pilot, lambda: view.event is not None, what="the views shown")
@@ -62,12 +66,12 @@ async def test_the_tab_asks_for_the_views_while_shown_and_steps_through_the_laye
         await press(pilot, "right_square_bracket")
         assert view.border_title.startswith("layers 2/3: dense_3's input")
         await press(pilot, "1")
-        await wait_until(pilot, lambda: watch() == [True, False], what="the views no longer asked for")
+        await wait_until(pilot, lambda: watched(session) == [True, False], what="the views no longer asked for")
         await press(pilot, "3")
-        await wait_until(pilot, lambda: watch() == [True, False, True], what="asked again")
+        await wait_until(pilot, lambda: watched(session) == [True, False, True], what="asked again")
         app.exit()
         await pilot.pause(0.1)
-    assert watch() == [True, False, True, False]  # a viewer leaving stops the trainer computing them
+    assert watched(session) == [True, False, True, False]  # a viewer leaving stops the trainer computing them
 
 
 @async_test
@@ -105,7 +109,7 @@ async def test_a_terminal_too_small_for_the_panel_does_not_have_the_trainer_comp
         assert not app.query_one(EmbeddingView).display
         assert [c for c in session.sent if c["command"] == "embedding"] == []
         await pilot.resize_terminal(120, 40)
-        await wait_until(pilot, lambda: [c["watch"] for c in session.sent if c["command"] == "embedding"] == [True],
+        await wait_until(pilot, lambda: watched(session) == [True],
                          what="asked once the panel shows")
         assert app.query_one(EmbeddingView).display
 
