@@ -272,7 +272,7 @@ def _check_image(image: Any) -> None:
         raise ConfigError("image values must be finite numbers")
 
 
-def _check_regularization(cmd: dict[str, Any]) -> None:
+def check_regularization(cmd: dict[str, Any]) -> None:
     """A set_regularization command: at least one of l1, l2, dropout, weight_decay; penalties and decay finite and
     >= 0, a dropout rate in [0, 1)."""
     given = [k for k in REGULARIZATION if k in cmd]
@@ -334,7 +334,7 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEPS:
             raise ConfigError(f"step count must be a whole number from 1 to {MAX_STEPS:,}, got {n!r:.40}")
     if kind == "set_regularization":
-        _check_regularization(cmd)
+        check_regularization(cmd)
     if kind == "probe" and cmd["image"] is not None:
         _check_image(cmd["image"])
     if kind == "embedding" and not isinstance(cmd["watch"], bool):

@@ -120,7 +120,7 @@ async def test_bad_values_escape_and_unchanged_values_send_nothing():
         await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
         await open_dialog(pilot)
         assert error(app) == ""
-        for key, value, says in (("dropout", "1", "dropout must be below 1"),
+        for key, value, says in (("dropout", "1", "dropout must be in [0, 1)"),
                                  ("dropout", "0.5", None),
                                  ("l2", "-0.1", "l2 must be a number >= 0"),
                                  ("l2", "0.01", None),

@@ -15,7 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tuinet.errors import ConfigError
 from tuinet.formatting import fmt_num
+from tuinet.protocol import check_regularization
 
 #: (name sent to the trainer, label, what it is) in the order the dialog lists them
 OPTIMIZERS: list[tuple[str, str, str]] = [
@@ -216,15 +218,16 @@ REGULARIZERS: list[tuple[str, str, str]] = [
 
 
 def parse_regularization(key: str, text: str) -> float | str:
-    """A typed L1/L2 penalty (a number >= 0) or dropout rate (in [0, 1)); the reason as a str when it is not one."""
+    """A typed L1/L2 penalty, weight decay or dropout rate, checked as the trainer checks the command's field
+    (:func:`tuinet.protocol.check_regularization`); the reason as a str when it is not one."""
     try:
         v = float(text.strip())
     except ValueError:
         return f"{key} must be a number, got {text.strip()!r:.30}"
-    if not math.isfinite(v) or v < 0:
-        return f"{key} must be a number >= 0, got {text.strip()!r:.30}"
-    if key == "dropout" and v >= 1:
-        return f"dropout must be below 1 (the share of units dropped), got {text.strip()!r:.30}"
+    try:
+        check_regularization({key: v})
+    except ConfigError as e:
+        return str(e)
     return v
 
 
