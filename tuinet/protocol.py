@@ -23,6 +23,9 @@ from tuinet.errors import ConfigError
 
 PROTOCOL_VERSION = 1
 
+#: the largest batch a set_batch_size command may ask for (as `tuinet bench --batch-size`)
+MAX_BATCH = 65536
+
 #: event type -> one-line description (docs/protocol.md has every field)
 EVENTS: dict[str, str] = {
     "started": "a run began: name, run_dir, config, dataset, model summary/layers, steps_per_epoch, total_steps",
@@ -47,6 +50,9 @@ EVENTS: dict[str, str] = {
     "regularization_changed": "the weight penalties, the dropout rate or the weight decay changed (from the next "
                               "step): l1, l2, dropout, weight_decay (as they are now), previous {the same four}, step, "
                               "layers (the model's layers, when dropout layers came or went)",
+    "batch_size_changed": "the batch size: batch_size (the one the run's batches have now), previous, pending (a size "
+                          "asked for, which takes effect when the epoch in progress ends; null when none), "
+                          "from_epoch (the completed epochs when it does), step, epoch, steps_per_epoch, total_steps",
     "checkpoint_saved": "a checkpoint was written: path, kind (latest, best, manual)",
     "evaluated": "on-demand evaluation: split, loss, accuracy",
     "early_stopped": "validation loss stopped improving: epoch, best_epoch, best_val_loss",
@@ -78,6 +84,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "set_regularization": ("set the weight penalties, the dropout rate and the optimizer's weight decay (from the next "
                            "step, weights and optimizer state kept): any of l1, l2, weight_decay (>= 0), dropout (in "
                            "[0, 1))", ()),
+    "set_batch_size": ("set the batch size: from the next epoch (the epoch in progress keeps its batches), at once "
+                       f"between epochs; batch_size: a whole number from 1 to {MAX_BATCH:,}", ("batch_size",)),
     "save": ("save a checkpoint now", ()),
     "evaluate": ("evaluate on the test set now", ()),
     "rollback": ("after a divergence: restore the last good weights, multiply lr by factor (default 0.5)", ()),
@@ -97,13 +105,16 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: events that change a setting while a run trains (an lr_changed unless its schedule made it): the app's charts and
 #: the Compare screen draw a line where each happened, the latest MAX_SETTING_CHANGES of a run
-SETTING_CHANGES = frozenset({"lr_changed", "optimizer_changed", "regularization_changed"})
+SETTING_CHANGES = frozenset({"lr_changed", "optimizer_changed", "regularization_changed", "batch_size_changed"})
 MAX_SETTING_CHANGES = 64
 
 
 def is_setting_change(e: dict[str, Any]) -> bool:
-    """True for an event that changed a setting while the run trained (see :data:`SETTING_CHANGES`)."""
+    """True for an event that changed a setting while the run trained (see :data:`SETTING_CHANGES`): not a
+    schedule's lr step, nor a batch size asked for (it changes when its epoch starts: that event is marked)."""
     kind = e.get("event")
+    if kind == "batch_size_changed":
+        return e.get("batch_size") != e.get("previous")
     return kind in SETTING_CHANGES and not (kind == "lr_changed" and e.get("source") == "schedule")
 
 
@@ -124,6 +135,7 @@ FINAL_EVENTS = ("finished", "stopped", "failed")
 #: command -> the event that confirms the trainer applied it
 ACKNOWLEDGED_BY = {"pause": "paused", "resume": "resumed", "scale_lr": "lr_changed", "set_lr": "lr_changed",
                    "set_optimizer": "optimizer_changed", "set_regularization": "regularization_changed",
+                   "set_batch_size": "batch_size_changed",
                    "save": "checkpoint_saved", "evaluate": "evaluated",
                    "rollback": "rolled_back", "lr_find": "lr_find",
                    "step": "step_detail"}
@@ -219,6 +231,10 @@ HYPERPARAMS = {"momentum": "number", "dampening": "number", "nesterov": "bool", 
 #: what a set_regularization command may change (the run's settings of the same names; weight_decay is the
 #: optimizer's hyperparameter)
 REGULARIZATION = ("l1", "l2", "dropout", "weight_decay")
+
+#: the settings that change while a run trains (the app's commands): a checkpoint's config carries them as they
+#: stood when it was saved, and the Compare screen shows a changed one as ``start → now``
+LIVE_SETTINGS = (*REGULARIZATION, "batch_size")
 
 #: fields any command may carry besides its own: the protocol version, and the viewer's pid (set by the socket)
 _COMMON_FIELDS = {"command", "v", "client_pid"}
@@ -335,6 +351,10 @@ def validate_command(cmd: Any) -> dict[str, Any]:
             raise ConfigError(f"step count must be a whole number from 1 to {MAX_STEPS:,}, got {n!r:.40}")
     if kind == "set_regularization":
         check_regularization(cmd)
+    if kind == "set_batch_size":
+        n = cmd["batch_size"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_BATCH:
+            raise ConfigError(f"batch size must be a whole number from 1 to {MAX_BATCH:,}, got {n!r:.40}")
     if kind == "probe" and cmd["image"] is not None:
         _check_image(cmd["image"])
     if kind == "embedding" and not isinstance(cmd["watch"], bool):

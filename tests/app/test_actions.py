@@ -94,6 +94,7 @@ def test_every_table_entry_is_in_the_help():
         ("f", "lr finder: a range test on a copy; pick an lr on its curve"),
         ("o", "choose the optimizer (weights kept, fresh state)"),
         ("g", "set L1 / L2, weight decay and dropout (weights, optimizer state kept)"),
+        ("B", "set the batch size (from the next epoch; weights and optimizer state kept)"),
         ("s", "save a checkpoint now"),
         ("e", "evaluate on the test set now"),
         ("n", "take one training step and show it stage by stage (pauses first; a count typed before it, 10n, "

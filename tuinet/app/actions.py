@@ -134,6 +134,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("regularize", "g", "Reg…", "set L1 / L2, weight decay and dropout (weights, optimizer state kept)",
            "Set regularization (L1, L2, weight decay, dropout)…", show=False, command="set_regularization",
            when=When.LIVE),
+    Action("batch_size", "B", "Batch…", "set the batch size (from the next epoch; weights and optimizer state "
+           "kept)", "Set batch size…", key_display="B", show=False, command="set_batch_size", when=When.LIVE),
     Action("save", "s", "Save", "save a checkpoint now", "Save checkpoint", command="save", when=When.LIVE),
     Action("evaluate", "e", "Eval", "evaluate on the test set now", "Evaluate on test set", command="evaluate",
            when=When.LIVE),
@@ -298,6 +300,7 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("lr_find",)),
     HelpRow(("optimizer",)),
     HelpRow(("regularize",)),
+    HelpRow(("batch_size",)),
     HelpRow(("save",)),
     HelpRow(("evaluate",)),
     HelpRow(("step",)),

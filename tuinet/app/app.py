@@ -36,7 +36,8 @@ from tuinet.app.compare_state import MAX_CHARTED, CompareState
 from tuinet.app.launcher import start_session
 from tuinet.app.messages import EventsArrived
 from tuinet.app.screens.compare import CompareView
-from tuinet.app.screens.dialogs import ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog, RegularizationDialog
+from tuinet.app.screens.dialogs import (BatchSizeDialog, ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog,
+                                        RegularizationDialog)
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.lrfind import LrChoice, LrFindScreen
 from tuinet.app.screens.step import CountPrefix, StepScreen
@@ -757,6 +758,16 @@ class TuinetApp(App[int]):
         self.push_screen(RegularizationDialog({**(st.config or {}),
                                                "weight_decay": (st.hyperparams or {}).get("weight_decay")}), done)
 
+    def action_batch_size(self) -> None:
+        """Open the dialog to type a new batch size (from the next epoch)."""
+        def done(size: int | None) -> None:
+            if size is not None:
+                self._send("set_batch_size", f"batch size → {size:,}", batch_size=size)
+        st = self.state
+        train = ((st.dataset or {}).get("sizes") or {}).get("train")
+        self.push_screen(BatchSizeDialog(st.batch_size or 1, train if isinstance(train, int) else None,
+                                         st.batch_pending), done)
+
     def action_save(self) -> None:
         """Save a checkpoint now."""
         self._send("save", "saving checkpoint")
@@ -941,9 +952,15 @@ class TuinetApp(App[int]):
     # --- restart and quit --------------------------------------------------------------------------------------------
 
     def current_config(self) -> TrainConfig:
-        """The run's config with the optimizer, its hyperparameters and lr as they are now (for restart)."""
+        """The run's config with the optimizer, its hyperparameters, lr, weight penalties, dropout rate and batch
+        size as they are now (for restart; a batch size asked for the next epoch counts as set)."""
         st = self.state
         changes: dict[str, Any] = {k: None for k in HYPERPARAMS}
+        for k in ("l1", "l2", "dropout"):  # the regularization dialog's, as the trainer confirmed them
+            if isinstance((st.config or {}).get(k), (int, float)):
+                changes[k] = float(st.config[k])
+        if st.batch_pending or st.batch_size:
+            changes["batch_size"] = int(st.batch_pending or st.batch_size)
         for k, v in (st.hyperparams or {}).items():
             if k in HYPERPARAMS:
                 changes[k] = tuple(v) if isinstance(v, list) else v
@@ -959,7 +976,8 @@ class TuinetApp(App[int]):
     def _settings_text(self) -> str:
         st = self.state
         return f"{self.config.model if self.config else '?'} on {self.config.dataset if self.config else '?'}, " \
-               f"{st.optimizer} lr {fmt_num(st.base_lr or st.lr)}{self._schedule_note()}, batch {st.batch_size}, " \
+               f"{st.optimizer} lr {fmt_num(st.base_lr or st.lr)}{self._schedule_note()}, " \
+               f"batch {st.batch_pending or st.batch_size}, " \
                f"{st.epochs} epochs"
 
     def _schedule_note(self) -> str:

@@ -136,6 +136,8 @@ class RunState:
         self.total_steps = 1
         self.epochs = 1
         self.batch_size = 0
+        self.batch_pending: int | None = None  # a batch size asked for, from the next epoch
+        self._epoch_at: tuple[float, float] = (0.0, 0.0)  # (step, epoch) from which steps_per_epoch holds
         self.optimizer = "-"
         self.hyperparams: dict[str, Any] = {}
         self.lr: float | None = None
@@ -247,6 +249,10 @@ class RunState:
         self.total_steps = e.get("total_steps") or self.steps_per_epoch
         self.epochs = e.get("epochs") or 1
         self.batch_size = e.get("batch_size") or 0
+        self.batch_pending = None
+        step, into = e.get("step") or 0, e.get("step_in_epoch")
+        self._epoch_at = ((step - into, float(e.get("epoch") or 0)) if isinstance(into, int)
+                          else (0.0, 0.0))  # (a run from before the field: its steps_per_epoch held from step 0)
         self.optimizer = e.get("optimizer") or "-"
         self.hyperparams = e.get("hyperparams") or {}
         self.lr = e.get("lr")
@@ -331,7 +337,7 @@ class RunState:
     def _on_validation(self, e):
         self.val_loss = e.get("val_loss")
         self.val_accuracy = e.get("val_accuracy")
-        x = e.get("step", self.step) / max(self.steps_per_epoch, 1)
+        x = self.epoch_of(e.get("step", self.step))
         self.val_loss_s.append(x, self.val_loss)
         self.val_acc_s.append(x, self.val_accuracy)
         self.dirty.update(("progress", "charts"))
@@ -411,7 +417,7 @@ class RunState:
         self.add_log(f"resumed at step {e.get('step', self.step)}", t=e.get("time"))
 
     def _mark_change(self, e) -> None:
-        x = e.get("step", self.step) / max(self.steps_per_epoch, 1)
+        x = self.epoch_of(e.get("step", self.step))
         if not self.changes or self.changes[-1] != x:
             self.changes = (self.changes + [x])[-MAX_SETTING_CHANGES:]
             self.dirty.add("charts")
@@ -458,6 +464,29 @@ class RunState:
             self.dirty.add("layers")
         self.dirty.add("status")
         self.add_log(f"regularization: {regularization_change(e)} from step {e.get('step', 0) + 1:,}", t=e.get("time"))
+
+    def _on_batch_size_changed(self, e):
+        self.batch_pending = e.get("pending")
+        size, previous = e.get("batch_size"), e.get("previous")
+        if size and size != previous:
+            self.batch_size = size
+            self._epoch_at = (e.get("step", self.step), float(e.get("epoch") or 0))
+            self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
+            self.total_steps = e.get("total_steps") or self.total_steps
+            self._rate_t, self.steps_per_second = None, None  # the old batches' step rate says nothing of the new
+            self.add_log(f"batch size {previous or '?'} → {size:,} from epoch {int(e.get('epoch') or 0) + 1} "
+                         f"({self.steps_per_epoch:,} steps per epoch)", t=e.get("time"))
+        elif self.batch_pending:
+            self.add_log(f"batch size {self.batch_pending:,} asked for: from epoch {int(e.get('from_epoch') or 0) + 1}"
+                         f" (the epoch in progress keeps batches of {self.batch_size:,})", t=e.get("time"))
+        else:
+            self.add_log(f"batch size stays {self.batch_size:,}", t=e.get("time"))
+        self.dirty.update(("status", "progress"))
+
+    def epoch_of(self, step: float) -> float:
+        """The epoch (a fraction) of a global step: the steps per epoch are the run's since its last batch size."""
+        s0, e0 = self._epoch_at
+        return e0 + (step - s0) / max(self.steps_per_epoch, 1)
 
     def _on_checkpoint_saved(self, e):
         self.add_log(f"checkpoint ({e.get('kind')}) saved at step {e.get('step')}: {e.get('path')}", t=e.get("time"))

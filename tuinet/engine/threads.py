@@ -188,6 +188,18 @@ class ThreadTuner:
         """Set the thread pools for ``mode`` ("blas", "numba" or "single")."""
         configure_threads(mode=mode)
 
+    def rebase(self) -> None:
+        """The work per step changed (the batch size): forget the step times measured so far, whose time per
+        sample no longer compares (a smaller batch costs more per sample and would read as a collapse), and probe
+        again, since the faster setting can differ with the batch."""
+        self._recent.clear()
+        self._recent_single.clear()
+        self._slow, self._slow_seconds = [], 0.0
+        self._clear_latest()
+        self._ref = None
+        if self.tuning:  # (a probe under way starts again: its blocks would mix the two sizes)
+            self._start_probe(self.rounds)
+
     def _start_probe(self, rounds: int, by_mean: bool = False) -> None:
         self._by_mean = by_mean  # judge by total time (stalls count), not the median step
         self._plan = [c for _ in range(rounds) for c in self.candidates]

@@ -33,7 +33,7 @@ import numpy as np
 from tuinet.engine.checkpoint import Checkpoint, describe_arch, load_checkpoint
 from tuinet.engine.optim import make_optimizer
 from tuinet.errors import CheckpointError, ConfigError, DataError, ModelError
-from tuinet.protocol import REGULARIZATION
+from tuinet.protocol import LIVE_SETTINGS
 from tuinet.training.config import SCHEDULE_ALIASES, TrainConfig, default_runs_dir, read_toml
 from tuinet.training.rundir import RunDir, absolute_dataset, find_run, free_run_name
 
@@ -124,20 +124,20 @@ def _spans(numbers: list[int]) -> str:
     return ", ".join(out)
 
 
-def settings_at(ckpt: Checkpoint, keys=REGULARIZATION) -> dict[str, Any]:
-    """The settings that change while a run trains (by default its weight penalties, dropout rate and weight decay,
-    which the app sets) as they stood when ``ckpt`` was saved: its config.json keeps those the run started with.
-    ``tuinet resume`` and a branch take them from here."""
+def settings_at(ckpt: Checkpoint, keys=LIVE_SETTINGS) -> dict[str, Any]:
+    """The settings that change while a run trains (by default its weight penalties, dropout rate, weight decay and
+    batch size, which the app sets) as they stood when ``ckpt`` was saved: its config.json keeps those the run
+    started with. ``tuinet resume`` and a branch take them from here."""
     saved = ckpt.extra.get("config")
     return {k: saved[k] for k in keys if k in saved} if isinstance(saved, dict) else {}
 
 
 def _parent_settings(point: BranchPoint) -> dict[str, Any]:
     """The parent's configuration as it stood at the checkpoint: its config.json (dataset path absolute), with the
-    planned epochs of the checkpoint (``tuinet resume --epochs`` changes those) and its weight penalties and dropout
-    rate (the app changes those while it trains)."""
+    planned epochs of the checkpoint (``tuinet resume --epochs`` changes those) and its weight penalties, dropout
+    rate, weight decay and batch size (the app changes those while it trains)."""
     base = point.run.read_json("config.json") or dict(point.checkpoint.extra.get("config") or {})
-    base.update(settings_at(point.checkpoint, ("epochs", *REGULARIZATION)))
+    base.update(settings_at(point.checkpoint, ("epochs", *LIVE_SETTINGS)))
     for key in ("name", "runs_dir", "parent"):
         base.pop(key, None)
     return base
@@ -349,6 +349,7 @@ def start_branch(trainer, ckpt: Checkpoint | None = None) -> dict[str, Any]:
     if saved_cfg.get("batch_size") == c.batch_size:
         trainer.step_in_epoch = x.get("step_in_epoch", 0)
         trainer.global_step = x.get("global_step", 0)
+        trainer.schedule_offset = x.get("schedule_offset", 0)  # its batch size changed while it trained
     else:
         if x.get("step_in_epoch", 0):
             raise ConfigError(f"--batch-size cannot change from the middle of an epoch ({ckpt.path.name} of run "

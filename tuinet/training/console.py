@@ -111,6 +111,11 @@ class ConsolePrinter:
             self._line(f"optimizer -> {e['describe']} (fresh state)")
         elif kind == "regularization_changed":
             self._line(f"regularization: {regularization_change(e)} (from step {e.get('step', 0) + 1:,})")
+        elif kind == "batch_size_changed":
+            self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
+            if e.get("batch_size") != e.get("previous"):
+                self._line(f"batch size {e['previous']:,} -> {e['batch_size']:,} from epoch {e['epoch'] + 1} "
+                           f"({count(e['steps_per_epoch'], 'step')} per epoch)")
         elif kind == "diverged":
             self._line(f"diverged at step {e['step']} (loss {e.get('loss')}): {e['action']}, lr {e['lr']:.3g} -> "
                        f"{e['new_lr']:.3g}")

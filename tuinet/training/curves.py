@@ -237,6 +237,7 @@ class CurveReader:
         self._t_last = 0.0  # elapsed seconds at the newest event read
         self._samples_base = 0.0
         self._step0 = 0.0
+        self._epoch0 = 0.0  # the epoch at step _step0 (its steps per epoch hold from there: a batch size changes them)
 
     # --- reading --------------------------------------------------------------------------------------------------
 
@@ -381,11 +382,7 @@ class CurveReader:
             self._step(ev, self._train.take())  # only a step line the fast path could not read comes here
         elif kind in ("epoch", "validation"):
             step = num(ev.get("step"))
-            if kind == "epoch":
-                epoch = num(ev.get("epoch"))
-            else:
-                spe = self._steps_per_epoch
-                epoch = step / spe if spe else _NAN
+            epoch = num(ev.get("epoch")) if kind == "epoch" else self._epoch_of(step)
             point = (epoch, step, self._samples(step), self._elapsed(ev.get("time")), num(ev.get("val_loss")),
                      num(ev.get("val_accuracy")))
             if self._val.last_step() == step:
@@ -395,13 +392,31 @@ class CurveReader:
             self._changes += 1
         elif kind == "started":
             self._started(ev)
-        elif is_setting_change(ev):
+        if kind == "batch_size_changed" and is_setting_change(ev):
+            self._new_batch_size(ev)
+        if is_setting_change(ev):
             step = num(ev.get("step"))
             if step == step and (not self._setting_changes or self._setting_changes[-1][1] != step):
-                spe = self._steps_per_epoch
-                point = (step / spe if spe else _NAN, step, self._samples(step), self._elapsed(ev.get("time")))
+                point = (self._epoch_of(step), step, self._samples(step), self._elapsed(ev.get("time")))
                 self._setting_changes = (self._setting_changes + [point])[-MAX_SETTING_CHANGES:]
                 self._changes += 1
+
+    def _epoch_of(self, step: float) -> float:
+        spe = self._steps_per_epoch
+        return self._epoch0 + (step - self._step0) / spe if spe else _NAN
+
+    def _new_batch_size(self, ev: dict[str, Any]) -> None:
+        """Batches of another size from the event's step (the start of its epoch): the samples and epochs of the
+        steps after it count in the new size."""
+        step, bs, spe = num(ev.get("step")), num(ev.get("batch_size")), num(ev.get("steps_per_epoch"))
+        if step != step or bs != bs or not bs > 0:
+            return
+        self._samples_base = self._samples(step)
+        epoch = num(ev.get("epoch"))
+        self._epoch0 = epoch if epoch == epoch else self._epoch_of(step)
+        self._step0, self._batch_size = step, bs
+        if spe == spe and spe > 0:
+            self._steps_per_epoch = spe
 
     def _step(self, ev: dict[str, Any], on_grid: bool) -> None:
         self._last["step"] = ev
@@ -430,7 +445,12 @@ class CurveReader:
         if bs == bs:
             self._batch_size = bs
         spe = num(ev.get("steps_per_epoch"))
-        self._steps_per_epoch = spe if spe == spe and spe > 0 else self._steps_per_epoch
+        self._steps_per_epoch = spe = spe if spe == spe and spe > 0 else self._steps_per_epoch
+        epoch, into = num(ev.get("epoch")), num(ev.get("step_in_epoch"))
+        if epoch == epoch and into == into and spe:
+            self._epoch0 = epoch + into / spe
+        else:  # (a run from before the field: its batch size never changed)
+            self._epoch0 = step / spe if spe else 0.0
         # a run killed past its last checkpoint logs those steps again after the resume: the later copy wins
         kept = [c for c in self._setting_changes if c[1] <= step]
         if self._train.truncate(step) + self._val.truncate(step) + len(self._setting_changes) - len(kept):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import queue
@@ -45,7 +46,7 @@ from tuinet.training.final_test import final_tests
 from tuinet.training.neurons import neuron_maps
 from tuinet.training.prefetch import DataPrefetch, load_run_data
 from tuinet.training.probe import Probe, ink_range
-from tuinet.protocol import REGULARIZATION, check_learning_rate, make_event
+from tuinet.protocol import LIVE_SETTINGS, REGULARIZATION, check_learning_rate, make_event
 from tuinet.training.rundir import RunDir
 from tuinet.training.schedules import make_schedule
 from tuinet.training.watch import Watch
@@ -118,6 +119,10 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0
         self.global_step = 0
+        #: global_step minus the step the schedule reads: a batch size changed while it trains renumbers the
+        #: schedule's steps (in the new batches, as a branch from that epoch counts them)
+        self.schedule_offset = 0
+        self._next_batch: int | None = None  # a batch size asked for, from the next epoch (set_batch_size)
         self.base_lr = 0.0
         self.best_val_loss = math.inf
         self.best_val_accuracy: float | None = None
@@ -196,7 +201,7 @@ class Trainer:
             cfg_data["runs_dir"] = str(run.path.parent)
             cfg_data["name"] = run.name
             ckpt = load_checkpoint(run.latest)
-            cfg_data.update(settings_at(ckpt))  # changed while it trained (set_regularization): as at the checkpoint
+            cfg_data.update(settings_at(ckpt))  # changed while it trained (the app's commands): as at the checkpoint
             config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
             t = cls(config, run_dir=run, emit=emit)
             t._resume_ckpt = ckpt
@@ -289,9 +294,7 @@ class Trainer:
         self.optimizer = make_optimizer(c.optimizer, self.model.params, lr=c.lr, **c.optimizer_hyperparams())
         self.base_lr = self.optimizer.lr
         self.steps_per_epoch = math.ceil(len(d.x_train) / c.batch_size)
-        self.schedule = make_schedule(c.schedule, self.steps_per_epoch, c.epochs, step_size=c.step_size,
-                                      gamma=c.gamma, plateau_factor=c.plateau_factor,
-                                      plateau_patience=c.plateau_patience, min_delta=c.min_delta)
+        self.schedule = self._make_schedule()
         self.shuffle_rng = np.random.default_rng([c.seed, 2])
         self.augmenter = make_augmenter(c.augment, d.x_train, d.input_shape, c.dataset, c.seed)
         n_fixed = min(8, len(d.x_test))
@@ -304,6 +307,17 @@ class Trainer:
 
             self.branch_info = start_branch(self)
 
+    def _make_schedule(self):
+        c = self.config
+        return make_schedule(c.schedule, self.steps_per_epoch, c.epochs, step_size=c.step_size, gamma=c.gamma,
+                             plateau_factor=c.plateau_factor, plateau_patience=c.plateau_patience,
+                             min_delta=c.min_delta)
+
+    @property
+    def schedule_step(self) -> int:
+        """The step the lr schedule reads (the global step, in this batch size's steps since a change)."""
+        return self.global_step - self.schedule_offset
+
     def _restore(self, ckpt) -> None:
         ckpt.load_into(self.model)
         opt = ckpt.build_optimizer(self.model)
@@ -313,6 +327,8 @@ class Trainer:
         self.epoch = x.get("epoch", 0)
         self.step_in_epoch = x.get("step_in_epoch", 0)
         self.global_step = x.get("global_step", 0)
+        self.schedule_offset = x.get("schedule_offset", 0)
+        self._next_batch = x.get("next_batch_size")
         self.base_lr = x.get("base_lr", self.optimizer.lr)
         self.best_val_loss = x.get("best_val_loss") if x.get("best_val_loss") is not None else math.inf
         self.best_val_accuracy = x.get("best_val_accuracy")
@@ -333,6 +349,7 @@ class Trainer:
     def _trainer_state(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "schedule_offset": self.schedule_offset, "next_batch_size": self._next_batch,
             "base_lr": self.base_lr, "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             "best_val_accuracy": self.best_val_accuracy, "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs, "train_seconds": self.train_seconds, "samples_seen": self.samples_seen,
@@ -411,6 +428,8 @@ class Trainer:
                 self._set_optimizer(cmd["name"], dict(cmd.get("hyperparams") or {}), cmd.get("lr"))
             elif kind == "set_regularization":
                 self._set_regularization({k: float(cmd[k]) for k in REGULARIZATION if k in cmd})
+            elif kind == "set_batch_size":
+                self._set_batch_size(int(cmd["batch_size"]))
             elif kind == "save":
                 self.save("latest")
             elif kind == "evaluate":
@@ -456,7 +475,7 @@ class Trainer:
     def _set_lr(self, lr: float, source: str) -> None:
         lr = check_learning_rate(lr)  # positive and finite in float32, whatever product it came from
         old = self.optimizer.lr
-        factor = self.schedule.factor(self.global_step)
+        factor = self.schedule.factor(self.schedule_step)
         self.base_lr = lr / factor if factor > 0 else lr
         self.optimizer.lr = lr
         self._emit("lr_changed", lr=lr, old_lr=old, source=source, step=self.global_step, base_lr=self.base_lr)
@@ -466,7 +485,7 @@ class Trainer:
         new = make_optimizer(name, self.model.params, lr=lr, **hyper)
         old = self.optimizer.describe()
         self.optimizer = new
-        factor = self.schedule.factor(self.global_step)
+        factor = self.schedule.factor(self.schedule_step)
         self.base_lr = lr / factor if factor > 0 else lr
         self._emit("optimizer_changed", name=new.name, requested=name, hyperparams=new.hyperparams(),
                    describe=new.describe(), previous=old, state="fresh", step=self.global_step, base_lr=self.base_lr)
@@ -493,6 +512,47 @@ class Trainer:
         self._emit("regularization_changed", **new, previous=previous, step=self.global_step,
                    **({"layers": layers, "num_params": self.model.num_params()} if layers is not None else {}))
         self._status_file()  # its changed_settings (the checkpoint that carries them comes with the epoch's end)
+
+    def _set_batch_size(self, size: int) -> None:
+        """A new batch size: at once between epochs, else from the next epoch (the epoch in progress keeps its
+        batches, so that it covers its samples once; a second ask before then replaces the first, the run's own size
+        cancels it). Like the regularization, it is the run's setting from then on (checkpoints, resume, branch)."""
+        c = self.config
+        if self.epoch >= c.epochs:
+            raise ConfigError("no epoch is left to train in batches of another size")
+        if self.step_in_epoch == 0:
+            self._apply_batch_size(size)
+            return
+        self._next_batch = None if size == c.batch_size else size
+        self._emit_batch_size(c.batch_size)
+        if self._next_batch is not None:
+            self._log(f"batch size {size:,} from epoch {self.epoch + 2} (epoch {self.epoch + 1} keeps batches of "
+                      f"{c.batch_size:,})")
+
+    def _apply_batch_size(self, size: int) -> None:
+        """Batches of ``size`` from this step on (the start of an epoch): the steps per epoch, the schedule (its
+        steps renumbered in the new batches, its state kept) and the thread tuner's reference follow."""
+        c = self.config
+        old, self._next_batch = c.batch_size, None
+        c.batch_size = size
+        self.steps_per_epoch = math.ceil(len(self.data.x_train) / size)
+        state = self.schedule.state()
+        self.schedule = self._make_schedule()
+        self.schedule.load_state(state)
+        self.schedule_offset = self.global_step - self.epoch * self.steps_per_epoch
+        self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
+        if getattr(self, "tuner", None) is not None:
+            self.tuner.rebase()
+        self._emit_batch_size(old)
+        if size != old:
+            self._status_file()
+
+    def _emit_batch_size(self, previous: int) -> None:
+        self._emit("batch_size_changed", batch_size=self.config.batch_size, previous=previous,
+                   pending=self._next_batch, from_epoch=self.epoch + (1 if self._next_batch is not None else 0),
+                   step=self.global_step, epoch=self.epoch, steps_per_epoch=self.steps_per_epoch,
+                   total_steps=self.global_step - self.step_in_epoch
+                   + (self.config.epochs - self.epoch) * self.steps_per_epoch)
 
     def _rebuild_for_dropout(self, rate: float) -> None:
         """The model as its spec builds it with dropout ``rate`` (dropout layers set to the new rate, added or
@@ -806,8 +866,9 @@ class Trainer:
             changed_settings=self._changed_settings(), **extra)
 
     def _changed_settings(self) -> dict[str, list[float]]:
-        """The settings changed while the run trained (set_regularization): ``{key: [as it started, now]}``, for
-        the Compare screen's settings diff (config.json keeps the values the run started with)."""
+        """The settings changed while the run trained (set_regularization, set_batch_size): ``{key: [as it
+        started, now]}``, for the Compare screen's settings diff (config.json keeps the values the run started
+        with)."""
         start = getattr(self, "_start_settings", None)
         if start is None:  # (status.json is written only with a run folder)
             saved = self.run_dir.read_json("config.json")
@@ -816,10 +877,12 @@ class Trainer:
             if decay is None:  # the optimizer's own default
                 decay = make_optimizer(saved.get("optimizer") or self.config.optimizer, []).hyper.get("weight_decay")
             start["weight_decay"] = decay
+            start["batch_size"] = saved.get("batch_size")
             self._start_settings = start
         now = {k: float(getattr(self.config, k)) for k in MODEL_SETTINGS}
         now["weight_decay"] = self.optimizer.hyper.get("weight_decay") if self.optimizer else None
-        return {k: [start[k], now[k]] for k in REGULARIZATION
+        now["batch_size"] = self.config.batch_size
+        return {k: [start[k], now[k]] for k in LIVE_SETTINGS
                 if now[k] is not None and start[k] is not None and now[k] != start[k]}
 
     def _setup_run_dir(self) -> None:
@@ -858,18 +921,20 @@ class Trainer:
         if self._resume_ckpt is not None and self.schedule is not None:
             # say the lr the next step takes, not the one the checkpoint ended with: resumed with more epochs, a
             # schedule is stretched over them (a cosine run that ended near 0 goes on from the middle of its curve)
-            self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
+            self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
         self.status = "running"
         self._status_file()
         self._emit(
             "started", name=self.run_dir.name if self.run_dir else None,
             run_dir=str(self.run_dir.path) if self.run_dir else None, config=c.to_dict(), dataset=d.describe(),
             model=m.summary(), layers=self._layer_rows(),
-            num_params=m.num_params(), steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * c.epochs,
+            num_params=m.num_params(), steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.global_step - self.step_in_epoch + (c.epochs - self.epoch) * self.steps_per_epoch,
             epochs=c.epochs, batch_size=c.batch_size, optimizer=self.optimizer.name,
             hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, base_lr=self.base_lr,
             resumed=self._resume_ckpt is not None,
-            epoch=self.epoch, step=self.global_step, thread_mode=mode, pid=os.getpid(),
+            epoch=self.epoch, step=self.global_step, step_in_epoch=self.step_in_epoch, thread_mode=mode,
+            pid=os.getpid(),
             parent=self.branch_info or c.parent)
         defaults = describe_defaults(c)
         if defaults:
@@ -887,15 +952,19 @@ class Trainer:
             # the permutation of this epoch comes from the rng state at its start (saved, for exact resume)
             self._epoch_rng_state = self.shuffle_rng.bit_generator.state
             perm = self.shuffle_rng.permutation(len(d.x_train))
+            if self._next_batch is not None and self.step_in_epoch == 0:
+                self._apply_batch_size(self._next_batch)  # asked for during the last epoch
             epoch_t0, paused_t0 = time.perf_counter(), self.paused_seconds
             epoch_seconds = 0.0
             ep_loss = ep_correct = ep_n = 0.0
-            for b in range(self.step_in_epoch, self.steps_per_epoch):
+            for b in itertools.count(self.step_in_epoch):
+                if b >= self.steps_per_epoch:  # (a batch size set at the epoch's first step changes it)
+                    break
                 self._poll_commands()
                 m = self.model  # a command may have rebuilt it (set_regularization's dropout)
                 idx = perm[b * c.batch_size:(b + 1) * c.batch_size]
                 x, y = d.x_train[idx], d.y_train[idx]
-                self.optimizer.lr = self.base_lr * self.schedule.factor(self.global_step)
+                self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
                 t0 = time.perf_counter()
                 if self.augmenter is not None:  # timed with the step: it is work the run asked for
                     x = self.augmenter(x)  # a new random version of each sample (training batches only)
@@ -955,7 +1024,7 @@ class Trainer:
                 ep_n += len(idx)
                 if stats_step:
                     rows = S.layer_stats(m, before)
-                    verdict, change = self.health.check(rows, self.schedule.factor(self.global_step))
+                    verdict, change = self.health.check(rows, self.schedule.factor(self.schedule_step))
                     self._emit("layer_stats", step=self.global_step, epoch=self.epoch, layers=rows, health=verdict)
                     if change is not None:
                         self._emit("gradient_health", step=self.global_step, epoch=self.epoch, **change)
@@ -1042,7 +1111,7 @@ class Trainer:
             self._emit("confusion", epoch=self.epoch, split="val",
                        **confusion_event_fields(d.y_val, preds, list(d.class_names)))
         if self.schedule.on_epoch_end(val_loss):
-            self._set_lr(self.base_lr * self.schedule.factor(self.global_step), "plateau")
+            self._set_lr(self.base_lr * self.schedule.factor(self.schedule_step), "plateau")
         improved = val_loss is not None and math.isfinite(val_loss) and val_loss < self.best_val_loss - c.min_delta
         acc = val.get("accuracy")
         if acc is not None and math.isfinite(acc) and (self.best_val_accuracy is None or acc > self.best_val_accuracy):

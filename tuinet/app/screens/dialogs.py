@@ -1,5 +1,5 @@
-"""Modal dialogs: confirm, exact learning rate, optimizer choice, regularization, and what to do after a
-divergence."""
+"""Modal dialogs: confirm, exact learning rate, optimizer choice, batch size, regularization, and what to do after
+a divergence."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from textual.widgets.option_list import Option
 
 from tuinet.errors import ConfigError
 from tuinet.formatting import fmt_num
-from tuinet.protocol import check_regularization
+from tuinet.protocol import MAX_BATCH, check_regularization
 
 #: (name sent to the trainer, label, what it is) in the order the dialog lists them
 OPTIMIZERS: list[tuple[str, str, str]] = [
@@ -132,6 +132,59 @@ class LrDialog(_FollowsLr, ModalScreen["float | None"]):
             self.query_one("#lr-error", Label).update(f"not a positive number: {event.value!r}")
             return
         self.dismiss(v)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def parse_batch_size(text: str) -> int | str:
+    """A batch size from user text ('256', '1,024'), or a one-line reason it is not one."""
+    raw = text.strip().replace(",", "").replace("_", "")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_BATCH:
+        return f"a batch size is a whole number from 1 to {MAX_BATCH:,}, not {text.strip()!r}"
+    return int(raw)
+
+
+class BatchSizeDialog(ModalScreen["int | None"]):
+    """Type a new batch size; dismisses with it, or None on escape (or when it is the size the run has).
+
+    The trainer takes it at once between epochs and otherwise from the next epoch (the epoch in progress keeps its
+    batches); the dialog says which, and what an epoch becomes.
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: int, train_samples: int | None, pending: int | None = None):
+        super().__init__(classes="dialog-screen")
+        self.current, self.train_samples, self.pending = int(current), train_samples, pending
+
+    def _message(self) -> str:
+        n = self.train_samples
+        steps = f" ({-(-n // self.current):,} steps per epoch of {n:,} samples)" if n else ""
+        waiting = f"; {self.pending:,} is asked for the next epoch" if self.pending else ""
+        return (f"Current: {self.current:,}{steps}{waiting}. Type a size and press enter: it applies from the next "
+                "epoch (the epoch in progress keeps its batches). Small batches: noisier steps, more of them; large "
+                "ones: smoother steps, more samples per second.")
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as v:
+            v.border_title = "Batch size"
+            yield Static(self._message(), classes="dialog-message")
+            yield Input(value=str(self.pending or self.current), placeholder="64", id="batch-input")
+            yield Label("", id="batch-error", classes="dialog-error")
+
+    def on_mount(self) -> None:
+        inp = self.query_one(Input)
+        inp.focus()
+        inp.action_select_all()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        v = parse_batch_size(event.value)
+        if isinstance(v, str):
+            self.query_one("#batch-error", Label).update(v)
+            return
+        self.dismiss(None if v == (self.pending or self.current) else v)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -73,6 +73,8 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
         # the lr moves every step: say by what rule and from which base (what `+`, `-`, `L` and a restart change)
         t.append(f" ({schedule} from {fmt_num(st.base_lr)})", style="dim")
     t.append(f"  batch {st.batch_size}", style="")
+    if st.batch_pending:  # asked for: the epoch in progress keeps its batches
+        t.append(f" → {st.batch_pending} next epoch", style="italic yellow")
     hyper = fmt_hyper(st.hyperparams)
     if hyper:
         t.append(f"  {hyper}", style="dim")
