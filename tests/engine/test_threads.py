@@ -160,3 +160,27 @@ def test_a_sustained_slowdown_short_of_a_collapse_rechecks_one_thread_at_once(tu
     for i in range(3000):
         tuner2.record(64 * 1e-5 * (1.4 if i % 2 else 0.6), 64)
     assert tuner2.slowdowns == 0 and tuner2.mode == "blas"
+
+
+def test_a_new_batch_size_starts_a_new_reference_not_a_collapse(tuning):
+    """Batches of 4 cost far more per sample than batches of 256: after rebase() (the trainer's batch size changed)
+    the tuner compares the new steps with each other, probes both settings again at the new size, and keeps
+    the one that wins there; without it the smaller batches would read as a collapse."""
+    model = build_model("conv3x3x4,relu", (6, 6, 1), 3)
+    kw = dict(block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6, collapse_steps=3,
+              collapse_seconds=0.05, recheck_seconds=1.0)
+    big = {"numba": 1e-5, "single": 1.8e-5}  # batch 256: two threads win
+    small = {"numba": 3e-4, "single": 1e-4}  # batch 4: 30x the time per sample, and one thread wins
+
+    tuner = ThreadTuner(model, **kw)
+    assert _steps(tuner, big, 0.2, samples=256)[0][1] == "numba"
+    tuner.rebase()
+    assert tuner.probing
+    switches = _steps(tuner, small, 0.5, samples=4)
+    assert [m for _, m in switches] == ["single"] and tuner.collapses == 0  # the probe's verdict
+    assert tuner.last_rates == {"numba": pytest.approx(1 / 3e-4), "single": pytest.approx(1e4)}
+
+    unaware = ThreadTuner(model, **kw)
+    assert _steps(unaware, big, 0.2, samples=256)[0][1] == "numba"
+    _steps(unaware, small, 0.5, samples=4)
+    assert unaware.collapses == 1  # what rebase() prevents

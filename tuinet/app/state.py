@@ -137,7 +137,8 @@ class RunState:
         self.epochs = 1
         self.batch_size = 0
         self.batch_pending: int | None = None  # a batch size asked for, from the next epoch
-        self._epoch_at: tuple[float, float] = (0.0, 0.0)  # (step, epoch) from which steps_per_epoch holds
+        #: (step, epoch, steps per epoch) from each step on which the run's batches had one size
+        self._epoch_at: list[tuple[float, float, int]] = [(0.0, 0.0, 1)]
         self.optimizer = "-"
         self.hyperparams: dict[str, Any] = {}
         self.lr: float | None = None
@@ -251,8 +252,8 @@ class RunState:
         self.batch_size = e.get("batch_size") or 0
         self.batch_pending = None
         step, into = e.get("step") or 0, e.get("step_in_epoch")
-        self._epoch_at = ((step - into, float(e.get("epoch") or 0)) if isinstance(into, int)
-                          else (0.0, 0.0))  # (a run from before the field: its steps_per_epoch held from step 0)
+        self._epoch_at = [(step - into, float(e.get("epoch") or 0), self.steps_per_epoch) if isinstance(into, int)
+                          else (0.0, 0.0, self.steps_per_epoch)]  # (a run from before the field: from step 0)
         self.optimizer = e.get("optimizer") or "-"
         self.hyperparams = e.get("hyperparams") or {}
         self.lr = e.get("lr")
@@ -470,8 +471,8 @@ class RunState:
         size, previous = e.get("batch_size"), e.get("previous")
         if size and size != previous:
             self.batch_size = size
-            self._epoch_at = (e.get("step", self.step), float(e.get("epoch") or 0))
             self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
+            self._epoch_at.append((e.get("step", self.step), float(e.get("epoch") or 0), self.steps_per_epoch))
             self.total_steps = e.get("total_steps") or self.total_steps
             self._rate_t, self.steps_per_second = None, None  # the old batches' step rate says nothing of the new
             self.add_log(f"batch size {previous or '?'} → {size:,} from epoch {int(e.get('epoch') or 0) + 1} "
@@ -484,9 +485,9 @@ class RunState:
         self.dirty.update(("status", "progress"))
 
     def epoch_of(self, step: float) -> float:
-        """The epoch (a fraction) of a global step: the steps per epoch are the run's since its last batch size."""
-        s0, e0 = self._epoch_at
-        return e0 + (step - s0) / max(self.steps_per_epoch, 1)
+        """The epoch (a fraction) of a global step, in the steps per epoch of the batch size the run had then."""
+        s0, e0, spe = next((seg for seg in reversed(self._epoch_at) if seg[0] <= step), self._epoch_at[0])
+        return e0 + (step - s0) / max(spe, 1)
 
     def _on_checkpoint_saved(self, e):
         self.add_log(f"checkpoint ({e.get('kind')}) saved at step {e.get('step')}: {e.get('path')}", t=e.get("time"))
