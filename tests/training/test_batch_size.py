@@ -73,8 +73,9 @@ def test_asked_mid_epoch_it_starts_with_the_next_epoch(tmp_path):
     # first step, which compiles, is not counted in the samples trained on)
     assert trainer.samples_seen == 3 * n - 64
     assert trainer.config.batch_size == 256
-    assert any("batch size 256 from epoch 2 (epoch 1 keeps batches of 64)" in e.get("message", "")
-               for e in of(events, "log"))
+    log = (tmp_path / "runs" / "live" / "log.txt").read_text()  # the headless lines
+    assert "batch size 256 from epoch 2 (epoch 1 keeps batches of 64)" in log
+    assert f"batch size 64 -> 256 from epoch 2 ({math.ceil(n / 256)} steps per epoch)" in log
 
 
 def test_between_epochs_it_applies_at_once_and_trains_as_a_branch_with_that_batch_size(tmp_path, monkeypatch):
@@ -139,7 +140,8 @@ def test_resume_goes_on_with_the_new_batch_size_and_the_schedule_where_it_was(tm
     monkeypatch.setenv("TUINET_THREADS", "1")
     whole, _ = run_with(tmp_path, lambda e: e["event"] == "epoch" and e["epoch"] == 1, 48, schedule="cosine",
                         name="whole")
-    trainer = Trainer(config(tmp_path, name="cut", log_every=1, schedule="cosine"))
+    trainer = Trainer(config(tmp_path, name="cut", log_every=1, schedule="cosine",
+                             dataset_defaults=["batch_size", "optimizer"]))  # as if the dataset's row gave them
     n = len(whole.data.x_train)
     n1 = math.ceil(n / 64)
 
@@ -155,6 +157,7 @@ def test_resume_goes_on_with_the_new_batch_size_and_the_schedule_where_it_was(tm
     assert ckpt.extra["config"]["batch_size"] == 48
     assert ckpt.extra["trainer"]["schedule_offset"] == n1 - math.ceil(n / 48)
     resumed = Trainer.resume(RunDir(tmp_path / "runs" / "cut"))
+    assert resumed.config.dataset_defaults == ["optimizer"]  # 48 is no dataset's default: not said to be one
     assert resumed.run()["event"] == "finished"
     assert resumed.config.batch_size == 48
     a, b = whole.model.get_weights(), resumed.model.get_weights()

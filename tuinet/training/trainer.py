@@ -201,7 +201,11 @@ class Trainer:
             cfg_data["runs_dir"] = str(run.path.parent)
             cfg_data["name"] = run.name
             ckpt = load_checkpoint(run.latest)
-            cfg_data.update(settings_at(ckpt))  # changed while it trained (the app's commands): as at the checkpoint
+            live = settings_at(ckpt)  # changed while it trained (the app's commands): as at the checkpoint
+            moved = {k for k, v in live.items() if cfg_data.get(k) != v}
+            if isinstance(cfg_data.get("dataset_defaults"), list):  # those are no longer the dataset's defaults
+                cfg_data["dataset_defaults"] = [n for n in cfg_data["dataset_defaults"] if n not in moved]
+            cfg_data.update(live)
             config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
             t = cls(config, run_dir=run, emit=emit)
             t._resume_ckpt = ckpt
@@ -525,9 +529,6 @@ class Trainer:
             return
         self._next_batch = None if size == c.batch_size else size
         self._emit_batch_size(c.batch_size)
-        if self._next_batch is not None:
-            self._log(f"batch size {size:,} from epoch {self.epoch + 2} (epoch {self.epoch + 1} keeps batches of "
-                      f"{c.batch_size:,})")
 
     def _apply_batch_size(self, size: int) -> None:
         """Batches of ``size`` from this step on (the start of an epoch): the steps per epoch, the schedule (its
