@@ -1,6 +1,6 @@
 """Make the README's screenshots: drive the real app over real (small) training runs and save SVGs.
 
-    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|augment|regularize|boundary|neurons|compare|lesson|lrfind|sweep|serve]
+    python scripts/screenshots.py [--out screenshots] [--size 120x40] [--only mnist|augment|regularize|batch|boundary|neurons|compare|lesson|lrfind|sweep|serve]
 
 Writes ``dashboard.svg``, ``inspector.svg``, ``predictions.svg``, ``draw.svg`` (a 7 drawn with the mouse on the
 Draw tab) and ``stepview.svg`` (one step after ``n``, stage by stage) from an mlp learning MNIST (10,000 training images, a few epochs), ``boundary.svg`` from an mlp learning the 2-D spiral, and ``compare.svg``: the Compare
@@ -9,7 +9,8 @@ screen over four small digits runs (three learning rates and one with dropout) a
 the neuron maps, and ``lesson.svg``: the vanishing-gradients lesson on the Compare screen with its measured result.
 Each run is paused before its screenshot, so the picture is of a consistent state; runs go to a temporary folder.
 ``regularize.svg`` is an mlp overfitting 3,000 MNIST digits, given dropout and L2 at epoch 40 through the
-regularization dialog (``g``), at epoch 90. ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
+regularization dialog (``g``), at epoch 90; ``batchsize.svg`` the default mlp on 6,000 digits whose batch size goes
+from 128 to 16 at epoch 6 through the batch-size dialog (``B``), at epoch 11. ``lrfind.svg`` is the learning-rate finder (``f``) on the default mlp on MNIST (10,000 images) before training starts.
 ``sweep.svg`` is the Sweep screen of a real 12-trial sweep on digits (``tuinet sweep --detach``, two workers), taken
 once most trials are done. ``firstrun.svg`` is the first run of the cnn preset on an empty Numba cache while its
 kernels compile in two processes (the trainer and the compile helper). ``serve.png`` is `tuinet serve` in headless
@@ -142,6 +143,38 @@ async def regularize_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         await wait_for(pilot, lambda: app.state.paused and app.state.epoch >= 90, what="50 epochs more")
         await settle(app)
         app.save_screenshot("regularize.svg", str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
+async def batch_shot(out: Path, size: tuple[int, int], runs: str) -> None:
+    """The default mlp on 6,000 MNIST digits at batch 128; at the end of epoch 6 paused, batch 16 typed in the
+    batch-size dialog (B), resumed; the dashboard at epoch 11: the noisier, slower steps after the change."""
+    from textual.widgets import Input
+
+    from tuinet.app.screens.dialogs import BatchSizeDialog
+
+    cfg = TrainConfig(dataset="mnist", limit=6000, epochs=12, dropout=0.1, keep_epochs=0, runs_dir=runs,
+                      optimizer="adamw", weight_decay=0.05, schedule="cosine", lr=0.002, batch_size=128,
+                      on_divergence="pause", log_every=2)
+    trainer = Trainer(cfg)
+    session = Session(trainer)
+    session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
+                         and e["epoch"] == 6 else None)
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.state.paused, what="the pause after 6 epochs")
+        await press(pilot, "B")
+        await wait_for(pilot, lambda: isinstance(app.screen, BatchSizeDialog), what="the dialog")
+        app.screen.query_one("#batch-input", Input).value = "16"
+        await press(pilot, "enter")
+        await wait_for(pilot, lambda: app.state.batch_size == 16, what="the trainer's confirmation")
+        session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
+                             and e["epoch"] == 11 else None)
+        await press(pilot, "space")
+        await wait_for(pilot, lambda: app.state.paused and app.state.epoch >= 11, what="5 epochs more")
+        await settle(app)
+        app.save_screenshot("batchsize.svg", str(out))
         session.send(make_command("stop"))
         await asyncio.to_thread(session.join, 60)
 
@@ -354,7 +387,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "screenshots"))
     p.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    p.add_argument("--only", choices=("mnist", "augment", "regularize", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep",
+    p.add_argument("--only", choices=("mnist", "augment", "regularize", "batch", "boundary", "neurons", "compare", "lesson", "lrfind", "sweep",
                                       "serve", "firstrun"),
                    help="make one group of screenshots")
     args = p.parse_args()
@@ -364,6 +397,7 @@ def main() -> None:
     groups = {"mnist": (mnist_shots, ("dashboard", "inspector", "predictions", "draw", "stepview")),
               "augment": (augment_shot, ("augment",)),
               "regularize": (regularize_shot, ("regularize",)),
+              "batch": (batch_shot, ("batchsize",)),
               "boundary": (boundary_shot, ("boundary",)), "neurons": (neurons_shot, ("neurons",)),
               "compare": (compare_shot, ("compare",)), "lesson": (lesson_shot, ("lesson",)),
               "lrfind": (lrfind_shot, ("lrfind",)), "sweep": (sweep_shot, ("sweep",)),
