@@ -227,16 +227,22 @@ def test_inspector(snap_compare):
     assert snap_compare(replay_app(mnist_events()), terminal_size=(120, 40), press=["2"])
 
 
-async def predictions_drawn(pilot) -> None:
-    """The Predictions tab with its three panels drawn (one a tick: the samples, the confusion matrix, the layers)."""
+async def predictions_drawn(pilot, layers: bool = True) -> None:
+    """The Predictions tab with its panels drawn (one a tick: the samples, the confusion matrix, and, with
+    ``layers``, the layers)."""
     from tuinet.app.testing import wait_until
     from tuinet.app.widgets.embedding import EmbeddingView
 
     await pilot.press("3")
     app = pilot.app
     await wait_until(pilot, lambda: not {"samples", "confusion"} & app.state.dirty
-                     and app.query_one(EmbeddingView).event is not None, what="the panels drawn")
+                     and (not layers or app.query_one(EmbeddingView).event is not None), what="the panels drawn")
     await pilot.pause(0.1)
+
+
+async def predictions_drawn_80x24(pilot) -> None:
+    """The same on a terminal too short for the layers' panel (it is not asked for)."""
+    await predictions_drawn(pilot, layers=False)
 
 
 def test_predictions(snap_compare):
@@ -301,7 +307,7 @@ def test_draw_80x24(snap_compare):
 
 def test_predictions_80x24(snap_compare):
     """80x24: the samples beside the confusion matrix, one readable picture per row (stacked they got two rows)."""
-    assert snap_compare(replay_app(mnist_events()), terminal_size=(80, 24), press=["3"])
+    assert snap_compare(replay_app(mnist_events()), terminal_size=(80, 24), run_before=predictions_drawn_80x24)
 
 
 def test_boundary(snap_compare):

@@ -158,6 +158,9 @@ def test_replay_session_records_commands_and_state():
     r = ReplaySession([started(), ev("weights", layers=[]), ev("lr_changed", lr=0.01)])
     assert [e["event"] for e in r.history] == ["started", "lr_changed"] and "weights" in r.last
     assert r.state["lr"] == 0.01
+    r = ReplaySession([started(), ev("batch_size_changed", batch_size=32, previous=32, pending=256, step=3),
+                       ev("batch_size_changed", batch_size=256, previous=32, pending=None, step=10)])
+    assert r.state["batch_size"] == 256
     got = []
     r.add_listener(got.append)
     r.emit(ev("step", step=1))

@@ -75,7 +75,7 @@ class ReplaySession:
 
     @property
     def state(self) -> dict[str, Any]:
-        """What the recorded ``started`` event said, updated by later lr/optimizer events."""
+        """What the recorded ``started`` event said, updated by later lr, optimizer and batch-size events."""
         st: dict[str, Any] = {}
         for e in self.history:
             if e["event"] == "started":
@@ -84,4 +84,6 @@ class ReplaySession:
                 st["lr"] = e.get("lr")
             elif e["event"] == "optimizer_changed":
                 st["optimizer"] = e.get("name")
+            elif e["event"] == "batch_size_changed":
+                st["batch_size"] = e.get("batch_size")
         return st
