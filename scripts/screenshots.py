@@ -112,6 +112,37 @@ async def augment_shot(out: Path, size: tuple[int, int], runs: str) -> None:
         await asyncio.to_thread(session.join, 60)
 
 
+def pause_at_epoch(session: Session, trainer: Trainer, epoch: int) -> None:
+    """Pause the run at the end of ``epoch``, from the trainer's own thread (the app's view of a run this fast lags
+    it)."""
+    session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
+                         and e["epoch"] == epoch else None)
+
+
+async def changed_mid_run(out: Path, size: tuple[int, int], cfg: TrainConfig, at: int, key: str, dialog: type,
+                          fill, confirmed, until: int, name: str) -> None:
+    """A run paused at the end of epoch ``at``; ``key`` opens ``dialog``, ``fill(screen)`` types in it, enter sends
+    it; once ``confirmed(state)``, resumed and paused again at epoch ``until``, where ``name`` is saved."""
+    trainer = Trainer(cfg)
+    session = Session(trainer)
+    pause_at_epoch(session, trainer, at)
+    app = TuinetApp(session, config=cfg)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.state.paused, what=f"the pause after {at} epochs")
+        await press(pilot, key)
+        await wait_for(pilot, lambda: isinstance(app.screen, dialog), what="the dialog")
+        fill(app.screen)
+        await press(pilot, "enter")
+        await wait_for(pilot, lambda: confirmed(app.state), what="the trainer's confirmation")
+        pause_at_epoch(session, trainer, until)
+        await press(pilot, "space")
+        await wait_for(pilot, lambda: app.state.paused and app.state.epoch >= until, what=f"epoch {until}")
+        await settle(app)
+        app.save_screenshot(name, str(out))
+        session.send(make_command("stop"))
+        await asyncio.to_thread(session.join, 60)
+
+
 async def regularize_shot(out: Path, size: tuple[int, int], runs: str) -> None:
     """An mlp overfitting 3,000 MNIST digits without dropout; at epoch 40 paused, dropout 0.3 and L2 0.001 typed in
     the regularization dialog (g), resumed; the dashboard at epoch 90: the curves before and after."""
@@ -119,32 +150,16 @@ async def regularize_shot(out: Path, size: tuple[int, int], runs: str) -> None:
 
     from tuinet.app.screens.dialogs import RegularizationDialog
 
+    def fill(screen) -> None:
+        screen.query_one("#reg-l2", Input).value = "0.001"
+        screen.query_one("#reg-dropout", Input).value = "0.3"
+        screen.query_one("#reg-dropout", Input).focus()
+
     cfg = TrainConfig(dataset="mnist", limit=3000, epochs=100, dropout=0.0, keep_epochs=0, runs_dir=runs,
                       optimizer="adamw", schedule="cosine", lr=0.002, batch_size=128, on_divergence="pause",
                       log_every=6)
-    trainer = Trainer(cfg)
-    session = Session(trainer)
-    # paused by the trainer's own thread at the end of epoch 40 (the app's view of a run this fast lags it)
-    session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
-                         and e["epoch"] == 40 else None)
-    app = TuinetApp(session, config=cfg)
-    async with app.run_test(size=size) as pilot:
-        await wait_for(pilot, lambda: app.state.paused, what="the pause after 40 epochs of overfitting")
-        await press(pilot, "g")
-        await wait_for(pilot, lambda: isinstance(app.screen, RegularizationDialog), what="the dialog")
-        app.screen.query_one("#reg-l2", Input).value = "0.001"
-        app.screen.query_one("#reg-dropout", Input).value = "0.3"
-        app.screen.query_one("#reg-dropout", Input).focus()
-        await press(pilot, "enter")
-        await wait_for(pilot, lambda: app.state.config.get("dropout") == 0.3, what="the trainer's confirmation")
-        session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
-                             and e["epoch"] == 90 else None)
-        await press(pilot, "space")
-        await wait_for(pilot, lambda: app.state.paused and app.state.epoch >= 90, what="50 epochs more")
-        await settle(app)
-        app.save_screenshot("regularize.svg", str(out))
-        session.send(make_command("stop"))
-        await asyncio.to_thread(session.join, 60)
+    await changed_mid_run(out, size, cfg, 40, "g", RegularizationDialog, fill,
+                          lambda st: st.config.get("dropout") == 0.3, 90, "regularize.svg")
 
 
 async def batch_shot(out: Path, size: tuple[int, int], runs: str) -> None:
@@ -154,29 +169,14 @@ async def batch_shot(out: Path, size: tuple[int, int], runs: str) -> None:
 
     from tuinet.app.screens.dialogs import BatchSizeDialog
 
+    def fill(screen) -> None:
+        screen.query_one("#batch-input", Input).value = "16"
+
     cfg = TrainConfig(dataset="mnist", limit=6000, epochs=12, dropout=0.1, keep_epochs=0, runs_dir=runs,
                       optimizer="adamw", weight_decay=0.05, schedule="cosine", lr=0.002, batch_size=128,
                       on_divergence="pause", log_every=2)
-    trainer = Trainer(cfg)
-    session = Session(trainer)
-    session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
-                         and e["epoch"] == 6 else None)
-    app = TuinetApp(session, config=cfg)
-    async with app.run_test(size=size) as pilot:
-        await wait_for(pilot, lambda: app.state.paused, what="the pause after 6 epochs")
-        await press(pilot, "B")
-        await wait_for(pilot, lambda: isinstance(app.screen, BatchSizeDialog), what="the dialog")
-        app.screen.query_one("#batch-input", Input).value = "16"
-        await press(pilot, "enter")
-        await wait_for(pilot, lambda: app.state.batch_size == 16, what="the trainer's confirmation")
-        session.add_listener(lambda e: trainer.commands.put(make_command("pause")) if e["event"] == "epoch"
-                             and e["epoch"] == 11 else None)
-        await press(pilot, "space")
-        await wait_for(pilot, lambda: app.state.paused and app.state.epoch >= 11, what="5 epochs more")
-        await settle(app)
-        app.save_screenshot("batchsize.svg", str(out))
-        session.send(make_command("stop"))
-        await asyncio.to_thread(session.join, 60)
+    await changed_mid_run(out, size, cfg, 6, "B", BatchSizeDialog, fill, lambda st: st.batch_size == 16, 11,
+                          "batchsize.svg")
 
 
 async def draw_seven(pilot: Pilot, app: TuinetApp) -> None:
