@@ -45,13 +45,14 @@ EVENTS: dict[str, str] = {
     "boundary": "decision-boundary grid for 2-D datasets",
     "paused": "training paused (reason)",
     "resumed": "training resumed",
-    "lr_changed": "learning rate changed: lr, old_lr, source (user, schedule, plateau, divergence)",
+    "lr_changed": "learning rate changed: lr, old_lr, source (user, schedule, plateau, divergence, batch)",
     "optimizer_changed": "optimizer swapped: name, hyperparams, state (fresh)",
     "regularization_changed": "the weight penalties, the dropout rate or the weight decay changed (from the next "
                               "step): l1, l2, dropout, weight_decay (as they are now), previous {the same four}, step, "
                               "layers (the model's layers, when dropout layers came or went)",
     "batch_size_changed": "the batch size: batch_size (the one the run's batches have now), previous, pending (a size "
-                          "asked for, which takes effect when the epoch in progress ends; null when none), "
+                          "asked for, which takes effect when the epoch in progress ends; null when none), scale_lr "
+                          "(the lr is scaled by new/old size with it), "
                           "from_epoch (the completed epochs when it does), step, epoch, steps_per_epoch, total_steps",
     "checkpoint_saved": "a checkpoint was written: path, kind (latest, best, manual)",
     "evaluated": "on-demand evaluation: split, loss, accuracy",
@@ -85,7 +86,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
                            "step, weights and optimizer state kept): any of l1, l2, weight_decay (>= 0), dropout (in "
                            "[0, 1))", ()),
     "set_batch_size": ("set the batch size: from the next epoch (the epoch in progress keeps its batches), at once "
-                       f"between epochs; batch_size: a whole number from 1 to {MAX_BATCH:,}", ("batch_size",)),
+                       f"between epochs; batch_size: a whole number from 1 to {MAX_BATCH:,}; scale_lr (optional): "
+                       "true to multiply the learning rate by new/old size when it applies", ("batch_size",)),
     "save": ("save a checkpoint now", ()),
     "evaluate": ("evaluate on the test set now", ()),
     "rollback": ("after a divergence: restore the last good weights, multiply lr by factor (default 0.5)", ()),
@@ -242,7 +244,7 @@ _COMMON_FIELDS = {"command", "v", "client_pid"}
 _OPTIONAL_FIELDS = {"pause": ("reason",), "stop": ("reason",), "set_optimizer": ("hyperparams", "lr"),
                     "rollback": ("factor",), "lr_find": ("start_lr", "end_lr", "steps"),
                     "step": ("count",), "embedding": ("image",),
-                    "set_regularization": REGULARIZATION}
+                    "set_regularization": REGULARIZATION, "set_batch_size": ("scale_lr",)}
 
 
 def _is_number(v: Any) -> bool:
@@ -355,6 +357,8 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         n = cmd["batch_size"]
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_BATCH:
             raise ConfigError(f"batch size must be a whole number from 1 to {MAX_BATCH:,}, got {n!r:.40}")
+        if not isinstance(cmd.get("scale_lr", False), bool):
+            raise ConfigError(f"field 'scale_lr' must be true or false, got {cmd['scale_lr']!r:.40}")
     if kind == "probe" and cmd["image"] is not None:
         _check_image(cmd["image"])
     if kind == "embedding" and not isinstance(cmd["watch"], bool):

@@ -148,3 +148,25 @@ def test_typed_batch_sizes():
     assert parse_batch_size(" 256 ") == 256 and parse_batch_size("1,024") == 1024 and parse_batch_size("65536") == 65536
     for text in ("", "0", "1e3", "65537", "x"):
         assert isinstance(parse_batch_size(text), str)
+
+
+@async_test
+async def test_the_checkbox_scales_the_lr_with_the_batch():
+    app, fake = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.state.step == 15, what="the opening")
+        await open_dialog(pilot)
+        box = app.screen.query_one("#batch-scale-lr")
+        await press(pilot, *"128")
+        await wait_until(pilot, lambda: "scale the lr with it: 0.001 → 0.004 (×4)" in str(box.label), what="the label")
+        await press(pilot, "tab", "space")  # the checkbox, ticked
+        assert box.value is True
+        await press(pilot, "shift+tab", "enter")
+        await closed(pilot)
+        await wait_until(pilot, lambda: fake.sent, what="the command")
+        assert fake.sent == [{"command": "set_batch_size", "batch_size": 128, "scale_lr": True, "v": 1}]
+        fake.emit(make_event("batch_size_changed", batch_size=32, previous=32, pending=128, scale_lr=True,
+                             from_epoch=2, step=15, epoch=1, steps_per_epoch=10, total_steps=1000))
+        await wait_until(pilot, lambda: "batch 32 → 128 next epoch, lr ×4" in status(app), what="pending, scaled")
+        assert app.state.log[-1][-1] == ("batch size 128, the lr scaled with it asked for: from epoch 3 (the epoch "
+                                         "in progress keeps batches of 32)")

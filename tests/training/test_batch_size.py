@@ -224,7 +224,9 @@ def test_the_command_is_checked(value):
         validate_command({"command": "set_batch_size", "batch_size": value})
     with pytest.raises(ConfigError, match="needs field 'batch_size'"):
         validate_command({"command": "set_batch_size"})
-    assert validate_command({"command": "set_batch_size", "batch_size": 65536})
+    assert validate_command({"command": "set_batch_size", "batch_size": 65536, "scale_lr": True})
+    with pytest.raises(ConfigError, match="field 'scale_lr' must be true or false"):
+        validate_command({"command": "set_batch_size", "batch_size": 8, "scale_lr": 1})
 
 
 def test_the_compare_screens_curves_count_epochs_and_samples_in_the_batches_of_their_time(tmp_path):
@@ -245,3 +247,36 @@ def test_the_compare_screens_curves_count_epochs_and_samples_in_the_batches_of_t
     assert all(x == (n1 * 64) + (s - n1) * 128 for s, _, x in late)
     train = reader.curve("train_loss")
     assert train.samples[-1] == n1 * 64 + n2 * 128 and train.epoch[-1] == pytest.approx(2.0)
+
+
+def test_the_lr_can_be_scaled_with_the_batch(tmp_path):
+    """scale_lr: when the size applies, the lr is multiplied by new/old size (the linear scaling rule), an
+    lr_changed from source "batch"; a schedule goes on from the new base."""
+    trainer = Trainer(config(tmp_path, name="live", log_every=1, schedule="cosine"))
+    events: list[dict] = []
+
+    def emit(e):
+        events.append(e)
+        if e["event"] == "step" and e["step"] == 4:
+            trainer.commands.put(make_command("set_batch_size", batch_size=16, scale_lr=True))
+
+    trainer.emit = emit
+    assert trainer.run()["event"] == "finished"
+    asked, applied = of(events, "batch_size_changed")
+    assert asked["pending"] == 16 and asked["scale_lr"] is True
+    assert applied["batch_size"] == 16 and applied["scale_lr"] is True
+    (lr,) = of(events, "lr_changed")
+    n1 = math.ceil(len(trainer.data.x_train) / 64)
+    assert lr["source"] == "batch" and lr["step"] == applied["step"] == n1
+    assert lr["lr"] == pytest.approx(lr["old_lr"] / 4) and lr["base_lr"] == pytest.approx(0.003 / 4)
+    first = of(events, "step")[n1]
+    n2 = math.ceil(len(trainer.data.x_train) / 16)
+    assert first["lr"] == pytest.approx(0.003 / 4 * 0.5 * (1 + math.cos(math.pi * n2 / (3 * n2))))
+    log = (tmp_path / "runs" / "live" / "log.txt").read_text()
+    assert "batch size 16, the lr scaled with it from epoch 2" in log and "(batch)" in log
+
+
+def test_without_scale_lr_the_lr_is_left_alone(tmp_path):
+    trainer, events = run_with(tmp_path, lambda e: e["event"] == "epoch" and e["epoch"] == 1, 16)
+    assert not of(events, "lr_changed") and of(events, "batch_size_changed")[0]["scale_lr"] is False
+    assert trainer.optimizer.lr == 0.003

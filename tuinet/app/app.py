@@ -760,13 +760,15 @@ class TuinetApp(App[int]):
 
     def action_batch_size(self) -> None:
         """Open the dialog to type a new batch size (from the next epoch)."""
-        def done(size: int | None) -> None:
-            if size is not None:
-                self._send("set_batch_size", f"batch size → {size:,}", batch_size=size)
+        def done(answer: tuple[int, bool] | None) -> None:
+            if answer is not None:
+                size, scale = answer
+                self._send("set_batch_size", f"batch size → {size:,}{', lr scaled' if scale else ''}",
+                           batch_size=size, **({"scale_lr": True} if scale else {}))
         st = self.state
         train = ((st.dataset or {}).get("sizes") or {}).get("train")
         self.push_screen(BatchSizeDialog(st.batch_size or 1, train if isinstance(train, int) else None,
-                                         st.batch_pending), done)
+                                         st.batch_pending, st.lr), done)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""

@@ -137,6 +137,7 @@ class RunState:
         self.epochs = 1
         self.batch_size = 0
         self.batch_pending: int | None = None  # a batch size asked for, from the next epoch
+        self.batch_scale_lr = False  # ... with the lr scaled by new/old size then
         #: (step, epoch, steps per epoch) from each step on which the run's batches had one size
         self._epoch_at: list[tuple[float, float, int]] = [(0.0, 0.0, 1)]
         self.optimizer = "-"
@@ -250,7 +251,7 @@ class RunState:
         self.total_steps = e.get("total_steps") or self.steps_per_epoch
         self.epochs = e.get("epochs") or 1
         self.batch_size = e.get("batch_size") or 0
-        self.batch_pending = None
+        self.batch_pending, self.batch_scale_lr = None, False
         step, into = e.get("step") or 0, e.get("step_in_epoch")
         self._epoch_at = [(step - into, float(e.get("epoch") or 0), self.steps_per_epoch) if isinstance(into, int)
                           else (0.0, 0.0, self.steps_per_epoch)]  # (a run from before the field: from step 0)
@@ -468,6 +469,7 @@ class RunState:
 
     def _on_batch_size_changed(self, e):
         self.batch_pending = e.get("pending")
+        self.batch_scale_lr = bool(e.get("scale_lr")) and bool(self.batch_pending)
         size, previous = e.get("batch_size"), e.get("previous")
         if size and size != previous:
             self.batch_size = size
@@ -478,8 +480,10 @@ class RunState:
             self.add_log(f"batch size {previous or '?'} → {size:,} from epoch {int(e.get('epoch') or 0) + 1} "
                          f"({self.steps_per_epoch:,} steps per epoch)", t=e.get("time"))
         elif self.batch_pending:
-            self.add_log(f"batch size {self.batch_pending:,} asked for: from epoch {int(e.get('from_epoch') or 0) + 1}"
-                         f" (the epoch in progress keeps batches of {self.batch_size:,})", t=e.get("time"))
+            scaled = ", the lr scaled with it" if self.batch_scale_lr else ""
+            self.add_log(f"batch size {self.batch_pending:,}{scaled} asked for: from epoch "
+                         f"{int(e.get('from_epoch') or 0) + 1} (the epoch in progress keeps batches of "
+                         f"{self.batch_size:,})", t=e.get("time"))
         else:
             self.add_log(f"batch size stays {self.batch_size:,}", t=e.get("time"))
         self.dirty.update(("status", "progress"))

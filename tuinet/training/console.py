@@ -117,8 +117,9 @@ class ConsolePrinter:
                 self._line(f"batch size {e['previous']:,} -> {e['batch_size']:,} from epoch {e['epoch'] + 1} "
                            f"({count(e['steps_per_epoch'], 'step')} per epoch)")
             elif e.get("pending"):
-                self._line(f"batch size {e['pending']:,} from epoch {e['from_epoch'] + 1} (epoch {e['epoch'] + 1} "
-                           f"keeps batches of {e['batch_size']:,})")
+                scaled = ", the lr scaled with it" if e.get("scale_lr") else ""
+                self._line(f"batch size {e['pending']:,}{scaled} from epoch {e['from_epoch'] + 1} (epoch "
+                           f"{e['epoch'] + 1} keeps batches of {e['batch_size']:,})")
         elif kind == "diverged":
             self._line(f"diverged at step {e['step']} (loss {e.get('loss')}): {e['action']}, lr {e['lr']:.3g} -> "
                        f"{e['new_lr']:.3g}")

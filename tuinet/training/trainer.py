@@ -123,6 +123,7 @@ class Trainer:
         #: schedule's steps (in the new batches, as a branch from that epoch counts them)
         self.schedule_offset = 0
         self._next_batch: int | None = None  # a batch size asked for, from the next epoch (set_batch_size)
+        self._next_scale = False  # ... with the lr scaled by new/old size when it applies
         self.base_lr = 0.0
         self.best_val_loss = math.inf
         self.best_val_accuracy: float | None = None
@@ -333,6 +334,7 @@ class Trainer:
         self.global_step = x.get("global_step", 0)
         self.schedule_offset = x.get("schedule_offset", 0)
         self._next_batch = x.get("next_batch_size")
+        self._next_scale = bool(x.get("next_batch_scale_lr"))
         self.base_lr = x.get("base_lr", self.optimizer.lr)
         self.best_val_loss = x.get("best_val_loss") if x.get("best_val_loss") is not None else math.inf
         self.best_val_accuracy = x.get("best_val_accuracy")
@@ -354,6 +356,7 @@ class Trainer:
         return {
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "schedule_offset": self.schedule_offset, "next_batch_size": self._next_batch,
+            "next_batch_scale_lr": self._next_scale,
             "base_lr": self.base_lr, "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             "best_val_accuracy": self.best_val_accuracy, "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs, "train_seconds": self.train_seconds, "samples_seen": self.samples_seen,
@@ -433,7 +436,7 @@ class Trainer:
             elif kind == "set_regularization":
                 self._set_regularization({k: float(cmd[k]) for k in REGULARIZATION if k in cmd})
             elif kind == "set_batch_size":
-                self._set_batch_size(int(cmd["batch_size"]))
+                self._set_batch_size(int(cmd["batch_size"]), bool(cmd.get("scale_lr", False)))
             elif kind == "save":
                 self.save("latest")
             elif kind == "evaluate":
@@ -517,24 +520,27 @@ class Trainer:
                    **({"layers": layers, "num_params": self.model.num_params()} if layers is not None else {}))
         self._status_file()  # its changed_settings (the checkpoint that carries them comes with the epoch's end)
 
-    def _set_batch_size(self, size: int) -> None:
+    def _set_batch_size(self, size: int, scale_lr: bool = False) -> None:
         """A new batch size: at once between epochs, else from the next epoch (the epoch in progress keeps its
         batches, so that it covers its samples once; a second ask before then replaces the first, the run's own size
-        cancels it). Like the regularization, it is the run's setting from then on (checkpoints, resume, branch)."""
+        cancels it). Like the regularization, it is the run's setting from then on (checkpoints, resume, branch).
+        ``scale_lr``: the learning rate is multiplied by new/old size when it applies (the linear scaling rule)."""
         c = self.config
         if self.epoch >= c.epochs:
             raise ConfigError("no epoch is left to train in batches of another size")
         if self.step_in_epoch == 0:
-            self._apply_batch_size(size)
+            self._apply_batch_size(size, scale_lr)
             return
         self._next_batch = None if size == c.batch_size else size
+        self._next_scale = scale_lr and self._next_batch is not None
         self._emit_batch_size(c.batch_size)
 
-    def _apply_batch_size(self, size: int) -> None:
+    def _apply_batch_size(self, size: int, scale_lr: bool = False) -> None:
         """Batches of ``size`` from this step on (the start of an epoch): the steps per epoch, the schedule (its
-        steps renumbered in the new batches, its state kept) and the thread tuner's reference follow."""
+        steps renumbered in the new batches, its state kept) and the thread tuner's reference follow; with
+        ``scale_lr`` the learning rate is multiplied by new/old size (an ``lr_changed`` from source ``batch``)."""
         c = self.config
-        old, self._next_batch = c.batch_size, None
+        old, self._next_batch, self._next_scale = c.batch_size, None, False
         c.batch_size = size
         self.steps_per_epoch = math.ceil(len(self.data.x_train) / size)
         state = self.schedule.state()
@@ -544,13 +550,15 @@ class Trainer:
         self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
         if getattr(self, "tuner", None) is not None:
             self.tuner.rebase()
-        self._emit_batch_size(old)
+        self._emit_batch_size(old, scale_lr and size != old)
+        if scale_lr and size != old:
+            self._set_lr(self.optimizer.lr * size / old, "batch")
         if size != old:
             self._status_file()
 
-    def _emit_batch_size(self, previous: int) -> None:
+    def _emit_batch_size(self, previous: int, scaled: bool = False) -> None:
         self._emit("batch_size_changed", batch_size=self.config.batch_size, previous=previous,
-                   pending=self._next_batch, from_epoch=self.epoch + (1 if self._next_batch is not None else 0),
+                   pending=self._next_batch, scale_lr=scaled or self._next_scale, from_epoch=self.epoch + (1 if self._next_batch is not None else 0),
                    step=self.global_step, epoch=self.epoch, steps_per_epoch=self.steps_per_epoch,
                    total_steps=self.global_step - self.step_in_epoch
                    + (self.config.epochs - self.epoch) * self.steps_per_epoch)
@@ -954,7 +962,7 @@ class Trainer:
             self._epoch_rng_state = self.shuffle_rng.bit_generator.state
             perm = self.shuffle_rng.permutation(len(d.x_train))
             if self._next_batch is not None and self.step_in_epoch == 0:
-                self._apply_batch_size(self._next_batch)  # asked for during the last epoch
+                self._apply_batch_size(self._next_batch, self._next_scale)  # asked for during the last epoch
             epoch_t0, paused_t0 = time.perf_counter(), self.paused_seconds
             epoch_seconds = 0.0
             ep_loss = ep_correct = ep_n = 0.0

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets import Button, Checkbox, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tuinet.errors import ConfigError
@@ -145,18 +145,21 @@ def parse_batch_size(text: str) -> int | str:
     return int(raw)
 
 
-class BatchSizeDialog(ModalScreen["int | None"]):
-    """Type a new batch size; dismisses with it, or None on escape (or when it is the size the run has).
+class BatchSizeDialog(ModalScreen["tuple[int, bool] | None"]):
+    """Type a new batch size; dismisses with (size, scale the lr with it), or None on escape (or when it is the size
+    the run has, or has asked for).
 
     The trainer takes it at once between epochs and otherwise from the next epoch (the epoch in progress keeps its
-    batches); the dialog says which, and what an epoch becomes.
+    batches); the dialog says so and what an epoch is now. A checkbox (tab, then space) asks for the learning rate
+    to be scaled with the batch (×new/old: the linear scaling rule); its label shows the lr it would become.
     """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, current: int, train_samples: int | None, pending: int | None = None):
+    def __init__(self, current: int, train_samples: int | None, pending: int | None = None,
+                 lr: float | None = None):
         super().__init__(classes="dialog-screen")
-        self.current, self.train_samples, self.pending = int(current), train_samples, pending
+        self.current, self.train_samples, self.pending, self.lr = int(current), train_samples, pending, lr
 
     def _message(self) -> str:
         n = self.train_samples
@@ -164,13 +167,22 @@ class BatchSizeDialog(ModalScreen["int | None"]):
         waiting = f"; {self.pending:,} is asked for the next epoch" if self.pending else ""
         return (f"Current: {self.current:,}{steps}{waiting}. Type a size and press enter: it applies from the next "
                 "epoch (the epoch in progress keeps its batches). Small batches: noisier steps, more of them; large "
-                "ones: smoother steps, more samples per second.")
+                "ones: smoother steps, more samples per second. The box (tab, space) scales the learning rate with "
+                "the batch: the linear rule.")
+
+    def _scale_label(self, text: str) -> str:
+        v = parse_batch_size(text)
+        if isinstance(v, str) or not self.lr:
+            return "scale the lr with it (×new/old size)"
+        return f"scale the lr with it: {fmt_num(self.lr)} → {fmt_num(self.lr * v / self.current)} (×{v / self.current:.3g})"
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as v:
             v.border_title = "Batch size"
             yield Static(self._message(), classes="dialog-message")
-            yield Input(value=str(self.pending or self.current), placeholder="64", id="batch-input")
+            value = str(self.pending or self.current)
+            yield Input(value=value, placeholder="64", id="batch-input")
+            yield Checkbox(self._scale_label(value), id="batch-scale-lr")
             yield Label("", id="batch-error", classes="dialog-error")
 
     def on_mount(self) -> None:
@@ -178,13 +190,17 @@ class BatchSizeDialog(ModalScreen["int | None"]):
         inp.focus()
         inp.action_select_all()
 
+    @on(Input.Changed)
+    def _typed(self, event: Input.Changed) -> None:
+        self.query_one(Checkbox).label = self._scale_label(event.value)
+
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         v = parse_batch_size(event.value)
         if isinstance(v, str):
             self.query_one("#batch-error", Label).update(v)
             return
-        self.dismiss(None if v == (self.pending or self.current) else v)
+        self.dismiss(None if v == (self.pending or self.current) else (v, self.query_one(Checkbox).value))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -74,7 +74,8 @@ def status_text(st: RunState, shown_status: str, pending: str | None, width: int
         t.append(f" ({schedule} from {fmt_num(st.base_lr)})", style="dim")
     t.append(f"  batch {st.batch_size}", style="")
     if st.batch_pending:  # asked for: the epoch in progress keeps its batches
-        t.append(f" → {st.batch_pending} next epoch", style="italic yellow")
+        scaled = f", lr ×{st.batch_pending / st.batch_size:.3g}" if st.batch_scale_lr and st.batch_size else ""
+        t.append(f" → {st.batch_pending} next epoch{scaled}", style="italic yellow")
     hyper = fmt_hyper(st.hyperparams)
     if hyper:
         t.append(f"  {hyper}", style="dim")
