@@ -234,6 +234,28 @@ def test_the_command_is_checked_field_by_field(cmd, message):
     assert validate_command({"command": "set_regularization", "l2": 0, "dropout": 0.5})
 
 
+def test_an_optimizer_swapped_while_training_shows_in_the_settings_diff(tmp_path):
+    """Swapped from Adam to SGD + momentum (an alias: its name is sgd) mid-run: the Compare screen's diff says
+    `adam → sgd` (and the weight decay the new optimizer brought), not `adam` as config.json has it."""
+    trainer, session, events, got = paused_session(tmp_path)
+    try:
+        session.send(make_command("set_optimizer", name="momentum", hyperparams={"weight_decay": 0.001}))
+        session.send(make_command("save"))
+        assert got["checkpoint_saved"].wait(30)
+    finally:
+        stop(trainer, session)
+    record = load_run(tmp_path / "runs" / "live")
+    assert record.changed == {"optimizer": ["adam", "sgd"], "weight_decay": [0.0, 0.001]}
+    alone = RunRecord(name="alone", path=tmp_path / "alone", status="finished", config=dict(record.config))
+    assert dict(settings_diff([record, alone]))["optimizer"] == ["adam → sgd", "adam"]
+
+
+def test_a_run_started_with_an_optimizers_alias_has_not_changed_it(tmp_path):
+    trainer, session, events, got = paused_session(tmp_path, optimizer="momentum")
+    stop(trainer, session)
+    assert load_run(tmp_path / "runs" / "live").changed == {}
+
+
 def test_the_compare_screen_shows_a_setting_changed_while_training_as_from_to(tmp_path):
     changed_then_stopped(tmp_path, l2=0.01, dropout=0.3)
     record = load_run(tmp_path / "runs" / "live")

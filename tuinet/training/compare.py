@@ -303,11 +303,12 @@ def load_run(path: str | Path) -> RunRecord:
 
 
 def _changed_settings(raw: Any) -> dict[str, list[Any]]:
-    """status.json's ``changed_settings`` as far as it is well formed: ``{key: [start, now]}`` of numbers."""
+    """status.json's ``changed_settings`` as far as it is well formed: ``{key: [start, now]}`` of numbers (of
+    names, for the optimizer)."""
     if not isinstance(raw, dict):
         return {}
     return {k: list(v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, list) and len(v) == 2
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
+            and all(isinstance(x, str if k == "optimizer" else (int, float)) and not isinstance(x, bool) for x in v)}
 
 
 def _text(v: Any) -> str | None:

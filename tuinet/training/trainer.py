@@ -874,24 +874,25 @@ class Trainer:
             train_seconds=round(self.train_seconds, 2), started=self.started_at,
             changed_settings=self._changed_settings(), **extra)
 
-    def _changed_settings(self) -> dict[str, list[float]]:
-        """The settings changed while the run trained (set_regularization, set_batch_size): ``{key: [as it
-        started, now]}``, for the Compare screen's settings diff (config.json keeps the values the run started
-        with)."""
+    def _changed_settings(self) -> dict[str, list[Any]]:
+        """The settings changed while the run trained (set_optimizer, set_regularization, set_batch_size):
+        ``{key: [as it started, now]}``, for the Compare screen's settings diff (config.json keeps the values the
+        run started with)."""
         start = getattr(self, "_start_settings", None)
         if start is None:  # (status.json is written only with a run folder)
             saved = self.run_dir.read_json("config.json")
             start = {k: float(saved.get(k) or 0.0) for k in MODEL_SETTINGS}
+            first = make_optimizer(saved.get("optimizer") or self.config.optimizer, [])  # (an alias: its name)
             decay = saved.get("weight_decay")
-            if decay is None:  # the optimizer's own default
-                decay = make_optimizer(saved.get("optimizer") or self.config.optimizer, []).hyper.get("weight_decay")
-            start["weight_decay"] = decay
+            start["weight_decay"] = first.hyper.get("weight_decay") if decay is None else decay  # (its default)
             start["batch_size"] = saved.get("batch_size")
+            start["optimizer"] = first.name
             self._start_settings = start
         now = {k: float(getattr(self.config, k)) for k in MODEL_SETTINGS}
         now["weight_decay"] = self.optimizer.hyper.get("weight_decay") if self.optimizer else None
         now["batch_size"] = self.config.batch_size
-        return {k: [start[k], now[k]] for k in LIVE_SETTINGS
+        now["optimizer"] = self.optimizer.name if self.optimizer else None
+        return {k: [start[k], now[k]] for k in ("optimizer", *LIVE_SETTINGS)
                 if now[k] is not None and start[k] is not None and now[k] != start[k]}
 
     def _setup_run_dir(self) -> None:
