@@ -25,6 +25,8 @@ PROTOCOL_VERSION = 1
 
 #: the largest batch a set_batch_size command may ask for (as `tuinet bench --batch-size`)
 MAX_BATCH = 65536
+#: the most epochs a set_epochs command may plan
+MAX_EPOCHS = 1_000_000
 
 #: event type -> one-line description (docs/protocol.md has every field)
 EVENTS: dict[str, str] = {
@@ -54,6 +56,8 @@ EVENTS: dict[str, str] = {
                           "asked for, which takes effect when the epoch in progress ends; null when none), scale_lr "
                           "(the lr is scaled by new/old size with it), "
                           "from_epoch (the completed epochs when it does), step, epoch, steps_per_epoch, total_steps",
+    "epochs_changed": "the planned epochs changed (a set_epochs command): epochs, previous, step, epoch, total_steps, "
+                      "lr (a schedule is stretched over the new plan)",
     "checkpoint_saved": "a checkpoint was written: path, kind (latest, best, manual)",
     "evaluated": "on-demand evaluation: split, loss, accuracy",
     "early_stopped": "validation loss stopped improving: epoch, best_epoch, best_val_loss",
@@ -88,6 +92,9 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "set_batch_size": ("set the batch size: from the next epoch (the epoch in progress keeps its batches), at once "
                        f"between epochs; batch_size: a whole number from 1 to {MAX_BATCH:,}; scale_lr (optional): "
                        "true to multiply the learning rate by new/old size when it applies", ("batch_size",)),
+    "set_epochs": (f"plan epochs epochs in all (1 to {MAX_EPOCHS:,}; at least the epoch in progress): train "
+                   "longer or shorter without a stop and a resume; a schedule is stretched over the new plan",
+                   ("epochs",)),
     "save": ("save a checkpoint now", ()),
     "evaluate": ("evaluate on the test set now", ()),
     "rollback": ("after a divergence: restore the last good weights, multiply lr by factor (default 0.5)", ()),
@@ -107,7 +114,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: events that change a setting while a run trains (an lr_changed unless its schedule made it): the app's charts and
 #: the Compare screen draw a line where each happened, the latest MAX_SETTING_CHANGES of a run
-SETTING_CHANGES = frozenset({"lr_changed", "optimizer_changed", "regularization_changed", "batch_size_changed"})
+SETTING_CHANGES = frozenset({"lr_changed", "optimizer_changed", "regularization_changed", "batch_size_changed",
+                             "epochs_changed"})
 MAX_SETTING_CHANGES = 64
 
 
@@ -137,7 +145,7 @@ FINAL_EVENTS = ("finished", "stopped", "failed")
 #: command -> the event that confirms the trainer applied it
 ACKNOWLEDGED_BY = {"pause": "paused", "resume": "resumed", "scale_lr": "lr_changed", "set_lr": "lr_changed",
                    "set_optimizer": "optimizer_changed", "set_regularization": "regularization_changed",
-                   "set_batch_size": "batch_size_changed",
+                   "set_batch_size": "batch_size_changed", "set_epochs": "epochs_changed",
                    "save": "checkpoint_saved", "evaluate": "evaluated",
                    "rollback": "rolled_back", "lr_find": "lr_find",
                    "step": "step_detail"}
@@ -236,7 +244,7 @@ REGULARIZATION = ("l1", "l2", "dropout", "weight_decay")
 
 #: the settings that change while a run trains (the app's commands): a checkpoint's config carries them as they
 #: stood when it was saved, and the Compare screen shows a changed one as ``start → now``
-LIVE_SETTINGS = (*REGULARIZATION, "batch_size")
+LIVE_SETTINGS = (*REGULARIZATION, "batch_size", "epochs")
 
 #: fields any command may carry besides its own: the protocol version, and the viewer's pid (set by the socket)
 _COMMON_FIELDS = {"command", "v", "client_pid"}
@@ -353,6 +361,10 @@ def validate_command(cmd: Any) -> dict[str, Any]:
             raise ConfigError(f"step count must be a whole number from 1 to {MAX_STEPS:,}, got {n!r:.40}")
     if kind == "set_regularization":
         check_regularization(cmd)
+    if kind == "set_epochs":
+        n = cmd["epochs"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_EPOCHS:
+            raise ConfigError(f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}, got {n!r:.40}")
     if kind == "set_batch_size":
         n = cmd["batch_size"]
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_BATCH:

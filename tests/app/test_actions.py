@@ -95,6 +95,7 @@ def test_every_table_entry_is_in_the_help():
         ("o", "choose the optimizer (weights kept, fresh state)"),
         ("g", "set L1 / L2, weight decay and dropout (weights, optimizer state kept)"),
         ("B", "set the batch size (from the next epoch; weights and optimizer state kept)"),
+        ("E", "plan more (or fewer) epochs: train on without a stop and a resume (a schedule is stretched over them)"),
         ("s", "save a checkpoint now"),
         ("e", "evaluate on the test set now"),
         ("n", "take one training step and show it stage by stage (pauses first; a count typed before it, 10n, "

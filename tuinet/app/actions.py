@@ -134,6 +134,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("regularize", "g", "Reg…", "set L1 / L2, weight decay and dropout (weights, optimizer state kept)",
            "Set regularization (L1, L2, weight decay, dropout)…", show=False, command="set_regularization",
            when=When.LIVE),
+    Action("epochs", "E", "Epochs…", "plan more (or fewer) epochs: train on without a stop and a resume (a schedule "
+           "is stretched over them)", "Set the planned epochs…", key_display="E", show=False, command="set_epochs",
+           when=When.LIVE),
     Action("batch_size", "B", "Batch…", "set the batch size (from the next epoch; weights and optimizer state "
            "kept)", "Set batch size…", key_display="B", show=False, command="set_batch_size", when=When.LIVE),
     Action("save", "s", "Save", "save a checkpoint now", "Save checkpoint", command="save", when=When.LIVE),
@@ -301,6 +304,7 @@ HELP_ROWS: tuple[HelpRow, ...] = (
     HelpRow(("optimizer",)),
     HelpRow(("regularize",)),
     HelpRow(("batch_size",)),
+    HelpRow(("epochs",)),
     HelpRow(("save",)),
     HelpRow(("evaluate",)),
     HelpRow(("step",)),

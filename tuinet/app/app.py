@@ -36,8 +36,8 @@ from tuinet.app.compare_state import MAX_CHARTED, CompareState
 from tuinet.app.launcher import start_session
 from tuinet.app.messages import EventsArrived
 from tuinet.app.screens.compare import CompareView
-from tuinet.app.screens.dialogs import (BatchSizeDialog, ConfirmDialog, DivergedDialog, LrDialog, OptimizerDialog,
-                                        RegularizationDialog)
+from tuinet.app.screens.dialogs import (BatchSizeDialog, ConfirmDialog, DivergedDialog, EpochsDialog, LrDialog,
+                                        OptimizerDialog, RegularizationDialog)
 from tuinet.app.screens.help import HelpScreen
 from tuinet.app.screens.lrfind import LrChoice, LrFindScreen
 from tuinet.app.screens.step import CountPrefix, StepScreen
@@ -758,6 +758,14 @@ class TuinetApp(App[int]):
         self.push_screen(RegularizationDialog({**(st.config or {}),
                                                "weight_decay": (st.hyperparams or {}).get("weight_decay")}), done)
 
+    def action_epochs(self) -> None:
+        """Open the dialog to plan more (or fewer) epochs."""
+        def done(epochs: int | None) -> None:
+            if epochs is not None:
+                self._send("set_epochs", f"epochs → {epochs:,}", epochs=epochs)
+        st = self.state
+        self.push_screen(EpochsDialog(st.epochs, int(st.epoch), (st.config or {}).get("schedule")), done)
+
     def action_batch_size(self) -> None:
         """Open the dialog to type a new batch size (from the next epoch)."""
         def done(answer: tuple[int, bool] | None) -> None:
@@ -963,6 +971,8 @@ class TuinetApp(App[int]):
                 changes[k] = float(st.config[k])
         if st.batch_pending or st.batch_size:
             changes["batch_size"] = int(st.batch_pending or st.batch_size)
+        if isinstance((st.config or {}).get("epochs"), int):  # the plan as `E` left it
+            changes["epochs"] = st.config["epochs"]
         for k, v in (st.hyperparams or {}).items():
             if k in HYPERPARAMS:
                 changes[k] = tuple(v) if isinstance(v, list) else v

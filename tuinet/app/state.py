@@ -467,6 +467,17 @@ class RunState:
         self.dirty.add("status")
         self.add_log(f"regularization: {regularization_change(e)} from step {e.get('step', 0) + 1:,}", t=e.get("time"))
 
+    def _on_epochs_changed(self, e):
+        previous = e.get("previous", self.epochs)
+        self.epochs = e.get("epochs") or self.epochs
+        self.total_steps = e.get("total_steps") or self.total_steps
+        self.config = {**self.config, "epochs": self.epochs}
+        if e.get("lr") is not None:
+            self.lr = e["lr"]
+        self.dirty.update(("status", "progress"))
+        self.add_log(f"epochs {previous} → {self.epochs} from step {e.get('step', 0) + 1:,} (lr {fmt_num(self.lr)})",
+                     t=e.get("time"))
+
     def _on_batch_size_changed(self, e):
         self.batch_pending = e.get("pending")
         self.batch_scale_lr = bool(e.get("scale_lr")) and bool(self.batch_pending)

@@ -137,7 +137,7 @@ def _parent_settings(point: BranchPoint) -> dict[str, Any]:
     planned epochs of the checkpoint (``tuinet resume --epochs`` changes those) and its weight penalties, dropout
     rate, weight decay and batch size (the app changes those while it trains)."""
     base = point.run.read_json("config.json") or dict(point.checkpoint.extra.get("config") or {})
-    base.update(settings_at(point.checkpoint, ("epochs", *LIVE_SETTINGS)))
+    base.update(settings_at(point.checkpoint))
     for key in ("name", "runs_dir", "parent"):
         base.pop(key, None)
     return base

@@ -111,6 +111,9 @@ class ConsolePrinter:
             self._line(f"optimizer -> {e['describe']} (fresh state)")
         elif kind == "regularization_changed":
             self._line(f"regularization: {regularization_change(e)} (from step {e.get('step', 0) + 1:,})")
+        elif kind == "epochs_changed":
+            self.epochs = e["epochs"]
+            self._line(f"epochs {e['previous']:,} -> {e['epochs']:,} (from step {e['step'] + 1:,}, lr {e['lr']:.3g})")
         elif kind == "batch_size_changed":
             self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
             if e.get("batch_size") != e.get("previous"):

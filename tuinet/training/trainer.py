@@ -197,8 +197,6 @@ class Trainer:
             cfg_data = run.read_json("config.json")
             if not cfg_data:
                 raise ConfigError(f"{run.path}: no config.json; not a tuinet run")
-            if epochs is not None:
-                cfg_data["epochs"] = epochs
             cfg_data["runs_dir"] = str(run.path.parent)
             cfg_data["name"] = run.name
             ckpt = load_checkpoint(run.latest)
@@ -207,6 +205,8 @@ class Trainer:
             if isinstance(cfg_data.get("dataset_defaults"), list):  # those are no longer the dataset's defaults
                 cfg_data["dataset_defaults"] = [n for n in cfg_data["dataset_defaults"] if n not in moved]
             cfg_data.update(live)
+            if epochs is not None:  # (the checkpoint's plan otherwise: a resume --epochs, or the app, changed it)
+                cfg_data["epochs"] = epochs
             config = TrainConfig.from_dict(cfg_data, source=str(run.path / "config.json"))
             t = cls(config, run_dir=run, emit=emit)
             t._resume_ckpt = ckpt
@@ -435,6 +435,8 @@ class Trainer:
                 self._set_optimizer(cmd["name"], dict(cmd.get("hyperparams") or {}), cmd.get("lr"))
             elif kind == "set_regularization":
                 self._set_regularization({k: float(cmd[k]) for k in REGULARIZATION if k in cmd})
+            elif kind == "set_epochs":
+                self._set_epochs(int(cmd["epochs"]))
             elif kind == "set_batch_size":
                 self._set_batch_size(int(cmd["batch_size"]), bool(cmd.get("scale_lr", False)))
             elif kind == "save":
@@ -519,6 +521,27 @@ class Trainer:
         self._emit("regularization_changed", **new, previous=previous, step=self.global_step,
                    **({"layers": layers, "num_params": self.model.num_params()} if layers is not None else {}))
         self._status_file()  # its changed_settings (the checkpoint that carries them comes with the epoch's end)
+
+    def _set_epochs(self, epochs: int) -> None:
+        """Plan ``epochs`` in all from the next step: a schedule is stretched (or squeezed) over the new plan, as
+        ``tuinet resume --epochs`` does, its state kept; at least the epoch in progress (a stop ends a run sooner).
+        The run's setting from then on (checkpoints, resume, branch); config.json keeps the first plan."""
+        c = self.config
+        if self.status == "testing" or self.epoch >= c.epochs:
+            name = self.run_dir.name if self.run_dir else "RUN"
+            raise ConfigError(f"the run's epochs are done; `tuinet resume {name} --epochs N` trains it on")
+        if epochs < self.epoch + 1:
+            raise ConfigError(f"the run is in epoch {self.epoch + 1}: plan at least {self.epoch + 1} epochs (a stop "
+                              "ends it sooner)")
+        previous, c.epochs = c.epochs, epochs
+        state = self.schedule.state()
+        self.schedule = self._make_schedule()
+        self.schedule.load_state(state)
+        self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
+        self._emit("epochs_changed", epochs=epochs, previous=previous, step=self.global_step, epoch=self.epoch,
+                   total_steps=self.global_step - self.step_in_epoch + (epochs - self.epoch) * self.steps_per_epoch,
+                   lr=self.optimizer.lr)
+        self._status_file()
 
     def _set_batch_size(self, size: int, scale_lr: bool = False) -> None:
         """A new batch size: at once between epochs, else from the next epoch (the epoch in progress keeps its
@@ -886,11 +909,13 @@ class Trainer:
             decay = saved.get("weight_decay")
             start["weight_decay"] = first.hyper.get("weight_decay") if decay is None else decay  # (its default)
             start["batch_size"] = saved.get("batch_size")
+            start["epochs"] = saved.get("epochs")
             start["optimizer"] = first.name
             self._start_settings = start
         now = {k: float(getattr(self.config, k)) for k in MODEL_SETTINGS}
         now["weight_decay"] = self.optimizer.hyper.get("weight_decay") if self.optimizer else None
         now["batch_size"] = self.config.batch_size
+        now["epochs"] = self.config.epochs
         now["optimizer"] = self.optimizer.name if self.optimizer else None
         return {k: [start[k], now[k]] for k in ("optimizer", *LIVE_SETTINGS)
                 if now[k] is not None and start[k] is not None and now[k] != start[k]}

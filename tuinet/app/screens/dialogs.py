@@ -17,7 +17,7 @@ from textual.widgets.option_list import Option
 
 from tuinet.errors import ConfigError
 from tuinet.formatting import fmt_num
-from tuinet.protocol import MAX_BATCH, check_regularization
+from tuinet.protocol import MAX_BATCH, MAX_EPOCHS, check_regularization
 
 #: (name sent to the trainer, label, what it is) in the order the dialog lists them
 OPTIMIZERS: list[tuple[str, str, str]] = [
@@ -132,6 +132,53 @@ class LrDialog(_FollowsLr, ModalScreen["float | None"]):
             self.query_one("#lr-error", Label).update(f"not a positive number: {event.value!r}")
             return
         self.dismiss(v)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def parse_epochs(text: str, lowest: int) -> int | str:
+    """Planned epochs from user text ('40', '1,000'), at least ``lowest``, or a one-line reason they are not."""
+    raw = text.strip().replace(",", "").replace("_", "")
+    if not raw.isdigit() or not lowest <= int(raw) <= MAX_EPOCHS:
+        return f"epochs: a whole number from {lowest:,} (the epoch in progress) to {MAX_EPOCHS:,}, not {text.strip()!r}"
+    return int(raw)
+
+
+class EpochsDialog(ModalScreen["int | None"]):
+    """Type the epochs to plan in all; dismisses with the number, or None on escape or when it is the plan."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, planned: int, done: int, schedule: str | None = None):
+        super().__init__(classes="dialog-screen")
+        self.planned, self.done, self.schedule = int(planned), int(done), schedule
+
+    def _message(self) -> str:
+        stretch = (f" The {self.schedule} schedule is stretched over the new plan: the lr goes on from the same "
+                   "fraction of the run." if self.schedule and self.schedule != "constant" else "")
+        return (f"Planned: {self.planned:,} epochs, {self.done:,} done. Type the epochs in all (at least "
+                f"{self.done + 1:,}) and press enter: training goes on without a stop.{stretch}")
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as v:
+            v.border_title = "Epochs"
+            yield Static(self._message(), classes="dialog-message")
+            yield Input(value=str(self.planned), placeholder=str(self.planned), id="epochs-input")
+            yield Label("", id="epochs-error", classes="dialog-error")
+
+    def on_mount(self) -> None:
+        inp = self.query_one(Input)
+        inp.focus()
+        inp.action_select_all()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        v = parse_epochs(event.value, self.done + 1)
+        if isinstance(v, str):
+            self.query_one("#epochs-error", Label).update(v)
+            return
+        self.dismiss(None if v == self.planned else v)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
