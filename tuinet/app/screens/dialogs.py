@@ -155,8 +155,9 @@ class EpochsDialog(ModalScreen["int | None"]):
         self.planned, self.done, self.schedule = int(planned), int(done), schedule
 
     def _message(self) -> str:
-        stretch = (f" The {self.schedule} schedule is stretched over the new plan: the lr goes on from the same "
-                   "fraction of the run." if self.schedule and self.schedule != "constant" else "")
+        stretch = (f" The {self.schedule} schedule is stretched over the new plan: the next step takes the lr of "
+                   "the new curve at this point (higher, for more epochs)."
+                   if self.schedule and self.schedule != "constant" else "")
         return (f"Planned: {self.planned:,} epochs, {self.done:,} done. Type the epochs in all (at least "
                 f"{self.done + 1:,}) and press enter: training goes on without a stop.{stretch}")
 
