@@ -133,8 +133,11 @@ async def test_inspector_shows_the_profile_and_the_warning():
     app = TuinetApp(FakeSession(events))
     async with app.run_test(size=(120, 40)) as pilot:
         await press(pilot, "2")
-        await wait_until(pilot, lambda: "layers" not in app.state.dirty and app.active_tab == "inspector",
-                         what="the inspector drawn")
+        # the figures folded in and drawn (waiting only for "layers" to leave the dirty set passed before the
+        # layer_stats event was even folded in, under a loaded suite)
+        await wait_until(pilot, lambda: app.state.step == 15 and "layers" not in app.state.dirty
+                         and app.active_tab == "inspector"
+                         and "vanishing" in str(app.query_one("#grad-health").render()), what="the inspector drawn")
         line = str(app.query_one("#grad-health").render())
         assert "⚠ vanishing" in line and "first layer's gradient is 2.5e-06 times the last" in line and "ReLU" in line
         assert any("vanishing gradients" in text and level == "warning" for _, level, text in app.state.log)
