@@ -13,7 +13,8 @@ import pytest
 from tests.app.fakes import FakeSession, opening
 from tuinet.app.app import TuinetApp
 from tuinet.app.screens.dialogs import BatchSizeDialog, parse_batch_size
-from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
+from tuinet.app.testing import async_test, dialog_closed, press, wait_until
+from tuinet.app.testing import open_dialog as open_typed
 from tuinet.protocol import make_event
 from tuinet.training.config import TrainConfig
 
@@ -38,14 +39,11 @@ def field(app: TuinetApp) -> str:
 
 
 async def open_dialog(pilot) -> None:
-    await press(pilot, "B")
-    await wait_for_screen(pilot, BatchSizeDialog, what="the batch-size dialog")
-    await wait_until(pilot, lambda: pilot.app.screen.focused is pilot.app.screen.query_one("#batch-input"),
-                     what="the field focused")
+    await open_typed(pilot, "B", BatchSizeDialog, "#batch-input")
 
 
 async def closed(pilot) -> None:
-    await wait_until(pilot, lambda: not isinstance(pilot.app.screen, BatchSizeDialog), what="dialog closed")
+    await dialog_closed(pilot, BatchSizeDialog)
 
 
 def asked(size: int, step: int = 15) -> dict[str, Any]:

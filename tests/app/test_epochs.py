@@ -7,7 +7,8 @@ from __future__ import annotations
 from tests.app.fakes import FakeSession, opening
 from tuinet.app.app import TuinetApp
 from tuinet.app.screens.dialogs import EpochsDialog, parse_epochs
-from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
+from tuinet.app.testing import async_test, dialog_closed, press, wait_until
+from tuinet.app.testing import open_dialog as open_typed
 from tuinet.protocol import make_event
 from tuinet.training.config import TrainConfig
 
@@ -27,10 +28,7 @@ def status(app: TuinetApp) -> str:
 
 
 async def open_dialog(pilot) -> None:
-    await press(pilot, "E")
-    await wait_for_screen(pilot, EpochsDialog, what="the epochs dialog")
-    await wait_until(pilot, lambda: pilot.app.screen.focused is pilot.app.screen.query_one("#epochs-input"),
-                     what="the field focused")
+    await open_typed(pilot, "E", EpochsDialog, "#epochs-input")
 
 
 @async_test
@@ -43,7 +41,7 @@ async def test_e_plans_more_epochs_and_the_answer_moves_the_plan():
         message = str(app.screen.query_one(".dialog-message").render())
         assert "Planned: 100 epochs, 1 done" in message and "at least 2" in message and "cosine schedule" in message
         await press(pilot, *"150", "enter")
-        await wait_until(pilot, lambda: not isinstance(app.screen, EpochsDialog), what="closed")
+        await dialog_closed(pilot, EpochsDialog)
         await wait_until(pilot, lambda: fake.sent, what="the command")
         assert fake.sent == [{"command": "set_epochs", "epochs": 150, "v": 1}]
         await wait_until(pilot, lambda: "epochs → 150" in status(app), what="pending shown")
@@ -68,10 +66,10 @@ async def test_too_few_epochs_escape_and_the_same_plan_send_nothing():
             await wait_until(pilot, lambda: "epochs: a whole number from 2 (the epoch in progress)"
                              in str(app.screen.query_one("#epochs-error").render()), what=f"the error for {text!r}")
         await press(pilot, "escape")
-        await wait_until(pilot, lambda: not isinstance(app.screen, EpochsDialog), what="closed")
+        await dialog_closed(pilot, EpochsDialog)
         await open_dialog(pilot)
         await press(pilot, "enter")  # the plan as it is
-        await wait_until(pilot, lambda: not isinstance(app.screen, EpochsDialog), what="closed")
+        await dialog_closed(pilot, EpochsDialog)
         await pilot.pause()
         assert fake.sent == []
 

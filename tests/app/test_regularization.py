@@ -10,7 +10,8 @@ from typing import Any
 from tests.app.fakes import FakeSession, finished, opening
 from tuinet.app.app import TuinetApp
 from tuinet.app.screens.dialogs import RegularizationDialog
-from tuinet.app.testing import async_test, press, wait_for_screen, wait_until
+from tuinet.app.testing import async_test, dialog_closed, press, wait_until
+from tuinet.app.testing import open_dialog as open_typed
 from tuinet.protocol import make_event
 from tuinet.training.config import TrainConfig
 
@@ -47,15 +48,11 @@ def error(app: TuinetApp) -> str:
 
 
 async def open_dialog(pilot) -> None:
-    await press(pilot, "g")
-    await wait_for_screen(pilot, RegularizationDialog, what="the regularization dialog")
-    # mounted: its first field has the focus (a key pressed before that would not reach the dialog's fields)
-    await wait_until(pilot, lambda: pilot.app.screen.focused is pilot.app.screen.query_one("#reg-l1"),
-                     what="the dialog's first field focused")
+    await open_typed(pilot, "g", RegularizationDialog, "#reg-l1")
 
 
 async def closed(pilot) -> None:
-    await wait_until(pilot, lambda: not isinstance(pilot.app.screen, RegularizationDialog), what="dialog closed")
+    await dialog_closed(pilot, RegularizationDialog)
 
 
 @async_test

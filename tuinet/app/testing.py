@@ -64,6 +64,20 @@ async def wait_for_screen(pilot: Pilot, screen_type: type, timeout: float = 20.0
                      timeout=timeout, what=what)
 
 
+async def open_dialog(pilot: Pilot, key: str, screen_type: type, field: str) -> None:
+    """Press ``key`` and wait for the ``screen_type`` dialog it opens, with its widget ``field`` (a selector) focused:
+    a key pressed before that would not reach the field."""
+    await press(pilot, key)
+    await wait_for_screen(pilot, screen_type, what=f"the dialog of {key}")
+    await wait_until(pilot, lambda: pilot.app.screen.focused is pilot.app.screen.query_one(field),
+                     what=f"{field} focused")
+
+
+async def dialog_closed(pilot: Pilot, screen_type: type) -> None:
+    """Wait until the ``screen_type`` dialog is gone."""
+    await wait_until(pilot, lambda: not isinstance(pilot.app.screen, screen_type), what="the dialog closed")
+
+
 def async_test(fn):
     """Run an async test function with asyncio (no pytest-asyncio needed)."""
     @functools.wraps(fn)

@@ -137,18 +137,37 @@ class LrDialog(_FollowsLr, ModalScreen["float | None"]):
         self.dismiss(None)
 
 
-def parse_epochs(text: str, lowest: int) -> int | str:
-    """Planned epochs from user text ('40', '1,000'), at least ``lowest``, or a one-line reason they are not."""
+def _whole_number(text: str, lowest: int, highest: int) -> int | None:
+    """A whole number typed as '40', '1,000' or '1_000', within [lowest, highest]; None otherwise."""
     raw = text.strip().replace(",", "").replace("_", "")
-    if not raw.isdigit() or not lowest <= int(raw) <= MAX_EPOCHS:
+    return int(raw) if raw.isdigit() and lowest <= int(raw) <= highest else None
+
+
+def parse_epochs(text: str, lowest: int) -> int | str:
+    """Planned epochs from user text, at least ``lowest``, or a one-line reason they are not."""
+    v = _whole_number(text, lowest, MAX_EPOCHS)
+    if v is None:
         return f"epochs: a whole number from {lowest:,} (the epoch in progress) to {MAX_EPOCHS:,}, not {text.strip()!r}"
-    return int(raw)
+    return v
 
 
-class EpochsDialog(ModalScreen["int | None"]):
-    """Type the epochs to plan in all; dismisses with the number, or None on escape or when it is the plan."""
+class _TypedDialog(ModalScreen):
+    """A dialog around one typed field: it starts focused with its text selected (typing replaces it); escape
+    dismisses with None."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def on_mount(self) -> None:
+        inp = self.query_one(Input)
+        inp.focus()
+        inp.action_select_all()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class EpochsDialog(_TypedDialog):
+    """Type the epochs to plan in all; dismisses with the number, or None on escape or when it is the plan."""
 
     def __init__(self, planned: int, done: int, schedule: str | None = None):
         super().__init__(classes="dialog-screen")
@@ -168,11 +187,6 @@ class EpochsDialog(ModalScreen["int | None"]):
             yield Input(value=str(self.planned), placeholder=str(self.planned), id="epochs-input")
             yield Label("", id="epochs-error", classes="dialog-error")
 
-    def on_mount(self) -> None:
-        inp = self.query_one(Input)
-        inp.focus()
-        inp.action_select_all()
-
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         v = parse_epochs(event.value, self.done + 1)
@@ -181,19 +195,16 @@ class EpochsDialog(ModalScreen["int | None"]):
             return
         self.dismiss(None if v == self.planned else v)
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
 
 def parse_batch_size(text: str) -> int | str:
     """A batch size from user text ('256', '1,024'), or a one-line reason it is not one."""
-    raw = text.strip().replace(",", "").replace("_", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_BATCH:
+    v = _whole_number(text, 1, MAX_BATCH)
+    if v is None:
         return f"a batch size is a whole number from 1 to {MAX_BATCH:,}, not {text.strip()!r}"
-    return int(raw)
+    return v
 
 
-class BatchSizeDialog(ModalScreen["tuple[int, bool] | None"]):
+class BatchSizeDialog(_TypedDialog):
     """Type a new batch size; dismisses with (size, scale the lr with it), or None on escape (or when it is the size
     the run has, or has asked for).
 
@@ -201,8 +212,6 @@ class BatchSizeDialog(ModalScreen["tuple[int, bool] | None"]):
     batches); the dialog says so and what an epoch is now. A checkbox (tab, then space) asks for the learning rate
     to be scaled with the batch (×new/old: the linear scaling rule); its label shows the lr it would become.
     """
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, current: int, train_samples: int | None, pending: int | None = None,
                  lr: float | None = None):
@@ -233,11 +242,6 @@ class BatchSizeDialog(ModalScreen["tuple[int, bool] | None"]):
             yield Checkbox(self._scale_label(value), id="batch-scale-lr")
             yield Label("", id="batch-error", classes="dialog-error")
 
-    def on_mount(self) -> None:
-        inp = self.query_one(Input)
-        inp.focus()
-        inp.action_select_all()
-
     @on(Input.Changed)
     def _typed(self, event: Input.Changed) -> None:
         self.query_one(Checkbox).label = self._scale_label(event.value)
@@ -249,9 +253,6 @@ class BatchSizeDialog(ModalScreen["tuple[int, bool] | None"]):
             self.query_one("#batch-error", Label).update(v)
             return
         self.dismiss(None if v == (self.pending or self.current) else (v, self.query_one(Checkbox).value))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class OptimizerDialog(_FollowsLr, ModalScreen["dict[str, Any] | None"]):
