@@ -73,7 +73,8 @@ async def test_a_viewer_greys_restart_and_a_stopped_run_offers_no_pause_detach_o
         for where in ("#topbar", "#status"):
             assert "ETA" not in str(app.query_one(where).render()), where
         assert "stopped" in str(app.query_one("#topbar").render())
-        for key, why in (("space", "the run is over (stopped)"), ("plus", "the run is over (stopped)")):
+        over = "the run is over (stopped): q quits; `tuinet resume mlp-spiral` continues it"
+        for key, why in (("space", over), ("plus", over)):
             await press(pilot, key)
             await wait_until(pilot, lambda: why in (toasts[-1] if toasts else ""), what=f"a toast for {key}")
             toasts.clear()

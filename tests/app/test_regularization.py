@@ -159,7 +159,7 @@ async def test_g_on_a_finished_run_opens_nothing_and_says_why():
         assert app.check_action("regularize", ()) is None, "greyed out"
         await press(pilot, "g")
         await wait_until(pilot, lambda: toasts, what="a toast for g")
-        assert "the run is over (finished)" in toasts[-1]
+        assert "the run is over (finished): q quits; `tuinet resume mlp-spiral --epochs N` trains it on" in toasts[-1]
         await pilot.pause(0)
         assert len(app.screen_stack) == 1 and not isinstance(app.screen, RegularizationDialog)
         assert fake.sent == [] and not app.pending

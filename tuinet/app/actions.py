@@ -412,7 +412,10 @@ def why_not(when: When, state, *, detachable: bool, under_way: str | None) -> st
             return ("drawing an input needs a classifier of gray images (e.g. MNIST, the default); this run's inputs "
                     "are not")
     if state.done:
-        return f"the run is over ({state.status}): q quits"
+        name = state.name
+        more = ("" if not name else f"; `tuinet resume {name} --epochs N` trains it on" if state.status == "finished"
+                else f"; `tuinet resume {name}` continues it" if state.status == "stopped" else "")
+        return f"the run is over ({state.status}): q quits{more}"
     return "the trainer is not ready yet"
 
 
