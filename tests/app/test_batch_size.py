@@ -157,6 +157,9 @@ async def test_the_checkbox_scales_the_lr_with_the_batch():
         box = app.screen.query_one("#batch-scale-lr")
         await press(pilot, *"128")
         await wait_until(pilot, lambda: "scale the lr with it: 0.001 → 0.004 (×4)" in str(box.label), what="the label")
+        fake.emit(make_event("step", step=16, epoch=1.6, loss=0.5, accuracy=0.6, lr=0.0005, samples_per_second=1e3))
+        await wait_until(pilot, lambda: "scale the lr with it: 0.0005 → 0.002 (×4)" in str(box.label),
+                         what="the label following the run's lr (a schedule moves it)")
         await press(pilot, "tab", "space")  # the checkbox, ticked
         assert box.value is True
         await press(pilot, "shift+tab", "enter")

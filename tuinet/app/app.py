@@ -776,7 +776,7 @@ class TuinetApp(App[int]):
         st = self.state
         train = ((st.dataset or {}).get("sizes") or {}).get("train")
         self.push_screen(BatchSizeDialog(st.batch_size or 1, train if isinstance(train, int) else None,
-                                         st.batch_pending, st.lr), done)
+                                         st.batch_pending, st.lr, live=lambda: self.state.lr), done)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""

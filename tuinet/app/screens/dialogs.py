@@ -204,19 +204,29 @@ def parse_batch_size(text: str) -> int | str:
     return v
 
 
-class BatchSizeDialog(_TypedDialog):
+class BatchSizeDialog(_FollowsLr, _TypedDialog):
     """Type a new batch size; dismisses with (size, scale the lr with it), or None on escape (or when it is the size
     the run has, or has asked for).
 
     The trainer takes it at once between epochs and otherwise from the next epoch (the epoch in progress keeps its
     batches); the dialog says so and what an epoch is now. A checkbox (tab, then space) asks for the learning rate
-    to be scaled with the batch (×new/old: the linear scaling rule); its label shows the lr it would become.
+    to be scaled with the batch (×new/old: the linear scaling rule); its label shows the lr it would become, and
+    follows the run's lr while the dialog is open (``live``, as :class:`LrDialog`'s: a schedule moves it).
     """
 
     def __init__(self, current: int, train_samples: int | None, pending: int | None = None,
-                 lr: float | None = None):
+                 lr: float | None = None, live: Callable[[], float | None] | None = None):
         super().__init__(classes="dialog-screen")
         self.current, self.train_samples, self.pending, self.lr = int(current), train_samples, pending, lr
+        self._shown_lr, self._live = lr, live
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._follow_lr()
+
+    def _lr_moved(self, lr: float) -> None:
+        self.lr = lr
+        self.query_one(Checkbox).label = self._scale_label(self.query_one(Input).value)
 
     def _message(self) -> str:
         n = self.train_samples
