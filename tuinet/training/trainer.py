@@ -319,6 +319,19 @@ class Trainer:
                              min_delta=c.min_delta)
 
     @property
+    def planned_steps(self) -> int:
+        """The run's steps in all as now planned: those taken, and the rest of its epochs in the current batches."""
+        return self.global_step - self.step_in_epoch + (self.config.epochs - self.epoch) * self.steps_per_epoch
+
+    def _replan(self) -> None:
+        """The schedule made again for the plan as it now stands (epochs, steps per epoch), its state kept, and the
+        next step's lr taken from it."""
+        state = self.schedule.state()
+        self.schedule = self._make_schedule()
+        self.schedule.load_state(state)
+        self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
+
+    @property
     def schedule_step(self) -> int:
         """The step the lr schedule reads (the global step, in this batch size's steps since a change)."""
         return self.global_step - self.schedule_offset
@@ -534,13 +547,9 @@ class Trainer:
             raise ConfigError(f"the run is in epoch {self.epoch + 1}: plan at least {self.epoch + 1} epochs (a stop "
                               "ends it sooner)")
         previous, c.epochs = c.epochs, epochs
-        state = self.schedule.state()
-        self.schedule = self._make_schedule()
-        self.schedule.load_state(state)
-        self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
+        self._replan()
         self._emit("epochs_changed", epochs=epochs, previous=previous, step=self.global_step, epoch=self.epoch,
-                   total_steps=self.global_step - self.step_in_epoch + (epochs - self.epoch) * self.steps_per_epoch,
-                   lr=self.optimizer.lr)
+                   total_steps=self.planned_steps, lr=self.optimizer.lr)
         self._status_file()
 
     def _set_batch_size(self, size: int, scale_lr: bool = False) -> None:
@@ -566,13 +575,9 @@ class Trainer:
         old, self._next_batch, self._next_scale = c.batch_size, None, False
         c.batch_size = size
         self.steps_per_epoch = math.ceil(len(self.data.x_train) / size)
-        state = self.schedule.state()
-        self.schedule = self._make_schedule()
-        self.schedule.load_state(state)
         self.schedule_offset = self.global_step - self.epoch * self.steps_per_epoch
-        self.optimizer.lr = self.base_lr * self.schedule.factor(self.schedule_step)
-        if getattr(self, "tuner", None) is not None:
-            self.tuner.rebase()
+        self._replan()
+        self.tuner.rebase()  # (a batch size applies only while the run trains: the tuner is there)
         self._emit_batch_size(old, scale_lr and size != old)
         if scale_lr and size != old:
             self._set_lr(self.optimizer.lr * size / old, "batch")
@@ -581,10 +586,9 @@ class Trainer:
 
     def _emit_batch_size(self, previous: int, scaled: bool = False) -> None:
         self._emit("batch_size_changed", batch_size=self.config.batch_size, previous=previous,
-                   pending=self._next_batch, scale_lr=scaled or self._next_scale, from_epoch=self.epoch + (1 if self._next_batch is not None else 0),
-                   step=self.global_step, epoch=self.epoch, steps_per_epoch=self.steps_per_epoch,
-                   total_steps=self.global_step - self.step_in_epoch
-                   + (self.config.epochs - self.epoch) * self.steps_per_epoch)
+                   pending=self._next_batch, scale_lr=scaled or self._next_scale,
+                   from_epoch=self.epoch + (1 if self._next_batch is not None else 0), step=self.global_step,
+                   epoch=self.epoch, steps_per_epoch=self.steps_per_epoch, total_steps=self.planned_steps)
 
     def _rebuild_for_dropout(self, rate: float) -> None:
         """The model as its spec builds it with dropout ``rate`` (dropout layers set to the new rate, added or
@@ -964,7 +968,7 @@ class Trainer:
             run_dir=str(self.run_dir.path) if self.run_dir else None, config=c.to_dict(), dataset=d.describe(),
             model=m.summary(), layers=self._layer_rows(),
             num_params=m.num_params(), steps_per_epoch=self.steps_per_epoch,
-            total_steps=self.global_step - self.step_in_epoch + (c.epochs - self.epoch) * self.steps_per_epoch,
+            total_steps=self.planned_steps,
             epochs=c.epochs, batch_size=c.batch_size, optimizer=self.optimizer.name,
             hyperparams=self.optimizer.hyperparams(), lr=self.optimizer.lr, base_lr=self.base_lr,
             resumed=self._resume_ckpt is not None,
