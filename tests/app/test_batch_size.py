@@ -78,7 +78,7 @@ async def test_b_opens_on_the_runs_batch_size_and_the_trainers_answers_follow():
         await wait_until(pilot, lambda: not app.pending, what="the answer")
         await wait_until(pilot, lambda: "batch 32 → 8 next epoch" in status(app), what="the size waiting")
         assert app.state.batch_size == 32 and app.state.steps_per_epoch == 10
-        assert app.state.log[-1][-1] == "batch size 8 asked for: from epoch 3 (the epoch in progress keeps batches of 32)"
+        assert app.state.log[-1][-1] == "batch size 8 from epoch 3 (epoch 2 keeps batches of 32)"
         assert app.state.changes == [], "nothing changed yet: no line on the charts"
 
         fake.emit(make_event("step", step=20, epoch=2.0, loss=0.5, accuracy=0.6, lr=0.001, samples_per_second=1e3))
@@ -86,7 +86,7 @@ async def test_b_opens_on_the_runs_batch_size_and_the_trainers_answers_follow():
         await wait_until(pilot, lambda: app.state.batch_size == 8, what="the new size")
         await wait_until(pilot, lambda: "→" not in status(app) and "batch 8" in status(app), what="shown")
         assert (app.state.steps_per_epoch, app.state.total_steps, app.state.batch_pending) == (40, 20 + 98 * 40, None)
-        assert app.state.log[-1][-1] == "batch size 32 → 8 from epoch 3 (40 steps per epoch)"
+        assert app.state.log[-1][-1] == "batch size 32 -> 8 from epoch 3 (40 steps per epoch)"
         assert app.state.changes == [2.0], "a line where epoch 3 started"
         # the steps after it count in the new epochs: step 40 is half way through epoch 3 (not epoch 4)
         fake.emit(make_event("validation", step=40, val_loss=0.4, val_accuracy=0.7))
@@ -169,5 +169,4 @@ async def test_the_checkbox_scales_the_lr_with_the_batch():
         fake.emit(make_event("batch_size_changed", batch_size=32, previous=32, pending=128, scale_lr=True,
                              from_epoch=2, step=15, epoch=1, steps_per_epoch=10, total_steps=1000))
         await wait_until(pilot, lambda: "batch 32 → 128 next epoch, lr ×4" in status(app), what="pending, scaled")
-        assert app.state.log[-1][-1] == ("batch size 128, the lr scaled with it asked for: from epoch 3 (the epoch "
-                                         "in progress keeps batches of 32)")
+        assert app.state.log[-1][-1] == "batch size 128, the lr scaled with it, from epoch 3 (epoch 2 keeps batches of 32)"

@@ -49,7 +49,7 @@ async def test_e_plans_more_epochs_and_the_answer_moves_the_plan():
                              lr=0.0009))
         await wait_until(pilot, lambda: app.state.epochs == 150 and not app.pending, what="the answer")
         await wait_until(pilot, lambda: "/1,500" in status(app) and "/150" in status(app), what="the new plan shown")
-        assert app.state.log[-1][-1] == "epochs 100 → 150 from step 16 (lr 0.0009)"
+        assert app.state.log[-1][-1] == "epochs 100 -> 150 (from step 16, lr 0.0009)"
         assert app.state.changes == [1.5], "a line where the plan changed"
         assert app.current_config().epochs == 150
 

@@ -273,7 +273,7 @@ def test_the_lr_can_be_scaled_with_the_batch(tmp_path):
     n2 = math.ceil(len(trainer.data.x_train) / 16)
     assert first["lr"] == pytest.approx(0.003 / 4 * 0.5 * (1 + math.cos(math.pi * n2 / (3 * n2))))
     log = (tmp_path / "runs" / "live" / "log.txt").read_text()
-    assert "batch size 16, the lr scaled with it from epoch 2" in log and "(batch)" in log
+    assert "batch size 16, the lr scaled with it, from epoch 2" in log and "(batch)" in log
 
 
 def test_without_scale_lr_the_lr_is_left_alone(tmp_path):

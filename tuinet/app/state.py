@@ -14,7 +14,7 @@ from typing import Any
 
 from tuinet.formatting import fmt_duration, fmt_num
 from tuinet.protocol import MAX_SETTING_CHANGES, REGULARIZATION, is_setting_change
-from tuinet.training.console import regularization_change
+from tuinet.training.console import batch_size_change, epochs_change, regularization_change
 from tuinet.training.probe import drawable
 from tuinet.training.summary import summary_lines
 
@@ -468,15 +468,13 @@ class RunState:
         self.add_log(f"regularization: {regularization_change(e)} from step {e.get('step', 0) + 1:,}", t=e.get("time"))
 
     def _on_epochs_changed(self, e):
-        previous = e.get("previous", self.epochs)
         self.epochs = e.get("epochs") or self.epochs
         self.total_steps = e.get("total_steps") or self.total_steps
         self.config = {**self.config, "epochs": self.epochs}
         if e.get("lr") is not None:
             self.lr = e["lr"]
         self.dirty.update(("status", "progress"))
-        self.add_log(f"epochs {previous} → {self.epochs} from step {e.get('step', 0) + 1:,} (lr {fmt_num(self.lr)})",
-                     t=e.get("time"))
+        self.add_log(epochs_change(e), t=e.get("time"))
 
     def _on_batch_size_changed(self, e):
         self.batch_pending = e.get("pending")
@@ -488,15 +486,7 @@ class RunState:
             self._epoch_at.append((e.get("step", self.step), float(e.get("epoch") or 0), self.steps_per_epoch))
             self.total_steps = e.get("total_steps") or self.total_steps
             self._rate_t, self.steps_per_second = None, None  # the old batches' step rate says nothing of the new
-            self.add_log(f"batch size {previous or '?'} → {size:,} from epoch {int(e.get('epoch') or 0) + 1} "
-                         f"({self.steps_per_epoch:,} steps per epoch)", t=e.get("time"))
-        elif self.batch_pending:
-            scaled = ", the lr scaled with it" if self.batch_scale_lr else ""
-            self.add_log(f"batch size {self.batch_pending:,}{scaled} asked for: from epoch "
-                         f"{int(e.get('from_epoch') or 0) + 1} (the epoch in progress keeps batches of "
-                         f"{self.batch_size:,})", t=e.get("time"))
-        else:
-            self.add_log(f"batch size stays {self.batch_size:,}", t=e.get("time"))
+        self.add_log(batch_size_change(e), t=e.get("time"))
         self.dirty.update(("status", "progress"))
 
     def epoch_of(self, step: float) -> float:

@@ -38,6 +38,26 @@ def regularization_change(e: dict[str, Any]) -> str:
     return ", ".join(parts) or "unchanged"
 
 
+def batch_size_change(e: dict[str, Any]) -> str:
+    """What a ``batch_size_changed`` event says, in one line: the size applied (``"batch size 64 -> 256 from epoch 2
+    (8 steps per epoch)"``), one asked for the next epoch, or the run's own size kept."""
+    size, previous, pending = e.get("batch_size"), e.get("previous"), e.get("pending")
+    if size != previous:
+        return (f"batch size {previous or 0:,} -> {size:,} from epoch {(e.get('epoch') or 0) + 1} "
+                f"({count(e.get('steps_per_epoch') or 0, 'step')} per epoch)")
+    if pending:
+        scaled = ", the lr scaled with it," if e.get("scale_lr") else ""
+        return (f"batch size {pending:,}{scaled} from epoch {(e.get('from_epoch') or 0) + 1} (epoch "
+                f"{(e.get('epoch') or 0) + 1} keeps batches of {size:,})")
+    return f"batch size stays {size:,}"
+
+
+def epochs_change(e: dict[str, Any]) -> str:
+    """What an ``epochs_changed`` event says: ``"epochs 2 -> 4 (from step 6, lr 0.003)"``."""
+    return f"epochs {e.get('previous', 0):,} -> {e.get('epochs', 0):,} (from step {(e.get('step') or 0) + 1:,}, " \
+           f"lr {e.get('lr') or 0:.3g})"
+
+
 class ConsolePrinter:
     """Human-readable progress: a live bar when ``out`` is a terminal, plain lines otherwise.
 
@@ -113,16 +133,11 @@ class ConsolePrinter:
             self._line(f"regularization: {regularization_change(e)} (from step {e.get('step', 0) + 1:,})")
         elif kind == "epochs_changed":
             self.epochs = e["epochs"]
-            self._line(f"epochs {e['previous']:,} -> {e['epochs']:,} (from step {e['step'] + 1:,}, lr {e['lr']:.3g})")
+            self._line(epochs_change(e))
         elif kind == "batch_size_changed":
             self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
-            if e.get("batch_size") != e.get("previous"):
-                self._line(f"batch size {e['previous']:,} -> {e['batch_size']:,} from epoch {e['epoch'] + 1} "
-                           f"({count(e['steps_per_epoch'], 'step')} per epoch)")
-            elif e.get("pending"):
-                scaled = ", the lr scaled with it" if e.get("scale_lr") else ""
-                self._line(f"batch size {e['pending']:,}{scaled} from epoch {e['from_epoch'] + 1} (epoch "
-                           f"{e['epoch'] + 1} keeps batches of {e['batch_size']:,})")
+            if e.get("batch_size") != e.get("previous") or e.get("pending"):
+                self._line(batch_size_change(e))
         elif kind == "diverged":
             self._line(f"diverged at step {e['step']} (loss {e.get('loss')}): {e['action']}, lr {e['lr']:.3g} -> "
                        f"{e['new_lr']:.3g}")
