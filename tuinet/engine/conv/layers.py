@@ -20,6 +20,8 @@ from tuinet.engine.conv.kernels import (
     maxpool_forward,
 )
 from tuinet.engine.conv.plan import ConvPlan
+from tuinet.engine.conv import winograd
+from tuinet.engine.conv.winograd import WinogradPlan, winograd_forward
 from tuinet.engine.layers import Layer, ReLU, init_weights, register
 from tuinet.engine.norm import OutputStats, fold_factor
 from tuinet.errors import ModelError
@@ -157,6 +159,12 @@ class Conv2D(Layer):
         self._st: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # output statistics: shift, sums, squares
         self._pre: tuple[np.ndarray, np.ndarray] | None = None  # the input transform's scale and shift, per column
         self.stats: OutputStats | None = None
+        # 3x3 stride-1 convolutions over whole vectors of channels: the forward pass by Winograd's F(4x4, 3x3)
+        use = (winograd.eligible(self.kernel_size, self.stride, (pt, pb, pl, pr), self.input_shape, self.output_shape)
+               and plan.direct and not plan.pair)
+        self._wino = WinogradPlan.build(self.input_shape, self.output_shape) if use else None
+        # and the input gradient: the same convolution of dy with the flipped kernel (padded by 2 - the padding)
+        self._wino_dx = WinogradPlan.build(self.output_shape, self.input_shape) if use else None
         return self.output_shape
 
     def _packed_weights(self) -> np.ndarray:
@@ -245,9 +253,15 @@ class Conv2D(Layer):
         if self.use_bias:
             self._bp[:cout] = self.params[1]
         plan = self._plan
-        wk2 = self._paired_weights() if plan.pair and not pooled else self._wk2
         st = self._st if stats else _NO_ST
         pre = self._pre if self._pre is not None else _NO_PRE
+        if self._wino is not None and not pooled:
+            winograd_forward(x, winograd.transform_weights(self.params[0]), out.reshape(x.shape[0], oh, ow, cout),
+                             self._bp, self.use_bias, _NO_WADD, False, plan.pt, plan.pl, self._wino, _threads(), stats,
+                             self.stats.fold if stats else 1, st[0], st[1], st[2], self._pre is not None, pre[0],
+                             pre[1])
+            return
+        wk2 = self._paired_weights() if plan.pair and not pooled else self._wk2
         ext = self.kernel_ext or stats or self._pre is not None
         conv2d_forward(ext, x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
                        plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
@@ -288,6 +302,9 @@ class Conv2D(Layer):
         dw_parts, db_parts, dw2_parts = self._parts
         k = self._wk.shape[0]
         kh, kw = self.kernel_size
+        wino_dx = need_dx and not pooled and self._wino_dx is not None
+        if wino_dx:  # the direct pass computes the weight gradient only
+            need_dx = False
         if need_dx and plan.dx_gemm:  # W^T: (Cout, KH*KW*Cin)
             self._wt[:, :k] = self.params[0].reshape(k, cout).T
             dx = np.empty_like(x)
@@ -319,6 +336,14 @@ class Conv2D(Layer):
             self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:
             self.grads[1][...] = db_parts[0, :cout]
+        if wino_dx:
+            flipped = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2)
+            dx = np.empty_like(x)
+            add = _NO_WADD if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape)
+            winograd_forward(dy.reshape(x.shape[0], oh, ow, cout), winograd.transform_weights(flipped), dx, self._bp,
+                             False, add, dx_add is not None, 2 - plan.pt, 2 - plan.pl, self._wino_dx, p, False, 1,
+                             _NO_ST[0], _NO_ST[1], _NO_ST[2], False, _NO_PRE[0], _NO_PRE[1])
+            return dx
         return dx if need_dx else None
 
     def config(self):
@@ -342,6 +367,7 @@ _NO_ARG = np.zeros((1, 1, 1, 1), np.int32)
 _NO_ARG2 = np.zeros((1, 1), np.int32)
 _NO_ST = (np.zeros((1, 1), np.float32), np.zeros((1, 1)), np.zeros((1, 1)))
 _NO_PRE = (np.zeros(1, np.float32), np.zeros(1, np.float32))
+_NO_WADD = _NO_DX  # no array to add to a Winograd pass's output
 
 
 class _Pool(Layer):
