@@ -457,8 +457,8 @@ def test_16_channel_stride_1_convolutions_match_the_reference_everywhere(shape, 
 @pytest.mark.parametrize("rows,width,lanes", [(6, 32, 16), (12, 16, 16), (8, 8, 16), (8, 48, 16), (3, 32, 8),
                                               (2, 48, 8)])
 def test_conv_microkernel_variants_match_numpy(rows, width, lanes):
-    """The scatter variant (tile rows added at c[cu[r] + cj0:], rows may overlap) and the btable variant (rows of B
-    read at b[bu[t] + j0:]) against NumPy."""
+    """The scatter variant (tile rows added at c[cu[r] + cj0:], rows may overlap), the btable variant (rows of B
+    read at b[bu[t] + j0:]) and the affine variant (rows of A a vector apart from xf + u[r0]) against NumPy."""
     from numba import njit
 
     from tuinet.engine.conv.microkernels import tile_kernel
@@ -507,6 +507,22 @@ def test_conv_microkernel_variants_match_numpy(rows, width, lanes):
     c = c0.copy()
     run_btable(xf, u, 2, v, flat, bu, j0, c, 1, 4, bias, False)
     np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], want + bias[j0:j0 + width], rtol=1e-5, atol=1e-4)
+
+    mka = tile_kernel(rows, width, lanes, affine=lanes)  # rows of A at xf + u[r0] + r * lanes
+
+    @njit
+    def run_affine(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc):
+        mka(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc)
+
+    xa = rng.standard_normal(800).astype(np.float32)  # u[2] + 11 * 16 + v[t] < 800
+    a = xa[u[2] + lanes * np.arange(rows)[:, None] + v[None, :].astype(np.int64)].astype(np.float64)
+    want = a @ b[:, j0:j0 + width].astype(np.float64)
+    for acc in (True, False):
+        c = c0.copy()
+        run_affine(xa, u, 2, v, b, j0, c, 1, 4, bias, acc)
+        base = c0[1:1 + rows, 4:4 + width] if acc else bias[j0:j0 + width]
+        np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], base + want, rtol=1e-5, atol=1e-4)
+        assert np.array_equal(c[outside], c0[outside])
 
 
 def test_micro_kernel_column_groups_fit_the_registers():

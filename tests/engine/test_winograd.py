@@ -84,12 +84,17 @@ def test_winograd_can_be_turned_off(monkeypatch):
 
 @pytest.mark.parametrize("shape", [(28, 28, L), (14, 14, 2 * L), (7, 7, 4 * L)])
 def test_a_product_holds_whole_register_tiles_of_a_few_samples(shape):
+    """The rows (a group of samples' tiles) end where every panel's register tiles end, the group's transformed
+    input stays under the size kept in cache, and the tables address the (36, Cin / LANES, rows, LANES) layout."""
     plan = WinogradPlan.build(shape, shape)
     tiles = plan.th * plan.tw
-    height = max(_MK_ROWS[int(w)] for w in plan.panels[:, 1])
-    assert plan.u.size % height == 0 and plan.u.size >= plan.group * tiles
+    rows = plan.u.size
+    assert rows >= plan.group * tiles
+    assert all(rows % _MK_ROWS[int(w)] == 0 for w in plan.panels[:, 1])
     assert plan.group * tiles * XI * shape[2] * 4 <= winograd.GROUP_BYTES or plan.group == 1
-    np.testing.assert_array_equal(plan.u[:plan.group * tiles], np.arange(plan.group * tiles) * XI * shape[2])
+    np.testing.assert_array_equal(plan.u, np.arange(rows) * L)
+    c = np.arange(shape[2])
+    np.testing.assert_array_equal(plan.v, (c // L) * rows * L + c % L)
 
 
 @pytest.mark.parametrize("shape,filters,bias", [((8, 8, L), L, True), ((7, 7, 2 * L), L, False),

@@ -73,10 +73,13 @@ def column_groups(rows: int, nvec: int, regs: int) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=None)
-def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable: bool = False):
+def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable: bool = False, affine: int = 0):
     """The intrinsic computing a ``rows`` x ``width`` tile with ``lanes``-wide vectors (see the module doc);
     ``scatter``: the variant adding the tile into the rows ``c[cu[r0 + r] + cj0:]`` of a flat ``c``; ``btable``:
-    the variant reading the rows of B from a flat ``b`` through an offset table ``bu``."""
+    the variant reading the rows of B from a flat ``b`` through an offset table ``bu``; ``affine`` (> 0): the
+    tile's rows of A start at ``xf + u[r0] + r * affine`` (one offset read, the rows a constant stride apart: every
+    row's address is one base register plus a constant, where R row pointers from the table do not all fit in x86's
+    integer registers and are reloaded from the stack in the loop)."""
     if scatter and btable:
         raise ValueError("a micro-kernel is either scatter or btable")
     vecs = row_vectors(width, lanes)
@@ -130,7 +133,10 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
 
         # the R rows of A start at xf + u[r0 + r]
         xrows = []
-        for r in range(rows):
+        if affine:
+            ur0 = as_i64(builder.load(builder.gep(ua.data, [r0])), uty)
+            xrows = [builder.gep(xa.data, [builder.add(ur0, ir.Constant(i64, r * affine))]) for r in range(rows)]
+        for r in range(0 if affine else rows):
             ur = builder.load(builder.gep(ua.data, [builder.add(r0, ir.Constant(i64, r))]))
             xrows.append(builder.gep(xa.data, [as_i64(ur, uty)]))
         bcol = builder.gep(ba.data, [j0])  # b[0, j0] (b[j0] with btable)
@@ -235,7 +241,7 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
         def mk(typingctx, xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate):
             return typer((xf, u, r0, v, b, j0, c, cr0, cj0, bias, accumulate))
 
-    mk.__name__ = f"_mk{rows}x{width}{'s' if scatter else ''}{'t' if btable else ''}"
+    mk.__name__ = f"_mk{rows}x{width}{'s' if scatter else ''}{'t' if btable else ''}{'a' if affine else ''}"
     return mk
 
 
