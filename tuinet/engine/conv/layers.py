@@ -165,6 +165,7 @@ class Conv2D(Layer):
         self._wino = WinogradPlan.build(self.input_shape, self.output_shape) if use else None
         # and the input gradient: the same convolution of dy with the flipped kernel (padded by 2 - the padding)
         self._wino_dx = WinogradPlan.build(self.output_shape, self.input_shape) if use else None
+        self._wz: np.ndarray | None = None  # the Winograd weight gradient's per-thread sums
         return self.output_shape
 
     def _packed_weights(self) -> np.ndarray:
@@ -302,9 +303,8 @@ class Conv2D(Layer):
         dw_parts, db_parts, dw2_parts = self._parts
         k = self._wk.shape[0]
         kh, kw = self.kernel_size
-        wino_dx = need_dx and not pooled and self._wino_dx is not None
-        if wino_dx:  # the direct pass computes the weight gradient only
-            need_dx = False
+        if self._wino is not None and not pooled:
+            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add)
         if need_dx and plan.dx_gemm:  # W^T: (Cout, KH*KW*Cin)
             self._wt[:, :k] = self.params[0].reshape(k, cout).T
             dx = np.empty_like(x)
@@ -336,15 +336,30 @@ class Conv2D(Layer):
             self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:
             self.grads[1][...] = db_parts[0, :cout]
-        if wino_dx:
-            flipped = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2)
-            dx = np.empty_like(x)
-            add = _NO_WADD if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape)
-            winograd_forward(dy.reshape(x.shape[0], oh, ow, cout), winograd.transform_weights(flipped), dx, self._bp,
-                             False, add, dx_add is not None, 2 - plan.pt, 2 - plan.pl, self._wino_dx, p, False, 1,
-                             _NO_ST[0], _NO_ST[1], _NO_ST[2], False, _NO_PRE[0], _NO_PRE[1])
-            return dx
         return dx if need_dx else None
+
+    def _winograd_backward(self, dy, need_dx, dx_add):
+        """The backward pass by Winograd: the weight gradient by F(3x3, 4x4), the input gradient by F(4x4, 3x3) (the
+        convolution of dy with the flipped kernel, padded by 2 - the forward padding)."""
+        x = self._x
+        plan = self._plan
+        p = _threads()
+        if self._wz is None or self._wz.shape[0] < p:
+            self._wz = np.empty((p, winograd.XI, self.filters, self.input_shape[2]), np.float32)
+        pre = self._pre if self._pre is not None else _NO_PRE
+        self.grads[0][...] = winograd.winograd_weight_grad(x, dy, self._wz, plan.pt, plan.pl, self._wino, p,
+                                                           self._pre is not None, pre[0], pre[1])
+        if self.use_bias:
+            self.grads[1][...] = dy.sum(axis=(0, 1, 2), dtype=np.float64)
+        if not need_dx:
+            return None
+        flipped = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2)
+        dx = np.empty_like(x)
+        add = _NO_WADD if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape)
+        winograd_forward(dy, winograd.transform_weights(flipped), dx, self._bp, False, add, dx_add is not None,
+                         2 - plan.pt, 2 - plan.pl, self._wino_dx, p, False, 1, _NO_ST[0], _NO_ST[1], _NO_ST[2], False,
+                         _NO_PRE[0], _NO_PRE[1])
+        return dx
 
     def config(self):
         pad = self.padding

@@ -1,5 +1,6 @@
-"""The forward pass of 3x3, stride-1 convolutions by Winograd's minimal filtering, F(4x4, 3x3) (Lavin and Gray,
-"Fast Algorithms for Convolutional Neural Networks", 2016), as oneDNN and cuDNN offer it.
+"""3x3, stride-1 convolutions by Winograd's minimal filtering, F(4x4, 3x3) (Lavin and Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2016), as oneDNN and cuDNN offer it: the forward pass, the input gradient and the
+weight gradient.
 
 Each 4x4 block of output pixels ("tile") is computed from the 6x6 block of input pixels under it: the input
 block is transformed (V = B^T d B, 36 values per channel), the weights once per pass (U = G g G^T, 36 values per
@@ -7,20 +8,23 @@ input and output channel), and then the 36 transformed positions are 36 independ
 M[xi] = V[xi] @ U[xi] (tiles x Cin times Cin x Cout), whose result the output transform (Y = A^T M A) turns back
 into the 16 output pixels. The products take 36 multiply-adds per input and output channel and 16 outputs, where
 the direct convolution takes 9 x 16 = 144: four times fewer. The transforms are additions and a few multiplies
-by constants, one pass over the input and one over the output.
+by constants, one pass over the input and one over the output. The input gradient is the same pass over dy with the
+flipped, channel-transposed kernel; the weight gradient is F(3x3, 4x4), the same transforms transposed (below).
 
 Here the products run on the convolution GEMMs' register-tile micro-kernels (rows are tiles, reduction over the
 input channels), a few samples' tiles per product so that the rows fill whole register tiles, the transformed input
 laid out as (36, Cin / vector width, tiles, vector width) so that a tile's rows are one vector apart (the
 micro-kernels' ``affine`` variant: one base register, where 12 row pointers spilled; 16-channel products 187 -> 257
-GFLOP/s on 2 AVX-512 cores), and the transforms on vectors of input or output channels (:func:`lin2d_kernel`). Used where
-both channel counts are multiples of the vector width (16 floats with AVX-512, 8 with AVX2), for the forward pass
-of training and evaluation alike; the backward pass stays the direct one. ``TUINET_WINOGRAD=0`` turns it off.
+GFLOP/s on 2 AVX-512 cores), and the transforms on vectors of input or output channels (:func:`lin2d_kernel`). Used
+where both channel counts are multiples of the vector width (16 floats with AVX-512, 8 with AVX2) and the tiles fit
+the output well (:func:`eligible`), in training and evaluation alike. ``TUINET_WINOGRAD=0`` turns it off.
 
 The numbers differ from the direct convolution's by rounding only: the transforms' constants (1/4, 1/6, 1/12,
 1/24 in G; up to 8 in A) make the error a few times the direct product's (relative error of the output about
-5e-6 against 5e-7, measured on He-initialized weights and normal inputs). Every sample is computed alone (its
-tiles are rows of their own in each product), so the result does not depend on the thread count.
+5e-6 against 5e-7, of the weight gradient 2e-6 to 5e-6, measured on He-initialized weights and normal inputs). In
+the forward pass and the input gradient every sample is computed alone (its tiles are rows of their own in each
+product), so those do not depend on the thread count; the weight gradient sums each thread's samples, then the
+threads' sums in order, as the direct kernel does.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ ALPHA = 6  #: input pixels per tile side
 XI = ALPHA * ALPHA  #: transformed positions per tile
 #: the transformed input of one product (a group of samples' tiles) is kept under this size (in L2 with its output)
 GROUP_BYTES = 384 * 1024
+#: the weight gradient's transformed input and dy of one group of samples are kept under this size
+DW_BYTES = 1024 * 1024
 
 
 def enabled() -> bool:
@@ -157,6 +163,9 @@ class WinogradPlan:
     u: np.ndarray  #: the products' rows (tiles, padded to whole register tiles of every panel): r * LANES
     v: np.ndarray  #: their reduction, the Cin channels: (c // LANES) * rows * LANES + c % LANES (uint64)
     panels: np.ndarray  #: column panels of the Cout columns
+    dw_group: int  #: samples whose tiles share one weight-gradient product (their tiles are its reduction)
+    cu: np.ndarray  #: the weight gradient's products' rows, Cout: the offset of each one's vector block (int64)
+    tv: np.ndarray  #: their reduction, a group's tiles: r * LANES (uint64)
 
     @classmethod
     def build(cls, input_shape, output_shape) -> "WinogradPlan":
@@ -175,9 +184,15 @@ class WinogradPlan:
         group = min(range(1, most + 1), key=lambda g: (round(waste(g), 3), g))
         rows = -(-group * tiles // height) * height
         taps = np.arange(c)
+        # the weight gradient's products reduce over the group's tiles: as many as DW_BYTES of transformed input and
+        # dy allow (a reduction of 12 tiles, 7x7 outputs three samples at a time, spent its time starting tiles)
+        dw_group = max(1, min(64, DW_BYTES // (tiles * XI * (c + cout) * 4)))
+        dw_rows = dw_group * tiles
         return cls(th=th, tw=tw, hp=M_OUT * th + 2, wp=M_OUT * tw + 2, group=group,
                    u=np.arange(rows, dtype=np.int64) * LANES,
-                   v=((taps // LANES) * rows * LANES + taps % LANES).astype(np.uint64), panels=panels)
+                   v=((taps // LANES) * rows * LANES + taps % LANES).astype(np.uint64), panels=panels,
+                   dw_group=dw_group, cu=(np.arange(cout) // LANES * dw_rows * LANES).astype(np.int64),
+                   tv=(np.arange(dw_rows) * LANES).astype(np.uint64))
 
 
 def transform_weights(w: np.ndarray) -> np.ndarray:
@@ -312,3 +327,108 @@ def winograd_forward(x, U, out, bias, use_bias, add, use_add, pt, pl, plan: Wino
     _run(_launch_winograd, _WINO, parts, x, U, out, bias, use_bias, add, use_add, pt, pl, plan.th, plan.tw, plan.hp, plan.wp,
          plan.group, plan.u, plan.v, plan.panels, parts, stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale,
          pre_shift)
+
+
+# --- the weight gradient ---------------------------------------------------------------------------------------
+# The gradient of the 3x3 weights is the correlation of each 6x6 input block with the 4x4 block of dy over its
+# tile, F(3x3, 4x4), whose matrices are F(4x4, 3x3)'s transposed (the same bilinear form read the other way):
+# dW = G^T [sum over the tiles of (A H A^T) * (B^T D B)] G, H a tile's dy and D its input block. The sum runs in the
+# transformed domain, one product per position, Z[xi] (Cout x Cin) += Hh[xi]^T @ V[xi], reducing over every tile of
+# a thread's samples; G^T Z G once at the end.
+
+DY4 = lin2d_kernel(tuple(zip(*AT)), tuple(zip(*AT)), LANES)  # Hh = A H A^T: a 4x4 block of dy vectors to 6x6
+#: Cout rows of one vector block (a row apart) by one vector of Cin columns, reducing over tiles (LANES apart)
+WKT = tile_kernel(LANES, LANES, LANES, affine=1)
+
+
+@conv_jit()
+def _dy_tiles(gf, ow, cout, oh, th, tw, hf, rows, r0, edge):
+    """The transformed 4x4 blocks of one sample's dy (flat ``gf``, (oh, ow, cout)) into rows r0.. of the flat
+    (36, cout / LANES, rows, LANES) ``hf``; a block reaching past dy goes through the zero-filled (4, 4, cout)
+    ``edge``."""
+    ors = ow * cout
+    ps = cout * rows
+    ef = edge.reshape(-1)
+    for ty in range(th):
+        for tx in range(tw):
+            r = r0 + ty * tw + tx
+            y0 = M_OUT * ty
+            x0 = M_OUT * tx
+            if y0 + M_OUT <= oh and x0 + M_OUT <= ow:
+                for c0 in range(0, cout, LANES):
+                    DY4(gf, y0 * ors + x0 * cout + c0, ors, cout, hf, c0 * rows + r * LANES, ALPHA * ps, ps)
+            else:
+                ef[:] = 0.0
+                for i in range(min(M_OUT, oh - y0)):
+                    for j in range(min(M_OUT, ow - x0)):
+                        o = (y0 + i) * ors + (x0 + j) * cout
+                        for k in range(cout):
+                            edge[i, j, k] = gf[o + k]
+                for c0 in range(0, cout, LANES):
+                    DY4(ef, c0, M_OUT * cout, cout, hf, c0 * rows + r * LANES, ALPHA * ps, ps)
+
+
+@conv_jit()
+def _dw_products(hf, vbuf, cout, rows, cu, tv, z, zero):
+    """z[xi] (cout, Cin) += Hh[xi]^T @ V[xi] over the tiles ``tv`` (offsets r * LANES) for the 36 positions."""
+    yes = rows > 0  # True, but not a literal
+    ps = cout * rows
+    for k in range(XI):
+        af = hf[k * ps:]
+        zk = z[k]
+        for r0 in range(0, cout, LANES):
+            for b in range(vbuf.shape[1]):
+                WKT(af, cu, r0, tv, vbuf[k, b], 0, zk, r0, b * LANES, zero, yes)
+
+
+@conv_jit()
+def winograd_dw_part(p, a):
+    """Part ``p`` of ``parts`` of :func:`winograd_weight_grad` (samples p*N//parts to (p+1)*N//parts), serial:
+    the sums over its samples' tiles of the 36 products into z[p] (36, Cout, Cin)."""
+    (x, dy, z, pt, pl, th, tw, hp, wp, group, cu, tv, parts, pre, pre_scale, pre_shift) = a
+    N, H, W, C = x.shape
+    oh, ow, cout = dy.shape[1], dy.shape[2], dy.shape[3]
+    tiles = th * tw
+    rows = tv.size
+    zero = np.zeros(LANES, np.float32)
+    xpad = np.zeros((hp, wp, C), np.float32)
+    vbuf = np.zeros((XI, C // LANES, rows, LANES), np.float32)
+    vf = vbuf.reshape(-1)
+    hbuf = np.zeros((XI, cout // LANES, rows, LANES), np.float32)
+    hf = hbuf.reshape(-1)
+    edge = np.empty((M_OUT, M_OUT, cout), np.float32)
+    zp = z[p]
+    zp[:] = 0.0
+    n0 = p * N // parts
+    n1 = (p + 1) * N // parts
+    for g0 in range(n0, n1, group):
+        g1 = min(g0 + group, n1)
+        for n in range(g0, g1):
+            if pre:
+                _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
+            else:
+                _pad_into(x[n], xpad, pt, pl)
+            _in_tiles(xpad.reshape(-1), wp, C, th, tw, vf, rows, (n - g0) * tiles)
+            _dy_tiles(dy[n].reshape(-1), ow, cout, oh, th, tw, hf, rows, (n - g0) * tiles, edge)
+        _dw_products(hf, vbuf, cout, rows, cu, tv[:(g1 - g0) * tiles], zp, zero)
+
+
+_launch_winograd_dw = _make_launcher("_launch_winograd_dw")
+_WINO_DW = PartKernel(winograd_dw_part)
+
+
+def winograd_weight_grad(x, dy, z, pt, pl, plan: WinogradPlan, parts, pre, pre_scale, pre_shift) -> np.ndarray:
+    """The weight gradient (3, 3, Cin, Cout) of the convolution of x (N, H, W, Cin) whose output's gradient is dy
+    (N, OH, OW, Cout), by F(3x3, 4x4) on the forward pass's tiles (``plan``). ``z``: (parts or more, 36, Cout,
+    Cin) float32, each thread's sums; ``pre``: the input is relu(x * scale + shift), as in the forward pass. The
+    threads' sums are added in part order (in float64), then G^T Z G."""
+    parts = min(parts, x.shape[0])
+    _run(_launch_winograd_dw, _WINO_DW, parts, x, dy, z, pt, pl, plan.th, plan.tw, plan.hp, plan.wp, plan.dw_group,
+         plan.cu, plan.tv, parts, pre, pre_scale, pre_shift)
+    total = z[0].astype(np.float64)
+    for q in range(1, parts):
+        total += z[q]
+    g = np.asarray(G)
+    zz = total.reshape(ALPHA, ALPHA, dy.shape[3], x.shape[3])
+    t = np.tensordot(g, zz, axes=(0, 0))  # (3, 6, Cout, Cin): G^T Z along the rows
+    return np.ascontiguousarray(np.tensordot(t, g, axes=(1, 0)).transpose(0, 3, 2, 1), np.float32)  # then Z G
