@@ -4,7 +4,7 @@
 * :mod:`~tuinet.engine.conv.plan`: the offset tables and panel layout of a Conv2D's implicit GEMMs;
 * :mod:`~tuinet.engine.conv.kernels`: the convolution and pooling kernels;
 * :mod:`~tuinet.engine.conv.microkernels`: the register-blocked micro-kernels the convolution GEMMs run on;
-* :mod:`~tuinet.engine.conv.winograd`: Winograd's F(4x4, 3x3) for the forward pass and input gradient of 3x3
+* :mod:`~tuinet.engine.conv.winograd`: Winograd's F(4x4, 3x3) and F(3x3, 4x4) for all three passes of 3x3
   stride-1 "same" convolutions over whole vectors of channels;
 * :mod:`~tuinet.engine.conv.codegen`: how those are compiled (the micro-kernel generator, the SLP setting).
 
