@@ -218,6 +218,17 @@ def _in_tiles(xf, wp, c, th, tw, vf, rows, r0):
 
 
 @conv_jit()
+def _sample_tiles(x, n, xpad, pt, pl, pre, pre_scale, pre_shift, th, tw, vf, rows, r0):
+    """Sample n of x copied into the zero-bordered ``xpad`` at (pt, pl), as relu(x * scale + shift) when ``pre`` (a
+    BatchNorm + ReLU before the layer), and its tiles' transformed input blocks into rows r0.. of ``vf``."""
+    if pre:
+        _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
+    else:
+        _pad_into(x[n], xpad, pt, pl)
+    _in_tiles(xpad.reshape(-1), xpad.shape[1], xpad.shape[2], th, tw, vf, rows, r0)
+
+
+@conv_jit()
 def _products(vf, c, u, v, rows, U, m, panels, zero):
     """m[xi] = A_xi @ U[xi] for the 36 positions, A_xi[r, t] = vf[xi * c * rows + u[r] + v[t]] (all ``rows``);
     ``zero``: Cout zeros (the tiles' bias)."""
@@ -244,6 +255,15 @@ def _products(vf, c, u, v, rows, U, m, panels, zero):
 
 
 @conv_jit()
+def _copy_pixels(src, s0, srs, dst, d0, drs, h, w):
+    """``h`` rows of ``w`` values from the flat ``src`` (from s0, rows ``srs`` apart) to the flat ``dst`` (from d0,
+    rows ``drs`` apart): a tile's pixels between an image and a (4, 4, C) buffer."""
+    for i in range(h):
+        for j in range(w):
+            dst[d0 + i * drs + j] = src[s0 + i * srs + j]
+
+
+@conv_jit()
 def _out_tiles(mf, ms, r0, th, tw, oh, ow, cout, of, edge):
     """The output pixels of one sample's tiles (rows r0.. of the products, flat ``mf``: 36 blocks of ``ms``) into
     the flat (oh, ow, cout) ``of``; a tile reaching past the output goes through the (4, 4, cout) ``edge``."""
@@ -260,11 +280,8 @@ def _out_tiles(mf, ms, r0, th, tw, oh, ow, cout, of, edge):
             else:
                 for c0 in range(0, cout, LANES):
                     OUT4(mf, r * cout + c0, ALPHA * ms, ms, ef, c0, M_OUT * cout, cout)
-                for i in range(min(M_OUT, oh - y0)):
-                    for j in range(min(M_OUT, ow - x0)):
-                        o = (y0 + i) * ors + (x0 + j) * cout
-                        for k in range(cout):
-                            of[o + k] = edge[i, j, k]
+                _copy_pixels(ef, 0, M_OUT * cout, of, y0 * ors + x0 * cout, ors, min(M_OUT, oh - y0),
+                             min(M_OUT, ow - x0) * cout)
 
 
 @conv_jit()
@@ -288,11 +305,7 @@ def winograd_forward_part(p, a):
     for g0 in range(n0, n1, group):
         g1 = min(g0 + group, n1)
         for n in range(g0, g1):
-            if pre:
-                _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
-            else:
-                _pad_into(x[n], xpad, pt, pl)
-            _in_tiles(xpad.reshape(-1), wp, C, th, tw, vf, rows, (n - g0) * tiles)
+            _sample_tiles(x, n, xpad, pt, pl, pre, pre_scale, pre_shift, th, tw, vf, rows, (n - g0) * tiles)
         _products(vf, C, u, v, rows, U, m, panels, zero)
         for n in range(g0, g1):
             of = out[n].reshape(-1)
@@ -359,11 +372,8 @@ def _dy_tiles(gf, ow, cout, oh, th, tw, hf, rows, r0, edge):
                     DY4(gf, y0 * ors + x0 * cout + c0, ors, cout, hf, c0 * rows + r * LANES, ALPHA * ps, ps)
             else:
                 ef[:] = 0.0
-                for i in range(min(M_OUT, oh - y0)):
-                    for j in range(min(M_OUT, ow - x0)):
-                        o = (y0 + i) * ors + (x0 + j) * cout
-                        for k in range(cout):
-                            edge[i, j, k] = gf[o + k]
+                _copy_pixels(gf, y0 * ors + x0 * cout, ors, ef, 0, M_OUT * cout, min(M_OUT, oh - y0),
+                             min(M_OUT, ow - x0) * cout)
                 for c0 in range(0, cout, LANES):
                     DY4(ef, c0, M_OUT * cout, cout, hf, c0 * rows + r * LANES, ALPHA * ps, ps)
 
@@ -404,11 +414,7 @@ def winograd_dw_part(p, a):
     for g0 in range(n0, n1, group):
         g1 = min(g0 + group, n1)
         for n in range(g0, g1):
-            if pre:
-                _pad_act_into(x[n], xpad, pt, pl, pre_scale, pre_shift)
-            else:
-                _pad_into(x[n], xpad, pt, pl)
-            _in_tiles(xpad.reshape(-1), wp, C, th, tw, vf, rows, (n - g0) * tiles)
+            _sample_tiles(x, n, xpad, pt, pl, pre, pre_scale, pre_shift, th, tw, vf, rows, (n - g0) * tiles)
             _dy_tiles(dy[n].reshape(-1), ow, cout, oh, th, tw, hf, rows, (n - g0) * tiles, edge)
         _dw_products(hf, vbuf, cout, rows, cu, tv[:(g1 - g0) * tiles], zp, zero)
 
