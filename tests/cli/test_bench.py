@@ -21,8 +21,9 @@ def test_bench_json_reports_samples_per_second(model):
     if model != "mlp":
         assert [row["name"] for row in out["conv_layers"]][0].startswith("Conv2D")
         assert out["layer_rounds"] == 2  # the layers are timed every round, like the steps
+        assert out["convolutions"] == 1 and out["winograd_layers"] == []  # 4 channels, fused with its pooling
     else:
-        assert "conv_layers" not in out and "layer_rounds" not in out
+        assert "conv_layers" not in out and "layer_rounds" not in out and "convolutions" not in out
 
 
 def test_layer_rows_are_the_median_over_rounds_of_each_figure():
@@ -80,3 +81,23 @@ def test_bench_picks_the_steps_for_about_two_seconds_a_round_unless_told():
     assert out["steps_auto"] is True and 5 <= out["steps"] <= 300 and out["samples_per_second"] > 0
     out = json.loads(CliRunner().invoke(main, args + ["--steps", "4"]).output.strip().splitlines()[-1])
     assert out["steps_auto"] is False and out["steps"] == 4
+
+
+def test_bench_says_which_convolutions_run_by_winograd(monkeypatch):
+    """The report names the convolutions that run by Winograd's F(4x4, 3x3): resnet's 3x3 stride-1 ones."""
+    from tuinet.engine.conv.layers import convolution_algorithms
+    from tuinet.engine.spec import build_model
+
+    algos = convolution_algorithms(build_model("resnet", (28, 28, 1), 10).layers)
+    assert [name for name, algo in algos if algo == "winograd"] == [
+        "ResidualBlock(16) conv1", "ResidualBlock(16) conv2", "ResidualBlock(32, s2, proj) conv2",
+        "ResidualBlock(64, s2, proj) conv2"]
+    assert len(algos) == 9 and algos[0] == ("Conv2D(16, 3x3, same)", "direct")  # the stem: one input channel
+    monkeypatch.setenv("TUINET_WINOGRAD", "0")
+    assert {algo for _, algo in convolution_algorithms(build_model("resnet", (28, 28, 1), 10).layers)} == {"direct"}
+    monkeypatch.delenv("TUINET_WINOGRAD")
+    args = ["bench", "--model", "conv3x3x16psame,relu,conv3x3x16psame,flatten", "--batch-size", "4", "--steps", "2",
+            "--rounds", "1", "--no-torch", "--no-peak", "--no-gemm"]
+    text = CliRunner().invoke(main, args).output
+    line = next(ln for ln in text.splitlines() if "convolutions:" in ln)
+    assert "by Winograd F(4x4, 3x3)" in line and "TUINET_WINOGRAD=0" in line

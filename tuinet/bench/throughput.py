@@ -123,6 +123,10 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
         info = {"warmup_seconds": time.perf_counter() - t0, "params": model.num_params(), "mode": mode}
         # per-layer forward+backward times, asked for each round like the steps ("layers" requests below)
         info["has_layers"] = any(getattr(layer, "numba_parallel", False) for layer in model.layers)
+        if kind == "tuinet":
+            from tuinet.engine.conv.layers import convolution_algorithms
+
+            info["convolutions"] = convolution_algorithms(model.layers)
         if ceiling is not None:
             configure_threads(mode="single" if mode == "single" else "blas")
             ceiling.run(max(2, (args["steps"] or 0) // 10))
@@ -263,6 +267,10 @@ def run_bench(model: str = "mlp", dataset: str = "mnist", optimizer: str = "adam
         "rounds": rounds, "params": infos["tuinet"]["params"], "thread_mode": mode, "cores": cores(),
         "warmup_seconds": round(warmup, 3),
     }
+    convs = infos["tuinet"].get("convolutions") or []
+    if convs:  # which of the model's convolutions run by Winograd's F(4x4, 3x3) (TUINET_WINOGRAD=0: none)
+        result["convolutions"] = len(convs)
+        result["winograd_layers"] = [name for name, algo in convs if algo == "winograd"]
     try:
         import os
 
@@ -348,6 +356,11 @@ def _print_report(result: dict[str, Any], sides: list[str], torch_note: str | No
           f"{' (about %gs of tuinet training each)' % ROUND_SECONDS if result.get('steps_auto') else ''}, "
           f"threads: {result['thread_mode']} "
           f"({result['cores']} cores)")
+    if result.get("convolutions"):
+        wino = result["winograd_layers"]
+        print(f"  convolutions: {len(wino)} of {result['convolutions']} by Winograd F(4x4, 3x3)"
+              + (f" ({', '.join(wino)})" if wino else "") + ", the rest direct"
+              + ("; TUINET_WINOGRAD=0 runs all direct" if wino else ""))
     for name in sides:
         share = ""
         if machine:

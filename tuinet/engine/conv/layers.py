@@ -385,6 +385,20 @@ _NO_PRE = (np.zeros(1, np.float32), np.zeros(1, np.float32))
 _NO_WADD = _NO_DX  # no array to add to a Winograd pass's output
 
 
+
+def convolution_algorithms(layers) -> list[tuple[str, str]]:
+    """(name, algorithm) of every Conv2D among ``layers`` and their sublayers (a residual block's, named like
+    ``ResidualBlock(16) conv1``), in order: ``"winograd"`` for the built layers that run by F(4x4, 3x3), else
+    ``"direct"``."""
+    out = []
+    for layer in layers:
+        subs = getattr(layer, "sublayers", None)
+        named = [(f"{layer.describe()} {key}", sub) for key, sub in subs.items()] if isinstance(subs, dict) else [
+            (layer.describe(), layer)]
+        out += [(name, "winograd" if getattr(conv, "_wino", None) is not None else "direct")
+                for name, conv in named if isinstance(conv, Conv2D)]
+    return out
+
 class _Pool(Layer):
     """Shared set-up of the windowed pooling layers (no padding)."""
 
