@@ -16,6 +16,10 @@ Kernel strategy in short (details in the modules; measured figures in docs/cnn.m
   rows are taps, the reduction runs over the output positions. Input gradient: the full convolution of dy
   (scattered into a zero-bordered buffer) with the spatially flipped, channel-transposed kernel, each tile of
   rows reducing only over the kernel rows that reach dy (not over the zero border above and below).
+* 3x3 stride-1 "same" convolutions over whole vectors of channels run all three passes by Winograd's minimal
+  filtering instead (4x fewer multiply-adds): transformed 6x6 input blocks, 36 small products on the same
+  micro-kernels, the output transformed back (:mod:`~tuinet.engine.conv.winograd`; ``TUINET_WINOGRAD=0`` turns it
+  off).
 * ``prange`` runs over one batch chunk per thread; each chunk sums its weight and bias gradients into its own
   partial buffer, and the partials are added afterwards (no racing ``+=`` inside ``prange``).
 * MaxPool2D keeps, per output element, the flat index of the input element that won, and its backward pass
