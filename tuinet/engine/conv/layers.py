@@ -19,8 +19,8 @@ from tuinet.engine.conv.kernels import (
     avgpool_backward, avgpool_forward, conv2d_backward, conv2d_forward, gap_backward, gap_forward, maxpool_backward,
     maxpool_forward,
 )
-from tuinet.engine.conv.plan import ConvPlan
 from tuinet.engine.conv import winograd
+from tuinet.engine.conv.plan import ConvPlan
 from tuinet.engine.conv.winograd import WinogradPlan, winograd_forward
 from tuinet.engine.layers import Layer, ReLU, init_weights, register
 from tuinet.engine.norm import OutputStats, fold_factor
@@ -159,7 +159,7 @@ class Conv2D(Layer):
         self._st: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # output statistics: shift, sums, squares
         self._pre: tuple[np.ndarray, np.ndarray] | None = None  # the input transform's scale and shift, per column
         self.stats: OutputStats | None = None
-        # 3x3 stride-1 convolutions over whole vectors of channels: the forward pass by Winograd's F(4x4, 3x3)
+        # 3x3 stride-1 "same" convolutions over whole vectors of channels run all three passes by Winograd
         use = (winograd.eligible(self.kernel_size, self.stride, (pt, pb, pl, pr), self.input_shape, self.output_shape)
                and plan.direct and not plan.pair)
         self._wino = WinogradPlan.build(self.input_shape, self.output_shape) if use else None
@@ -288,6 +288,8 @@ class Conv2D(Layer):
 
     def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None):
         x = self._x
+        if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
+            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add)
         oh, ow, cout = self.output_shape
         plan = self._plan
         p = _threads()
@@ -303,8 +305,6 @@ class Conv2D(Layer):
         dw_parts, db_parts, dw2_parts = self._parts
         k = self._wk.shape[0]
         kh, kw = self.kernel_size
-        if self._wino is not None and not pooled:
-            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add)
         if need_dx and plan.dx_gemm:  # W^T: (Cout, KH*KW*Cin)
             self._wt[:, :k] = self.params[0].reshape(k, cout).T
             dx = np.empty_like(x)
@@ -385,7 +385,6 @@ _NO_PRE = (np.zeros(1, np.float32), np.zeros(1, np.float32))
 _NO_WADD = _NO_DX  # no array to add to a Winograd pass's output
 
 
-
 def convolution_algorithms(layers) -> list[tuple[str, str]]:
     """(name, algorithm) of every Conv2D among ``layers`` and their sublayers (a residual block's, named like
     ``ResidualBlock(16) conv1``), in order: ``"winograd"`` for the built layers that run by F(4x4, 3x3), else
@@ -398,6 +397,7 @@ def convolution_algorithms(layers) -> list[tuple[str, str]]:
         out += [(name, "winograd" if getattr(conv, "_wino", None) is not None else "direct")
                 for name, conv in named if isinstance(conv, Conv2D)]
     return out
+
 
 class _Pool(Layer):
     """Shared set-up of the windowed pooling layers (no padding)."""

@@ -132,13 +132,12 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
             return builder.sext(val, i64) if ty.width < 64 else val
 
         # the R rows of A start at xf + u[r0 + r]
-        xrows = []
-        if affine:
+        if affine:  # xf + u[r0] + r * affine
             ur0 = as_i64(builder.load(builder.gep(ua.data, [r0])), uty)
             xrows = [builder.gep(xa.data, [builder.add(ur0, ir.Constant(i64, r * affine))]) for r in range(rows)]
-        for r in range(0 if affine else rows):
-            ur = builder.load(builder.gep(ua.data, [builder.add(r0, ir.Constant(i64, r))]))
-            xrows.append(builder.gep(xa.data, [as_i64(ur, uty)]))
+        else:
+            urs = [builder.load(builder.gep(ua.data, [builder.add(r0, ir.Constant(i64, r))])) for r in range(rows)]
+            xrows = [builder.gep(xa.data, [as_i64(ur, uty)]) for ur in urs]
         bcol = builder.gep(ba.data, [j0])  # b[0, j0] (b[j0] with btable)
         zero = [ir.Constant(vt, None) for vt in vtys]
         undef = [ir.Constant(vt, ir.Undefined) for vt in vtys]
