@@ -430,10 +430,13 @@ def _col2im_add(cb, dst, OW, sh, sw, KH, KW, C):
 
 
 @conv_jit()
-def _crop_into(xp, x, pt, pl):
-    """x = the (H, W, C) interior of the padded xp (the reverse of :func:`_pad_into`, flat as it is)."""
+def _crop_zero_into(xp, x, pt, pl, add, use_add):
+    """x = the (H, W, C) interior of the padded xp (the reverse of :func:`_pad_into`, flat as it is), plus ``add``
+    (x's shape) when ``use_add``, and xp left all zero for the next sample: the interior zeroed as it is read, then the border (one pass over the buffer where a
+    crop, a clearing of the whole buffer and an add over x took three)."""
     H, W, C = x.shape
     xf = x.reshape(-1)
+    af = add.reshape(-1)
     pf = xp.reshape(-1)
     rs = np.uint64(W * C)
     prs = np.uint64(xp.shape[1] * C)
@@ -441,8 +444,24 @@ def _crop_into(xp, x, pt, pl):
     for i in range(np.uint64(H)):
         s = s0 + i * prs
         d = i * rs
-        for j in range(rs):
-            xf[d + j] = pf[s + j]
+        if use_add:
+            for j in range(rs):
+                xf[d + j] = pf[s + j] + af[d + j]
+                pf[s + j] = F0
+        else:
+            for j in range(rs):
+                xf[d + j] = pf[s + j]
+                pf[s + j] = F0
+    HP, WP = xp.shape[0], xp.shape[1]
+    for i in range(HP):
+        if i < pt or i >= pt + H:
+            for j in range(np.uint64(i * WP * C), np.uint64((i + 1) * WP * C)):
+                pf[j] = F0
+        else:
+            for j in range(np.uint64(i * WP * C), np.uint64((i * WP + pl) * C)):
+                pf[j] = F0
+            for j in range(np.uint64((i * WP + pl + W) * C), np.uint64((i + 1) * WP * C)):
+                pf[j] = F0
 
 
 def _make_conv2d_backward_part(EXT):
@@ -507,23 +526,27 @@ def _make_conv2d_backward_part(EXT):
             elif not wdone:
                 _panel_gemm(xf, off_i, krows, base_u, g, dwp, dbp, yes, panels_w)
             xdone = False
+            added = False
             if EXT:
                 if need_dx and dx_gemm and scat:
-                    dst = dxpad if padded else dx[n]
-                    _zero(dst.reshape(-1))
-                    _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dst.reshape(-1), base_i, panels_s,
-                                        zk)
-                    if padded:
-                        _crop_into(dxpad, dx[n], pt, pl)
+                    if padded:  # dxpad is all zero here (made so, then left so by _crop_zero_into)
+                        _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dxpad.reshape(-1), base_i,
+                                            panels_s, zk)
+                        _crop_zero_into(dxpad, dx[n], pt, pl, dx_add[n] if add_dx else dx[n], add_dx)
+                        added = True
+                    else:
+                        _zero(dx[n].reshape(-1))
+                        _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dx[n].reshape(-1), base_i,
+                                            panels_s, zk)
                     xdone = True
             if xdone:
                 pass
             elif need_dx and dx_gemm:
                 _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
-                if padded:
-                    _zero(dxpad.reshape(-1))
+                if padded:  # dxpad is all zero here, as above
                     _col2im_add(cbuf, dxpad, OW, sh, sw, KH, KW, C)
-                    _crop_into(dxpad, dx[n], pt, pl)
+                    _crop_zero_into(dxpad, dx[n], pt, pl, dx_add[n] if add_dx else dx[n], EXT and add_dx)
+                    added = True
                 else:
                     _zero(dx[n].reshape(-1))
                     _col2im_add(cbuf, dx[n], OW, sh, sw, KH, KW, C)
@@ -538,7 +561,7 @@ def _make_conv2d_backward_part(EXT):
                                      dtap_lo, dtap_hi)
                     _copy_cols(dxbuf, dxn)
             if EXT:
-                if need_dx and add_dx:
+                if need_dx and add_dx and not added:
                     _add_into(dx[n].reshape(-1), dx_add[n].reshape(-1))
 
     # the name the compile screen shows and Numba's cache files carry, one per variant
