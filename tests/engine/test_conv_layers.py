@@ -876,14 +876,18 @@ def test_residual_block_fused_bn_relu_matches_the_layers_one_by_one(shape, filte
 
 
 @pytest.mark.parametrize("need_dx", [True, False])
-def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_dx):
+@pytest.mark.parametrize("with_skip", [True, False])
+def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_dx, with_skip):
+    """The ReLU's mask in the backward pass: the one the forward pass kept (with a skip input), or, after a forward
+    pass that kept none, the one made from the output given."""
     rng = np.random.default_rng(4)
     layer = BatchNorm()
     layer.build((5, 5, 6), None)
     x = rng.standard_normal((4, 5, 5, 6)).astype(np.float32)
-    skip = rng.standard_normal(x.shape).astype(np.float32)
+    skip = rng.standard_normal(x.shape).astype(np.float32) if with_skip else None
     dy = rng.standard_normal(x.shape).astype(np.float32)
     y = layer.forward_act(x, True, relu=True, skip=skip)
+    assert (layer._msk is not None) == with_skip
     masked = np.where(y > 0, dy, np.float32(0))
     dx, kept = layer.backward_act(dy, y, need_dx, keep_masked=True)
     np.testing.assert_array_equal(kept, masked)
