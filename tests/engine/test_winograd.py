@@ -117,6 +117,42 @@ def test_winograd_residual_block_gradients():
     assert block.sublayers["conv1"]._wino is not None and block.sublayers["conv2"]._wino is not None
 
 
+@pytest.mark.parametrize("shape,batch", [((8, 8, L), 5), ((7, 7, 2 * L), 3)])
+def test_winograd_input_gradient_gathers_the_batchnorm_backward_sums(monkeypatch, shape, batch):
+    """conv2's Winograd input gradient gathers bn1's backward sums sample by sample: the block's gradients are
+    BatchNorm's own pass's (which runs when the gradient's writer gathers nothing) to float32 rounding."""
+    block = ResidualBlock(shape[2], 1)
+    block.build(shape, np.random.default_rng(7))
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((batch,) + shape).astype(np.float32)
+    dy = rng.standard_normal((batch,) + shape).astype(np.float32)
+    block.forward(x, True)
+    conv2, bn1 = block.sublayers["conv2"], block.sublayers["bn1"]
+    dx_fused = block.backward(dy, True)
+    assert conv2._wino is not None and conv2.bn_sums is not None
+    assert conv2.bn_sums[0].shape == (min(numba.get_num_threads(), batch), bn1._x.shape[1])
+    grads = [g.copy() for g in block.grads]
+    monkeypatch.setattr(type(bn1), "relu_sums_inputs", lambda self, parts, samples: None)
+    dx_plain = block.backward(dy, True)
+    assert conv2.bn_sums is None
+    # (the sums run in float32 blocks of rows that start at other rows: rounding apart)
+    np.testing.assert_allclose(dx_fused, dx_plain, rtol=1e-4, atol=1e-5 * np.abs(dx_plain).max())
+    for name, ga, gb in zip(block.param_names, grads, block.grads):
+        np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-5 * np.abs(gb).max(), err_msg=name)
+
+
+def test_batchnorm_sums_inputs_need_whole_samples():
+    from tuinet.engine.norm import BatchNorm
+
+    bn = BatchNorm()
+    bn.build((2, 2, 4), None)
+    bn.forward_act(np.random.default_rng(0).standard_normal((3, 2, 2, 4)).astype(np.float32), True, relu=True)
+    rows = bn._x.shape[0]
+    spec = bn.relu_sums_inputs(2, 3)
+    assert spec[0] is True and spec[1] is bn._x and spec[-1].shape == (2, bn._x.shape[1])
+    assert bn.relu_sums_inputs(2, rows + 1) is None
+
+
 def _block_pair(monkeypatch, shape, filters):
     blocks = []
     for on in ("1", "0"):

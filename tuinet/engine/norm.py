@@ -234,7 +234,7 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, 
 
 @jit(parallel=True)
 def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx, msk, mode, dmask,
-                fold, scale, offset):
+                fold, scale, offset, sums_given):
     """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x.
 
     With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output, masked here: mode 1 finds where
@@ -242,6 +242,8 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
     the same sign; one array less to read in each pass), mode 2 (a skip connection was added) from the forward
     pass's uint8 mask ``msk``, and also writes the masked gradient into ``dmask``. Unused array arguments can be any arrays of their type. The arrays
     of activations are folded as in :func:`bn_train_forward` (``fold`` rows of C channels per row).
+    ``sums_given``: ``parts_dy`` and ``parts_dyx`` already hold the first pass's partial sums (one row per part;
+    gathered by the layer that wrote dy, see :meth:`BatchNorm.relu_sums_inputs`), so that pass is not made.
     """
     m, W = x.shape
     C = mean.size
@@ -249,10 +251,12 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
     mean_w = np.empty(W, np.float32)
     for j in range(W):
         mean_w[j] = mean[j % C]
-    for p in prange(P):
-        parts_dy[p, :] = 0.0
-        parts_dyx[p, :] = 0.0
-        _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean_w, parts_dy[p], parts_dyx[p], msk, mode, scale, offset)
+    if not sums_given:
+        for p in prange(P):
+            parts_dy[p, :] = 0.0
+            parts_dyx[p, :] = 0.0
+            _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean_w, parts_dy[p], parts_dyx[p], msk, mode, scale,
+                      offset)
     k = np.empty(W, np.float32)
     a = np.empty(W, np.float32)
     b = np.empty(W, np.float32)
@@ -475,13 +479,26 @@ class BatchNorm(Layer):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the ReLU's output."""
         return self.backward_act(dy, relu.output, need_dx)[0]
 
-    def backward_act(self, dy, out, need_dx=True, keep_masked=False, relu=None):
+    def relu_sums_inputs(self, parts: int, samples: int) -> tuple | None:
+        """What a layer writing the gradient of this BatchNorm + ReLU's output (fused with ``store=False`` or
+        recomputing the mask from x: mode 1) needs to gather the first pass of :meth:`backward_act` itself, sample
+        by sample, as :func:`tuinet.engine.conv.winograd.winograd_forward` takes it: (True, x folded, mean, scale and
+        offset along a folded row, and two (parts, fold * C) float64 arrays for the partial sums); hand the last two
+        to :meth:`backward_act` as ``sums``. None where the folded rows do not split evenly into the ``samples``."""
+        w = self._x.shape[1]
+        if self._x.shape[0] % samples:
+            return None
+        sums = (np.empty((parts, w)), np.empty((parts, w)))
+        return (True, self._x, np.tile(self._mean, w // self.channels), self._scale, self._offset) + sums
+
+    def backward_act(self, dy, out, need_dx=True, keep_masked=False, relu=None, sums=None):
         """Backward through :meth:`forward_act`; ``out`` is its output when a ReLU was fused (None if not).
 
         Returns (dx or None, the ReLU's input gradient when ``keep_masked``, else None): with a skip connection
         that gradient is also the skip path's. Without a skip connection the ReLU's mask comes from the cached
         input, so ``out`` is not read: ``relu=True`` with ``out=None`` is the backward pass of a ReLU-fused
-        forward pass that stored no output (``store=False``).
+        forward pass that stored no output (``store=False``). ``sums``: the first pass's partial sums, gathered by
+        the layer that wrote dy (:meth:`relu_sums_inputs`; mode 1 only), which saves that pass.
         """
         dy2 = np.ascontiguousarray(dy).reshape(self._x.shape)  # folded as the forward pass folded x
         dx = np.empty_like(dy2)
@@ -494,9 +511,11 @@ class BatchNorm(Layer):
             if msk is None or msk.shape != dy2.shape:
                 msk = (np.ascontiguousarray(out).reshape(dy2.shape) > 0).view(np.uint8)
         masked = np.empty_like(dy2) if mode == 2 else dx
-        pdy, pdyx = self._partials(dy2.shape[1])
+        if sums is not None and mode != 1:
+            raise ValueError("partial sums are gathered for BatchNorm + ReLU without a skip input only")
+        pdy, pdyx = self._partials(dy2.shape[1]) if sums is None else sums
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
-                    pdy, pdyx, need_dx, msk, mode, masked, self._fold, self._scale, self._offset)
+                    pdy, pdyx, need_dx, msk, mode, masked, self._fold, self._scale, self._offset, sums is not None)
         return (dx.reshape(dy.shape) if need_dx else None), (masked.reshape(dy.shape) if mode == 2 else None)
 
     def config(self):

@@ -127,8 +127,9 @@ class ResidualBlock(Layer):
     def backward(self, dy, need_dx=True):
         s = self.sublayers
         h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True)
-        h = s["conv2"].backward(h, True)
-        h, _ = s["bn1"].backward_act(h, None, True, relu=True)
+        # conv2's input gradient is bn1 + relu1's output gradient: conv2 gathers bn1's backward sums as it writes it
+        h = s["conv2"].backward(h, True, bn=s["bn1"])
+        h, _ = s["bn1"].backward_act(h, None, True, relu=True, sums=s["conv2"].bn_sums)
         if self.has_projection:
             dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
         else:

@@ -165,6 +165,7 @@ class Conv2D(Layer):
         self._wino = WinogradPlan.build(self.input_shape, self.output_shape) if use else None
         # and the input gradient: the same convolution of dy with the flipped kernel (padded by 2 - the padding)
         self._wino_dx = WinogradPlan.build(self.output_shape, self.input_shape) if use else None
+        self.bn_sums = None  # a BatchNorm's backward sums gathered by the last backward pass (see backward)
         self._wz: np.ndarray | None = None  # the Winograd weight gradient's per-thread sums
         return self.output_shape
 
@@ -270,13 +271,19 @@ class Conv2D(Layer):
                        plan.pbase_i, plan.poff_u, plan.panels_pair, stats, self.stats.fold if stats else 1, st[0],
                        st[1], st[2], self._pre is not None, pre[0], pre[1])
 
-    def backward(self, dy, need_dx=True, dx_add=None):
+    def backward(self, dy, need_dx=True, dx_add=None, bn=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
-        sample while it is still in cache (a residual block's skip-path gradient), instead of in a pass after."""
+        sample while it is still in cache (a residual block's skip-path gradient), instead of in a pass after.
+
+        ``bn``: the BatchNorm + ReLU (mode 1: the mask from its input) whose output is this layer's input. Where the
+        input gradient is computed by Winograd, the sums of that BatchNorm's backward pass are gathered while each
+        sample's gradient is in cache, and ``self.bn_sums`` holds them for its :meth:`BatchNorm.backward_act`
+        (``sums``); else ``self.bn_sums`` is None."""
         n = dy.shape[0]
         oh, ow, cout = self.output_shape
+        self.bn_sums = None
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
-                                  need_dx, dx_add)
+                                  need_dx, dx_add, bn=bn)
 
     def backward_fused(self, dy, pool: "MaxPool2D", relu: ReLU | None = None, need_dx=True):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output, or of the ReLU's
@@ -286,10 +293,11 @@ class Conv2D(Layer):
         return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool.argmax.reshape(n, -1),
                                   need_dx, pool_relu=relu is not None, pool_y=pool_y)
 
-    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None):
+    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None,
+                      bn=None):
         x = self._x
         if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
-            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add)
+            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn)
         oh, ow, cout = self.output_shape
         plan = self._plan
         p = _threads()
@@ -338,9 +346,10 @@ class Conv2D(Layer):
             self.grads[1][...] = db_parts[0, :cout]
         return dx if need_dx else None
 
-    def _winograd_backward(self, dy, need_dx, dx_add):
+    def _winograd_backward(self, dy, need_dx, dx_add, bn=None):
         """The backward pass by Winograd: the weight gradient by F(3x3, 4x4), the input gradient by F(4x4, 3x3) (the
-        convolution of dy with the flipped kernel, padded by 2 - the forward padding)."""
+        convolution of dy with the flipped kernel, padded by 2 - the forward padding), with ``bn``'s backward sums
+        (see :meth:`backward`)."""
         x = self._x
         plan = self._plan
         p = _threads()
@@ -356,9 +365,14 @@ class Conv2D(Layer):
         flipped = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2)
         dx = np.empty_like(x)
         add = _NO_WADD if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape)
+        bsums = None if bn is None else bn.relu_sums_inputs(min(p, x.shape[0]), x.shape[0])
+        gather = bsums is not None
+        bsums = bsums if gather else winograd._NO_BSUMS
         winograd_forward(dy, winograd.transform_weights(flipped), dx, self._bp, False, add, dx_add is not None,
                          2 - plan.pt, 2 - plan.pl, self._wino_dx, p, False, 1, _NO_ST[0], _NO_ST[1], _NO_ST[2], False,
-                         _NO_PRE[0], _NO_PRE[1])
+                         _NO_PRE[0], _NO_PRE[1], bsums)
+        if gather:
+            self.bn_sums = bsums[-2:]
         return dx
 
     def config(self):

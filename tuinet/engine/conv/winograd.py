@@ -42,6 +42,7 @@ from tuinet.engine.conv.codegen import _MK_ROWS, LANES, conv_jit
 from tuinet.engine.conv.kernels import _out_stats, _pad_act_into, _pad_into
 from tuinet.engine.conv.microkernels import tile_kernel
 from tuinet.engine.conv.plan import _panels
+from tuinet.engine.norm import _bwd_sums
 from tuinet.engine.parts import PartKernel
 from tuinet.engine.parts import make_launcher as _make_launcher
 from tuinet.engine.parts import run_parts as _run
@@ -297,7 +298,7 @@ def _out_tiles(mf, ms, r0, th, tw, oh, ow, cout, of, edge):
 def winograd_forward_part(p, a):
     """Part ``p`` of ``parts`` of :func:`winograd_forward` (samples p*N//parts to (p+1)*N//parts), serial."""
     (x, U, out, bias, use_bias, add, use_add, pt, pl, th, tw, hp, wp, group, u, v, panels, parts, stats, st_fold,
-     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift) = a
+     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift, bs, bx, bmean, bscale, boffset, bsum, bsumx, bmsk) = a
     N, H, W, C = x.shape
     oh, ow, cout = out.shape[1], out.shape[2], out.shape[3]
     tiles = th * tw
@@ -311,6 +312,11 @@ def winograd_forward_part(p, a):
     edge = np.empty((M_OUT, M_OUT, cout), np.float32)
     n0 = p * N // parts
     n1 = (p + 1) * N // parts
+    brows = bx.shape[0] // N  # rows of bx per sample (bs)
+    b2 = out.reshape((-1, bx.shape[1])) if bs else bx  # the output as bx's rows
+    if bs:
+        bsum[p, :] = 0.0
+        bsumx[p, :] = 0.0
     for g0 in range(n0, n1, group):
         g1 = min(g0 + group, n1)
         for n in range(g0, g1):
@@ -330,25 +336,39 @@ def winograd_forward_part(p, a):
             if stats:
                 _out_stats(out[n].reshape((oh * ow // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
                            st_sq[p])
+            if bs:
+                _bwd_sums(bx, b2, n * brows, (n + 1) * brows, bmean, bsum[p], bsumx[p], bmsk, 1, bscale, boffset)
 
 
 _launch_winograd = _make_launcher("_launch_winograd")
 _WINO = PartKernel(winograd_forward_part)
 
 
+#: the arguments of :func:`winograd_forward` that gather no BatchNorm backward sums
+_NO_BSUMS = (False, np.zeros((1, 1), np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32),
+             np.zeros(1, np.float32), np.zeros((1, 1)), np.zeros((1, 1)))
+_NO_MASK = np.zeros((1, 1), np.uint8)
+
+
 def winograd_forward(x, U, out, bias, use_bias, add, use_add, pt, pl, plan: WinogradPlan, parts, stats, st_fold,
-                     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
+                     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift, bsums=_NO_BSUMS):
     """The convolution of the NHWC batch x (N, H, W, Cin) into out (N, OH, OW, Cout) by F(4x4, 3x3).
 
     ``U``: :func:`transform_weights` of the weights; ``bias`` (Cout) added when ``use_bias``, ``add`` (out's
     shape) when ``use_add`` (each sample while in cache); ``pt``, ``pl``: the padding above and left of the input. ``stats``, ``st_*``, ``pre``, ``pre_scale``, ``pre_shift``: as in
     :func:`tuinet.engine.conv.kernels.conv2d_forward` (a following BatchNorm's statistics gathered per sample; the
     input transformed to relu(x * scale + shift) on its way into the padded buffer).
+
+    ``bsums`` (an input gradient: out is the gradient of a BatchNorm + ReLU's output): (True, bx, mean, scale,
+    offset, sums, sums_x), the BatchNorm's input folded as its kernels see it (rows of fold * C), its mean, scale and
+    offset along such a row, and (parts, fold * C) float64 arrays that receive, per part, the sums of its backward
+    pass (:func:`tuinet.engine.norm._bwd_sums`, mode 1) over each sample's rows while they are in cache: the pass
+    over the whole gradient and x that BatchNorm's backward would make for them.
     """
     parts = min(parts, x.shape[0])
     _run(_launch_winograd, _WINO, parts, x, U, out, bias, use_bias, add, use_add, pt, pl, plan.th, plan.tw, plan.hp, plan.wp,
          plan.group, plan.u, plan.v, plan.panels, parts, stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale,
-         pre_shift)
+         pre_shift, *bsums, _NO_MASK)
 
 
 # --- the weight gradient ---------------------------------------------------------------------------------------
