@@ -901,6 +901,37 @@ def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_
         assert dx is None
 
 
+@pytest.mark.parametrize("shape,batch", [((5, 5, 6), 4), ((7, 7, 16), 3)])
+def test_batchnorm_normalizes_its_skip_input_with_the_skip_batchnorm(shape, batch):
+    """A projection's BatchNorm that stores nothing, applied by the next BatchNorm as it adds the skip input: the
+    outputs, mask and gradients of the two layers with the projection's output stored and added."""
+    rng = np.random.default_rng(11)
+    h = rng.standard_normal((batch,) + shape).astype(np.float32)
+    hp = (rng.standard_normal((batch,) + shape) * 3 + 1).astype(np.float32)
+    dy = rng.standard_normal(h.shape).astype(np.float32)
+    pairs = []
+    for _ in range(2):
+        bn, bnp = BatchNorm(), BatchNorm()
+        bn.build(shape, None)
+        bnp.build(shape, None)
+        bn.params[1][:] = rng.uniform(-0.3, 0.3, shape[-1]) if not pairs else pairs[0][0].params[1]
+        pairs.append((bn, bnp))
+    (bn_a, bnp_a), (bn_b, bnp_b) = pairs
+    skip = bnp_a.forward_act(hp, True)
+    y_a = bn_a.forward_act(h, True, relu=True, skip=skip)
+    bnp_b.forward_act(hp, True)
+    y_b = bn_b.forward_act(h, True, relu=True, skip=hp, skip_bn=bnp_b)
+    np.testing.assert_allclose(y_b, y_a, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(bn_b._msk.reshape(h.shape), (y_b > 0).astype(np.uint8))
+    for key in bn_a.buffers:
+        np.testing.assert_array_equal(bn_b.buffers[key], bn_a.buffers[key])
+    dx_a, d_a = bn_a.backward_act(dy, y_a, True, keep_masked=True)
+    dx_b, d_b = bn_b.backward_act(dy, y_b, True, keep_masked=True)
+    np.testing.assert_allclose(dx_b, dx_a, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="training only"):
+        bn_b.forward_act(h, False, relu=True, skip=hp, skip_bn=bnp_b)
+
+
 @pytest.mark.parametrize("shape,batch", [((5, 5, 6), 4), ((6, 6, 16), 8), ((40,), 33)])
 def test_batchnorm_relu_backward_recomputes_exactly_the_forward_mask(shape, batch):
     """BatchNorm + ReLU's backward finds the ReLU's mask from x (not from the output): the same elements, exactly.

@@ -53,9 +53,10 @@ def _col_sums(x, lo, hi, shift, acc, acc_sq):
 
 
 @jit()
-def _scale_shift(x, lo, hi, scale, shift, skip, mode, y, msk):
+def _scale_shift(x, lo, hi, scale, shift, skip, mode, y, msk, kscale, kshift):
     """y = x * scale + shift over rows lo..hi; mode 1 adds a ReLU, mode 2 adds ``skip`` first, then the ReLU;
-    mode 3 is mode 2 that also writes the ReLU's mask (1 where y > 0, else 0) into the uint8 ``msk``."""
+    mode 3 is mode 2 that also writes the ReLU's mask (1 where y > 0, else 0) into the uint8 ``msk``; mode 4 is
+    mode 3 with ``skip * kscale + kshift`` added (a projection's BatchNorm applied on the way, not stored)."""
     if mode == 0:
         for i in range(lo, hi):
             r = x[i]
@@ -78,7 +79,7 @@ def _scale_shift(x, lo, hi, scale, shift, skip, mode, y, msk):
                 v = r[c] * scale[c] + shift[c]
                 v = v + k[c]
                 o[c] = v if v > F0 else F0
-    else:
+    elif mode == 3:
         for i in range(lo, hi):
             r = x[i]
             k = skip[i]
@@ -87,6 +88,17 @@ def _scale_shift(x, lo, hi, scale, shift, skip, mode, y, msk):
             for c in range(o.size):
                 v = r[c] * scale[c] + shift[c]
                 v = v + k[c]
+                o[c] = v if v > F0 else F0
+                q[c] = np.uint8(1) if v > F0 else np.uint8(0)
+    else:
+        for i in range(lo, hi):
+            r = x[i]
+            k = skip[i]
+            o = y[i]
+            q = msk[i]
+            for c in range(o.size):
+                v = r[c] * scale[c] + shift[c]
+                v = v + (k[c] * kscale[c] + kshift[c])
                 o[c] = v if v > F0 else F0
                 q[c] = np.uint8(1) if v > F0 else np.uint8(0)
 
@@ -108,12 +120,14 @@ def _channel_stats(c, shift, s1, s2, n, gamma, beta, eps, mean, var, invstd, sca
 
 
 @jit(parallel=True)
-def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode, fold, scale, offset, msk):
+def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq, skip, mode, fold, scale, offset, msk,
+                     kscale, kshift):
     """Batch statistics (one pass, float64 partial sums) and y = gamma * (x - mean) * invstd + beta.
 
     ``mode`` fuses what follows the normalization into the pass that writes y: 0 nothing, 1 a ReLU, 2 the sum
     with ``skip`` (same shape as x; any array of x's type when unused) and a ReLU, as a residual block ends, 3 the
-    same as 2, also writing the ReLU's mask into the uint8 ``msk`` (x's shape; any uint8 2-D array otherwise).
+    same as 2, also writing the ReLU's mask into the uint8 ``msk`` (x's shape; any uint8 2-D array otherwise), 4
+    the same as 3 with ``skip * kscale + kshift`` in place of ``skip`` (fold * C each; any float32 arrays otherwise).
 
     x holds ``fold`` rows of C channels in each of its rows (a (rows / fold, fold * C) view of the activations,
     see :func:`fold_factor`); gamma, beta and the outputs ``mean``, ``var`` (biased) and ``invstd``
@@ -144,17 +158,17 @@ def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq,
         _channel_stats(c, np.float64(shift[c]), s, s2, np.float64(n), gamma, beta, eps, mean, var, invstd, scale,
                        offset, fold)  # (n as a float64: one signature of the helper for both callers)
     for p in prange(P):
-        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, skip, mode, y, msk)
+        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, offset, skip, mode, y, msk, kscale, kshift)
 
 
 @jit(parallel=True)
-def bn_eval_forward(x, scale, shift, y, nparts, skip, mode, msk):
+def bn_eval_forward(x, scale, shift, y, nparts, skip, mode, msk, kscale, kshift):
     """y = x * scale + shift per channel (evaluation with folded running statistics, or training with statistics
-    gathered elsewhere); ``mode`` and ``msk`` as in :func:`bn_train_forward`."""
+    gathered elsewhere); ``mode``, ``msk``, ``kscale`` and ``kshift`` as in :func:`bn_train_forward`."""
     m = x.shape[0]
     P = max(1, min(nparts, m))
     for p in prange(P):
-        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, shift, skip, mode, y, msk)
+        _scale_shift(x, p * m // P, (p + 1) * m // P, scale, shift, skip, mode, y, msk, kscale, kshift)
 
 
 @jit()
@@ -339,6 +353,8 @@ class OutputStats:
 
 #: the uint8 mask argument of the kernels where no mask is written or read
 _NO_MASK = np.zeros((1, 1), np.uint8)
+#: the skip input's scale and offset arguments where the skip input is added as it is
+_NO_SKIP_BN = (np.zeros(1, np.float32), np.zeros(1, np.float32))
 
 
 def _threads() -> int:
@@ -398,14 +414,17 @@ class BatchNorm(Layer):
     def forward(self, x, training):
         return self.forward_act(x, training)
 
-    def forward_act(self, x, training, relu=False, skip=None, stats=None, store=True):
+    def forward_act(self, x, training, relu=False, skip=None, stats=None, store=True, skip_bn=None):
         """The normalization, then (``relu``) a ReLU, with ``skip`` (x's shape) added before it when given.
 
         Fused into the pass that writes the output; :meth:`backward_act` with that output is the backward pass.
         ``stats`` (training): the batch statistics of x gathered by the layer that wrote it
         (:class:`OutputStats`), which saves the pass over x that would compute them. ``store=False`` (training,
         with ``relu``): no output is written (None is returned), only the statistics and running statistics are
-        updated, for a convolution that applies the transform itself (:meth:`channel_transform`).
+        updated, for a convolution that applies the transform itself (:meth:`channel_transform`), or for the
+        BatchNorm that takes this one's input as its ``skip`` with ``skip_bn`` (training, with ``relu`` and
+        ``skip``): ``skip`` is then that BatchNorm's input, normalized by it (:meth:`channel_transform`, whose
+        last training pass stored nothing) on the way into the sum, and never stored (a projection's BatchNorm).
         """
         c = self.channels
         m = x.size // c
@@ -420,22 +439,27 @@ class BatchNorm(Layer):
             if self._scale.size != c * fold:
                 self._scale, self._offset = np.empty(c * fold, np.float32), np.empty(c * fold, np.float32)
             y = np.empty_like(x2) if store or stats is None else None
+            ks, kb = _NO_SKIP_BN
             if mode == 2:  # the ReLU's mask kept for the backward pass (bytes, where it would read y's floats)
                 mode = 3
                 self._msk = np.empty(x2.shape, np.uint8)
+                if skip_bn is not None:
+                    if skip_bn._scale.size != c * fold:
+                        raise ModelError("the skip input's BatchNorm must have this one's shape")
+                    mode, ks, kb = 4, skip_bn._scale, skip_bn._offset
             else:
                 self._msk = None
             msk = _NO_MASK if self._msk is None else self._msk
             if stats is None:
                 parts, parts_sq = self._partials(c * fold)
                 bn_train_forward(x2, gamma, beta, np.float32(self.eps), y, self._mean, self._var, self._invstd,
-                                 parts, parts_sq, k2, mode, fold, self._scale, self._offset, msk)
+                                 parts, parts_sq, k2, mode, fold, self._scale, self._offset, msk, ks, kb)
             else:
                 bn_stats_from_parts(stats.sums, stats.sqs, stats.shifts, stats.counts, gamma, beta,
                                     np.float32(self.eps), self._mean, self._var, self._invstd, self._scale,
                                     self._offset, fold)
                 if y is not None:
-                    bn_eval_forward(x2, self._scale, self._offset, y, _threads(), k2, mode, msk)
+                    bn_eval_forward(x2, self._scale, self._offset, y, _threads(), k2, mode, msk, ks, kb)
             self._x = x2
             self._fold = fold
             mom = np.float32(self.momentum)
@@ -449,7 +473,10 @@ class BatchNorm(Layer):
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             scale = (gamma / np.sqrt(rv + np.float32(self.eps))).astype(np.float32)
             shift = (beta - rm * scale).astype(np.float32)
-            bn_eval_forward(x2, np.tile(scale, fold), np.tile(shift, fold), y, _threads(), k2, mode, _NO_MASK)
+            if skip_bn is not None:
+                raise ModelError("a skip input's BatchNorm is applied by the next one in training only")
+            bn_eval_forward(x2, np.tile(scale, fold), np.tile(shift, fold), y, _threads(), k2, mode, _NO_MASK,
+                            *_NO_SKIP_BN)
         return None if y is None else y.reshape(x.shape)
 
     def channel_transform(self) -> tuple[np.ndarray, np.ndarray]:

@@ -115,12 +115,12 @@ class ResidualBlock(Layer):
         h1 = s["conv1"].forward(x, True, stats=True)
         s["bn1"].forward_act(h1, True, relu=True, stats=s["conv1"].stats, store=False)
         h = s["conv2"].forward(h1, True, stats=True, pre=s["bn1"].channel_transform())
-        if self.has_projection:
+        if self.has_projection:  # proj_bn's output is not stored either: bn2 normalizes hp as it adds it
             hp = s["proj"].forward(x, True, stats=True)
-            skip = s["proj_bn"].forward_act(hp, True, stats=s["proj"].stats)
+            s["proj_bn"].forward_act(hp, True, stats=s["proj"].stats, store=False)
+            y = s["bn2"].forward_act(h, True, relu=True, skip=hp, stats=s["conv2"].stats, skip_bn=s["proj_bn"])
         else:
-            skip = x
-        y = s["bn2"].forward_act(h, True, relu=True, skip=skip, stats=s["conv2"].stats)
+            y = s["bn2"].forward_act(h, True, relu=True, skip=x, stats=s["conv2"].stats)
         self._y = y
         return y
 

@@ -431,9 +431,10 @@ def winograd_dw_part(p, a):
     rows = tv.size
     zero = np.zeros(LANES, np.float32)
     xpad = np.zeros((hp, wp, C), np.float32)
-    vbuf = np.zeros((XI, C // LANES, rows, LANES), np.float32)
+    # (every row a product reads is written first: the group's tiles, all of them, in both buffers)
+    vbuf = np.empty((XI, C // LANES, rows, LANES), np.float32)
     vf = vbuf.reshape(-1)
-    hbuf = np.zeros((XI, cout // LANES, rows, LANES), np.float32)
+    hbuf = np.empty((XI, cout // LANES, rows, LANES), np.float32)
     hf = hbuf.reshape(-1)
     edge = np.empty((M_OUT, M_OUT, cout), np.float32)
     zp = z[p]
