@@ -44,6 +44,30 @@ def test_the_transforms_compute_the_matrix_products():
     np.testing.assert_allclose(y, np.einsum("ai,ijc,bj->abc", at, d.astype(np.float64), at), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("name,matrix", [("bt", BT), ("at", AT), ("a", tuple(zip(*AT)))])
+def test_the_shared_term_transforms_are_their_matrices(name, matrix):
+    """Each 1-D transform's shared-term form (fused multiply-adds) computes its matrix times a vector, exactly on
+    small integers (every coefficient and partial sum is an integer well inside float64's exact range)."""
+    fact = winograd._factored()[winograd._key(matrix)]
+    x = [float(v) for v in np.random.default_rng(len(name)).integers(-9, 10, len(matrix[0]))]
+    got = fact(x, lambda a, b: a + b, lambda a, b: a - b, lambda a, c, b: a * c + b)
+    assert got == [float(v) for v in np.asarray(matrix, np.float64) @ np.asarray(x)]
+
+
+@numba.njit
+def _dy4(src, dst):
+    winograd.DY4(src, 0, 4 * L, L, dst, 0, 6 * L, L)
+
+
+def test_the_dy_transform_computes_its_matrix_product():
+    """Hh = A H A^T (the weight gradient's transform of a 4x4 block of dy), lane by lane."""
+    h = np.random.default_rng(2).standard_normal((4, 4, L)).astype(np.float32)
+    out = np.zeros((6, 6, L), np.float32)
+    _dy4(h.reshape(-1), out.reshape(-1))
+    a = np.array(AT, np.float64).T
+    np.testing.assert_allclose(out, np.einsum("ai,ijc,bj->abc", a, h.astype(np.float64), a), rtol=1e-5, atol=1e-4)
+
+
 def test_transformed_weights_give_the_direct_convolution_of_one_tile():
     """A^T [(G g G^T) * (B^T d B)] A is the 4x4 correlation of a 6x6 block with the 3x3 kernel (one channel)."""
     rng = np.random.default_rng(1)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, conv_jit
@@ -67,18 +68,54 @@ def enabled() -> bool:
     return os.environ.get("TUINET_WINOGRAD", "1") != "0"
 
 
+def _bt6(x, add, sub, fma):
+    """B^T (F(4x4, 3x3)'s input transform) on 6 values, its rows' common terms shared: 12 operations, where one per
+    nonzero coefficient took 28 (a multiply and an add each for 4, -5, -4, 2, -2)."""
+    x0, x1, x2, x3, x4, x5 = x
+    a, b = fma(x2, -4.0, x4), fma(x1, -4.0, x3)  # rows 1 and 2: a + b, a - b
+    c, d = sub(x4, x2), sub(x3, x1)  # rows 3 and 4: c + 2d, c - 2d
+    return [fma(x0, 4.0, fma(x2, -5.0, x4)), add(a, b), sub(a, b), fma(d, 2.0, c), fma(d, -2.0, c),
+            fma(x1, 4.0, fma(x3, -5.0, x5))]
+
+
+def _at6(x, add, sub, fma):
+    """A^T (the output transform) on 6 values: 10 operations where one per nonzero coefficient took 20."""
+    x0, x1, x2, x3, x4, x5 = x
+    s12, d12, s34, d34 = add(x1, x2), sub(x1, x2), add(x3, x4), sub(x3, x4)
+    return [add(add(x0, s12), s34), fma(d34, 2.0, d12), fma(s34, 4.0, s12), add(fma(d34, 8.0, d12), x5)]
+
+
+def _a6(h, add, sub, fma):
+    """A (the weight gradient's dy transform) on 4 values: 8 operations where one per nonzero coefficient took 18."""
+    h0, h1, h2, h3 = h
+    e, o = add(h0, h2), add(h1, h3)  # rows 1 and 2: e + o, e - o
+    e2, o2 = fma(h2, 4.0, h0), fma(h3, 4.0, h1)  # rows 3 and 4: e2 + 2 o2, e2 - 2 o2
+    return [h0, add(e, o), sub(e, o), fma(o2, 2.0, e2), fma(o2, -2.0, e2), h3]
+
+
+def _key(m) -> tuple:
+    return tuple(tuple(float(c) for c in row) for row in m)
+
+
+def _factored() -> dict:
+    """The matrices whose 1-D transform has a shared-term form (checked against the matrix by the tests)."""
+    return {_key(BT): _bt6, _key(AT): _at6, _key(tuple(zip(*AT))): _a6}
+
+
 def lin2d_kernel(left, right, lanes: int):
     """An intrinsic ``f(src, sb, s1, s2, dst, db, d1, d2)`` computing Y = L X R^T on vectors of ``lanes`` floats.
 
     X[i, j] is the vector at ``src[sb + i * s1 + j * s2:]``, Y[p, q] is stored at ``dst[db + p * d1 + q * d2:]``
     (element offsets into flat float32 arrays; each vector ``lanes`` consecutive floats). ``left`` (P x I) and
-    ``right`` (Q x J) are constant matrices: the code has one instruction per nonzero coefficient (an add or a
-    subtract for +-1, a multiply and an add otherwise), rows of L first, so a transform of a tile of pixels is a
-    short straight-line block on whole vectors of channels.
+    ``right`` (Q x J) are constant matrices, applied as a short straight-line block on whole vectors of channels, the
+    columns of X by L, then the rows by R. Winograd's matrices (B^T, A^T, A) go through their shared-term forms
+    (:func:`_bt6`, :func:`_at6`, :func:`_a6`: fused multiply-adds, about half the operations); any other matrix
+    has one instruction per nonzero coefficient (an add or a subtract for +-1, a multiply and an add otherwise).
     """
     lm = [[float(c) for c in row] for row in left]
     rm = [[float(c) for c in row] for row in right]
     n_i, n_j = len(lm[0]), len(rm[0])
+    fact_l, fact_r = _factored().get(_key(lm)), _factored().get(_key(rm))
 
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
@@ -104,11 +141,22 @@ def lin2d_kernel(left, right, lanes: int):
                 acc = t if acc is None else builder.fadd(acc, t)
             return acc if acc is not None else ir.Constant(vt, None)
 
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                                 f"llvm.fmuladd.v{lanes}f32")
+
+        def fma(a, c, b):  # a * c + b, c a constant
+            return builder.call(fmuladd, [a, ir.Constant(vt, [c] * lanes), b])
+
+        def apply(fact, mat, vals):  # the matrix times a vector of values (one column or row)
+            if fact is not None:
+                return fact(vals, builder.fadd, builder.fsub, fma)
+            return [comb(row, vals) for row in mat]
+
         x = [[builder.load(vptr(src, sb, i, s1, j, s2), align=4) for j in range(n_j)] for i in range(n_i)]
-        t = [[comb(row, [x[i][j] for i in range(n_i)]) for j in range(n_j)] for row in lm]  # L X
-        for p, trow in enumerate(t):
-            for q, rrow in enumerate(rm):
-                builder.store(comb(rrow, trow), vptr(dst, db, p, d1, q, d2), align=4)
+        cols = [apply(fact_l, lm, [x[i][j] for i in range(n_i)]) for j in range(n_j)]  # L X, column by column
+        for p in range(len(lm)):
+            for q, v in enumerate(apply(fact_r, rm, [cols[j][p] for j in range(n_j)])):
+                builder.store(v, vptr(dst, db, p, d1, q, d2), align=4)
         return context.get_dummy_value()
 
     def check(src, dst):
