@@ -55,8 +55,8 @@ def _col_sums(x, lo, hi, shift, acc, acc_sq):
 @jit()
 def _scale_shift(x, lo, hi, scale, shift, skip, mode, y, msk, kscale, kshift):
     """y = x * scale + shift over rows lo..hi; mode 1 adds a ReLU, mode 2 adds ``skip`` first, then the ReLU;
-    mode 3 is mode 2 that also writes the ReLU's mask (1 where y > 0, else 0) into the uint8 ``msk``; mode 4 is
-    mode 3 with ``skip * kscale + kshift`` added (a projection's BatchNorm applied on the way, not stored)."""
+    mode 3 adds ``skip * kscale + kshift`` (a projection's BatchNorm applied on the way, not stored; ones and zeros
+    for the skip input as it is) and also writes the ReLU's mask (1 where y > 0, else 0) into the uint8 ``msk``."""
     if mode == 0:
         for i in range(lo, hi):
             r = x[i]
@@ -79,17 +79,6 @@ def _scale_shift(x, lo, hi, scale, shift, skip, mode, y, msk, kscale, kshift):
                 v = r[c] * scale[c] + shift[c]
                 v = v + k[c]
                 o[c] = v if v > F0 else F0
-    elif mode == 3:
-        for i in range(lo, hi):
-            r = x[i]
-            k = skip[i]
-            o = y[i]
-            q = msk[i]
-            for c in range(o.size):
-                v = r[c] * scale[c] + shift[c]
-                v = v + k[c]
-                o[c] = v if v > F0 else F0
-                q[c] = np.uint8(1) if v > F0 else np.uint8(0)
     else:
         for i in range(lo, hi):
             r = x[i]
@@ -126,8 +115,8 @@ def bn_train_forward(x, gamma, beta, eps, y, mean, var, invstd, parts, parts_sq,
 
     ``mode`` fuses what follows the normalization into the pass that writes y: 0 nothing, 1 a ReLU, 2 the sum
     with ``skip`` (same shape as x; any array of x's type when unused) and a ReLU, as a residual block ends, 3 the
-    same as 2, also writing the ReLU's mask into the uint8 ``msk`` (x's shape; any uint8 2-D array otherwise), 4
-    the same as 3 with ``skip * kscale + kshift`` in place of ``skip`` (fold * C each; any float32 arrays otherwise).
+    same as 2 with ``skip * kscale + kshift`` in place of ``skip`` (fold * C each; any float32 arrays otherwise),
+    also writing the ReLU's mask into the uint8 ``msk`` (x's shape; any uint8 2-D array otherwise).
 
     x holds ``fold`` rows of C channels in each of its rows (a (rows / fold, fold * C) view of the activations,
     see :func:`fold_factor`); gamma, beta and the outputs ``mean``, ``var`` (biased) and ``invstd``
@@ -446,7 +435,9 @@ class BatchNorm(Layer):
                 if skip_bn is not None:
                     if skip_bn._scale.size != c * fold:
                         raise ModelError("the skip input's BatchNorm must have this one's shape")
-                    mode, ks, kb = 4, skip_bn._scale, skip_bn._offset
+                    ks, kb = skip_bn._scale, skip_bn._offset
+                else:  # the skip input as it is
+                    ks, kb = np.ones(c * fold, np.float32), np.zeros(c * fold, np.float32)
             else:
                 self._msk = None
             msk = _NO_MASK if self._msk is None else self._msk

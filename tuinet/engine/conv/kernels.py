@@ -213,19 +213,24 @@ def _add_into(dst, src):
 
 
 @conv_jit()
-def _pad_into(x, xp, pt, pl):
-    """Copy a (H, W, C) sample into the interior of the zero-bordered xp.
+def _interior(x, xp, pt, pl):
+    """The flat, unsigned offsets of a (H, W, C) sample ``x`` in the interior of its zero-bordered ``xp`` at (pt,
+    pl): (H, x's row length, xp's row length, the first interior value's offset in xp).
 
-    One flat view of each array and unsigned offsets (no wraparound test), no view per row: every view of a
-    shared array changes that array's reference count, an atomic operation on one cache line that the threads'
-    views of it share (each sample's rows took about 140 of them)."""
+    The copies between the two use one flat view of each array and these offsets (unsigned: no wraparound test),
+    not a view per row: every view of a shared array changes that array's reference count, an atomic operation on
+    one cache line that the threads' views of it share (each sample's rows took about 140 of them)."""
     H, W, C = x.shape
+    return np.uint64(H), np.uint64(W * C), np.uint64(xp.shape[1] * C), np.uint64((pt * xp.shape[1] + pl) * C)
+
+
+@conv_jit()
+def _pad_into(x, xp, pt, pl):
+    """Copy a (H, W, C) sample into the interior of the zero-bordered xp (flat: :func:`_interior`)."""
+    H, rs, prs, d0 = _interior(x, xp, pt, pl)
     xf = x.reshape(-1)
     pf = xp.reshape(-1)
-    rs = np.uint64(W * C)
-    prs = np.uint64(xp.shape[1] * C)
-    d0 = np.uint64((pt * xp.shape[1] + pl) * C)
-    for i in range(np.uint64(H)):
+    for i in range(H):
         s = i * rs
         d = d0 + i * prs
         for j in range(rs):
@@ -235,13 +240,10 @@ def _pad_into(x, xp, pt, pl):
 @conv_jit(noinline=True)
 def _pad_act_into(x, xp, pt, pl, scale, shift):
     """:func:`_pad_into` of relu(x * scale + shift) (scale, shift: W*C, the per-channel values along a row)."""
-    H, W, C = x.shape
+    H, rs, prs, d0 = _interior(x, xp, pt, pl)
     xf = x.reshape(-1)
     pf = xp.reshape(-1)
-    rs = np.uint64(W * C)
-    prs = np.uint64(xp.shape[1] * C)
-    d0 = np.uint64((pt * xp.shape[1] + pl) * C)
-    for i in range(np.uint64(H)):
+    for i in range(H):
         s = i * rs
         d = d0 + i * prs
         for j in range(rs):
@@ -432,16 +434,15 @@ def _col2im_add(cb, dst, OW, sh, sw, KH, KW, C):
 @conv_jit()
 def _crop_zero_into(xp, x, pt, pl, add, use_add):
     """x = the (H, W, C) interior of the padded xp (the reverse of :func:`_pad_into`, flat as it is), plus ``add``
-    (x's shape) when ``use_add``, and xp left all zero for the next sample: the interior zeroed as it is read, then the border (one pass over the buffer where a
-    crop, a clearing of the whole buffer and an add over x took three)."""
+    (x's shape) when ``use_add``, and xp left all zero for the next sample: the interior zeroed as it is read, then
+    the border (one pass over the buffer where a crop, a clearing of the whole buffer and an add over x took
+    three)."""
+    nrows, rs, prs, s0 = _interior(x, xp, pt, pl)
     H, W, C = x.shape
     xf = x.reshape(-1)
     af = add.reshape(-1)
     pf = xp.reshape(-1)
-    rs = np.uint64(W * C)
-    prs = np.uint64(xp.shape[1] * C)
-    s0 = np.uint64((pt * xp.shape[1] + pl) * C)
-    for i in range(np.uint64(H)):
+    for i in range(nrows):
         s = s0 + i * prs
         d = i * rs
         if use_add:
