@@ -356,10 +356,11 @@ class Conv2D(Layer):
         if self._wz is None or self._wz.shape[0] < p:
             self._wz = np.empty((p, winograd.XI, self.filters, self.input_shape[2]), np.float32)
         pre = self._pre if self._pre is not None else _NO_PRE
+        db = np.empty((p, self.filters), np.float32) if self.use_bias else None
         self.grads[0][...] = winograd.winograd_weight_grad(x, dy, self._wz, plan.pt, plan.pl, self._wino, p,
-                                                           self._pre is not None, pre[0], pre[1])
-        if self.use_bias:
-            self.grads[1][...] = dy.sum(axis=(0, 1, 2), dtype=np.float64)
+                                                           self._pre is not None, pre[0], pre[1], db)
+        if self.use_bias:  # the parts' sums added in part order
+            self.grads[1][...] = db[:min(p, x.shape[0])].astype(np.float64).sum(axis=0)
         if not need_dx:
             return None
         flipped = self.params[0][::-1, ::-1].transpose(0, 1, 3, 2)

@@ -246,10 +246,11 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
 
 @_mk_jit()
 def _colsum8(g, j0, out):
-    """out[j0:j0 + 8] += the column sums of g[:, j0:j0 + 8] (eight register accumulators, SLP-vectorized)."""
+    """out[j0:j0 + 8] += the column sums of g[:, j0:j0 + 8] (eight register accumulators, SLP-vectorized; indexed
+    in place, no view per row: a view of the shared gradient changes its reference count, an atomic operation)."""
     s0 = F0; s1 = F0; s2 = F0; s3 = F0; s4 = F0; s5 = F0; s6 = F0; s7 = F0  # noqa: E702
     for q in range(g.shape[0]):
-        r = g[q][j0:j0 + 8]
-        s0 += r[0]; s1 += r[1]; s2 += r[2]; s3 += r[3]; s4 += r[4]; s5 += r[5]; s6 += r[6]; s7 += r[7]  # noqa: E702
-    o = out[j0:j0 + 8]
-    o[0] += s0; o[1] += s1; o[2] += s2; o[3] += s3; o[4] += s4; o[5] += s5; o[6] += s6; o[7] += s7  # noqa: E702
+        s0 += g[q, j0]; s1 += g[q, j0 + 1]; s2 += g[q, j0 + 2]; s3 += g[q, j0 + 3]  # noqa: E702
+        s4 += g[q, j0 + 4]; s5 += g[q, j0 + 5]; s6 += g[q, j0 + 6]; s7 += g[q, j0 + 7]  # noqa: E702
+    out[j0] += s0; out[j0 + 1] += s1; out[j0 + 2] += s2; out[j0 + 3] += s3  # noqa: E702
+    out[j0 + 4] += s4; out[j0 + 5] += s5; out[j0 + 6] += s6; out[j0 + 7] += s7  # noqa: E702

@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, conv_jit
 from tuinet.engine.conv.kernels import _out_stats, _pad_act_into, _pad_into
-from tuinet.engine.conv.microkernels import tile_kernel
+from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.conv.plan import _panels
 from tuinet.engine.norm import _bwd_sums
 from tuinet.engine.parts import PartKernel
@@ -482,7 +482,7 @@ def _dw_products(hf, vbuf, cout, rows, cu, tv, z, zero):
 def winograd_dw_part(p, a):
     """Part ``p`` of ``parts`` of :func:`winograd_weight_grad` (samples p*N//parts to (p+1)*N//parts), serial:
     the sums over its samples' tiles of the 36 products into z[p] (36, Cout, Cin)."""
-    (x, dy, z, pt, pl, th, tw, hp, wp, group, cu, tv, parts, pre, pre_scale, pre_shift) = a
+    (x, dy, z, pt, pl, th, tw, hp, wp, group, cu, tv, parts, pre, pre_scale, pre_shift, use_bias, db) = a
     N, H, W, C = x.shape
     oh, ow, cout = dy.shape[1], dy.shape[2], dy.shape[3]
     tiles = th * tw
@@ -497,6 +497,9 @@ def winograd_dw_part(p, a):
     edge = np.empty((M_OUT, M_OUT, cout), np.float32)
     zp = z[p]
     zp[:] = 0.0
+    dbp = db[p if use_bias else 0]
+    if use_bias:
+        dbp[:] = 0.0
     n0 = p * N // parts
     n1 = (p + 1) * N // parts
     for g0 in range(n0, n1, group):
@@ -504,21 +507,30 @@ def winograd_dw_part(p, a):
         for n in range(g0, g1):
             _sample_tiles(x, n, xpad, pt, pl, pre, pre_scale, pre_shift, th, tw, vf, rows, (n - g0) * tiles)
             _dy_tiles(dy[n].reshape(-1), ow, cout, oh, th, tw, hf, rows, (n - g0) * tiles, edge)
+            if use_bias:  # the bias gradient: dy's column sums, while the sample is in cache
+                g2 = dy[n].reshape((oh * ow, cout))
+                for j0 in range(0, cout, 8):
+                    _colsum8(g2, j0, dbp)
         _dw_products(hf, vbuf, cout, rows, cu, tv[:(g1 - g0) * tiles], zp, zero)
 
 
 _launch_winograd_dw = _make_launcher("_launch_winograd_dw")
+_NO_DB = np.zeros((1, 8), np.float32)  #: the bias-gradient argument when there is none
 _WINO_DW = PartKernel(winograd_dw_part)
 
 
-def winograd_weight_grad(x, dy, z, pt, pl, plan: WinogradPlan, parts, pre, pre_scale, pre_shift) -> np.ndarray:
+def winograd_weight_grad(x, dy, z, pt, pl, plan: WinogradPlan, parts, pre, pre_scale, pre_shift,
+                         db=None) -> np.ndarray:
     """The weight gradient (3, 3, Cin, Cout) of the convolution of x (N, H, W, Cin) whose output's gradient is dy
     (N, OH, OW, Cout), by F(3x3, 4x4) on the forward pass's tiles (``plan``). ``z``: (parts or more, 36, Cout,
     Cin) float32, each thread's sums; ``pre``: the input is relu(x * scale + shift), as in the forward pass. The
-    threads' sums are added in part order (in float64), then G^T Z G."""
+    threads' sums are added in part order (in float64), then G^T Z G. ``db`` ((parts or more, Cout) float32): the
+    bias gradient is also gathered, each part's column sums of dy in its row (where a NumPy sum over dy took as long
+    as this whole pass)."""
     parts = min(parts, x.shape[0])
+    use_bias = db is not None
     _run(_launch_winograd_dw, _WINO_DW, parts, x, dy, z, pt, pl, plan.th, plan.tw, plan.hp, plan.wp, plan.dw_group,
-         plan.cu, plan.tv, parts, pre, pre_scale, pre_shift)
+         plan.cu, plan.tv, parts, pre, pre_scale, pre_shift, use_bias, db if use_bias else _NO_DB)
     total = z[0].astype(np.float64)
     for q in range(1, parts):
         total += z[q]
