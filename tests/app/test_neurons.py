@@ -174,6 +174,15 @@ async def test_fresh_maps_wait_until_the_app_has_time_to_draw_them(monkeypatch):
         app._plane_asked = 0.0  # past the trainer's own pace
         app._tick()
         assert fake.kinds().count("snapshot") == 1, "no new maps while the drawn ones wait for the app's budget"
-        app._panel_due.clear()
-        app._tick()
-        assert fake.kinds().count("snapshot") == 2, "then the next maps are asked for"
+        # then the next maps are asked for once the budget allows; if the panel has something left to draw (a late
+        # resize or event on a loaded machine marked it), that drawing comes first and takes the budget again
+        asks = []
+        for _ in range(3):
+            app._panel_due.clear()
+            redraw = "boundary" in app.state.dirty
+            app._tick()
+            asks.append((redraw, fake.kinds().count("snapshot")))
+            if asks[-1][1] == 2:
+                break
+        assert asks[-1][1] == 2, f"then the next maps are asked for: {asks}"
+        assert all(redraw for redraw, n in asks[:-1]), f"a tick without a drawing asked for nothing: {asks}"
