@@ -44,7 +44,7 @@ from tuinet.engine.conv.codegen import _MK_ROWS, LANES, conv_jit
 from tuinet.engine.conv.kernels import _out_stats, _pad_act_into, _pad_into
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.conv.plan import _panels
-from tuinet.engine.norm import _bwd_sums
+from tuinet.engine.norm import _NO_MASK, _bwd_sums
 from tuinet.engine.parts import PartKernel
 from tuinet.engine.parts import make_launcher as _make_launcher
 from tuinet.engine.parts import run_parts as _run
@@ -405,7 +405,6 @@ _WINO = PartKernel(winograd_forward_part)
 #: the arguments of :func:`winograd_forward` that gather no BatchNorm backward sums
 _NO_BSUMS = (False, np.zeros((1, 1), np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32),
              np.zeros(1, np.float32), np.zeros((1, 1)), np.zeros((1, 1)))
-_NO_MASK = np.zeros((1, 1), np.uint8)
 
 
 def winograd_forward(x, U, out, bias, use_bias, add, use_add, pt, pl, plan: WinogradPlan, parts, stats, st_fold,
