@@ -805,12 +805,16 @@ def test_batchnorm_config_and_errors():
 
 
 @pytest.mark.parametrize("shape,filters,stride", [((5, 5, 4), 4, 1), ((6, 6, 3), 4, 1), ((7, 7, 2), 3, 2),
-                                                  ((6, 6, 2), 2, 2)])
+                                                  ((6, 6, 2), 2, 2), ((5, 5, 16), 8, 2)])
 def test_residual_block_gradients(shape, filters, stride):
+    """Against the float64 reference and finite differences; the last block's conv1 adds its projection's input
+    gradient (16 input channels: see :meth:`Conv2D.takes_projection`)."""
     block = ResidualBlock(filters, stride)
     check_layer(block, shape, lambda x, p: ref_block(block, x, p), batch=3, n_checks=12, rtol=5e-3, atol=5e-4,
                 positive_gamma=True)
     assert block.has_projection == (stride != 1 or shape[2] != filters)
+    s = block.sublayers
+    assert block.has_projection and s["conv1"].takes_projection(s["proj"]) or shape[2] != 16
 
 
 def test_residual_block_exposes_sublayers_and_round_trips():
@@ -873,6 +877,88 @@ def test_residual_block_fused_bn_relu_matches_the_layers_one_by_one(shape, filte
     np.testing.assert_allclose(dx, g, rtol=1e-4, atol=1e-4)
     for fused, one_by_one in zip(grads, block.grads):
         np.testing.assert_allclose(fused, one_by_one, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,k,padding,filters", [((8, 8, 16), 3, "same", 24), ((7, 7, 16), 3, "same", 16),
+                                                   ((9, 9, 32), 1, "valid", 8)])
+def test_a_convolution_adds_a_projections_input_gradient_into_its_own(shape, k, padding, filters):
+    """A strided convolution's backward pass adds the input gradient of a 1x1 projection of the same input (same
+    stride and output grid) as it makes its own, in its padded buffer (3x3 "same": the projection's pixels sit one
+    row and column in where the padding is odd) or straight in dx (1x1 "valid"): the sum of the two layers' own
+    input gradients, bit for bit (the same additions in the same order), and the same weight gradients."""
+    rng = np.random.default_rng(12)
+    conv, proj = Conv2D(filters, k, 2, padding, use_bias=False), Conv2D(32, 1, 2, "valid", use_bias=False)
+    conv.build(shape, rng)
+    proj.build(shape, rng)
+    conv.kernel_ext = proj.kernel_ext = True
+    assert conv.takes_projection(proj)
+    x = rng.standard_normal((5,) + shape).astype(np.float32)
+    dy = rng.standard_normal((5,) + conv.output_shape).astype(np.float32)
+    dp = rng.standard_normal((5,) + proj.output_shape).astype(np.float32)
+    conv.forward(x, True)
+    proj.forward(x, True)
+    alone = conv.backward(dy, True) + proj.backward(dp, True)
+    grads = [g.copy() for g in conv.grads + proj.grads]
+    proj.backward(dp, False)
+    fused = conv.backward(dy, True, proj=(proj, dp))
+    np.testing.assert_array_equal(fused, alone)
+    for a, b in zip(conv.grads + proj.grads, grads):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="cannot add the input gradient"):
+        conv.backward(dy, False, proj=(proj, dp))
+
+
+def test_which_projections_a_convolution_takes():
+    """Only a 1x1 unpadded convolution of the same input with the same stride and output grid, beside a strided
+    convolution whose input gradient is a scatter GEMM (kernel rows of whole panels: 16 input channels here)."""
+    def built(layer, shape=(8, 8, 16)):
+        layer.build(shape, np.random.default_rng(0))
+        return layer
+
+    conv = built(Conv2D(16, 3, 2, "same"))
+    assert conv.takes_projection(built(Conv2D(32, 1, 2, "valid")))
+    assert not conv.takes_projection(built(Conv2D(32, 1, 1, "valid")))  # another stride and grid
+    assert not conv.takes_projection(built(Conv2D(32, 3, 2, "same")))  # not 1x1
+    assert not conv.takes_projection(built(Conv2D(32, 1, 2, 1)))  # padded
+    assert not conv.takes_projection(built(Conv2D(32, 1, 2, "valid"), (8, 8, 8)))  # another input
+    assert not built(Conv2D(8, 3, 2, "same"), (8, 8, 8)).takes_projection(built(Conv2D(8, 1, 2, "valid"), (8, 8, 8)))
+    assert not built(Conv2D(16, 3, 1, "same")).takes_projection(built(Conv2D(16, 1, 1, "valid")))  # not strided
+    conv.forward(np.ones((2, 8, 8, 16), np.float32), True)
+    with pytest.raises(ValueError, match="cannot add the input gradient"):
+        conv.backward(np.ones((2, 4, 4, 16), np.float32), True, proj=(built(Conv2D(8, 1, 1, "valid")), None))
+
+
+@pytest.mark.parametrize("shape,filters", [((8, 8, 16), 16), ((7, 7, 16), 32)])
+def test_residual_block_projection_input_gradient_is_added_by_conv1(monkeypatch, shape, filters):
+    """A block with a projection whose conv1 takes it: conv1's backward pass adds the projection's input gradient
+    (the projection computes its weight gradient only); the block's gradients are those of the path where the
+    projection writes its own input gradient and conv1 adds it, bit for bit."""
+    block = ResidualBlock(filters, 2)
+    block.build(shape, np.random.default_rng(5))
+    s = block.sublayers
+    assert s["conv1"].takes_projection(s["proj"])
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4,) + shape).astype(np.float32)
+    dy = rng.standard_normal((4,) + block.output_shape).astype(np.float32)
+    calls = []
+    backward = Conv2D.backward
+
+    def spy(self, d, need_dx=True, dx_add=None, bn=None, proj=None):
+        calls.append((self.name, need_dx, proj is not None, dx_add is not None))
+        return backward(self, d, need_dx, dx_add, bn, proj)
+
+    monkeypatch.setattr(Conv2D, "backward", spy)
+    block.forward(x, True)
+    dx = block.backward(dy, True)
+    assert ("proj", False, False, False) in calls and ("conv1", True, True, False) in calls
+    grads = [g.copy() for g in block.grads]
+    monkeypatch.setattr(Conv2D, "takes_projection", lambda self, proj: False)
+    calls.clear()
+    block.forward(x, True)
+    np.testing.assert_array_equal(block.backward(dy, True), dx)
+    assert ("proj", True, False, False) in calls and ("conv1", True, False, True) in calls
+    for name, a, b in zip(block.param_names, block.grads, grads):
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 @pytest.mark.parametrize("need_dx", [True, False])

@@ -472,7 +472,8 @@ def _make_conv2d_backward_part(EXT):
         (x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_i, off_u, dbase_i, doff_u, dtap_lo, dtap_hi, panels_w,
          panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts, cout, pooled, pool_dy,
          pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
-         panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift) = a
+         panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift,
+         proj_add, proj_dy, proj_q, proj_co, proj_wt, proj_cu, proj_panels, proj_zk) = a
         N, H, W, C = x.shape
         P = base_u.size
         cp = dw_parts.shape[2]
@@ -530,15 +531,17 @@ def _make_conv2d_backward_part(EXT):
             added = False
             if EXT:
                 if need_dx and dx_gemm and scat:
-                    if padded:  # dxpad is all zero here (made so, then left so by _crop_zero_into)
-                        _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dxpad.reshape(-1), base_i,
-                                            panels_s, zk)
+                    # dxpad is all zero here (made so, then left so by _crop_zero_into)
+                    tf = dxpad.reshape(-1) if padded else dx[n].reshape(-1)
+                    if not padded:
+                        _zero(tf)
+                    _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, tf, base_i, panels_s, zk)
+                    if proj_add:  # the projection's input gradient, into the same pixels' sums
+                        _panel_gemm_scatter(proj_dy[n].reshape(-1), proj_q, P, proj_co, proj_wt, tf, proj_cu,
+                                            proj_panels, proj_zk)
+                    if padded:
                         _crop_zero_into(dxpad, dx[n], pt, pl, dx_add[n] if add_dx else dx[n], add_dx)
                         added = True
-                    else:
-                        _zero(dx[n].reshape(-1))
-                        _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, dx[n].reshape(-1), base_i,
-                                            panels_s, zk)
                     xdone = True
             if xdone:
                 pass
@@ -579,7 +582,7 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
                     cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair,
                     dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add,
-                    pre, pre_scale, pre_shift):
+                    pre, pre_scale, pre_shift, proj=None):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -609,6 +612,13 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
 
     ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
 
+    ``proj`` (extended variant, with ``scat``): (dy2, q, co, wt2, cu, panels, zeros), a 1x1 convolution of the same
+    input with the same stride and output grid (a residual block's projection) whose input gradient is added into
+    each sample's dx as it is made, by one more scatter GEMM into the same buffer (:func:`_panel_gemm_scatter`):
+    its gradient dy2 (N, P, Cout2), its plan's ``qbase_i`` and ``co_u``, its W^T (Cout2, Cin), ``cu`` the offset of
+    each output position's input pixel in this layer's (padded) input gradient, its ``panels_s``, and zeros as wide
+    as wt2. The projection then writes no input gradient of its own, and nothing reads one back.
+
     ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
     gradient; dx is the gradient of the transformed input.
 
@@ -630,12 +640,16 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
          doff_u, dtap_lo, dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
          parts, cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair,
          dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre,
-         pre_scale, pre_shift)
+         pre_scale, pre_shift, *(_NO_PROJ if proj is None else (True,) + tuple(proj)))
     dw = dw2_parts if pair or tdw else dw_parts
     for p in range(1, parts):  # the parts' partial sums into part 0, in part order
         np.add(dw[0], dw[p], out=dw[0])
         np.add(db_parts[0], db_parts[p], out=db_parts[0])
 
+
+#: the ``proj`` arguments of :func:`conv2d_backward` when there is no projection (same types, no second compile)
+_NO_PROJ = (False, np.zeros((1, 1, 1), np.float32), np.zeros(1, np.int64), np.zeros(1, np.uint64),
+            np.zeros((1, 8), np.float32), np.zeros(1, np.int64), np.zeros((1, 3), np.int64), np.zeros(8, np.float32))
 
 _launch_forward = _make_launcher("_launch_forward")
 _launch_backward = _make_launcher("_launch_backward")

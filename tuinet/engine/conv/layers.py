@@ -166,6 +166,7 @@ class Conv2D(Layer):
         # and the input gradient: the same convolution of dy with the flipped kernel (padded by 2 - the padding)
         self._wino_dx = WinogradPlan.build(self.output_shape, self.input_shape) if use else None
         self.bn_sums = None  # a BatchNorm's backward sums gathered by the last backward pass (see backward)
+        self._proj_cu: tuple | None = None  # a projection's offsets in the input gradient (see _projection_args)
         self._wz: np.ndarray | None = None  # the Winograd weight gradient's per-thread sums
         return self.output_shape
 
@@ -271,19 +272,53 @@ class Conv2D(Layer):
                        plan.pbase_i, plan.poff_u, plan.panels_pair, stats, self.stats.fold if stats else 1, st[0],
                        st[1], st[2], self._pre is not None, pre[0], pre[1])
 
-    def backward(self, dy, need_dx=True, dx_add=None, bn=None):
+    def takes_projection(self, proj: "Conv2D") -> bool:
+        """True when :meth:`backward` can add the input gradient of ``proj`` (``proj=``): a built 1x1 convolution
+        without padding of the same input, with this layer's stride and output grid, where this layer's input
+        gradient is a scatter GEMM (a strided convolution whose kernel rows are whole panels) and ``proj``'s is one
+        too (a residual block's projection beside its first convolution)."""
+        mine, theirs = self._plan, proj._plan
+        return (self._wino is None and mine.dx_gemm and mine.scat and theirs.scat
+                and tuple(proj.kernel_size) == (1, 1) and theirs.pt + theirs.pb + theirs.pl + theirs.pr == 0
+                and tuple(proj.stride) == tuple(self.stride)
+                and tuple(proj.input_shape) == tuple(self.input_shape)
+                and tuple(proj.output_shape[:2]) == tuple(self.output_shape[:2]))
+
+    def _projection_args(self, proj: "Conv2D", dy2: np.ndarray) -> tuple:
+        """The ``proj`` arguments of :func:`conv2d_backward` for :meth:`takes_projection`'s ``proj`` and its output's
+        gradient ``dy2``; fills ``proj``'s W^T."""
+        plan, theirs = self._plan, proj._plan
+        k = proj._wk.shape[0]
+        proj._wt[:, :k] = proj.params[0].reshape(k, proj.filters).T
+        key = (id(proj), plan.pt, plan.pl)
+        if self._proj_cu is None or self._proj_cu[0] != key:
+            wp = self.input_shape[1] + plan.pl + plan.pr
+            cu = plan.base_u.astype(np.int64) + (plan.pt * wp + plan.pl) * self.input_shape[2]
+            self._proj_cu = (key, cu, np.zeros(proj._wt.shape[1], np.float32))
+        _, cu, zk = self._proj_cu
+        n = dy2.shape[0]
+        return (np.ascontiguousarray(dy2, np.float32).reshape(n, -1, proj.filters), theirs.qbase_i, theirs.co_u,
+                proj._wt, cu, theirs.panels_s, zk)
+
+    def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
         sample while it is still in cache (a residual block's skip-path gradient), instead of in a pass after.
 
         ``bn``: the BatchNorm + ReLU (mode 1: the mask from its input) whose output is this layer's input. Where the
         input gradient is computed by Winograd, the sums of that BatchNorm's backward pass are gathered while each
         sample's gradient is in cache, and ``self.bn_sums`` holds them for its :meth:`BatchNorm.backward_act`
-        (``sums``); else ``self.bn_sums`` is None."""
+        (``sums``); else ``self.bn_sums`` is None.
+
+        ``proj``: ``(layer, its output's gradient)`` for a ``layer`` that :meth:`takes_projection`; its input
+        gradient is added into this layer's, sample by sample as each is made (its own backward pass is then run
+        with ``need_dx=False``: one write and one read of a full-size input gradient fewer). Needs ``need_dx``."""
         n = dy.shape[0]
         oh, ow, cout = self.output_shape
         self.bn_sums = None
+        if proj is not None and not (need_dx and self.takes_projection(proj[0])):
+            raise ValueError(f"{self.describe()} cannot add the input gradient of {proj[0].describe()}")
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
-                                  need_dx, dx_add, bn=bn)
+                                  need_dx, dx_add, bn=bn, proj=proj)
 
     def backward_fused(self, dy, pool: "MaxPool2D", relu: ReLU | None = None, need_dx=True):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output, or of the ReLU's
@@ -294,7 +329,7 @@ class Conv2D(Layer):
                                   need_dx, pool_relu=relu is not None, pool_y=pool_y)
 
     def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None,
-                      bn=None):
+                      bn=None, proj=None):
         x = self._x
         if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
             return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn)
@@ -322,7 +357,8 @@ class Conv2D(Layer):
             dx = np.empty_like(x)
         else:
             dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
-        ext = self.kernel_ext or plan.tdw or (plan.scat and need_dx) or self._pre is not None or dx_add is not None
+        ext = (self.kernel_ext or plan.tdw or (plan.scat and need_dx) or self._pre is not None or dx_add is not None
+               or proj is not None)
         conv2d_backward(ext, x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i,
                         plan.off_u, plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out,
                         plan.panels_in, ow, self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr,
@@ -334,7 +370,8 @@ class Conv2D(Layer):
                         plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u,
                         need_dx and dx_add is not None,
                         _NO_DX if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape),
-                        self._pre is not None, *(self._pre if self._pre is not None else _NO_PRE))
+                        self._pre is not None, *(self._pre if self._pre is not None else _NO_PRE),
+                        proj=None if proj is None else self._projection_args(*proj))
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
