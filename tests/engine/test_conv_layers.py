@@ -879,60 +879,76 @@ def test_residual_block_fused_bn_relu_matches_the_layers_one_by_one(shape, filte
         np.testing.assert_allclose(fused, one_by_one, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("with_bn", [False, True])
 @pytest.mark.parametrize("shape,k,padding,filters", [((8, 8, 16), 3, "same", 24), ((7, 7, 16), 3, "same", 16),
                                                    ((9, 9, 32), 1, "valid", 8)])
-def test_a_convolution_adds_a_projections_input_gradient_into_its_own(shape, k, padding, filters):
-    """A strided convolution's backward pass adds the input gradient of a 1x1 projection of the same input (same
-    stride and output grid) as it makes its own, in its padded buffer (3x3 "same": the projection's pixels sit one
-    row and column in where the padding is odd) or straight in dx (1x1 "valid"): the sum of the two layers' own
-    input gradients, bit for bit (the same additions in the same order), and the same weight gradients."""
+def test_a_convolution_makes_a_projections_backward_pass_in_its_own(shape, k, padding, filters, with_bn):
+    """A strided convolution's backward pass makes the backward pass of a 1x1 projection of the same input (same
+    stride and output grid; with a BatchNorm after it, ``with_bn``) as it reads each sample: the projection's input
+    gradient added into its own, in its padded buffer (3x3 "same": the projection's pixels sit one row and column
+    in where the padding is odd) or straight in dx (1x1 "valid"), the projection's (and the BatchNorm's) weight
+    gradients set. The same numbers as the layers' own backward passes, bit for bit (the same additions in the same
+    order)."""
     rng = np.random.default_rng(12)
     conv, proj = Conv2D(filters, k, 2, padding, use_bias=False), Conv2D(32, 1, 2, "valid", use_bias=False)
     conv.build(shape, rng)
     proj.build(shape, rng)
+    bn = BatchNorm()
+    bn.build(proj.output_shape, None)
+    bn.params[0][:] = rng.uniform(0.5, 1.5, 32)
     conv.kernel_ext = proj.kernel_ext = True
     assert conv.takes_projection(proj)
     x = rng.standard_normal((5,) + shape).astype(np.float32)
     dy = rng.standard_normal((5,) + conv.output_shape).astype(np.float32)
     dp = rng.standard_normal((5,) + proj.output_shape).astype(np.float32)
     conv.forward(x, True)
-    proj.forward(x, True)
-    alone = conv.backward(dy, True) + proj.backward(dp, True)
-    grads = [g.copy() for g in conv.grads + proj.grads]
-    proj.backward(dp, False)
-    fused = conv.backward(dy, True, proj=(proj, dp))
+    hp = proj.forward(x, True)
+    if with_bn:
+        bn.forward_act(hp, True)
+    alone = conv.backward(dy, True) + proj.backward(bn.backward(dp, True) if with_bn else dp, True)
+    layers = [conv, proj] + ([bn] if with_bn else [])
+    grads = [g.copy() for layer in layers for g in layer.grads]
+    for layer in layers:
+        for g in layer.grads:
+            g[...] = np.nan
+    fused = conv.backward(dy, True, proj=(proj, dp, bn) if with_bn else (proj, dp))
     np.testing.assert_array_equal(fused, alone)
-    for a, b in zip(conv.grads + proj.grads, grads):
+    for a, b in zip([g for layer in layers for g in layer.grads], grads):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="cannot add the input gradient"):
         conv.backward(dy, False, proj=(proj, dp))
 
 
 def test_which_projections_a_convolution_takes():
-    """Only a 1x1 unpadded convolution of the same input with the same stride and output grid, beside a strided
-    convolution whose input gradient is a scatter GEMM (kernel rows of whole panels: 16 input channels here)."""
+    """Only a 1x1 unpadded convolution without bias of the same input with the same stride and output grid, beside a
+    strided convolution whose input gradient is a scatter GEMM (kernel rows of whole panels: 16 input channels
+    here)."""
     def built(layer, shape=(8, 8, 16)):
         layer.build(shape, np.random.default_rng(0))
         return layer
 
+    def proj(*args, shape=(8, 8, 16), bias=False):
+        return built(Conv2D(*args, use_bias=bias), shape)
+
     conv = built(Conv2D(16, 3, 2, "same"))
-    assert conv.takes_projection(built(Conv2D(32, 1, 2, "valid")))
-    assert not conv.takes_projection(built(Conv2D(32, 1, 1, "valid")))  # another stride and grid
-    assert not conv.takes_projection(built(Conv2D(32, 3, 2, "same")))  # not 1x1
-    assert not conv.takes_projection(built(Conv2D(32, 1, 2, 1)))  # padded
-    assert not conv.takes_projection(built(Conv2D(32, 1, 2, "valid"), (8, 8, 8)))  # another input
-    assert not built(Conv2D(8, 3, 2, "same"), (8, 8, 8)).takes_projection(built(Conv2D(8, 1, 2, "valid"), (8, 8, 8)))
-    assert not built(Conv2D(16, 3, 1, "same")).takes_projection(built(Conv2D(16, 1, 1, "valid")))  # not strided
+    assert conv.takes_projection(proj(32, 1, 2, "valid"))
+    assert not conv.takes_projection(proj(32, 1, 2, "valid", bias=True))
+    assert not conv.takes_projection(proj(32, 1, 1, "valid"))  # another stride and grid
+    assert not conv.takes_projection(proj(32, 3, 2, "same"))  # not 1x1
+    assert not conv.takes_projection(proj(32, 1, 2, 1))  # padded
+    assert not conv.takes_projection(proj(32, 1, 2, "valid", shape=(8, 8, 8)))  # another input
+    assert not built(Conv2D(8, 3, 2, "same"), (8, 8, 8)).takes_projection(proj(8, 1, 2, "valid", shape=(8, 8, 8)))
+    assert not built(Conv2D(16, 3, 1, "same")).takes_projection(proj(16, 1, 1, "valid"))  # not strided
     conv.forward(np.ones((2, 8, 8, 16), np.float32), True)
     with pytest.raises(ValueError, match="cannot add the input gradient"):
-        conv.backward(np.ones((2, 4, 4, 16), np.float32), True, proj=(built(Conv2D(8, 1, 1, "valid")), None))
+        conv.backward(np.ones((2, 4, 4, 16), np.float32), True, proj=(proj(8, 1, 1, "valid"), None))
 
 
 @pytest.mark.parametrize("shape,filters", [((8, 8, 16), 16), ((7, 7, 16), 32)])
-def test_residual_block_projection_input_gradient_is_added_by_conv1(monkeypatch, shape, filters):
-    """A block with a projection whose conv1 takes it: conv1's backward pass adds the projection's input gradient
-    (the projection computes its weight gradient only); the block's gradients are those of the path where the
-    projection writes its own input gradient and conv1 adds it, bit for bit."""
+def test_residual_block_projection_backward_is_made_by_conv1(monkeypatch, shape, filters):
+    """A block with a projection whose conv1 takes it: conv1's backward pass makes the projection's and proj_bn's
+    (neither runs its own); the block's gradients are those of the path where each layer runs its own backward pass
+    and conv1 adds the projection's input gradient, bit for bit."""
     block = ResidualBlock(filters, 2)
     block.build(shape, np.random.default_rng(5))
     s = block.sublayers
@@ -950,7 +966,7 @@ def test_residual_block_projection_input_gradient_is_added_by_conv1(monkeypatch,
     monkeypatch.setattr(Conv2D, "backward", spy)
     block.forward(x, True)
     dx = block.backward(dy, True)
-    assert ("proj", False, False, False) in calls and ("conv1", True, True, False) in calls
+    assert calls == [("conv2", True, False, False), ("conv1", True, True, False)]
     grads = [g.copy() for g in block.grads]
     monkeypatch.setattr(Conv2D, "takes_projection", lambda self, proj: False)
     calls.clear()

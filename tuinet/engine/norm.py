@@ -238,7 +238,7 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, 
 
 @jit(parallel=True)
 def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx, msk, mode, dmask,
-                fold, scale, offset, sums_given):
+                fold, scale, offset, sums_given, mean_w, k, a, b):
     """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x.
 
     With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output, masked here: mode 1 finds where
@@ -248,11 +248,12 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
     of activations are folded as in :func:`bn_train_forward` (``fold`` rows of C channels per row).
     ``sums_given``: ``parts_dy`` and ``parts_dyx`` already hold the first pass's partial sums (one row per part;
     gathered by the layer that wrote dy, see :meth:`BatchNorm.relu_sums_inputs`), so that pass is not made.
+    ``mean_w``, ``k``, ``a``, ``b`` (W float32 each) receive the terms of dx along a folded row (see :func:`_bwd_dx`:
+    dx = k * (dy - a - (x - mean_w) * b), dy masked), so that a later pass can make dx (:func:`_bn_dx_rows`).
     """
     m, W = x.shape
     C = mean.size
     P = min(parts_dy.shape[0], m)
-    mean_w = np.empty(W, np.float32)
     for j in range(W):
         mean_w[j] = mean[j % C]
     if not sums_given:
@@ -261,9 +262,6 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
             parts_dyx[p, :] = 0.0
             _bwd_sums(x, dy, p * m // P, (p + 1) * m // P, mean_w, parts_dy[p], parts_dyx[p], msk, mode, scale,
                       offset)
-    k = np.empty(W, np.float32)
-    a = np.empty(W, np.float32)
-    b = np.empty(W, np.float32)
     inv_m = 1.0 / (m * fold)
     for c in range(C):
         sdy = 0.0
@@ -282,6 +280,18 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
         for p in prange(P):
             _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean_w, k, a, b, msk, mode, dmask, need_dx, dx, scale,
                     offset)
+
+
+@jit()
+def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out):
+    """Rows lo..hi of a BatchNorm's input gradient without a ReLU (mode 0 of :func:`_bwd_dx`) into the rows of
+    ``out`` ((hi - lo, W)): for a layer that uses it as it is made (the terms from :meth:`BatchNorm.backward_terms`)."""
+    for i in range(lo, hi):
+        r = x[i]
+        g = dy[i]
+        o = out[i - lo]
+        for c in range(o.size):
+            o[c] = k[c] * (g[c] - a[c] - (r[c] - mean_w[c]) * b[c])
 
 
 #: the kernels' rows are at least this many floats wide when the activations allow (see fold_factor)
@@ -399,6 +409,7 @@ class BatchNorm(Layer):
         self._scale = np.zeros(0, np.float32)  # the last training pass's y = x * scale + offset, folded
         self._offset = np.zeros(0, np.float32)
         self._fold = 1
+        self._terms: tuple[np.ndarray, ...] | None = None  # mean_w, k, a, b of the last backward pass
         self.output_shape = self.input_shape
         return self.output_shape
 
@@ -541,8 +552,25 @@ class BatchNorm(Layer):
             raise ValueError("partial sums are gathered for BatchNorm + ReLU without a skip input only")
         pdy, pdyx = self._partials(dy2.shape[1]) if sums is None else sums
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
-                    pdy, pdyx, need_dx, msk, mode, masked, self._fold, self._scale, self._offset, sums is not None)
+                    pdy, pdyx, need_dx, msk, mode, masked, self._fold, self._scale, self._offset, sums is not None,
+                    *self._dx_terms(dy2.shape[1]))
         return (dx.reshape(dy.shape) if need_dx else None), (masked.reshape(dy.shape) if mode == 2 else None)
+
+    def _dx_terms(self, width: int) -> tuple[np.ndarray, ...]:
+        if self._terms is None or self._terms[0].shape[0] != width:
+            self._terms = tuple(np.empty(width, np.float32) for _ in range(4))
+        return self._terms
+
+    def backward_terms(self, dy) -> tuple[np.ndarray, ...]:
+        """The backward pass without a ReLU (:meth:`backward`) up to its input gradient: dgamma and dbeta are set,
+        and the input gradient is left to the caller, which makes it where it uses it (:func:`_bn_dx_rows`). Returns
+        (dy and x folded as the kernels see them (rows of ``fold`` * C values), mean_w, k, a, b along such a row)."""
+        dy2 = np.ascontiguousarray(dy, np.float32).reshape(self._x.shape)
+        pdy, pdyx = self._partials(dy2.shape[1])
+        terms = self._dx_terms(dy2.shape[1])
+        bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dy2, pdy,
+                    pdyx, False, _NO_MASK, 0, dy2, self._fold, self._scale, self._offset, False, *terms)
+        return (dy2, self._x) + terms
 
     def config(self):
         return {"type": "BatchNorm", "momentum": self.momentum, "eps": self.eps}

@@ -131,12 +131,11 @@ class ResidualBlock(Layer):
         h = s["conv2"].backward(h, True, bn=s["bn1"])
         h, _ = s["bn1"].backward_act(h, None, True, relu=True, sums=s["conv2"].bn_sums)
         if self.has_projection:
-            dp = s["proj_bn"].backward(d, True)
             if need_dx and s["conv1"].takes_projection(s["proj"]):
-                # the projection's input gradient added by conv1's backward pass as it makes its own (in cache)
-                s["proj"].backward(dp, False)
-                return s["conv1"].backward(h, True, proj=(s["proj"], dp))
-            dskip = s["proj"].backward(dp, need_dx)
+                # the projection's and proj_bn's backward passes made by conv1's, sample by sample as it reads the
+                # same input: their input gradients are never written
+                return s["conv1"].backward(h, True, proj=(s["proj"], d, s["proj_bn"]))
+            dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
         else:
             dskip = d
         # the two paths' input gradients summed sample by sample inside conv1's backward pass, while in cache

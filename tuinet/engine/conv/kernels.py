@@ -20,7 +20,7 @@ from numba import prange
 from tuinet.engine.conv.codegen import _MK_ROWS, LANES, ROWS48, conv_jit
 from tuinet.engine.conv.microkernels import _colsum8, tile_kernel
 from tuinet.engine.kernels import F0, _relu_bwd, _relu_fwd, jit
-from tuinet.engine.norm import _col_sums
+from tuinet.engine.norm import _bn_dx_rows, _col_sums
 from tuinet.engine.parts import PartKernel
 from tuinet.engine.parts import make_launcher as _make_launcher
 from tuinet.engine.parts import run_parts as _run
@@ -473,7 +473,8 @@ def _make_conv2d_backward_part(EXT):
          panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts, cout, pooled, pool_dy,
          pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
          panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift,
-         proj_add, proj_dy, proj_q, proj_co, proj_wt, proj_cu, proj_panels, proj_zk) = a
+         proj_add, proj_dy, proj_rows, proj_bn, proj_x, proj_mean, proj_k, proj_a, proj_b, proj_q, proj_co, proj_wt,
+         proj_cu, proj_panels, proj_zk, proj_dw, proj_off_i, proj_krows, proj_base_u, proj_panels_w, proj_zc) = a
         N, H, W, C = x.shape
         P = base_u.size
         cp = dw_parts.shape[2]
@@ -494,6 +495,10 @@ def _make_conv2d_backward_part(EXT):
         zk = np.zeros(wt.shape[1], np.float32)
         zc = np.zeros(cin_p, np.float32)
         pbuf = np.empty((P, cout) if pooled else (1, 1), np.float32)
+        gbuf = np.empty((proj_rows, proj_dy.shape[1]) if proj_bn else (1, 1), np.float32)  # a sample's projection dy
+        if EXT:
+            if proj_add:
+                _zero(proj_dw[p].reshape(-1))
         rbuf = np.empty(pool_dy.shape[1] if pooled and pool_relu else 1, np.float32)
         for n in range(p * N // parts, (p + 1) * N // parts):
             if EXT:
@@ -536,9 +541,17 @@ def _make_conv2d_backward_part(EXT):
                     if not padded:
                         _zero(tf)
                     _panel_gemm_scatter(dyn.reshape(-1), qbase_i, P, co_u, wt, tf, base_i, panels_s, zk)
-                    if proj_add:  # the projection's input gradient, into the same pixels' sums
-                        _panel_gemm_scatter(proj_dy[n].reshape(-1), proj_q, P, proj_co, proj_wt, tf, proj_cu,
-                                            proj_panels, proj_zk)
+                    if proj_add:  # the projection's gradients: its input's, into the same pixels' sums, and its weights'
+                        lo = n * proj_rows
+                        if proj_bn:  # its BatchNorm's input gradient made here, as it is used
+                            _bn_dx_rows(proj_x, proj_dy, lo, lo + proj_rows, proj_mean, proj_k, proj_a, proj_b, gbuf)
+                            g2 = gbuf
+                        else:
+                            g2 = proj_dy[lo:lo + proj_rows]
+                        _panel_gemm_scatter(g2.reshape(-1), proj_q, P, proj_co, proj_wt, tf, proj_cu, proj_panels,
+                                            proj_zk)
+                        _panel_gemm(xf, proj_off_i, proj_krows, proj_base_u, g2.reshape((P, proj_zc.size)),
+                                    proj_dw[p], proj_zc, yes, proj_panels_w)
                     if padded:
                         _crop_zero_into(dxpad, dx[n], pt, pl, dx_add[n] if add_dx else dx[n], add_dx)
                         added = True
@@ -612,12 +625,19 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
 
     ``add_dx``: dx_add (x's shape) is added into each sample's dx right after it is computed (in cache).
 
-    ``proj`` (extended variant, with ``scat``): (dy2, q, co, wt2, cu, panels, zeros), a 1x1 convolution of the same
-    input with the same stride and output grid (a residual block's projection) whose input gradient is added into
-    each sample's dx as it is made, by one more scatter GEMM into the same buffer (:func:`_panel_gemm_scatter`):
-    its gradient dy2 (N, P, Cout2), its plan's ``qbase_i`` and ``co_u``, its W^T (Cout2, Cin), ``cu`` the offset of
-    each output position's input pixel in this layer's (padded) input gradient, its ``panels_s``, and zeros as wide
-    as wt2. The projection then writes no input gradient of its own, and nothing reads one back.
+    ``proj`` (extended variant, with ``scat``): the backward pass of a 1x1 convolution without bias of the same input
+    with the same stride and output grid (a residual block's projection), made sample by sample in this pass while
+    the sample's input is in cache: its input gradient added into the sample's dx by one more scatter GEMM into the
+    same buffer (:func:`_panel_gemm_scatter`), its weight gradient's partial sums by one more GEMM over the same
+    input. ``proj`` = (dy2, rows, bn, x2, mean_w, k, a, b, q, co, wt2, cu, panels, zeros, dw2_parts, off_i, krows,
+    base_u, panels_w, zeros2): its output's gradient dy2 as (N * rows, W) (rows per sample); with ``bn``, dy2 is the
+    gradient of a BatchNorm's output whose input is x2 (folded alike) and whose input gradient (the projection's
+    output gradient) is made per sample from the terms mean_w, k, a, b (:func:`~tuinet.engine.norm._bn_dx_rows`);
+    then the projection's plan's ``qbase_i`` and ``co_u``, its W^T (Cout2, Cin), ``cu`` the offset of each output
+    position's input pixel in this layer's (padded) input, its ``panels_s``, zeros as wide as wt2, its weight
+    gradient's (parts, Kpad, Cout2) partial sums (the totals end up in dw2_parts[0]), its plan's ``off_i``, Cin, the
+    positions ``cu`` as unsigned offsets, its ``panels_out`` and Cout2 zeros. The projection's own backward pass is
+    then not run: its input gradient is never written, nor its BatchNorm's.
 
     ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
     gradient; dx is the gradient of the transformed input.
@@ -645,11 +665,16 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     for p in range(1, parts):  # the parts' partial sums into part 0, in part order
         np.add(dw[0], dw[p], out=dw[0])
         np.add(db_parts[0], db_parts[p], out=db_parts[0])
+        if proj is not None:
+            np.add(proj[14][0], proj[14][p], out=proj[14][0])
 
 
 #: the ``proj`` arguments of :func:`conv2d_backward` when there is no projection (same types, no second compile)
-_NO_PROJ = (False, np.zeros((1, 1, 1), np.float32), np.zeros(1, np.int64), np.zeros(1, np.uint64),
-            np.zeros((1, 8), np.float32), np.zeros(1, np.int64), np.zeros((1, 3), np.int64), np.zeros(8, np.float32))
+_NO_PROJ = (False, np.zeros((1, 8), np.float32), 1, False, np.zeros((1, 8), np.float32)) + tuple(
+    np.zeros(8, np.float32) for _ in range(4)) + (
+    np.zeros(1, np.int64), np.zeros(1, np.uint64), np.zeros((1, 8), np.float32), np.zeros(1, np.int64),
+    np.zeros((1, 3), np.int64), np.zeros(8, np.float32), np.zeros((1, 1, 8), np.float32), np.zeros(1, np.int64), 1,
+    np.zeros(1, np.uint64), np.zeros((1, 2), np.int64), np.zeros(8, np.float32))
 
 _launch_forward = _make_launcher("_launch_forward")
 _launch_backward = _make_launcher("_launch_backward")

@@ -273,32 +273,46 @@ class Conv2D(Layer):
                        st[1], st[2], self._pre is not None, pre[0], pre[1])
 
     def takes_projection(self, proj: "Conv2D") -> bool:
-        """True when :meth:`backward` can add the input gradient of ``proj`` (``proj=``): a built 1x1 convolution
-        without padding of the same input, with this layer's stride and output grid, where this layer's input
-        gradient is a scatter GEMM (a strided convolution whose kernel rows are whole panels) and ``proj``'s is one
-        too (a residual block's projection beside its first convolution)."""
+        """True when :meth:`backward` can make the backward pass of ``proj`` (``proj=``) in its own: a built 1x1
+        convolution without padding or bias of the same input, with this layer's stride and output grid, beside this
+        strided convolution whose input is not transformed and whose input gradient is a scatter GEMM (kernel rows of
+        whole panels), ``proj``'s too, its weight gradient a plain one (a residual block's projection beside its
+        first convolution)."""
         mine, theirs = self._plan, proj._plan
-        return (self._wino is None and mine.dx_gemm and mine.scat and theirs.scat
+        return (self._wino is None and self._pre is None and mine.dx_gemm and mine.scat and theirs.scat
+                and theirs.direct and not (theirs.pair or theirs.tdw or proj.use_bias)
                 and tuple(proj.kernel_size) == (1, 1) and theirs.pt + theirs.pb + theirs.pl + theirs.pr == 0
                 and tuple(proj.stride) == tuple(self.stride)
                 and tuple(proj.input_shape) == tuple(self.input_shape)
                 and tuple(proj.output_shape[:2]) == tuple(self.output_shape[:2]))
 
-    def _projection_args(self, proj: "Conv2D", dy2: np.ndarray) -> tuple:
+    def _projection_args(self, proj: "Conv2D", dy2: np.ndarray, bn=None) -> tuple:
         """The ``proj`` arguments of :func:`conv2d_backward` for :meth:`takes_projection`'s ``proj`` and its output's
-        gradient ``dy2``; fills ``proj``'s W^T."""
+        gradient ``dy2`` (or with ``bn``, the gradient of that BatchNorm's output, the BatchNorm's own input
+        gradient made by the kernel, where its folded rows split into whole samples); fills ``proj``'s W^T."""
         plan, theirs = self._plan, proj._plan
         k = proj._wk.shape[0]
         proj._wt[:, :k] = proj.params[0].reshape(k, proj.filters).T
+        proj._partial_buffers()
         key = (id(proj), plan.pt, plan.pl)
         if self._proj_cu is None or self._proj_cu[0] != key:
             wp = self.input_shape[1] + plan.pl + plan.pr
             cu = plan.base_u.astype(np.int64) + (plan.pt * wp + plan.pl) * self.input_shape[2]
-            self._proj_cu = (key, cu, np.zeros(proj._wt.shape[1], np.float32))
-        _, cu, zk = self._proj_cu
+            self._proj_cu = (key, cu, cu.astype(np.uint64), np.zeros(proj._wt.shape[1], np.float32),
+                             np.zeros(proj.filters, np.float32))
+        _, cu, cu_u, zk, zc = self._proj_cu
         n = dy2.shape[0]
-        return (np.ascontiguousarray(dy2, np.float32).reshape(n, -1, proj.filters), theirs.qbase_i, theirs.co_u,
-                proj._wt, cu, theirs.panels_s, zk)
+        positions = self.output_shape[0] * self.output_shape[1]
+        if bn is not None and positions % bn._fold == 0:
+            g, x2, *terms = bn.backward_terms(dy2)
+            head = (g, positions // bn._fold, True, x2, *terms)
+        else:
+            if bn is not None:
+                dy2 = bn.backward(dy2, True)
+            g = np.ascontiguousarray(dy2, np.float32).reshape(n * positions, proj.filters)
+            head = (g, positions, False, g, zc, zc, zc, zc)
+        return head + (theirs.qbase_i, theirs.co_u, proj._wt, cu, theirs.panels_s, zk, proj._parts[0], theirs.off_i,
+                       int(theirs.off_u.size), cu_u, theirs.panels_out, zc)
 
     def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
@@ -309,9 +323,11 @@ class Conv2D(Layer):
         sample's gradient is in cache, and ``self.bn_sums`` holds them for its :meth:`BatchNorm.backward_act`
         (``sums``); else ``self.bn_sums`` is None.
 
-        ``proj``: ``(layer, its output's gradient)`` for a ``layer`` that :meth:`takes_projection`; its input
-        gradient is added into this layer's, sample by sample as each is made (its own backward pass is then run
-        with ``need_dx=False``: one write and one read of a full-size input gradient fewer). Needs ``need_dx``."""
+        ``proj``: ``(layer, its output's gradient)`` or ``(layer, dy2, bn)``, ``dy2`` the gradient of the output of
+        ``bn``, a BatchNorm after ``layer``, for a ``layer`` that :meth:`takes_projection`: its backward pass (and
+        ``bn``'s) made in this one, sample by sample while each sample's input is in cache: its weight gradient set,
+        its input gradient added into this layer's (never written), ``bn``'s gradients set and its input gradient
+        made per sample as it is used. ``layer.backward`` (and ``bn``'s) must then not be run. Needs ``need_dx``."""
         n = dy.shape[0]
         oh, ow, cout = self.output_shape
         self.bn_sums = None
@@ -328,12 +344,8 @@ class Conv2D(Layer):
         return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool.argmax.reshape(n, -1),
                                   need_dx, pool_relu=relu is not None, pool_y=pool_y)
 
-    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None,
-                      bn=None, proj=None):
-        x = self._x
-        if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
-            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn)
-        oh, ow, cout = self.output_shape
+    def _partial_buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The backward pass's per-thread partial sums: dW (or nothing), db, and dW^T or the paired dW (or nothing)."""
         plan = self._plan
         p = _threads()
         if self._parts is None or self._parts[0].shape[0] != p:
@@ -345,7 +357,17 @@ class Conv2D(Layer):
                 two = (1, 1, 8)
             self._parts = (np.empty((p, plan.off_i.size if not (plan.pair or plan.tdw) else 1, plan.cp), np.float32),
                            np.empty((p, plan.cp), np.float32), np.empty(two, np.float32))
-        dw_parts, db_parts, dw2_parts = self._parts
+        return self._parts
+
+    def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None,
+                      bn=None, proj=None):
+        x = self._x
+        if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
+            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn)
+        oh, ow, cout = self.output_shape
+        plan = self._plan
+        p = _threads()
+        dw_parts, db_parts, dw2_parts = self._partial_buffers()
         k = self._wk.shape[0]
         kh, kw = self.kernel_size
         if need_dx and plan.dx_gemm:  # W^T: (Cout, KH*KW*Cin)
@@ -359,6 +381,7 @@ class Conv2D(Layer):
             dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
         ext = (self.kernel_ext or plan.tdw or (plan.scat and need_dx) or self._pre is not None or dx_add is not None
                or proj is not None)
+        proj_args = None if proj is None else self._projection_args(*proj)
         conv2d_backward(ext, x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i,
                         plan.off_u, plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out,
                         plan.panels_in, ow, self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr,
@@ -371,7 +394,7 @@ class Conv2D(Layer):
                         need_dx and dx_add is not None,
                         _NO_DX if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape),
                         self._pre is not None, *(self._pre if self._pre is not None else _NO_PRE),
-                        proj=None if proj is None else self._projection_args(*proj))
+                        proj=None if proj is None else proj_args)
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
@@ -381,6 +404,9 @@ class Conv2D(Layer):
             self.grads[0][...] = dw_parts[0, :k, :cout].reshape(self.grads[0].shape)
         if self.use_bias:
             self.grads[1][...] = db_parts[0, :cout]
+        if proj is not None:  # (the projection's partial sums were added into its part 0)
+            layer = proj[0]
+            layer.grads[0][...] = layer._parts[0][0, :layer._wk.shape[0], :layer.filters].reshape(layer.grads[0].shape)
         return dx if need_dx else None
 
     def _winograd_backward(self, dy, need_dx, dx_add, bn=None):
