@@ -919,6 +919,34 @@ def test_a_convolution_makes_a_projections_backward_pass_in_its_own(shape, k, pa
         conv.backward(dy, False, proj=(proj, dp))
 
 
+@pytest.mark.parametrize("shape,k,padding,filters", [((8, 8, 16), 3, "same", 24), ((7, 7, 16), 3, "same", 16),
+                                                   ((9, 9, 32), 1, "valid", 8)])
+def test_a_convolution_computes_a_projection_in_its_forward_pass(shape, k, padding, filters):
+    """The projection's output and its output statistics computed in the convolution's pass from the same (padded)
+    input: the projection's own forward pass's, bit for bit; training only, and not with an input transform."""
+    rng = np.random.default_rng(13)
+    conv, proj = Conv2D(filters, k, 2, padding, use_bias=False), Conv2D(32, 1, 2, "valid", use_bias=False)
+    conv.build(shape, rng)
+    proj.build(shape, rng)
+    conv.kernel_ext = proj.kernel_ext = True
+    x = rng.standard_normal((5,) + shape).astype(np.float32)
+    y_alone, hp_alone = conv.forward(x, True, stats=True), proj.forward(x, True, stats=True)
+    stats = [np.copy(getattr(proj.stats, f)) for f in ("sums", "sqs", "shifts", "counts")] + [proj.stats.fold]
+    proj.stats = proj._x = None
+    y, hp = conv.forward(x, True, stats=True, proj=proj)
+    np.testing.assert_array_equal(y, y_alone)
+    np.testing.assert_array_equal(hp, hp_alone)
+    assert proj._x is x and proj.stats is not None and proj.stats.fold == stats[-1]
+    for name, want in zip(("sums", "sqs", "shifts", "counts"), stats):
+        np.testing.assert_array_equal(getattr(proj.stats, name), want, err_msg=name)
+    _, hp = conv.forward(x, True, proj=proj)  # without statistics
+    np.testing.assert_array_equal(hp, hp_alone)
+    assert proj.stats is None
+    for kwargs in ({"training": False}, {"training": True, "pre": (np.ones(shape[2]), np.zeros(shape[2]))}):
+        with pytest.raises(ValueError, match="cannot compute"):
+            conv.forward(x, proj=proj, **kwargs)
+
+
 def test_which_projections_a_convolution_takes():
     """Only a 1x1 unpadded convolution without bias of the same input with the same stride and output grid, beside a
     strided convolution whose input gradient is a scatter GEMM (kernel rows of whole panels: 16 input channels
@@ -964,13 +992,24 @@ def test_residual_block_projection_backward_is_made_by_conv1(monkeypatch, shape,
         return backward(self, d, need_dx, dx_add, bn, proj)
 
     monkeypatch.setattr(Conv2D, "backward", spy)
-    block.forward(x, True)
+    forward = Conv2D.forward
+    monkeypatch.setattr(Conv2D, "forward", lambda self, *a, **k: calls.append((self.name, "forward", k.get("proj")))
+                        or forward(self, *a, **k))
+    before = [b.copy() for b in block.buffers.values()]
+    y = block.forward(x, True)
+    assert [c[0] for c in calls] == ["conv1", "conv2"] and calls[0][2] is s["proj"]
+    running = [b.copy() for b in block.buffers.values()]
+    calls.clear()
     dx = block.backward(dy, True)
     assert calls == [("conv2", True, False, False), ("conv1", True, True, False)]
     grads = [g.copy() for g in block.grads]
     monkeypatch.setattr(Conv2D, "takes_projection", lambda self, proj: False)
+    for b, r in zip(block.buffers.values(), before):  # the same forward pass from the same running statistics
+        b[...] = r
+    np.testing.assert_array_equal(block.forward(x, True), y)
+    for b, r in zip(block.buffers.values(), running):
+        np.testing.assert_array_equal(b, r)
     calls.clear()
-    block.forward(x, True)
     np.testing.assert_array_equal(block.backward(dy, True), dx)
     assert ("proj", True, False, False) in calls and ("conv1", True, False, True) in calls
     for name, a, b in zip(block.param_names, block.grads, grads):

@@ -112,11 +112,16 @@ class ResidualBlock(Layer):
         # Training: each convolution gathers its BatchNorm's batch statistics while its output is in cache, and
         # bn1 + relu1 are applied by conv2 as it copies each sample into its padded buffer, so their output is
         # never written (conv2 keeps conv1's output and the transform; bn1's backward pass needs only that)
-        h1 = s["conv1"].forward(x, True, stats=True)
+        hp = None
+        if self.has_projection and s["conv1"].takes_projection(s["proj"]):  # the projection in conv1's pass
+            h1, hp = s["conv1"].forward(x, True, stats=True, proj=s["proj"])
+        else:
+            h1 = s["conv1"].forward(x, True, stats=True)
         s["bn1"].forward_act(h1, True, relu=True, stats=s["conv1"].stats, store=False)
         h = s["conv2"].forward(h1, True, stats=True, pre=s["bn1"].channel_transform())
         if self.has_projection:  # proj_bn's output is not stored either: bn2 normalizes hp as it adds it
-            hp = s["proj"].forward(x, True, stats=True)
+            if hp is None:
+                hp = s["proj"].forward(x, True, stats=True)
             s["proj_bn"].forward_act(hp, True, stats=s["proj"].stats, store=False)
             y = s["bn2"].forward_act(h, True, relu=True, skip=hp, stats=s["conv2"].stats, skip_bn=s["proj_bn"])
         else:

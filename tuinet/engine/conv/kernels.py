@@ -302,7 +302,8 @@ def _make_conv2d_forward_part(EXT):
         """Part ``p`` of ``parts`` of :func:`conv2d_forward` (samples p*N//parts to (p+1)*N//parts), serial."""
         (x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled, pool_out, pool_arg,
          pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair, stats, st_fold, st_shift, st_sum,
-         st_sq, pre, pre_scale, pre_shift) = a
+         st_sq, pre, pre_scale, pre_shift, proj_on, proj_out, proj_base_i, proj_off_u, proj_wk, proj_bp, proj_panels,
+         proj_stats, proj_fold, proj_shift, proj_sum, proj_sq) = a
         N, H, W, C = x.shape
         P = OH * OW
         cp = wk.shape[1]
@@ -346,6 +347,12 @@ def _make_conv2d_forward_part(EXT):
                     if stats:
                         _out_stats(out[n].reshape((P // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
                                    st_sq[p])
+                    if proj_on:  # the projection of the same input, while it is in cache
+                        po = proj_out[n]
+                        _panel_gemm(xf, proj_base_i, P, proj_off_u, proj_wk, po, proj_bp, no, proj_panels)
+                        if proj_stats:
+                            _out_stats(po.reshape((P // proj_fold, proj_fold * po.shape[1])), n == n0, proj_shift[p],
+                                       proj_sum[p], proj_sq[p])
             else:
                 _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
                 _copy_cols(ybuf, out[n])
@@ -362,7 +369,7 @@ conv2d_forward_ext_part = _make_conv2d_forward_part(True)
 
 def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH, OW, cout, pooled,
                    pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u, panels_pair,
-                   stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift):
+                   stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift, proj=None):
     """Convolution of a NHWC batch x (N, H, W, C) into out (N, P, Cout), P = OH*OW.
 
     wk (K, Cp): weights as a (KH*KW*Cin, Cout padded to 8) matrix; bp (Cp,) the padded bias; base_i (>= P):
@@ -370,6 +377,13 @@ def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, d
     off_u (K,): flat offset of each tap (kh, kw, ci) within a window; panels: column panels of wk. ``direct``:
     the GEMM's columns are out[n]'s channels (Cp == Cout), so the tiles are written in
     place; otherwise into a per-thread buffer copied out afterwards.
+
+    ``proj`` (extended variant, ``direct``, not pooled): (out2, base2, off2, wk2, bp2, panels2, stats2, fold2,
+    shift2, sum2, sq2), a 1x1 convolution of the same input with the same output grid (a residual block's
+    projection) computed sample by sample from the same (padded) input while it is in cache: its output out2 (N, P,
+    Cout2), the offset of each output position's input pixel in the padded sample (padded to its tile height),
+    its plan's ``off_u``, its packed weights and bias, its ``panels_out``, and its output statistics as ``stats``,
+    ``st_*`` are this layer's.
 
     ``pooled``: a MaxPool2D (pkh x pkw windows, stride psh x psw) follows, fused: each sample's convolution
     stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
@@ -394,7 +408,14 @@ def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, d
     parts = min(parts, x.shape[0])
     _run(_launch_forward, _FWD[ext], parts, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, direct, parts, OH,
          OW, cout, pooled, pool_out, pool_arg, pool_relu, pkh, pkw, psh, psw, pair, wk2, bp2, pbase_i, poff_u,
-         panels_pair, stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift)
+         panels_pair, stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale, pre_shift,
+         *(_NO_PROJ_FWD if proj is None else (True,) + tuple(proj)))
+
+
+#: the ``proj`` arguments of :func:`conv2d_forward` when there is no projection (same types, no second compile)
+_NO_PROJ_FWD = (False, np.zeros((1, 1, 8), np.float32), np.zeros(1, np.int64), np.zeros(1, np.uint64),
+                np.zeros((1, 8), np.float32), np.zeros(8, np.float32), np.zeros((1, 2), np.int64), False, 1,
+                np.zeros((1, 8), np.float32), np.zeros((1, 8)), np.zeros((1, 8)))
 
 
 @conv_jit()

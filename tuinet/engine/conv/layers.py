@@ -167,6 +167,7 @@ class Conv2D(Layer):
         self._wino_dx = WinogradPlan.build(self.output_shape, self.input_shape) if use else None
         self.bn_sums = None  # a BatchNorm's backward sums gathered by the last backward pass (see backward)
         self._proj_cu: tuple | None = None  # a projection's offsets in the input gradient (see _projection_args)
+        self._proj_fwd: tuple | None = None  # a projection's offsets in the input (see _projection_forward_args)
         self._wz: np.ndarray | None = None  # the Winograd weight gradient's per-thread sums
         return self.output_shape
 
@@ -178,7 +179,7 @@ class Conv2D(Layer):
         self._wk[:, :self.filters] = wm
         return self._wk
 
-    def forward(self, x, training, stats=False, pre=None):
+    def forward(self, x, training, stats=False, pre=None, proj=None):
         """The convolution of x.
 
         ``stats``: also gather a following BatchNorm's statistics of the output, sample by sample while each is in
@@ -186,6 +187,10 @@ class Conv2D(Layer):
         does not allow it). ``pre`` (per-channel ``(scale, shift)``): the layer's input is relu(x * scale + shift),
         a BatchNorm + ReLU whose output is never stored; x is then that BatchNorm's input, and the input
         gradient returned by :meth:`backward` is the gradient of the transformed input.
+
+        ``proj`` (training, no ``pre``): a layer that :meth:`takes_projection`, whose output (with its statistics
+        when ``stats``) is computed in this pass, from each sample's input while it is in cache: returns (this
+        layer's output, ``proj``'s output), and ``proj`` is left as after its own ``forward(x, True, stats)``.
         """
         self._x = x
         n = x.shape[0]
@@ -195,6 +200,22 @@ class Conv2D(Layer):
         if pre is not None:
             w = self.input_shape[1]
             self._pre = (np.tile(np.asarray(pre[0], np.float32), w), np.tile(np.asarray(pre[1], np.float32), w))
+        if proj is not None and not (training and pre is None and self.takes_projection(proj)):
+            raise ValueError(f"{self.describe()} cannot compute {proj.describe()} in its forward pass")
+        self._gather_stats(n, stats)
+        args = None
+        if proj is not None:
+            proj._x, proj._pre = x, None
+            proj._gather_stats(n, stats)
+            args = self._projection_forward_args(proj, n)
+        self._run_forward(x, out, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1), self.stats is not None, proj=args)
+        out = out.reshape((n,) + self.output_shape)
+        return out if proj is None else (out, args[0].reshape((n,) + proj.output_shape))
+
+    def _gather_stats(self, n: int, stats: bool) -> None:
+        """Set :attr:`stats` for a forward pass over ``n`` samples that gathers them (``stats``, where the layout
+        allows it), else None."""
+        oh, ow, cout = self.output_shape
         self.stats = None
         if stats and self._plan.direct and not self._plan.pair:
             parts = min(_threads(), n)
@@ -206,8 +227,21 @@ class Conv2D(Layer):
             counts = np.array([((p + 1) * n // parts - p * n // parts) * (oh * ow // fold) for p in range(parts)],
                               np.float64)
             self.stats = OutputStats(self._st[1][:parts], self._st[2][:parts], self._st[0][:parts], counts, fold)
-        self._run_forward(x, out, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1), self.stats is not None)
-        return out.reshape((n,) + self.output_shape)
+
+    def _projection_forward_args(self, proj: "Conv2D", n: int) -> tuple:
+        """The ``proj`` arguments of :func:`conv2d_forward` (see :meth:`forward`), its output array first."""
+        theirs = proj._plan
+        key = (id(proj), "forward")
+        if self._proj_fwd is None or self._proj_fwd[0] != key:
+            plan = self._plan
+            wp = self.input_shape[1] + plan.pl + plan.pr
+            base = plan.base_u.astype(np.int64) + (plan.pt * wp + plan.pl) * self.input_shape[2]
+            rows = max(theirs.base_i.size, base.size)
+            self._proj_fwd = (key, np.concatenate([base, np.full(rows - base.size, base[-1], np.int64)]))
+        out = np.empty((n, proj.output_shape[0] * proj.output_shape[1], proj.filters), np.float32)
+        st = proj._st if proj.stats is not None else _NO_ST
+        return (out, self._proj_fwd[1], theirs.off_u, proj._packed_weights(), proj._bp, theirs.panels_out,
+                proj.stats is not None, proj.stats.fold if proj.stats is not None else 1, st[0], st[1], st[2])
 
     def can_fuse(self, nxt) -> bool:
         """True when ``nxt`` is a MaxPool2D that :meth:`forward_fused` can compute along with this layer."""
@@ -251,7 +285,8 @@ class Conv2D(Layer):
         self._bp2[cp:] = self._bp
         return self._wk2
 
-    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride, stats=False, pool_relu=False):
+    def _run_forward(self, x, out, pooled, pool_out, pool_arg, pool_size, pool_stride, stats=False, pool_relu=False,
+                     proj=None):
         oh, ow, cout = self.output_shape
         if self.use_bias:
             self._bp[:cout] = self.params[1]
@@ -265,21 +300,22 @@ class Conv2D(Layer):
                              pre[1])
             return
         wk2 = self._paired_weights() if plan.pair and not pooled else self._wk2
-        ext = self.kernel_ext or stats or self._pre is not None
+        ext = self.kernel_ext or stats or self._pre is not None or proj is not None
         conv2d_forward(ext, x, self._packed_weights(), self._bp, out, plan.base_i, plan.off_u, plan.panels_out, plan.pt,
                        plan.pb, plan.pl, plan.pr, plan.direct, _threads(), oh, ow, cout, pooled, pool_out, pool_arg,
                        pool_relu, pool_size[0], pool_size[1], pool_stride[0], pool_stride[1], plan.pair, wk2, self._bp2,
                        plan.pbase_i, plan.poff_u, plan.panels_pair, stats, self.stats.fold if stats else 1, st[0],
-                       st[1], st[2], self._pre is not None, pre[0], pre[1])
+                       st[1], st[2], self._pre is not None, pre[0], pre[1], proj=proj)
 
     def takes_projection(self, proj: "Conv2D") -> bool:
-        """True when :meth:`backward` can make the backward pass of ``proj`` (``proj=``) in its own: a built 1x1
-        convolution without padding or bias of the same input, with this layer's stride and output grid, beside this
-        strided convolution whose input is not transformed and whose input gradient is a scatter GEMM (kernel rows of
-        whole panels), ``proj``'s too, its weight gradient a plain one (a residual block's projection beside its
-        first convolution)."""
+        """True when :meth:`forward` and :meth:`backward` can make the passes of ``proj`` (``proj=``) in their own:
+        a built 1x1 convolution without padding or bias of the same input, with this layer's stride and output grid,
+        beside this strided convolution whose input is not transformed, whose output channels are the GEMM's columns
+        and whose input gradient is a scatter GEMM (kernel rows of whole panels), ``proj``'s too, its weight gradient
+        a plain one (a residual block's projection beside its first convolution)."""
         mine, theirs = self._plan, proj._plan
         return (self._wino is None and self._pre is None and mine.dx_gemm and mine.scat and theirs.scat
+                and mine.direct and not mine.pair
                 and theirs.direct and not (theirs.pair or theirs.tdw or proj.use_bias)
                 and tuple(proj.kernel_size) == (1, 1) and theirs.pt + theirs.pb + theirs.pl + theirs.pr == 0
                 and tuple(proj.stride) == tuple(self.stride)
