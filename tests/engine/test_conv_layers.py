@@ -972,6 +972,36 @@ def test_which_projections_a_convolution_takes():
         conv.backward(np.ones((2, 4, 4, 16), np.float32), True, proj=(proj(8, 1, 1, "valid"), None))
 
 
+def test_identity_block_skip_gradient_is_masked_by_conv1(monkeypatch):
+    """An identity block whose conv1 runs by Winograd: bn2 writes no masked skip gradient, conv1 masks dy as it adds
+    it; the block's gradients are those of the path where bn2 writes it and conv1 adds it, bit for bit."""
+    block = ResidualBlock(16, 1)
+    block.build((8, 8, 16), np.random.default_rng(16))
+    s = block.sublayers
+    rng = np.random.default_rng(17)
+    x, dy = (rng.standard_normal((4, 8, 8, 16)).astype(np.float32) for _ in range(2))
+    seen = []
+    backward_act = BatchNorm.backward_act
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("mask_only", False))
+        return backward_act(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchNorm, "backward_act", spy)
+    block.forward(x, True)
+    dx = block.backward(dy, True)
+    grads = [g.copy() for g in block.grads]
+    assert seen[0] is True
+    monkeypatch.setattr(Conv2D, "takes_masked_add", lambda self: False)
+    seen.clear()
+    block.forward(x, True)
+    np.testing.assert_array_equal(block.backward(dy, True), dx)
+    assert seen[0] is False
+    for name, a, b in zip(block.param_names, block.grads, grads):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert s["conv1"]._wino is not None
+
+
 @pytest.mark.parametrize("shape,filters", [((8, 8, 16), 16), ((7, 7, 16), 32)])
 def test_residual_block_projection_backward_is_made_by_conv1(monkeypatch, shape, filters):
     """A block with a projection whose conv1 takes it: conv1's backward pass makes the projection's and proj_bn's
@@ -1040,6 +1070,51 @@ def test_batchnorm_fused_relu_backward_masks_and_keeps_the_masked_gradient(need_
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-6, atol=1e-6)
     else:
         assert dx is None
+
+
+def test_batchnorm_backward_can_leave_the_skip_gradient_unwritten():
+    """``mask_only``: the input gradient and parameter gradients of the pass that also writes the masked gradient,
+    bit for bit, with the masked gradient not written (its user masks dy with ``skip_mask``); it needs the mask of
+    a forward pass with a skip input and the input gradient."""
+    rng = np.random.default_rng(14)
+    layer = BatchNorm()
+    layer.build((5, 5, 16), None)
+    x, skip, dy = (rng.standard_normal((4, 5, 5, 16)).astype(np.float32) for _ in range(3))
+    y = layer.forward_act(x, True, relu=True, skip=skip)
+    dx, kept = layer.backward_act(dy, y, True, keep_masked=True)
+    grads = [g.copy() for g in layer.grads]
+    dx2, none = layer.backward_act(dy, y, True, keep_masked=True, mask_only=True)
+    assert none is None
+    np.testing.assert_array_equal(dx2, dx)
+    for a, b in zip(layer.grads, grads):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.where(layer.skip_mask().reshape(dy.shape) != 0, dy, np.float32(0)), kept)
+    with pytest.raises(ValueError, match="mask_only"):
+        layer.backward_act(dy, y, False, keep_masked=True, mask_only=True)
+    layer.forward_act(x, True, relu=True)  # no skip input: no mask kept
+    assert layer.skip_mask() is None
+    with pytest.raises(ValueError, match="mask_only"):
+        layer.backward_act(dy, y, True, keep_masked=True, mask_only=True)
+
+
+def test_winograd_input_gradient_masks_the_gradient_it_adds():
+    """A Winograd convolution's backward pass with ``dx_add_mask``: the input gradient with the masked ``dx_add``
+    added, bit for bit; a direct convolution does not take the mask."""
+    rng = np.random.default_rng(15)
+    conv = Conv2D(16, 3, 1, "same", use_bias=False)
+    conv.build((8, 8, 16), rng)
+    assert conv.takes_masked_add()
+    x, add = (rng.standard_normal((3, 8, 8, 16)).astype(np.float32) for _ in range(2))
+    dy = rng.standard_normal((3, 8, 8, 16)).astype(np.float32)
+    mask = (rng.random((3, 8, 8, 16)) > 0.5).astype(np.uint8)
+    conv.forward(x, True)
+    want = conv.backward(dy, True, dx_add=np.where(mask != 0, add, np.float32(0)))
+    np.testing.assert_array_equal(conv.backward(dy, True, dx_add=add, dx_add_mask=mask.reshape(-1, 64)), want)
+    with pytest.raises(ValueError, match="cannot mask"):
+        conv.backward(dy, True, dx_add_mask=mask)
+    direct = Conv2D(16, 3, 2, "same")
+    direct.build((8, 8, 16), rng)
+    assert not direct.takes_masked_add()
 
 
 @pytest.mark.parametrize("shape,batch", [((5, 5, 6), 4), ((7, 7, 16), 3)])

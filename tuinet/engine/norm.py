@@ -210,7 +210,7 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, msk, mode, scale, offset):
 @jit()
 def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, offset):
     """dx over rows lo..hi (need_dx); mode 2 also writes the ReLU-masked dy into ``dmask`` (masks as in
-    :func:`_bwd_sums`)."""
+    :func:`_bwd_sums`; mode 3: mode 2's mask, no ``dmask`` written)."""
     for i in range(lo, hi):
         r = x[i]
         g = dy[i]
@@ -221,6 +221,11 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, 
         elif mode == 1:
             for c in range(o.size):
                 v = g[c] if r[c] * scale[c] + offset[c] > F0 else F0
+                o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+        elif mode == 3:
+            m = msk[i]
+            for c in range(o.size):
+                v = g[c] if m[c] != 0 else F0
                 o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
         elif need_dx:
             m = msk[i]
@@ -244,7 +249,8 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
     With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output, masked here: mode 1 finds where
     that output was positive from x, ``scale`` and ``offset`` (the forward pass's, so the same expression gives
     the same sign; one array less to read in each pass), mode 2 (a skip connection was added) from the forward
-    pass's uint8 mask ``msk``, and also writes the masked gradient into ``dmask``. Unused array arguments can be any arrays of their type. The arrays
+    pass's uint8 mask ``msk``, and also writes the masked gradient into ``dmask`` (mode 3: the same without
+    ``dmask``; needs ``need_dx``). Unused array arguments can be any arrays of their type. The arrays
     of activations are folded as in :func:`bn_train_forward` (``fold`` rows of C channels per row).
     ``sums_given``: ``parts_dy`` and ``parts_dyx`` already hold the first pass's partial sums (one row per part;
     gathered by the layer that wrote dy, see :meth:`BatchNorm.relu_sums_inputs`), so that pass is not made.
@@ -528,7 +534,12 @@ class BatchNorm(Layer):
         sums = (np.empty((parts, w)), np.empty((parts, w)))
         return (True, self._x, np.tile(self._mean, w // self.channels), self._scale, self._offset) + sums
 
-    def backward_act(self, dy, out, need_dx=True, keep_masked=False, relu=None, sums=None):
+    def skip_mask(self) -> np.ndarray | None:
+        """The ReLU's mask (uint8, 1 where the output is positive; folded as the kernels see the activations) kept
+        by the last training forward pass with a skip input, else None."""
+        return self._msk
+
+    def backward_act(self, dy, out, need_dx=True, keep_masked=False, relu=None, sums=None, mask_only=False):
         """Backward through :meth:`forward_act`; ``out`` is its output when a ReLU was fused (None if not).
 
         Returns (dx or None, the ReLU's input gradient when ``keep_masked``, else None): with a skip connection
@@ -536,14 +547,20 @@ class BatchNorm(Layer):
         input, so ``out`` is not read: ``relu=True`` with ``out=None`` is the backward pass of a ReLU-fused
         forward pass that stored no output (``store=False``). ``sums``: the first pass's partial sums, gathered by
         the layer that wrote dy (:meth:`relu_sums_inputs`; mode 1 only), which saves that pass.
+        ``mask_only`` (with ``keep_masked``, ``need_dx``): the skip path's gradient is not written (None is returned
+        for it); its user masks dy with :meth:`skip_mask` as it reads it.
         """
         dy2 = np.ascontiguousarray(dy).reshape(self._x.shape)  # folded as the forward pass folded x
         dx = np.empty_like(dy2)
         if relu is None:
             relu = out is not None
         mode = 0 if not relu else (2 if keep_masked else 1)
+        if mode == 2 and mask_only:
+            if not need_dx or self._msk is None or self._msk.shape != dy2.shape:
+                raise ValueError("mask_only needs the input gradient and the mask of a forward pass with a skip input")
+            mode = 3
         msk = _NO_MASK
-        if mode == 2:  # the mask the forward pass kept, or (a forward pass without the skip) one made from out
+        if mode >= 2:  # the mask the forward pass kept, or (a forward pass without the skip) one made from out
             msk = self._msk
             if msk is None or msk.shape != dy2.shape:
                 msk = (np.ascontiguousarray(out).reshape(dy2.shape) > 0).view(np.uint8)

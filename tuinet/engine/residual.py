@@ -131,7 +131,11 @@ class ResidualBlock(Layer):
 
     def backward(self, dy, need_dx=True):
         s = self.sublayers
-        h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True)
+        # an identity skip's gradient (dy through the final ReLU's mask) is masked by conv1 as it adds it, where it
+        # can, instead of written masked by bn2 and read back
+        masked_add = (not self.has_projection and need_dx and s["conv1"].takes_masked_add()
+                      and s["bn2"].skip_mask() is not None)
+        h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True, mask_only=masked_add)
         # conv2's input gradient is bn1 + relu1's output gradient: conv2 gathers bn1's backward sums as it writes it
         h = s["conv2"].backward(h, True, bn=s["bn1"])
         h, _ = s["bn1"].backward_act(h, None, True, relu=True, sums=s["conv2"].bn_sums)
@@ -141,6 +145,8 @@ class ResidualBlock(Layer):
                 # same input: their input gradients are never written
                 return s["conv1"].backward(h, True, proj=(s["proj"], d, s["proj_bn"]))
             dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
+        elif masked_add:
+            return s["conv1"].backward(h, True, dx_add=dy, dx_add_mask=s["bn2"].skip_mask())
         else:
             dskip = d
         # the two paths' input gradients summed sample by sample inside conv1's backward pass, while in cache

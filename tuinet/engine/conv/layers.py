@@ -350,7 +350,11 @@ class Conv2D(Layer):
         return head + (theirs.qbase_i, theirs.co_u, proj._wt, cu, theirs.panels_s, zk, proj._parts[0], theirs.off_i,
                        int(theirs.off_u.size), cu_u, theirs.panels_out, zc)
 
-    def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None):
+    def takes_masked_add(self) -> bool:
+        """True when :meth:`backward` takes ``dx_add_mask`` (the input gradient by Winograd)."""
+        return self._wino is not None
+
+    def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None, dx_add_mask=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
         sample while it is still in cache (a residual block's skip-path gradient), instead of in a pass after.
 
@@ -363,14 +367,20 @@ class Conv2D(Layer):
         ``bn``, a BatchNorm after ``layer``, for a ``layer`` that :meth:`takes_projection`: its backward pass (and
         ``bn``'s) made in this one, sample by sample while each sample's input is in cache: its weight gradient set,
         its input gradient added into this layer's (never written), ``bn``'s gradients set and its input gradient
-        made per sample as it is used. ``layer.backward`` (and ``bn``'s) must then not be run. Needs ``need_dx``."""
+        made per sample as it is used. ``layer.backward`` (and ``bn``'s) must then not be run. Needs ``need_dx``.
+
+        ``dx_add_mask`` (uint8, as many values as ``dx_add``, where :meth:`takes_masked_add`): ``dx_add`` is added
+        only where the mask is not 0 (``dx_add`` is a ReLU's output gradient, masked as it is added)."""
         n = dy.shape[0]
         oh, ow, cout = self.output_shape
         self.bn_sums = None
         if proj is not None and not (need_dx and self.takes_projection(proj[0])):
             raise ValueError(f"{self.describe()} cannot add the input gradient of {proj[0].describe()}")
+        if dx_add_mask is not None and not (dx_add is not None and self.takes_masked_add()):
+            raise ValueError(f"{self.describe()} cannot mask the gradient it adds")
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
-                                  need_dx, dx_add, bn=bn, proj=proj)
+                                  need_dx, dx_add, bn=bn, proj=proj,
+                                  add_mask=None if dx_add_mask is None else dx_add_mask.reshape(n, -1))
 
     def backward_fused(self, dy, pool: "MaxPool2D", relu: ReLU | None = None, need_dx=True):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output, or of the ReLU's
@@ -396,10 +406,11 @@ class Conv2D(Layer):
         return self._parts
 
     def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None,
-                      bn=None, proj=None):
+                      bn=None, proj=None, add_mask=None):
         x = self._x
         if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
-            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn)
+            return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn,
+                                           add_mask)
         oh, ow, cout = self.output_shape
         plan = self._plan
         p = _threads()
@@ -445,7 +456,7 @@ class Conv2D(Layer):
             layer.grads[0][...] = layer._parts[0][0, :layer._wk.shape[0], :layer.filters].reshape(layer.grads[0].shape)
         return dx if need_dx else None
 
-    def _winograd_backward(self, dy, need_dx, dx_add, bn=None):
+    def _winograd_backward(self, dy, need_dx, dx_add, bn=None, add_mask=None):
         """The backward pass by Winograd: the weight gradient by F(3x3, 4x4), the input gradient by F(4x4, 3x3) (the
         convolution of dy with the flipped kernel, padded by 2 - the forward padding), with ``bn``'s backward sums
         (see :meth:`backward`)."""
@@ -470,7 +481,7 @@ class Conv2D(Layer):
         bsums = bsums if gather else winograd._NO_BSUMS
         winograd_forward(dy, winograd.transform_weights(flipped), dx, self._bp, False, add, dx_add is not None,
                          2 - plan.pt, 2 - plan.pl, self._wino_dx, p, False, 1, _NO_ST[0], _NO_ST[1], _NO_ST[2], False,
-                         _NO_PRE[0], _NO_PRE[1], bsums)
+                         _NO_PRE[0], _NO_PRE[1], bsums, add_mask)
         if gather:
             self.bn_sums = bsums[-2:]
         return dx

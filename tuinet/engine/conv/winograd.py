@@ -356,7 +356,8 @@ def _out_tiles(mf, ms, r0, th, tw, oh, ow, cout, of, edge):
 def winograd_forward_part(p, a):
     """Part ``p`` of ``parts`` of :func:`winograd_forward` (samples p*N//parts to (p+1)*N//parts), serial."""
     (x, U, out, bias, use_bias, add, use_add, pt, pl, th, tw, hp, wp, group, u, v, panels, parts, stats, st_fold,
-     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift, bs, bx, bmean, bscale, boffset, bsum, bsumx, bmsk) = a
+     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift, bs, bx, bmean, bscale, boffset, bsum, bsumx, bmsk,
+     add_masked, add_msk) = a
     N, H, W, C = x.shape
     oh, ow, cout = out.shape[1], out.shape[2], out.shape[3]
     tiles = th * tw
@@ -389,8 +390,13 @@ def winograd_forward_part(p, a):
                         of[i * cout + k] += bias[k]
             if use_add:
                 af = add[n].reshape(-1)
-                for i in range(of.size):
-                    of[i] += af[i]
+                if add_masked:  # where the mask is 0 the gradient added is 0 (a ReLU's)
+                    am = add_msk[n]
+                    for i in range(of.size):
+                        of[i] += af[i] if am[i] != 0 else np.float32(0.0)
+                else:
+                    for i in range(of.size):
+                        of[i] += af[i]
             if stats:
                 _out_stats(out[n].reshape((oh * ow // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
                            st_sq[p])
@@ -408,7 +414,7 @@ _NO_BSUMS = (False, np.zeros((1, 1), np.float32), np.zeros(1, np.float32), np.ze
 
 
 def winograd_forward(x, U, out, bias, use_bias, add, use_add, pt, pl, plan: WinogradPlan, parts, stats, st_fold,
-                     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift, bsums=_NO_BSUMS):
+                     st_shift, st_sum, st_sq, pre, pre_scale, pre_shift, bsums=_NO_BSUMS, add_mask=None):
     """The convolution of the NHWC batch x (N, H, W, Cin) into out (N, OH, OW, Cout) by F(4x4, 3x3).
 
     ``U``: :func:`transform_weights` of the weights; ``bias`` (Cout) added when ``use_bias``, ``add`` (out's
@@ -421,11 +427,14 @@ def winograd_forward(x, U, out, bias, use_bias, add, use_add, pt, pl, plan: Wino
     offset along such a row, and (parts, fold * C) float64 arrays that receive, per part, the sums of its backward
     pass (:func:`tuinet.engine.norm._bwd_sums`, mode 1) over each sample's rows while they are in cache: the pass
     over the whole gradient and x that BatchNorm's backward would make for them.
+
+    ``add_mask`` (uint8, (N, OH * OW * Cout)): ``add`` is added only where it is not 0 (``add`` is the gradient of a
+    ReLU's output, masked here: a gradient nobody else needed masked is never written masked).
     """
     parts = min(parts, x.shape[0])
     _run(_launch_winograd, _WINO, parts, x, U, out, bias, use_bias, add, use_add, pt, pl, plan.th, plan.tw, plan.hp, plan.wp,
          plan.group, plan.u, plan.v, plan.panels, parts, stats, st_fold, st_shift, st_sum, st_sq, pre, pre_scale,
-         pre_shift, *bsums, _NO_MASK)
+         pre_shift, *bsums, _NO_MASK, add_mask is not None, _NO_MASK if add_mask is None else add_mask)
 
 
 # --- the weight gradient ---------------------------------------------------------------------------------------
