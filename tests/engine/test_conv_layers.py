@@ -917,6 +917,20 @@ def test_a_convolution_makes_a_projections_backward_pass_in_its_own(shape, k, pa
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="cannot add the input gradient"):
         conv.backward(dy, False, proj=(proj, dp))
+    if not with_bn:
+        return
+    # dp as a ReLU's output gradient, masked as the kernel reads it, the BatchNorm's sums gathered before
+    mask = (rng.random(dp.shape) > 0.4).astype(np.uint8)
+    masked = np.where(mask != 0, dp, np.float32(0))
+    alone = conv.backward(dy, True) + proj.backward(bn.backward(masked, True), True)
+    grads = [g.copy() for layer in layers for g in layer.grads]
+    bn.backward_terms(masked)  # (its first pass: the sums a skip's BatchNorm gathers for it)
+    sums = tuple(np.copy(a) for a in bn.sums_target()[-2:])
+    np.testing.assert_array_equal(conv.backward(dy, True, proj=(proj, dp, bn, mask, sums)), alone)
+    for a, b in zip([g for layer in layers for g in layer.grads], grads):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="masked projection gradient"):
+        conv.backward(dy, True, proj=(proj, dp, bn, mask, None))
 
 
 @pytest.mark.parametrize("shape,k,padding,filters", [((8, 8, 16), 3, "same", 24), ((7, 7, 16), 3, "same", 16),
@@ -1022,6 +1036,14 @@ def test_residual_block_projection_backward_is_made_by_conv1(monkeypatch, shape,
         return backward(self, d, need_dx, dx_add, bn, proj)
 
     monkeypatch.setattr(Conv2D, "backward", spy)
+    bn_calls = []
+    backward_act = BatchNorm.backward_act
+
+    def bn_spy(self, *args, **kwargs):
+        bn_calls.append((self.name, kwargs.get("mask_only", False), kwargs.get("skip_sums") is not None))
+        return backward_act(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchNorm, "backward_act", bn_spy)
     forward = Conv2D.forward
     monkeypatch.setattr(Conv2D, "forward", lambda self, *a, **k: calls.append((self.name, "forward", k.get("proj")))
                         or forward(self, *a, **k))
@@ -1032,6 +1054,7 @@ def test_residual_block_projection_backward_is_made_by_conv1(monkeypatch, shape,
     calls.clear()
     dx = block.backward(dy, True)
     assert calls == [("conv2", True, False, False), ("conv1", True, True, False)]
+    assert bn_calls[0] == ("bn2", True, True)  # no masked skip gradient written; proj_bn's sums gathered
     grads = [g.copy() for g in block.grads]
     monkeypatch.setattr(Conv2D, "takes_projection", lambda self, proj: False)
     for b, r in zip(block.buffers.values(), before):  # the same forward pass from the same running statistics
@@ -1095,6 +1118,32 @@ def test_batchnorm_backward_can_leave_the_skip_gradient_unwritten():
     assert layer.skip_mask() is None
     with pytest.raises(ValueError, match="mask_only"):
         layer.backward_act(dy, y, True, keep_masked=True, mask_only=True)
+
+
+def test_batchnorm_backward_gathers_the_skip_batchnorms_sums():
+    """``skip_sums``: the skip input's BatchNorm's first-pass sums over the masked gradient, gathered in the dx pass
+    of the BatchNorm after it: that BatchNorm's own pass's, bit for bit (its gradients and terms alike)."""
+    rng = np.random.default_rng(18)
+    shape = (7, 7, 32)
+    bn, bnp = BatchNorm(), BatchNorm()
+    bn.build(shape, None)
+    bnp.build(shape, None)
+    h, hp, dy = (rng.standard_normal((5,) + shape).astype(np.float32) for _ in range(3))
+    bnp.forward_act(hp, True)
+    y = bn.forward_act(h, True, relu=True, skip=hp, skip_bn=bnp)
+    dx, d = bn.backward_act(dy, y, True, keep_masked=True)
+    own = [np.copy(t) for t in bnp.backward_terms(d)[2:]] + [g.copy() for g in bnp.grads]
+    target = bnp.sums_target()
+    dx2, none = bn.backward_act(dy, y, True, keep_masked=True, mask_only=True, skip_sums=target)
+    assert none is None
+    np.testing.assert_array_equal(dx2, dx)
+    for g in bnp.grads:
+        g[...] = np.nan
+    gathered = [np.copy(t) for t in bnp.backward_terms(dy, sums=target[-2:])[2:]] + [g.copy() for g in bnp.grads]
+    for a, b in zip(gathered, own):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="skip_sums"):
+        bn.backward_act(dy, y, True, keep_masked=True, skip_sums=target)
 
 
 def test_winograd_input_gradient_masks_the_gradient_it_adds():

@@ -243,7 +243,7 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, 
 
 @jit(parallel=True)
 def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_dyx, need_dx, msk, mode, dmask,
-                fold, scale, offset, sums_given, mean_w, k, a, b):
+                fold, scale, offset, sums_given, mean_w, k, a, b, ss, sx, smean_w, s_dy, s_dyx):
     """Gradients of :func:`bn_train_forward`: dgamma, dbeta and (need_dx) dx, from the cached input x.
 
     With a fused ReLU (``mode`` 1 or 2) dy is the gradient of the ReLU's output, masked here: mode 1 finds where
@@ -256,6 +256,11 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
     gathered by the layer that wrote dy, see :meth:`BatchNorm.relu_sums_inputs`), so that pass is not made.
     ``mean_w``, ``k``, ``a``, ``b`` (W float32 each) receive the terms of dx along a folded row (see :func:`_bwd_dx`:
     dx = k * (dy - a - (x - mean_w) * b), dy masked), so that a later pass can make dx (:func:`_bn_dx_rows`).
+    ``ss`` (mode 3): the dx pass also gathers another BatchNorm's first-pass sums (mode 2 of :func:`_bwd_sums`) over
+    the masked dy and that BatchNorm's input ``sx`` (folded alike, ``smean_w`` its mean along a row) into ``s_dy``,
+    ``s_dyx`` (one row per part): the skip input's BatchNorm, whose output gradient the masked dy is, saved a pass
+    over both arrays (each chunk of rows summed right after its dx, while in cache; chunks of whole 32-row blocks,
+    so the sums are that BatchNorm's own pass's, bit for bit).
     """
     m, W = x.shape
     C = mean.size
@@ -284,20 +289,40 @@ def bn_backward(x, dy, gamma, mean, invstd, dgamma, dbeta, dx, parts_dy, parts_d
             b[f * C + c] = np.float32(sdyx * inv_m * invstd[c] * invstd[c])
     if need_dx or mode == 2:
         for p in prange(P):
-            _bwd_dx(x, dy, p * m // P, (p + 1) * m // P, mean_w, k, a, b, msk, mode, dmask, need_dx, dx, scale,
-                    offset)
+            lo = p * m // P
+            hi = (p + 1) * m // P
+            if ss:
+                s_dy[p, :] = 0.0
+                s_dyx[p, :] = 0.0
+                for c0 in range(lo, hi, SKIP_SUM_ROWS):
+                    c1 = min(c0 + SKIP_SUM_ROWS, hi)
+                    _bwd_dx(x, dy, c0, c1, mean_w, k, a, b, msk, mode, dmask, need_dx, dx, scale, offset)
+                    _bwd_sums(sx, dy, c0, c1, smean_w, s_dy[p], s_dyx[p], msk, mode - 1, scale, offset)
+            else:
+                _bwd_dx(x, dy, lo, hi, mean_w, k, a, b, msk, mode, dmask, need_dx, dx, scale, offset)
+
+
+#: rows of the dx pass between two of the skip BatchNorm's sums (see bn_backward): whole 32-row blocks
+SKIP_SUM_ROWS = 256
 
 
 @jit()
-def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out):
+def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out, masked, msk):
     """Rows lo..hi of a BatchNorm's input gradient without a ReLU (mode 0 of :func:`_bwd_dx`) into the rows of
-    ``out`` ((hi - lo, W)): for a layer that uses it as it is made (the terms from :meth:`BatchNorm.backward_terms`)."""
+    ``out`` ((hi - lo, W)): for a layer that uses it as it is made (the terms from :meth:`BatchNorm.backward_terms`).
+    ``masked``: dy is taken as 0 where the uint8 ``msk`` (rows as dy's) is 0."""
     for i in range(lo, hi):
         r = x[i]
         g = dy[i]
         o = out[i - lo]
-        for c in range(o.size):
-            o[c] = k[c] * (g[c] - a[c] - (r[c] - mean_w[c]) * b[c])
+        if masked:
+            m = msk[i]
+            for c in range(o.size):
+                v = g[c] if m[c] != 0 else F0
+                o[c] = k[c] * (v - a[c] - (r[c] - mean_w[c]) * b[c])
+        else:
+            for c in range(o.size):
+                o[c] = k[c] * (g[c] - a[c] - (r[c] - mean_w[c]) * b[c])
 
 
 #: the kernels' rows are at least this many floats wide when the activations allow (see fold_factor)
@@ -359,6 +384,8 @@ class OutputStats:
 
 #: the uint8 mask argument of the kernels where no mask is written or read
 _NO_MASK = np.zeros((1, 1), np.uint8)
+#: bn_backward's arguments when no skip BatchNorm's sums are gathered
+_NO_SS = (False, np.zeros((1, 1), np.float32), np.zeros(1, np.float32), np.zeros((1, 1)), np.zeros((1, 1)))
 #: the skip input's scale and offset arguments where the skip input is added as it is
 _NO_SKIP_BN = (np.zeros(1, np.float32), np.zeros(1, np.float32))
 
@@ -539,7 +566,16 @@ class BatchNorm(Layer):
         by the last training forward pass with a skip input, else None."""
         return self._msk
 
-    def backward_act(self, dy, out, need_dx=True, keep_masked=False, relu=None, sums=None, mask_only=False):
+    def sums_target(self) -> tuple:
+        """What :meth:`backward_act` (``skip_sums``) needs to gather this BatchNorm's first-pass sums for it: (its
+        input folded, its mean along a folded row, two (parts, fold * C) float64 arrays); hand the last two to
+        :meth:`backward_terms` as ``sums``."""
+        w = self._x.shape[1]
+        pdy, pdyx = self._partials(w)
+        return self._x, np.tile(self._mean, w // self.channels), pdy, pdyx
+
+    def backward_act(self, dy, out, need_dx=True, keep_masked=False, relu=None, sums=None, mask_only=False,
+                     skip_sums=None):
         """Backward through :meth:`forward_act`; ``out`` is its output when a ReLU was fused (None if not).
 
         Returns (dx or None, the ReLU's input gradient when ``keep_masked``, else None): with a skip connection
@@ -548,7 +584,9 @@ class BatchNorm(Layer):
         forward pass that stored no output (``store=False``). ``sums``: the first pass's partial sums, gathered by
         the layer that wrote dy (:meth:`relu_sums_inputs`; mode 1 only), which saves that pass.
         ``mask_only`` (with ``keep_masked``, ``need_dx``): the skip path's gradient is not written (None is returned
-        for it); its user masks dy with :meth:`skip_mask` as it reads it.
+        for it); its user masks dy with :meth:`skip_mask` as it reads it. ``skip_sums`` (with ``mask_only``):
+        another BatchNorm's :meth:`sums_target`, the skip input's BatchNorm (``skip_bn`` of the forward pass), whose
+        first-pass sums over the skip path's gradient are gathered in this pass.
         """
         dy2 = np.ascontiguousarray(dy).reshape(self._x.shape)  # folded as the forward pass folded x
         dx = np.empty_like(dy2)
@@ -559,6 +597,8 @@ class BatchNorm(Layer):
             if not need_dx or self._msk is None or self._msk.shape != dy2.shape:
                 raise ValueError("mask_only needs the input gradient and the mask of a forward pass with a skip input")
             mode = 3
+        if skip_sums is not None and (mode != 3 or skip_sums[0].shape != dy2.shape):
+            raise ValueError("skip_sums needs mask_only and a BatchNorm input of the same shape")
         msk = _NO_MASK
         if mode >= 2:  # the mask the forward pass kept, or (a forward pass without the skip) one made from out
             msk = self._msk
@@ -570,7 +610,7 @@ class BatchNorm(Layer):
         pdy, pdyx = self._partials(dy2.shape[1]) if sums is None else sums
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dx,
                     pdy, pdyx, need_dx, msk, mode, masked, self._fold, self._scale, self._offset, sums is not None,
-                    *self._dx_terms(dy2.shape[1]))
+                    *self._dx_terms(dy2.shape[1]), *((True,) + tuple(skip_sums) if skip_sums is not None else _NO_SS))
         return (dx.reshape(dy.shape) if need_dx else None), (masked.reshape(dy.shape) if mode == 2 else None)
 
     def _dx_terms(self, width: int) -> tuple[np.ndarray, ...]:
@@ -578,15 +618,17 @@ class BatchNorm(Layer):
             self._terms = tuple(np.empty(width, np.float32) for _ in range(4))
         return self._terms
 
-    def backward_terms(self, dy) -> tuple[np.ndarray, ...]:
+    def backward_terms(self, dy, sums=None) -> tuple[np.ndarray, ...]:
         """The backward pass without a ReLU (:meth:`backward`) up to its input gradient: dgamma and dbeta are set,
         and the input gradient is left to the caller, which makes it where it uses it (:func:`_bn_dx_rows`). Returns
-        (dy and x folded as the kernels see them (rows of ``fold`` * C values), mean_w, k, a, b along such a row)."""
+        (dy and x folded as the kernels see them (rows of ``fold`` * C values), mean_w, k, a, b along such a row).
+        ``sums``: the first pass's partial sums, already gathered (:meth:`sums_target`); dy is then not read."""
         dy2 = np.ascontiguousarray(dy, np.float32).reshape(self._x.shape)
-        pdy, pdyx = self._partials(dy2.shape[1])
+        pdy, pdyx = self._partials(dy2.shape[1]) if sums is None else sums
         terms = self._dx_terms(dy2.shape[1])
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dy2, pdy,
-                    pdyx, False, _NO_MASK, 0, dy2, self._fold, self._scale, self._offset, False, *terms)
+                    pdyx, False, _NO_MASK, 0, dy2, self._fold, self._scale, self._offset, sums is not None, *terms,
+                    *_NO_SS)
         return (dy2, self._x) + terms
 
     def config(self):

@@ -131,22 +131,26 @@ class ResidualBlock(Layer):
 
     def backward(self, dy, need_dx=True):
         s = self.sublayers
-        # an identity skip's gradient (dy through the final ReLU's mask) is masked by conv1 as it adds it, where it
-        # can, instead of written masked by bn2 and read back
-        masked_add = (not self.has_projection and need_dx and s["conv1"].takes_masked_add()
-                      and s["bn2"].skip_mask() is not None)
-        h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True, mask_only=masked_add)
+        mask = s["bn2"].skip_mask()
+        # the projection's and proj_bn's backward passes made by conv1's, sample by sample as it reads the same
+        # input: their input gradients are never written
+        proj_in_conv1 = self.has_projection and need_dx and s["conv1"].takes_projection(s["proj"])
+        # the skip path's gradient (dy through the final ReLU's mask) masked where it is read (by conv1), instead
+        # of written masked by bn2 and read back; with a projection, bn2 gathers proj_bn's backward sums too
+        masked = need_dx and mask is not None and (proj_in_conv1 or (not self.has_projection
+                                                                     and s["conv1"].takes_masked_add()))
+        target = s["proj_bn"].sums_target() if masked and proj_in_conv1 else None
+        h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True, mask_only=masked, skip_sums=target)
         # conv2's input gradient is bn1 + relu1's output gradient: conv2 gathers bn1's backward sums as it writes it
         h = s["conv2"].backward(h, True, bn=s["bn1"])
         h, _ = s["bn1"].backward_act(h, None, True, relu=True, sums=s["conv2"].bn_sums)
+        if proj_in_conv1:
+            extra = (mask, target[-2:]) if masked else ()
+            return s["conv1"].backward(h, True, proj=(s["proj"], dy if masked else d, s["proj_bn"]) + extra)
         if self.has_projection:
-            if need_dx and s["conv1"].takes_projection(s["proj"]):
-                # the projection's and proj_bn's backward passes made by conv1's, sample by sample as it reads the
-                # same input: their input gradients are never written
-                return s["conv1"].backward(h, True, proj=(s["proj"], d, s["proj_bn"]))
             dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
-        elif masked_add:
-            return s["conv1"].backward(h, True, dx_add=dy, dx_add_mask=s["bn2"].skip_mask())
+        elif masked:
+            return s["conv1"].backward(h, True, dx_add=dy, dx_add_mask=mask)
         else:
             dskip = d
         # the two paths' input gradients summed sample by sample inside conv1's backward pass, while in cache

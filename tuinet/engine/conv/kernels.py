@@ -495,7 +495,8 @@ def _make_conv2d_backward_part(EXT):
          pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair, dw2_parts, poff_i, pbase_u,
          panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift,
          proj_add, proj_dy, proj_rows, proj_bn, proj_x, proj_mean, proj_k, proj_a, proj_b, proj_q, proj_co, proj_wt,
-         proj_cu, proj_panels, proj_zk, proj_dw, proj_off_i, proj_krows, proj_base_u, proj_panels_w, proj_zc) = a
+         proj_cu, proj_panels, proj_zk, proj_dw, proj_off_i, proj_krows, proj_base_u, proj_panels_w, proj_zc,
+         proj_masked, proj_msk) = a
         N, H, W, C = x.shape
         P = base_u.size
         cp = dw_parts.shape[2]
@@ -565,7 +566,8 @@ def _make_conv2d_backward_part(EXT):
                     if proj_add:  # the projection's gradients: its input's, into the same pixels' sums, and its weights'
                         lo = n * proj_rows
                         if proj_bn:  # its BatchNorm's input gradient made here, as it is used
-                            _bn_dx_rows(proj_x, proj_dy, lo, lo + proj_rows, proj_mean, proj_k, proj_a, proj_b, gbuf)
+                            _bn_dx_rows(proj_x, proj_dy, lo, lo + proj_rows, proj_mean, proj_k, proj_a, proj_b, gbuf,
+                                        proj_masked, proj_msk)
                             g2 = gbuf
                         else:
                             g2 = proj_dy[lo:lo + proj_rows]
@@ -657,8 +659,9 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     then the projection's plan's ``qbase_i`` and ``co_u``, its W^T (Cout2, Cin), ``cu`` the offset of each output
     position's input pixel in this layer's (padded) input, its ``panels_s``, zeros as wide as wt2, its weight
     gradient's (parts, Kpad, Cout2) partial sums (the totals end up in dw2_parts[0]), its plan's ``off_i``, Cin, the
-    positions ``cu`` as unsigned offsets, its ``panels_out`` and Cout2 zeros. The projection's own backward pass is
-    then not run: its input gradient is never written, nor its BatchNorm's.
+    positions ``cu`` as unsigned offsets, its ``panels_out``, Cout2 zeros, and (masked, msk): with ``bn``, dy2 is
+    taken as 0 where the uint8 msk (rows as dy2's) is 0 (a ReLU's output gradient, masked as it is read). The
+    projection's own backward pass is then not run: its input gradient is never written, nor its BatchNorm's.
 
     ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
     gradient; dx is the gradient of the transformed input.
@@ -695,7 +698,7 @@ _NO_PROJ = (False, np.zeros((1, 8), np.float32), 1, False, np.zeros((1, 8), np.f
     np.zeros(8, np.float32) for _ in range(4)) + (
     np.zeros(1, np.int64), np.zeros(1, np.uint64), np.zeros((1, 8), np.float32), np.zeros(1, np.int64),
     np.zeros((1, 3), np.int64), np.zeros(8, np.float32), np.zeros((1, 1, 8), np.float32), np.zeros(1, np.int64), 1,
-    np.zeros(1, np.uint64), np.zeros((1, 2), np.int64), np.zeros(8, np.float32))
+    np.zeros(1, np.uint64), np.zeros((1, 2), np.int64), np.zeros(8, np.float32), False, np.zeros((1, 1), np.uint8))
 
 _launch_forward = _make_launcher("_launch_forward")
 _launch_backward = _make_launcher("_launch_backward")

@@ -23,7 +23,7 @@ from tuinet.engine.conv import winograd
 from tuinet.engine.conv.plan import ConvPlan
 from tuinet.engine.conv.winograd import WinogradPlan, winograd_forward
 from tuinet.engine.layers import Layer, ReLU, init_weights, register
-from tuinet.engine.norm import OutputStats, fold_factor
+from tuinet.engine.norm import _NO_MASK, OutputStats, fold_factor
 from tuinet.errors import ModelError
 
 # --- shape helpers ---------------------------------------------------------------------------------------------
@@ -322,10 +322,12 @@ class Conv2D(Layer):
                 and tuple(proj.input_shape) == tuple(self.input_shape)
                 and tuple(proj.output_shape[:2]) == tuple(self.output_shape[:2]))
 
-    def _projection_args(self, proj: "Conv2D", dy2: np.ndarray, bn=None) -> tuple:
+    def _projection_args(self, proj: "Conv2D", dy2: np.ndarray, bn=None, mask=None, sums=None) -> tuple:
         """The ``proj`` arguments of :func:`conv2d_backward` for :meth:`takes_projection`'s ``proj`` and its output's
         gradient ``dy2`` (or with ``bn``, the gradient of that BatchNorm's output, the BatchNorm's own input
-        gradient made by the kernel, where its folded rows split into whole samples); fills ``proj``'s W^T."""
+        gradient made by the kernel, where its folded rows split into whole samples; with ``mask`` and ``sums``,
+        dy2 is masked as the kernel reads it and ``bn``'s first-pass sums were gathered: see :meth:`backward`);
+        fills ``proj``'s W^T."""
         plan, theirs = self._plan, proj._plan
         k = proj._wk.shape[0]
         proj._wt[:, :k] = proj.params[0].reshape(k, proj.filters).T
@@ -339,16 +341,19 @@ class Conv2D(Layer):
         _, cu, cu_u, zk, zc = self._proj_cu
         n = dy2.shape[0]
         positions = self.output_shape[0] * self.output_shape[1]
+        if mask is not None and not (bn is not None and sums is not None and positions % bn._fold == 0):
+            raise ValueError("a masked projection gradient needs its BatchNorm's gathered sums and whole samples")
         if bn is not None and positions % bn._fold == 0:
-            g, x2, *terms = bn.backward_terms(dy2)
+            g, x2, *terms = bn.backward_terms(dy2, sums)
             head = (g, positions // bn._fold, True, x2, *terms)
         else:
             if bn is not None:
                 dy2 = bn.backward(dy2, True)
             g = np.ascontiguousarray(dy2, np.float32).reshape(n * positions, proj.filters)
             head = (g, positions, False, g, zc, zc, zc, zc)
+        msk = _NO_MASK if mask is None else mask.reshape(head[0].shape)
         return head + (theirs.qbase_i, theirs.co_u, proj._wt, cu, theirs.panels_s, zk, proj._parts[0], theirs.off_i,
-                       int(theirs.off_u.size), cu_u, theirs.panels_out, zc)
+                       int(theirs.off_u.size), cu_u, theirs.panels_out, zc, mask is not None, msk)
 
     def takes_masked_add(self) -> bool:
         """True when :meth:`backward` takes ``dx_add_mask`` (the input gradient by Winograd)."""
@@ -368,6 +373,8 @@ class Conv2D(Layer):
         ``bn``'s) made in this one, sample by sample while each sample's input is in cache: its weight gradient set,
         its input gradient added into this layer's (never written), ``bn``'s gradients set and its input gradient
         made per sample as it is used. ``layer.backward`` (and ``bn``'s) must then not be run. Needs ``need_dx``.
+        ``(layer, dy2, bn, mask, sums)``: dy2 taken as 0 where the uint8 ``mask`` is 0, and ``bn``'s first-pass
+        sums over the masked dy2 already gathered (:meth:`BatchNorm.sums_target`, by the pass that made dy2).
 
         ``dx_add_mask`` (uint8, as many values as ``dx_add``, where :meth:`takes_masked_add`): ``dx_add`` is added
         only where the mask is not 0 (``dx_add`` is a ReLU's output gradient, masked as it is added)."""
