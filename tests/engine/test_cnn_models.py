@@ -112,6 +112,37 @@ def test_fused_conv_maxpool_pairs_change_nothing(spec, shape):
     _assert_fusion_changes_nothing(model, x, y)
 
 
+def test_a_convolution_before_a_fused_batchnorm_relu_makes_their_backward_pass(monkeypatch):
+    """With fusion on, the model has each Conv2D before a fused BatchNorm + ReLU make the BatchNorm's input gradient
+    in its own backward pass (never written); off, the layers run their own: the same gradients bit for bit."""
+    from tuinet.engine.conv.layers import Conv2D
+
+    model = build_model("conv3x3x8psame,bn,relu,conv3x3x16s2psame,bn,relu,gap", (8, 8, 3), 10, seed=4)
+    assert model._bn_links == {0, 3}
+    seen = []
+    backward = Conv2D.backward
+
+    def spy(self, dy, need_dx=True, **kwargs):
+        seen.append((self.name, kwargs.get("bn_relu") is not None))
+        return backward(self, dy, need_dx, **kwargs)
+
+    monkeypatch.setattr(Conv2D, "backward", spy)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 8, 8, 3)).astype(np.float32)
+    y = rng.integers(0, 10, 6)
+    start = model.get_weights()
+    grads = []
+    for fusion in (True, False):
+        model.set_weights(start)
+        model.fusion = fusion
+        seen.clear()
+        model.backward(model.loss(model.forward(x, training=True), y)[1])
+        grads.append([g.copy() for g in model.grads])
+        assert [linked for _, linked in seen] == [fusion, fusion]
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("spec,shape,fused", [("conv3x3x4psame,bn,relu,res8s2,gap", (9, 9, 2), {1}),
                                               ("bn,relu,dense8,bn,relu,dense8", (6,), {0, 3}),
                                               ("dense8,bn,relu,bn,tanh", (5,), {1})])

@@ -961,6 +961,42 @@ def test_a_convolution_computes_a_projection_in_its_forward_pass(shape, k, paddi
             conv.forward(x, proj=proj, **kwargs)
 
 
+@pytest.mark.parametrize("shape,k,stride,need_dx", [((8, 8, 1), 3, 1, False), ((9, 9, 8), 3, 2, True),
+                                                  ((6, 6, 16), 1, 1, True)])
+def test_a_convolution_makes_the_next_batchnorms_input_gradient(shape, k, stride, need_dx):
+    """``bn_relu``: the convolution's backward pass makes the input gradient of the BatchNorm + ReLU after it per
+    sample as it uses it (the paired GEMM of one input channel, a strided and a 1x1 convolution): the gradients of
+    the two layers' own backward passes, bit for bit."""
+    rng = np.random.default_rng(19)
+    conv = Conv2D(16, k, stride, "same")
+    conv.build(shape, rng)
+    conv.kernel_ext = True
+    bn = BatchNorm()
+    bn.build(conv.output_shape, None)
+    bn.params[0][:] = rng.uniform(0.5, 1.5, 16)
+    bn.params[1][:] = rng.uniform(-0.5, 0.5, 16)
+    x = rng.standard_normal((5,) + shape).astype(np.float32)
+    y = bn.forward_act(conv.forward(x, True), True, relu=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    assert conv.takes_batchnorm(bn)
+    dx = conv.backward(bn.backward_act(dy, y, True)[0], need_dx)
+    grads = [g.copy() for g in conv.grads + bn.grads]
+    for g in conv.grads + bn.grads:
+        g[...] = np.nan
+    dx2 = conv.backward(dy, need_dx, bn_relu=bn)
+    if need_dx:
+        np.testing.assert_array_equal(dx2, dx)
+    else:
+        assert dx2 is None and dx is None
+    for a, b in zip(conv.grads + bn.grads, grads):
+        np.testing.assert_array_equal(a, b)
+    other = BatchNorm()
+    other.build(conv.output_shape, None)  # never ran forward: nothing to make its gradient from
+    assert not conv.takes_batchnorm(other)
+    with pytest.raises(ValueError, match="cannot make the input gradient"):
+        conv.backward(dy, need_dx, bn_relu=other)
+
+
 def test_which_projections_a_convolution_takes():
     """Only a 1x1 unpadded convolution without bias of the same input with the same stride and output grid, beside a
     strided convolution whose input gradient is a scatter GEMM (kernel rows of whole panels: 16 input channels

@@ -64,6 +64,14 @@ class Sequential:
         ]
         self._first_trainable = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         self._fusable = self._fusable_groups(self.layers)
+        # a Conv2D (not fused with a pooling) before a BatchNorm + ReLU pair: its backward pass makes theirs (on the
+        # kernels' extended variant, in training and inference alike: one compiled variant)
+        self._bn_links = frozenset(
+            i for i, (a, b) in enumerate(zip(self.layers, self.layers[1:]))
+            if hasattr(a, "takes_batchnorm") and i not in self._fusable and b.kind == "BatchNorm"
+            and self._fusable.get(i + 1) == 2)
+        for i in self._bn_links:
+            self.layers[i].kernel_ext = True
         self._fusion = True
         self._set_fused(self._fusable)
 
@@ -159,6 +167,13 @@ class Sequential:
         while i >= stop:
             first = self._fused_first.get(i, i)  # the first layer of the unit that ends at i
             if first < i and first >= stop:
+                conv = first - 1
+                if conv in self._bn_links and conv >= stop and self.layers[conv].takes_batchnorm(self.layers[first]):
+                    # a Conv2D before a fused BatchNorm + ReLU makes the BatchNorm's input gradient itself, sample
+                    # by sample as it uses it (never written): the same numbers as the two backward passes
+                    d = self.layers[conv].backward(d, need_dx=conv > stop, bn_relu=self.layers[first])
+                    i = conv - 1
+                    continue
                 d = self.layers[first].backward_fused(d, *self.layers[first + 1:i + 1], need_dx=first > stop)
                 i = first - 1
             else:

@@ -174,34 +174,36 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, msk, mode, scale, offset):
     block = 32
     s = np.zeros(C, np.float32)
     s2 = np.zeros(C, np.float32)
+    W = np.uint64(C)
+    xf = x.reshape(-1)  # (flat offsets: a view per row of an array both threads read is an atomic count they share)
+    gf = dy.reshape(-1)
+    mf = msk.reshape(-1)
     for i0 in range(lo, hi, block):
         s[:] = F0
         s2[:] = F0
         i1 = min(i0 + block, hi)
         if mode == 0:
             for i in range(i0, i1):
-                r = x[i]
-                g = dy[i]
-                for c in range(C):
-                    s[c] += g[c]
-                    s2[c] += g[c] * (r[c] - mean[c])
+                e = np.uint64(i) * W
+                for c in range(W):
+                    g = gf[e + c]
+                    s[c] += g
+                    s2[c] += g * (xf[e + c] - mean[c])
         elif mode == 1:
             for i in range(i0, i1):
-                r = x[i]
-                g = dy[i]
-                for c in range(C):
-                    v = g[c] if r[c] * scale[c] + offset[c] > F0 else F0
+                e = np.uint64(i) * W
+                for c in range(W):
+                    r = xf[e + c]
+                    v = gf[e + c] if r * scale[c] + offset[c] > F0 else F0
                     s[c] += v
-                    s2[c] += v * (r[c] - mean[c])
+                    s2[c] += v * (r - mean[c])
         else:
             for i in range(i0, i1):
-                r = x[i]
-                g = dy[i]
-                o = msk[i]
-                for c in range(C):
-                    v = g[c] if o[c] != 0 else F0
+                e = np.uint64(i) * W
+                for c in range(W):
+                    v = gf[e + c] if mf[e + c] != 0 else F0
                     s[c] += v
-                    s2[c] += v * (r[c] - mean[c])
+                    s2[c] += v * (xf[e + c] - mean[c])
         for c in range(C):
             acc_dy[c] += s[c]
             acc_dyx[c] += s2[c]
@@ -211,34 +213,34 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, msk, mode, scale, offset):
 def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, offset):
     """dx over rows lo..hi (need_dx); mode 2 also writes the ReLU-masked dy into ``dmask`` (masks as in
     :func:`_bwd_sums`; mode 3: mode 2's mask, no ``dmask`` written)."""
+    W = np.uint64(x.shape[1])
+    xf = x.reshape(-1)  # (flat offsets, as in _bwd_sums)
+    gf = dy.reshape(-1)
+    of = dx.reshape(-1)
+    mf = msk.reshape(-1)
+    df = dmask.reshape(-1)
     for i in range(lo, hi):
-        r = x[i]
-        g = dy[i]
-        o = dx[i]
+        e = np.uint64(i) * W
         if mode == 0:
-            for c in range(o.size):
-                o[c] = k[c] * (g[c] - a[c] - (r[c] - mean[c]) * b[c])
+            for c in range(W):
+                of[e + c] = k[c] * (gf[e + c] - a[c] - (xf[e + c] - mean[c]) * b[c])
         elif mode == 1:
-            for c in range(o.size):
-                v = g[c] if r[c] * scale[c] + offset[c] > F0 else F0
-                o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+            for c in range(W):
+                r = xf[e + c]
+                v = gf[e + c] if r * scale[c] + offset[c] > F0 else F0
+                of[e + c] = k[c] * (v - a[c] - (r - mean[c]) * b[c])
         elif mode == 3:
-            m = msk[i]
-            for c in range(o.size):
-                v = g[c] if m[c] != 0 else F0
-                o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+            for c in range(W):
+                v = gf[e + c] if mf[e + c] != 0 else F0
+                of[e + c] = k[c] * (v - a[c] - (xf[e + c] - mean[c]) * b[c])
         elif need_dx:
-            m = msk[i]
-            dm = dmask[i]
-            for c in range(o.size):
-                v = g[c] if m[c] != 0 else F0
-                dm[c] = v
-                o[c] = k[c] * (v - a[c] - (r[c] - mean[c]) * b[c])
+            for c in range(W):
+                v = gf[e + c] if mf[e + c] != 0 else F0
+                df[e + c] = v
+                of[e + c] = k[c] * (v - a[c] - (xf[e + c] - mean[c]) * b[c])
         else:
-            m = msk[i]
-            dm = dmask[i]
-            for c in range(o.size):
-                dm[c] = g[c] if m[c] != 0 else F0
+            for c in range(W):
+                df[e + c] = gf[e + c] if mf[e + c] != 0 else F0
 
 
 @jit(parallel=True)
@@ -307,22 +309,31 @@ SKIP_SUM_ROWS = 256
 
 
 @jit()
-def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out, masked, msk):
-    """Rows lo..hi of a BatchNorm's input gradient without a ReLU (mode 0 of :func:`_bwd_dx`) into the rows of
-    ``out`` ((hi - lo, W)): for a layer that uses it as it is made (the terms from :meth:`BatchNorm.backward_terms`).
-    ``masked``: dy is taken as 0 where the uint8 ``msk`` (rows as dy's) is 0."""
+def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out, mode, msk, scale, offset):
+    """Rows lo..hi of a BatchNorm's input gradient (as :func:`_bwd_dx` makes it) into the rows of ``out``
+    ((hi - lo, W)): for a layer that uses it as it is made (the terms from :meth:`BatchNorm.backward_terms`). dy is
+    masked by a fused ReLU's mask as in :func:`_bwd_sums`: not at all (``mode`` 0), where x * scale + offset > 0
+    (1), where the uint8 ``msk`` (rows as dy's) is not 0 (2)."""
+    W = np.uint64(x.shape[1])
+    xf = x.reshape(-1)  # (flat offsets: a view per row of an array both threads read is an atomic count they share)
+    gf = dy.reshape(-1)
+    of = out.reshape(-1)
+    mf = msk.reshape(-1)
     for i in range(lo, hi):
-        r = x[i]
-        g = dy[i]
-        o = out[i - lo]
-        if masked:
-            m = msk[i]
-            for c in range(o.size):
-                v = g[c] if m[c] != 0 else F0
-                o[c] = k[c] * (v - a[c] - (r[c] - mean_w[c]) * b[c])
+        s = np.uint64(i) * W
+        d = np.uint64(i - lo) * W
+        if mode == 0:
+            for c in range(W):
+                of[d + c] = k[c] * (gf[s + c] - a[c] - (xf[s + c] - mean_w[c]) * b[c])
+        elif mode == 1:
+            for c in range(W):
+                r = xf[s + c]
+                v = gf[s + c] if r * scale[c] + offset[c] > F0 else F0
+                of[d + c] = k[c] * (v - a[c] - (r - mean_w[c]) * b[c])
         else:
-            for c in range(o.size):
-                o[c] = k[c] * (g[c] - a[c] - (r[c] - mean_w[c]) * b[c])
+            for c in range(W):
+                v = gf[s + c] if mf[s + c] != 0 else F0
+                of[d + c] = k[c] * (v - a[c] - (xf[s + c] - mean_w[c]) * b[c])
 
 
 #: the kernels' rows are at least this many floats wide when the activations allow (see fold_factor)
@@ -618,17 +629,18 @@ class BatchNorm(Layer):
             self._terms = tuple(np.empty(width, np.float32) for _ in range(4))
         return self._terms
 
-    def backward_terms(self, dy, sums=None) -> tuple[np.ndarray, ...]:
-        """The backward pass without a ReLU (:meth:`backward`) up to its input gradient: dgamma and dbeta are set,
-        and the input gradient is left to the caller, which makes it where it uses it (:func:`_bn_dx_rows`). Returns
+    def backward_terms(self, dy, sums=None, relu=False) -> tuple[np.ndarray, ...]:
+        """The backward pass (:meth:`backward`; with ``relu``, of a fused ReLU too, as :meth:`backward_fused`: dy is
+        that ReLU's output gradient) up to its input gradient: dgamma and dbeta are set, and the input gradient is
+        left to the caller, which makes it where it uses it (:func:`_bn_dx_rows`, mode 1 with ``relu``). Returns
         (dy and x folded as the kernels see them (rows of ``fold`` * C values), mean_w, k, a, b along such a row).
         ``sums``: the first pass's partial sums, already gathered (:meth:`sums_target`); dy is then not read."""
         dy2 = np.ascontiguousarray(dy, np.float32).reshape(self._x.shape)
         pdy, pdyx = self._partials(dy2.shape[1]) if sums is None else sums
         terms = self._dx_terms(dy2.shape[1])
         bn_backward(self._x, dy2, self.params[0], self._mean, self._invstd, self.grads[0], self.grads[1], dy2, pdy,
-                    pdyx, False, _NO_MASK, 0, dy2, self._fold, self._scale, self._offset, sums is not None, *terms,
-                    *_NO_SS)
+                    pdyx, False, _NO_MASK, 1 if relu else 0, dy2, self._fold, self._scale, self._offset,
+                    sums is not None, *terms, *_NO_SS)
         return (dy2, self._x) + terms
 
     def config(self):

@@ -496,7 +496,7 @@ def _make_conv2d_backward_part(EXT):
          panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre, pre_scale, pre_shift,
          proj_add, proj_dy, proj_rows, proj_bn, proj_x, proj_mean, proj_k, proj_a, proj_b, proj_q, proj_co, proj_wt,
          proj_cu, proj_panels, proj_zk, proj_dw, proj_off_i, proj_krows, proj_base_u, proj_panels_w, proj_zc,
-         proj_masked, proj_msk) = a
+         proj_masked, proj_msk, dbn, bx, bdy, brows, bmean, bk, ba, bb, bscale, boffset, bmode) = a
         N, H, W, C = x.shape
         P = base_u.size
         cp = dw_parts.shape[2]
@@ -522,6 +522,7 @@ def _make_conv2d_backward_part(EXT):
             if proj_add:
                 _zero(proj_dw[p].reshape(-1))
         rbuf = np.empty(pool_dy.shape[1] if pooled and pool_relu else 1, np.float32)
+        bbuf = np.empty((P, cout) if dbn else (1, 1), np.float32)  # a sample's dy, made from the BatchNorm's
         for n in range(p * N // parts, (p + 1) * N // parts):
             if EXT:
                 xf = _sample_input_ext(x, n, xpad, padded, pt, pl, pre, pre_scale, pre_shift)
@@ -536,6 +537,11 @@ def _make_conv2d_backward_part(EXT):
                 dyn = pbuf
             else:
                 dyn = dy[n]
+            if EXT:
+                if dbn:  # dy is the input gradient of the BatchNorm after this layer, made here as it is used
+                    _bn_dx_rows(bx, bdy, n * brows, (n + 1) * brows, bmean, bk, ba, bb, bbuf.reshape((brows, -1)),
+                                bmode, proj_msk, bscale, boffset)  # (any uint8 array: mode 1 reads no mask)
+                    dyn = bbuf
             if cp != cout:
                 for q in range(P):
                     _copy_flat(dyn[q], dybuf[q][:cout])
@@ -567,7 +573,7 @@ def _make_conv2d_backward_part(EXT):
                         lo = n * proj_rows
                         if proj_bn:  # its BatchNorm's input gradient made here, as it is used
                             _bn_dx_rows(proj_x, proj_dy, lo, lo + proj_rows, proj_mean, proj_k, proj_a, proj_b, gbuf,
-                                        proj_masked, proj_msk)
+                                        2 if proj_masked else 0, proj_msk, proj_mean, proj_mean)
                             g2 = gbuf
                         else:
                             g2 = proj_dy[lo:lo + proj_rows]
@@ -618,7 +624,7 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
                     dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx, parts,
                     cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair,
                     dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add,
-                    pre, pre_scale, pre_shift, proj=None):
+                    pre, pre_scale, pre_shift, proj=None, bn=None):
     """Weight, bias and (need_dx) input gradients of :func:`conv2d_forward`; dy is (N, P, Cout).
 
     dW = sum over samples of cols^T @ dy: an implicit GEMM whose rows are the K taps (off_i, padded to the tile
@@ -663,6 +669,13 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     taken as 0 where the uint8 msk (rows as dy2's) is 0 (a ReLU's output gradient, masked as it is read). The
     projection's own backward pass is then not run: its input gradient is never written, nor its BatchNorm's.
 
+    ``bn`` (extended variant, not pooled): (x2, dy2, rows, mean_w, k, a, b, scale, offset, mode): dy is not read;
+    each sample's is the input gradient of the BatchNorm (+ ReLU) after this layer, made from its input x2 and its
+    output's gradient dy2 (both folded: ``rows`` rows per sample) and its terms
+    (:meth:`~tuinet.engine.norm.BatchNorm.backward_terms`) into a small buffer as it is used
+    (:func:`~tuinet.engine.norm._bn_dx_rows`, ``mode`` 1: the ReLU's mask from x2, scale and offset): the
+    BatchNorm's input gradient is never written, nor read back.
+
     ``pre``: the forward pass's input transform (see :func:`conv2d_forward`), applied again for the weight
     gradient; dx is the gradient of the transformed input.
 
@@ -684,7 +697,8 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
          doff_u, dtap_lo, dtap_hi, panels_w, panels_x, OW, sh, sw, KH, KW, pt, pb, pl, pr, FH, FW, direct_dx, need_dx,
          parts, cout, pooled, pool_dy, pool_arg, pool_relu, pool_y, dx_gemm, wt, qbase_i, co_u, panels_k, pair,
          dw2_parts, poff_i, pbase_u, panels_pair, scat, panels_s, tdw, panels_t, co_i, pos_u, add_dx, dx_add, pre,
-         pre_scale, pre_shift, *(_NO_PROJ if proj is None else (True,) + tuple(proj)))
+         pre_scale, pre_shift, *(_NO_PROJ if proj is None else (True,) + tuple(proj)),
+         *(_NO_BN if bn is None else (True,) + tuple(bn)))
     dw = dw2_parts if pair or tdw else dw_parts
     for p in range(1, parts):  # the parts' partial sums into part 0, in part order
         np.add(dw[0], dw[p], out=dw[0])
@@ -693,6 +707,9 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
             np.add(proj[14][0], proj[14][p], out=proj[14][0])
 
 
+#: the ``bn`` arguments of :func:`conv2d_backward` when there is no BatchNorm to make dy from
+_NO_BN = (False, np.zeros((1, 8), np.float32), np.zeros((1, 8), np.float32), 1) + tuple(
+    np.zeros(8, np.float32) for _ in range(6)) + (0,)
 #: the ``proj`` arguments of :func:`conv2d_backward` when there is no projection (same types, no second compile)
 _NO_PROJ = (False, np.zeros((1, 8), np.float32), 1, False, np.zeros((1, 8), np.float32)) + tuple(
     np.zeros(8, np.float32) for _ in range(4)) + (

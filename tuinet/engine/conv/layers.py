@@ -355,11 +355,19 @@ class Conv2D(Layer):
         return head + (theirs.qbase_i, theirs.co_u, proj._wt, cu, theirs.panels_s, zk, proj._parts[0], theirs.off_i,
                        int(theirs.off_u.size), cu_u, theirs.panels_out, zc, mask is not None, msk)
 
+    def takes_batchnorm(self, bn) -> bool:
+        """True when :meth:`backward` can make the input gradient of ``bn``, the BatchNorm (+ ReLU) after this layer,
+        itself as it uses it (``bn_relu=``): a direct convolution whose output's positions split into whole folded
+        rows of the BatchNorm."""
+        oh, ow, _ = self.output_shape
+        return (self._wino is None and getattr(bn, "_x", None) is not None
+                and tuple(bn.input_shape) == tuple(self.output_shape) and (oh * ow) % bn._fold == 0)
+
     def takes_masked_add(self) -> bool:
         """True when :meth:`backward` takes ``dx_add_mask`` (the input gradient by Winograd)."""
         return self._wino is not None
 
-    def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None, dx_add_mask=None):
+    def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None, dx_add_mask=None, bn_relu=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
         sample while it is still in cache (a residual block's skip-path gradient), instead of in a pass after.
 
@@ -377,7 +385,11 @@ class Conv2D(Layer):
         sums over the masked dy2 already gathered (:meth:`BatchNorm.sums_target`, by the pass that made dy2).
 
         ``dx_add_mask`` (uint8, as many values as ``dx_add``, where :meth:`takes_masked_add`): ``dx_add`` is added
-        only where the mask is not 0 (``dx_add`` is a ReLU's output gradient, masked as it is added)."""
+        only where the mask is not 0 (``dx_add`` is a ReLU's output gradient, masked as it is added).
+
+        ``bn_relu``: the BatchNorm after this layer, fused with a ReLU (where :meth:`takes_batchnorm`): ``dy`` is that
+        ReLU's output gradient, and the BatchNorm's backward pass is made here (its parameter gradients set, its input
+        gradient made sample by sample as this layer uses it, never written); its own must then not be run."""
         n = dy.shape[0]
         oh, ow, cout = self.output_shape
         self.bn_sums = None
@@ -385,9 +397,16 @@ class Conv2D(Layer):
             raise ValueError(f"{self.describe()} cannot add the input gradient of {proj[0].describe()}")
         if dx_add_mask is not None and not (dx_add is not None and self.takes_masked_add()):
             raise ValueError(f"{self.describe()} cannot mask the gradient it adds")
+        bn_args = None
+        if bn_relu is not None:
+            if not self.takes_batchnorm(bn_relu):
+                raise ValueError(f"{self.describe()} cannot make the input gradient of the BatchNorm after it")
+            g, x2, mean_w, k, a, b = bn_relu.backward_terms(dy, relu=True)
+            bn_args = (x2, g, (oh * ow) // bn_relu._fold, mean_w, k, a, b, bn_relu._scale, bn_relu._offset, 1)
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
                                   need_dx, dx_add, bn=bn, proj=proj,
-                                  add_mask=None if dx_add_mask is None else dx_add_mask.reshape(n, -1))
+                                  add_mask=None if dx_add_mask is None else dx_add_mask.reshape(n, -1),
+                                  bn_args=bn_args)
 
     def backward_fused(self, dy, pool: "MaxPool2D", relu: ReLU | None = None, need_dx=True):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output, or of the ReLU's
@@ -413,7 +432,7 @@ class Conv2D(Layer):
         return self._parts
 
     def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None,
-                      bn=None, proj=None, add_mask=None):
+                      bn=None, proj=None, add_mask=None, bn_args=None):
         x = self._x
         if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
             return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn,
@@ -434,7 +453,7 @@ class Conv2D(Layer):
         else:
             dx = _NO_DX  # same array type as a real dx, so no second specialization is compiled
         ext = (self.kernel_ext or plan.tdw or (plan.scat and need_dx) or self._pre is not None or dx_add is not None
-               or proj is not None)
+               or proj is not None or bn_args is not None)
         proj_args = None if proj is None else self._projection_args(*proj)
         conv2d_backward(ext, x, dy, self._wf, dw_parts, db_parts, dx, plan.base_i, plan.base_u, plan.off_i,
                         plan.off_u, plan.dbase_i, plan.doff_u, plan.dtap_lo, plan.dtap_hi, plan.panels_out,
@@ -448,7 +467,7 @@ class Conv2D(Layer):
                         need_dx and dx_add is not None,
                         _NO_DX if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape),
                         self._pre is not None, *(self._pre if self._pre is not None else _NO_PRE),
-                        proj=None if proj is None else proj_args)
+                        proj=None if proj is None else proj_args, bn=bn_args)
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
