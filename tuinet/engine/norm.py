@@ -213,6 +213,9 @@ def _bwd_sums(x, dy, lo, hi, mean, acc_dy, acc_dyx, msk, mode, scale, offset):
 def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, offset):
     """dx over rows lo..hi (need_dx); mode 2 also writes the ReLU-masked dy into ``dmask`` (masks as in
     :func:`_bwd_sums`; mode 3: mode 2's mask, no ``dmask`` written)."""
+    if mode != 2:  # (mode 3's mask is mode 2 of _bn_dx_rows; lo * 0: a 0 that is not a literal, one signature)
+        _bn_dx_rows(x, dy, lo, hi, mean, k, a, b, dx, 2 if mode == 3 else mode, msk, scale, offset, lo * 0)
+        return
     W = np.uint64(x.shape[1])
     xf = x.reshape(-1)  # (flat offsets, as in _bwd_sums)
     gf = dy.reshape(-1)
@@ -221,19 +224,7 @@ def _bwd_dx(x, dy, lo, hi, mean, k, a, b, msk, mode, dmask, need_dx, dx, scale, 
     df = dmask.reshape(-1)
     for i in range(lo, hi):
         e = np.uint64(i) * W
-        if mode == 0:
-            for c in range(W):
-                of[e + c] = k[c] * (gf[e + c] - a[c] - (xf[e + c] - mean[c]) * b[c])
-        elif mode == 1:
-            for c in range(W):
-                r = xf[e + c]
-                v = gf[e + c] if r * scale[c] + offset[c] > F0 else F0
-                of[e + c] = k[c] * (v - a[c] - (r - mean[c]) * b[c])
-        elif mode == 3:
-            for c in range(W):
-                v = gf[e + c] if mf[e + c] != 0 else F0
-                of[e + c] = k[c] * (v - a[c] - (xf[e + c] - mean[c]) * b[c])
-        elif need_dx:
+        if need_dx:
             for c in range(W):
                 v = gf[e + c] if mf[e + c] != 0 else F0
                 df[e + c] = v
@@ -309,11 +300,11 @@ SKIP_SUM_ROWS = 256
 
 
 @jit()
-def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out, mode, msk, scale, offset):
-    """Rows lo..hi of a BatchNorm's input gradient (as :func:`_bwd_dx` makes it) into the rows of ``out``
-    ((hi - lo, W)): for a layer that uses it as it is made (the terms from :meth:`BatchNorm.backward_terms`). dy is
-    masked by a fused ReLU's mask as in :func:`_bwd_sums`: not at all (``mode`` 0), where x * scale + offset > 0
-    (1), where the uint8 ``msk`` (rows as dy's) is not 0 (2)."""
+def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out, mode, msk, scale, offset, o0):
+    """Rows lo..hi of a BatchNorm's input gradient into rows lo - o0.. of ``out``: ``o0`` = lo for a layer that
+    uses it as it is made, a sample at a time in a small buffer (the terms from :meth:`BatchNorm.backward_terms`), 0
+    for BatchNorm's own pass (:func:`_bwd_dx`). dy is masked by a fused ReLU's mask as in :func:`_bwd_sums`: not at
+    all (``mode`` 0), where x * scale + offset > 0 (1), where the uint8 ``msk`` (rows as dy's) is not 0 (2)."""
     W = np.uint64(x.shape[1])
     xf = x.reshape(-1)  # (flat offsets: a view per row of an array both threads read is an atomic count they share)
     gf = dy.reshape(-1)
@@ -321,7 +312,7 @@ def _bn_dx_rows(x, dy, lo, hi, mean_w, k, a, b, out, mode, msk, scale, offset):
     mf = msk.reshape(-1)
     for i in range(lo, hi):
         s = np.uint64(i) * W
-        d = np.uint64(i - lo) * W
+        d = np.uint64(i - o0) * W
         if mode == 0:
             for c in range(W):
                 of[d + c] = k[c] * (gf[s + c] - a[c] - (xf[s + c] - mean_w[c]) * b[c])

@@ -540,7 +540,7 @@ def _make_conv2d_backward_part(EXT):
             if EXT:
                 if dbn:  # dy is the input gradient of the BatchNorm after this layer, made here as it is used
                     _bn_dx_rows(bx, bdy, n * brows, (n + 1) * brows, bmean, bk, ba, bb, bbuf.reshape((brows, -1)),
-                                bmode, proj_msk, bscale, boffset)  # (any uint8 array: mode 1 reads no mask)
+                                bmode, proj_msk, bscale, boffset, n * brows)  # (any uint8 array: no mask read)
                     dyn = bbuf
             if cp != cout:
                 for q in range(P):
@@ -573,7 +573,7 @@ def _make_conv2d_backward_part(EXT):
                         lo = n * proj_rows
                         if proj_bn:  # its BatchNorm's input gradient made here, as it is used
                             _bn_dx_rows(proj_x, proj_dy, lo, lo + proj_rows, proj_mean, proj_k, proj_a, proj_b, gbuf,
-                                        2 if proj_masked else 0, proj_msk, proj_mean, proj_mean)
+                                        2 if proj_masked else 0, proj_msk, proj_mean, proj_mean, lo)
                             g2 = gbuf
                         else:
                             g2 = proj_dy[lo:lo + proj_rows]
