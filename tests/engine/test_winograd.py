@@ -68,6 +68,15 @@ def test_the_dy_transform_computes_its_matrix_product():
     np.testing.assert_allclose(out, np.einsum("ai,ijc,bj->abc", a, h.astype(np.float64), a), rtol=1e-5, atol=1e-4)
 
 
+def test_weight_transform_in_column_chunks_is_the_whole_product():
+    """Past SANDWICH_COLS columns (64 x 64 channels) the transform's product runs in column chunks: the numbers of
+    the whole product, bit for bit."""
+    w = np.random.default_rng(3).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    assert 64 * 64 > winograd.SANDWICH_COLS
+    whole = winograd._kron(winograd.G, winograd.G) @ w.reshape(9, -1)
+    np.testing.assert_array_equal(winograd.transform_weights(w), whole.reshape(36, 64, 64))
+
+
 def test_transformed_weights_give_the_direct_convolution_of_one_tile():
     """A^T [(G g G^T) * (B^T d B)] A is the 4x4 correlation of a 6x6 block with the 3x3 kernel (one channel)."""
     rng = np.random.default_rng(1)
