@@ -20,7 +20,7 @@ from tuinet.engine.conv.kernels import (
     maxpool_forward,
 )
 from tuinet.engine.conv import winograd
-from tuinet.engine.conv.plan import ConvPlan
+from tuinet.engine.conv.plan import ConvPlan, _padded_offsets
 from tuinet.engine.conv.winograd import WinogradPlan, winograd_forward
 from tuinet.engine.layers import Layer, ReLU, init_weights, register
 from tuinet.engine.norm import _NO_MASK, OutputStats, fold_factor
@@ -166,8 +166,7 @@ class Conv2D(Layer):
         # and the input gradient: the same convolution of dy with the flipped kernel (padded by 2 - the padding)
         self._wino_dx = WinogradPlan.build(self.output_shape, self.input_shape) if use else None
         self.bn_sums = None  # a BatchNorm's backward sums gathered by the last backward pass (see backward)
-        self._proj_cu: tuple | None = None  # a projection's offsets in the input gradient (see _projection_args)
-        self._proj_fwd: tuple | None = None  # a projection's offsets in the input (see _projection_forward_args)
+        self._proj_at: tuple | None = None  # a projection's pixels in the padded input (see _projection_offsets)
         self._wz: np.ndarray | None = None  # the Winograd weight gradient's per-thread sums
         return self.output_shape
 
@@ -231,16 +230,10 @@ class Conv2D(Layer):
     def _projection_forward_args(self, proj: "Conv2D", n: int) -> tuple:
         """The ``proj`` arguments of :func:`conv2d_forward` (see :meth:`forward`), its output array first."""
         theirs = proj._plan
-        key = (id(proj), "forward")
-        if self._proj_fwd is None or self._proj_fwd[0] != key:
-            plan = self._plan
-            wp = self.input_shape[1] + plan.pl + plan.pr
-            base = plan.base_u.astype(np.int64) + (plan.pt * wp + plan.pl) * self.input_shape[2]
-            rows = max(theirs.base_i.size, base.size)
-            self._proj_fwd = (key, np.concatenate([base, np.full(rows - base.size, base[-1], np.int64)]))
+        at, _, _, _ = self._projection_offsets(proj)
         out = np.empty((n, proj.output_shape[0] * proj.output_shape[1], proj.filters), np.float32)
         st = proj._st if proj.stats is not None else _NO_ST
-        return (out, self._proj_fwd[1], theirs.off_u, proj._packed_weights(), proj._bp, theirs.panels_out,
+        return (out, at, theirs.off_u, proj._packed_weights(), proj._bp, theirs.panels_out,
                 proj.stats is not None, proj.stats.fold if proj.stats is not None else 1, st[0], st[1], st[2])
 
     def can_fuse(self, nxt) -> bool:
@@ -322,23 +315,31 @@ class Conv2D(Layer):
                 and tuple(proj.input_shape) == tuple(self.input_shape)
                 and tuple(proj.output_shape[:2]) == tuple(self.output_shape[:2]))
 
+    def _projection_offsets(self, proj: "Conv2D") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Where ``proj`` (:meth:`takes_projection`) reads and writes in this layer's padded input and input
+        gradient: the flat offset of each output position's pixel as GEMM rows (padded, as ``proj``'s own rows, to
+        its tile height) and as a reduction (unsigned, one per position), then zeros as wide as ``proj``'s W^T and as
+        its output (made once)."""
+        if self._proj_at is None or self._proj_at[0] != id(proj):
+            plan = self._plan
+            wp = self.input_shape[1] + plan.pl + plan.pr
+            at = plan.base_u.astype(np.int64) + (plan.pt * wp + plan.pl) * self.input_shape[2]
+            self._proj_at = (id(proj), _padded_offsets(at, proj._plan.base_i.size, int(at[-1])),
+                             at.astype(np.uint64), np.zeros(proj._wt.shape[1], np.float32),
+                             np.zeros(proj.filters, np.float32))
+        return self._proj_at[1:]
+
     def _projection_args(self, proj: "Conv2D", dy2: np.ndarray, bn=None, mask=None, sums=None) -> tuple:
         """The ``proj`` arguments of :func:`conv2d_backward` for :meth:`takes_projection`'s ``proj`` and its output's
         gradient ``dy2`` (or with ``bn``, the gradient of that BatchNorm's output, the BatchNorm's own input
         gradient made by the kernel, where its folded rows split into whole samples; with ``mask`` and ``sums``,
         dy2 is masked as the kernel reads it and ``bn``'s first-pass sums were gathered: see :meth:`backward`);
         fills ``proj``'s W^T."""
-        plan, theirs = self._plan, proj._plan
+        theirs = proj._plan
         k = proj._wk.shape[0]
         proj._wt[:, :k] = proj.params[0].reshape(k, proj.filters).T
         proj._partial_buffers()
-        key = (id(proj), plan.pt, plan.pl)
-        if self._proj_cu is None or self._proj_cu[0] != key:
-            wp = self.input_shape[1] + plan.pl + plan.pr
-            cu = plan.base_u.astype(np.int64) + (plan.pt * wp + plan.pl) * self.input_shape[2]
-            self._proj_cu = (key, cu, cu.astype(np.uint64), np.zeros(proj._wt.shape[1], np.float32),
-                             np.zeros(proj.filters, np.float32))
-        _, cu, cu_u, zk, zc = self._proj_cu
+        cu, cu_u, zk, zc = self._projection_offsets(proj)
         n = dy2.shape[0]
         positions = self.output_shape[0] * self.output_shape[1]
         if mask is not None and not (bn is not None and sums is not None and positions % bn._fold == 0):
@@ -467,7 +468,7 @@ class Conv2D(Layer):
                         need_dx and dx_add is not None,
                         _NO_DX if dx_add is None else np.ascontiguousarray(dx_add, np.float32).reshape(x.shape),
                         self._pre is not None, *(self._pre if self._pre is not None else _NO_PRE),
-                        proj=None if proj is None else proj_args, bn=bn_args)
+                        proj=proj_args, bn=bn_args)
         if plan.pair:  # dW[kh, kw] = D[(kh, kw), j=0] + D[(kh, kw + 1), j=1]
             d = dw2_parts[0, :kh * (kw + 1)].reshape(kh, kw + 1, 2, plan.cp)
             np.add(d[:, :kw, 0, :cout], d[:, 1:, 1, :cout], out=self.grads[0][:, :, 0, :])
