@@ -164,6 +164,8 @@ async def test_after_the_run_the_saved_weights_answer_and_centring_changes_the_i
         pad = app.query_one(DrawPad)
         assert pad.centre  # MNIST: centred as its digits were made
         await wait_until(pilot, lambda: pad.samples, what="the test samples")
+        # (the canvas's keys reach it once it has the focus: on a loaded machine the tab can open later than "6")
+        await wait_until(pilot, lambda: app.focused is canvas, what="the canvas focused")
         await press(pilot, "t")  # a test sample on the canvas
         await wait_until(pilot, lambda: canvas.ink.max() > 0, what="the sample on the canvas")
         assert canvas.ink.max() > 0.95 and canvas.ink.min() == 0
