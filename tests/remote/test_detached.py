@@ -156,6 +156,28 @@ def test_cli_detach_then_stop(tmp_path, request):
     assert not Path(status["socket"]).exists()
 
 
+def test_stop_reports_a_run_that_ended_as_it_connected(start_trainer, monkeypatch):
+    """`tuinet stop` on a run whose final event arrives between the connection and the stop command (another client
+    stopped it, or its last epoch ended) reports that end at once: the event was read with the connection, so
+    waiting for it timed out (a CI cleanup waited past its 120 s for a branch run that had just finished)."""
+    from tuinet.remote.client import RemoteSession
+
+    rd, proc = start_trainer("raced")
+    connect = RemoteSession.__init__
+
+    def connect_then_lose_the_race(self, *args, **kwargs):
+        connect(self, *args, **kwargs)
+        self.send(make_command("stop", reason="another client"))
+        assert self.join(60), "the trainer did not stop for the other client"
+
+    monkeypatch.setattr(RemoteSession, "__init__", connect_then_lose_the_race)
+    r = CliRunner().invoke(main, ["stop", "raced", "--runs-dir", str(rd.path.parent), "--timeout", "30"])
+    assert r.exit_code == 0, r.output
+    assert "stopped raced at epoch" in r.output
+    proc.wait(20)
+    assert json.loads((rd.path / "status.json").read_text())["status"] == "stopped"
+
+
 def test_a_detached_run_started_by_a_process_that_lives_on_leaves_no_zombie(tmp_path):
     """A lesson's app starts its runs detached and stays open after they end: each ended trainer is reaped."""
     import io

@@ -158,25 +158,22 @@ def stop_cmd(run: str, runs_dir: str | None, timeout: float) -> None:
     else:
         session = None
     if session is not None:
-        final: list[dict[str, Any]] = []
-        done = threading.Event()
-
-        def on_event(e: dict[str, Any]) -> None:
-            if e.get("event") in FINAL_EVENTS and not e.get("synthetic") and not final:
-                final.append(e)
-                done.set()
-
-        session.add_listener(on_event)
+        over = threading.Event()  # the trainer's final event, or the connection's end, has come
+        session.add_listener(lambda e: over.set() if e.get("event") in (*FINAL_EVENTS, "disconnected") else None)
         session.send(make_command("stop", reason="tuinet stop"))
         click.echo(f"stopping {rd.name}: waiting for the checkpoint…", err=True)
-        if not done.wait(timeout) and not session.join(0.1):
-            session.close()
+        # the final event may have come before the listener (the run finished or stopped as we connected): it is
+        # read from the session, not only waited for
+        if session.final_event() is None:
+            over.wait(timeout)
+        e = session.final_event()
+        ended = not session.running
+        session.close()
+        if not ended and e is None:
             raise ConfigError(f"run {rd.name} did not stop within {timeout:.0f} s (is it compiling?); try again, "
                               f"or `kill {pid}`")
-        session.close()
-        if not final:
+        if e is None:
             raise ConfigError(f"lost run {rd.name} before it confirmed the stop; see `tuinet runs`")
-        e = final[0]
         if e["event"] == "stopped":
             click.echo(f"stopped {rd.name} at epoch {e.get('epoch')} step {e.get('step')}; checkpoint "
                        f"{e.get('checkpoint') or '-'}; `tuinet resume {rd.name}` continues it")

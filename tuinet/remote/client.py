@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tuinet.protocol import FINAL_EVENTS, PICTURE_EVENTS, PROTOCOL_VERSION, Listener, from_json, to_json, \
-    validate_command
+from tuinet.protocol import FINAL_EVENTS, PICTURE_EVENTS, PROTOCOL_VERSION, Listener, final_event, from_json, \
+    to_json, validate_command
 from tuinet.remote.sockets import RemoteError, connect
 from tuinet.training.history import EventHistory
 from tuinet.training.procs import pid_alive
@@ -142,6 +142,16 @@ class RemoteSession:
             return False
         return True
 
+    def final_event(self) -> dict[str, Any] | None:
+        """The trainer's own final event (finished, stopped or failed) if this process has sent one, else None.
+
+        The newest: a resumed run's history holds the final event of its earlier process too."""
+        with self._lock:
+            final = final_event({k: e for k, e in self.last.items() if not e.get("synthetic")})
+            if final is None or final.get("time", 0) < self.last.get("started", {}).get("time", 0):
+                return None
+            return final
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the connection ends (the trainer finished, stopped or died, or we closed); True when it has."""
         return self._ended.wait(timeout)
@@ -214,10 +224,8 @@ class RemoteSession:
         if self._closing:
             self.end_reason = "detached"
         else:
-            # the newest: a resumed run's history holds the final event of its earlier process too
-            final = max((self.last[k] for k in FINAL_EVENTS if k in self.last), key=lambda e: e.get("time", 0),
-                        default=None)
-            if final is not None and final.get("time", 0) >= self.last.get("started", {}).get("time", 0):
+            final = self.final_event()
+            if final is not None:
                 self.end_reason = f"trainer {final['event']}"
                 self._deliver(_synthetic("disconnected", reason=self.end_reason, trainer_alive=False))
             else:
