@@ -186,24 +186,34 @@ class SweepDriver:
         import optuna
 
         S = optuna.trial.TrialState
-        return len(self.study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL)))
+        return len(_counted(self.study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))))
 
     def _more_to_run(self) -> bool:
-        return bool(self.waiting) or len(self.study.get_trials(deepcopy=False)) < self.spec.trials
+        return bool(self.waiting) or len(_counted(self.study.get_trials(deepcopy=False))) < self.spec.trials
 
     def _fill(self) -> None:
         """Start trials in the free slots: interrupted ones first, then new ones the sampler asks for."""
         while len(self.active) < self.backend.capacity:
             if self.waiting:
                 self._restart(self.waiting.pop(0))
-            elif len(self.study.get_trials(deepcopy=False)) < self.spec.trials:
+            elif len(_counted(self.study.get_trials(deepcopy=False))) < self.spec.trials:
                 self._start_new()
             else:
                 return
 
     def _start_new(self) -> None:
+        import optuna
+
         trial = self.study.ask(fixed_distributions=self.spec.distributions())
         n = trial.number
+        # drivers sharing the study (--storage) count its trials, then ask: two can count the same free place. The
+        # storage numbers trials in the order they were made, so the trials before this one say whether it is over
+        # the budget; if it is, it is told failed without running (marked surplus, left out of every count and view)
+        ahead = _counted(t for t in self.study.get_trials(deepcopy=False) if t.number < n)
+        if len(ahead) >= self.spec.trials:
+            trial.set_user_attr("surplus", True)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
         params = dict(trial.params)
         name = f"{self.spec.name}-t{n:03d}"
         budget = self.spec.budget(params)
@@ -408,7 +418,7 @@ class SweepDriver:
         names = {S.COMPLETE: "complete", S.PRUNED: "pruned", S.FAIL: "failed", S.RUNNING: "running",
                  S.WAITING: "waiting"}
         out = []
-        for t in self.study.get_trials(deepcopy=False):
+        for t in _counted(self.study.get_trials(deepcopy=False)):
             a = self.active.get(t.number)
             curve = dict(a.curve) if a else {int(k): float(v) for k, v in t.intermediate_values.items()}
             state = names.get(t.state, "waiting")
@@ -466,6 +476,11 @@ class SweepDriver:
                                                    "params": best["params"], "run": best["run_name"],
                                                    "run_dir": best["run_dir"]},
                 "importances": self._importances}
+
+
+def _counted(trials) -> list:
+    """The trials of the budget: all but the surplus ones (asked by a driver that lost a race for the last place)."""
+    return [t for t in trials if not t.user_attrs.get("surplus")]
 
 
 def main(argv: list[str] | None = None) -> int:
