@@ -143,6 +143,49 @@ def test_a_convolution_before_a_fused_batchnorm_relu_makes_their_backward_pass(m
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_residual_block_gathers_the_sums_of_the_linked_batchnorm_before_it(monkeypatch):
+    """resnet's stem: Conv2D, BatchNorm + ReLU (linked: the convolution makes their backward pass), then a block
+    whose conv1 runs by Winograd: the block gathers the BatchNorm's first-pass sums as it writes its input
+    gradient, and the convolution takes them (that pass over the gradient and the BatchNorm's input is not made);
+    the gradients are those without the sums, and those of the layers one by one, bit for bit (16 x 16 images: each
+    sample's rows are whole 32-row blocks of the sums, so the gathered sums add in the own pass's order; with other
+    sizes they differ by float32 rounding, as conv2's gathered sums of bn1 do)."""
+    from tuinet.engine.conv.layers import Conv2D
+
+    model = build_model("conv3x3x16psame,bn,relu,res16,gap", (16, 16, 1), 10, seed=6)
+    assert model._bn_links == {0} and model.layers[3].sublayers["conv1"]._wino is not None
+    seen = []
+    backward = Conv2D.backward
+
+    def spy(self, dy, need_dx=True, **kwargs):
+        if kwargs.get("bn_relu") is not None:
+            seen.append(kwargs.get("bn_sums") is not None)
+        return backward(self, dy, need_dx, **kwargs)
+
+    monkeypatch.setattr(Conv2D, "backward", spy)
+    rng = np.random.default_rng(9)
+    for layer in model.layers:
+        if layer.kind == "BatchNorm":
+            layer.params[0][:] = rng.uniform(0.5, 1.5, layer.channels)
+            layer.params[1][:] = rng.standard_normal(layer.channels)
+    x = rng.standard_normal((6, 16, 16, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 6)
+    start = model.get_weights()
+    grads = []
+    for case in ("gathered", "own pass", "one by one"):
+        model.set_weights(start)
+        model.fusion = case != "one by one"
+        if case == "own pass":
+            monkeypatch.setattr(type(model), "_input_batchnorm", lambda self, i, stop: None)
+        seen.clear()
+        model.backward(model.loss(model.forward(x, training=True), y)[1])
+        grads.append([g.copy() for g in model.grads])
+        assert seen == {"gathered": [True], "own pass": [False], "one by one": []}[case]
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("spec,shape,fused", [("conv3x3x4psame,bn,relu,res8s2,gap", (9, 9, 2), {1}),
                                               ("bn,relu,dense8,bn,relu,dense8", (6,), {0, 3}),
                                               ("dense8,bn,relu,bn,tanh", (5,), {1})])

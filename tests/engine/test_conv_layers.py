@@ -1067,9 +1067,9 @@ def test_residual_block_projection_backward_is_made_by_conv1(monkeypatch, shape,
     calls = []
     backward = Conv2D.backward
 
-    def spy(self, d, need_dx=True, dx_add=None, bn=None, proj=None):
+    def spy(self, d, need_dx=True, dx_add=None, bn=None, proj=None, **kwargs):
         calls.append((self.name, need_dx, proj is not None, dx_add is not None))
-        return backward(self, d, need_dx, dx_add, bn, proj)
+        return backward(self, d, need_dx, dx_add, bn, proj, **kwargs)
 
     monkeypatch.setattr(Conv2D, "backward", spy)
     bn_calls = []
@@ -1101,6 +1101,47 @@ def test_residual_block_projection_backward_is_made_by_conv1(monkeypatch, shape,
     calls.clear()
     np.testing.assert_array_equal(block.backward(dy, True), dx)
     assert ("proj", True, False, False) in calls and ("conv1", True, False, True) in calls
+    for name, a, b in zip(block.param_names, block.grads, grads):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("shape,filters,stride", [((8, 8, 16), 32, 2), ((8, 8, 12), 12, 1), ((8, 8, 12), 16, 1)])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_residual_block_direct_conv1_makes_bn1_input_gradient(monkeypatch, shape, filters, stride, need_dx):
+    """A block whose conv1 is a direct convolution (strided with a projection, or not a Winograd shape): conv1's
+    backward pass makes bn1 + relu1's input gradient from the sums conv2 gathered (bn1 runs no backward pass of its
+    own, so that gradient is never written); the block's gradients are those of bn1's own pass, bit for bit."""
+    block = ResidualBlock(filters, stride)
+    block.build(shape, np.random.default_rng(7))
+    s = block.sublayers
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4,) + shape).astype(np.float32)
+    dy = rng.standard_normal((4,) + block.output_shape).astype(np.float32)
+    seen = []
+    backward_act = BatchNorm.backward_act
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.name)
+        return backward_act(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchNorm, "backward_act", spy)
+    before = [b.copy() for b in block.buffers.values()]
+    y = block.forward(x, True)
+    assert s["conv1"].takes_batchnorm(s["bn1"]) and s["conv1"]._wino is None
+    dx = block.backward(dy, need_dx)
+    assert "bn1" not in seen
+    grads = [g.copy() for g in block.grads]
+    monkeypatch.setattr(Conv2D, "takes_batchnorm", lambda self, bn: False)
+    for b, r in zip(block.buffers.values(), before):
+        b[...] = r
+    np.testing.assert_array_equal(block.forward(x, True), y)
+    seen.clear()
+    other = block.backward(dy, need_dx)
+    assert "bn1" in seen
+    if need_dx:
+        np.testing.assert_array_equal(other, dx)
+    else:
+        assert dx is None and other is None
     for name, a, b in zip(block.param_names, block.grads, grads):
         np.testing.assert_array_equal(a, b, err_msg=name)
 

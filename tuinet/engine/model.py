@@ -164,21 +164,45 @@ class Sequential:
         d = dout
         stop = self._first_trainable
         i = len(self.layers) - 1
+        sums = None  # a linked BatchNorm's first-pass sums, gathered by the layer after it (see below)
         while i >= stop:
             first = self._fused_first.get(i, i)  # the first layer of the unit that ends at i
             if first < i and first >= stop:
                 conv = first - 1
-                if conv in self._bn_links and conv >= stop and self.layers[conv].takes_batchnorm(self.layers[first]):
+                if self._linked(conv, first, stop):
                     # a Conv2D before a fused BatchNorm + ReLU makes the BatchNorm's input gradient itself, sample
                     # by sample as it uses it (never written): the same numbers as the two backward passes
-                    d = self.layers[conv].backward(d, need_dx=conv > stop, bn_relu=self.layers[first])
+                    d = self.layers[conv].backward(d, need_dx=conv > stop, bn_relu=self.layers[first], bn_sums=sums)
+                    sums = None
                     i = conv - 1
                     continue
                 d = self.layers[first].backward_fused(d, *self.layers[first + 1:i + 1], need_dx=first > stop)
                 i = first - 1
             else:
-                d = self.layers[i].backward(d, need_dx=i > stop)
+                layer = self.layers[i]
+                bn = self._input_batchnorm(i, stop)
+                if bn is not None:  # it gathers that BatchNorm's first-pass sums as it writes its input gradient
+                    d = layer.backward(d, need_dx=True, input_bn=bn)
+                    sums = layer.input_bn_sums
+                else:
+                    d = layer.backward(d, need_dx=i > stop)
                 i -= 1
+
+    def _linked(self, conv: int, first: int, stop: int) -> bool:
+        """True when the Conv2D at ``conv`` makes the backward pass of the fused BatchNorm + ReLU at ``first``."""
+        return (conv in self._bn_links and first == conv + 1 and conv >= stop
+                and self.layers[conv].takes_batchnorm(self.layers[first]))
+
+    def _input_batchnorm(self, i: int, stop: int):
+        """The BatchNorm whose (fused, linked) BatchNorm + ReLU output is the input of layer ``i``, when layer ``i``
+        can gather its first-pass sums (``input_bn``, a residual block whose first convolution runs by Winograd),
+        else None."""
+        if i <= stop or not hasattr(self.layers[i], "input_bn_sums"):
+            return None
+        first = self._fused_first.get(i - 1, i - 1)
+        if first != i - 2 or not self._linked(first - 1, first, stop):
+            return None
+        return self.layers[first]
 
     def penalty(self, add_grad: bool) -> float:
         """The L1/L2 penalty on weights; with ``add_grad`` also adds its gradient to the weight gradients."""

@@ -31,6 +31,8 @@ class ResidualBlock(Layer):
     """
 
     numba_parallel: ClassVar[bool] = True
+    #: the first-pass sums of the BatchNorm before the block, gathered by the last backward pass (``input_bn``)
+    input_bn_sums: tuple | None = None
     #: its convolutions use the conv kernels' extended variant; a model holding it runs all its convolutions there
     uses_conv_extras: ClassVar[bool] = True
 
@@ -129,8 +131,13 @@ class ResidualBlock(Layer):
         self._y = y
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy, need_dx=True, input_bn=None):
+        """The block's backward pass. ``input_bn``: the BatchNorm + ReLU (mode 1, the mask from its input) whose
+        output is this block's input; where conv1 computes the input gradient by Winograd, it gathers that
+        BatchNorm's first-pass sums as it writes it, and ``input_bn_sums`` holds them (else None) for the
+        BatchNorm's backward pass (``sums``)."""
         s = self.sublayers
+        self.input_bn_sums = None
         mask = s["bn2"].skip_mask()
         # the projection's and proj_bn's backward passes made by conv1's, sample by sample as it reads the same
         # input: their input gradients are never written
@@ -143,18 +150,29 @@ class ResidualBlock(Layer):
         h, d = s["bn2"].backward_act(dy, self._y, True, keep_masked=True, mask_only=masked, skip_sums=target)
         # conv2's input gradient is bn1 + relu1's output gradient: conv2 gathers bn1's backward sums as it writes it
         h = s["conv2"].backward(h, True, bn=s["bn1"])
-        h, _ = s["bn1"].backward_act(h, None, True, relu=True, sums=s["conv2"].bn_sums)
+        # a direct conv1 makes bn1 + relu1's input gradient itself, sample by sample as it uses it (never written),
+        # from the sums conv2 gathered; else bn1's own pass writes it
+        fused = {}
+        if s["conv1"].takes_batchnorm(s["bn1"]):
+            fused = {"bn_relu": s["bn1"], "bn_sums": s["conv2"].bn_sums}
+        else:
+            h, _ = s["bn1"].backward_act(h, None, True, relu=True, sums=s["conv2"].bn_sums)
         if proj_in_conv1:
             extra = (mask, target[-2:]) if masked else ()
-            return s["conv1"].backward(h, True, proj=(s["proj"], dy if masked else d, s["proj_bn"]) + extra)
+            return s["conv1"].backward(h, True, proj=(s["proj"], dy if masked else d, s["proj_bn"]) + extra, **fused)
         if self.has_projection:
             dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
         elif masked:
-            return s["conv1"].backward(h, True, dx_add=dy, dx_add_mask=mask)
+            dx = s["conv1"].backward(h, True, dx_add=dy, dx_add_mask=mask, bn=input_bn, **fused)
+            self.input_bn_sums = s["conv1"].bn_sums if input_bn is not None else None
+            return dx
         else:
             dskip = d
         # the two paths' input gradients summed sample by sample inside conv1's backward pass, while in cache
-        return s["conv1"].backward(h, need_dx, dx_add=dskip if need_dx else None)
+        dx = s["conv1"].backward(h, need_dx, dx_add=dskip if need_dx else None, bn=input_bn if need_dx else None,
+                                 **fused)
+        self.input_bn_sums = s["conv1"].bn_sums if input_bn is not None and need_dx else None
+        return dx
 
     def config(self):
         return {"type": "ResidualBlock", "filters": self.filters, "stride": self.stride,

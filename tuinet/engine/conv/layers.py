@@ -368,7 +368,8 @@ class Conv2D(Layer):
         """True when :meth:`backward` takes ``dx_add_mask`` (the input gradient by Winograd)."""
         return self._wino is not None
 
-    def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None, dx_add_mask=None, bn_relu=None):
+    def backward(self, dy, need_dx=True, dx_add=None, bn=None, proj=None, dx_add_mask=None, bn_relu=None,
+                 bn_sums=None):
         """The layer's backward pass; ``dx_add`` (the input's shape) is added into the input gradient, sample by
         sample while it is still in cache (a residual block's skip-path gradient), instead of in a pass after.
 
@@ -390,7 +391,9 @@ class Conv2D(Layer):
 
         ``bn_relu``: the BatchNorm after this layer, fused with a ReLU (where :meth:`takes_batchnorm`): ``dy`` is that
         ReLU's output gradient, and the BatchNorm's backward pass is made here (its parameter gradients set, its input
-        gradient made sample by sample as this layer uses it, never written); its own must then not be run."""
+        gradient made sample by sample as this layer uses it, never written); its own must then not be run.
+        ``bn_sums``: that BatchNorm's first-pass sums, already gathered by the layer that wrote ``dy``
+        (:meth:`BatchNorm.relu_sums_inputs`), so that pass is not made."""
         n = dy.shape[0]
         oh, ow, cout = self.output_shape
         self.bn_sums = None
@@ -402,7 +405,7 @@ class Conv2D(Layer):
         if bn_relu is not None:
             if not self.takes_batchnorm(bn_relu):
                 raise ValueError(f"{self.describe()} cannot make the input gradient of the BatchNorm after it")
-            g, x2, mean_w, k, a, b = bn_relu.backward_terms(dy, relu=True)
+            g, x2, mean_w, k, a, b = bn_relu.backward_terms(dy, sums=bn_sums, relu=True)
             bn_args = (x2, g, (oh * ow) // bn_relu._fold, mean_w, k, a, b, bn_relu._scale, bn_relu._offset, 1)
         return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
                                   need_dx, dx_add, bn=bn, proj=proj,
