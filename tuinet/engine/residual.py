@@ -160,17 +160,16 @@ class ResidualBlock(Layer):
         if proj_in_conv1:
             extra = (mask, target[-2:]) if masked else ()
             return s["conv1"].backward(h, True, proj=(s["proj"], dy if masked else d, s["proj_bn"]) + extra, **fused)
+        skip_mask = None
         if self.has_projection:
             dskip = s["proj"].backward(s["proj_bn"].backward(d, True), need_dx)
-        elif masked:
-            dx = s["conv1"].backward(h, True, dx_add=dy, dx_add_mask=mask, bn=input_bn, **fused)
-            self.input_bn_sums = s["conv1"].bn_sums if input_bn is not None else None
-            return dx
+        elif masked:  # (needs need_dx) bn2 wrote no masked skip gradient: conv1 masks dy as it adds it
+            dskip, skip_mask = dy, mask
         else:
             dskip = d
         # the two paths' input gradients summed sample by sample inside conv1's backward pass, while in cache
-        dx = s["conv1"].backward(h, need_dx, dx_add=dskip if need_dx else None, bn=input_bn if need_dx else None,
-                                 **fused)
+        dx = s["conv1"].backward(h, need_dx, dx_add=dskip if need_dx else None, dx_add_mask=skip_mask,
+                                 bn=input_bn if need_dx else None, **fused)
         self.input_bn_sums = s["conv1"].bn_sums if input_bn is not None and need_dx else None
         return dx
 
