@@ -310,6 +310,58 @@ def test_training_reaches_accuracy_and_compiles_each_kernel_once(mnist_small):
     assert all(c <= 1 for c in counts.values()), {k: c for k, c in counts.items() if c > 1}
 
 
+_COLD_COMPILE_SCRIPT = r"""
+import importlib, json, pkgutil
+import numpy as np
+import tuinet.engine as E
+from tuinet.engine import build_model, make_optimizer
+from tuinet.engine.threads import configure_threads
+rng = np.random.default_rng(0)
+# every kind of kernel: direct and Winograd convolutions, fused BatchNorm sums, residual blocks, pools, the Dense
+# micro-kernels; a batch of 37 ends in partial tiles
+for spec in ("cnn", "resnet", "conv3x3x8s2psame,bn,relu,maxpool2s1,res8,res16s2,avgpool2s1,gap,dense16,bn,relu"):
+    m = build_model(spec, (28, 28, 1), 10, seed=0)
+    configure_threads(m)
+    opt = make_optimizer("adam", m.params)
+    for b in (64, 37):
+        x = rng.random((b, 28, 28, 1), dtype=np.float32)
+        y = rng.integers(0, 10, b)
+        m.train_step(x, y, opt)
+        m.evaluate(x, y)
+counts = {}
+for info in pkgutil.walk_packages(E.__path__, "tuinet.engine."):
+    mod = importlib.import_module(info.name)
+    for name, fn in vars(mod).items():
+        if hasattr(fn, "signatures") and getattr(getattr(fn, "py_func", None), "__module__", None) == mod.__name__:
+            counts[info.name + "." + name] = [str(s) for s in fn.signatures]
+print(json.dumps(counts))
+"""
+
+
+@pytest.mark.slow
+def test_a_cold_compile_makes_one_version_of_each_kernel(tmp_path):
+    """With an empty cache (a first run) every engine kernel, helpers included, compiles for one signature.
+
+    A helper that one caller passes a literal (``0``, ``1``, ``False``) and another a variable compiled twice, with
+    the literal's type and the variable's: seconds more of a first run. In-process the check above sees helpers only
+    when their callers were not loaded from the cache, so this one starts a process on an empty cache.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", _COLD_COMPILE_SCRIPT], env=env, capture_output=True, text=True,
+                         cwd=str(root), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = json.loads(out.stdout.splitlines()[-1])
+    compiled = {k: v for k, v in counts.items() if v}
+    assert len(compiled) >= 40, sorted(compiled)  # the models above compiled the engine's kernels here
+    assert {k: v for k, v in compiled.items() if len(v) > 1} == {}
+
+
 def test_pytorch_twin_computes_the_same_function():
     torch = pytest.importorskip("torch")
     from tuinet.bench.torch_models import copy_weights_to_torch, torch_cnn_model

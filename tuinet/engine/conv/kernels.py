@@ -591,7 +591,7 @@ def _make_conv2d_backward_part(EXT):
                 _panel_gemm(dyn.reshape(-1), qbase_i, P, co_u, wt, cbuf, zk, not yes, panels_k)
                 if padded:  # dxpad is all zero here, as above
                     _col2im_add(cbuf, dxpad, OW, sh, sw, KH, KW, C)
-                    _crop_zero_into(dxpad, dx[n], pt, pl, dx_add[n] if add_dx else dx[n], EXT and add_dx)
+                    _crop_zero_into(dxpad, dx[n], pt, pl, dx_add[n] if add_dx else dx[n], add_dx and EXT)
                     added = True
                 else:
                     _zero(dx[n].reshape(-1))

@@ -350,6 +350,7 @@ def _out_tiles(mf, ms, r0, th, tw, oh, ow, cout, of, edge):
     the flat (oh, ow, cout) ``of``; a tile reaching past the output goes through the (4, 4, cout) ``edge``."""
     ors = ow * cout
     ef = edge.reshape(-1)
+    zero0 = r0 * 0  # 0, but not a literal (a literal in either place would compile a second _copy_pixels)
     for ty in range(th):
         for tx in range(tw):
             r = r0 + ty * tw + tx
@@ -361,7 +362,7 @@ def _out_tiles(mf, ms, r0, th, tw, oh, ow, cout, of, edge):
             else:
                 for c0 in range(0, cout, LANES):
                     OUT4(mf, r * cout + c0, ALPHA * ms, ms, ef, c0, M_OUT * cout, cout)
-                _copy_pixels(ef, 0, M_OUT * cout, of, y0 * ors + x0 * cout, ors, min(M_OUT, oh - y0),
+                _copy_pixels(ef, zero0, M_OUT * cout, of, y0 * ors + x0 * cout, ors, min(M_OUT, oh - y0),
                              min(M_OUT, ow - x0) * cout)
 
 
@@ -376,6 +377,7 @@ def winograd_forward_part(p, a):
     tiles = th * tw
     rows = u.size
     zero = np.zeros(cout, np.float32)
+    mode1 = p * 0 + 1  # 1, but not a literal: BatchNorm calls _bwd_sums with an integer variable (one signature)
     xpad = np.zeros((hp, wp, C), np.float32)
     vbuf = np.zeros((XI, C // LANES, rows, LANES), np.float32)
     vf = vbuf.reshape(-1)
@@ -414,7 +416,7 @@ def winograd_forward_part(p, a):
                 _out_stats(out[n].reshape((oh * ow // st_fold, st_fold * cout)), n == n0, st_shift[p], st_sum[p],
                            st_sq[p])
             if bs:
-                _bwd_sums(bx, b2, n * brows, (n + 1) * brows, bmean, bsum[p], bsumx[p], bmsk, 1, bscale, boffset)
+                _bwd_sums(bx, b2, n * brows, (n + 1) * brows, bmean, bsum[p], bsumx[p], bmsk, mode1, bscale, boffset)
 
 
 _launch_winograd = _make_launcher("_launch_winograd")
@@ -470,6 +472,7 @@ def _dy_tiles(gf, ow, cout, oh, th, tw, hf, rows, r0, edge):
     ors = ow * cout
     ps = cout * rows
     ef = edge.reshape(-1)
+    zero0 = r0 * 0  # 0, but not a literal (see _out_tiles)
     for ty in range(th):
         for tx in range(tw):
             r = r0 + ty * tw + tx
@@ -480,7 +483,7 @@ def _dy_tiles(gf, ow, cout, oh, th, tw, hf, rows, r0, edge):
                     DY4(gf, y0 * ors + x0 * cout + c0, ors, cout, hf, c0 * rows + r * LANES, ALPHA * ps, ps)
             else:
                 ef[:] = 0.0
-                _copy_pixels(gf, y0 * ors + x0 * cout, ors, ef, 0, M_OUT * cout, min(M_OUT, oh - y0),
+                _copy_pixels(gf, y0 * ors + x0 * cout, ors, ef, zero0, M_OUT * cout, min(M_OUT, oh - y0),
                              min(M_OUT, ow - x0) * cout)
                 for c0 in range(0, cout, LANES):
                     DY4(ef, c0, M_OUT * cout, cout, hf, c0 * rows + r * LANES, ALPHA * ps, ps)
