@@ -10,8 +10,19 @@ import numba
 import numpy as np
 from numba import prange
 
-from tuinet.engine.conv.codegen import conv_jit
+from tuinet.engine.conv.codegen import LANES, conv_jit
 from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
+from tuinet.engine.conv.microkernels import tile_kernel
+
+#: rows of the 32-column tiles the whole tiles of a product run in: 12 x 2 zmm accumulators with 512-bit vectors
+#: (24 of the 32 registers; the convolutions' 6 x 32 tile loads two vectors of B and six values of A for 12 FMAs,
+#: this one two and twelve for 24: 176 against 135 GFLOP/s on one core of an AVX-512 Xeon, 256 x 800 by 800 x 256),
+#: 6 rows (two passes of 6 x 16) with 256-bit vectors, the convolutions' own kernel (a strided 6-row one measured
+#: the same)
+DR32 = 12 if LANES == 16 else R32
+assert DR32 <= TILE_ROWS and DR32 % R32 == 0
+# A's rows a stride apart (the row length, or 1 for A = a.T)
+MKD32 = tile_kernel(DR32, 32, LANES, strided=True) if DR32 != R32 else MK32
 
 @conv_jit(parallel=True)
 def _pack_panels(b, trans, starts, widths, bp):
@@ -39,30 +50,37 @@ def _gemm_panels(af, u, rows, v, bp, starts, widths, c, bias, parts):
     """c[:rows, :] = A @ B + bias, A[r, t] = af[u[r] + v[t]], B packed by :func:`_pack_panels` into panels of 32
     or 8 columns.
 
-    ``u`` extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets). For each panel the row tiles are shared
-    out evenly over ``parts`` threads (a thread's rows are whole tiles, the last thread's may end in a partial
-    tile, which goes through a small buffer); each thread runs every panel over its rows. Only the 32- and
-    8-column micro-kernels are compiled (a first run compiles this kernel cold).
+    A's rows are a constant stride apart (``u[r + 1] - u[r]``: a Dense product's rows, or its transpose's). ``u``
+    extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets). The rows are shared out over ``parts``
+    threads in blocks of ``R32`` (a thread's rows: whole tiles, the last thread's may end in a partial tile, which
+    goes through a small buffer); each thread runs every panel over its rows, a 32-column panel in ``DR32``-row
+    tiles, then ``R32``-row ones for the rest. Every element is one micro-kernel's sum over the whole reduction,
+    in order, whichever tile computes it (the numbers do not depend on the thread count). Only these micro-kernels
+    are compiled (a first run compiles this kernel cold).
     """
     no = rows < 0  # False, not a literal (a literal would compile a second version of the micro-kernels)
+    per = -(-(-(-rows // R32)) // parts) * R32  # rows per thread
     for part in prange(parts):
         tile = np.empty((TILE_ROWS, 32), np.float32)
+        lo = part * per
+        hi = min(rows, lo + per)
         for p in range(bp.shape[0]):
             j0 = starts[p]
             wide = widths[p] == 32
             b = bp[p]
             bs = bias[j0:]
-            th = R32 if wide else R8
-            per = -(-(-(-rows // th)) // parts)  # tiles per thread
-            lo = part * per * th
-            hi = min(rows, lo + per * th)
             r0 = lo
-            while r0 + th <= hi:
-                if wide:
+            if wide:
+                while r0 + DR32 <= hi:
+                    MKD32(af, u, r0, v, b, 0, c, r0, j0, bs, no)
+                    r0 += DR32
+                while r0 + R32 <= hi:
                     MK32(af, u, r0, v, b, 0, c, r0, j0, bs, no)
-                else:
+                    r0 += R32
+            else:
+                while r0 + R8 <= hi:
                     MK8(af, u, r0, v, b, 0, c, r0, j0, bs, no)
-                r0 += th
+                    r0 += R8
             if r0 < hi:
                 if wide:
                     MK32(af, u, r0, v, b, 0, tile, 0, 0, bs, no)
