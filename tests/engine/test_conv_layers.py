@@ -1486,12 +1486,14 @@ want = c + xf[u[:rows, None] + v[None, :].astype(np.int64)] @ b
 tile = np.empty((kernels.TILE_ROWS, 32), np.float32)
 kernels._tail_tile(xf, u, 0, rows, v, b, 0, 16, c, np.zeros(16, np.float32), True, tile)
 assert np.allclose(c, want, atol=1e-4)
-# an 8-wide last panel of B packed (a 32-wide panel row must take 8 values of B's row, not 32)
+# an 8-wide last panel of B packed (a 32-wide panel row must take 8 values of B's row, not 32), B as given and
+# transposed, and a last tile of fewer rows than the 32-wide tile's
+aa = rng.standard_normal((kernels.R32 * 2 + 1, 3)).astype(np.float32)
 bb = rng.standard_normal((3, 40)).astype(np.float32)
-starts, widths = dense._panels(40)
-bp = np.zeros((starts.size, 3, 32), np.float32)
-dense._pack_panels(bb, False, starts, widths, bp)
-assert np.array_equal(bp[1, :, :8], bb[:, 32:40])
+for trans in (False, True):
+    out = np.empty((aa.shape[0], 40), np.float32)
+    dense.panel_matmul(aa, np.ascontiguousarray(bb.T) if trans else bb, out, False, trans)
+    assert np.allclose(out, aa @ bb, atol=1e-5)
 print("ok")
 """
 

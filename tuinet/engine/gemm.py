@@ -5,9 +5,9 @@ worker threads and Numba's both spin while they wait, so giving BLAS a second th
 products made a ``cnn`` step 2.7x slower (24 -> 65 ms). The products of the Dense layers would then run on one
 core. :func:`matmul` runs them instead on the convolutions' register-tile micro-kernels
 (:mod:`tuinet.engine.conv.microkernels`, driven by :mod:`tuinet.engine.conv.dense`), the rows split over Numba's
-threads, B first copied into 32-column panels: read in place, rows of B a power-of-two number of floats apart
-(a layer of 256 or 512 units) all fall into the same few cache sets, and a 256x256 by 256x512 product ran at
-14 GFLOP/s instead of 110.
+threads, each thread copying B into 32-column panels: read in place, rows of B a power-of-two number of floats
+apart (a layer of 256 or 512 units) all fall into the same few cache sets, and a 256x256 by 256x512 product ran
+at 14 GFLOP/s instead of 110.
 
 Each element of the result is one micro-kernel's sum over the whole reduction, in order, whatever the number of
 threads: the numbers depend on the thread mode (BLAS sums in another order) but not on the thread count. In the
