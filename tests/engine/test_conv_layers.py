@@ -524,6 +524,46 @@ def test_conv_microkernel_variants_match_numpy(rows, width, lanes):
         np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], base + want, rtol=1e-5, atol=1e-4)
         assert np.array_equal(c[outside], c0[outside])
 
+    mkr = tile_kernel(rows, width, lanes, strided=True)  # rows of A at xf + u[r0] + r * (u[r0 + 1] - u[r0])
+
+    @njit
+    def run_strided(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc):
+        mkr(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc)
+
+    xs = rng.standard_normal(1000).astype(np.float32)  # 200 + 37 * 11 + 300 < 1000
+    us = 200 + 37 * np.arange(rows + 3, dtype=np.int64) - 74  # u[2] = 200, rows 37 floats apart
+    a = xs[us[2:2 + rows, None] + v[None, :].astype(np.int64)].astype(np.float64)
+    want = a @ b[:, j0:j0 + width].astype(np.float64)
+    for acc in (True, False):
+        c = c0.copy()
+        run_strided(xs, us, 2, v, b, j0, c, 1, 4, bias, acc)
+        base = c0[1:1 + rows, 4:4 + width] if acc else bias[j0:j0 + width]
+        np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], base + want, rtol=1e-5, atol=1e-4)
+        assert np.array_equal(c[outside], c0[outside])
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, 4, 7, 100, 577])
+def test_column_sums_match_numpy(rows):
+    """``_colsum8`` (four rows in flight, the rest one by one) adds the column sums of eight columns from ``j0``
+    into ``out``, rows of any stride (a wider array's columns), and leaves the other columns alone."""
+    from tuinet.engine.conv.codegen import conv_jit
+    from tuinet.engine.conv.microkernels import _colsum8
+
+    @conv_jit()
+    def sums(g, j0, out):
+        _colsum8(g, j0, out)
+
+    rng = np.random.default_rng(rows)
+    wide = rng.standard_normal((rows, 40)).astype(np.float32)
+    for g, j0 in ((np.ascontiguousarray(wide[:, :24]), 8), (wide[:, 8:], 16)):  # a copy, and a strided view
+        out0 = rng.standard_normal(g.shape[1]).astype(np.float32)
+        out = out0.copy()
+        sums(g, j0, out)
+        want = out0.astype(np.float64)
+        want[j0:j0 + 8] += g[:, j0:j0 + 8].astype(np.float64).sum(axis=0)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+        assert np.array_equal(np.delete(out, np.s_[j0:j0 + 8]), np.delete(out0, np.s_[j0:j0 + 8]))
+
 
 def test_micro_kernel_column_groups_fit_the_registers():
     """Every tile shape the kernels use, with either vector width, runs in passes whose accumulators, vectors of B

@@ -1,15 +1,13 @@
-"""How the Conv2D kernels are compiled: the tile shapes for the vector width and three compiler settings.
+"""How the Conv2D kernels are compiled: the tile shapes for the vector width and two compiler settings.
 
 The micro-kernels (:mod:`tuinet.engine.conv.microkernels`) are emitted as LLVM IR with explicit vector types,
 R x W tiles with R chosen here for the vector width Numba compiles for (``runtime.wide_vectors()``: 512-bit on
 AVX-512 hosts, 256-bit otherwise). The settings, specific to the convolution kernels:
 
 * SLP vectorization is off in Numba by default (``NUMBA_SLP_VECTORIZE=0``). The conv kernels are compiled by
-  :class:`SLPCompiler` (``conv_jit``, ``_mk_jit``), which turns it on for the duration of their own compilation
-  only (whatever they compile along, such as the helpers they call, gets it too): the column sums
-  (``_colsum8``) and copies rely on it. Cached machine code keeps it, so loading from the cache needs nothing.
-* ``_colsum8`` is compiled without the 'reassoc' fast-math flag (``_mk_jit``): with it the loop vectorizer
-  treats every accumulator as a reduction and vectorizes the wrong loop.
+  :class:`SLPCompiler` (``conv_jit``), which turns it on for the duration of their own compilation
+  only (whatever they compile along, such as the helpers they call, gets it too): the copies rely on it. Cached
+  machine code keeps it, so loading from the cache needs nothing.
 * ``_panel_gemm`` and ``_panel_gemm_taps`` are compiled ``noinline`` (:class:`SLPNoInlineCompiler`): the conv
   kernels call them (once per sample and GEMM) instead of inlining a copy at each call site.
 """
@@ -124,9 +122,3 @@ def conv_jit(parallel: bool = False, noinline: bool = False):
     """
     return cached(nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
                   pipeline_class=SLPNoInlineCompiler if noinline else SLPCompiler)
-
-
-def _mk_jit():
-    """The decorator of ``_colsum8``: SLP vectorizer on, and no 'reassoc' fast-math flag."""
-    return cached(nogil=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy",
-                  pipeline_class=SLPCompiler)
