@@ -766,6 +766,28 @@ def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride):
     np.testing.assert_array_equal(out, ref_out)  # NaNs in the same places
 
 
+@pytest.mark.parametrize("shape", [(28, 28, 6), (7, 9, 16), (5, 4, 1), (2, 3, 33)])
+def test_avgpool_2x2_path_matches_the_general_kernel_bit_for_bit(shape):
+    """2x2 windows with stride 2 run their own kernels (the sum in registers; each input gradient written once): the
+    same numbers as the general kernels, an odd last row or column included (no window: gradient 0)."""
+    from tuinet.engine.conv import kernels
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((3,) + shape).astype(np.float32)
+    layer = AvgPool2D(2)
+    layer.build(shape, None)
+    out = layer.forward(x, True)
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    dx = layer.backward(dy)
+    ref_out, ref_dx = np.empty_like(out), np.full_like(x, np.nan)
+    scale = np.float32(0.25)
+    for n in range(x.shape[0]):
+        kernels._avgpool_fwd_sample.py_func(x[n], ref_out[n], 2, 2, 2, 2, scale)
+        kernels._avgpool_bwd_sample.py_func(dy[n], ref_dx[n], 2, 2, 2, 2, scale)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(dx, ref_dx)
+
+
 @pytest.mark.parametrize("shape", [(5, 3, 4), (1, 1, 2)])
 def test_global_avg_pool_gradients(shape):
     layer = GlobalAvgPool()

@@ -842,11 +842,34 @@ def _avgpool_fwd_sample(x, out, kh_, kw_, sh, sw, scale):
                 o[c] *= scale
 
 
+@jit()
+def _avgpool2x2_fwd_sample(x, out, scale):
+    """2x2 windows, stride 2: the four candidates summed in registers in one loop over the channels, the same
+    additions in the same order as :func:`_avgpool_fwd_sample` (whose output element is loaded and stored at every
+    tap: LeNet's 28x28x6 at batch 256, 0.51 -> 0.20 ms)."""
+    OH, OW = out.shape[0], out.shape[1]
+    for oh in range(OH):
+        r0 = x[2 * oh]
+        r1 = x[2 * oh + 1]
+        for ow in range(OW):
+            x00 = r0[2 * ow]
+            x01 = r0[2 * ow + 1]
+            x10 = r1[2 * ow]
+            x11 = r1[2 * ow + 1]
+            o = out[oh, ow]
+            for c in range(o.size):
+                o[c] = (((x00[c] + x01[c]) + x10[c]) + x11[c]) * scale
+
+
 @jit(parallel=True)
 def avgpool_forward(x, out, kh, kw, sh, sw, scale):
     """Mean over kh x kw windows (no padding); ``scale`` = 1 / (kh * kw)."""
+    two = kh == 2 and kw == 2 and sh == 2 and sw == 2
     for n in prange(x.shape[0]):
-        _avgpool_fwd_sample(x[n], out[n], kh, kw, sh, sw, scale)
+        if two:
+            _avgpool2x2_fwd_sample(x[n], out[n], scale)
+        else:
+            _avgpool_fwd_sample(x[n], out[n], kh, kw, sh, sw, scale)
 
 
 @jit()
@@ -867,11 +890,43 @@ def _avgpool_bwd_sample(dy, dx, kh_, kw_, sh, sw, scale):
                         r[c] += g[c] * scale
 
 
+@jit()
+def _avgpool2x2_bwd_sample(dy, dx, scale):
+    """2x2 windows, stride 2: every input element is in at most one window, so it is written once, ``dy * scale``
+    (or 0 past the last window), where :func:`_avgpool_bwd_sample` zeroes the gradient and adds into it: the same
+    numbers (0 + v is v), LeNet's 28x28x6 at batch 256 0.43 -> 0.30 ms."""
+    H, W, C = dx.shape
+    OH, OW = dy.shape[0], dy.shape[1]
+    for oh in range(OH):
+        g = dy[oh]
+        for j in range(2):
+            r = dx[2 * oh + j]
+            for w in range(2 * OW):
+                gw = g[w // 2]
+                rw = r[w]
+                for c in range(C):
+                    rw[c] = gw[c] * scale
+            for w in range(2 * OW, W):
+                rw = r[w]
+                for c in range(C):
+                    rw[c] = F0
+    for h in range(2 * OH, H):
+        r = dx[h]
+        for w in range(W):
+            rw = r[w]
+            for c in range(C):
+                rw[c] = F0
+
+
 @jit(parallel=True)
 def avgpool_backward(dy, dx, kh, kw, sh, sw, scale):
     """Spread each output gradient evenly over its window."""
+    two = kh == 2 and kw == 2 and sh == 2 and sw == 2
     for n in prange(dy.shape[0]):
-        _avgpool_bwd_sample(dy[n], dx[n], kh, kw, sh, sw, scale)
+        if two:
+            _avgpool2x2_bwd_sample(dy[n], dx[n], scale)
+        else:
+            _avgpool_bwd_sample(dy[n], dx[n], kh, kw, sh, sw, scale)
 
 
 @jit()
