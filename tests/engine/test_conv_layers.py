@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tuinet.engine.conv import AvgPool2D, Conv2D, GlobalAvgPool, MaxPool2D, conv_geometry, kernels
+from tuinet.engine.layers import ReLU
 from tuinet.engine.conv.plan import SCATTER48, _scatter_panels
 from tuinet.engine.norm import BatchNorm, fold_factor
 from tuinet.engine.residual import ResidualBlock
@@ -744,6 +745,60 @@ def test_conv_maxpool_fused_equals_the_two_layers(shape, filters, k, s, pad, poo
         np.testing.assert_array_equal(g2, g)
     if need_dx:
         np.testing.assert_array_equal(dx2, dx)
+
+
+RELU_CASES = [
+    ((28, 28, 1), 6, 5, 1, "same"),    # LeNet's first convolution: one channel (paired GEMM rows), Cout padded to 8
+    ((14, 14, 6), 16, 5, 1, "valid"),  # its second: the tiles written in place
+    ((9, 8, 3), 12, 3, 2, "same"),     # strided, Cout padded to 16, odd sizes
+    ((6, 6, 2), 8, 1, 1, "valid"),     # 1x1
+]
+
+
+@pytest.mark.parametrize("shape,filters,k,s,pad", RELU_CASES)
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_conv_relu_fused_equals_the_two_layers(shape, filters, k, s, pad, need_dx):
+    """A Conv2D and the ReLU after it in one pass give the same arrays, bit for bit, as the two layers (both
+    directions), the ReLU's output kept for its own backward pass; a model runs them as one unit."""
+    rng = np.random.default_rng(0)
+    conv, relu = Conv2D(filters, k, s, pad), ReLU()
+    relu.build(conv.build(shape, np.random.default_rng(1)), None)
+    assert conv.can_fuse(relu) and not conv.can_fuse_relu(relu, ReLU())
+    conv.params[1][...] = rng.standard_normal(filters).astype(np.float32)
+    x = rng.standard_normal((5,) + shape).astype(np.float32)
+    y = relu.forward(conv.forward(x, True), True)
+    assert (y == 0).any() and (y > 0).any()
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = conv.backward(relu.backward(dy), need_dx)
+    grads = [g.copy() for g in conv.grads]
+
+    relu._cache = None
+    yf = conv.forward_fused(x, True, relu)
+    np.testing.assert_array_equal(yf, y)
+    np.testing.assert_array_equal(relu.output, y)
+    dxf = conv.backward_fused(dy, relu, need_dx=need_dx)
+    for g, gf in zip(grads, conv.grads):
+        np.testing.assert_array_equal(gf, g)
+    if need_dx:
+        np.testing.assert_array_equal(dxf, dx)
+    else:
+        assert dxf is None
+    dx2 = conv.backward(relu.backward(dy), need_dx)  # the layers' own passes after a fused forward
+    for g, g2 in zip(grads, conv.grads):
+        np.testing.assert_array_equal(g2, g)
+    if need_dx:
+        np.testing.assert_array_equal(dx2, dx)
+
+
+def test_models_run_a_conv_and_its_relu_as_one_unit_except_by_winograd():
+    from tuinet.engine import build_model
+    from tuinet.engine.conv.codegen import LANES
+
+    m = build_model("conv5x5x6psame,relu,avgpool2,conv5x5x16,relu,avgpool2,flatten,dense10", (28, 28, 1), 10)
+    assert m.fused_groups == {0: 2, 3: 2}
+    w = build_model(f"conv3x3x{LANES}psame,relu,conv3x3x{LANES}psame,relu,gap", (12, 12, 3), 10)
+    assert w.layers[0]._wino is None and w.layers[2]._wino is not None
+    assert w.fused_groups == {0: 2}  # the Winograd one runs the ReLU's own pass
 
 
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1), (1, 2)])

@@ -25,7 +25,8 @@ Kernel strategy in short (details in the modules; measured figures in docs/cnn.m
 * MaxPool2D keeps, per output element, the flat index of the input element that won, and its backward pass
   scatters the gradient there; 2x2 windows have their own one-pass kernel.
 * A Conv2D followed by a MaxPool2D runs fused (:meth:`Conv2D.forward_fused`): the convolution's output never
-  goes through memory; results are bit-for-bit those of the two layers one after the other.
+  goes through memory; results are bit-for-bit those of the two layers one after the other. A ReLU after the
+  pooling, or right after a direct (not Winograd) convolution, runs in the same pass.
 """
 
 from tuinet.engine.conv.layers import AvgPool2D, Conv2D, GlobalAvgPool, MaxPool2D, conv_geometry, torch_uniform_init

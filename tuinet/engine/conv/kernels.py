@@ -356,6 +356,9 @@ def _make_conv2d_forward_part(EXT):
             else:
                 _panel_gemm(xf, base_i, P, off_u, wk, ybuf, bp, no, panels)
                 _copy_cols(ybuf, out[n])
+            if pool_relu and not pooled:  # a ReLU right after the convolution: in place, while the sample is in cache
+                of = out[n].reshape(-1)
+                _relu_fwd(of, of)
 
     # the name the compile screen shows and Numba's cache files carry, one per variant
     conv2d_forward_part.__name__ = conv2d_forward_part.__qualname__ = \
@@ -389,7 +392,8 @@ def conv2d_forward(ext, x, wk, bp, out, base_i, off_u, panels, pt, pb, pl, pr, d
     stays in the per-thread buffer and is max-pooled from there into pool_out (N, PH, PW, Cout) and pool_arg
     (as :func:`maxpool_forward`); out is not written (pass any array). The (OH, OW, Cout) output never goes
     through memory (it is neither written nor read back). ``pool_relu``: a ReLU follows the pooling, fused too:
-    pool_out gets max(pooled, 0), each sample while it is in cache (the same numbers as a ReLU pass after).
+    pool_out gets max(pooled, 0), each sample while it is in cache (the same numbers as a ReLU pass after). Not
+    ``pooled``: a ReLU follows the convolution, fused: out gets max(y, 0), each sample while it is in cache.
 
     ``pair`` (not with ``pooled``): two output positions per GEMM row (see
     :class:`~tuinet.engine.conv.plan.ConvPlan`), the paired weights ``wk2`` (KH*(KW+1), 2*Cp) and bias ``bp2``.
@@ -522,6 +526,7 @@ def _make_conv2d_backward_part(EXT):
             if proj_add:
                 _zero(proj_dw[p].reshape(-1))
         rbuf = np.empty(pool_dy.shape[1] if pooled and pool_relu else 1, np.float32)
+        cbuf2 = np.empty((P, cout) if pool_relu and not pooled else (1, 1), np.float32)  # a sample's masked dy
         bbuf = np.empty((P, cout) if dbn else (1, 1), np.float32)  # a sample's dy, made from the BatchNorm's
         for n in range(p * N // parts, (p + 1) * N // parts):
             if EXT:
@@ -535,6 +540,9 @@ def _make_conv2d_backward_part(EXT):
                 else:
                     _maxpool_bwd_sample(pool_dy[n], pool_arg[n], pbuf.reshape(-1))
                 dyn = pbuf
+            elif pool_relu:  # a ReLU right after the convolution: its mask applied to the sample's dy
+                _relu_bwd(dy[n].reshape(-1), pool_y[n], cbuf2.reshape(-1))
+                dyn = cbuf2
             else:
                 dyn = dy[n]
             if EXT:
@@ -687,7 +695,9 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     sample's dy is rebuilt in a per-thread buffer from the pooled gradient pool_dy (N, M) and the winners
     pool_arg (N, M), as :func:`maxpool_backward` would write it. ``pool_relu``: a fused ReLU followed the pooling
     (see :func:`conv2d_forward`); pool_dy is its output's gradient and pool_y (N, M) its output, whose mask
-    (pool_y > 0) is applied on the way.
+    (pool_y > 0) is applied on the way. ``pool_relu`` without ``pooled``: a fused ReLU followed the convolution;
+    dy is its output's gradient and pool_y (N, P * Cout) its output, the mask applied to each sample's dy in a
+    per-thread buffer (the ReLU's own backward pass is not run).
 
     ``ext``: the extended variant (``tdw``, ``scat``, ``add_dx``, ``pre``). The batch is cut into ``parts``, one
     per Numba thread.

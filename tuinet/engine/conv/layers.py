@@ -237,16 +237,23 @@ class Conv2D(Layer):
                 proj.stats is not None, proj.stats.fold if proj.stats is not None else 1, st[0], st[1], st[2])
 
     def can_fuse(self, nxt) -> bool:
-        """True when ``nxt`` is a MaxPool2D that :meth:`forward_fused` can compute along with this layer."""
-        return type(nxt) is MaxPool2D and tuple(nxt.input_shape) == tuple(self.output_shape)
+        """True when ``nxt`` is a MaxPool2D, or a ReLU (where this layer runs direct, not by Winograd), that
+        :meth:`forward_fused` can compute along with this layer."""
+        if tuple(getattr(nxt, "input_shape", ())) != tuple(self.output_shape):
+            return False
+        return type(nxt) is MaxPool2D or (type(nxt) is ReLU and self._wino is None)
 
     def can_fuse_relu(self, pool, relu) -> bool:
         """True when ``relu`` (after this layer's fused MaxPool2D ``pool``) can run in the same pass."""
-        return type(relu) is ReLU and self.can_fuse(pool)
+        return type(pool) is MaxPool2D and type(relu) is ReLU and self.can_fuse(pool)
 
-    def forward_fused(self, x, training, pool: "MaxPool2D", relu: ReLU | None = None):
+    def forward_fused(self, x, training, pool: "MaxPool2D | ReLU", relu: ReLU | None = None):
         """This convolution and the MaxPool2D ``pool`` after it in one pass (the model calls it for such pairs),
         and the ``relu`` after that when given (Conv2D, MaxPool2D, ReLU: the model calls it for such triples).
+
+        ``pool`` a ReLU (Conv2D, ReLU): the convolution's output rectified in place, each sample while it is in
+        cache, instead of in a pass of the ReLU's own over the whole batch; returns it, and the ReLU keeps it as
+        its output (the same numbers as the two layers' own passes).
 
         Returns the pooled output (rectified with ``relu``); the layers keep what their backward passes need, so
         either :meth:`backward_fused` or the layers' own ``backward`` can follow. Same results as
@@ -258,6 +265,12 @@ class Conv2D(Layer):
         self._pre = None
         self.stats = None
         n = x.shape[0]
+        if type(pool) is ReLU:
+            oh, ow, cout = self.output_shape
+            y = np.empty((n, oh * ow, cout), np.float32)
+            self._run_forward(x, y, False, _NO_POOL, _NO_ARG, (1, 1), (1, 1), pool_relu=True)
+            pool._cache = y = y.reshape((n,) + self.output_shape)
+            return y
         out = np.empty((n,) + pool.output_shape, np.float32)
         arg = np.empty((n,) + pool.output_shape, np.int32)
         self._run_forward(x, _NO_OUT, True, out, arg, pool.pool_size, pool.stride, pool_relu=relu is not None)
@@ -412,10 +425,15 @@ class Conv2D(Layer):
                                   add_mask=None if dx_add_mask is None else dx_add_mask.reshape(n, -1),
                                   bn_args=bn_args)
 
-    def backward_fused(self, dy, pool: "MaxPool2D", relu: ReLU | None = None, need_dx=True):
+    def backward_fused(self, dy, pool: "MaxPool2D | ReLU", relu: ReLU | None = None, need_dx=True):
         """Backward pass of :meth:`forward_fused`: ``dy`` is the gradient of the pooled output, or of the ReLU's
-        output when ``relu`` was fused too (its mask is applied as the pooled gradient is scattered)."""
+        output when ``relu`` was fused too (its mask is applied as the pooled gradient is scattered). ``pool`` a
+        ReLU: ``dy`` is its output's gradient, its mask applied to each sample's gradient as this pass uses it."""
         n = dy.shape[0]
+        if type(pool) is ReLU:
+            oh, ow, cout = self.output_shape
+            return self._run_backward(np.ascontiguousarray(dy).reshape(n, oh * ow, cout), False, _NO_DY, _NO_ARG2,
+                                      need_dx, pool_relu=True, pool_y=pool.output.reshape(n, -1))
         pool_y = _NO_DY if relu is None else relu.output.reshape(n, -1)
         return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool.argmax.reshape(n, -1),
                                   need_dx, pool_relu=relu is not None, pool_y=pool_y)
