@@ -86,8 +86,8 @@ class Sequential:
     @staticmethod
     def _fusable_groups(layers) -> dict[int, int]:
         """The layers that can run as one unit with the ones after them: the first one's index -> the unit's number
-        of layers. A Conv2D and its MaxPool2D (3 with the ReLU after that: ``can_fuse_relu``), a BatchNorm or a
-        Dense and its ReLU (``can_fuse``); the first layer's ``forward_fused(x, training, *others)`` and
+        of layers. A Conv2D and its MaxPool2D (3 with the ReLU after that: ``can_fuse_relu``), a Conv2D (direct), a
+        BatchNorm or a Dense and its ReLU (``can_fuse``); the first layer's ``forward_fused(x, training, *others)`` and
         ``backward_fused(dy, *others, need_dx=...)`` run the unit."""
         groups, i = {}, 0
         while i < len(layers) - 1:
