@@ -732,19 +732,20 @@ def test_conv_maxpool_fused_equals_the_two_layers(shape, filters, k, s, pad, poo
     yf = conv.forward_fused(x, True, mp)
     np.testing.assert_array_equal(yf, y)
     np.testing.assert_array_equal(mp.argmax, arg)
-    dxf = conv.backward_fused(dy, mp, need_dx=need_dx)
-    for g, gf in zip(grads, conv.grads):
-        np.testing.assert_array_equal(gf, g)
-    if need_dx:
-        np.testing.assert_array_equal(dxf, dx)
-    else:
-        assert dxf is None
+    _assert_same_gradients(conv, grads, conv.backward_fused(dy, mp, need_dx=need_dx), dx, need_dx)
     conv.forward_fused(x, True, mp)
-    dx2 = conv.backward(mp.backward(dy), need_dx)
-    for g, g2 in zip(grads, conv.grads):
-        np.testing.assert_array_equal(g2, g)
+    _assert_same_gradients(conv, grads, conv.backward(mp.backward(dy), need_dx), dx, need_dx)
+
+
+def _assert_same_gradients(conv, grads, got_dx, dx, need_dx):
+    """The layer's parameter gradients equal ``grads`` and its input gradient ``dx``, bit for bit (None without
+    ``need_dx``)."""
+    for g, got in zip(grads, conv.grads):
+        np.testing.assert_array_equal(got, g)
     if need_dx:
-        np.testing.assert_array_equal(dx2, dx)
+        np.testing.assert_array_equal(got_dx, dx)
+    else:
+        assert got_dx is None
 
 
 RELU_CASES = [
@@ -776,18 +777,9 @@ def test_conv_relu_fused_equals_the_two_layers(shape, filters, k, s, pad, need_d
     yf = conv.forward_fused(x, True, relu)
     np.testing.assert_array_equal(yf, y)
     np.testing.assert_array_equal(relu.output, y)
-    dxf = conv.backward_fused(dy, relu, need_dx=need_dx)
-    for g, gf in zip(grads, conv.grads):
-        np.testing.assert_array_equal(gf, g)
-    if need_dx:
-        np.testing.assert_array_equal(dxf, dx)
-    else:
-        assert dxf is None
-    dx2 = conv.backward(relu.backward(dy), need_dx)  # the layers' own passes after a fused forward
-    for g, g2 in zip(grads, conv.grads):
-        np.testing.assert_array_equal(g2, g)
-    if need_dx:
-        np.testing.assert_array_equal(dx2, dx)
+    _assert_same_gradients(conv, grads, conv.backward_fused(dy, relu, need_dx=need_dx), dx, need_dx)
+    # the layers' own passes after a fused forward
+    _assert_same_gradients(conv, grads, conv.backward(relu.backward(dy), need_dx), dx, need_dx)
 
 
 def test_models_run_a_conv_and_its_relu_as_one_unit_except_by_winograd():
