@@ -31,10 +31,11 @@ from tuinet.errors import ConfigError
 # parameter by at most lr * 1e-38 / eps per step, far below its float32 spacing.
 #
 # Each range kernel returns kernels.nonfinite_sum of the piece it just updated (0, or NaN when a value is not
-# finite: the divergence guard's answer, see Optimizer.step): SGD's in a pass of its own while the piece is in L1;
-# Adam's, RMSprop's and Adagrad's summed in their last loop as each new value is made (``check += p_new * 0``), a
-# loop that waits on the divider for its square root and division, so the sum costs nothing there, where the pass
-# of its own cost about a fifth of Adam's time (the same weights bit for bit, checked for every configuration).
+# finite: the divergence guard's answer, see Optimizer.step), summed in the loop that writes the new values as each
+# is made (``check += p_new * 0``; RMSprop's momentum variants still in a pass of their own while the piece is in
+# L1). Adam's, RMSprop's and Adagrad's loops wait on the divider for a square root and a division, so the sum costs
+# nothing there, where the pass of its own cost about a fifth of Adam's time; SGD's loops go through the piece once
+# instead of twice (the same weights bit for bit, checked for every configuration of every optimizer).
 
 TINY = np.float32(np.finfo(np.float32).tiny)  # the smallest normal float32, 1.18e-38
 
@@ -47,10 +48,13 @@ def _flush(x):
 
 @jit()
 def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
+    check = F0  # (summed as the new values are made, as in _adam_range)
     if momentum == F0:
         for i in range(p.size):
-            p[i] -= lr * (g[i] + wd * p[i])
-        return nonfinite_sum(p)
+            pi = p[i] - lr * (g[i] + wd * p[i])
+            p[i] = pi
+            check += pi * F0
+        return check
     one_minus_damp = F1 - dampening
     if first:
         for i in range(p.size):
@@ -60,11 +64,15 @@ def _sgd_range(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
             buf[i] = _flush(momentum * buf[i] + one_minus_damp * (g[i] + wd * p[i]))
     if nesterov:
         for i in range(p.size):
-            p[i] -= lr * (g[i] + wd * p[i] + momentum * buf[i])
+            pi = p[i] - lr * (g[i] + wd * p[i] + momentum * buf[i])
+            p[i] = pi
+            check += pi * F0
     else:
         for i in range(p.size):
-            p[i] -= lr * buf[i]
-    return nonfinite_sum(p)
+            pi = p[i] - lr * buf[i]
+            p[i] = pi
+            check += pi * F0
+    return check
 
 
 _sgd_kernel = chunked(_sgd_range, "_sgd_kernel", "SGD update of p in place (see SGD); returns the check.", sums=True)
