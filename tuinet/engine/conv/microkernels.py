@@ -70,6 +70,40 @@ def column_groups(rows: int, nvec: int, regs: int) -> list[tuple[int, int]]:
     return [(k, min(nvec, k + g)) for k in range(0, nvec, g)]
 
 
+class _Loop:
+    """A counted loop in LLVM IR carrying values: ``for i in range(start, end, step)``, the carried values starting
+    at ``inits``. Opening it emits the header (the index and carried phis, the exit test) and leaves the builder
+    at the start of the body; :meth:`close` takes the body's new values, branches back and leaves the builder
+    in the exit block, where :attr:`carried` hold the final values."""
+
+    def __init__(self, builder, name: str, start, end, inits):
+        i64 = ir.IntType(64)
+        entry = builder.block
+        self.header = builder.append_basic_block(f"{name}.header")
+        body = builder.append_basic_block(f"{name}.body")
+        self.exit = builder.append_basic_block(f"{name}.exit")
+        builder.branch(self.header)
+        builder.position_at_end(self.header)
+        self.index = builder.phi(i64, f"{name}.i")
+        self.index.add_incoming(start, entry)
+        self.carried = []
+        for k, init in enumerate(inits):
+            phi = builder.phi(init.type, f"{name}.v{k}")
+            phi.add_incoming(init, entry)
+            self.carried.append(phi)
+        builder.cbranch(builder.icmp_signed("<", self.index, end), body, self.exit)
+        builder.position_at_end(body)
+
+    def close(self, builder, step: int, new) -> None:
+        """End the body: the next index, the carried values ``new``, back to the header; then on to the exit."""
+        body_end = builder.block
+        self.index.add_incoming(builder.add(self.index, ir.Constant(ir.IntType(64), step)), body_end)
+        for phi, val in zip(self.carried, new):
+            phi.add_incoming(val, body_end)
+        builder.branch(self.header)
+        builder.position_at_end(self.exit)
+
+
 #: rows of A per base register in the ``strided`` micro-kernels (see :func:`tile_kernel`)
 STRIDED_GROUP = 6
 
@@ -175,24 +209,8 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
 
         for g0, g1 in groups:  # each group of the row's vectors: its own pass over the taps, then its epilogue
             gvecs = list(range(g0, g1))
-            entry = builder.block
-            header = builder.append_basic_block("mk.header")
-            body = builder.append_basic_block("mk.body")
-            done = builder.append_basic_block("mk.done")
-            builder.branch(header)
-
-            builder.position_at_end(header)
-            t = builder.phi(i64, "t")
-            t.add_incoming(ir.Constant(i64, 0), entry)
-            accs = []
-            for r in range(rows):
-                for k in gvecs:
-                    phi = builder.phi(vtys[k], f"c{r}_{k}")
-                    phi.add_incoming(zero[k], entry)
-                    accs.append(phi)
-            builder.cbranch(builder.icmp_signed("<", t, ntaps), body, done)
-
-            builder.position_at_end(body)
+            loop = _Loop(builder, "mk", ir.Constant(i64, 0), ntaps, [zero[k] for _ in range(rows) for k in gvecs])
+            t, accs = loop.index, loop.carried
             vt_off = as_i64(builder.load(builder.gep(va.data, [t])), vty)
             if btable:  # b[bu[t] + j0:]
                 brow = builder.gep(bcol, [as_i64(builder.load(builder.gep(bua.data, [t])), buty)])
@@ -210,14 +228,7 @@ def tile_kernel(rows: int, width: int, lanes: int, scatter: bool = False, btable
                     splat = builder.shuffle_vector(builder.insert_element(undef[k], a, ir.Constant(i64, 0)),
                                                    undef[k], masks[k])
                     new.append(builder.call(fmas[k], [splat, bv[q], accs[r * len(gvecs) + q]]))
-            t_next = builder.add(t, ir.Constant(i64, 1))
-            body_end = builder.block
-            builder.branch(header)
-            t.add_incoming(t_next, body_end)
-            for phi, val in zip(accs, new):
-                phi.add_incoming(val, body_end)
-
-            builder.position_at_end(done)
+            loop.close(builder, 1, new)
             n = len(gvecs)
             if scatter:  # c[cu[r0 + r] + cj0 + o] += T[r, o]
                 for r in range(rows):
@@ -304,40 +315,14 @@ def _colsum8(typingctx, g, j0, out):
             return builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
 
         # the whole groups of S rows, one accumulator each
-        entry = builder.block
-        header = builder.append_basic_block("cs.header")
-        body = builder.append_basic_block("cs.body")
-        tail_header = builder.append_basic_block("cs.tail_header")
-        tail_body = builder.append_basic_block("cs.tail_body")
-        done = builder.append_basic_block("cs.done")
-        builder.branch(header)
-        builder.position_at_end(header)
-        q = builder.phi(i64, "q")
-        q.add_incoming(ir.Constant(i64, 0), entry)
-        accs = []
-        for k in range(S):
-            phi = builder.phi(vt, f"acc{k}")
-            phi.add_incoming(zero, entry)
-            accs.append(phi)
-        builder.cbranch(builder.icmp_signed("<", q, whole), body, tail_header)
-        builder.position_at_end(body)
-        new = [builder.fadd(accs[k], row(builder.add(q, ir.Constant(i64, k)))) for k in range(S)]
-        q.add_incoming(builder.add(q, ir.Constant(i64, S)), body)
-        for phi, val in zip(accs, new):
-            phi.add_incoming(val, body)
-        builder.branch(header)
+        whole_rows = _Loop(builder, "cs", ir.Constant(i64, 0), whole, [zero] * S)
+        q, accs = whole_rows.index, whole_rows.carried
+        whole_rows.close(builder, S, [builder.fadd(accs[k], row(builder.add(q, ir.Constant(i64, k))))
+                                      for k in range(S)])
         # the last rows % S rows into the first accumulator
-        builder.position_at_end(tail_header)
-        r = builder.phi(i64, "r")
-        r.add_incoming(q, header)
-        last = builder.phi(vt, "last")
-        last.add_incoming(accs[0], header)
-        builder.cbranch(builder.icmp_signed("<", r, rows), tail_body, done)
-        builder.position_at_end(tail_body)
-        r.add_incoming(builder.add(r, ir.Constant(i64, 1)), tail_body)
-        last.add_incoming(builder.fadd(last, row(r)), tail_body)
-        builder.branch(tail_header)
-        builder.position_at_end(done)
+        rest = _Loop(builder, "cs.rest", q, rows, [accs[0]])
+        rest.close(builder, 1, [builder.fadd(rest.carried[0], row(rest.index))])
+        last = rest.carried[0]
         parts = [last] + accs[1:]
         while len(parts) > 1:  # (a + b) + (c + d)
             parts = [builder.fadd(parts[k], parts[k + 1]) if k + 1 < len(parts) else parts[k]
