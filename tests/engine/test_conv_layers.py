@@ -509,38 +509,27 @@ def test_conv_microkernel_variants_match_numpy(rows, width, lanes):
     run_btable(xf, u, 2, v, flat, bu, j0, c, 1, 4, bias, False)
     np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], want + bias[j0:j0 + width], rtol=1e-5, atol=1e-4)
 
-    mka = tile_kernel(rows, width, lanes, affine=lanes)  # rows of A at xf + u[r0] + r * lanes
+    def check_rows_at(mk, xf, u, starts):
+        """``mk`` (a plain-call variant) reads the tile's rows of A from ``xf + starts[r]``."""
+        @njit
+        def run(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc):
+            mk(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc)
 
-    @njit
-    def run_affine(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc):
-        mka(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc)
+        want = xf[starts[:, None] + v[None, :].astype(np.int64)].astype(np.float64) @ b[:, j0:j0 + width]
+        for acc in (True, False):
+            c = c0.copy()
+            run(xf, u, 2, v, b, j0, c, 1, 4, bias, acc)
+            base = c0[1:1 + rows, 4:4 + width] if acc else bias[j0:j0 + width]
+            np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], base + want, rtol=1e-5, atol=1e-4)
+            assert np.array_equal(c[outside], c0[outside])
 
-    xa = rng.standard_normal(800).astype(np.float32)  # u[2] + 11 * 16 + v[t] < 800
-    a = xa[u[2] + lanes * np.arange(rows)[:, None] + v[None, :].astype(np.int64)].astype(np.float64)
-    want = a @ b[:, j0:j0 + width].astype(np.float64)
-    for acc in (True, False):
-        c = c0.copy()
-        run_affine(xa, u, 2, v, b, j0, c, 1, 4, bias, acc)
-        base = c0[1:1 + rows, 4:4 + width] if acc else bias[j0:j0 + width]
-        np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], base + want, rtol=1e-5, atol=1e-4)
-        assert np.array_equal(c[outside], c0[outside])
-
-    mkr = tile_kernel(rows, width, lanes, strided=True)  # rows of A at xf + u[r0] + r * (u[r0 + 1] - u[r0])
-
-    @njit
-    def run_strided(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc):
-        mkr(xf, u, r0, v, b, j0, c, cr0, cj0, bias, acc)
-
-    xs = rng.standard_normal(1000).astype(np.float32)  # 200 + 37 * 11 + 300 < 1000
-    us = 200 + 37 * np.arange(rows + 3, dtype=np.int64) - 74  # u[2] = 200, rows 37 floats apart
-    a = xs[us[2:2 + rows, None] + v[None, :].astype(np.int64)].astype(np.float64)
-    want = a @ b[:, j0:j0 + width].astype(np.float64)
-    for acc in (True, False):
-        c = c0.copy()
-        run_strided(xs, us, 2, v, b, j0, c, 1, 4, bias, acc)
-        base = c0[1:1 + rows, 4:4 + width] if acc else bias[j0:j0 + width]
-        np.testing.assert_allclose(c[1:1 + rows, 4:4 + width], base + want, rtol=1e-5, atol=1e-4)
-        assert np.array_equal(c[outside], c0[outside])
+    # the affine variant: rows of A at xf + u[r0] + r * lanes (u[2] + 11 * 16 + v[t] < 800)
+    check_rows_at(tile_kernel(rows, width, lanes, affine=lanes), rng.standard_normal(800).astype(np.float32), u,
+                  u[2] + lanes * np.arange(rows))
+    # the strided variant: rows at xf + u[r0] + r * (u[r0 + 1] - u[r0]), here u[2] = 200 and 37 floats apart
+    us = 200 + 37 * np.arange(rows + 3, dtype=np.int64) - 74
+    check_rows_at(tile_kernel(rows, width, lanes, strided=True), rng.standard_normal(1000).astype(np.float32), us,
+                  us[2:2 + rows])
 
 
 @pytest.mark.parametrize("rows", [0, 1, 3, 4, 7, 100, 577])
