@@ -662,7 +662,8 @@ def test_conv2d_rejects_flat_input():
 
 
 @pytest.mark.parametrize("shape,k,s", [((6, 6, 3), 2, None), ((7, 5, 2), 2, None), ((7, 7, 3), 3, 2),
-                                       ((5, 6, 4), (2, 3), (1, 2)), ((6, 7, 9), 2, 1), ((7, 8, 24), 2, (3, 2))])
+                                       ((5, 6, 4), (2, 3), (1, 2)), ((6, 7, 9), 2, 1), ((7, 8, 24), 2, (3, 2)),
+                                       ((5, 7, 16), 2, None)])
 def test_maxpool_gradients(shape, k, s):
     layer = MaxPool2D(k, s)
     # distinct values far apart so finite differences never cross a tie
@@ -698,6 +699,7 @@ FUSED_CASES = [
     ((9, 8, 3), 12, 3, 2, "same", 3, 2),         # Cout padded to 16, the general pooling kernel, odd sizes
     ((7, 9, 2), 8, (2, 3), 1, 1, (2, 2), (1, 2)),  # overlapping 2x2 windows, integer padding
     ((8, 8, 1), 6, 3, 1, "same", 2, None),       # one channel: the weight gradient paired, the fused forward not
+    ((11, 9, 3), 16, 3, 1, "valid", 2, None),    # 2x2 windows over an odd 9 x 7 output: a row and a column in none
 ]
 
 
@@ -782,13 +784,15 @@ def test_models_run_a_conv_and_its_relu_as_one_unit_except_by_winograd():
     assert w.fused_groups == {0: 2}  # the Winograd one runs the ReLU's own pass
 
 
+@pytest.mark.parametrize("channels", [9, 16])
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1), (1, 2)])
-def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride):
-    """The 2x2 kernel picks the same winner as the general one: the first maximum in row-major window order."""
+def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride, channels):
+    """The 2x2 kernel picks the same winner as the general one: the first maximum in row-major window order (a
+    multiple of 8 channels runs eight at a time, others one at a time)."""
     from tuinet.engine.conv import kernels
 
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 3, (3, 7, 6, 9)).astype(np.float32)  # many ties
+    x = rng.integers(0, 3, (3, 7, 6, channels)).astype(np.float32)  # many ties
     x[0, 0, 0, :3] = np.nan
     x[1, 1, 1, 3:6] = np.nan
     layer = MaxPool2D(2, stride)
@@ -800,6 +804,36 @@ def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride):
         kernels._maxpool_fwd_sample.py_func(x[n], ref_out[n], ref_arg[n], 2, 2, *stride)
     np.testing.assert_array_equal(arg, ref_arg)
     np.testing.assert_array_equal(out, ref_out)  # NaNs in the same places
+
+
+@pytest.mark.parametrize("shape", [(24, 24, 24), (7, 9, 16), (6, 6, 8), (3, 5, 8)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_maxpool_2x2_backward_writes_what_the_scatter_adds(shape, relu):
+    """2x2 windows with stride 2 over a multiple of 8 channels: the backward pass writes each input gradient once,
+    the winner's gradient or 0 (0 too in an odd last row or column, in no window), the numbers the general kernel's
+    zeroing and scatter give; with ``relu`` (a fused ReLU after the pooling) the gradient is 0 where its output is."""
+    from tuinet.engine.conv import kernels
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 4, (3,) + shape).astype(np.float32)  # ties
+    layer = MaxPool2D(2)
+    layer.build(shape, None)
+    assert layer._two_by_two()
+    y = layer.forward(x, True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    out = np.maximum(y - 1, 0)  # a ReLU's output, 0 in places
+    n, (h, w, c) = x.shape[0], shape
+    got = np.full((n, h * w, c), np.nan, np.float32)
+    for i in range(n):
+        kernels._maxpool2x2_bwd_sample(dy[i].reshape(-1), out[i].reshape(-1), layer.argmax[i].reshape(-1), relu, w,
+                                       got[i])
+    g = np.where(out > 0, dy, 0).astype(np.float32) if relu else dy
+    ref = np.full((n, h * w * c), np.nan, np.float32)
+    for i in range(n):
+        kernels._maxpool_bwd_sample.py_func(g[i].reshape(-1), layer.argmax[i].reshape(-1), ref[i])
+    np.testing.assert_array_equal(got.reshape(n, -1), ref)
+    if not relu:
+        np.testing.assert_array_equal(layer.backward(dy).reshape(n, -1), ref)  # the layer's own pass, in parallel
 
 
 @pytest.mark.parametrize("shape", [(28, 28, 6), (7, 9, 16), (5, 4, 1), (2, 3, 33)])

@@ -436,7 +436,8 @@ class Conv2D(Layer):
                                       need_dx, pool_relu=True, pool_y=pool.output.reshape(n, -1))
         pool_y = _NO_DY if relu is None else relu.output.reshape(n, -1)
         return self._run_backward(_NO_OUT, True, np.ascontiguousarray(dy).reshape(n, -1), pool.argmax.reshape(n, -1),
-                                  need_dx, pool_relu=relu is not None, pool_y=pool_y)
+                                  need_dx, pool_relu=relu is not None, pool_y=pool_y,
+                                  pool2=pool._two_by_two())
 
     def _partial_buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The backward pass's per-thread partial sums: dW (or nothing), db, and dW^T or the paired dW (or nothing)."""
@@ -454,7 +455,7 @@ class Conv2D(Layer):
         return self._parts
 
     def _run_backward(self, dy, pooled, pool_dy, pool_arg, need_dx, dx_add=None, pool_relu=False, pool_y=None,
-                      bn=None, proj=None, add_mask=None, bn_args=None):
+                      bn=None, proj=None, add_mask=None, bn_args=None, pool2=False):
         x = self._x
         if self._wino is not None and not pooled:  # (before the direct passes' partial buffers are made)
             return self._winograd_backward(dy.reshape((x.shape[0],) + self.output_shape), need_dx, dx_add, bn,
@@ -482,7 +483,7 @@ class Conv2D(Layer):
                         plan.panels_in, ow, self.stride[0], self.stride[1], kh, kw, plan.pt, plan.pb, plan.pl, plan.pr,
                         plan.fh, plan.fw,
                         plan.direct_dx, need_dx, p, cout, pooled, pool_dy, pool_arg, pool_relu,
-                        _NO_DY if pool_y is None else pool_y, plan.dx_gemm,
+                        _NO_DY if pool_y is None else pool_y, pool2, plan.dx_gemm,
                         self._wt,
                         plan.qbase_i, plan.co_u, plan.panels_k, plan.pair, dw2_parts, plan.poff_i, plan.pbase_u,
                         plan.panels_pair, plan.scat, plan.panels_s, plan.tdw, plan.panels_t, plan.co_i, plan.pos_u,
@@ -609,6 +610,11 @@ class MaxPool2D(_Pool):
 
     numba_parallel: ClassVar[bool] = True
 
+    def _two_by_two(self) -> bool:
+        """True when the backward pass writes each input gradient once: 2x2 windows with stride 2 (which never
+        overlap) over a multiple of 8 channels (for other counts the scatter is faster)."""
+        return tuple(self.pool_size) == tuple(self.stride) == (2, 2) and self.input_shape[2] % 8 == 0
+
     @property
     def argmax(self) -> np.ndarray:
         """For each output element of the last forward pass, the flat index (int32) of the input element that
@@ -628,7 +634,8 @@ class MaxPool2D(_Pool):
             return None
         n = dy.shape[0]
         dx = np.empty((n,) + self.input_shape, np.float32)
-        maxpool_backward(dy.reshape(n, -1), self._arg.reshape(n, -1), dx.reshape(n, -1))
+        h, w, c = self.input_shape
+        maxpool_backward(dy.reshape(n, -1), self._arg.reshape(n, -1), dx.reshape(n, -1), w, c, self._two_by_two())
         return dx
 
 

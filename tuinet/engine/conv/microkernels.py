@@ -333,3 +333,99 @@ def _colsum8(typingctx, g, j0, out):
         return context.get_dummy_value()
 
     return types.void(g, j0, out), codegen
+
+
+# --- 2x2 pooling windows, eight channels at a time ---------------------------------------------------------------
+#
+# A pooling loop over the channels of one pixel (24 or 32 of them in the convolutional presets) is too short for
+# LLVM's loop vectorizer, which wants 32 or 64 iterations at once with 512-bit vectors and runs a 24-channel
+# loop as scalar code; these emit the eight-channel vectors themselves.
+
+def _vec_ptr(context, builder, aty, arr, off, offty, vt):
+    """A pointer to a vector ``vt`` at element ``off`` of the 1-D array ``arr``."""
+    data = context.make_array(aty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [context.cast(builder, off, offty, types.int64)]), vt.as_pointer())
+
+
+def _splat(builder, value, vt):
+    """``value`` in every lane of ``vt``."""
+    one = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32),
+                                                                                                  vt.count), None))
+
+
+def _check_pool(arrays, ints, who):
+    for a, dtype in arrays:
+        if not (isinstance(a, types.Array) and a.ndim == 1 and a.dtype == dtype):
+            raise TypeError(f"{who}: expected a 1-d {dtype} array, got {a}")
+    for i in ints:
+        if not isinstance(i, (types.Integer, types.Boolean)):
+            raise TypeError(f"{who}: expected an integer, got {i}")
+
+
+@intrinsic
+def _max2x2_8(typingctx, x, i, c, wc, out, arg, o):
+    """Eight channels of one 2x2 window: out[o:o + 8] = the max of x at i, i + c, i + wc, i + wc + c (+ 0..7), in that
+    order, a candidate winning only when greater than the max so far (ties and a NaN after the first keep the
+    earlier one); arg[o:o + 8] (int32) = the winner's offset in x (its position + the lane)."""
+    _check_pool(((x, types.float32), (out, types.float32), (arg, types.int32)), (i, c, wc, o), "_max2x2_8")
+
+    def codegen(context, builder, signature, args):
+        xt, it, ct, wt, ot, at, oo = signature.args
+        vf = ir.VectorType(ir.FloatType(), 8)
+        i32 = ir.IntType(32)
+        vi = ir.VectorType(i32, 8)
+        iota = ir.Constant(vi, list(range(8)))
+        i0 = context.cast(builder, args[1], it, types.int64)
+        cc = context.cast(builder, args[2], ct, types.int64)
+        ww = context.cast(builder, args[3], wt, types.int64)
+        offs = [i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)]
+        best = idx = None
+        for off in offs:
+            v = builder.load(_vec_ptr(context, builder, xt, args[0], off, types.int64, vf), align=4)
+            here = builder.add(_splat(builder, builder.trunc(off, i32), vi), iota)
+            if best is None:
+                best, idx = v, here
+            else:
+                better = builder.fcmp_ordered(">", v, best)
+                best = builder.select(better, v, best)
+                idx = builder.select(better, here, idx)
+        builder.store(best, _vec_ptr(context, builder, ot, args[4], args[6], oo, vf), align=4)
+        builder.store(idx, _vec_ptr(context, builder, at, args[5], args[6], oo, vi), align=4)
+        return context.get_dummy_value()
+
+    return types.void(x, i, c, wc, out, arg, o), codegen
+
+
+@intrinsic
+def _unpool2x2_8(typingctx, dy, y, relu, arg, q, i, c, wc, dx):
+    """The backward pass of :func:`_max2x2_8` for eight channels of one window: g = dy[q:q + 8], 0 where
+    y[q:q + 8] <= 0 when ``relu`` (a ReLU's mask), written to dx at i, i + c, i + wc, i + wc + c (+ 0..7) where
+    arg[q:q + 8] names that element, 0 elsewhere."""
+    _check_pool(((dy, types.float32), (y, types.float32), (arg, types.int32), (dx, types.float32)),
+                (relu, q, i, c, wc), "_unpool2x2_8")
+
+    def codegen(context, builder, signature, args):
+        dyt, yt, rt, at, qt, it, ct, wt, dxt = signature.args
+        vf = ir.VectorType(ir.FloatType(), 8)
+        i32 = ir.IntType(32)
+        vi = ir.VectorType(i32, 8)
+        iota = ir.Constant(vi, list(range(8)))
+        g = builder.load(_vec_ptr(context, builder, dyt, args[0], args[4], qt, vf), align=4)
+        yv = builder.load(_vec_ptr(context, builder, yt, args[1], args[4], qt, vf), align=4)
+        relu_on = context.cast(builder, args[2], rt, types.boolean)
+        keep = builder.or_(builder.fcmp_ordered(">", yv, ir.Constant(vf, None)),
+                           _splat(builder, builder.not_(relu_on), ir.VectorType(ir.IntType(1), 8)))
+        zero = ir.Constant(vf, None)
+        g = builder.select(keep, g, zero)
+        a = builder.load(_vec_ptr(context, builder, at, args[3], args[4], qt, vi), align=4)
+        i0 = context.cast(builder, args[5], it, types.int64)
+        cc = context.cast(builder, args[6], ct, types.int64)
+        ww = context.cast(builder, args[7], wt, types.int64)
+        for off in (i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)):
+            here = builder.add(_splat(builder, builder.trunc(off, i32), vi), iota)
+            out = builder.select(builder.icmp_signed("==", a, here), g, zero)
+            builder.store(out, _vec_ptr(context, builder, dxt, args[8], off, types.int64, vf), align=4)
+        return context.get_dummy_value()
+
+    return types.void(dy, y, relu, arg, q, i, c, wc, dx), codegen
