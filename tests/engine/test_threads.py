@@ -28,7 +28,7 @@ def _feed(tuner, rates: dict[str, float], steps: int):
 def test_tuner_keeps_the_faster_setting_and_reprobes(tuning):
     model = build_model("mlp", (784,), 10)
     tuner = ThreadTuner(model, block=3, rounds=2, reprobe=20, min_block_seconds=0, reprobe_seconds=0,
-                        recheck_seconds=0.1)
+                        recheck_seconds=0.1, numba_products=False)
     assert tuner.candidates == ["blas", "single"]
     assert _feed(tuner, {"blas": 1000.0, "single": 3000.0}, 12) == "single"
     assert tuner.mode == "single" and numba.get_num_threads() == 1
@@ -40,7 +40,8 @@ def test_tuner_keeps_the_faster_setting_and_reprobes(tuning):
 
 def test_tuner_is_not_fooled_by_bursts_and_reprobes_by_time(tuning):
     model = build_model("mlp", (784,), 10)
-    tuner = ThreadTuner(model, block=10, rounds=2, reprobe=5, min_block_seconds=0.05, reprobe_seconds=1.0)
+    tuner = ThreadTuner(model, block=10, rounds=2, reprobe=5, min_block_seconds=0.05, reprobe_seconds=1.0,
+                        numba_products=False)
     chosen, n = None, 0
     # two threads take 1 ms a step but every 5th step is hit by a 20 ms redraw (mean 4.8 ms); one thread: 1.5 ms
     while chosen is None:
@@ -66,16 +67,95 @@ def test_tuner_is_not_fooled_by_bursts_and_reprobes_by_time(tuning):
 def test_convolutional_models_probe_numba_threads(tuning):
     model = build_model("conv3x3x4,relu", (6, 6, 1), 3)
     assert ThreadTuner(model).candidates == ["numba", "single"]
+    assert ThreadTuner(model, numba_products=True).candidates == ["numba", "single"]  # (their only all-core one)
+
+
+def test_a_dense_model_also_tries_its_products_on_numba_threads_and_keeps_the_fastest(tuning):
+    """A dense model has two all-core settings: BLAS's threads and Numba's (its products on the micro-kernels).
+    A full probe times both and one thread; the faster all-core one is then the one the short re-checks and the
+    collapse detection work with."""
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
+                        collapse_steps=3, collapse_seconds=0.05, recheck_seconds=1.0, numba_products=True)
+    assert tuner.candidates == ["blas", "numba", "single"] and tuner.wides == ["blas", "numba"]
+    quiet = {"blas": 1.1e-5, "numba": 1e-5, "single": 1.8e-5}  # Numba's threads 10% faster than BLAS's
+    seen: list[str] = []
+    assert [m for _, m in _steps(tuner, quiet, 0.05, seen=seen)] == ["numba"]
+    assert seen[:24] == ["blas"] * 4 + ["numba"] * 4 + ["single"] * 4 + ["blas"] * 4 + ["numba"] * 4 + ["single"] * 4
+    assert tuner.wide == "numba" and tuner.mode == "numba" and numba.get_num_threads() == 2
+    assert set(tuner.last_rates) == {"blas", "numba", "single"}
+    # another process takes a core: the all-core steps collapse, one thread takes over, and the short re-checks
+    # time the faster all-core setting only
+    loaded = {"blas": 2e-3, "numba": 2e-3, "single": 2.4e-4}
+    seen.clear()
+    switches = _steps(tuner, loaded, 2.5, seen=seen)
+    assert [m for _, m in switches][:1] == ["single"] and tuner.collapses == 1
+    assert "blas" not in seen
+    # the cores are free again: back to Numba's threads
+    assert [m for _, m in _steps(tuner, quiet, 3.0)][-1:] == ["numba"] and tuner.mode == "numba"
+
+
+def test_one_thread_winning_keeps_the_faster_all_core_setting_for_the_rechecks(tuning):
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
+                        numba_products=True)
+    assert [m for _, m in _steps(tuner, {"blas": 3e-5, "numba": 4e-5, "single": 1e-5}, 0.05)] == ["single"]
+    assert tuner.wide == "blas" and tuner._probe_modes(False) == ["blas", "single"]
+
+
+def test_numba_products_join_a_probe_only_once_their_kernel_needs_no_compile(tuning, monkeypatch):
+    """On a first run the product kernel is not compiled (2 s): the first probe leaves "numba" out, a later full
+    probe (here: after the batch size changed) takes it in once the kernel is ready (the compile helper has put it
+    in the cache, or it was compiled in this process)."""
+    from tuinet.engine import gemm
+
+    ready = [False]
+    monkeypatch.setattr(gemm, "numba_products_ready", lambda: ready[0])
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6)
+    assert tuner.candidates == ["blas", "numba", "single"]
+    seen: list[str] = []
+    rates = {"blas": 1.1e-5, "numba": 1e-5, "single": 1.8e-5}
+    assert [m for _, m in _steps(tuner, rates, 0.05, seen=seen)] == ["blas"] and "numba" not in seen
+    ready[0] = True
+    tuner.rebase()
+    assert [m for _, m in _steps(tuner, rates, 0.05, seen=seen)] == ["numba"] and tuner.wide == "numba"
+    # a pinned setting never tries it
+    monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6)
+    assert _steps(tuner, rates, 0.05) == [] and tuner.mode == "blas" and not tuner.probing
+
+
+def test_numba_products_are_ready_once_compiled_or_cached(tmp_path):
+    """In a process on an empty cache the product kernel is not ready; after one product it is, and a new process
+    on the same cache finds it there (a load, not a compile)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, sys\n"
+              "from tuinet.engine.gemm import numba_products_ready\n"
+              "from tuinet.engine.conv.dense import panel_matmul\n"
+              "before = numba_products_ready()\n"
+              "if sys.argv[1] == 'compile':\n"
+              "    a = np.ones((64, 64), np.float32); panel_matmul(a, a, np.empty_like(a), False, False)\n"
+              "print(before, numba_products_ready())\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [subprocess.run([sys.executable, "-c", script, arg], env=env, capture_output=True, text=True, timeout=300)
+            for arg in ("look", "compile", "look")]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert [r.stdout.split() for r in runs] == [["False", "False"], ["False", "True"], ["True", "True"]]
 
 
 def test_disabled_or_forced_tuning_never_switches(monkeypatch):
     monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
     monkeypatch.delenv("TUINET_THREAD_MODE", raising=False)
     tuner = ThreadTuner(build_model("mlp", (784,), 10), block=2, rounds=1, reprobe=5)
-    assert _feed(tuner, {"blas": 1.0, "single": 1e6}, 30) is None and tuner.mode == "blas"
+    assert _feed(tuner, {"blas": 1.0, "numba": 1e6, "single": 1e6}, 30) is None and tuner.mode == "blas"
     monkeypatch.setenv("TUINET_THREAD_MODE", "single")
     tuner = ThreadTuner(build_model("mlp", (784,), 10), block=2, rounds=1, reprobe=5)
-    assert _feed(tuner, {"blas": 1e6, "single": 1.0}, 30) is None and tuner.mode == "single"
+    assert _feed(tuner, {"blas": 1e6, "numba": 1e6, "single": 1.0}, 30) is None and tuner.mode == "single"
 
 
 def _steps(tuner, per_sample: dict[str, float], seconds: float, samples: int = 64, seen: list | None = None):
@@ -120,7 +200,7 @@ def test_collapse_falls_back_to_one_thread_within_a_few_steps(tuning):
 def test_short_bursts_are_not_a_collapse(tuning):
     model = build_model("mlp", (784,), 10)
     tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
-                        collapse_steps=3, collapse_seconds=0.25)
+                        collapse_steps=3, collapse_seconds=0.25, numba_products=False)
     per = {"blas": 1e-5, "single": 2e-5}  # 0.64 ms a step on all cores
     assert _steps(tuner, per, 0.1)[0][1] == "blas"
     # a redraw of the app: 10 steps at 20x the median (0.13 s in all, under collapse_seconds), then normal
@@ -136,7 +216,7 @@ def test_short_bursts_are_not_a_collapse(tuning):
 def test_collapse_detection_off_keeps_the_slow_setting(tuning):
     model = build_model("mlp", (784,), 10)
     tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
-                        collapse_factor=None)
+                        collapse_factor=None, numba_products=False)
     assert _steps(tuner, {"blas": 1e-5, "single": 2e-5}, 0.1)[0][1] == "blas"
     assert _steps(tuner, {"blas": 1e-3, "single": 2e-5}, 5.0) == [] and tuner.mode == "blas"
 
@@ -145,7 +225,7 @@ def test_a_sustained_slowdown_short_of_a_collapse_rechecks_one_thread_at_once(tu
     """Another process makes two-thread steps 2.5x slower (no 3x collapse): a short probe runs within a second."""
     model = build_model("mlp", (784,), 10)
     tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
-                        collapse_steps=3, collapse_seconds=0.25, slowdown_seconds=0.5)
+                        collapse_steps=3, collapse_seconds=0.25, slowdown_seconds=0.5, numba_products=False)
     quiet = {"blas": 1e-5, "single": 1.6e-5}  # 0.64 ms a step on all cores
     assert _steps(tuner, quiet, 0.1)[0][1] == "blas"
     assert _steps(tuner, quiet, 3.0) == [] and tuner.slowdowns == 0  # steady: nothing happens
@@ -155,7 +235,8 @@ def test_a_sustained_slowdown_short_of_a_collapse_rechecks_one_thread_at_once(tu
     assert switches and switches[0][1] == "single" and switches[0][0] < 0.8  # decided within 0.8 s of the load
     assert tuner.mode == "single"
     # noise of +-40% around a steady rate is not a slowdown
-    tuner2 = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6)
+    tuner2 = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,
+                         numba_products=False)
     assert _steps(tuner2, quiet, 0.1)[0][1] == "blas"
     for i in range(3000):
         tuner2.record(64 * 1e-5 * (1.4 if i % 2 else 0.6), 64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import statistics
 import time
 from typing import Any
@@ -64,6 +65,26 @@ class TuinetRunner:
         for i in range(steps):
             m.train_step(xs[i % len(xs)], ys[i % len(ys)], opt)
         return time.perf_counter() - t
+
+    def choose_mode(self, seconds: float = 0.2, rounds: int = 2) -> str:
+        """For a dense model on several cores with no mode pinned (``TUINET_THREAD_MODE``, ``TUINET_THREADS``):
+        time about ``seconds`` of steps with BLAS's threads and with Numba's (the products on the micro-kernels),
+        ``rounds`` times each in turn, and keep the faster (shortest time), as the trainer's thread tuner does;
+        returns the mode (which the caller passes to :func:`configure_threads` before each round)."""
+        if self.mode != "blas" or cores() < 2 or any(os.environ.get(v) for v in ("TUINET_THREAD_MODE",
+                                                                                   "TUINET_THREADS")):
+            return self.mode
+        steps = max(5, int(seconds / max(self.run(3) / 3, 1e-6)))
+        best: dict[str, float] = {}
+        for _ in range(rounds):
+            for mode in ("blas", "numba"):
+                configure_threads(self.model, mode)
+                self.run(2)
+                t = self.run(steps)
+                best[mode] = min(best.get(mode, t), t)
+        self.mode = min(best, key=best.get)
+        configure_threads(self.model, self.mode)
+        return self.mode
 
 
 class TorchRunner:
@@ -120,7 +141,10 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
             runner = TorchRunner(model, args["optimizer"], args["batch_size"], input_shape, classes)
         t0 = time.perf_counter()
         runner.run(max(5, (args["steps"] or 0) // 10))
-        info = {"warmup_seconds": time.perf_counter() - t0, "params": model.num_params(), "mode": mode}
+        warmup = time.perf_counter() - t0
+        if kind == "tuinet":  # a dense model's faster all-core mode, as training picks it
+            mode = runner.choose_mode()
+        info = {"warmup_seconds": warmup, "params": model.num_params(), "mode": mode}
         # per-layer forward+backward times, asked for each round like the steps ("layers" requests below)
         info["has_layers"] = any(getattr(layer, "numba_parallel", False) for layer in model.layers)
         if kind == "tuinet":
@@ -153,7 +177,7 @@ def _worker(conn, kind: str, args: dict[str, Any]) -> None:
                 conn.send(ceiling.run(steps[1]))
                 continue
             if kind == "tuinet":
-                configure_threads(model)
+                configure_threads(model, mode)
             conn.send(runner.run(steps))
     except Exception as e:  # noqa: BLE001 - reported by the parent
         conn.send({"error": f"{type(e).__name__}: {e}"})

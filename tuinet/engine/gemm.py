@@ -1,6 +1,7 @@
 """The dense layers' matrix products, on Numba's threads when the cores belong to Numba.
 
-In the "numba" thread mode (models with convolutions, :mod:`tuinet.engine.threads`) BLAS keeps one thread: its
+In the "numba" thread mode (models with convolutions, and dense models where the thread tuner finds it faster:
+:mod:`tuinet.engine.threads`) BLAS keeps one thread: its
 worker threads and Numba's both spin while they wait, so giving BLAS a second thread around a Dense layer's
 products made a ``cnn`` step 2.7x slower (24 -> 65 ms). The products of the Dense layers would then run on one
 core. :func:`matmul` runs them instead on the convolutions' register-tile micro-kernels
@@ -28,6 +29,24 @@ MIN_FMAS = 1 << 20
 def on_numba_threads() -> bool:
     """True when the Dense products run on Numba's threads (the current thread mode is "numba")."""
     return threads.current_mode() == "numba"
+
+
+def numba_products_ready() -> bool:
+    """True when the "numba" mode's product kernel needs no compile: compiled in this process, or in Numba's cache
+    for this CPU (the thread tuner tries that mode for a dense model only then: compiling it takes about 2 s).
+
+    Reads the cache's index through Numba's cache objects (``_cache._cache_file._load_index``, which is empty when
+    the source changed since); anything unexpected there reads as not ready."""
+    from tuinet.engine.conv.dense import _gemm_panels
+
+    if _gemm_panels.signatures:
+        return True
+    try:
+        magic = _gemm_panels.targetctx.codegen().magic_tuple()
+        index = _gemm_panels._cache._cache_file._load_index()
+        return any(key[1] == magic for key in index)
+    except Exception:  # noqa: BLE001 - another Numba, no cache: the mode is left out, nothing breaks
+        return False
 
 
 def _takes(a: np.ndarray, b: np.ndarray, out: np.ndarray, m: int) -> bool:

@@ -7,6 +7,10 @@ docs/cnn.md). So only one pool is ever wider than one thread:
 * dense-only models spend their time in sgemm: BLAS gets every core, Numba kernels run on one thread;
 * models with convolutions spend it in Numba's direct conv kernels: Numba gets every core, BLAS one thread
   (their Dense layers' products then run on Numba's threads too, :mod:`tuinet.engine.gemm`).
+
+Those are the defaults; while training, :class:`ThreadTuner` also times a dense model with Numba's threads and
+their products (faster on some machines: 2-11% on two AVX-512 cores) and one thread for everything, and keeps
+the fastest.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ def uses_numba_parallel(model) -> bool:
     return any(getattr(layer, "numba_parallel", False) for layer in getattr(model, "all_layers", model.layers))
 
 
+def numba_products_apply(model) -> bool:
+    """True for a model without convolutions that has Dense layers: the "numba" mode would run their products on
+    Numba's threads (:mod:`tuinet.engine.gemm`), a setting the thread tuner also tries."""
+    layers = getattr(model, "all_layers", model.layers)
+    return not uses_numba_parallel(model) and any(type(layer).__name__ == "Dense" for layer in layers)
+
+
 _mode: str | None = None  # the mode configure_threads set last
 
 
@@ -91,7 +102,7 @@ def configure_threads(model=None, mode: str | None = None) -> str:
 
 
 class ThreadTuner:
-    """Pick the faster of "all cores" and "one core" while training runs, and check again now and then.
+    """Pick the fastest of "all cores" and "one core" while training runs, and check again now and then.
 
     Two cores shared with a UI thread, other processes or a busy machine can make a two-thread step slower than a
     one-thread step: a parallel kernel or sgemm waits at its barrier for a thread the OS has descheduled (figures
@@ -111,11 +122,21 @@ class ThreadTuner:
     block per setting) checks after ``recheck_seconds`` of training whether the cores are free again; each check
     that keeps one thread doubles the wait, up to ``reprobe_seconds``.
 
+    A dense model has two all-core settings: BLAS's threads ("blas", the default) and Numba's, with the Dense
+    layers' products on the micro-kernels of :mod:`tuinet.engine.gemm` ("numba"). A full probe (the first, each
+    scheduled one, and one after :meth:`rebase`) times both and one thread; the faster all-core one becomes
+    :attr:`wide`, the setting the collapse and slowdown checks and the short probes (:attr:`wide` against one
+    thread) work with. "numba" joins a probe only once its product kernel needs no compile (compiled in this
+    process or in the cache: :func:`~tuinet.engine.gemm.numba_products_ready`; the compile helper of a first run
+    fills the cache with it), so a first run does not stall 2 s to try it.
+
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
 
     Args:
         model: the model being trained (decides "blas" or "numba" for the multi-core setting).
+        numba_products: whether a dense model's probes may try the "numba" setting (None: when the model has a
+            Dense layer and :func:`~tuinet.engine.gemm.numba_products_ready` says so at a probe's start).
         block: the fewest steps per timed block.
         rounds: blocks per setting in one probe.
         min_block_seconds: the shortest block.
@@ -139,9 +160,15 @@ class ThreadTuner:
                  min_block_seconds: float = 0.1, reprobe_seconds: float = 30.0,
                  collapse_factor: float | None = 3.0, collapse_steps: int = 3, collapse_seconds: float = 0.25,
                  recheck_seconds: float = 2.0, window: int = 31, slowdown_factor: float | None = 1.6,
-                 slowdown_window: float = 0.25, slowdown_seconds: float = 0.5):
+                 slowdown_window: float = 0.25, slowdown_seconds: float = 0.5, numba_products: bool | None = None):
         self.wide = "numba" if uses_numba_parallel(model) else "blas"
-        self.candidates = [self.wide] if cores() < 2 else [self.wide, "single"]
+        if not numba_products_apply(model):
+            numba_products = False
+        self._numba_products = numba_products
+        #: the settings a full probe may time (the all-core ones first)
+        self.candidates = [self.wide] if cores() < 2 else (
+            [self.wide] + (["numba"] if numba_products is not False else []) + ["single"])
+        self.wides = [c for c in self.candidates if c != "single"]  #: the all-core settings among them
         self.forced = os.environ.get("TUINET_THREAD_MODE")
         if os.environ.get("TUINET_THREAD_TUNING", "1") == "0" and not self.forced:
             self.forced = self.wide  # no probing: results stay bit-for-bit reproducible run to run
@@ -200,11 +227,27 @@ class ThreadTuner:
         if self.tuning:  # (a probe under way starts again: its blocks would mix the two sizes)
             self._start_probe(self.rounds)
 
+    def _probe_modes(self, full: bool) -> list[str]:
+        """The settings a probe times: a full one every candidate ("numba" for a dense model once its products need
+        no compile), a short one :attr:`wide` and one thread."""
+        if not full:
+            return [self.wide, "single"]
+        out = []
+        for c in self.candidates:
+            if c == "numba" and self.wide != "numba" and not self._numba_products:
+                from tuinet.engine.gemm import numba_products_ready
+
+                if not numba_products_ready():
+                    continue
+            out.append(c)
+        return out
+
     def _start_probe(self, rounds: int, by_mean: bool = False) -> None:
         self._by_mean = by_mean  # judge by total time (stalls count), not the median step
-        self._plan = [c for _ in range(rounds) for c in self.candidates]
-        self._steps = {c: [] for c in self.candidates}
-        self._samples = {c: 0 for c in self.candidates}
+        modes = self._probe_modes(rounds > 1)
+        self._plan = [c for _ in range(rounds) for c in modes]
+        self._steps = {c: [] for c in modes}
+        self._samples = {c: 0 for c in modes}
         self._short = rounds == 1
         self._block = self.block if rounds > 1 else max(self.collapse_steps, self.block // 2)
         self._next_block()
@@ -319,6 +362,11 @@ class ThreadTuner:
 
     def _finish_probe(self, mode: str) -> str:
         self.mode = mode
+        wides = {c: r for c, r in self.last_rates.items() if c in self.wides}
+        if mode in self.wides:
+            self.wide = mode
+        elif len(wides) > 1:  # one thread won: the faster all-core setting is the one to check again later
+            self.wide = max(wides, key=wides.get)
         self.probing = False
         self._plan = []
         self._since_probe, self._since_probe_seconds = 0, 0.0
