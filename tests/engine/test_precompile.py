@@ -366,30 +366,3 @@ def test_a_run_that_augments_has_the_helper_compile_the_augmentation_kernels_as_
     job["augment"] = None
     assert "warp_batch" not in [d.py_func.__qualname__ for d, _ in P.first_step_kernels(job)]
 
-
-def test_a_dense_runs_helper_also_compiles_the_products_on_numba_threads_first(monkeypatch):
-    """The thread tuner tries a dense model's products on Numba's threads once their kernel needs no compile: the
-    helper of a run that starts on BLAS's threads records that kernel last (so it compiles it first), with the
-    argument types a step in that mode then uses; on one core, or starting on one thread, it does not."""
-    from tuinet.engine.conv.dense import _gemm_panels
-
-    monkeypatch.setenv("TUINET_THREADS", "2")
-    job = {"model": "dense64,relu", "input_shape": [784], "num_outputs": 10, "task": "classification",
-           "activation": None, "dropout": 0.0, "l1": 0.0, "l2": 0.0, "seed": 0, "features": None,
-           "optimizer": "adam", "lr": None, "hyper": {}, "batch_size": 64, "thread_mode": "blas",
-           "x_dtype": "float32", "y_dtype": "int64", "y_shape": []}
-    calls = P.first_step_kernels(job)
-    dispatcher, args = calls[-1]
-    assert dispatcher is _gemm_panels and [d for d, _ in calls].count(_gemm_panels) == 1
-    model, step = _model_and_step("dense64,relu", (784,), n=64)
-    configure_threads(model, mode="numba")
-    try:
-        step()
-    finally:
-        configure_threads(model, mode="blas")
-    assert tuple(args) in _gemm_panels.overloads
-    for mode in ("single", "numba"):
-        names = [d.py_func.__qualname__ for d, _ in P.first_step_kernels(dict(job, thread_mode=mode))]
-        assert names[-1] != "_gemm_panels"
-    monkeypatch.setenv("TUINET_THREADS", "1")
-    assert _gemm_panels not in [d for d, _ in P.first_step_kernels(job)]

@@ -104,26 +104,29 @@ def test_one_thread_winning_keeps_the_faster_all_core_setting_for_the_rechecks(t
 
 
 def test_numba_products_join_a_probe_only_once_their_kernel_needs_no_compile(tuning, monkeypatch):
-    """On a first run the product kernel is not compiled (2 s): the first probe leaves "numba" out, a later full
-    probe (here: after the batch size changed) takes it in once the kernel is ready (the compile helper has put it
-    in the cache, or it was compiled in this process)."""
+    """On a first run the product kernel is not compiled (2 s): the first probe, and one after the batch size
+    changed, leave "numba" out; the first scheduled probe (after ``reprobe_seconds`` of training: a run long enough
+    for 2-11% to repay 2 s) takes it in and compiles it; a probe takes it in at once when it is ready (cached)."""
     from tuinet.engine import gemm
 
     ready = [False]
     monkeypatch.setattr(gemm, "numba_products_ready", lambda: ready[0])
     model = build_model("mlp", (784,), 10)
-    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=50, reprobe_seconds=0.5)
     assert tuner.candidates == ["blas", "numba", "single"]
     seen: list[str] = []
     rates = {"blas": 1.1e-5, "numba": 1e-5, "single": 1.8e-5}
     assert [m for _, m in _steps(tuner, rates, 0.05, seen=seen)] == ["blas"] and "numba" not in seen
-    ready[0] = True
     tuner.rebase()
-    assert [m for _, m in _steps(tuner, rates, 0.05, seen=seen)] == ["numba"] and tuner.wide == "numba"
+    assert [m for _, m in _steps(tuner, rates, 0.05, seen=seen)] == ["blas"] and "numba" not in seen
+    assert [m for _, m in _steps(tuner, rates, 0.6, seen=seen)] == ["numba"] and tuner.wide == "numba"
+    ready[0] = True
+    again = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6)
+    assert [m for _, m in _steps(again, rates, 0.05)] == ["numba"]
     # a pinned setting never tries it
     monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
-    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6)
-    assert _steps(tuner, rates, 0.05) == [] and tuner.mode == "blas" and not tuner.probing
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=50, reprobe_seconds=0.5)
+    assert _steps(tuner, rates, 1.0) == [] and tuner.mode == "blas" and not tuner.probing
 
 
 def test_numba_products_are_ready_once_compiled_or_cached(tmp_path):

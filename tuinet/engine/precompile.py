@@ -166,7 +166,7 @@ def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
     from tuinet.engine import kernels as K
     from tuinet.engine.optim import make_optimizer
     from tuinet.engine.spec import build_model
-    from tuinet.engine.threads import configure_threads, cores, numba_products_apply
+    from tuinet.engine.threads import configure_threads
 
     model = build_model(job["model"], tuple(job["input_shape"]), job["num_outputs"], task=job["task"],
                         activation=job["activation"], dropout=job["dropout"], l1=job["l1"], l2=job["l2"],
@@ -203,15 +203,6 @@ def first_step_kernels(job: dict[str, Any]) -> list[tuple[Any, tuple]]:
         if model.is_classifier:
             model.predict_proba(x)
         model.evaluate(x, y)
-        if job["thread_mode"] == "blas" and cores() >= 2 and numba_products_apply(model):
-            # the thread tuner tries a dense model with its products on Numba's threads once their kernel needs no
-            # compile (engine/threads.py): recorded last, the helper compiles it first, while the trainer's first
-            # step (on BLAS's threads) does not need it
-            configure_threads(model, mode="numba")
-            try:
-                model.compute_gradients(x, y)
-            finally:
-                configure_threads(model, mode="blas")
 
     return record_kernel_calls(step)
 

@@ -126,9 +126,10 @@ class ThreadTuner:
     layers' products on the micro-kernels of :mod:`tuinet.engine.gemm` ("numba"). A full probe (the first, each
     scheduled one, and one after :meth:`rebase`) times both and one thread; the faster all-core one becomes
     :attr:`wide`, the setting the collapse and slowdown checks and the short probes (:attr:`wide` against one
-    thread) work with. "numba" joins a probe only once its product kernel needs no compile (compiled in this
-    process or in the cache: :func:`~tuinet.engine.gemm.numba_products_ready`; the compile helper of a first run
-    fills the cache with it), so a first run does not stall 2 s to try it.
+    thread) work with. "numba" joins the first probe only when its product kernel needs no compile (compiled in
+    this process or in the cache: :func:`~tuinet.engine.gemm.numba_products_ready`), and otherwise the first
+    scheduled one, after ``reprobe_seconds`` of training, whose first step on it compiles it (about 2 s, once per
+    machine: the cache keeps it): a short run does not stall to try it, a long one pays once for 2-11% here.
 
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
@@ -227,14 +228,15 @@ class ThreadTuner:
         if self.tuning:  # (a probe under way starts again: its blocks would mix the two sizes)
             self._start_probe(self.rounds)
 
-    def _probe_modes(self, full: bool) -> list[str]:
+    def _probe_modes(self, full: bool, scheduled: bool = False) -> list[str]:
         """The settings a probe times: a full one every candidate ("numba" for a dense model once its products need
-        no compile), a short one :attr:`wide` and one thread."""
+        no compile, or at a ``scheduled`` probe, after ``reprobe_seconds`` of training), a short one :attr:`wide`
+        and one thread."""
         if not full:
             return [self.wide, "single"]
         out = []
         for c in self.candidates:
-            if c == "numba" and self.wide != "numba" and not self._numba_products:
+            if c == "numba" and self.wide != "numba" and not self._numba_products and not scheduled:
                 from tuinet.engine.gemm import numba_products_ready
 
                 if not numba_products_ready():
@@ -242,9 +244,9 @@ class ThreadTuner:
             out.append(c)
         return out
 
-    def _start_probe(self, rounds: int, by_mean: bool = False) -> None:
+    def _start_probe(self, rounds: int, by_mean: bool = False, scheduled: bool = False) -> None:
         self._by_mean = by_mean  # judge by total time (stalls count), not the median step
-        modes = self._probe_modes(rounds > 1)
+        modes = self._probe_modes(rounds > 1, scheduled)
         self._plan = [c for _ in range(rounds) for c in modes]
         self._steps = {c: [] for c in modes}
         self._samples = {c: 0 for c in modes}
@@ -280,7 +282,7 @@ class ThreadTuner:
             self._start_probe(1, by_mean=True)
             return None
         if self._since_probe >= self.reprobe and self._since_probe_seconds >= self.reprobe_seconds:
-            self._start_probe(self.rounds)
+            self._start_probe(self.rounds, scheduled=True)
         return None
 
     def _collapsed(self, per_sample: float, seconds: float) -> bool:
