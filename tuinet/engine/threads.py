@@ -123,21 +123,20 @@ class ThreadTuner:
     that keeps one thread doubles the wait, up to ``reprobe_seconds``.
 
     A dense model has two all-core settings: BLAS's threads ("blas", the default) and Numba's, with the Dense
-    layers' products on the micro-kernels of :mod:`tuinet.engine.gemm` ("numba"). A full probe (the first, each
-    scheduled one, and one after :meth:`rebase`) times both and one thread; the faster all-core one becomes
-    :attr:`wide`, the setting the collapse and slowdown checks and the short probes (:attr:`wide` against one
-    thread) work with. "numba" joins the first probe only when its product kernel needs no compile (compiled in
-    this process or in the cache: :func:`~tuinet.engine.gemm.numba_products_ready`), and otherwise the first
-    scheduled one, after ``reprobe_seconds`` of training, whose first step on it compiles it (about 2 s, once per
-    machine: the cache keeps it): a short run does not stall to try it, a long one pays once for 2-11% here.
+    layers' products on the micro-kernels of :mod:`tuinet.engine.gemm` ("numba"). A full probe (each scheduled one,
+    and one after :meth:`rebase`) times both and one thread; the faster all-core one becomes :attr:`wide`, the
+    setting the collapse and slowdown checks and the short probes (:attr:`wide` against one thread) work with.
+    "numba" first joins the first scheduled probe, after ``reprobe_seconds`` of training, not the first probe:
+    its first step loads its product kernel from the cache (0.2 s) or compiles it (1.8 s, once per machine), which
+    a run of a few seconds would not earn back (it is 2-11% faster here, or slower, depending on the machine).
 
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
 
     Args:
         model: the model being trained (decides "blas" or "numba" for the multi-core setting).
-        numba_products: whether a dense model's probes may try the "numba" setting (None: when the model has a
-            Dense layer and :func:`~tuinet.engine.gemm.numba_products_ready` says so at a probe's start).
+        numba_products: whether a dense model's probes try the "numba" setting: None from the first scheduled
+            probe on, True from the first probe on, False never (a model with convolutions: always its setting).
         block: the fewest steps per timed block.
         rounds: blocks per setting in one probe.
         min_block_seconds: the shortest block.
@@ -229,20 +228,13 @@ class ThreadTuner:
             self._start_probe(self.rounds)
 
     def _probe_modes(self, full: bool, scheduled: bool = False) -> list[str]:
-        """The settings a probe times: a full one every candidate ("numba" for a dense model once its products need
-        no compile, or at a ``scheduled`` probe, after ``reprobe_seconds`` of training), a short one :attr:`wide`
-        and one thread."""
+        """The settings a probe times: a full one every candidate (a dense model's "numba" from the first
+        ``scheduled`` probe on, see the class doc), a short one :attr:`wide` and one thread."""
         if not full:
             return [self.wide, "single"]
-        out = []
-        for c in self.candidates:
-            if c == "numba" and self.wide != "numba" and not self._numba_products and not scheduled:
-                from tuinet.engine.gemm import numba_products_ready
-
-                if not numba_products_ready():
-                    continue
-            out.append(c)
-        return out
+        if scheduled and self._numba_products is None:
+            self._numba_products = True
+        return [c for c in self.candidates if c != "numba" or self.wide == "numba" or self._numba_products]
 
     def _start_probe(self, rounds: int, by_mean: bool = False, scheduled: bool = False) -> None:
         self._by_mean = by_mean  # judge by total time (stalls count), not the median step
