@@ -429,3 +429,31 @@ def _unpool2x2_8(typingctx, dy, y, relu, arg, q, i, c, wc, dx):
         return context.get_dummy_value()
 
     return types.void(dy, y, relu, arg, q, i, c, wc, dx), codegen
+
+
+@intrinsic
+def _copy_lanes8(typingctx, src, s, dst, d, n):
+    """dst[d:d + n] = src[s:s + n] for n <= 8, one masked vector load and store (nothing outside the n floats is
+    read or written): a copy of rows a few floats wide (a convolution's 6 output channels between its 8-wide GEMM
+    rows and the layer's output) that Numba's loop made one float at a time."""
+    _check_pool(((src, types.float32), (dst, types.float32)), (s, d, n), "_copy_lanes8")
+
+    def codegen(context, builder, signature, args):
+        st, stt, dt, dtt, nt = signature.args
+        vf = ir.VectorType(ir.FloatType(), 8)
+        i32 = ir.IntType(32)
+        vi = ir.VectorType(i32, 8)
+        count = builder.trunc(context.cast(builder, args[4], nt, types.int64), i32)
+        mask = builder.icmp_unsigned("<", ir.Constant(vi, list(range(8))), _splat(builder, count, vi))
+        vp = vf.as_pointer()
+        load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vp, i32, mask.type, vf]),
+                                              "llvm.masked.load.v8f32.p0")
+        store = cgutils.get_or_insert_function(builder.module,
+                                               ir.FunctionType(ir.VoidType(), [vf, vp, i32, mask.type]),
+                                               "llvm.masked.store.v8f32.p0")
+        v = builder.call(load, [_vec_ptr(context, builder, st, args[0], args[1], stt, vf), ir.Constant(i32, 4), mask,
+                                ir.Constant(vf, None)])
+        builder.call(store, [v, _vec_ptr(context, builder, dt, args[2], args[3], dtt, vf), ir.Constant(i32, 4), mask])
+        return context.get_dummy_value()
+
+    return types.void(src, s, dst, d, n), codegen
