@@ -555,6 +555,26 @@ def test_column_sums_match_numpy(rows):
         assert np.array_equal(np.delete(out, np.s_[j0:j0 + 8]), np.delete(out0, np.s_[j0:j0 + 8]))
 
 
+@pytest.mark.parametrize("src_w,dst_w", [(8, 6), (6, 8), (16, 12), (12, 16), (24, 3), (5, 5)])
+def test_narrow_row_copies_copy_the_narrower_width_and_nothing_else(src_w, dst_w):
+    """``_copy_cols`` (masked eight-float loads and stores, :func:`_copy_lanes8`) copies the first min(widths)
+    columns of each of dst's rows, and writes nothing else: the rest of each row, and the guard values around dst
+    in memory, stay as they were (the NaN guards around src would show in dst if a lane past a row were stored)."""
+    from tuinet.engine.conv.kernels import _copy_cols
+
+    rng = np.random.default_rng(src_w * 31 + dst_w)
+    rows = 7
+    sbuf = np.full(rows * src_w + 16, np.nan, np.float32)
+    dbuf = np.full(rows * dst_w + 16, -7.0, np.float32)
+    src = sbuf[8:8 + rows * src_w].reshape(rows, src_w)
+    src[...] = rng.standard_normal(src.shape)
+    dst = dbuf[8:8 + rows * dst_w].reshape(rows, dst_w)
+    _copy_cols(src, dst)
+    w = min(src_w, dst_w)
+    np.testing.assert_array_equal(dst[:, :w], src[:, :w])
+    assert (dst[:, w:] == -7.0).all() and (dbuf[:8] == -7.0).all() and (dbuf[8 + rows * dst_w:] == -7.0).all()
+
+
 def test_micro_kernel_column_groups_fit_the_registers():
     """Every tile shape the kernels use, with either vector width, runs in passes whose accumulators, vectors of B
     and one broadcast fit in the registers; with AVX-512's 32 registers every tile is one pass."""
