@@ -365,4 +365,3 @@ def test_a_run_that_augments_has_the_helper_compile_the_augmentation_kernels_as_
         assert dispatcher in (warp_batch, erase_boxes) and tuple(args) in dispatcher.overloads
     job["augment"] = None
     assert "warp_batch" not in [d.py_func.__qualname__ for d, _ in P.first_step_kernels(job)]
-

@@ -104,7 +104,7 @@ def test_one_thread_winning_keeps_the_faster_all_core_setting_for_the_rechecks(t
 
 
 def test_a_dense_model_tries_numba_products_from_the_first_scheduled_probe_on(tuning, monkeypatch):
-    """Its first step in that setting loads the product kernel (0.2 s) or compiles it (1.8 s): the first probe, and
+    """Its first step in that setting loads its kernels (0.1-0.2 s) or compiles them (2.2 s): the first probe, and
     one after the batch size changed, leave "numba" out; the first scheduled probe (after ``reprobe_seconds`` of
     training: a run long enough to earn that back) takes it in, and every full probe after it."""
     model = build_model("mlp", (784,), 10)

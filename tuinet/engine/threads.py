@@ -127,8 +127,9 @@ class ThreadTuner:
     and one after :meth:`rebase`) times both and one thread; the faster all-core one becomes :attr:`wide`, the
     setting the collapse and slowdown checks and the short probes (:attr:`wide` against one thread) work with.
     "numba" first joins the first scheduled probe, after ``reprobe_seconds`` of training, not the first probe:
-    its first step loads its product kernel from the cache (0.2 s) or compiles it (1.8 s, once per machine), which
-    a run of a few seconds would not earn back (it is 2-11% faster here, or slower, depending on the machine).
+    its first step loads its kernels (the products', the parallel optimizer's) from the cache (0.1-0.2 s) or
+    compiles them (2.2 s, once per machine), which a run of a few seconds would not earn back (it is 2-11% faster
+    here, or slower, depending on the machine).
 
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
