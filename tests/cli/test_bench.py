@@ -101,3 +101,38 @@ def test_bench_says_which_convolutions_run_by_winograd(monkeypatch):
     text = CliRunner().invoke(main, args).output
     line = next(ln for ln in text.splitlines() if "convolutions:" in ln)
     assert "by Winograd F(4x4, 3x3)" in line and "TUINET_WINOGRAD=0" in line
+
+
+def test_a_dense_models_bench_runs_in_the_faster_of_blas_and_numba_threads_unless_pinned(monkeypatch):
+    """As the trainer's thread tuner does, the bench times a dense model with BLAS's threads and with Numba's (its
+    products on the micro-kernels) and keeps the faster; a pinned mode (or tuning off) is kept as it is, and a
+    convolutional model keeps Numba's threads without timing anything."""
+    from tuinet.bench.throughput import TuinetRunner
+    from tuinet.engine import threads
+
+    for var in ("TUINET_THREAD_MODE", "TUINET_THREADS", "TUINET_THREAD_TUNING"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    monkeypatch.setattr("tuinet.bench.throughput.cores", lambda: 2)
+    seconds = {"blas": 2e-3, "numba": 1e-3}
+    timed = []
+
+    def fake_run(self, steps):
+        timed.append(threads.current_mode())
+        return steps * seconds[threads.current_mode()]
+
+    monkeypatch.setattr(TuinetRunner, "run", fake_run)
+    runner = TuinetRunner("mlp", (28, 28, 1), 10, "adam", 8)
+    assert runner.mode == "blas"
+    assert runner.choose_mode() == "numba" and runner.mode == "numba" and threads.current_mode() == "numba"
+    assert {"blas", "numba"} <= set(timed)
+    seconds.update(blas=1e-3, numba=3e-3)
+    assert TuinetRunner("mlp", (28, 28, 1), 10, "adam", 8).choose_mode() == "blas"
+    timed.clear()
+    monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
+    assert TuinetRunner("mlp", (28, 28, 1), 10, "adam", 8).choose_mode() == "blas" and timed == []
+    monkeypatch.delenv("TUINET_THREAD_TUNING")
+    monkeypatch.setenv("TUINET_THREAD_MODE", "single")
+    assert TuinetRunner("mlp", (28, 28, 1), 10, "adam", 8).choose_mode() == "single" and timed == []
+    monkeypatch.delenv("TUINET_THREAD_MODE")
+    assert TuinetRunner("conv3x3x4,relu", (28, 28, 1), 10, "adam", 8).choose_mode() == "numba" and timed == []

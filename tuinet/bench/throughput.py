@@ -67,12 +67,14 @@ class TuinetRunner:
         return time.perf_counter() - t
 
     def choose_mode(self, seconds: float = 0.2, rounds: int = 2) -> str:
-        """For a dense model on several cores with no mode pinned (``TUINET_THREAD_MODE``, ``TUINET_THREADS``):
-        time about ``seconds`` of steps with BLAS's threads and with Numba's (the products on the micro-kernels),
-        ``rounds`` times each in turn, and keep the faster (shortest time), as the trainer's thread tuner does;
-        returns the mode (which the caller passes to :func:`configure_threads` before each round)."""
-        if self.mode != "blas" or cores() < 2 or any(os.environ.get(v) for v in ("TUINET_THREAD_MODE",
-                                                                                   "TUINET_THREADS")):
+        """For a dense model on several cores with no mode pinned (``TUINET_THREAD_MODE``, ``TUINET_THREADS``,
+        ``TUINET_THREAD_TUNING=0``): time about ``seconds`` of steps with BLAS's threads and with Numba's (the
+        products on the micro-kernels), ``rounds`` times each in turn, and keep the faster (shortest time), as the
+        trainer's thread tuner does; returns the mode (which the caller passes to :func:`configure_threads` before
+        each round)."""
+        pinned = any(os.environ.get(v) for v in ("TUINET_THREAD_MODE", "TUINET_THREADS")) or os.environ.get(
+            "TUINET_THREAD_TUNING", "1") == "0"
+        if self.mode != "blas" or cores() < 2 or pinned:
             return self.mode
         steps = max(5, int(seconds / max(self.run(3) / 3, 1e-6)))
         best: dict[str, float] = {}
