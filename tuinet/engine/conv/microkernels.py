@@ -431,6 +431,31 @@ def _unpool2x2_8(typingctx, dy, y, relu, arg, q, i, c, wc, dx):
     return types.void(dy, y, relu, arg, q, i, c, wc, dx), codegen
 
 
+def _lane_mask(builder, context, n, nty):
+    """The <8 x i1> mask of the first ``n`` lanes (n <= 8)."""
+    vi = ir.VectorType(ir.IntType(32), 8)
+    count = builder.trunc(context.cast(builder, n, nty, types.int64), ir.IntType(32))
+    return builder.icmp_unsigned("<", ir.Constant(vi, list(range(8))), _splat(builder, count, vi))
+
+
+def _masked_load8(builder, ptr, mask):
+    """The floats of ``ptr`` (a <8 x float>*) under ``mask``, 0 in the other lanes (which are not read)."""
+    vf = ir.VectorType(ir.FloatType(), 8)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vf, [vf.as_pointer(), ir.IntType(32), mask.type, vf]),
+        "llvm.masked.load.v8f32.p0")
+    return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vf, None)])
+
+
+def _masked_store8(builder, value, ptr, mask):
+    """``value``'s lanes under ``mask`` into ``ptr`` (a <8 x float>*); the other lanes are not written."""
+    vf = ir.VectorType(ir.FloatType(), 8)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vf, vf.as_pointer(), ir.IntType(32), mask.type]),
+        "llvm.masked.store.v8f32.p0")
+    builder.call(fn, [value, ptr, ir.Constant(ir.IntType(32), 4), mask])
+
+
 @intrinsic
 def _copy_lanes8(typingctx, src, s, dst, d, n):
     """dst[d:d + n] = src[s:s + n] for n <= 8, one masked vector load and store (nothing outside the n floats is
@@ -441,19 +466,64 @@ def _copy_lanes8(typingctx, src, s, dst, d, n):
     def codegen(context, builder, signature, args):
         st, stt, dt, dtt, nt = signature.args
         vf = ir.VectorType(ir.FloatType(), 8)
-        i32 = ir.IntType(32)
-        vi = ir.VectorType(i32, 8)
-        count = builder.trunc(context.cast(builder, args[4], nt, types.int64), i32)
-        mask = builder.icmp_unsigned("<", ir.Constant(vi, list(range(8))), _splat(builder, count, vi))
-        vp = vf.as_pointer()
-        load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vp, i32, mask.type, vf]),
-                                              "llvm.masked.load.v8f32.p0")
-        store = cgutils.get_or_insert_function(builder.module,
-                                               ir.FunctionType(ir.VoidType(), [vf, vp, i32, mask.type]),
-                                               "llvm.masked.store.v8f32.p0")
-        v = builder.call(load, [_vec_ptr(context, builder, st, args[0], args[1], stt, vf), ir.Constant(i32, 4), mask,
-                                ir.Constant(vf, None)])
-        builder.call(store, [v, _vec_ptr(context, builder, dt, args[2], args[3], dtt, vf), ir.Constant(i32, 4), mask])
+        mask = _lane_mask(builder, context, args[4], nt)
+        v = _masked_load8(builder, _vec_ptr(context, builder, st, args[0], args[1], stt, vf), mask)
+        _masked_store8(builder, v, _vec_ptr(context, builder, dt, args[2], args[3], dtt, vf), mask)
         return context.get_dummy_value()
 
     return types.void(src, s, dst, d, n), codegen
+
+
+@intrinsic
+def _avg2x2_8(typingctx, x, i, c, wc, scale, out, o, n):
+    """n <= 8 channels of one 2x2 average: out[o:o + n] = (((x[i] + x[i + c]) + x[i + wc]) + x[i + wc + c]) * scale
+    (+ 0..n-1 each), the additions in that order (as the average pooling's loops make them); masked, so a
+    channel count that is not a multiple of 8 (LeNet's 6) runs as vectors too."""
+    _check_pool(((x, types.float32), (out, types.float32)), (i, c, wc, o, n), "_avg2x2_8")
+    if not isinstance(scale, types.Float):
+        raise TypeError(f"_avg2x2_8: expected a float scale, got {scale}")
+
+    def codegen(context, builder, signature, args):
+        xt, it, ct, wt, st, ot, oo, nt = signature.args
+        vf = ir.VectorType(ir.FloatType(), 8)
+        mask = _lane_mask(builder, context, args[7], nt)
+        i0 = context.cast(builder, args[1], it, types.int64)
+        cc = context.cast(builder, args[2], ct, types.int64)
+        ww = context.cast(builder, args[3], wt, types.int64)
+        # each sum as fma(total, 1, v), one rounding like an add's: Numba's fast-math pass gives every fadd in the
+        # function "reassoc", and LLVM then adds the four as (a + b) + (c + d), another rounding than the loops'
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]), "llvm.fma.v8f32")
+        one = ir.Constant(vf, [1.0] * 8)
+        total = None
+        for off in (i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)):
+            v = _masked_load8(builder, _vec_ptr(context, builder, xt, args[0], off, types.int64, vf), mask)
+            total = v if total is None else builder.call(fma, [total, one, v])
+        k = _splat(builder, context.cast(builder, args[4], st, types.float32), vf)
+        _masked_store8(builder, builder.fmul(total, k), _vec_ptr(context, builder, ot, args[5], args[6], oo, vf), mask)
+        return context.get_dummy_value()
+
+    return types.void(x, i, c, wc, scale, out, o, n), codegen
+
+
+@intrinsic
+def _unavg2x2_8(typingctx, dy, q, scale, dx, i, c, wc, n):
+    """The backward pass of :func:`_avg2x2_8` for stride 2 (windows that never overlap): dy[q:q + n] * scale written
+    to dx at i, i + c, i + wc and i + wc + c (+ 0..n-1 each), masked to n <= 8 channels."""
+    _check_pool(((dy, types.float32), (dx, types.float32)), (q, i, c, wc, n), "_unavg2x2_8")
+    if not isinstance(scale, types.Float):
+        raise TypeError(f"_unavg2x2_8: expected a float scale, got {scale}")
+
+    def codegen(context, builder, signature, args):
+        dyt, qt, st, dxt, it, ct, wt, nt = signature.args
+        vf = ir.VectorType(ir.FloatType(), 8)
+        mask = _lane_mask(builder, context, args[7], nt)
+        g = _masked_load8(builder, _vec_ptr(context, builder, dyt, args[0], args[1], qt, vf), mask)
+        g = builder.fmul(g, _splat(builder, context.cast(builder, args[2], st, types.float32), vf))
+        i0 = context.cast(builder, args[4], it, types.int64)
+        cc = context.cast(builder, args[5], ct, types.int64)
+        ww = context.cast(builder, args[6], wt, types.int64)
+        for off in (i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)):
+            _masked_store8(builder, g, _vec_ptr(context, builder, dxt, args[3], off, types.int64, vf), mask)
+        return context.get_dummy_value()
+
+    return types.void(dy, q, scale, dx, i, c, wc, n), codegen
