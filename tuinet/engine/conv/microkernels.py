@@ -475,6 +475,25 @@ def _copy_lanes8(typingctx, src, s, dst, d, n):
 
 
 @intrinsic
+def _add_lanes8(typingctx, src, s, dst, d, n):
+    """dst[d:d + n] += src[s:s + n] for n <= 8, masked (nothing outside the n floats read or written): the col2im
+    scatter's kernel rows (KW * C floats, 30 for LeNet's second convolution) that Numba's loop added one float at a
+    time."""
+    _check_pool(((src, types.float32), (dst, types.float32)), (s, d, n), "_add_lanes8")
+
+    def codegen(context, builder, signature, args):
+        st, stt, dt, dtt, nt = signature.args
+        vf = ir.VectorType(ir.FloatType(), 8)
+        mask = _lane_mask(builder, context, args[4], nt)
+        dp = _vec_ptr(context, builder, dt, args[2], args[3], dtt, vf)
+        v = _masked_load8(builder, _vec_ptr(context, builder, st, args[0], args[1], stt, vf), mask)
+        _masked_store8(builder, builder.fadd(_masked_load8(builder, dp, mask), v), dp, mask)
+        return context.get_dummy_value()
+
+    return types.void(src, s, dst, d, n), codegen
+
+
+@intrinsic
 def _avg2x2_8(typingctx, x, i, c, wc, scale, out, o, n):
     """n <= 8 channels of one 2x2 average: out[o:o + n] = (((x[i] + x[i + c]) + x[i + wc]) + x[i + wc + c]) * scale
     (+ 0..n-1 each), the additions in that order (as the average pooling's loops make them); masked, so a
