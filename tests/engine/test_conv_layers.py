@@ -804,11 +804,11 @@ def test_models_run_a_conv_and_its_relu_as_one_unit_except_by_winograd():
     assert w.fused_groups == {0: 2}  # the Winograd one runs the ReLU's own pass
 
 
-@pytest.mark.parametrize("channels", [9, 16])
+@pytest.mark.parametrize("channels", [6, 9, 16])
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1), (1, 2)])
 def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride, channels):
-    """The 2x2 kernel picks the same winner as the general one: the first maximum in row-major window order (a
-    multiple of 8 channels runs eight at a time, others one at a time)."""
+    """The 2x2 kernel picks the same winner as the general one: the first maximum in row-major window order (eight
+    channels at a time, masked for the last ones)."""
     from tuinet.engine.conv import kernels
 
     rng = np.random.default_rng(0)
@@ -826,12 +826,13 @@ def test_maxpool_2x2_path_matches_the_general_kernel_on_ties_and_nans(stride, ch
     np.testing.assert_array_equal(out, ref_out)  # NaNs in the same places
 
 
-@pytest.mark.parametrize("shape", [(24, 24, 24), (7, 9, 16), (6, 6, 8), (3, 5, 8)])
+@pytest.mark.parametrize("shape", [(24, 24, 24), (7, 9, 16), (6, 6, 8), (3, 5, 8), (28, 28, 6), (5, 7, 12)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_maxpool_2x2_backward_writes_what_the_scatter_adds(shape, relu):
-    """2x2 windows with stride 2 over a multiple of 8 channels: the backward pass writes each input gradient once,
-    the winner's gradient or 0 (0 too in an odd last row or column, in no window), the numbers the general kernel's
-    zeroing and scatter give; with ``relu`` (a fused ReLU after the pooling) the gradient is 0 where its output is."""
+    """2x2 windows with stride 2 (8 channels at a time, masked for the rest): the backward pass writes each input
+    gradient once, the winner's gradient or 0 (0 too in an odd last row or column, in no window), the numbers the
+    general kernel's zeroing and scatter give; with ``relu`` (a fused ReLU after the pooling) the gradient is 0 where
+    its output is."""
     from tuinet.engine.conv import kernels
 
     rng = np.random.default_rng(sum(shape))

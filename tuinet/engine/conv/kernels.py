@@ -712,9 +712,8 @@ def conv2d_backward(ext, x, dy, wf, dw_parts, db_parts, dx, base_i, base_u, off_
     (see :func:`conv2d_forward`); pool_dy is its output's gradient and pool_y (N, M) its output, whose mask
     (pool_y > 0) is applied on the way. ``pool_relu`` without ``pooled``: a fused ReLU followed the convolution;
     dy is its output's gradient and pool_y (N, P * Cout) its output, the mask applied to each sample's dy in a
-    per-thread buffer (the ReLU's own backward pass is not run). ``pool2`` (with ``pooled``, Cout a multiple of 8):
-    the windows are 2x2 with stride 2, and each sample's dy is written in one pass (:func:`_maxpool2x2_bwd_sample`;
-    for other channel counts the ReLU pass and the scatter are faster).
+    per-thread buffer (the ReLU's own backward pass is not run). ``pool2`` (with ``pooled``): the windows are 2x2
+    with stride 2, and each sample's dy is written in one pass (:func:`_maxpool2x2_bwd_sample`).
 
     ``ext``: the extended variant (``tdw``, ``scat``, ``add_dx``, ``pre``). The batch is cut into ``parts``, one
     per Numba thread.
@@ -786,56 +785,24 @@ def _maxpool_fwd_sample(x, out, arg, kh_, kw_, sh, sw):
 
 @jit()
 def _maxpool2x2_fwd_sample(x, out, arg, sh, sw):
-    """2x2 windows: all four candidates in one loop over the channels (the general version makes five passes
-    over each output pixel's channels, loading and storing ``o`` and ``a`` in each; this one makes one), eight
-    channels at a time (:func:`_max2x2_8`) when their count is a multiple of 8 (a loop LLVM vectorizes itself
-    otherwise: with 512-bit vectors it runs 24 channels as scalar code, 1.6 against 1.0 us for a 24 x 24 x 24
-    sample on an AVX-512 Xeon, while 6 or 12 run faster that way than as vectors and a scalar rest)."""
+    """2x2 windows: all four candidates at once, eight channels at a time, masked for the last ones
+    (:func:`_max2x2_8`: the general version makes five passes over each output pixel's channels, loading and storing
+    ``o`` and ``a`` in each, and a loop over a pixel's channels is too short for LLVM's vectorizer at 512 bits: 24
+    channels ran as scalar code, 1.6 against 1.0 us for a 24 x 24 x 24 sample on an AVX-512 Xeon)."""
     W, C = x.shape[1], x.shape[2]
     OH, OW = out.shape[0], out.shape[1]
-    if C % 8 == 0:
-        xf = x.reshape(-1)
-        of = out.reshape(-1)
-        af = arg.reshape(-1)
-        for oh in range(OH):
-            for ow in range(OW):
-                b00 = (oh * sh * W + ow * sw) * C
-                o = (oh * OW + ow) * C
-                for c in range(0, C, 8):
-                    _max2x2_8(xf, b00 + c, C, W * C, of, af, o + c)
-        return
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    af = arg.reshape(-1)
     for oh in range(OH):
-        r0 = x[oh * sh]
-        r1 = x[oh * sh + 1]
         for ow in range(OW):
-            iw = ow * sw
-            x00 = r0[iw]
-            x01 = r0[iw + 1]
-            x10 = r1[iw]
-            x11 = r1[iw + 1]
-            b00 = (oh * sh * W + iw) * C
-            b01 = b00 + C
-            b10 = b00 + W * C
-            b11 = b10 + C
-            o = out[oh, ow]
-            a = arg[oh, ow]
-            for c in range(C):  # the same comparisons, in the same order, as _maxpool_fwd_sample
-                m = x00[c]
-                i = b00
-                v = x01[c]
-                better = v > m
-                m = v if better else m
-                i = b01 if better else i
-                v = x10[c]
-                better = v > m
-                m = v if better else m
-                i = b10 if better else i
-                v = x11[c]
-                better = v > m
-                m = v if better else m
-                i = b11 if better else i
-                o[c] = m
-                a[c] = i + c
+            b00 = (oh * sh * W + ow * sw) * C
+            o = (oh * OW + ow) * C
+            for c in range(0, C - C % 8, 8):  # (a literal 8: whole vectors, no mask left after inlining)
+                _max2x2_8(xf, b00 + c, C, W * C, of, af, o + c, 8)
+            if C % 8:
+                c = C - C % 8
+                _max2x2_8(xf, b00 + c, C, W * C, of, af, o + c, C % 8)
 
 
 @jit(parallel=True)
@@ -855,32 +822,23 @@ def maxpool_forward(x, out, arg, kh, kw, sh, sw):
 def _maxpool2x2_bwd_sample(dy, y, arg, relu, OW, dx):
     """:func:`_maxpool_bwd_sample` for 2x2 windows with stride 2 (which never overlap), (P, C) ``dx`` of an OH x OW
     image: each element written once, the gradient where it won its window's max and 0 elsewhere (the general
-    kernel zeroes all of dx, then adds each winner's gradient), eight channels at a time (:func:`_unpool2x2_8`).
-    ``relu``: dy is that of a ReLU after the pooling, whose output is ``y`` (any array of dy's size without
-    ``relu``): dy is taken as 0 where y <= 0 (as :func:`~tuinet.engine.kernels._relu_bwd` would write it first). An
-    odd last row or column, in no window, gets 0."""
+    kernel zeroes all of dx, then adds each winner's gradient), eight channels at a time, masked for the last ones
+    (:func:`_unpool2x2_8`). ``relu``: dy is that of a ReLU after the pooling, whose output is ``y`` (any array of
+    dy's size without ``relu``): dy is taken as 0 where y <= 0 (as :func:`~tuinet.engine.kernels._relu_bwd` would
+    write it first). An odd last row or column, in no window, gets 0."""
     P, C = dx.shape
     OH = P // OW
     PW = OW // 2
-    C8 = C - C % 8
     dxf = dx.reshape(-1)
     for ph in range(OH // 2):
         for pw in range(PW):
             q = (ph * PW + pw) * C
             b00 = (2 * ph * OW + 2 * pw) * C
-            for c in range(0, C8, 8):
-                _unpool2x2_8(dy, y, relu, arg, q + c, b00 + c, C, OW * C, dxf)
-            b01 = b00 + C
-            b10 = b00 + OW * C
-            b11 = b10 + C
-            for c in range(C8, C):
-                g = dy[q + c]
-                g = g if (y[q + c] > F0 or not relu) else F0
-                a = arg[q + c]
-                dxf[b00 + c] = g if a == b00 + c else F0
-                dxf[b01 + c] = g if a == b01 + c else F0
-                dxf[b10 + c] = g if a == b10 + c else F0
-                dxf[b11 + c] = g if a == b11 + c else F0
+            for c in range(0, C - C % 8, 8):  # (a literal 8: whole vectors, no mask left after inlining)
+                _unpool2x2_8(dy, y, relu, arg, q + c, b00 + c, C, OW * C, dxf, 8)
+            if C % 8:
+                c = C - C % 8
+                _unpool2x2_8(dy, y, relu, arg, q + c, b00 + c, C, OW * C, dxf, C % 8)
     if OW % 2:
         for oh in range(OH - OH % 2):
             for c in range(C):
@@ -901,11 +859,12 @@ def _maxpool_bwd_sample(dy, arg, dx):
 @jit(parallel=True)
 def maxpool_backward(dy, arg, dx, W, C, pool2):
     """Scatter each output gradient to the input element that won the max (dy, arg: (N, M); dx: (N, K) of W-wide
-    images of C channels); ``pool2``: 2x2 windows with stride 2 and C a multiple of 8, each element of dx written
-    once (:func:`_maxpool2x2_bwd_sample`)."""
+    images of C channels); ``pool2``: 2x2 windows with stride 2, each element of dx written once
+    (:func:`_maxpool2x2_bwd_sample`)."""
     for n in prange(dy.shape[0]):
         if pool2:
-            _maxpool2x2_bwd_sample(dy[n], dy[n], arg[n], W < 0, W, dx[n].reshape((-1, C)))  # (no ReLU: False, not a literal)
+            # (no ReLU: False, but not a literal, which would compile the kernel a second time)
+            _maxpool2x2_bwd_sample(dy[n], dy[n], arg[n], W < 0, W, dx[n].reshape((-1, C)))
         else:
             _maxpool_bwd_sample(dy[n], arg[n], dx[n])
 

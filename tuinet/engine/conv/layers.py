@@ -612,8 +612,8 @@ class MaxPool2D(_Pool):
 
     def _two_by_two(self) -> bool:
         """True when the backward pass writes each input gradient once: 2x2 windows with stride 2 (which never
-        overlap) over a multiple of 8 channels (for other counts the scatter is faster)."""
-        return tuple(self.pool_size) == tuple(self.stride) == (2, 2) and self.input_shape[2] % 8 == 0
+        overlap)."""
+        return tuple(self.pool_size) == tuple(self.stride) == (2, 2)
 
     @property
     def argmax(self) -> np.ndarray:

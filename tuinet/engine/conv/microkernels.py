@@ -341,7 +341,13 @@ def _colsum8(typingctx, g, j0, out):
 # LLVM's loop vectorizer, which wants 32 or 64 iterations at once with 512-bit vectors and runs a 24-channel
 # loop as scalar code; these emit the eight-channel vectors themselves.
 
-def _vec_ptr(context, builder, aty, arr, off, offty, vt):
+#: the vector types of these kernels: eight floats, eight int32 (window indices), and the lanes' numbers
+V8F = ir.VectorType(ir.FloatType(), 8)
+V8I = ir.VectorType(ir.IntType(32), 8)
+IOTA8 = ir.Constant(V8I, list(range(8)))
+
+
+def _vec_ptr(context, builder, aty, arr, off, offty, vt=V8F):
     """A pointer to a vector ``vt`` at element ``off`` of the 1-D array ``arr``."""
     data = context.make_array(aty)(context, builder, arr).data
     return builder.bitcast(builder.gep(data, [context.cast(builder, off, offty, types.int64)]), vt.as_pointer())
@@ -354,106 +360,106 @@ def _splat(builder, value, vt):
                                                                                                   vt.count), None))
 
 
-def _check_pool(arrays, ints, who):
+def _check_pool(arrays, ints, who, floats=()):
+    """The argument types of these kernels: 1-d arrays of the given dtypes, integers (or booleans), floats."""
     for a, dtype in arrays:
         if not (isinstance(a, types.Array) and a.ndim == 1 and a.dtype == dtype):
             raise TypeError(f"{who}: expected a 1-d {dtype} array, got {a}")
     for i in ints:
         if not isinstance(i, (types.Integer, types.Boolean)):
             raise TypeError(f"{who}: expected an integer, got {i}")
+    for f in floats:
+        if not isinstance(f, types.Float):
+            raise TypeError(f"{who}: expected a float, got {f}")
+
+
+def _lane_mask(builder, context, n, nty):
+    """The <8 x i1> mask of the first ``n`` lanes (n <= 8)."""
+    count = builder.trunc(context.cast(builder, n, nty, types.int64), ir.IntType(32))
+    return builder.icmp_unsigned("<", IOTA8, _splat(builder, count, V8I))
+
+
+def _masked_load8(builder, ptr, mask, vt=V8F):
+    """The eight floats (or int32) of ``ptr`` (a ``vt``*) under ``mask``, 0 in the other lanes (which are not
+    read)."""
+    name = "v8f32" if vt == V8F else "v8i32"
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt]),
+        f"llvm.masked.load.{name}.p0")
+    return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vt, None)])
+
+
+def _masked_store8(builder, value, ptr, mask):
+    """``value``'s lanes (eight floats or int32) under ``mask`` into ``ptr``; the other lanes are not written."""
+    vt = value.type
+    name = "v8f32" if vt == V8F else "v8i32"
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), ir.IntType(32), mask.type]),
+        f"llvm.masked.store.{name}.p0")
+    builder.call(fn, [value, ptr, ir.Constant(ir.IntType(32), 4), mask])
+
+
+def _window2x2(context, builder, args, tys):
+    """The flat offsets (int64) of a 2x2 window's four elements from the kernels' (i, c, wc) arguments: i, i + c,
+    i + wc, i + wc + c (row-major window order)."""
+    i0, cc, ww = (context.cast(builder, a, t, types.int64) for a, t in zip(args, tys))
+    return [i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)]
 
 
 @intrinsic
-def _max2x2_8(typingctx, x, i, c, wc, out, arg, o):
-    """Eight channels of one 2x2 window: out[o:o + 8] = the max of x at i, i + c, i + wc, i + wc + c (+ 0..7), in that
-    order, a candidate winning only when greater than the max so far (ties and a NaN after the first keep the
-    earlier one); arg[o:o + 8] (int32) = the winner's offset in x (its position + the lane)."""
-    _check_pool(((x, types.float32), (out, types.float32), (arg, types.int32)), (i, c, wc, o), "_max2x2_8")
+def _max2x2_8(typingctx, x, i, c, wc, out, arg, o, n):
+    """n <= 8 channels of one 2x2 window: out[o:o + n] = the max of x at i, i + c, i + wc, i + wc + c (+ 0..n-1), in
+    that order, a candidate winning only when greater than the max so far (ties and a NaN after the first keep the
+    earlier one); arg[o:o + n] (int32) = the winner's offset in x (its position + the lane). Masked, so any channel
+    count runs as vectors."""
+    _check_pool(((x, types.float32), (out, types.float32), (arg, types.int32)), (i, c, wc, o, n), "_max2x2_8")
 
     def codegen(context, builder, signature, args):
-        xt, it, ct, wt, ot, at, oo = signature.args
-        vf = ir.VectorType(ir.FloatType(), 8)
-        i32 = ir.IntType(32)
-        vi = ir.VectorType(i32, 8)
-        iota = ir.Constant(vi, list(range(8)))
-        i0 = context.cast(builder, args[1], it, types.int64)
-        cc = context.cast(builder, args[2], ct, types.int64)
-        ww = context.cast(builder, args[3], wt, types.int64)
-        offs = [i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)]
+        xt, it, ct, wt, ot, at, oo, nt = signature.args
+        mask = _lane_mask(builder, context, args[7], nt)
         best = idx = None
-        for off in offs:
-            v = builder.load(_vec_ptr(context, builder, xt, args[0], off, types.int64, vf), align=4)
-            here = builder.add(_splat(builder, builder.trunc(off, i32), vi), iota)
+        for off in _window2x2(context, builder, args[1:4], (it, ct, wt)):
+            v = _masked_load8(builder, _vec_ptr(context, builder, xt, args[0], off, types.int64), mask)
+            here = builder.add(_splat(builder, builder.trunc(off, ir.IntType(32)), V8I), IOTA8)
             if best is None:
                 best, idx = v, here
             else:
                 better = builder.fcmp_ordered(">", v, best)
                 best = builder.select(better, v, best)
                 idx = builder.select(better, here, idx)
-        builder.store(best, _vec_ptr(context, builder, ot, args[4], args[6], oo, vf), align=4)
-        builder.store(idx, _vec_ptr(context, builder, at, args[5], args[6], oo, vi), align=4)
+        _masked_store8(builder, best, _vec_ptr(context, builder, ot, args[4], args[6], oo), mask)
+        _masked_store8(builder, idx, _vec_ptr(context, builder, at, args[5], args[6], oo, V8I), mask)
         return context.get_dummy_value()
 
-    return types.void(x, i, c, wc, out, arg, o), codegen
+    return types.void(x, i, c, wc, out, arg, o, n), codegen
 
 
 @intrinsic
-def _unpool2x2_8(typingctx, dy, y, relu, arg, q, i, c, wc, dx):
-    """The backward pass of :func:`_max2x2_8` for eight channels of one window: g = dy[q:q + 8], 0 where
-    y[q:q + 8] <= 0 when ``relu`` (a ReLU's mask), written to dx at i, i + c, i + wc, i + wc + c (+ 0..7) where
-    arg[q:q + 8] names that element, 0 elsewhere."""
+def _unpool2x2_8(typingctx, dy, y, relu, arg, q, i, c, wc, dx, n):
+    """The backward pass of :func:`_max2x2_8` for n <= 8 channels of one window: g = dy[q:q + n], 0 where
+    y[q:q + n] <= 0 when ``relu`` (a ReLU's mask), written to dx at i, i + c, i + wc, i + wc + c (+ 0..n-1) where
+    arg[q:q + n] names that element, 0 elsewhere."""
     _check_pool(((dy, types.float32), (y, types.float32), (arg, types.int32), (dx, types.float32)),
-                (relu, q, i, c, wc), "_unpool2x2_8")
+                (relu, q, i, c, wc, n), "_unpool2x2_8")
 
     def codegen(context, builder, signature, args):
-        dyt, yt, rt, at, qt, it, ct, wt, dxt = signature.args
-        vf = ir.VectorType(ir.FloatType(), 8)
-        i32 = ir.IntType(32)
-        vi = ir.VectorType(i32, 8)
-        iota = ir.Constant(vi, list(range(8)))
-        g = builder.load(_vec_ptr(context, builder, dyt, args[0], args[4], qt, vf), align=4)
-        yv = builder.load(_vec_ptr(context, builder, yt, args[1], args[4], qt, vf), align=4)
+        dyt, yt, rt, at, qt, it, ct, wt, dxt, nt = signature.args
+        mask = _lane_mask(builder, context, args[9], nt)
+        g = _masked_load8(builder, _vec_ptr(context, builder, dyt, args[0], args[4], qt), mask)
+        yv = _masked_load8(builder, _vec_ptr(context, builder, yt, args[1], args[4], qt), mask)
         relu_on = context.cast(builder, args[2], rt, types.boolean)
-        keep = builder.or_(builder.fcmp_ordered(">", yv, ir.Constant(vf, None)),
+        keep = builder.or_(builder.fcmp_ordered(">", yv, ir.Constant(V8F, None)),
                            _splat(builder, builder.not_(relu_on), ir.VectorType(ir.IntType(1), 8)))
-        zero = ir.Constant(vf, None)
+        zero = ir.Constant(V8F, None)
         g = builder.select(keep, g, zero)
-        a = builder.load(_vec_ptr(context, builder, at, args[3], args[4], qt, vi), align=4)
-        i0 = context.cast(builder, args[5], it, types.int64)
-        cc = context.cast(builder, args[6], ct, types.int64)
-        ww = context.cast(builder, args[7], wt, types.int64)
-        for off in (i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)):
-            here = builder.add(_splat(builder, builder.trunc(off, i32), vi), iota)
+        a = _masked_load8(builder, _vec_ptr(context, builder, at, args[3], args[4], qt, V8I), mask, V8I)
+        for off in _window2x2(context, builder, args[5:8], (it, ct, wt)):
+            here = builder.add(_splat(builder, builder.trunc(off, ir.IntType(32)), V8I), IOTA8)
             out = builder.select(builder.icmp_signed("==", a, here), g, zero)
-            builder.store(out, _vec_ptr(context, builder, dxt, args[8], off, types.int64, vf), align=4)
+            _masked_store8(builder, out, _vec_ptr(context, builder, dxt, args[8], off, types.int64), mask)
         return context.get_dummy_value()
 
-    return types.void(dy, y, relu, arg, q, i, c, wc, dx), codegen
-
-
-def _lane_mask(builder, context, n, nty):
-    """The <8 x i1> mask of the first ``n`` lanes (n <= 8)."""
-    vi = ir.VectorType(ir.IntType(32), 8)
-    count = builder.trunc(context.cast(builder, n, nty, types.int64), ir.IntType(32))
-    return builder.icmp_unsigned("<", ir.Constant(vi, list(range(8))), _splat(builder, count, vi))
-
-
-def _masked_load8(builder, ptr, mask):
-    """The floats of ``ptr`` (a <8 x float>*) under ``mask``, 0 in the other lanes (which are not read)."""
-    vf = ir.VectorType(ir.FloatType(), 8)
-    fn = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vf, [vf.as_pointer(), ir.IntType(32), mask.type, vf]),
-        "llvm.masked.load.v8f32.p0")
-    return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vf, None)])
-
-
-def _masked_store8(builder, value, ptr, mask):
-    """``value``'s lanes under ``mask`` into ``ptr`` (a <8 x float>*); the other lanes are not written."""
-    vf = ir.VectorType(ir.FloatType(), 8)
-    fn = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [vf, vf.as_pointer(), ir.IntType(32), mask.type]),
-        "llvm.masked.store.v8f32.p0")
-    builder.call(fn, [value, ptr, ir.Constant(ir.IntType(32), 4), mask])
+    return types.void(dy, y, relu, arg, q, i, c, wc, dx, n), codegen
 
 
 @intrinsic
@@ -465,10 +471,9 @@ def _copy_lanes8(typingctx, src, s, dst, d, n):
 
     def codegen(context, builder, signature, args):
         st, stt, dt, dtt, nt = signature.args
-        vf = ir.VectorType(ir.FloatType(), 8)
         mask = _lane_mask(builder, context, args[4], nt)
-        v = _masked_load8(builder, _vec_ptr(context, builder, st, args[0], args[1], stt, vf), mask)
-        _masked_store8(builder, v, _vec_ptr(context, builder, dt, args[2], args[3], dtt, vf), mask)
+        v = _masked_load8(builder, _vec_ptr(context, builder, st, args[0], args[1], stt), mask)
+        _masked_store8(builder, v, _vec_ptr(context, builder, dt, args[2], args[3], dtt), mask)
         return context.get_dummy_value()
 
     return types.void(src, s, dst, d, n), codegen
@@ -483,10 +488,9 @@ def _add_lanes8(typingctx, src, s, dst, d, n):
 
     def codegen(context, builder, signature, args):
         st, stt, dt, dtt, nt = signature.args
-        vf = ir.VectorType(ir.FloatType(), 8)
         mask = _lane_mask(builder, context, args[4], nt)
-        dp = _vec_ptr(context, builder, dt, args[2], args[3], dtt, vf)
-        v = _masked_load8(builder, _vec_ptr(context, builder, st, args[0], args[1], stt, vf), mask)
+        dp = _vec_ptr(context, builder, dt, args[2], args[3], dtt)
+        v = _masked_load8(builder, _vec_ptr(context, builder, st, args[0], args[1], stt), mask)
         _masked_store8(builder, builder.fadd(_masked_load8(builder, dp, mask), v), dp, mask)
         return context.get_dummy_value()
 
@@ -498,27 +502,21 @@ def _avg2x2_8(typingctx, x, i, c, wc, scale, out, o, n):
     """n <= 8 channels of one 2x2 average: out[o:o + n] = (((x[i] + x[i + c]) + x[i + wc]) + x[i + wc + c]) * scale
     (+ 0..n-1 each), the additions in that order (as the average pooling's loops make them); masked, so a
     channel count that is not a multiple of 8 (LeNet's 6) runs as vectors too."""
-    _check_pool(((x, types.float32), (out, types.float32)), (i, c, wc, o, n), "_avg2x2_8")
-    if not isinstance(scale, types.Float):
-        raise TypeError(f"_avg2x2_8: expected a float scale, got {scale}")
+    _check_pool(((x, types.float32), (out, types.float32)), (i, c, wc, o, n), "_avg2x2_8", (scale,))
 
     def codegen(context, builder, signature, args):
         xt, it, ct, wt, st, ot, oo, nt = signature.args
-        vf = ir.VectorType(ir.FloatType(), 8)
         mask = _lane_mask(builder, context, args[7], nt)
-        i0 = context.cast(builder, args[1], it, types.int64)
-        cc = context.cast(builder, args[2], ct, types.int64)
-        ww = context.cast(builder, args[3], wt, types.int64)
         # each sum as fma(total, 1, v), one rounding like an add's: Numba's fast-math pass gives every fadd in the
         # function "reassoc", and LLVM then adds the four as (a + b) + (c + d), another rounding than the loops'
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]), "llvm.fma.v8f32")
-        one = ir.Constant(vf, [1.0] * 8)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F, [V8F] * 3), "llvm.fma.v8f32")
+        one = ir.Constant(V8F, [1.0] * 8)
         total = None
-        for off in (i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)):
-            v = _masked_load8(builder, _vec_ptr(context, builder, xt, args[0], off, types.int64, vf), mask)
+        for off in _window2x2(context, builder, args[1:4], (it, ct, wt)):
+            v = _masked_load8(builder, _vec_ptr(context, builder, xt, args[0], off, types.int64), mask)
             total = v if total is None else builder.call(fma, [total, one, v])
-        k = _splat(builder, context.cast(builder, args[4], st, types.float32), vf)
-        _masked_store8(builder, builder.fmul(total, k), _vec_ptr(context, builder, ot, args[5], args[6], oo, vf), mask)
+        k = _splat(builder, context.cast(builder, args[4], st, types.float32), V8F)
+        _masked_store8(builder, builder.fmul(total, k), _vec_ptr(context, builder, ot, args[5], args[6], oo), mask)
         return context.get_dummy_value()
 
     return types.void(x, i, c, wc, scale, out, o, n), codegen
@@ -528,21 +526,15 @@ def _avg2x2_8(typingctx, x, i, c, wc, scale, out, o, n):
 def _unavg2x2_8(typingctx, dy, q, scale, dx, i, c, wc, n):
     """The backward pass of :func:`_avg2x2_8` for stride 2 (windows that never overlap): dy[q:q + n] * scale written
     to dx at i, i + c, i + wc and i + wc + c (+ 0..n-1 each), masked to n <= 8 channels."""
-    _check_pool(((dy, types.float32), (dx, types.float32)), (q, i, c, wc, n), "_unavg2x2_8")
-    if not isinstance(scale, types.Float):
-        raise TypeError(f"_unavg2x2_8: expected a float scale, got {scale}")
+    _check_pool(((dy, types.float32), (dx, types.float32)), (q, i, c, wc, n), "_unavg2x2_8", (scale,))
 
     def codegen(context, builder, signature, args):
         dyt, qt, st, dxt, it, ct, wt, nt = signature.args
-        vf = ir.VectorType(ir.FloatType(), 8)
         mask = _lane_mask(builder, context, args[7], nt)
-        g = _masked_load8(builder, _vec_ptr(context, builder, dyt, args[0], args[1], qt, vf), mask)
-        g = builder.fmul(g, _splat(builder, context.cast(builder, args[2], st, types.float32), vf))
-        i0 = context.cast(builder, args[4], it, types.int64)
-        cc = context.cast(builder, args[5], ct, types.int64)
-        ww = context.cast(builder, args[6], wt, types.int64)
-        for off in (i0, builder.add(i0, cc), builder.add(i0, ww), builder.add(builder.add(i0, ww), cc)):
-            _masked_store8(builder, g, _vec_ptr(context, builder, dxt, args[3], off, types.int64, vf), mask)
+        g = _masked_load8(builder, _vec_ptr(context, builder, dyt, args[0], args[1], qt), mask)
+        g = builder.fmul(g, _splat(builder, context.cast(builder, args[2], st, types.float32), V8F))
+        for off in _window2x2(context, builder, args[4:7], (it, ct, wt)):
+            _masked_store8(builder, g, _vec_ptr(context, builder, dxt, args[3], off, types.int64), mask)
         return context.get_dummy_value()
 
     return types.void(dy, q, scale, dx, i, c, wc, n), codegen
