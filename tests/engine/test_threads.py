@@ -95,6 +95,18 @@ def test_a_dense_model_also_tries_its_products_on_numba_threads_and_keeps_the_fa
     assert [m for _, m in _steps(tuner, quiet, 3.0)][-1:] == ["numba"] and tuner.mode == "numba"
 
 
+def test_the_numba_products_setting_applies_to_models_of_matrix_product_layers_without_convolutions():
+    from types import SimpleNamespace
+
+    from tuinet.engine.residual import DenseResidual
+    from tuinet.engine.threads import numba_products_apply
+
+    assert numba_products_apply(build_model("mlp", (784,), 10))
+    assert numba_products_apply(SimpleNamespace(layers=[DenseResidual(8)]))  # its inner Dense's products
+    assert not numba_products_apply(build_model("conv3x3x4,relu", (6, 6, 1), 3))
+    assert not numba_products_apply(SimpleNamespace(layers=[]))
+
+
 def test_one_thread_winning_keeps_the_faster_all_core_setting_for_the_rechecks(tuning):
     model = build_model("mlp", (784,), 10)
     tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=10**6, reprobe_seconds=1e6,

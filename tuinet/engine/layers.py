@@ -49,6 +49,9 @@ class Layer:
     param_names: ClassVar[tuple[str, ...]] = ()
     #: names of params that receive L1/L2 penalties (weights, never biases)
     penalized: ClassVar[tuple[str, ...]] = ()
+    #: the layer's work is matrix products through :func:`tuinet.engine.gemm.matmul` (BLAS, or Numba's threads in
+    #: the "numba" thread mode: the thread tuner tries both for a model of such layers)
+    dense_products: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.params = []
@@ -140,6 +143,7 @@ class Dense(Layer):
     """
 
     penalized = ("W",)
+    dense_products = True
 
     def __init__(self, units: int, init: str | None = None, use_bias: bool = True):
         super().__init__()

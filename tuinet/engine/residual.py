@@ -195,6 +195,8 @@ class DenseResidual(Layer):
         activation: the activation inside the block (``relu``, ``sigmoid``, ``tanh``, ...).
     """
 
+    dense_products: ClassVar[bool] = True  # (its inner Dense's)
+
     def __init__(self, units: int, activation: str = "relu"):
         super().__init__()
         from tuinet.engine.layers import Dense, he_or_xavier, make_activation

@@ -56,10 +56,11 @@ def uses_numba_parallel(model) -> bool:
 
 
 def numba_products_apply(model) -> bool:
-    """True for a model without convolutions that has Dense layers: the "numba" mode would run their products on
-    Numba's threads (:mod:`tuinet.engine.gemm`), a setting the thread tuner also tries."""
+    """True for a model without convolutions that has layers of matrix products (``dense_products``: Dense, a
+    dense residual block): the "numba" mode would run them on Numba's threads (:mod:`tuinet.engine.gemm`), a
+    setting the thread tuner also tries."""
     layers = getattr(model, "all_layers", model.layers)
-    return not uses_numba_parallel(model) and any(type(layer).__name__ == "Dense" for layer in layers)
+    return not uses_numba_parallel(model) and any(getattr(layer, "dense_products", False) for layer in layers)
 
 
 _mode: str | None = None  # the mode configure_threads set last
