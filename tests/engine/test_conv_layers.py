@@ -1647,13 +1647,23 @@ for trans in (False, True):
     out = np.empty((aa.shape[0], 40), np.float32)
     dense.panel_matmul(aa, np.ascontiguousarray(bb.T) if trans else bb, out, False, trans)
     assert np.allclose(out, aa @ bb, atol=1e-5)
+# the bias and ReLU on an 8-wide last panel's rows, and the masked packing (its writes of dz and db) of one
+bias = rng.standard_normal(40).astype(np.float32)
+dense.panel_matmul(aa, bb, out, False, False, bias=bias, relu=True)
+assert np.allclose(out, np.maximum(aa @ bb + bias, 0), atol=1e-5)
+y = rng.standard_normal((aa.shape[0], 40)).astype(np.float32)
+dy = rng.standard_normal((aa.shape[0], 40)).astype(np.float32)
+dz, db, dw = np.empty_like(dy), np.empty(40, np.float32), np.empty((3, 40), np.float32)
+dense.panel_matmul(aa, dy, dw, True, False, mask=(y, dz, db, True))
+assert np.allclose(dz, np.where(y > 0, dy, 0)) and np.allclose(db, dz.sum(0), atol=1e-5)
+assert np.allclose(dw, aa.T @ dz, atol=1e-5)
 print("ok")
 """
 
 
 def test_partial_tiles_and_narrow_panels_stay_in_bounds(tmp_path):
-    """With Numba's bounds checks on, the copies around a partial last tile and the packing of a narrow panel
-    read only their own rows (they copied a 32-wide buffer's length out of 16- and 8-wide slices: reads past a
+    """With Numba's bounds checks on, the copies around a partial last tile and the packing (plain or masked by a
+    ReLU) of a narrow panel read only their own rows (they copied a 32-wide buffer's length out of 16- and 8-wide slices: reads past a
     row, and past the array at its last row)."""
     import os
     import subprocess

@@ -24,9 +24,9 @@ def count_panel_calls(monkeypatch):
     calls = []
     real = dense.panel_matmul
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(args[2].shape)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(dense, "panel_matmul", spy)
     return calls
@@ -58,9 +58,13 @@ def test_results_do_not_depend_on_the_thread_count(numba_mode):
     a = rng.standard_normal((300, 512), dtype=np.float32)
     b = rng.standard_normal((512, 264), dtype=np.float32)
     results = []
-    for threads in (1, 2):
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        results.append(gemm.matmul(a, b))
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            results.append(gemm.matmul(a, b))
+    finally:
+        numba.set_num_threads(before)  # later tests (a Winograd weight gradient's sums) depend on the count
     np.testing.assert_array_equal(results[0], results[1])
 
 
@@ -108,3 +112,110 @@ def test_a_conv_models_dense_layer_gives_blas_gradients_on_numba_threads(count_p
     assert loss_n == pytest.approx(loss_b, rel=1e-6)
     for gb, gn in zip(grads_b, grads_n):
         np.testing.assert_allclose(gn, gb, rtol=2e-4, atol=2e-6 * np.abs(gb).max())
+
+
+def _with_specials(a: np.ndarray) -> np.ndarray:
+    """``a`` with zeros, negative zeros and NaNs in a few places (what a ReLU's mask must treat as the layers do)."""
+    a = a.copy()
+    flat = a.reshape(-1)
+    flat[::97] = 0.0
+    flat[5::101] = -0.0
+    flat[7::211] = np.nan
+    return a
+
+
+# (samples, features, units): B of 784 x 256 (its columns split over the threads), 256 x 128 (rows split), an
+# 8-wide last panel and partial tiles, a single sample, 5 features (a weight gradient of fewer rows than one
+# thread's share: the other threads have none)
+FUSED_SHAPES = [(64, 784, 256), (37, 256, 128), (29, 70, 40), (1, 300, 264), (50, 5, 64)]
+
+
+@pytest.mark.parametrize("n,k,m", FUSED_SHAPES)
+def test_dense_relu_forward_fused_gives_the_separate_passes_bits(numba_mode, count_panel_calls, monkeypatch, n, k, m):
+    """relu(a @ w + bias) with the bias and the ReLU in the product kernel: the numbers of the product, then
+    kernels.bias_relu, bit for bit (NaN -> 0 as there), and the same with one thread."""
+    from tuinet.engine import kernels as K
+
+    monkeypatch.setattr(gemm, "MIN_FMAS", 0)
+    rng = np.random.default_rng(n + k + m)
+    a = _with_specials(rng.standard_normal((n, k), dtype=np.float32))
+    w = rng.standard_normal((k, m), dtype=np.float32)
+    bias = rng.standard_normal(m, dtype=np.float32)
+    want = gemm.matmul(a, w)
+    K.bias_relu(want, bias)
+    got = np.full((n, m), np.nan, np.float32)
+    assert gemm.matmul_bias_relu(a, w, bias, got) is got
+    assert count_panel_calls == [(n, m), (n, m)]  # both on the micro-kernels
+    np.testing.assert_array_equal(got, want)
+    assert not np.isnan(got).any() and (got >= 0).all()
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = gemm.matmul_bias_relu(a, w, bias, np.empty_like(got))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, want)
+
+
+@pytest.mark.parametrize("n,k,m", FUSED_SHAPES)
+@pytest.mark.parametrize("keep", [True, False])
+def test_relu_backward_fused_gives_the_separate_passes_bits(numba_mode, count_panel_calls, monkeypatch, n, k, m,
+                                                           keep):
+    """The ReLU's mask and the bias gradient taken as the weight gradient's product packs dy: dz, db and dw are
+    kernels.relu_grad_bias's and the product's bits, with one thread or all; without ``keep`` dz is not written."""
+    from tuinet.engine import kernels as K
+
+    monkeypatch.setattr(gemm, "MIN_FMAS", 0)
+    rng = np.random.default_rng(n * k + m)
+    x = rng.standard_normal((n, k), dtype=np.float32)  # the layer's input: n samples of k features
+    dy = _with_specials(rng.standard_normal((n, m), dtype=np.float32))
+    y = _with_specials(np.maximum(rng.standard_normal((n, m), dtype=np.float32), 0))
+    want_dz, want_db = np.empty_like(dy), np.empty(m, np.float32)
+    K.relu_grad_bias(dy, y, want_dz, want_db)
+    want_dw = gemm.matmul(x, want_dz, trans_a=True)
+    before = numba.get_num_threads()
+    try:
+        for threads in (before, 1):
+            numba.set_num_threads(threads)
+            dz, db, dw = np.full_like(dy, 7.0), np.full(m, np.nan, np.float32), np.full((k, m), np.nan, np.float32)
+            count_panel_calls.clear()
+            assert gemm.relu_grad_matmul(x, dy, y, dz, db, dw, keep=keep) is dw
+            assert count_panel_calls == [(k, m)]
+            np.testing.assert_array_equal(dw, want_dw)
+            np.testing.assert_array_equal(db, want_db)
+            if keep:
+                np.testing.assert_array_equal(dz, want_dz)
+            else:
+                assert (dz == 7.0).all()
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_a_masked_product_with_its_columns_split(numba_mode):
+    """The masked product with B large enough that its columns are shared out over the threads (each panel's
+    owner writes dz and db) gives the separate passes' bits."""
+    from tuinet.engine import kernels as K
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((40, 784), dtype=np.float32)
+    b = rng.standard_normal((784, 256), dtype=np.float32)
+    y = _with_specials(rng.standard_normal((784, 256), dtype=np.float32))
+    assert dense._cuts(256, numba.get_num_threads()) is not None
+    want_dz, want_db = np.empty_like(b), np.empty(256, np.float32)
+    K.relu_grad_bias(b, y, want_dz, want_db)
+    want = np.empty((40, 256), np.float32)
+    dense.panel_matmul(a, want_dz, want, False, False)
+    dz, db, out = np.empty_like(b), np.empty(256, np.float32), np.empty((40, 256), np.float32)
+    dense.panel_matmul(a, b, out, False, False, mask=(y, dz, db, True))
+    for got, exp in ((out, want), (dz, want_dz), (db, want_db)):
+        np.testing.assert_array_equal(got, exp)
+    with pytest.raises(ValueError):
+        dense.panel_matmul(a, b.T.copy(), out, False, True, mask=(y, dz, db, True))
+
+
+def test_column_cuts_share_the_panels_out_in_equal_widths():
+    assert dense._cuts(256, 2).tolist() == [0, 4, 8]  # eight 32-column panels
+    assert dense._cuts(16, 2).tolist() == [0, 1, 2]  # two 8-column panels
+    # 40, 132 and 400 columns fall inside a panel (32, 32, 8, 8 / eight of 32 then one of 8 / 25 of 32)
+    assert dense._cuts(80, 2) is None and dense._cuts(264, 2) is None and dense._cuts(800, 2) is None
+    assert dense._cuts(40, 1).tolist() == [0, 2]

@@ -215,22 +215,31 @@ def test_fused_dense_relu_gradients(use_bias):
     assert_model_gradients(model, x, y)
 
 
-def test_fused_dense_relu_gives_the_unfused_bits():
+@pytest.mark.parametrize("mode", ["blas", "numba"])
+def test_fused_dense_relu_gives_the_unfused_bits(mode):
     """Training with Dense+ReLU fused gives exactly the weights of the two layers run one after the other, and
-    predictions outside training are new arrays (the fused path reuses its output array only in training)."""
+    predictions outside training are new arrays (the fused path reuses its output array only in training). With the
+    products on Numba's threads the fused pair adds the bias and takes the ReLU in the product kernel, and the
+    backward pass masks the gradient as the weight gradient's product packs it."""
     from tuinet.engine import build_model, make_optimizer
+    from tuinet.engine.threads import configure_threads, current_mode
 
     rng = np.random.default_rng(0)
     xs = [rng.random((32, 28, 28, 1), dtype=np.float32) for _ in range(2)]
     ys = [rng.integers(0, 10, 32) for _ in range(2)]
     weights = []
-    for fusion in (True, False):
-        model = build_model("mlp", (28, 28, 1), 10)
-        model.fusion = fusion
-        opt = make_optimizer("adam", model.params)
-        for i in range(4):
-            model.train_step(xs[i % 2], ys[i % 2], opt)
-        weights.append([p.copy() for p in model.params])
+    before = current_mode()
+    try:
+        for fusion in (True, False):
+            model = build_model("mlp", (28, 28, 1), 10)
+            model.fusion = fusion
+            configure_threads(model, mode)
+            opt = make_optimizer("adam", model.params)
+            for i in range(4):
+                model.train_step(xs[i % 2], ys[i % 2], opt)
+            weights.append([p.copy() for p in model.params])
+    finally:
+        configure_threads(mode=before or "blas")
     for a, b in zip(*weights):
         assert np.array_equal(a, b)
     ends_fused = Sequential([Flatten(), Dense(8), ReLU()], (28, 28, 1), loss="mse")

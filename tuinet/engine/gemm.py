@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tuinet.engine import kernels as K
 from tuinet.engine import threads
 
 #: below this many multiply-adds a product stays with BLAS (threads and packing would cost more than they save)
@@ -52,3 +53,41 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, trans_a:
     from tuinet.engine.conv.dense import panel_matmul  # the kernels load on first use (not at import)
 
     return panel_matmul(a, b, out, trans_a, trans_b)
+
+
+def _f32(*arrays: np.ndarray) -> bool:
+    return all(x.dtype == np.float32 and x.flags.c_contiguous for x in arrays)
+
+
+def matmul_bias_relu(a: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = max(a @ w + bias, 0)``: a Dense layer and the ReLU after it. On Numba's threads (as
+    :func:`matmul`) the bias and the ReLU are applied to each register tile as it is written (the micro-kernel adds
+    the bias as the separate pass does), else the product and then one pass over it
+    (:func:`tuinet.engine.kernels.bias_relu`): the same numbers either way for a given product."""
+    n, k = a.shape
+    m = w.shape[1]
+    if on_numba_threads() and n * k * m >= MIN_FMAS and _takes(a, w, out, m) and _f32(bias):
+        from tuinet.engine.conv.dense import panel_matmul
+
+        return panel_matmul(a, w, out, False, False, bias=bias, relu=True)
+    np.dot(a, w, out=out)
+    K.bias_relu(out, bias)
+    return out
+
+
+def relu_grad_matmul(x: np.ndarray, dy: np.ndarray, y: np.ndarray, dz: np.ndarray, db: np.ndarray,
+                     dw: np.ndarray, keep: bool = True) -> np.ndarray:
+    """A ReLU's and its Dense layer's backward pass up to the input gradient: ``dz = dy`` where the ReLU's output
+    ``y > 0``, else 0; ``db`` = dz's column sums (the bias gradient); ``dw = x^T @ dz``. On Numba's threads the mask
+    and the sums are taken as the product packs dz's columns (``keep=False``: dz itself is then not written, for a
+    first layer that needs no input gradient), else by :func:`tuinet.engine.kernels.relu_grad_bias` before the
+    product: the same numbers either way for a given product."""
+    k, n = x.shape
+    m = dy.shape[1]
+    if (on_numba_threads() and n * k * m >= MIN_FMAS and _takes(x, dy, dw, m) and _f32(y, dz, db)
+            and y.shape == dy.shape == dz.shape):
+        from tuinet.engine.conv.dense import panel_matmul
+
+        return panel_matmul(x, dy, dw, True, False, mask=(y, dz, db, keep))
+    K.relu_grad_bias(dy, y, dz, db)
+    return matmul(x, dz, dw, trans_a=True)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tuinet.engine import kernels as K
-from tuinet.engine.gemm import matmul
+from tuinet.engine.gemm import matmul, matmul_bias_relu, relu_grad_matmul
 from tuinet.errors import ModelError
 
 LAYER_TYPES: dict[str, type["Layer"]] = {}
@@ -211,8 +211,7 @@ class Dense(Layer):
         w = self.params[0]
         shape = (x.shape[0], self.units)
         y = self._buffer("y", shape) if training and x.dtype == np.float32 else np.empty(shape, dtype=x.dtype)
-        matmul(x, w, y)
-        K.bias_relu(y, self.params[1] if self.use_bias else self._zero_bias())
+        matmul_bias_relu(x, w, self.params[1] if self.use_bias else self._zero_bias(), y)
         relu._cache = y
         return y
 
@@ -220,8 +219,8 @@ class Dense(Layer):
         """The ReLU's and this layer's backward passes, the ReLU's mask and the bias gradient in one pass."""
         y = relu._cache
         dz = self._buffer("dz", dy.shape) if dy.dtype == np.float32 else np.empty_like(dy)
-        K.relu_grad_bias(dy, y, dz, self.grads[1] if self.use_bias else np.empty(self.units, dtype=dy.dtype))
-        matmul(self._x, dz, self.grads[0], trans_a=True)
+        db = self.grads[1] if self.use_bias else np.empty(self.units, dtype=dy.dtype)
+        relu_grad_matmul(self._x, dy, y, dz, db, self.grads[0], keep=need_dx)
         if not need_dx:
             return None
         return matmul(dz, self.params[0], trans_b=True)

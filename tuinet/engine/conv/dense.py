@@ -12,7 +12,8 @@ from numba import prange
 
 from tuinet.engine.conv.codegen import LANES, conv_jit
 from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
-from tuinet.engine.conv.microkernels import tile_kernel
+from tuinet.engine.conv.microkernels import _add_lanes8, _copy_lanes8, _relu_mask8, tile_kernel
+from tuinet.engine.kernels import F0
 
 #: rows of the 32-column tiles the whole tiles of a product run in: 12 x 2 zmm accumulators with 512-bit vectors
 #: (24 of the 32 registers; the convolutions' 6 x 32 tile loads two vectors of B and six values of A for 12 FMAs,
@@ -25,34 +26,47 @@ assert DR32 <= TILE_ROWS and DR32 % R32 == 0
 MKD32 = tile_kernel(DR32, 32, LANES, strided=True) if DR32 != R32 else MK32
 
 @conv_jit(parallel=True)
-def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts):
+def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts, relu, y, dz, db, keep):
     """c[:rows, :] = A @ B + bias, A[r, t] = af[u[r] + v[t]], B = b (T, M), or b.T when ``trans`` (b is then (M, T)).
 
     A's rows are a constant stride apart (``u[r + 1] - u[r]``: a Dense product's rows, or its transpose's). ``u``
-    extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets). The rows are shared out over ``parts``
-    threads in blocks of ``R32``; each thread copies each panel of B (32 columns, or 8 for the last ones: see
-    :func:`_panels`) into a (T, 32) buffer of its own, then runs the panel over its rows, a 32-column panel in
-    ``DR32``-row tiles, then ``R32``-row ones for the rest (a thread's last tile may be partial; it goes through a
-    small buffer). Every element is one micro-kernel's sum over the whole reduction, in order, whichever tile
-    computes it (the numbers do not depend on the thread count). Only these micro-kernels are compiled (a first
-    run compiles this kernel cold).
+    extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets). The work is shared out over ``parts`` threads
+    by columns when ``cuts`` is given (``parts + 1`` panel indices: thread p runs panels ``cuts[p]`` to
+    ``cuts[p + 1]`` over all the rows), else by rows (blocks of ``R32``, every thread every panel). Each thread
+    copies each panel of B it runs (32 columns, or 8 for the last ones: see :func:`_panels`) into a (T, 32) buffer
+    of its own, then runs the panel over its rows, a 32-column panel in ``DR32``-row tiles, then ``R32``-row ones
+    for the rest (a thread's last tile may be partial; it goes through a small buffer). Every element is one
+    micro-kernel's sum over the whole reduction, in order, whichever tile computes it (the numbers do not depend on
+    the thread count or the split). Only these micro-kernels are compiled (a first run compiles this kernel cold).
 
-    Each thread packs all of B, where the panels could be shared out: packed by a kernel of their own, half by
-    each thread, the product then read half of them from the other core's cache, and the two parallel regions
-    cost more than the second copy (a Dense(800 -> 256) layer's forward and backward passes at batch 256: 1.35
-    against 1.21 ms; 0.49 against 0.38 at batch 64, 0.24 against 0.19 at batch 8).
+    ``relu``: c = max(c, 0) as each panel is written (a Dense layer and its ReLU; the bias is added by the
+    micro-kernel). ``y.shape[0] > 0`` (``not trans``): B is masked by a ReLU's output as it is packed, B[t, j] =
+    b[t, j] where y[t, j] > 0 else 0 (the ReLU's backward pass), the masked values' column sums go to ``db`` (a
+    Dense layer's bias gradient, summed down the rows in order) and, with ``keep``, the values to ``dz`` (the input
+    gradient's product reads them), each panel's by one thread.
+
+    Splitting by columns packs each panel once (by the thread that runs it), where every thread packs all of B when
+    the rows are split: a 784 x 256 B cost each thread 36 us of a 110 us product at 64 rows. Packed instead by a
+    kernel of their own, half by each thread, the product then read half of them from the other core's cache, and
+    the two parallel regions cost more than the second copy (a Dense(800 -> 256) layer's forward and backward
+    passes at batch 256: 1.35 against 1.21 ms).
     """
     no = rows < 0  # False, not a literal (a literal would compile a second version of the micro-kernels)
     T = v.size
-    per = -(-(-(-rows // R32)) // parts) * R32  # rows per thread
+    mask = y.shape[0] > 0
+    bycol = cuts.size > 0
+    per = -(-(-(-rows // R32)) // parts) * R32  # rows per thread when the rows are split
+    active = -(-rows // per)  # the threads that have rows then (the masked panels' owners are among them)
     for part in prange(parts):
-        lo = part * per
-        hi = min(rows, lo + per)
+        if bycol:
+            lo, hi, p0, p1 = 0, rows, cuts[part], cuts[part + 1]
+        else:
+            lo, hi, p0, p1 = part * per, min(rows, part * per + per), 0, starts.size
         if lo >= hi:
             continue
         tile = np.empty((TILE_ROWS, 32), np.float32)
         panel = np.empty((T, 32), np.float32)
-        for p in range(starts.size):
+        for p in range(p0, p1):
             j0 = starts[p]
             w = widths[p]
             wide = w == 32
@@ -61,6 +75,8 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts):
                     src = b[j0 + j]
                     for t in range(T):
                         panel[t, j] = src[t]
+            elif mask:  # the panel's owner (its thread in a column split, else one by turns) writes dz and db
+                _masked_pack(b, y, j0, w, panel, dz, db, keep, bycol or p % active == part)
             else:
                 for t in range(T):
                     _copy_flat(b[t][j0:j0 + w], panel[t][:w])
@@ -84,6 +100,38 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts):
                     MK8(af, u, r0, v, panel, 0, tile, 0, 0, bs, no)
                 for r in range(hi - r0):
                     _copy_flat(tile[r], c[r0 + r][j0:j0 + w])
+            if relu:  # the panel's rows of c, still in the cache (16 KB for 128 rows)
+                _relu_rows(c, lo, hi - lo, j0, w)
+
+
+@conv_jit()
+def _relu_rows(c, r0, n, j0, w):
+    """c[r0:r0 + n, j0:j0 + w] = max(c, 0) in place (NaN -> 0, as :func:`tuinet.engine.kernels.bias_relu`)."""
+    for r in range(r0, r0 + n):
+        row = c[r][j0:j0 + w]  # indices from 0 (not provably >= 0, a negative index's check keeps the loop scalar)
+        for j in range(row.size):
+            v = row[j]
+            row[j] = v if v > F0 else F0
+
+
+@conv_jit()
+def _masked_pack(b, y, j0, w, panel, dz, db, keep, own):
+    """panel[t, :w] = b[t, j0:j0 + w] where y > 0, else 0 (a ReLU's backward pass), for every row t, eight floats at
+    a time (``w`` is 32 or 8). With ``own`` also the columns' sums down the rows, in order, into db[j0:j0 + w] (the
+    numbers of :func:`tuinet.engine.kernels.relu_grad_bias`), and with ``keep`` the values into dz's rows."""
+    T, m = b.shape
+    bf, yf, pf, zf = b.reshape(-1), y.reshape(-1), panel.reshape(-1), dz.reshape(-1)
+    if own:
+        for q in range(0, w, 8):
+            for j in range(8):
+                db[j0 + q + j] = F0
+    for t in range(T):
+        for q in range(0, w, 8):
+            _relu_mask8(bf, t * m + j0 + q, yf, t * m + j0 + q, pf, t * 32 + q)
+            if own:
+                _add_lanes8(pf, t * 32 + q, db, j0 + q, 8)
+                if keep:
+                    _copy_lanes8(pf, t * 32 + q, zf, t * m + j0 + q, 8)
 
 
 @lru_cache(maxsize=64)
@@ -105,20 +153,71 @@ def _panels(m: int) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=64)
 def _zeros(n: int) -> np.ndarray:
-    z = np.zeros(n, np.float32)
-    z.flags.writeable = False
-    return z
+    return np.zeros(n, np.float32)  # writable as a layer's bias is (the kernel only reads it): one signature
 
 
-def panel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
-    """``op(a) @ op(b)`` into ``out`` (C-contiguous float32, ``out.shape[1]`` a multiple of 8)."""
+#: no column split / no mask (the kernel's arguments for "not used": empty arrays of the types it takes)
+_NO_CUTS = np.zeros(0, np.int64)
+_NO_CUTS.flags.writeable = False  # as the cached cuts (a second signature would compile the kernel again)
+_NO_MASK = np.zeros((0, 8), np.float32)
+_NO_SUMS = np.zeros(8, np.float32)
+#: a B of at least this many floats is packed once, its columns split over the threads (see :func:`panel_matmul`)
+SPLIT_FLOATS = 1 << 17
+
+
+@lru_cache(maxsize=64)
+def _cuts(m: int, parts: int) -> np.ndarray | None:
+    """Panel indices sharing the panels of m columns out over ``parts`` threads in runs of equal width (``parts``
+    + 1 of them), or None where the panels do not split so (the rows are split then)."""
+    _, widths = _panels(m)
+    if m % parts:
+        return None
+    cuts, acc = [0], 0
+    for i, w in enumerate(widths):
+        acc += int(w)
+        if acc == len(cuts) * (m // parts):
+            cuts.append(i + 1)
+        elif acc > len(cuts) * (m // parts):
+            return None
+    cuts = np.array(cuts, np.int64)
+    cuts.flags.writeable = False
+    return cuts
+
+
+def _parts() -> int:
+    return max(1, numba.get_num_threads())
+
+
+def panel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool, trans_b: bool,
+                 bias: np.ndarray | None = None, relu: bool = False, mask=None) -> np.ndarray:
+    """``op(a) @ op(b)`` into ``out`` (C-contiguous float32, ``out.shape[1]`` a multiple of 8); ``bias`` added to
+    every row, then ``relu``: max(out, 0). ``mask=(y, dz, db, keep)`` (b as given): b is masked by the ReLU output
+    y > 0 first (see :func:`_gemm_panels`): ``db`` gets the masked b's column sums, and ``dz`` the masked b with
+    ``keep``.
+
+    The columns are split over the threads (each panel of B packed once) where B is transposed (its packing is a
+    gather) or holds at least :data:`SPLIT_FLOATS` (packing it is then a large part of the work), the rows
+    otherwise, measured on 2 AVX-512 cores (row split -> column split, us): 64 x 784 by 784 x 256 115-122 ->
+    104-106, 256 rows 329-348 -> 322-332; 256 x 128 by (256 x 128)^T 61-63 -> 55-57; but 256 x 256 by 256 x 128
+    56-59 -> 62-63 (a small B), and a weight gradient x^T @ dz 784 x 64 by 64 x 256 94-99 -> 124-125 (A
+    transposed: a thread reads all of x for each panel, where it reads half of it for every panel in a row
+    split)."""
     n, m = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     starts, widths = _panels(m)
+    parts = _parts()
+    cuts = _cuts(m, parts) if trans_b or (not trans_a and k * m >= SPLIT_FLOATS) else None
     if trans_a:  # A[r, t] = a[t, r]
         u, v = _offsets(n, 1), _offsets(k, n)
     else:
         u, v = _offsets(n, k), _offsets(k, 1)
-    _gemm_panels(a.reshape(-1), u, n, v[:k], b, trans_b, starts, widths, out, _zeros(m),
-                 max(1, numba.get_num_threads()))
+    y, dz, db, keep = _NO_MASK, _NO_MASK, _NO_SUMS, False
+    if mask is not None:
+        if trans_b:
+            raise ValueError("a masked product takes B as given")
+        y, dz, db, keep = mask
+        if not keep:
+            dz = _NO_MASK
+    _gemm_panels(a.reshape(-1), u, n, v[:k], b, trans_b, starts, widths, out, _zeros(m) if bias is None else bias,
+                 parts, _NO_CUTS if cuts is None else cuts, relu, y, dz, db, keep)
     return out

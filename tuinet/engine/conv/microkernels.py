@@ -538,3 +538,22 @@ def _unavg2x2_8(typingctx, dy, q, scale, dx, i, c, wc, n):
         return context.get_dummy_value()
 
     return types.void(dy, q, scale, dx, i, c, wc, n), codegen
+
+
+@intrinsic
+def _relu_mask8(typingctx, src, s, ym, m, dst, d):
+    """dst[d:d + 8] = src[s:s + 8] where ym[m:m + 8] > 0, else 0 (a ReLU's backward pass: NaN in ym gives 0, as
+    :func:`tuinet.engine.kernels.relu_grad_bias`), one vector each: the loop over a panel row, written with offsets
+    Numba cannot prove non-negative, stayed scalar, with a check of each index."""
+    _check_pool(((src, types.float32), (ym, types.float32), (dst, types.float32)), (s, m, d), "_relu_mask8")
+
+    def codegen(context, builder, signature, args):
+        st, stt, yt, ytt, dt, dtt = signature.args
+        v = builder.load(_vec_ptr(context, builder, st, args[0], args[1], stt), align=4)
+        keep = builder.fcmp_ordered(">", builder.load(_vec_ptr(context, builder, yt, args[2], args[3], ytt), align=4),
+                                    ir.Constant(V8F, None))
+        builder.store(builder.select(keep, v, ir.Constant(V8F, None)),
+                      _vec_ptr(context, builder, dt, args[4], args[5], dtt), align=4)
+        return context.get_dummy_value()
+
+    return types.void(src, s, ym, m, dst, d), codegen
