@@ -341,8 +341,8 @@ def test_adam_updates_every_parameter_in_one_call_like_one_by_one():
             one.step([g])
         opt.step(grads)
         arrays = O._typed(spread + grads + moments + [O._EMPTY] * len(sizes))
-        O._adam_all_parallel(arrays, len(sizes), O._work_table(sizes), f(0.01), f(0.9), f(0.999), f(1e-8), f(0.01),
-                             False, False, f(1.0 - 0.9 ** t), f(math.sqrt(1.0 - 0.999 ** t)))
+        O._adam_all_parallel(arrays, len(sizes), *O._work_table(sizes, 3), f(0.01), f(0.9), f(0.999), f(1e-8),
+                             f(0.01), False, False, f(1.0 - 0.9 ** t), f(math.sqrt(1.0 - 0.999 ** t)))
     for a, b, c in zip(alone, together, spread):
         assert np.array_equal(a, b) and np.array_equal(a, c)
 
@@ -362,3 +362,21 @@ def test_adam_follows_arrays_it_is_given_anew_and_copies_update_their_own():
     before = p.copy()
     twin.step([np.ones(4, dtype=np.float32)])
     assert np.array_equal(p, before) and not np.array_equal(twin.params[0], before)
+
+
+def test_adam_shares_the_elements_out_evenly_over_the_threads():
+    """The pieces of the all-parameter Adam cover every element once, at most CHUNK each, in order, and each
+    thread's run of pieces holds an equal share of the elements (pieces cut at a share's end), however the sizes
+    fall."""
+    from tuinet.engine import optim as O
+
+    for sizes, parts in (([200_704, 256, 32_768, 128, 1_280, 10], 2), ([5, 8192, 20_000, 1], 3), ([3], 4),
+                         ([O.CHUNK * 3], 2), ([], 2)):
+        work, bounds = O._work_table(sizes, parts)
+        assert len(bounds) == parts + 1 and bounds[0] == 0 and bounds[-1] == len(work)
+        assert (np.diff(bounds) >= 0).all()
+        covered = [(int(k), s) for k, s0, e in work for s in range(s0, e)]
+        assert covered == [(k, s) for k, n in enumerate(sizes) for s in range(n)]
+        assert all(0 < e - s0 <= O.CHUNK for _, s0, e in work)
+        shares = [int((work[bounds[p]:bounds[p + 1], 2] - work[bounds[p]:bounds[p + 1], 1]).sum()) for p in range(parts)]
+        assert max(shares) - min(shares) <= 1, (sizes, parts, shares)
