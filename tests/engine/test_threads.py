@@ -116,9 +116,13 @@ def test_one_thread_winning_keeps_the_faster_all_core_setting_for_the_rechecks(t
 
 
 def test_a_dense_model_tries_numba_products_from_the_first_scheduled_probe_on(tuning, monkeypatch):
-    """Its first step in that setting loads its kernels (0.1-0.2 s) or compiles them (2.2 s): the first probe, and
-    one after the batch size changed, leave "numba" out; the first scheduled probe (after ``reprobe_seconds`` of
-    training: a run long enough to earn that back) takes it in, and every full probe after it."""
+    """With the product kernel not in the cache its first step in that setting would compile it (2.2 s): the first
+    probe, and one after the batch size changed, leave "numba" out; the first scheduled probe (after
+    ``reprobe_seconds`` of training: a run long enough to earn that back) takes it in, and every full probe after
+    it."""
+    from tuinet.engine import threads
+
+    monkeypatch.setattr(threads, "_numba_ready", lambda: False)
     model = build_model("mlp", (784,), 10)
     tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=50, reprobe_seconds=0.5)
     assert tuner.candidates == ["blas", "numba", "single"]
@@ -253,3 +257,24 @@ def test_a_new_batch_size_starts_a_new_reference_not_a_collapse(tuning):
     assert _steps(unaware, big, 0.2, samples=256)[0][1] == "numba"
     _steps(unaware, small, 0.5, samples=4)
     assert unaware.collapses == 1  # what rebase() prevents
+
+
+def test_a_dense_model_starts_on_numba_products_when_their_kernel_is_cached(tuning, monkeypatch):
+    """With the product kernel in the cache (a load of 0.1-0.2 s) a dense model starts on Numba's threads and BLAS's
+    join from the first scheduled probe on; with tuning off it stays on BLAS's whatever the cache holds (pinned
+    runs give the same bits run after run)."""
+    from tuinet.engine import threads
+
+    monkeypatch.setattr(threads, "_numba_ready", lambda: True)
+    model = build_model("mlp", (784,), 10)
+    tuner = ThreadTuner(model, block=4, rounds=2, min_block_seconds=0, reprobe=50, reprobe_seconds=0.5)
+    assert tuner.mode == "numba" and tuner.candidates == ["numba", "blas", "single"]
+    seen: list[str] = []
+    rates = {"blas": 1e-5, "numba": 1.1e-5, "single": 1.8e-5}  # BLAS's threads faster here
+    assert [m for _, m in _steps(tuner, rates, 0.05, seen=seen)] == ["numba"] and "blas" not in seen
+    assert [m for _, m in _steps(tuner, rates, 0.6, seen=seen)] == ["blas"] and tuner.wide == "blas"
+    tuner.rebase()
+    assert set(tuner._plan) == {"numba", "blas", "single"}
+    assert ThreadTuner(model, numba_products=False).mode == "blas"  # (never tries them)
+    monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
+    assert ThreadTuner(model).mode == "blas" and not ThreadTuner(model).probing

@@ -32,6 +32,25 @@ def on_numba_threads() -> bool:
     return threads.current_mode() == "numba"
 
 
+def numba_products_ready() -> bool:
+    """True when the "numba" mode's product kernel needs no compile: compiled in this process, or in Numba's cache
+    for this CPU (the thread tuner then starts a dense model on Numba's threads: compiling the kernel takes about
+    2 s, loading it 0.1-0.2 s).
+
+    Reads the cache's index through Numba's cache objects (``_cache._cache_file._load_index``, which is empty when
+    the source changed since); anything unexpected there reads as not ready."""
+    from tuinet.engine.conv.dense import _gemm_panels
+
+    if _gemm_panels.signatures:
+        return True
+    try:
+        magic = _gemm_panels.targetctx.codegen().magic_tuple()
+        index = _gemm_panels._cache._cache_file._load_index()
+        return any(key[1] == magic for key in index)
+    except Exception:  # noqa: BLE001 - another Numba, no cache: the tuner starts on BLAS's threads, nothing breaks
+        return False
+
+
 def _takes(a: np.ndarray, b: np.ndarray, out: np.ndarray, m: int) -> bool:
     return (m % 8 == 0 and a.dtype == b.dtype == out.dtype == np.float32 and a.flags.c_contiguous
             and b.flags.c_contiguous and out.flags.c_contiguous and out.flags.writeable)

@@ -102,6 +102,12 @@ def configure_threads(model=None, mode: str | None = None) -> str:
     return mode
 
 
+def _numba_ready() -> bool:
+    from tuinet.engine.gemm import numba_products_ready  # (imports the product kernels' module: not at import)
+
+    return numba_products_ready()
+
+
 class ThreadTuner:
     """Pick the fastest of "all cores" and "one core" while training runs, and check again now and then.
 
@@ -123,22 +129,24 @@ class ThreadTuner:
     block per setting) checks after ``recheck_seconds`` of training whether the cores are free again; each check
     that keeps one thread doubles the wait, up to ``reprobe_seconds``.
 
-    A dense model has two all-core settings: BLAS's threads ("blas", the default) and Numba's, with the Dense
-    layers' products on the micro-kernels of :mod:`tuinet.engine.gemm` ("numba"). A full probe (each scheduled one,
-    and one after :meth:`rebase`) times both and one thread; the faster all-core one becomes :attr:`wide`, the
-    setting the collapse and slowdown checks and the short probes (:attr:`wide` against one thread) work with.
-    "numba" first joins the first scheduled probe, after ``reprobe_seconds`` of training, not the first probe:
-    its first step loads its kernels (the products', the parallel optimizer's) from the cache (0.1-0.2 s) or
-    compiles them (2.2 s, once per machine), which a run of a few seconds would not earn back (it is 2-11% faster
-    here, or slower, depending on the machine).
+    A dense model has two all-core settings: BLAS's threads ("blas") and Numba's, with the Dense layers' products
+    on the micro-kernels of :mod:`tuinet.engine.gemm` ("numba"). A full probe (each scheduled one, and one after
+    :meth:`rebase`) times both and one thread; the faster all-core one becomes :attr:`wide`, the setting the
+    collapse and slowdown checks and the short probes (:attr:`wide` against one thread) work with. Until the
+    first scheduled probe (after ``reprobe_seconds`` of training) the tuner knows one of the two: "numba" when its
+    product kernel is in the cache (:func:`~tuinet.engine.gemm.numba_products_ready`: loading it takes 0.1-0.2 s),
+    else "blas", as compiling that kernel (2.2 s, once per machine) would cost a run of a few seconds more than it
+    gains. On two AVX-512 cores the default run (mlp, batch 128) trains at 134-135k samples/s on Numba's threads
+    against 112-113k on BLAS's (both pinned), and a third setting in the first probe cost about what it gained.
 
     Switching changes float rounding in the last bit (sgemm on one or two threads sums in another order), so for
     bit-identical reruns fix the mode: ``TUINET_THREAD_TUNING=0`` (or ``TUINET_THREAD_MODE``/``TUINET_THREADS``).
 
     Args:
         model: the model being trained (decides "blas" or "numba" for the multi-core setting).
-        numba_products: whether a dense model's probes try the "numba" setting: None from the first scheduled
-            probe on, True from the first probe on, False never (a model with convolutions: always its setting).
+        numba_products: whether a dense model's probes try the "numba" setting: None as above (one of the two
+            until the first scheduled probe), True both from the first probe on (starting on "blas"), False never (a
+            model with convolutions: always its setting).
         block: the fewest steps per timed block.
         rounds: blocks per setting in one probe.
         min_block_seconds: the shortest block.
@@ -166,14 +174,20 @@ class ThreadTuner:
         self.wide = "numba" if uses_numba_parallel(model) else "blas"
         if not numba_products_apply(model):
             numba_products = False
-        self._numba_products = numba_products
-        #: the settings a full probe may time (the all-core ones first)
-        self.candidates = [self.wide] if cores() < 2 else (
-            [self.wide] + (["numba"] if numba_products is not False else []) + ["single"])
-        self.wides = [c for c in self.candidates if c != "single"]  #: the all-core settings among them
         self.forced = os.environ.get("TUINET_THREAD_MODE")
         if os.environ.get("TUINET_THREAD_TUNING", "1") == "0" and not self.forced:
             self.forced = self.wide  # no probing: results stay bit-for-bit reproducible run to run
+        #: an all-core setting left out of the probes until the first scheduled one (see the class doc)
+        self._deferred: str | None = None
+        others = [] if numba_products is False else ["numba"]
+        if numba_products is None and not self.forced and cores() >= 2:
+            if _numba_ready():  # a dense model starts on Numba's threads; BLAS's join the first scheduled probe
+                self.wide, others, self._deferred = "numba", ["blas"], "blas"
+            else:
+                self._deferred = "numba"
+        #: the settings a full probe may time (the all-core ones first)
+        self.candidates = [self.wide] if cores() < 2 else [self.wide] + others + ["single"]
+        self.wides = [c for c in self.candidates if c != "single"]  #: the all-core settings among them
         self.block, self.rounds, self.reprobe = block, rounds, reprobe
         self.min_block_seconds = min_block_seconds
         self.reprobe_seconds = reprobe_seconds
@@ -234,9 +248,9 @@ class ThreadTuner:
         ``scheduled`` probe on, see the class doc), a short one :attr:`wide` and one thread."""
         if not full:
             return [self.wide, "single"]
-        if scheduled and self._numba_products is None:
-            self._numba_products = True
-        return [c for c in self.candidates if c != "numba" or self.wide == "numba" or self._numba_products]
+        if scheduled:
+            self._deferred = None
+        return [c for c in self.candidates if c != self._deferred]
 
     def _start_probe(self, rounds: int, by_mean: bool = False, scheduled: bool = False) -> None:
         self._by_mean = by_mean  # judge by total time (stalls count), not the median step
