@@ -219,3 +219,7 @@ def test_column_cuts_share_the_panels_out_in_equal_widths():
     # 40, 132 and 400 columns fall inside a panel (32, 32, 8, 8 / eight of 32 then one of 8 / 25 of 32)
     assert dense._cuts(80, 2) is None and dense._cuts(264, 2) is None and dense._cuts(800, 2) is None
     assert dense._cuts(40, 1).tolist() == [0, 2]
+    # about equal shares (a transposed B): 416 | 384 of 800 columns, 128 | 136 of 264; not 32 | 8
+    assert dense._cuts(800, 2, even=False).tolist() in ([0, 13, 25], [0, 12, 25])
+    assert dense._cuts(264, 2, even=False).tolist() == [0, 4, 9]
+    assert dense._cuts(40, 2, even=False) is None and dense._cuts(8, 2, even=False) is None

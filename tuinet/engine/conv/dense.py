@@ -163,25 +163,30 @@ _NO_MASK = np.zeros((0, 8), np.float32)
 _NO_SUMS = np.zeros(8, np.float32)
 #: a B of at least this many floats is packed once, its columns split over the threads (see :func:`panel_matmul`)
 SPLIT_FLOATS = 1 << 17
+#: a transposed B's columns are split over the threads with no thread's share over this many times an equal one
+UNEVEN = 1.25
 
 
-@lru_cache(maxsize=64)
-def _cuts(m: int, parts: int) -> np.ndarray | None:
-    """Panel indices sharing the panels of m columns out over ``parts`` threads in runs of equal width (``parts``
-    + 1 of them), or None where the panels do not split so (the rows are split then)."""
+@lru_cache(maxsize=128)
+def _cuts(m: int, parts: int, even: bool = True) -> np.ndarray | None:
+    """Panel indices sharing the panels of m columns out over ``parts`` threads (``parts`` + 1 of them): in runs of
+    equal width, or with ``even=False`` of about equal width (each cut at the panel end nearest its share, no run
+    wider than :data:`UNEVEN` times a share); None where the panels do not split so (the rows are split then)."""
     _, widths = _panels(m)
-    if m % parts:
-        return None
-    cuts, acc = [0], 0
-    for i, w in enumerate(widths):
-        acc += int(w)
-        if acc == len(cuts) * (m // parts):
-            cuts.append(i + 1)
-        elif acc > len(cuts) * (m // parts):
+    ends = np.cumsum(widths)
+    cuts = [0]
+    for p in range(1, parts):
+        cut = int(np.argmin(np.abs(ends - m * p / parts))) + 1  # after the panel ending nearest the share
+        if cut <= cuts[-1] or cut >= len(widths):
             return None
-    cuts = np.array(cuts, np.int64)
-    cuts.flags.writeable = False
-    return cuts
+        cuts.append(cut)
+    cuts.append(len(widths))
+    runs = [int(ends[e - 1] - (ends[s - 1] if s else 0)) for s, e in zip(cuts, cuts[1:])]
+    if max(runs) > (1 if even else UNEVEN) * m / parts:
+        return None
+    out = np.array(cuts, np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def _parts() -> int:
@@ -196,17 +201,18 @@ def panel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool, t
     ``keep``.
 
     The columns are split over the threads (each panel of B packed once) where B is transposed (its packing is a
-    gather) or holds at least :data:`SPLIT_FLOATS` (packing it is then a large part of the work), the rows
-    otherwise, measured on 2 AVX-512 cores (row split -> column split, us): 64 x 784 by 784 x 256 115-122 ->
-    104-106, 256 rows 329-348 -> 322-332; 256 x 128 by (256 x 128)^T 61-63 -> 55-57; but 256 x 256 by 256 x 128
-    56-59 -> 62-63 (a small B), and a weight gradient x^T @ dz 784 x 64 by 64 x 256 94-99 -> 124-125 (A
-    transposed: a thread reads all of x for each panel, where it reads half of it for every panel in a row
-    split)."""
+    gather; the shares then need only be about equal) or holds at least :data:`SPLIT_FLOATS` (packing it is then a
+    large part of the work), the rows otherwise, measured on 2 AVX-512 cores (row split -> column split, us): 64 x
+    784 by 784 x 256 115-122 -> 104-106, 256 rows 329-348 -> 322-332; 256 x 128 by (256 x 128)^T 61-63 -> 55-57;
+    64 x 256 by (800 x 256)^T 155-167 -> 115-121 (13 and 12 of its 25 panels), 256 rows 356-362 -> 342-351; but
+    256 x 256 by 256 x 128 56-59 -> 62-63 (a small B), and a weight gradient x^T @ dz 784 x 64 by 64 x 256 94-99
+    -> 124-125 (A transposed: a thread reads all of x for each panel, where it reads half of it for every panel in
+    a row split)."""
     n, m = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     starts, widths = _panels(m)
     parts = _parts()
-    cuts = _cuts(m, parts) if trans_b or (not trans_a and k * m >= SPLIT_FLOATS) else None
+    cuts = _cuts(m, parts, not trans_b) if trans_b or (not trans_a and k * m >= SPLIT_FLOATS) else None
     if trans_a:  # A[r, t] = a[t, r]
         u, v = _offsets(n, 1), _offsets(k, n)
     else:
