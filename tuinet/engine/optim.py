@@ -154,26 +154,39 @@ def _adam_all_parallel(arrays, n, work, bounds, lr, beta1, beta2, eps, wd, decou
     return check == F0
 
 
+#: a thread's share of the all-parameter Adam ends at a multiple of this many elements from its array's start: the
+#: update's vector loop leaves the last elements of a piece to scalar code, which rounds the division otherwise (the
+#: fast-math flags let the vector code divide by a reciprocal), so pieces must start at the same places whatever the
+#: thread count for the numbers not to depend on it
+ALIGN = 1024
+
+
 def _work_table(sizes: list[int], parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Rows (array index, start, stop) cutting arrays of ``sizes`` elements into pieces of at most CHUNK elements,
-    and ``parts + 1`` row indices sharing them out over ``parts`` threads with equal numbers of elements (a piece
-    ends where a thread's share does). Shared out one piece at a time, as Numba's scheduler cuts a loop of pieces,
-    an mlp's thread with the first layer's weights had 139k of its 235k elements and the other waited (its Adam
-    step 80-81 -> 68-70 us on two AVX-512 cores)."""
-    total = sum(sizes)
-    ends = [total * (p + 1) // parts for p in range(parts)]  # where each thread's elements end
+    and ``parts + 1`` row indices sharing them out over ``parts`` threads with about equal numbers of elements (a
+    piece ends where a thread's share does, at a multiple of :data:`ALIGN` from its array's start, as every piece
+    starts). Shared out one piece at a time, as Numba's scheduler cuts a loop of pieces, an mlp's thread with the
+    first layer's weights had 139k of its 235k elements and the other waited (its Adam step 80-81 -> 68-70 us on
+    two AVX-512 cores)."""
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
+    total = starts[-1]
+    cuts = []  # where each thread's share but the last ends, as offsets into all the elements
+    for p in range(1, parts):
+        g = total * p // parts
+        k = max(i for i in range(len(sizes)) if starts[i] <= g) if sizes else 0
+        local = min(sizes[k], int(round((g - starts[k]) / ALIGN)) * ALIGN) if sizes else 0
+        cuts.append(starts[k] + local)
     rows: list[tuple[int, int, int]] = []
-    bounds, part, base = [0], 0, 0
+    bounds, ci = [0], 0
     for k, n in enumerate(sizes):
         s = 0
         while s < n:
-            while part < parts - 1 and base + s >= ends[part]:
+            while ci < len(cuts) and starts[k] + s >= cuts[ci]:
                 bounds.append(len(rows))
-                part += 1
-            e = min(n, s + CHUNK, ends[part] - base if part < parts - 1 else n)
+                ci += 1
+            e = min(n, s + CHUNK, cuts[ci] - starts[k] if ci < len(cuts) else n)
             rows.append((k, s, e))
             s = e
-        base += n
     bounds += [len(rows)] * (parts + 1 - len(bounds))
     return np.array(rows, dtype=np.int64).reshape(-1, 3), np.array(bounds, dtype=np.int64)
 
