@@ -155,9 +155,9 @@ def _adam_all_parallel(arrays, n, work, bounds, lr, beta1, beta2, eps, wd, decou
 
 
 #: a thread's share of the all-parameter Adam ends at a multiple of this many elements from its array's start: the
-#: update's vector loop leaves the last elements of a piece to scalar code, which rounds the division otherwise (the
-#: fast-math flags let the vector code divide by a reciprocal), so pieces must start at the same places whatever the
-#: thread count for the numbers not to depend on it
+#: update's vector loop leaves the last elements of a piece to a scalar loop, which does not give the vector loop's
+#: bits (under the fast-math flags LLVM compiles the two differently; both divide and take square roots exactly),
+#: so pieces must start at the same places whatever the thread count for the numbers not to depend on it
 ALIGN = 1024
 
 
