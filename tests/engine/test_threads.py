@@ -278,3 +278,26 @@ def test_a_dense_model_starts_on_numba_products_when_their_kernel_is_cached(tuni
     assert ThreadTuner(model, numba_products=False).mode == "blas"  # (never tries them)
     monkeypatch.setenv("TUINET_THREAD_TUNING", "0")
     assert ThreadTuner(model).mode == "blas" and not ThreadTuner(model).probing
+
+
+@pytest.mark.slow
+def test_numba_products_are_ready_once_compiled_or_cached(tmp_path):
+    """What the tuner's start on Numba's threads rests on: in a process on an empty cache the product kernel is not
+    ready; after one product it is, and a new process on the same cache finds it there (a load, not a compile)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, sys\n"
+              "from tuinet.engine.gemm import numba_products_ready\n"
+              "from tuinet.engine.conv.dense import panel_matmul\n"
+              "before = numba_products_ready()\n"
+              "if sys.argv[1] == 'compile':\n"
+              "    a = np.ones((64, 64), np.float32); panel_matmul(a, a, np.empty_like(a), False, False)\n"
+              "print(before, numba_products_ready())\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [subprocess.run([sys.executable, "-c", script, arg], env=env, capture_output=True, text=True, timeout=300)
+            for arg in ("look", "compile", "look")]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert [r.stdout.split() for r in runs] == [["False", "False"], ["False", "True"], ["True", "True"]]
