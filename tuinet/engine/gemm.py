@@ -80,9 +80,9 @@ def _f32(*arrays: np.ndarray) -> bool:
 
 def matmul_bias_relu(a: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out = max(a @ w + bias, 0)``: a Dense layer and the ReLU after it. On Numba's threads (as
-    :func:`matmul`) the bias and the ReLU are applied to each register tile as it is written (the micro-kernel adds
-    the bias as the separate pass does), else the product and then one pass over it
-    (:func:`tuinet.engine.kernels.bias_relu`): the same numbers either way for a given product."""
+    :func:`matmul`) the micro-kernel adds the bias as it stores each register tile (the add the separate pass
+    makes) and the ReLU goes over each panel's rows once they are written, else the product and then one pass over
+    it (:func:`tuinet.engine.kernels.bias_relu`): the same numbers either way for a given product."""
     n, k = a.shape
     m = w.shape[1]
     if on_numba_threads() and n * k * m >= MIN_FMAS and _takes(a, w, out, m) and _f32(bias):

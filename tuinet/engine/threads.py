@@ -244,8 +244,8 @@ class ThreadTuner:
             self._start_probe(self.rounds)
 
     def _probe_modes(self, full: bool, scheduled: bool = False) -> list[str]:
-        """The settings a probe times: a full one every candidate (a dense model's "numba" from the first
-        ``scheduled`` probe on, see the class doc), a short one :attr:`wide` and one thread."""
+        """The settings a probe times: a full one every candidate (a dense model's deferred all-core setting from
+        the first ``scheduled`` probe on, see the class doc), a short one :attr:`wide` and one thread."""
         if not full:
             return [self.wide, "single"]
         if scheduled:
