@@ -1657,6 +1657,12 @@ dz, db, dw = np.empty_like(dy), np.empty(40, np.float32), np.empty((3, 40), np.f
 dense.panel_matmul(aa, dy, dw, True, False, mask=(y, dz, db, True))
 assert np.allclose(dz, np.where(y > 0, dy, 0)) and np.allclose(db, dz.sum(0), atol=1e-5)
 assert np.allclose(dw, aa.T @ dz, atol=1e-5)
+# a weight gradient of a wide input, transposed first (ragged 8 x 8 blocks on both sides)
+xw = rng.standard_normal((dense.TRANSPOSE_TAPS + 3, dense.TRANSPOSE_ROWS + 5)).astype(np.float32)
+dzw = rng.standard_normal((xw.shape[0], 40)).astype(np.float32)
+dww = np.empty((xw.shape[1], 40), np.float32)
+dense.panel_matmul(xw, dzw, dww, True, False)
+assert np.allclose(dww, xw.T @ dzw, atol=1e-4)
 print("ok")
 """
 

@@ -223,3 +223,36 @@ def test_column_cuts_share_the_panels_out_in_equal_widths():
     assert dense._cuts(800, 2, even=False).tolist() in ([0, 13, 25], [0, 12, 25])
     assert dense._cuts(264, 2, even=False).tolist() == [0, 4, 9]
     assert dense._cuts(40, 2, even=False) is None and dense._cuts(8, 2, even=False) is None
+
+
+def test_transpose_in_registers_matches_numpy():
+    """The 8 x 8 register transpose with ragged edges on both sides (rows and columns not multiples of 8), over one
+    thread and several."""
+    rng = np.random.default_rng(7)
+    for t, n in ((256, 784), (13, 37), (8, 8), (9, 531), (130, 5)):
+        x = rng.standard_normal((t, n), dtype=np.float32)
+        for parts in (1, 2, 3):
+            out = np.full((n, t), np.nan, np.float32)
+            dense._transpose(x, out, parts)
+            np.testing.assert_array_equal(out, x.T)
+
+
+@pytest.mark.parametrize("k,n,m", [(256, 784, 256), (131, 523, 40)])
+def test_a_weight_gradient_of_a_wide_input_transposes_it_first_with_the_same_bits(numba_mode, monkeypatch, k, n, m):
+    """x^T @ dz with x at least TRANSPOSE_ROWS wide and TRANSPOSE_TAPS long runs on a transposed copy of x: the bits
+    of the product read in place, and a second call (the thread's buffer reused) the same."""
+    rng = np.random.default_rng(k + n)
+    x = rng.standard_normal((k, n), dtype=np.float32)
+    dz = rng.standard_normal((k, m), dtype=np.float32)
+    assert k >= dense.TRANSPOSE_TAPS and n >= dense.TRANSPOSE_ROWS
+    calls = []
+    real = dense._transpose
+    monkeypatch.setattr(dense, "_transpose", lambda *a: (calls.append(a[0].shape), real(*a)))
+    first = dense.panel_matmul(x, dz, np.empty((n, m), np.float32), True, False)
+    again = dense.panel_matmul(x, dz, np.empty((n, m), np.float32), True, False)
+    assert calls == [(k, n), (k, n)]
+    monkeypatch.setattr(dense, "TRANSPOSE_TAPS", 10**9)
+    in_place = dense.panel_matmul(x, dz, np.empty((n, m), np.float32), True, False)
+    assert calls == [(k, n), (k, n)]
+    np.testing.assert_array_equal(first, in_place)
+    np.testing.assert_array_equal(again, in_place)

@@ -4,6 +4,7 @@ split over Numba's threads, each thread packing B into 32-column panels as it go
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numba
@@ -12,7 +13,7 @@ from numba import prange
 
 from tuinet.engine.conv.codegen import LANES, conv_jit
 from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
-from tuinet.engine.conv.microkernels import _add_lanes8, _copy_lanes8, _relu_mask8, tile_kernel
+from tuinet.engine.conv.microkernels import _add_lanes8, _copy_lanes8, _relu_mask8, _transpose8, tile_kernel
 from tuinet.engine.kernels import F0
 
 #: rows of the 32-column tiles the whole tiles of a product run in: 12 x 2 zmm accumulators with 512-bit vectors
@@ -134,6 +135,44 @@ def _masked_pack(b, y, j0, w, panel, dz, db, keep, own):
                     _copy_lanes8(pf, t * 32 + q, zf, t * m + j0 + q, 8)
 
 
+@conv_jit(parallel=True)
+def _transpose(x, out, parts):
+    """out = x.T (x (T, n) and out (n, T), C-contiguous): 8 x 8 blocks transposed in registers, the columns of x
+    (rows of out) shared out over ``parts`` threads eight at a time; the ragged edges one element at a time."""
+    T, n = x.shape
+    xf, of = x.reshape(-1), out.reshape(-1)
+    nb = n // 8
+    per = -(-nb // parts)
+    t8 = T - T % 8
+    for part in prange(parts):
+        for bi in range(part * per, min(nb, part * per + per)):
+            r0 = bi * 8
+            for t0 in range(0, t8, 8):
+                _transpose8(xf, t0 * n + r0, n, of, r0 * T + t0, T)
+            for t in range(t8, T):
+                for j in range(8):
+                    out[r0 + j, t] = x[t, r0 + j]
+        if part == parts - 1:
+            for r in range(nb * 8, n):
+                for t in range(T):
+                    out[r, t] = x[t, r]
+
+
+_local = threading.local()  # each training thread's transposed copies (see panel_matmul), by shape
+
+
+def _transposed(a: np.ndarray, parts: int) -> np.ndarray:
+    """a.T as a C-contiguous array, in a buffer this thread keeps for the shape (overwritten by the next call)."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = {}
+    out = bufs.get(a.shape[::-1])
+    if out is None:
+        out = bufs[a.shape[::-1]] = np.empty(a.shape[::-1], np.float32)
+    _transpose(a, out, parts)
+    return out
+
+
 @lru_cache(maxsize=64)
 def _offsets(n: int, step: int) -> np.ndarray:
     """0, step, 2*step, ... for n rows, then TILE_ROWS copies of the last (a partial tile's padding rows)."""
@@ -165,6 +204,9 @@ _NO_SUMS = np.zeros(8, np.float32)
 SPLIT_FLOATS = 1 << 17
 #: a transposed B's columns are split over the threads with no thread's share over this many times an equal one
 UNEVEN = 1.25
+#: a product with A transposed, at least this long a reduction and this many rows transposes A first (see
+#: panel_matmul)
+TRANSPOSE_TAPS, TRANSPOSE_ROWS = 128, 512
 
 
 @lru_cache(maxsize=128)
@@ -207,11 +249,19 @@ def panel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool, t
     64 x 256 by (800 x 256)^T 155-167 -> 115-121 (13 and 12 of its 25 panels), 256 rows 356-362 -> 342-351; but
     256 x 256 by 256 x 128 56-59 -> 62-63 (a small B), and a weight gradient x^T @ dz 784 x 64 by 64 x 256 94-99
     -> 124-125 (A transposed: a thread reads all of x for each panel, where it reads half of it for every panel in
-    a row split)."""
+    a row split).
+
+    A weight gradient x^T @ dz of a wide layer input (at least :data:`TRANSPOSE_ROWS` features, 2 KiB rows of x) and
+    :data:`TRANSPOSE_TAPS` samples transposes x first (:func:`_transpose`, 5-13 us) and runs as a plain product, the
+    same numbers: read in place, each of a tile's taps is on another row of x, each row on pages of its own (784 x
+    256 by 256 x 256: 333-360 -> 277-304 us; 800 rows 370 -> 308-309; at 128 samples 159-162 -> 151-153; at 64 it
+    would lose, 81-82 -> 84-85, and so would a 256-feature input, 55 -> 63, whose rows share pages)."""
     n, m = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     starts, widths = _panels(m)
     parts = _parts()
+    if trans_a and not trans_b and k >= TRANSPOSE_TAPS and n >= TRANSPOSE_ROWS:
+        a, trans_a = _transposed(a, parts), False
     cuts = _cuts(m, parts, not trans_b) if trans_b or (not trans_a and k * m >= SPLIT_FLOATS) else None
     if trans_a:  # A[r, t] = a[t, r]
         u, v = _offsets(n, 1), _offsets(k, n)

@@ -557,3 +557,44 @@ def _relu_mask8(typingctx, src, s, ym, m, dst, d):
         return context.get_dummy_value()
 
     return types.void(src, s, ym, m, dst, d), codegen
+
+
+#: the 8x8 transpose's three shuffle stages (pairs of rows interleaved, then pairs of pairs, then 128-bit halves)
+_T8_STAGES = (((0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15)),
+              ((0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)),
+              ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)))
+
+
+@intrinsic
+def _transpose8(typingctx, src, s, ss, dst, d, ds):
+    """dst[d + j * ds + i] = src[s + i * ss + j] for i, j < 8: an 8 x 8 block of floats transposed in registers
+    (eight vector loads, 24 shuffles, eight vector stores), where a loop over the block ran element by element."""
+    _check_pool(((src, types.float32), (dst, types.float32)), (s, ss, d, ds), "_transpose8")
+
+    def codegen(context, builder, signature, args):
+        st, stt, sst, dt, dtt, dst_t = signature.args
+        i64 = ir.IntType(64)
+        s0 = context.cast(builder, args[1], stt, types.int64)
+        sstep = context.cast(builder, args[2], sst, types.int64)
+        d0 = context.cast(builder, args[4], dtt, types.int64)
+        dstep = context.cast(builder, args[5], dst_t, types.int64)
+        rows = [builder.load(_vec_ptr(context, builder, st, args[0],
+                                      builder.add(s0, builder.mul(sstep, ir.Constant(i64, i))), types.int64),
+                             align=4) for i in range(8)]
+
+        def shuffle(a, b, idx):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8), list(idx)))
+
+        lo, hi = _T8_STAGES[0]
+        t = [v for i in range(0, 8, 2) for v in (shuffle(rows[i], rows[i + 1], lo), shuffle(rows[i], rows[i + 1], hi))]
+        lo, hi = _T8_STAGES[1]
+        u = [shuffle(t[a], t[a + 2], idx) for a in (0, 1, 4, 5) for idx in (lo, hi)]
+        lo, hi = _T8_STAGES[2]
+        out = [shuffle(u[k], u[k + 4], lo) for k in range(4)] + [shuffle(u[k], u[k + 4], hi) for k in range(4)]
+        for j in range(8):
+            builder.store(out[j], _vec_ptr(context, builder, dt, args[3],
+                                           builder.add(d0, builder.mul(dstep, ir.Constant(i64, j))), types.int64),
+                          align=4)
+        return context.get_dummy_value()
+
+    return types.void(src, s, ss, dst, d, ds), codegen
