@@ -20,7 +20,7 @@ from tuinet.engine import build_model, make_optimizer
 from tuinet.bench.flops import model_training_flops, training_flops
 from tuinet.bench.layers import conv_layer_times, torch_conv_layer_times
 from tuinet.bench.peak import describe_machine, measure_machine
-from tuinet.bench.torch_models import torch_available, torch_cnn_model
+from tuinet.bench.torch_models import torch_available, torch_cnn_model, torch_threads
 from tuinet.engine.threads import configure_threads, cores
 
 # --- the schedule ----------------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def run_torch_recipe(data, seed: int, spec: str = "cnn", epochs: int = 1, batch_
     """The same recipe in PyTorch (default init, OneCycleLR with cycle_momentum=False)."""
     import torch
 
-    torch.set_num_threads(threads or cores())
+    torch_threads(threads or cores())
     torch.manual_seed(seed)
     x, y, xt, yt = data
     ours = build_model(spec, x.shape[1:], 10, seed=seed)

@@ -76,11 +76,11 @@ def _tuinet_parts(batch: int, repeats: int) -> dict[str, float]:
 def _torch_parts(batch: int, repeats: int) -> dict[str, float]:
     import torch
 
-    from tuinet.bench.torch_models import torch_cnn_model
+    from tuinet.bench.torch_models import torch_cnn_model, torch_threads
     from tuinet.engine.spec import build_model
     from tuinet.engine.threads import cores
 
-    torch.set_num_threads(cores())
+    torch_threads(cores())
     model = build_model("resnet", (28, 28, 1), 10)
     out: dict[str, float] = {}
     for block in (layer for layer in model.layers if layer.kind == "ResidualBlock"):

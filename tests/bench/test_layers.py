@@ -58,3 +58,30 @@ def test_a_conv_maxpool_relu_triple_is_one_row_and_pytorch_times_the_same_layers
     for rows in _both_sides(model, True):
         assert [r.get("fused", False) for r in rows] == [False, True, True, False, False]
         assert rows[0]["layer"] == "Conv2D(4, 3x3) + MaxPool2D(2x2) + ReLU" and rows[0]["forward_backward_ms"] > 0
+
+
+def test_pytorch_is_timed_with_subnormals_flushed_as_tuinet_trains(monkeypatch):
+    """Every PyTorch timing goes through torch_threads, which flushes subnormal floats as tuinet's training threads
+    do: without it the mlp benchmark's Adam state went subnormal after about 600 steps and PyTorch's later rounds ran
+    a third slower (a fake torch module records the calls; the real one need not be installed)."""
+    import sys
+    import types
+
+    from tuinet.bench import torch_models
+
+    calls = []
+    fake = types.SimpleNamespace(set_num_threads=lambda n: calls.append(("threads", n)),
+                                 set_flush_denormal=lambda on: calls.append(("flush", on)))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    torch_models.torch_threads(3)
+    assert calls == [("threads", 3), ("flush", True)]
+    import inspect
+    from pathlib import Path
+
+    from tuinet.bench import layers, throughput
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [inspect.getsource(layers), inspect.getsource(throughput)] + [
+        (root / "benchmarks" / name).read_text() for name in ("cnn_recipe.py", "resnet_parts.py")]
+    for src in sources:  # each PyTorch timing sets its threads only through it
+        assert "torch_threads(" in src and "torch.set_num_threads(" not in src

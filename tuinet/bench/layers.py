@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tuinet.bench.torch_models import torch_cnn_model
+from tuinet.bench.torch_models import torch_cnn_model, torch_threads
 from tuinet.engine.threads import configure_threads, cores
 
 
@@ -101,7 +101,7 @@ def torch_conv_layer_times(model, batch_size: int = 256, repeats: int = 10, seed
     """
     import torch
 
-    torch.set_num_threads(threads or cores())
+    torch_threads(threads or cores())
     torch.manual_seed(seed)
     shape = model.input_shape
     x = torch.rand((batch_size,) + (tuple(shape[2:]) + tuple(shape[:2]) if len(shape) == 3 else tuple(shape)))

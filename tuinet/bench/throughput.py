@@ -97,10 +97,10 @@ class TorchRunner:
     def __init__(self, model, optimizer, batch_size, input_shape, classes):
         import torch
 
-        from tuinet.bench.torch_models import torch_cnn_model
+        from tuinet.bench.torch_models import torch_cnn_model, torch_threads
 
         self.torch = torch
-        torch.set_num_threads(cores())
+        torch_threads(cores())
         self.net = torch_cnn_model(model.config()["layers"], model.input_shape)
         opt_cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                    "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[optimizer if optimizer != "momentum"

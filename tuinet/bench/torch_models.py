@@ -16,6 +16,17 @@ def torch_available() -> bool:
     return True
 
 
+def torch_threads(threads: int) -> None:
+    """PyTorch's settings for a timing beside tuinet: ``threads`` threads, and subnormal floats flushed to zero as
+    tuinet's training threads flush them (:mod:`tuinet.engine.fpmode`). Without it, the ``mlp`` benchmark's Adam
+    state went subnormal after about 600 steps on its random batches (156k of its elements) and PyTorch fell from
+    134k to 89-93k samples/s at batch 256, which a median of later rounds then read as tuinet's lead."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
 def torch_cnn_model(layer_configs: list[dict[str, Any]], input_shape: tuple[int, ...]):
     """The PyTorch ``nn.Sequential`` equivalent of tuinet layer configs (``model.config()["layers"]``).
 
