@@ -256,3 +256,15 @@ def test_a_weight_gradient_of_a_wide_input_transposes_it_first_with_the_same_bit
     assert calls == [(k, n), (k, n)]
     np.testing.assert_array_equal(first, in_place)
     np.testing.assert_array_equal(again, in_place)
+
+
+def test_the_transposed_copies_kept_are_a_few_recent_shapes(numba_mode):
+    """A batch size changed again and again while training brings new shapes: the thread keeps the last four."""
+    rng = np.random.default_rng(3)
+    for k in range(128, 128 + 8 * 6, 8):
+        x = rng.standard_normal((k, 520), dtype=np.float32)
+        np.testing.assert_array_equal(dense._transposed(x, 2), x.T)
+    assert list(dense._local.bufs) == [(520, k) for k in range(128 + 8 * 2, 128 + 8 * 6, 8)]
+    x = rng.standard_normal((144, 520), dtype=np.float32)  # one of them again: reused, now the most recent
+    kept = dense._local.bufs[(520, 144)]
+    assert dense._transposed(x, 2) is kept and list(dense._local.bufs)[-1] == (520, 144)

@@ -162,13 +162,17 @@ _local = threading.local()  # each training thread's transposed copies (see pane
 
 
 def _transposed(a: np.ndarray, parts: int) -> np.ndarray:
-    """a.T as a C-contiguous array, in a buffer this thread keeps for the shape (overwritten by the next call)."""
+    """a.T as a C-contiguous array, in a buffer this thread keeps for the shape (overwritten by the next call; the
+    last few shapes are kept: a batch size changed while training brings new ones)."""
     bufs = getattr(_local, "bufs", None)
     if bufs is None:
         bufs = _local.bufs = {}
-    out = bufs.get(a.shape[::-1])
+    out = bufs.pop(a.shape[::-1], None)
     if out is None:
-        out = bufs[a.shape[::-1]] = np.empty(a.shape[::-1], np.float32)
+        out = np.empty(a.shape[::-1], np.float32)
+        while len(bufs) >= 4:
+            bufs.pop(next(iter(bufs)))
+    bufs[a.shape[::-1]] = out  # (the most recent last)
     _transpose(a, out, parts)
     return out
 
