@@ -56,6 +56,14 @@ def _takes(a: np.ndarray, b: np.ndarray, out: np.ndarray, m: int) -> bool:
             and b.flags.c_contiguous and out.flags.c_contiguous and out.flags.writeable)
 
 
+def _on_micro_kernels(n: int, k: int, m: int, a: np.ndarray, b: np.ndarray, out: np.ndarray,
+                      *more: np.ndarray) -> bool:
+    """True when an n x k by k x m product runs on the micro-kernels (the "numba" mode, enough multiply-adds,
+    operands they take); ``more``: other arrays the fused kernels read or write, C-contiguous float32 too."""
+    return (on_numba_threads() and n * k * m >= MIN_FMAS and _takes(a, b, out, m)
+            and all(x.dtype == np.float32 and x.flags.c_contiguous for x in more))
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, trans_a: bool = False,
            trans_b: bool = False) -> np.ndarray:
     """``op(a) @ op(b)`` into ``out`` (a new array when None), op transposing when ``trans_a`` / ``trans_b``.
@@ -67,15 +75,11 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, trans_a:
     m = b.shape[0] if trans_b else b.shape[1]
     if out is None:
         out = np.empty((n, m), dtype=np.result_type(a, b))
-    if not (on_numba_threads() and n * k * m >= MIN_FMAS and _takes(a, b, out, m)):
+    if not _on_micro_kernels(n, k, m, a, b, out):
         return np.dot(a.T if trans_a else a, b.T if trans_b else b, out=out)
     from tuinet.engine.conv.dense import panel_matmul  # the kernels load on first use (not at import)
 
     return panel_matmul(a, b, out, trans_a, trans_b)
-
-
-def _f32(*arrays: np.ndarray) -> bool:
-    return all(x.dtype == np.float32 and x.flags.c_contiguous for x in arrays)
 
 
 def matmul_bias_relu(a: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -85,7 +89,7 @@ def matmul_bias_relu(a: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.nda
     it (:func:`tuinet.engine.kernels.bias_relu`): the same numbers either way for a given product."""
     n, k = a.shape
     m = w.shape[1]
-    if on_numba_threads() and n * k * m >= MIN_FMAS and _takes(a, w, out, m) and _f32(bias):
+    if _on_micro_kernels(n, k, m, a, w, out, bias):
         from tuinet.engine.conv.dense import panel_matmul
 
         return panel_matmul(a, w, out, False, False, bias=bias, relu=True)
@@ -103,8 +107,7 @@ def relu_grad_matmul(x: np.ndarray, dy: np.ndarray, y: np.ndarray, dz: np.ndarra
     product: the same numbers either way for a given product."""
     k, n = x.shape
     m = dy.shape[1]
-    if (on_numba_threads() and n * k * m >= MIN_FMAS and _takes(x, dy, dw, m) and _f32(y, dz, db)
-            and y.shape == dy.shape == dz.shape):
+    if _on_micro_kernels(n, k, m, x, dy, dw, y, dz, db) and y.shape == dy.shape == dz.shape:
         from tuinet.engine.conv.dense import panel_matmul
 
         return panel_matmul(x, dy, dw, True, False, mask=(y, dz, db, keep))

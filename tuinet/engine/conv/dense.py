@@ -14,7 +14,7 @@ from numba import prange
 from tuinet.engine.conv.codegen import LANES, conv_jit
 from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
 from tuinet.engine.conv.microkernels import _add_lanes8, _copy_lanes8, _relu_mask8, _transpose8, tile_kernel
-from tuinet.engine.kernels import F0
+from tuinet.engine.kernels import F0, _relu_fwd
 
 #: rows of the 32-column tiles the whole tiles of a product run in: 12 x 2 zmm accumulators with 512-bit vectors
 #: (24 of the 32 registers; the convolutions' 6 x 32 tile loads two vectors of B and six values of A for 12 FMAs,
@@ -102,17 +102,9 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts,
                 for r in range(hi - r0):
                     _copy_flat(tile[r], c[r0 + r][j0:j0 + w])
             if relu:  # the panel's rows of c, still in the cache (16 KB for 128 rows)
-                _relu_rows(c, lo, hi - lo, j0, w)
-
-
-@conv_jit()
-def _relu_rows(c, r0, n, j0, w):
-    """c[r0:r0 + n, j0:j0 + w] = max(c, 0) in place (NaN -> 0, as :func:`tuinet.engine.kernels.bias_relu`)."""
-    for r in range(r0, r0 + n):
-        row = c[r][j0:j0 + w]  # indices from 0 (not provably >= 0, a negative index's check keeps the loop scalar)
-        for j in range(row.size):
-            v = row[j]
-            row[j] = v if v > F0 else F0
+                for r in range(lo, hi):
+                    row = c[r][j0:j0 + w]
+                    _relu_fwd(row, row)
 
 
 @conv_jit()
@@ -123,9 +115,7 @@ def _masked_pack(b, y, j0, w, panel, dz, db, keep, own):
     T, m = b.shape
     bf, yf, pf, zf = b.reshape(-1), y.reshape(-1), panel.reshape(-1), dz.reshape(-1)
     if own:
-        for q in range(0, w, 8):
-            for j in range(8):
-                db[j0 + q + j] = F0
+        db[j0:j0 + w] = F0
     for t in range(T):
         for q in range(0, w, 8):
             _relu_mask8(bf, t * m + j0 + q, yf, t * m + j0 + q, pf, t * 32 + q)
