@@ -1657,6 +1657,12 @@ dz, db, dw = np.empty_like(dy), np.empty(40, np.float32), np.empty((3, 40), np.f
 dense.panel_matmul(aa, dy, dw, True, False, mask=(y, dz, db, True))
 assert np.allclose(dz, np.where(y > 0, dy, 0)) and np.allclose(db, dz.sum(0), atol=1e-5)
 assert np.allclose(dw, aa.T @ dz, atol=1e-5)
+# a 16-wide last panel (56 columns: 32, 16, 8) and a last tile of fewer rows than the 16-wide tile's
+b56 = rng.standard_normal((3, 56)).astype(np.float32)
+a16 = rng.standard_normal((kernels.R16 + 3, 3)).astype(np.float32)
+out = np.empty((a16.shape[0], 56), np.float32)
+dense.panel_matmul(a16, b56, out, False, False, bias=np.zeros(56, np.float32), relu=True)
+assert np.allclose(out, np.maximum(a16 @ b56, 0), atol=1e-5)
 # a weight gradient of a wide input, transposed first (ragged 8 x 8 blocks on both sides)
 xw = rng.standard_normal((dense.TRANSPOSE_TAPS + 3, dense.TRANSPOSE_ROWS + 5)).astype(np.float32)
 dzw = rng.standard_normal((xw.shape[0], 40)).astype(np.float32)

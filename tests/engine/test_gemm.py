@@ -215,14 +215,73 @@ def test_a_masked_product_with_its_columns_split(numba_mode):
 
 def test_column_cuts_share_the_panels_out_in_equal_widths():
     assert dense._cuts(256, 2).tolist() == [0, 4, 8]  # eight 32-column panels
-    assert dense._cuts(16, 2).tolist() == [0, 1, 2]  # two 8-column panels
-    # 40, 132 and 400 columns fall inside a panel (32, 32, 8, 8 / eight of 32 then one of 8 / 25 of 32)
+    assert dense._cuts(96, 3).tolist() == [0, 1, 2, 3]
+    if dense.PANEL16:
+        assert dense._cuts(16, 2) is None  # one 16-column panel
+    else:
+        assert dense._cuts(16, 2).tolist() == [0, 1, 2]  # two 8-column panels
+    # 40, 132 and 400 columns fall inside a panel (32, 32, then 16 or 8 + 8 / eight of 32 then one of 8 / 25 of 32)
     assert dense._cuts(80, 2) is None and dense._cuts(264, 2) is None and dense._cuts(800, 2) is None
     assert dense._cuts(40, 1).tolist() == [0, 2]
     # about equal shares (a transposed B): 416 | 384 of 800 columns, 128 | 136 of 264; not 32 | 8
     assert dense._cuts(800, 2, even=False).tolist() in ([0, 13, 25], [0, 12, 25])
     assert dense._cuts(264, 2, even=False).tolist() == [0, 4, 9]
     assert dense._cuts(40, 2, even=False) is None and dense._cuts(8, 2, even=False) is None
+
+
+@pytest.mark.parametrize("panel16", [True, False])
+def test_panels_are_32_columns_then_one_of_16_then_of_8(monkeypatch, panel16):
+    """16-column panels with 512-bit vectors only (dense.PANEL16; the tests run on whichever the host has)."""
+    monkeypatch.setattr(dense, "PANEL16", panel16)
+    dense._panels.cache_clear()
+    try:
+        for m, widths in ((8, [8]), (16, [16]), (24, [16, 8]), (32, [32]), (56, [32, 16, 8]),
+                          (120, [32, 32, 32, 16, 8]), (400, [32] * 12 + [16]), (264, [32] * 8 + [8])):
+            if not panel16:
+                widths = [w for v in widths for w in ([8, 8] if v == 16 else [v])]
+            starts, got = dense._panels(m)
+            assert got.tolist() == widths and starts.tolist() == np.cumsum([0] + widths[:-1]).tolist()
+    finally:
+        dense._panels.cache_clear()
+
+
+@pytest.mark.parametrize("m", [16, 24, 56, 120, 400])
+@pytest.mark.parametrize("n", [5, 64, 131])
+def test_16_column_panels_give_the_bits_of_32_column_ones(numba_mode, n, m):
+    """Each element is one micro-kernel's sum over the whole reduction, in order, whichever tile computes it: a
+    width ending in a 16-column panel gives the bits of the same columns of B padded to a multiple of 32 columns
+    (every panel 32 wide), for the plain product, the bias + ReLU one and the masked weight gradient, on one thread
+    and all."""
+    rng = np.random.default_rng(n * m)
+    k, pad = 70, -m % 32
+    a = rng.standard_normal((n, k), dtype=np.float32)
+    b = rng.standard_normal((k, m), dtype=np.float32)
+    bias = rng.standard_normal(m, dtype=np.float32)
+    x = rng.standard_normal((k, n), dtype=np.float32)  # a weight gradient's x^T @ dz: n features, k samples
+    dy = rng.standard_normal((k, m), dtype=np.float32)
+    y = rng.standard_normal((k, m), dtype=np.float32)
+
+    def widen(v):
+        return np.ascontiguousarray(np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, pad)]))
+
+    def products(b, bias, dy, y):
+        w = b.shape[1]
+        plain = dense.panel_matmul(a, b, np.empty((n, w), np.float32), False, False)
+        fused = dense.panel_matmul(a, b, np.empty((n, w), np.float32), False, False, bias=bias, relu=True)
+        dz, db = np.empty_like(dy), np.empty(w, np.float32)
+        dw = dense.panel_matmul(x, dy, np.empty((n, w), np.float32), True, False, mask=(y, dz, db, True))
+        return [r[..., :m] for r in (plain, fused, dw, dz, db)]
+
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            got = products(b, bias, dy, y)
+            want = products(widen(b), widen(bias), widen(dy), widen(y))
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_transpose_in_registers_matches_numpy():

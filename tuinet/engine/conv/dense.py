@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from tuinet.engine.conv.codegen import LANES, conv_jit
-from tuinet.engine.conv.kernels import MK8, MK32, R8, R32, TILE_ROWS, _copy_flat
+from tuinet.engine.conv.kernels import MK8, MK16, MK32, R8, R16, R32, TILE_ROWS, _copy_flat
 from tuinet.engine.conv.microkernels import _add_lanes8, _copy_lanes8, _relu_mask8, _transpose8, tile_kernel
 from tuinet.engine.kernels import F0, _relu_fwd
 
@@ -25,6 +25,13 @@ DR32 = 12 if LANES == 16 else R32
 assert DR32 <= TILE_ROWS and DR32 % R32 == 0
 # A's rows a stride apart (the row length, or 1 for A = a.T)
 MKD32 = tile_kernel(DR32, 32, LANES, strided=True) if DR32 != R32 else MK32
+#: with 512-bit vectors, the 16 to 31 columns a product's 32-wide panels leave (LeNet's Dense(120), its input
+#: gradient's 400) run first in a 16-column panel, in tiles of R16 rows (12 zmm accumulators, strided as MKD32):
+#: 8-column tiles use half of each zmm. On 2 AVX-512 cores, us: 256 x 400 by 400 x 120 108-110 -> 95-98, its weight
+#: gradient 128-132 -> 106-114, input gradient 97-99 -> 84-94; 64 rows 39-41 -> 35-39. With 256-bit vectors an 8-column
+#: tile fills its registers, and 16-column panels measured the same or slower (122-123 -> 127-130 us): not used there
+PANEL16 = LANES == 16
+MKD16 = tile_kernel(R16, 16, LANES, strided=True)
 
 @conv_jit(parallel=True)
 def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts, relu, y, dz, db, keep):
@@ -34,9 +41,10 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts,
     extends ``TILE_ROWS`` entries past ``rows`` (any valid offsets). The work is shared out over ``parts`` threads
     by columns when ``cuts`` is given (``parts + 1`` panel indices: thread p runs panels ``cuts[p]`` to
     ``cuts[p + 1]`` over all the rows), else by rows (blocks of ``R32``, every thread every panel). Each thread
-    copies each panel of B it runs (32 columns, or 8 for the last ones: see :func:`_panels`) into a (T, 32) buffer
-    of its own, then runs the panel over its rows, a 32-column panel in ``DR32``-row tiles, then ``R32``-row ones
-    for the rest (a thread's last tile may be partial; it goes through a small buffer). Every element is one
+    copies each panel of B it runs (32 columns, or 16 or 8 for the last ones: see :func:`_panels`) into a (T, 32)
+    buffer of its own, then runs the panel over its rows, a 32-column panel in ``DR32``-row tiles, then ``R32``-row
+    ones for the rest, a 16-column one in ``R16``-row tiles (a thread's last tile may be partial; it goes through a
+    small buffer). Every element is one
     micro-kernel's sum over the whole reduction, in order, whichever tile computes it (the numbers do not depend on
     the thread count or the split). Only these micro-kernels are compiled (a first run compiles this kernel cold).
 
@@ -90,6 +98,10 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts,
                 while r0 + R32 <= hi:
                     MK32(af, u, r0, v, panel, 0, c, r0, j0, bs, no)
                     r0 += R32
+            elif w == 16:
+                while r0 + R16 <= hi:
+                    MKD16(af, u, r0, v, panel, 0, c, r0, j0, bs, no)
+                    r0 += R16
             else:
                 while r0 + R8 <= hi:
                     MK8(af, u, r0, v, panel, 0, c, r0, j0, bs, no)
@@ -97,6 +109,8 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts,
             if r0 < hi:
                 if wide:
                     MK32(af, u, r0, v, panel, 0, tile, 0, 0, bs, no)
+                elif w == 16:
+                    MK16(af, u, r0, v, panel, 0, tile, 0, 0, bs, no)
                 else:
                     MK8(af, u, r0, v, panel, 0, tile, 0, 0, bs, no)
                 for r in range(hi - r0):
@@ -110,8 +124,8 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts,
 @conv_jit()
 def _masked_pack(b, y, j0, w, panel, dz, db, keep, own):
     """panel[t, :w] = b[t, j0:j0 + w] where y > 0, else 0 (a ReLU's backward pass), for every row t, eight floats at
-    a time (``w`` is 32 or 8). With ``own`` also the columns' sums down the rows, in order, into db[j0:j0 + w] (the
-    numbers of :func:`tuinet.engine.kernels.relu_grad_bias`), and with ``keep`` the values into dz's rows."""
+    a time (``w`` is 32, 16 or 8). With ``own`` also the columns' sums down the rows, in order, into db[j0:j0 + w]
+    (the numbers of :func:`tuinet.engine.kernels.relu_grad_bias`), and with ``keep`` the values into dz's rows."""
     T, m = b.shape
     bf, yf, pf, zf = b.reshape(-1), y.reshape(-1), panel.reshape(-1), dz.reshape(-1)
     if own:
@@ -178,9 +192,12 @@ def _offsets(n: int, step: int) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _panels(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column starts and widths of the panels of m columns (a multiple of 8): 32 wide, then 8 wide."""
-    starts = list(range(0, m - m % 32, 32)) + list(range(m - m % 32, m, 8))
-    widths = [32] * (m // 32) + [8] * (m % 32 // 8)
+    """Column starts and widths of the panels of m columns (a multiple of 8): 32 wide, then (:data:`PANEL16`) one 16
+    wide when 16 or more are left, then 8 wide."""
+    rest = m % 32
+    sixteen = rest // 16 if PANEL16 else 0
+    widths = [32] * (m // 32) + [16] * sixteen + [8] * ((rest - 16 * sixteen) // 8)
+    starts = np.cumsum([0] + widths[:-1]) if widths else []
     return np.array(starts, np.int64), np.array(widths, np.int64)
 
 
