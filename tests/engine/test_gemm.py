@@ -158,6 +158,32 @@ def test_dense_relu_forward_fused_gives_the_separate_passes_bits(numba_mode, cou
 
 
 @pytest.mark.parametrize("n,k,m", FUSED_SHAPES)
+def test_dense_forward_adds_its_bias_in_the_product_kernel_with_the_separate_passes_bits(
+        numba_mode, count_panel_calls, monkeypatch, n, k, m):
+    """A Dense layer's forward pass (no ReLU after it): a @ w + bias with the bias added as the micro-kernel stores
+    each tile, one call, the bits of the product then kernels.add_bias (NaN and infinities as there)."""
+    from tuinet.engine import kernels as K
+    from tuinet.engine.layers import Dense
+
+    monkeypatch.setattr(gemm, "MIN_FMAS", 0)
+    rng = np.random.default_rng(n * k + m)
+    a = _with_specials(rng.standard_normal((n, k), dtype=np.float32))
+    w = rng.standard_normal((k, m), dtype=np.float32)
+    bias = rng.standard_normal(m, dtype=np.float32)
+    want = gemm.matmul(a, w)
+    K.add_bias(want, bias)
+    count_panel_calls.clear()
+    got = gemm.matmul_bias(a, w, bias)
+    assert count_panel_calls == [(n, m)]  # the bias in the same call
+    np.testing.assert_array_equal(got, want)
+    layer = Dense(m)
+    layer.build((k,), rng)
+    layer.params[0][...] = w
+    layer.params[1][...] = bias
+    np.testing.assert_array_equal(layer.forward(a, True), want)
+
+
+@pytest.mark.parametrize("n,k,m", FUSED_SHAPES)
 @pytest.mark.parametrize("keep", [True, False])
 def test_relu_backward_fused_gives_the_separate_passes_bits(numba_mode, count_panel_calls, monkeypatch, n, k, m,
                                                            keep):

@@ -82,6 +82,22 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, trans_a:
     return panel_matmul(a, b, out, trans_a, trans_b)
 
 
+def matmul_bias(a: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``a @ w + bias`` (a new array): a Dense layer's forward pass. On Numba's threads (as :func:`matmul`) the
+    micro-kernel adds the bias as it stores each register tile, else the product and then one pass over it
+    (:func:`tuinet.engine.kernels.add_bias`): the same numbers either way for a given product."""
+    n, k = a.shape
+    m = w.shape[1]
+    out = np.empty((n, m), dtype=np.result_type(a, w))
+    if _on_micro_kernels(n, k, m, a, w, out, bias):
+        from tuinet.engine.conv.dense import panel_matmul
+
+        return panel_matmul(a, w, out, False, False, bias=bias)
+    np.dot(a, w, out=out)
+    K.add_bias(out, bias)
+    return out
+
+
 def matmul_bias_relu(a: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out = max(a @ w + bias, 0)``: a Dense layer and the ReLU after it. On Numba's threads (as
     :func:`matmul`) the micro-kernel adds the bias as it stores each register tile (the add the separate pass

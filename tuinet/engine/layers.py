@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tuinet.engine import kernels as K
-from tuinet.engine.gemm import matmul, matmul_bias_relu, relu_grad_matmul
+from tuinet.engine.gemm import matmul, matmul_bias, matmul_bias_relu, relu_grad_matmul
 from tuinet.errors import ModelError
 
 LAYER_TYPES: dict[str, type["Layer"]] = {}
@@ -172,10 +172,9 @@ class Dense(Layer):
 
     def forward(self, x, training):
         self._x = x
-        z = matmul(x, self.params[0])
         if self.use_bias:
-            K.add_bias(z, self.params[1])
-        return z
+            return matmul_bias(x, self.params[0], self.params[1])
+        return matmul(x, self.params[0])
 
     def backward(self, dy, need_dx=True):
         x = self._x
