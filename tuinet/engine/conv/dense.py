@@ -44,9 +44,9 @@ def _gemm_panels(af, u, rows, v, b, trans, starts, widths, c, bias, parts, cuts,
     copies each panel of B it runs (32 columns, or 16 or 8 for the last ones: see :func:`_panels`) into a (T, 32)
     buffer of its own, then runs the panel over its rows, a 32-column panel in ``DR32``-row tiles, then ``R32``-row
     ones for the rest, a 16-column one in ``R16``-row tiles (a thread's last tile may be partial; it goes through a
-    small buffer). Every element is one
-    micro-kernel's sum over the whole reduction, in order, whichever tile computes it (the numbers do not depend on
-    the thread count or the split). Only these micro-kernels are compiled (a first run compiles this kernel cold).
+    small buffer). Every element is one micro-kernel's sum over the whole reduction, in order, whichever tile computes
+    it (the numbers do not depend on the thread count or the split). Only these micro-kernels are compiled (a first
+    run compiles this kernel cold).
 
     ``relu``: c = max(c, 0) as each panel is written (a Dense layer and its ReLU; the bias is added by the
     micro-kernel). ``y.shape[0] > 0`` (``not trans``): B is masked by a ReLU's output as it is packed, B[t, j] =
