@@ -103,7 +103,11 @@ def test_a_killed_sweep_resumes_and_no_trial_runs_twice(tmp_path, cleanup_traine
 
 
 def test_stop_and_promote_reach_a_detached_sweep(tmp_path, cleanup_trainers):
-    spec = write_spec(tmp_path, name="sp.toml", epochs=30, batch=8, trials=2)
+    # epochs of 15-30 ms: trial 1 must still be running when the stop reaches it (through state.json, written
+    # every 0.2 s, and the driver's next poll), whichever trial started first; with 30 epochs a CI run saw it end
+    # first ("complete"). The promoted trial then runs twice as many.
+    epochs = 300
+    spec = write_spec(tmp_path, name="sp.toml", epochs=epochs, batch=8, trials=2)
     runs, folder = tmp_path / "runs", tmp_path / "runs" / "sp"
     result = run_cli("sweep", spec, "--detach", "--workers", 2, "--runs-dir", runs)
     assert result.exit_code == 0 and "started in the background" in result.output, result.output
@@ -111,8 +115,8 @@ def test_stop_and_promote_reach_a_detached_sweep(tmp_path, cleanup_trainers):
     try:
         wait_until(lambda: len([t for t in read_sweep(folder).trials if t.state == "running" and t.epochs >= 1]) == 2,
                    what="both trials running")
-        promote_trial(folder, 0)
         stop_trial(folder, 1)
+        promote_trial(folder, 0)
         wait_until(lambda: driver_pid(folder) is None, timeout=120, what="the sweep's end")
         # started by this process, which lives on (as the sweep's app does): reaped, not left a zombie
         wait_until(lambda: not os.path.exists(f"/proc/{driver}"), timeout=30, what="the driver reaped")
@@ -122,8 +126,8 @@ def test_stop_and_promote_reach_a_detached_sweep(tmp_path, cleanup_trainers):
             kill_tree(pid)
     snap = read_sweep(folder)
     promoted, stopped = snap.trials
-    assert promoted.promoted and promoted.state == "complete" and promoted.budget == 60 and promoted.epochs == 60
-    assert stopped.state == "pruned" and stopped.epochs < 30
+    assert promoted.promoted and promoted.state == "complete" and promoted.budget == promoted.epochs == 2 * epochs
+    assert stopped.state == "pruned" and stopped.epochs < epochs
     assert RunDir(stopped.run_dir).read_json("status.json")["status"] == "pruned"
     attach = run_cli("attach", "sp", "--json", "--runs-dir", runs)  # the whole story, then the end
     kinds = [json.loads(line)["event"] for line in attach.output.splitlines()]
