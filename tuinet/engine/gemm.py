@@ -82,35 +82,27 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, trans_a:
     return panel_matmul(a, b, out, trans_a, trans_b)
 
 
-def matmul_bias(a: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``a @ w + bias`` (a new array): a Dense layer's forward pass. On Numba's threads (as :func:`matmul`) the
-    micro-kernel adds the bias as it stores each register tile, else the product and then one pass over it
-    (:func:`tuinet.engine.kernels.add_bias`): the same numbers either way for a given product."""
+def matmul_bias(a: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None,
+                relu: bool = False) -> np.ndarray:
+    """``a @ w + bias`` into ``out`` (a new array when None): a Dense layer's forward pass; with ``relu``
+    ``max(a @ w + bias, 0)``, the Dense layer and the ReLU after it. On Numba's threads (as :func:`matmul`) the
+    micro-kernel adds the bias as it stores each register tile (the add the separate pass makes) and the ReLU goes
+    over each panel's rows once they are written, else the product and then one pass over it
+    (:func:`tuinet.engine.kernels.add_bias` or :func:`~tuinet.engine.kernels.bias_relu`): the same numbers either
+    way for a given product."""
     n, k = a.shape
     m = w.shape[1]
-    out = np.empty((n, m), dtype=np.result_type(a, w))
+    if out is None:
+        out = np.empty((n, m), dtype=np.result_type(a, w))
     if _on_micro_kernels(n, k, m, a, w, out, bias):
         from tuinet.engine.conv.dense import panel_matmul
 
-        return panel_matmul(a, w, out, False, False, bias=bias)
+        return panel_matmul(a, w, out, False, False, bias=bias, relu=relu)
     np.dot(a, w, out=out)
-    K.add_bias(out, bias)
-    return out
-
-
-def matmul_bias_relu(a: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out = max(a @ w + bias, 0)``: a Dense layer and the ReLU after it. On Numba's threads (as
-    :func:`matmul`) the micro-kernel adds the bias as it stores each register tile (the add the separate pass
-    makes) and the ReLU goes over each panel's rows once they are written, else the product and then one pass over
-    it (:func:`tuinet.engine.kernels.bias_relu`): the same numbers either way for a given product."""
-    n, k = a.shape
-    m = w.shape[1]
-    if _on_micro_kernels(n, k, m, a, w, out, bias):
-        from tuinet.engine.conv.dense import panel_matmul
-
-        return panel_matmul(a, w, out, False, False, bias=bias, relu=True)
-    np.dot(a, w, out=out)
-    K.bias_relu(out, bias)
+    if relu:
+        K.bias_relu(out, bias)
+    else:
+        K.add_bias(out, bias)
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tuinet.engine import kernels as K
-from tuinet.engine.gemm import matmul, matmul_bias, matmul_bias_relu, relu_grad_matmul
+from tuinet.engine.gemm import matmul, matmul_bias, relu_grad_matmul
 from tuinet.errors import ModelError
 
 LAYER_TYPES: dict[str, type["Layer"]] = {}
@@ -210,7 +210,7 @@ class Dense(Layer):
         w = self.params[0]
         shape = (x.shape[0], self.units)
         y = self._buffer("y", shape) if training and x.dtype == np.float32 else np.empty(shape, dtype=x.dtype)
-        matmul_bias_relu(x, w, self.params[1] if self.use_bias else self._zero_bias(), y)
+        matmul_bias(x, w, self.params[1] if self.use_bias else self._zero_bias(), y, relu=True)
         relu._cache = y
         return y
 
